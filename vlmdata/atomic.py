@@ -1,0 +1,108 @@
+"""Atomic writes: a temporary name in the same folder, fsync, rename.
+
+A kill at any moment leaves either the old file or the new one under the final name, never a
+half-written one. Temporary names start with ``.tmp-`` so ``cleanup_temporaries`` can find
+what an earlier crash left behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+TMP_PREFIX = ".tmp-"
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_open(path: Path, mode: str = "wb") -> Iterator[Any]:
+    """Open a temporary sibling of ``path``; on clean exit fsync it and rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    with atomic_open(path, "wb") as fh:
+        fh.write(data)
+
+
+def write_text(path: Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, obj: Any, *, indent: int | None = 2) -> None:
+    write_text(path, json.dumps(obj, indent=indent, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def temp_dir_beside(path: Path) -> Path:
+    """A fresh temporary folder on the same filesystem as ``path`` (so a rename can move it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent))
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move a finished temporary folder to ``final``, replacing an older one.
+
+    The old folder is first renamed aside, then the new one renamed in, then the old one removed:
+    at every instant ``final`` is either the complete old tree or the complete new one.
+    """
+    final = Path(final)
+    old = None
+    if final.exists() or final.is_symlink():
+        old = final.with_name(f"{TMP_PREFIX}{final.name}.old.{os.getpid()}")
+        os.replace(final, old)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+
+
+def cleanup_temporaries(folder: Path) -> int:
+    """Remove ``.tmp-*`` leftovers directly inside ``folder``; returns how many were removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    n = 0
+    for p in folder.iterdir():
+        if p.name.startswith(TMP_PREFIX):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            n += 1
+    return n

@@ -1,0 +1,167 @@
+"""The catalog: every dataset, layout and blend recipe, shipped and user-supplied.
+
+Shipped manifests live in the repository's ``manifests/`` folder (or, for a non-editable install,
+under ``<prefix>/share/vlmdata/manifests``). Extra folders given with ``--manifests`` /
+``VLMDATA_MANIFESTS`` add to them; a manifest with the same name as a shipped one replaces it.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, TypeVar
+
+from vlmdata.errors import UserError
+from vlmdata.manifest.reader import Table
+from vlmdata.manifest.schema import Blend, Dataset, FileSpec, Layout, parse_blend, parse_dataset, parse_layout
+
+T = TypeVar("T")
+KINDS = ("datasets", "layouts", "blends")
+
+
+def shipped_manifest_dir() -> Path:
+    """The manifests that come with the package."""
+    repo = Path(__file__).resolve().parents[2] / "manifests"
+    if (repo / "datasets").is_dir():
+        return repo
+    return Path(sys.prefix) / "share" / "vlmdata" / "manifests"
+
+
+def read_toml(path: Path) -> Table:
+    try:
+        with open(path, "rb") as fh:
+            return Table(tomllib.load(fh), path)
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"not valid TOML: {e}", where=str(path), hint="fix the syntax; see docs/manifests.md") from e
+    except OSError as e:
+        raise UserError(f"cannot read manifest: {e.strerror}", where=str(path)) from e
+
+
+@dataclass
+class Catalog:
+    datasets: dict[str, Dataset] = field(default_factory=dict)
+    layouts: dict[str, Layout] = field(default_factory=dict)
+    blends: dict[str, Blend] = field(default_factory=dict)
+
+    # -- lookups with errors a user can act on
+    def dataset(self, name: str) -> Dataset:
+        return _lookup(self.datasets, name, "dataset")
+
+    def layout(self, name: str) -> Layout:
+        return _lookup(self.layouts, name, "layout")
+
+    def blend(self, name_or_path: str) -> Blend:
+        """A recipe by name, or a recipe TOML given as a path (``./my-mix.toml``)."""
+        p = Path(name_or_path)
+        if name_or_path.endswith(".toml") or p.is_file():
+            if not p.is_file():
+                raise UserError(f"recipe file {name_or_path} does not exist", hint="give a recipe name from `vlmdata list` or a path to a .toml")
+            b = parse_blend(read_toml(p))
+            self._check_blend(b)
+            return b
+        return _lookup(self.blends, name_or_path, "blend recipe")
+
+    def select_files(self, selectors: Iterable[str]) -> list[FileSpec]:
+        """``NAME`` (the dataset's default files) or ``NAME:FILE`` (one file, optional ones too)."""
+        out: list[FileSpec] = []
+        for sel in selectors:
+            name, _, fname = sel.partition(":")
+            ds = self.dataset(name)
+            if not fname:
+                out.extend(ds.default_files)
+                continue
+            f = ds.file(fname)
+            if f is None:
+                raise UserError(
+                    f"dataset {name!r} has no file {fname!r}",
+                    hint=f"its files: {', '.join(x.name for x in ds.files)}",
+                )
+            out.append(f)
+        seen: set[str] = set()
+        return [f for f in out if not (f.key in seen or seen.add(f.key))]
+
+    # -- cross-references
+    def validate(self) -> None:
+        for lay in self.layouts.values():
+            for e in lay.entries:
+                if e.dataset is None:
+                    continue
+                if e.dataset not in self.datasets:
+                    raise UserError(f"layout entry {e.path!r} names unknown dataset {e.dataset!r}", where=str(lay.origin))
+                targets = [f.place.to for f in self.datasets[e.dataset].files]
+                if not any(e.store == t or e.store.startswith(t + "/") for t in targets):
+                    raise UserError(
+                        f"layout entry {e.path!r}: store path {e.store!r} is not placed by dataset {e.dataset!r}",
+                        where=str(lay.origin), hint=f"that dataset places: {', '.join(sorted(set(targets)))}")
+        for b in self.blends.values():
+            self._check_blend(b)
+
+    def _check_blend(self, b: Blend) -> None:
+        if b.layout not in self.layouts:
+            raise UserError(f"recipe names unknown layout {b.layout!r}", where=str(b.origin),
+                            hint=f"known layouts: {', '.join(sorted(self.layouts))}")
+        for e in b.entries:
+            if e.dataset is None:
+                continue
+            ds = self.datasets.get(e.dataset)
+            if ds is None:
+                raise UserError(f"entry {e.name!r} names unknown dataset {e.dataset!r}", where=str(b.origin))
+            if ds.file(e.file or "") is None:
+                raise UserError(f"entry {e.name!r}: dataset {e.dataset!r} has no file {e.file!r}", where=str(b.origin),
+                                hint=f"its files: {', '.join(f.name for f in ds.files)}")
+
+
+def _lookup(table: dict[str, T], name: str, what: str) -> T:
+    if name in table:
+        return table[name]
+    import difflib
+
+    close = difflib.get_close_matches(name, table.keys(), n=3)
+    hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(sorted(table))}"
+    raise UserError(f"unknown {what} {name!r}", hint=hint + " (`vlmdata list` shows everything)")
+
+
+_PARSERS: dict[str, Callable[[Table], object]] = {
+    "datasets": parse_dataset,
+    "layouts": parse_layout,
+    "blends": parse_blend,
+}
+
+
+def _load_dir(folder: Path, cat: Catalog) -> None:
+    for kind in KINDS:
+        sub = folder / kind
+        if not sub.is_dir():
+            continue
+        target = getattr(cat, kind)
+        for path in sorted(sub.glob("*.toml")):
+            obj = _PARSERS[kind](read_toml(path))
+            target[obj.name] = obj  # type: ignore[attr-defined]
+
+
+def manifest_dirs(extra: Iterable[Path | str] = ()) -> list[Path]:
+    dirs = [shipped_manifest_dir()]
+    for d in extra:
+        p = Path(d)
+        if not p.is_dir():
+            raise UserError(f"manifest folder {p} does not exist", hint="--manifests takes a folder with datasets/, layouts/ or blends/ inside")
+        if not any((p / k).is_dir() for k in KINDS):
+            raise UserError(f"manifest folder {p} has no datasets/, layouts/ or blends/ subfolder")
+        dirs.append(p)
+    return dirs
+
+
+def load_catalog(extra: Iterable[Path | str] = ()) -> Catalog:
+    """Shipped manifests, then each extra folder in order (later names override earlier)."""
+    cat = Catalog()
+    for d in manifest_dirs(extra):
+        _load_dir(d, cat)
+    cat.validate()
+    return cat
+
+
+def extra_dirs_from_env(value: str | None) -> list[str]:
+    """VLMDATA_MANIFESTS holds one or more folders separated by os.pathsep."""
+    return [v for v in (value or "").split(os.pathsep) if v]

@@ -1,0 +1,79 @@
+"""The journal: which files of which datasets are complete in this root, and how they got there.
+
+One JSON document, rewritten atomically under a short lock for every change, so concurrent
+readers always see a whole journal and a crash never leaves a torn one.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from vlmdata import atomic
+from vlmdata.errors import UserError
+
+
+@dataclass
+class JournalEntry:
+    key: str  # dataset:file
+    size: int | None
+    sha256: str | None
+    source: str  # which source delivered it (after mirror rewriting)
+    to: str  # placement target, relative to the root
+    placed_at: float = field(default_factory=time.time)
+    files: int | None = None  # files placed (archives, image lists)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Journal:
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / "journal.json"
+        self._lock = FileLock(str(Path(state_dir) / "journal.json.lock"))
+
+    def _read(self) -> dict[str, Any]:
+        if not self.path.exists():
+            return {"version": 1, "files": {}, "verified": {}}
+        try:
+            data = json.loads(self.path.read_text("utf-8"))
+        except (OSError, ValueError) as e:
+            raise UserError(f"the journal is unreadable: {e}", where=str(self.path),
+                            hint="delete it and run `vlmdata verify` to rebuild what is known") from e
+        data.setdefault("files", {})
+        data.setdefault("verified", {})
+        return data
+
+    def entries(self) -> dict[str, JournalEntry]:
+        return {k: JournalEntry(**v) for k, v in self._read()["files"].items()}
+
+    def get(self, key: str) -> JournalEntry | None:
+        return self.entries().get(key)
+
+    def record(self, entry: JournalEntry) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            data = self._read()
+            data["files"][entry.key] = asdict(entry)
+            atomic.write_json(self.path, data)
+
+    def forget(self, key: str) -> None:
+        if not self.path.exists():
+            return
+        with self._lock:
+            data = self._read()
+            if data["files"].pop(key, None) is not None:
+                atomic.write_json(self.path, data)
+
+    def verified(self) -> dict[str, dict[str, Any]]:
+        """dataset -> {"at": time, "deep": bool, "ok": bool}"""
+        return self._read()["verified"]
+
+    def record_verified(self, dataset: str, *, deep: bool, ok: bool) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            data = self._read()
+            data["verified"][dataset] = {"at": time.time(), "deep": deep, "ok": ok}
+            atomic.write_json(self.path, data)

@@ -1,0 +1,63 @@
+"""``vlmdata.lock``: the sha256 (and size) of every file as first verified on any machine.
+
+Few publishers give checksums. The first download that matches the manifest's size is hashed
+and recorded here; every later fetch, on this machine or another that shares the file, must
+produce the same hash. Commit it next to your training configs to pin your data.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from filelock import FileLock
+
+from vlmdata import atomic
+from vlmdata.errors import UserError
+
+
+@dataclass
+class LockEntry:
+    sha256: str
+    size: int
+    source: str
+    revision: str | None = None  # the Hub commit a `hf` source resolved to
+    recorded_at: float = field(default_factory=time.time)
+
+
+class LockFile:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = FileLock(str(self.path.parent / ".vlmdata" / "vlmdata.lock.lock"))
+
+    def entries(self) -> dict[str, LockEntry]:
+        if not self.path.exists():
+            return {}
+        try:
+            data = json.loads(self.path.read_text("utf-8"))
+            return {k: LockEntry(**v) for k, v in data.get("files", {}).items()}
+        except (OSError, ValueError, TypeError) as e:
+            raise UserError(f"the lock file is unreadable: {e}", where=str(self.path),
+                            hint="restore it from version control, or delete it to re-pin on the next fetch") from e
+
+    def get(self, key: str) -> LockEntry | None:
+        return self.entries().get(key)
+
+    def pin(self, key: str, entry: LockEntry) -> None:
+        """Record a first verified download; an existing different pin is never overwritten."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        (self.path.parent / ".vlmdata").mkdir(exist_ok=True)
+        with self._lock:
+            entries = self.entries()
+            old = entries.get(key)
+            if old is not None and old.sha256 != entry.sha256:
+                raise UserError(
+                    f"{key}: sha256 {entry.sha256} differs from the pinned {old.sha256}",
+                    where=str(self.path),
+                    hint="the publisher may have re-uploaded the file; if you trust the new one, remove its entry from the lock file",
+                )
+            if old is not None:
+                return
+            entries[key] = entry
+            atomic.write_json(self.path, {"version": 1, "files": {k: asdict(v) for k, v in sorted(entries.items())}})

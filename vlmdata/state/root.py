@@ -1,0 +1,93 @@
+"""The data root: the store every dataset is placed in, plus the tool's own state folder.
+
+``ROOT/<placement.to>`` is the store (its shape is the LLaVA-style tree of each dataset's
+manifest); ``ROOT/layouts/<name>`` holds the link views built for each layout;
+``ROOT/.vlmdata/`` holds the journal, downloads in progress and locks; ``ROOT/vlmdata.lock`` pins
+the sha256 of files whose publisher gives none.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from filelock import FileLock, Timeout
+
+from vlmdata.errors import OperationError, UserError
+
+STATE_DIR = ".vlmdata"
+LOCK_FILE = "vlmdata.lock"
+
+
+class Root:
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path).expanduser().absolute()
+
+    # -- folders
+    @property
+    def state_dir(self) -> Path:
+        return self.path / STATE_DIR
+
+    @property
+    def downloads_dir(self) -> Path:
+        """Downloads in progress (``.part``) and archives kept with ``--keep-archives``."""
+        return self.state_dir / "downloads"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / LOCK_FILE
+
+    def layout_dir(self, layout: str) -> Path:
+        return self.path / "layouts" / layout
+
+    def store_path(self, rel: str) -> Path:
+        return self.path / rel
+
+    # -- checks
+    def check_readable(self) -> None:
+        """For read-only commands: the root may be missing, but must not be a file."""
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"the root {self.path} is a file, not a folder",
+                            hint="pass --root (or VLMDATA_ROOT) pointing at a folder")
+
+    def ensure_writable(self) -> None:
+        """For commands that write: create the root if needed and prove we can write to it."""
+        self.check_readable()
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create the root {self.path}: {e.strerror}",
+                            hint="choose a folder you can write to with --root") from e
+        if not os.access(self.path, os.W_OK | os.X_OK) or not os.access(self.state_dir, os.W_OK | os.X_OK):
+            raise UserError(f"the root {self.path} is not writable", hint="fix its permissions or choose another --root")
+
+    def free_bytes(self) -> int:
+        """Free space on the filesystem that holds (or will hold) the root."""
+        p = self.path
+        while not p.exists():
+            p = p.parent
+        return shutil.disk_usage(p).free
+
+    # -- exclusive use
+    @contextmanager
+    def exclusive(self, what: str) -> Iterator[None]:
+        """Held by commands that change the store (fetch, normalize, layout build).
+
+        A second such command on the same root stops at once with a clear message instead of
+        interleaving writes with the first.
+        """
+        self.ensure_writable()
+        lock = FileLock(str(self.state_dir / "root.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout as e:
+            raise OperationError(
+                f"another vlmdata command is changing {self.path} right now",
+                hint=f"wait for it to finish, then run `{what}` again (it resumes where the other stopped)",
+            ) from e
+        try:
+            yield
+        finally:
+            lock.release()
