@@ -39,6 +39,18 @@ class Root:
     def lock_path(self) -> Path:
         return self.path / LOCK_FILE
 
+    def download_path(self, dataset: str, name: str) -> Path:
+        """Where a published file is downloaded to (then placed, and kept with --keep-archives).
+
+        ``name`` may contain '/' (files in Hub sub-folders); the in-progress download is the same
+        path with ``.part`` appended, so a later run resumes it.
+        """
+        return self.downloads_dir / dataset / name
+
+    @staticmethod
+    def part_path(download: Path) -> Path:
+        return download.with_name(download.name + ".part")
+
     def layout_dir(self, layout: str) -> Path:
         return self.path / "layouts" / layout
 

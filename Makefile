@@ -1,0 +1,25 @@
+# The whole set-up on a fresh machine is `make demo` (install + the main job, offline on the
+# bundled demo mirror) and `make test`. torch is pinned on the install line: on these machines
+# `torch==2.13.0` is a CPU wheel on local disk, anything looser may pull a multi-GB CUDA build.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test clean-demo
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet torch==2.13.0 -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m vlmdata.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean-demo:
+	rm -rf demo-out

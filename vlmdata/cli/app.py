@@ -1,0 +1,64 @@
+"""The `vlmdata` application: global options, command registration, and error handling."""
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from vlmdata.cli import (
+    blend_cmd,
+    catalog_cmds,
+    fetch_cmd,
+    layout_cmd,
+    normalize_cmd,
+    plan_cmd,
+    status_cmd,
+    verify_cmd,
+)
+from vlmdata.cli.common import global_callback
+from vlmdata.errors import VlmdataError
+
+app = typer.Typer(
+    name="vlmdata",
+    help="Download, verify, lay out and blend LLaVA-family training data.\n\n"
+         "Typical session:\n\n"
+         "  vlmdata plan coco gqa ocr_vqa textvqa vg\n\n"
+         "  vlmdata fetch coco gqa ocr_vqa textvqa vg --layout llava\n\n"
+         "  vlmdata layout check --layout llava data/layouts/llava\n\n"
+         "  vlmdata blend llava-665k",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.callback()(global_callback)
+
+# Each command group lives in its own module and adds itself here.
+for module in (catalog_cmds, plan_cmd, fetch_cmd, verify_cmd, normalize_cmd, status_cmd, layout_cmd, blend_cmd):
+    module.register(app)
+
+
+def main() -> None:
+    """Entry point: user mistakes become a clear message and exit code 2, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except VlmdataError as e:
+        typer.echo(f"error: {e.render()}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; run the same command again to resume where it stopped", err=True)
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except typer.TyperException as e:  # usage errors: missing argument, unknown option
+        show = getattr(e, "show", None)
+        if show is None:
+            raise
+        show()
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""`vlmdata list` and `vlmdata info`: what the catalog knows."""
+from __future__ import annotations
+
+import typer
+
+from vlmdata.cli.common import Settings, with_settings
+from vlmdata.manifest import Dataset
+from vlmdata.units import human_bytes
+
+
+def register(app: typer.Typer) -> None:
+    app.command("list")(list_cmd)
+    app.command("info")(info_cmd)
+
+
+@with_settings
+def list_cmd(settings: Settings) -> None:
+    """Every dataset, layout and blend recipe, one line each.
+
+    Examples:
+      vlmdata list
+      vlmdata list --json
+      vlmdata list --manifests ./my-manifests     # your own datasets/recipes too
+    """
+    cat = settings.catalog
+    if settings.json:
+        settings.emit_json({
+            "datasets": [{"name": d.name, "title": d.title, "files": len(d.files),
+                          "download_bytes": _total(d)} for d in cat.datasets.values()],
+            "layouts": [{"name": lay.name, "title": lay.title} for lay in cat.layouts.values()],
+            "blends": [{"name": b.name, "title": b.title, "layout": b.layout} for b in cat.blends.values()],
+        })
+        return
+    typer.echo("Datasets:")
+    for d in sorted(cat.datasets.values(), key=lambda x: x.name):
+        typer.echo(f"  {d.name:<16} {human_bytes(_total(d), approx=True):>10}  {d.title}")
+    typer.echo("Layouts:")
+    for lay in sorted(cat.layouts.values(), key=lambda x: x.name):
+        typer.echo(f"  {lay.name:<20} {lay.title}")
+    typer.echo("Blend recipes:")
+    for b in sorted(cat.blends.values(), key=lambda x: x.name):
+        typer.echo(f"  {b.name:<20} {b.title}")
+
+
+def _total(d: Dataset) -> int | None:
+    sizes = [f.download_bytes for f in d.default_files]
+    return None if any(s is None for s in sizes) else sum(sizes)  # type: ignore[arg-type]
+
+
+@with_settings
+def info_cmd(name: str = typer.Argument(..., help="Dataset, layout or blend recipe name."), settings: Settings = None) -> None:
+    """Everything known about one dataset (files, sources, sizes, checksums, where it lands in
+    each layout), layout or recipe.
+
+    Examples:
+      vlmdata info coco
+      vlmdata info llava            # a layout
+      vlmdata info llava-665k --json
+    """
+    cat = settings.catalog
+    if name in cat.datasets:
+        _dataset_info(settings, cat.datasets[name])
+    elif name in cat.layouts:
+        lay = cat.layouts[name]
+        if settings.json:
+            settings.emit_json({"layout": lay.name, "title": lay.title, "image_folder": lay.image_folder,
+                                "entries": [e.__dict__ for e in lay.entries]})
+            return
+        typer.echo(f"{lay.name}: {lay.title}\n  --image_folder {lay.image_folder}")
+        for e in lay.entries:
+            cnt = f"{e.count} files" if e.count is not None else ""
+            typer.echo(f"  {e.path:<45} <- {e.dataset or '(created empty)'}:{e.store}  {cnt}{' (optional)' if e.optional else ''}")
+    elif name in cat.blends:
+        b = cat.blends[name]
+        if settings.json:
+            settings.emit_json({"blend": b.name, "title": b.title, "layout": b.layout, "seed": b.seed,
+                                "entries": [e.__dict__ for e in b.entries]})
+            return
+        typer.echo(f"{b.name}: {b.title}\n  stage: {b.stage or '-'}  layout: {b.layout}  seed: {b.seed}")
+        for e in b.entries:
+            src = f"{e.dataset}:{e.file}" if e.dataset else e.path
+            typer.echo(f"  {e.name:<24} {src}  sample={e.sample}" + (f" weight={e.weight}" if e.weight else ""))
+    else:
+        cat.dataset(name)  # raises the "unknown ... did you mean" error
+
+
+def _dataset_info(settings: Settings, d: Dataset) -> None:
+    cat = settings.catalog
+    where = {f.key: [f"{lay.name}:{e.path}" for lay in cat.layouts.values() for e in lay.entries
+                     if e.dataset == d.name and (e.store == f.place.to or e.store.startswith(f.place.to + "/")
+                                                 or f.place.to.startswith(e.store + "/"))]
+             for f in d.files}
+    if settings.json:
+        settings.emit_json({
+            "name": d.name, "title": d.title, "license": d.license, "homepage": d.homepage,
+            "notes": list(d.notes), "references": list(d.references),
+            "files": [{"name": f.name, "size": f.size, "size_approx": f.size_approx, "sha256": f.sha256,
+                       "md5": f.md5, "optional": f.optional, "sources": [s.describe() for s in f.sources],
+                       "parts": [p.name for p in f.parts], "place": f.place.__dict__, "layouts": where[f.key]}
+                      for f in d.files],
+        })
+        return
+    typer.echo(f"{d.name}: {d.title}")
+    typer.echo(f"  license: {d.license}")
+    if d.homepage:
+        typer.echo(f"  homepage: {d.homepage}")
+    for f in d.files:
+        size = human_bytes(f.size) + f" ({f.size:,} bytes)" if f.size is not None else human_bytes(f.size_approx, approx=True)
+        typer.echo(f"\n  {f.name}{'  [optional]' if f.optional else ''}")
+        typer.echo(f"    size:    {size}")
+        typer.echo(f"    sha256:  {f.sha256 or 'unknown (pinned in vlmdata.lock by the first verified download)'}")
+        if f.md5:
+            typer.echo(f"    md5:     {f.md5}")
+        for i, s in enumerate(f.sources or [src for p in f.parts for src in p.sources]):
+            typer.echo(f"    source{i + 1}: {s.describe()}" + (f"  ({s.note})" if s.note else ""))
+        for p in f.parts:
+            typer.echo(f"    part:    {p.name} {human_bytes(p.size if p.size is not None else p.size_approx, approx=p.size is None)}")
+        inner = "" if f.place.kind != "extract" else f" (archive folder: {f.place.inner if f.place.inner is not None else 'unknown'})"
+        typer.echo(f"    lands:   {f.place.to}{inner}" + (f", {f.place.count:,} files" if f.place.count else ""))
+        for w in where[f.key]:
+            typer.echo(f"    layout:  {w}")
+    if d.notes:
+        typer.echo("\n  Known problems / notes:")
+        for n in d.notes:
+            typer.echo(f"    - {n}")

@@ -1,0 +1,117 @@
+"""Options every command shares, and the settings object they resolve to.
+
+Options work before the command (``vlmdata --root R plan coco``) and after it
+(``vlmdata plan coco --root R``); a value given after the command wins. Each also reads its
+environment variable (VLMDATA_ROOT, VLMDATA_MANIFESTS, VLMDATA_MIRROR, HF_ENDPOINT).
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+from vlmdata.manifest import Catalog, load_catalog
+from vlmdata.manifest.catalog import extra_dirs_from_env
+from vlmdata.state import Root
+
+DEFAULT_ROOT = "data"
+
+
+@dataclass
+class Settings:
+    root: Path = Path(DEFAULT_ROOT)
+    manifests: list[str] = field(default_factory=list)
+    mirror: str | None = None
+    hf_endpoint: str | None = None
+    json: bool = False
+    verbose: int = 0
+    _catalog: Catalog | None = None
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = load_catalog(self.manifests)
+        return self._catalog
+
+    @property
+    def data_root(self) -> Root:
+        return Root(self.root)
+
+    def emit_json(self, obj: Any) -> None:
+        sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+    def info(self, msg: str) -> None:
+        """A human line on stderr; silent under --json so stdout stays machine-readable."""
+        if not self.json:
+            typer.echo(msg, err=True)
+
+    def debug(self, msg: str) -> None:
+        if self.verbose:
+            typer.echo(msg, err=True)
+
+
+_GLOBAL = Settings()
+
+_COMMON: dict[str, inspect.Parameter] = {
+    name: inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
+    for name, default, ann in [
+        ("root", typer.Option(None, "--root", envvar="VLMDATA_ROOT", help="Data root (the store). Default ./data.",
+                              show_default=False), Optional[Path]),
+        ("manifests", typer.Option(None, "--manifests", envvar="VLMDATA_MANIFESTS",
+                                   help="Extra folder of datasets/layouts/blends TOMLs (adds to or overrides shipped ones)."),
+         Optional[str]),
+        ("mirror", typer.Option(None, "--mirror", envvar="VLMDATA_MIRROR",
+                                help="Rewrite http(s)://host/path to BASE/host/path (BASE: http(s) URL or local folder)."),
+         Optional[str]),
+        ("hf_endpoint", typer.Option(None, "--hf-endpoint", envvar="HF_ENDPOINT", help="Hugging Face Hub endpoint (a hub mirror)."),
+         Optional[str]),
+        ("json_out", typer.Option(False, "--json", help="Print the result as JSON on stdout."), bool),
+        ("verbose", typer.Option(0, "-v", "--verbose", count=True, help="More detail (repeat for more)."), int),
+    ]
+}
+
+
+def global_callback(
+    root: Optional[Path] = _COMMON["root"].default,
+    manifests: Optional[str] = _COMMON["manifests"].default,
+    mirror: Optional[str] = _COMMON["mirror"].default,
+    hf_endpoint: Optional[str] = _COMMON["hf_endpoint"].default,
+    json_out: bool = _COMMON["json_out"].default,
+    verbose: int = _COMMON["verbose"].default,
+) -> None:
+    """Options given before the command."""
+    global _GLOBAL
+    _GLOBAL = _resolve(Settings(), root, manifests, mirror, hf_endpoint, json_out, verbose)
+
+
+def _resolve(base: Settings, root, manifests, mirror, hf_endpoint, json_out, verbose) -> Settings:
+    return Settings(
+        root=Path(root) if root is not None else base.root,
+        manifests=extra_dirs_from_env(manifests) if manifests else list(base.manifests),
+        mirror=mirror if mirror is not None else base.mirror,
+        hf_endpoint=hf_endpoint if hf_endpoint is not None else base.hf_endpoint,
+        json=json_out or base.json,
+        verbose=max(verbose, base.verbose),
+    )
+
+
+def with_settings(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command the shared options; it receives them as ``settings: Settings``."""
+    sig = inspect.signature(fn)
+    own = [p for p in sig.parameters.values() if p.name != "settings"]
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        common = {k: kwargs.pop(k) for k in _COMMON}
+        settings = _resolve(_GLOBAL, common["root"], common["manifests"], common["mirror"], common["hf_endpoint"],
+                            common["json_out"], common["verbose"])
+        return fn(*args, settings=settings, **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=own + list(_COMMON.values()))  # type: ignore[attr-defined]
+    return wrapper

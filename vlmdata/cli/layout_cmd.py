@@ -1,0 +1,81 @@
+"""`vlmdata layout check` and `vlmdata layout build`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from vlmdata.cli.common import Settings, with_settings
+from vlmdata.errors import UserError
+from vlmdata.layouts.build import build_layout
+from vlmdata.layouts.check import check_layout
+
+layout_app = typer.Typer(help="Check a folder against a layout, or build a layout's view from the store.",
+                         no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(layout_app, name="layout")
+
+
+@layout_app.command("check")
+@with_settings
+def check_cmd(
+    folder: Path = typer.Argument(..., help="The folder to check (e.g. playground/data)."),
+    layout: str = typer.Option(..., "--layout", "-l", help="Layout name (see `vlmdata list`)."),
+    no_counts: bool = typer.Option(False, "--no-counts", help="Do not compare file counts with the reference counts."),
+    settings: Settings = None,
+) -> None:
+    """Every folder and file the layout needs: present, non-empty, with the expected number of
+    files. Exit 0 when all holds, 1 with a list of what is missing or wrong.
+
+    Examples:
+      vlmdata layout check --layout llava ./playground/data
+      vlmdata layout check --layout moe-llava /data/moe --json     # for CI
+    """
+    lay = settings.catalog.layout(layout)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} is a file, not a folder")
+    result = check_layout(lay, folder, counts=not no_counts)
+    if settings.json:
+        settings.emit_json(result.to_json())
+    else:
+        for e in result.entries:
+            mark = {"ok": "ok  ", "skipped": "skip"}.get(e.status, "FAIL")
+            detail = e.message or (f"{e.found} files" if e.found is not None else "")
+            typer.echo(f"[{mark}] {e.path:<45} {detail}")
+        n = len(result.problems)
+        typer.echo(f"\n{lay.name}: {'all good' if result.ok else f'{n} problem(s)'} in {folder}")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@layout_app.command("build")
+@with_settings
+def build_cmd(
+    layout: str = typer.Option(..., "--layout", "-l", help="Layout name (see `vlmdata list`)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to build it (default ROOT/layouts/NAME)."),
+    settings: Settings = None,
+) -> None:
+    """Build the layout's folder tree from what has been fetched: hard links into the store
+    (symbolic links across filesystems), never a second copy. Safe to run again.
+
+    Examples:
+      vlmdata layout build --layout llava --root /data/store --out ./playground/data
+      vlmdata layout build --layout moe-llava
+    """
+    lay = settings.catalog.layout(layout)
+    root = settings.data_root
+    with root.exclusive(f"vlmdata layout build --layout {layout}"):
+        res = build_layout(lay, root, out)
+    if settings.json:
+        settings.emit_json({"folder": str(res.folder), "hardlinks": res.hardlinks, "symlinks": res.symlinks,
+                            "existing": res.existing, "missing": res.missing,
+                            "image_folder": str(res.folder / lay.image_folder)})
+        return
+    typer.echo(f"{lay.name} view in {res.folder}: {res.hardlinks} hard links, {res.symlinks} symlinks, "
+               f"{res.existing} already there")
+    if res.missing:
+        typer.echo(f"not fetched yet ({len(res.missing)}): {', '.join(res.missing)}")
+    typer.echo(f"pass --image_folder {res.folder / lay.image_folder}")

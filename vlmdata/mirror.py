@@ -1,0 +1,40 @@
+"""Mirror rewriting: ``scheme://host/path`` -> ``BASE/host/path``.
+
+BASE is an http(s) URL (a caching proxy or a copy served over HTTP) or a local folder (``file://``
+or a plain path: a cluster's pre-downloaded copy on a shared filesystem). Query strings are
+dropped: a mirror is a static tree, and signed-URL parameters (SA-1B) mean nothing there.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
+
+from vlmdata.errors import UserError
+
+
+def is_local(base: str) -> bool:
+    return not base.startswith(("http://", "https://"))
+
+
+def local_base(base: str) -> Path:
+    return Path(unquote(base[len("file://"):])) if base.startswith("file://") else Path(base).expanduser()
+
+
+def check_base(base: str) -> None:
+    if base.startswith(("http://", "https://")):
+        return
+    if base.startswith(("ftp://", "s3://", "gs://")):
+        raise UserError(f"mirror {base!r}: only http(s) URLs and local folders are supported")
+    if not local_base(base).is_dir():
+        raise UserError(f"mirror folder {local_base(base)} does not exist", hint="--mirror takes an http(s) URL or an existing folder")
+
+
+def rewrite(url: str, base: str) -> str:
+    """The mirrored location of ``url``: a URL when BASE is http(s), a filesystem path otherwise."""
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        raise UserError(f"cannot mirror {url!r}: not an absolute URL")
+    rel = f"{parts.netloc}{parts.path}"
+    if is_local(base):
+        return str(local_base(base) / unquote(rel))
+    return base.rstrip("/") + "/" + quote(rel, safe="/:@!$&'()*+,;=-._~")

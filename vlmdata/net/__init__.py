@@ -1,0 +1,1 @@
+"""HTTP basics shared by every downloader: the session and the retry policy."""

@@ -1,0 +1,117 @@
+"""The plan: what a fetch would do, without doing it.
+
+For each selected file: where it would come from, how many bytes are left to download, how much
+disk it needs once placed, and whether it is already there. Disk needed is conservative: every
+remaining download plus every unpacked size, as if all archives existed at once before their
+deletion (they can, with --jobs > 1).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from vlmdata import mirror
+from vlmdata.manifest import FileSpec, Source
+from vlmdata.state import Journal, Root
+
+
+@dataclass
+class PlanItem:
+    key: str
+    dataset: str
+    file: str
+    source: str
+    to: str
+    state: str  # present | partial | missing
+    download_bytes: int | None  # still to download (None = unknown)
+    size_exact: bool
+    disk_bytes: int | None  # disk this file needs from now on
+    partial_bytes: int = 0
+
+
+@dataclass
+class Plan:
+    items: list[PlanItem] = field(default_factory=list)
+    free_bytes: int = 0
+
+    @property
+    def download_bytes(self) -> int:
+        return sum(i.download_bytes or 0 for i in self.items)
+
+    @property
+    def disk_bytes(self) -> int:
+        return sum(i.disk_bytes or 0 for i in self.items)
+
+    @property
+    def unknown(self) -> list[str]:
+        return [i.key for i in self.items if i.state != "present" and i.download_bytes is None]
+
+    @property
+    def fits(self) -> bool:
+        return self.disk_bytes <= self.free_bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "items": [asdict(i) for i in self.items],
+            "download_bytes": self.download_bytes,
+            "disk_bytes": self.disk_bytes,
+            "free_bytes": self.free_bytes,
+            "fits": self.fits,
+            "unknown_sizes": self.unknown,
+        }
+
+
+def first_source(spec: FileSpec, mirror_base: str | None, hf_endpoint: str | None) -> str:
+    src: Source = spec.sources[0] if spec.sources else spec.parts[0].sources[0]
+    if src.kind == "http" and mirror_base:
+        return mirror.rewrite(src.url or "", mirror_base)
+    if src.kind == "hf" and hf_endpoint:
+        return f"{src.describe()} via {hf_endpoint}"
+    return src.describe()
+
+
+def is_placed(root: Root, journal: Journal, spec: FileSpec) -> bool:
+    """Placed = the journal says so and its target is still on disk."""
+    entry = journal.get(spec.key)
+    return entry is not None and root.store_path(entry.to).exists()
+
+
+def partial_bytes(root: Root, spec: FileSpec) -> int:
+    names = [p.name for p in spec.parts] or [spec.name]
+    total = 0
+    for n in names:
+        dl = root.download_path(spec.dataset, n)
+        part = root.part_path(dl)
+        total += dl.stat().st_size if dl.exists() else (part.stat().st_size if part.exists() else 0)
+    return total
+
+
+def plan_files(root: Root, specs: list[FileSpec], *, mirror_base: str | None = None,
+               hf_endpoint: str | None = None) -> Plan:
+    journal = Journal(root.state_dir)
+    plan = Plan(free_bytes=root.free_bytes())
+    for spec in specs:
+        size = spec.download_bytes
+        placed = is_placed(root, journal, spec)
+        partial = 0 if placed else partial_bytes(root, spec)
+        if placed:
+            state, remaining, disk = "present", 0, 0
+        else:
+            state = "partial" if partial else "missing"
+            remaining = None if size is None else max(size - partial, 0)
+            disk = _disk_needed(spec, remaining, size)
+        plan.items.append(PlanItem(
+            key=spec.key, dataset=spec.dataset, file=spec.name,
+            source=first_source(spec, mirror_base, hf_endpoint), to=spec.place.to, state=state,
+            download_bytes=remaining, size_exact=spec.size_is_exact, disk_bytes=disk, partial_bytes=partial,
+        ))
+    return plan
+
+
+def _disk_needed(spec: FileSpec, remaining: int | None, size: int | None) -> int | None:
+    if remaining is None or size is None:
+        return spec.place.unpacked_size
+    if spec.place.kind == "file":
+        return remaining  # moved into place, never copied
+    unpacked = spec.place.unpacked_size if spec.place.unpacked_size is not None else size
+    return remaining + unpacked
