@@ -41,7 +41,10 @@ for module in (catalog_cmds, plan_cmd, fetch_cmd, verify_cmd, normalize_cmd, sta
 def main() -> None:
     """Entry point: user mistakes become a clear message and exit code 2, never a traceback."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns (not raises) the code of a typer.Exit.
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except VlmdataError as e:
         typer.echo(f"error: {e.render()}", err=True)
         sys.exit(e.exit_code)

@@ -1,0 +1,138 @@
+"""`layout check` against every shipped layout, and `layout build` from a store."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from vlmdata.layouts.build import build_layout
+from vlmdata.layouts.check import check_layout
+from vlmdata.manifest import load_catalog
+from vlmdata.state import Root
+
+SHIPPED = ["llava", "sharegpt4v", "moe-llava", "llava-pretrain-case"]
+
+
+def make_tree(folder: Path, layout, files_per_dir: int = 2, optional: bool = True) -> None:
+    """A tree with the layout's shape: every folder with a few files, every file non-empty."""
+    for e in layout.entries:
+        if e.optional and not optional:
+            continue
+        p = folder / e.path
+        if e.kind == "file":
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text("[]")
+        else:
+            p.mkdir(parents=True, exist_ok=True)
+            if e.kind == "dir":
+                for i in range(files_per_dir):
+                    (p / f"{i}.jpg").write_bytes(b"\xff\xd8\xff")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_empty_folder_fails_listing_every_required_path(cli, tmp_path, name):
+    lay = load_catalog().layout(name)
+    r = cli("layout", "check", "--layout", name, str(tmp_path))
+    assert r.code == 1
+    required = [e.path for e in lay.entries if not e.optional]
+    assert required
+    for path in required:
+        assert f"[FAIL] {path} " in r.out or f"[FAIL] {path}\n" in r.out, f"{path} not reported"
+    assert f"{len(required)} problem(s)" in r.out
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_tree_with_the_right_shape_passes(cli, tmp_path, name):
+    make_tree(tmp_path, load_catalog().layout(name))
+    r = cli("layout", "check", "--layout", name, str(tmp_path), "--no-counts")
+    assert r.code == 0, r.out
+    assert "all good" in r.out
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_json_output_is_valid_and_precise(cli, tmp_path, name):
+    lay = load_catalog().layout(name)
+    make_tree(tmp_path, lay, optional=False)
+    first_dir = next(e for e in lay.entries if e.kind == "dir" and not e.optional)
+    for f in (tmp_path / first_dir.path).iterdir():
+        f.unlink()
+    r = cli("layout", "check", "--layout", name, str(tmp_path), "--json", "--no-counts")
+    assert r.code == 1
+    doc = r.json()
+    assert doc["ok"] is False and doc["problems"] == 1
+    bad = [e for e in doc["entries"] if e["status"] not in ("ok", "skipped")]
+    assert [(e["path"], e["status"]) for e in bad] == [(first_dir.path, "empty")]
+
+
+def test_counts_are_compared(cli, tmp_path, manifests):
+    lay = load_catalog([manifests]).layout("tinylay")
+    make_tree(tmp_path, lay, files_per_dir=3)
+    r = cli("layout", "check", "--layout", "tinylay", str(tmp_path), "--manifests", str(manifests), "--json")
+    assert r.code == 0, r.out
+    (tmp_path / "data" / "pics" / "0.jpg").unlink()
+    r = cli("layout", "check", "--layout", "tinylay", str(tmp_path), "--manifests", str(manifests))
+    assert r.code == 1
+    assert "has 2 files, expected 3 (1 missing)" in r.out
+
+
+def test_file_entry_problems(tmp_path, manifests):
+    lay = load_catalog([manifests]).layout("tinylay")
+    make_tree(tmp_path, lay, files_per_dir=3)
+    (tmp_path / "data" / "labels.json").write_text("")
+    res = check_layout(lay, tmp_path)
+    assert [(e.path, e.status) for e in res.problems] == [("data/labels.json", "empty")]
+    (tmp_path / "data" / "labels.json").unlink()
+    (tmp_path / "data" / "labels.json").symlink_to(tmp_path / "nowhere")
+    res = check_layout(lay, tmp_path)
+    assert [(e.path, e.status) for e in res.problems] == [("data/labels.json", "broken_link")]
+
+
+def _store(root: Path) -> None:
+    (root / "tiny" / "pics" / "sub").mkdir(parents=True)
+    for name in ("a.jpg", "b.jpg", "sub/c.jpg"):
+        (root / "tiny" / "pics" / name).write_bytes(name.encode())
+    (root / "tiny" / "labels.json").write_text("[1]")
+
+
+def test_build_makes_hard_links_not_copies_and_is_idempotent(tmp_path, manifests):
+    root = Root(tmp_path / "root")
+    _store(root.path)
+    lay = load_catalog([manifests]).layout("tinylay")
+    res = build_layout(lay, root)
+    view = root.layout_dir("tinylay")
+    assert res.hardlinks == 4 and res.symlinks == 0
+    assert res.missing == ["tiny/extra"]  # optional and not fetched: reported, not invented
+    assert (view / "out").is_dir()
+    src, dst = root.path / "tiny/pics/sub/c.jpg", view / "data/pics/sub/c.jpg"
+    assert os.stat(src).st_ino == os.stat(dst).st_ino  # same bytes on disk, no second copy
+    assert check_layout(lay, view).ok
+    again = build_layout(lay, root)
+    assert again.hardlinks == 0 and again.existing == 4
+
+
+def test_build_falls_back_to_symlinks_across_filesystems(tmp_path, manifests, monkeypatch):
+    import errno
+
+    root = Root(tmp_path / "root")
+    _store(root.path)
+
+    def cross_device(src, dst):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", cross_device)
+    res = build_layout(load_catalog([manifests]).layout("tinylay"), root, tmp_path / "view")
+    assert res.symlinks == 4 and res.hardlinks == 0
+    link = tmp_path / "view" / "data" / "pics" / "a.jpg"
+    assert link.is_symlink() and link.read_bytes() == b"a.jpg"
+
+
+def test_build_cli_reports_the_image_folder(cli, tmp_path, manifests):
+    root = tmp_path / "root"
+    _store(root)
+    r = cli("layout", "build", "--layout", "tinylay", "--root", str(root), "--manifests", str(manifests), "--json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert doc["image_folder"] == str(root / "layouts" / "tinylay" / "data")
+    assert doc["hardlinks"] == 4

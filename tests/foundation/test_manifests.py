@@ -1,0 +1,198 @@
+"""Every shipped manifest loads; broken manifests fail with the file and key named."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vlmdata.errors import UserError
+from vlmdata.manifest import load_catalog
+from vlmdata.manifest.catalog import shipped_manifest_dir
+
+
+EXPECTED_DATASETS = {"coco", "gqa", "ocr_vqa", "textvqa", "vg", "sam", "allava", "vflan", "sharegpt4v",
+                     "sharegpt4v_web", "llava_pretrain", "llava_instruct", "moe_llava", "mmmu"}
+EXPECTED_LAYOUTS = {"llava", "sharegpt4v", "moe-llava", "llava-pretrain-case"}
+
+
+def test_every_shipped_manifest_loads_and_cross_references_hold():
+    cat = load_catalog()
+    assert EXPECTED_DATASETS <= set(cat.datasets)
+    assert EXPECTED_LAYOUTS <= set(cat.layouts)
+    for path in sorted(shipped_manifest_dir().glob("*/*.toml")):
+        kind = path.parent.name
+        assert path.stem in getattr(cat, kind), f"{path} is not registered under its file name"
+
+
+def test_shipped_facts_for_coco_are_the_reference_ones():
+    coco = load_catalog().dataset("coco")
+    train = coco.file("train2017.zip")
+    assert train.size == 19_336_861_798
+    assert train.sources[0].url == "http://images.cocodataset.org/zips/train2017.zip"
+    assert train.place.inner == "train2017" and train.place.to == "coco/train2017"
+    assert train.place.count == 118_287
+
+
+def test_unknown_facts_stay_unknown():
+    """The reference has no byte size or checksum for GQA: the manifest must not invent one."""
+    gqa = load_catalog().dataset("gqa").default_files[0]
+    assert gqa.size is None and gqa.sha256 is None
+
+
+def test_shipped_hf_sources_pin_a_commit_or_say_why_not():
+    for ds in load_catalog().datasets.values():
+        for f in ds.files:
+            for s in list(f.sources) + [s for p in f.parts for s in p.sources]:
+                if s.kind == "hf" and len(s.revision or "") != 40:
+                    assert s.note, f"{f.key}: hf revision {s.revision!r} is not a commit and the source has no note"
+
+
+def _bad(tmp_path: Path, body: str) -> UserError:
+    _write(tmp_path / "m" / "datasets" / "bad.toml", body)
+    with pytest.raises(UserError) as e:
+        load_catalog([tmp_path / "m"])
+    return e.value
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+GOOD_FILE = """
+[[files]]
+name = "a.zip"
+size = 10
+sha256 = "unknown"
+sources = [{ kind = "http", url = "http://x.org/a.zip" }]
+place = { kind = "extract", inner = "", to = "bad/a" }
+"""
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    err = _bad(tmp_path, 'name = "bad"\ntitle = "t"\nlicense = "l"\ncolour = "red"\n' + GOOD_FILE)
+    assert "bad.toml" in str(err) and "'colour'" in str(err) and "unknown key" in str(err)
+
+
+def test_unknown_key_deep_inside_a_file_table(tmp_path):
+    body = 'name = "bad"\ntitle = "t"\nlicense = "l"\n' + GOOD_FILE.replace('to = "bad/a"', 'to = "bad/a", intto = "x"')
+    err = _bad(tmp_path, body)
+    assert "files[0].place.intto" in str(err)
+
+
+def test_missing_required_key(tmp_path):
+    err = _bad(tmp_path, 'name = "bad"\nlicense = "l"\n' + GOOD_FILE)
+    assert "'title'" in str(err) and "required" in str(err)
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("sha256", '"abc"', "sha256"),
+    ("size", '"big"', "integer"),
+    ("size", "-5", "integer"),
+])
+def test_bad_values(tmp_path, field, value, needle):
+    body = 'name = "bad"\ntitle = "t"\nlicense = "l"\n' + GOOD_FILE.replace(
+        f"{field} = " + ('"unknown"' if field == "sha256" else "10"), f"{field} = {value}")
+    err = _bad(tmp_path, body)
+    assert f"files[0].{field}" in str(err) and needle in str(err)
+
+
+def test_placement_cannot_escape_the_root(tmp_path):
+    err = _bad(tmp_path, 'name = "bad"\ntitle = "t"\nlicense = "l"\n' + GOOD_FILE.replace('"bad/a"', '"../etc"'))
+    assert "place.to" in str(err) and ".." in str(err)
+
+
+def test_bad_source_kind_and_url(tmp_path):
+    err = _bad(tmp_path, 'name = "bad"\ntitle = "t"\nlicense = "l"\n' + GOOD_FILE.replace('kind = "http"', 'kind = "ftp"'))
+    assert "sources[0].kind" in str(err) and "one of" in str(err)
+    err = _bad(tmp_path, 'name = "bad"\ntitle = "t"\nlicense = "l"\n' + GOOD_FILE.replace("http://x.org", "ftp://x.org"))
+    assert "sources[0].url" in str(err)
+
+
+def test_duplicate_file_names(tmp_path):
+    err = _bad(tmp_path, 'name = "bad"\ntitle = "t"\nlicense = "l"\n' + GOOD_FILE + GOOD_FILE)
+    assert "appears twice" in str(err)
+
+
+def test_invalid_toml_syntax(tmp_path):
+    err = _bad(tmp_path, 'name = "bad\n')
+    assert "not valid TOML" in str(err) and "bad.toml" in str(err)
+
+
+def test_layout_must_reference_a_known_dataset_and_its_placed_paths(tmp_path, manifests, writer):
+    write = writer
+    write(manifests / "layouts" / "broken.toml", """
+        name = "broken"
+        title = "t"
+        [[entries]]
+        path = "x"
+        dataset = "nosuch"
+        """)
+    with pytest.raises(UserError, match="unknown dataset 'nosuch'"):
+        load_catalog([manifests])
+    write(manifests / "layouts" / "broken.toml", """
+        name = "broken"
+        title = "t"
+        [[entries]]
+        path = "x"
+        store = "tiny/elsewhere"
+        dataset = "tiny"
+        """)
+    with pytest.raises(UserError, match="not placed by dataset 'tiny'"):
+        load_catalog([manifests])
+
+
+def test_blend_must_reference_known_layout_and_files(tmp_path, manifests, writer):
+    write = writer
+    write(manifests / "blends" / "mix.toml", """
+        name = "mix"
+        title = "t"
+        layout = "tinylay"
+        [[entries]]
+        name = "a"
+        dataset = "tiny"
+        file = "nope.json"
+        """)
+    with pytest.raises(UserError, match="has no file 'nope.json'"):
+        load_catalog([manifests])
+    write(manifests / "blends" / "mix.toml", """
+        name = "mix"
+        title = "t"
+        layout = "tinylay"
+        [[entries]]
+        name = "a"
+        dataset = "tiny"
+        file = "labels.json"
+        sample = "half"
+        """)
+    with pytest.raises(UserError, match="sample"):
+        load_catalog([manifests])
+
+
+def test_extra_manifests_add_and_override_by_name(tmp_path, manifests, writer):
+    write = writer
+    write(manifests / "datasets" / "coco.toml", """
+        name = "coco"
+        title = "My local COCO"
+        license = "test"
+        [[files]]
+        name = "train2017.zip"
+        size = 123
+        sha256 = "unknown"
+        sources = [{ kind = "http", url = "http://mirror.local/train2017.zip" }]
+        place = { kind = "extract", inner = "train2017", to = "coco/train2017" }
+        """)
+    cat = load_catalog([manifests])
+    assert cat.dataset("tiny").title == "A tiny dataset"
+    assert cat.dataset("coco").title == "My local COCO"
+    assert cat.dataset("coco").file("train2017.zip").size == 123
+
+
+def test_select_files(manifests):
+    cat = load_catalog([manifests])
+    assert [f.name for f in cat.select_files(["tiny"])] == ["pics.zip", "labels.json"]
+    assert [f.name for f in cat.select_files(["tiny:extra.tar", "tiny"])] == ["extra.tar", "pics.zip", "labels.json"]
+    with pytest.raises(UserError, match="has no file"):
+        cat.select_files(["tiny:nope"])
+    with pytest.raises(UserError, match="did you mean tiny"):
+        cat.select_files(["tinny"])
