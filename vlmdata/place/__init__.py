@@ -1,0 +1,125 @@
+"""Placing downloaded files into the store: safe extraction, plain moves, per-image URL lists.
+
+The fetch orchestration calls three functions:
+
+- ``place_download``: a verified download (archive or plain file) goes to its ``place.to``;
+- ``extract_tar_stream``: a tar read from a non-seekable stream (an HTTP body) is unpacked
+  member by member, keeping only what is wanted, without ever storing the whole tar;
+- ``fetch_url_list``: per-image downloads from a list of URLs (OCR-VQA), normalised to JPEG.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+from typing import BinaryIO
+
+from vlmdata import atomic
+from vlmdata.errors import UserError
+from vlmdata.manifest import FileSpec
+from vlmdata.place.extract import extract_tar, extract_zip, move_into_place, remove_tree, sniff_archive
+from vlmdata.place.results import DeadUrl, FailedUrl, PlaceResult, UrlListResult
+from vlmdata.place.safety import BombGuard, limits_for
+from vlmdata.place.urllist import fetch_url_list
+from vlmdata.state import Root
+
+__all__ = ["PlaceResult", "UrlListResult", "DeadUrl", "FailedUrl", "place_download", "extract_tar_stream",
+           "fetch_url_list"]
+
+
+def place_download(spec: FileSpec, downloaded: Path, root: Root, *, merge: bool, wanted: set[str] | None = None,
+                   keep_archive: bool = False, jobs: int | None = None) -> PlaceResult:
+    """Place a verified download at ``root/spec.place.to``.
+
+    kind "file": an atomic move (a hard link when ``keep_archive``, so nothing is copied).
+    kind "extract": safe extraction into a temporary folder beside the target, then one atomic
+    rename (``merge=False``: the target is replaced as a whole) or per-file renames into the
+    existing folder (``merge=True``: several archives fill one folder; nothing already there is
+    deleted). ``wanted`` keeps only members with these base names. The archive is deleted
+    afterwards unless ``keep_archive``.
+    """
+    downloaded = Path(downloaded)
+    place = spec.place
+    final = root.store_path(place.to)
+    if place.kind == "file":
+        _place_file(downloaded, final, keep=keep_archive)
+        return PlaceResult(place.to, 1, [])
+    if place.kind != "extract":
+        raise UserError(f"{spec.key}: placement kind {place.kind!r} is not placed from one download",
+                        hint="files of kind 'images' are fetched with fetch_url_list")
+    label = downloaded.name
+    fmt, warnings = sniff_archive(downloaded, place.format)
+    limits = limits_for(downloaded.stat().st_size, place.unpacked_size, place.count)
+    guard = BombGuard(label, limits)
+    tmp = atomic.temp_dir_beside(final)
+    try:
+        if fmt == "zip":
+            out = tmp / "out"
+            out.mkdir()
+            files, w = extract_zip(downloaded, out, label=label, place=place, wanted=wanted, guard=guard, jobs=jobs)
+        else:
+            with open(downloaded, "rb") as fh:
+                res = extract_tar(fh, tmp, label=label, place=place, wanted=wanted, guard=guard)
+            out, files, w = res.out, res.files, res.warnings
+        warnings += w
+        move_into_place(out, final, merge=merge)
+    finally:
+        remove_tree(tmp)
+    warnings += _count_warning(spec, files, wanted)
+    if not keep_archive:
+        downloaded.unlink(missing_ok=True)
+    return PlaceResult(place.to, files, warnings)
+
+
+def extract_tar_stream(stream: BinaryIO, spec: FileSpec, root: Root, *, wanted: set[str] | None,
+                       merge: bool) -> PlaceResult:
+    """Unpack a tar arriving on a non-seekable stream straight into ``spec.place.to``.
+
+    Only members passing ``place.include`` and ``wanted`` are written; the tar itself is never
+    stored. Same member checks as ``place_download``; the bomb limit uses the file's known or
+    approximate size.
+    """
+    place = spec.place
+    final = root.store_path(place.to)
+    label = spec.name
+    guard = BombGuard(label, limits_for(spec.download_bytes, place.unpacked_size, place.count))
+    tmp = atomic.temp_dir_beside(final)
+    try:
+        res = extract_tar(stream, tmp, label=label, place=place, wanted=wanted, guard=guard)
+        move_into_place(res.out, final, merge=merge)
+    finally:
+        remove_tree(tmp)
+    return PlaceResult(place.to, res.files, res.warnings + _count_warning(spec, res.files, wanted))
+
+
+def _count_warning(spec: FileSpec, files: int, wanted: set[str] | None) -> list[str]:
+    expected = spec.place.count
+    if wanted is not None or expected is None or files == expected:
+        return []
+    return [f"{spec.key}: placed {files:,} files, the manifest expects {expected:,} "
+            f"(counts are third-party facts; `vlmdata verify --deep` checks the images themselves)"]
+
+
+def _place_file(src: Path, final: Path, *, keep: bool) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.is_dir() and not final.is_symlink():
+        raise UserError(f"cannot place {src.name}: {final} is a folder", hint="move it away, then fetch again")
+    if keep:
+        tmp = final.with_name(f"{atomic.TMP_PREFIX}{final.name}.{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, final)
+    else:
+        try:
+            os.replace(src, final)
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+            with open(src, "rb") as fh, atomic.atomic_open(final, "wb") as out:
+                shutil.copyfileobj(fh, out, 1 << 20)
+            src.unlink()
+    atomic.fsync_dir(final.parent)

@@ -1,0 +1,156 @@
+"""Images: sniff the real format, decode to prove the file is whole, convert to a real JPEG.
+
+The LLaVA JSONs reference every OCR-VQA image as ``<id>.jpg`` while the originals are JPEG, GIF,
+PNG (and the odd WebP): a GIF named ``.jpg`` opens in PIL but fails ``jpeginfo`` and other
+decoders. Here anything that is not JPEG becomes a real RGB JPEG (quality 95); a real JPEG is
+kept byte for byte.
+"""
+from __future__ import annotations
+
+import io
+import os
+import struct
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+JPEG_QUALITY = 95
+IMAGE_EXTS = {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
+# What each sniffed format may be named.
+EXTS_OF = {
+    "jpeg": {".jpg", ".jpeg", ".jpe"},
+    "png": {".png"},
+    "gif": {".gif"},
+    "webp": {".webp"},
+    "bmp": {".bmp"},
+    "tiff": {".tif", ".tiff"},
+}
+
+
+def sniff(head: bytes) -> str | None:
+    """The image format from the first bytes (12 are enough), or None."""
+    if head[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:2] == b"BM":
+        return "bmp"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    return None
+
+
+class ImageProblem(Exception):
+    """status is one of: empty, truncated, undecodable."""
+
+    def __init__(self, status: str, detail: str) -> None:
+        self.status, self.detail = status, detail
+        super().__init__(f"{status}: {detail}")
+
+
+def _classify(e: BaseException) -> ImageProblem:
+    msg = str(e) or type(e).__name__
+    low = msg.lower()
+    if "truncat" in low or isinstance(e, EOFError) or "premature end" in low:
+        return ImageProblem("truncated", msg)
+    return ImageProblem("undecodable", msg)
+
+
+def decode(data: bytes, *, fast: bool = False) -> Image.Image:
+    """Decode every pixel (so a cut-off file fails). ``fast`` decodes JPEGs at 1/8 scale: the
+    entropy-coded data is still read to the end, which is what catches truncation."""
+    if not data:
+        raise ImageProblem("empty", "0 bytes")
+    try:
+        with warnings.catch_warnings():
+            # Pillow's decompression-bomb check stays on, as an error we report rather than a warning.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            if fast and im.format == "JPEG":
+                im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
+            im.load()
+        return im
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombWarning,
+            Image.DecompressionBombError) as e:
+        raise _classify(e) from e
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """An RGB image: transparency composited on white, palettes expanded, CMYK and 16-bit mapped."""
+    if getattr(im, "n_frames", 1) > 1:
+        im.seek(0)
+    mode = im.mode
+    if mode == "RGB":
+        return im
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode == "I" or mode.startswith("I;16"):  # 16-bit greyscale: scale to 8 bits
+        im = im.convert("I").point(lambda v: v * (1 / 256)).convert("L")
+    elif mode == "F":
+        im = im.convert("L")
+    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGB", rgba.size, (255, 255, 255))
+        bg.paste(rgba, mask=rgba.getchannel("A"))
+        return bg
+    if im.mode == "RGB":
+        return im
+    return im.convert("RGB")
+
+
+def encode_jpeg(im: Image.Image) -> bytes:
+    out = io.BytesIO()
+    to_rgb(im).save(out, "JPEG", quality=JPEG_QUALITY)
+    return out.getvalue()
+
+
+@dataclass
+class Normalized:
+    data: bytes  # the bytes to save (the original ones for a real JPEG)
+    source_format: str  # what the input was: jpeg, png, gif, ...
+    converted: bool
+
+
+def normalize_bytes(data: bytes) -> Normalized:
+    """Prove ``data`` is a whole image and return JPEG bytes for it. Raises ImageProblem."""
+    fmt = sniff(data[:16])
+    if not data:
+        raise ImageProblem("empty", "0 bytes")
+    im = decode(data)
+    if fmt == "jpeg" and im.format == "JPEG":
+        return Normalized(data, "jpeg", False)
+    try:
+        return Normalized(encode_jpeg(im), fmt or (im.format or "unknown").lower(), True)
+    except (OSError, ValueError) as e:
+        raise ImageProblem("undecodable", f"cannot convert {im.format} {im.mode} to JPEG: {e}") from e
+
+
+@dataclass
+class ImageCheck:
+    path: Path
+    status: str  # ok | empty | truncated | undecodable | wrong_format
+    format: str | None  # the sniffed format
+    detail: str = ""
+
+
+def check_file(path: Path, *, fast: bool = True) -> ImageCheck:
+    """Decode one file and compare its real format with its name."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        return ImageCheck(path, "undecodable", None, f"cannot read: {e.strerror}")
+    fmt = sniff(data[:16])
+    try:
+        decode(data, fast=fast)
+    except ImageProblem as p:
+        return ImageCheck(path, p.status, fmt, p.detail)
+    ext = os.path.splitext(str(path))[1].lower()
+    if fmt is not None and ext in IMAGE_EXTS and ext not in EXTS_OF.get(fmt, set()):
+        return ImageCheck(path, "wrong_format", fmt, f"{fmt.upper()} bytes named {ext}")
+    return ImageCheck(path, "ok", fmt)
