@@ -1,8 +1,81 @@
-"""Placeholder until this command lands; see the issue that builds it."""
+"""`vlmdata verify`: quick (presence, sizes, counts) or deep (hashes, decode every image)."""
 from __future__ import annotations
+
+import sys
+from typing import List, Optional
 
 import typer
 
+from vlmdata.cli.common import Settings, with_settings
+from vlmdata.verify import count_images, verify
+
+SHOW = 20  # problems printed per dataset; the report JSON has them all
+
 
 def register(app: typer.Typer) -> None:
-    """Adds nothing yet."""
+    app.command("verify")(verify_cmd)
+
+
+@with_settings
+def verify_cmd(
+    names: Optional[List[str]] = typer.Argument(None, help="Datasets to check (default: every fetched one)."),
+    deep: bool = typer.Option(False, "--deep", help="Also hash kept archives and plain files, and decode every image."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Images decoded in parallel (default: 2 per core)."),
+    settings: Settings = None,
+) -> None:
+    """Check what was fetched: every placed file present, sizes and file counts right; with
+    --deep also sha256 of plain files and kept archives, and every image decoded (empty,
+    truncated, undecodable and wrong-format files are listed with their paths). Writes
+    ROOT/.vlmdata/reports/verify.json; `vlmdata status` then shows "verified". Exit 1 when
+    something is wrong.
+
+    Examples:
+      vlmdata verify
+      vlmdata verify coco ocr_vqa --deep
+      vlmdata verify --deep --json > verify.json
+    """
+    root = settings.data_root
+    bar = None
+    progress = None
+    if deep and not settings.json and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        total = count_images(root, settings.catalog, names or sorted(settings.catalog.datasets))
+        bar = tqdm(total=total, unit="img", desc="decoding", file=sys.stderr)
+        progress = bar.update
+    try:
+        report = verify(root, settings.catalog, names, deep=deep, jobs=jobs, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    if settings.json:
+        settings.emit_json(report.to_json())
+    else:
+        _print(report, explicit=bool(names))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _print(report, *, explicit: bool) -> None:
+    never = [d.name for d in report.datasets if not d.fetched and d.ok]
+    for d in report.datasets:
+        if not d.fetched and d.ok:
+            continue
+        what = f"{d.files} file(s)" + (f", {d.images:,} images decoded" if report.deep else "")
+        typer.echo(f"[{'ok  ' if d.ok else 'FAIL'}] {d.name:<16} {what}")
+        for p in d.problems[:SHOW]:
+            typer.echo(f"       {p.kind:<12} {p.path}: {p.detail}")
+        if len(d.problems) > SHOW:
+            typer.echo(f"       ... and {len(d.problems) - SHOW} more (see the report)")
+        for n in d.notes:
+            typer.echo(f"       note: {n}")
+    if never and not explicit:
+        typer.echo(f"never fetched: {', '.join(never)}")
+    bad = sum(len(d.problems) for d in report.datasets)
+    checked = sum(1 for d in report.datasets if d.fetched)
+    mode = "deep" if report.deep else "quick"
+    verdict = "all good" if report.ok else f"{bad} problem(s)"
+    typer.echo(f"\n{mode} verify of {checked} dataset(s): {verdict}"
+               + (f"; report: {report.report_path}" if report.report_path else ""))
+    if any(p.kind == "wrong_format" for d in report.datasets for p in d.problems):
+        typer.echo("  -> images in the wrong format: `vlmdata normalize DATASET FOLDER` converts them to real JPEGs")
