@@ -1,0 +1,70 @@
+"""A loopback HTTP server for the URL-list tests: 127.0.0.1, port 0, routes set by the test.
+
+Each route is a list of responses served in turn (the last one repeats), so "500 then 200" is
+``[(500, b""), (200, data)]``. Every request is counted per path.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
+
+
+class LoopbackServer:
+    def __init__(self, latency: float = 0.0) -> None:
+        self.routes: dict[str, list[tuple[int, bytes]]] = {}
+        self.hits: Counter[str] = Counter()
+        self.latency = latency
+        self._lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                with outer._lock:
+                    n = outer.hits[self.path]
+                    outer.hits[self.path] += 1
+                    responses = outer.routes.get(self.path)
+                if outer.latency:
+                    time.sleep(outer.latency)
+                status, body = (404, b"not found") if not responses else responses[min(n, len(responses) - 1)]
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Type", "application/octet-stream")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def base(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def start(self) -> "LoopbackServer":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+def serve(latency: float = 0.0) -> Iterator[LoopbackServer]:
+    srv = LoopbackServer(latency).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
