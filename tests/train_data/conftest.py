@@ -1,0 +1,95 @@
+"""Fixtures for the data tests: tokenizers trained on the fly, tiny Arrow datasets with the
+vlmdata blend schema (DESIGN.md), tiny image files, a tiny CLIP image processor."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+WORDS = ("the a of and to in is what color image man woman person table shown picture there left right top "
+         "bottom sign number text written building car street dog cat two three answer question describe "
+         "detail background front wearing holding sitting standing USER ASSISTANT chat between curious user "
+         "artificial intelligence assistant gives helpful detailed polite answers questions").split()
+
+
+def sentence(rng: random.Random, lo: int, hi: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi)))
+
+
+def corpus(n: int = 2000, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    ends = [".", "?", "!", ":", ",", "\n", " 12", " 3.5", " (x)"]
+    return [sentence(rng, 3, 30) + rng.choice(ends) for _ in range(n)]
+
+
+_TOKENIZERS: dict = {}
+
+
+@pytest.fixture(scope="session")
+def make_tokenizer(tmp_path_factory):
+    """make_tokenizer(legacy, llama_like=True): llama_like gives the vocabulary LLaVA's -1 correction
+    was written for (``USER`` is a piece, ``▁USER`` is not, as after ``</s>`` in Llama-2)."""
+    from vlmtrain.data.tokenizers import train_llama_sentencepiece
+
+    def make(legacy: bool, llama_like: bool = True):
+        key = (legacy, llama_like)
+        if key not in _TOKENIZERS:
+            wd = tmp_path_factory.mktemp(f"tok-{int(legacy)}-{int(llama_like)}")
+            _TOKENIZERS[key] = train_llama_sentencepiece(
+                corpus(), 700, legacy=legacy, workdir=wd, user_defined_symbols=["USER"] if llama_like else [])
+        return _TOKENIZERS[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def processor():
+    from transformers import CLIPImageProcessorPil
+
+    return CLIPImageProcessorPil(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
+
+
+def write_image(path: Path, size=(24, 16), color=(200, 30, 30), fmt="JPEG") -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path, format=fmt)
+    return path
+
+
+def write_blend(out: Path, records: list[dict], image_root: Path | None) -> Path:
+    """A dataset with exactly the DESIGN.md columns, as `vlmdata blend` writes it."""
+    import datasets
+
+    feats = datasets.Features({
+        "id": datasets.Value("string"),
+        "source": datasets.Value("string"),
+        "images": datasets.Sequence(datasets.Value("string")),
+        "conversations": [{"from": datasets.Value("string"), "value": datasets.Value("string")}],
+        "n_images": datasets.Value("int32"),
+        "text_chars": datasets.Value("int32"),
+    })
+    rows = {k: [] for k in feats}
+    for r in records:
+        images = r.get("images", [])
+        rows["id"].append(str(r["id"]))
+        rows["source"].append(r.get("source", "test"))
+        rows["images"].append(images)
+        rows["conversations"].append(r["conversations"])
+        rows["n_images"].append(len(images))
+        rows["text_chars"].append(sum(len(t["value"]) for t in r["conversations"]))
+    datasets.Dataset.from_dict(rows, features=feats).save_to_disk(str(out))
+    blend = {"recipe": {"name": "test"}, "schema_version": 1}
+    if image_root is not None:
+        blend["image_root"] = str(image_root)
+    (out / "blend.json").write_text(json.dumps(blend))
+    return out
+
+
+def conv(*pairs: str) -> list[dict]:
+    turns = []
+    for i, v in enumerate(pairs):
+        turns.append({"from": "human" if i % 2 == 0 else "gpt", "value": v})
+    return turns

@@ -1,0 +1,49 @@
+"""Batch collation: right padding, -100 labels on padding, attention mask, images of the batch in order."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import torch
+
+from .encode import IGNORE_INDEX
+
+log = logging.getLogger("vlmtrain.data")
+
+# Keys a batch carries besides the model inputs; pop them (``pop_batch_meta``) before ``model(**batch)``.
+BATCH_META_KEYS = ("ids", "skipped")
+
+
+def pop_batch_meta(batch: dict) -> dict:
+    """Remove and return the non-model keys: ``ids`` (kept samples) and ``skipped`` ([{id, reason, path}])."""
+    return {k: batch.pop(k) for k in BATCH_META_KEYS if k in batch}
+
+
+class Collator:
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = int(pad_token_id)
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        kept = [it for it in items if not it.get("skipped")]
+        skipped = [{k: it.get(k) for k in ("id", "reason", "path")} for it in items if it.get("skipped")]
+        for s in skipped:
+            log.warning("skipped sample %s: %s (%s)", s["id"], s["reason"], s["path"])
+        width = max((len(it["input_ids"]) for it in kept), default=0)
+        input_ids = torch.full((len(kept), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(kept), width), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(kept), width), dtype=torch.long)
+        for b, it in enumerate(kept):
+            n = len(it["input_ids"])
+            input_ids[b, :n] = it["input_ids"]
+            labels[b, :n] = it["labels"]
+            attention_mask[b, :n] = 1
+        batch: dict[str, Any] = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+        pix = [it["pixel_values"] for it in kept if it["pixel_values"].shape[0] > 0]
+        if pix:
+            if all(p.shape[1:] == pix[0].shape[1:] for p in pix):
+                batch["pixel_values"] = torch.cat(pix, dim=0)
+            else:  # processors that give several sizes: the model has to take a list
+                batch["pixel_values"] = [row for p in pix for row in p]
+        batch["ids"] = [it["id"] for it in kept]
+        batch["skipped"] = skipped
+        return batch

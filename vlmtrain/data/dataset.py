@@ -1,0 +1,277 @@
+"""The Arrow-backed training dataset and the one-off pass that measures true token lengths.
+
+The blend output is opened with ``datasets.load_from_disk`` (memory-mapped Arrow: the records are
+never a Python list, and DataLoader workers share the pages). Each item is encoded when it is
+asked for. Once per (dataset, tokenizer, template, max length, image tokens), every record is
+encoded in batches to get its true token count (image tokens included; negative for text-only, the
+sampler's modality sign) and to find the records that cannot be encoded; the result is cached
+next to the dataset (``.vlmtrain-cache/``) or, where that is not writable, in
+``~/.cache/vlmtrain/lengths``.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .encode import ENCODER_VERSION, Encoder
+from .images import BadImage, ImageLoader
+from .templates import MaskError
+
+log = logging.getLogger("vlmtrain.data")
+CACHE_DIR_NAME = ".vlmtrain-cache"
+
+
+class DataError(ValueError):
+    """A problem with the dataset or data settings that the user has to fix (bad path, bad sample with bad_samples=fail)."""
+
+
+@dataclass
+class DataReport:
+    rows: int = 0                      # records in the Arrow dataset
+    encoded: int = 0                   # records the run trains on
+    text_only: int = 0
+    truncated: int = 0                 # cut to model_max_length (text after the images dropped)
+    mask_failures: list[dict] = field(default_factory=list)   # {row, id, reason}: cannot be encoded right
+    bad_images: list[dict] = field(default_factory=list)      # {id, path, reason}: seen in this process at train time
+    skipped: list[dict] = field(default_factory=list)         # {id, reason, path}: dropped by the collator (record_batch)
+    lengths_cache: str | None = None
+    lengths_cache_hit: bool = False
+
+    def record_batch(self, batch_or_meta: dict) -> None:
+        """Add a batch's skipped samples (the collator's ``skipped`` key) to the report."""
+        self.skipped.extend(batch_or_meta.get("skipped") or [])
+
+    def to_dict(self) -> dict:
+        return {
+            "rows": self.rows, "encoded": self.encoded, "text_only": self.text_only, "truncated": self.truncated,
+            "mask_failures": len(self.mask_failures), "bad_images": len(self.bad_images), "skipped": len(self.skipped),
+            "mask_failure_ids": [f["id"] for f in self.mask_failures],
+            "skipped_ids": [s["id"] for s in self.skipped],
+            "lengths_cache": self.lengths_cache, "lengths_cache_hit": self.lengths_cache_hit,
+        }
+
+    def summary(self) -> str:
+        reasons: dict[str, int] = {}
+        for f in self.mask_failures:
+            reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1
+        s = (f"{self.encoded}/{self.rows} samples ({self.text_only} text-only), {self.truncated} truncated, "
+             f"{len(self.mask_failures)} cannot be encoded, {len(self.skipped)} skipped at train time")
+        if reasons:
+            s += " [" + "; ".join(f"{r}: {n}" for r, n in sorted(reasons.items())) + "]"
+        return s
+
+
+# -- opening a blend --------------------------------------------------------------------------
+def open_blend(dataset_dir: str | Path, image_root: str | Path | None):
+    """-> (datasets.Dataset, blend.json dict, image root Path or None)."""
+    import datasets
+
+    d = Path(dataset_dir)
+    if not d.is_dir():
+        raise DataError(f"dataset_dir {d} does not exist; point it at a `vlmdata blend` output folder")
+    try:
+        ds = datasets.load_from_disk(str(d))
+    except Exception as e:
+        raise DataError(f"dataset_dir {d} is not a datasets folder written by `vlmdata blend` ({type(e).__name__}: {e})") from None
+    if not isinstance(ds, datasets.Dataset):
+        raise DataError(f"dataset_dir {d} holds a DatasetDict; point it at one split's folder")
+    missing = {"id", "images", "conversations"} - set(ds.column_names)
+    if missing:
+        raise DataError(f"dataset {d} lacks the column(s) {sorted(missing)} of the vlmdata blend schema")
+    blend_path = d / "blend.json"
+    blend = json.loads(blend_path.read_text()) if blend_path.is_file() else {}
+    root = image_root if image_root is not None else blend.get("image_root")
+    if root is not None:
+        root = Path(root)
+        if not root.is_absolute():
+            root = d / root
+        if not root.is_dir():
+            raise DataError(f"image root {root} does not exist (from {'image_root' if image_root is not None else blend_path})")
+    return ds, blend, root
+
+
+# -- true token lengths -----------------------------------------------------------------------
+def _tokenizer_fingerprint(tok: Any) -> str:
+    h = hashlib.sha256()
+    if getattr(tok, "is_fast", False):
+        h.update(tok.backend_tokenizer.to_str().encode())
+    else:
+        h.update(json.dumps(sorted(tok.get_vocab().items())).encode())
+    extra = [type(tok).__name__, getattr(tok, "legacy", None), getattr(tok, "chat_template", None),
+             tok.bos_token, tok.eos_token, str(getattr(tok, "add_bos_token", None))]
+    h.update(json.dumps(extra, default=str).encode())
+    return h.hexdigest()
+
+
+def _dataset_fingerprint(ds: Any, blend: dict) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps(blend, sort_keys=True, default=str).encode())
+    h.update(str(getattr(ds, "_fingerprint", "")).encode())
+    h.update(str(len(ds)).encode())
+    for f in getattr(ds, "cache_files", []) or []:
+        p = Path(f["filename"])
+        try:
+            st = p.stat()
+            h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+        except OSError:
+            pass
+    return h.hexdigest()
+
+
+def lengths_key(ds: Any, blend: dict, encoder: Encoder) -> str:
+    it = encoder.image_tokens
+    parts = [ENCODER_VERSION, _dataset_fingerprint(ds, blend), _tokenizer_fingerprint(encoder.tokenizer),
+             encoder.template, encoder.system, encoder.model_max_length, it.token, it.token_id, it.per_image]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:24]
+
+
+def _cache_path(dataset_dir: Path, key: str, cache_dir: str | None) -> Path:
+    candidates = [Path(cache_dir)] if cache_dir else [Path(dataset_dir) / CACHE_DIR_NAME,
+                                                       Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vlmtrain" / "lengths"]
+    for c in candidates:
+        try:
+            c.mkdir(parents=True, exist_ok=True)
+            if os.access(c, os.W_OK):
+                return c / f"lengths-{key}.npz"
+        except OSError:
+            continue
+    return candidates[-1] / f"lengths-{key}.npz"
+
+
+def _n_images(batch: dict, j: int) -> int:
+    return int(batch["n_images"][j]) if "n_images" in batch else len(batch["images"][j])
+
+
+def _measure_range(ds: Any, encoder: Encoder, start: int, stop: int, batch_size: int = 512):
+    cols = [c for c in ("id", "conversations", "n_images", "images") if c in ds.column_names]
+    sub = ds.select_columns(cols)
+    lengths = np.zeros(stop - start, dtype=np.int32)
+    failures, truncated = [], 0
+    for a in range(start, stop, batch_size):
+        b = min(stop, a + batch_size)
+        batch = sub[a:b]
+        samples = [(batch["conversations"][j], _n_images(batch, j)) for j in range(b - a)]
+        for j, out in enumerate(encoder.encode_many(samples)):
+            if isinstance(out, MaskError):
+                failures.append({"row": a + j, "id": str(batch["id"][j]), "reason": out.reason, "detail": out.detail})
+            else:
+                lengths[a + j - start] = len(out) if out.n_images else -len(out)
+                truncated += out.truncated
+    return lengths, failures, truncated
+
+
+def measure_lengths(ds: Any, encoder: Encoder, num_proc: int = 1):
+    """Encode every record once: signed true lengths (0 = cannot be encoded), failures, truncated count."""
+    n = len(ds)
+    if num_proc <= 1 or n < 2 * num_proc:
+        return _measure_range(ds, encoder, 0, n)
+    import multiprocessing as mp
+
+    bounds = np.linspace(0, n, num_proc + 1).astype(int)
+    ctx = mp.get_context("fork")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    with ctx.Pool(num_proc) as pool:
+        parts = pool.starmap(_measure_range, [(ds, encoder, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])])
+    lengths = np.concatenate([p[0] for p in parts])
+    failures = [f for p in parts for f in p[1]]
+    return lengths, failures, sum(p[2] for p in parts)
+
+
+def cached_lengths(dataset_dir: Path, ds: Any, blend: dict, encoder: Encoder, *, num_proc: int = 1,
+                   cache_dir: str | None = None):
+    """measure_lengths, from the cache when this exact setting was measured before. -> (lengths, failures, truncated, path, hit)."""
+    path = _cache_path(Path(dataset_dir), lengths_key(ds, blend, encoder), cache_dir)
+    if path.is_file():
+        try:
+            with np.load(path) as z:
+                lengths = z["lengths"]
+                meta = json.loads(str(z["meta"]))
+            if len(lengths) == len(ds):
+                return lengths, meta["failures"], meta["truncated"], path, True
+        except Exception as e:  # a damaged cache is recomputed
+            log.warning("ignoring unreadable lengths cache %s: %s", path, e)
+    lengths, failures, truncated = measure_lengths(ds, encoder, num_proc)
+    buf = io.BytesIO()
+    np.savez(buf, lengths=lengths, meta=np.array(json.dumps({"failures": failures, "truncated": truncated})))
+    try:
+        from vlmdata.atomic import write_bytes
+
+        write_bytes(path, buf.getvalue())
+    except OSError as e:
+        log.warning("could not write lengths cache %s: %s", path, e)
+    return lengths, failures, truncated, path, False
+
+
+# -- the torch dataset ------------------------------------------------------------------------
+class BadSampleError(RuntimeError):
+    """A sample that cannot be used at train time, with bad_samples=fail."""
+
+
+class ConversationDataset(torch.utils.data.Dataset):
+    """Item: {input_ids, labels, pixel_values [n_images,3,H,W], id}; or, with bad_samples=skip and a
+    bad image, {skipped: True, id, reason, path}, which the collator drops and reports."""
+
+    def __init__(self, ds: Any, rows: np.ndarray, encoder: Encoder, images: ImageLoader,
+                 image_root: Path | None, bad_samples: str, report: DataReport | None = None) -> None:
+        self.ds = ds
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.encoder = encoder
+        self.images = images
+        self.image_root = image_root
+        self.bad_samples = bad_samples
+        self.report = report
+        self._has_blobs = "image_bytes" in ds.column_names
+        self._empty: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _no_images(self) -> torch.Tensor:
+        if self._empty is None:  # the processor's output size, from one tiny image
+            from PIL import Image
+
+            shape = self.images.process([Image.new("RGB", (8, 8))]).shape[1:]
+            self._empty = torch.zeros((0, *shape), dtype=torch.float32)
+        return self._empty
+
+    def _bad(self, rid: str, row: int, path: str, reason: str) -> dict:
+        if self.report is not None:
+            self.report.bad_images.append({"id": rid, "path": path, "reason": reason})
+        if self.bad_samples == "fail":
+            raise BadSampleError(
+                f"record {rid!r} (row {row}): image {path}: {reason}. Fix or remove the image, or set "
+                f"bad_samples: skip to drop such samples (they are counted and logged).")
+        return {"skipped": True, "id": rid, "reason": reason, "path": path}
+
+    def __getitem__(self, i: int) -> dict:
+        row = int(self.rows[i])
+        rec = self.ds[row]
+        rid = str(rec["id"])
+        paths = list(rec["images"] or [])
+        try:
+            enc = self.encoder.encode(rec["conversations"], len(paths))
+        except MaskError as e:  # measured as fine before: only a changed tokenizer/template gets here
+            if self.bad_samples == "fail":
+                raise BadSampleError(f"record {rid!r} (row {row}): {e}") from None
+            return {"skipped": True, "id": rid, "reason": str(e), "path": None}
+        if paths:
+            if self.image_root is None and not self._has_blobs:
+                raise DataError("the dataset has images but no image root: blend.json has no image_root; set image_root")
+            try:
+                blobs = rec.get("image_bytes") if self._has_blobs else None
+                pixel_values = self.images.load(self.image_root or Path("."), paths, blobs)
+            except BadImage as e:
+                return self._bad(rid, row, e.path, e.reason)
+        else:
+            pixel_values = self._no_images()
+        return {"input_ids": torch.from_numpy(enc.input_ids), "labels": torch.from_numpy(enc.labels),
+                "pixel_values": pixel_values, "id": rid}

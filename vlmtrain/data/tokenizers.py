@@ -1,0 +1,74 @@
+"""A Llama-style SentencePiece tokenizer trained on the fly (tests, offline tiny runs).
+
+The model is trained with the options of Llama's own ``tokenizer.model`` (BPE, byte fallback,
+split digits, a dummy prefix, no normalisation, whitespace kept as is; unk/bos/eos = 0/1/2, no pad
+piece) and loaded through transformers' ``LlamaTokenizer`` with the ``legacy`` flag the caller
+asks for. ``legacy`` decides what happens right after a special token such as ``</s>``: legacy
+tokenizers give the next word its ``▁`` prefix again, non-legacy ones do not (the difference that
+LLaVA's ``preprocess_v1`` corrects with its "-1" for rounds after the first).
+
+``user_defined_symbols`` become pieces that SentencePiece always cuts out whole. Pass ``["USER"]``
+to get the situation of the Llama-2 vocabulary that LLaVA's correction was written for: in
+context after ``</s>`` the non-legacy tokenizer writes ``USER`` (one token) where the same round
+tokenised on its own starts ``▁`` ``USER`` (two).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Sequence
+
+
+def train_llama_sentencepiece(
+    texts: Iterable[str],
+    vocab_size: int,
+    *,
+    legacy: bool,
+    workdir: Path,
+    user_defined_symbols: Sequence[str] = (),
+):
+    """Train a SentencePiece BPE model on ``texts`` into ``workdir`` and return a transformers tokenizer.
+
+    The vocabulary may come out smaller than ``vocab_size`` when the texts are too few to fill it
+    (the limit is soft). Deterministic for the same texts and options.
+    """
+    import sentencepiece as spm
+    from transformers import LlamaTokenizer
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(list(texts)),
+        model_prefix=str(workdir / "tokenizer"),
+        vocab_size=vocab_size,
+        hard_vocab_limit=False,
+        model_type="bpe",
+        byte_fallback=True,
+        split_digits=True,
+        add_dummy_prefix=True,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        allow_whitespace_only_pieces=True,
+        character_coverage=1.0,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        user_defined_symbols=list(user_defined_symbols),
+        num_threads=1,
+        minloglevel=2,
+    )
+    (workdir / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "LlamaTokenizer",
+                "add_bos_token": True,
+                "add_eos_token": False,
+                "legacy": legacy,
+                "model_max_length": 1_000_000,
+                "padding_side": "right",
+            },
+            indent=2,
+        )
+    )
+    return LlamaTokenizer.from_pretrained(str(workdir), legacy=legacy)
