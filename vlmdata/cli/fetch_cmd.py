@@ -1,8 +1,124 @@
-"""Placeholder until this command lands; see the issue that builds it."""
+"""`vlmdata fetch`: download, verify and place datasets, then build a layout's view."""
 from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
 
 import typer
 
+from vlmdata import mirror as mirror_mod
+from vlmdata.cli.common import Settings, with_settings
+from vlmdata.errors import OperationError, UserError
+from vlmdata.fetch.orchestrate import FetchOptions, FetchReport, Fetcher, wanted_digest
+from vlmdata.fetch.progress import Progress
+from vlmdata.plan import plan_files
+from vlmdata.units import human_bytes
+
 
 def register(app: typer.Typer) -> None:
-    """Adds nothing yet."""
+    app.command("fetch")(fetch_cmd)
+
+
+@with_settings
+def fetch_cmd(
+    names: List[str] = typer.Argument(..., help="Datasets (NAME: its default files) or single files (NAME:FILE)."),
+    layout: Optional[str] = typer.Option(None, "--layout", "-l", help="Then build this layout's view (links, no copies)."),
+    jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=64, help="Files downloaded at once."),
+    connections: int = typer.Option(4, "--connections", "-x", min=1, max=32,
+                                    help="Connections per file when the server accepts byte ranges (like aria2c -x)."),
+    url_jobs: int = typer.Option(128, "--url-jobs", min=1, max=1024, help="Requests in flight for per-image URL lists (OCR-VQA)."),
+    keep_archives: bool = typer.Option(False, "--keep-archives", help="Keep archives in ROOT/.vlmdata/downloads after unpacking."),
+    only_referenced_by: Optional[List[Path]] = typer.Option(
+        None, "--only-referenced-by", help="Keep only the archive members these LLaVA-style JSONs reference "
+                                           "(tars are streamed, never stored). Repeatable."),
+    force: bool = typer.Option(False, "--force", help="Fetch even when the disk preflight says it will not fit."),
+    refetch: bool = typer.Option(False, "--refetch", help="Ignore what the journal says is placed: fetch and place again."),
+    timeout: float = typer.Option(60.0, "--timeout", min=0.1, help="Seconds without data before a connection is retried."),
+    settings: Settings = None,
+) -> None:
+    """Download, verify and place every file of the named datasets under --root, then (with
+    --layout) build the layout's view. Resumable: interrupt it any time (Ctrl-C, a crash, a lost
+    connection) and run the same command again. A second run with everything present makes no
+    request at all.
+
+    Examples:
+      vlmdata fetch coco gqa ocr_vqa textvqa vg --layout llava --root /data/llava
+      vlmdata fetch coco:val2017.zip --connections 8
+      vlmdata fetch sam --only-referenced-by sharegpt4v_instruct_gpt4-vision_cap100k.json
+      vlmdata fetch coco --mirror http://cache.local/      # or --mirror /mnt/shared/mirror
+      HF_ENDPOINT=https://hf-mirror.com vlmdata fetch llava_pretrain
+    """
+    cat = settings.catalog
+    specs = cat.select_files(names)
+    lay = cat.layout(layout) if layout else None
+    if settings.mirror:
+        mirror_mod.check_base(settings.mirror)
+    wanted = None
+    if only_referenced_by:
+        from vlmdata.place.subset import referenced_names
+
+        for p in only_referenced_by:
+            if not p.is_file():
+                raise UserError(f"--only-referenced-by {p}: no such file")
+        wanted = referenced_names(list(only_referenced_by))
+        settings.info(f"keeping only the {len(wanted):,} image names referenced by {len(only_referenced_by)} JSON file(s)")
+    root = settings.data_root
+    opts = FetchOptions(jobs=jobs, connections=connections, url_jobs=url_jobs, keep_archives=keep_archives,
+                        wanted=wanted, wanted_tag=wanted_digest(wanted) if wanted is not None else None,
+                        mirror=settings.mirror, hf_endpoint=settings.hf_endpoint, refetch=refetch, timeout=timeout)
+    cmd = "vlmdata fetch " + " ".join(names)
+    with root.exclusive(cmd):
+        progress = Progress()
+        fetcher = Fetcher(cat, root, opts, progress)
+        todo = fetcher.todo(specs)
+        if not todo:
+            settings.info(f"everything is already here ({len(specs)} file(s) in {root.path}); nothing to download")
+        else:
+            plan = plan_files(root, todo, mirror_base=settings.mirror, hf_endpoint=settings.hf_endpoint)
+            if not plan.fits and not force:
+                raise OperationError(
+                    f"not enough disk: need {human_bytes(plan.disk_bytes)}, {human_bytes(plan.free_bytes)} free on {root.path}",
+                    hint="free some space, choose another --root, fetch fewer datasets at a time, or pass --force")
+            settings.info(f"fetching {len(todo)} of {len(specs)} file(s) into {root.path} "
+                          f"({human_bytes(plan.download_bytes)} to download"
+                          + (f", {len(plan.unknown)} of unknown size" if plan.unknown else "") + ")")
+            progress.total_bytes = plan.download_bytes or None
+        report = fetcher.run(specs)
+        if lay is not None and not report.failed:
+            from vlmdata.layouts.build import build_layout
+
+            res = build_layout(lay, root)
+            report.layout = {"name": lay.name, "folder": str(res.folder), "hardlinks": res.hardlinks,
+                             "symlinks": res.symlinks, "existing": res.existing, "missing": res.missing,
+                             "image_folder": str(res.folder / lay.image_folder)}
+    _summarise(settings, report, todo_count=len(todo))
+    if report.failed:
+        raise OperationError(f"{len(report.failed)} of {len(specs)} file(s) failed:\n"
+                             + "\n".join(o.error or o.key for o in report.failed),
+                             hint="run the same command again to retry; finished bytes are not downloaded again")
+    if any(o.state == "cancelled" for o in report.outcomes):
+        raise KeyboardInterrupt
+
+
+def _summarise(settings: Settings, report: FetchReport, todo_count: int) -> None:
+    if settings.json:
+        settings.emit_json(report.to_json())
+        return
+    for o in report.outcomes:
+        if o.state == "present":
+            settings.debug(f"  present  {o.key} -> {o.to}")
+            continue
+        size = human_bytes(o.size) if o.size is not None else (f"{o.files:,} files" if o.files is not None else "")
+        typer.echo(f"  {o.state:<9} {o.key:<48} {size:>10}  {o.seconds:6.1f} s  {o.source or ''}", err=True)
+        for w in o.warnings:
+            typer.echo(f"            warning: {w}", err=True)
+    present = sum(o.state == "present" for o in report.outcomes)
+    fetched = sum(o.state == "fetched" for o in report.outcomes)
+    typer.echo(f"{fetched} fetched, {present} already present, {len(report.failed)} failed; "
+               f"{human_bytes(report.network_bytes)} downloaded in {report.seconds:.1f} s", err=True)
+    if report.layout:
+        lay = report.layout
+        typer.echo(f"layout {lay['name']}: {lay['folder']} ({lay['hardlinks']} hard links, {lay['symlinks']} symlinks, "
+                   f"{lay['existing']} already there); pass --image_folder {lay['image_folder']}", err=True)
+        if lay["missing"]:
+            typer.echo(f"  not fetched yet: {', '.join(lay['missing'])}", err=True)

@@ -1,0 +1,379 @@
+"""A loopback HTTP server for the fetch tests: a static mirror tree with injectable faults, and an
+HF-style hub endpoint that redirects LFS files to a second "CDN" origin.
+
+Everything listens on 127.0.0.1, port 0, in daemon threads; ``stop()`` shuts it down. Every
+wait inside it is bounded (sleeps are short and capped), so no test can hang on it.
+
+Faults (``server.fault(path, Fault(...))``), applied to the next ``times`` matching requests:
+- ``status``: answer ``status`` (500, 503, 429 with ``retry_after``...) with no body;
+- ``drop``: send the headers and ``after`` body bytes, then cut the connection;
+- ``wrong``: serve the right length with some bytes changed;
+- ``norange``: ignore ``Range`` (always 200 with the whole file);
+- ``slow``: wait ``delay`` seconds before answering;
+- ``throttle``: send at most ``rate`` bytes/s on this connection.
+Counters: ``bytes_sent[path]`` (body bytes) and ``requests`` (method, path, Range header).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable
+from urllib.parse import unquote, urlsplit
+
+MAX_SLEEP = 5.0
+
+
+@dataclass
+class Fault:
+    kind: str  # status | drop | wrong | norange | slow | throttle
+    times: int = 1  # requests it applies to; -1 = every request
+    status: int = 500
+    retry_after: str | None = None
+    after: int = 0  # drop: body bytes sent before the cut
+    delay: float = 0.0  # slow: seconds
+    rate: int = 0  # throttle: bytes per second per connection
+    methods: tuple[str, ...] = ("GET",)
+
+
+@dataclass
+class Blob:
+    """Content served at a path: a file on disk or bytes in memory."""
+
+    data: bytes | None = None
+    path: Path | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.data) if self.data is not None else self.path.stat().st_size  # type: ignore[union-attr]
+
+    def etag(self) -> str:
+        if self.data is not None:
+            return '"' + hashlib.sha256(self.data).hexdigest()[:32] + '"'
+        st = self.path.stat()  # type: ignore[union-attr]
+        return f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
+
+    def last_modified(self) -> str:
+        t = self.path.stat().st_mtime if self.path is not None else 1_700_000_000
+        return formatdate(t, usegmt=True)
+
+    def read(self, start: int, end: int):
+        """Yield the bytes [start, end) in blocks."""
+        if self.data is not None:
+            for i in range(start, end, 64 << 10):
+                yield self.data[i:min(end, i + (64 << 10))]
+            return
+        with open(self.path, "rb") as fh:  # type: ignore[arg-type]
+            fh.seek(start)
+            left = end - start
+            while left > 0:
+                b = fh.read(min(left, 256 << 10))
+                if not b:
+                    return
+                left -= len(b)
+                yield b
+
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: "_Server"
+
+    def log_message(self, fmt, *args):  # quiet
+        pass
+
+    def do_HEAD(self):
+        self._dispatch("HEAD")
+
+    def do_GET(self):
+        self._dispatch("GET")
+
+    def _dispatch(self, method: str) -> None:
+        owner: LoopbackServer = self.server.owner
+        path = unquote(urlsplit(self.path).path).lstrip("/")
+        with owner.lock:
+            owner.requests.append((method, path, self.headers.get("Range")))
+            owner.auth_seen.append((path, self.headers.get("Authorization")))
+        for route in owner.routes:
+            if route(self, method, path):
+                return
+        blob = owner.blob(path)
+        if blob is None:
+            self.send_plain(404, b"not found\n")
+            return
+        self.serve(method, path, blob)
+
+    # -- helpers the routes use
+    def send_plain(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD" and body:
+            self.wfile.write(body)
+
+    def serve(self, method: str, path: str, blob: Blob, extra: dict[str, str] | None = None) -> None:
+        owner: LoopbackServer = self.server.owner
+        faults = owner.take_faults(path, method)
+        kinds = {f.kind: f for f in faults}
+        if "slow" in kinds:
+            time.sleep(min(MAX_SLEEP, kinds["slow"].delay))
+        if "status" in kinds:
+            f = kinds["status"]
+            hdrs = {"Retry-After": f.retry_after} if f.retry_after else {}
+            self.send_plain(f.status, b"", hdrs)
+            return
+        size = blob.size
+        etag = blob.etag()
+        start, end, status = 0, size, 200
+        rng = self.headers.get("Range")
+        if rng and "norange" not in kinds and owner.ranges:
+            if_range = self.headers.get("If-Range")
+            if if_range is None or if_range in (etag, blob.last_modified()):
+                m = _RANGE.match(rng.strip())
+                if m and (m.group(1) or m.group(2)):
+                    if m.group(1):
+                        start = int(m.group(1))
+                        end = min(size, int(m.group(2)) + 1) if m.group(2) else size
+                    else:
+                        start, end = max(0, size - int(m.group(2))), size
+                    if start >= size:
+                        self.send_plain(416, b"", {"Content-Range": f"bytes */{size}"})
+                        return
+                    status = 206
+        self.send_response(status)
+        self.send_header("Content-Length", str(end - start))
+        self.send_header("ETag", etag)
+        self.send_header("Last-Modified", blob.last_modified())
+        if owner.ranges and "norange" not in kinds:
+            self.send_header("Accept-Ranges", "bytes")
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if method == "HEAD":
+            return
+        drop = kinds.get("drop")
+        wrong = "wrong" in kinds
+        rate = kinds["throttle"].rate if "throttle" in kinds else owner.throttle.get(path, owner.default_throttle)
+        sent = 0
+        t0 = time.monotonic()
+        pos = start
+        for block in blob.read(start, end):
+            if wrong:
+                block = bytes(b ^ 0x5A for b in block[:16]) + block[16:]
+            if drop is not None and sent + len(block) > drop.after:
+                block = block[: max(0, drop.after - sent)]
+                self._write(path, block)
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return
+            if rate:
+                # send in small slices so a throttled connection stays smooth
+                for i in range(0, len(block), 16 << 10):
+                    piece = block[i:i + (16 << 10)]
+                    if not self._write(path, piece):
+                        return
+                    sent += len(piece)
+                    ahead = sent / rate - (time.monotonic() - t0)
+                    if ahead > 0:
+                        time.sleep(min(MAX_SLEEP, ahead))
+            else:
+                if not self._write(path, block):
+                    return
+                sent += len(block)
+            pos += len(block)
+
+    def _write(self, path: str, data: bytes) -> bool:
+        owner: LoopbackServer = self.server.owner
+        try:
+            self.wfile.write(data)
+        except OSError:
+            self.close_connection = True
+            return False
+        with owner.lock:
+            owner.bytes_sent[path] = owner.bytes_sent.get(path, 0) + len(data)
+        return True
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    owner: "LoopbackServer"
+
+    def handle_error(self, request, client_address) -> None:  # clients that hang up are normal here
+        pass
+
+
+class LoopbackServer:
+    """Serves ``folder`` (paths map to files under it) and in-memory ``blobs`` on 127.0.0.1."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder = Path(folder) if folder else None
+        self.blobs: dict[str, Blob] = {}
+        self.routes: list[Callable[[_Handler, str, str], bool]] = []
+        self.faults: dict[str, list[Fault]] = {}
+        self.throttle: dict[str, int] = {}
+        self.default_throttle = 0
+        self.ranges = True
+        self.lock = threading.Lock()
+        self.bytes_sent: dict[str, int] = {}
+        self.requests: list[tuple[str, str, str | None]] = []
+        self.auth_seen: list[tuple[str, str | None]] = []
+        self._srv = _Server(("127.0.0.1", 0), _Handler)
+        self._srv.owner = self
+        self._thread = threading.Thread(target=self._srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._srv.server_address[1]}"
+
+    def start(self) -> "LoopbackServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._srv.shutdown()
+        self._srv.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> "LoopbackServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def blob(self, path: str) -> Blob | None:
+        if path in self.blobs:
+            return self.blobs[path]
+        if self.folder is not None:
+            p = (self.folder / path).resolve()
+            if p.is_file() and (p == self.folder.resolve() or self.folder.resolve() in p.parents):
+                return Blob(path=p)
+        return None
+
+    def fault(self, path: str, f: Fault) -> None:
+        with self.lock:
+            self.faults.setdefault(path, []).append(f)
+
+    def take_faults(self, path: str, method: str) -> list[Fault]:
+        out = []
+        with self.lock:
+            for key in (path, "*"):
+                for f in self.faults.get(key, []):
+                    if method in f.methods and f.times != 0:
+                        if f.times > 0:
+                            f.times -= 1
+                        out.append(f)
+        return out
+
+    def reset(self) -> None:
+        with self.lock:
+            self.bytes_sent.clear()
+            self.requests.clear()
+            self.auth_seen.clear()
+            self.faults.clear()
+
+    def sent(self, suffix: str = "") -> int:
+        with self.lock:
+            return sum(v for k, v in self.bytes_sent.items() if k.endswith(suffix))
+
+    def count(self, suffix: str = "", method: str | None = None) -> int:
+        with self.lock:
+            return sum(1 for m, p, _ in self.requests if p.endswith(suffix) and (method is None or m == method))
+
+
+class HubServer:
+    """An HF-style endpoint (``HF_ENDPOINT``) plus a second origin standing in for the LFS CDN.
+
+    ``add(repo_id, path, data, lfs=True, repo_type="dataset")``. LFS files answer HEAD/GET on
+    ``resolve/<rev>/<path>`` with 302 to ``<cdn>/cdn/<sha256>`` plus X-Repo-Commit, X-Linked-Etag
+    (the sha256) and X-Linked-Size, as the Hub does; small files are served directly. With
+    ``token`` set the repos are private: requests without ``Authorization: Bearer <token>`` get 401.
+    """
+
+    COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+    def __init__(self, token: str | None = None) -> None:
+        self.hub = LoopbackServer()
+        self.cdn = LoopbackServer()
+        self.token = token
+        self.files: dict[tuple[str, str], tuple[bytes, bool, str | None]] = {}
+        self.hub.routes.append(self._route)
+
+    def add(self, repo_id: str, path: str, data: bytes, *, lfs: bool = True, repo_type: str = "dataset",
+            advertised_sha256: str | None = None) -> None:
+        key = (f"{repo_type}s/{repo_id}" if repo_type != "model" else repo_id, path)
+        self.files[key] = (data, lfs, advertised_sha256)
+        sha = advertised_sha256 or hashlib.sha256(data).hexdigest()
+        self.cdn.blobs[f"cdn/{sha}"] = Blob(data=data)
+
+    def start(self) -> "HubServer":
+        self.hub.start()
+        self.cdn.start()
+        return self
+
+    def stop(self) -> None:
+        self.hub.stop()
+        self.cdn.stop()
+
+    def _route(self, h: _Handler, method: str, path: str) -> bool:
+        m = re.match(r"^((?:datasets/)?[^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path)
+        if not m:
+            return False
+        repo, rev, fpath = m.groups()
+        if self.token and h.headers.get("Authorization") != f"Bearer {self.token}":
+            h.send_plain(401, b"", {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Invalid credentials"})
+            return True
+        if not any(r == repo for r, _ in self.files):
+            h.send_plain(404, b"", {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"})
+            return True
+        if rev not in ("main", self.COMMIT):
+            h.send_plain(404, b"", {"X-Error-Code": "RevisionNotFound", "X-Error-Message": "Invalid rev id"})
+            return True
+        entry = self.files.get((repo, fpath))
+        if entry is None:
+            h.send_plain(404, b"", {"X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found"})
+            return True
+        data, lfs, advertised = entry
+        if lfs:
+            sha = advertised or hashlib.sha256(data).hexdigest()
+            h.send_plain(302, b"", {"Location": f"{self.cdn.url}/cdn/{sha}", "X-Repo-Commit": self.COMMIT,
+                                    "X-Linked-Etag": f'"{sha}"', "X-Linked-Size": str(len(data)), "ETag": f'"{sha}"'})
+            return True
+        h.serve(method, path, Blob(data=data), {"X-Repo-Commit": self.COMMIT})
+        return True
+
+
+def free_port_server(folder: Path) -> LoopbackServer:
+    return LoopbackServer(folder).start()
+
+
+__all__ = ["Blob", "Fault", "HubServer", "LoopbackServer", "free_port_server"]
+
+
+if __name__ == "__main__":  # serve a folder by hand: python tests/fetch/server.py DIR
+    import sys
+
+    s = LoopbackServer(Path(sys.argv[1])).start()
+    print(s.url, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        s.stop()
+        os._exit(0)

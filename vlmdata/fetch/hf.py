@@ -1,0 +1,87 @@
+"""Hugging Face Hub sources, through huggingface_hub.
+
+huggingface_hub resolves the file (HEAD on ``resolve/<revision>/<path>``: the commit, the ETag,
+the size, and the redirect to the CDN); our own engine then downloads from that location into
+the root's downloads folder, with resume and several connections, so there is no second copy in
+``~/.cache/huggingface``. For LFS files the ETag is the file's sha256, which is checked.
+
+``HF_ENDPOINT`` / ``--hf-endpoint`` selects a hub mirror and ``HF_TOKEN`` authenticates. The token
+is sent to the hub's own origin only (never to the CDN it redirects to) and never appears in a
+message: every error text goes through ``redact``.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from vlmdata.fetch.http import SourceFailed
+from vlmdata.manifest import Source
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+DEFAULT_ENDPOINT = "https://huggingface.co"
+
+
+@dataclass
+class HfLocation:
+    url: str  # where to GET the bytes (the CDN location after the redirect, or the hub URL)
+    headers: dict[str, str]
+    size: int | None
+    sha256: str | None  # the LFS sha256 the hub reports, when it reports one
+    commit: str | None  # the commit the revision resolved to
+    label: str  # for logs and the journal (no token in it)
+
+
+def token_from_env() -> str | None:
+    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
+
+
+def redact(text: str, token: str | None) -> str:
+    if token:
+        text = text.replace(token, "***")
+    return re.sub(r"hf_[A-Za-z0-9]{20,}", "hf_***", text)
+
+
+def _origin(url: str) -> tuple[str, str]:
+    p = urlsplit(url)
+    return p.scheme, p.netloc
+
+
+def resolve(source: Source, endpoint: str | None, token: str | None = None) -> HfLocation:
+    """Ask the hub where ``source``'s bytes are; raises SourceFailed with a clean message."""
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.utils import build_hf_headers
+
+    endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+    token = token if token is not None else token_from_env()
+    label = f"hf://{source.repo_type}s/{source.repo_id}@{source.revision}/{source.path}"
+    if endpoint != DEFAULT_ENDPOINT:
+        label += f" via {endpoint}"
+    if constants.is_offline_mode():
+        raise SourceFailed(f"{label}: HF_HUB_OFFLINE is set, so the hub is not contacted "
+                           "(unset HF_HUB_OFFLINE to download from the hub)")
+    url = hf_hub_url(source.repo_id or "", source.path or "", repo_type=source.repo_type,
+                     revision=source.revision, endpoint=endpoint)
+    try:
+        meta = get_hf_file_metadata(url, token=token or None, endpoint=endpoint, retry_on_errors=True)
+    except Exception as e:  # noqa: BLE001 - every hub error becomes "try the next source"
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        name = type(e).__name__
+        hint = ""
+        if "RepositoryNotFound" in name or status == 401:
+            hint = " (the repo does not exist, or it is private/gated: set HF_TOKEN to a token with access)"
+        elif "Gated" in name or status == 403:
+            hint = " (gated repo: accept its terms on the hub and set HF_TOKEN)"
+        elif "EntryNotFound" in name or status == 404:
+            hint = " (no such file at this revision)"
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise SourceFailed(redact(f"{label}: {name}: {first_line}{hint}", token), status=status) from None
+    sha = meta.etag if meta.etag and _SHA256.match(meta.etag) else None
+    location = meta.location or url
+    headers: dict[str, str] = {}
+    if token and _origin(location) == _origin(endpoint):
+        auth = build_hf_headers(token=token).get("authorization")
+        if auth:
+            headers["Authorization"] = auth
+    return HfLocation(url=location, headers=headers, size=meta.size, sha256=sha, commit=meta.commit_hash, label=label)

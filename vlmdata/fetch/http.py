@@ -1,0 +1,527 @@
+"""The HTTP download engine: resumable, retried, optionally segmented, hashed while it streams.
+
+A download goes to ``NAME.part`` beside its final path, with a small sidecar ``NAME.part.state``
+(JSON) that remembers the server's validator (ETag / Last-Modified), the size and, for segmented
+downloads, which byte ranges are done. After any interruption (a dropped connection, a timeout,
+Ctrl-C, SIGKILL) the next call resumes with ``Range`` + ``If-Range``: a server whose file changed
+answers 200 with the whole new file, and the old bytes are thrown away instead of being stitched
+to the new ones. A server without Range support restarts cleanly from byte 0.
+
+Several connections on one file (``connections > 1``) work like aria2c: the missing ranges are
+split among the connections, an idle connection takes half of the largest range still in flight,
+and a hashing thread follows the contiguous prefix that is complete. Only the sha256 (and md5
+when the manifest gives one) is computed here; whether it is the *right* hash is decided by the
+caller, which never places a file that does not match.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import requests
+
+from vlmdata.fetch.hashing import Digests, StreamHasher, hash_file
+from vlmdata.fetch.segments import Piece, Scheduler, merge_intervals
+from vlmdata.net.retry import RetryPolicy, is_transient_error, is_transient_status, retry_after_seconds
+from vlmdata.net.session import make_session
+
+READ = 1 << 20  # bytes per read from the socket
+STATE_SUFFIX = ".state"  # NAME.part.state
+
+ProgressFn = Callable[[int], None]
+
+
+class Cancelled(Exception):
+    """The user pressed Ctrl-C (or the run is stopping): the .part stays for the next run."""
+
+
+class SourceFailed(Exception):
+    """This location cannot deliver the file (404, 403, retries exhausted...). Try the next source."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Changed(Exception):
+    """The file on the server is not the one the .part was started from."""
+
+
+class _Transient(Exception):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass
+class Fetched:
+    path: Path  # the finished download (renamed from .part)
+    digests: Digests
+    transferred: int  # bytes received over the network by this call
+    resumed_from: int  # bytes already there when this call started
+    etag: str | None = None
+    connections: int = 1
+
+
+@dataclass
+class _State:
+    """The sidecar of a .part file."""
+
+    url: str = ""
+    size: int | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    done: list[list[int]] | None = None  # segmented mode: finished [start, end) ranges
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def validator(self) -> str | None:
+        return self.etag if self.etag and not self.etag.startswith("W/") else self.last_modified
+
+    @classmethod
+    def load(cls, path: Path) -> "_State | None":
+        try:
+            d = json.loads(path.read_text("utf-8"))
+            return cls(url=d.get("url", ""), size=d.get("size"), etag=d.get("etag"),
+                       last_modified=d.get("last_modified"), done=d.get("done"), extra=d.get("extra", {}))
+        except (OSError, ValueError, TypeError, AttributeError):
+            return None
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps({"url": self.url, "size": self.size, "etag": self.etag,
+                                   "last_modified": self.last_modified, "done": self.done, "extra": self.extra}))
+        os.replace(tmp, path)
+
+
+def state_path(part: Path) -> Path:
+    return part.with_name(part.name + STATE_SUFFIX)
+
+
+def part_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".part")
+
+
+def discard_partial(dest: Path) -> None:
+    """Forget an unfinished download of ``dest``."""
+    part = part_path(dest)
+    for p in (part, state_path(part)):
+        p.unlink(missing_ok=True)
+
+
+def partial_progress(dest: Path) -> int:
+    """Bytes of ``dest`` already downloaded by an unfinished run (segmented runs count their ranges)."""
+    part = part_path(dest)
+    if not part.exists():
+        return 0
+    st = _State.load(state_path(part))
+    if st is not None and st.done is not None:
+        return sum(b - a for a, b in st.done)
+    return part.stat().st_size
+
+
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+
+
+def _content_range(resp: requests.Response) -> tuple[int, int, int | None] | None:
+    m = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
+    if not m:
+        return None
+    total = None if m.group(3) == "*" else int(m.group(3))
+    return int(m.group(1)), int(m.group(2)), total
+
+
+def _content_length(resp: requests.Response) -> int | None:
+    v = resp.headers.get("Content-Length")
+    return int(v) if v and v.isdigit() else None
+
+
+class HttpEngine:
+    """Downloads one URL to a local path. One engine per fetch run; thread-safe."""
+
+    def __init__(self, session: requests.Session | None = None, *, retry: RetryPolicy | None = None,
+                 connections: int = 1, timeout: float = 60.0, connect_timeout: float = 15.0,
+                 min_split: int = 4 << 20, cancel: threading.Event | None = None,
+                 sleep: Callable[[float], None] | None = None) -> None:
+        self.session = session or make_session()
+        self.retry = retry or RetryPolicy()
+        self.connections = max(1, connections)
+        self.timeout = (connect_timeout, timeout)
+        self.min_split = min_split
+        self.cancel = cancel or threading.Event()
+        self._sleep = sleep
+
+    # ------------------------------------------------------------------ public
+    def download(self, url: str, dest: Path, *, headers: dict[str, str] | None = None, size_hint: int | None = None,
+                 md5: bool = False, progress: ProgressFn | None = None) -> Fetched:
+        """Fetch ``url`` into ``dest`` (via ``dest.part``); resumes what an earlier call left."""
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        part = part_path(dest)
+        spath = state_path(part)
+        headers = dict(headers or {})
+        progress = progress or (lambda n: None)
+        restarts = 0
+        while True:
+            state = _State.load(spath) if part.exists() else None
+            if part.exists() and (state is None or state.validator is None):
+                # Nothing proves the bytes on disk belong to the file on the server: start over.
+                discard_partial(dest)
+                state = None
+            try:
+                fetched = self._attempts(url, dest, part, spath, state, headers, size_hint, md5, progress)
+            except _Changed:
+                restarts += 1
+                if restarts > 2:
+                    raise SourceFailed(f"{url}: the file changed on the server during the download, three times")
+                discard_partial(dest)
+                continue
+            os.replace(part, dest)
+            spath.unlink(missing_ok=True)
+            return fetched
+
+    # ------------------------------------------------------------------ retry loop
+    def _attempts(self, url: str, dest: Path, part: Path, spath: Path, state: _State | None,
+                  headers: dict[str, str], size_hint: int | None, md5: bool, progress: ProgressFn) -> Fetched:
+        failures = 0
+        transferred = [0]
+        start_bytes = partial_progress(dest)
+
+        def counted(n: int) -> None:
+            transferred[0] += n
+            progress(n)
+
+        while True:
+            self._check_cancel()
+            before = transferred[0]
+            try:
+                if self.connections > 1 or (state is not None and state.done is not None):
+                    d, state, conns = self._segmented(url, part, spath, state, headers, md5, counted)
+                else:
+                    d, state = self._single(url, part, spath, state, headers, md5, counted)
+                    conns = 1
+                return Fetched(dest, d, transferred[0], start_bytes, state.etag if state else None, conns)
+            except _Transient as e:
+                state = _State.load(spath) if part.exists() else None
+                failures = 1 if transferred[0] > before else failures + 1  # progress resets the count
+                if failures >= self.retry.attempts:
+                    raise SourceFailed(f"{url}: gave up after {failures} tries: {e}") from None
+                self._wait(self.retry.delay(failures, e.retry_after))
+
+    def _wait(self, seconds: float) -> None:
+        if self._sleep is not None:
+            self._sleep(seconds)
+            return
+        if self.cancel.wait(seconds):
+            raise Cancelled()
+
+    def _check_cancel(self) -> None:
+        if self.cancel.is_set():
+            raise Cancelled()
+
+    # ------------------------------------------------------------------ requests
+    def _get(self, session: requests.Session, url: str, headers: dict[str, str]) -> requests.Response:
+        try:
+            resp = session.get(url, headers=headers, stream=True, timeout=self.timeout, allow_redirects=True)
+        except requests.RequestException as e:
+            if is_transient_error(e):
+                raise _Transient(f"{type(e).__name__}: {e}") from None
+            raise SourceFailed(f"{url}: {type(e).__name__}: {e}") from None
+        if resp.status_code in (200, 206, 416):
+            return resp
+        resp.close()
+        if is_transient_status(resp.status_code):
+            raise _Transient(f"HTTP {resp.status_code}", retry_after_seconds(resp.headers.get("Retry-After")))
+        raise SourceFailed(f"{url}: HTTP {resp.status_code} {resp.reason or ''}".rstrip(), status=resp.status_code)
+
+    @staticmethod
+    def _range_headers(headers: dict[str, str], start: int, end: int | None, state: _State | None) -> dict[str, str]:
+        h = dict(headers)
+        h["Range"] = f"bytes={start}-{'' if end is None else end}"
+        if state is not None and state.validator:
+            h["If-Range"] = state.validator
+        return h
+
+    @staticmethod
+    def _new_state(url: str, resp: requests.Response, size: int | None) -> _State:
+        return _State(url=url, size=size, etag=resp.headers.get("ETag"), last_modified=resp.headers.get("Last-Modified"))
+
+    # ------------------------------------------------------------------ one connection
+    def _single(self, url: str, part: Path, spath: Path, state: _State | None, headers: dict[str, str],
+                md5: bool, progress: ProgressFn, resp: requests.Response | None = None) -> tuple[Digests, _State]:
+        offset = part.stat().st_size if (state is not None and part.exists() and resp is None) else 0
+        if resp is not None:
+            pass
+        elif offset:
+            resp = self._get(self.session, url, self._range_headers(headers, offset, None, state))
+        else:
+            resp = self._get(self.session, url, headers)
+        with resp:
+            if resp.status_code == 416:
+                total = (_content_range(resp) or (0, 0, None))[2]
+                if state is not None and total is not None and total == offset == state.size:
+                    return hash_file(part, md5=md5), state  # it was complete already
+                raise _Changed()
+            if resp.status_code == 206 and offset:
+                cr = _content_range(resp)
+                if cr is None or cr[0] != offset or (state and state.size is not None and cr[2] not in (None, state.size)):
+                    raise _Changed()
+                mode = "ab"
+            else:  # 200: a fresh start (or the server ignores Range, or the file changed)
+                offset = 0
+                cr = _content_range(resp)
+                size = cr[2] if cr else _content_length(resp)
+                state = self._new_state(url, resp, size)
+                state.save(spath)
+                mode = "wb"
+            hasher = StreamHasher(md5=md5, prefix=(part, offset) if offset else None)
+            ok = False
+            try:
+                with open(part, mode, buffering=0) as fh:
+                    got = self._pump(resp, fh, hasher, progress)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                ok = True
+            finally:
+                if not ok:
+                    hasher.abandon()
+            d = hasher.finish()
+        if state.size is not None and d.size != state.size:
+            raise _Transient(f"connection closed after {offset + got} of {state.size} bytes")
+        return d, state
+
+    def _pump(self, resp: requests.Response, fh, hasher: StreamHasher, progress: ProgressFn) -> int:
+        raw = resp.raw
+        got = 0
+        try:
+            while True:
+                if self.cancel.is_set():
+                    raise Cancelled()
+                data = raw.read(READ, decode_content=False)
+                if not data:
+                    break
+                fh.write(data)
+                hasher.feed(data)
+                got += len(data)
+                progress(len(data))
+        except (requests.RequestException, OSError) as e:
+            raise _Transient(f"{type(e).__name__}: {e}") from None
+        except Exception as e:  # urllib3 ProtocolError / ReadTimeoutError
+            if type(e).__module__.startswith("urllib3"):
+                raise _Transient(f"{type(e).__name__}: {e}") from None
+            raise
+        return got
+
+    # ------------------------------------------------------------------ several connections
+    def _probe(self, url: str, state: _State | None, headers: dict[str, str]
+               ) -> tuple[_State, requests.Response | None]:
+        """Ask for byte 0 only: learn the size, the validator, and whether ranges work.
+
+        A server that ignores Range answers 200 with the whole file: that response is handed
+        back open, to be streamed as a single-connection download instead of asked for again.
+        """
+        resp = self._get(self.session, url, self._range_headers(headers, 0, 0, state))
+        cr = _content_range(resp)
+        if resp.status_code == 206 and cr is not None and cr[2] is not None:
+            resp.close()
+            fresh = self._new_state(url, resp, cr[2])
+            if state is not None and (state.size != fresh.size or
+                                      (state.validator and fresh.validator and state.validator != fresh.validator)):
+                raise _Changed()
+            return (state if state is not None else fresh), None
+        if resp.status_code != 200:
+            resp.close()
+            raise _Changed()
+        return self._new_state(url, resp, _content_length(resp)), resp
+
+    def _segmented(self, url: str, part: Path, spath: Path, state: _State | None, headers: dict[str, str],
+                   md5: bool, progress: ProgressFn) -> tuple[Digests, _State, int]:
+        old = state
+        state, whole = self._probe(url, state, headers)
+        size = state.size
+        if whole is not None or size is None or (state.done is None and size < 2 * self.min_split):
+            if whole is not None and old is not None:
+                whole.close()
+                raise _Changed()  # a range request answered with the whole file: start over cleanly
+            part.unlink(missing_ok=True)
+            spath.unlink(missing_ok=True)
+            d, st = self._single(url, part, spath, None, headers, md5, progress, resp=whole)
+            return d, st, 1
+        if state.done is None:
+            state.done = []
+            with open(part, "wb") as fh:
+                fh.truncate(size)
+            state.save(spath)
+        sched = Scheduler(size, state.done, self.connections, min_split=max(1 << 20, self.min_split // 4))
+        n_workers = min(self.connections, max(1, len(sched.pending)))
+        errors: list[BaseException] = []
+        stop = threading.Event()
+        fd = os.open(part, os.O_RDWR)
+        hash_stop = threading.Event()
+        digest_box: list[Digests] = []
+        hasher = threading.Thread(target=self._follow_hash, args=(part, size, sched, md5, hash_stop, digest_box),
+                                  name="vlmdata-hash", daemon=True)
+        hasher.start()
+        try:
+            workers = [threading.Thread(target=self._worker, args=(url, headers, state, fd, sched, progress, stop, errors),
+                                        name=f"vlmdata-seg{i}", daemon=True) for i in range(n_workers)]
+            for w in workers:
+                w.start()
+            last_save = time.monotonic()
+            while any(w.is_alive() for w in workers):
+                for w in workers:
+                    w.join(timeout=0.2)
+                if self.cancel.is_set():
+                    stop.set()
+                if time.monotonic() - last_save > 2.0:
+                    self._save_progress(fd, state, sched, spath)
+                    last_save = time.monotonic()
+            self._save_progress(fd, state, sched, spath)
+            if errors:
+                for e in errors:
+                    if isinstance(e, (_Changed, SourceFailed, Cancelled)):
+                        raise e
+                raise errors[0]
+            if self.cancel.is_set():
+                raise Cancelled()
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            hash_stop.set()
+            sched.wake()
+        hasher.join()
+        if not digest_box:
+            raise _Transient("hashing stopped early")
+        d = digest_box[0]
+        if d.size != size:
+            raise _Transient(f"only {d.size} of {size} bytes hashed")
+        return d, state, n_workers
+
+    def _save_progress(self, fd: int, state: _State, sched: "Scheduler", spath: Path) -> None:
+        os.fdatasync(fd)  # the bytes first, then the claim that they are there
+        state.done = sched.done_ranges()
+        state.save(spath)
+
+    def _follow_hash(self, part: Path, size: int, sched: "Scheduler", md5: bool, stop: threading.Event,
+                     out: list[Digests]) -> None:
+        from vlmdata.fetch.hashing import _Hashes
+
+        h = _Hashes(md5)
+        buf = bytearray(4 << 20)
+        view = memoryview(buf)
+        with open(part, "rb", buffering=0) as fh:
+            while h.size < size:
+                frontier = sched.frontier()
+                if frontier <= h.size:
+                    if stop.is_set() and sched.frontier() <= h.size:
+                        return
+                    sched.wait_progress(0.05)
+                    continue
+                fh.seek(h.size)
+                want = min(len(buf), frontier - h.size)
+                n = fh.readinto(view[:want])
+                if not n:
+                    return
+                h.update(view[:n])
+        out.append(h.digests())
+
+    def _worker(self, url: str, headers: dict[str, str], state: _State, fd: int, sched: "Scheduler",
+                progress: ProgressFn, stop: threading.Event, errors: list[BaseException]) -> None:
+        session = make_session(pool_size=2)
+        session.headers.update({k: v for k, v in self.session.headers.items()})
+        failures = 0
+        try:
+            while not stop.is_set():
+                piece = sched.take()
+                if piece is None:
+                    return
+                before = sched.bounds(piece)[0]
+                try:
+                    self._fetch_piece(session, url, headers, state, fd, piece, sched, progress, stop)
+                    failures = 0
+                except _Transient as e:
+                    failures = 1 if sched.bounds(piece)[0] > before else failures + 1
+                    if failures >= self.retry.attempts:
+                        raise SourceFailed(f"{url}: gave up after {failures} tries: {e}") from None
+                    sched.release(piece)
+                    if stop.wait(self.retry.delay(failures, e.retry_after)):
+                        return
+                finally:
+                    sched.release(piece)
+        except BaseException as e:  # noqa: BLE001 - handed to the coordinating thread
+            errors.append(e)
+            stop.set()
+        finally:
+            session.close()
+
+    def _fetch_piece(self, session: requests.Session, url: str, headers: dict[str, str], state: _State, fd: int,
+                     piece: Piece, sched: "Scheduler", progress: ProgressFn, stop: threading.Event) -> None:
+        start, end = sched.bounds(piece)
+        if start >= end:
+            return
+        resp = self._get(session, url, self._range_headers(headers, start, end - 1, state))
+        with resp:
+            cr = _content_range(resp)
+            if resp.status_code != 206 or cr is None or cr[0] != start or (cr[2] is not None and cr[2] != state.size):
+                raise _Changed()
+            raw = resp.raw
+            try:
+                while True:
+                    if stop.is_set() or self.cancel.is_set():
+                        return
+                    pos, end = sched.bounds(piece)
+                    if pos >= end:
+                        return  # done, or another connection took the rest
+                    data = raw.read(min(READ, end - pos), decode_content=False)
+                    if not data:
+                        raise _Transient(f"connection closed at byte {pos} of a range ending at {end}")
+                    os.pwrite(fd, data, pos)
+                    sched.advance(piece, len(data))
+                    progress(len(data))
+            except (requests.RequestException, OSError) as e:
+                raise _Transient(f"{type(e).__name__}: {e}") from None
+            except Exception as e:
+                if type(e).__module__.startswith("urllib3"):
+                    raise _Transient(f"{type(e).__name__}: {e}") from None
+                raise
+
+
+def copy_local(src: Path, dest: Path, *, md5: bool = False, progress: ProgressFn | None = None,
+               cancel: threading.Event | None = None) -> Fetched:
+    """A local-folder mirror: copy ``src`` to ``dest`` through ``dest.part``, hashing as it goes."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    discard_partial(dest)
+    part = part_path(dest)
+    hasher = StreamHasher(md5=md5)
+    ok = False
+    try:
+        with open(src, "rb", buffering=0) as fi, open(part, "wb", buffering=0) as fo:
+            while True:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled()
+                data = fi.read(4 << 20)
+                if not data:
+                    break
+                fo.write(data)
+                hasher.feed(data)
+                if progress:
+                    progress(len(data))
+            os.fsync(fo.fileno())
+        ok = True
+    finally:
+        if not ok:
+            hasher.abandon()
+    d = hasher.finish()
+    os.replace(part, dest)
+    return Fetched(dest, d, d.size, 0)
+
+
+__all__ = ["HttpEngine", "Fetched", "SourceFailed", "Cancelled", "copy_local", "discard_partial", "partial_progress",
+           "part_path", "state_path", "merge_intervals"]
