@@ -1,0 +1,145 @@
+"""Per-image downloads from an OCR-VQA-style dataset.json against a loopback server."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vlmdata.manifest import Source
+from vlmdata.net.retry import RetryPolicy
+from vlmdata.net.session import make_session
+from vlmdata.place import fetch_url_list
+
+from conftest import decodes_as_jpeg, image_bytes, make_spec
+
+FAST = RetryPolicy(attempts=3, base=0.01, cap=0.05)
+SOURCE = Source("urllist", path="ocr_vqa/dataset.json", list_format="json-dict", url_key="imageURL")
+SPEC = make_spec(kind="images", to="ocr_vqa/images", dataset="ocr_vqa", name="images-from-urls", ext="jpg",
+                 count=7, sources=(SOURCE,))
+
+
+def book(url: str) -> dict:
+    return {"imageURL": url, "questions": ["Who wrote this book?"], "answers": ["someone"], "title": "t"}
+
+
+@pytest.fixture
+def ocr(server, root):
+    jpeg = image_bytes("jpeg")
+    routes = {
+        "/images/I/1.jpg": [(200, jpeg)],
+        "/images/I/2.gif": [(200, image_bytes("gif"))],
+        "/images/I/3.png": [(200, image_bytes("png"))],
+        "/images/I/4.jpg": [(404, b"gone")],
+        "/images/I/5.jpg": [(410, b"gone for good")],
+        "/images/I/6.jpg": [(200, jpeg[: len(jpeg) // 2])],  # corrupt: cut in half
+        "/images/I/7.jpg": [(500, b"oops"), (200, jpeg)],  # transient
+    }
+    server.routes.update(routes)
+    ids = {"0001": "1.jpg", "0002": "2.gif", "0003": "3.png", "0004": "4.jpg", "0005": "5.jpg", "0006": "6.jpg",
+           "0007": "7.jpg", "0008": "4.jpg"}  # two records share a dead URL
+    data = {rid: book(server.url(f"/images/I/{name}")) for rid, name in ids.items()}
+    lst = root.store_path("ocr_vqa/dataset.json")
+    lst.parent.mkdir(parents=True)
+    lst.write_text(json.dumps(data))
+    return server
+
+
+def run(root, **kw):
+    kw.setdefault("mirror", None)
+    return fetch_url_list(kw.pop("spec", SPEC), kw.pop("source", SOURCE), root, session=make_session(), jobs=8,
+                          policy=FAST, **kw)
+
+
+def test_url_list_saves_converts_and_reports(ocr, root):
+    calls = []
+    res = run(root, progress=calls.append)
+    folder = root.store_path("ocr_vqa/images")
+    assert sorted(p.name for p in folder.iterdir()) == ["0001.jpg", "0002.jpg", "0003.jpg", "0007.jpg"]
+    for p in folder.iterdir():
+        decodes_as_jpeg(p)
+    assert (folder / "0001.jpg").read_bytes() == ocr.routes["/images/I/1.jpg"][0][1]  # a JPEG is kept as is
+    assert (res.saved, res.skipped, res.converted, res.total) == (4, 0, 2, 8)
+    assert [(d.url.rsplit("/", 1)[1], d.status, d.ids) for d in res.dead] == [("4.jpg", 404, ["0004", "0008"]),
+                                                                              ("5.jpg", 410, ["0005"])]
+    assert [(f.id, f.error.split(" ")[0]) for f in res.failed] == [("0006", "truncated")]
+    assert ocr.hits["/images/I/7.jpg"] == 2  # 500 then 200: retried once
+    assert len(calls) == 8 and sum(calls) == sum(p.stat().st_size for p in folder.iterdir())
+
+    report = json.loads(res.report_path.read_text())
+    assert res.report_path == root.state_dir / "reports" / "ocr_vqa-urllist.json"
+    assert report["dead_records"] == 3
+    assert {d["status"]: sorted(d["ids"]) for d in report["dead"]} == {404: ["0004", "0008"], 410: ["0005"]}
+    assert report["failed"][0]["id"] == "0006" and "truncated" in report["failed"][0]["error"]
+    assert report["converted_from"] == {"gif": 1, "png": 1}
+    assert [c["id"] for c in report["conversions"]] == ["0002", "0003"]
+
+
+def test_second_run_skips_everything_already_there(ocr, root):
+    run(root)
+    before = dict(ocr.hits)
+    res = run(root)
+    assert res.saved == 0 and res.skipped == 4
+    for path in ("/images/I/1.jpg", "/images/I/2.gif", "/images/I/3.png", "/images/I/7.jpg"):
+        assert ocr.hits[path] == before[path]  # not requested again
+    assert len(res.dead) == 2 and len(res.failed) == 1  # still reported
+
+
+def test_empty_leftover_is_fetched_again(ocr, root):
+    folder = root.store_path("ocr_vqa/images")
+    folder.mkdir(parents=True)
+    (folder / "0001.jpg").write_bytes(b"")
+    (folder / ".tmp-0002.jpg.123").write_bytes(b"half")
+    res = run(root)
+    assert res.saved == 4
+    decodes_as_jpeg(folder / "0001.jpg")
+    assert not [p for p in folder.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_local_folder_mirror(ocr, root, tmp_path):
+    mirror = tmp_path / "mirror"
+    host = ocr.base.split("//", 1)[1]
+    for path in ("/images/I/1.jpg", "/images/I/2.gif"):
+        p = mirror / host / path.lstrip("/")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(ocr.routes[path][0][1])
+    hits = sum(ocr.hits.values())
+    res = run(root, mirror=str(mirror))
+    folder = root.store_path("ocr_vqa/images")
+    assert sorted(p.name for p in folder.iterdir()) == ["0001.jpg", "0002.jpg"]
+    decodes_as_jpeg(folder / "0002.jpg")
+    assert sum(ocr.hits.values()) == hits  # the server was never asked
+    assert sorted(i for d in res.dead for i in d.ids) == ["0003", "0004", "0005", "0006", "0007", "0008"]
+    assert all(d.status is None for d in res.dead)
+
+
+def test_http_mirror_and_list_downloaded_from_a_url(server, root):
+    jpeg = image_bytes("jpeg")
+    origin = "http://ecx.images-amazon.test"
+    data = {"42": book(f"{origin}/images/I/42.gif"), "43": book(f"{origin}/images/I/43.jpg")}
+    server.routes["/m/ecx.images-amazon.test/images/I/42.gif"] = [(200, image_bytes("gif"))]
+    server.routes["/m/ecx.images-amazon.test/images/I/43.jpg"] = [(200, jpeg)]
+    server.routes["/m/drive.test/ocr/dataset.json"] = [(200, json.dumps(data).encode())]
+    src = Source("urllist", url="http://drive.test/ocr/dataset.json", list_format="json-dict", url_key="imageURL")
+    res = run(root, source=src, mirror=server.url("/m"))
+    folder = root.store_path("ocr_vqa/images")
+    assert sorted(p.name for p in folder.iterdir()) == ["42.jpg", "43.jpg"]
+    assert res.converted == 1 and (folder / "43.jpg").read_bytes() == jpeg
+    assert root.download_path("ocr_vqa", "dataset.json").is_file()
+
+
+def test_missing_list_says_where_to_put_it(root):
+    from vlmdata.errors import OperationError
+
+    with pytest.raises(OperationError, match="dataset.json"):
+        run(root)
+
+
+def test_unsafe_record_ids_are_not_written(server, root):
+    server.routes["/x.jpg"] = [(200, image_bytes("jpeg"))]
+    lst = root.store_path("ocr_vqa/dataset.json")
+    lst.parent.mkdir(parents=True)
+    lst.write_text(json.dumps({"../evil": book(server.url("/x.jpg")), "ok": book(server.url("/x.jpg"))}))
+    res = run(root)
+    assert [f.id for f in res.failed] == ["../evil"]
+    assert sorted(p.name for p in root.store_path("ocr_vqa/images").iterdir()) == ["ok.jpg"]
+    assert not (root.store_path("ocr_vqa") / "evil.jpg").exists()
