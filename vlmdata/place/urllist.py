@@ -106,11 +106,10 @@ def read_entries(path: Path, source: Source) -> list[tuple[str, str]]:
 
 
 class _Outcome:
-    __slots__ = ("kind", "status", "error", "source_format", "nbytes")
+    __slots__ = ("kind", "status", "error", "source_format")
 
-    def __init__(self, kind: str, *, status: int | None = None, error: str = "", source_format: str = "",
-                 nbytes: int = 0) -> None:
-        self.kind, self.status, self.error, self.source_format, self.nbytes = kind, status, error, source_format, nbytes
+    def __init__(self, kind: str, *, status: int | None = None, error: str = "", source_format: str = "") -> None:
+        self.kind, self.status, self.error, self.source_format = kind, status, error, source_format
 
 
 def _size_pool(session: requests.Session, jobs: int) -> None:
@@ -166,8 +165,7 @@ def _save(data: bytes, final: Path) -> _Outcome:
     with open(tmp, "wb") as fh:
         fh.write(norm.data)
     os.replace(tmp, final)  # no fsync per image: the folder is fsynced once at the end
-    return _Outcome("converted" if norm.converted else "saved", source_format=norm.source_format,
-                    nbytes=len(norm.data))
+    return _Outcome("converted" if norm.converted else "saved", source_format=norm.source_format)
 
 
 def _existing(folder: Path) -> set[str]:
@@ -196,8 +194,8 @@ def fetch_url_list(spec: FileSpec, source: Source, root: Root, *, session: reque
                    policy: RetryPolicy | None = None) -> UrlListResult:
     """Download every image of the list into ``root/spec.place.to`` as ``<id>.<place.ext>``.
 
-    ``progress`` is called once per record handled, with the bytes written for it (0 when it was
-    skipped, dead or failed). Returns counts and the dead/failed records; the same goes into the
+    ``progress`` is called with 1 for each record handled (saved, skipped, dead or failed), so it
+    can drive a bar counted in images. Returns counts and the dead/failed records; the same goes into the
     report JSON at ROOT/.vlmdata/reports/<dataset>-urllist.json.
     """
     policy = policy or RetryPolicy()
@@ -219,16 +217,16 @@ def fetch_url_list(spec: FileSpec, source: Source, root: Root, *, session: reque
     failed: list[FailedUrl] = []
     work: Iterator[tuple[str, str]] = iter(entries)
 
-    def handle(rid: str, url: str) -> int:
+    def handle(rid: str, url: str) -> None:
         name = _target_name(rid, url, spec.place.ext)
         if name is None:
             with lock:
                 failed.append(FailedUrl(rid, url, "record id is not a safe file name"))
-            return 0
+            return
         if name in have:
             with lock:
                 counts["skipped"] += 1
-            return 0
+            return
         data, outcome = _download(url, session, mirror, policy, stop)
         if outcome is None:
             outcome = _save(data, folder / name)  # type: ignore[arg-type]
@@ -244,7 +242,6 @@ def fetch_url_list(spec: FileSpec, source: Source, root: Root, *, session: reque
                     counts["converted"] += 1
                     conversions[outcome.source_format] = conversions.get(outcome.source_format, 0) + 1
                     converted_ids.append({"id": rid, "from": outcome.source_format})
-        return outcome.nbytes
 
     errors: list[BaseException] = []
 
@@ -255,9 +252,9 @@ def fetch_url_list(spec: FileSpec, source: Source, root: Root, *, session: reque
                     item = next(work, None)
                 if item is None:
                     return
-                n = handle(*item)
+                handle(*item)
                 if progress is not None:
-                    progress(n)
+                    progress(1)
         except BaseException as e:  # noqa: BLE001 - handed to the main thread
             errors.append(e)
             stop.set()
