@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -18,10 +19,19 @@ def sentence(rng: random.Random, lo: int, hi: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi)))
 
 
-def corpus(n: int = 2000, seed: int = 0) -> list[str]:
+def corpus(n: int = 2000, seed: int = 0, *, llama_like: bool = True) -> list[str]:
+    """llama_like: ``USER`` only ever occurs inside words, so the vocabulary learns the piece
+    ``USER`` but no ``▁U``: ``▁USER`` is then two tokens (``▁`` ``USER``) and ``USER`` one, the
+    Llama-2 situation LLaVA's non-legacy "-1" was written for."""
     rng = random.Random(seed)
     ends = [".", "?", "!", ":", ",", "\n", " 12", " 3.5", " (x)"]
-    return [sentence(rng, 3, 30) + rng.choice(ends) for _ in range(n)]
+    out = []
+    for _ in range(n):
+        s = sentence(rng, 3, 30)
+        if llama_like:
+            s = re.sub(r"\bUSER", lambda m: rng.choice(["the", "a", "of", "to"]) + "USER", s)
+        out.append(s + rng.choice(ends))
+    return out
 
 
 _TOKENIZERS: dict = {}
@@ -30,15 +40,16 @@ _TOKENIZERS: dict = {}
 @pytest.fixture(scope="session")
 def make_tokenizer(tmp_path_factory):
     """make_tokenizer(legacy, llama_like=True): llama_like gives the vocabulary LLaVA's -1 correction
-    was written for (``USER`` is a piece, ``▁USER`` is not, as after ``</s>`` in Llama-2)."""
+    was written for (``USER`` is a piece, ``▁USER`` is not; see ``corpus``)."""
     from vlmtrain.data.tokenizers import train_llama_sentencepiece
 
     def make(legacy: bool, llama_like: bool = True):
         key = (legacy, llama_like)
         if key not in _TOKENIZERS:
             wd = tmp_path_factory.mktemp(f"tok-{int(legacy)}-{int(llama_like)}")
-            _TOKENIZERS[key] = train_llama_sentencepiece(
-                corpus(), 700, legacy=legacy, workdir=wd, user_defined_symbols=["USER"] if llama_like else [])
+            tok = train_llama_sentencepiece(corpus(llama_like=llama_like), 700, legacy=legacy, workdir=wd)
+            tok.pad_token = tok.unk_token  # as LLaVA's train() does for v1
+            _TOKENIZERS[key] = tok
         return _TOKENIZERS[key]
 
     return make

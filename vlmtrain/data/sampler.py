@@ -7,8 +7,8 @@ equal size balanced by summed length (``split_to_even_chunks``), so every rank's
 holds one modality and similar lengths. The megabatches of both modalities are then shuffled
 together; the two leftovers form one last mixed megabatch.
 
-Differences from the reference, on purpose: every random draw comes from one generator seeded with
-``seed + epoch`` (LLaVA passes ``generator=None`` for the per-modality permutations, so its order
+Differences from the reference, on purpose: every random draw comes from one generator seeded from
+``(seed, epoch)`` (LLaVA passes ``generator=None`` for the per-modality permutations, so its order
 depends on the global RNG), which makes the order a pure function of (lengths, sizes, seed, epoch)
 and a resumed run sees the same order.
 """
@@ -95,7 +95,7 @@ class LengthGroupedSampler(Sampler[int]):
 
     def indices(self) -> list[int]:
         g = torch.Generator()
-        g.manual_seed(self.seed + self.epoch)
+        g.manual_seed((self.seed * 1_000_003 + self.epoch) % (1 << 63))  # no (seed, epoch) collisions like seed+epoch
         if self.group_by_modality:
             return modality_length_grouped_indices(self.lengths, self.batch_size, self.world_size, g)
         return length_grouped_indices([abs(l) for l in self.lengths], self.batch_size, self.world_size, g)

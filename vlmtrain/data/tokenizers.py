@@ -7,16 +7,15 @@ asks for. ``legacy`` decides what happens right after a special token such as ``
 tokenizers give the next word its ``▁`` prefix again, non-legacy ones do not (the difference that
 LLaVA's ``preprocess_v1`` corrects with its "-1" for rounds after the first).
 
-``user_defined_symbols`` become pieces that SentencePiece always cuts out whole. Pass ``["USER"]``
-to get the situation of the Llama-2 vocabulary that LLaVA's correction was written for: in
-context after ``</s>`` the non-legacy tokenizer writes ``USER`` (one token) where the same round
-tokenised on its own starts ``▁`` ``USER`` (two).
+Which pieces exist is up to the texts: tests/train_data/conftest.py shapes its corpus so that
+``USER`` is a piece and ``▁USER`` is not, the situation LLaVA's correction was written for (after
+``</s>`` a non-legacy tokenizer writes ``USER``, one token; the round on its own starts ``▁`` ``USER``).
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 
 def train_llama_sentencepiece(
@@ -25,7 +24,6 @@ def train_llama_sentencepiece(
     *,
     legacy: bool,
     workdir: Path,
-    user_defined_symbols: Sequence[str] = (),
 ):
     """Train a SentencePiece BPE model on ``texts`` into ``workdir`` and return a transformers tokenizer.
 
@@ -54,7 +52,6 @@ def train_llama_sentencepiece(
         bos_id=1,
         eos_id=2,
         pad_id=-1,
-        user_defined_symbols=list(user_defined_symbols),
         num_threads=1,
         minloglevel=2,
     )
