@@ -83,7 +83,13 @@ def fetch_cmd(
                           f"({human_bytes(plan.download_bytes)} to download"
                           + (f", {len(plan.unknown)} of unknown size" if plan.unknown else "") + ")")
             progress.total_bytes = plan.download_bytes or None
-        report = fetcher.run(specs)
+        try:
+            report = fetcher.run(specs)
+        except KeyboardInterrupt:
+            # (click would turn this into a bare exit code 130 without a word)
+            typer.echo("interrupted: finished files are placed, partial downloads are kept as .part; "
+                       "run the same command again to resume where it stopped", err=True)
+            raise typer.Exit(130) from None
         if lay is not None and not report.failed:
             from vlmdata.layouts.build import build_layout
 
@@ -96,8 +102,6 @@ def fetch_cmd(
         raise OperationError(f"{len(report.failed)} of {len(specs)} file(s) failed:\n"
                              + "\n".join(o.error or o.key for o in report.failed),
                              hint="run the same command again to retry; finished bytes are not downloaded again")
-    if any(o.state == "cancelled" for o in report.outcomes):
-        raise KeyboardInterrupt
 
 
 def _summarise(settings: Settings, report: FetchReport, todo_count: int) -> None:

@@ -201,7 +201,8 @@ class HttpEngine:
             self._check_cancel()
             before = transferred[0]
             try:
-                if self.connections > 1 or (state is not None and state.done is not None):
+                big = size_hint is None or size_hint >= 2 * self.min_split  # small files: no probe, one connection
+                if (self.connections > 1 and big) or (state is not None and state.done is not None):
                     d, state, conns = self._segmented(url, part, spath, state, headers, md5, counted)
                 else:
                     d, state = self._single(url, part, spath, state, headers, md5, counted)

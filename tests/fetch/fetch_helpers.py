@@ -1,0 +1,100 @@
+"""Helpers shared by the fetch tests (imported as ``fetch_helpers``; ``server`` is loaded under a unique name)."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+
+
+def _load_server():
+    name = "vlmdata_tests_fetch_server"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, HERE / "server.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+_srv = _load_server()
+Blob, Fault, HubServer, LoopbackServer = _srv.Blob, _srv.Fault, _srv.HubServer, _srv.LoopbackServer
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Manifests:
+    """A folder of dataset manifests written by the test."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        (folder / "datasets").mkdir(parents=True, exist_ok=True)
+
+    def dataset(self, name: str, *files: str) -> None:
+        text = f'name = "{name}"\ntitle = "test {name}"\nlicense = "test"\n\n' + "\n".join(files)
+        (self.folder / "datasets" / f"{name}.toml").write_text(text)
+
+
+def file_toml(name: str, *, sources: list[str], place: str, size: int | str | None = None,
+              sha: str | None = None, md5: str | None = None, extra: str = "") -> str:
+    size_s = json.dumps(size) if isinstance(size, str) else (str(size) if size is not None else '"unknown"')
+    lines = ["[[files]]", f'name = "{name}"', f"size = {size_s}", f'sha256 = "{sha or "unknown"}"']
+    if md5:
+        lines.append(f'md5 = "{md5}"')
+    if extra:
+        lines.append(extra)
+    lines.append("sources = [" + ", ".join(sources) + "]")
+    lines.append(f"place = {place}")
+    return "\n".join(lines) + "\n"
+
+
+def http(url: str) -> str:
+    return f'{{ kind = "http", url = "{url}" }}'
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("HF_HUB_OFFLINE", None)
+    env.pop("TRANSFORMERS_OFFLINE", None)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+def start_fetch(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`vlmdata ARGS` in a child process (for kills and concurrent runs)."""
+    return subprocess.Popen([sys.executable, "-m", "vlmdata.cli.app", *map(str, args)], cwd=REPO,
+                            env=env or subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+
+
+def wait_for(cond, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def kill(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> tuple[str, str]:
+    try:
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate(timeout=10)
+    return out.decode(errors="replace"), err.decode(errors="replace")
+
+

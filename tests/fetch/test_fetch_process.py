@@ -1,0 +1,107 @@
+"""`vlmdata fetch` as a real process: SIGKILL mid-download, Ctrl-C, two fetches on one root."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+from fetch_helpers import file_toml, http, kill, sha256, start_fetch, wait_for
+
+from vlmdata.fetch.http import part_path, state_path
+from vlmdata.state import Root
+
+SIZE = 12 << 20
+
+
+@pytest.fixture
+def big(manifests, files_server, root):
+    data = os.urandom(SIZE)
+    (files_server.folder / "big.bin").write_bytes(data)
+    manifests.dataset("t", file_toml("big.bin", size=len(data), sha=sha256(data), sources=[http(f"{files_server.url}/big.bin")],
+                                     place='{ kind = "file", to = "t/big.bin" }'))
+    return data
+
+
+def args(manifests, root, *extra):
+    return ["fetch", "t", "--manifests", str(manifests.folder), "--root", str(root), *extra]
+
+
+def test_sigkill_then_rerun_fetches_only_the_rest(big, manifests, files_server, root, cli):
+    files_server.default_throttle = 3 << 20
+    part = part_path(Root(root).download_path("t", "big.bin"))
+    proc = start_fetch(*args(manifests, root, "--connections", "1"))
+    try:
+        wait_for(lambda: part.exists() and part.stat().st_size >= 3 << 20, what="3 MiB in the .part")
+    finally:
+        kill(proc, signal.SIGKILL)
+    kept = part.stat().st_size
+    assert kept < SIZE and not (root / "t/big.bin").exists()
+    files_server.default_throttle = 0
+    files_server.reset()
+    r = cli(*args(manifests, root, "--connections", "1"))
+    assert r.code == 0, r.err
+    assert (root / "t/big.bin").read_bytes() == big
+    assert files_server.sent("big.bin") == SIZE - kept  # the finished bytes were not fetched again
+    assert files_server.requests[0][2] == f"bytes={kept}-"
+
+
+def test_sigkill_segmented_then_rerun(big, manifests, files_server, root, cli):
+    files_server.default_throttle = 1 << 20  # per connection
+    part = part_path(Root(root).download_path("t", "big.bin"))
+    side = state_path(part)
+
+    def done_bytes() -> int:
+        try:
+            return sum(b - a for a, b in json.loads(side.read_text())["done"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0
+
+    proc = start_fetch(*args(manifests, root, "--connections", "4"))
+    try:
+        wait_for(lambda: done_bytes() >= 4 << 20, what="4 MiB recorded in the sidecar")
+    finally:
+        kill(proc, signal.SIGKILL)
+    done = done_bytes()
+    files_server.default_throttle = 0
+    files_server.reset()
+    r = cli(*args(manifests, root, "--connections", "4", "--json"))
+    assert r.code == 0, r.err
+    assert (root / "t/big.bin").read_bytes() == big
+    sent = files_server.sent("big.bin")
+    assert sent <= SIZE - done + (512 << 10), (sent, done)  # (+ a last slice the killed connections left in flight)
+    assert r.json()["files"][0]["resumed_from"] >= done
+
+
+def test_ctrl_c_stops_cleanly_and_resumes(big, manifests, files_server, root, cli):
+    files_server.default_throttle = 3 << 20
+    part = part_path(Root(root).download_path("t", "big.bin"))
+    proc = start_fetch(*args(manifests, root, "--connections", "1"))
+    try:
+        wait_for(lambda: part.exists() and part.stat().st_size >= 1 << 20, what="1 MiB in the .part")
+    finally:
+        out, err = kill(proc, signal.SIGINT)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "run the same command again" in err
+    assert part.exists()
+    files_server.default_throttle = 0
+    r = cli(*args(manifests, root))
+    assert r.code == 0, r.err
+    assert (root / "t/big.bin").read_bytes() == big
+
+
+def test_two_fetches_on_one_root(big, manifests, files_server, root, cli):
+    files_server.default_throttle = 2 << 20
+    part = part_path(Root(root).download_path("t", "big.bin"))
+    proc = start_fetch(*args(manifests, root, "--connections", "1"))
+    try:
+        wait_for(lambda: part.exists() and part.stat().st_size > 0, what="the first fetch to start")
+        r = cli(*args(manifests, root))
+        assert r.code == 1
+        assert "another vlmdata command is changing" in r.err
+    finally:
+        kill(proc, signal.SIGKILL)
+    assert not (root / "t/big.bin").exists()  # the second one touched nothing
+    files_server.default_throttle = 0
+    assert cli(*args(manifests, root)).code == 0
+    assert (root / "t/big.bin").read_bytes() == big
