@@ -77,12 +77,13 @@ def is_placed(root: Root, journal: Journal, spec: FileSpec) -> bool:
 
 
 def partial_bytes(root: Root, spec: FileSpec) -> int:
+    from vlmdata.fetch.http import partial_progress  # a segmented .part has its full size but holes
+
     names = [p.name for p in spec.parts] or [spec.name]
     total = 0
     for n in names:
         dl = root.download_path(spec.dataset, n)
-        part = root.part_path(dl)
-        total += dl.stat().st_size if dl.exists() else (part.stat().st_size if part.exists() else 0)
+        total += dl.stat().st_size if dl.exists() else partial_progress(dl)
     return total
 
 

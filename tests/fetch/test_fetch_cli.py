@@ -243,3 +243,16 @@ def test_unknown_dataset_is_a_user_error(cli, demo, root):
 def test_bad_mirror(cli, demo, root, bad):
     r = fetch(cli, demo, root, "coco", mirror=bad)
     assert r.code == 2
+
+
+def test_streamed_subset_survives_a_dropped_connection(cli, demo, server, root):
+    (root / "sam").mkdir(parents=True)
+    shutil.copy(demo.sam_links, root / "sam/sa1b_links.txt")
+    tar0 = demo.file("sam:sa_000000.tar")
+    rel = str(tar0.path.relative_to(demo.mirror))
+    server.fault(rel, Fault("drop", times=1, after=tar0.size // 2))
+    r = cli("fetch", "sam", "--only-referenced-by", str(demo.sam_subset_json), "--manifests", str(demo.manifests),
+            "--root", str(root), "--mirror", server.url)
+    assert r.code == 0, r.err
+    assert sorted(p.name for p in (root / "sam/images").iterdir()) == demo.sam_subset
+    assert server.count(rel, "GET") == 2  # cut once, streamed again from the start

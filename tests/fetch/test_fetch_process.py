@@ -63,6 +63,9 @@ def test_sigkill_segmented_then_rerun(big, manifests, files_server, root, cli):
     finally:
         kill(proc, signal.SIGKILL)
     done = done_bytes()
+    # plan/status count the ranges done, not the (sparse, full-size) .part
+    plan = cli("plan", "t", "--json", "--manifests", str(manifests.folder), "--root", str(root)).json()["items"][0]
+    assert plan["state"] == "partial" and plan["partial_bytes"] == done and plan["download_bytes"] == SIZE - done
     files_server.default_throttle = 0
     files_server.reset()
     r = cli(*args(manifests, root, "--connections", "4", "--json"))

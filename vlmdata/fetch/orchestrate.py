@@ -25,10 +25,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from vlmdata.errors import OperationError
+from vlmdata.errors import OperationError, VlmdataError
 from vlmdata.fetch import hf as hf_mod
 from vlmdata.fetch.hashing import Digests, StreamHasher, hash_file
-from vlmdata.fetch.http import Cancelled, Fetched, HttpEngine, SourceFailed, copy_local, discard_partial
+from vlmdata.fetch.http import Cancelled, Fetched, HttpEngine, SourceFailed, _Transient, copy_local, discard_partial
 from vlmdata.fetch.progress import FileBar, Progress
 from vlmdata.fetch.sources import Candidate, candidates
 from vlmdata.manifest import Catalog, FileSpec, Source
@@ -306,8 +306,6 @@ class Fetcher:
                             break
                         out.write(data)
                         hasher.feed(data)
-            out.flush()
-            os.fsync(out.fileno())
         d = hasher.finish()
         bad = expect.check(d)
         if bad:
@@ -465,37 +463,53 @@ class Fetcher:
             if cand.kind in ("unavailable", "urllist"):
                 problems.append(f"{cand.label}: {cand.reason or 'not a file source'}")
                 continue
-            bar = self.progress.file(spec.key + " (subset)", expect.size)
-            try:
-                reader, label, hub = self._open_stream(cand, bar)
-            except SourceFailed as e:
-                bar.close()
-                problems.append(hf_mod.redact(str(e), self._token))
-                continue
-            try:
-                res = extract_tar_stream(reader, spec, self.root, wanted=self.opt.wanted, merge=self._merge(spec))
-                reader.drain()
-            except (OSError, ValueError) as e:
-                problems.append(f"{label}: {type(e).__name__}: {e}")
-                continue
-            finally:
-                reader.close()
-                bar.close()
-            d = reader.digests()
-            bad = expect.check(d, *hub)
-            if bad:
-                raise OperationError(f"{spec.key}: the streamed tar does not match: {'; '.join(bad)}",
-                                     hint="members extracted from it may be wrong; run without --only-referenced-by "
-                                          "to download and check the whole tar")
-            got = _Got(dest, d, label, None, d.size, 0, 1)
-            self._pin(spec.key, expect, got)
-            out.bytes, out.size, out.sha256, out.source, out.files = d.size, d.size, d.sha256, label, res.files
-            out.warnings = list(res.warnings)
-            self.journal.record(JournalEntry(key=spec.key, size=d.size, sha256=d.sha256, source=label, to=res.to,
-                                             files=res.files, extra={"subset": self.opt.wanted_tag,
-                                                                     "warnings": out.warnings}))
-            return
+            for attempt in range(1, self.opt.retry.attempts + 1):
+                self._check_cancel()
+                bar = self.progress.file(spec.key + " (subset)", expect.size)
+                try:
+                    reader, label, hub = self._open_stream(cand, bar)
+                except SourceFailed as e:
+                    bar.close()
+                    problems.append(hf_mod.redact(str(e), self._token))
+                    break
+                except _Transient as e:
+                    bar.close()
+                    err = f"{cand.label}: {e}"
+                else:
+                    try:
+                        res = extract_tar_stream(reader, spec, self.root, wanted=self.opt.wanted, merge=self._merge(spec))
+                        reader.drain()
+                        err = None
+                    except (VlmdataError, Cancelled):
+                        raise  # a hostile archive or Ctrl-C: no retry
+                    except Exception as e:  # noqa: BLE001 - a dropped stream surfaces as many types: start over
+                        err = f"{label}: {type(e).__name__}: {e}"
+                    finally:
+                        reader.close()
+                        bar.close()
+                    if err is None:
+                        self._finish_subset(spec, expect, dest, reader.digests(), label, hub, res, out)
+                        return
+                if attempt == self.opt.retry.attempts:
+                    problems.append(f"{err} (gave up after {attempt} tries)")
+                    break
+                self.engine._wait(self.opt.retry.delay(attempt))  # noqa: SLF001
         raise OperationError(f"{spec.key}: no source could stream it:\n" + "\n".join(f"  - {p}" for p in problems))
+
+    def _finish_subset(self, spec: FileSpec, expect: _Expect, dest: Path, d: Digests, label: str, hub: tuple,
+                       res, out: FileOutcome) -> None:
+        bad = expect.check(d, *hub)
+        if bad:
+            raise OperationError(f"{spec.key}: the streamed tar does not match: {'; '.join(bad)}",
+                                 hint="members extracted from it may be wrong; run without --only-referenced-by "
+                                      "to download and check the whole tar")
+        got = _Got(dest, d, label, None, d.size, 0, 1)
+        self._pin(spec.key, expect, got)
+        out.bytes, out.size, out.sha256, out.source, out.files = d.size, d.size, d.sha256, label, res.files
+        out.warnings = list(res.warnings)
+        self.journal.record(JournalEntry(key=spec.key, size=d.size, sha256=d.sha256, source=label, to=res.to,
+                                         files=res.files, extra={"subset": self.opt.wanted_tag,
+                                                                 "warnings": out.warnings}))
 
     def _open_stream(self, cand: Candidate, bar: FileBar) -> tuple["_HashingReader", str, tuple]:
         if cand.kind == "local":
