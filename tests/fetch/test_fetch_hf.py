@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 from fetch_helpers import HubServer, file_toml, http, sha256
@@ -46,7 +47,10 @@ def test_lfs_file_through_the_cdn_redirect(cli, manifests, root, hub):
     assert hub.cdn.sent() == len(data)
     assert all(auth is None for _, auth in hub.cdn.auth_seen)
     assert any(auth == f"Bearer {hub.token}" for _, auth in hub.hub.auth_seen)
-    # no second copy in a hub cache: only our downloads folder and the placed file
+    # no second copy in the hub cache: only our downloads folder and the placed file
+    from huggingface_hub import constants
+
+    assert not (Path(constants.HF_HUB_CACHE) / f"datasets--{REPO_ID.replace('/', '--')}").exists()
     pin = json.loads((root / "vlmdata.lock").read_text())["files"]["t:images/chunk.bin"]
     assert pin["sha256"] == sha256(data) and pin["revision"] == HubServer.COMMIT
     assert Journal(root / ".vlmdata").get("t:images/chunk.bin").source.startswith(f"hf://datasets/{REPO_ID}@main")
