@@ -187,3 +187,17 @@ def test_segmented_falls_back_without_ranges(files_server, tmp_path):
     assert (tmp_path / "b.bin").read_bytes() == data
     assert got.connections == 1
     assert files_server.sent("big.bin") == len(data)  # the probe's full answer was streamed, not thrown away
+
+
+def test_single_part_continues_with_several_connections(files_server, tmp_path):
+    data = os.urandom(9 << 20)
+    (files_server.folder / "big.bin").write_bytes(data)
+    dest = tmp_path / "big.bin"
+    files_server.fault("big.bin", Fault("drop", times=1, after=3 << 20))
+    with pytest.raises(SourceFailed):
+        engine(retry=RetryPolicy(attempts=1, base=0.01)).download(f"{files_server.url}/big.bin", dest)
+    assert part_path(dest).stat().st_size == 3 << 20
+    files_server.reset()
+    got = engine(connections=4, min_split=1 << 20).download(f"{files_server.url}/big.bin", dest)
+    assert dest.read_bytes() == data
+    assert got.resumed_from == 3 << 20 and got.transferred == len(data) - (3 << 20)

@@ -358,8 +358,10 @@ class HttpEngine:
             d, st = self._single(url, part, spath, None, headers, md5, progress, resp=whole)
             return d, st, 1
         if state.done is None:
-            state.done = []
-            with open(part, "wb") as fh:
+            # a fresh start, or a single-connection .part of the same file: keep its bytes as range 0
+            have = part.stat().st_size if (old is not None and part.exists()) else 0
+            state.done = [[0, min(have, size)]] if have else []
+            with open(part, "r+b" if have else "wb") as fh:
                 fh.truncate(size)
             state.save(spath)
         sched = Scheduler(size, state.done, self.connections, min_split=max(1 << 20, self.min_split // 4))
