@@ -1,0 +1,119 @@
+"""Config loading: typed keys, --set, clear early errors (exit 2), every shipped config valid, --dry-run offline."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from train_helpers import SHIPPED_CONFIGS, tiny_config, write_config
+from vlmtrain.config import ConfigError, load_config
+
+
+def _cfg(tmp_path, **over):
+    return write_config(tmp_path / "c.yaml", tiny_config(tmp_path / "missing-data", tmp_path / "out", **over))
+
+
+def test_unknown_key_exits_2_with_did_you_mean(tmp_path, vlmtrain):
+    path = _cfg(tmp_path, learnig_rate=1e-3)
+    r = vlmtrain("run", path)
+    assert r.code == 2
+    assert "unknown key `learnig_rate`" in r.err and "did you mean `learning_rate`" in r.err
+    assert "Traceback" not in r.err
+
+
+def test_wrong_type_exits_2(tmp_path, vlmtrain):
+    r = vlmtrain("run", _cfg(tmp_path, per_device_train_batch_size="four"))
+    assert r.code == 2
+    assert "`per_device_train_batch_size` must be int" in r.err and "'four'" in r.err
+
+
+def test_missing_dataset_exits_2_before_any_model(tmp_path, vlmtrain, monkeypatch):
+    import vlmtrain.model.build as build
+
+    monkeypatch.setattr(build, "build_model", lambda *a, **k: pytest.fail("model built before the dataset check"))
+    r = vlmtrain("run", _cfg(tmp_path))
+    assert r.code == 2
+    assert "dataset folder" in r.err and "does not exist" in r.err and "vlmdata blend" in r.err
+
+
+@pytest.mark.parametrize("over, words", [
+    ({"stage": 1, "tune_mm_mlp_adapter": False}, "contradicts"),
+    ({"stage": 1, "freeze": {"llm": False}}, "projector only"),
+    ({"stage": 1, "lora_enable": True}, "stage-2 option"),
+    ({"stage": 2, "tune_mm_mlp_adapter": True}, "stage-1 flag"),
+    ({"stage": 2, "freeze": {"llm": True}}, "stage 2 trains the LLM"),
+    ({"stage": 3}, "stage 3"),
+    ({"mm_projector_type": "mlp2x_relu"}, "mm_projector_type"),
+    ({"version": "vicuna"}, "choose one of"),
+    ({"freeze": {"vison": True}}, "did you mean `freeze.vision`"),
+])
+def test_inconsistent_or_invalid_settings(tmp_path, over, words):
+    with pytest.raises(ConfigError) as e:
+        load_config(_cfg(tmp_path, **over))
+    assert words in e.value.render()
+    assert e.value.exit_code == 2
+
+
+def test_set_overrides_are_typed_and_nested(tmp_path):
+    path = _cfg(tmp_path)
+    cfg = load_config(path, ["learning_rate=1e-5", "max_steps=3", "bf16=true", "freeze.vision=false",
+                             "text_config.num_hidden_layers=4", "data_path=/x", "report_to=[tensorboard]"])
+    assert cfg.learning_rate == 1e-5 and isinstance(cfg.learning_rate, float)
+    assert cfg.max_steps == 3 and cfg.bf16 is True
+    assert cfg.frozen() == {"vision": False, "projector": False, "llm": False}
+    assert cfg.text_config["num_hidden_layers"] == 4 and cfg.text_config["hidden_size"] == 64
+    assert cfg.dataset_dir == "/x" and cfg.report_to == ["tensorboard"]
+    with pytest.raises(ConfigError, match="must be int"):
+        load_config(path, ["max_steps=lots"])
+    with pytest.raises(ConfigError, match="did you mean `max_steps`"):
+        load_config(path, ["max_step=3"])
+
+
+def test_llava_aliases(tmp_path):
+    cfg = load_config(_cfg(tmp_path, image_tower="openai/clip-vit-large-patch14-336", image_folder="/imgs"))
+    assert cfg.vision_tower == "openai/clip-vit-large-patch14-336" and cfg.image_root == "/imgs"
+    assert load_config(_cfg(tmp_path, version="v1")).template == "vicuna_v1"
+
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=[p.name for p in SHIPPED_CONFIGS])
+def test_every_shipped_config_validates(path):
+    cfg = load_config(path)
+    raw = yaml.safe_load(path.read_text())
+    assert cfg.stage == raw["stage"]
+    if cfg.deepspeed:
+        assert json.loads(open(cfg.deepspeed).read())["zero_optimization"]["stage"] in (2, 3)
+    if cfg.stage == 1:
+        assert cfg.frozen() == {"vision": True, "projector": False, "llm": True}
+
+
+def test_llava_recipes_carry_the_seed_hyperparameters():
+    pre = load_config("configs/llava-1.5-7b-pretrain.yaml")
+    ft = load_config("configs/llava-1.5-7b-finetune.yaml")
+    assert (pre.learning_rate, pre.per_device_train_batch_size * pre.num_gpus, pre.version) == (1e-3, 256, "plain")
+    assert (ft.learning_rate, ft.per_device_train_batch_size * ft.num_gpus, ft.template) == (2e-5, 128, "vicuna_v1")
+    assert ft.image_aspect_ratio == "pad" and ft.group_by_modality_length and ft.deepspeed.endswith("zero3.json")
+    assert pre.deepspeed.endswith("zero2.json") and ft.pretrain_mm_mlp_adapter.endswith("mm_projector.bin")
+    for c in (pre, ft):
+        assert (c.mm_vision_select_layer, c.mm_projector_type, c.model_max_length) == (-2, "mlp2x_gelu", 2048)
+        assert (c.warmup_ratio, c.weight_decay, c.lr_scheduler_type, c.bf16, c.gradient_checkpointing) == \
+            (0.03, 0.0, "cosine", True, True)
+
+
+def test_dry_run_7b_offline_on_meta(vlmtrain, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    r = vlmtrain("run", "configs/llava-1.5-7b-finetune.yaml", "--dry-run", "--json")
+    assert r.code == 0, r.err
+    info = json.loads(r.out)
+    p = info["params"]
+    assert 7.0e9 < p["all"]["total"] < 7.1e9           # LLaVA-1.5-7B: 7.06B
+    assert p["vision"]["trainable"] == 0 and p["llm"]["trainable"] == p["llm"]["total"]
+    assert p["projector"]["total"] == 1024 * 4096 + 4096 + 4096 * 4096 + 4096  # mlp2x_gelu
+    assert info["tokens_per_image"] == 576 and info["global_batch"] == 128
+    assert info["launch"].startswith("deepspeed ") and "--num_gpus 8" in info["launch"]
+
+
+def test_dry_run_table(vlmtrain):
+    r = vlmtrain("run", "configs/moe-llava-stablelm-stage1.yaml", "--dry-run")
+    assert r.code == 0, r.err
+    assert "projector" in r.out and "trainable" in r.out and "576 tokens per image" in r.out

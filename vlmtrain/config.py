@@ -1,0 +1,451 @@
+"""The run config: one YAML per stage, LLaVA's flag names, typed and checked before anything is built.
+
+    cfg = load_config("configs/llava-1.5-7b-finetune.yaml", overrides=["learning_rate=1e-5"])
+
+Keys use the reference LLaVA trainer's names where one exists (``model_name_or_path``,
+``vision_tower``, ``mm_projector_type``, ``tune_mm_mlp_adapter``, ``version``, ...), so a
+``finetune.sh`` translates line for line. MoE-LLaVA's spellings (``image_tower``,
+``image_projector_type``) and ``data_path`` / ``image_folder`` are accepted as aliases.
+
+Every problem a user can fix is a :class:`ConfigError` (exit code 2) that names the key and the
+file: unknown keys (with a did-you-mean), wrong types, values out of range, stage settings that
+contradict each other, a dataset folder that is not there. All of it is checked before a tokenizer
+or a model is touched.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from vlmdata.errors import UserError
+
+
+class ConfigError(UserError):
+    """A run config that cannot be used as written. Exit code 2."""
+
+
+@dataclass
+class FreezeSpec:
+    """Which parts are frozen. ``None`` means "what the stage says" (see :meth:`TrainConfig.frozen`)."""
+
+    vision: Optional[bool] = None
+    projector: Optional[bool] = None
+    llm: Optional[bool] = None
+
+
+@dataclass
+class TrainConfig:
+    # --- stage -------------------------------------------------------------------------------
+    stage: int = 2                                  # 1: feature alignment (projector only); 2: instruction tuning
+    freeze: FreezeSpec = field(default_factory=FreezeSpec)
+    tune_mm_mlp_adapter: Optional[bool] = None      # LLaVA's stage-1 flag; implied by stage 1
+
+    # --- model -------------------------------------------------------------------------------
+    model_name_or_path: Optional[str] = None        # the LLM (local path or Hub id), or a whole LLaVA checkpoint
+    text_config: Union[dict, str, None] = None      # LLM config fields, or a JSON file of them (offline dry-run, random init)
+    vision_tower: Optional[str] = None              # CLIP / SigLIP vision model (local path or Hub id)
+    vision_config: Union[dict, str, None] = None    # vision config fields, or a JSON file of them
+    random_init: bool = False                       # build from the configs with random weights (tests, tiny runs, benchmarks)
+    mm_projector_type: str = "mlp2x_gelu"           # linear | mlp{N}x_gelu | identity
+    mm_vision_select_layer: int = -2
+    mm_vision_select_feature: str = "patch"         # patch (drop CLS) | cls_patch
+    pretrain_mm_mlp_adapter: Optional[str] = None   # stage 2: the stage-1 mm_projector.bin
+    mm_use_im_start_end: bool = False               # LLaVA-1.5 turns these off; vlmtrain does not support them
+    mm_use_im_patch_token: bool = False
+    image_token: str = "<image>"
+    tokenizer_name_or_path: Optional[str] = None    # default: model_name_or_path
+    tokenizer_train_vocab_size: Optional[int] = None  # train a SentencePiece tokenizer on the dataset's text (offline runs)
+    tokenizer_legacy: bool = False                  # for the tokenizer trained on the fly
+    trust_remote_code: bool = False
+    attn_implementation: str = "auto"               # auto (flash_attention_2 when installed on a GPU, else sdpa) | sdpa | eager | flash_attention_2
+
+    # --- LoRA (stage 2) -----------------------------------------------------------------------
+    lora_enable: bool = False
+    lora_r: int = 64
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_bias: str = "none"
+    lora_target_modules: Optional[list] = None      # default: every Linear of the LLM except lm_head
+
+    # --- data --------------------------------------------------------------------------------
+    dataset_dir: Optional[str] = None               # a `vlmdata blend` output folder
+    image_root: Optional[str] = None                # overrides blend.json's image root
+    version: str = "vicuna_v1"                      # template: plain | vicuna_v1 (alias v1) | chat_template
+    image_aspect_ratio: str = "pad"                 # pad | square
+    group_by_modality_length: bool = False
+    model_max_length: int = 2048                    # counts the image tokens
+    bad_samples: str = "fail"                       # fail | skip
+    dataloader_num_workers: int = 0
+    data_num_proc: int = 1
+    lazy_preprocess: bool = True                    # accepted for LLaVA scripts; vlmtrain is always lazy
+
+    # --- optimisation ------------------------------------------------------------------------
+    output_dir: str = "runs/run"
+    num_train_epochs: float = 1.0
+    max_steps: int = -1
+    per_device_train_batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 2e-5
+    mm_projector_lr: Optional[float] = None
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    lr_scheduler_type: str = "cosine"
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    max_grad_norm: float = 1.0
+    bf16: bool = False
+    fp16: bool = False
+    tf32: Optional[bool] = None
+    gradient_checkpointing: bool = False
+    deepspeed: Optional[str] = None                 # a DeepSpeed JSON (configs/deepspeed/zero2.json, zero3.json)
+    seed: int = 42
+
+    # --- checkpoints and logging -------------------------------------------------------------
+    save_steps: int = 500
+    save_total_limit: Optional[int] = 1
+    logging_steps: int = 1
+    report_to: list = field(default_factory=lambda: ["tensorboard"])
+
+    # --- launch ------------------------------------------------------------------------------
+    num_gpus: int = 1                               # per node; >1 re-launches through deepspeed / torchrun
+    num_nodes: int = 1
+    hostfile: Optional[str] = None                  # multi-node (deepspeed launcher)
+    launcher: str = "auto"                          # auto | deepspeed | torchrun
+    master_port: int = 29500
+
+    # Filled in by load_config, not keys of the YAML.
+    _source: Optional[str] = field(default=None, repr=False)
+
+    # ----------------------------------------------------------------------------------------
+    def frozen(self) -> dict[str, bool]:
+        """The freeze spec with the stage's defaults filled in."""
+        defaults = {1: {"vision": True, "projector": False, "llm": True},
+                    2: {"vision": True, "projector": False, "llm": False}}[self.stage]
+        spec = dataclasses.asdict(self.freeze)
+        if self.lora_enable:
+            defaults["llm"] = True  # the base weights stay frozen; the adapters train
+        return {k: defaults[k] if v is None else v for k, v in spec.items()}
+
+    @property
+    def template(self) -> str:
+        return {"v1": "vicuna_v1"}.get(self.version, self.version)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("_source", None)
+        return d
+
+
+ALIASES = {
+    "data_path": "dataset_dir",
+    "image_folder": "image_root",
+    "image_tower": "vision_tower",
+    "image_projector_type": "mm_projector_type",
+    "template": "version",
+}
+
+_CHOICES = {
+    "mm_vision_select_feature": ("patch", "cls_patch"),
+    "version": ("plain", "vicuna_v1", "v1", "chat_template"),
+    "image_aspect_ratio": ("pad", "square"),
+    "bad_samples": ("fail", "skip"),
+    "attn_implementation": ("auto", "sdpa", "eager", "flash_attention_2"),
+    "launcher": ("auto", "deepspeed", "torchrun"),
+    "lr_scheduler_type": ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial"),
+    "lora_bias": ("none", "all", "lora_only"),
+}
+PROJECTOR_RE = re.compile(r"^(linear|identity|mlp(\d+)x_gelu)$")
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed assignment
+# ---------------------------------------------------------------------------------------------
+
+def _fields(cls) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls) if not f.name.startswith("_")}
+
+
+def _type_name(tp) -> str:
+    if tp is type(None):
+        return "null"
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _resolved_hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _check_value(value: Any, tp, key: str, where: str) -> Any:
+    """Return ``value`` as type ``tp`` (int is accepted for float) or raise a ConfigError."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(tp):
+            try:
+                return _check_value(value, arg, key, where)
+            except ConfigError as e:
+                errors.append(e)
+        raise ConfigError(f"`{key}` must be {_type_name(tp)}, got {value!r} ({type(value).__name__})", where=where)
+    if tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "2e-5" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp in (list, dict):
+        if isinstance(value, tp):
+            return value
+    elif dataclasses.is_dataclass(tp):
+        if isinstance(value, dict):
+            return _build_dataclass(tp, value, where, prefix=f"{key}.")
+    raise ConfigError(f"`{key}` must be {_type_name(tp)}, got {value!r} ({type(value).__name__})", where=where)
+
+
+def _unknown_key(key: str, known: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, known + list(ALIASES), n=1, cutoff=0.6)
+    hint = f"did you mean `{close[0]}`?" if close else "see configs/README.md for the keys vlmtrain knows"
+    return ConfigError(f"unknown key `{key}`", where=where, hint=hint)
+
+
+def _build_dataclass(cls, raw: dict, where: str, prefix: str = ""):
+    hints = _resolved_hints(cls)
+    known = list(_fields(cls))
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = ALIASES.get(key, key) if not prefix else key
+        if name not in known:
+            raise _unknown_key(prefix + str(key), [prefix + k for k in known], where)
+        if name in kwargs:
+            raise ConfigError(f"`{key}` given twice (once under an alias)", where=where)
+        kwargs[name] = _check_value(value, hints[name], prefix + name, where)
+    return cls(**kwargs)
+
+
+def parse_override(text: str, where: str = "--set") -> tuple[list[str], Any]:
+    """``a.b=value`` -> (["a", "b"], value parsed by YAML's rules; typed later against the field)."""
+    if "=" not in text:
+        raise ConfigError(f"`{text}` is not key=value", where=where, hint="e.g. --set learning_rate=1e-5")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"`{text}` has no key", where=where)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def _apply_override(raw: dict, path: list[str], value: Any, where: str) -> None:
+    """Merge one override into the raw mapping; the typed check happens with everything else."""
+    node = raw
+    for part in path[:-1]:
+        part = ALIASES.get(part, part) if node is raw else part
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"`{'.'.join(path)}`: `{part}` is not a section", where=where)
+        node = child
+    last = path[-1]
+    if node is raw:
+        last = ALIASES.get(last, last)
+        # an override replaces an alias spelled in the file
+        for alias, name in ALIASES.items():
+            if name == last:
+                node.pop(alias, None)
+    # `--set text_config.num_hidden_layers=2` where the YAML names a JSON file: edit its contents.
+    node[last] = value
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+def config_dir() -> Path:
+    """The shipped configs/ folder (next to the package in a checkout)."""
+    return Path(__file__).resolve().parents[1] / "configs"
+
+
+def resolve_file(ref: str, base: Path | None) -> Path:
+    """A file named in a config: absolute, next to the YAML, or relative to the working directory."""
+    p = Path(os.path.expanduser(ref))
+    if p.is_absolute():
+        return p
+    for root in ([base] if base else []) + [Path.cwd(), config_dir()]:
+        if (root / p).exists():
+            return root / p
+    return (base / p) if base else p
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None, *, raw: dict | None = None) -> TrainConfig:
+    """Read, merge ``--set`` overrides, type-check and cross-check a run config."""
+    where = str(path) if path else "config"
+    if raw is None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"no config file at {p}", hint="give the path of a YAML such as configs/tiny-cpu.yaml")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"not valid YAML: {e}", where=where) from None
+    if not isinstance(raw, dict):
+        raise ConfigError("the config must be a mapping of key: value", where=where)
+    raw = dict(raw)
+    base = Path(path).resolve().parent if path else None
+
+    # JSON files named by text_config / vision_config are read here, so --set can edit their fields.
+    for key in ("text_config", "vision_config"):
+        if isinstance(raw.get(key), str):
+            raw[key] = _read_model_config(raw[key], base, where, key)
+
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        top = ALIASES.get(keys[0], keys[0])
+        if len(keys) > 1 and top in ("text_config", "vision_config") and isinstance(raw.get(top), str):
+            raw[top] = _read_model_config(raw[top], base, where, top)
+        if len(keys) == 1 and top in ("text_config", "vision_config") and isinstance(value, str):
+            value = _read_model_config(value, base, "--set", top)
+        if top not in _fields(TrainConfig):
+            raise _unknown_key(keys[0], list(_fields(TrainConfig)), "--set")
+        _apply_override(raw, keys, value, f"--set {text}")
+
+    cfg = _build_dataclass(TrainConfig, raw, where)
+    cfg._source = str(path) if path else None
+    for key in ("deepspeed", "hostfile"):
+        value = getattr(cfg, key)
+        if value:
+            setattr(cfg, key, str(resolve_file(value, base)))
+    validate(cfg, where)
+    return cfg
+
+
+def _read_model_config(ref: str, base: Path | None, where: str, key: str) -> dict:
+    import json
+
+    f = resolve_file(ref, base)
+    if not f.is_file():
+        raise ConfigError(f"`{key}` names {ref}, which is not a file", where=where,
+                          hint="give a JSON of config fields (see configs/model_configs/) or a mapping")
+    try:
+        data = json.loads(f.read_text())
+    except ValueError as e:
+        raise ConfigError(f"`{key}`: {f} is not valid JSON: {e}", where=where) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"`{key}`: {f} must hold a JSON object", where=where)
+    return data
+
+
+def validate(cfg: TrainConfig, where: str = "config") -> None:
+    """Cross-field checks; everything here is cheap and needs no model or tokenizer."""
+
+    def fail(msg: str, hint: str | None = None) -> None:
+        raise ConfigError(msg, where=where, hint=hint)
+
+    for key, choices in _CHOICES.items():
+        value = getattr(cfg, key)
+        if value not in choices:
+            fail(f"`{key}` is {value!r}; choose one of {', '.join(choices)}")
+    if not PROJECTOR_RE.match(cfg.mm_projector_type):
+        fail(f"`mm_projector_type` is {cfg.mm_projector_type!r}; choose linear, identity or mlpNx_gelu (e.g. mlp2x_gelu)")
+    m = PROJECTOR_RE.match(cfg.mm_projector_type)
+    if m.group(2) is not None and int(m.group(2)) < 1:
+        fail("`mm_projector_type` mlpNx_gelu needs N >= 1")
+
+    if cfg.stage not in (1, 2):
+        hint = "stage 3 (MoE-tuning) is not built yet" if cfg.stage == 3 else None
+        fail(f"`stage` is {cfg.stage}; vlmtrain runs stage 1 (projector) and stage 2 (projector + LLM)", hint)
+    explicit = dataclasses.asdict(cfg.freeze)
+    if cfg.stage == 1:
+        if cfg.tune_mm_mlp_adapter is False:
+            fail("stage 1 trains the projector (`tune_mm_mlp_adapter: true`); `tune_mm_mlp_adapter: false` contradicts it",
+                 "drop the key, or set `stage: 2` to train the LLM too")
+        if explicit["llm"] is False or explicit["vision"] is False:
+            fail("stage 1 trains the projector only; `freeze.llm` / `freeze.vision` must stay frozen",
+                 "set `stage: 2` to train the LLM")
+        if explicit["projector"] is True:
+            fail("stage 1 trains the projector; `freeze.projector: true` leaves nothing to train")
+        if cfg.lora_enable:
+            fail("`lora_enable` is a stage-2 option; stage 1 trains the projector only")
+        if cfg.pretrain_mm_mlp_adapter:
+            fail("`pretrain_mm_mlp_adapter` loads a stage-1 projector into stage 2; stage 1 makes one",
+                 "remove it, or set `stage: 2`")
+    else:
+        if cfg.tune_mm_mlp_adapter:
+            fail("`tune_mm_mlp_adapter: true` is the stage-1 flag (projector only), but `stage` is 2",
+                 "set `stage: 1`, or drop `tune_mm_mlp_adapter`")
+        if explicit["llm"] is True and not cfg.lora_enable:
+            fail("stage 2 trains the LLM, but `freeze.llm` is true", "set `stage: 1` to train the projector only, or `lora_enable: true`")
+    if cfg.mm_use_im_start_end or cfg.mm_use_im_patch_token:
+        fail("`mm_use_im_start_end` / `mm_use_im_patch_token` are LLaVA-v0 options that v1.5 turns off; vlmtrain does not build them")
+    if cfg.bf16 and cfg.fp16:
+        fail("`bf16` and `fp16` are both on; choose one")
+    if not (cfg.model_name_or_path or cfg.text_config):
+        fail("no LLM: set `model_name_or_path` (local path or Hub id) or `text_config` with `random_init: true`")
+    if cfg.random_init and not cfg.text_config and not cfg.model_name_or_path:
+        fail("`random_init` needs `text_config` (or a `model_name_or_path` to read the config from)")
+    if not (cfg.tokenizer_name_or_path or cfg.model_name_or_path or cfg.tokenizer_train_vocab_size):
+        fail("no tokenizer: set `tokenizer_name_or_path`, `model_name_or_path`, or `tokenizer_train_vocab_size` "
+             "(trains one on the dataset's text)")
+    for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "model_max_length", "num_gpus",
+                "num_nodes", "save_steps", "logging_steps", "lora_r"):
+        if getattr(cfg, key) < 1:
+            fail(f"`{key}` must be at least 1, got {getattr(cfg, key)}")
+    for key in ("learning_rate", "num_train_epochs"):
+        if getattr(cfg, key) <= 0:
+            fail(f"`{key}` must be positive, got {getattr(cfg, key)}")
+    if not 0 <= cfg.warmup_ratio < 1:
+        fail(f"`warmup_ratio` must be in [0, 1), got {cfg.warmup_ratio}")
+    if cfg.tokenizer_train_vocab_size is not None and cfg.tokenizer_train_vocab_size < 64:
+        fail("`tokenizer_train_vocab_size` must be at least 64")
+    if cfg.deepspeed and not Path(cfg.deepspeed).is_file():
+        fail(f"`deepspeed` names {cfg.deepspeed}, which is not a file", "see configs/deepspeed/zero2.json and zero3.json")
+    if cfg.hostfile and not Path(cfg.hostfile).is_file():
+        fail(f"`hostfile` names {cfg.hostfile}, which is not a file")
+    if cfg.launcher == "torchrun" and cfg.hostfile:
+        fail("a hostfile needs the deepspeed launcher (it starts the other nodes over ssh)", "set `launcher: deepspeed`")
+
+
+def check_inputs(cfg: TrainConfig, *, resume: bool = False) -> None:
+    """Checks that touch the disk for a real run (not for --dry-run): dataset, adapter file."""
+    where = cfg._source or "config"
+    if not cfg.dataset_dir:
+        raise ConfigError("no dataset: set `dataset_dir` (or `data_path`) to a `vlmdata blend` output folder", where=where)
+    d = Path(cfg.dataset_dir)
+    if not d.is_dir():
+        raise ConfigError(f"dataset folder {d} does not exist", where=where,
+                          hint="make it with `vlmdata blend RECIPE --out DIR`, or fix `dataset_dir`")
+    if not ((d / "dataset_info.json").exists() or (d / "state.json").exists() or (d / "dataset_dict.json").exists()):
+        raise ConfigError(f"{d} is not a saved Arrow dataset (no dataset_info.json / state.json)", where=where,
+                          hint="point `dataset_dir` at the folder `vlmdata blend --out` wrote")
+    if cfg.image_root and not Path(cfg.image_root).is_dir():
+        raise ConfigError(f"`image_root` {cfg.image_root} is not a folder", where=where)
+    if cfg.pretrain_mm_mlp_adapter and not Path(cfg.pretrain_mm_mlp_adapter).is_file():
+        raise ConfigError(f"`pretrain_mm_mlp_adapter` {cfg.pretrain_mm_mlp_adapter} is not a file", where=where,
+                          hint="it is the stage-1 run's output_dir/mm_projector.bin")

@@ -1,0 +1,341 @@
+"""Build the LLaVA model on transformers' own classes: any vision tower (CLIP, SigLIP) + any causal LM.
+
+Three ways in, all ending in a ``LlavaForConditionalGeneration`` (or the thin
+:class:`VlmLlavaForConditionalGeneration` when the projector is not ``mlp2x_gelu``):
+
+- ``random_init`` / ``meta``: from the configs alone (``text_config`` / ``vision_config`` given as
+  fields in the YAML or JSON files under configs/model_configs/). ``meta=True`` allocates nothing:
+  ``vlmtrain run --dry-run`` counts a 13B model's parameters on a laptop, offline.
+- separate pretrained parts (LLaVA stage 1): the LLM from ``model_name_or_path`` and the vision
+  tower from ``vision_tower`` are loaded with their own classes and put into a Llava skeleton built
+  on the meta device, so no weight is allocated twice. The projector is fresh.
+- a whole Llava checkpoint (``model_name_or_path`` whose config is ``llava``): loaded as is.
+
+The image placeholder is a real token id: ``<image>`` is added to the tokenizer when missing and
+the data pipeline expands it into ``per_image`` copies, which transformers' Llava fills by
+``masked_scatter``.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, LlavaConfig, LlavaForConditionalGeneration, PretrainedConfig
+
+from vlmtrain.config import ConfigError, TrainConfig
+from vlmtrain.model.projector import SequentialProjector, build_sequential, load_mm_projector
+
+log = logging.getLogger(__name__)
+
+LLAVA_TYPES = ("llava",)
+
+
+class VlmLlavaForConditionalGeneration(LlavaForConditionalGeneration):
+    """transformers' Llava with LLaVA's other projector types (``linear``, ``mlpNx_gelu``, ``identity``).
+
+    The config is a plain ``LlavaConfig`` with one extra field, ``mm_projector_type``; everything else
+    (vision feature selection, ``masked_scatter`` of image features, the loss) is the stock code.
+    """
+
+    def __init__(self, config: LlavaConfig):
+        super().__init__(config)
+        self.model.multi_modal_projector = make_projector(config)
+
+
+def make_projector(config: LlavaConfig) -> nn.Module:
+    kind = getattr(config, "mm_projector_type", "mlp2x_gelu")
+    layers = config.vision_feature_layer
+    width = config.vision_config.hidden_size * (1 if isinstance(layers, int) else len(layers))
+    return build_sequential(kind, width, config.text_config.hidden_size)
+
+
+def model_class(projector_type: str):
+    return LlavaForConditionalGeneration if projector_type == "mlp2x_gelu" else VlmLlavaForConditionalGeneration
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs
+# ---------------------------------------------------------------------------------------------
+
+def _config_from_dict(d: dict, what: str) -> PretrainedConfig:
+    d = dict(d)
+    model_type = d.pop("model_type", None)
+    if not model_type:
+        raise ConfigError(f"`{what}` needs a `model_type` (e.g. llama, qwen2, phi, stablelm, clip_vision_model)")
+    try:
+        return AutoConfig.for_model(model_type, **d)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"`{what}`: transformers cannot build a {model_type!r} config: {e}") from None
+
+
+def _pretrained_config(name: str, cfg: TrainConfig, what: str) -> PretrainedConfig:
+    try:
+        return AutoConfig.from_pretrained(name, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ConfigError(
+            f"cannot read the config of {what} {name!r}: {str(e).splitlines()[0]}",
+            hint=f"give a local path, check the Hub id / network, or put its fields under `{what}_config` "
+                 f"(see configs/model_configs/) to build without downloading") from None
+
+
+def text_config(cfg: TrainConfig) -> PretrainedConfig:
+    if isinstance(cfg.text_config, dict) and cfg.text_config.get("model_type"):
+        return _config_from_dict(cfg.text_config, "text_config")
+    base = _pretrained_config(cfg.model_name_or_path, cfg, "text")
+    if getattr(base, "model_type", None) in LLAVA_TYPES:
+        base = base.text_config
+    for k, v in (cfg.text_config or {}).items():  # overrides on top of the downloaded config
+        setattr(base, k, v)
+    return base
+
+
+def vision_config(cfg: TrainConfig) -> PretrainedConfig:
+    """The tower's config for shape-only builds: the YAML's fields, else the tower's (or checkpoint's) own."""
+    if isinstance(cfg.vision_config, dict) and cfg.vision_config.get("model_type"):
+        return _vision_half(_config_from_dict(cfg.vision_config, "vision_config"))
+    if cfg.vision_tower:
+        vc = _vision_half(_pretrained_config(cfg.vision_tower, cfg, "vision"))
+        for k, v in (cfg.vision_config or {}).items():
+            setattr(vc, k, v)
+        return vc
+    whole = _whole_llava_config(cfg)
+    if whole is None:
+        raise ConfigError("no vision tower: set `vision_tower` (e.g. openai/clip-vit-large-patch14-336) or `vision_config`")
+    return _vision_half(whole.vision_config)
+
+
+def _vision_half(vc: PretrainedConfig) -> PretrainedConfig:
+    """A full CLIP / SigLIP config (text + vision) -> its vision config; only CLIP and SigLIP towers."""
+    if getattr(vc, "model_type", "") in ("clip", "siglip") and hasattr(vc, "vision_config"):
+        vc = vc.vision_config
+    if getattr(vc, "model_type", "") not in ("clip_vision_model", "siglip_vision_model"):
+        raise ConfigError(f"vision tower type {getattr(vc, 'model_type', '?')!r} is not supported; "
+                          "use a CLIP or SigLIP vision model")
+    return vc
+
+
+def has_cls_token(vc: PretrainedConfig) -> bool:
+    return vc.model_type == "clip_vision_model"  # SigLIP has no CLS token
+
+
+def select_strategy(vc: PretrainedConfig, feature: str) -> str:
+    """LLaVA's ``patch`` / ``cls_patch`` -> transformers' ``default`` (drop CLS) / ``full``."""
+    if feature == "cls_patch":
+        if not has_cls_token(vc):
+            raise ConfigError("`mm_vision_select_feature: cls_patch` needs a CLS token; SigLIP has none (use patch)")
+        return "full"
+    return "default" if has_cls_token(vc) else "full"
+
+
+def tokens_per_image(vc: PretrainedConfig, feature: str) -> int:
+    patches = (vc.image_size // vc.patch_size) ** 2
+    return patches + (1 if feature == "cls_patch" else 0)
+
+
+def llava_config(cfg: TrainConfig, tc: PretrainedConfig, vc: PretrainedConfig, image_token_id: int) -> LlavaConfig:
+    lc = LlavaConfig(
+        vision_config=vc.to_dict(),
+        text_config=tc.to_dict(),
+        image_token_id=image_token_id,
+        image_seq_length=tokens_per_image(vc, cfg.mm_vision_select_feature),
+        projector_hidden_act="gelu",
+        vision_feature_select_strategy=select_strategy(vc, cfg.mm_vision_select_feature),
+        vision_feature_layer=cfg.mm_vision_select_layer,
+        multimodal_projector_bias=True,
+        mm_projector_type=cfg.mm_projector_type,
+    )
+    return lc
+
+
+def attn_implementation(cfg: TrainConfig, on_cuda: bool | None = None) -> str:
+    """flash_attention_2 when asked for or (auto) when flash_attn is importable on a GPU; sdpa otherwise."""
+    if on_cuda is None:
+        on_cuda = torch.cuda.is_available()
+    if cfg.attn_implementation != "auto":
+        if cfg.attn_implementation == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+            raise ConfigError("`attn_implementation: flash_attention_2` but flash_attn is not installed",
+                              hint="pip install 'vlmdata[flash]' on a CUDA machine, or use sdpa")
+        return cfg.attn_implementation
+    if on_cuda and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+# ---------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class BuiltModel:
+    model: nn.Module
+    image_token_id: int
+    tokens_per_image: int
+    attn: str
+    vision: PretrainedConfig
+
+
+def _whole_llava_config(cfg: TrainConfig) -> PretrainedConfig | None:
+    """The config of ``model_name_or_path`` when it is a whole Llava checkpoint (a stage-2 output)."""
+    if not cfg.model_name_or_path:
+        return None
+    c = _pretrained_config(cfg.model_name_or_path, cfg, "text")
+    return c if getattr(c, "model_type", None) in LLAVA_TYPES else None
+
+
+def build_model(cfg: TrainConfig, *, vocab_size: int | None = None, image_token_id: int | None = None,
+                meta: bool = False, dtype: torch.dtype | None = None, on_cuda: bool | None = None,
+                device: str | None = None) -> BuiltModel:
+    """The model for ``cfg``.
+
+    ``vocab_size`` / ``image_token_id`` come from the tokenizer (after ``<image>`` was added). With
+    ``meta`` (dry-run) or ``random_init`` the configs in the YAML decide the shapes; otherwise the
+    pretrained checkpoints' own configs do. ``device`` places a random-init model's weights directly
+    (a 2B model initialised on the GPU instead of the CPU).
+    """
+    attn = attn_implementation(cfg, on_cuda)
+    dtype = dtype or torch.float32
+    if meta or cfg.random_init:
+        tc, vc = text_config(cfg), vision_config(cfg)
+        if vocab_size is not None:
+            tc.vocab_size = vocab_size
+        if image_token_id is None:  # dry-run without a tokenizer: `<image>` appended as a new id
+            image_token_id = tc.vocab_size
+            tc.vocab_size += 1
+        lc = llava_config(cfg, tc, vc, image_token_id)
+        where = torch.device("meta") if meta else (torch.device(device) if device else contextlib.nullcontext())
+        with where:
+            model = model_class(cfg.mm_projector_type)._from_config(lc, attn_implementation=attn, dtype=dtype)
+        return BuiltModel(model, image_token_id, lc.image_seq_length, attn, vc)
+
+    whole = _whole_llava_config(cfg)
+    if whole is not None:  # a Llava checkpoint (stage-2 output, llava-hf/*): loaded as is
+        model = _load(model_class(getattr(whole, "mm_projector_type", "mlp2x_gelu")).from_pretrained,
+                      cfg.model_name_or_path, dtype=dtype, attn_implementation=attn)
+    else:  # stage 1 from separate parts: the LLM and the tower keep their pretrained weights
+        from transformers import AutoModel, AutoModelForCausalLM
+
+        if not cfg.vision_tower:
+            raise ConfigError("no vision tower: set `vision_tower` (local path or Hub id of a CLIP / SigLIP model)")
+        vc = _vision_half(_pretrained_config(cfg.vision_tower, cfg, "vision"))
+        llm = _load(AutoModelForCausalLM.from_pretrained, cfg.model_name_or_path, dtype=dtype,
+                    attn_implementation=attn, trust_remote_code=cfg.trust_remote_code)
+        tower = _load(AutoModel._model_mapping[type(vc)].from_pretrained, cfg.vision_tower, config=vc, dtype=dtype,
+                      attn_implementation=attn)
+        lc = llava_config(cfg, llm.config, tower.config, image_token_id if image_token_id is not None else llm.config.vocab_size)
+        cls = model_class(cfg.mm_projector_type)
+        with torch.device("meta"):  # the skeleton allocates nothing; the loaded parts go in
+            model = cls._from_config(lc, attn_implementation=attn, dtype=dtype)
+        model.model.language_model = llm.get_decoder()
+        model.lm_head = llm.get_output_embeddings()
+        model.model.vision_tower = tower
+        projector = make_projector(lc) if cls is VlmLlavaForConditionalGeneration else _stock_projector(lc)
+        model.model.multi_modal_projector = projector.to(dtype)
+        del llm
+    if vocab_size is not None and vocab_size != model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(vocab_size, mean_resizing=True)
+    model.config.text_config.vocab_size = model.get_input_embeddings().weight.shape[0]
+    if image_token_id is not None:
+        model.config.image_token_id = image_token_id
+    vc = model.config.vision_config
+    return BuiltModel(model, model.config.image_token_id, tokens_per_image(vc, cfg.mm_vision_select_feature), attn, vc)
+
+
+def _load(fn, name, **kwargs):
+    try:
+        return fn(name, **kwargs)
+    except OSError as e:
+        raise ConfigError(f"cannot load pretrained weights from {name!r}: {str(e).splitlines()[0]}",
+                          hint="check the path / Hub id and the network, or use `random_init: true` to build without weights") from None
+
+
+def _stock_projector(lc: LlavaConfig) -> nn.Module:
+    from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+
+    return LlavaMultiModalProjector(lc)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parts, freezing, LoRA
+# ---------------------------------------------------------------------------------------------
+
+def parts(model: nn.Module) -> dict[str, list[nn.Module]]:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return {
+        "vision": [base.model.vision_tower],
+        "projector": [base.model.multi_modal_projector],
+        "llm": [base.model.language_model, base.lm_head],
+    }
+
+
+def apply_freeze(model: nn.Module, frozen: dict[str, bool]) -> None:
+    """requires_grad per part; the vision tower also goes to eval mode when frozen (LLaVA's no_grad tower)."""
+    for name, modules in parts(model).items():
+        for m in modules:
+            m.requires_grad_(not frozen[name])
+
+
+def param_counts(model: nn.Module) -> dict[str, dict[str, int]]:
+    """Parameters per part (tied weights counted once), total and trainable."""
+    seen: set[int] = set()
+    out: dict[str, dict[str, int]] = {}
+    for name, modules in parts(model).items():
+        total = trainable = 0
+        for m in modules:
+            for p in m.parameters():
+                if id(p) in seen:
+                    continue
+                seen.add(id(p))
+                n = p.numel() if not hasattr(p, "ds_numel") else p.ds_numel
+                total += n
+                trainable += n if p.requires_grad else 0
+        out[name] = {"total": total, "trainable": trainable}
+    # LoRA adapters live inside the LLM modules and are counted there.
+    out["all"] = {k: sum(v[k] for v in out.values()) for k in ("total", "trainable")}
+    return out
+
+
+def add_lora(model: nn.Module, cfg: TrainConfig) -> nn.Module:
+    """peft LoRA on every Linear of the LLM (not lm_head), like LLaVA's find_all_linear_names.
+
+    The projector is listed in ``modules_to_save`` so it trains and is saved (and resumed) with
+    the adapter.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    targets = cfg.lora_target_modules
+    if not targets:
+        names = set()
+        for name, module in model.model.language_model.named_modules():
+            if isinstance(module, nn.Linear):
+                names.add(name.split(".")[-1])
+        targets = sorted(names)
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias=cfg.lora_bias,
+                      target_modules=r".*language_model.*\.(" + "|".join(targets) + r")$",
+                      modules_to_save=["multi_modal_projector"], task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def load_pretrain_adapter(model: nn.Module, path: str | Path) -> list[str]:
+    try:
+        return load_mm_projector(model, path)
+    except ValueError as e:
+        raise ConfigError(str(e), hint="the stage-1 and stage-2 configs must agree on towers, LLM and projector type") from None
+
+
+def describe(counts: dict[str, dict[str, int]]) -> list[tuple[str, str, str]]:
+    def fmt(n: int) -> str:
+        return f"{n / 1e9:.3f}B" if n >= 1e9 else f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n:,}"
+
+    return [(k, fmt(v["total"]), fmt(v["trainable"])) for k, v in counts.items()]
+
+
+def summary(built: BuiltModel, cfg: TrainConfig) -> dict[str, Any]:
+    counts = param_counts(built.model)
+    return {"params": counts, "image_token_id": built.image_token_id, "tokens_per_image": built.tokens_per_image,
+            "attn_implementation": built.attn, "frozen": cfg.frozen(), "projector": cfg.mm_projector_type}

@@ -1,0 +1,90 @@
+"""A tiny dataset in the `vlmdata blend` output format, for tiny-cpu.yaml, tests and smoke runs.
+
+    vlmtrain make-tiny-data data/blends/tiny            # then: vlmtrain run configs/tiny-cpu.yaml
+
+Same contract as a real blend (DESIGN.md): ``datasets.load_from_disk(DIR)`` with the columns id,
+source, images, conversations, n_images, text_chars, plus ``DIR/blend.json`` naming the image root
+(``DIR/images``, small JPEGs of coloured shapes). ``kind="caption"`` gives stage-1 style pairs
+(one image, one caption: what the ``plain`` template needs); ``"instruct"`` gives multi-turn
+conversations, about a quarter of them text-only.
+"""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40),
+          "purple": (140, 60, 180), "orange": (240, 140, 30)}
+SHAPES = ("square", "circle", "bar")
+WORDS = ("the a of and to in is what color shape image picture there left right top bottom small large "
+         "one two three answer question describe detail background front").split()
+
+
+def _draw(path: Path, color: str, shape: str, size: int, rng: random.Random) -> None:
+    from PIL import Image, ImageDraw
+
+    w, h = size + rng.randint(0, size // 2), size  # not square, so `pad` has work to do
+    img = Image.new("RGB", (w, h), (250, 250, 250))
+    d = ImageDraw.Draw(img)
+    box = (w // 4, h // 4, 3 * w // 4, 3 * h // 4)
+    if shape == "circle":
+        d.ellipse(box, fill=COLORS[color])
+    elif shape == "bar":
+        d.rectangle((w // 8, h // 3, 7 * w // 8, 2 * h // 3), fill=COLORS[color])
+    else:
+        d.rectangle(box, fill=COLORS[color])
+    img.save(path, quality=90)
+
+
+def _filler(rng: random.Random, lo: int, hi: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi)))
+
+
+def write_tiny_blend(out: str | Path, n: int = 48, *, kind: str = "instruct", seed: int = 0,
+                     image_size: int = 40) -> Path:
+    import datasets
+
+    out = Path(out)
+    img_dir = out / "images"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    rows: dict[str, list] = {k: [] for k in ("id", "source", "images", "conversations", "n_images", "text_chars")}
+    for i in range(n):
+        color, shape = rng.choice(sorted(COLORS)), rng.choice(SHAPES)
+        with_image = kind == "caption" or rng.random() < 0.75
+        images = []
+        if with_image:
+            name = f"{i:05d}.jpg"
+            _draw(img_dir / name, color, shape, image_size, rng)
+            images = [name]
+        if kind == "caption":
+            conv = [{"from": "human", "value": "<image>\n" + rng.choice(["Describe the image.", "What is shown?"])},
+                    {"from": "gpt", "value": f"a {color} {shape} on a white background"}]
+        else:
+            conv = []
+            for t in range(rng.randint(1, 3)):
+                q = f"what color is the {shape}?" if t == 0 else _filler(rng, 3, 10) + "?"
+                if t == 0 and with_image:
+                    q = "<image>\n" + q if rng.random() < 0.8 else q + "\n<image>"
+                a = f"the {shape} is {color}." if t == 0 else _filler(rng, 2, 12) + "."
+                conv += [{"from": "human", "value": q}, {"from": "gpt", "value": a}]
+        rows["id"].append(f"tiny-{i:05d}")
+        rows["source"].append(f"tiny-{kind}")
+        rows["images"].append(images)
+        rows["conversations"].append(conv)
+        rows["n_images"].append(len(images))
+        rows["text_chars"].append(sum(len(t["value"]) for t in conv))
+    features = datasets.Features({
+        "id": datasets.Value("string"), "source": datasets.Value("string"),
+        "images": datasets.Sequence(datasets.Value("string")),
+        "conversations": datasets.Sequence({"from": datasets.Value("string"), "value": datasets.Value("string")}),
+        "n_images": datasets.Value("int32"), "text_chars": datasets.Value("int32"),
+    })
+    # conversations as list<struct>, the blend's schema (Sequence of a dict would be a struct of lists)
+    features["conversations"] = [{"from": datasets.Value("string"), "value": datasets.Value("string")}]
+    datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(out))
+    (out / "blend.json").write_text(json.dumps({
+        "recipe": f"tiny-{kind}", "image_root": str(img_dir.resolve()), "counts": {f"tiny-{kind}": n},
+        "dropped": {}, "note": "written by vlmtrain.tinydata for smoke runs"}, indent=2))
+    return out

@@ -1,0 +1,71 @@
+"""Several GPUs or nodes: re-launch ``vlmtrain run`` under the ``deepspeed`` or ``torchrun`` launcher.
+
+``vlmtrain run`` is one command everywhere. With ``num_gpus: 1`` and no hostfile it trains in the
+process that was started. Otherwise it starts the launcher with the same arguments and waits;
+the launched processes see ``LOCAL_RANK`` / ``RANK`` and train instead of launching again.
+
+- ``deepspeed`` (the default when the config names a DeepSpeed JSON or a hostfile): multi-node by
+  hostfile (``worker-1 slots=8`` lines; the launcher starts the other nodes over ssh/pdsh).
+- ``torchrun``: one node, or several when every node runs the command with ``MASTER_ADDR`` and
+  ``NODE_RANK`` set (the usual SLURM / Kubernetes pattern).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+from vlmtrain.config import ConfigError, TrainConfig
+
+
+def under_launcher() -> bool:
+    return "LOCAL_RANK" in os.environ or "RANK" in os.environ
+
+
+def needs_launch(cfg: TrainConfig) -> bool:
+    return (cfg.num_gpus > 1 or cfg.num_nodes > 1 or bool(cfg.hostfile)) and not under_launcher()
+
+
+def launcher_for(cfg: TrainConfig) -> str:
+    if cfg.launcher != "auto":
+        return cfg.launcher
+    return "deepspeed" if (cfg.deepspeed or cfg.hostfile) else "torchrun"
+
+
+def launch_command(cfg: TrainConfig, run_args: list[str], env: dict[str, str] | None = None) -> list[str]:
+    """The launcher command line that runs ``vlmtrain <run_args>`` on every GPU."""
+    env = dict(os.environ if env is None else env)
+    module = ["vlmtrain.cli", *run_args]
+    kind = launcher_for(cfg)
+    if kind == "deepspeed":
+        cmd = ["deepspeed"]
+        if cfg.hostfile:
+            cmd += ["--hostfile", cfg.hostfile]
+        if cfg.num_nodes > 1 or cfg.hostfile:
+            cmd += ["--num_nodes", str(cfg.num_nodes)]
+        cmd += ["--num_gpus", str(cfg.num_gpus), "--master_port", str(cfg.master_port), "--no_local_rank",
+                "--module", *module]
+        return cmd
+    cmd = ["torchrun", "--nproc_per_node", str(cfg.num_gpus), "--nnodes", str(cfg.num_nodes)]
+    if cfg.num_nodes > 1:
+        missing = [k for k in ("MASTER_ADDR", "NODE_RANK") if k not in env]
+        if missing:
+            raise ConfigError(f"torchrun over {cfg.num_nodes} nodes needs {' and '.join(missing)} in the environment",
+                              hint="run the same command on every node with MASTER_ADDR and NODE_RANK set, "
+                                   "or give a `hostfile` and use `launcher: deepspeed`")
+        cmd += ["--node_rank", env["NODE_RANK"], "--master_addr", env["MASTER_ADDR"]]
+    cmd += ["--master_port", str(cfg.master_port), "-m", *module]
+    return cmd
+
+
+def relaunch(cfg: TrainConfig, run_args: list[str]) -> int:
+    cmd = launch_command(cfg, run_args)
+    if shutil.which(cmd[0]) is None:
+        # The launcher sits next to this interpreter in a venv that is not on PATH.
+        candidate = os.path.join(os.path.dirname(sys.executable), cmd[0])
+        if not os.path.exists(candidate):
+            raise ConfigError(f"`{cmd[0]}` is not installed or not on PATH", hint="pip install deepspeed (or torch for torchrun)")
+        cmd[0] = candidate
+    print("launching: " + " ".join(cmd), file=sys.stderr, flush=True)
+    return subprocess.call(cmd)

@@ -1,0 +1,240 @@
+"""transformers' Trainer, with what LLaVA training needs on top.
+
+Why Trainer and not a loop of our own: it already does DeepSpeed ZeRO-2/3 (through accelerate),
+gradient accumulation, bf16, LoRA models, and exact resume (optimizer, scheduler, RNG states,
+``skip_first_batches`` over a deterministic sampler). What this subclass adds:
+
+- the sampler: LLaVA's modality-and-length grouping on true token counts (vlmtrain.data), or a
+  seeded random order; both are functions of (seed, epoch), so a resumed run sees the same order;
+- batches carry the data report's bookkeeping (``ids``, ``skipped``), which is popped and counted
+  before the forward;
+- throughput in the logs: samples/s, tokens/s (true tokens, image tokens included), model TFLOP/s
+  and MFU (vlmtrain.train.mfu), written to tensorboard and to ``metrics.jsonl``;
+- stage 1 saves the projector alone as ``mm_projector.bin`` in the reference repo's key names, and
+  resumes from it;
+- a SIGTERM (preemption, ``scancel``) finishes the current step, saves a checkpoint and stops.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+import torch
+from torch.utils.data import Sampler
+from transformers import Trainer, TrainerCallback
+
+from vlmtrain.model.projector import from_reference, projector_module, save_mm_projector, to_reference
+from vlmtrain.train.mfu import FlopModel, device_name, mfu, peak_flops
+
+MM_PROJECTOR = "mm_projector.bin"
+METRICS = "metrics.jsonl"
+
+
+class SeededRandomSampler(Sampler[int]):
+    """A random order that is a function of (seed, epoch): the same after a resume."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        g = torch.Generator()
+        g.manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class VlmTrainer(Trainer):
+    def __init__(self, *args, vlm_cfg, train_data, flop_model: FlopModel, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.vlm_cfg = vlm_cfg
+        self.train_data = train_data
+        self.flop_model = flop_model
+        self._window = {"tokens": 0.0, "samples": 0.0, "flops": 0.0}
+        self._window_start: float | None = None
+        self._peak = peak_flops(device_name())
+
+    # -- data ---------------------------------------------------------------------------------
+    def _get_train_sampler(self, train_dataset=None) -> Sampler:
+        from vlmtrain.data import make_length_grouped_sampler
+
+        if self.vlm_cfg.group_by_modality_length:
+            # LLaVA passes world_size * grad_accum: one megabatch spans every batch of an optimizer step.
+            return make_length_grouped_sampler(
+                self.train_data.lengths, self.args.per_device_train_batch_size,
+                self.args.world_size * self.args.gradient_accumulation_steps, self.args.seed, group_by_modality=True)
+        return SeededRandomSampler(len(self.train_data.lengths), self.args.seed)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        from vlmtrain.data import pop_batch_meta
+
+        meta = pop_batch_meta(inputs)
+        if meta:
+            self.train_data.report.record_batch(meta)
+        if inputs["input_ids"].numel() == 0:  # every sample of the batch was skipped (bad_samples: skip)
+            loss = sum(p.sum() * 0.0 for p in model.parameters() if p.requires_grad)
+            return (loss, None) if return_outputs else loss
+        lens = inputs["attention_mask"].sum(dim=1).tolist()
+        pix = inputs.get("pixel_values")
+        n_images = 0 if pix is None else (pix.shape[0] if torch.is_tensor(pix) else len(pix))
+        if self._window_start is None:
+            self._window_start = time.perf_counter()
+        self._window["tokens"] += sum(lens)
+        self._window["samples"] += len(lens)
+        self._window["flops"] += self.flop_model.step_flops(lens, n_images)
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+    # -- logging ------------------------------------------------------------------------------
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._window_start is not None:
+            counts = torch.tensor([self._window["tokens"], self._window["samples"], self._window["flops"]],
+                                  dtype=torch.float64)
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                counts = counts.to(self.args.device)
+                torch.distributed.all_reduce(counts)
+                counts = counts.cpu()
+            dt = max(time.perf_counter() - self._window_start, 1e-9)
+            tokens, samples, flops = counts.tolist()
+            logs["samples_per_s"] = round(samples / dt, 3)
+            logs["tokens_per_s"] = round(tokens / dt, 1)
+            logs["model_tflops_per_s"] = round(flops / dt / 1e12, 3)
+            m = mfu(flops / dt, self.args.world_size, self._peak)
+            if m is not None:
+                logs["mfu"] = round(m, 4)
+            self._window = {"tokens": 0.0, "samples": 0.0, "flops": 0.0}
+            self._window_start = time.perf_counter()
+        super().log(logs, start_time)
+        if self.args.should_save:
+            row = {"step": self.state.global_step, **logs}
+            if "loss" in logs and "mfu" not in logs:
+                row["mfu"] = None  # CPU or a device without a known peak: n/a
+            with open(Path(self.args.output_dir) / METRICS, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+    # -- saving -------------------------------------------------------------------------------
+    def _projector_only(self) -> bool:
+        return self.vlm_cfg.stage == 1
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        if not self._projector_only():
+            return super()._save(output_dir, state_dict)
+        output_dir = output_dir or self.args.output_dir
+        if not self.args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        model = self.accelerator.unwrap_model(self.model)
+        if state_dict is not None:  # gathered by the Trainer (DeepSpeed): take the projector's entries
+            key = "multi_modal_projector."
+            own = {k.split(key, 1)[1]: v for k, v in state_dict.items() if key in k}
+            ref = to_reference(own)
+            from vlmdata.atomic import atomic_open
+
+            with atomic_open(Path(output_dir) / MM_PROJECTOR, "wb") as fh:
+                torch.save(ref, fh)
+        else:
+            save_mm_projector(model, Path(output_dir) / MM_PROJECTOR)
+        model.config.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        ckpt = Path(resume_from_checkpoint)
+        target = self.accelerator.unwrap_model(model or self.model)
+        if self._projector_only() and (ckpt / MM_PROJECTOR).is_file():
+            weights = torch.load(ckpt / MM_PROJECTOR, map_location="cpu", weights_only=True)
+            module = projector_module(target)
+            module.load_state_dict(from_reference(weights, module))
+            return
+        state = _read_safetensors(ckpt)
+        if state is not None and not hasattr(target, "peft_config"):
+            # transformers v5 saves Llava in the legacy key layout (language_model.model.*, vision_tower.*)
+            # but Trainer's resume loads keys as they are, so nothing would load: rename them back.
+            own = target.state_dict()
+            renamed = {_llava_key(k, own): v for k, v in state.items()}
+            missing = [k for k in own if k not in renamed and not _tied(target, k)]
+            unexpected = [k for k in renamed if k not in own]
+            if missing or unexpected:
+                raise RuntimeError(f"{ckpt}: checkpoint does not match the model (missing {missing[:5]}, "
+                                   f"unexpected {unexpected[:5]}); was the config changed since the run started?")
+            target.load_state_dict(renamed, strict=False)
+            return
+        return super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+
+_LEGACY = [("language_model.model.", "model.language_model."), ("language_model.lm_head.", "lm_head."),
+           ("vision_tower.", "model.vision_tower."), ("multi_modal_projector.", "model.multi_modal_projector.")]
+
+
+def _llava_key(key: str, own: dict) -> str:
+    if key in own:
+        return key
+    for old, new in _LEGACY:
+        if key.startswith(old) and new + key[len(old):] in own:
+            return new + key[len(old):]
+    return key
+
+
+def _tied(model, key: str) -> bool:
+    return key == "lm_head.weight" and bool(getattr(model.config, "tie_word_embeddings", False))
+
+
+def _read_safetensors(ckpt: Path) -> dict | None:
+    from safetensors.torch import load_file
+
+    single = ckpt / "model.safetensors"
+    if single.is_file():
+        return load_file(single)
+    index = ckpt / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        state: dict = {}
+        for f in files:
+            state.update(load_file(ckpt / f))
+        return state
+    return None
+
+
+class SigtermCheckpoint(TrainerCallback):
+    """On SIGTERM: finish the step, save a checkpoint, stop. ``stopped`` tells the caller.
+
+    Every rank must stop at the same step, so the flag is max-reduced across ranks each step (one
+    scalar). ``VLMTRAIN_SIGTERM_AT_STEP=k`` sends the signal to this process after step k — how the
+    tests interrupt a run at an exact step.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.stopped_at: int | None = None
+        self._test_step = int(os.environ.get("VLMTRAIN_SIGTERM_AT_STEP", "0") or 0)
+        self._previous = signal.signal(signal.SIGTERM, self._handler)
+
+    def _handler(self, signum, frame) -> None:
+        self.requested = True
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGTERM, self._previous or signal.SIG_DFL)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._test_step and state.global_step == self._test_step:
+            os.kill(os.getpid(), signal.SIGTERM)
+        flag = self.requested
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            t = torch.tensor([1.0 if flag else 0.0], device=args.device)
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+            flag = bool(t.item())
+        if flag:
+            self.stopped_at = state.global_step
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+def reference_keys(path: str | Path) -> list[str]:
+    """The keys of an mm_projector.bin (for reports and tests)."""
+    return sorted(torch.load(path, map_location="cpu", weights_only=True))
+
