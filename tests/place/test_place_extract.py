@@ -318,3 +318,13 @@ def test_in_archive_symlink_is_kept_as_a_relative_link(tmp_path, root):
     assert (final / "sub" / "alias.jpg").read_bytes() == data
     assert (final / "hard.jpg").read_bytes() == data
     assert res.files == 3
+
+
+def test_flatten_name_clashes_keep_the_last_copy_with_one_warning(tmp_path, root):
+    members = {f"d{i}/same.jpeg": bytes([i]) * 10 for i in range(5)}
+    z = make_zip(tmp_path / "images_0.zip", members)
+    res = place_download(make_spec(to="allava_laion/images", inner=None, flatten=True), z, root, merge=True)
+    assert listing(root.store_path("allava_laion/images")) == ["same.jpeg"]
+    assert (root.store_path("allava_laion/images") / "same.jpeg").read_bytes() == bytes([4]) * 10
+    assert [w for w in res.warnings if "more than once" in w] == [
+        "images_0.zip: 4 name(s) appear more than once (e.g. same.jpeg, same.jpeg, same.jpeg); the last copy was kept"]

@@ -143,3 +143,15 @@ def test_unsafe_record_ids_are_not_written(server, root):
     assert [f.id for f in res.failed] == ["../evil"]
     assert sorted(p.name for p in root.store_path("ocr_vqa/images").iterdir()) == ["ok.jpg"]
     assert not (root.store_path("ocr_vqa") / "evil.jpg").exists()
+
+
+def test_without_a_forced_extension_the_bytes_and_url_extension_are_kept(server, root):
+    gif = image_bytes("gif")
+    server.routes["/c/9.gif"] = [(200, gif)]
+    lst = root.store_path("ocr_vqa/dataset.json")
+    lst.parent.mkdir(parents=True)
+    lst.write_text(json.dumps({"9": book(server.url("/c/9.gif"))}))
+    spec = make_spec(kind="images", to="ocr_vqa/images", dataset="ocr_vqa", name="x", ext=None, sources=(SOURCE,))
+    res = run(root, spec=spec)
+    assert res.saved == 1 and res.converted == 0
+    assert (root.store_path("ocr_vqa/images") / "9.gif").read_bytes() == gif

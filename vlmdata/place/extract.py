@@ -201,6 +201,7 @@ def extract_zip(path: Path, out: Path, *, label: str, place: Placement, wanted: 
         prefix, warnings = resolve_inner(label, place.inner, (p for _, p in files + links))
         mapper = Mapper(prefix, place.flatten, place.include, wanted)
         macos = 0
+        dups: list[str] = []
         items: dict[str, _ZipItem] = {}
         for info, parts in files:
             if parts[0] in IGNORED_TOPS:
@@ -211,10 +212,10 @@ def extract_zip(path: Path, out: Path, *, label: str, place: Placement, wanted: 
                 continue
             key = "/".join(dest)
             if key in items:
-                warnings.append(f"{label}: {key} appears more than once; the last copy was kept")
+                dups.append(key)
             items[key] = _ZipItem(info, key)
         link_items = _zip_links(zf, label, links, prefix, mapper, warnings)
-        warnings += mapper.warnings(label)
+        warnings += mapper.warnings(label) + _dup_warning(label, dups)
         if macos:
             warnings.append(f"{label}: skipped {macos} macOS resource-fork member(s) (__MACOSX/)")
         _make_dirs(out, list(items) + [d for d, _ in link_items])
@@ -251,6 +252,12 @@ def _link_value(label: str, member: str, dest: list[str], tparts: list[str], pre
         raise refuse(label, member, f"symlink pointing outside the target folder ('{'/'.join(tparts)}')")
     rel_target = "/".join(tparts[n:]) or "."
     return "/".join(dest), posixpath.relpath(rel_target, posixpath.dirname("/".join(dest)) or ".")
+
+
+def _dup_warning(label: str, dups: list[str]) -> list[str]:
+    if not dups:
+        return []
+    return [f"{label}: {len(dups)} name(s) appear more than once (e.g. {', '.join(dups[:3])}); the last copy was kept"]
 
 
 def _make_dirs(out: Path, rels: Iterable[str]) -> None:
@@ -311,7 +318,8 @@ def _extract_member(fd: int, zf: zipfile.ZipFile, it: _ZipItem, out: str, label:
     if len(hdr) != _LOCAL.size or hdr[:4] != b"PK\x03\x04":
         raise OperationError(f"{label}: member {name!r} has no local header at offset {info.header_offset}",
                              hint="the zip is damaged; fetch it again")
-    pos = info.header_offset + _LOCAL.size + _LOCAL.unpack(hdr)[9] + _LOCAL.unpack(hdr)[10]
+    fields = _LOCAL.unpack(hdr)
+    pos = info.header_offset + _LOCAL.size + fields[9] + fields[10]
     csize, usize = info.compress_size, info.file_size
     dfd = os.open(os.path.join(out, it.dest), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
     try:
@@ -395,6 +403,7 @@ def extract_tar(stream: BinaryIO, work: Path, *, label: str, place: Placement, w
     symlinks: list[tuple[str, list[str], list[str]]] = []
     warnings: list[str] = []
     made_dirs: set[str] = set()
+    dups: list[str] = []
     macos = 0
     try:
         tf = tarfile.open(fileobj=stream, mode="r|*")
@@ -425,7 +434,7 @@ def extract_tar(stream: BinaryIO, work: Path, *, label: str, place: Placement, w
             target = raw / key
             if target.exists() or target.is_symlink():
                 if key in written:
-                    warnings.append(f"{label}: {key} appears more than once; the last copy was kept")
+                    dups.append(key)
                 target.unlink()
             if ti.islnk():
                 src = "/".join([tparts[-1]] if flatten else tparts)
@@ -462,7 +471,7 @@ def extract_tar(stream: BinaryIO, work: Path, *, label: str, place: Placement, w
         if lv is not None:
             os.symlink(lv[1], raw.joinpath(*prefix, *dest))
             kept += 1
-    warnings += mapper.warnings(label)
+    warnings += mapper.warnings(label) + _dup_warning(label, dups)
     out = raw.joinpath(*prefix)
     if not out.is_dir():
         out.mkdir(parents=True)

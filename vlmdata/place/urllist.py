@@ -27,7 +27,7 @@ from vlmdata import atomic, mirror as mirror_mod
 from vlmdata.errors import OperationError, UserError
 from vlmdata.manifest import FileSpec, Source
 from vlmdata.net.retry import RetryPolicy, is_transient_error, is_transient_status, retry_after_seconds
-from vlmdata.place.images import ImageProblem, normalize_bytes
+from vlmdata.place.images import ImageProblem, Normalized, decode, normalize_bytes, sniff
 from vlmdata.place.results import DeadUrl, FailedUrl, UrlListResult
 from vlmdata.state import Root
 
@@ -156,9 +156,13 @@ def _download(url: str, session: requests.Session, mirror: str | None, policy: R
     return None, _Outcome("failed", error=f"{last} after {policy.attempts} tries")
 
 
-def _save(data: bytes, final: Path) -> _Outcome:
+def _save(data: bytes, final: Path, *, to_jpeg: bool) -> _Outcome:
     try:
-        norm = normalize_bytes(data)
+        if to_jpeg:
+            norm = normalize_bytes(data)
+        else:  # no forced extension: keep the bytes, but only once they decode
+            decode(data)
+            norm = Normalized(data, sniff(data[:16]) or "unknown", False)
     except ImageProblem as p:
         return _Outcome("failed", error=f"{p.status} image ({p.detail})")
     tmp = final.with_name(f"{atomic.TMP_PREFIX}{final.name}.{threading.get_ident()}")
@@ -208,6 +212,7 @@ def fetch_url_list(spec: FileSpec, source: Source, root: Root, *, session: reque
     have = _existing(folder)
     _size_pool(session, jobs)
 
+    to_jpeg = (spec.place.ext or "").lower() in ("jpg", "jpeg")
     lock = threading.Lock()
     stop = threading.Event()
     counts = {"saved": 0, "skipped": 0, "converted": 0}
@@ -229,7 +234,7 @@ def fetch_url_list(spec: FileSpec, source: Source, root: Root, *, session: reque
             return
         data, outcome = _download(url, session, mirror, policy, stop)
         if outcome is None:
-            outcome = _save(data, folder / name)  # type: ignore[arg-type]
+            outcome = _save(data, folder / name, to_jpeg=to_jpeg)  # type: ignore[arg-type]
         with lock:
             if outcome.kind == "dead":
                 d = dead.setdefault(url, DeadUrl(url, outcome.status))
