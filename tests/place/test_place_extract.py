@@ -328,3 +328,15 @@ def test_flatten_name_clashes_keep_the_last_copy_with_one_warning(tmp_path, root
     assert (root.store_path("allava_laion/images") / "same.jpeg").read_bytes() == bytes([4]) * 10
     assert [w for w in res.warnings if "more than once" in w] == [
         "images_0.zip: 4 name(s) appear more than once (e.g. same.jpeg, same.jpeg, same.jpeg); the last copy was kept"]
+
+
+def test_temp_folders_of_a_killed_process_are_cleaned_up(tmp_path, root):
+    parent = root.store_path("coco")
+    stale = parent / ".tmp-train2017.999999999.abc" / "out"  # no such pid
+    stale.mkdir(parents=True)
+    (stale / "half.jpg").write_bytes(b"x" * 100)
+    other = parent / ".tmp-val2017.999999999.abc"  # another target's: not ours to judge here
+    other.mkdir()
+    z = make_zip(tmp_path / "train2017.zip", jpgs("train2017/", 2))
+    place_download(make_spec(to="coco/train2017", inner="train2017"), z, root, merge=False)
+    assert sorted(p.name for p in parent.iterdir()) == [".tmp-val2017.999999999.abc", "train2017"]

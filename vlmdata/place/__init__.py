@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
@@ -52,7 +53,7 @@ def place_download(spec: FileSpec, downloaded: Path, root: Root, *, merge: bool,
     fmt, warnings = sniff_archive(downloaded, place.format)
     limits = limits_for(downloaded.stat().st_size, place.unpacked_size, place.count)
     guard = BombGuard(label, limits)
-    tmp = atomic.temp_dir_beside(final)
+    tmp = _temp_dir(final)
     try:
         if fmt == "zip":
             out = tmp / "out"
@@ -84,13 +85,38 @@ def extract_tar_stream(stream: BinaryIO, spec: FileSpec, root: Root, *, wanted: 
     final = root.store_path(place.to)
     label = spec.name
     guard = BombGuard(label, limits_for(spec.download_bytes, place.unpacked_size, place.count))
-    tmp = atomic.temp_dir_beside(final)
+    tmp = _temp_dir(final)
     try:
         res = extract_tar(stream, tmp, label=label, place=place, wanted=wanted, guard=guard)
         move_into_place(res.out, final, merge=merge)
     finally:
         remove_tree(tmp)
     return PlaceResult(place.to, res.files, res.warnings + _count_warning(spec, res.files, wanted))
+
+
+def _temp_dir(final: Path) -> Path:
+    """A fresh folder beside ``final`` (same filesystem), named ``.tmp-<name>.<pid>.<random>``.
+
+    Folders of the same kind left by a process that no longer runs (a SIGKILL mid-extraction)
+    are removed first: they can hold gigabytes.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f"{atomic.TMP_PREFIX}{final.name}."
+    for p in final.parent.iterdir():
+        pid = p.name[len(prefix):].split(".", 1)[0] if p.name.startswith(prefix) else ""
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)) and p.is_dir() and not p.is_symlink():
+            remove_tree(p)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}.", dir=final.parent))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _count_warning(spec: FileSpec, files: int, wanted: set[str] | None) -> list[str]:
