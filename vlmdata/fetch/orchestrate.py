@@ -172,15 +172,14 @@ class Fetcher:
         t0 = time.monotonic()
         report = FetchReport()
         outcomes: dict[str, FileOutcome] = {}
-        todo = []
+        todo = self.todo(specs)
+        pending = {s.key for s in todo}
+        entries = self.journal.entries()
         for s in specs:
-            if self._already_placed(s):
-                e = self.journal.get(s.key)
-                outcomes[s.key] = FileOutcome(s.key, "present", s.place.to, size=e.size if e else None,
-                                              sha256=e.sha256 if e else None, source=e.source if e else None,
-                                              files=e.files if e else None)
-            else:
-                todo.append(s)
+            if s.key not in pending:
+                e = entries[s.key]
+                outcomes[s.key] = FileOutcome(s.key, "present", s.place.to, size=e.size, sha256=e.sha256,
+                                              source=e.source, files=e.files)
         first = [s for s in todo if s.place.kind != "images"]
         later = [s for s in todo if s.place.kind == "images"]
         try:
@@ -247,7 +246,7 @@ class Fetcher:
             out.state = "fetched"
         except Cancelled:
             out.state, out.error = "cancelled", "interrupted; the .part file is kept and the next run resumes it"
-        except OperationError as e:
+        except VlmdataError as e:  # a failed check, a refused archive, ...: the message is for the user
             out.error = e.render()
         except Exception as e:  # noqa: BLE001 - one file's failure must not stop the others
             out.error = f"{spec.key}: {type(e).__name__}: {hf_mod.redact(str(e), self._token)}"
