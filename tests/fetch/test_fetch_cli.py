@@ -256,3 +256,23 @@ def test_streamed_subset_survives_a_dropped_connection(cli, demo, server, root):
     assert r.code == 0, r.err
     assert sorted(p.name for p in (root / "sam/images").iterdir()) == demo.sam_subset
     assert server.count(rel, "GET") == 2  # cut once, streamed again from the start
+
+
+def test_signed_link_query_never_shows(cli, manifests, files_server, root):
+    data = os.urandom(5000)
+    (files_server.folder / "x.bin").write_bytes(data)
+    (root / "links").mkdir(parents=True)
+    (root / "links/table.tsv").write_text(
+        "file_name\tcdn_link\n"
+        f"x.bin\t{files_server.url}/x.bin?oh=SECRETSIG&oe=65AB\n"
+        f"y.bin\t{files_server.url}/gone.bin?oh=SECRETSIG&oe=65AB\n")
+    link = '{ kind = "linkfile", path = "links/table.tsv", name_column = "file_name", url_column = "cdn_link" }'
+    manifests.dataset("t", file_toml("x.bin", size=len(data), sources=[link], place='{ kind = "file", to = "t/x.bin" }'),
+                      file_toml("y.bin", sources=[link], place='{ kind = "file", to = "t/y.bin" }'))
+    r = cli("fetch", "t", "--manifests", str(manifests.folder), "--root", str(root))
+    assert r.code == 1  # y.bin is gone
+    assert (root / "t/x.bin").read_bytes() == data
+    assert "gone.bin" in r.err and "HTTP 404" in r.err
+    assert "SECRETSIG" not in r.out + r.err
+    assert "SECRETSIG" not in (root / ".vlmdata/journal.json").read_text()
+    assert "SECRETSIG" not in (root / "vlmdata.lock").read_text()

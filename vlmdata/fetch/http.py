@@ -105,6 +105,20 @@ class _State:
         os.replace(tmp, path)
 
 
+def shown(url: str) -> str:
+    """A URL for messages and the journal: signed query strings (credentials for a while) cut off."""
+    base, sep, _ = url.partition("?")
+    return base + ("?…" if sep else "")
+
+
+_QUERY = re.compile(r"\?[^\s'\")]+")
+
+
+def scrub(text: str) -> str:
+    """Cut query strings out of a message (urllib3's errors quote the URL they failed on)."""
+    return _QUERY.sub("?…", text)
+
+
 def state_path(part: Path) -> Path:
     return part.with_name(part.name + STATE_SUFFIX)
 
@@ -152,15 +166,13 @@ class HttpEngine:
 
     def __init__(self, session: requests.Session | None = None, *, retry: RetryPolicy | None = None,
                  connections: int = 1, timeout: float = 60.0, connect_timeout: float = 15.0,
-                 min_split: int = 4 << 20, cancel: threading.Event | None = None,
-                 sleep: Callable[[float], None] | None = None) -> None:
+                 min_split: int = 4 << 20, cancel: threading.Event | None = None) -> None:
         self.session = session or make_session()
         self.retry = retry or RetryPolicy()
         self.connections = max(1, connections)
         self.timeout = (connect_timeout, timeout)
         self.min_split = min_split
         self.cancel = cancel or threading.Event()
-        self._sleep = sleep
 
     # ------------------------------------------------------------------ public
     def download(self, url: str, dest: Path, *, headers: dict[str, str] | None = None, size_hint: int | None = None,
@@ -184,7 +196,7 @@ class HttpEngine:
             except _Changed:
                 restarts += 1
                 if restarts > 2:
-                    raise SourceFailed(f"{url}: the file changed on the server during the download, three times")
+                    raise SourceFailed(f"{shown(url)}: the file changed on the server during the download, three times")
                 discard_partial(dest)
                 continue
             os.replace(part, dest)
@@ -217,13 +229,10 @@ class HttpEngine:
                 state = _State.load(spath) if part.exists() else None
                 failures = 1 if transferred[0] > before else failures + 1  # progress resets the count
                 if failures >= self.retry.attempts:
-                    raise SourceFailed(f"{url}: gave up after {failures} tries: {e}") from None
+                    raise SourceFailed(f"{shown(url)}: gave up after {failures} tries: {e}") from None
                 self._wait(self.retry.delay(failures, e.retry_after))
 
     def _wait(self, seconds: float) -> None:
-        if self._sleep is not None:
-            self._sleep(seconds)
-            return
         if self.cancel.wait(seconds):
             raise Cancelled()
 
@@ -237,14 +246,14 @@ class HttpEngine:
             resp = session.get(url, headers=headers, stream=True, timeout=self.timeout, allow_redirects=True)
         except requests.RequestException as e:
             if is_transient_error(e):
-                raise _Transient(f"{type(e).__name__}: {e}") from None
-            raise SourceFailed(f"{url}: {type(e).__name__}: {e}") from None
+                raise _Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
+            raise SourceFailed(f"{shown(url)}: {type(e).__name__}: {e}") from None
         if resp.status_code in (200, 206, 416):
             return resp
         resp.close()
         if is_transient_status(resp.status_code):
             raise _Transient(f"HTTP {resp.status_code}", retry_after_seconds(resp.headers.get("Retry-After")))
-        raise SourceFailed(f"{url}: HTTP {resp.status_code} {resp.reason or ''}".rstrip(), status=resp.status_code)
+        raise SourceFailed(f"{shown(url)}: HTTP {resp.status_code} {resp.reason or ''}".rstrip(), status=resp.status_code)
 
     @staticmethod
     def _range_headers(headers: dict[str, str], start: int, end: int | None, state: _State | None) -> dict[str, str]:
@@ -315,10 +324,10 @@ class HttpEngine:
                 got += len(data)
                 progress(len(data))
         except (requests.RequestException, OSError) as e:
-            raise _Transient(f"{type(e).__name__}: {e}") from None
+            raise _Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
         except Exception as e:  # urllib3 ProtocolError / ReadTimeoutError
             if type(e).__module__.startswith("urllib3"):
-                raise _Transient(f"{type(e).__name__}: {e}") from None
+                raise _Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
             raise
         return got
 
@@ -452,7 +461,7 @@ class HttpEngine:
                 except _Transient as e:
                     failures = 1 if sched.bounds(piece)[0] > before else failures + 1
                     if failures >= self.retry.attempts:
-                        raise SourceFailed(f"{url}: gave up after {failures} tries: {e}") from None
+                        raise SourceFailed(f"{shown(url)}: gave up after {failures} tries: {e}") from None
                     sched.release(piece)
                     if stop.wait(self.retry.delay(failures, e.retry_after)):
                         return
@@ -489,10 +498,10 @@ class HttpEngine:
                     sched.advance(piece, len(data))
                     progress(len(data))
             except (requests.RequestException, OSError) as e:
-                raise _Transient(f"{type(e).__name__}: {e}") from None
+                raise _Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
             except Exception as e:
                 if type(e).__module__.startswith("urllib3"):
-                    raise _Transient(f"{type(e).__name__}: {e}") from None
+                    raise _Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
                 raise
 
 

@@ -31,12 +31,14 @@ class Candidate:
 
 
 def _http(url: str, source: Source, mirror: str | None, via: str = "") -> Candidate:
+    from vlmdata.fetch.http import shown
+
     if mirror:
         loc = mirror_mod.rewrite(url, mirror)
         if mirror_mod.is_local(mirror):
             return Candidate("local", source, f"{loc} (local mirror{via})", path=Path(loc))
         return Candidate("http", source, f"{loc} (mirror{via})", url=loc)
-    return Candidate("http", source, url + via, url=url)
+    return Candidate("http", source, shown(url) + via, url=url)
 
 
 def lookup_link(table: Path, name: str, name_column: str, url_column: str) -> str | None:
