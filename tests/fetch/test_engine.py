@@ -201,3 +201,10 @@ def test_single_part_continues_with_several_connections(files_server, tmp_path):
     got = engine(connections=4, min_split=1 << 20).download(f"{files_server.url}/big.bin", dest)
     assert dest.read_bytes() == data
     assert got.resumed_from == 3 << 20 and got.transferred == len(data) - (3 << 20)
+
+
+def test_empty_file_with_several_connections(files_server, tmp_path):
+    (files_server.folder / "empty.bin").write_bytes(b"")
+    got = engine(connections=4).download(f"{files_server.url}/empty.bin", tmp_path / "empty.bin")
+    assert (tmp_path / "empty.bin").read_bytes() == b""
+    assert got.digests.sha256 == hashlib.sha256(b"").hexdigest()

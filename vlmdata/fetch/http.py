@@ -348,6 +348,9 @@ class HttpEngine:
                                       (state.validator and fresh.validator and state.validator != fresh.validator)):
                 raise _Changed()
             return (state if state is not None else fresh), None
+        if resp.status_code == 416:  # an empty file has no byte 0: fetch it plainly
+            resp.close()
+            return self._new_state(url, resp, (_content_range(resp) or (0, 0, None))[2]), None
         if resp.status_code != 200:
             resp.close()
             raise _Changed()
