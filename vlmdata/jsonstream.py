@@ -3,59 +3,104 @@
 The LLaVA JSONs are single top-level arrays of up to 1.5 GB. ``json.load`` builds all of it
 as Python objects (many GB of RAM); here the C scanner of the standard library decodes one
 record at a time out of a sliding text buffer, so memory stays at one buffer plus one record.
+
+A file can also be read in byte ranges by several processes at once (``split_points`` +
+``RecordReader(path, start, end)``): each range starts at a record boundary. A boundary inside a
+JSON array is found by a local search (``{`` after a ``,`` that decodes as a whole record); a
+wrong guess cannot go unnoticed, because the range before it must then end exactly on it, and a
+range that does not raises ``SegmentMismatch`` (read the file in one piece then).
 """
 from __future__ import annotations
 
+import codecs
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
 from vlmdata.errors import UserError
 
-_CHUNK = 1 << 22  # characters read per refill
+_CHUNK = 1 << 22  # bytes read per refill
 _WS = " \t\r\n"
 
 
-def _line_of(path: Path, offset_chars: int) -> int:
-    """1-based line number of a character offset (only computed for error messages)."""
-    line, seen = 1, 0
-    with open(path, encoding="utf-8") as fh:
-        while seen < offset_chars:
-            chunk = fh.read(min(_CHUNK, offset_chars - seen))
-            if not chunk:
-                break
-            line += chunk.count("\n")
-            seen += len(chunk)
-    return line
+class SegmentMismatch(Exception):
+    """A byte range did not start or end on a record boundary (only raised for ranges)."""
 
 
 def iter_json_records(path: Path | str) -> Iterator[tuple[int, Any]]:
     """Yield ``(index, record)`` for each element of a JSON array, or each line of a JSONL file."""
-    path = Path(path)
-    if path.suffix == ".jsonl":
-        yield from _iter_jsonl(path)
-        return
-    with open(path, encoding="utf-8") as fh:
-        yield from _ArrayReader(fh, path).records()
+    yield from RecordReader(path)
 
 
-class _ArrayReader:
-    """A sliding window over the file text; ``consumed`` counts characters already dropped."""
+def is_jsonl(path: Path | str) -> bool:
+    return Path(path).suffix == ".jsonl"
 
-    def __init__(self, fh: Any, path: Path) -> None:
-        self.fh, self.path = fh, path
-        self.buf, self.pos, self.consumed, self.eof = "", 0, 0, False
-        self.dec = json.JSONDecoder()
+
+class RecordReader:
+    """Records of a whole file, or of the byte range ``[start, end)`` of it.
+
+    Iterating yields ``(index, record)`` with indexes counted from 0 in the range.
+    ``line()`` is the 1-based line (within the range) where the record just yielded starts, and
+    after the iteration ``newlines`` is the number of line breaks in the range.
+    """
+
+    def __init__(self, path: Path | str, start: int = 0, end: int | None = None) -> None:
+        self.path = Path(path)
+        self.start = start
+        self.end = end
+        self.whole = start == 0 and end is None
+        self.jsonl = is_jsonl(self.path)
+        self.newlines = 0
+        self.total = self.left = 0  # bytes in the range, and not read yet
+        self._line = 1  # JSONL: line of the last record
+        self._rec_pos = -1  # JSON array: where the last record starts in the window
+
+    # -- the sliding window
+    def _open(self, fh: Any) -> None:
+        self.fh = fh
+        fh.seek(self.start)
+        self.left = (self.end if self.end is not None else os.fstat(fh.fileno()).st_size) - self.start
+        if self.start == 0 and fh.read(3) != codecs.BOM_UTF8:
+            fh.seek(0)  # (a UTF-8 byte order mark is skipped)
+        self.left -= fh.tell() - self.start
+        self.total = self.left
+        self.dec = codecs.getincrementaldecoder("utf-8")()
+        self.buf, self.pos, self.dropped_lines, self.eof = "", 0, 0, False
         self.refill()
 
     def refill(self) -> None:
-        chunk = self.fh.read(_CHUNK)
-        self.eof = len(chunk) < _CHUNK  # a text read returns fewer characters only at the end
-        self.consumed += self.pos
-        self.buf, self.pos = self.buf[self.pos:] + chunk, 0
+        data = self.fh.read(min(_CHUNK, self.left)) if self.left > 0 else b""
+        self.left -= len(data)
+        self.eof = self.left <= 0 or not data
+        try:
+            text = self.dec.decode(data, final=self.eof)
+        except UnicodeDecodeError as e:
+            raise UserError(f"not valid UTF-8: {e.reason}", where=f"{self.path}: line {self.line_at(self.pos)}",
+                            hint="the file is damaged or not a JSON text file; re-download it") from e
+        self.dropped_lines += self.buf.count("\n", 0, self.pos)
+        self.buf, self.pos = self.buf[self.pos:] + text, 0
+
+    def bytes_read(self) -> int:
+        """Bytes of the range read so far (the window runs at most one chunk ahead of the records)."""
+        return self.total - max(self.left, 0)
+
+    def line_at(self, pos: int) -> int:
+        return self.dropped_lines + self.buf.count("\n", 0, pos) + 1
+
+    def line(self) -> int:
+        """Line of the record just yielded (within the range); call it before asking for the next."""
+        return self._line if self._rec_pos < 0 else self.line_at(self._rec_pos)
+
+    def where(self) -> str:
+        return f"{self.path}: line {self.line_at(self.pos)}"
 
     def peek(self) -> str:
-        """The next non-blank character ('' at the end of the file)."""
+        """The next non-blank character ('' at the end of the range)."""
+        buf, pos = self.buf, self.pos
+        if pos < len(buf) and buf[pos] not in _WS:
+            return buf[pos]
         while True:
             while self.pos < len(self.buf) and self.buf[self.pos] in _WS:
                 self.pos += 1
@@ -63,54 +108,155 @@ class _ArrayReader:
                 return self.buf[self.pos] if self.pos < len(self.buf) else ""
             self.refill()
 
-    def where(self) -> str:
-        return f"{self.path}: line {_line_of(self.path, self.consumed + self.pos)}"
+    def _fail(self, msg: str, *, hint: str | None = None) -> Exception:
+        if not self.whole:
+            return SegmentMismatch(f"{self.path} [{self.start}, {self.end}): {msg}")
+        return UserError(msg, where=self.where(), hint=hint)
 
     def decode(self, index: int) -> Any:
         self.peek()  # raw_decode does not skip leading blanks
         while True:
             try:
-                obj, end = self.dec.raw_decode(self.buf, self.pos)
+                obj, end = _DECODER.raw_decode(self.buf, self.pos)
                 if end < len(self.buf) or self.eof:
-                    self.pos = end
+                    self._rec_pos, self.pos = self.pos, end
                     return obj
             except json.JSONDecodeError as e:
                 if self.eof:
                     self.pos = e.pos
-                    raise UserError(f"invalid JSON in record {index}: {e.msg}", where=self.where(),
-                                    hint="fix the file or re-download it") from e
+                    raise self._fail(f"invalid JSON in record {index}: {e.msg}",
+                                     hint="fix the file or re-download it") from e
             self.refill()  # the record runs past the window: read more and decode it again
 
-    def records(self) -> Iterator[tuple[int, Any]]:
-        if self.peek() != "[":
-            raise UserError("expected a JSON array ('[' at the start)", where=self.where(),
-                            hint="LLaVA-style files are one JSON array of records; use .jsonl for one record per line")
-        self.pos += 1
-        if self.peek() == "]":
-            return
+    # -- iteration
+    def __iter__(self) -> Iterator[tuple[int, Any]]:
+        with open(self.path, "rb") as fh:
+            if self.jsonl:
+                yield from self._lines(fh)
+                return
+            self._open(fh)
+            yield from self._array()
+            self.newlines = self.dropped_lines + self.buf.count("\n")
+
+    def _array(self) -> Iterator[tuple[int, Any]]:
+        if self.start == 0:
+            if self.peek() != "[":
+                raise self._fail("expected a JSON array ('[' at the start)",
+                                 hint="LLaVA-style files are one JSON array of records; use .jsonl for one record per line")
+            self.pos += 1
+            if self.peek() == "]":
+                return self._tail()
+        elif self.peek() != "{":
+            raise SegmentMismatch(f"{self.path}: byte {self.start} is not the start of a record")
         index = 0
         while True:
             yield index, self.decode(index)
             index += 1
             c = self.peek()
             if c == "]":
-                return
+                return self._tail()
             if c != ",":
-                raise UserError(f"expected ',' or ']' after record {index - 1}", where=self.where())
+                raise self._fail(f"expected ',' or ']' after record {index - 1}")
             self.pos += 1
             if self.pos > _CHUNK:  # drop decoded text so the window does not grow
-                self.consumed += self.pos
+                self.dropped_lines += self.buf.count("\n", 0, self.pos)
                 self.buf, self.pos = self.buf[self.pos:], 0
+            if self.end is not None and self.peek() == "" and self.eof:
+                return  # a range that ends just before the next range's first record
 
+    def _tail(self) -> None:
+        if self.end is not None and self.end < os.fstat(self.fh.fileno()).st_size:
+            raise SegmentMismatch(f"{self.path}: the array ends inside the range [{self.start}, {self.end})")
+        self.pos += 1
+        if self.peek() != "":
+            raise self._fail("unexpected data after the end of the JSON array")
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    with open(path, encoding="utf-8") as fh:
-        index = 0
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
+    def _lines(self, fh: Any) -> Iterator[tuple[int, Any]]:
+        fh.seek(self.start)
+        self.total = self.left = (self.end if self.end is not None else os.fstat(fh.fileno()).st_size) - self.start
+        index = lineno = 0
+        for raw in fh:
+            lineno += 1
+            self.left -= len(raw)
             try:
-                yield index, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"invalid JSON: {e.msg}", where=f"{path}: line {lineno}") from e
-            index += 1
+                line = (raw[3:] if lineno == 1 and self.start == 0 and raw.startswith(codecs.BOM_UTF8) else raw).decode()
+            except UnicodeDecodeError as e:
+                raise UserError(f"not valid UTF-8: {e.reason}", where=f"{self.path}: line {lineno}",
+                                hint="the file is damaged or not a JSON text file; re-download it") from e
+            if line.strip():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    if not self.whole:
+                        raise SegmentMismatch(f"{self.path}: {e}") from e
+                    raise UserError(f"invalid JSON: {e.msg}", where=f"{self.path}: line {lineno}") from e
+                self._line = lineno
+                yield index, rec
+                index += 1
+            if self.left <= 0:
+                break
+        self.newlines = lineno
+
+
+_DECODER = json.JSONDecoder()
+_BOUNDARY = re.compile(rb",\s*\{")
+
+
+def split_points(path: Path | str, parts: int, *, window: int = 1 << 20, max_search: int = 64 << 20) -> list[int]:
+    """Byte offsets ``[0, b1, ..., size]`` cutting the file into about ``parts`` ranges that each
+    start on a record. Cuts that cannot be found near their target are left out (fewer ranges)."""
+    path = Path(path)
+    size = path.stat().st_size
+    cuts = [0]
+    if parts > 1:
+        with open(path, "rb") as fh:
+            for i in range(1, parts):
+                target = max(size * i // parts, cuts[-1] + 1)
+                cut = _find_boundary(fh, target, size, is_jsonl(path), window, max_search)
+                if cut is not None and cuts[-1] < cut < size:
+                    cuts.append(cut)
+    cuts.append(size)
+    return cuts
+
+
+def _find_boundary(fh: Any, target: int, size: int, jsonl: bool, window: int, max_search: int) -> int | None:
+    offset = target
+    while offset < min(size, target + max_search):
+        fh.seek(offset)
+        data = fh.read(window)
+        if not data:
+            return None
+        if jsonl:
+            nl = data.find(b"\n")
+            if nl >= 0:
+                return offset + nl + 1
+        else:
+            for m in _BOUNDARY.finditer(data):
+                start = offset + m.end() - 1  # the '{'
+                if _is_record_start(fh, start, size, window):
+                    return start
+        offset += max(1, len(data) - 64)  # overlap so a boundary split by the window is still seen
+    return None
+
+
+def _is_record_start(fh: Any, start: int, size: int, window: int) -> bool:
+    """Does a whole record (an object with 'conversations', followed by ',' or ']') start here?
+
+    Turns of a conversation are objects too, but never have a 'conversations' key, and an object
+    quoted inside a string has escaped quotes, so it does not decode. A false positive is still
+    caught later (see the module docstring); this only keeps them rare.
+    """
+    length = window
+    while True:
+        fh.seek(start)
+        data = fh.read(length)
+        text = data.decode("utf-8", errors="ignore")
+        try:
+            obj, end = _DECODER.raw_decode(text, 0)
+        except json.JSONDecodeError:
+            if start + length >= size or length >= 64 * window:
+                return False
+            length *= 4  # maybe the record is longer than the window
+            continue
+        rest = text[end:end + 64].lstrip(_WS)
+        return isinstance(obj, dict) and "conversations" in obj and rest[:1] in (",", "]")

@@ -1,8 +1,166 @@
-"""Placeholder until this command lands; see the issue that builds it."""
+"""`vlmdata blend`, `vlmdata report`, `vlmdata export` and `vlmdata stats`."""
 from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+from vlmdata.cli.common import Settings, with_settings
+from vlmdata.errors import UserError
+
+_MISSING_HELP = "Records whose images are missing or corrupt: drop them (reported), fail (exit 1), or keep them."
+
 
 def register(app: typer.Typer) -> None:
-    """Adds nothing yet."""
+    app.command("blend")(blend_cmd)
+    app.command("report")(report_cmd)
+    app.command("export")(export_cmd)
+    app.command("stats")(stats_cmd)
+
+
+def _options(settings: Settings, **kw: object):
+    from vlmdata.blend.pipeline import Options
+
+    return Options(progress=not settings.json, **kw)  # type: ignore[arg-type]
+
+
+def _resolve(settings: Settings, recipe: str, image_root: Optional[Path]):
+    from vlmdata.blend.recipe import resolve
+
+    root = settings.data_root
+    root.check_readable()
+    return resolve(settings.catalog.blend(recipe), settings.catalog, root, image_root=image_root)
+
+
+@with_settings
+def blend_cmd(
+    recipe: str = typer.Argument(..., help="A recipe name (see `vlmdata list`) or a recipe TOML path."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default ROOT/blends/<recipe>)."),
+    image_root: Optional[Path] = typer.Option(
+        None, "--image-root", help="Folder the records' image paths are relative to (default: the recipe layout's "
+                                   "view ROOT/layouts/<layout>/<image_folder>)."),
+    missing: str = typer.Option("drop", "--missing", help=_MISSING_HELP),
+    deep: bool = typer.Option(False, "--deep", help="Decode every image (in parallel); corrupt ones count as missing."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first bad record (exit 2) instead of dropping it."),
+    image_sizes: bool = typer.Option(False, "--image-sizes", help="Add image_widths / image_heights columns."),
+    embed_images: bool = typer.Option(False, "--embed-images", help="Store the image bytes too (image_bytes column)."),
+    jobs: int = typer.Option(0, "--jobs", "-j", help="Processes for parsing / threads for images (0 = all cores)."),
+    settings: Settings = None,
+) -> None:
+    """Turn a recipe's instruction JSONs into one checked Arrow dataset (datasets.load_from_disk).
+
+    Every record is normalised (id as string, image -> images list, turns), checked (roles
+    alternate human/gpt, no empty turn, one <image> per image, paths inside the image root) and its
+    images are checked to exist (one listing per folder). Bad records are dropped and listed in
+    OUT/dropped.jsonl; OUT/blend.json records the recipe, input hashes, image root and counts. The
+    output is written to a temporary folder and swapped in at the end: an interrupted blend leaves
+    the previous output intact.
+
+    Examples:
+      vlmdata blend llava-665k
+      vlmdata blend llava-665k --image-root ./playground/data --out ./blends/llava-665k
+      vlmdata blend ./my-mix.toml --missing keep --jobs 8
+      vlmdata blend sharegpt4v-665k --deep --strict
+    """
+    from vlmdata.blend.pipeline import run_blend
+    from vlmdata.blend.report import render_blend
+
+    resolved = _resolve(settings, recipe, image_root)
+    opts = _options(settings, missing=missing, deep=deep, strict=strict, image_sizes=image_sizes,
+                    embed_images=embed_images, jobs=jobs)
+    target = out if out is not None else settings.data_root.path / "blends" / resolved.recipe.name
+    settings.info(f"blending {resolved.recipe.name} ({len(resolved.inputs)} input(s)) -> {target}")
+    res = run_blend(resolved, opts, target)
+    settings.debug("timings: " + ", ".join(f"{k} {t:.2f} s" for k, t in res.timings.items()))
+    if settings.json:
+        settings.emit_json({"out": str(res.out), **res.meta, "timings": res.timings})
+        return
+    typer.echo(render_blend(res.meta, str(res.out)))
+
+
+@with_settings
+def report_cmd(
+    recipe: str = typer.Argument(..., help="A recipe name (see `vlmdata list`) or a recipe TOML path."),
+    image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder the records' image paths are relative to."),
+    deep: bool = typer.Option(False, "--deep", help="Decode every image, to find corrupt ones too."),
+    jobs: int = typer.Option(0, "--jobs", "-j", help="Processes / threads (0 = all cores)."),
+    settings: Settings = None,
+) -> None:
+    """What a recipe needs and what is there, without writing a dataset: the images the mix uses,
+    present / missing (/ corrupt with --deep) per source and per folder, and the records that
+    would be dropped, with why.
+
+    Examples:
+      vlmdata report llava-665k
+      vlmdata report sharegpt4v-cap100k --deep --json > report.json
+      vlmdata report ./my-mix.toml --image-root ./playground/data
+    """
+    from vlmdata.blend.pipeline import run_report
+    from vlmdata.blend.report import render_report
+
+    resolved = _resolve(settings, recipe, image_root)
+    rep = run_report(resolved, _options(settings, deep=deep, jobs=jobs))
+    if settings.json:
+        settings.emit_json(rep)
+    else:
+        typer.echo(render_report(rep))
+
+
+@with_settings
+def export_cmd(
+    folder: Path = typer.Argument(..., help="A blend output folder."),
+    out: Path = typer.Argument(..., help="The JSON file to write."),
+    fmt: str = typer.Option("llava-json", "--format", "-f", help="llava-json (one JSON array) or llava-jsonl."),
+    settings: Settings = None,
+) -> None:
+    """Write a blend back as the JSON the original repos read: {id, image, conversations} per
+    record, `image` a string for one image, a list for several, absent for text-only records.
+    Streams batch by batch; the file appears complete or not at all.
+
+    Examples:
+      vlmdata export data/blends/llava-665k --format llava-json llava_v1_5_mix665k.checked.json
+      vlmdata export data/blends/moe-llava-stage2 --format llava-jsonl stage2.jsonl
+    """
+    from vlmdata.blend.export import FORMATS, export
+
+    if fmt not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    from tqdm import tqdm
+
+    with tqdm(disable=settings.json, unit="row", desc="export", leave=False, mininterval=0.5) as bar:
+        n = export(folder, out, fmt, on_rows=bar.update)
+    if settings.json:
+        settings.emit_json({"out": str(out), "records": n, "format": fmt})
+    else:
+        typer.echo(f"wrote {n:,} records to {out}")
+
+
+@with_settings
+def stats_cmd(
+    folder: Path = typer.Argument(..., help="A blend output folder."),
+    png: Optional[Path] = typer.Option(None, "--png", help="Also draw the histograms into this PNG (needs matplotlib)."),
+    settings: Settings = None,
+) -> None:
+    """Counts per source, text-only share, images per record and a histogram of text lengths.
+
+    Examples:
+      vlmdata stats data/blends/llava-665k
+      vlmdata stats data/blends/llava-665k --json
+      vlmdata stats data/blends/llava-665k --png llava-665k.png
+    """
+    from vlmdata.blend import stats
+
+    if png is not None and importlib.util.find_spec("matplotlib") is None:
+        raise UserError("--png needs matplotlib, which is not installed", hint="pip install matplotlib, or leave out --png")
+    st = stats.compute(folder)
+    if png is not None:
+        stats.write_png(st, png)
+        st["png"] = str(png)
+    if settings.json:
+        settings.emit_json(st)
+        return
+    typer.echo(stats.render(st))
+    if png is not None:
+        typer.echo(f"\n  histograms: {png}")

@@ -1,0 +1,131 @@
+"""The blend, report, export and stats commands: exit codes, JSON, round trip."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from blend_helpers import Shape, rows, touch_images, turns, write_json
+
+MIX = "llava_instruct:llava_v1_5_mix665k.json"
+
+
+def test_blend_json_and_quiet(tree, cli):
+    tree.place_recipe("llava-665k")
+    r = cli("--root", tree.root.path, "blend", "llava-665k", "--json")
+    assert r.code == 0, r.err
+    out = r.json()
+    assert out["out"] == str(tree.root.path / "blends" / "llava-665k")
+    assert out["totals"]["rows"] == 15 and out["counts"]["llava-mix665k"]["kept"] == 15
+    assert "parse" not in r.err and "write" not in r.err  # no progress bars under --json
+
+
+def test_blend_text_summary(tree, cli, tmp_path):
+    tree.place_recipe("moe-llava-stage2")
+    r = cli("--root", tree.root.path, "blend", "moe-llava-stage2", "--out", tmp_path / "o")
+    assert r.code == 0, r.err
+    assert "dropped 2 (video not supported)" in r.out and str(tmp_path / "o") in r.out
+
+
+def test_report(tree, cli):
+    made = tree.place_recipe("llava-665k")["llava-mix665k"]
+    view = tree.view("llava")
+    (view / made.images[0]).unlink()
+    r = cli("--root", tree.root.path, "report", "llava-665k", "--json")
+    assert r.code == 0, r.err
+    rep = r.json()
+    assert rep["totals"]["images_needed"] == 12 and rep["totals"]["images_missing"] == 1
+    assert rep["totals"]["would_drop"] == 1 and rep["totals"]["would_keep"] == 14
+    coco = next(f for f in rep["folders"] if f["folder"] == "coco/train2017")
+    assert coco == {"folder": "coco/train2017", "needed": 2, "present": 1, "missing": 1, "corrupt": 0}
+    src = rep["sources"][0]
+    assert src["dropped"] == {"missing image": 1}
+    assert src["dropped_examples"][0]["detail"] == made.images[0]
+    assert rep["missing_examples"] == [made.images[0]]
+    assert not (tree.root.path / "blends").exists()  # the report writes no dataset
+    text = cli("--root", tree.root.path, "report", "llava-665k", "--deep")
+    assert text.code == 0 and "coco/train2017" in text.out and made.images[0] in text.out
+
+
+def test_export_round_trip_is_lossless(tree, cli, tmp_path):
+    tree.place_recipe("moe-llava-stage2")
+    assert cli("--root", tree.root.path, "blend", "moe-llava-stage2").code == 0
+    first = tmp_path / "first.json"
+    r = cli("export", tree.root.path / "blends" / "moe-llava-stage2", "--format", "llava-json", first, "--json")
+    assert r.code == 0, r.err
+    assert r.json()["records"] == 28
+    recs = json.loads(first.read_text())
+    assert all("image" not in x for x in recs if x["id"].startswith("nlp:"))
+    assert any(isinstance(x.get("image"), list) for x in recs) and any(isinstance(x.get("image"), str) for x in recs)
+    # blend the export again (a path entry), export that: the same bytes
+    recipe = tmp_path / "again.toml"
+    recipe.write_text(f'name = "again"\ntitle = "t"\nlayout = "moe-llava"\n[[entries]]\nname = "x"\npath = "{first}"\n')
+    img = tree.view("moe-llava")
+    assert cli("--root", tree.root.path, "blend", recipe, "--image-root", img, "--out", tmp_path / "again").code == 0
+    second = tmp_path / "second.json"
+    assert cli("export", tmp_path / "again", second).code == 0
+    assert second.read_bytes() == first.read_bytes()
+    jl = tmp_path / "x.jsonl"
+    assert cli("export", tmp_path / "again", jl, "--format", "llava-jsonl").code == 0
+    assert [json.loads(line) for line in jl.read_text().splitlines()] == recs
+
+
+def test_stats(tree, cli, tmp_path):
+    tree.place_recipe("llava-665k")
+    cli("--root", tree.root.path, "blend", "llava-665k")
+    out = tree.root.path / "blends" / "llava-665k"
+    r = cli("stats", out, "--json")
+    assert r.code == 0, r.err
+    st = r.json()
+    assert st["rows"] == 15 and st["text_only"] == 3 and st["text_only_share"] == 0.2
+    assert st["images_per_record"] == {"0": 3, "1": 12}
+    assert st["sources"][0]["source"] == "llava-mix665k"
+    assert sum(h["rows"] for h in st["text_chars"]["histogram"]) == 15
+    png = tmp_path / "s.png"
+    text = cli("stats", out, "--png", png)
+    assert text.code == 0 and "text length" in text.out and png.stat().st_size > 1000
+
+
+def test_user_errors_exit_2(tree, cli, tmp_path):
+    r = cli("--root", tree.root.path, "blend", "llava-66k")
+    assert r.code == 2 and "did you mean llava-665k" in r.err
+    r = cli("--root", tree.root.path, "blend", "llava-665k")
+    assert r.code == 2 and "vlmdata fetch llava_instruct:llava_v1_5_mix665k.json" in r.err
+    tree.place_recipe("llava-665k")
+    r = cli("--root", tree.root.path, "blend", "llava-665k", "--missing", "sometimes")
+    assert r.code == 2 and "--missing must be one of drop, fail, keep" in r.err
+    r = cli("export", tmp_path, tmp_path / "x.json")
+    assert r.code == 2 and "not a dataset folder" in r.err
+    r = cli("stats", tmp_path / "nope")
+    assert r.code == 2
+
+
+def test_strict_and_missing_fail_exit_codes(tree, cli):
+    write_json(tree.root.store_path("LLaVA-Instruct-150K/llava_v1_5_mix665k.json"), [
+        {"id": "a", "image": "coco/1.jpg", "conversations": turns("<image>\nq", "a")},
+        {"id": "b", "image": "coco/2.jpg", "conversations": turns("<image>\n<image>\nq", "a")},
+    ])
+    touch_images(tree.view("llava"), ["coco/1.jpg", "coco/2.jpg"])
+    r = cli("--root", tree.root.path, "blend", "llava-665k", "--strict")
+    assert r.code == 2 and "record 1" in r.err and "id 'b'" in r.err and "<image> count" in r.err
+    (tree.view("llava") / "coco" / "1.jpg").unlink()
+    r = cli("--root", tree.root.path, "blend", "llava-665k", "--missing", "fail")
+    assert r.code == 1 and "coco/1.jpg" in r.err
+    r = cli("--root", tree.root.path, "blend", "llava-665k")
+    assert r.code == 0 and "dropped 1 (missing image)" in r.out
+
+
+def test_info_shows_a_recipe(cli):
+    r = cli("info", "convllava-stage2", "--json")
+    assert r.code == 0
+    assert [e["name"] for e in r.json()["entries"]][-1] == "vflan-191task-1k"
+
+
+def test_user_recipe_by_path(tree, cli, tmp_path):
+    tree.place(MIX, Shape(["coco/train2017"], n=4))
+    tree.place_recipe("llava-665k")
+    p = tmp_path / "my-mix.toml"
+    p.write_text('name = "my-mix"\ntitle = "t"\nlayout = "llava"\n[[entries]]\nname = "m"\n'
+                 'dataset = "llava_instruct"\nfile = "llava_v1_5_mix665k.json"\nsample = "first:2"\n')
+    r = cli("--root", tree.root.path, "blend", p, "--json")
+    assert r.code == 0, r.err
+    assert len(rows(Path(r.json()["out"]))) == 2 and r.json()["out"].endswith("blends/my-mix")

@@ -1,0 +1,102 @@
+"""The streaming reader: whole files, byte ranges read in parallel, errors with file and line."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from blend_helpers import turns, write_json
+from vlmdata.errors import UserError
+from vlmdata.jsonstream import RecordReader, SegmentMismatch, iter_json_records, split_points
+
+
+def records(n):
+    # strings holding ", {" and escaped quotes, nested objects: none of them is a record boundary
+    return [{"id": i, "image": f"a/{i}.jpg", "meta": {"note": 'x, {"conversations": 1}'},
+             "conversations": turns(f"<image>\nq{i}, {{a}}", "é ü 中文 " * (i % 7))} for i in range(n)]
+
+
+@pytest.mark.parametrize("indent", [None, 2])
+@pytest.mark.parametrize("parts", [2, 3, 7])
+def test_ranges_give_the_same_records(tmp_path, indent, parts):
+    recs = records(300)
+    p = write_json(tmp_path / "a.json", recs, indent=indent)
+    cuts = split_points(p, parts)
+    assert cuts[0] == 0 and cuts[-1] == p.stat().st_size and len(cuts) == parts + 1
+    got, lines = [], 0
+    for a, b in zip(cuts, cuts[1:]):
+        r = RecordReader(p, a, b)
+        got += [rec for _, rec in r]
+        lines += r.newlines
+    assert got == recs
+    assert lines == p.read_text().count("\n")
+
+
+def test_jsonl_ranges(tmp_path):
+    recs = records(50)
+    p = write_json(tmp_path / "a.jsonl", recs, jsonl=True)
+    cuts = split_points(p, 4)
+    got = [rec for a, b in zip(cuts, cuts[1:]) for _, rec in RecordReader(p, a, b)]
+    assert got == recs
+
+
+def test_a_wrong_start_is_detected(tmp_path):
+    p = write_json(tmp_path / "a.json", records(20))
+    text = p.read_bytes()
+    turn = text.index(b'{"from": "gpt"', 200)  # a turn: an object after ", " but not a record
+    with pytest.raises(SegmentMismatch):
+        list(RecordReader(p, turn, len(text)))
+    with pytest.raises(SegmentMismatch):  # the range before it does not end on a record either
+        list(RecordReader(p, 0, turn))
+
+
+def test_line_of_each_record(tmp_path):
+    p = write_json(tmp_path / "a.json", records(5), indent=2)
+    text = p.read_text()
+    r = RecordReader(p)
+    lines = []
+    for i, rec in r:
+        lines.append(r.line())
+    starts = [n + 1 for n, line in enumerate(text.splitlines()) if line == "  {"]
+    assert lines == starts
+
+
+def test_bom_and_empty_array(tmp_path):
+    p = tmp_path / "bom.json"
+    p.write_bytes(b"\xef\xbb\xbf" + json.dumps([{"a": 1}]).encode())
+    assert list(iter_json_records(p)) == [(0, {"a": 1})]
+    (tmp_path / "e.json").write_text(" [ ] \n")
+    assert list(iter_json_records(tmp_path / "e.json")) == []
+
+
+@pytest.mark.parametrize("text, msg, line", [
+    ('[\n{"a": 1},\n{"a": }\n]', "invalid JSON in record 1", 3),
+    ('{"a": 1}', "expected a JSON array", 1),
+    ('[\n{"a": 1}\n{"a": 2}]', "expected ',' or ']' after record 0", 3),
+    ('[{"a": 1}] x', "unexpected data after the end of the JSON array", 1),
+])
+def test_errors_name_file_and_line(tmp_path, text, msg, line):
+    p = tmp_path / "bad.json"
+    p.write_text(text)
+    with pytest.raises(UserError) as e:
+        list(iter_json_records(p))
+    assert msg in str(e.value) and f"{p}: line {line}" in str(e.value)
+
+
+def test_jsonl_error_line(tmp_path):
+    p = tmp_path / "bad.jsonl"
+    p.write_text('{"a": 1}\n\n{"a": \n')
+    with pytest.raises(UserError) as e:
+        list(iter_json_records(p))
+    assert f"{p}: line 3" in str(e.value)
+
+
+def test_long_record_across_windows(tmp_path, monkeypatch):
+    import vlmdata.jsonstream as js
+
+    monkeypatch.setattr(js, "_CHUNK", 64)  # records longer than the window
+    recs = records(40)
+    p = write_json(tmp_path / "a.json", recs)
+    assert [r for _, r in iter_json_records(p)] == recs
+    cuts = split_points(p, 3, window=64)
+    assert [rec for a, b in zip(cuts, cuts[1:]) for _, rec in RecordReader(p, a, b)] == recs

@@ -1,0 +1,262 @@
+"""blend: determinism, sampling, image checks, strictness, parallel reading, atomic output."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from blend_helpers import REPO_ROOT, PNG, Shape, rows, touch_images, turns, write_json
+from vlmdata.blend import scan as scan_mod
+from vlmdata.blend import writer as writer_mod
+from vlmdata.blend.pipeline import Options, run_blend
+from vlmdata.blend.recipe import sample_mask
+from vlmdata.errors import OperationError, UserError
+
+MIX = "llava_instruct:llava_v1_5_mix665k.json"
+
+
+def recipe_file(tmp_path: Path, entries: str, *, seed: int = 0, layout: str = "llava") -> Path:
+    p = tmp_path / "my-mix.toml"
+    p.write_text(f'name = "my-mix"\ntitle = "t"\nlayout = "{layout}"\nseed = {seed}\n{entries}')
+    return p
+
+
+def data_files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("data-*.arrow"))}
+
+
+def test_same_inputs_same_rows_same_bytes(tree, tmp_path):
+    tree.place_recipe("convllava-stage2")
+    a = tree.blend("convllava-stage2", out=tmp_path / "a")
+    b = tree.blend("convllava-stage2", out=tmp_path / "b", jobs=1)
+    assert rows(a.out) == rows(b.out)
+    assert data_files(a.out) == data_files(b.out)
+    ma, mb = (json.loads((x.out / "blend.json").read_text()) for x in (a, b))
+    ma.pop("created"), mb.pop("created")
+    assert ma == mb
+
+
+def test_parallel_ranges_equal_one_piece(tree, tmp_path):
+    shape = Shape(["coco/train2017", "gqa/images"], n=900, text_only=60, ids="int", multi=True)
+    tree.place(MIX, shape, indent=1)
+    tree.place_recipe("llava-665k")
+    one = tree.blend("llava-665k", out=tmp_path / "one", jobs=1)
+    par = tree.blend("llava-665k", out=tmp_path / "par", jobs=3, parallel_min_bytes=4096)
+    meta = json.loads((par.out / "blend.json").read_text())
+    assert meta["inputs"][0]["read_in_ranges"] == 3
+    assert data_files(one.out) == data_files(par.out)
+
+
+def test_misaligned_range_falls_back_to_one_piece(tree, tmp_path, monkeypatch):
+    tree.place(MIX, Shape(["coco/train2017"], n=400))
+    tree.place_recipe("llava-665k")
+    ref = rows(tree.blend("llava-665k", out=tmp_path / "ref", jobs=1).out)
+    path = tree.root.store_path("LLaVA-Instruct-150K/llava_v1_5_mix665k.json")
+    wrong = path.read_bytes().index(b'{"from": "gpt"', path.stat().st_size // 2)  # a turn, not a record
+    monkeypatch.setattr(scan_mod, "split_points", lambda p, n: [0, wrong, path.stat().st_size])
+    res = tree.blend("llava-665k", out=tmp_path / "fb", jobs=2, parallel_min_bytes=1024)
+    assert rows(res.out) == ref
+    assert json.loads((res.out / "blend.json").read_text())["inputs"][0]["read_in_ranges"] == 1
+
+
+def test_sampling(tree, tmp_path):
+    tree.place("sharegpt4v:sharegpt4v_instruct_gpt4-vision_cap100k.json", Shape(["coco/train2017"], n=200))
+    touch_images(tree.view("sharegpt4v"), [f"coco/train2017/sharegpt4v_instruct_gpt4-vision_cap100k_{i}.jpg"
+                                           for i in range(200)])
+    entry = '\n[[entries]]\nname = "cap"\ndataset = "sharegpt4v"\nfile = "sharegpt4v_instruct_gpt4-vision_cap100k.json"\n'
+    cat = tree.catalog
+
+    def blend(sample, seed=0, out="o"):
+        p = recipe_file(tmp_path, entry + f'sample = "{sample}"\n', seed=seed, layout="sharegpt4v")
+        from vlmdata.blend.recipe import resolve
+
+        res = resolve(cat.blend(str(p)), cat, tree.root)
+        return rows(run_blend(res, Options(progress=False), tmp_path / out).out)
+
+    first = blend("first:10")
+    assert [r["id"] for r in first] == [f"sharegpt4v_instruct_gpt4-vision_cap100k_{i:06d}" for i in range(10)]
+    r1, r2, r3 = blend("random:50"), blend("random:50"), blend("random:50", seed=1)
+    assert len(r1) == 50 and r1 == r2 and r1 != r3
+    ids = [int(r["id"].rsplit("_", 1)[1]) for r in r1]
+    assert ids == sorted(ids)  # file order kept
+    assert len(blend("0.25")) == 50
+    assert len(blend("random:1000")) == 200
+    meta = json.loads((tmp_path / "o" / "blend.json").read_text())
+    assert meta["counts"]["cap"]["sampled"] == 200
+
+
+def test_sample_mask_deterministic():
+    a = sample_mask("random:10", 100, 3, "x")
+    assert a.sum() == 10 and (a == sample_mask("random:10", 100, 3, "x")).all()
+    assert not (a == sample_mask("random:10", 100, 3, "y")).all()
+    assert sample_mask("all", 5, 0, "x") is None and sample_mask("1.0", 5, 0, "x") is None
+
+
+def _mix_with_problems(tree):
+    recs = [
+        {"id": "ok", "image": "coco/train2017/1.jpg", "conversations": turns("<image>\nq", "a")},
+        {"id": "gone", "image": "coco/train2017/404.jpg", "conversations": turns("<image>\nq", "a")},
+        {"id": "broken", "image": "coco/train2017/bad.jpg", "conversations": turns("<image>\nq", "a")},
+        {"id": "empty", "image": "coco/train2017/1.jpg", "conversations": turns("<image>\nq", "")},
+        {"id": "text", "conversations": turns("q", "a")},
+    ]
+    path = write_json(tree.root.store_path("LLaVA-Instruct-150K/llava_v1_5_mix665k.json"), recs, indent=1)
+    view = tree.view("llava")
+    touch_images(view, ["coco/train2017/1.jpg"])
+    touch_images(view, ["coco/train2017/bad.jpg"], data=b"not an image")
+    return [n + 1 for n, line in enumerate(path.read_text().splitlines()) if line == " {"]  # line of each record
+
+
+def test_missing_and_corrupt_images(tree):
+    lines = _mix_with_problems(tree)
+    res = tree.blend("llava-665k")
+    assert [r["id"] for r in rows(res.out)] == ["ok", "broken", "text"]  # existence only: bad.jpg is a file
+    deep = tree.blend("llava-665k", deep=True)
+    assert [r["id"] for r in rows(deep.out)] == ["ok", "text"]
+    c = deep.meta["counts"]["llava-mix665k"]
+    assert c["dropped"] == {"corrupt image": 1, "empty turn value": 1, "missing image": 1}
+    assert c["images"] == {"needed": 3, "present": 1, "missing": 1, "corrupt": 1}
+    dropped = [json.loads(x) for x in (deep.out / "dropped.jsonl").read_text().splitlines()]
+    assert [(d["index"], d["id"], d["reason"]) for d in dropped] == [
+        (1, "gone", "missing image"), (2, "broken", "corrupt image"), (3, "empty", "empty turn value")]
+    assert dropped[2]["line"] == lines[3] and dropped[0]["detail"] == "coco/train2017/404.jpg"
+    assert set(dropped[0]) == {"source", "file", "index", "line", "id", "reason", "detail"}
+
+
+def test_missing_keep_and_fail(tree):
+    _mix_with_problems(tree)
+    kept = tree.blend("llava-665k", missing="keep")
+    assert [r["id"] for r in rows(kept.out)] == ["ok", "gone", "broken", "text"]
+    assert kept.meta["counts"]["llava-mix665k"]["kept_with_missing_or_corrupt_images"] == 1
+    with pytest.raises(OperationError) as e:
+        tree.blend("llava-665k", missing="fail")
+    assert "1 image(s) missing" in str(e.value) and "coco/train2017/404.jpg" in str(e.value)
+
+
+def test_strict_fails_on_the_first_bad_record(tree):
+    lines = _mix_with_problems(tree)
+    with pytest.raises(UserError) as e:
+        tree.blend("llava-665k", strict=True)
+    msg = str(e.value)
+    assert f"record 3 (line {lines[3]}), id 'empty'" in msg and "empty turn value" in msg and "llava_v1_5_mix665k.json" in msg
+    assert not (tree.root.path / "blends" / "llava-665k").exists()
+
+
+def test_image_sizes_and_embedded_bytes(tree):
+    tree.place_recipe("llava-665k")
+    res = tree.blend("llava-665k", image_sizes=True, embed_images=True)
+    import datasets
+
+    ds = datasets.load_from_disk(str(res.out))
+    assert ds.column_names[-3:] == ["image_widths", "image_heights", "image_bytes"]
+    r = ds[0]
+    assert r["image_widths"] == [3] and r["image_heights"] == [2] and r["image_bytes"] == [PNG]
+    text = [x for x in ds if x["n_images"] == 0]
+    assert text and text[0]["image_bytes"] == [] and text[0]["image_widths"] == []
+
+
+def test_image_root_choice(tree, tmp_path):
+    tree.place(MIX, Shape(["coco/train2017"], n=3))
+    # no layout view, but llava's folders sit at the same paths in the store: the root itself
+    touch_images(tree.root.path, [f"coco/train2017/llava_v1_5_mix665k_{i}.jpg" for i in range(3)])
+    res = tree.blend("llava-665k")
+    assert res.meta["image_root"] == str(tree.root.path) and res.rows == 3
+    # an explicit --image-root wins
+    other = tmp_path / "imgs"
+    touch_images(other, ["coco/train2017/llava_v1_5_mix665k_0.jpg"])
+    res = tree.blend("llava-665k", image_root=other)
+    assert res.meta["image_root"] == str(other) and res.rows == 1
+    # sharegpt4v's store paths differ from its layout paths: build the view, or say so
+    tree.place("vflan:annotation_191-task_1k.json")
+    with pytest.raises(UserError) as e:
+        tree.resolve("vflan")
+    assert "vlmdata layout build --layout sharegpt4v" in str(e.value)
+
+
+def test_layout_view_built_from_the_store(tree):
+    """The ALLaVA paths resolve through the sharegpt4v view that `layout build` links from the store."""
+    from vlmdata.layouts.build import build_layout
+
+    made = tree.place_recipe("allava-caption", images=False)
+    store = tree.root.path
+    touch_images(store, [p for p in made["allava-laion-caption"].images])  # allava_laion/images/...
+    touch_images(store / "vflan", [p.replace("allava_vflan/images/", "") for p in made["allava-vflan-caption"].images])
+    build_layout(tree.catalog.layout("sharegpt4v"), tree.root)
+    res = tree.blend("allava-caption")
+    assert res.rows == 12 and not res.meta["totals"]["images_missing"]
+
+
+def test_input_not_fetched(tree):
+    with pytest.raises(UserError) as e:
+        tree.resolve("llava-665k")
+    assert "vlmdata fetch llava_instruct:llava_v1_5_mix665k.json" in str(e.value)
+
+
+def test_error_inside_the_writer_keeps_the_previous_output(tree, monkeypatch):
+    tree.place_recipe("llava-665k")
+    first = tree.blend("llava-665k")
+    before = {p.name: p.read_bytes() for p in first.out.iterdir()}
+    tree.place(MIX, Shape(["coco/train2017"], n=3))  # a different input
+
+    def boom(self, batch):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(writer_mod.DatasetWriter, "write", boom)
+    with pytest.raises(RuntimeError):
+        tree.blend("llava-665k")
+    assert {p.name: p.read_bytes() for p in first.out.iterdir()} == before
+    assert [p.name for p in first.out.parent.iterdir()] == ["llava-665k"]  # no temporary folder left
+
+
+def test_killed_blend_keeps_the_previous_output(tree, tmp_path):
+    tree.place_recipe("llava-665k")
+    first = tree.blend("llava-665k")
+    before = {p.name: p.read_bytes() for p in first.out.iterdir()}
+    tree.place(MIX, Shape(["coco/train2017"], n=60000, text_only=1000))  # big enough to be caught mid-way
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "vlmdata.cli.app", "--root", str(tree.root.path), "blend",
+                             "llava-665k", "--missing", "keep", "--jobs", "1"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parent = first.out.parent
+    deadline = time.time() + 60
+    while not any(p.name.startswith(".tmp-llava-665k.") for p in parent.iterdir()):
+        assert proc.poll() is None and time.time() < deadline, "the blend ended before it could be killed"
+        time.sleep(0.01)
+    time.sleep(0.3)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert {p.name: p.read_bytes() for p in first.out.iterdir()} == before
+    assert any(p.name.startswith(".tmp-llava-665k.") for p in parent.iterdir())  # the dead run's leftovers
+    res = tree.blend("llava-665k", missing="keep")  # the next blend removes them and succeeds
+    assert res.rows == 61000
+    assert [p.name for p in parent.iterdir()] == ["llava-665k"]
+
+
+def test_empty_result_is_still_a_dataset(tree):
+    write_json(tree.root.store_path("LLaVA-Instruct-150K/llava_v1_5_mix665k.json"), [])
+    tree.view("llava").mkdir(parents=True)
+    res = tree.blend("llava-665k")
+    assert res.rows == 0 and rows(res.out) == []
+
+
+def test_path_entries_and_jsonl(tree, tmp_path):
+    recs = [{"id": f"r{i}", "image": f"x/{i}.jpg", "conversations": turns("<image>\nq", "a")} for i in range(5)]
+    write_json(tmp_path / "in" / "recs.jsonl", recs, jsonl=True)
+    touch_images(tmp_path / "imgs", [f"pre/x/{i}.jpg" for i in range(5)])
+    p = recipe_file(tmp_path, f'[[entries]]\nname = "mine"\npath = "{tmp_path / "in" / "recs.jsonl"}"\n'
+                              'image_prefix = "pre"\n')
+    from vlmdata.blend.recipe import resolve
+
+    res = run_blend(resolve(tree.catalog.blend(str(p)), tree.catalog, tree.root, image_root=tmp_path / "imgs"),
+                    Options(progress=False), tmp_path / "out")
+    got = rows(res.out)
+    assert [r["images"] for r in got] == [[f"pre/x/{i}.jpg"] for i in range(5)]
+    assert res.meta["recipe"]["toml"] == p.read_text()
+    assert isinstance(pa.__version__, str)

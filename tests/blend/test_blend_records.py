@@ -1,0 +1,133 @@
+"""One record at a time: normalisation and every reason a record is dropped."""
+from __future__ import annotations
+
+import pytest
+
+from blend_helpers import turns
+from vlmdata.blend import validate as v
+from vlmdata.blend.records import Normaliser, RowBuffer
+
+
+def norm(rec, prefix="", source="src", index=7):
+    buf = RowBuffer()
+    Normaliser(source, prefix).add(rec, index, buf)
+    row = buf.to_batch().to_pylist()[0]
+    return row
+
+
+def bad(rec, prefix=""):
+    with pytest.raises(v.Bad) as e:
+        Normaliser("src", prefix).add(rec, 0, RowBuffer())
+    return e.value.reason
+
+
+def test_llava_single_image():
+    r = norm({"id": "000000033471", "image": "coco/train2017/000000033471.jpg",
+              "conversations": turns("<image>\nWhat is this?", "A cat.")})
+    assert r["id"] == "000000033471"
+    assert r["images"] == ["coco/train2017/000000033471.jpg"]
+    assert r["conversations"] == [{"from": "human", "value": "<image>\nWhat is this?"},
+                                  {"from": "gpt", "value": "A cat."}]
+    assert (r["n_images"], r["text_chars"], r["_index"], r["_fixes"]) == (1, 27, 7, 0)
+
+
+def test_token_at_the_end_is_kept():
+    r = norm({"id": "004539375", "image": "00453/004539375.jpg",
+              "conversations": turns("Render a clear and concise summary of the photo.\n<image>", "furniture")},
+             prefix="LLaVA-Pretrain/images")
+    assert r["images"] == ["LLaVA-Pretrain/images/00453/004539375.jpg"]
+    assert r["conversations"][0]["value"].endswith("\n<image>")
+
+
+def test_missing_token_on_single_image_is_added():
+    r = norm({"id": "x", "image": "a.jpg", "conversations": turns("What?", "That.")})
+    assert r["conversations"][0]["value"] == "<image>\nWhat?"
+    assert r["text_chars"] == len("<image>\nWhat?") + len("That.")
+    assert r["_fixes"] == 2
+
+
+def test_text_only_sharegpt_with_extra_keys():
+    r = norm({"id": "wgByO4Y_0", "model": "", "conversations": [
+        {"from": "human", "value": "hi", "markdown": None}, {"from": "gpt", "value": "hello", "extra": 1}]})
+    assert r["images"] == [] and r["n_images"] == 0
+    assert r["conversations"] == [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]
+
+
+def test_ids():
+    assert norm({"id": 12, "conversations": turns("q", "a")})["id"] == "12"
+    assert norm({"id": 3.0, "conversations": turns("q", "a")})["id"] == "3"
+    assert norm({"idx": "heR0vZB", "conversations": turns("q", "a")})["id"] == "heR0vZB"
+    assert norm({"conversations": turns("q", "a")}, source="nlp", index=41)["id"] == "nlp:41"
+    assert norm({"id": "", "conversations": turns("q", "a")}, index=2)["id"] == "src:2"
+    assert bad({"id": ["x"], "conversations": turns("q", "a")}) == v.BAD_ID
+
+
+def test_image_list_multi_image():
+    r = norm({"image": ["a/1.jpg", "a/2.jpg"], "conversations": turns("<image>\n<image>\nCompare.", "Same.")})
+    assert r["images"] == ["a/1.jpg", "a/2.jpg"] and r["n_images"] == 2
+    assert norm({"image": [], "conversations": turns("q", "a")})["images"] == []
+    assert norm({"image": None, "conversations": turns("q", "a")})["images"] == []
+
+
+def test_leading_non_human_turn_removed():
+    r = norm({"id": "x", "conversations": [{"from": "gpt", "value": "Hi!"}] + turns("q", "a")})
+    assert [t["value"] for t in r["conversations"]] == ["q", "a"]
+    assert r["_fixes"] == 1
+
+
+def test_paths_are_normalised():
+    assert norm({"image": "./coco//1.jpg", "conversations": turns("<image>q", "a")})["images"] == ["coco/1.jpg"]
+
+
+@pytest.mark.parametrize("rec, reason", [
+    (["not", "an", "object"], v.NOT_OBJECT),
+    ({"id": "x"}, v.NO_CONVERSATIONS),
+    ({"id": "x", "conversations": []}, v.NO_CONVERSATIONS),
+    ({"id": "x", "conversations": "hello"}, v.NO_CONVERSATIONS),
+    ({"id": "x", "conversations": [{"from": "gpt", "value": "only"}]}, v.NO_CONVERSATIONS),
+    ({"id": "x", "conversations": [["human", "q"], ["gpt", "a"]]}, v.BAD_TURN),
+    ({"id": "x", "conversations": [{"from": "human", "value": 3}, {"from": "gpt", "value": "a"}]}, v.BAD_TURN),
+    ({"id": "x", "conversations": [{"from": "human"}, {"from": "gpt", "value": "a"}]}, v.BAD_TURN),
+    ({"id": "x", "conversations": [{"from": "human", "value": "q"}, {"from": "system", "value": "a"}]},
+     v.UNKNOWN_ROLE),
+    ({"id": "x", "conversations": turns("q", "a") + [{"from": "gpt", "value": "again"}, {"from": "human", "value": "q"}]},
+     v.NOT_ALTERNATING),
+    ({"id": "x", "conversations": [{"from": "human", "value": "q"}, {"from": "human", "value": "q2"}]},
+     v.NOT_ALTERNATING),
+    ({"id": "x", "conversations": turns("q", "a", "q2")}, v.ENDS_WITH_HUMAN),
+    ({"id": "x", "conversations": turns("q", "")}, v.EMPTY_VALUE),
+    ({"id": "x", "conversations": turns(" \n ", "a")}, v.EMPTY_VALUE),
+    ({"id": "x", "video": "v.mp4", "conversations": turns("<video>q", "a")}, v.VIDEO),
+    ({"id": "x", "image": 5, "conversations": turns("<image>q", "a")}, v.BAD_IMAGE_FIELD),
+    ({"id": "x", "image": ["a.jpg", 5], "conversations": turns("<image><image>q", "a")}, v.BAD_IMAGE_FIELD),
+    ({"id": "x", "image": "", "conversations": turns("<image>q", "a")}, v.BAD_IMAGE_PATH),
+    ({"id": "x", "image": "/abs/a.jpg", "conversations": turns("<image>q", "a")}, v.BAD_IMAGE_PATH),
+    ({"id": "x", "image": "C:\\img\\a.jpg", "conversations": turns("<image>q", "a")}, v.BAD_IMAGE_PATH),
+    ({"id": "x", "image": "../a.jpg", "conversations": turns("<image>q", "a")}, v.BAD_IMAGE_PATH),
+    ({"id": "x", "image": "coco/../../a.jpg", "conversations": turns("<image>q", "a")}, v.BAD_IMAGE_PATH),
+    ({"id": "x", "image": "a.jpg", "conversations": turns("<image><image>q", "a")}, v.TOKEN_MISMATCH),
+    ({"id": "x", "image": ["a.jpg", "b.jpg"], "conversations": turns("<image>q", "a")}, v.TOKEN_MISMATCH),
+    ({"id": "x", "image": ["a.jpg", "b.jpg"], "conversations": turns("q", "a")}, v.TOKEN_MISMATCH),
+    ({"id": "x", "conversations": turns("<image>\nq", "a")}, v.TOKEN_TEXT_ONLY),
+    ({"id": "x", "image": "a.jpg", "conversations": turns("q", "see <image>")}, v.TOKEN_IN_GPT),
+])
+def test_bad_records(rec, reason):
+    assert bad(rec) == reason
+
+
+def test_prefix_does_not_let_a_path_escape():
+    assert bad({"image": "../x.jpg", "conversations": turns("<image>q", "a")}, prefix="allava") == v.BAD_IMAGE_PATH
+
+
+def test_a_bad_record_leaves_the_buffer_unchanged():
+    buf = RowBuffer()
+    n = Normaliser("s")
+    n.add({"id": "a", "conversations": turns("q", "a")}, 0, buf)
+    with pytest.raises(v.Bad):
+        n.add({"id": "b", "image": "x.jpg", "conversations": turns("<image><image>", "a")}, 1, buf)
+    assert len(buf) == 1 and buf.to_batch().num_rows == 1
+
+
+def test_long_conversation_takes_the_slow_path():
+    r = norm({"id": "x", "conversations": turns(*(["q", "a"] * 150))})
+    assert len(r["conversations"]) == 300

@@ -1,0 +1,553 @@
+"""`vlmdata blend` and `vlmdata report`: scan the inputs, sample, check the images, write.
+
+1. scan (scan.py): every input is read once (in parallel byte ranges when large); good rows are
+   spilled to temporary Arrow files, bad records listed with index, line and reason.
+2. sample (recipe.sample_mask) over the records read, deterministic for the recipe's seed.
+3. images: the distinct paths the sampled rows use, checked with one listing per folder
+   (images_index.FolderIndex); ``--deep`` decodes them; missing/corrupt follow ``--missing``.
+4. ids: made unique across the blend (``<source>:<id>``, then ``#<index>`` within a source).
+5. write (writer.py): the kept rows in recipe order then file order, batch by batch, into a
+   temporary folder swapped into place with blend.json at the end.
+
+`report` runs 1-3 without the conversation text and without writing a dataset.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+import vlmdata
+from vlmdata.blend import validate as v
+from vlmdata.blend import writer as w
+from vlmdata.blend.columns import SCHEMA_VERSION, arrow_schema
+from vlmdata.blend.images_index import FolderIndex, inspect_images, split_paths
+from vlmdata.blend.recipe import Input, Resolved, sample_limit, sample_mask
+from vlmdata.blend.scan import PARALLEL_MIN_BYTES, BadRecord, InputScan, Task, cleanup, scan_inputs
+from vlmdata.errors import OperationError, UserError
+
+MISSING_POLICIES = ("drop", "fail", "keep")
+EXAMPLES = 20  # dropped records / missing images shown per reason in reports
+
+
+@dataclass
+class Options:
+    missing: str = "drop"  # drop | fail | keep: rows whose images are missing or corrupt
+    deep: bool = False  # decode every image
+    strict: bool = False  # the first bad record is an error
+    image_sizes: bool = False  # add image_widths / image_heights
+    embed_images: bool = False  # add image_bytes
+    jobs: int = 0  # processes / threads; 0 = the machine's cores
+    progress: bool = True
+    parallel_min_bytes: int = PARALLEL_MIN_BYTES
+
+    def workers(self) -> int:
+        return self.jobs if self.jobs > 0 else (os.cpu_count() or 1)
+
+
+@dataclass
+class ImageStats:
+    needed: int = 0
+    present: int = 0
+    missing: int = 0
+    corrupt: int = 0
+
+
+@dataclass
+class Source:
+    """One recipe entry after scanning, sampling and the image check."""
+
+    input: Input
+    scan: InputScan
+    table: pa.Table  # its good rows (memory-mapped columns), with `_global` = index in the input
+    keep: np.ndarray  # per row of `table`: written to the output
+    sampled: int = 0
+    bad: list[BadRecord] = field(default_factory=list)  # sampled records dropped while reading
+    image_drops: list[dict[str, Any]] = field(default_factory=list)
+    dropped: Counter = field(default_factory=Counter)
+    bad_image_rows: int = 0  # sampled rows using a missing or corrupt image
+    images: ImageStats = field(default_factory=ImageStats)
+    fixes: dict[str, int] = field(default_factory=dict)
+    ids: pa.Array | None = None  # final ids of the kept rows
+    ids_renamed: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.input.name
+
+    @property
+    def kept(self) -> int:
+        return int(self.keep.sum())
+
+
+@dataclass
+class Analysis:
+    resolved: Resolved
+    options: Options
+    sources: list[Source]
+    folders: dict[str, ImageStats]
+    image_info: dict[str, tuple[int, int] | str]  # path -> size, or why it is corrupt (deep / sizes)
+    missing_examples: list[str]
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per step
+
+
+# ---------------------------------------------------------------- progress
+
+
+def _bar(opts: Options, **kw: Any) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(disable=not opts.progress, leave=False, dynamic_ncols=True, mininterval=0.5, **kw)
+
+
+# ---------------------------------------------------------------- analysis (steps 1-4)
+
+
+def analyse(resolved: Resolved, opts: Options, work: Path, *, keep_text: bool,
+            hash_inputs: bool = False) -> tuple[Analysis, dict[str, dict[str, Any]]]:
+    """Scan, sample and check; returns the analysis and (when asked) each input's sha256/size."""
+    if opts.missing not in MISSING_POLICIES:
+        raise UserError(f"--missing must be one of {', '.join(MISSING_POLICIES)}, got {opts.missing!r}")
+    inputs = resolved.inputs
+    tasks = [Task(i.name, i.path, i.entry.image_prefix, work / f"rows-{n}.arrow", limit=sample_limit(i.entry.sample),
+                  keep_text=keep_text, stop_on_bad=opts.strict) for n, i in enumerate(inputs)]
+    hashes: dict[str, dict[str, Any]] = {}
+    t0 = time.perf_counter()
+    total = sum(i.path.stat().st_size if sample_limit(i.entry.sample) is None else 0 for i in inputs)
+    with _bar(opts, total=total or None, unit="B", unit_scale=True, desc="parse") as bar:
+        scans = scan_inputs(tasks, jobs=opts.workers(), on_bytes=bar.update, parallel_min_bytes=opts.parallel_min_bytes,
+                            while_waiting=(lambda: hashes.update(_hash_all(inputs))) if hash_inputs else None)
+    t1 = time.perf_counter()
+    if opts.strict:
+        _fail_on_first_bad(scans)
+    sources = [_sample(i, s, resolved.recipe.seed) for i, s in zip(inputs, scans)]
+    t2 = time.perf_counter()
+    analysis = _check_images(resolved, opts, sources)
+    analysis.timings.update(parse=t1 - t0, sample=t2 - t1, images=time.perf_counter() - t2)
+    return analysis, hashes
+
+
+def _hash_all(inputs: list[Input]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for i in inputs:
+        h = hashlib.sha256()
+        with open(i.path, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                h.update(chunk)
+        out[i.name] = {"sha256": h.hexdigest(), "size": i.path.stat().st_size}
+    return out
+
+
+def _fail_on_first_bad(scans: list[InputScan]) -> None:
+    for s in scans:
+        if s.bad:
+            b = min(s.bad, key=lambda x: x.index)
+            where = f"{s.path}: record {b.index}" + (f" (line {b.line})" if b.line else "") + \
+                    (f", id {b.id!r}" if b.id is not None else "")
+            raise UserError(f"{b.reason}: {b.detail}", where=where,
+                            hint="fix the record, or run without --strict to drop bad records and report them")
+
+
+def _read_rows(scan: InputScan) -> pa.Table:
+    """The good rows of one input, memory-mapped (only the columns used get paged in)."""
+    tables = []
+    for path, base in scan.parts:
+        t = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+        tables.append(t.append_column("_global", pc.add(t.column("_index"), pa.scalar(base, pa.int64()))))
+    if not tables:
+        from vlmdata.blend.columns import SCAN_SCHEMA
+
+        return SCAN_SCHEMA.empty_table().append_column("_global", pa.chunked_array([], pa.int64()))
+    return pa.concat_tables(tables)
+
+
+def _sample(inp: Input, scan: InputScan, seed: int) -> Source:
+    table = _read_rows(scan)
+    mask = sample_mask(inp.entry.sample, scan.n_read, seed, inp.name)
+    glob = table.column("_global").to_numpy()
+    keep = np.ones(table.num_rows, dtype=bool) if mask is None else mask[glob]
+    src = Source(inp, scan, table, keep, sampled=scan.n_read if mask is None else int(mask.sum()))
+    src.bad = [b for b in scan.bad if mask is None or mask[b.index]]
+    src.dropped.update(b.reason for b in src.bad)
+    return src
+
+
+def _flat_images(src: Source) -> tuple[pa.Array, np.ndarray]:
+    """All image paths of the kept rows, and the row (of src.table) each belongs to."""
+    col = src.table.column("images").combine_chunks() if src.table.num_rows else pa.array([], pa.list_(pa.string()))
+    parents = pc.list_parent_indices(col).to_numpy()
+    flat = pc.list_flatten(col)
+    if not src.keep.all():
+        sel = src.keep[parents]
+        flat = flat.filter(pa.array(sel))
+        parents = parents[sel]
+    return flat, parents
+
+
+def _check_images(resolved: Resolved, opts: Options, sources: list[Source]) -> Analysis:
+    root = resolved.image_root.path
+    flats = [_flat_images(s) for s in sources]
+    uniques = [pc.unique(f) for f, _ in flats]
+    all_paths = pc.unique(pa.chunked_array(uniques, pa.string())) if uniques else pa.array([], pa.string())
+    present = FolderIndex(root).present(all_paths)
+    info: dict[str, tuple[int, int] | str] = {}
+    if opts.deep or opts.image_sizes:  # decode each image (--deep), or read its header (--image-sizes)
+        todo = all_paths.filter(pa.array(present)).to_pylist()
+        with _bar(opts, total=len(todo), unit="img", desc="decode" if opts.deep else "sizes") as bar:
+            info = inspect_images(root, todo, deep=opts.deep, jobs=opts.workers() * (2 if opts.deep else 4),
+                                  on_done=bar.update)
+    missing_arr = all_paths.filter(pa.array(~present))
+    corrupt_arr = pa.array(sorted(p for p, r in info.items() if isinstance(r, str)), pa.string())  # (no readable
+    # header counts as corrupt too: the file cannot be used)
+    corrupt = _member(all_paths, corrupt_arr)
+
+    folders_col, _ = split_paths(all_paths)
+    enc = folders_col.dictionary_encode()
+    codes = enc.indices.to_numpy()
+    n_f = len(enc.dictionary)
+    needed = np.bincount(codes, minlength=n_f)
+    n_missing = np.bincount(codes, weights=~present, minlength=n_f).astype(int)
+    n_corrupt = np.bincount(codes, weights=corrupt, minlength=n_f).astype(int)
+    folders = {(f or "."): ImageStats(int(a), int(a - b - c), int(b), int(c))
+               for f, a, b, c in zip(enc.dictionary.to_pylist(), needed, n_missing, n_corrupt)}
+
+    bad_paths = pa.concat_arrays([missing_arr, corrupt_arr])
+    missing_set: set[str] | None = None
+    for src, (flat, parents), uniq in zip(sources, flats, uniques):
+        m, c = _member(uniq, missing_arr), _member(uniq, corrupt_arr)
+        src.images = ImageStats(len(uniq), int(len(uniq) - m.sum() - c.sum()), int(m.sum()), int(c.sum()))
+        if len(bad_paths):
+            rows = np.unique(parents[_member(flat, bad_paths)])
+            if len(rows):
+                if missing_set is None:
+                    missing_set = set(missing_arr.to_pylist())
+                _bad_image_rows(src, rows, missing_set, set(corrupt_arr.to_pylist()), opts.missing)
+        fixes = src.table.column("_fixes").to_numpy()[src.keep] if src.table.num_rows else np.zeros(0, np.int8)
+        src.fixes = {name: int(((fixes >> i) & 1).sum()) for i, name in enumerate(v.FIXES)}
+    examples = missing_arr.slice(0, EXAMPLES).to_pylist()  # the first ones, in record order
+    if opts.missing == "fail" and len(bad_paths):
+        n_rows = sum(s.bad_image_rows for s in sources)
+        raise OperationError(
+            f"{len(missing_arr)} image(s) missing and {len(corrupt_arr)} corrupt, used by {n_rows} record(s) "
+            f"under {root}; e.g. {', '.join(examples[:5] or corrupt_arr.slice(0, 5).to_pylist())}",
+            hint="fetch what is missing (`vlmdata report RECIPE` lists it per folder), pass the right --image-root, "
+                 "or use --missing drop / keep")
+    return Analysis(resolved, opts, sources, dict(sorted(folders.items())), info, examples)
+
+
+def _member(values: pa.Array, value_set: pa.Array) -> np.ndarray:
+    if len(value_set) == 0 or len(values) == 0:
+        return np.zeros(len(values), dtype=bool)
+    return pc.is_in(values, value_set=value_set).to_numpy(zero_copy_only=False)
+
+
+def _bad_image_rows(src: Source, rows: np.ndarray, missing: set[str], corrupt: set[str], policy: str) -> None:
+    src.bad_image_rows = len(rows)
+    if policy != "drop":
+        return
+    take = pa.array(rows)
+    cols = [src.table.column(c).take(take).to_pylist() for c in ("id", "images", "_global")]
+    for rid, imgs, idx in zip(*cols):
+        gone = [p for p in imgs if p in missing]
+        reason, first = (v.MISSING_IMAGE, gone[0]) if gone else (v.CORRUPT_IMAGE, next(p for p in imgs if p in corrupt))
+        src.dropped[reason] += 1
+        src.image_drops.append({"index": idx, "id": rid, "reason": reason, "detail": first})
+    src.keep[rows] = False
+
+
+# ---------------------------------------------------------------- ids (step 4)
+
+
+def assign_ids(sources: list[Source]) -> None:
+    """Final ids: unique across the blend. An id used more than once becomes ``<source>:<id>``
+    everywhere it occurs; one still repeated inside a source gets ``#<index in the input>``."""
+    kept_ids = []
+    for s in sources:
+        ids = s.table.column("id").combine_chunks() if s.table.num_rows else pa.array([], pa.string())
+        kept_ids.append(ids.filter(pa.array(s.keep)))
+    dup = _duplicates(pa.chunked_array(kept_ids, pa.string()))
+    for s, ids in zip(sources, kept_ids):
+        if len(dup) == 0:
+            s.ids = ids
+            continue
+        hit = pc.is_in(ids, value_set=dup)
+        if not pc.any(hit).as_py():
+            s.ids = ids
+            continue
+        renamed = pc.if_else(hit, pc.binary_join_element_wise(pa.scalar(s.name), ids, ":"), ids)
+        again = _duplicates(renamed.filter(hit))
+        if len(again):
+            index = s.table.column("_global").combine_chunks().filter(pa.array(s.keep))
+            twice = pc.is_in(renamed, value_set=again)
+            suffixed = pc.binary_join_element_wise(renamed, pc.cast(index, pa.string()), "#")
+            renamed = pc.if_else(twice, suffixed, renamed)
+        s.ids = renamed
+        s.ids_renamed = int(pc.sum(hit).as_py() or 0)
+    left = _duplicates(pa.chunked_array([s.ids for s in sources], pa.string()))
+    if len(left):
+        raise OperationError(f"could not make ids unique: {left[0].as_py()!r} still occurs more than once",
+                             hint="rename the clashing records in the input JSON")
+
+
+def _duplicates(ids: pa.ChunkedArray | pa.Array) -> pa.Array:
+    if len(ids) == 0:
+        return pa.array([], pa.string())
+    vc = pc.value_counts(ids)
+    return vc.field("values").filter(pc.greater(vc.field("counts"), 1))
+
+
+# ---------------------------------------------------------------- blend (step 5)
+
+
+@dataclass
+class BlendResult:
+    out: Path
+    rows: int
+    meta: dict[str, Any]
+    dropped_file: Path | None
+    timings: dict[str, float]
+
+
+def run_blend(resolved: Resolved, opts: Options, out: Path) -> BlendResult:
+    out = Path(out).absolute()
+    tmp = w.begin(out)
+    try:
+        work = tmp / ".work"
+        work.mkdir()
+        analysis, hashes = analyse(resolved, opts, work, keep_text=True, hash_inputs=True)
+        t0 = time.perf_counter()
+        assign_ids(analysis.sources)
+        t1 = time.perf_counter()
+        meta, shards = _write(analysis, hashes, tmp)
+        t2 = time.perf_counter()
+        for s in analysis.sources:
+            s.table = None  # type: ignore[assignment]  # unmap the row files before removing them
+        cleanup([s.scan for s in analysis.sources])
+        _rmtree(work)
+        w.commit(tmp, out, synced=tuple(shards))
+        analysis.timings.update(ids=t1 - t0, write=t2 - t1, commit=time.perf_counter() - t2)
+    except BaseException:
+        w.abandon(tmp)
+        raise
+    dropped = out / "dropped.jsonl"
+    return BlendResult(out, meta["totals"]["rows"], meta, dropped if dropped.exists() else None, analysis.timings)
+
+
+def _rmtree(p: Path) -> None:
+    import shutil
+
+    shutil.rmtree(p, ignore_errors=True)
+
+
+def _write(an: Analysis, hashes: dict[str, dict[str, Any]], tmp: Path) -> tuple[dict[str, Any], list[str]]:
+    opts = an.options
+    schema = arrow_schema(sizes=opts.image_sizes, embed=opts.embed_images)
+    writer = w.DatasetWriter(tmp, schema)
+    root = an.resolved.image_root.path
+    total = sum(s.kept for s in an.sources)
+    with _bar(opts, total=total, unit="row", desc="write") as bar:
+        for s in an.sources:
+            for batch in _output_batches(s, opts, an.image_info, root, schema):
+                writer.write(batch)
+                bar.update(batch.num_rows)
+    fingerprint = hashlib.sha256(json.dumps([an.resolved.recipe_toml, hashes, _options_json(opts)],
+                                            sort_keys=True).encode()).hexdigest()[:16]
+    files = writer.close(fingerprint)
+    dropped = _write_dropped(an, tmp / "dropped.jsonl")
+    meta = _metadata(an, hashes, files, dropped)
+    w.write_json(tmp / "blend.json", meta)
+    return meta, files
+
+
+def _output_batches(s: Source, opts: Options, info: dict[str, Any], root: Path,
+                    schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """The kept rows of one source in output columns, read batch by batch (not memory-mapped, so
+    memory stays at one batch)."""
+    assert s.ids is not None
+    row = out_row = 0
+    name = pa.scalar(s.name, pa.string())
+    for path, _ in s.scan.parts:
+        with pa.OSFile(str(path)) as f:
+            reader = pa.ipc.open_file(f)
+            for i in range(reader.num_record_batches):
+                b = reader.get_batch(i)
+                keep = s.keep[row:row + b.num_rows]
+                row += b.num_rows
+                if not keep.any():
+                    continue
+                if not keep.all():
+                    b = b.filter(pa.array(keep))
+                n = b.num_rows
+                ids = s.ids.slice(out_row, n)
+                out_row += n
+                cols = [ids, pa.repeat(name, n),
+                        b.column("images"), b.column("conversations"), b.column("n_images"), b.column("text_chars")]
+                if opts.image_sizes:
+                    cols += _sizes(b.column("images"), info)
+                if opts.embed_images:
+                    cols.append(_embed(b.column("images"), root, opts.workers() * 2))
+                yield pa.RecordBatch.from_arrays(cols, schema=schema)
+
+
+def _sizes(images: pa.Array, info: dict[str, Any]) -> list[pa.Array]:
+    offsets = images.offsets
+    flat = pc.list_flatten(images).to_pylist()
+    ws, hs = [], []
+    for p in flat:
+        r = info.get(p)
+        if isinstance(r, tuple):
+            ws.append(r[0])
+            hs.append(r[1])
+        else:  # a missing image kept with --missing keep
+            ws.append(None)
+            hs.append(None)
+    return [pa.ListArray.from_arrays(offsets, pa.array(ws, pa.int32())),
+            pa.ListArray.from_arrays(offsets, pa.array(hs, pa.int32()))]
+
+
+def _embed(images: pa.Array, root: Path, jobs: int) -> pa.Array:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def read(p: str) -> bytes | None:
+        try:
+            return (root / p).read_bytes()
+        except OSError:
+            return None  # a missing image kept with --missing keep
+
+    flat = pc.list_flatten(images).to_pylist()
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        data = list(pool.map(read, flat))
+    return pa.ListArray.from_arrays(images.offsets, pa.array(data, pa.binary()))
+
+
+def dropped_records(s: Source) -> list[dict[str, Any]]:
+    """The sampled records of one source that are not in the output, in input order."""
+    rows = [{"index": b.index, "line": b.line, "id": b.id, "reason": b.reason, "detail": b.detail} for b in s.bad]
+    rows += [{"index": d["index"], "line": None, "id": d["id"], "reason": d["reason"], "detail": d["detail"]}
+             for d in s.image_drops]
+    return sorted(rows, key=lambda r: r["index"])
+
+
+def _write_dropped(an: Analysis, path: Path) -> int:
+    n = 0
+    with open(path, "w", encoding="utf-8") as fh:
+        for s in an.sources:
+            for r in dropped_records(s):
+                fh.write(json.dumps({"source": s.name, "file": str(s.input.path), **r}, ensure_ascii=False) + "\n")
+                n += 1
+    if n == 0:
+        path.unlink()
+    return n
+
+
+def _options_json(opts: Options) -> dict[str, Any]:
+    return {"missing": opts.missing, "deep": opts.deep, "strict": opts.strict, "image_sizes": opts.image_sizes,
+            "embed_images": opts.embed_images}
+
+
+def source_counts(s: Source, opts: Options) -> dict[str, Any]:
+    return {
+        "read": s.scan.n_read,
+        "sampled": s.sampled,
+        "kept": s.kept,
+        "dropped": dict(sorted(s.dropped.items())),
+        "fixed": {k: n for k, n in s.fixes.items() if n},
+        "ids_renamed": s.ids_renamed,
+        "kept_with_missing_or_corrupt_images": s.bad_image_rows if opts.missing == "keep" else 0,
+        "images": vars(s.images).copy(),
+    }
+
+
+def _metadata(an: Analysis, hashes: dict[str, dict[str, Any]], files: list[str], dropped: int) -> dict[str, Any]:
+    r = an.resolved
+    rows = sum(s.kept for s in an.sources)
+    text_only = sum(int(((s.table.column("n_images").to_numpy() == 0) & s.keep).sum()) if s.table.num_rows else 0
+                    for s in an.sources)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "vlmdata_version": vlmdata.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "recipe": {"name": r.recipe.name, "title": r.recipe.title, "stage": r.recipe.stage,
+                   "origin": str(r.recipe.origin), "toml": r.recipe_toml},
+        "layout": r.layout.name,
+        "image_root": str(r.image_root.path),
+        "image_root_origin": r.image_root.origin,
+        "seed": r.recipe.seed,
+        "options": _options_json(an.options),
+        "columns": [f.name for f in arrow_schema(sizes=an.options.image_sizes, embed=an.options.embed_images)],
+        "files": files,
+        "inputs": [{"name": i.name, "source": i.label, "path": str(i.path), "sample": i.entry.sample,
+                    "weight": i.entry.weight, "image_prefix": i.entry.image_prefix,
+                    "sha256": hashes.get(i.name, {}).get("sha256"), "size": hashes.get(i.name, {}).get("size"),
+                    "read_in_ranges": s.scan.ranges}
+                   for i, s in zip(r.inputs, an.sources)],
+        "counts": {s.name: source_counts(s, an.options) for s in an.sources},
+        "totals": {"rows": rows, "text_only": text_only,
+                   "read": sum(s.scan.n_read for s in an.sources),
+                   "sampled": sum(s.sampled for s in an.sources),
+                   "dropped": sum(sum(s.dropped.values()) for s in an.sources),
+                   "images": sum(st.needed for st in an.folders.values()),
+                   "images_missing": sum(st.missing for st in an.folders.values()),
+                   "images_corrupt": sum(st.corrupt for st in an.folders.values())},
+        "dropped_file": "dropped.jsonl" if dropped else None,
+    }
+
+
+# ---------------------------------------------------------------- report
+
+
+def run_report(resolved: Resolved, opts: Options) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="vlmdata-report-") as d:
+        an, _ = analyse(resolved, opts, Path(d), keep_text=False)
+        rep = report_json(an)
+        for s in an.sources:
+            s.table = None  # type: ignore[assignment]
+    return rep
+
+
+def report_json(an: Analysis) -> dict[str, Any]:
+    r = an.resolved
+    sources = []
+    for s in an.sources:
+        examples: list[dict[str, Any]] = []
+        per_reason: Counter = Counter()
+        for d in dropped_records(s):
+            if per_reason[d["reason"]] < EXAMPLES:
+                per_reason[d["reason"]] += 1
+                examples.append(d)
+        sources.append({"name": s.name, "input": s.input.label, "path": str(s.input.path), **source_counts(s, an.options),
+                        "dropped_examples": examples})
+    folders = [{"folder": f, **vars(st)} for f, st in an.folders.items()]
+    return {
+        "recipe": r.recipe.name,
+        "layout": r.layout.name,
+        "image_root": str(r.image_root.path),
+        "image_root_origin": r.image_root.origin,
+        "options": _options_json(an.options),
+        "sources": sources,
+        "folders": folders,
+        "totals": {
+            "read": sum(s.scan.n_read for s in an.sources),
+            "sampled": sum(s.sampled for s in an.sources),
+            "would_keep": sum(s.kept for s in an.sources),
+            "would_drop": sum(sum(s.dropped.values()) for s in an.sources),
+            "images_needed": sum(st.needed for st in an.folders.values()),
+            "images_present": sum(st.present for st in an.folders.values()),
+            "images_missing": sum(st.missing for st in an.folders.values()),
+            "images_corrupt": sum(st.corrupt for st in an.folders.values()),
+        },
+        "missing_examples": an.missing_examples,
+        "corrupt_examples": sorted(p for p, x in an.image_info.items() if isinstance(x, str))[:EXAMPLES],
+    }
+

@@ -1,0 +1,209 @@
+"""Normalise one record of a LLaVA-family JSON into the blend's columns, checking it on the way.
+
+Accepted shapes (datasets.md §7, §9): ``{id, image, conversations}`` (LLaVA, ShareGPT4V, ALLaVA,
+Vision-Flan), ``idx`` instead of ``id`` (ALLaVA Evol-Instruct), ``image`` as a list (MoE-LLaVA),
+no ``image`` (text-only), extra keys (``model``, ``task_name``, ``url`` ...: ignored).
+
+Rules, as the LLaVA loaders apply them (llava/train/train.py):
+- id: a string, or an int made a string; absent -> ``idx``; absent too -> ``<source>:<index>``.
+- image: str or list of str -> ``images`` (with the entry's image_prefix); absent/null/[] -> text-only.
+- a ``video`` key: dropped ("video not supported").
+- conversations: a leading non-human turn is removed (LLaVA does the same), then turns must
+  alternate human/gpt, end with gpt, and have non-blank string values; only from/value are kept.
+- ``<image>`` tokens: their count must equal the number of images, and none may be in a gpt turn;
+  a single image with no token gets ``"<image>\\n"`` prepended to the first human turn, as LLaVA's
+  preprocess_multimodal does.
+
+Rows are appended column-wise to a ``RowBuffer`` (flat lists + offsets), which becomes one Arrow
+record batch: no per-row dict is built for the output.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from vlmdata.blend import validate as v
+from vlmdata.blend.columns import CONVERSATIONS, IMAGE_TOKEN, IMAGES, SCAN_SCHEMA, TURN
+
+_TOKEN_PREFIX = IMAGE_TOKEN + "\n"
+# the roles of a well-formed conversation of each length: human, gpt, human, gpt, ...
+_FIX_LEADING = 1 << v.FIXES.index(v.FIX_LEADING_TURN)
+_FIX_TOKEN = 1 << v.FIXES.index(v.FIX_TOKEN_ADDED)
+_ROLES = {n: ["human", "gpt"] * (n // 2) for n in range(2, 202, 2)}
+
+
+class RowBuffer:
+    """Column lists for up to a batch of normalised rows."""
+
+    __slots__ = ("ids", "img_flat", "img_offsets", "values", "n_turns", "conv_offsets", "n_images",
+                 "text_chars", "index", "fixes", "keep_text")
+
+    def __init__(self, keep_text: bool = True) -> None:
+        self.keep_text = keep_text
+        self.clear()
+
+    def clear(self) -> None:
+        self.ids: list[str] = []
+        self.img_flat: list[str] = []
+        self.img_offsets: list[int] = [0]
+        self.values: list[str] = []
+        self.n_turns = 0
+        self.conv_offsets: list[int] = [0]
+        self.n_images: list[int] = []
+        self.text_chars: list[int] = []
+        self.index: list[int] = []
+        self.fixes: list[int] = []  # bit i set: validate.FIXES[i] was applied
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def to_batch(self) -> pa.RecordBatch:
+        images = pa.ListArray.from_arrays(pa.array(self.img_offsets, pa.int32()),
+                                          pa.array(self.img_flat, pa.string()), type=IMAGES)
+        turns = pa.StructArray.from_arrays([_roles(self.n_turns), pa.array(self.values, pa.string())],
+                                           fields=list(TURN))
+        conv = pa.ListArray.from_arrays(pa.array(self.conv_offsets, pa.int32()), turns, type=CONVERSATIONS)
+        return pa.RecordBatch.from_arrays(
+            [pa.array(self.ids, pa.string()), images, conv, pa.array(self.n_images, pa.int32()),
+             pa.array(self.text_chars, pa.int32()), pa.array(self.index, pa.int64()),
+             pa.array(self.fixes, pa.int8())],
+            schema=SCAN_SCHEMA)
+
+
+def _roles(n: int) -> pa.Array:
+    """``from`` of ``n`` turns: every conversation alternates human/gpt with an even length, so the
+    column is human, gpt, human, gpt, ... across the whole batch."""
+    codes = pa.array(np.arange(n, dtype=np.int8) & 1)
+    return pa.DictionaryArray.from_arrays(codes, _ROLE_NAMES).cast(pa.string())
+
+
+_ROLE_NAMES = pa.array(["human", "gpt"])
+
+
+class Normaliser:
+    """Checks records of one input and appends the good ones to a RowBuffer."""
+
+    def __init__(self, source: str, image_prefix: str = "") -> None:
+        self.source = source
+        self.prefix = image_prefix.rstrip("/") + "/" if image_prefix else ""
+
+    def add(self, rec: Any, index: int, out: RowBuffer) -> None:
+        """Append ``rec`` to ``out``, or raise ``validate.Bad`` (``out`` is then unchanged).
+
+        The fast path handles a well-formed record with a few C-level list operations; anything
+        unusual goes through ``_turns``, which finds the exact problem.
+        """
+        if type(rec) is not dict:
+            raise v.Bad(v.NOT_OBJECT, f"a JSON {type(rec).__name__}, not an object")
+        if "video" in rec:
+            raise v.Bad(v.VIDEO, "the record has a 'video' key (video samples are not supported)")
+        rid = self._id(rec, index)
+        conv = rec.get("conversations")
+        try:
+            froms = [t["from"] for t in conv]  # type: ignore[union-attr]
+            values = [t["value"] for t in conv]  # type: ignore[union-attr]
+            if froms != _ROLES.get(len(froms)):
+                raise LookupError
+            human = "\n".join(values[0::2])
+            gpt = "\n".join(values[1::2])  # TypeError unless every value is a string
+            if "" in values or any(map(str.isspace, values)) or IMAGE_TOKEN in gpt:
+                raise LookupError
+            leading = False
+        except (LookupError, TypeError, AttributeError):
+            values, human, leading = self._turns(conv)
+        tokens = human.count(IMAGE_TOKEN)
+        chars = sum(map(len, values))
+
+        images = self._images(rec)
+        n = len(images)
+        fixes = _FIX_LEADING if leading else 0
+        if tokens != n:
+            if n == 1 and tokens == 0:
+                values[0] = _TOKEN_PREFIX + values[0]
+                chars += len(_TOKEN_PREFIX)
+                fixes |= _FIX_TOKEN
+            elif n == 0:
+                raise v.Bad(v.TOKEN_TEXT_ONLY, f"{tokens} {IMAGE_TOKEN} token(s) but no image")
+            else:
+                raise v.Bad(v.TOKEN_MISMATCH, f"{tokens} {IMAGE_TOKEN} token(s) for {n} image(s)")
+        out.ids.append(rid)
+        out.img_flat.extend(images)
+        out.img_offsets.append(len(out.img_flat))
+        if out.keep_text:
+            out.values.extend(values)
+            out.n_turns += len(values)
+        out.conv_offsets.append(out.n_turns)
+        out.n_images.append(n)
+        out.text_chars.append(chars)
+        out.index.append(index)
+        out.fixes.append(fixes)
+
+    def _turns(self, conv: Any) -> tuple[list[str], str, bool]:
+        """The slow path: (values, human text, leading turn removed), or Bad with the exact problem."""
+        if type(conv) is not list or not conv:
+            raise v.Bad(v.NO_CONVERSATIONS, "'conversations' is missing, not a list, or empty")
+        leading = False
+        if type(conv[0]) is dict and conv[0].get("from") != "human":
+            conv = conv[1:]  # LLaVA: "if roles[source[0]['from']] != conv.roles[0]: source = source[1:]"
+            leading = True
+            if not conv:
+                raise v.Bad(v.NO_CONVERSATIONS, "the only turn is not from human")
+        values: list[str] = []
+        human_values: list[str] = []
+        for k, turn in enumerate(conv):
+            expected = "gpt" if k % 2 else "human"
+            if type(turn) is not dict:
+                raise v.Bad(v.BAD_TURN, f"turn {k} is a JSON {type(turn).__name__}, not an object")
+            role, value = turn.get("from"), turn.get("value")
+            if role != expected:
+                if role not in ("human", "gpt"):
+                    raise v.Bad(v.UNKNOWN_ROLE if type(role) is str else v.BAD_TURN,
+                                f"turn {k}: 'from' is {role!r} (expected 'human' or 'gpt')")
+                raise v.Bad(v.NOT_ALTERNATING, f"turn {k} is from {role!r}, expected {expected!r}")
+            if type(value) is not str:
+                raise v.Bad(v.BAD_TURN, f"turn {k}: 'value' is {type(value).__name__}, not a string")
+            if not value or value.isspace():
+                raise v.Bad(v.EMPTY_VALUE, f"turn {k} ({role}) has an empty value")
+            if expected == "gpt" and IMAGE_TOKEN in value:
+                raise v.Bad(v.TOKEN_IN_GPT, f"turn {k} (gpt) contains {IMAGE_TOKEN}")
+            values.append(value)
+            if expected == "human":
+                human_values.append(value)
+        if len(values) % 2:
+            raise v.Bad(v.ENDS_WITH_HUMAN, f"{len(values)} turns: the last one is from human and has no answer")
+        return values, "\n".join(human_values), leading
+
+    def _id(self, rec: dict, index: int) -> str:
+        rid = rec.get("id")
+        if rid is None or rid == "":
+            rid = rec.get("idx")
+        t = type(rid)
+        if t is str and rid:
+            return rid
+        if t is int:
+            return str(rid)
+        if rid is None or rid == "":
+            return f"{self.source}:{index}"
+        if t is float:
+            return str(int(rid)) if rid.is_integer() else repr(rid)
+        raise v.Bad(v.BAD_ID, f"id is a JSON {type(rid).__name__} ({rid!r:.40})")
+
+    def _images(self, rec: dict) -> list[str]:
+        image = rec.get("image")
+        if image is None:
+            return []
+        if type(image) is str:
+            paths = [image]
+        elif type(image) is list:
+            paths = image
+            for p in paths:
+                if type(p) is not str:
+                    raise v.Bad(v.BAD_IMAGE_FIELD, f"image list holds a JSON {type(p).__name__}")
+        else:
+            raise v.Bad(v.BAD_IMAGE_FIELD, f"image is a JSON {type(image).__name__}")
+        clean = v.clean_image_path
+        if self.prefix:  # the prefix is a clean relative path (checked by the recipe schema)
+            return [self.prefix + clean(p) for p in paths]
+        return [clean(p) for p in paths]

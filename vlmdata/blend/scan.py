@@ -1,0 +1,251 @@
+"""Phase 1 of a blend: read each input once, normalise and check every record, and spill the good
+rows to a temporary Arrow file (bad ones are listed with their index, line and reason).
+
+A large input is read by several processes at once, each over a byte range that starts on a
+record (vlmdata.jsonstream.split_points); if a range turns out not to line up, that input is read
+again in one piece, so the result never depends on the split. Memory stays at one text window and
+one batch of rows per process: never a whole-file list of records.
+"""
+from __future__ import annotations
+
+import gc
+import multiprocessing as mp
+import os
+import sys
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pyarrow as pa
+
+from vlmdata.blend import validate as v
+from vlmdata.blend.columns import SCAN_SCHEMA
+from vlmdata.blend.records import Normaliser, RowBuffer
+from vlmdata.errors import UserError
+from vlmdata.jsonstream import RecordReader, SegmentMismatch, split_points
+
+BATCH_ROWS = 8192
+PARALLEL_MIN_BYTES = 48 << 20  # smaller inputs are read in one piece
+_PROGRESS_EVERY = 2048  # records between progress reports
+
+
+@dataclass
+class BadRecord:
+    index: int  # in the input, from 0
+    line: int | None  # 1-based line in the input file
+    id: str | None  # the record's own id, when it has one
+    reason: str  # a key from vlmdata.blend.validate
+    detail: str
+
+
+@dataclass
+class RangeResult:
+    """What one process found in one byte range of one input."""
+
+    rows_path: Path | None  # Arrow IPC file of the good rows (None: no good rows)
+    n_read: int
+    n_rows: int
+    newlines: int
+    bad: list[BadRecord]
+
+
+@dataclass
+class InputScan:
+    """One input, read: its good rows (in one or more files) and its bad records."""
+
+    name: str
+    path: Path
+    n_read: int = 0
+    parts: list[tuple[Path, int]] = field(default_factory=list)  # (rows file, index of its first record)
+    bad: list[BadRecord] = field(default_factory=list)
+    ranges: int = 1  # how many ranges it was read in
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    path: Path
+    image_prefix: str
+    out: Path
+    start: int = 0
+    end: int | None = None
+    limit: int | None = None  # first:N
+    keep_text: bool = True
+    stop_on_bad: bool = False
+
+
+# -- one range, in whichever process runs it
+
+_progress: Any = None  # a shared counter of bytes read (set in pool workers), or a callable
+
+
+def _report(n: int) -> None:
+    p = _progress
+    if p is None:
+        return
+    if callable(p):
+        p(n)
+    else:
+        with p.get_lock():
+            p.value += n
+
+
+def scan_range(task: Task) -> RangeResult:
+    """Read records of ``task.path`` in ``[start, end)``; write good rows to ``task.out``."""
+    reader = RecordReader(task.path, task.start, task.end)
+    norm = Normaliser(task.name, task.image_prefix)
+    buf = RowBuffer(keep_text=task.keep_text)
+    bad: list[BadRecord] = []
+    writer: pa.ipc.RecordBatchFileWriter | None = None
+    n_read = n_rows = 0
+    reported = 0
+    enabled = gc.isenabled()
+    gc.disable()  # records die young and hold no cycles; the collector only costs time here
+    try:
+        for index, rec in reader:
+            try:
+                norm.add(rec, index, buf)
+            except v.Bad as e:
+                rid = rec.get("id", rec.get("idx")) if type(rec) is dict else None
+                bad.append(BadRecord(index, reader.line(), None if rid is None else str(rid), e.reason, e.detail))
+                if task.stop_on_bad:
+                    n_read = index + 1
+                    break
+            n_read = index + 1
+            if len(buf) >= BATCH_ROWS:
+                writer = _flush(buf, writer, task.out)
+                n_rows += BATCH_ROWS
+            if n_read % _PROGRESS_EVERY == 0:
+                done = reader.bytes_read()
+                _report(done - reported)
+                reported = done
+            if task.limit is not None and n_read >= task.limit:
+                break
+        if len(buf):
+            n_rows += len(buf)
+            writer = _flush(buf, writer, task.out)
+    finally:
+        if writer is not None:
+            writer.close()
+        if enabled:
+            gc.enable()
+    _report(reader.bytes_read() - reported)
+    return RangeResult(task.out if writer is not None else None, n_read, n_rows, reader.newlines, bad)
+
+
+def _flush(buf: RowBuffer, writer: Any, out: Path) -> Any:
+    batch = buf.to_batch()
+    buf.clear()
+    if writer is None:
+        writer = pa.ipc.new_file(str(out), SCAN_SCHEMA)
+    writer.write_batch(batch)
+    return writer
+
+
+def _worker_init(counter: Any) -> None:
+    global _progress
+    _progress = counter
+
+
+# -- every input of a blend
+
+
+def scan_inputs(tasks: list[Task], *, jobs: int, on_bytes: Callable[[int], None] | None = None,
+                while_waiting: Callable[[], None] | None = None,
+                parallel_min_bytes: int = PARALLEL_MIN_BYTES) -> list[InputScan]:
+    """Scan each task's input, in parallel over ``jobs`` processes when that pays.
+
+    ``on_bytes`` receives progress (bytes read); ``while_waiting`` runs in this process while the
+    workers read (the blend hashes the inputs there).
+    """
+    global _progress
+    if jobs <= 1:
+        _progress = on_bytes
+        try:
+            scans = [_collect(t, [(t, scan_range(t))]) for t in tasks]
+        finally:
+            _progress = None
+        if while_waiting:
+            while_waiting()
+        return scans
+
+    counter = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn").Value("q", 0)
+    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init, initargs=(counter,)) as pool:
+        planned: list[tuple[Task, list[tuple[Task, Future]]]] = []
+        for t in tasks:
+            planned.append((t, [(r, pool.submit(scan_range, r)) for r in _split(t, jobs, parallel_min_bytes)]))
+        if while_waiting:
+            while_waiting()
+        seen = 0
+        scans = []
+        for t, futures in planned:
+            results = []
+            for r, fut in futures:
+                while True:
+                    try:
+                        results.append((r, fut.result(timeout=0.2)))
+                        break
+                    except TimeoutError:
+                        seen = _poll(counter, seen, on_bytes)
+                    except (SegmentMismatch, UserError):
+                        if len(futures) == 1:
+                            raise
+                        results = None  # type: ignore[assignment]
+                        break
+                if results is None:
+                    break
+            if results is None:  # the ranges did not line up: read it again in one piece
+                for r, fut in futures:
+                    fut.cancel()
+                whole = pool.submit(scan_range, t)
+                results = [(t, whole.result())]
+            scans.append(_collect(t, results))
+            seen = _poll(counter, seen, on_bytes)
+    return scans
+
+
+def _poll(counter: Any, seen: int, on_bytes: Callable[[int], None] | None) -> int:
+    now = counter.value
+    if on_bytes is not None and now > seen:
+        on_bytes(now - seen)
+    return now
+
+
+def _split(t: Task, jobs: int, min_bytes: int) -> list[Task]:
+    size = t.path.stat().st_size
+    if t.limit is not None or t.stop_on_bad or size < min_bytes:
+        return [t]
+    cuts = split_points(t.path, max(1, min(jobs, size // max(1, min_bytes // 2))))
+    if len(cuts) <= 2:
+        return [t]
+    return [Task(t.name, t.path, t.image_prefix, t.out.with_name(f"{t.out.name}.{i}"), a, b, None, t.keep_text)
+            for i, (a, b) in enumerate(zip(cuts, cuts[1:]))]
+
+
+def _collect(t: Task, results: list[tuple[Task, RangeResult]]) -> InputScan:
+    """Join the ranges of one input: indexes and lines become input-wide."""
+    scan = InputScan(t.name, t.path, ranges=len(results))
+    line_base = 0
+    for r, res in results:
+        base = scan.n_read
+        if res.rows_path is not None:
+            scan.parts.append((res.rows_path, base))
+        for b in res.bad:
+            b.index += base
+            if b.line is not None:
+                b.line += line_base
+        scan.bad.extend(res.bad)
+        scan.n_read += res.n_read
+        line_base += res.newlines
+    return scan
+
+
+def cleanup(scans: list[InputScan]) -> None:
+    for s in scans:
+        for p, _ in s.parts:
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass

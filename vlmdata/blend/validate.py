@@ -1,0 +1,64 @@
+"""What makes a record bad, as stable reason keys (they are the keys of blend.json's drop counts).
+
+The checks themselves run inline in records.py (one pass per record, no extra copies); this
+module holds the reasons, the image-path rule, and the `Bad` signal they raise.
+"""
+from __future__ import annotations
+
+import posixpath
+
+# record-level reasons (found while reading)
+NOT_OBJECT = "record is not a JSON object"
+NO_CONVERSATIONS = "no conversations"
+BAD_TURN = "malformed turn"
+UNKNOWN_ROLE = "unknown role"
+NOT_ALTERNATING = "turns do not alternate human/gpt"
+ENDS_WITH_HUMAN = "last turn is from human (no answer)"
+EMPTY_VALUE = "empty turn value"
+VIDEO = "video not supported"
+BAD_ID = "id is not a string or number"
+BAD_IMAGE_FIELD = "image is not a string or a list of strings"
+BAD_IMAGE_PATH = "image path is empty, absolute or leaves the image root"
+TOKEN_MISMATCH = "<image> count differs from the number of images"
+TOKEN_IN_GPT = "<image> in a gpt turn"
+TOKEN_TEXT_ONLY = "<image> in a text-only record"
+# image-level reasons (found by the image check)
+MISSING_IMAGE = "missing image"
+CORRUPT_IMAGE = "corrupt image"
+
+RECORD_REASONS = (NOT_OBJECT, NO_CONVERSATIONS, BAD_TURN, UNKNOWN_ROLE, NOT_ALTERNATING, ENDS_WITH_HUMAN,
+                  EMPTY_VALUE, VIDEO, BAD_ID, BAD_IMAGE_FIELD, BAD_IMAGE_PATH, TOKEN_MISMATCH, TOKEN_IN_GPT,
+                  TOKEN_TEXT_ONLY)
+IMAGE_REASONS = (MISSING_IMAGE, CORRUPT_IMAGE)
+
+# fixes applied to records that are kept (counted per source)
+FIX_LEADING_TURN = "leading non-human turn removed"
+FIX_TOKEN_ADDED = "<image> added to the first human turn"
+FIXES = (FIX_LEADING_TURN, FIX_TOKEN_ADDED)
+
+
+class Bad(Exception):
+    """A record that cannot be used: a reason key from above and a detail for the user."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def clean_image_path(path: str) -> str:
+    """The image path as stored: relative, '/'-separated, inside the image root; else Bad.
+
+    The common case (a plain relative path) is returned as is after a few substring tests; only
+    paths with '.', '//' or '\\' pieces go through normpath.
+    """
+    if not path:
+        raise Bad(BAD_IMAGE_PATH, "empty image path")
+    if path[0] == "/" or "\\" in path or (len(path) > 1 and path[1] == ":"):
+        raise Bad(BAD_IMAGE_PATH, f"absolute image path {path!r}")
+    if "//" in path or path[0] == "." or "/." in path:
+        norm = posixpath.normpath(path)
+        if norm == ".." or norm.startswith("../") or norm == ".":
+            raise Bad(BAD_IMAGE_PATH, f"image path {path!r} leaves the image root")
+        return norm
+    return path

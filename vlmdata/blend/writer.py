@@ -1,0 +1,213 @@
+"""Write the blend's output folder: a `datasets.load_from_disk`-able dataset plus blend.json.
+
+Everything goes into a temporary folder beside the output, which is swapped into place at the
+very end (vlmdata.atomic.replace_dir): a blend killed at any point leaves the previous output
+as it was. The temporary folder holds a file with the writer's pid, so the next blend can tell a
+dead run's leftovers from a live run's folder and remove only the former.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from vlmdata import atomic
+
+MAX_SHARD_BYTES = 500 << 20  # like datasets' save_to_disk default
+BATCH_ROWS = 1000  # rows per record batch on disk, like datasets' writer_batch_size
+OWNER_FILE = ".vlmdata-owner"
+
+
+def features_for(schema: pa.Schema) -> Any:
+    import datasets
+
+    return datasets.Features.from_arrow_schema(schema)
+
+
+class DatasetWriter:
+    """Arrow IPC stream shards (``data-0000i-of-0000n.arrow``) + state.json + dataset_info.json,
+    the files ``Dataset.save_to_disk`` writes, so ``datasets.load_from_disk`` memory-maps them.
+
+    Rows are re-chunked into batches of exactly ``batch_rows``: the bytes on disk depend only on the
+    rows, not on how they were produced (one process or several)."""
+
+    def __init__(self, folder: Path, schema: pa.Schema, *, max_shard_bytes: int = MAX_SHARD_BYTES,
+                 batch_rows: int = BATCH_ROWS) -> None:
+        self.folder = Path(folder)
+        self.features = features_for(schema)
+        self.schema = self.features.arrow_schema  # carries the `huggingface` metadata
+        self.max_shard_bytes = max_shard_bytes
+        self.batch_rows = batch_rows
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+        self.shards: list[Path] = []
+        self.rows = 0
+        self._sink: Any = None
+        self._writer: Any = None
+        self._shard_bytes = 0
+        self._syncs: list[Future] = []
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        self._pending.append(pa.RecordBatch.from_arrays(batch.columns, schema=self.schema))
+        self._pending_rows += batch.num_rows
+        while self._pending_rows >= self.batch_rows:
+            self._emit(self.batch_rows)
+
+    def _emit(self, n: int) -> None:
+        t = pa.Table.from_batches(self._pending, schema=self.schema)
+        # `take` copies the rows into fresh buffers of exactly their size: slices of bigger
+        # batches would otherwise carry their parents' buffer sizes into the file
+        out = t.take(np.arange(n)).combine_chunks().to_batches()[0]
+        self._pending = t.slice(n).to_batches()
+        self._pending_rows -= n
+        if self._writer is None or self._shard_bytes >= self.max_shard_bytes:
+            self._next_shard()
+        self._writer.write_batch(out)
+        self._shard_bytes += out.nbytes
+        self.rows += n
+
+    def _next_shard(self) -> None:
+        self._close_shard()
+        path = self.folder / f"data-{len(self.shards):05d}.arrow"
+        self.shards.append(path)
+        self._sink = pa.OSFile(str(path), "wb")
+        self._writer = pa.ipc.new_stream(self._sink, self.schema)
+        self._shard_bytes = 0
+
+    def _close_shard(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._sink.close()
+            self._writer = self._sink = None
+            # a finished shard goes to the disk while the next one is written (commit() needs it there)
+            self._syncs.append(_SYNC.submit(_fsync, self.shards[-1]))
+
+    def close(self, fingerprint: str) -> list[str]:
+        """Finish the shards, name them ``-of-N`` and write the `datasets` metadata files."""
+        import datasets
+        from datasets import arrow_dataset
+
+        if self._pending_rows:
+            self._emit(self._pending_rows)
+        if not self.shards:
+            self._next_shard()  # an empty dataset still has one (empty) shard
+        self._close_shard()
+        for f in self._syncs:
+            f.result()
+        n = len(self.shards)
+        names = []
+        for i, p in enumerate(self.shards):
+            name = f"data-{i:05d}-of-{n:05d}.arrow"
+            os.replace(p, self.folder / name)
+            names.append(name)
+        state = {
+            "_data_files": [{"filename": name} for name in names],
+            "_fingerprint": fingerprint,
+            "_format_columns": None,
+            "_format_kwargs": {},
+            "_format_type": None,
+            "_output_all_columns": False,
+            "_split": None,
+        }
+        (self.folder / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
+        info = arrow_dataset.asdict(datasets.DatasetInfo(features=self.features))  # as save_to_disk writes it
+        (self.folder / "dataset_info.json").write_text(json.dumps({k: info[k] for k in sorted(info)}, indent=2),
+                                                       encoding="utf-8")
+        return names
+
+    def abort(self) -> None:
+        self._close_shard()
+
+
+# -- the temporary output folder
+
+
+def begin(out: Path) -> Path:
+    """A fresh temporary folder beside ``out`` (after removing what dead runs left there)."""
+    out = Path(out)
+    remove_stale(out)
+    tmp = atomic.temp_dir_beside(out)
+    (tmp / OWNER_FILE).write_text(str(os.getpid()), encoding="utf-8")
+    return tmp
+
+
+def commit(tmp: Path, out: Path, synced: tuple[str, ...] = ()) -> None:
+    """Every file's bytes reach the disk, then the folder is swapped in (``synced``: file names
+    already fsynced, e.g. the shards)."""
+    for f in tmp.iterdir():
+        if f.is_file() and f.name not in synced:
+            _fsync(f)
+    atomic.fsync_dir(tmp)
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp made it private
+    atomic.replace_dir(tmp, out)
+    (out / OWNER_FILE).unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_SYNC = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlmdata-fsync")
+
+
+def abandon(tmp: Path) -> None:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale(out: Path) -> int:
+    """Remove ``.tmp-<name>.*`` folders beside ``out`` whose writer is no longer running."""
+    parent = out.parent
+    if not parent.is_dir():
+        return 0
+    n = 0
+    for p in parent.glob(f"{atomic.TMP_PREFIX}{out.name}.*"):
+        if not p.is_dir() or p.is_symlink():
+            continue
+        owner = p / OWNER_FILE
+        try:
+            pid = int(owner.read_text(encoding="utf-8").strip())
+        except (OSError, ValueError):
+            pid = None  # an ".old" folder of an interrupted swap, or a folder without an owner
+        if pid is not None and _alive(pid):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        n += 1
+    return n
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=_jsonable) + "\n", encoding="utf-8")
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "__dataclass_fields__"):
+        return asdict(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
