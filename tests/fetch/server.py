@@ -21,7 +21,7 @@ import re
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -359,11 +359,7 @@ class HubServer:
         return True
 
 
-def free_port_server(folder: Path) -> LoopbackServer:
-    return LoopbackServer(folder).start()
-
-
-__all__ = ["Blob", "Fault", "HubServer", "LoopbackServer", "free_port_server"]
+__all__ = ["Blob", "Fault", "HubServer", "LoopbackServer"]
 
 
 if __name__ == "__main__":  # serve a folder by hand: python tests/fetch/server.py DIR

@@ -25,14 +25,14 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import requests
 
 from vlmdata.fetch.hashing import Digests, StreamHasher, hash_file
-from vlmdata.fetch.segments import Piece, Scheduler, merge_intervals
+from vlmdata.fetch.segments import Piece, Scheduler
 from vlmdata.net.retry import RetryPolicy, is_transient_error, is_transient_status, retry_after_seconds
 from vlmdata.net.session import make_session
 
@@ -70,7 +70,6 @@ class Fetched:
     digests: Digests
     transferred: int  # bytes received over the network by this call
     resumed_from: int  # bytes already there when this call started
-    etag: str | None = None
     connections: int = 1
 
 
@@ -83,7 +82,6 @@ class _State:
     etag: str | None = None
     last_modified: str | None = None
     done: list[list[int]] | None = None  # segmented mode: finished [start, end) ranges
-    extra: dict = field(default_factory=dict)
 
     @property
     def validator(self) -> str | None:
@@ -94,14 +92,14 @@ class _State:
         try:
             d = json.loads(path.read_text("utf-8"))
             return cls(url=d.get("url", ""), size=d.get("size"), etag=d.get("etag"),
-                       last_modified=d.get("last_modified"), done=d.get("done"), extra=d.get("extra", {}))
+                       last_modified=d.get("last_modified"), done=d.get("done"))
         except (OSError, ValueError, TypeError, AttributeError):
             return None
 
     def save(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps({"url": self.url, "size": self.size, "etag": self.etag,
-                                   "last_modified": self.last_modified, "done": self.done, "extra": self.extra}))
+                                   "last_modified": self.last_modified, "done": self.done}))
         os.replace(tmp, path)
 
 
@@ -224,7 +222,7 @@ class HttpEngine:
                 else:
                     d, state = self._single(url, part, spath, state, headers, md5, counted)
                     conns = 1
-                return Fetched(dest, d, transferred[0], start_bytes, state.etag if state else None, conns)
+                return Fetched(dest, d, transferred[0], start_bytes, conns)
             except _Transient as e:
                 state = _State.load(spath) if part.exists() else None
                 failures = 1 if transferred[0] > before else failures + 1  # progress resets the count
@@ -539,4 +537,4 @@ def copy_local(src: Path, dest: Path, *, md5: bool = False, progress: ProgressFn
 
 
 __all__ = ["HttpEngine", "Fetched", "SourceFailed", "Cancelled", "copy_local", "discard_partial", "partial_progress",
-           "part_path", "state_path", "merge_intervals"]
+           "part_path", "state_path", "shown", "scrub"]
