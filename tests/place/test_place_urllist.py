@@ -155,3 +155,18 @@ def test_without_a_forced_extension_the_bytes_and_url_extension_are_kept(server,
     res = run(root, spec=spec)
     assert res.saved == 1 and res.converted == 0
     assert (root.store_path("ocr_vqa/images") / "9.gif").read_bytes() == gif
+
+
+def test_with_a_proxy_configured_the_session_does_the_requests(ocr, root, monkeypatch):
+    import vlmdata.place.urllist as urllist_mod
+
+    monkeypatch.setattr(urllist_mod, "_uses_proxy", lambda session: True)
+    session = make_session(pool_size=2)
+    sent = []
+    real_get = session.get
+    session.get = lambda url, **kw: sent.append(url) or real_get(url, **kw)
+    res = fetch_url_list(SPEC, SOURCE, root, session=session, jobs=8, mirror=None, policy=FAST)
+    assert res.saved == 4 and len(sent) == 9  # 8 records + one retry of the 500
+    assert session.get_adapter("http://x")._pool_maxsize == 8
+    assert sorted(p.name for p in root.store_path("ocr_vqa/images").iterdir()) == ["0001.jpg", "0002.jpg",
+                                                                                  "0003.jpg", "0007.jpg"]
