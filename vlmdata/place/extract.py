@@ -128,25 +128,24 @@ def resolve_inner(label: str, inner: str | None, file_parts: Iterable[list[str]]
     ``inner`` is the manifest's word: a folder name, "" (no top folder) or None (unknown).
     """
     tops: dict[str, bool] = {}  # top-level name -> is a folder
-    has_prefix: dict[str, bool] = {}
+    has_prefix = False
     want = inner.split("/") if inner else []
     for parts in file_parts:
         if parts[0] in IGNORED_TOPS:
             continue
         tops[parts[0]] = tops.get(parts[0], False) or len(parts) > 1
-        if want and len(parts) > len(want) and parts[:len(want)] == want:
-            has_prefix["yes"] = True
+        has_prefix = has_prefix or (bool(want) and len(parts) > len(want) and parts[:len(want)] == want)
     if inner == "":
         return [], []
     listing = ", ".join(sorted(tops)[:5]) + (", ..." if len(tops) > 5 else "")
     if inner is not None:
         if has_prefix:
             return want, []
-        guess, w = _detect(tops)
+        guess = _detect(tops)
         how = f"its top folder '{guess[0]}'" if guess else "its members as they are"
         return guess, [f"{label}: the manifest says the inner folder is '{inner}', but the archive's top entries "
-                       f"are: {listing or '(none)'}; placed {how} instead (fix place.inner)"] + w
-    guess, w = _detect(tops)
+                       f"are: {listing or '(none)'}; placed {how} instead (fix place.inner)"]
+    guess = _detect(tops)
     if guess:
         return guess, [f"{label}: inner folder unknown; the archive has one top folder '{guess[0]}', "
                        f"its content was placed (set place.inner = \"{guess[0]}\" to say so)"]
@@ -154,12 +153,13 @@ def resolve_inner(label: str, inner: str | None, file_parts: Iterable[list[str]]
                 f"placed as they are (set place.inner = \"\" to say so)"]
 
 
-def _detect(tops: dict[str, bool]) -> tuple[list[str], list[str]]:
+def _detect(tops: dict[str, bool]) -> list[str]:
+    """The single top folder as a prefix, or [] when there is not exactly one."""
     if len(tops) == 1:
         (name, is_dir), = tops.items()
         if is_dir:
-            return [name], []
-    return [], []
+            return [name]
+    return []
 
 
 # ----------------------------------------------------------------- zip
