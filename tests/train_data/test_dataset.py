@@ -210,3 +210,26 @@ def test_chat_template(tmp_path, make_tokenizer, processor):
     assert int((enc.input_ids == len(tok)).sum()) == PER_IMAGE and enc.input_ids[0] != tok.bos_token_id
     with pytest.raises(ValueError, match="chat template"):
         Encoder(make_tokenizer(True), "chat_template", tokens(tok), 2048).encode(turns, 1)
+
+
+def test_embedded_image_bytes_need_no_image_root(tmp_path, make_tokenizer, processor):
+    """`vlmdata blend --embed-images` adds image_bytes (list<binary>); no image root is needed then."""
+    import datasets
+
+    tok = make_tokenizer(False)
+    png = write_image(tmp_path / "a.png", (20, 12), (0, 0, 250), fmt="PNG").read_bytes()
+    ds_dir = write_blend(tmp_path / "b", [{"id": "e", "images": ["a.png"], "conversations": conv("<image>\nq", "a")}], None)
+    ds = datasets.load_from_disk(str(ds_dir))
+    ds = ds.add_column("image_bytes", [[png]])
+    ds.save_to_disk(str(tmp_path / "embedded"))
+    (tmp_path / "embedded/blend.json").write_text("{}")
+    (tmp_path / "a.png").unlink()
+    data = build_train_data(DataArgs(str(tmp_path / "embedded")), tok, processor, tokens(tok))
+    assert data.dataset[0]["pixel_values"].shape == (1, 3, 16, 16)
+
+
+def test_marker_in_a_dropped_leading_gpt_turn_is_a_mask_failure(make_tokenizer):
+    tok = make_tokenizer(False)
+    turns = [{"from": "gpt", "value": "<image>\nhello"}] + conv("what color?", "left")
+    with pytest.raises(MaskError, match="marker count"):
+        Encoder(tok, "vicuna_v1", tokens(tok), 2048).encode(turns, 1)

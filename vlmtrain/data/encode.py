@@ -102,7 +102,7 @@ class Encoder:
             for c in chunks:
                 starts.append(pos)
                 pos += len(c) + len(self.image_tokens.token)
-            plans.append((i, p, chunks, starts))
+            plans.append((i, p, chunks, starts, n_images))
         for special in (True, False):
             group = [pl for pl in plans if pl[1].add_special_tokens == special]
             if not group:
@@ -110,10 +110,13 @@ class Encoder:
             flat = [c for pl in group for c in pl[2]]
             toks = self._tokenize(flat, special)
             k = 0
-            for i, p, chunks, starts in group:
+            for i, p, chunks, starts, n_images in group:
                 mine = toks[k:k + len(chunks)]
                 k += len(chunks)
                 try:
+                    if len(chunks) - 1 != n_images:  # e.g. a marker in a leading gpt turn the template dropped
+                        raise MaskError("image marker count differs from the number of images",
+                                        f"{len(chunks) - 1} markers in the prompt, {n_images} images")
                     results[i] = self._assemble(p, chunks, starts, mine, special)
                 except MaskError as e:
                     results[i] = e
