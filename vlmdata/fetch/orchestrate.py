@@ -268,10 +268,10 @@ class Fetcher:
                        sha256=sha256 or (pin.sha256 if pin else None), md5=md5, pinned=pin is not None)
 
     def _pin(self, key: str, expect: _Expect, got: _Got) -> None:
-        if expect.sha256 is None or expect.pinned:
-            if self.lock.get(key) is None:
-                self.lock.pin(key, LockEntry(sha256=got.digests.sha256, size=got.digests.size, source=got.source,
-                                             revision=got.revision))
+        """No sha256 in the manifest and none pinned yet: this verified download sets the pin."""
+        if expect.sha256 is None:
+            self.lock.pin(key, LockEntry(sha256=got.digests.sha256, size=got.digests.size, source=got.source,
+                                         revision=got.revision))
 
     # ------------------------------------------------------------------ download + verify
     def _obtain_file(self, spec: FileSpec) -> _Got:
@@ -295,16 +295,18 @@ class Fetcher:
     def _join(self, spec: FileSpec, pieces: list[_Got], dest: Path, expect: _Expect) -> _Got:
         tmp = dest.with_name(dest.name + ".joining")
         hasher = StreamHasher(md5=expect.md5 is not None)
-        with open(tmp, "wb") as out:
-            for p in pieces:
-                with open(p.path, "rb") as fh:
-                    while True:
-                        self._check_cancel()
-                        data = fh.read(4 << 20)
-                        if not data:
-                            break
-                        out.write(data)
-                        hasher.feed(data)
+        try:
+            with open(tmp, "wb") as out:
+                for p in pieces:
+                    with open(p.path, "rb") as fh:
+                        while data := fh.read(4 << 20):
+                            self._check_cancel()
+                            out.write(data)
+                            hasher.feed(data)
+        except BaseException:
+            hasher.abandon()
+            tmp.unlink(missing_ok=True)  # the parts are still there: joining again is cheap
+            raise
         d = hasher.finish()
         bad = expect.check(d)
         if bad:
