@@ -97,14 +97,14 @@ def fetch_cmd(
             report.layout = {"name": lay.name, "folder": str(res.folder), "hardlinks": res.hardlinks,
                              "symlinks": res.symlinks, "existing": res.existing, "missing": res.missing,
                              "image_folder": str(res.folder / lay.image_folder)}
-    _summarise(settings, report, todo_count=len(todo))
+    _summarise(settings, report)
     if report.failed:
         raise OperationError(f"{len(report.failed)} of {len(specs)} file(s) failed:\n"
                              + "\n".join(o.error or o.key for o in report.failed),
                              hint="run the same command again to retry; finished bytes are not downloaded again")
 
 
-def _summarise(settings: Settings, report: FetchReport, todo_count: int) -> None:
+def _summarise(settings: Settings, report: FetchReport) -> None:
     if settings.json:
         settings.emit_json(report.to_json())
         return
