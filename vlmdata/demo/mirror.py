@@ -188,9 +188,7 @@ def build_demo_mirror(out: Path, *, n_per_set: int = 12, seed: int = 0) -> DemoM
     def add(key: str, origin: str, writer, members) -> None:
         p = _mirror_path(mirror, origin)
         writer(p, members)
-        data = p.read_bytes()
-        demo.files[key] = DemoFile(key, origin, p, len(data), hashlib.sha256(data).hexdigest(),
-                                   hashlib.md5(data).hexdigest())
+        _add_existing(demo, key, origin, p)
 
     def jpegs(names: list[str]) -> dict[str, bytes]:
         return {name: _image(rng) for name in names}
@@ -271,9 +269,7 @@ def build_demo_mirror(out: Path, *, n_per_set: int = 12, seed: int = 0) -> DemoM
     ocr_json = _mirror_path(mirror, ORIGIN["ocr_json"])
     ocr_json.parent.mkdir(parents=True, exist_ok=True)
     ocr_json.write_text(json.dumps(index, indent=1))
-    data = ocr_json.read_bytes()
-    demo.files["ocr_vqa:dataset.json"] = DemoFile("ocr_vqa:dataset.json", ORIGIN["ocr_json"], ocr_json, len(data),
-                                                  hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest())
+    _add_existing(demo, "ocr_vqa:dataset.json", ORIGIN["ocr_json"], ocr_json)
     ocr_saved = [f"{i}.jpg" for i in ocr_ids if i not in demo.ocr_dead and i not in demo.ocr_corrupt]
     images["ocr_vqa/images"] = ocr_saved
 
@@ -318,6 +314,7 @@ def build_demo_mirror(out: Path, *, n_per_set: int = 12, seed: int = 0) -> DemoM
 
 
 def _add_existing(demo: DemoMirror, key: str, url: str, path: Path) -> None:
+    """Record a file written into the mirror: where it lies, its origin URL, size and hashes."""
     data = path.read_bytes()
     demo.files[key] = DemoFile(key, url, path, len(data), hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest())
 
