@@ -115,6 +115,9 @@ def run_one(args) -> dict:
     opt = torch.optim.AdamW(params, lr=2e-5, weight_decay=0.0, fused=cuda)
     if args.compile:
         model.model.language_model.compile()
+    if args.compile_layers:  # regional compilation: each decoder layer on its own (fuses norms, rotary, MLP act)
+        for layer in model.model.language_model.layers:
+            layer.compile()
     counts = param_counts(model)
     fm = flop_model(model)
     vc = model.config.vision_config
@@ -122,12 +125,17 @@ def run_one(args) -> dict:
     batches = [synthetic_batch(args, model.config.text_config.vocab_size, built.image_token_id, built.tokens_per_image,
                                vc.image_size, device, rng) for _ in range(4)]
     pixel_dtype = torch.bfloat16
+    supervised = [None if args.stock_loss else int((b["labels"][:, 1:] != -100).sum()) for b, _ in batches]
+    from transformers import LlavaForConditionalGeneration
 
     def step(batch):
         inputs = dict(batch)
         inputs["pixel_values"] = inputs["pixel_values"].to(pixel_dtype)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "amp"):
-            loss = model(**inputs).loss
+            if args.stock_loss:  # transformers' own forward: logits at every position, then the loss
+                loss = LlavaForConditionalGeneration.forward(model, **inputs).loss
+            else:
+                loss = model(**inputs).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -148,41 +156,61 @@ def run_one(args) -> dict:
         loss = step(batch)
         tokens += sum(lens)
         samples += len(lens)
-        flops += fm.step_flops(lens, n_images=len(lens))
+        flops += fm.step_flops(lens, n_images=len(lens), n_supervised=supervised[i % len(batches)])
     sync()
     dt = time.perf_counter() - t0
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]) as prof:
+            for i in range(2):
+                step(batches[i % len(batches)][0])
+            sync()
+        key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+        Path(args.profile).write_text(prof.key_averages().table(sort_by=key, row_limit=40, max_name_column_width=70))
     name = device_name() if cuda else "cpu"
     peak = peak_flops(name) if cuda else None
     m = mfu(flops / dt, 1, peak)
     return {
         "llm": "tiny" if args.tiny else args.llm, "vision": "tiny" if args.tiny else args.vision,
-        "precision": args.precision, "attn": built.attn, "grad_ckpt": args.grad_ckpt, "compile": args.compile,
+        "precision": args.precision, "attn": built.attn, "grad_ckpt": args.grad_ckpt, "compile": args.compile, "compile_layers": args.compile_layers,
+        "loss": "stock" if args.stock_loss else "supervised-chunked",
         "batch_size": args.batch_size, "seq_len": args.seq_len, "ragged": args.ragged,
         "params_total": counts["all"]["total"], "params_trainable": counts["all"]["trainable"],
         "steps": args.steps, "step_s": dt / args.steps, "samples_per_s": samples / dt, "tokens_per_s": tokens / dt,
         "model_tflops_per_s": flops / dt / 1e12, "mfu": m, "device": name, "peak_tflops": (peak or 0) / 1e12 or None,
         "max_mem_gib": (torch.cuda.max_memory_allocated() / 2**30) if cuda else None,
-        "loss": float(loss.detach().float().cpu()), "build_s": build_s,
+        "final_loss": float(loss.detach().float().cpu()), "build_s": build_s,
         "torch": torch.__version__, "transformers": __import__("transformers").__version__,
     }
 
 
-SWEEP = [  # (label, extra args)
+SWEEP = [  # (label, extra args); "stock" rows use transformers' loss (logits at every position) for comparison
+    ("1.6B bf16 b16 L1024 stock-loss", ["--precision", "bf16", "--batch-size", "16", "--seq-len", "1024", "--stock-loss"]),
     ("1.6B amp b8 L1024", ["--precision", "amp", "--batch-size", "8", "--seq-len", "1024"]),
     ("1.6B bf16 b8 L1024", ["--precision", "bf16", "--batch-size", "8", "--seq-len", "1024"]),
     ("1.6B bf16 b16 L1024", ["--precision", "bf16", "--batch-size", "16", "--seq-len", "1024"]),
     ("1.6B bf16 b8 L2048", ["--precision", "bf16", "--batch-size", "8", "--seq-len", "2048"]),
     ("1.6B bf16 b16 L1024 ragged", ["--precision", "bf16", "--batch-size", "16", "--seq-len", "1024", "--ragged"]),
     ("1.6B bf16 b16 L1024 gc", ["--precision", "bf16", "--batch-size", "16", "--seq-len", "1024", "--grad-ckpt"]),
-    ("1.6B bf16 b16 L1024 compile", ["--precision", "bf16", "--batch-size", "16", "--seq-len", "1024", "--compile"]),
+    ("1.6B bf16 b16 L1024 layers-compiled", ["--precision", "bf16", "--batch-size", "16", "--seq-len", "1024",
+                                             "--compile-layers"]),
     ("qwen-1.8B bf16 b16 L1024", ["--llm", "qwen-1.8b", "--precision", "bf16", "--batch-size", "16", "--seq-len", "1024"]),
+    ("7B bf16 b4 L1024 stock-loss", ["--llm", "vicuna-7b", "--precision", "bf16", "--batch-size", "4", "--seq-len", "1024",
+                                     "--stock-loss"]),
+    ("7B bf16 b4 L1024", ["--llm", "vicuna-7b", "--precision", "bf16", "--batch-size", "4", "--seq-len", "1024"]),
+    ("7B bf16 b4 L1024 layers-compiled", ["--llm", "vicuna-7b", "--precision", "bf16", "--batch-size", "4",
+                                          "--seq-len", "1024", "--compile-layers"]),
     ("7B bf16 b8 L1024 gc", ["--llm", "vicuna-7b", "--precision", "bf16", "--batch-size", "8", "--seq-len", "1024", "--grad-ckpt"]),
 ]
 
 
 def sweep(args) -> list[dict]:
     rows = []
+    only = [o.strip() for o in args.only.split(",")] if args.only else None
     for label, extra in SWEEP:
+        if only and not any(o in label for o in only):
+            continue
         cmd = [sys.executable, __file__, "--json-line", "--steps", str(args.steps), "--warmup", str(args.warmup),
                "--device", args.device, "--attn", args.attn, *extra]
         t0 = time.perf_counter()
@@ -227,6 +255,11 @@ def main(argv=None) -> int:
     ap.add_argument("--attn", choices=["auto", "sdpa", "eager", "flash_attention_2"], default="auto")
     ap.add_argument("--grad-ckpt", action="store_true")
     ap.add_argument("--compile", action="store_true", help="torch.compile the LLM")
+    ap.add_argument("--stock-loss", action="store_true",
+                    help="transformers' forward (logits at every position) instead of vlmtrain's supervised-only LM head")
+    ap.add_argument("--compile-layers", action="store_true", help="torch.compile each decoder layer (regional)")
+    ap.add_argument("--profile", type=Path, help="write a torch.profiler table of two steps here")
+    ap.add_argument("--only", help="sweep: run only the rows whose label contains this (comma-separated)")
     ap.add_argument("--device", default="cuda" if _cuda() else "cpu")
     ap.add_argument("--sweep", action="store_true", help="run the recorded grid, one process per row")
     ap.add_argument("--timeout", type=int, default=240, help="seconds per sweep row")

@@ -121,3 +121,30 @@ def test_mfu_flops_by_stage():
     assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12 and peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
     assert peak_flops("NVIDIA H100 PCIe") == 756e12 and peak_flops(None) is None
     assert mfu(494.5e12, 1, 989e12) == pytest.approx(0.5) and mfu(1e12, 1, None) is None
+
+
+def test_supervised_chunked_loss_equals_transformers_loss():
+    """The LM head on labelled positions only, in chunks, gives transformers' causal-LM loss exactly."""
+    from transformers import LlavaForConditionalGeneration
+
+    from vlmtrain.model.loss import supervised_lm_loss
+
+    built = build_model(_cfg(), vocab_size=201, image_token_id=200)
+    m = built.model
+    ids = torch.randint(3, 150, (3, 40))
+    ids[:, 2:18] = 200
+    labels = ids.clone()
+    labels[:, :20] = -100
+    labels[2, 30:] = -100
+    mask = torch.ones_like(ids)
+    mask[2, 35:] = 0
+    kw = dict(input_ids=ids, attention_mask=mask, pixel_values=torch.randn(3, 3, 32, 32), labels=labels)
+    n = (labels[:, 1:] != -100).sum()
+    for extra in ({}, {"num_items_in_batch": n * 2}):
+        ours = m(**kw, **extra).loss
+        stock = LlavaForConditionalGeneration.forward(m, **kw, **extra).loss
+        assert torch.allclose(ours, stock, rtol=1e-6, atol=1e-6)
+    hidden = m.model(input_ids=ids, attention_mask=mask, pixel_values=kw["pixel_values"]).last_hidden_state
+    a = supervised_lm_loss(m.lm_head, hidden, labels, chunk_tokens=5)
+    b = supervised_lm_loss(m.lm_head, hidden, labels, chunk_tokens=10_000)
+    assert torch.allclose(a, b, rtol=1e-6) and m(**kw).logits is None

@@ -10,7 +10,8 @@ Per part, with N the part's matmul parameters (embeddings excluded, lm_head incl
   to the projector): 4·N per token (forward + activation gradients);
 - a frozen part with nothing trainable before it (the vision tower): 2·N per token, forward only.
 
-Attention scores add, per layer and sequence of length s, 4·d·s² forward (QKᵀ and AV, counted in
+The LM head runs only on positions with a label (vlmtrain.model.loss), so its 6·N_head counts
+per supervised token, not per token. Attention scores add, per layer and sequence of length s, 4·d·s² forward (QKᵀ and AV, counted in
 full as nanoGPT / PaLM do), times 3 when gradients flow back through the layer. Tokens are the true
 (non-pad) tokens, image tokens included; the tower's tokens are its patches (+ CLS).
 """
@@ -64,7 +65,8 @@ def device_name() -> str | None:
 class FlopModel:
     """The numbers the FLOP count needs, read once from the model."""
 
-    llm_params: int          # matmul params of the LLM incl. lm_head, excl. input embeddings
+    llm_params: int          # matmul params of the LLM body (no input embeddings, no lm_head)
+    head_params: int         # lm_head (runs on supervised positions only)
     llm_layers: int
     llm_width: int
     llm_factor: int          # 6 trainable / 4 gradients pass through / 2 forward only
@@ -76,11 +78,12 @@ class FlopModel:
     projector_params: int
     projector_factor: int
 
-    def step_flops(self, seq_lens: list[int], n_images: int) -> float:
+    def step_flops(self, seq_lens: list[int], n_images: int, n_supervised: int | None = None) -> float:
         """Model FLOPs of one forward+backward over sequences of these true lengths."""
         tokens = sum(seq_lens)
         attn_mult = 3 if self.llm_factor > 2 else 1
         f = self.llm_factor * self.llm_params * tokens
+        f += self.llm_factor * self.head_params * (tokens if n_supervised is None else n_supervised)
         f += attn_mult * 4 * self.llm_layers * self.llm_width * sum(s * s for s in seq_lens)
         v_attn_mult = 3 if self.vision_factor > 2 else 1
         f += n_images * (self.vision_factor * self.vision_params * self.vision_tokens
@@ -130,10 +133,11 @@ def flop_model(model) -> FlopModel:
     llm_train = _trains(p["llm"])
     lora = _any_trains(p["llm"]) and not llm_train
     # The tower's patch embedding is a conv (4-D weight) and counts; position embeddings do not.
-    llm_params = _matmul_params(p["llm"][0]) + _matmul_params(p["llm"][1], exclude=[p["llm"][0]])
+    llm_params = _matmul_params(p["llm"][0])
+    head_params = _matmul_params(p["llm"][1], exclude=[p["llm"][0]])
     tokens = (vc.image_size // vc.patch_size) ** 2 + (1 if vc.model_type == "clip_vision_model" else 0)
     return FlopModel(
-        llm_params=llm_params, llm_layers=tc.num_hidden_layers, llm_width=tc.hidden_size,
+        llm_params=llm_params, head_params=head_params, llm_layers=tc.num_hidden_layers, llm_width=tc.hidden_size,
         llm_factor=6 if llm_train else (4 if (proj_train or vision_train or lora) else 2),
         vision_params=_matmul_params(p["vision"][0]), vision_layers=vc.num_hidden_layers, vision_width=vc.hidden_size,
         vision_tokens=tokens, vision_factor=6 if vision_train else 2,

@@ -87,7 +87,8 @@ class VlmTrainer(Trainer):
             self._window_start = time.perf_counter()
         self._window["tokens"] += sum(lens)
         self._window["samples"] += len(lens)
-        self._window["flops"] += self.flop_model.step_flops(lens, n_images)
+        supervised = int((inputs["labels"][:, 1:] != -100).sum())
+        self._window["flops"] += self.flop_model.step_flops(lens, n_images, supervised)
         return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
     # -- logging ------------------------------------------------------------------------------
@@ -152,8 +153,10 @@ class VlmTrainer(Trainer):
             return
         state = _read_safetensors(ckpt)
         if state is not None and not hasattr(target, "peft_config"):
-            # transformers v5 saves Llava in the legacy key layout (language_model.model.*, vision_tower.*)
-            # but Trainer's resume loads keys as they are, so nothing would load: rename them back.
+            # transformers v5 renames Llava keys on save (legacy layouts such as language_model.model.*;
+            # the exact form depends on the class and version) and from_pretrained renames them back, but
+            # Trainer's resume loads the file's keys as they are, so nothing would load: map them here,
+            # and refuse (rather than train from random weights) if anything is left unmatched.
             own = target.state_dict()
             renamed = {_llava_key(k, own): v for k, v in state.items()}
             missing = [k for k in own if k not in renamed and not _tied(target, k)]
@@ -166,8 +169,9 @@ class VlmTrainer(Trainer):
         return super()._load_from_checkpoint(resume_from_checkpoint, model)
 
 
-_LEGACY = [("language_model.model.", "model.language_model."), ("language_model.lm_head.", "lm_head."),
-           ("vision_tower.", "model.vision_tower."), ("multi_modal_projector.", "model.multi_modal_projector.")]
+_LEGACY = [("model.language_model.model.", "model.language_model."), ("language_model.model.", "model.language_model."),
+           ("language_model.lm_head.", "lm_head."), ("vision_tower.", "model.vision_tower."),
+           ("multi_modal_projector.", "model.multi_modal_projector.")]
 
 
 def _llava_key(key: str, own: dict) -> str:
