@@ -13,7 +13,7 @@ import vlmdata.place.extract as extract_mod
 from vlmdata.errors import OperationError
 from vlmdata.place import extract_tar_stream, place_download
 
-from conftest import decodes_as_jpeg, image_bytes, make_spec
+from place_helpers import decodes_as_jpeg, image_bytes, make_spec
 
 
 def make_zip(path: Path, members: dict[str, bytes], *, dirs=(), method=zipfile.ZIP_DEFLATED) -> Path:

@@ -11,7 +11,7 @@ from vlmdata.place.images import check_file, normalize_bytes, sniff
 from vlmdata.place.normalize import normalize_folder
 from vlmdata.place.subset import referenced_names
 
-from conftest import decodes_as_jpeg, image_bytes
+from place_helpers import decodes_as_jpeg, image_bytes
 
 
 @pytest.mark.parametrize("fmt, sniffed", [("jpeg", "jpeg"), ("png", "png"), ("gif", "gif"), ("webp", "webp"),

@@ -15,7 +15,7 @@ import vlmdata.place.safety as safety
 from vlmdata.errors import UserError
 from vlmdata.place import extract_tar_stream, place_download
 
-from conftest import make_spec
+from place_helpers import make_spec
 
 
 def zip_with(path: Path, entries: list[tuple[zipfile.ZipInfo | str, bytes]]) -> Path:

@@ -10,7 +10,7 @@ from vlmdata.net.retry import RetryPolicy
 from vlmdata.net.session import make_session
 from vlmdata.place import fetch_url_list
 
-from conftest import decodes_as_jpeg, image_bytes, make_spec
+from place_helpers import decodes_as_jpeg, image_bytes, make_spec
 
 FAST = RetryPolicy(attempts=3, base=0.01, cap=0.05)
 SOURCE = Source("urllist", path="ocr_vqa/dataset.json", list_format="json-dict", url_key="imageURL")

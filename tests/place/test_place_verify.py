@@ -13,7 +13,7 @@ from vlmdata.manifest import load_catalog
 from vlmdata.place import place_download
 from vlmdata.state import Journal, JournalEntry, LockEntry, LockFile, Root
 
-from conftest import image_bytes
+from place_helpers import image_bytes
 
 
 @pytest.fixture
