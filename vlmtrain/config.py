@@ -183,20 +183,15 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _resolved_hints(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 def _check_value(value: Any, tp, key: str, where: str) -> Any:
     """Return ``value`` as type ``tp`` (int is accepted for float) or raise a ConfigError."""
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
-        errors = []
         for arg in typing.get_args(tp):
             try:
                 return _check_value(value, arg, key, where)
-            except ConfigError as e:
-                errors.append(e)
+            except ConfigError:
+                pass
         raise ConfigError(f"`{key}` must be {_type_name(tp)}, got {value!r} ({type(value).__name__})", where=where)
     if tp is type(None):
         if value is None:
@@ -234,7 +229,7 @@ def _unknown_key(key: str, known: list[str], where: str) -> ConfigError:
 
 
 def _build_dataclass(cls, raw: dict, where: str, prefix: str = ""):
-    hints = _resolved_hints(cls)
+    hints = typing.get_type_hints(cls)
     known = list(_fields(cls))
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():

@@ -22,14 +22,13 @@ import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 from transformers import AutoConfig, LlavaConfig, LlavaForConditionalGeneration, PretrainedConfig
 
 from vlmtrain.config import ConfigError, TrainConfig
-from vlmtrain.model.projector import SequentialProjector, build_sequential, load_mm_projector
+from vlmtrain.model.projector import build_sequential, load_mm_projector
 
 log = logging.getLogger(__name__)
 
@@ -352,9 +351,3 @@ def describe(counts: dict[str, dict[str, int]]) -> list[tuple[str, str, str]]:
         return f"{n / 1e9:.3f}B" if n >= 1e9 else f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n:,}"
 
     return [(k, fmt(v["total"]), fmt(v["trainable"])) for k, v in counts.items()]
-
-
-def summary(built: BuiltModel, cfg: TrainConfig) -> dict[str, Any]:
-    counts = param_counts(built.model)
-    return {"params": counts, "image_token_id": built.image_token_id, "tokens_per_image": built.tokens_per_image,
-            "attn_implementation": built.attn, "frozen": cfg.frozen(), "projector": cfg.mm_projector_type}

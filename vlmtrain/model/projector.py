@@ -81,13 +81,18 @@ def from_reference(weights: dict[str, torch.Tensor], module: nn.Module) -> dict[
     return {_index_to_stock(k): v for k, v in stripped.items()}
 
 
-def save_mm_projector(model, path) -> dict[str, torch.Tensor]:
-    state = to_reference(projector_module(model).state_dict())
+def write_mm_projector(own_state: dict[str, torch.Tensor], path) -> dict[str, torch.Tensor]:
+    """Write a projector state dict (its own key names) as ``mm_projector.bin`` with the reference's names."""
     from vlmdata.atomic import atomic_open
 
+    state = to_reference(own_state)
     with atomic_open(path, "wb") as fh:
         torch.save(state, fh)
     return state
+
+
+def save_mm_projector(model, path) -> dict[str, torch.Tensor]:
+    return write_mm_projector(projector_module(model).state_dict(), path)
 
 
 def load_mm_projector(model, path) -> list[str]:

@@ -19,16 +19,13 @@ from vlmtrain.config import ConfigError, TrainConfig, check_inputs
 
 log = logging.getLogger("vlmtrain")
 
-VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
-                 "The assistant gives helpful, detailed, and polite answers to the user's questions.")
-
-
 # ---------------------------------------------------------------------------------------------
 # Tokenizer and image processor
 # ---------------------------------------------------------------------------------------------
 
 def _corpus(cfg: TrainConfig) -> Iterator[str]:
     """The dataset's text (streamed from Arrow) plus the template's fixed strings."""
+    from vlmtrain.data import VICUNA_SYSTEM
     from vlmtrain.data.dataset import open_blend
 
     for _ in range(8):

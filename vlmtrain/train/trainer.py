@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import Sampler
 from transformers import Trainer, TrainerCallback
 
-from vlmtrain.model.projector import from_reference, projector_module, save_mm_projector, to_reference
+from vlmtrain.model.projector import from_reference, projector_module, save_mm_projector, write_mm_projector
 from vlmtrain.train.mfu import FlopModel, device_name, mfu, peak_flops
 
 MM_PROJECTOR = "mm_projector.bin"
@@ -132,12 +132,8 @@ class VlmTrainer(Trainer):
         model = self.accelerator.unwrap_model(self.model)
         if state_dict is not None:  # gathered by the Trainer (DeepSpeed): take the projector's entries
             key = "multi_modal_projector."
-            own = {k.split(key, 1)[1]: v for k, v in state_dict.items() if key in k}
-            ref = to_reference(own)
-            from vlmdata.atomic import atomic_open
-
-            with atomic_open(Path(output_dir) / MM_PROJECTOR, "wb") as fh:
-                torch.save(ref, fh)
+            write_mm_projector({k.split(key, 1)[1]: v for k, v in state_dict.items() if key in k},
+                               Path(output_dir) / MM_PROJECTOR)
         else:
             save_mm_projector(model, Path(output_dir) / MM_PROJECTOR)
         model.config.save_pretrained(output_dir)
@@ -236,9 +232,4 @@ class SigtermCheckpoint(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
         return control
-
-
-def reference_keys(path: str | Path) -> list[str]:
-    """The keys of an mm_projector.bin (for reports and tests)."""
-    return sorted(torch.load(path, map_location="cpu", weights_only=True))
 
