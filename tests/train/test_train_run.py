@@ -140,3 +140,25 @@ def test_launch_commands():
     cmd = launch_command(cfg, ["run", "x.yaml"], env={"MASTER_ADDR": "10.0.0.1", "NODE_RANK": "1"})
     assert cmd[0] == "torchrun" and cmd[cmd.index("--nproc_per_node") + 1] == "8" and "--node_rank" in cmd
     assert not needs_launch(load_config("configs/tiny-cpu.yaml"))
+
+
+def test_shipped_tiny_cpu_config_trains(instruct_blend, vlmtrain, tmp_path):
+    r = vlmtrain("run", "configs/tiny-cpu.yaml", "--set", f"dataset_dir={instruct_blend}",
+                 "--set", f"output_dir={tmp_path / 'tiny'}", "--set", "max_steps=4", "--set", "report_to=[]")
+    assert r.code == 0, r.err
+    rows = read_metrics(tmp_path / "tiny")
+    assert sorted(rows) == [1, 2, 3, 4] and (tmp_path / "tiny" / "model.safetensors").is_file()
+
+
+def test_stage1_resume_restores_the_projector_exactly(caption_blend, make_config, vlmtrain, tmp_path):
+    over = dict(stage=1, version="plain", max_steps=5, learning_rate=1e-2)
+    assert vlmtrain("run", make_config(caption_blend, "a", **over)).code == 0
+    cfg = make_config(caption_blend, "b", **over)
+    assert vlmtrain("run", cfg, env={"VLMTRAIN_SIGTERM_AT_STEP": "2"}).code == 143
+    assert (tmp_path / "b" / "checkpoint-2" / "mm_projector.bin").is_file()
+    assert vlmtrain("run", cfg, "--resume").code == 0
+    a = torch.load(tmp_path / "a" / "mm_projector.bin", weights_only=True)
+    b = torch.load(tmp_path / "b" / "mm_projector.bin", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ra, rb = read_metrics(tmp_path / "a"), read_metrics(tmp_path / "b")
+    assert [ra[s]["loss"] for s in sorted(ra)] == [rb[s]["loss"] for s in sorted(rb)]
