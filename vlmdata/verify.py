@@ -9,7 +9,6 @@ under the targets in parallel, reporting empty, truncated, undecodable and wrong
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -59,14 +58,6 @@ class VerifyReport:
         return {"deep": self.deep, "ok": self.ok, "seconds": round(self.seconds, 3),
                 "report": str(self.report_path) if self.report_path else None,
                 "datasets": [dict(asdict(d), ok=d.ok) for d in self.datasets]}
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(4 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _files_under(folder: Path) -> Iterator[Path]:
@@ -137,7 +128,9 @@ class _Verifier:
         if want is None:
             res.notes.append(f"{spec.key}: no sha256 known to compare the {what} with")
             return
-        got_sha = sha256_file(path)
+        from vlmdata.fetch.hashing import hash_file  # the same hashing the downloads use
+
+        got_sha = hash_file(path).sha256
         if got_sha != want:
             res.problems.append(Problem("sha256", str(path), f"{what} {spec.key}: sha256 {got_sha}, expected {want} ({where})"))
 
@@ -204,4 +197,4 @@ def verify(root: Root, catalog: Catalog, names: list[str] | None = None, *, deep
     return report
 
 
-__all__ = ["verify", "VerifyReport", "DatasetResult", "Problem", "sha256_file", "count_images"]
+__all__ = ["verify", "VerifyReport", "DatasetResult", "Problem", "count_images"]
