@@ -30,7 +30,7 @@ from typing import BinaryIO, Iterable
 from vlmdata import atomic
 from vlmdata.errors import OperationError, UserError
 from vlmdata.manifest import Placement
-from vlmdata.place.safety import BombGuard, Limits, check_link, refuse, safe_parts
+from vlmdata.place.safety import BombGuard, check_link, refuse, safe_parts
 
 CHUNK = 1 << 20  # bytes read per pread / tar read
 SMALL_MEMBER = 8 << 20  # members up to this size are read in one pread
@@ -553,4 +553,4 @@ def remove_tree(p: Path) -> None:
     shutil.rmtree(p, ignore_errors=True)
 
 
-__all__ = ["Limits", "extract_zip", "extract_tar", "move_into_place", "sniff_archive", "resolve_inner"]
+__all__ = ["extract_zip", "extract_tar", "move_into_place", "sniff_archive", "resolve_inner"]
