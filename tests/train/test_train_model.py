@@ -148,3 +148,24 @@ def test_supervised_chunked_loss_equals_transformers_loss():
     a = supervised_lm_loss(m.lm_head, hidden, labels, chunk_tokens=5)
     b = supervised_lm_loss(m.lm_head, hidden, labels, chunk_tokens=10_000)
     assert torch.allclose(a, b, rtol=1e-6) and m(**kw).logits is None
+
+
+def test_stage1_from_separate_pretrained_parts(tmp_path):
+    """LLaVA stage 1's way in: an LLM and a vision tower from local folders, fresh projector, vocab resized."""
+    from transformers import AutoConfig, AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(0)
+    llm = AutoModelForCausalLM.from_config(AutoConfig.for_model(**dict(TINY_TEXT, vocab_size=200)))
+    llm.save_pretrained(tmp_path / "llm")
+    tower = CLIPVisionModel(CLIPVisionConfig(**{k: v for k, v in TINY_VISION.items() if k != "model_type"}))
+    tower.save_pretrained(tmp_path / "tower")
+    cfg = load_config(None, raw={"stage": 1, "model_name_or_path": str(tmp_path / "llm"),
+                                 "vision_tower": str(tmp_path / "tower"), "mm_projector_type": "mlp2x_gelu"})
+    built = build_model(cfg, vocab_size=202, image_token_id=201)
+    m = built.model
+    mine, theirs = m.model.vision_tower.state_dict(), tower.state_dict()
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    assert torch.equal(m.model.language_model.layers[0].mlp.up_proj.weight, llm.model.layers[0].mlp.up_proj.weight)
+    assert m.get_input_embeddings().weight.shape[0] == 202 and m.config.image_token_id == 201
+    assert not any(p.device.type == "meta" for p in m.parameters())
+    assert torch.isfinite(_forward(built).loss)
