@@ -1,6 +1,6 @@
 """A tiny dataset in the `vlmdata blend` output format, for tiny-cpu.yaml, tests and smoke runs.
 
-    vlmtrain make-tiny-data data/blends/tiny            # then: vlmtrain run configs/tiny-cpu.yaml
+    vlmtrain make-tiny-data DIR            # then: vlmtrain run configs/tiny-cpu.yaml --set dataset_dir=DIR
 
 Same contract as a real blend (DESIGN.md): ``datasets.load_from_disk(DIR)`` with the columns id,
 source, images, conversations, n_images, text_chars, plus ``DIR/blend.json`` naming the image root
