@@ -51,7 +51,10 @@ def test_parallel_ranges_equal_one_piece(tree, tmp_path):
     par = tree.blend("llava-665k", out=tmp_path / "par", jobs=3, parallel_min_bytes=4096)
     meta = json.loads((par.out / "blend.json").read_text())
     assert meta["inputs"][0]["read_in_ranges"] == 3
-    assert data_files(one.out) == data_files(par.out)
+    assert rows(one.out) == rows(par.out)
+    assert len(data_files(par.out)) == 3  # one shard per range: the scan's files, moved in as they are
+    again = tree.blend("llava-665k", out=tmp_path / "again", jobs=3, parallel_min_bytes=4096)
+    assert data_files(again.out) == data_files(par.out)
 
 
 def test_misaligned_range_falls_back_to_one_piece(tree, tmp_path, monkeypatch):
@@ -260,3 +263,17 @@ def test_path_entries_and_jsonl(tree, tmp_path):
     assert [r["images"] for r in got] == [[f"pre/x/{i}.jpg"] for i in range(5)]
     assert res.meta["recipe"]["toml"] == p.read_text()
     assert isinstance(pa.__version__, str)
+
+
+def _die(task):
+    os._exit(3)
+
+
+def test_a_dead_worker_is_a_clear_error(tree, monkeypatch):
+    tree.place(MIX, Shape(["coco/train2017"], n=300))
+    tree.place_recipe("llava-665k")
+    monkeypatch.setattr(scan_mod, "scan_range", _die)
+    with pytest.raises(OperationError) as e:
+        tree.blend("llava-665k", jobs=2, parallel_min_bytes=1024)
+    assert "died" in str(e.value) and "--jobs" in str(e.value)
+    assert [p.name for p in (tree.root.path / "blends").iterdir()] == []  # nothing half-written left

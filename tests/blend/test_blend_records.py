@@ -11,8 +11,9 @@ from vlmdata.blend.records import Normaliser, RowBuffer
 def norm(rec, prefix="", source="src", index=7):
     buf = RowBuffer()
     Normaliser(source, prefix).add(rec, index, buf)
-    row = buf.to_batch().to_pylist()[0]
-    return row
+    row = buf.to_batch(source).to_pylist()[0]
+    assert row["source"] == source
+    return {**row, "_index": buf.index[0], "_fixes": buf.fixes[0]}
 
 
 def bad(rec, prefix=""):
@@ -125,7 +126,7 @@ def test_a_bad_record_leaves_the_buffer_unchanged():
     n.add({"id": "a", "conversations": turns("q", "a")}, 0, buf)
     with pytest.raises(v.Bad):
         n.add({"id": "b", "image": "x.jpg", "conversations": turns("<image><image>", "a")}, 1, buf)
-    assert len(buf) == 1 and buf.to_batch().num_rows == 1
+    assert len(buf) == 1 and buf.to_batch("s").num_rows == 1
 
 
 def test_long_conversation_takes_the_slow_path():

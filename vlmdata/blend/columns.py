@@ -42,13 +42,4 @@ def arrow_schema(*, sizes: bool = False, embed: bool = False) -> pa.Schema:
     return pa.schema(REQUIRED + (SIZES if sizes else []) + (BYTES if embed else []))
 
 
-# Phase-1 rows (one temporary file per input): the record's own columns plus its index in the input.
-SCAN_SCHEMA = pa.schema([
-    pa.field("id", pa.string()),
-    pa.field("images", IMAGES),
-    pa.field("conversations", CONVERSATIONS),
-    pa.field("n_images", pa.int32()),
-    pa.field("text_chars", pa.int32()),
-    pa.field("_index", pa.int64()),
-    pa.field("_fixes", pa.int8()),  # bit i: validate.FIXES[i] was applied to the record
-])
+BASE_SCHEMA = arrow_schema()

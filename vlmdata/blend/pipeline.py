@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import vlmdata
 from vlmdata.blend import validate as v
 from vlmdata.blend import writer as w
-from vlmdata.blend.columns import SCHEMA_VERSION, arrow_schema
+from vlmdata.blend.columns import BASE_SCHEMA, SCHEMA_VERSION, arrow_schema
 from vlmdata.blend.images_index import FolderIndex, inspect_images, split_paths
 from vlmdata.blend.recipe import Input, Resolved, sample_limit, sample_mask
 from vlmdata.blend.scan import PARALLEL_MIN_BYTES, BadRecord, InputScan, Task, cleanup, scan_inputs
@@ -70,7 +70,8 @@ class Source:
 
     input: Input
     scan: InputScan
-    table: pa.Table  # its good rows (memory-mapped columns), with `_global` = index in the input
+    table: pa.Table  # its good rows, memory-mapped from the scan's files (only the columns used are read)
+    index: np.ndarray  # per row of `table`: its index in the input
     keep: np.ndarray  # per row of `table`: written to the output
     sampled: int = 0
     bad: list[BadRecord] = field(default_factory=list)  # sampled records dropped while reading
@@ -80,6 +81,7 @@ class Source:
     images: ImageStats = field(default_factory=ImageStats)
     fixes: dict[str, int] = field(default_factory=dict)
     ids: pa.Array | None = None  # final ids of the kept rows
+    renamed: np.ndarray | None = None  # per kept row: its id was changed
     ids_renamed: int = 0
 
     @property
@@ -121,13 +123,13 @@ def analyse(resolved: Resolved, opts: Options, work: Path, *, keep_text: bool,
         raise UserError(f"--missing must be one of {', '.join(MISSING_POLICIES)}, got {opts.missing!r}")
     inputs = resolved.inputs
     tasks = [Task(i.name, i.path, i.entry.image_prefix, work / f"rows-{n}.arrow", limit=sample_limit(i.entry.sample),
-                  keep_text=keep_text, stop_on_bad=opts.strict) for n, i in enumerate(inputs)]
+                  keep_text=keep_text, stop_on_bad=opts.strict, durable=hash_inputs) for n, i in enumerate(inputs)]
     hashes: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
     total = sum(i.path.stat().st_size if sample_limit(i.entry.sample) is None else 0 for i in inputs)
     with _bar(opts, total=total or None, unit="B", unit_scale=True, desc="parse") as bar:
         scans = scan_inputs(tasks, jobs=opts.workers(), on_bytes=bar.update, parallel_min_bytes=opts.parallel_min_bytes,
-                            while_waiting=(lambda: hashes.update(_hash_all(inputs))) if hash_inputs else None)
+                            while_waiting=(lambda: _meanwhile(inputs, hashes)) if hash_inputs else None)
     t1 = time.perf_counter()
     if opts.strict:
         _fail_on_first_bad(scans)
@@ -136,6 +138,21 @@ def analyse(resolved: Resolved, opts: Options, work: Path, *, keep_text: bool,
     analysis = _check_images(resolved, opts, sources)
     analysis.timings.update(parse=t1 - t0, sample=t2 - t1, images=time.perf_counter() - t2)
     return analysis, hashes
+
+
+def _meanwhile(inputs: list[Input], hashes: dict[str, dict[str, Any]]) -> None:
+    """While the workers read: import `datasets` (the writer needs it at the end; ~1 s) in a
+    thread, and hash the inputs here."""
+    import threading
+
+    threading.Thread(target=_import_datasets, daemon=True).start()
+    hashes.update(_hash_all(inputs))
+
+
+def _import_datasets() -> None:
+    import importlib
+
+    importlib.import_module("datasets")
 
 
 def _hash_all(inputs: list[Input]) -> dict[str, dict[str, Any]]:
@@ -161,23 +178,16 @@ def _fail_on_first_bad(scans: list[InputScan]) -> None:
 
 def _read_rows(scan: InputScan) -> pa.Table:
     """The good rows of one input, memory-mapped (only the columns used get paged in)."""
-    tables = []
-    for path, base in scan.parts:
-        t = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
-        tables.append(t.append_column("_global", pc.add(t.column("_index"), pa.scalar(base, pa.int64()))))
-    if not tables:
-        from vlmdata.blend.columns import SCAN_SCHEMA
-
-        return SCAN_SCHEMA.empty_table().append_column("_global", pa.chunked_array([], pa.int64()))
-    return pa.concat_tables(tables)
+    tables = [pa.ipc.open_stream(pa.memory_map(str(p.path))).read_all() for p in scan.parts]
+    return pa.concat_tables(tables) if tables else BASE_SCHEMA.empty_table()
 
 
 def _sample(inp: Input, scan: InputScan, seed: int) -> Source:
     table = _read_rows(scan)
+    index = np.concatenate([p.index for p in scan.parts]) if scan.parts else np.zeros(0, np.int64)
     mask = sample_mask(inp.entry.sample, scan.n_read, seed, inp.name)
-    glob = table.column("_global").to_numpy()
-    keep = np.ones(table.num_rows, dtype=bool) if mask is None else mask[glob]
-    src = Source(inp, scan, table, keep, sampled=scan.n_read if mask is None else int(mask.sum()))
+    keep = np.ones(table.num_rows, dtype=bool) if mask is None else mask[index]
+    src = Source(inp, scan, table, index, keep, sampled=scan.n_read if mask is None else int(mask.sum()))
     src.bad = [b for b in scan.bad if mask is None or mask[b.index]]
     src.dropped.update(b.reason for b in src.bad)
     return src
@@ -233,7 +243,7 @@ def _check_images(resolved: Resolved, opts: Options, sources: list[Source]) -> A
                 if missing_set is None:
                     missing_set = set(missing_arr.to_pylist())
                 _bad_image_rows(src, rows, missing_set, set(corrupt_arr.to_pylist()), opts.missing)
-        fixes = src.table.column("_fixes").to_numpy()[src.keep] if src.table.num_rows else np.zeros(0, np.int8)
+        fixes = np.concatenate([p.fixes for p in src.scan.parts])[src.keep] if src.scan.parts else np.zeros(0, np.int8)
         src.fixes = {name: int(((fixes >> i) & 1).sum()) for i, name in enumerate(v.FIXES)}
     examples = missing_arr.slice(0, EXAMPLES).to_pylist()  # the first ones, in record order
     if opts.missing == "fail" and len(bad_paths):
@@ -257,8 +267,8 @@ def _bad_image_rows(src: Source, rows: np.ndarray, missing: set[str], corrupt: s
     if policy != "drop":
         return
     take = pa.array(rows)
-    cols = [src.table.column(c).take(take).to_pylist() for c in ("id", "images", "_global")]
-    for rid, imgs, idx in zip(*cols):
+    cols = [src.table.column(c).take(take).to_pylist() for c in ("id", "images")]
+    for rid, imgs, idx in zip(*cols, src.index[rows].tolist()):
         gone = [p for p in imgs if p in missing]
         reason, first = (v.MISSING_IMAGE, gone[0]) if gone else (v.CORRUPT_IMAGE, next(p for p in imgs if p in corrupt))
         src.dropped[reason] += 1
@@ -288,12 +298,12 @@ def assign_ids(sources: list[Source]) -> None:
         renamed = pc.if_else(hit, pc.binary_join_element_wise(pa.scalar(s.name), ids, ":"), ids)
         again = _duplicates(renamed.filter(hit))
         if len(again):
-            index = s.table.column("_global").combine_chunks().filter(pa.array(s.keep))
             twice = pc.is_in(renamed, value_set=again)
-            suffixed = pc.binary_join_element_wise(renamed, pc.cast(index, pa.string()), "#")
+            suffixed = pc.binary_join_element_wise(renamed, pc.cast(pa.array(s.index[s.keep]), pa.string()), "#")
             renamed = pc.if_else(twice, suffixed, renamed)
         s.ids = renamed
-        s.ids_renamed = int(pc.sum(hit).as_py() or 0)
+        s.renamed = hit.to_numpy(zero_copy_only=False)
+        s.ids_renamed = int(s.renamed.sum())
     left = _duplicates(pa.chunked_array([s.ids for s in sources], pa.string()))
     if len(left):
         raise OperationError(f"could not make ids unique: {left[0].as_py()!r} still occurs more than once",
@@ -352,15 +362,10 @@ def _rmtree(p: Path) -> None:
 
 def _write(an: Analysis, hashes: dict[str, dict[str, Any]], tmp: Path) -> tuple[dict[str, Any], list[str]]:
     opts = an.options
-    schema = arrow_schema(sizes=opts.image_sizes, embed=opts.embed_images)
-    writer = w.DatasetWriter(tmp, schema)
-    root = an.resolved.image_root.path
-    total = sum(s.kept for s in an.sources)
-    with _bar(opts, total=total, unit="row", desc="write") as bar:
+    writer = w.DatasetWriter(tmp, arrow_schema(sizes=opts.image_sizes, embed=opts.embed_images))
+    with _bar(opts, total=sum(s.kept for s in an.sources), unit="row", desc="write") as bar:
         for s in an.sources:
-            for batch in _output_batches(s, opts, an.image_info, root, schema):
-                writer.write(batch)
-                bar.update(batch.num_rows)
+            _write_source(s, writer, an, bar.update)
     fingerprint = hashlib.sha256(json.dumps([an.resolved.recipe_toml, hashes, _options_json(opts)],
                                             sort_keys=True).encode()).hexdigest()[:16]
     files = writer.close(fingerprint)
@@ -370,37 +375,58 @@ def _write(an: Analysis, hashes: dict[str, dict[str, Any]], tmp: Path) -> tuple[
     return meta, files
 
 
-def _output_batches(s: Source, opts: Options, info: dict[str, Any], root: Path,
-                    schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    """The kept rows of one source in output columns, read batch by batch (not memory-mapped, so
-    memory stays at one batch)."""
+def _write_source(s: Source, writer: w.DatasetWriter, an: Analysis, progress: Any) -> None:
+    """One shard per scanned range: the scan's file itself when every row stays as it is, else its
+    kept rows rewritten batch by batch (read into memory one batch at a time, not mapped)."""
+    opts = an.options
+    extra = opts.image_sizes or opts.embed_images
     assert s.ids is not None
-    row = out_row = 0
-    name = pa.scalar(s.name, pa.string())
-    for path, _ in s.scan.parts:
-        with pa.OSFile(str(path)) as f:
-            reader = pa.ipc.open_file(f)
-            for i in range(reader.num_record_batches):
-                b = reader.get_batch(i)
-                keep = s.keep[row:row + b.num_rows]
-                row += b.num_rows
-                if not keep.any():
+    row = out = 0
+    for part in s.scan.parts:
+        keep = s.keep[row:row + part.rows]
+        row += part.rows
+        k = int(keep.sum())
+        ids = s.ids.slice(out, k)
+        renamed = s.renamed is not None and bool(s.renamed[out:out + k].any())
+        out += k
+        if k == 0:
+            continue
+        if k == part.rows and not renamed and not extra:
+            writer.add_file(part.path, k)
+            progress(k)
+            continue
+        writer.begin_shard()
+        done = pos = 0
+        with pa.OSFile(str(part.path)) as f:
+            for b in pa.ipc.open_stream(f):
+                m = keep[pos:pos + b.num_rows]
+                pos += b.num_rows
+                if not m.any():
                     continue
-                if not keep.all():
-                    b = b.filter(pa.array(keep))
-                n = b.num_rows
-                ids = s.ids.slice(out_row, n)
-                out_row += n
-                cols = [ids, pa.repeat(name, n),
-                        b.column("images"), b.column("conversations"), b.column("n_images"), b.column("text_chars")]
-                if opts.image_sizes:
-                    cols += _sizes(b.column("images"), info)
-                if opts.embed_images:
-                    cols.append(_embed(b.column("images"), root, opts.workers() * 2))
-                yield pa.RecordBatch.from_arrays(cols, schema=schema)
+                if not m.all():
+                    b = b.filter(pa.array(m))
+                cols = [ids.slice(done, b.num_rows)] + b.columns[1:]
+                done += b.num_rows
+                step = 256 if opts.embed_images else b.num_rows  # embedded bytes: keep batches small
+                for off in range(0, b.num_rows, step):
+                    writer.write(_with_extras(pa.RecordBatch.from_arrays(cols, schema=BASE_SCHEMA).slice(off, step),
+                                              opts, an.image_info, an.resolved.image_root.path))
+                progress(b.num_rows)
+        writer.end_shard()
+
+
+def _with_extras(b: pa.RecordBatch, opts: Options, info: dict[str, Any], root: Path) -> pa.RecordBatch:
+    cols = list(b.columns)
+    images = b.column("images")
+    if opts.image_sizes:
+        cols += _sizes(images, info)
+    if opts.embed_images:
+        cols.append(_embed(images, root, opts.workers() * 2))
+    return pa.RecordBatch.from_arrays(cols, schema=arrow_schema(sizes=opts.image_sizes, embed=opts.embed_images))
 
 
 def _sizes(images: pa.Array, info: dict[str, Any]) -> list[pa.Array]:
+    images = _unsliced(images)
     offsets = images.offsets
     flat = pc.list_flatten(images).to_pylist()
     ws, hs = [], []
@@ -425,10 +451,16 @@ def _embed(images: pa.Array, root: Path, jobs: int) -> pa.Array:
         except OSError:
             return None  # a missing image kept with --missing keep
 
+    images = _unsliced(images)
     flat = pc.list_flatten(images).to_pylist()
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         data = list(pool.map(read, flat))
     return pa.ListArray.from_arrays(images.offsets, pa.array(data, pa.binary()))
+
+
+def _unsliced(images: pa.Array) -> pa.Array:
+    """A list array whose offsets start at 0 (a slice's offsets point into its parent's values)."""
+    return pa.concat_arrays([images]) if images.offset or images.offsets[0].as_py() else images
 
 
 def dropped_records(s: Source) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from vlmdata.blend import validate as v
-from vlmdata.blend.columns import CONVERSATIONS, IMAGE_TOKEN, IMAGES, SCAN_SCHEMA, TURN
+from vlmdata.blend.columns import BASE_SCHEMA, CONVERSATIONS, IMAGE_TOKEN, IMAGES, TURN
 
 _TOKEN_PREFIX = IMAGE_TOKEN + "\n"
 # the roles of a well-formed conversation of each length: human, gpt, human, gpt, ...
@@ -35,7 +35,8 @@ _ROLES = {n: ["human", "gpt"] * (n // 2) for n in range(2, 202, 2)}
 
 
 class RowBuffer:
-    """Column lists for up to a batch of normalised rows."""
+    """Column lists for up to a batch of normalised rows, plus per row its index in the input and
+    the fixes applied to it (bit i: validate.FIXES[i]), which stay beside the Arrow rows."""
 
     __slots__ = ("ids", "img_flat", "img_offsets", "values", "n_turns", "conv_offsets", "n_images",
                  "text_chars", "index", "fixes", "keep_text")
@@ -54,22 +55,22 @@ class RowBuffer:
         self.n_images: list[int] = []
         self.text_chars: list[int] = []
         self.index: list[int] = []
-        self.fixes: list[int] = []  # bit i set: validate.FIXES[i] was applied
+        self.fixes: list[int] = []
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def to_batch(self) -> pa.RecordBatch:
+    def to_batch(self, source: str) -> pa.RecordBatch:
+        """The rows in the output columns (vlmdata.blend.columns.REQUIRED)."""
         images = pa.ListArray.from_arrays(pa.array(self.img_offsets, pa.int32()),
                                           pa.array(self.img_flat, pa.string()), type=IMAGES)
         turns = pa.StructArray.from_arrays([_roles(self.n_turns), pa.array(self.values, pa.string())],
                                            fields=list(TURN))
         conv = pa.ListArray.from_arrays(pa.array(self.conv_offsets, pa.int32()), turns, type=CONVERSATIONS)
         return pa.RecordBatch.from_arrays(
-            [pa.array(self.ids, pa.string()), images, conv, pa.array(self.n_images, pa.int32()),
-             pa.array(self.text_chars, pa.int32()), pa.array(self.index, pa.int64()),
-             pa.array(self.fixes, pa.int8())],
-            schema=SCAN_SCHEMA)
+            [pa.array(self.ids, pa.string()), pa.repeat(pa.scalar(source, pa.string()), len(self.ids)), images, conv,
+             pa.array(self.n_images, pa.int32()), pa.array(self.text_chars, pa.int32())],
+            schema=BASE_SCHEMA)
 
 
 def _roles(n: int) -> pa.Array:

@@ -1,5 +1,6 @@
-"""Phase 1 of a blend: read each input once, normalise and check every record, and spill the good
-rows to a temporary Arrow file (bad ones are listed with their index, line and reason).
+"""Phase 1 of a blend: read each input once, normalise and check every record, and write the good
+rows to an Arrow file in the output's own format (bad ones are listed with index, line and reason).
+When nothing is dropped or renamed afterwards, that file becomes a shard of the output as is.
 
 A large input is read by several processes at once, each over a byte range that starts on a
 record (vlmdata.jsonstream.split_points); if a range turns out not to line up, that input is read
@@ -13,19 +14,21 @@ import multiprocessing as mp
 import os
 import sys
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pyarrow as pa
 
 from vlmdata.blend import validate as v
-from vlmdata.blend.columns import SCAN_SCHEMA
+from vlmdata.blend.columns import BASE_SCHEMA
 from vlmdata.blend.records import Normaliser, RowBuffer
-from vlmdata.errors import UserError
+from vlmdata.errors import OperationError, UserError
 from vlmdata.jsonstream import RecordReader, SegmentMismatch, split_points
 
-BATCH_ROWS = 8192
+BATCH_ROWS = 4096
 PARALLEL_MIN_BYTES = 48 << 20  # smaller inputs are read in one piece
 _PROGRESS_EVERY = 2048  # records between progress reports
 
@@ -40,12 +43,25 @@ class BadRecord:
 
 
 @dataclass
+class Part:
+    """The good rows of one range: an Arrow IPC stream file, and per row its index in the input
+    and the fixes applied to it (bit i: validate.FIXES[i])."""
+
+    path: Path
+    index: np.ndarray  # int64
+    fixes: np.ndarray  # int8
+
+    @property
+    def rows(self) -> int:
+        return len(self.index)
+
+
+@dataclass
 class RangeResult:
     """What one process found in one byte range of one input."""
 
-    rows_path: Path | None  # Arrow IPC file of the good rows (None: no good rows)
+    part: Part | None  # None: no good rows
     n_read: int
-    n_rows: int
     newlines: int
     bad: list[BadRecord]
 
@@ -57,7 +73,7 @@ class InputScan:
     name: str
     path: Path
     n_read: int = 0
-    parts: list[tuple[Path, int]] = field(default_factory=list)  # (rows file, index of its first record)
+    parts: list[Part] = field(default_factory=list)  # in input order; indexes are input-wide
     bad: list[BadRecord] = field(default_factory=list)
     ranges: int = 1  # how many ranges it was read in
 
@@ -73,6 +89,7 @@ class Task:
     limit: int | None = None  # first:N
     keep_text: bool = True
     stop_on_bad: bool = False
+    durable: bool = False  # fsync the rows file when done (it may become a shard of the output)
 
 
 # -- one range, in whichever process runs it
@@ -97,8 +114,10 @@ def scan_range(task: Task) -> RangeResult:
     norm = Normaliser(task.name, task.image_prefix)
     buf = RowBuffer(keep_text=task.keep_text)
     bad: list[BadRecord] = []
-    writer: pa.ipc.RecordBatchFileWriter | None = None
-    n_read = n_rows = 0
+    writer: Any = None
+    indexes: list[np.ndarray] = []
+    fixes: list[np.ndarray] = []
+    n_read = 0
     reported = 0
     enabled = gc.isenabled()
     gc.disable()  # records die young and hold no cycles; the collector only costs time here
@@ -114,8 +133,7 @@ def scan_range(task: Task) -> RangeResult:
                     break
             n_read = index + 1
             if len(buf) >= BATCH_ROWS:
-                writer = _flush(buf, writer, task.out)
-                n_rows += BATCH_ROWS
+                writer = _flush(buf, writer, task, indexes, fixes)
             if n_read % _PROGRESS_EVERY == 0:
                 done = reader.bytes_read()
                 _report(done - reported)
@@ -123,22 +141,29 @@ def scan_range(task: Task) -> RangeResult:
             if task.limit is not None and n_read >= task.limit:
                 break
         if len(buf):
-            n_rows += len(buf)
-            writer = _flush(buf, writer, task.out)
+            writer = _flush(buf, writer, task, indexes, fixes)
     finally:
         if writer is not None:
             writer.close()
         if enabled:
             gc.enable()
     _report(reader.bytes_read() - reported)
-    return RangeResult(task.out if writer is not None else None, n_read, n_rows, reader.newlines, bad)
+    part = None
+    if writer is not None:
+        if task.durable:  # here, while other ranges are still being read, rather than at the end
+            with open(task.out, "rb") as fh:
+                os.fsync(fh.fileno())
+        part = Part(task.out, np.concatenate(indexes), np.concatenate(fixes))
+    return RangeResult(part, n_read, reader.newlines, bad)
 
 
-def _flush(buf: RowBuffer, writer: Any, out: Path) -> Any:
-    batch = buf.to_batch()
+def _flush(buf: RowBuffer, writer: Any, task: Task, index: list[np.ndarray], fixes: list[np.ndarray]) -> Any:
+    batch = buf.to_batch(task.name)
+    index.append(np.array(buf.index, dtype=np.int64))
+    fixes.append(np.array(buf.fixes, dtype=np.int8))
     buf.clear()
     if writer is None:
-        writer = pa.ipc.new_file(str(out), SCAN_SCHEMA)
+        writer = pa.ipc.new_stream(str(task.out), BASE_SCHEMA)
     writer.write_batch(batch)
     return writer
 
@@ -170,47 +195,56 @@ def scan_inputs(tasks: list[Task], *, jobs: int, on_bytes: Callable[[int], None]
             while_waiting()
         return scans
 
-    counter = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn").Value("q", 0)
     ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init, initargs=(counter,)) as pool:
-        planned: list[tuple[Task, list[tuple[Task, Future]]]] = []
-        for t in tasks:
-            planned.append((t, [(r, pool.submit(scan_range, r)) for r in _split(t, jobs, parallel_min_bytes)]))
-        if while_waiting:
-            while_waiting()
-        seen = 0
-        scans = []
-        for t, futures in planned:
-            results = []
-            for r, fut in futures:
-                while True:
-                    try:
-                        results.append((r, fut.result(timeout=0.2)))
-                        break
-                    except TimeoutError:
-                        seen = _poll(counter, seen, on_bytes)
-                    except (SegmentMismatch, UserError):
-                        if len(futures) == 1:
-                            raise
-                        results = None  # type: ignore[assignment]
-                        break
-                if results is None:
-                    break
-            if results is None:  # the ranges did not line up: read it again in one piece
-                for r, fut in futures:
-                    fut.cancel()
-                whole = pool.submit(scan_range, t)
-                results = [(t, whole.result())]
-            scans.append(_collect(t, results))
-            seen = _poll(counter, seen, on_bytes)
-    return scans
+    counter = ctx.Value("q", 0)
+    try:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
+                                 initargs=(counter,)) as pool:
+            planned = [(t, [(r, pool.submit(scan_range, r)) for r in _split(t, jobs, parallel_min_bytes)])
+                       for t in tasks]
+            if while_waiting:
+                while_waiting()
+            poller = _Poller(counter, on_bytes)
+            return [_collect(t, _results(pool, t, futures, poller)) for t, futures in planned]
+    except BrokenProcessPool as e:
+        raise OperationError("a process reading the inputs died (out of memory, or killed)",
+                             hint="run again with fewer --jobs (each one holds a batch of rows)") from e
 
 
-def _poll(counter: Any, seen: int, on_bytes: Callable[[int], None] | None) -> int:
-    now = counter.value
-    if on_bytes is not None and now > seen:
-        on_bytes(now - seen)
-    return now
+def _results(pool: ProcessPoolExecutor, t: Task, futures: list[tuple[Task, Future]],
+             poller: "_Poller") -> list[tuple[Task, RangeResult]]:
+    """The ranges' results in order; if they did not line up, the whole input read again."""
+    try:
+        return [(r, poller.wait(fut)) for r, fut in futures]
+    except (SegmentMismatch, UserError):
+        if len(futures) == 1:
+            raise  # a real error in the file: the message names it
+    for _, fut in futures:
+        fut.cancel()
+    return [(t, poller.wait(pool.submit(scan_range, t)))]
+
+
+class _Poller:
+    """Waits for a worker's result while passing the shared byte counter on to the progress bar."""
+
+    def __init__(self, counter: Any, on_bytes: Callable[[int], None] | None) -> None:
+        self.counter, self.on_bytes, self.seen = counter, on_bytes, 0
+
+    def wait(self, fut: Future) -> Any:
+        while True:
+            try:
+                res = fut.result(timeout=0.2)
+            except TimeoutError:
+                self.poll()
+                continue
+            self.poll()
+            return res
+
+    def poll(self) -> None:
+        now = self.counter.value
+        if self.on_bytes is not None and now > self.seen:
+            self.on_bytes(now - self.seen)
+        self.seen = now
 
 
 def _split(t: Task, jobs: int, min_bytes: int) -> list[Task]:
@@ -220,8 +254,8 @@ def _split(t: Task, jobs: int, min_bytes: int) -> list[Task]:
     cuts = split_points(t.path, max(1, min(jobs, size // max(1, min_bytes // 2))))
     if len(cuts) <= 2:
         return [t]
-    return [Task(t.name, t.path, t.image_prefix, t.out.with_name(f"{t.out.name}.{i}"), a, b, None, t.keep_text)
-            for i, (a, b) in enumerate(zip(cuts, cuts[1:]))]
+    return [Task(t.name, t.path, t.image_prefix, t.out.with_name(f"{t.out.name}.{i}"), a, b, None, t.keep_text,
+                 durable=t.durable) for i, (a, b) in enumerate(zip(cuts, cuts[1:]))]
 
 
 def _collect(t: Task, results: list[tuple[Task, RangeResult]]) -> InputScan:
@@ -230,8 +264,9 @@ def _collect(t: Task, results: list[tuple[Task, RangeResult]]) -> InputScan:
     line_base = 0
     for r, res in results:
         base = scan.n_read
-        if res.rows_path is not None:
-            scan.parts.append((res.rows_path, base))
+        if res.part is not None:
+            res.part.index += base
+            scan.parts.append(res.part)
         for b in res.bad:
             b.index += base
             if b.line is not None:
@@ -244,8 +279,8 @@ def _collect(t: Task, results: list[tuple[Task, RangeResult]]) -> InputScan:
 
 def cleanup(scans: list[InputScan]) -> None:
     for s in scans:
-        for p, _ in s.parts:
+        for p in s.parts:
             try:
-                os.unlink(p)
+                os.unlink(p.path)
             except FileNotFoundError:
                 pass

@@ -15,13 +15,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from vlmdata import atomic
 
-MAX_SHARD_BYTES = 500 << 20  # like datasets' save_to_disk default
-BATCH_ROWS = 1000  # rows per record batch on disk, like datasets' writer_batch_size
 OWNER_FILE = ".vlmdata-owner"
 
 
@@ -35,60 +32,43 @@ class DatasetWriter:
     """Arrow IPC stream shards (``data-0000i-of-0000n.arrow``) + state.json + dataset_info.json,
     the files ``Dataset.save_to_disk`` writes, so ``datasets.load_from_disk`` memory-maps them.
 
-    Rows are re-chunked into batches of exactly ``batch_rows``: the bytes on disk depend only on the
-    rows, not on how they were produced (one process or several)."""
+    A shard is either a finished file moved in as is (``add_file``: the scan's rows when nothing
+    was dropped or renamed), or written batch by batch (``begin_shard`` / ``write`` / ``end_shard``).
+    Each finished shard is fsynced in the background while the next one is made."""
 
-    def __init__(self, folder: Path, schema: pa.Schema, *, max_shard_bytes: int = MAX_SHARD_BYTES,
-                 batch_rows: int = BATCH_ROWS) -> None:
+    def __init__(self, folder: Path, schema: pa.Schema) -> None:
         self.folder = Path(folder)
-        self.features = features_for(schema)
-        self.schema = self.features.arrow_schema  # carries the `huggingface` metadata
-        self.max_shard_bytes = max_shard_bytes
-        self.batch_rows = batch_rows
-        self._pending: list[pa.RecordBatch] = []
-        self._pending_rows = 0
+        self.schema = schema
         self.shards: list[Path] = []
         self.rows = 0
         self._sink: Any = None
         self._writer: Any = None
-        self._shard_bytes = 0
         self._syncs: list[Future] = []
 
-    def write(self, batch: pa.RecordBatch) -> None:
-        if batch.num_rows == 0:
-            return
-        self._pending.append(pa.RecordBatch.from_arrays(batch.columns, schema=self.schema))
-        self._pending_rows += batch.num_rows
-        while self._pending_rows >= self.batch_rows:
-            self._emit(self.batch_rows)
-
-    def _emit(self, n: int) -> None:
-        t = pa.Table.from_batches(self._pending, schema=self.schema)
-        # `take` copies the rows into fresh buffers of exactly their size: slices of bigger
-        # batches would otherwise carry their parents' buffer sizes into the file
-        out = t.take(np.arange(n)).combine_chunks().to_batches()[0]
-        self._pending = t.slice(n).to_batches()
-        self._pending_rows -= n
-        if self._writer is None or self._shard_bytes >= self.max_shard_bytes:
-            self._next_shard()
-        self._writer.write_batch(out)
-        self._shard_bytes += out.nbytes
-        self.rows += n
-
-    def _next_shard(self) -> None:
-        self._close_shard()
+    def _next_path(self) -> Path:
         path = self.folder / f"data-{len(self.shards):05d}.arrow"
         self.shards.append(path)
-        self._sink = pa.OSFile(str(path), "wb")
-        self._writer = pa.ipc.new_stream(self._sink, self.schema)
-        self._shard_bytes = 0
+        return path
 
-    def _close_shard(self) -> None:
+    def add_file(self, path: Path, rows: int) -> None:
+        dest = self._next_path()
+        os.replace(path, dest)
+        self.rows += rows
+        self._syncs.append(_SYNC.submit(_fsync, dest))
+
+    def begin_shard(self) -> None:
+        self._sink = pa.OSFile(str(self._next_path()), "wb")
+        self._writer = pa.ipc.new_stream(self._sink, self.schema)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(pa.RecordBatch.from_arrays(batch.columns, schema=self.schema))
+        self.rows += batch.num_rows
+
+    def end_shard(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._sink.close()
             self._writer = self._sink = None
-            # a finished shard goes to the disk while the next one is written (commit() needs it there)
             self._syncs.append(_SYNC.submit(_fsync, self.shards[-1]))
 
     def close(self, fingerprint: str) -> list[str]:
@@ -96,11 +76,9 @@ class DatasetWriter:
         import datasets
         from datasets import arrow_dataset
 
-        if self._pending_rows:
-            self._emit(self._pending_rows)
-        if not self.shards:
-            self._next_shard()  # an empty dataset still has one (empty) shard
-        self._close_shard()
+        if not self.shards:  # an empty dataset still has one (empty) shard
+            self.begin_shard()
+        self.end_shard()
         for f in self._syncs:
             f.result()
         n = len(self.shards)
@@ -119,13 +97,13 @@ class DatasetWriter:
             "_split": None,
         }
         (self.folder / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
-        info = arrow_dataset.asdict(datasets.DatasetInfo(features=self.features))  # as save_to_disk writes it
+        info = arrow_dataset.asdict(datasets.DatasetInfo(features=features_for(self.schema)))  # as save_to_disk does
         (self.folder / "dataset_info.json").write_text(json.dumps({k: info[k] for k in sorted(info)}, indent=2),
                                                        encoding="utf-8")
         return names
 
     def abort(self) -> None:
-        self._close_shard()
+        self.end_shard()
 
 
 # -- the temporary output folder
