@@ -193,3 +193,13 @@ def test_leading_gpt_turn_is_dropped_like_llava(make_tokenizer):
     exp_ids, exp_lab, mismatch = reference_v1(tok, turns, False)
     assert not mismatch
     assert ours(tok, "vicuna_v1", turns, 0) == (exp_ids, exp_lab)
+
+
+def test_assistant_marker_inside_a_turn_is_masked_right(make_tokenizer):
+    """The reference zeroes such a sample (its round split finds three parts); we train exactly the answers."""
+    tok = make_tokenizer(False)
+    turns = conv("say ASSISTANT: now", "left sign", "and the dog?", "two")
+    assert reference_v1(tok, turns, False)[2]
+    enc = Encoder(tok, "vicuna_v1", image_tokens(tok), 2048).encode(turns, 0)
+    trained = [i for i, l in zip(enc.input_ids.tolist(), enc.labels.tolist()) if l != -100]
+    assert tok.convert_ids_to_tokens(trained) == ["▁left", "▁sign", "</s>", "▁two", "</s>"]

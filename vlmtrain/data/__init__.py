@@ -38,8 +38,8 @@ log = logging.getLogger("vlmtrain.data")
 
 __all__ = [
     "BATCH_META_KEYS", "BadSampleError", "Collator", "DataArgs", "DataError", "DataReport", "Encoder", "Encoded",
-    "IGNORE_INDEX", "ImageTokens", "LengthGroupedSampler", "MaskError", "TrainData", "build_train_data",
-    "expand2square", "make_length_grouped_sampler", "pop_batch_meta",
+    "IGNORE_INDEX", "ImageTokens", "LengthGroupedSampler", "MaskError", "TEMPLATES", "TrainData", "VICUNA_SYSTEM",
+    "build_train_data", "expand2square", "make_length_grouped_sampler", "pop_batch_meta",
 ]
 BAD_SAMPLES = ("fail", "skip")
 
