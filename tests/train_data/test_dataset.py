@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import conv, write_blend, write_image
+from traindata_helpers import conv, write_blend, write_image
 from vlmtrain.data import (BadSampleError, DataArgs, DataError, Encoder, ImageTokens, MaskError,
                            build_train_data, expand2square, pop_batch_meta)
 

@@ -15,7 +15,7 @@ import random
 import pytest
 
 from bench.train_data import llava_reference as ref
-from conftest import WORDS, conv, sentence
+from traindata_helpers import WORDS, conv, sentence
 from vlmtrain.data import Encoder, ImageTokens, MaskError
 
 PER_IMAGE = 5
