@@ -169,21 +169,44 @@ def _measure_range(ds: Any, encoder: Encoder, start: int, stop: int, batch_size:
     return lengths, failures, truncated
 
 
+_SHARED: tuple | None = None  # (ds, encoder) for forked pool workers, inherited instead of pickled
+
+
 def measure_lengths(ds: Any, encoder: Encoder, num_proc: int = 1):
     """Encode every record once: signed true lengths (0 = cannot be encoded), failures, truncated count."""
-    n = len(ds)
-    if num_proc <= 1 or n < 2 * num_proc:
-        return _measure_range(ds, encoder, 0, n)
-    import multiprocessing as mp
+    from tqdm.auto import tqdm
 
-    bounds = np.linspace(0, n, num_proc + 1).astype(int)
-    ctx = mp.get_context("fork")
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    with ctx.Pool(num_proc) as pool:
-        parts = pool.starmap(_measure_range, [(ds, encoder, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])])
-    lengths = np.concatenate([p[0] for p in parts])
+    global _SHARED
+    n = len(ds)
+    shard = max(1, min(16_384, -(-n // (4 * max(1, num_proc)))))
+    bounds = [(a, min(n, a + shard)) for a in range(0, n, shard)]
+    bar = tqdm(total=n, desc="true token lengths", unit="sample", disable=n < 16_384)
+    parts = []
+    if num_proc <= 1 or len(bounds) < 2:
+        for a, b in bounds:
+            parts.append(_measure_range(ds, encoder, a, b))
+            bar.update(b - a)
+    else:
+        import multiprocessing as mp
+
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"  # forked workers: one thread each
+        _SHARED = (ds, encoder)
+        try:
+            with mp.get_context("fork").Pool(num_proc) as pool:
+                for (a, b), part in zip(bounds, pool.imap(_measure_shard, bounds)):
+                    parts.append(part)
+                    bar.update(b - a)
+        finally:
+            _SHARED = None
+    bar.close()
+    lengths = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=np.int32)
     failures = [f for p in parts for f in p[1]]
     return lengths, failures, sum(p[2] for p in parts)
+
+
+def _measure_shard(bounds: tuple[int, int]):
+    ds, encoder = _SHARED  # type: ignore[misc]
+    return _measure_range(ds, encoder, *bounds)
 
 
 def cached_lengths(dataset_dir: Path, ds: Any, blend: dict, encoder: Encoder, *, num_proc: int = 1,
@@ -199,6 +222,7 @@ def cached_lengths(dataset_dir: Path, ds: Any, blend: dict, encoder: Encoder, *,
                 return lengths, meta["failures"], meta["truncated"], path, True
         except Exception as e:  # a damaged cache is recomputed
             log.warning("ignoring unreadable lengths cache %s: %s", path, e)
+    log.info("measuring the true token length of %d samples (once; cached in %s)", len(ds), path)
     lengths, failures, truncated = measure_lengths(ds, encoder, num_proc)
     buf = io.BytesIO()
     np.savez(buf, lengths=lengths, meta=np.array(json.dumps({"failures": failures, "truncated": truncated})))
