@@ -6,16 +6,18 @@
 
 Both sides: vicuna_v1 template, image_aspect_ratio pad, a CLIP-L/14-336 image processor (PIL
 backend, no download), the same Llama-style SentencePiece tokenizer (fast; LLaVA itself uses the
-slow one, so the reference here is if anything faster than the original), LLaVA's
-modality-length-grouped order computed at start-up (ours on true token counts, the reference on
-word counts) -- but both then read the same records in the same seeded random order, so the timed
-windows hold identical samples -- a DataLoader with ``--workers`` workers and batch size ``--batch-size``. Each side runs in its own
-fresh process. A full pass over 665k samples would take hours on this 2-core machine, so each side
-is timed over a fixed number of batches after a warm-up; RSS (and PSS, which does not count pages
-shared between the workers more than once) is sampled over that window and summed over the main
-process and its workers, and so is CPU time: samples per CPU-second is the figure that other jobs on
-the machine disturb least (wall-clock samples/s swings with their load). Start-up (json.load for the reference; opening the Arrow dataset and the
-true-length pass -- cold, then from its cache -- for ours) is reported separately.
+slow one, so the reference here is if anything faster than the original), the lengths each side's
+length-grouped sampler would use (ours: true token counts; the reference: word counts) computed at
+start-up, the same records read in the same seeded random order on both sides (so the timed
+windows hold identical samples), a DataLoader with ``--workers`` workers and batch size
+``--batch-size``. Each side runs in its own fresh process, alternating, ``--repeats`` times.
+
+A full pass over 665k samples would take hours on this 2-core machine, so each side is timed over a
+fixed number of batches after a warm-up. RSS (and PSS, which counts pages shared between the workers
+once) is sampled over that window and summed over the main process and its workers, and so is CPU
+time: samples per CPU-second is the figure other jobs on the machine disturb least (wall-clock
+samples/s swings with their load). Start-up (json.load for the reference; opening the Arrow dataset
+and the true-length pass -- first run, then from its cache -- for ours) is reported separately.
 
 A second, single-process comparison isolates text work: tokenise + mask per sample (our Encoder on
 Arrow rows vs the reference's preprocess_multimodal + preprocess_v1 on the JSON list's dicts).
@@ -92,8 +94,6 @@ def run_side(side: str, out: Path, batches: int, warmup: int, bs: int, workers: 
     import numpy as np
     import torch
 
-    from vlmtrain.data import make_length_grouped_sampler
-
     torch.set_num_threads(1)
     tok, proc = _common(out)
     mem = MemSampler()
@@ -122,10 +122,9 @@ def run_side(side: str, out: Path, batches: int, warmup: int, bs: int, workers: 
         n_records = len(dataset)
         extra = {}
     startup = time.perf_counter() - t0
-    # Both sides read the same records in the same order (a seeded permutation of the records): image
-    # sizes vary 10x in cost, so different samples would make the sides incomparable over a short window.
-    # (The grouped order is computed once at start-up and costs nothing per sample.)
-    make_length_grouped_sampler(lengths, bs, 1, seed, group_by_modality=True)  # exercised, not timed per sample
+    # Both sides read the same records in the same order (a seeded permutation of the records), not
+    # their length-grouped orders: image sizes vary 10x in cost, so different samples would make the
+    # sides incomparable over a short window.
     g = torch.Generator().manual_seed(seed)
     records = torch.randperm(n_records, generator=g)[: (warmup + batches) * bs].tolist()
     order = records if side != "ours" else np.searchsorted(dataset.rows, records).tolist()
