@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -115,8 +116,12 @@ def main() -> None:
             dest = args.out / f"result-{peer}"
             shutil.rmtree(dest, ignore_errors=True)
             load_before = os.getloadavg()[0]
+            cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             run = measure(command(peer, src, images, recipe, dest, args.jobs), env=env, cwd=str(REPO))
+            cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             s = run.summary()
+            # CPU seconds of the whole tree (workers are waited for by their parent, so they count)
+            s["cpu_s"] = round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 2)
             s["load_avg_1min"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]  # before, after
             if run.rc != 0:
                 s["error"] = run.stderr.strip().splitlines()[-1:] if run.stderr.strip() else []
@@ -134,6 +139,7 @@ def main() -> None:
                "load_avg_at_end": os.getloadavg(), "runs": results}
     ok = {p: [r for r in rs if r["rc"] == 0] for p, rs in results.items()}
     med = {p: {"wall_s": statistics.median(r["wall_s"] for r in rs),
+               "cpu_s": statistics.median(r["cpu_s"] for r in rs),
                "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in rs),
                "peak_pss_mb": statistics.median(r["peak_pss_mb"] or 0 for r in rs)} for p, rs in ok.items() if rs}
     summary["median"] = med

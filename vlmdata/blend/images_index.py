@@ -39,9 +39,9 @@ class FolderIndex:
     def exists(self, rel: str) -> bool:
         return bool(self.present(pa.array([rel], pa.string()))[0])
 
-    def present(self, paths: pa.Array) -> np.ndarray:
+    def present(self, paths: pa.Array, on_done: Callable[[int], None] | None = None) -> np.ndarray:
         """For each path (relative to the root, '/'-separated): is it a file? One listing per folder,
-        then a vectorised membership test per folder."""
+        then a vectorised membership test per folder (``on_done`` gets the paths checked so far)."""
         out = np.zeros(len(paths), dtype=bool)
         if len(paths) == 0:
             return out
@@ -55,6 +55,8 @@ class FolderIndex:
             listing = self.names(folder)
             if len(listing):
                 out[idx] = pc.is_in(names.take(pa.array(idx)), value_set=listing).to_numpy(zero_copy_only=False)
+            if on_done is not None:
+                on_done(len(idx))
         return out
 
 

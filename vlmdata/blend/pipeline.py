@@ -1,13 +1,14 @@
 """`vlmdata blend` and `vlmdata report`: scan the inputs, sample, check the images, write.
 
 1. scan (scan.py): every input is read once (in parallel byte ranges when large); good rows are
-   spilled to temporary Arrow files, bad records listed with index, line and reason.
+   written as Arrow files in the output's format, bad records listed with index, line and reason.
 2. sample (recipe.sample_mask) over the records read, deterministic for the recipe's seed.
 3. images: the distinct paths the sampled rows use, checked with one listing per folder
    (images_index.FolderIndex); ``--deep`` decodes them; missing/corrupt follow ``--missing``.
 4. ids: made unique across the blend (``<source>:<id>``, then ``#<index>`` within a source).
-5. write (writer.py): the kept rows in recipe order then file order, batch by batch, into a
-   temporary folder swapped into place with blend.json at the end.
+5. write (writer.py): the kept rows in recipe order then file order into a temporary folder
+   swapped into place with blend.json at the end; a scanned file in which nothing changed is
+   moved in as a shard, the others are rewritten batch by batch.
 
 `report` runs 1-3 without the conversation text and without writing a dataset.
 """
@@ -210,7 +211,8 @@ def _check_images(resolved: Resolved, opts: Options, sources: list[Source]) -> A
     flats = [_flat_images(s) for s in sources]
     uniques = [pc.unique(f) for f, _ in flats]
     all_paths = pc.unique(pa.chunked_array(uniques, pa.string())) if uniques else pa.array([], pa.string())
-    present = FolderIndex(root).present(all_paths)
+    with _bar(opts, total=len(all_paths), unit="img", desc="check") as bar:
+        present = FolderIndex(root).present(all_paths, bar.update)
     info: dict[str, tuple[int, int] | str] = {}
     if opts.deep or opts.image_sizes:  # decode each image (--deep), or read its header (--image-sizes)
         todo = all_paths.filter(pa.array(present)).to_pylist()
@@ -218,19 +220,9 @@ def _check_images(resolved: Resolved, opts: Options, sources: list[Source]) -> A
             info = inspect_images(root, todo, deep=opts.deep, jobs=opts.workers() * (2 if opts.deep else 4),
                                   on_done=bar.update)
     missing_arr = all_paths.filter(pa.array(~present))
-    corrupt_arr = pa.array(sorted(p for p, r in info.items() if isinstance(r, str)), pa.string())  # (no readable
-    # header counts as corrupt too: the file cannot be used)
-    corrupt = _member(all_paths, corrupt_arr)
-
-    folders_col, _ = split_paths(all_paths)
-    enc = folders_col.dictionary_encode()
-    codes = enc.indices.to_numpy()
-    n_f = len(enc.dictionary)
-    needed = np.bincount(codes, minlength=n_f)
-    n_missing = np.bincount(codes, weights=~present, minlength=n_f).astype(int)
-    n_corrupt = np.bincount(codes, weights=corrupt, minlength=n_f).astype(int)
-    folders = {(f or "."): ImageStats(int(a), int(a - b - c), int(b), int(c))
-               for f, a, b, c in zip(enc.dictionary.to_pylist(), needed, n_missing, n_corrupt)}
+    # an image that does not decode (--deep), or whose header cannot be read (--image-sizes): unusable
+    corrupt_arr = pa.array(sorted(p for p, r in info.items() if isinstance(r, str)), pa.string())
+    folders = _folder_stats(all_paths, ~present, _member(all_paths, corrupt_arr))
 
     bad_paths = pa.concat_arrays([missing_arr, corrupt_arr])
     missing_set: set[str] | None = None
@@ -254,6 +246,18 @@ def _check_images(resolved: Resolved, opts: Options, sources: list[Source]) -> A
             hint="fetch what is missing (`vlmdata report RECIPE` lists it per folder), pass the right --image-root, "
                  "or use --missing drop / keep")
     return Analysis(resolved, opts, sources, dict(sorted(folders.items())), info, examples)
+
+
+def _folder_stats(paths: pa.Array, missing: np.ndarray, corrupt: np.ndarray) -> dict[str, ImageStats]:
+    """Needed / present / missing / corrupt images per folder, from the distinct paths."""
+    enc = split_paths(paths)[0].dictionary_encode()
+    codes = enc.indices.to_numpy()
+    n = len(enc.dictionary)
+    needed = np.bincount(codes, minlength=n)
+    gone = np.bincount(codes, weights=missing, minlength=n).astype(int)
+    bad = np.bincount(codes, weights=corrupt, minlength=n).astype(int)
+    return {(f or "."): ImageStats(int(a), int(a - b - c), int(b), int(c))
+            for f, a, b, c in zip(enc.dictionary.to_pylist(), needed, gone, bad)}
 
 
 def _member(values: pa.Array, value_set: pa.Array) -> np.ndarray:

@@ -58,7 +58,7 @@ def compute(folder: Path) -> dict[str, Any]:
 
 def render(st: dict[str, Any]) -> str:
     lines = [f"{st['folder']}" + (f" (recipe {st['recipe']})" if st.get("recipe") else ""),
-             f"  rows {st['rows']:,}   images {st['images']:,}   text-only {st['text_only']:,} "
+             f"  rows {st['rows']:,}   image references {st['images']:,}   text-only {st['text_only']:,} "
              f"({100 * st['text_only_share']:.1f}%)", "", "  per source:",
              f"    {'source':<28} {'rows':>10} {'text-only':>10} {'images':>10} {'chars/row':>10} {'turns/row':>10}"]
     for s in st["sources"]:
