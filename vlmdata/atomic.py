@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 TMP_PREFIX = ".tmp-"
 
@@ -70,6 +70,34 @@ def temp_dir_beside(path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent))
+
+
+def owned_temp_dir_beside(path: Path, *, remove: Callable[[Path], None] | None = None) -> Path:
+    """A fresh temporary folder beside ``path``, named ``.tmp-<name>.<pid>.<random>`` after the
+    process that owns it. Folders of that kind (and ``replace_dir``'s ``.old.<pid>`` ones) whose
+    process no longer runs are removed first: a killed run's leftovers can hold gigabytes, and a
+    live run's folder is never touched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f"{TMP_PREFIX}{path.name}."
+    for p in path.parent.iterdir():
+        if not p.name.startswith(prefix) or not p.is_dir() or p.is_symlink():
+            continue
+        rest = p.name[len(prefix):]
+        pid = rest[len("old."):] if rest.startswith("old.") else rest.split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            (remove or (lambda q: shutil.rmtree(q, ignore_errors=True)))(p)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}.", dir=path.parent))
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def replace_dir(tmp: Path, final: Path) -> None:

@@ -277,3 +277,17 @@ def test_a_dead_worker_is_a_clear_error(tree, monkeypatch):
         tree.blend("llava-665k", jobs=2, parallel_min_bytes=1024)
     assert "died" in str(e.value) and "--jobs" in str(e.value)
     assert [p.name for p in (tree.root.path / "blends").iterdir()] == []  # nothing half-written left
+
+
+def test_only_dead_runs_leftovers_are_removed(tree):
+    tree.place_recipe("llava-665k")
+    blends = tree.root.path / "blends"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live_dir = blends / ".tmp-llava-665k.1.abc"  # pid 1 always runs
+    dead_dir = blends / f".tmp-llava-665k.{dead.pid}.abc"
+    old_dir = blends / f".tmp-llava-665k.old.{dead.pid}"
+    for d in (live_dir, dead_dir, old_dir):
+        (d / "x").mkdir(parents=True)
+    tree.blend("llava-665k")
+    assert sorted(p.name for p in blends.iterdir()) == [".tmp-llava-665k.1.abc", "llava-665k"]

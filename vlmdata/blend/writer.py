@@ -2,7 +2,7 @@
 
 Everything goes into a temporary folder beside the output, which is swapped into place at the
 very end (vlmdata.atomic.replace_dir): a blend killed at any point leaves the previous output
-as it was. The temporary folder holds a file with the writer's pid, so the next blend can tell a
+as it was. The temporary folder is named after the writer's pid, so the next blend can tell a
 dead run's leftovers from a live run's folder and remove only the former.
 """
 from __future__ import annotations
@@ -19,7 +19,6 @@ import pyarrow as pa
 
 from vlmdata import atomic
 
-OWNER_FILE = ".vlmdata-owner"
 
 
 def features_for(schema: pa.Schema) -> Any:
@@ -110,12 +109,9 @@ class DatasetWriter:
 
 
 def begin(out: Path) -> Path:
-    """A fresh temporary folder beside ``out`` (after removing what dead runs left there)."""
-    out = Path(out)
-    remove_stale(out)
-    tmp = atomic.temp_dir_beside(out)
-    (tmp / OWNER_FILE).write_text(str(os.getpid()), encoding="utf-8")
-    return tmp
+    """A fresh temporary folder beside ``out``, named after this process; what dead runs left
+    beside ``out`` is removed first (a live run's folder is left alone)."""
+    return atomic.owned_temp_dir_beside(Path(out))
 
 
 def commit(tmp: Path, out: Path, synced: tuple[str, ...] = ()) -> None:
@@ -127,7 +123,6 @@ def commit(tmp: Path, out: Path, synced: tuple[str, ...] = ()) -> None:
     atomic.fsync_dir(tmp)
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp made it private
     atomic.replace_dir(tmp, out)
-    (out / OWNER_FILE).unlink(missing_ok=True)
 
 
 def _fsync(path: Path) -> None:
@@ -146,37 +141,6 @@ _SYNC = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlmdata-fsync")
 
 def abandon(tmp: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
-
-
-def remove_stale(out: Path) -> int:
-    """Remove ``.tmp-<name>.*`` folders beside ``out`` whose writer is no longer running."""
-    parent = out.parent
-    if not parent.is_dir():
-        return 0
-    n = 0
-    for p in parent.glob(f"{atomic.TMP_PREFIX}{out.name}.*"):
-        if not p.is_dir() or p.is_symlink():
-            continue
-        owner = p / OWNER_FILE
-        try:
-            pid = int(owner.read_text(encoding="utf-8").strip())
-        except (OSError, ValueError):
-            pid = None  # an ".old" folder of an interrupted swap, or a folder without an owner
-        if pid is not None and _alive(pid):
-            continue
-        shutil.rmtree(p, ignore_errors=True)
-        n += 1
-    return n
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def write_json(path: Path, obj: Any) -> None:

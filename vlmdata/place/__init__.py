@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
@@ -95,28 +94,9 @@ def extract_tar_stream(stream: BinaryIO, spec: FileSpec, root: Root, *, wanted: 
 
 
 def _temp_dir(final: Path) -> Path:
-    """A fresh folder beside ``final`` (same filesystem), named ``.tmp-<name>.<pid>.<random>``.
-
-    Folders of the same kind left by a process that no longer runs (a SIGKILL mid-extraction)
-    are removed first: they can hold gigabytes.
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f"{atomic.TMP_PREFIX}{final.name}."
-    for p in final.parent.iterdir():
-        pid = p.name[len(prefix):].split(".", 1)[0] if p.name.startswith(prefix) else ""
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)) and p.is_dir() and not p.is_symlink():
-            remove_tree(p)
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}.", dir=final.parent))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """A fresh folder beside ``final`` (same filesystem), named ``.tmp-<name>.<pid>.<random>``;
+    what a killed extraction left there is removed first (vlmdata.atomic.owned_temp_dir_beside)."""
+    return atomic.owned_temp_dir_beside(final, remove=remove_tree)
 
 
 def _count_warning(spec: FileSpec, files: int, wanted: set[str] | None) -> list[str]:
