@@ -77,7 +77,8 @@ class RecordReader:
         try:
             text = self.dec.decode(data, final=self.eof)
         except UnicodeDecodeError as e:
-            raise UserError(f"not valid UTF-8: {e.reason}", where=f"{self.path}: line {self.line_at(self.pos)}",
+            line = self.line_at(len(self.buf)) + data.count(b"\n", 0, max(e.start, 0))  # the line of the bad byte
+            raise UserError(f"not valid UTF-8: {e.reason}", where=f"{self.path}: line {line}",
                             hint="the file is damaged or not a JSON text file; re-download it") from e
         self.dropped_lines += self.buf.count("\n", 0, self.pos)
         self.buf, self.pos = self.buf[self.pos:] + text, 0

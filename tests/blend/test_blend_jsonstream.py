@@ -100,3 +100,11 @@ def test_long_record_across_windows(tmp_path, monkeypatch):
     assert [r for _, r in iter_json_records(p)] == recs
     cuts = split_points(p, 3, window=64)
     assert [rec for a, b in zip(cuts, cuts[1:]) for _, rec in RecordReader(p, a, b)] == recs
+
+
+def test_invalid_utf8_names_its_line(tmp_path):
+    p = tmp_path / "bad.json"
+    p.write_bytes(b'[\n{"a": 1},\n{"a": "\xff"}\n]')
+    with pytest.raises(UserError) as e:
+        list(iter_json_records(p))
+    assert "not valid UTF-8" in str(e.value) and f"{p}: line 3" in str(e.value)

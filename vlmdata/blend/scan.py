@@ -123,15 +123,14 @@ def scan_range(task: Task) -> RangeResult:
     gc.disable()  # records die young and hold no cycles; the collector only costs time here
     try:
         for index, rec in reader:
+            n_read = index + 1
             try:
                 norm.add(rec, index, buf)
             except v.Bad as e:
                 rid = rec.get("id", rec.get("idx")) if type(rec) is dict else None
                 bad.append(BadRecord(index, reader.line(), None if rid is None else str(rid), e.reason, e.detail))
                 if task.stop_on_bad:
-                    n_read = index + 1
                     break
-            n_read = index + 1
             if len(buf) >= BATCH_ROWS:
                 writer = _flush(buf, writer, task, indexes, fixes)
             if n_read % _PROGRESS_EVERY == 0:
