@@ -230,6 +230,7 @@ def cached_lengths(dataset_dir: Path, ds: Any, blend: dict, encoder: Encoder, *,
         from vlmdata.atomic import write_bytes
 
         write_bytes(path, buf.getvalue())
+        os.chmod(path, 0o644)  # others training on a shared dataset folder can read it too
     except OSError as e:
         log.warning("could not write lengths cache %s: %s", path, e)
     return lengths, failures, truncated, path, False
