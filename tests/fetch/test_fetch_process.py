@@ -28,11 +28,12 @@ def args(manifests, root, *extra):
 
 
 def test_sigkill_then_rerun_fetches_only_the_rest(big, manifests, files_server, root, cli):
-    files_server.default_throttle = 3 << 20
+    # 1 MiB/s: the kill lands ~10 s before the download could finish, even on a starved CI machine.
+    files_server.default_throttle = 1 << 20
     part = part_path(Root(root).download_path("t", "big.bin"))
     proc = start_fetch(*args(manifests, root, "--connections", "1"))
     try:
-        wait_for(lambda: part.exists() and part.stat().st_size >= 3 << 20, what="3 MiB in the .part")
+        wait_for(lambda: part.exists() and part.stat().st_size >= 2 << 20, what="2 MiB in the .part")
     finally:
         kill(proc, signal.SIGKILL)
     kept = part.stat().st_size
@@ -77,7 +78,7 @@ def test_sigkill_segmented_then_rerun(big, manifests, files_server, root, cli):
 
 
 def test_ctrl_c_stops_cleanly_and_resumes(big, manifests, files_server, root, cli):
-    files_server.default_throttle = 3 << 20
+    files_server.default_throttle = 1 << 20  # the interrupt lands ~11 s before the download could finish
     part = part_path(Root(root).download_path("t", "big.bin"))
     proc = start_fetch(*args(manifests, root, "--connections", "1"))
     try:
