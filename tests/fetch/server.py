@@ -170,6 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
         sent = 0
         t0 = time.monotonic()
         pos = start
+        self.generation = owner.generation  # bytes of a request from before a reset() do not count after it
         for block in blob.read(start, end):
             if wrong:
                 block = bytes(b ^ 0x5A for b in block[:16]) + block[16:]
@@ -206,7 +207,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return False
         with owner.lock:
-            owner.bytes_sent[path] = owner.bytes_sent.get(path, 0) + len(data)
+            if getattr(self, "generation", owner.generation) == owner.generation:
+                owner.bytes_sent[path] = owner.bytes_sent.get(path, 0) + len(data)
         return True
 
 
@@ -232,6 +234,7 @@ class LoopbackServer:
         self.ranges = True
         self.lock = threading.Lock()
         self.bytes_sent: dict[str, int] = {}
+        self.generation = 0  # bumped by reset(): a connection still sending from before it is not counted
         self.requests: list[tuple[str, str, str | None]] = []
         self.auth_seen: list[tuple[str, str | None]] = []
         self._srv = _Server(("127.0.0.1", 0), _Handler)
@@ -283,6 +286,7 @@ class LoopbackServer:
 
     def reset(self) -> None:
         with self.lock:
+            self.generation += 1
             self.bytes_sent.clear()
             self.requests.clear()
             self.auth_seen.clear()
