@@ -124,7 +124,7 @@ def analyse(resolved: Resolved, opts: Options, work: Path, *, keep_text: bool,
         raise UserError(f"--missing must be one of {', '.join(MISSING_POLICIES)}, got {opts.missing!r}")
     inputs = resolved.inputs
     tasks = [Task(i.name, i.path, i.entry.image_prefix, work / f"rows-{n}.arrow", limit=sample_limit(i.entry.sample),
-                  keep_text=keep_text, stop_on_bad=opts.strict, durable=hash_inputs) for n, i in enumerate(inputs)]
+                  keep_text=keep_text, stop_on_bad=opts.strict) for n, i in enumerate(inputs)]
     hashes: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
     total = sum(i.path.stat().st_size if sample_limit(i.entry.sample) is None else 0 for i in inputs)

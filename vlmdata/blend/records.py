@@ -100,7 +100,9 @@ class Normaliser:
             raise v.Bad(v.NOT_OBJECT, f"a JSON {type(rec).__name__}, not an object")
         if "video" in rec:
             raise v.Bad(v.VIDEO, "the record has a 'video' key (video samples are not supported)")
-        rid = self._id(rec, index)
+        rid = rec.get("id")
+        if type(rid) is not str or not rid:
+            rid = self._id(rec, index)
         conv = rec.get("conversations")
         try:
             froms = [t["from"] for t in conv]  # type: ignore[union-attr]
@@ -112,12 +114,14 @@ class Normaliser:
             if "" in values or any(map(str.isspace, values)) or IMAGE_TOKEN in gpt:
                 raise LookupError
             leading = False
+            chars = len(human) + len(gpt) - len(values) + 2  # (less the joins' separators)
         except (LookupError, TypeError, AttributeError):
             values, human, leading = self._turns(conv)
+            chars = sum(map(len, values))
         tokens = human.count(IMAGE_TOKEN)
-        chars = sum(map(len, values))
 
-        images = self._images(rec)
+        image = rec.get("image")
+        images = [self.prefix + v.clean_image_path(image)] if type(image) is str else self._images(rec)
         n = len(images)
         fixes = _FIX_LEADING if leading else 0
         if tokens != n:

@@ -89,7 +89,6 @@ class Task:
     limit: int | None = None  # first:N
     keep_text: bool = True
     stop_on_bad: bool = False
-    durable: bool = False  # fsync the rows file when done (it may become a shard of the output)
 
 
 # -- one range, in whichever process runs it
@@ -149,14 +148,13 @@ def scan_range(task: Task) -> RangeResult:
     _report(reader.bytes_read() - reported)
     part = None
     if writer is not None:
-        if task.durable:  # here, while other ranges are still being read, rather than at the end
-            with open(task.out, "rb") as fh:
-                os.fsync(fh.fileno())
         part = Part(task.out, np.concatenate(indexes), np.concatenate(fixes))
     return RangeResult(part, n_read, reader.newlines, bad)
 
 
 def _flush(buf: RowBuffer, writer: Any, task: Task, index: list[np.ndarray], fixes: list[np.ndarray]) -> Any:
+    """Write the buffered rows as one batch. (No early writeback here: whether this file becomes a
+    shard as is, or is rewritten because rows were dropped or renamed, is known only at the end.)"""
     batch = buf.to_batch(task.name)
     index.append(np.array(buf.index, dtype=np.int64))
     fixes.append(np.array(buf.fixes, dtype=np.int8))
@@ -253,8 +251,8 @@ def _split(t: Task, jobs: int, min_bytes: int) -> list[Task]:
     cuts = split_points(t.path, max(1, min(jobs, size // max(1, min_bytes // 2))))
     if len(cuts) <= 2:
         return [t]
-    return [Task(t.name, t.path, t.image_prefix, t.out.with_name(f"{t.out.name}.{i}"), a, b, None, t.keep_text,
-                 durable=t.durable) for i, (a, b) in enumerate(zip(cuts, cuts[1:]))]
+    return [Task(t.name, t.path, t.image_prefix, t.out.with_name(f"{t.out.name}.{i}"), a, b, None, t.keep_text)
+            for i, (a, b) in enumerate(zip(cuts, cuts[1:]))]
 
 
 def _collect(t: Task, results: list[tuple[Task, RangeResult]]) -> InputScan:
