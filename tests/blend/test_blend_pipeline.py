@@ -291,3 +291,14 @@ def test_only_dead_runs_leftovers_are_removed(tree):
         (d / "x").mkdir(parents=True)
     tree.blend("llava-665k")
     assert sorted(p.name for p in blends.iterdir()) == [".tmp-llava-665k.1.abc", "llava-665k"]
+
+
+def test_one_listing_per_folder(tmp_path):
+    from vlmdata.blend.images_index import FolderIndex
+
+    paths = [f"f{k}/{i}.jpg" for k in range(3) for i in range(200)]
+    touch_images(tmp_path, paths[::2], data=b"")
+    index = FolderIndex(tmp_path)
+    present = index.present(pa.array(paths + ["nowhere/x.jpg", "top.jpg"]))
+    assert present.tolist() == [i % 2 == 0 for i in range(600)] + [False, False]
+    assert index.listings == 5  # f0, f1, f2, nowhere, the root: not one stat per path

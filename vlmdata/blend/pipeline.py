@@ -18,6 +18,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -348,7 +349,7 @@ def run_blend(resolved: Resolved, opts: Options, out: Path) -> BlendResult:
         for s in analysis.sources:
             s.table = None  # type: ignore[assignment]  # unmap the row files before removing them
         cleanup([s.scan for s in analysis.sources])
-        _rmtree(work)
+        shutil.rmtree(work, ignore_errors=True)
         w.commit(tmp, out, synced=tuple(shards))
         analysis.timings.update(ids=t1 - t0, write=t2 - t1, commit=time.perf_counter() - t2)
     except BaseException:
@@ -356,12 +357,6 @@ def run_blend(resolved: Resolved, opts: Options, out: Path) -> BlendResult:
         raise
     dropped = out / "dropped.jsonl"
     return BlendResult(out, meta["totals"]["rows"], meta, dropped if dropped.exists() else None, analysis.timings)
-
-
-def _rmtree(p: Path) -> None:
-    import shutil
-
-    shutil.rmtree(p, ignore_errors=True)
 
 
 def _write(an: Analysis, hashes: dict[str, dict[str, Any]], tmp: Path) -> tuple[dict[str, Any], list[str]]:

@@ -26,11 +26,6 @@ TOKEN_TEXT_ONLY = "<image> in a text-only record"
 MISSING_IMAGE = "missing image"
 CORRUPT_IMAGE = "corrupt image"
 
-RECORD_REASONS = (NOT_OBJECT, NO_CONVERSATIONS, BAD_TURN, UNKNOWN_ROLE, NOT_ALTERNATING, ENDS_WITH_HUMAN,
-                  EMPTY_VALUE, VIDEO, BAD_ID, BAD_IMAGE_FIELD, BAD_IMAGE_PATH, TOKEN_MISMATCH, TOKEN_IN_GPT,
-                  TOKEN_TEXT_ONLY)
-IMAGE_REASONS = (MISSING_IMAGE, CORRUPT_IMAGE)
-
 # fixes applied to records that are kept (counted per source)
 FIX_LEADING_TURN = "leading non-human turn removed"
 FIX_TOKEN_ADDED = "<image> added to the first human turn"

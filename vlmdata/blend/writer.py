@@ -125,9 +125,6 @@ class DatasetWriter:
                                                        encoding="utf-8")
         return names
 
-    def abort(self) -> None:
-        self.end_shard()
-
 
 # -- the temporary output folder
 
