@@ -11,9 +11,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-MISSING, PRESENT, CORRUPT = "missing", "present", "corrupt"
-
-
 class FolderIndex:
     """A cache of folder -> names of the files in it, under one image root."""
 
@@ -35,9 +32,6 @@ class FolderIndex:
                 return [e.name for e in it if e.is_file()]
         except (FileNotFoundError, NotADirectoryError):
             return []
-
-    def exists(self, rel: str) -> bool:
-        return bool(self.present(pa.array([rel], pa.string()))[0])
 
     def present(self, paths: pa.Array, on_done: Callable[[int], None] | None = None) -> np.ndarray:
         """For each path (relative to the root, '/'-separated): is it a file? One listing per folder,
