@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from vlmdata.errors import VlmdataError
+from vlmdata.cli.entry import run_app
 
 app = typer.Typer(
     name="vlmtrain",
@@ -98,33 +98,14 @@ def plot(
 def main() -> None:
     """Entry point: user mistakes become a clear message and exit code 2, never a traceback."""
     logging.basicConfig(level=os.environ.get("VLMTRAIN_LOG", "INFO"), format="%(levelname)s %(name)s: %(message)s")
-    try:
-        code = app(standalone_mode=False)  # click returns a typer.Exit's code instead of raising it
-        if isinstance(code, int) and code:
-            sys.exit(code)
-    except VlmdataError as e:
-        typer.echo(f"error: {e.render()}", err=True)
-        sys.exit(e.exit_code)
-    except (ValueError, RuntimeError) as e:
-        # The data side's user errors (a broken dataset, a bad sample with bad_samples: fail).
-        data = sys.modules.get("vlmtrain.data")
-        if data is None or not isinstance(e, (data.DataError, data.BadSampleError)):
-            raise
-        typer.echo(f"error: {e}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted; run again with --resume to continue from the last checkpoint", err=True)
-        sys.exit(130)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        sys.exit(130)
-    except typer.TyperException as e:
-        show = getattr(e, "show", None)
-        if show is None:
-            raise
-        show()
-        sys.exit(2)
+    run_app(app, interrupted="interrupted; run again with --resume to continue from the last checkpoint",
+            user_error=_is_data_error)
+
+
+def _is_data_error(e: BaseException) -> bool:
+    """The data side's user errors (a broken dataset, a bad sample with bad_samples: fail)."""
+    data = sys.modules.get("vlmtrain.data")
+    return data is not None and isinstance(e, (data.DataError, data.BadSampleError))
 
 
 if __name__ == "__main__":

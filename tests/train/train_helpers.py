@@ -1,24 +1,15 @@
 """Helpers for vlmtrain's model / config / trainer / CLI tests: tiny blends, tiny configs, a CLI runner."""
 from __future__ import annotations
 
-import io
-from dataclasses import dataclass
-import os
-import sys
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.cli_runner import CliResult, run_main
+
 REPO = Path(__file__).resolve().parents[2]
 
-
-@dataclass
-class CliResult:
-    code: int
-    out: str
-    err: str
 
 TINY_TEXT = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
              "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 1024}
@@ -30,21 +21,7 @@ def run_vlmtrain(*args: str, env: dict[str, str] | None = None) -> CliResult:
     """Run the real `vlmtrain` entry point in-process; capture output and exit code."""
     from vlmtrain.cli import main
 
-    out, err = io.StringIO(), io.StringIO()
-    old_argv, old_env = sys.argv, dict(os.environ)
-    sys.argv = ["vlmtrain", *map(str, args)]
-    os.environ.update(env or {})
-    code = 0
-    try:
-        with redirect_stdout(out), redirect_stderr(err):
-            main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        sys.argv = old_argv
-        os.environ.clear()
-        os.environ.update(old_env)
-    return CliResult(code, out.getvalue(), err.getvalue())
+    return run_main(main, "vlmtrain", *args, env=env)
 
 
 @pytest.fixture

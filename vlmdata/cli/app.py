@@ -1,8 +1,6 @@
 """The `vlmdata` application: global options, command registration, and error handling."""
 from __future__ import annotations
 
-import sys
-
 import typer
 
 from vlmdata.cli import (
@@ -16,7 +14,7 @@ from vlmdata.cli import (
     verify_cmd,
 )
 from vlmdata.cli.common import global_callback
-from vlmdata.errors import VlmdataError
+from vlmdata.cli.entry import run_app
 
 app = typer.Typer(
     name="vlmdata",
@@ -40,27 +38,7 @@ for module in (catalog_cmds, plan_cmd, fetch_cmd, verify_cmd, normalize_cmd, sta
 
 def main() -> None:
     """Entry point: user mistakes become a clear message and exit code 2, never a traceback."""
-    try:
-        # Without standalone mode click returns (not raises) the code of a typer.Exit.
-        rc = app(standalone_mode=False)
-        if isinstance(rc, int) and rc:
-            sys.exit(rc)
-    except VlmdataError as e:
-        typer.echo(f"error: {e.render()}", err=True)
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        typer.echo("interrupted; run the same command again to resume where it stopped", err=True)
-        sys.exit(130)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        sys.exit(130)
-    except typer.TyperException as e:  # usage errors: missing argument, unknown option
-        show = getattr(e, "show", None)
-        if show is None:
-            raise
-        show()
-        sys.exit(2)
+    run_app(app, interrupted="interrupted; run the same command again to resume where it stopped")
 
 
 if __name__ == "__main__":
