@@ -37,10 +37,12 @@ def run(
 ) -> None:
     """Train one stage (1: projector; 2: projector + LLM) as the config says.
 
-    Config errors (unknown key, wrong type, missing dataset, stage settings that contradict each
-    other) stop with exit code 2 before any model is built. With num_gpus > 1 or a hostfile the
-    command re-launches itself under deepspeed / torchrun. A SIGTERM saves a checkpoint and exits
-    143; run the same command with --resume to continue exactly where it stopped.
+    Config errors (unknown key, wrong type, missing dataset, stage settings that contradict each other) stop with exit code 2 before any model is built. With num_gpus > 1 or a hostfile the command re-launches itself under deepspeed / torchrun. A SIGTERM saves a checkpoint and exits 143; run the same command with --resume to continue exactly where it stopped.
+
+    Examples:
+      vlmtrain run configs/tiny-cpu.yaml                      # after `make demo`, seconds on a CPU
+      vlmtrain run configs/llava-1.5-7b-pretrain.yaml --dry-run
+      vlmtrain run configs/llava-1.5-7b-finetune.yaml --set learning_rate=1e-5 --resume
     """
     from vlmtrain.config import load_config
 
@@ -88,7 +90,11 @@ def plot(
     run_dir: Path = typer.Argument(..., help="A run's output_dir (has metrics.jsonl)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write (default RUN_DIR/curves.png)."),
 ) -> None:
-    """Write a PNG of loss, learning rate, tokens/s and MFU over steps."""
+    """Write a PNG of loss, learning rate, tokens/s and MFU over steps.
+
+    Examples:
+      vlmtrain plot runs/tiny-cpu
+    """
     from vlmtrain.plot import plot as do_plot
 
     path = do_plot(run_dir, out)

@@ -51,12 +51,7 @@ def blend_cmd(
 ) -> None:
     """Turn a recipe's instruction JSONs into one checked Arrow dataset (datasets.load_from_disk).
 
-    Every record is normalised (id as string, image -> images list, turns), checked (roles
-    alternate human/gpt, no empty turn, one <image> per image, paths inside the image root) and its
-    images are checked to exist (one listing per folder). Bad records are dropped and listed in
-    OUT/dropped.jsonl; OUT/blend.json records the recipe, input hashes, image root and counts. The
-    output is written to a temporary folder and swapped in at the end: an interrupted blend leaves
-    the previous output intact.
+    Every record is normalised (id as string, image -> images list, turns), checked (roles alternate human/gpt, no empty turn, one <image> per image, paths inside the image root) and its images are checked to exist (one listing per folder). Bad records are dropped and listed in OUT/dropped.jsonl; OUT/blend.json records the recipe, input hashes, image root and counts. The output is written to a temporary folder and swapped in at the end: an interrupted blend leaves the previous output intact.
 
     Examples:
       vlmdata blend llava-665k
@@ -88,9 +83,9 @@ def report_cmd(
     jobs: int = typer.Option(0, "--jobs", "-j", help="Processes / threads (0 = all cores)."),
     settings: Settings = None,
 ) -> None:
-    """What a recipe needs and what is there, without writing a dataset: the images the mix uses,
-    present / missing (/ corrupt with --deep) per source and per folder, and the records that
-    would be dropped, with why.
+    """What a recipe needs and what is there (images, records to drop), without writing a dataset.
+
+    The images the mix uses, present / missing (/ corrupt with --deep) per source and per folder, and the records that would be dropped, with why.
 
     Examples:
       vlmdata report llava-665k
@@ -115,9 +110,9 @@ def export_cmd(
     fmt: str = typer.Option("llava-json", "--format", "-f", help="llava-json (one JSON array) or llava-jsonl."),
     settings: Settings = None,
 ) -> None:
-    """Write a blend back as the JSON the original repos read: {id, image, conversations} per
-    record, `image` a string for one image, a list for several, absent for text-only records.
-    Streams batch by batch; the file appears complete or not at all.
+    """Write a blend back as the LLaVA JSON the original repos read.
+
+    {id, image, conversations} per record, `image` a string for one image, a list for several, absent for text-only records. Streams batch by batch; the file appears complete or not at all.
 
     Examples:
       vlmdata export data/blends/llava-665k --format llava-json llava_v1_5_mix665k.checked.json

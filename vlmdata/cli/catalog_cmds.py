@@ -49,8 +49,9 @@ def _total(d: Dataset) -> int | None:
 
 @with_settings
 def info_cmd(name: str = typer.Argument(..., help="Dataset, layout or blend recipe name."), settings: Settings = None) -> None:
-    """Everything known about one dataset (files, sources, sizes, checksums, where it lands in
-    each layout), layout or recipe.
+    """Everything known about one dataset, layout or blend recipe.
+
+    For a dataset: files, sources, sizes, checksums, known problems, and where it lands in each layout.
 
     Examples:
       vlmdata info coco

@@ -36,10 +36,9 @@ def fetch_cmd(
     timeout: float = typer.Option(60.0, "--timeout", min=0.1, help="Seconds without data before a connection is retried."),
     settings: Settings = None,
 ) -> None:
-    """Download, verify and place every file of the named datasets under --root, then (with
-    --layout) build the layout's view. Resumable: interrupt it any time (Ctrl-C, a crash, a lost
-    connection) and run the same command again. A second run with everything present makes no
-    request at all.
+    """Download, verify and place the named datasets under --root; resumable and idempotent.
+
+    With --layout it then builds that layout's view. Interrupt it any time (Ctrl-C, a crash, a lost connection) and run the same command again: it resumes. A second run with everything present makes no request at all.
 
     Examples:
       vlmdata fetch coco gqa ocr_vqa textvqa vg --layout llava --root /data/llava

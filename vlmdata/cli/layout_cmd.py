@@ -27,8 +27,9 @@ def check_cmd(
     no_counts: bool = typer.Option(False, "--no-counts", help="Do not compare file counts with the reference counts."),
     settings: Settings = None,
 ) -> None:
-    """Every folder and file the layout needs: present, non-empty, with the expected number of
-    files. Exit 0 when all holds, 1 with a list of what is missing or wrong.
+    """Check a folder against a layout: every path present, non-empty, with the expected file count.
+
+    Exit 0 when all holds, 1 with a list of what is missing or wrong (--json for CI).
 
     Examples:
       vlmdata layout check --layout llava ./playground/data
@@ -58,8 +59,9 @@ def build_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="Where to build it (default ROOT/layouts/NAME)."),
     settings: Settings = None,
 ) -> None:
-    """Build the layout's folder tree from what has been fetched: hard links into the store
-    (symbolic links across filesystems), never a second copy. Safe to run again.
+    """Build a layout's folder tree from what has been fetched, as links, never a second copy.
+
+    Hard links into the store (symbolic links across filesystems). Safe to run again.
 
     Examples:
       vlmdata layout build --layout llava --root /data/store --out ./playground/data

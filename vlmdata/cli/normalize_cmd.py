@@ -25,10 +25,9 @@ def normalize_cmd(
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Files handled in parallel (default: 2 per core)."),
     settings: Settings = None,
 ) -> None:
-    """Fix an image folder downloaded by hand: GIF/PNG/WebP under any name (also GIF bytes named
-    .jpg) become real RGB JPEGs named <id>.jpg; JPEGs under another name are renamed. In place,
-    atomically, one file at a time (disk use never doubles); safe to run again. Lists files that
-    cannot be decoded; exit 1 when there are any.
+    """Fix an image folder downloaded by hand: every image becomes a real JPEG named <id>.jpg.
+
+    GIF/PNG/WebP under any name (also GIF bytes named .jpg) become real RGB JPEGs named <id>.jpg; JPEGs under another name are renamed. In place, atomically, one file at a time (disk use never doubles); safe to run again. Lists files that cannot be decoded; exit 1 when there are any.
 
     Examples:
       vlmdata normalize ocr_vqa ./playground/data/ocr_vqa/images

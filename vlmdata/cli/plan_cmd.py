@@ -21,9 +21,9 @@ def plan_cmd(
     layout: Optional[str] = typer.Option(None, "--layout", help="Also check the layout exists (the view costs no extra disk)."),
     settings: Settings = None,
 ) -> None:
-    """What `fetch` would do: every file, its source, bytes to download, disk needed after
-    unpacking, free disk on the root and what is already present. Exits 1 when the disk will
-    not hold it.
+    """What `fetch` would do: each file's source, bytes to download, disk needed, free disk, what is present.
+
+    Exits 1 when the disk will not hold it (disk needed counts archives and their unpacked contents).
 
     Examples:
       vlmdata plan coco gqa --root /data/llava

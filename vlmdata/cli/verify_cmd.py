@@ -23,11 +23,9 @@ def verify_cmd(
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Images decoded in parallel (default: 2 per core)."),
     settings: Settings = None,
 ) -> None:
-    """Check what was fetched: every placed file present, sizes and file counts right; with
-    --deep also sha256 of plain files and kept archives, and every image decoded (empty,
-    truncated, undecodable and wrong-format files are listed with their paths). Writes
-    ROOT/.vlmdata/reports/verify.json; `vlmdata status` then shows "verified". Exit 1 when
-    something is wrong.
+    """Check what was fetched: files present, sizes and counts right; --deep hashes and decodes.
+
+    Every placed file present, sizes and file counts right; with --deep also sha256 of plain files and kept archives, and every image decoded (empty, truncated, undecodable and wrong-format files are listed with their paths). Writes ROOT/.vlmdata/reports/verify.json; `vlmdata status` then shows "verified". Exit 1 when something is wrong.
 
     Examples:
       vlmdata verify
