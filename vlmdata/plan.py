@@ -8,11 +8,14 @@ deletion (they can, with --jobs > 1).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Mapping
 
 from vlmdata import mirror
+from vlmdata.errors import OperationError
 from vlmdata.manifest import FileSpec, Source
-from vlmdata.state import Journal, Root
+from vlmdata.state import Journal, JournalEntry, Root
+from vlmdata.units import human_bytes
 
 
 @dataclass
@@ -50,6 +53,13 @@ class Plan:
     def fits(self) -> bool:
         return self.disk_bytes <= self.free_bytes
 
+    def require_fits(self, where: Path, hint: str) -> None:
+        """The disk preflight shared by `plan` and `fetch`: an OperationError when it will not hold."""
+        if not self.fits:
+            raise OperationError(
+                f"not enough disk: need {human_bytes(self.disk_bytes)}, {human_bytes(self.free_bytes)} free on {where}",
+                hint=hint)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "items": [asdict(i) for i in self.items],
@@ -70,9 +80,9 @@ def first_source(spec: FileSpec, mirror_base: str | None, hf_endpoint: str | Non
     return src.describe()
 
 
-def is_placed(root: Root, journal: Journal, spec: FileSpec) -> bool:
-    """Placed = the journal says so and its target is still on disk."""
-    entry = journal.get(spec.key)
+def is_placed(root: Root, entries: Mapping[str, JournalEntry], spec: FileSpec) -> bool:
+    """Placed = the journal (``entries``, read once by the caller) says so and its target is still on disk."""
+    entry = entries.get(spec.key)
     return entry is not None and root.store_path(entry.to).exists()
 
 
@@ -89,11 +99,11 @@ def partial_bytes(root: Root, spec: FileSpec) -> int:
 
 def plan_files(root: Root, specs: list[FileSpec], *, mirror_base: str | None = None,
                hf_endpoint: str | None = None) -> Plan:
-    journal = Journal(root.state_dir)
+    entries = Journal(root.state_dir).entries()
     plan = Plan(free_bytes=root.free_bytes())
     for spec in specs:
         size = spec.download_bytes
-        placed = is_placed(root, journal, spec)
+        placed = is_placed(root, entries, spec)
         partial = 0 if placed else partial_bytes(root, spec)
         if placed:
             state, remaining, disk = "present", 0, 0

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from vlmdata.manifest import Catalog, Dataset
 from vlmdata.plan import partial_bytes, is_placed
-from vlmdata.state import Journal, Root
+from vlmdata.state import Journal, JournalEntry, Root
 
 
 @dataclass
@@ -17,10 +17,10 @@ class DatasetStatus:
     optional_placed: int
 
 
-def dataset_status(root: Root, journal: Journal, ds: Dataset, verified: dict) -> DatasetStatus:
+def dataset_status(root: Root, entries: dict[str, JournalEntry], ds: Dataset, verified: dict) -> DatasetStatus:
     default = ds.default_files
-    placed = sum(is_placed(root, journal, f) for f in default)
-    opt = sum(is_placed(root, journal, f) for f in ds.files if f.optional)
+    placed = sum(is_placed(root, entries, f) for f in default)
+    opt = sum(is_placed(root, entries, f) for f in ds.files if f.optional)
     started = any(partial_bytes(root, f) for f in ds.files)
     if default and placed == len(default):
         v = verified.get(ds.name)
@@ -35,4 +35,5 @@ def dataset_status(root: Root, journal: Journal, ds: Dataset, verified: dict) ->
 def status_all(root: Root, catalog: Catalog) -> list[DatasetStatus]:
     journal = Journal(root.state_dir)
     verified = journal.verified() if journal.path.exists() else {}
-    return [dataset_status(root, journal, ds, verified) for ds in sorted(catalog.datasets.values(), key=lambda d: d.name)]
+    entries = journal.entries()
+    return [dataset_status(root, entries, ds, verified) for ds in sorted(catalog.datasets.values(), key=lambda d: d.name)]

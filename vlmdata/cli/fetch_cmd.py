@@ -74,16 +74,15 @@ def fetch_cmd(
             settings.info(f"everything is already here ({len(specs)} file(s) in {root.path}); nothing to download")
         else:
             plan = plan_files(root, todo, mirror_base=settings.mirror, hf_endpoint=settings.hf_endpoint)
-            if not plan.fits and not force:
-                raise OperationError(
-                    f"not enough disk: need {human_bytes(plan.disk_bytes)}, {human_bytes(plan.free_bytes)} free on {root.path}",
-                    hint="free some space, choose another --root, fetch fewer datasets at a time, or pass --force")
+            if not force:
+                plan.require_fits(root.path, "free some space, choose another --root, fetch fewer datasets at a time, "
+                                             "or pass --force")
             settings.info(f"fetching {len(todo)} of {len(specs)} file(s) into {root.path} "
                           f"({human_bytes(plan.download_bytes)} to download"
                           + (f", {len(plan.unknown)} of unknown size" if plan.unknown else "") + ")")
             progress.total_bytes = plan.download_bytes or None
         try:
-            report = fetcher.run(specs)
+            report = fetcher.run(specs, todo)
         except KeyboardInterrupt:
             # (click would turn this into a bare exit code 130 without a word)
             typer.echo("interrupted: finished files are placed, partial downloads are kept as .part; "

@@ -6,7 +6,6 @@ from typing import List, Optional
 import typer
 
 from vlmdata.cli.common import Settings, with_settings
-from vlmdata.errors import OperationError
 from vlmdata.plan import Plan, plan_files
 from vlmdata.units import human_bytes
 
@@ -41,11 +40,7 @@ def plan_cmd(
         settings.emit_json(plan.to_json())
     else:
         _print(plan, str(root.path))
-    if not plan.fits:
-        raise OperationError(
-            f"not enough disk: need {human_bytes(plan.disk_bytes)}, {human_bytes(plan.free_bytes)} free on {root.path}",
-            hint="free some space, choose another --root, or fetch fewer datasets at a time",
-        )
+    plan.require_fits(root.path, "free some space, choose another --root, or fetch fewer datasets at a time")
 
 
 def _print(plan: Plan, root: str) -> None:

@@ -155,26 +155,27 @@ class Fetcher:
         self._token = hf_mod.token_from_env()
 
     # ------------------------------------------------------------------ the run
-    def todo(self, specs: list[FileSpec]) -> list[FileSpec]:
-        return [s for s in specs if not self._already_placed(s)]
+    def todo(self, specs: list[FileSpec], entries: dict[str, JournalEntry] | None = None) -> list[FileSpec]:
+        entries = self.journal.entries() if entries is None else entries
+        return [s for s in specs if not self._already_placed(s, entries)]
 
-    def _already_placed(self, spec: FileSpec) -> bool:
-        if self.opt.refetch or not is_placed(self.root, self.journal, spec):
+    def _already_placed(self, spec: FileSpec, entries: dict[str, JournalEntry]) -> bool:
+        if self.opt.refetch or not is_placed(self.root, entries, spec):
             return False
-        entry = self.journal.get(spec.key)
-        subset = (entry.extra or {}).get("subset") if entry else None
+        subset = (entries[spec.key].extra or {}).get("subset")
         if spec.place.kind == "extract" and subset is not None:
             # placed from a subset: only good enough for the same subset
             return self.opt.wanted_tag == subset
         return True
 
-    def run(self, specs: list[FileSpec]) -> FetchReport:
+    def run(self, specs: list[FileSpec], todo: list[FileSpec] | None = None) -> FetchReport:
+        """Fetch ``specs``; ``todo`` is what ``self.todo(specs)`` returned, if the caller already asked."""
         t0 = time.monotonic()
         report = FetchReport()
         outcomes: dict[str, FileOutcome] = {}
-        todo = self.todo(specs)
-        pending = {s.key for s in todo}
         entries = self.journal.entries()
+        todo = self.todo(specs, entries) if todo is None else todo
+        pending = {s.key for s in todo}
         for s in specs:
             if s.key not in pending:
                 e = entries[s.key]
