@@ -439,6 +439,9 @@ def check_inputs(cfg: TrainConfig, *, resume: bool = False) -> None:
     if not ((d / "dataset_info.json").exists() or (d / "state.json").exists() or (d / "dataset_dict.json").exists()):
         raise ConfigError(f"{d} is not a saved Arrow dataset (no dataset_info.json / state.json)", where=where,
                           hint="point `dataset_dir` at the folder `vlmdata blend --out` wrote")
+    from vlmdata.contract import read_blend_meta
+
+    read_blend_meta(d)  # a blend.json of a schema_version this reader does not know: ContractError, exit 2
     if cfg.image_root and not Path(cfg.image_root).is_dir():
         raise ConfigError(f"`image_root` {cfg.image_root} is not a folder", where=where)
     if cfg.pretrain_mm_mlp_adapter and not Path(cfg.pretrain_mm_mlp_adapter).is_file():

@@ -2,7 +2,7 @@
 
     vlmtrain make-tiny-data DIR            # then: vlmtrain run configs/tiny-cpu.yaml --set dataset_dir=DIR
 
-Same contract as a real blend (DESIGN.md): ``datasets.load_from_disk(DIR)`` with the columns id,
+Same contract as a real blend (vlmdata.contract): ``datasets.load_from_disk(DIR)`` with the columns id,
 source, images, conversations, n_images, text_chars, plus ``DIR/blend.json`` naming the image root
 (``DIR/images``, small JPEGs of coloured shapes). ``kind="caption"`` gives stage-1 style pairs
 (one image, one caption: what the ``plain`` template needs); ``"instruct"`` gives multi-turn
@@ -10,9 +10,10 @@ conversations, about a quarter of them text-only.
 """
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
+
+from vlmdata import contract
 
 COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40),
           "purple": (140, 60, 180), "orange": (240, 140, 30)}
@@ -49,7 +50,7 @@ def write_tiny_blend(out: str | Path, n: int = 48, *, kind: str = "instruct", se
     img_dir = out / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    rows: dict[str, list] = {k: [] for k in ("id", "source", "images", "conversations", "n_images", "text_chars")}
+    rows: dict[str, list] = {k: [] for k in contract.REQUIRED_NAMES}
     for i in range(n):
         color, shape = rng.choice(sorted(COLORS)), rng.choice(SHAPES)
         with_image = kind == "caption" or rng.random() < 0.75
@@ -69,22 +70,14 @@ def write_tiny_blend(out: str | Path, n: int = 48, *, kind: str = "instruct", se
                     q = "<image>\n" + q if rng.random() < 0.8 else q + "\n<image>"
                 a = f"the {shape} is {color}." if t == 0 else _filler(rng, 2, 12) + "."
                 conv += [{"from": "human", "value": q}, {"from": "gpt", "value": a}]
-        rows["id"].append(f"tiny-{i:05d}")
-        rows["source"].append(f"tiny-{kind}")
-        rows["images"].append(images)
-        rows["conversations"].append(conv)
-        rows["n_images"].append(len(images))
-        rows["text_chars"].append(sum(len(t["value"]) for t in conv))
-    features = datasets.Features({
-        "id": datasets.Value("string"), "source": datasets.Value("string"),
-        "images": datasets.Sequence(datasets.Value("string")),
-        "conversations": datasets.Sequence({"from": datasets.Value("string"), "value": datasets.Value("string")}),
-        "n_images": datasets.Value("int32"), "text_chars": datasets.Value("int32"),
-    })
-    # conversations as list<struct>, the blend's schema (Sequence of a dict would be a struct of lists)
-    features["conversations"] = [{"from": datasets.Value("string"), "value": datasets.Value("string")}]
-    datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(out))
-    (out / "blend.json").write_text(json.dumps({
-        "recipe": f"tiny-{kind}", "image_root": str(img_dir.resolve()), "counts": {f"tiny-{kind}": n},
-        "dropped": {}, "note": "written by vlmtrain.tinydata for smoke runs"}, indent=2))
+        rows[contract.ID].append(f"tiny-{i:05d}")
+        rows[contract.SOURCE].append(f"tiny-{kind}")
+        rows[contract.IMAGES].append(images)
+        rows[contract.CONVERSATIONS].append(conv)
+        rows[contract.N_IMAGES].append(len(images))
+        rows[contract.TEXT_CHARS].append(sum(len(t["value"]) for t in conv))
+    datasets.Dataset.from_dict(rows, features=contract.features()).save_to_disk(str(out))
+    contract.write_blend_meta(out, contract.blend_meta(
+        image_root=img_dir.resolve(), recipe=f"tiny-{kind}", counts={f"tiny-{kind}": n}, dropped={},
+        note="written by vlmtrain.tinydata for smoke runs"))
     return out

@@ -4,7 +4,7 @@
 - ``images/``: every image path the JSON references, each a hard link to one of a pool of ~300 real
   JPEG files (random crops / rescales / flips of the real photographs found on this machine, at
   COCO / VG / TextVQA / OCR-VQA-like sizes, quality 90), so the benchmark decodes real JPEGs.
-- ``arrow/``: the same records as a datasets folder with the DESIGN.md schema + blend.json, written
+- ``arrow/``: the same records as a datasets folder with vlmdata.contract's schema + blend.json, written
   directly (streaming, in batches) because `vlmdata blend` had not landed when this was written.
 - ``tokenizer/``: a Llama-style SentencePiece tokenizer (non-legacy, like Vicuna-1.5) trained on a
   sample of the records' text.
@@ -80,13 +80,13 @@ def write_arrow(json_path: Path, out: Path, image_root: Path, batch: int = 20_00
 
     from vlmdata.jsonstream import iter_json_records
 
-    schema = pa.schema([("id", pa.string()), ("source", pa.string()), ("images", pa.list_(pa.string())),
-                        ("conversations", pa.list_(pa.struct([("from", pa.string()), ("value", pa.string())]))),
-                        ("n_images", pa.int32()), ("text_chars", pa.int32())])
+    from vlmdata import contract
+
+    schema = contract.BASE_SCHEMA
     batches, rows = [], {k: [] for k in schema.names}
 
     def flush():
-        if rows["id"]:
+        if rows[contract.ID]:
             batches.append(pa.RecordBatch.from_pydict(rows, schema=schema))
             for v in rows.values():
                 v.clear()
@@ -94,20 +94,20 @@ def write_arrow(json_path: Path, out: Path, image_root: Path, batch: int = 20_00
     for _, r in iter_json_records(json_path):
         images = [r["image"]] if "image" in r else []
         turns = [{"from": t["from"], "value": t["value"]} for t in r["conversations"]]
-        rows["id"].append(str(r["id"]))
-        rows["source"].append(images[0].split("/")[0] if images else "sharegpt")
-        rows["images"].append(images)
-        rows["conversations"].append(turns)
-        rows["n_images"].append(len(images))
-        rows["text_chars"].append(sum(len(t["value"]) for t in turns))
-        if len(rows["id"]) >= batch:
+        rows[contract.ID].append(str(r["id"]))
+        rows[contract.SOURCE].append(images[0].split("/")[0] if images else "sharegpt")
+        rows[contract.IMAGES].append(images)
+        rows[contract.CONVERSATIONS].append(turns)
+        rows[contract.N_IMAGES].append(len(images))
+        rows[contract.TEXT_CHARS].append(sum(len(t["value"]) for t in turns))
+        if len(rows[contract.ID]) >= batch:
             flush()
     flush()
     table = pa.Table.from_batches(batches, schema=schema)
     del batches
     datasets.Dataset(table).save_to_disk(str(out), max_shard_size="256MB")
-    (out / "blend.json").write_text(json.dumps({"recipe": {"name": "bench-mix665k"}, "image_root": str(image_root),
-                                                "schema_version": 1, "note": "written by bench/train_data/prepare.py"}))
+    contract.write_blend_meta(out, contract.blend_meta(image_root=image_root, recipe={"name": "bench-mix665k"},
+                                                       note="written by bench/train_data/prepare.py"))
 
 
 def train_tokenizer(json_path: Path, out: Path, n_texts: int = 30_000):

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from blend_helpers import rows
-from vlmdata.blend.columns import arrow_schema
+from vlmdata.contract import arrow_schema
 from vlmdata.manifest import load_catalog
 
 RECIPES = sorted(load_catalog().blends)

@@ -117,3 +117,22 @@ def test_dry_run_table(vlmtrain):
     r = vlmtrain("run", "configs/moe-llava-stablelm-stage1.yaml", "--dry-run")
     assert r.code == 0, r.err
     assert "projector" in r.out and "trainable" in r.out and "576 tokens per image" in r.out
+
+
+@pytest.mark.parametrize("version, words", [(99, "schema_version 99 is unknown"), ("1", "must be an integer")])
+def test_unknown_schema_version_exits_2_before_any_model(tmp_path, vlmtrain, monkeypatch, caption_blend, version, words):
+    """blend.json's schema_version is read: a version this reader does not know stops the run with exit 2."""
+    import shutil
+
+    import vlmtrain.model.build as build
+
+    monkeypatch.setattr(build, "build_model", lambda *a, **k: pytest.fail("model built before the schema check"))
+    data = tmp_path / "blend"
+    shutil.copytree(caption_blend, data)
+    meta = json.loads((data / "blend.json").read_text())
+    assert meta["schema_version"] == 1  # tinydata writes the contract's version
+    meta["schema_version"] = version
+    (data / "blend.json").write_text(json.dumps(meta))
+    r = vlmtrain("run", write_config(tmp_path / "c.yaml", tiny_config(data, tmp_path / "out")))
+    assert r.code == 2, r.err
+    assert words in r.err and "blend.json" in r.err and "Traceback" not in r.err

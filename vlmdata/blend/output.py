@@ -7,7 +7,7 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
-from vlmdata.blend.columns import REQUIRED
+from vlmdata.contract import BLEND_JSON, missing_columns, read_blend_meta
 from vlmdata.errors import UserError
 
 
@@ -23,13 +23,12 @@ class BlendOutput:
         except (ValueError, KeyError, TypeError) as e:
             raise UserError(f"{state} is not a `datasets` state file: {e}") from e
         self.files = [self.folder / f for f in files]
-        meta = self.folder / "blend.json"
-        self.meta: dict[str, Any] | None = json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else None
+        self.meta: dict[str, Any] | None = read_blend_meta(self.folder) if (self.folder / BLEND_JSON).is_file() else None
         self.schema = self._schema()
-        missing = [f.name for f in REQUIRED if f.name not in self.schema.names]
+        missing = missing_columns(self.schema.names)
         if missing:
             raise UserError(f"{self.folder} has no column(s) {', '.join(missing)}: not a vlmdata blend",
-                            hint="the columns a blend writes are listed in DESIGN.md")
+                            hint="the columns a blend writes are listed in vlmdata/contract.py")
 
     def _schema(self) -> pa.Schema:
         if not self.files:

@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 import vlmdata
 from vlmdata.blend import validate as v
 from vlmdata.blend import writer as w
-from vlmdata.blend.columns import BASE_SCHEMA, SCHEMA_VERSION, arrow_schema
+from vlmdata.contract import BASE_SCHEMA, BLEND_JSON, SCHEMA_VERSION, arrow_schema
 from vlmdata.blend.images_index import FolderIndex, inspect_images, split_paths
 from vlmdata.blend.recipe import Input, Resolved, sample_limit, sample_mask
 from vlmdata.blend.scan import PARALLEL_MIN_BYTES, BadRecord, InputScan, Task, cleanup, scan_inputs
@@ -370,7 +370,7 @@ def _write(an: Analysis, hashes: dict[str, dict[str, Any]], tmp: Path) -> tuple[
     files = writer.close(fingerprint)
     dropped = _write_dropped(an, tmp / "dropped.jsonl")
     meta = _metadata(an, hashes, files, dropped)
-    w.write_json(tmp / "blend.json", meta)
+    w.write_json(tmp / BLEND_JSON, meta)
     return meta, files
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from vlmdata.blend import validate as v
-from vlmdata.blend.columns import BASE_SCHEMA, CONVERSATIONS, IMAGE_TOKEN, IMAGES, TURN
+from vlmdata.contract import BASE_SCHEMA, CONVERSATIONS_TYPE, IMAGE_TOKEN, IMAGES_TYPE, TURN_TYPE
 
 _TOKEN_PREFIX = IMAGE_TOKEN + "\n"
 # the roles of a well-formed conversation of each length: human, gpt, human, gpt, ...
@@ -63,10 +63,10 @@ class RowBuffer:
     def to_batch(self, source: str) -> pa.RecordBatch:
         """The rows in the output columns (vlmdata.blend.columns.REQUIRED)."""
         images = pa.ListArray.from_arrays(pa.array(self.img_offsets, pa.int32()),
-                                          pa.array(self.img_flat, pa.string()), type=IMAGES)
+                                          pa.array(self.img_flat, pa.string()), type=IMAGES_TYPE)
         turns = pa.StructArray.from_arrays([_roles(self.n_turns), pa.array(self.values, pa.string())],
-                                           fields=list(TURN))
-        conv = pa.ListArray.from_arrays(pa.array(self.conv_offsets, pa.int32()), turns, type=CONVERSATIONS)
+                                           fields=list(TURN_TYPE))
+        conv = pa.ListArray.from_arrays(pa.array(self.conv_offsets, pa.int32()), turns, type=CONVERSATIONS_TYPE)
         return pa.RecordBatch.from_arrays(
             [pa.array(self.ids, pa.string()), pa.repeat(pa.scalar(source, pa.string()), len(self.ids)), images, conv,
              pa.array(self.n_images, pa.int32()), pa.array(self.text_chars, pa.int32())],

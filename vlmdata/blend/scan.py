@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from vlmdata.blend import validate as v
-from vlmdata.blend.columns import BASE_SCHEMA
+from vlmdata.contract import BASE_SCHEMA
 from vlmdata.blend.records import Normaliser, RowBuffer
 from vlmdata.errors import OperationError, UserError
 from vlmdata.jsonstream import RecordReader, SegmentMismatch, split_points

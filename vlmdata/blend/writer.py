@@ -18,6 +18,7 @@ from typing import Any, Callable
 import pyarrow as pa
 
 from vlmdata import atomic
+from vlmdata.contract import features
 
 
 
@@ -42,12 +43,6 @@ def _libc_sync_file_range() -> Callable[[int], None]:
 
 
 start_writeback = _libc_sync_file_range()
-
-
-def features_for(schema: pa.Schema) -> Any:
-    import datasets
-
-    return datasets.Features.from_arrow_schema(schema)
 
 
 class DatasetWriter:
@@ -120,7 +115,7 @@ class DatasetWriter:
             "_split": None,
         }
         (self.folder / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
-        info = arrow_dataset.asdict(datasets.DatasetInfo(features=features_for(self.schema)))  # as save_to_disk does
+        info = arrow_dataset.asdict(datasets.DatasetInfo(features=features(self.schema)))  # as save_to_disk does
         (self.folder / "dataset_info.json").write_text(json.dumps({k: info[k] for k in sorted(info)}, indent=2),
                                                        encoding="utf-8")
         return names

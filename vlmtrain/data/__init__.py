@@ -27,6 +27,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from vlmdata.contract import IMAGE_BYTES
+
 from .collate import BATCH_META_KEYS, Collator, pop_batch_meta
 from .dataset import BadSampleError, ConversationDataset, DataError, DataReport, cached_lengths, open_blend
 from .encode import IGNORE_INDEX, Encoded, Encoder
@@ -109,7 +111,7 @@ def build_train_data(args: DataArgs, tokenizer: Any, image_processor: Any, image
     kept = lengths[rows]
     report.encoded = int(len(rows))
     report.text_only = int((kept < 0).sum())
-    if (kept > 0).any() and root is None and "image_bytes" not in ds.column_names:
+    if (kept > 0).any() and root is None and IMAGE_BYTES not in ds.column_names:
         raise DataError(f"{args.dataset_dir} has samples with images but no image root: blend.json has no "
                         f"image_root and none was given; set image_root")
     pad_id = tokenizer.pad_token_id

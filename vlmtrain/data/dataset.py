@@ -22,6 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from vlmdata.contract import (CONVERSATIONS, ID, IMAGE_BYTES, IMAGES, N_IMAGES, TRAINER_COLUMNS, ContractError,
+                              missing_columns, read_blend_meta)
+
 from .encode import ENCODER_VERSION, Encoder
 from .images import BadImage, ImageLoader
 from .templates import MaskError
@@ -84,11 +87,14 @@ def open_blend(dataset_dir: str | Path, image_root: str | Path | None):
         raise DataError(f"dataset_dir {d} is not a datasets folder written by `vlmdata blend` ({type(e).__name__}: {e})") from None
     if not isinstance(ds, datasets.Dataset):
         raise DataError(f"dataset_dir {d} holds a DatasetDict; point it at one split's folder")
-    missing = {"id", "images", "conversations"} - set(ds.column_names)
+    missing = missing_columns(ds.column_names, TRAINER_COLUMNS)
     if missing:
         raise DataError(f"dataset {d} lacks the column(s) {sorted(missing)} of the vlmdata blend schema")
+    try:
+        blend = read_blend_meta(d)  # refuses a schema_version this reader does not know
+    except ContractError as e:
+        raise DataError(e.render()) from None
     blend_path = d / "blend.json"
-    blend = json.loads(blend_path.read_text()) if blend_path.is_file() else {}
     root = image_root if image_root is not None else blend.get("image_root")
     if root is not None:
         root = Path(root)
@@ -148,21 +154,21 @@ def _cache_path(dataset_dir: Path, key: str, cache_dir: str | None) -> Path:
 
 
 def _n_images(batch: dict, j: int) -> int:
-    return int(batch["n_images"][j]) if "n_images" in batch else len(batch["images"][j])
+    return int(batch[N_IMAGES][j]) if N_IMAGES in batch else len(batch[IMAGES][j])
 
 
 def _measure_range(ds: Any, encoder: Encoder, start: int, stop: int, batch_size: int = 512):
-    cols = [c for c in ("id", "conversations", "n_images", "images") if c in ds.column_names]
+    cols = [c for c in (ID, CONVERSATIONS, N_IMAGES, IMAGES) if c in ds.column_names]
     sub = ds.select_columns(cols)
     lengths = np.zeros(stop - start, dtype=np.int32)
     failures, truncated = [], 0
     for a in range(start, stop, batch_size):
         b = min(stop, a + batch_size)
         batch = sub[a:b]
-        samples = [(batch["conversations"][j], _n_images(batch, j)) for j in range(b - a)]
+        samples = [(batch[CONVERSATIONS][j], _n_images(batch, j)) for j in range(b - a)]
         for j, out in enumerate(encoder.encode_many(samples)):
             if isinstance(out, MaskError):
-                failures.append({"row": a + j, "id": str(batch["id"][j]), "reason": out.reason, "detail": out.detail})
+                failures.append({"row": a + j, "id": str(batch[ID][j]), "reason": out.reason, "detail": out.detail})
             else:
                 lengths[a + j - start] = len(out) if out.n_images else -len(out)
                 truncated += out.truncated
@@ -254,7 +260,7 @@ class ConversationDataset(torch.utils.data.Dataset):
         self.image_root = image_root
         self.bad_samples = bad_samples
         self.report = report
-        self._has_blobs = "image_bytes" in ds.column_names
+        self._has_blobs = IMAGE_BYTES in ds.column_names
         self._empty: torch.Tensor | None = None
 
     def __len__(self) -> int:
@@ -280,10 +286,10 @@ class ConversationDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         row = int(self.rows[i])
         rec = self.ds[row]
-        rid = str(rec["id"])
-        paths = list(rec["images"] or [])
+        rid = str(rec[ID])
+        paths = list(rec[IMAGES] or [])
         try:
-            enc = self.encoder.encode(rec["conversations"], len(paths))
+            enc = self.encoder.encode(rec[CONVERSATIONS], len(paths))
         except MaskError as e:  # measured as fine before: only a changed tokenizer/template gets here
             if self.bad_samples == "fail":
                 raise BadSampleError(f"record {rid!r} (row {row}): {e}") from None
@@ -292,7 +298,7 @@ class ConversationDataset(torch.utils.data.Dataset):
             if self.image_root is None and not self._has_blobs:
                 raise DataError("the dataset has images but no image root: blend.json has no image_root; set image_root")
             try:
-                blobs = rec.get("image_bytes") if self._has_blobs else None
+                blobs = rec.get(IMAGE_BYTES) if self._has_blobs else None
                 pixel_values = self.images.load(self.image_root or Path("."), paths, blobs)
             except BadImage as e:
                 return self._bad(rid, row, e.path, e.reason)

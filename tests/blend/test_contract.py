@@ -1,0 +1,57 @@
+"""The dataset contract (vlmdata.contract): what `vlmdata blend` writes is what the reader checks."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vlmdata import contract
+
+
+def test_blend_output_is_what_the_contract_reads(tree, tmp_path):
+    """`vlmdata blend` writes the contract's schema and version; the contract's reader accepts it."""
+    import datasets
+
+    tree.place_recipe("llava-665k")
+    res = tree.blend("llava-665k", out=tmp_path / "o")
+    meta = contract.read_blend_meta(res.out)
+    assert meta["schema_version"] == contract.SCHEMA_VERSION and meta["image_root"]
+    ds = datasets.load_from_disk(str(res.out))
+    assert ds.features.arrow_schema.remove_metadata() == contract.BASE_SCHEMA
+    assert not contract.missing_columns(ds.column_names)
+
+
+def test_reader_accepts_known_and_legacy_versions(tmp_path):
+    assert contract.read_blend_meta(tmp_path) == {}  # no blend.json: nothing to check
+    (tmp_path / "blend.json").write_text(json.dumps({"image_root": "/x"}))
+    assert contract.read_blend_meta(tmp_path)["image_root"] == "/x"  # written before the version was read: 1
+    contract.write_blend_meta(tmp_path, contract.blend_meta(image_root="/y", recipe="r"))
+    meta = contract.read_blend_meta(tmp_path)
+    assert meta["schema_version"] == contract.SCHEMA_VERSION and meta["image_root"] == "/y"
+
+
+@pytest.mark.parametrize("text, words", [
+    ('{"schema_version": 2}', "schema_version 2 is unknown"),
+    ('{"schema_version": true}', "must be an integer"),
+    ("[1]", "must be a JSON object"),
+    ("{", "cannot read it as JSON"),
+])
+def test_reader_refuses_what_it_cannot_read(tmp_path, text, words):
+    (tmp_path / "blend.json").write_text(text)
+    with pytest.raises(contract.ContractError) as e:
+        contract.read_blend_meta(tmp_path)
+    assert words in e.value.render() and str(tmp_path / "blend.json") in e.value.render()
+    assert e.value.exit_code == 2
+
+
+def test_newer_version_says_upgrade(tmp_path):
+    (tmp_path / "blend.json").write_text(json.dumps({"schema_version": contract.SCHEMA_VERSION + 1}))
+    with pytest.raises(contract.ContractError, match="upgrade"):
+        contract.read_blend_meta(tmp_path)
+
+
+def test_schema_and_features_agree():
+    feats = contract.features(contract.arrow_schema(sizes=True, embed=True))
+    assert list(feats) == [*contract.REQUIRED_NAMES, contract.IMAGE_WIDTHS, contract.IMAGE_HEIGHTS, contract.IMAGE_BYTES]
+    assert feats.arrow_schema.field(contract.CONVERSATIONS).type == contract.CONVERSATIONS_TYPE
+    assert contract.missing_columns(["id", "images"]) == ["source", "conversations", "n_images", "text_chars"]
