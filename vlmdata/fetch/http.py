@@ -33,7 +33,7 @@ import requests
 
 from vlmdata.fetch.hashing import Digests, StreamHasher, hash_file
 from vlmdata.fetch.segments import Piece, Scheduler
-from vlmdata.net.retry import RetryPolicy, is_transient_error, is_transient_status, retry_after_seconds
+from vlmdata.net.retry import GaveUp, RetryPolicy, Transient, is_transient_error, is_transient_status, retry, retry_after_seconds
 from vlmdata.net.session import make_session
 
 READ = 1 << 20  # bytes per read from the socket
@@ -58,10 +58,8 @@ class _Changed(Exception):
     """The file on the server is not the one the .part was started from."""
 
 
-class _Transient(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+class _Stopped(Exception):
+    """A segment worker's wait between tries was cut short: the download is stopping."""
 
 
 @dataclass
@@ -188,9 +186,8 @@ class HttpEngine:
             if part.exists() and (state is None or state.validator is None):
                 # Nothing proves the bytes on disk belong to the file on the server: start over.
                 discard_partial(dest)
-                state = None
             try:
-                fetched = self._attempts(url, dest, part, spath, state, headers, size_hint, md5, progress)
+                fetched = self._attempts(url, dest, part, spath, headers, size_hint, md5, progress)
             except _Changed:
                 restarts += 1
                 if restarts > 2:
@@ -201,10 +198,10 @@ class HttpEngine:
             spath.unlink(missing_ok=True)
             return fetched
 
-    # ------------------------------------------------------------------ retry loop
-    def _attempts(self, url: str, dest: Path, part: Path, spath: Path, state: _State | None,
-                  headers: dict[str, str], size_hint: int | None, md5: bool, progress: ProgressFn) -> Fetched:
-        failures = 0
+    # ------------------------------------------------------------------ tries
+    def _attempts(self, url: str, dest: Path, part: Path, spath: Path, headers: dict[str, str],
+                  size_hint: int | None, md5: bool, progress: ProgressFn) -> Fetched:
+        """One download, tried again (resuming) after each transient failure; bytes received restart the count."""
         transferred = [0]
         start_bytes = partial_progress(dest)
 
@@ -212,25 +209,24 @@ class HttpEngine:
             transferred[0] += n
             progress(n)
 
-        while True:
+        def attempt() -> Fetched:
             self._check_cancel()
-            before = transferred[0]
-            try:
-                big = size_hint is None or size_hint >= 2 * self.min_split  # small files: no probe, one connection
-                if (self.connections > 1 and big) or (state is not None and state.done is not None):
-                    d, state, conns = self._segmented(url, part, spath, state, headers, md5, counted)
-                else:
-                    d, state = self._single(url, part, spath, state, headers, md5, counted)
-                    conns = 1
-                return Fetched(dest, d, transferred[0], start_bytes, conns)
-            except _Transient as e:
-                state = _State.load(spath) if part.exists() else None
-                failures = 1 if transferred[0] > before else failures + 1  # progress resets the count
-                if failures >= self.retry.attempts:
-                    raise SourceFailed(f"{shown(url)}: gave up after {failures} tries: {e}") from None
-                self._wait(self.retry.delay(failures, e.retry_after))
+            state = _State.load(spath) if part.exists() else None  # what the last try left
+            big = size_hint is None or size_hint >= 2 * self.min_split  # small files: no probe, one connection
+            if (self.connections > 1 and big) or (state is not None and state.done is not None):
+                d, state, conns = self._segmented(url, part, spath, state, headers, md5, counted)
+            else:
+                d, state = self._single(url, part, spath, state, headers, md5, counted)
+                conns = 1
+            return Fetched(dest, d, transferred[0], start_bytes, conns)
 
-    def _wait(self, seconds: float) -> None:
+        try:
+            return retry(attempt, self.retry, wait=self.wait, progress=lambda: transferred[0])
+        except GaveUp as e:
+            raise SourceFailed(f"{shown(url)}: {e}") from None
+
+    def wait(self, seconds: float) -> None:
+        """Sleep between tries; Ctrl-C (the cancel event) ends the wait with Cancelled."""
         if self.cancel.wait(seconds):
             raise Cancelled()
 
@@ -239,18 +235,19 @@ class HttpEngine:
             raise Cancelled()
 
     # ------------------------------------------------------------------ requests
-    def _get(self, session: requests.Session, url: str, headers: dict[str, str]) -> requests.Response:
+    def get(self, session: requests.Session, url: str, headers: dict[str, str]) -> requests.Response:
+        """One streamed GET: 200/206/416 come back; Transient for what is worth another try; else SourceFailed."""
         try:
             resp = session.get(url, headers=headers, stream=True, timeout=self.timeout, allow_redirects=True)
         except requests.RequestException as e:
             if is_transient_error(e):
-                raise _Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
+                raise Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
             raise SourceFailed(f"{shown(url)}: {type(e).__name__}: {e}") from None
         if resp.status_code in (200, 206, 416):
             return resp
         resp.close()
         if is_transient_status(resp.status_code):
-            raise _Transient(f"HTTP {resp.status_code}", retry_after_seconds(resp.headers.get("Retry-After")))
+            raise Transient(f"HTTP {resp.status_code}", retry_after_seconds(resp.headers.get("Retry-After")))
         raise SourceFailed(f"{shown(url)}: HTTP {resp.status_code} {resp.reason or ''}".rstrip(), status=resp.status_code)
 
     @staticmethod
@@ -272,9 +269,9 @@ class HttpEngine:
         if resp is not None:
             pass
         elif offset:
-            resp = self._get(self.session, url, self._range_headers(headers, offset, None, state))
+            resp = self.get(self.session, url, self._range_headers(headers, offset, None, state))
         else:
-            resp = self._get(self.session, url, headers)
+            resp = self.get(self.session, url, headers)
         with resp:
             if resp.status_code == 416:
                 total = (_content_range(resp) or (0, 0, None))[2]
@@ -304,7 +301,7 @@ class HttpEngine:
                     hasher.abandon()
             d = hasher.finish()
         if state.size is not None and d.size != state.size:
-            raise _Transient(f"connection closed after {offset + got} of {state.size} bytes")
+            raise Transient(f"connection closed after {offset + got} of {state.size} bytes")
         return d, state
 
     def _pump(self, resp: requests.Response, fh, hasher: StreamHasher, progress: ProgressFn) -> int:
@@ -322,10 +319,10 @@ class HttpEngine:
                 got += len(data)
                 progress(len(data))
         except (requests.RequestException, OSError) as e:
-            raise _Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
+            raise Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
         except Exception as e:  # urllib3 ProtocolError / ReadTimeoutError
             if type(e).__module__.startswith("urllib3"):
-                raise _Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
+                raise Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
             raise
         return got
 
@@ -337,7 +334,7 @@ class HttpEngine:
         A server that ignores Range answers 200 with the whole file: that response is handed
         back open, to be streamed as a single-connection download instead of asked for again.
         """
-        resp = self._get(self.session, url, self._range_headers(headers, 0, 0, state))
+        resp = self.get(self.session, url, self._range_headers(headers, 0, 0, state))
         cr = _content_range(resp)
         if resp.status_code == 206 and cr is not None and cr[2] is not None:
             resp.close()
@@ -412,10 +409,10 @@ class HttpEngine:
             sched.wake()
         hasher.join()
         if not digest_box:
-            raise _Transient("hashing stopped early")
+            raise Transient("hashing stopped early")
         d = digest_box[0]
         if d.size != size:
-            raise _Transient(f"only {d.size} of {size} bytes hashed")
+            raise Transient(f"only {d.size} of {size} bytes hashed")
         return d, state, n_workers
 
     def _save_progress(self, fd: int, state: _State, sched: "Scheduler", spath: Path) -> None:
@@ -447,27 +444,40 @@ class HttpEngine:
 
     def _worker(self, url: str, headers: dict[str, str], state: _State, fd: int, sched: "Scheduler",
                 progress: ProgressFn, stop: threading.Event, errors: list[BaseException]) -> None:
+        """One connection: takes pieces until none is left; a failed piece goes back to the scheduler."""
         session = make_session(pool_size=2)
         session.headers.update({k: v for k, v in self.session.headers.items()})
-        failures = 0
+        written = [0]
+
+        def counted(n: int) -> None:
+            written[0] += n
+            progress(n)
+
+        def one_piece() -> bool:
+            """Fetch the next piece; True when there is none left."""
+            piece = sched.take()
+            if piece is None:
+                return True
+            try:
+                self._fetch_piece(session, url, headers, state, fd, piece, sched, counted, stop)
+            finally:
+                sched.release(piece)  # unfinished: another connection (or the next try) takes the rest
+            return False
+
+        def pause(seconds: float) -> None:
+            if stop.wait(seconds):
+                raise _Stopped()
+
         try:
             while not stop.is_set():
-                piece = sched.take()
-                if piece is None:
+                # a finished piece starts a fresh count of tries; bytes written restart it too
+                if retry(one_piece, self.retry, wait=pause, progress=lambda: written[0]):
                     return
-                before = sched.bounds(piece)[0]
-                try:
-                    self._fetch_piece(session, url, headers, state, fd, piece, sched, progress, stop)
-                    failures = 0
-                except _Transient as e:
-                    failures = 1 if sched.bounds(piece)[0] > before else failures + 1
-                    if failures >= self.retry.attempts:
-                        raise SourceFailed(f"{shown(url)}: gave up after {failures} tries: {e}") from None
-                    sched.release(piece)
-                    if stop.wait(self.retry.delay(failures, e.retry_after)):
-                        return
-                finally:
-                    sched.release(piece)
+        except _Stopped:
+            return
+        except GaveUp as e:
+            errors.append(SourceFailed(f"{shown(url)}: {e}"))
+            stop.set()
         except BaseException as e:  # noqa: BLE001 - handed to the coordinating thread
             errors.append(e)
             stop.set()
@@ -479,7 +489,7 @@ class HttpEngine:
         start, end = sched.bounds(piece)
         if start >= end:
             return
-        resp = self._get(session, url, self._range_headers(headers, start, end - 1, state))
+        resp = self.get(session, url, self._range_headers(headers, start, end - 1, state))
         with resp:
             cr = _content_range(resp)
             if resp.status_code != 206 or cr is None or cr[0] != start or (cr[2] is not None and cr[2] != state.size):
@@ -494,15 +504,15 @@ class HttpEngine:
                         return  # done, or another connection took the rest
                     data = raw.read(min(READ, end - pos), decode_content=False)
                     if not data:
-                        raise _Transient(f"connection closed at byte {pos} of a range ending at {end}")
+                        raise Transient(f"connection closed at byte {pos} of a range ending at {end}")
                     os.pwrite(fd, data, pos)
                     sched.advance(piece, len(data))
                     progress(len(data))
             except (requests.RequestException, OSError) as e:
-                raise _Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
+                raise Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
             except Exception as e:
                 if type(e).__module__.startswith("urllib3"):
-                    raise _Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
+                    raise Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
                 raise
 
 

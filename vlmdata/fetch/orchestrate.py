@@ -28,11 +28,11 @@ from typing import Any, BinaryIO
 from vlmdata.errors import OperationError, VlmdataError
 from vlmdata.fetch import hf as hf_mod
 from vlmdata.fetch.hashing import Digests, StreamHasher, hash_file
-from vlmdata.fetch.http import Cancelled, Fetched, HttpEngine, SourceFailed, _Transient, copy_local, discard_partial
+from vlmdata.fetch.http import Cancelled, Fetched, HttpEngine, SourceFailed, copy_local, discard_partial
 from vlmdata.fetch.progress import FileBar, Progress
 from vlmdata.fetch.sources import Candidate, candidates
 from vlmdata.manifest import Catalog, FileSpec, Source
-from vlmdata.net.retry import RetryPolicy
+from vlmdata.net.retry import GaveUp, RetryPolicy, Transient, retry
 from vlmdata.net.session import make_session
 from vlmdata.plan import is_placed
 from vlmdata.state import Journal, JournalEntry, LockEntry, LockFile, Root
@@ -437,7 +437,7 @@ class Fetcher:
         session = make_session(pool_size=self.opt.url_jobs)
         try:
             res = fetch_url_list(spec, src, self.root, session=session, jobs=self.opt.url_jobs, mirror=self.opt.mirror,
-                                 progress=bar.update)
+                                 progress=bar.update, policy=self.opt.retry, timeout=self.opt.timeout)
         finally:
             bar.close()
             session.close()
@@ -465,37 +465,40 @@ class Fetcher:
             if cand.kind in ("unavailable", "urllist"):
                 problems.append(f"{cand.label}: {cand.reason or 'not a file source'}")
                 continue
-            for attempt in range(1, self.opt.retry.attempts + 1):
+
+            def attempt(cand: Candidate = cand) -> tuple[_HashingReader, str, tuple, Any]:
                 self._check_cancel()
                 bar = self.progress.file(spec.key + " (subset)", expect.size)
                 try:
                     reader, label, hub = self._open_stream(cand, bar)
-                except SourceFailed as e:
+                except Transient as e:
                     bar.close()
-                    problems.append(hf_mod.redact(str(e), self._token))
-                    break
-                except _Transient as e:
+                    raise Transient(f"{cand.label}: {e}", e.retry_after) from None
+                except BaseException:
                     bar.close()
-                    err = f"{cand.label}: {e}"
-                else:
-                    try:
-                        res = extract_tar_stream(reader, spec, self.root, wanted=self.opt.wanted, merge=self._merge(spec))
-                        reader.drain()
-                        err = None
-                    except (VlmdataError, Cancelled):
-                        raise  # a hostile archive or Ctrl-C: no retry
-                    except Exception as e:  # noqa: BLE001 - a dropped stream surfaces as many types: start over
-                        err = f"{label}: {type(e).__name__}: {e}"
-                    finally:
-                        reader.close()
-                        bar.close()
-                    if err is None:
-                        self._finish_subset(spec, expect, dest, reader.digests(), label, hub, res, out)
-                        return
-                if attempt == self.opt.retry.attempts:
-                    problems.append(f"{err} (gave up after {attempt} tries)")
-                    break
-                self.engine._wait(self.opt.retry.delay(attempt))  # noqa: SLF001
+                    raise
+                try:
+                    res = extract_tar_stream(reader, spec, self.root, wanted=self.opt.wanted, merge=self._merge(spec))
+                    reader.drain()
+                except (VlmdataError, Cancelled):
+                    raise  # a hostile archive or Ctrl-C: no retry
+                except Exception as e:  # noqa: BLE001 - a dropped stream surfaces as many types: start over
+                    raise Transient(f"{label}: {type(e).__name__}: {e}") from None
+                finally:
+                    reader.close()
+                    bar.close()
+                return reader, label, hub, res
+
+            try:
+                reader, label, hub, res = retry(attempt, self.opt.retry, wait=self.engine.wait)
+            except SourceFailed as e:
+                problems.append(hf_mod.redact(str(e), self._token))
+                continue
+            except GaveUp as e:
+                problems.append(f"{e.last} (gave up after {e.tries} tries)")
+                continue
+            self._finish_subset(spec, expect, dest, reader.digests(), label, hub, res, out)
+            return
         raise OperationError(f"{spec.key}: no source could stream it:\n" + "\n".join(f"  - {p}" for p in problems))
 
     def _finish_subset(self, spec: FileSpec, expect: _Expect, dest: Path, d: Digests, label: str, hub: tuple,
@@ -522,7 +525,7 @@ class Fetcher:
         if cand.kind == "hf":
             loc = hf_mod.resolve(cand.source, self.opt.hf_endpoint, self._token)
             url, headers, label, hub = loc.url, loc.headers, loc.label, (loc.sha256, loc.size)
-        resp = self.engine._get(self.session, url, headers)  # noqa: SLF001 - same retries/status handling
+        resp = self.engine.get(self.session, url, headers)  # the engine's status handling; retried by the caller
         if resp.status_code != 200:
             resp.close()
             raise SourceFailed(f"{label}: HTTP {resp.status_code}")

@@ -1,7 +1,12 @@
-"""When to retry an HTTP request, and how long to wait first.
+"""The one retry loop of every download, and what counts as worth another try.
 
-Connection errors, timeouts, 5xx and 429 are transient; everything else (404, 403, ...) is not.
-Waits grow exponentially with jitter, capped, and honour a server's Retry-After.
+``retry(attempt, policy)`` calls ``attempt`` until it returns. The caller says what is retryable:
+its attempt raises ``Transient`` for a failure another try may fix (the helpers below classify
+HTTP statuses and connection errors: timeouts, dropped connections, 5xx, 408/425/429), and any
+other exception goes straight through. Waits grow exponentially with jitter, are capped, and
+honour a server's Retry-After (up to ``max_retry_after``). When every try failed, ``GaveUp``
+carries the last failure. (huggingface_hub's ``http_backoff`` has the same shape: one loop, the
+caller names what to retry.)
 """
 from __future__ import annotations
 
@@ -9,8 +14,11 @@ import random
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import Callable, TypeVar
 
 import requests
+
+T = TypeVar("T")
 
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -50,3 +58,41 @@ class RetryPolicy:
             return min(retry_after, self.max_retry_after)
         d = min(self.cap, self.base * (2 ** (attempt - 1)))
         return d * (0.5 + random.random() / 2)
+
+
+class Transient(Exception):
+    """An attempt failed in a way that another try may fix; ``retry_after``: what the server asked for."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class GaveUp(Exception):
+    """Every try failed; ``last`` is the last failure."""
+
+    def __init__(self, tries: int, last: Transient) -> None:
+        super().__init__(f"gave up after {tries} tries: {last}")
+        self.tries = tries
+        self.last = last
+
+
+def retry(attempt: Callable[[], T], policy: RetryPolicy, *, wait: Callable[[float], object] = time.sleep,
+          progress: Callable[[], int] | None = None) -> T:
+    """``attempt()``, tried again after each ``Transient`` until it returns or ``policy.attempts`` are spent.
+
+    ``wait(seconds)`` sleeps between tries; it may raise to stop early (Ctrl-C). ``progress`` is a
+    counter an attempt moves when it gets somewhere (bytes received): a failed try that moved it
+    starts the count again, so a large download over a flaky link is not given up while it advances.
+    """
+    failures = 0
+    while True:
+        before = progress() if progress is not None else 0
+        try:
+            return attempt()
+        except Transient as e:
+            moved = progress is not None and progress() > before
+            failures = 1 if moved else failures + 1
+            if failures >= policy.attempts:
+                raise GaveUp(failures, e) from None
+            wait(policy.delay(failures, e.retry_after))

@@ -29,13 +29,13 @@ from requests.adapters import HTTPAdapter
 from vlmdata import atomic, mirror as mirror_mod
 from vlmdata.errors import OperationError, UserError
 from vlmdata.manifest import FileSpec, Source
-from vlmdata.net.retry import RetryPolicy, is_transient_error, is_transient_status, retry_after_seconds
+from vlmdata.net.retry import GaveUp, RetryPolicy, Transient, is_transient_error, is_transient_status, retry, retry_after_seconds
 from vlmdata.place.images import ImageProblem, Normalized, decode, normalize_bytes, sniff
 from vlmdata.place.results import DeadUrl, FailedUrl, UrlListResult
 from vlmdata.state import Root
 
 DEAD_STATUS = frozenset({404, 410})
-TIMEOUT = (10.0, 60.0)  # connect, read (seconds)
+CONNECT_TIMEOUT = 10.0  # seconds; the read timeout is the caller's (`vlmdata fetch --timeout`)
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -46,7 +46,8 @@ def report_path(root: Root, dataset: str) -> Path:
 # ----------------------------------------------------------------- the list
 
 
-def list_file(spec: FileSpec, source: Source, root: Root, session: requests.Session, mirror: str | None) -> Path:
+def list_file(spec: FileSpec, source: Source, root: Root, session: requests.Session, mirror: str | None,
+              policy: RetryPolicy, timeout: float) -> Path:
     """The list on disk: ``source.path`` under the root, else ``source.url`` downloaded first."""
     if source.path:
         p = root.store_path(source.path)
@@ -56,7 +57,7 @@ def list_file(spec: FileSpec, source: Source, root: Root, session: requests.Sess
         dest = root.download_path(spec.dataset, Path(urlsplit(source.url).path).name or "urllist")
         if dest.is_file():
             return dest
-        data = _get_list(source.url, session, mirror)
+        data = _get_list(source.url, session, mirror, policy, timeout)
         atomic.write_bytes(dest, data)
         return dest
     raise OperationError(
@@ -64,17 +65,31 @@ def list_file(spec: FileSpec, source: Source, root: Root, session: requests.Sess
         hint=(source.note or "download it first") + f"; it must be at {root.store_path(source.path or '')}")
 
 
-def _get_list(url: str, session: requests.Session, mirror: str | None) -> bytes:
+def _get_list(url: str, session: requests.Session, mirror: str | None, policy: RetryPolicy, timeout: float) -> bytes:
     where = mirror_mod.rewrite(url, mirror) if mirror else url
     if mirror and mirror_mod.is_local(mirror):
         try:
             return Path(where).read_bytes()
         except OSError as e:
             raise OperationError(f"cannot read the URL list {where}: {e.strerror}") from e
-    r = session.get(where, timeout=TIMEOUT)
-    if r.status_code != 200:
+
+    def attempt() -> bytes:
+        try:
+            r = session.get(where, timeout=(CONNECT_TIMEOUT, timeout))
+        except requests.RequestException as e:
+            if is_transient_error(e):
+                raise Transient(f"{type(e).__name__}: {e}") from None
+            raise OperationError(f"cannot download the URL list {where}: {type(e).__name__}: {e}") from None
+        if r.status_code == 200:
+            return r.content
+        if is_transient_status(r.status_code):
+            raise Transient(f"HTTP {r.status_code}", retry_after_seconds(r.headers.get("Retry-After")))
         raise OperationError(f"cannot download the URL list {where}: HTTP {r.status_code}")
-    return r.content
+
+    try:
+        return retry(attempt, policy)
+    except GaveUp as e:
+        raise OperationError(f"cannot download the URL list {where}: {e}") from None
 
 
 def read_entries(path: Path, source: Source) -> list[tuple[str, str]]:
@@ -127,10 +142,11 @@ class _Client:
     """
 
     _RETRY = urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=5, raise_on_status=False)
-    _TIMEOUT = urllib3.Timeout(connect=TIMEOUT[0], read=TIMEOUT[1])
 
-    def __init__(self, session: requests.Session, jobs: int) -> None:
+    def __init__(self, session: requests.Session, jobs: int, timeout: float) -> None:
         self.session = session
+        self.timeout = (CONNECT_TIMEOUT, timeout)
+        self._timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT, read=timeout)
         self.pool: urllib3.PoolManager | None = None
         if _uses_proxy(session) or session.auth is not None or len(session.cookies) or session.verify is False:
             for prefix in ("http://", "https://"):
@@ -144,9 +160,9 @@ class _Client:
 
     def get(self, url: str) -> tuple[int, Mapping[str, str], bytes]:
         if self.pool is None:
-            r = self.session.get(url, timeout=TIMEOUT)
+            r = self.session.get(url, timeout=self.timeout)
             return r.status_code, r.headers, r.content
-        r = self.pool.request("GET", url, retries=self._RETRY, timeout=self._TIMEOUT, preload_content=True)
+        r = self.pool.request("GET", url, retries=self._RETRY, timeout=self._timeout, preload_content=True)
         return r.status, r.headers, r.data
 
     def close(self) -> None:
@@ -183,28 +199,29 @@ def _download(url: str, client: _Client, mirror: str | None, policy: RetryPolicy
             return None, _Outcome("dead", status=None, error="not in the mirror")
         except OSError as e:
             return None, _Outcome("failed", error=f"cannot read {where}: {e.strerror}")
-    last = ""
-    for attempt in range(1, policy.attempts + 1):
+
+    def attempt() -> tuple[bytes | None, _Outcome | None]:
         if stop.is_set():
             return None, _Outcome("failed", error="interrupted")
-        retry_after = None
         try:
             status, headers, body = client.get(where)
-            if status == 200:
-                return body, None
-            if status in DEAD_STATUS:
-                return None, _Outcome("dead", status=status, error=f"HTTP {status}")
-            last = f"HTTP {status}"
-            if not is_transient_status(status):
-                return None, _Outcome("failed", status=status, error=last)
-            retry_after = retry_after_seconds(headers.get("Retry-After"))
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
             if not _is_transient(e):
                 return None, _Outcome("failed", error=f"{type(e).__name__}: {e}")
-            last = type(e).__name__
-        if attempt < policy.attempts:
-            stop.wait(policy.delay(attempt, retry_after))
-    return None, _Outcome("failed", error=f"{last} after {policy.attempts} tries")
+            cause = e.reason if isinstance(e, urllib3.exceptions.MaxRetryError) and e.reason is not None else e
+            raise Transient(type(cause).__name__) from None  # the cause (ReadTimeoutError), not the wrapper
+        if status == 200:
+            return body, None
+        if status in DEAD_STATUS:
+            return None, _Outcome("dead", status=status, error=f"HTTP {status}")
+        if not is_transient_status(status):
+            return None, _Outcome("failed", status=status, error=f"HTTP {status}")
+        raise Transient(f"HTTP {status}", retry_after_seconds(headers.get("Retry-After")))
+
+    try:
+        return retry(attempt, policy, wait=stop.wait)
+    except GaveUp as e:
+        return None, _Outcome("failed", error=f"{e.last} after {e.tries} tries")
 
 
 def _save(data: bytes, final: Path, *, to_jpeg: bool) -> _Outcome:
@@ -246,22 +263,23 @@ def _target_name(rid: str, url: str, ext: str | None) -> str | None:
 
 def fetch_url_list(spec: FileSpec, source: Source, root: Root, *, session: requests.Session, jobs: int,
                    mirror: str | None, progress: Callable[[int], None] | None = None,
-                   policy: RetryPolicy | None = None) -> UrlListResult:
+                   policy: RetryPolicy | None = None, timeout: float = 60.0) -> UrlListResult:
     """Download every image of the list into ``root/spec.place.to`` as ``<id>.<place.ext>``.
 
     ``progress`` is called with 1 for each record handled (saved, skipped, dead or failed), so it
-    can drive a bar counted in images. Returns counts and the dead/failed records; the same goes into the
+    can drive a bar counted in images. ``policy`` says how often a transient failure (timeout,
+    5xx, 429) is tried again, ``timeout`` how many seconds without data end a try. Returns counts and the dead/failed records; the same goes into the
     report JSON at ROOT/.vlmdata/reports/<dataset>-urllist.json.
     """
     policy = policy or RetryPolicy()
     jobs = max(1, jobs)
     started = time.time()
-    entries = read_entries(list_file(spec, source, root, session, mirror), source)
+    entries = read_entries(list_file(spec, source, root, session, mirror, policy, timeout), source)
     folder = root.store_path(spec.place.to)
     folder.mkdir(parents=True, exist_ok=True)
     atomic.cleanup_temporaries(folder)
     have = _existing(folder)
-    client = _Client(session, jobs)
+    client = _Client(session, jobs, timeout)
 
     to_jpeg = (spec.place.ext or "").lower() in ("jpg", "jpeg")
     lock = threading.Lock()
