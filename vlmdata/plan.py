@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from vlmdata import mirror
 from vlmdata.errors import OperationError
 from vlmdata.manifest import FileSpec, Source
-from vlmdata.state import Journal, JournalEntry, Root
+from vlmdata.sources import kind_of
+from vlmdata.state import Journal, Root, is_placed, partial_bytes
 from vlmdata.units import human_bytes
 
 
@@ -72,29 +72,9 @@ class Plan:
 
 
 def first_source(spec: FileSpec, mirror_base: str | None, hf_endpoint: str | None) -> str:
+    """Where a fetch with these options would go first for ``spec``."""
     src: Source = spec.sources[0] if spec.sources else spec.parts[0].sources[0]
-    if src.kind == "http" and mirror_base:
-        return mirror.rewrite(src.url or "", mirror_base)
-    if src.kind == "hf" and hf_endpoint:
-        return f"{src.describe()} via {hf_endpoint}"
-    return src.describe()
-
-
-def is_placed(root: Root, entries: Mapping[str, JournalEntry], spec: FileSpec) -> bool:
-    """Placed = the journal (``entries``, read once by the caller) says so and its target is still on disk."""
-    entry = entries.get(spec.key)
-    return entry is not None and root.store_path(entry.to).exists()
-
-
-def partial_bytes(root: Root, spec: FileSpec) -> int:
-    from vlmdata.fetch.http import partial_progress  # a segmented .part has its full size but holes
-
-    names = [p.name for p in spec.parts] or [spec.name]
-    total = 0
-    for n in names:
-        dl = root.download_path(spec.dataset, n)
-        total += dl.stat().st_size if dl.exists() else partial_progress(dl)
-    return total
+    return kind_of(src).plan_label(src, mirror_base, hf_endpoint)
 
 
 def plan_files(root: Root, specs: list[FileSpec], *, mirror_base: str | None = None,

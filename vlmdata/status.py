@@ -4,8 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vlmdata.manifest import Catalog, Dataset
-from vlmdata.plan import partial_bytes, is_placed
-from vlmdata.state import Journal, JournalEntry, Root
+from vlmdata.state import Journal, JournalEntry, Root, is_placed, partial_bytes
 
 
 @dataclass

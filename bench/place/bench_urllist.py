@@ -71,7 +71,7 @@ import json, sys, time
 from pathlib import Path
 from vlmdata.manifest import FileSpec, Placement, Source
 from vlmdata.net.session import make_session
-from vlmdata.place import fetch_url_list
+from vlmdata.fetch.urllist import fetch_url_list
 from vlmdata.state import Root
 root_dir, threads = sys.argv[1], int(sys.argv[2])
 root = Root(root_dir)

@@ -10,7 +10,9 @@ import time
 import pytest
 from fetch_helpers import Fault
 
-from vlmdata.fetch.http import Cancelled, HttpEngine, SourceFailed, part_path, state_path
+from vlmdata.fetch.http import HttpEngine
+from vlmdata.net.errors import Cancelled, SourceFailed
+from vlmdata.state.partial import part_path, state_path
 from vlmdata.net.retry import RetryPolicy
 
 FAST = RetryPolicy(attempts=5, base=0.02, cap=0.2)

@@ -8,7 +8,7 @@ import signal
 import pytest
 from fetch_helpers import file_toml, http, kill, sha256, start_fetch, wait_for
 
-from vlmdata.fetch.http import part_path, state_path
+from vlmdata.state.partial import part_path, state_path
 from vlmdata.state import Root
 
 SIZE = 12 << 20

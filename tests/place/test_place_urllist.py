@@ -8,7 +8,7 @@ import pytest
 from vlmdata.manifest import Source
 from vlmdata.net.retry import RetryPolicy
 from vlmdata.net.session import make_session
-from vlmdata.place import fetch_url_list
+from vlmdata.fetch.urllist import fetch_url_list
 
 from place_helpers import decodes_as_jpeg, image_bytes, make_spec
 
@@ -158,9 +158,9 @@ def test_without_a_forced_extension_the_bytes_and_url_extension_are_kept(server,
 
 
 def test_with_a_proxy_configured_the_session_does_the_requests(ocr, root, monkeypatch):
-    import vlmdata.place.urllist as urllist_mod
+    import vlmdata.fetch.urllist_http as urllist_http
 
-    monkeypatch.setattr(urllist_mod, "_uses_proxy", lambda session: True)
+    monkeypatch.setattr(urllist_http, "_uses_proxy", lambda session: True)
     session = make_session(pool_size=2)
     sent = []
     real_get = session.get

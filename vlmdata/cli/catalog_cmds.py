@@ -5,6 +5,7 @@ import typer
 
 from vlmdata.cli.common import Settings, with_settings
 from vlmdata.manifest import Dataset
+from vlmdata.sources import describe
 from vlmdata.units import human_bytes
 
 
@@ -96,7 +97,7 @@ def _dataset_info(settings: Settings, d: Dataset) -> None:
             "name": d.name, "title": d.title, "license": d.license, "homepage": d.homepage,
             "notes": list(d.notes), "references": list(d.references),
             "files": [{"name": f.name, "size": f.size, "size_approx": f.size_approx, "sha256": f.sha256,
-                       "md5": f.md5, "optional": f.optional, "sources": [s.describe() for s in f.sources],
+                       "md5": f.md5, "optional": f.optional, "sources": [describe(s) for s in f.sources],
                        "parts": [p.name for p in f.parts], "place": f.place.__dict__, "layouts": where[f.key]}
                       for f in d.files],
         })
@@ -113,7 +114,7 @@ def _dataset_info(settings: Settings, d: Dataset) -> None:
         if f.md5:
             typer.echo(f"    md5:     {f.md5}")
         for i, s in enumerate(f.sources or [src for p in f.parts for src in p.sources]):
-            typer.echo(f"    source{i + 1}: {s.describe()}" + (f"  ({s.note})" if s.note else ""))
+            typer.echo(f"    source{i + 1}: {describe(s)}" + (f"  ({s.note})" if s.note else ""))
         for p in f.parts:
             typer.echo(f"    part:    {p.name} {human_bytes(p.size if p.size is not None else p.size_approx, approx=p.size is None)}")
         inner = "" if f.place.kind != "extract" else f" (archive folder: {f.place.inner if f.place.inner is not None else 'unknown'})"

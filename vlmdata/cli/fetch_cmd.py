@@ -6,11 +6,11 @@ from typing import List, Optional
 
 import typer
 
-from vlmdata import mirror as mirror_mod
 from vlmdata.cli.common import Settings, with_settings
 from vlmdata.errors import OperationError, UserError
 from vlmdata.fetch.orchestrate import FetchOptions, FetchReport, Fetcher, wanted_digest
 from vlmdata.fetch.progress import Progress
+from vlmdata.net.urls import check_base
 from vlmdata.plan import plan_files
 from vlmdata.units import human_bytes
 
@@ -51,7 +51,7 @@ def fetch_cmd(
     specs = cat.select_files(names)
     lay = cat.layout(layout) if layout else None
     if settings.mirror:
-        mirror_mod.check_base(settings.mirror)
+        check_base(settings.mirror)
     wanted = None
     if only_referenced_by:
         from vlmdata.place.subset import referenced_names

@@ -148,7 +148,7 @@ def _tar(path: Path, members: dict[str, bytes]) -> None:
 
 
 def _mirror_path(mirror: Path, url: str) -> Path:
-    from vlmdata.mirror import rewrite
+    from vlmdata.net.urls import rewrite
 
     return Path(rewrite(url, str(mirror)))
 

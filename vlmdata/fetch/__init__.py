@@ -1,3 +1,3 @@
-"""Fetching: the HTTP engine, hub sources, source resolution, progress and the `fetch` orchestration."""
-from vlmdata.fetch.http import Cancelled, Fetched, HttpEngine, SourceFailed, copy_local  # noqa: F401
+"""Getting bytes: the HTTP engine, verified downloads, streamed tar subsets, URL lists, progress, and the `fetch` run."""
+from vlmdata.fetch.http import Fetched, HttpEngine, copy_local  # noqa: F401
 from vlmdata.fetch.orchestrate import FetchOptions, FetchReport, Fetcher, FileOutcome  # noqa: F401

@@ -1,7 +1,7 @@
 """The HTTP download engine: resumable, retried, optionally segmented, hashed while it streams.
 
 A download goes to ``NAME.part`` beside its final path, with a small sidecar ``NAME.part.state``
-(JSON) that remembers the server's validator (ETag / Last-Modified), the size and, for segmented
+(JSON, vlmdata.state.partial) that remembers the server's validator (ETag / Last-Modified), the size and, for segmented
 downloads, which byte ranges are done. After any interruption (a dropped connection, a timeout,
 Ctrl-C, SIGKILL) the next call resumes with ``Range`` + ``If-Range``: a server whose file changed
 answers 200 with the whole new file, and the old bytes are thrown away instead of being stitched
@@ -20,7 +20,6 @@ each byte to disk as it arrives would make a fetch as slow as the disk's synchro
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import threading
@@ -33,25 +32,15 @@ import requests
 
 from vlmdata.fetch.hashing import Digests, StreamHasher, hash_file
 from vlmdata.fetch.segments import Piece, Scheduler
+from vlmdata.net.errors import Cancelled, SourceFailed
 from vlmdata.net.retry import GaveUp, RetryPolicy, Transient, is_transient_error, is_transient_status, retry, retry_after_seconds
 from vlmdata.net.session import make_session
+from vlmdata.net.urls import scrub, shown
+from vlmdata.state.partial import PartState, discard_partial, part_path, partial_progress, state_path
 
 READ = 1 << 20  # bytes per read from the socket
-STATE_SUFFIX = ".state"  # NAME.part.state
 
 ProgressFn = Callable[[int], None]
-
-
-class Cancelled(Exception):
-    """The user pressed Ctrl-C (or the run is stopping): the .part stays for the next run."""
-
-
-class SourceFailed(Exception):
-    """This location cannot deliver the file (404, 403, retries exhausted...). Try the next source."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class _Changed(Exception):
@@ -69,76 +58,6 @@ class Fetched:
     transferred: int  # bytes received over the network by this call
     resumed_from: int  # bytes already there when this call started
     connections: int = 1
-
-
-@dataclass
-class _State:
-    """The sidecar of a .part file."""
-
-    url: str = ""
-    size: int | None = None
-    etag: str | None = None
-    last_modified: str | None = None
-    done: list[list[int]] | None = None  # segmented mode: finished [start, end) ranges
-
-    @property
-    def validator(self) -> str | None:
-        return self.etag if self.etag and not self.etag.startswith("W/") else self.last_modified
-
-    @classmethod
-    def load(cls, path: Path) -> "_State | None":
-        try:
-            d = json.loads(path.read_text("utf-8"))
-            return cls(url=d.get("url", ""), size=d.get("size"), etag=d.get("etag"),
-                       last_modified=d.get("last_modified"), done=d.get("done"))
-        except (OSError, ValueError, TypeError, AttributeError):
-            return None
-
-    def save(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({"url": self.url, "size": self.size, "etag": self.etag,
-                                   "last_modified": self.last_modified, "done": self.done}))
-        os.replace(tmp, path)
-
-
-def shown(url: str) -> str:
-    """A URL for messages and the journal: signed query strings (credentials for a while) cut off."""
-    base, sep, _ = url.partition("?")
-    return base + ("?…" if sep else "")
-
-
-_QUERY = re.compile(r"\?[^\s'\")]+")
-
-
-def scrub(text: str) -> str:
-    """Cut query strings out of a message (urllib3's errors quote the URL they failed on)."""
-    return _QUERY.sub("?…", text)
-
-
-def state_path(part: Path) -> Path:
-    return part.with_name(part.name + STATE_SUFFIX)
-
-
-def part_path(dest: Path) -> Path:
-    return dest.with_name(dest.name + ".part")
-
-
-def discard_partial(dest: Path) -> None:
-    """Forget an unfinished download of ``dest``."""
-    part = part_path(dest)
-    for p in (part, state_path(part)):
-        p.unlink(missing_ok=True)
-
-
-def partial_progress(dest: Path) -> int:
-    """Bytes of ``dest`` already downloaded by an unfinished run (segmented runs count their ranges)."""
-    part = part_path(dest)
-    if not part.exists():
-        return 0
-    st = _State.load(state_path(part))
-    if st is not None and st.done is not None:
-        return sum(b - a for a, b in st.done)
-    return part.stat().st_size
 
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
@@ -182,7 +101,7 @@ class HttpEngine:
         progress = progress or (lambda n: None)
         restarts = 0
         while True:
-            state = _State.load(spath) if part.exists() else None
+            state = PartState.load(spath) if part.exists() else None
             if part.exists() and (state is None or state.validator is None):
                 # Nothing proves the bytes on disk belong to the file on the server: start over.
                 discard_partial(dest)
@@ -211,7 +130,7 @@ class HttpEngine:
 
         def attempt() -> Fetched:
             self._check_cancel()
-            state = _State.load(spath) if part.exists() else None  # what the last try left
+            state = PartState.load(spath) if part.exists() else None  # what the last try left
             big = size_hint is None or size_hint >= 2 * self.min_split  # small files: no probe, one connection
             if (self.connections > 1 and big) or (state is not None and state.done is not None):
                 d, state, conns = self._segmented(url, part, spath, state, headers, md5, counted)
@@ -251,7 +170,7 @@ class HttpEngine:
         raise SourceFailed(f"{shown(url)}: HTTP {resp.status_code} {resp.reason or ''}".rstrip(), status=resp.status_code)
 
     @staticmethod
-    def _range_headers(headers: dict[str, str], start: int, end: int | None, state: _State | None) -> dict[str, str]:
+    def _range_headers(headers: dict[str, str], start: int, end: int | None, state: PartState | None) -> dict[str, str]:
         h = dict(headers)
         h["Range"] = f"bytes={start}-{'' if end is None else end}"
         if state is not None and state.validator:
@@ -259,12 +178,12 @@ class HttpEngine:
         return h
 
     @staticmethod
-    def _new_state(url: str, resp: requests.Response, size: int | None) -> _State:
-        return _State(url=url, size=size, etag=resp.headers.get("ETag"), last_modified=resp.headers.get("Last-Modified"))
+    def _new_state(url: str, resp: requests.Response, size: int | None) -> PartState:
+        return PartState(url=url, size=size, etag=resp.headers.get("ETag"), last_modified=resp.headers.get("Last-Modified"))
 
     # ------------------------------------------------------------------ one connection
-    def _single(self, url: str, part: Path, spath: Path, state: _State | None, headers: dict[str, str],
-                md5: bool, progress: ProgressFn, resp: requests.Response | None = None) -> tuple[Digests, _State]:
+    def _single(self, url: str, part: Path, spath: Path, state: PartState | None, headers: dict[str, str],
+                md5: bool, progress: ProgressFn, resp: requests.Response | None = None) -> tuple[Digests, PartState]:
         offset = part.stat().st_size if (state is not None and part.exists() and resp is None) else 0
         if resp is not None:
             pass
@@ -327,8 +246,8 @@ class HttpEngine:
         return got
 
     # ------------------------------------------------------------------ several connections
-    def _probe(self, url: str, state: _State | None, headers: dict[str, str]
-               ) -> tuple[_State, requests.Response | None]:
+    def _probe(self, url: str, state: PartState | None, headers: dict[str, str]
+               ) -> tuple[PartState, requests.Response | None]:
         """Ask for byte 0 only: learn the size, the validator, and whether ranges work.
 
         A server that ignores Range answers 200 with the whole file: that response is handed
@@ -351,8 +270,8 @@ class HttpEngine:
             raise _Changed()
         return self._new_state(url, resp, _content_length(resp)), resp
 
-    def _segmented(self, url: str, part: Path, spath: Path, state: _State | None, headers: dict[str, str],
-                   md5: bool, progress: ProgressFn) -> tuple[Digests, _State, int]:
+    def _segmented(self, url: str, part: Path, spath: Path, state: PartState | None, headers: dict[str, str],
+                   md5: bool, progress: ProgressFn) -> tuple[Digests, PartState, int]:
         old = state
         state, whole = self._probe(url, state, headers)
         size = state.size
@@ -415,7 +334,7 @@ class HttpEngine:
             raise Transient(f"only {d.size} of {size} bytes hashed")
         return d, state, n_workers
 
-    def _save_progress(self, fd: int, state: _State, sched: "Scheduler", spath: Path) -> None:
+    def _save_progress(self, fd: int, state: PartState, sched: "Scheduler", spath: Path) -> None:
         state.done = sched.done_ranges()
         state.save(spath)
 
@@ -442,7 +361,7 @@ class HttpEngine:
                 h.update(view[:n])
         out.append(h.digests())
 
-    def _worker(self, url: str, headers: dict[str, str], state: _State, fd: int, sched: "Scheduler",
+    def _worker(self, url: str, headers: dict[str, str], state: PartState, fd: int, sched: "Scheduler",
                 progress: ProgressFn, stop: threading.Event, errors: list[BaseException]) -> None:
         """One connection: takes pieces until none is left; a failed piece goes back to the scheduler."""
         session = make_session(pool_size=2)
@@ -484,7 +403,7 @@ class HttpEngine:
         finally:
             session.close()
 
-    def _fetch_piece(self, session: requests.Session, url: str, headers: dict[str, str], state: _State, fd: int,
+    def _fetch_piece(self, session: requests.Session, url: str, headers: dict[str, str], state: PartState, fd: int,
                      piece: Piece, sched: "Scheduler", progress: ProgressFn, stop: threading.Event) -> None:
         start, end = sched.bounds(piece)
         if start >= end:
@@ -546,5 +465,4 @@ def copy_local(src: Path, dest: Path, *, md5: bool = False, progress: ProgressFn
     return Fetched(dest, d, d.size, 0)
 
 
-__all__ = ["HttpEngine", "Fetched", "SourceFailed", "Cancelled", "copy_local", "discard_partial", "partial_progress",
-           "part_path", "state_path", "shown", "scrub"]
+__all__ = ["HttpEngine", "Fetched", "copy_local"]

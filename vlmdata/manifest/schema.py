@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from vlmdata.manifest.reader import Table, check_relpath
 
-SOURCE_KINDS = ("http", "hf", "urllist", "linkfile", "manual")
 PLACE_KINDS = ("extract", "file", "images")
 ARCHIVE_FORMATS = ("auto", "zip", "tar", "tar.gz")
 LAYOUT_ENTRY_KINDS = ("dir", "file", "mkdir")
@@ -33,16 +33,7 @@ class Source:
     url_column: str | None = None  # linkfile: column with the URL
     note: str | None = None
 
-    def describe(self) -> str:
-        if self.kind == "http":
-            return str(self.url)
-        if self.kind == "hf":
-            return f"hf://{self.repo_type}s/{self.repo_id}@{self.revision}/{self.path}"
-        if self.kind == "urllist":
-            return f"urllist {self.path or self.url} ({self.list_format}, key {self.url_key})"
-        if self.kind == "linkfile":
-            return f"linkfile {self.path} ({self.name_column} -> {self.url_column})"
-        return f"manual: {self.note or self.url}"
+    # how each kind is described, planned and fetched: vlmdata.sources (one module per kind)
 
 
 @dataclass(frozen=True)
@@ -177,34 +168,51 @@ class Blend:
 # ---------------------------------------------------------------- parsing
 
 
-def _source(t: Table) -> Source:
-    kind = t.str("kind", choices=SOURCE_KINDS)
+# One parser per source kind: the kind's schema. What a kind means to plan/fetch/info is in vlmdata.sources.
+
+
+def _http_source(t: Table) -> Source:
     note = t.str("note", None)
-    if kind == "http":
-        url = t.str("url")
-        if not url.startswith(("http://", "https://")):
-            raise t.fail("url", f"must start with http:// or https://, got {url!r}")
-        src = Source(kind, url=url, note=note)
-    elif kind == "hf":
-        src = Source(
-            kind,
-            repo_type=t.str("repo_type", choices=("dataset", "model")),
-            repo_id=t.str("repo_id"),
-            revision=t.str("revision"),
-            path=t.str("path"),
-            note=note,
-        )
-    elif kind == "urllist":
-        path, url = t.str("path", None), t.str("url", None)
-        if not path and not url:
-            raise t.fail(None, "a urllist source needs `path` (under the root) or `url` (of the list)")
-        src = Source(kind, path=path, url=url, list_format=t.str("list_format", choices=("json-dict", "tsv")),
-                     url_key=t.str("url_key"), note=note)
-    elif kind == "linkfile":
-        src = Source(kind, path=check_relpath(t, "path", t.str("path")), name_column=t.str("name_column"),
-                     url_column=t.str("url_column"), note=note)
-    else:  # manual
-        src = Source(kind, url=t.str("url", None), note=t.str("note"))
+    url = t.str("url")
+    if not url.startswith(("http://", "https://")):
+        raise t.fail("url", f"must start with http:// or https://, got {url!r}")
+    return Source("http", url=url, note=note)
+
+
+def _hf_source(t: Table) -> Source:
+    note = t.str("note", None)
+    return Source("hf", repo_type=t.str("repo_type", choices=("dataset", "model")), repo_id=t.str("repo_id"),
+                  revision=t.str("revision"), path=t.str("path"), note=note)
+
+
+def _urllist_source(t: Table) -> Source:
+    note = t.str("note", None)
+    path, url = t.str("path", None), t.str("url", None)
+    if not path and not url:
+        raise t.fail(None, "a urllist source needs `path` (under the root) or `url` (of the list)")
+    return Source("urllist", path=path, url=url, list_format=t.str("list_format", choices=("json-dict", "tsv")),
+                  url_key=t.str("url_key"), note=note)
+
+
+def _linkfile_source(t: Table) -> Source:
+    note = t.str("note", None)
+    return Source("linkfile", path=check_relpath(t, "path", t.str("path")), name_column=t.str("name_column"),
+                  url_column=t.str("url_column"), note=note)
+
+
+def _manual_source(t: Table) -> Source:
+    return Source("manual", url=t.str("url", None), note=t.str("note"))
+
+
+_SOURCE_PARSERS: dict[str, Callable[[Table], Source]] = {
+    "http": _http_source, "hf": _hf_source, "urllist": _urllist_source, "linkfile": _linkfile_source,
+    "manual": _manual_source,
+}
+SOURCE_KINDS = tuple(_SOURCE_PARSERS)
+
+
+def _source(t: Table) -> Source:
+    src = _SOURCE_PARSERS[t.str("kind", choices=SOURCE_KINDS)](t)
     t.done()
     return src
 

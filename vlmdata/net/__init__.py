@@ -1,1 +1,1 @@
-"""HTTP basics shared by every downloader: the session and the retry policy."""
+"""HTTP basics shared by every downloader: the session, the retry loop, URL display and mirror rewriting, the errors."""

@@ -1,11 +1,11 @@
-"""Placing downloaded files into the store: safe extraction, plain moves, per-image URL lists.
+"""Placing downloaded bytes into the store: safe extraction, plain moves, images normalised to JPEG.
 
-The fetch orchestration calls three functions:
+Nothing here touches the network. The fetch orchestration calls:
 
 - ``place_download``: a verified download (archive or plain file) goes to its ``place.to``;
 - ``extract_tar_stream``: a tar read from a non-seekable stream (an HTTP body) is unpacked
   member by member, keeping only what is wanted, without ever storing the whole tar;
-- ``fetch_url_list``: per-image downloads from a list of URLs (OCR-VQA), normalised to JPEG.
+- ``vlmdata.place.images.save_image``: one image of a URL list, checked and saved as JPEG.
 """
 from __future__ import annotations
 
@@ -19,13 +19,11 @@ from vlmdata import atomic
 from vlmdata.errors import UserError
 from vlmdata.manifest import FileSpec
 from vlmdata.place.extract import extract_tar, extract_zip, move_into_place, remove_tree, sniff_archive
-from vlmdata.place.results import DeadUrl, FailedUrl, PlaceResult, UrlListResult
+from vlmdata.place.results import PlaceResult
 from vlmdata.place.safety import BombGuard, limits_for
-from vlmdata.place.urllist import fetch_url_list
 from vlmdata.state import Root
 
-__all__ = ["PlaceResult", "UrlListResult", "DeadUrl", "FailedUrl", "place_download", "extract_tar_stream",
-           "fetch_url_list"]
+__all__ = ["PlaceResult", "place_download", "extract_tar_stream"]
 
 
 def place_download(spec: FileSpec, downloaded: Path, root: Root, *, merge: bool, wanted: set[str] | None = None,
@@ -47,7 +45,7 @@ def place_download(spec: FileSpec, downloaded: Path, root: Root, *, merge: bool,
         return PlaceResult(place.to, 1, [])
     if place.kind != "extract":
         raise UserError(f"{spec.key}: placement kind {place.kind!r} is not placed from one download",
-                        hint="files of kind 'images' are fetched with fetch_url_list")
+                        hint="files of kind 'images' are fetched with vlmdata.fetch.urllist")
     label = downloaded.name
     fmt, warnings = sniff_archive(downloaded, place.format)
     limits = limits_for(downloaded.stat().st_size, place.unpacked_size, place.count)

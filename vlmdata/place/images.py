@@ -10,11 +10,14 @@ from __future__ import annotations
 import io
 import os
 import struct
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
+
+from vlmdata import atomic
 
 JPEG_QUALITY = 95
 IMAGE_EXTS = {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
@@ -129,6 +132,24 @@ def normalize_bytes(data: bytes) -> Normalized:
         return Normalized(encode_jpeg(im), fmt or (im.format or "unknown").lower(), True)
     except (OSError, ValueError) as e:
         raise ImageProblem("undecodable", f"cannot convert {im.format} {im.mode} to JPEG: {e}") from e
+
+
+def save_image(data: bytes, final: Path, *, to_jpeg: bool) -> Normalized:
+    """Write ``data`` at ``final`` once it decodes, as JPEG bytes when ``to_jpeg``; ImageProblem otherwise.
+
+    Written under a temporary name and renamed, so a kill never leaves half an image under its name;
+    no fsync per image (the caller fsyncs the folder once at the end).
+    """
+    if to_jpeg:
+        norm = normalize_bytes(data)
+    else:  # no forced extension: keep the bytes, but only once they decode
+        decode(data)
+        norm = Normalized(data, sniff(data[:16]) or "unknown", False)
+    tmp = final.with_name(f"{atomic.TMP_PREFIX}{final.name}.{threading.get_ident()}")
+    with open(tmp, "wb") as fh:
+        fh.write(norm.data)
+    os.replace(tmp, final)
+    return norm
 
 
 @dataclass

@@ -9,12 +9,16 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from filelock import FileLock
 
 from vlmdata import atomic
 from vlmdata.errors import UserError
+
+if TYPE_CHECKING:
+    from vlmdata.manifest import FileSpec
+    from vlmdata.state.root import Root
 
 
 @dataclass
@@ -77,3 +81,9 @@ class Journal:
             data = self._read()
             data["verified"][dataset] = {"at": time.time(), "deep": deep, "ok": ok}
             atomic.write_json(self.path, data)
+
+
+def is_placed(root: "Root", entries: Mapping[str, JournalEntry], spec: "FileSpec") -> bool:
+    """Placed = the journal (``entries``, read once by the caller) says so and its target is still on disk."""
+    entry = entries.get(spec.key)
+    return entry is not None and root.store_path(entry.to).exists()

@@ -49,7 +49,10 @@ class Root:
 
     @staticmethod
     def part_path(download: Path) -> Path:
-        return download.with_name(download.name + ".part")
+        """The unfinished download of ``download`` (see vlmdata.state.partial)."""
+        from vlmdata.state.partial import part_path
+
+        return part_path(download)
 
     def layout_dir(self, layout: str) -> Path:
         return self.path / "layouts" / layout

@@ -15,28 +15,52 @@ import os
 import re
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterator
 from urllib.parse import urlsplit
-from urllib.request import getproxies
 
-import certifi
 import requests
-import urllib3
-from requests.adapters import HTTPAdapter
 
-from vlmdata import atomic, mirror as mirror_mod
+from vlmdata import atomic
 from vlmdata.errors import OperationError, UserError
+from vlmdata.fetch.urllist_http import CONNECT_TIMEOUT, ImageClient, Outcome, get_image
 from vlmdata.manifest import FileSpec, Source
 from vlmdata.net.retry import GaveUp, RetryPolicy, Transient, is_transient_error, is_transient_status, retry, retry_after_seconds
-from vlmdata.place.images import ImageProblem, Normalized, decode, normalize_bytes, sniff
-from vlmdata.place.results import DeadUrl, FailedUrl, UrlListResult
+from vlmdata.net.urls import is_local, rewrite
+from vlmdata.place.images import ImageProblem, save_image
 from vlmdata.state import Root
 
-DEAD_STATUS = frozenset({404, 410})
-CONNECT_TIMEOUT = 10.0  # seconds; the read timeout is the caller's (`vlmdata fetch --timeout`)
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+@dataclass
+class DeadUrl:
+    """A URL the server says is gone (404/410), or a mirror file that is absent."""
+
+    url: str
+    status: int | None  # HTTP status; None for a local-mirror file that does not exist
+    ids: list[str] = field(default_factory=list)  # the list's record ids that point at it
+
+
+@dataclass
+class FailedUrl:
+    """A record whose image could not be saved this time (retries spent, bad content, ...)."""
+
+    id: str
+    url: str
+    error: str
+
+
+@dataclass
+class UrlListResult:
+    saved: int  # images written this run
+    skipped: int  # already there
+    converted: int  # saved after conversion to JPEG (counted in `saved` too)
+    dead: list[DeadUrl]
+    failed: list[FailedUrl]
+    report_path: Path
+    total: int = 0  # records in the list
 
 
 def report_path(root: Root, dataset: str) -> Path:
@@ -66,8 +90,8 @@ def list_file(spec: FileSpec, source: Source, root: Root, session: requests.Sess
 
 
 def _get_list(url: str, session: requests.Session, mirror: str | None, policy: RetryPolicy, timeout: float) -> bytes:
-    where = mirror_mod.rewrite(url, mirror) if mirror else url
-    if mirror and mirror_mod.is_local(mirror):
+    where = rewrite(url, mirror) if mirror else url
+    if mirror and is_local(mirror):
         try:
             return Path(where).read_bytes()
         except OSError as e:
@@ -123,121 +147,12 @@ def read_entries(path: Path, source: Source) -> list[tuple[str, str]]:
 # ----------------------------------------------------------------- fetching
 
 
-class _Outcome:
-    __slots__ = ("kind", "status", "error", "source_format")
-
-    def __init__(self, kind: str, *, status: int | None = None, error: str = "", source_format: str = "") -> None:
-        self.kind, self.status, self.error, self.source_format = kind, status, error, source_format
-
-
-class _Client:
-    """GETs of many small files from ``jobs`` threads.
-
-    When no proxy is configured, requests go straight through urllib3 (the transport requests
-    itself uses) with a pool of ``jobs`` keep-alive connections: requests' per-call work
-    (environment, netrc, cookies, hooks) costs several times the CPU of the request itself, and
-    with thousands of images per second the CPU is the limit. Certificates are verified (the
-    session's CA bundle, else certifi's). With a proxy, auth or cookies on the session, the
-    session is used, its pool enlarged to ``jobs``.
-    """
-
-    _RETRY = urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=5, raise_on_status=False)
-
-    def __init__(self, session: requests.Session, jobs: int, timeout: float) -> None:
-        self.session = session
-        self.timeout = (CONNECT_TIMEOUT, timeout)
-        self._timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT, read=timeout)
-        self.pool: urllib3.PoolManager | None = None
-        if _uses_proxy(session) or session.auth is not None or len(session.cookies) or session.verify is False:
-            for prefix in ("http://", "https://"):
-                adapter = session.get_adapter(prefix + "x")
-                if getattr(adapter, "_pool_maxsize", 0) < jobs:
-                    session.mount(prefix, HTTPAdapter(pool_connections=16, pool_maxsize=jobs, max_retries=0))
-            return
-        ca = session.verify if isinstance(session.verify, str) else certifi.where()
-        self.pool = urllib3.PoolManager(num_pools=64, maxsize=jobs, block=False, headers=dict(session.headers),
-                                        cert_reqs="CERT_REQUIRED", ca_certs=ca)
-
-    def get(self, url: str) -> tuple[int, Mapping[str, str], bytes]:
-        if self.pool is None:
-            r = self.session.get(url, timeout=self.timeout)
-            return r.status_code, r.headers, r.content
-        r = self.pool.request("GET", url, retries=self._RETRY, timeout=self._timeout, preload_content=True)
-        return r.status, r.headers, r.data
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.clear()
-
-
-def _uses_proxy(session: requests.Session) -> bool:
-    if session.proxies:
-        return True
-    return bool(session.trust_env and ({"http", "https", "all"} & set(getproxies())))
-
-
-def _is_transient(e: BaseException) -> bool:
-    if isinstance(e, requests.RequestException):
-        return is_transient_error(e)
-    if isinstance(e, urllib3.exceptions.MaxRetryError):
-        if e.reason is None:  # too many redirects
-            return False
-        e = e.reason
-    if isinstance(e, (urllib3.exceptions.SSLError, urllib3.exceptions.LocationValueError)):
-        return False  # a certificate problem or a bad URL does not go away by retrying
-    return isinstance(e, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError))
-
-
-def _download(url: str, client: _Client, mirror: str | None, policy: RetryPolicy,
-              stop: threading.Event) -> tuple[bytes | None, _Outcome | None]:
-    """The body of ``url``, or an outcome saying why there is none."""
-    where = mirror_mod.rewrite(url, mirror) if mirror else url
-    if mirror and mirror_mod.is_local(mirror):
-        try:
-            return Path(where).read_bytes(), None
-        except FileNotFoundError:
-            return None, _Outcome("dead", status=None, error="not in the mirror")
-        except OSError as e:
-            return None, _Outcome("failed", error=f"cannot read {where}: {e.strerror}")
-
-    def attempt() -> tuple[bytes | None, _Outcome | None]:
-        if stop.is_set():
-            return None, _Outcome("failed", error="interrupted")
-        try:
-            status, headers, body = client.get(where)
-        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
-            if not _is_transient(e):
-                return None, _Outcome("failed", error=f"{type(e).__name__}: {e}")
-            cause = e.reason if isinstance(e, urllib3.exceptions.MaxRetryError) and e.reason is not None else e
-            raise Transient(type(cause).__name__) from None  # the cause (ReadTimeoutError), not the wrapper
-        if status == 200:
-            return body, None
-        if status in DEAD_STATUS:
-            return None, _Outcome("dead", status=status, error=f"HTTP {status}")
-        if not is_transient_status(status):
-            return None, _Outcome("failed", status=status, error=f"HTTP {status}")
-        raise Transient(f"HTTP {status}", retry_after_seconds(headers.get("Retry-After")))
-
+def _save(data: bytes, final: Path, *, to_jpeg: bool) -> Outcome:
     try:
-        return retry(attempt, policy, wait=stop.wait)
-    except GaveUp as e:
-        return None, _Outcome("failed", error=f"{e.last} after {e.tries} tries")
-
-
-def _save(data: bytes, final: Path, *, to_jpeg: bool) -> _Outcome:
-    try:
-        if to_jpeg:
-            norm = normalize_bytes(data)
-        else:  # no forced extension: keep the bytes, but only once they decode
-            decode(data)
-            norm = Normalized(data, sniff(data[:16]) or "unknown", False)
+        norm = save_image(data, final, to_jpeg=to_jpeg)
     except ImageProblem as p:
-        return _Outcome("failed", error=f"{p.status} image ({p.detail})")
-    tmp = final.with_name(f"{atomic.TMP_PREFIX}{final.name}.{threading.get_ident()}")
-    with open(tmp, "wb") as fh:
-        fh.write(norm.data)
-    os.replace(tmp, final)  # no fsync per image: the folder is fsynced once at the end
-    return _Outcome("converted" if norm.converted else "saved", source_format=norm.source_format)
+        return Outcome("failed", error=f"{p.status} image ({p.detail})")
+    return Outcome("converted" if norm.converted else "saved", source_format=norm.source_format)
 
 
 def _existing(folder: Path) -> set[str]:
@@ -279,7 +194,7 @@ def fetch_url_list(spec: FileSpec, source: Source, root: Root, *, session: reque
     folder.mkdir(parents=True, exist_ok=True)
     atomic.cleanup_temporaries(folder)
     have = _existing(folder)
-    client = _Client(session, jobs, timeout)
+    client = ImageClient(session, jobs, timeout)
 
     to_jpeg = (spec.place.ext or "").lower() in ("jpg", "jpeg")
     lock = threading.Lock()
@@ -301,7 +216,7 @@ def fetch_url_list(spec: FileSpec, source: Source, root: Root, *, session: reque
             with lock:
                 counts["skipped"] += 1
             return
-        data, outcome = _download(url, client, mirror, policy, stop)
+        data, outcome = get_image(url, client, mirror, policy, stop)
         if outcome is None:
             outcome = _save(data, folder / name, to_jpeg=to_jpeg)  # type: ignore[arg-type]
         with lock:

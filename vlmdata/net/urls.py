@@ -1,15 +1,34 @@
-"""Mirror rewriting: ``scheme://host/path`` -> ``BASE/host/path``.
+"""URLs as vlmdata shows and mirrors them.
 
-BASE is an http(s) URL (a caching proxy or a copy served over HTTP) or a local folder (``file://``
-or a plain path: a cluster's pre-downloaded copy on a shared filesystem). Query strings are
-dropped: a mirror is a static tree, and signed-URL parameters (SA-1B) mean nothing there.
+``shown`` / ``scrub``: a URL or an error message with its query string cut off (signed links carry
+credentials there), for messages and the journal.
+
+``rewrite``: the ``--mirror`` rule, ``scheme://host/path`` -> ``BASE/host/path``. BASE is an
+http(s) URL (a caching proxy or a copy served over HTTP) or a local folder (``file://`` or a
+plain path: a cluster's pre-downloaded copy on a shared filesystem). Query strings are dropped:
+a mirror is a static tree, and signed-URL parameters (SA-1B) mean nothing there.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 from vlmdata.errors import UserError
+
+
+def shown(url: str) -> str:
+    """A URL for messages and the journal: signed query strings (credentials for a while) cut off."""
+    base, sep, _ = url.partition("?")
+    return base + ("?…" if sep else "")
+
+
+_QUERY = re.compile(r"\?[^\s'\")]+")
+
+
+def scrub(text: str) -> str:
+    """Cut query strings out of a message (urllib3's errors quote the URL they failed on)."""
+    return _QUERY.sub("?…", text)
 
 
 def is_local(base: str) -> bool:

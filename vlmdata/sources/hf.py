@@ -1,4 +1,4 @@
-"""Hugging Face Hub sources, through huggingface_hub.
+"""``kind = "hf"``: a file of a Hugging Face Hub repo at a revision, located through huggingface_hub.
 
 huggingface_hub resolves the file (HEAD on ``resolve/<revision>/<path>``: the commit, the ETag,
 the size, and the redirect to the CDN); our own engine then downloads from that location into
@@ -14,23 +14,27 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from vlmdata.fetch.http import SourceFailed
 from vlmdata.manifest import Source
+from vlmdata.net.errors import SourceFailed
+from vlmdata.sources.base import Candidate, Location, SourceKind
+
+if TYPE_CHECKING:
+    from vlmdata.state import Root
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
-@dataclass
-class HfLocation:
-    url: str  # where to GET the bytes (the CDN location after the redirect, or the hub URL)
-    headers: dict[str, str]
-    size: int | None
-    sha256: str | None  # the LFS sha256 the hub reports, when it reports one
-    commit: str | None  # the commit the revision resolved to
-    label: str  # for logs and the journal (no token in it)
+@dataclass(frozen=True)
+class HubAccess:
+    """How to reach the hub: ``endpoint`` (None: HF_ENDPOINT, else huggingface.co) and the token."""
+
+    endpoint: str | None = None
+    token: str | None = None
 
 
 def token_from_env() -> str | None:
@@ -48,8 +52,9 @@ def _origin(url: str) -> tuple[str, str]:
     return p.scheme, p.netloc
 
 
-def resolve(source: Source, endpoint: str | None, token: str | None = None) -> HfLocation:
-    """Ask the hub where ``source``'s bytes are; raises SourceFailed with a clean message."""
+def resolve(source: Source, endpoint: str | None, token: str | None = None) -> Location:
+    """Ask the hub where ``source``'s bytes are (the CDN location after the redirect, or the hub URL);
+    raises SourceFailed with a clean message."""
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
     from huggingface_hub.utils import build_hf_headers
 
@@ -84,4 +89,29 @@ def resolve(source: Source, endpoint: str | None, token: str | None = None) -> H
         auth = build_hf_headers(token=token).get("authorization")
         if auth:
             headers["Authorization"] = auth
-    return HfLocation(url=location, headers=headers, size=meta.size, sha256=sha, commit=meta.commit_hash, label=label)
+    return Location(label, url=location, headers=headers, size=meta.size, sha256=sha, revision=meta.commit_hash)
+
+
+@dataclass
+class HubFile(Candidate):
+    """A hub file: where its bytes are is asked of the hub when fetch gets to it (that needs the network)."""
+
+    def locate(self, hub: HubAccess) -> Location:
+        return resolve(self.source, hub.endpoint, hub.token)
+
+
+class HfKind(SourceKind):
+    name = "hf"
+
+    def describe(self, src: Source) -> str:
+        return f"hf://{src.repo_type}s/{src.repo_id}@{src.revision}/{src.path}"
+
+    def plan_label(self, src: Source, mirror: str | None, hf_endpoint: str | None) -> str:
+        return f"{self.describe(src)} via {hf_endpoint}" if hf_endpoint else self.describe(src)
+
+    def candidate(self, src: Source, name: str, root: "Root", *, download_path: Path,
+                  mirror: str | None) -> Candidate:
+        return HubFile(src, self.describe(src))
+
+
+KIND = HfKind()

@@ -1,0 +1,221 @@
+"""From a file's sources to a verified download, pinned: what `fetch` does for one file before placing it.
+
+1. A finished download already in the downloads folder (an earlier run, ``--keep-archives``, or a
+   file a person saved there for a ``manual`` source) is hashed and used if it checks out.
+2. Otherwise each source in manifest order (vlmdata.sources): a download whose size or hash does
+   not match (manifest sha256 / md5, the hub's LFS sha256, else the ``vlmdata.lock`` pin) is
+   deleted and downloaded once more, then the next source is tried; nothing mismatching is returned.
+3. A file published in parts: each part the same way, then joined and checked as a whole.
+4. The first verified download of a file without a published sha256 is pinned in vlmdata.lock.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from vlmdata.errors import OperationError
+from vlmdata.fetch.hashing import Digests, StreamHasher, hash_file
+from vlmdata.fetch.http import Fetched, HttpEngine, copy_local
+from vlmdata.fetch.progress import FileBar, Progress
+from vlmdata.manifest import FileSpec, Source
+from vlmdata.net.errors import Cancelled, SourceFailed
+from vlmdata.sources import Candidate, HubAccess, Location, Unavailable, candidates
+from vlmdata.sources.hf import redact
+from vlmdata.state import LockEntry, LockFile, Root
+from vlmdata.state.partial import discard_partial
+
+
+class Mismatch(Exception):
+    """The bytes downloaded are not the expected ones (size, sha256 or md5)."""
+
+
+@dataclass
+class Expected:
+    """What a download must match: the manifest's facts, else the vlmdata.lock pin."""
+
+    size: int | None
+    sha256: str | None
+    md5: str | None
+    pinned: bool  # sha256 comes from vlmdata.lock
+
+    def check(self, d: Digests, hub_sha: str | None = None, hub_size: int | None = None) -> list[str]:
+        """What does not match, one line each (empty: it matches)."""
+        bad = []
+        size = self.size if self.size is not None else hub_size
+        if size is not None and d.size != size:
+            bad.append(f"size: expected {size:,} bytes, got {d.size:,}")
+        sha = self.sha256 or hub_sha
+        if sha and d.sha256 != sha:
+            what = "sha256 (pinned in vlmdata.lock)" if self.pinned and self.sha256 else (
+                "sha256" if self.sha256 else "sha256 (the hub's LFS hash)")
+            bad.append(f"{what}: expected {sha}, got {d.sha256}")
+        if self.md5 and d.md5 != self.md5:
+            bad.append(f"md5: expected {self.md5}, got {d.md5}")
+        return bad
+
+
+@dataclass
+class Verified:
+    """A download that matched what was expected, and where it came from."""
+
+    path: Path
+    digests: Digests
+    source: str  # label of the source that delivered it (journal, summary)
+    revision: str | None  # the hub commit, for hf sources
+    transferred: int  # bytes received over the network
+    resumed_from: int  # bytes an earlier run had already downloaded
+    connections: int
+
+
+class VerifiedDownloader:
+    """Downloads files of a root from their sources and checks them; one per fetch run, thread-safe."""
+
+    def __init__(self, root: Root, engine: HttpEngine, progress: Progress, cancel: threading.Event, *,
+                 hub: HubAccess, mirror: str | None, verify_tries: int) -> None:
+        self.root = root
+        self.engine = engine
+        self.progress = progress
+        self.cancel = cancel
+        self.hub = hub
+        self.mirror = mirror
+        self.verify_tries = verify_tries
+        self.lock = LockFile(root.lock_path)
+
+    # ------------------------------------------------------------------ expectations
+    def expected(self, key: str, size: int | None, sha256: str | None, md5: str | None) -> Expected:
+        pin = self.lock.get(key) if sha256 is None else None
+        return Expected(size=size if size is not None else (pin.size if pin else None),
+                        sha256=sha256 or (pin.sha256 if pin else None), md5=md5, pinned=pin is not None)
+
+    def pin(self, key: str, expect: Expected, got: Verified) -> None:
+        """No sha256 in the manifest and none pinned yet: this verified download sets the pin."""
+        if expect.sha256 is None:
+            self.lock.pin(key, LockEntry(sha256=got.digests.sha256, size=got.digests.size, source=got.source,
+                                         revision=got.revision))
+
+    def check_cancel(self) -> None:
+        if self.cancel.is_set():
+            raise Cancelled()
+
+    # ------------------------------------------------------------------ one file
+    def file(self, spec: FileSpec) -> Verified:
+        """``spec`` downloaded (or found in the downloads folder), checked and pinned."""
+        dest = self.root.download_path(spec.dataset, spec.name)
+        expect = self.expected(spec.key, spec.size, spec.sha256, spec.md5)
+        if not spec.parts:
+            return self._from_sources(spec.key, spec.name, spec.sources, dest, expect)
+        if dest.exists():
+            got = self._reuse(spec.key, dest, expect)
+            if got is not None:
+                return got
+        pieces = []
+        for p in spec.parts:
+            key = f"{spec.dataset}:{p.name}"
+            pieces.append(self._from_sources(key, p.name, p.sources, self.root.download_path(spec.dataset, p.name),
+                                             self.expected(key, p.size, p.sha256, None)))
+        return self._join(spec, pieces, dest, expect)
+
+    def _join(self, spec: FileSpec, pieces: list[Verified], dest: Path, expect: Expected) -> Verified:
+        tmp = dest.with_name(dest.name + ".joining")
+        hasher = StreamHasher(md5=expect.md5 is not None)
+        try:
+            with open(tmp, "wb") as out:
+                for p in pieces:
+                    with open(p.path, "rb") as fh:
+                        while data := fh.read(4 << 20):
+                            self.check_cancel()
+                            out.write(data)
+                            hasher.feed(data)
+        except BaseException:
+            hasher.abandon()
+            tmp.unlink(missing_ok=True)  # the parts are still there: joining again is cheap
+            raise
+        d = hasher.finish()
+        bad = expect.check(d)
+        if bad:
+            tmp.unlink(missing_ok=True)
+            raise OperationError(f"{spec.key}: the joined parts do not match: {'; '.join(bad)}",
+                                 hint="delete the parts in the downloads folder and fetch again")
+        os.replace(tmp, dest)
+        for p in pieces:
+            p.path.unlink(missing_ok=True)
+        got = Verified(dest, d, " + ".join(sorted({p.source for p in pieces})), pieces[0].revision,
+                       sum(p.transferred for p in pieces), sum(p.resumed_from for p in pieces),
+                       max(p.connections for p in pieces))
+        self.pin(spec.key, expect, got)
+        return got
+
+    def _reuse(self, key: str, dest: Path, expect: Expected) -> Verified | None:
+        """A finished download already in the downloads folder: use it if it checks out."""
+        d = hash_file(dest, md5=expect.md5 is not None)
+        bad = expect.check(d)
+        if bad:
+            rejected = dest.with_name(dest.name + ".rejected")
+            os.replace(dest, rejected)
+            self.progress.message(f"{key}: {dest} does not match ({'; '.join(bad)}); moved aside to {rejected.name}")
+            return None
+        got = Verified(dest, d, f"{dest} (already downloaded)", None, 0, 0, 0)
+        self.pin(key, expect, got)
+        return got
+
+    def _from_sources(self, key: str, name: str, sources: tuple[Source, ...], dest: Path,
+                      expect: Expected) -> Verified:
+        if dest.exists():
+            got = self._reuse(key, dest, expect)
+            if got is not None:
+                return got
+        problems: list[str] = []
+        manual: list[str] = []
+        for cand in candidates(name, sources, self.root, download_path=dest, mirror=self.mirror):
+            if isinstance(cand, Unavailable):
+                (manual if cand.manual else problems).append(f"{cand.label}: {cand.reason}")
+                continue
+            for attempt in range(1, self.verify_tries + 1):
+                self.check_cancel()
+                try:
+                    got = self._download(cand, dest, expect, key)
+                except SourceFailed as e:
+                    problems.append(redact(str(e), self.hub.token))
+                    break
+                except Mismatch as e:
+                    problems.append(f"{cand.label}: {e}" + (" (downloaded twice)" if attempt > 1 else ""))
+                    continue
+                self.pin(key, expect, got)
+                return got
+        lines = "\n".join(f"  - {p}" for p in problems + manual)
+        mism = [p for p in problems if "expected" in p]
+        if mism:
+            raise OperationError(f"{key}: the downloaded bytes do not match what is expected; nothing was placed:\n{lines}",
+                                 hint="the server may serve a changed or corrupt file; if the publisher re-uploaded it "
+                                      "on purpose, remove its entry from vlmdata.lock (for a pinned hash)")
+        if manual and not problems:
+            raise OperationError(f"{key} cannot be downloaded automatically:\n{lines}")
+        raise OperationError(f"{key}: no source could deliver it:\n{lines}",
+                             hint="check the network or the mirror (--mirror / --hf-endpoint), then run the same command again; "
+                                  "finished bytes are kept")
+
+    def _download(self, cand: Candidate, dest: Path, expect: Expected, key: str) -> Verified:
+        loc = cand.locate(self.hub)
+        bar: FileBar | None = None
+        try:
+            size = expect.size if expect.size is not None else loc.size
+            bar = self.progress.file(key, loc.path.stat().st_size if loc.path is not None else size)
+            f = self._deliver(loc, dest, md5=expect.md5 is not None, size=size, bar=bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        bad = expect.check(f.digests, loc.sha256, loc.size)
+        if bad:
+            dest.unlink(missing_ok=True)
+            discard_partial(dest)
+            raise Mismatch("; ".join(bad))
+        return Verified(dest, f.digests, loc.label, loc.revision, f.transferred, f.resumed_from, f.connections)
+
+    def _deliver(self, loc: Location, dest: Path, *, md5: bool, size: int | None, bar: FileBar) -> Fetched:
+        """The bytes at ``loc`` into ``dest``: a copy from a local mirror, or the HTTP engine's download."""
+        if loc.path is not None:
+            return copy_local(loc.path, dest, md5=md5, progress=bar.update, cancel=self.cancel)
+        return self.engine.download(loc.url or "", dest, headers=loc.headers, size_hint=size, md5=md5,
+                                    progress=bar.update)

@@ -1,0 +1,14 @@
+"""How a try to get a file ends when it does not deliver it (besides the retryable net.retry.Transient)."""
+from __future__ import annotations
+
+
+class Cancelled(Exception):
+    """The user pressed Ctrl-C (or the run is stopping): a .part stays for the next run."""
+
+
+class SourceFailed(Exception):
+    """This location cannot deliver the file (404, 403, retries spent, ...): try the next source."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status

@@ -1,0 +1,87 @@
+"""Unfinished downloads in a root: ``NAME.part`` beside the final path and its ``NAME.part.state`` sidecar.
+
+The sidecar (JSON) remembers the server's validator (ETag / Last-Modified), the size and, for
+segmented downloads, which byte ranges are done: enough for the next run to resume, and for
+`plan` / `status` to tell how much is there without touching the network.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vlmdata.manifest import FileSpec
+    from vlmdata.state.root import Root
+
+STATE_SUFFIX = ".state"  # NAME.part.state
+
+
+@dataclass
+class PartState:
+    """The sidecar of a .part file."""
+
+    url: str = ""
+    size: int | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    done: list[list[int]] | None = None  # segmented mode: finished [start, end) ranges
+
+    @property
+    def validator(self) -> str | None:
+        return self.etag if self.etag and not self.etag.startswith("W/") else self.last_modified
+
+    @classmethod
+    def load(cls, path: Path) -> "PartState | None":
+        try:
+            d = json.loads(path.read_text("utf-8"))
+            return cls(url=d.get("url", ""), size=d.get("size"), etag=d.get("etag"),
+                       last_modified=d.get("last_modified"), done=d.get("done"))
+        except (OSError, ValueError, TypeError, AttributeError):
+            return None
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps({"url": self.url, "size": self.size, "etag": self.etag,
+                                   "last_modified": self.last_modified, "done": self.done}))
+        os.replace(tmp, path)
+
+
+def part_path(dest: Path) -> Path:
+    """Where the unfinished download of ``dest`` lies."""
+    return dest.with_name(dest.name + ".part")
+
+
+def state_path(part: Path) -> Path:
+    """The sidecar of the .part file ``part``."""
+    return part.with_name(part.name + STATE_SUFFIX)
+
+
+def discard_partial(dest: Path) -> None:
+    """Forget an unfinished download of ``dest``."""
+    part = part_path(dest)
+    for p in (part, state_path(part)):
+        p.unlink(missing_ok=True)
+
+
+def partial_progress(dest: Path) -> int:
+    """Bytes of ``dest`` already downloaded by an unfinished run (segmented runs count their ranges)."""
+    part = part_path(dest)
+    if not part.exists():
+        return 0
+    st = PartState.load(state_path(part))
+    if st is not None and st.done is not None:
+        return sum(b - a for a, b in st.done)
+    return part.stat().st_size
+
+
+def partial_bytes(root: "Root", spec: "FileSpec") -> int:
+    """Bytes of ``spec`` (all its parts) in the downloads folder: finished downloads and .part files."""
+    names = [p.name for p in spec.parts] or [spec.name]
+    total = 0
+    for n in names:
+        dl = root.download_path(spec.dataset, n)
+        total += dl.stat().st_size if dl.exists() else partial_progress(dl)
+    return total
