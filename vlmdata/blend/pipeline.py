@@ -11,6 +11,10 @@
    moved in as a shard, the others are rewritten batch by batch.
 
 `report` runs 1-3 without the conversation text and without writing a dataset.
+
+Why one file of ~580 lines: the steps hand each other Arrow tables and numpy masks over the same
+rows (keep, ids, fixes, image drops); split across modules they would pass a dozen arrays through
+every signature. Scanning, sampling, the image index and the writer are their own modules.
 """
 from __future__ import annotations
 
@@ -31,8 +35,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import vlmdata
-from vlmdata.blend import validate as v
-from vlmdata.blend import writer as w
+from vlmdata.blend import validate
+from vlmdata.blend.writer import DatasetWriter, abandon, begin, commit, write_json
 from vlmdata.contract import BASE_SCHEMA, BLEND_JSON, SCHEMA_VERSION, arrow_schema
 from vlmdata.blend.images_index import FolderIndex, inspect_images, split_paths
 from vlmdata.blend.recipe import Input, Resolved, sample_limit, sample_mask
@@ -180,13 +184,13 @@ def _fail_on_first_bad(scans: list[InputScan]) -> None:
 
 def _read_rows(scan: InputScan) -> pa.Table:
     """The good rows of one input, memory-mapped (only the columns used get paged in)."""
-    tables = [pa.ipc.open_stream(pa.memory_map(str(p.path))).read_all() for p in scan.parts]
+    tables = [pa.ipc.open_stream(pa.memory_map(str(p.path))).read_all() for p in scan.row_files]
     return pa.concat_tables(tables) if tables else BASE_SCHEMA.empty_table()
 
 
 def _sample(inp: Input, scan: InputScan, seed: int) -> Source:
     table = _read_rows(scan)
-    index = np.concatenate([p.index for p in scan.parts]) if scan.parts else np.zeros(0, np.int64)
+    index = np.concatenate([p.index for p in scan.row_files]) if scan.row_files else np.zeros(0, np.int64)
     mask = sample_mask(inp.entry.sample, scan.n_read, seed, inp.name)
     keep = np.ones(table.num_rows, dtype=bool) if mask is None else mask[index]
     src = Source(inp, scan, table, index, keep, sampled=scan.n_read if mask is None else int(mask.sum()))
@@ -236,8 +240,8 @@ def _check_images(resolved: Resolved, opts: Options, sources: list[Source]) -> A
                 if missing_set is None:
                     missing_set = set(missing_arr.to_pylist())
                 _bad_image_rows(src, rows, missing_set, set(corrupt_arr.to_pylist()), opts.missing)
-        fixes = np.concatenate([p.fixes for p in src.scan.parts])[src.keep] if src.scan.parts else np.zeros(0, np.int8)
-        src.fixes = {name: int(((fixes >> i) & 1).sum()) for i, name in enumerate(v.FIXES)}
+        fixes = np.concatenate([p.fixes for p in src.scan.row_files])[src.keep] if src.scan.row_files else np.zeros(0, np.int8)
+        src.fixes = {name: int(((fixes >> i) & 1).sum()) for i, name in enumerate(validate.FIXES)}
     examples = missing_arr.slice(0, EXAMPLES).to_pylist()  # the first ones, in record order
     if opts.missing == "fail" and len(bad_paths):
         n_rows = sum(s.bad_image_rows for s in sources)
@@ -275,7 +279,7 @@ def _bad_image_rows(src: Source, rows: np.ndarray, missing: set[str], corrupt: s
     cols = [src.table.column(c).take(take).to_pylist() for c in ("id", "images")]
     for rid, imgs, idx in zip(*cols, src.index[rows].tolist()):
         gone = [p for p in imgs if p in missing]
-        reason, first = (v.MISSING_IMAGE, gone[0]) if gone else (v.CORRUPT_IMAGE, next(p for p in imgs if p in corrupt))
+        reason, first = (validate.MISSING_IMAGE, gone[0]) if gone else (validate.CORRUPT_IMAGE, next(p for p in imgs if p in corrupt))
         src.dropped[reason] += 1
         src.image_drops.append({"index": idx, "id": rid, "reason": reason, "detail": first})
     src.keep[rows] = False
@@ -336,7 +340,7 @@ class BlendResult:
 
 def run_blend(resolved: Resolved, opts: Options, out: Path) -> BlendResult:
     out = Path(out).absolute()
-    tmp = w.begin(out)
+    tmp = begin(out)
     try:
         work = tmp / ".work"
         work.mkdir()
@@ -350,10 +354,10 @@ def run_blend(resolved: Resolved, opts: Options, out: Path) -> BlendResult:
             s.table = None  # type: ignore[assignment]  # unmap the row files before removing them
         cleanup([s.scan for s in analysis.sources])
         shutil.rmtree(work, ignore_errors=True)
-        w.commit(tmp, out, synced=tuple(shards))
+        commit(tmp, out, synced=tuple(shards))
         analysis.timings.update(ids=t1 - t0, write=t2 - t1, commit=time.perf_counter() - t2)
     except BaseException:
-        w.abandon(tmp)
+        abandon(tmp)
         raise
     dropped = out / "dropped.jsonl"
     return BlendResult(out, meta["totals"]["rows"], meta, dropped if dropped.exists() else None, analysis.timings)
@@ -361,7 +365,7 @@ def run_blend(resolved: Resolved, opts: Options, out: Path) -> BlendResult:
 
 def _write(an: Analysis, hashes: dict[str, dict[str, Any]], tmp: Path) -> tuple[dict[str, Any], list[str]]:
     opts = an.options
-    writer = w.DatasetWriter(tmp, arrow_schema(sizes=opts.image_sizes, embed=opts.embed_images))
+    writer = DatasetWriter(tmp, arrow_schema(sizes=opts.image_sizes, embed=opts.embed_images))
     with _bar(opts, total=sum(s.kept for s in an.sources), unit="row", desc="write") as bar:
         for s in an.sources:
             _write_source(s, writer, an, bar.update)
@@ -370,33 +374,33 @@ def _write(an: Analysis, hashes: dict[str, dict[str, Any]], tmp: Path) -> tuple[
     files = writer.close(fingerprint)
     dropped = _write_dropped(an, tmp / "dropped.jsonl")
     meta = _metadata(an, hashes, files, dropped)
-    w.write_json(tmp / BLEND_JSON, meta)
+    write_json(tmp / BLEND_JSON, meta)
     return meta, files
 
 
-def _write_source(s: Source, writer: w.DatasetWriter, an: Analysis, progress: Any) -> None:
+def _write_source(s: Source, writer: DatasetWriter, an: Analysis, progress: Any) -> None:
     """One shard per scanned range: the scan's file itself when every row stays as it is, else its
     kept rows rewritten batch by batch (read into memory one batch at a time, not mapped)."""
     opts = an.options
     extra = opts.image_sizes or opts.embed_images
     assert s.ids is not None
     row = out = 0
-    for part in s.scan.parts:
-        keep = s.keep[row:row + part.rows]
-        row += part.rows
+    for row_file in s.scan.row_files:
+        keep = s.keep[row:row + row_file.rows]
+        row += row_file.rows
         k = int(keep.sum())
         ids = s.ids.slice(out, k)
         renamed = s.renamed is not None and bool(s.renamed[out:out + k].any())
         out += k
         if k == 0:
             continue
-        if k == part.rows and not renamed and not extra:
-            writer.add_file(part.path, k)
+        if k == row_file.rows and not renamed and not extra:
+            writer.add_file(row_file.path, k)
             progress(k)
             continue
         writer.begin_shard()
         done = pos = 0
-        with pa.OSFile(str(part.path)) as f:
+        with pa.OSFile(str(row_file.path)) as f:
             for b in pa.ipc.open_stream(f):
                 m = keep[pos:pos + b.num_rows]
                 pos += b.num_rows

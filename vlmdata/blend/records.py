@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from vlmdata.blend import validate as v
+from vlmdata.blend import validate
 from vlmdata.contract import BASE_SCHEMA, CONVERSATIONS_TYPE, IMAGE_TOKEN, IMAGES_TYPE, TURN_TYPE
 
 _TOKEN_PREFIX = IMAGE_TOKEN + "\n"
 # the roles of a well-formed conversation of each length: human, gpt, human, gpt, ...
-_FIX_LEADING = 1 << v.FIXES.index(v.FIX_LEADING_TURN)
-_FIX_TOKEN = 1 << v.FIXES.index(v.FIX_TOKEN_ADDED)
+_FIX_LEADING = 1 << validate.FIXES.index(validate.FIX_LEADING_TURN)
+_FIX_TOKEN = 1 << validate.FIXES.index(validate.FIX_TOKEN_ADDED)
 _ROLES = {n: ["human", "gpt"] * (n // 2) for n in range(2, 202, 2)}
 
 
@@ -97,9 +97,9 @@ class Normaliser:
         unusual goes through ``_turns``, which finds the exact problem.
         """
         if type(rec) is not dict:
-            raise v.Bad(v.NOT_OBJECT, f"a JSON {type(rec).__name__}, not an object")
+            raise validate.Bad(validate.NOT_OBJECT, f"a JSON {type(rec).__name__}, not an object")
         if "video" in rec:
-            raise v.Bad(v.VIDEO, "the record has a 'video' key (video samples are not supported)")
+            raise validate.Bad(validate.VIDEO, "the record has a 'video' key (video samples are not supported)")
         rid = rec.get("id")
         if type(rid) is not str or not rid:
             rid = self._id(rec, index)
@@ -121,7 +121,7 @@ class Normaliser:
         tokens = human.count(IMAGE_TOKEN)
 
         image = rec.get("image")
-        images = [self.prefix + v.clean_image_path(image)] if type(image) is str else self._images(rec)
+        images = [self.prefix + validate.clean_image_path(image)] if type(image) is str else self._images(rec)
         n = len(images)
         fixes = _FIX_LEADING if leading else 0
         if tokens != n:
@@ -130,9 +130,9 @@ class Normaliser:
                 chars += len(_TOKEN_PREFIX)
                 fixes |= _FIX_TOKEN
             elif n == 0:
-                raise v.Bad(v.TOKEN_TEXT_ONLY, f"{tokens} {IMAGE_TOKEN} token(s) but no image")
+                raise validate.Bad(validate.TOKEN_TEXT_ONLY, f"{tokens} {IMAGE_TOKEN} token(s) but no image")
             else:
-                raise v.Bad(v.TOKEN_MISMATCH, f"{tokens} {IMAGE_TOKEN} token(s) for {n} image(s)")
+                raise validate.Bad(validate.TOKEN_MISMATCH, f"{tokens} {IMAGE_TOKEN} token(s) for {n} image(s)")
         out.ids.append(rid)
         out.img_flat.extend(images)
         out.img_offsets.append(len(out.img_flat))
@@ -148,36 +148,36 @@ class Normaliser:
     def _turns(self, conv: Any) -> tuple[list[str], str, bool]:
         """The slow path: (values, human text, leading turn removed), or Bad with the exact problem."""
         if type(conv) is not list or not conv:
-            raise v.Bad(v.NO_CONVERSATIONS, "'conversations' is missing, not a list, or empty")
+            raise validate.Bad(validate.NO_CONVERSATIONS, "'conversations' is missing, not a list, or empty")
         leading = False
         if type(conv[0]) is dict and conv[0].get("from") != "human":
             conv = conv[1:]  # LLaVA: "if roles[source[0]['from']] != conv.roles[0]: source = source[1:]"
             leading = True
             if not conv:
-                raise v.Bad(v.NO_CONVERSATIONS, "the only turn is not from human")
+                raise validate.Bad(validate.NO_CONVERSATIONS, "the only turn is not from human")
         values: list[str] = []
         human_values: list[str] = []
         for k, turn in enumerate(conv):
             expected = "gpt" if k % 2 else "human"
             if type(turn) is not dict:
-                raise v.Bad(v.BAD_TURN, f"turn {k} is a JSON {type(turn).__name__}, not an object")
+                raise validate.Bad(validate.BAD_TURN, f"turn {k} is a JSON {type(turn).__name__}, not an object")
             role, value = turn.get("from"), turn.get("value")
             if role != expected:
                 if role not in ("human", "gpt"):
-                    raise v.Bad(v.UNKNOWN_ROLE if type(role) is str else v.BAD_TURN,
+                    raise validate.Bad(validate.UNKNOWN_ROLE if type(role) is str else validate.BAD_TURN,
                                 f"turn {k}: 'from' is {role!r} (expected 'human' or 'gpt')")
-                raise v.Bad(v.NOT_ALTERNATING, f"turn {k} is from {role!r}, expected {expected!r}")
+                raise validate.Bad(validate.NOT_ALTERNATING, f"turn {k} is from {role!r}, expected {expected!r}")
             if type(value) is not str:
-                raise v.Bad(v.BAD_TURN, f"turn {k}: 'value' is {type(value).__name__}, not a string")
+                raise validate.Bad(validate.BAD_TURN, f"turn {k}: 'value' is {type(value).__name__}, not a string")
             if not value or value.isspace():
-                raise v.Bad(v.EMPTY_VALUE, f"turn {k} ({role}) has an empty value")
+                raise validate.Bad(validate.EMPTY_VALUE, f"turn {k} ({role}) has an empty value")
             if expected == "gpt" and IMAGE_TOKEN in value:
-                raise v.Bad(v.TOKEN_IN_GPT, f"turn {k} (gpt) contains {IMAGE_TOKEN}")
+                raise validate.Bad(validate.TOKEN_IN_GPT, f"turn {k} (gpt) contains {IMAGE_TOKEN}")
             values.append(value)
             if expected == "human":
                 human_values.append(value)
         if len(values) % 2:
-            raise v.Bad(v.ENDS_WITH_HUMAN, f"{len(values)} turns: the last one is from human and has no answer")
+            raise validate.Bad(validate.ENDS_WITH_HUMAN, f"{len(values)} turns: the last one is from human and has no answer")
         return values, "\n".join(human_values), leading
 
     def _id(self, rec: dict, index: int) -> str:
@@ -193,7 +193,7 @@ class Normaliser:
             return f"{self.source}:{index}"
         if t is float:
             return str(int(rid)) if rid.is_integer() else repr(rid)
-        raise v.Bad(v.BAD_ID, f"id is a JSON {type(rid).__name__} ({rid!r:.40})")
+        raise validate.Bad(validate.BAD_ID, f"id is a JSON {type(rid).__name__} ({rid!r:.40})")
 
     def _images(self, rec: dict) -> list[str]:
         image = rec.get("image")
@@ -205,10 +205,10 @@ class Normaliser:
             paths = image
             for p in paths:
                 if type(p) is not str:
-                    raise v.Bad(v.BAD_IMAGE_FIELD, f"image list holds a JSON {type(p).__name__}")
+                    raise validate.Bad(validate.BAD_IMAGE_FIELD, f"image list holds a JSON {type(p).__name__}")
         else:
-            raise v.Bad(v.BAD_IMAGE_FIELD, f"image is a JSON {type(image).__name__}")
-        clean = v.clean_image_path
+            raise validate.Bad(validate.BAD_IMAGE_FIELD, f"image is a JSON {type(image).__name__}")
+        clean = validate.clean_image_path
         if self.prefix:  # the prefix is a clean relative path (checked by the recipe schema)
             return [self.prefix + clean(p) for p in paths]
         return [clean(p) for p in paths]

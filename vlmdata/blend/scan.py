@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow as pa
 
-from vlmdata.blend import validate as v
+from vlmdata.blend import validate
 from vlmdata.contract import BASE_SCHEMA
 from vlmdata.blend.records import Normaliser, RowBuffer
 from vlmdata.errors import OperationError, UserError
@@ -43,7 +43,7 @@ class BadRecord:
 
 
 @dataclass
-class Part:
+class RowFile:
     """The good rows of one range: an Arrow IPC stream file, and per row its index in the input
     and the fixes applied to it (bit i: validate.FIXES[i])."""
 
@@ -60,7 +60,7 @@ class Part:
 class RangeResult:
     """What one process found in one byte range of one input."""
 
-    part: Part | None  # None: no good rows
+    rows: RowFile | None  # None: no good rows
     n_read: int
     newlines: int
     bad: list[BadRecord]
@@ -73,7 +73,7 @@ class InputScan:
     name: str
     path: Path
     n_read: int = 0
-    parts: list[Part] = field(default_factory=list)  # in input order; indexes are input-wide
+    row_files: list[RowFile] = field(default_factory=list)  # in input order; indexes are input-wide
     bad: list[BadRecord] = field(default_factory=list)
     ranges: int = 1  # how many ranges it was read in
 
@@ -125,7 +125,7 @@ def scan_range(task: Task) -> RangeResult:
             n_read = index + 1
             try:
                 norm.add(rec, index, buf)
-            except v.Bad as e:
+            except validate.Bad as e:
                 rid = rec.get("id", rec.get("idx")) if type(rec) is dict else None
                 bad.append(BadRecord(index, reader.line(), None if rid is None else str(rid), e.reason, e.detail))
                 if task.stop_on_bad:
@@ -146,10 +146,10 @@ def scan_range(task: Task) -> RangeResult:
         if enabled:
             gc.enable()
     _report(reader.bytes_read() - reported)
-    part = None
+    rows = None
     if writer is not None:
-        part = Part(task.out, np.concatenate(indexes), np.concatenate(fixes))
-    return RangeResult(part, n_read, reader.newlines, bad)
+        rows = RowFile(task.out, np.concatenate(indexes), np.concatenate(fixes))
+    return RangeResult(rows, n_read, reader.newlines, bad)
 
 
 def _flush(buf: RowBuffer, writer: Any, task: Task, index: list[np.ndarray], fixes: list[np.ndarray]) -> Any:
@@ -261,9 +261,9 @@ def _collect(t: Task, results: list[tuple[Task, RangeResult]]) -> InputScan:
     line_base = 0
     for r, res in results:
         base = scan.n_read
-        if res.part is not None:
-            res.part.index += base
-            scan.parts.append(res.part)
+        if res.rows is not None:
+            res.rows.index += base
+            scan.row_files.append(res.rows)
         for b in res.bad:
             b.index += base
             if b.line is not None:
@@ -276,7 +276,7 @@ def _collect(t: Task, results: list[tuple[Task, RangeResult]]) -> InputScan:
 
 def cleanup(scans: list[InputScan]) -> None:
     for s in scans:
-        for p in s.parts:
+        for p in s.row_files:
             try:
                 os.unlink(p.path)
             except FileNotFoundError:

@@ -17,6 +17,10 @@ Downloads are not fsynced (neither is what placement unpacks; only folders are):
 survives a killed process, and the sha256 of every byte is checked before anything is placed, so
 the worst a power cut can do is make a resumed download fail that check and start over. Forcing
 each byte to disk as it arrives would make a fetch as slow as the disk's synchronous writes.
+
+Why one file of ~470 lines: one class, the engine; its single- and several-connection paths share
+the .part sidecar, the validators, the status handling and the retry loop (the byte-range
+bookkeeping is in segments.py, the sidecar in vlmdata.state.partial).
 """
 from __future__ import annotations
 

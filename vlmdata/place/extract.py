@@ -9,6 +9,10 @@ read each member with ``os.pread`` (no shared file position), inflate it with zl
 with plain ``os.write`` (both release the GIL). CRC and size are checked for every member; the
 folder, not each file, is fsynced. Tars (plain or compressed) are read in stream mode, so the same
 code serves a file on disk and an HTTP response body that is never stored whole.
+
+Why one file of ~550 lines: it has one job (safe extraction), and the zip reader, the tar reader
+and the final move share the member mapping, the bomb guard and the link checks; the
+hostile-archive tests patch its internals (CHUNK, SMALL_MEMBER, _extract_member) in one place.
 """
 from __future__ import annotations
 
