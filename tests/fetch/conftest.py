@@ -9,7 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fetch_helpers import HubServer, LoopbackServer, Manifests  # noqa: E402
 
-from vlmdata.demo import build_demo_mirror  # noqa: E402
+from demo.build_mirror import build_demo_mirror  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import tarfile
 import time
 import zipfile
 
-from vlmdata.demo import build_demo_mirror
+from demo.build_mirror import build_demo_mirror
 from vlmdata.manifest import load_catalog
 
 
@@ -66,3 +66,30 @@ def test_jsons_are_consistent_with_the_images(demo):
     assert set(demo.missing_images) <= {r.get("image") for r in mix}
     pre = json.loads(demo.file("llava_pretrain:blip_laion_cc_sbu_558k.json").path.read_text())
     assert all(len(r["conversations"]) == 2 and r["conversations"][0]["value"].endswith("<image>") for r in pre)
+
+
+def test_demo_manifests_are_the_shipped_ones_with_the_demo_files(demo):
+    """Derived, not restated: only the fields the demo's small files change differ from the catalog."""
+    from dataclasses import replace
+
+    cat, shipped = load_catalog([demo.manifests]), load_catalog()
+    changed = dict(size=None, size_approx=None, sha256=None, md5=None, optional=False, sources=())
+    for name in ("coco", "gqa", "ocr_vqa", "textvqa", "vg", "llava_pretrain", "llava_instruct", "sam"):
+        assert cat.dataset(name).origin.parent == demo.manifests / "datasets"
+        for spec in cat.dataset(name).files:
+            real = shipped.dataset(name).file(spec.name)
+            assert real is not None, spec.key
+            same = {"count": None, "unpacked_size": None}
+            assert replace(spec, place=replace(spec.place, **same), **changed) == \
+                replace(real, place=replace(real.place, **same), **changed), spec.key
+            http = [s for s in real.sources if s.kind in ("http", "hf")]
+            if http:  # served from the mirror under the shipped origin
+                assert [s.kind for s in spec.sources] == ["http"]
+            else:  # links file, URL list, manual: the shipped sources, after a demo stand-in at most
+                assert spec.sources[-len(real.sources):] == real.sources
+    for name in ("llava", "llava-pretrain-case"):
+        lay, real = cat.layout(name), shipped.layout(name)
+        assert [(e.path, e.store, e.dataset, e.kind) for e in lay.entries] == \
+               [(e.path, e.store, e.dataset, e.kind) for e in real.entries]
+        assert all(e.optional for e in lay.entries if e.dataset == "mmmu")
+        assert all(e.count == demo.counts[e.store] for e in lay.entries if e.kind == "dir" and e.store in demo.counts)

@@ -18,10 +18,12 @@ HTTP server over it serves every demo download under the real URL paths:
   whose URLs point at ``ecx.images-amazon.com/images/I/…``, served by the same mirror: JPEGs,
   a GIF, a PNG, GIF bytes behind a ``.jpg`` URL, one dead URL (absent) and one corrupt image.
 
-``out/manifests/`` overrides the shipped datasets coco, gqa, ocr_vqa, textvqa, vg, sam,
-llava_pretrain and llava_instruct by name (same file names and ``place.to``, the demo files'
-real sizes and sha256) and the layouts ``llava`` and ``llava-pretrain-case`` with the demo's
-counts, so this works with no network at all::
+Every origin URL is read from the shipped manifests (demo/manifests.py: a file's first http
+source, or its hub file's resolve URL), and ``out/manifests/`` is derived from the shipped
+manifests too: the datasets coco, gqa, ocr_vqa, textvqa, vg, sam, llava_pretrain and
+llava_instruct overridden by name (the shipped files and placements, the demo files' sizes and
+sha256) and the layouts ``llava`` and ``llava-pretrain-case`` with the demo's counts. Nothing is
+restated by hand, so the demo cannot drift from the catalog. This works with no network at all::
 
     vlmdata --manifests out/manifests --mirror out/mirror --root out/data \\
         fetch coco gqa ocr_vqa textvqa vg llava_instruct llava_pretrain --layout llava
@@ -46,22 +48,15 @@ from pathlib import Path
 
 from PIL import Image
 
+from demo.manifests import demo_file, origin_url, write_manifests
+from vlmdata.manifest import Catalog, load_catalog
+from vlmdata.net.urls import rewrite
+
 DATE = (2023, 10, 6, 12, 0, 0)
 MTIME = 1696593600
 
-ORIGIN = {
-    "coco": "http://images.cocodataset.org/zips/train2017.zip",
-    "gqa": "https://downloads.cs.stanford.edu/nlp/data/gqa/images.zip",
-    "vg1": "https://cs.stanford.edu/people/rak248/VG_100K_2/images.zip",
-    "vg2": "https://cs.stanford.edu/people/rak248/VG_100K_2/images2.zip",
-    "textvqa": "https://dl.fbaipublicfiles.com/textvqa/images/train_val_images.zip",
-    "pretrain_images": "https://huggingface.co/datasets/liuhaotian/LLaVA-Pretrain/resolve/main/images.zip",
-    "pretrain_json": "https://huggingface.co/datasets/liuhaotian/LLaVA-Pretrain/resolve/main/blip_laion_cc_sbu_558k.json",
-    "mix665k": "https://huggingface.co/datasets/liuhaotian/LLaVA-Instruct-150K/resolve/main/llava_v1_5_mix665k.json",
-    "ocr_json": "https://ocr-vqa.github.io/demo/dataset.json",
-}
-AMAZON = "http://ecx.images-amazon.com/images/I/"
-SAM_CDN = "https://scontent.xx.fbcdn.net/m1/v/t6/"
+AMAZON = "http://ecx.images-amazon.com/images/I/"  # where the demo's OCR-VQA list points (served by the mirror)
+SAM_CDN = "https://scontent.xx.fbcdn.net/m1/v/t6/"  # where the demo's SA-1B links file points
 
 
 @dataclass
@@ -148,8 +143,6 @@ def _tar(path: Path, members: dict[str, bytes]) -> None:
 
 
 def _mirror_path(mirror: Path, url: str) -> Path:
-    from vlmdata.net.urls import rewrite
-
     return Path(rewrite(url, str(mirror)))
 
 
@@ -183,40 +176,49 @@ def build_demo_mirror(out: Path, *, n_per_set: int = 12, seed: int = 0) -> DemoM
     mirror, manifests = out / "mirror", out / "manifests"
     demo = DemoMirror(out, mirror, manifests)
     rng = random.Random(seed)
+    shipped = load_catalog()  # the shipped manifests only: the demo's own would shadow them
     images: dict[str, list[str]] = {}  # store folder -> file names
+    placed: dict[str, int] = {}  # dataset:file -> files it places
 
-    def add(key: str, origin: str, writer, members) -> None:
-        p = _mirror_path(mirror, origin)
+    def origin(key: str) -> str:
+        url = origin_url(_shipped_file(shipped, key))
+        assert url is not None, f"the shipped {key} has no URL the demo can serve"
+        return url
+
+    def add(key: str, writer, members: dict[str, bytes], url: str | None = None) -> None:
+        url = url or origin(key)
+        p = _mirror_path(mirror, url)
         writer(p, members)
-        _add_existing(demo, key, origin, p)
+        _add_existing(demo, key, url, p)
+        placed[key] = sum(name.endswith(".jpg") for name in members)
 
     def jpegs(names: list[str]) -> dict[str, bytes]:
         return {name: _image(rng) for name in names}
 
     # COCO
     coco = [f"{i:012d}.jpg" for i in sorted(rng.sample(range(9, 581_929), n))]
-    add("coco:train2017.zip", ORIGIN["coco"], _zip, {f"train2017/{x}": b for x, b in jpegs(coco).items()})
+    add("coco:train2017.zip", _zip, {f"train2017/{x}": b for x, b in jpegs(coco).items()})
     images["coco/train2017"] = coco
     # GQA: numeric and n-prefixed ids
     gqa = [f"{i}.jpg" for i in sorted(rng.sample(range(1, 2_417_997), n - n // 3))]
     gqa += [f"n{i}.jpg" for i in sorted(rng.sample(range(1, 581_923), n // 3))]
-    add("gqa:images.zip", ORIGIN["gqa"], lambda p, m: _zip(p, m, deflate=True),
+    add("gqa:images.zip", lambda p, m: _zip(p, m, deflate=True),
         {f"images/{x}": b for x, b in jpegs(gqa).items()})
     images["gqa/images"] = gqa
     # Visual Genome: both zips under the VG_100K_2 URL path; inner folders VG_100K and VG_100K_2
     vg1 = [f"{i}.jpg" for i in sorted(rng.sample(range(1, 2_416_000), n))]
     vg2 = [f"{i}.jpg" for i in sorted(rng.sample(range(2_416_001, 2_417_999), n))]
-    add("vg:images.zip", ORIGIN["vg1"], _zip, {f"VG_100K/{x}": b for x, b in jpegs(vg1).items()})
-    add("vg:images2.zip", ORIGIN["vg2"], _zip, {f"VG_100K_2/{x}": b for x, b in jpegs(vg2).items()})
+    add("vg:images.zip", _zip, {f"VG_100K/{x}": b for x, b in jpegs(vg1).items()})
+    add("vg:images2.zip", _zip, {f"VG_100K_2/{x}": b for x, b in jpegs(vg2).items()})
     images["vg/VG_100K"], images["vg/VG_100K_2"] = vg1, vg2
     # TextVQA
     tv = [f"{rng.getrandbits(64):016x}.jpg" for _ in range(n)]
-    add("textvqa:train_val_images.zip", ORIGIN["textvqa"], _zip, {f"train_images/{x}": b for x, b in jpegs(tv).items()})
+    add("textvqa:train_val_images.zip", _zip, {f"train_images/{x}": b for x, b in jpegs(tv).items()})
     images["textvqa/train_images"] = tv
     # LLaVA-Pretrain: no top folder, <5-digit shard>/<9-digit id>.jpg
     pre_ids = sorted(rng.sample(range(0, 660_000_000), n))
     pre = [f"{i // 10_000:05d}/{i:09d}.jpg" for i in pre_ids]
-    add("llava_pretrain:images.zip", ORIGIN["pretrain_images"], _zip, jpegs(pre))
+    add("llava_pretrain:images.zip", _zip, jpegs(pre))
     images["LLaVA-Pretrain/images"] = pre
     # SA-1B-like tars: sa_<id>.jpg + sa_<id>.json, two tars placing into one folder
     sam_names: list[str] = []
@@ -231,7 +233,7 @@ def build_demo_mirror(out: Path, *, n_per_set: int = 12, seed: int = 0) -> DemoM
             sam_names.append(f"sa_{i}.jpg")
         token = hashlib.sha1(f"sa_{t:06d}".encode()).hexdigest()
         url = f"{SAM_CDN}{token}.tar"
-        add(f"sam:sa_{t:06d}.tar", url, _tar, members)
+        add(f"sam:sa_{t:06d}.tar", _tar, members, url=url)  # not in the manifest: its links file says
         links.append(f"sa_{t:06d}.tar\t{url}?ccb=10-5&oh=00_demo{token[:8]}&oe=65AB1234&_nc_sid=0fdd51")
     images["sam/images"] = sam_names
     demo.sam_links = out / "sa1b_links.txt"
@@ -266,10 +268,10 @@ def build_demo_mirror(out: Path, *, n_per_set: int = 12, seed: int = 0) -> DemoM
             target.write_bytes(_image(rng, "PNG" if kind == "png" else "GIF"))
         else:
             target.write_bytes(_image(rng))
-    ocr_json = _mirror_path(mirror, ORIGIN["ocr_json"])
+    ocr_json = _mirror_path(mirror, origin("ocr_vqa:dataset.json"))
     ocr_json.parent.mkdir(parents=True, exist_ok=True)
     ocr_json.write_text(json.dumps(index, indent=1))
-    _add_existing(demo, "ocr_vqa:dataset.json", ORIGIN["ocr_json"], ocr_json)
+    _add_existing(demo, "ocr_vqa:dataset.json", origin("ocr_vqa:dataset.json"), ocr_json)
     ocr_saved = [f"{i}.jpg" for i in ocr_ids if i not in demo.ocr_dead and i not in demo.ocr_corrupt]
     images["ocr_vqa/images"] = ocr_saved
 
@@ -293,10 +295,10 @@ def build_demo_mirror(out: Path, *, n_per_set: int = 12, seed: int = 0) -> DemoM
         if j == 0:
             rec["model"] = ""
         out_recs.append(rec)
-    mix = _mirror_path(mirror, ORIGIN["mix665k"])
+    mix = _mirror_path(mirror, origin("llava_instruct:llava_v1_5_mix665k.json"))
     mix.parent.mkdir(parents=True, exist_ok=True)
     mix.write_text(json.dumps(out_recs, indent=1, ensure_ascii=False))
-    _add_existing(demo, "llava_instruct:llava_v1_5_mix665k.json", ORIGIN["mix665k"], mix)
+    _add_existing(demo, "llava_instruct:llava_v1_5_mix665k.json", origin("llava_instruct:llava_v1_5_mix665k.json"), mix)
 
     # blip_laion_cc_sbu_558k-shaped pretrain JSON
     prompts = ["Give a brief description of the image.", "Describe the image concisely.",
@@ -304,140 +306,28 @@ def build_demo_mirror(out: Path, *, n_per_set: int = 12, seed: int = 0) -> DemoM
     pre_recs = [{"id": f"{i:09d}", "image": name, "conversations": [
         {"from": "human", "value": rng.choice(prompts) + "\n<image>"},
         {"from": "gpt", "value": _text(rng, 4, 14)}]} for i, name in zip(pre_ids, pre)]
-    pj = _mirror_path(mirror, ORIGIN["pretrain_json"])
+    pj = _mirror_path(mirror, origin("llava_pretrain:blip_laion_cc_sbu_558k.json"))
     pj.write_text(json.dumps(pre_recs, indent=1))
-    _add_existing(demo, "llava_pretrain:blip_laion_cc_sbu_558k.json", ORIGIN["pretrain_json"], pj)
+    _add_existing(demo, "llava_pretrain:blip_laion_cc_sbu_558k.json", origin("llava_pretrain:blip_laion_cc_sbu_558k.json"), pj)
 
     demo.counts = {k: len(v) for k, v in images.items()}
-    _write_manifests(demo)
+    placed["ocr_vqa:images-from-urls"] = demo.counts["ocr_vqa/images"]
+    specs = {key: demo_file(_shipped_file(shipped, key), size=f.size, sha256=f.sha256, md5=f.md5, count=placed.get(key))
+             for key, f in demo.files.items()}
+    specs["ocr_vqa:images-from-urls"] = demo_file(_shipped_file(shipped, "ocr_vqa:images-from-urls"), size=None,
+                                                  sha256=None, md5=None, count=placed["ocr_vqa:images-from-urls"])
+    write_manifests(manifests, shipped, specs, demo.counts)
     return demo
+
+
+def _shipped_file(shipped: Catalog, key: str):
+    ds, name = key.split(":", 1)
+    spec = shipped.dataset(ds).file(name)
+    assert spec is not None, f"the shipped manifest {ds} has no file {name}"
+    return spec
 
 
 def _add_existing(demo: DemoMirror, key: str, url: str, path: Path) -> None:
     """Record a file written into the mirror: where it lies, its origin URL, size and hashes."""
     data = path.read_bytes()
     demo.files[key] = DemoFile(key, url, path, len(data), hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest())
-
-
-# ---------------------------------------------------------------- manifests
-
-
-def _q(s: str) -> str:
-    return json.dumps(s, ensure_ascii=False)
-
-
-def _file_toml(f: DemoFile, name: str, place: str, *, md5: bool = False, sources: list[str] | None = None,
-               description: str = "") -> str:
-    srcs = sources if sources is not None else [f'{{ kind = "http", url = {_q(f.url)} }}']
-    lines = ["[[files]]", f"name = {_q(name)}", f"size = {f.size}", f"sha256 = {_q(f.sha256)}"]
-    if md5:
-        lines.append(f"md5 = {_q(f.md5)}")
-    if description:
-        lines.append(f"description = {_q(description)}")
-    lines.append("sources = [\n    " + ",\n    ".join(srcs) + ",\n]")
-    lines.append(f"place = {place}")
-    return "\n".join(lines) + "\n"
-
-
-def _dataset_toml(name: str, title: str, files: list[str]) -> str:
-    head = (f"# Demo manifest written by vlmdata.demo.mirror: it overrides the shipped {name!r} with the\n"
-            f"# demo mirror's small files (real sizes and sha256 of the demo files, same names and targets).\n"
-            f"name = {_q(name)}\ntitle = {_q(title + ' (demo)')}\nlicense = \"demo data generated by vlmdata; no licence restrictions\"\n"
-            f"description = \"Small generated stand-in for the real dataset, shaped like it, for offline demos and tests.\"\n")
-    return head + "\n" + "\n".join(files)
-
-
-def _write_manifests(demo: DemoMirror) -> None:
-    ds_dir, lay_dir = demo.manifests / "datasets", demo.manifests / "layouts"
-    ds_dir.mkdir(parents=True, exist_ok=True)
-    lay_dir.mkdir(parents=True, exist_ok=True)
-    f, c = demo.files, demo.counts
-    docs = {
-        "coco": _dataset_toml("coco", "COCO 2017 images", [_file_toml(
-            f["coco:train2017.zip"], "train2017.zip", md5=True,
-            place=f'{{ kind = "extract", inner = "train2017", to = "coco/train2017", count = {c["coco/train2017"]} }}')]),
-        "gqa": _dataset_toml("gqa", "GQA images", [_file_toml(
-            f["gqa:images.zip"], "images.zip",
-            place=f'{{ kind = "extract", inner = "images", to = "gqa/images", count = {c["gqa/images"]} }}')]),
-        "vg": _dataset_toml("vg", "Visual Genome images", [
-            _file_toml(f["vg:images.zip"], "images.zip",
-                       place=f'{{ kind = "extract", inner = "VG_100K", to = "vg/VG_100K", count = {c["vg/VG_100K"]} }}'),
-            _file_toml(f["vg:images2.zip"], "images2.zip",
-                       place=f'{{ kind = "extract", inner = "VG_100K_2", to = "vg/VG_100K_2", count = {c["vg/VG_100K_2"]} }}')]),
-        "textvqa": _dataset_toml("textvqa", "TextVQA train/val images", [_file_toml(
-            f["textvqa:train_val_images.zip"], "train_val_images.zip",
-            place=f'{{ kind = "extract", inner = "train_images", to = "textvqa/train_images", count = {c["textvqa/train_images"]} }}')]),
-        "llava_pretrain": _dataset_toml("llava_pretrain", "LLaVA-Pretrain (LCS-558K)", [
-            _file_toml(f["llava_pretrain:blip_laion_cc_sbu_558k.json"], "blip_laion_cc_sbu_558k.json",
-                       place='{ kind = "file", to = "LLaVA-Pretrain/blip_laion_cc_sbu_558k.json" }'),
-            _file_toml(f["llava_pretrain:images.zip"], "images.zip",
-                       place=f'{{ kind = "extract", inner = "", to = "LLaVA-Pretrain/images", count = {c["LLaVA-Pretrain/images"]} }}')]),
-        "llava_instruct": _dataset_toml("llava_instruct", "LLaVA-1.5 mix665k JSON", [_file_toml(
-            f["llava_instruct:llava_v1_5_mix665k.json"], "llava_v1_5_mix665k.json",
-            place='{ kind = "file", to = "LLaVA-Instruct-150K/llava_v1_5_mix665k.json" }')]),
-        "ocr_vqa": _dataset_toml("ocr_vqa", "OCR-VQA book-cover images", [
-            _file_toml(f["ocr_vqa:dataset.json"], "dataset.json", description="the OCR-VQA index (demo: served by the mirror)",
-                       place='{ kind = "file", to = "ocr_vqa/dataset.json" }'),
-            "[[files]]\nname = \"images-from-urls\"\nsize = \"unknown\"\nsha256 = \"unknown\"\n"
-            "description = \"Per-image downloads from the URLs in dataset.json, saved as <id>.jpg\"\n"
-            "sources = [\n    { kind = \"urllist\", path = \"ocr_vqa/dataset.json\", list_format = \"json-dict\", url_key = \"imageURL\" },\n]\n"
-            f"place = {{ kind = \"images\", to = \"ocr_vqa/images\", ext = \"jpg\", count = {c['ocr_vqa/images']} }}\n"]),
-        "sam": _dataset_toml("sam", "SA-1B images (two demo tars)", [
-            _file_toml(f[f"sam:sa_{t:06d}.tar"], f"sa_{t:06d}.tar", sources=[
-                '{ kind = "linkfile", path = "sam/sa1b_links.txt", name_column = "file_name", url_column = "cdn_link" }',
-                '{ kind = "manual", url = "https://ai.meta.com/datasets/segment-anything-downloads/", note = '
-                '"accept the SA-1B licence, download the links file and save it as sam/sa1b_links.txt under the data root '
-                '(demo: copy sa1b_links.txt from the demo folder)" }'],
-                place=f'{{ kind = "extract", inner = "unknown", format = "tar", include = ["*.jpg"], to = "sam/images", '
-                      f'count = {c["sam/images"] // 2} }}') for t in range(2)]),
-    }
-    for name, text in docs.items():
-        (ds_dir / f"{name}.toml").write_text(text, encoding="utf-8")
-    (lay_dir / "llava.toml").write_text(_layout_llava(c), encoding="utf-8")
-    (lay_dir / "llava-pretrain-case.toml").write_text(_layout_pretrain_case(c), encoding="utf-8")
-
-
-def _entry(path: str, dataset: str | None, *, store: str | None = None, kind: str = "dir", count: int | None = None,
-           optional: bool = False) -> str:
-    lines = ["[[entries]]", f"path = {_q(path)}"]
-    if store:
-        lines.append(f"store = {_q(store)}")
-    if dataset:
-        lines.append(f"dataset = {_q(dataset)}")
-    if kind != "dir":
-        lines.append(f"kind = {_q(kind)}")
-    if count is not None:
-        lines.append(f"count = {count}")
-    if optional:
-        lines.append("optional = true")
-    return "\n".join(lines) + "\n"
-
-
-_FOLDERS = [("coco/train2017", "coco"), ("gqa/images", "gqa"), ("ocr_vqa/images", "ocr_vqa"),
-            ("textvqa/train_images", "textvqa"), ("vg/VG_100K", "vg"), ("vg/VG_100K_2", "vg")]
-
-
-def _layout_llava(c: dict[str, int]) -> str:
-    head = ('# Demo layout (vlmdata.demo.mirror): the shipped "llava" layout with the demo\'s file counts.\n'
-            'name = "llava"\ntitle = "LLaVA-1.5 playground/data (demo counts)"\nimage_folder = "."\n\n')
-    entries = [_entry("llava_v1_5_mix665k.json", "llava_instruct", store="LLaVA-Instruct-150K/llava_v1_5_mix665k.json", kind="file")]
-    entries += [_entry(p, d, count=c[p]) for p, d in _FOLDERS]
-    entries += [_entry("LLaVA-Pretrain/images", "llava_pretrain", count=c["LLaVA-Pretrain/images"], optional=True),
-                _entry("LLaVA-Pretrain/blip_laion_cc_sbu_558k.json", "llava_pretrain", kind="file", optional=True)]
-    return head + "\n".join(entries)
-
-
-def _layout_pretrain_case(c: dict[str, int]) -> str:
-    head = ('# Demo layout (vlmdata.demo.mirror): the shipped "llava-pretrain-case" layout with the demo\'s counts.\n'
-            '# The demo has no MMMU files, so the MMMU entries are optional here.\n'
-            'name = "llava-pretrain-case"\ntitle = "data_dir for the LLaVA pretrain/finetune case (demo counts)"\n'
-            'image_folder = "LLaVA-Finetune/data"\n\n')
-    entries = [_entry("LLaVA-Pretrain/images", "llava_pretrain", count=c["LLaVA-Pretrain/images"]),
-               _entry("LLaVA-Pretrain/blip_laion_cc_sbu_558k.json", "llava_pretrain", kind="file"),
-               _entry("LLaVA-Finetune/data/llava_v1_5_mix665k.json", "llava_instruct",
-                      store="LLaVA-Instruct-150K/llava_v1_5_mix665k.json", kind="file")]
-    entries += [_entry(f"LLaVA-Finetune/data/{p}", d, store=p, count=c[p]) for p, d in _FOLDERS]
-    entries += [_entry("MMMU/data/dev-00000-of-00001.parquet", "mmmu", kind="file", optional=True),
-                _entry("MMMU/data/validation-00000-of-00001.parquet", "mmmu", kind="file", optional=True),
-                _entry("Output", None, kind="mkdir")]
-    return head + "\n".join(entries)
