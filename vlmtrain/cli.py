@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from vlmdata.cli.entry import run_app
+from vlmdata.errors import run_app
 
 app = typer.Typer(
     name="vlmtrain",

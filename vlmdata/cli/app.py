@@ -14,7 +14,7 @@ from vlmdata.cli import (
     verify_cmd,
 )
 from vlmdata.cli.common import global_callback
-from vlmdata.cli.entry import run_app
+from vlmdata.errors import run_app
 
 app = typer.Typer(
     name="vlmdata",
