@@ -1,6 +1,8 @@
 # The whole set-up on a fresh machine is `make demo` (install + the main job, offline on the
-# bundled demo mirror) and `make test`. torch is pinned on the install line: on these machines
-# `torch==2.13.0` is a CPU wheel on local disk, anything looser may pull a multi-GB CUDA build.
+# bundled demo mirror) and `make test`. Both need the data toolchain and the trainer: the
+# [train] extra (torch, transformers, deepspeed, ...) on top of `pip install .`, which is the
+# data CLI alone. torch is pinned on the install line: on these machines `torch==2.13.0` is a CPU
+# wheel on local disk, anything looser may pull a multi-GB CUDA build.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -10,7 +12,7 @@ STAMP  := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet torch==2.13.0 -e '.[dev]'
+	$(VENV)/bin/pip install --quiet torch==2.13.0 -e '.[train,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

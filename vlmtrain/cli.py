@@ -1,6 +1,7 @@
 """The `vlmtrain` command: `run` a stage from a YAML config, `plot` a run's curves."""
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import sys
@@ -9,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from vlmdata.errors import run_app
+from vlmdata.errors import UserError, run_app
 
 app = typer.Typer(
     name="vlmtrain",
@@ -44,6 +45,7 @@ def run(
       vlmtrain run configs/llava-1.5-7b-pretrain.yaml --dry-run
       vlmtrain run configs/llava-1.5-7b-finetune.yaml --set learning_rate=1e-5 --resume
     """
+    _require_training_stack()
     from vlmtrain.config import load_config
 
     cfg = load_config(config, set_ or [])
@@ -68,6 +70,18 @@ def run(
                    f"Continue with: vlmtrain run {config} --resume", err=True)
         raise typer.Exit(143)
     typer.echo(f"done: {result.global_step} steps; outputs in {result.output_dir}", err=True)
+
+
+TRAINING_STACK = ("torch", "transformers", "accelerate", "peft", "sentencepiece", "yaml")  # the [train] extra
+
+
+def _require_training_stack() -> None:
+    """`pip install vlmdata` is the data half alone: say how to get the trainer instead of an ImportError."""
+    missing = [m for m in TRAINING_STACK if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"`vlmtrain run` needs the training stack; not installed: {', '.join(missing)}",
+                        hint="pip install 'vlmdata[train]' (put the torch build your machine needs on the same "
+                             "command line, e.g. torch==2.13.0)")
 
 
 @app.command("make-tiny-data")

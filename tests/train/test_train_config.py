@@ -136,3 +136,13 @@ def test_unknown_schema_version_exits_2_before_any_model(tmp_path, vlmtrain, mon
     r = vlmtrain("run", write_config(tmp_path / "c.yaml", tiny_config(data, tmp_path / "out")))
     assert r.code == 2, r.err
     assert words in r.err and "blend.json" in r.err and "Traceback" not in r.err
+
+
+def test_run_without_the_training_extra_says_how_to_install_it(tmp_path, vlmtrain, monkeypatch):
+    """`pip install vlmdata` is the data half alone: `vlmtrain run` then names the [train] extra, exit 2."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "peft" else real(name, *a))
+    r = vlmtrain("run", _cfg(tmp_path))
+    assert r.code == 2 and "not installed: peft" in r.err and "vlmdata[train]" in r.err and "Traceback" not in r.err
