@@ -11,6 +11,10 @@ Every problem a user can fix is a :class:`ConfigError` (exit code 2) that names 
 file: unknown keys (with a did-you-mean), wrong types, values out of range, stage settings that
 contradict each other, a dataset folder that is not there. All of it is checked before a tokenizer
 or a model is touched.
+
+Why one file of ~450 lines: the keys (one dataclass with every type and default), their aliases
+and the checks that read several keys at once belong together; split up, a key's type and its
+check would live in different files.
 """
 from __future__ import annotations
 
