@@ -166,3 +166,14 @@ def test_long_files_say_why():
             if "why" not in doc.lower():
                 quiet.append(f"{path.relative_to(REPO)}: {len(lines)} lines, no reason in its docstring")
     assert quiet == []
+
+
+def test_architecture_doc_matches_the_tree():
+    """docs/architecture.md names every folder and top-level module of vlmdata, and nothing that is gone."""
+    import re
+
+    doc = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`(vlmdata/[a-z_]+(?:/|\.py))`", doc))
+    tree = {f"vlmdata/{p.name}/" if p.is_dir() else f"vlmdata/{p.name}" for p in (REPO / "vlmdata").iterdir()
+            if (p.is_dir() and (p / "__init__.py").is_file()) or (p.suffix == ".py" and p.name != "__init__.py")}
+    assert sorted(tree - named) == [] and sorted(named - tree) == []
