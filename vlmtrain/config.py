@@ -49,7 +49,7 @@ class FreezeSpec:
 @dataclass
 class TrainConfig:
     # --- stage -------------------------------------------------------------------------------
-    stage: int = 2                                  # 1: feature alignment (projector only); 2: instruction tuning
+    stage: int = 2                                  # 1: feature alignment (projector only); 2: instruction tuning; 3: MoE-tuning
     freeze: FreezeSpec = field(default_factory=FreezeSpec)
     tune_mm_mlp_adapter: Optional[bool] = None      # LLaVA's stage-1 flag; implied by stage 1
 
@@ -79,6 +79,23 @@ class TrainConfig:
     lora_dropout: float = 0.05
     lora_bias: str = "none"
     lora_target_modules: Optional[list] = None      # default: every Linear of the LLM except lm_head
+
+    # --- MoE-tuning (stage 3; MoE-LLaVA's flag names) -------------------------------------------
+    moe_enable: Optional[bool] = None               # implied by stage 3
+    num_experts: Union[int, list] = 4               # per MoE layer (MoE-LLaVA takes a one-element list too)
+    top_k_experts: int = 2                          # 1 or 2
+    capacity_factor: float = 1.0                    # training capacity factor (MoE-LLaVA's scripts pass 1.5)
+    eval_capacity_factor: float = 2.0
+    min_capacity: int = 0                           # MoE-LLaVA's scripts never pass it: 0
+    moe_mode: Union[str, list] = "second_half"      # sparse | dense | first_half | second_half, or a list of layer indices
+    moe_layers_idx: Optional[list] = None           # MoE-LLaVA's explicit layer list (overrides moe_mode)
+    use_residual: bool = False                      # Residual-MoE
+    router_aux_loss_coef: float = 0.01
+    train_modules: Optional[list] = None            # parameter-name substrings that train (fc1 fc2 wg for phi)
+    ep_size: int = 1                                # expert parallelism: only 1 (every rank holds every expert)
+    moe_second_expert_sampling: bool = True         # DeepSpeed's top2_2nd_expert_sampling (Gumbel noise), seeded
+    moe_random_token_selection: bool = True         # DeepSpeed's use_rts (top-1)
+    moe_drop_tokens: bool = True                    # drop routes past the capacity (DeepSpeed's default)
 
     # --- data --------------------------------------------------------------------------------
     dataset_dir: Optional[str] = None               # a `vlmdata blend` output folder
@@ -132,8 +149,11 @@ class TrainConfig:
     # ----------------------------------------------------------------------------------------
     def frozen(self) -> dict[str, bool]:
         """The freeze spec with the stage's defaults filled in."""
+        # Stage 3: the LLM's trainable parameters are chosen by `train_modules` (vlmtrain.model.moe);
+        # the projector trains, as MoE-LLaVA's initialize_vision_modules turns it back on.
         defaults = {1: {"vision": True, "projector": False, "llm": True},
-                    2: {"vision": True, "projector": False, "llm": False}}[self.stage]
+                    2: {"vision": True, "projector": False, "llm": False},
+                    3: {"vision": True, "projector": False, "llm": False}}[self.stage]
         spec = dataclasses.asdict(self.freeze)
         if self.lora_enable:
             defaults["llm"] = True  # the base weights stay frozen; the adapters train
@@ -377,10 +397,10 @@ def validate(cfg: TrainConfig, where: str = "config") -> None:
     if m.group(2) is not None and int(m.group(2)) < 1:
         fail("`mm_projector_type` mlpNx_gelu needs N >= 1")
 
-    if cfg.stage not in (1, 2):
-        hint = "stage 3 (MoE-tuning) is not built yet" if cfg.stage == 3 else None
-        fail(f"`stage` is {cfg.stage}; vlmtrain runs stage 1 (projector) and stage 2 (projector + LLM)", hint)
+    if cfg.stage not in (1, 2, 3):
+        fail(f"`stage` is {cfg.stage}; vlmtrain runs stage 1 (projector), 2 (projector + LLM) and 3 (MoE-tuning)")
     explicit = dataclasses.asdict(cfg.freeze)
+    _validate_moe(cfg, fail)
     if cfg.stage == 1:
         if cfg.tune_mm_mlp_adapter is False:
             fail("stage 1 trains the projector (`tune_mm_mlp_adapter: true`); `tune_mm_mlp_adapter: false` contradicts it",
@@ -397,7 +417,7 @@ def validate(cfg: TrainConfig, where: str = "config") -> None:
                  "remove it, or set `stage: 2`")
     else:
         if cfg.tune_mm_mlp_adapter:
-            fail("`tune_mm_mlp_adapter: true` is the stage-1 flag (projector only), but `stage` is 2",
+            fail(f"`tune_mm_mlp_adapter: true` is the stage-1 flag (projector only), but `stage` is {cfg.stage}",
                  "set `stage: 1`, or drop `tune_mm_mlp_adapter`")
         if explicit["llm"] is True and not cfg.lora_enable:
             fail("stage 2 trains the LLM, but `freeze.llm` is true", "set `stage: 1` to train the projector only, or `lora_enable: true`")
@@ -431,6 +451,59 @@ def validate(cfg: TrainConfig, where: str = "config") -> None:
         fail("a hostfile needs the deepspeed launcher (it starts the other nodes over ssh)", "set `launcher: deepspeed`")
 
 
+MOE_KEYS = ("num_experts", "top_k_experts", "capacity_factor", "eval_capacity_factor", "min_capacity", "moe_mode",
+            "moe_layers_idx", "use_residual", "router_aux_loss_coef", "train_modules", "ep_size",
+            "moe_second_expert_sampling", "moe_random_token_selection", "moe_drop_tokens")
+
+
+def _validate_moe(cfg: TrainConfig, fail) -> None:
+    """Stage 3's keys: each a clear error before any weight is loaded."""
+    if cfg.stage != 3:
+        if cfg.moe_enable:
+            fail(f"`moe_enable: true` is stage 3 (MoE-tuning), but `stage` is {cfg.stage}", "set `stage: 3`")
+        return
+    if cfg.moe_enable is False:
+        fail("stage 3 is MoE-tuning; `moe_enable: false` contradicts it", "drop `moe_enable`, or set `stage: 2`")
+    experts = cfg.num_experts
+    if isinstance(experts, list):
+        if not experts or len(set(experts)) != 1 or not all(isinstance(e, int) for e in experts):
+            fail(f"`num_experts` is {experts}; give one number (every MoE layer gets the same count)")
+        experts = experts[0]
+    if experts < 2:
+        fail(f"`num_experts` must be at least 2, got {experts}")
+    if cfg.top_k_experts not in (1, 2):
+        fail(f"`top_k_experts` is {cfg.top_k_experts}; MoE-LLaVA's gating is top-1 or top-2")
+    if cfg.top_k_experts > experts:
+        fail(f"`top_k_experts` ({cfg.top_k_experts}) is more than `num_experts` ({experts})")
+    for key in ("capacity_factor", "eval_capacity_factor"):
+        if getattr(cfg, key) <= 0:
+            fail(f"`{key}` must be positive, got {getattr(cfg, key)}")
+    if cfg.min_capacity < 0:
+        fail(f"`min_capacity` must be >= 0, got {cfg.min_capacity}")
+    if cfg.router_aux_loss_coef < 0:
+        fail(f"`router_aux_loss_coef` must be >= 0, got {cfg.router_aux_loss_coef}")
+    mode = cfg.moe_layers_idx if cfg.moe_layers_idx is not None else cfg.moe_mode
+    if isinstance(mode, list):
+        if not mode or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in mode):
+            fail(f"`moe_layers_idx` / `moe_mode` layer list {mode} must hold layer indices >= 0")
+    elif mode not in ("sparse", "dense", "first_half", "second_half"):
+        fail(f"`moe_mode` is {mode!r}; choose sparse, dense, first_half, second_half or a list of layer indices")
+    if cfg.ep_size != 1:
+        fail(f"`ep_size` is {cfg.ep_size}; vlmtrain's MoE layer keeps every expert on every rank (ep_size 1, "
+             "what MoE-LLaVA's scripts use)")
+    if cfg.train_modules is not None and not all(isinstance(m, str) and m for m in cfg.train_modules):
+        fail(f"`train_modules` must be a list of parameter-name substrings, got {cfg.train_modules}")
+    if cfg.lora_enable:
+        fail("`lora_enable` with stage 3 is not supported; MoE-tuning trains the experts' FFN weights themselves")
+    if cfg.pretrain_mm_mlp_adapter:
+        fail("stage 3 starts from a whole stage-2 model (`model_name_or_path`), not a projector file",
+             "remove `pretrain_mm_mlp_adapter`")
+    if cfg.random_init and not cfg.text_config:
+        fail("stage 3 with `random_init` needs `text_config` (benchmarks only: a real run starts from stage 2)")
+    if not cfg.random_init and not cfg.model_name_or_path:
+        fail("stage 3 needs the stage-2 model: set `model_name_or_path` to the stage-2 run's output_dir")
+
+
 def check_inputs(cfg: TrainConfig, *, resume: bool = False) -> None:
     """Checks that touch the disk for a real run (not for --dry-run): dataset, adapter file."""
     where = cfg._source or "config"
@@ -448,6 +521,30 @@ def check_inputs(cfg: TrainConfig, *, resume: bool = False) -> None:
     read_blend_meta(d)  # a blend.json of a schema_version this reader does not know: ContractError, exit 2
     if cfg.image_root and not Path(cfg.image_root).is_dir():
         raise ConfigError(f"`image_root` {cfg.image_root} is not a folder", where=where)
+    if cfg.stage == 3 and not cfg.random_init:
+        _check_stage2_model(cfg, where)
     if cfg.pretrain_mm_mlp_adapter and not Path(cfg.pretrain_mm_mlp_adapter).is_file():
         raise ConfigError(f"`pretrain_mm_mlp_adapter` {cfg.pretrain_mm_mlp_adapter} is not a file", where=where,
                           hint="it is the stage-1 run's output_dir/mm_projector.bin")
+
+
+def _check_stage2_model(cfg: TrainConfig, where: str) -> None:
+    """Stage 3 starts from a whole stage-2 model: a folder with a Llava config.json (or a Hub id)."""
+    import json
+
+    name = cfg.model_name_or_path
+    p = Path(os.path.expanduser(name))
+    hub_like = re.fullmatch(r"[\w.-]+/[\w.-]+", name) is not None and not Path(name.split("/")[0]).is_dir()
+    if not p.exists() and hub_like:
+        return  # a Hub id (a published stage-2 model): its config is checked when it is read
+    if not (p / "config.json").is_file():
+        raise ConfigError(f"stage 3 needs the stage-2 model, but {p} has no config.json", where=where,
+                          hint="run stage 2 first (its output_dir is the stage-3 `model_name_or_path`), "
+                               "or chain them: vlmtrain run STAGE1.yaml STAGE2.yaml STAGE3.yaml")
+    try:
+        model_type = json.loads((p / "config.json").read_text()).get("model_type")
+    except ValueError:
+        model_type = None
+    if model_type != "llava":
+        raise ConfigError(f"stage 3 needs a whole stage-2 LLaVA model, but {p}/config.json is a {model_type!r} model",
+                          where=where, hint="point `model_name_or_path` at the stage-2 run's output_dir")

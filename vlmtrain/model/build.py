@@ -41,6 +41,8 @@ class VlmLlavaForConditionalGeneration(LlavaForConditionalGeneration):
     - ``mm_projector_type`` (an extra field of the plain ``LlavaConfig``): ``mlp2x_gelu`` keeps the
       stock projector, so such checkpoints load in stock ``LlavaForConditionalGeneration`` too;
       ``linear`` / ``mlpNx_gelu`` / ``identity`` use LLaVA's Sequential layout.
+    - ``moe`` (an extra field, written by stage 3): the listed decoder layers' FFNs are sparse MoE
+      blocks (vlmtrain.model.moe); their load-balancing loss is added by the trainer.
     - With ``labels``, the LM head runs only on the positions that have a label, in chunks (see
       :func:`vlmtrain.model.loss.supervised_lm_loss`): the same loss as the stock forward, without
       a [batch x length x vocab] logits tensor. That tensor is 3.3 GB for 16 x 1024 tokens and a 100k
@@ -51,6 +53,10 @@ class VlmLlavaForConditionalGeneration(LlavaForConditionalGeneration):
         super().__init__(config)
         if getattr(config, "mm_projector_type", "mlp2x_gelu") != "mlp2x_gelu":
             self.model.multi_modal_projector = make_projector(config)
+        if getattr(config, "moe", None):  # a stage-3 model: rebuild its MoE layers before the weights load
+            from vlmtrain.model.moe import MoeSpec, convert_to_moe
+
+            convert_to_moe(self, MoeSpec.from_config(config.moe), check=False)
 
     def forward(self, input_ids=None, pixel_values=None, attention_mask=None, labels=None,
                 num_items_in_batch=None, **kwargs):

@@ -98,6 +98,11 @@ def dry_run(cfg: TrainConfig, *, as_json: bool = False) -> dict[str, Any]:
 
     built = build_model(cfg, meta=True, dtype=torch.bfloat16 if cfg.bf16 else torch.float32)
     apply_freeze(built.model, cfg.frozen())
+    moe = None
+    if cfg.stage == 3:
+        from vlmtrain.train.stage3 import prepare_moe
+
+        moe = prepare_moe(built.model, cfg, meta=True)
     counts = param_counts(built.model)
     world = cfg.num_gpus * cfg.num_nodes
     info = {
@@ -109,6 +114,12 @@ def dry_run(cfg: TrainConfig, *, as_json: bool = False) -> dict[str, Any]:
         "global_batch": cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * world,
         "world_size": world, "deepspeed": cfg.deepspeed,
     }
+    if moe is not None:
+        s = moe.settings
+        info["moe"] = {"layers": moe.layers, "num_experts": s.num_experts, "top_k": s.top_k,
+                       "capacity_factor": s.capacity_factor, "eval_capacity_factor": s.eval_capacity_factor,
+                       "min_capacity": s.min_capacity, "use_residual": s.use_residual,
+                       "router_aux_loss_coef": moe.router_aux_loss_coef, "train_modules": moe.train_modules}
     from vlmtrain.train.launch import launch_command, launcher_for
 
     if world > 1 or cfg.hostfile:
@@ -126,6 +137,12 @@ def dry_run(cfg: TrainConfig, *, as_json: bool = False) -> dict[str, Any]:
         print(f"{name:10s} {total:>10s} {trainable:>10s}")
     print(f"global batch {info['global_batch']} = {cfg.per_device_train_batch_size} per device x "
           f"{cfg.gradient_accumulation_steps} accumulation x {world} GPU(s); deepspeed: {cfg.deepspeed or 'no'}")
+    if moe is not None:
+        m = info["moe"]
+        print(f"MoE: {m['num_experts']} experts, top-{m['top_k']}, in {len(m['layers'])} of "
+              f"{built.model.config.text_config.num_hidden_layers} layers {m['layers']}; capacity factor "
+              f"{m['capacity_factor']} (eval {m['eval_capacity_factor']}); aux loss x{m['router_aux_loss_coef']}; "
+              f"trains {' '.join(m['train_modules'])} (+ routers, projector)")
     if "launch" in info:
         print("launch: " + info["launch"])
     return info
@@ -212,6 +229,10 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
     from vlmtrain.train.trainer import MM_PROJECTOR, SigtermCheckpoint, VlmTrainer
 
     check_inputs(cfg)
+    if cfg.stage == 3:  # the MoE keys against the model's shape, before a weight is read
+        from vlmtrain.train.stage3 import check_against_model
+
+        check_against_model(cfg)
     out = Path(cfg.output_dir)
     where = cfg._source or "config"
     last = get_last_checkpoint(str(out)) if out.is_dir() else None
@@ -246,6 +267,10 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
             if frozen[name]:
                 for m in modules:
                     m.to(torch.bfloat16)
+    if cfg.stage == 3:
+        from vlmtrain.train.stage3 import prepare_moe
+
+        prepare_moe(model, cfg)
     if cfg.lora_enable:
         model = add_lora(model, cfg)
     if cfg.gradient_checkpointing:

@@ -59,6 +59,7 @@ class VlmTrainer(Trainer):
         self._window = {"tokens": 0.0, "samples": 0.0, "flops": 0.0}
         self._window_start: float | None = None
         self._peak = peak_flops(device_name())
+        self._moe: MoeWindow | None = None
 
     # -- data ---------------------------------------------------------------------------------
     def _get_train_sampler(self, train_dataset=None) -> Sampler:
@@ -89,7 +90,31 @@ class VlmTrainer(Trainer):
         self._window["samples"] += len(lens)
         supervised = int((inputs["labels"][:, 1:] != -100).sum())
         self._window["flops"] += self.flop_model.step_flops(lens, n_images, supervised)
-        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        out = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        if self.vlm_cfg.stage != 3:
+            return out
+        loss, outputs = out if return_outputs else (out, None)
+        loss = loss + self._moe_loss(model, num_items_in_batch)
+        return (loss, outputs) if return_outputs else loss
+
+    # -- MoE (stage 3) ------------------------------------------------------------------------
+    def _moe_loss(self, model, num_items_in_batch) -> torch.Tensor:
+        """router_aux_loss_coef x the layers' load-balancing losses, scaled like the LM loss.
+
+        MoE-LLaVA adds the aux loss to each micro-batch's loss, which is then divided by the
+        accumulation steps. The LM loss here is already normalised over the whole accumulated batch
+        (num_items_in_batch) and the Trainer will not divide it again, so the aux term is divided here.
+        """
+        from vlmtrain.model.moe import moe_blocks
+
+        blocks = moe_blocks(self.accelerator.unwrap_model(model))
+        if self._moe is None:
+            self._moe = MoeWindow([i for i, _ in blocks], blocks[0][1].settings.num_experts if blocks else 0)
+        aux = torch.stack([b.last.aux_loss for _, b in blocks]).sum()
+        self._moe.add(blocks)
+        scaled_for_ga = self.model_accepts_loss_kwargs and num_items_in_batch is not None
+        steps = self.current_gradient_accumulation_steps if scaled_for_ga else 1
+        return self.vlm_cfg.router_aux_loss_coef * aux / steps
 
     # -- logging ------------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -110,6 +135,8 @@ class VlmTrainer(Trainer):
                 logs["mfu"] = round(m, 4)
             self._window = {"tokens": 0.0, "samples": 0.0, "flops": 0.0}
             self._window_start = time.perf_counter()
+        if "loss" in logs and self._moe is not None:
+            logs.update(self._moe.flush(self.args))
         super().log(logs, start_time)
         if self.args.should_save:
             row = {"step": self.state.global_step, **logs}
@@ -163,6 +190,58 @@ class VlmTrainer(Trainer):
             target.load_state_dict(renamed, strict=False)
             return
         return super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+
+class MoeWindow:
+    """Per-layer aux loss and expert load over a logging window (summed on device, read at log time).
+
+    Logged as flat scalars, so tensorboard and metrics.jsonl take them as they are:
+    ``moe/aux_loss`` (sum over layers, mean over forwards), ``moe/L{i}/aux``, ``moe/L{i}/load_e{j}``
+    (share of layer i's routes that chose expert j, before the capacity cut) and ``moe/L{i}/dropped``
+    (share of layer i's routes dropped for capacity), ``moe/dropped`` over all layers.
+    """
+
+    def __init__(self, layers: list[int], num_experts: int) -> None:
+        self.layers, self.num_experts = layers, num_experts
+        self._reset()
+
+    def _reset(self) -> None:
+        self.aux: torch.Tensor | float = 0.0        # [layers], on the device: no host sync per step
+        self.counts: torch.Tensor | float = 0.0     # [layers, experts]
+        self.routes = [0] * len(self.layers)
+        self.kept = [0] * len(self.layers)
+        self.forwards = 0
+
+    def add(self, blocks) -> None:
+        stats = [b.last for _, b in blocks]
+        self.aux = self.aux + torch.stack([s.aux_loss.detach().double() for s in stats])
+        self.counts = self.counts + torch.stack([s.exp_counts.double() for s in stats])
+        self.routes = [a + s.routes for a, s in zip(self.routes, stats)]
+        self.kept = [a + s.kept for a, s in zip(self.kept, stats)]
+        self.forwards += 1
+
+    def flush(self, args) -> dict[str, float]:
+        n, e = len(self.layers), self.num_experts
+        aux = self.aux if torch.is_tensor(self.aux) else torch.zeros(n, dtype=torch.float64)
+        counts = self.counts if torch.is_tensor(self.counts) else torch.zeros(n, e, dtype=torch.float64)
+        packed = torch.cat([aux.cpu(), counts.cpu().flatten(), torch.tensor(self.routes + self.kept + [self.forwards],
+                                                                            dtype=torch.float64)])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            packed = packed.to(args.device)
+            torch.distributed.all_reduce(packed)
+            packed = packed.cpu()
+        aux, counts = packed[:n], packed[n:n + n * e].view(n, e)
+        routes, kept, forwards = packed[n + n * e:2 * n + n * e], packed[2 * n + n * e:3 * n + n * e], max(float(packed[-1]), 1.0)
+        out = {"moe/aux_loss": round(float(aux.sum()) / forwards, 6),
+               "moe/dropped": round(float(1 - kept.sum() / routes.sum().clamp(min=1)), 6)}
+        for row, layer in enumerate(self.layers):
+            out[f"moe/L{layer}/aux"] = round(float(aux[row]) / forwards, 6)
+            total = float(counts[row].sum()) or 1.0
+            for j in range(e):
+                out[f"moe/L{layer}/load_e{j}"] = round(float(counts[row, j]) / total, 4)
+            out[f"moe/L{layer}/dropped"] = round(float(1 - kept[row] / max(float(routes[row]), 1.0)), 6)
+        self._reset()
+        return out
 
 
 _LEGACY = [("model.language_model.model.", "model.language_model."), ("language_model.model.", "model.language_model."),
