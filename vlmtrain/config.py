@@ -31,6 +31,7 @@ from typing import Any, Optional, Union
 import yaml
 
 from vlmdata.errors import UserError
+from vlmtrain.data.templates import ALIASES as TEMPLATE_ALIASES, TEMPLATES
 
 
 class ConfigError(UserError):
@@ -100,7 +101,7 @@ class TrainConfig:
     # --- data --------------------------------------------------------------------------------
     dataset_dir: Optional[str] = None               # a `vlmdata blend` output folder
     image_root: Optional[str] = None                # overrides blend.json's image root
-    version: str = "vicuna_v1"                      # template: plain | vicuna_v1 (alias v1) | chat_template
+    version: str = "vicuna_v1"                      # template: plain | vicuna_v1 (alias v1) | chat_template | phi | qwen | stablelm
     image_aspect_ratio: str = "pad"                 # pad | square
     group_by_modality_length: bool = False
     model_max_length: int = 2048                    # counts the image tokens
@@ -161,7 +162,7 @@ class TrainConfig:
 
     @property
     def template(self) -> str:
-        return {"v1": "vicuna_v1"}.get(self.version, self.version)
+        return TEMPLATE_ALIASES.get(self.version, self.version)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -179,7 +180,7 @@ ALIASES = {
 
 _CHOICES = {
     "mm_vision_select_feature": ("patch", "cls_patch"),
-    "version": ("plain", "vicuna_v1", "v1", "chat_template"),
+    "version": TEMPLATES + tuple(TEMPLATE_ALIASES),
     "image_aspect_ratio": ("pad", "square"),
     "bad_samples": ("fail", "skip"),
     "attn_implementation": ("auto", "sdpa", "eager", "flash_attention_2"),

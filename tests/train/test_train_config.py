@@ -43,7 +43,7 @@ def test_missing_dataset_exits_2_before_any_model(tmp_path, vlmtrain, monkeypatc
     ({"stage": 1, "lora_enable": True}, "stage-2 option"),
     ({"stage": 2, "tune_mm_mlp_adapter": True}, "stage-1 flag"),
     ({"stage": 2, "freeze": {"llm": True}}, "stage 2 trains the LLM"),
-    ({"stage": 3}, "stage 3"),
+    ({"stage": 4}, "3 (MoE-tuning)"),
     ({"mm_projector_type": "mlp2x_relu"}, "mm_projector_type"),
     ({"version": "vicuna"}, "choose one of"),
     ({"freeze": {"vison": True}}, "did you mean `freeze.vision`"),

@@ -57,7 +57,7 @@ class ImageTokens:
 class DataArgs:
     dataset_dir: str                  # a vlmdata blend output: datasets.load_from_disk(dir) + dir/blend.json
     image_root: str | None = None     # overrides blend.json's image root
-    template: str = "vicuna_v1"       # "plain" (stage 1) | "vicuna_v1" | "chat_template" (the tokenizer's)
+    template: str = "vicuna_v1"       # a name in vlmtrain.data.templates.TEMPLATES: plain (stage 1), vicuna_v1, phi, qwen, stablelm, chat_template
     model_max_length: int = 2048      # counts image tokens
     image_aspect_ratio: str = "pad"   # "pad" (expand2square on the processor mean colour) | "square" (processor's resize/crop)
     bad_samples: str = "fail"         # "fail" | "skip": bad image or unencodable sample
@@ -96,10 +96,10 @@ def build_train_data(args: DataArgs, tokenizer: Any, image_processor: Any, image
     args.validate()
     ds, blend, root = open_blend(args.dataset_dir, args.image_root)
     encoder = Encoder(tokenizer, args.template, image_tokens, args.model_max_length, system=args.system_prompt)
-    lengths, failures, truncated, cache, hit = cached_lengths(
+    lengths, failures, truncated, reference_masked, cache, hit = cached_lengths(
         args.dataset_dir, ds, blend, encoder, num_proc=args.num_proc, cache_dir=args.cache_dir)
     report = DataReport(rows=len(ds), truncated=int(truncated), mask_failures=list(failures),
-                        lengths_cache=str(cache), lengths_cache_hit=hit)
+                        reference_masked=list(reference_masked), lengths_cache=str(cache), lengths_cache_hit=hit)
     if failures and args.bad_samples == "fail":
         shown = "; ".join(f"{f['id']!r} (row {f['row']}): {f['reason']}" + (f" ({f['detail']})" if f.get("detail") else "")
                           for f in failures[:5])

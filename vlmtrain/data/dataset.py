@@ -46,6 +46,7 @@ class DataReport:
     mask_failures: list[dict] = field(default_factory=list)   # {row, id, reason}: cannot be encoded right
     bad_images: list[dict] = field(default_factory=list)      # {id, path, reason}: seen in this process at train time
     skipped: list[dict] = field(default_factory=list)         # {id, reason, path}: dropped by the collator (record_batch)
+    reference_masked: list[str] = field(default_factory=list)  # ids the reference repo would train with no loss (trained here)
     lengths_cache: str | None = None
     lengths_cache_hit: bool = False
 
@@ -59,6 +60,7 @@ class DataReport:
             "mask_failures": len(self.mask_failures), "bad_images": len(self.bad_images), "skipped": len(self.skipped),
             "mask_failure_ids": [f["id"] for f in self.mask_failures],
             "skipped_ids": [s["id"] for s in self.skipped],
+            "reference_masked": len(self.reference_masked), "reference_masked_ids": list(self.reference_masked),
             "lengths_cache": self.lengths_cache, "lengths_cache_hit": self.lengths_cache_hit,
         }
 
@@ -70,6 +72,9 @@ class DataReport:
              f"{len(self.mask_failures)} cannot be encoded, {len(self.skipped)} skipped at train time")
         if reasons:
             s += " [" + "; ".join(f"{r}: {n}" for r, n in sorted(reasons.items())) + "]"
+        if self.reference_masked:
+            s += (f"; {len(self.reference_masked)} that the reference repo's length arithmetic would train with no "
+                  f"loss (its 'tokenization mismatch') are trained on their answers")
         return s
 
 
@@ -161,25 +166,28 @@ def _measure_range(ds: Any, encoder: Encoder, start: int, stop: int, batch_size:
     cols = [c for c in (ID, CONVERSATIONS, N_IMAGES, IMAGES) if c in ds.column_names]
     sub = ds.select_columns(cols)
     lengths = np.zeros(stop - start, dtype=np.int32)
-    failures, truncated = [], 0
+    failures, truncated, reference_masked = [], 0, []
     for a in range(start, stop, batch_size):
         b = min(stop, a + batch_size)
         batch = sub[a:b]
         samples = [(batch[CONVERSATIONS][j], _n_images(batch, j)) for j in range(b - a)]
-        for j, out in enumerate(encoder.encode_many(samples)):
+        for j, out in enumerate(encoder.encode_many(samples, check_reference=True)):
             if isinstance(out, MaskError):
                 failures.append({"row": a + j, "id": str(batch[ID][j]), "reason": out.reason, "detail": out.detail})
             else:
                 lengths[a + j - start] = len(out) if out.n_images else -len(out)
                 truncated += out.truncated
-    return lengths, failures, truncated
+                if out.reference_masked:
+                    reference_masked.append(str(batch[ID][j]))
+    return lengths, failures, truncated, reference_masked
 
 
 _SHARED: tuple | None = None  # (ds, encoder) for forked pool workers, inherited instead of pickled
 
 
 def measure_lengths(ds: Any, encoder: Encoder, num_proc: int = 1):
-    """Encode every record once: signed true lengths (0 = cannot be encoded), failures, truncated count."""
+    """Encode every record once: signed true lengths (0 = cannot be encoded), failures, truncated count,
+    ids the reference repo would train with no loss."""
     from tqdm.auto import tqdm
 
     global _SHARED
@@ -207,7 +215,7 @@ def measure_lengths(ds: Any, encoder: Encoder, num_proc: int = 1):
     bar.close()
     lengths = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=np.int32)
     failures = [f for p in parts for f in p[1]]
-    return lengths, failures, sum(p[2] for p in parts)
+    return lengths, failures, sum(p[2] for p in parts), [i for p in parts for i in p[3]]
 
 
 def _measure_shard(bounds: tuple[int, int]):
@@ -217,7 +225,8 @@ def _measure_shard(bounds: tuple[int, int]):
 
 def cached_lengths(dataset_dir: Path, ds: Any, blend: dict, encoder: Encoder, *, num_proc: int = 1,
                    cache_dir: str | None = None):
-    """measure_lengths, from the cache when this exact setting was measured before. -> (lengths, failures, truncated, path, hit)."""
+    """measure_lengths, from the cache when this exact setting was measured before.
+    -> (lengths, failures, truncated, reference_masked, path, hit)."""
     path = _cache_path(Path(dataset_dir), lengths_key(ds, blend, encoder), cache_dir)
     if path.is_file():
         try:
@@ -225,13 +234,14 @@ def cached_lengths(dataset_dir: Path, ds: Any, blend: dict, encoder: Encoder, *,
                 lengths = z["lengths"]
                 meta = json.loads(str(z["meta"]))
             if len(lengths) == len(ds):
-                return lengths, meta["failures"], meta["truncated"], path, True
+                return lengths, meta["failures"], meta["truncated"], meta.get("reference_masked", []), path, True
         except Exception as e:  # a damaged cache is recomputed
             log.warning("ignoring unreadable lengths cache %s: %s", path, e)
     log.info("measuring the true token length of %d samples (once; cached in %s)", len(ds), path)
-    lengths, failures, truncated = measure_lengths(ds, encoder, num_proc)
+    lengths, failures, truncated, reference_masked = measure_lengths(ds, encoder, num_proc)
     buf = io.BytesIO()
-    np.savez(buf, lengths=lengths, meta=np.array(json.dumps({"failures": failures, "truncated": truncated})))
+    meta = {"failures": failures, "truncated": truncated, "reference_masked": reference_masked}
+    np.savez(buf, lengths=lengths, meta=np.array(json.dumps(meta)))
     try:
         from vlmdata.atomic import write_bytes
 
@@ -239,7 +249,7 @@ def cached_lengths(dataset_dir: Path, ds: Any, blend: dict, encoder: Encoder, *,
         os.chmod(path, 0o644)  # others training on a shared dataset folder can read it too
     except OSError as e:
         log.warning("could not write lengths cache %s: %s", path, e)
-    return lengths, failures, truncated, path, False
+    return lengths, failures, truncated, reference_masked, path, False
 
 
 # -- the torch dataset ------------------------------------------------------------------------

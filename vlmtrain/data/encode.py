@@ -26,10 +26,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .templates import MaskError, Prompt, build_prompt
+from .reference_masking import CHECKS as REFERENCE_CHECKS
+from .templates import MaskError, Prompt, build_prompt, get_template
 
 IGNORE_INDEX = -100
-ENCODER_VERSION = 1  # bump when the produced ids/labels change (invalidates cached lengths)
+ENCODER_VERSION = 2  # bump when the produced ids/labels change (invalidates cached lengths)
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Encoded:
     labels: np.ndarray      # int64 [T], IGNORE_INDEX where no loss
     n_images: int
     truncated: bool
+    reference_masked: bool = False  # the reference repo's arithmetic would train none of it (see reference_masking.py)
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -87,8 +89,12 @@ class Encoder:
             raise out
         return out
 
-    def encode_many(self, samples: Sequence[tuple[Sequence[dict], int]]) -> list[Encoded | MaskError]:
-        """Encode many samples with one batched tokenizer call per special-token setting."""
+    def encode_many(self, samples: Sequence[tuple[Sequence[dict], int]], *,
+                    check_reference: bool = False) -> list[Encoded | MaskError]:
+        """Encode many samples with one batched tokenizer call per special-token setting.
+
+        ``check_reference`` also replays the reference repo's masking arithmetic (the template's
+        ``reference_masking``) and flags the samples it would have trained with no loss."""
         results: list[Encoded | MaskError | None] = [None] * len(samples)
         plans = []  # (sample index, prompt, chunks, chunk starts)
         for i, (conv, n_images) in enumerate(samples):
@@ -120,6 +126,11 @@ class Encoder:
                     results[i] = self._assemble(p, chunks, starts, mine, special)
                 except MaskError as e:
                     results[i] = e
+                    continue
+                check = REFERENCE_CHECKS.get(get_template(self.template).reference_masking or "")
+                if check_reference and check is not None:
+                    results[i].reference_masked = check(p.text, self.image_tokens.token, self.tokenizer,
+                                                        self.model_max_length)
         return results  # type: ignore[return-value]
 
     # -- internals ----------------------------------------------------------------------------

@@ -1,20 +1,30 @@
 """Conversation templates: LLaVA turns -> one prompt string plus the character spans that carry loss.
 
-The prompt strings are exactly LLaVA's (``llava/conversation.py``, ``preprocess_plain``,
-``preprocess_v1``); which tokens are trained is decided later (encode.py) from the spans, on the
-tokenisation of the whole prompt, instead of LLaVA's re-tokenise-each-round length arithmetic.
+One registry (:data:`REGISTRY`, names in :data:`TEMPLATES`) says everything a template decides:
+how a conversation becomes a prompt, the prompt that asks for an answer (``vlmtrain generate``),
+how the pad token is chosen (the reference repo's rule), which kind of tokenizer an offline run
+trains on the fly, and the fixed strings that tokenizer's corpus must contain. Config validation,
+the tokenizer loader and the data pipeline all read it; adding a template is one entry here.
+
+The prompt strings are exactly the reference repos' (LLaVA's ``conversation.py``,
+``preprocess_plain``, ``preprocess_v1``; MoE-LLaVA's ``conv_phi`` / ``conv_stablelm`` and
+``preprocess_phi``); which tokens are trained is decided later (encode.py) from the spans, on the
+tokenisation of the whole prompt, instead of the references' re-tokenise-each-round arithmetic.
 
 - ``plain`` (stage 1): exactly two turns; the human turn becomes just the image marker(s);
   text = images + caption + "\\n"; loss on caption + "\\n".
 - ``vicuna_v1``: ``SYSTEM USER: q ASSISTANT: a</s>USER: ...``; loss on " a</s>" of every round
   (the space after ``ASSISTANT:`` belongs to the answer's first token, as in LLaVA).
+- ``phi`` / ``qwen`` / ``stablelm`` (MoE-LLaVA): the same layout with ``<|endoftext|>`` closing each
+  answer, no BOS, and pad = MoE-LLaVA's unk (``<|extra_0|>`` for phi and qwen, ``<|reg0|>`` for
+  stablelm); loss on " a<|endoftext|>" of every round, what ``preprocess_phi`` trains.
 - ``chat_template``: the tokenizer's own ``apply_chat_template``; loss on each assistant turn as
   rendered (its text plus the template's end-of-turn marker), found by rendering prefixes.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 VICUNA_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
@@ -22,7 +32,7 @@ VICUNA_SYSTEM = (
 )
 HUMAN_ROLES = {"human", "user"}
 GPT_ROLES = {"gpt", "assistant"}
-TEMPLATES = ("plain", "vicuna_v1", "chat_template")
+ENDOFTEXT = "<|endoftext|>"
 
 
 class MaskError(Exception):
@@ -144,14 +154,76 @@ def build_chat_template(turns: list[dict], tokenizer: Any) -> Prompt:
     return Prompt(full, targets, add_special_tokens=False)
 
 
+@dataclass(frozen=True)
+class Template:
+    """Everything one conversation format decides (see the module docstring)."""
+
+    name: str
+    build: Callable[..., Prompt]                    # (turns, n_images, image_token, tokenizer, system) -> Prompt
+    ask: Callable[..., str]                         # (question, image_token, tokenizer, system) -> generation prompt
+    pad: str = "unk"                                # "unk": pad = unk (LLaVA, MoE-LLaVA); "own": the tokenizer's pad, else unk, else eos
+    unk_token: str | None = None                    # MoE-LLaVA sets this unk token before pad = unk
+    eos_token: str | None = None                    # ... and this eos (its qwen branch)
+    tokenizer_kind: str = "sentencepiece"           # what `tokenizer_train_vocab_size` trains: sentencepiece (Llama) | bytelevel (GPT-2 style) | tiktoken (Qwen / Arcade100k regex)
+    corpus: str = ""                                # the template's fixed strings, for a tokenizer trained on the fly
+    reference_masking: str | None = None            # which reference's length arithmetic to replay for the report (see reference_masking.py)
+
+
+def _vicuna_like(sep2: str | None):
+    def build(turns, n_images, image_token, tokenizer, system):
+        end = sep2 or getattr(tokenizer, "eos_token", None) or "</s>"
+        return build_vicuna_v1(turns, system=VICUNA_SYSTEM if system is None else system, sep2=end)
+    return build
+
+
+def _ask_vicuna(question: str, image_token: str, tokenizer: Any, system: str | None) -> str:
+    """The reference's ``conv.append_message(ASSISTANT, None); conv.get_prompt()``: ends in "ASSISTANT:"."""
+    return f"{VICUNA_SYSTEM if system is None else system} USER: {question} ASSISTANT:"
+
+
+def _ask_plain(question: str, image_token: str, tokenizer: Any, system: str | None) -> str:
+    return question.count(image_token) * image_token or image_token
+
+
+def _ask_chat(question: str, image_token: str, tokenizer: Any, system: str | None) -> str:
+    return tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True)
+
+
+_MOE_CORPUS = f"{VICUNA_SYSTEM} USER: hello ASSISTANT: hi{ENDOFTEXT}USER: thanks ASSISTANT: bye{ENDOFTEXT}"
+REGISTRY: dict[str, Template] = {t.name: t for t in [
+    Template("plain", lambda turns, n, img, tok, system: build_plain(turns, n, img), _ask_plain,
+             corpus="a photo of a cat\n"),
+    Template("vicuna_v1", _vicuna_like(None), _ask_vicuna,
+             corpus=f"{VICUNA_SYSTEM} USER: hello ASSISTANT: hi</s>USER: thanks ASSISTANT: bye</s>"),
+    Template("chat_template", lambda turns, n, img, tok, system: build_chat_template(turns, tok), _ask_chat, pad="own"),
+    Template("phi", _vicuna_like(ENDOFTEXT), _ask_vicuna, unk_token="<|extra_0|>", tokenizer_kind="bytelevel",
+             corpus=_MOE_CORPUS, reference_masking="moellava_phi"),
+    Template("qwen", _vicuna_like(ENDOFTEXT), _ask_vicuna, unk_token="<|extra_0|>", eos_token=ENDOFTEXT,
+             tokenizer_kind="tiktoken", corpus=_MOE_CORPUS, reference_masking="moellava_phi"),
+    Template("stablelm", _vicuna_like(ENDOFTEXT), _ask_vicuna, unk_token="<|reg0|>", tokenizer_kind="tiktoken",
+             corpus=_MOE_CORPUS, reference_masking="moellava_phi"),
+]}
+ALIASES = {"v1": "vicuna_v1"}
+TEMPLATES = tuple(REGISTRY)
+
+
+def get_template(name: str) -> Template:
+    name = ALIASES.get(name, name)
+    if name not in REGISTRY:
+        raise ValueError(f"unknown template {name!r}; choose one of {', '.join(TEMPLATES)}")
+    return REGISTRY[name]
+
+
 def build_prompt(template: str, conversations: Sequence[dict], n_images: int, image_token: str,
                  tokenizer: Any, *, system: str | None = None) -> Prompt:
     turns = preprocess_multimodal(conversations, n_images, image_token)
-    if template == "plain":
-        return build_plain(turns, n_images, image_token)
-    if template == "vicuna_v1":
-        return build_vicuna_v1(turns, system=VICUNA_SYSTEM if system is None else system,
-                               sep2=getattr(tokenizer, "eos_token", None) or "</s>")
-    if template == "chat_template":
-        return build_chat_template(turns, tokenizer)
-    raise ValueError(f"unknown template {template!r}; choose one of {', '.join(TEMPLATES)}")
+    return get_template(template).build(turns, n_images, image_token, tokenizer, system)
+
+
+def generation_prompt(template: str, question: str, n_images: int, image_token: str, tokenizer: Any,
+                      *, system: str | None = None) -> str:
+    """The prompt that asks the model for an answer: the question as a human turn (with the image
+    markers moved to its start, as in training) and the assistant's turn opened."""
+    turns = preprocess_multimodal([{"from": "human", "value": question}, {"from": "gpt", "value": "x"}],
+                                  n_images, image_token)
+    return get_template(template).ask(turns[0]["value"], image_token, tokenizer, system)

@@ -69,3 +69,51 @@ def train_llama_sentencepiece(
         )
     )
     return LlamaTokenizer.from_pretrained(str(workdir), legacy=legacy)
+
+
+# Pre-tokenisation regexes of the byte-level BPE families MoE-LLaVA's LLMs use (facts, from the
+# published tokenizers): GPT-2's (phi-2) and the tiktoken one of Qwen-1 / StableLM-2's Arcade100k.
+GPT2_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+TIKTOKEN_SPLIT = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+ENDOFTEXT = "<|endoftext|>"
+
+
+def train_bytelevel_bpe(
+    texts: Iterable[str],
+    vocab_size: int,
+    *,
+    kind: str,
+    workdir: Path,
+    extra_special: tuple[str, ...] = (),
+):
+    """A byte-level BPE tokenizer shaped like phi-2's (``kind="bytelevel"``, GPT-2 split) or Qwen's /
+    StableLM-2's (``kind="tiktoken"``), trained on ``texts`` and saved in ``workdir``.
+
+    Like those tokenizers: no BOS is added, ``<|endoftext|>`` is the one special token and serves as
+    eos (and as bos / unk, as phi-2's config says), no pad token (the template's rule sets one).
+    ``extra_special`` adds reserved specials such as Qwen's ``<|extra_0|>``.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if kind not in ("bytelevel", "tiktoken"):
+        raise ValueError(f"unknown byte-level tokenizer kind {kind!r}")
+    split = GPT2_SPLIT if kind == "bytelevel" else TIKTOKEN_SPLIT
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(split), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    specials = [ENDOFTEXT, *extra_special]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(list(texts), trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=ENDOFTEXT, eos_token=ENDOFTEXT,
+                                   unk_token=ENDOFTEXT if kind == "bytelevel" else None,
+                                   additional_special_tokens=list(extra_special) or None,
+                                   model_max_length=1_000_000, padding_side="right", clean_up_tokenization_spaces=False)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(str(workdir))
+    return fast

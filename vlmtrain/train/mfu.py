@@ -3,7 +3,8 @@
 FLOPs are the *model's* (what the step needs), not the hardware's (recompute from gradient
 checkpointing and padding are not counted): MFU = model FLOPs per second / peak dense bf16 FLOPs.
 
-Per part, with N the part's matmul parameters (embeddings excluded, lm_head included):
+Per part, with N the part's matmul parameters (embeddings excluded, lm_head included; in MoE layers
+only the top_k of num_experts expert copies a token runs through):
 
 - a part whose weights train: 6·N per token (forward 2N, backward 4N);
 - a frozen part with something trainable *before* it (the LLM in stage 1: gradients flow through it
@@ -133,7 +134,7 @@ def flop_model(model) -> FlopModel:
     llm_train = _trains(p["llm"])
     lora = _any_trains(p["llm"]) and not llm_train
     # The tower's patch embedding is a conv (4-D weight) and counts; position embeddings do not.
-    llm_params = _matmul_params(p["llm"][0])
+    llm_params = _matmul_params(p["llm"][0]) - _inactive_expert_params(base)
     head_params = _matmul_params(p["llm"][1], exclude=[p["llm"][0]])
     tokens = (vc.image_size // vc.patch_size) ** 2 + (1 if vc.model_type == "clip_vision_model" else 0)
     return FlopModel(
@@ -144,6 +145,17 @@ def flop_model(model) -> FlopModel:
         projector_params=_matmul_params(p["projector"][0]),
         projector_factor=6 if proj_train else (4 if vision_train else 2),
     )
+
+
+def _inactive_expert_params(model) -> int:
+    """MoE layers (stage 3): a token runs through top_k of the num_experts FFN copies, not all of them."""
+    from vlmtrain.model.moe import moe_blocks
+
+    n = 0
+    for _, block in moe_blocks(model):
+        e, k = block.settings.num_experts, block.settings.top_k
+        n += _matmul_params(block.experts) * (e - k) // e
+    return n
 
 
 def mfu(flops_per_s: float, n_devices: int, peak: float | None) -> float | None:

@@ -25,11 +25,12 @@ log = logging.getLogger("vlmtrain")
 
 def _corpus(cfg: TrainConfig) -> Iterator[str]:
     """The dataset's text (streamed from Arrow) plus the template's fixed strings."""
-    from vlmtrain.data import VICUNA_SYSTEM
     from vlmtrain.data.dataset import open_blend
+    from vlmtrain.data.templates import get_template
 
-    for _ in range(8):
-        yield f"{VICUNA_SYSTEM} USER: hello ASSISTANT: hi</s>USER: thanks ASSISTANT: bye</s>"
+    fixed = get_template(cfg.template).corpus
+    for _ in range(8 if fixed else 0):
+        yield fixed
     ds, _, _ = open_blend(cfg.dataset_dir, cfg.image_root)
     for batch in ds.select_columns(["conversations"]).iter(batch_size=1000):
         for conv in batch["conversations"]:
@@ -37,21 +38,38 @@ def _corpus(cfg: TrainConfig) -> Iterator[str]:
                 yield turn["value"].replace(cfg.image_token, " ")
 
 
-def load_tokenizer(cfg: TrainConfig):
-    """The tokenizer, with ``<image>`` added when absent and a pad token set like LLaVA's (unk)."""
-    from transformers import AutoTokenizer
-
-    if cfg.tokenizer_train_vocab_size:
-        workdir = Path(cfg.output_dir) / "tokenizer"
+def _train_tokenizer(cfg: TrainConfig, template):
+    """A tokenizer trained on the dataset's text, of the kind the template's LLMs use (offline runs)."""
+    workdir = Path(cfg.output_dir) / "tokenizer"
+    if template.tokenizer_kind == "sentencepiece":
         if (workdir / "tokenizer.model").is_file():  # a resumed run keeps the same vocabulary
             from transformers import LlamaTokenizer
 
-            tok = LlamaTokenizer.from_pretrained(str(workdir), legacy=cfg.tokenizer_legacy)
-        else:
-            from vlmtrain.data.tokenizers import train_llama_sentencepiece
+            return LlamaTokenizer.from_pretrained(str(workdir), legacy=cfg.tokenizer_legacy)
+        from vlmtrain.data.tokenizers import train_llama_sentencepiece
 
-            tok = train_llama_sentencepiece(_corpus(cfg), cfg.tokenizer_train_vocab_size, legacy=cfg.tokenizer_legacy,
-                                            workdir=workdir)
+        return train_llama_sentencepiece(_corpus(cfg), cfg.tokenizer_train_vocab_size, legacy=cfg.tokenizer_legacy,
+                                         workdir=workdir)
+    if (workdir / "tokenizer.json").is_file():
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(str(workdir))
+    from vlmtrain.data.tokenizers import train_bytelevel_bpe
+
+    extra = tuple(t for t in (template.unk_token,) if t and template.name == "qwen")  # Qwen reserves <|extra_N|>
+    return train_bytelevel_bpe(_corpus(cfg), cfg.tokenizer_train_vocab_size, kind=template.tokenizer_kind,
+                               workdir=workdir, extra_special=extra)
+
+
+def load_tokenizer(cfg: TrainConfig):
+    """The tokenizer, with ``<image>`` added when absent and the pad token set by the template's rule."""
+    from transformers import AutoTokenizer
+
+    from vlmtrain.data.templates import get_template
+
+    template = get_template(cfg.template)
+    if cfg.tokenizer_train_vocab_size:
+        tok = _train_tokenizer(cfg, template)
     else:
         name = cfg.tokenizer_name_or_path or cfg.model_name_or_path
         try:
@@ -64,11 +82,26 @@ def load_tokenizer(cfg: TrainConfig):
     tok.model_max_length = cfg.model_max_length
     if cfg.image_token not in tok.get_vocab():
         tok.add_special_tokens({"additional_special_tokens": [cfg.image_token]})
-    if cfg.template in ("plain", "vicuna_v1") and tok.unk_token is not None:
-        tok.pad_token = tok.unk_token  # LLaVA's train(): pad = unk for v1 / plain
+    set_pad_token(tok, template)
+    return tok
+
+
+def set_pad_token(tok, template) -> None:
+    """The reference repos' pad rule. LLaVA (plain, v1): pad = unk. MoE-LLaVA (phi, qwen, stablelm):
+    unk is first set to its own token (``<|extra_0|>`` / ``<|reg0|>``, added when the vocabulary lacks
+    it), eos to ``<|endoftext|>`` for qwen, then pad = unk. With pad = eos instead, every answer's
+    closing ``<|endoftext|>`` would count as padding in MoE-LLaVA's length check."""
+    if template.eos_token and tok.eos_token != template.eos_token:
+        tok.add_special_tokens({"eos_token": template.eos_token})
+    if template.unk_token and tok.unk_token != template.unk_token:
+        if template.unk_token in tok.get_vocab():
+            tok.unk_token = template.unk_token
+        else:
+            tok.add_special_tokens({"unk_token": template.unk_token})
+    if template.pad == "unk" and tok.unk_token is not None:
+        tok.pad_token = tok.unk_token
     elif tok.pad_token is None:
         tok.pad_token = tok.unk_token if tok.unk_token is not None else tok.eos_token
-    return tok
 
 
 def build_image_processor(cfg: TrainConfig, vc):
