@@ -28,15 +28,17 @@ app = typer.Typer(
 
 @app.command()
 def run(
-    config: Path = typer.Argument(..., help="Run config (YAML), e.g. configs/tiny-cpu.yaml"),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a key: --set learning_rate=1e-5, "
+    configs: List[Path] = typer.Argument(..., help="Run config(s) (YAML). Several: one chain of stages, each "
+                                         "starting from the previous one's output."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a key (in every stage): --set learning_rate=1e-5, "
                                              "--set freeze.vision=false, --set text_config.num_hidden_layers=2"),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in output_dir."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in output_dir (a chain: "
+                                "skip the finished stages, resume the interrupted one)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Build the model shapes on the meta device and print "
                                  "parameter counts per part; no weights, no data, no download."),
     json_out: bool = typer.Option(False, "--json", help="With --dry-run: print the summary as JSON."),
 ) -> None:
-    """Train one stage (1: projector; 2: projector + LLM) as the config says.
+    """Train one stage (1: projector; 2: projector + LLM; 3: MoE-tuning) as the config says, or a chain of stages.
 
     Config errors (unknown key, wrong type, missing dataset, stage settings that contradict each other) stop with exit code 2 before any model is built. With num_gpus > 1 or a hostfile the command re-launches itself under deepspeed / torchrun. A SIGTERM saves a checkpoint and exits 143; run the same command with --resume to continue exactly where it stopped.
 
@@ -44,30 +46,48 @@ def run(
       vlmtrain run configs/tiny-cpu.yaml                      # after `make demo`, seconds on a CPU
       vlmtrain run configs/llava-1.5-7b-pretrain.yaml --dry-run
       vlmtrain run configs/llava-1.5-7b-finetune.yaml --set learning_rate=1e-5 --resume
+      vlmtrain run configs/tiny-moe-cpu-stage1.yaml configs/tiny-moe-cpu-stage2.yaml configs/tiny-moe-cpu-stage3.yaml
     """
     _require_training_stack()
-    from vlmtrain.config import load_config
+    from vlmtrain.train.chain import plan_chain
 
-    cfg = load_config(config, set_ or [])
+    stages = plan_chain(configs, set_ or [])
     if dry_run:
         from vlmtrain.train.run import dry_run as do_dry_run
 
-        do_dry_run(cfg, as_json=json_out)
+        for stage in stages:
+            do_dry_run(stage.cfg, as_json=json_out)
         return
+    for k, stage in enumerate(stages):
+        _run_stage(stage, configs, set_ or [], resume, chained=len(stages) > 1)
+
+
+def _run_stage(stage, configs: List[Path], overrides: List[str], resume: bool, *, chained: bool) -> None:
+    from vlmtrain.config import check_inputs
+    from vlmtrain.train.chain import is_done
     from vlmtrain.train.launch import needs_launch, relaunch
 
+    cfg = stage.cfg
+    again = " ".join(["vlmtrain run", *map(str, configs), *(f"--set {s}" for s in overrides), "--resume"])
+    if chained and resume and is_done(cfg):
+        typer.echo(f"stage {cfg.stage} ({stage.path}) already finished in {cfg.output_dir}; skipped", err=True)
+        return
+    if chained:
+        typer.echo(f"=== stage {cfg.stage}: {stage.path} -> {cfg.output_dir}", err=True)
+    stage_resume = resume and _has_checkpoint(cfg)
     if needs_launch(cfg):
-        from vlmtrain.config import check_inputs
-
         check_inputs(cfg)
-        args = ["run", str(config)] + [a for s in (set_ or []) for a in ("--set", s)] + (["--resume"] if resume else [])
-        raise typer.Exit(relaunch(cfg, args))
+        args = ["run", str(stage.path)] + [a for s in [*overrides, *stage.links] for a in ("--set", s)]
+        code = relaunch(cfg, args + (["--resume"] if stage_resume else []))
+        if code:
+            raise typer.Exit(code)
+        return
     from vlmtrain.train.run import train
 
-    result = train(cfg, resume=resume)
+    result = train(cfg, resume=stage_resume if chained else resume)
     if result.stopped_at is not None:
         typer.echo(f"stopped by SIGTERM after step {result.stopped_at}; checkpoint saved in {result.output_dir}. "
-                   f"Continue with: vlmtrain run {config} --resume", err=True)
+                   f"Continue with: {again}", err=True)
         raise typer.Exit(143)
     typer.echo(f"done: {result.global_step} steps; outputs in {result.output_dir}", err=True)
 
@@ -82,6 +102,66 @@ def _require_training_stack() -> None:
         raise UserError(f"`vlmtrain run` needs the training stack; not installed: {', '.join(missing)}",
                         hint="pip install 'vlmdata[train]' (put the torch build your machine needs on the same "
                              "command line, e.g. torch==2.13.0)")
+
+
+def _has_checkpoint(cfg) -> bool:
+    out = Path(cfg.output_dir)
+    return out.is_dir() and any(p.name.startswith("checkpoint-") for p in out.iterdir())
+
+
+@app.command()
+def generate(
+    run_dir: Path = typer.Argument(..., help="A finished run's output_dir (stage 1, 2 or 3; LoRA is merged)."),
+    prompt: str = typer.Option(..., "--prompt", "-p", help="The question (an <image> marker is added when --image is given)."),
+    image: Optional[Path] = typer.Option(None, "--image", "-i", help="An image file to ask about."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1, help="Most tokens to generate."),
+    seed: int = typer.Option(0, "--seed", help="Seeds the MoE gate's second-expert draw (stage 3)."),
+    json_out: bool = typer.Option(False, "--json", help="Print {answer, prompt, new_tokens, stage} as JSON."),
+) -> None:
+    """Answer a question about an image with a trained run, greedily, in the run's template.
+
+    Examples:
+      vlmtrain generate runs/tiny-cpu --image photo.jpg --prompt "What is in the image?"
+      vlmtrain generate demo-out/runs/stage3 -i demo-out/root/layouts/llava/coco/train2017/000000000009.jpg -p "Describe it."
+    """
+    import json as _json
+
+    _require_training_stack()
+    from vlmtrain.generate import answer, load_run
+
+    if image is not None and not image.is_file():
+        raise typer.BadParameter(f"{image} is not a file", param_hint="--image")
+    out = answer(load_run(run_dir), prompt, image, max_new_tokens=max_new_tokens, seed=seed)
+    typer.echo(_json.dumps(out, indent=2) if json_out else out["answer"])
+
+
+@app.command("export-moe-llava")
+def export_moe_llava(
+    run_dir: Path = typer.Argument(..., help="A finished stage-3 run's output_dir."),
+    out: Path = typer.Argument(..., help="Folder to write pytorch_model.bin + config.json into."),
+) -> None:
+    """Write a stage-3 model in MoE-LLaVA's checkpoint layout (its eval and serve code read it).
+
+    MoE layers become model.layers.N.mlp.deepspeed_moe.gate.wg / ...experts.deepspeed_experts.E.*,
+    the tower model.image_tower.image_tower.*, the projector model.mm_projector.image_spatial_proj.*.
+
+    Examples:
+      vlmtrain export-moe-llava runs/moe-llava-phi2-stage3 checkpoints/moe-llava-phi2
+    """
+    _require_training_stack()
+    from vlmtrain.config import ConfigError
+    from vlmtrain.generate import load_run
+    from vlmtrain.model.moe.checkpoint_keys import write_moellava_checkpoint
+
+    loaded = load_run(run_dir)
+    if loaded.cfg.stage != 3:
+        raise ConfigError(f"{run_dir} is a stage-{loaded.cfg.stage} run; MoE-LLaVA's layout is for stage-3 (MoE) models")
+    try:
+        path = write_moellava_checkpoint(loaded.model, out, vision_tower=loaded.cfg.vision_tower,
+                                         image_aspect_ratio=loaded.cfg.image_aspect_ratio)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    typer.echo(str(path))
 
 
 @app.command("make-tiny-data")

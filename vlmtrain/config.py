@@ -70,6 +70,7 @@ class TrainConfig:
     tokenizer_name_or_path: Optional[str] = None    # default: model_name_or_path
     tokenizer_train_vocab_size: Optional[int] = None  # train a SentencePiece tokenizer on the dataset's text (offline runs)
     tokenizer_legacy: bool = False                  # for the tokenizer trained on the fly
+    tokenizer_train_kind: str = "auto"              # auto (the LLM's family: llama sentencepiece, phi bytelevel, qwen2/stablelm tiktoken) | sentencepiece | bytelevel | tiktoken
     trust_remote_code: bool = False
     attn_implementation: str = "auto"               # auto (flash_attention_2 when installed on a GPU, else sdpa) | sdpa | eager | flash_attention_2
 
@@ -97,6 +98,7 @@ class TrainConfig:
     moe_second_expert_sampling: bool = True         # DeepSpeed's top2_2nd_expert_sampling (Gumbel noise), seeded
     moe_random_token_selection: bool = True         # DeepSpeed's use_rts (top-1)
     moe_drop_tokens: bool = True                    # drop routes past the capacity (DeepSpeed's default)
+    save_moellava_checkpoint: bool = False          # also write output_dir/moe-llava/ in MoE-LLaVA's key names
 
     # --- data --------------------------------------------------------------------------------
     dataset_dir: Optional[str] = None               # a `vlmdata blend` output folder
@@ -183,6 +185,7 @@ _CHOICES = {
     "version": TEMPLATES + tuple(TEMPLATE_ALIASES),
     "image_aspect_ratio": ("pad", "square"),
     "bad_samples": ("fail", "skip"),
+    "tokenizer_train_kind": ("auto", "sentencepiece", "bytelevel", "tiktoken"),
     "attn_implementation": ("auto", "sdpa", "eager", "flash_attention_2"),
     "launcher": ("auto", "deepspeed", "torchrun"),
     "lr_scheduler_type": ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial"),

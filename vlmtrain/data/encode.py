@@ -133,6 +133,21 @@ class Encoder:
                                                         self.model_max_length)
         return results  # type: ignore[return-value]
 
+    def encode_prompt(self, text: str, *, special: bool = True) -> np.ndarray:
+        """A generation prompt (no labels) tokenised the way training prompts are: chunks between image
+        markers on their own, one leading BOS kept, ``per_image`` image token ids per marker.
+        ``special=False`` for chat templates, which write their own special tokens."""
+        it = self.image_tokens
+        chunks = text.split(it.token)
+        toks = [ids for ids, _ in self._tokenize(chunks, special)]
+        offset = 1 if toks[0] and self.bos_id is not None and toks[0][0] == self.bos_id else 0
+        out: list[int] = [self.bos_id] if offset else []
+        for k, ids in enumerate(toks):
+            if k:
+                out += [it.token_id] * it.per_image
+            out += list(ids[offset:])
+        return np.asarray(out, dtype=np.int64)
+
     # -- internals ----------------------------------------------------------------------------
     @staticmethod
     def _char_mask(p: Prompt) -> tuple[np.ndarray, np.ndarray]:

@@ -261,7 +261,9 @@ def build_model(cfg: TrainConfig, *, vocab_size: int | None = None, image_token_
         projector = _stock_projector(lc) if cfg.mm_projector_type == "mlp2x_gelu" else make_projector(lc)
         model.model.multi_modal_projector = projector.to(dtype)
         del llm
-    if vocab_size is not None and vocab_size != model.get_input_embeddings().weight.shape[0]:
+    # Grow only: a checkpoint with spare rows (phi-2: 51,200 rows for ~50,300 tokens) keeps them, as the
+    # reference repos do; shrinking would change the softmax over the vocabulary.
+    if vocab_size is not None and vocab_size > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(vocab_size, mean_resizing=True)
     model.config.text_config.vocab_size = model.get_input_embeddings().weight.shape[0]
     if image_token_id is not None:

@@ -38,10 +38,23 @@ def _corpus(cfg: TrainConfig) -> Iterator[str]:
                 yield turn["value"].replace(cfg.image_token, " ")
 
 
+# The tokenizer family of each LLM type (what `tokenizer_train_kind: auto` trains for it).
+TOKENIZER_KINDS = {"llama": "sentencepiece", "mistral": "sentencepiece", "phi": "bytelevel", "qwen2": "tiktoken",
+                   "stablelm": "tiktoken"}
+
+
+def tokenizer_kind(cfg: TrainConfig, template) -> str:
+    if cfg.tokenizer_train_kind != "auto":
+        return cfg.tokenizer_train_kind
+    model_type = cfg.text_config.get("model_type") if isinstance(cfg.text_config, dict) else None
+    return TOKENIZER_KINDS.get(model_type or "", template.tokenizer_kind)
+
+
 def _train_tokenizer(cfg: TrainConfig, template):
-    """A tokenizer trained on the dataset's text, of the kind the template's LLMs use (offline runs)."""
+    """A tokenizer trained on the dataset's text, of the kind the LLM uses (offline runs)."""
     workdir = Path(cfg.output_dir) / "tokenizer"
-    if template.tokenizer_kind == "sentencepiece":
+    kind = tokenizer_kind(cfg, template)
+    if kind == "sentencepiece":
         if (workdir / "tokenizer.model").is_file():  # a resumed run keeps the same vocabulary
             from transformers import LlamaTokenizer
 
@@ -56,9 +69,9 @@ def _train_tokenizer(cfg: TrainConfig, template):
         return PreTrainedTokenizerFast.from_pretrained(str(workdir))
     from vlmtrain.data.tokenizers import train_bytelevel_bpe
 
-    extra = tuple(t for t in (template.unk_token,) if t and template.name == "qwen")  # Qwen reserves <|extra_N|>
-    return train_bytelevel_bpe(_corpus(cfg), cfg.tokenizer_train_vocab_size, kind=template.tokenizer_kind,
-                               workdir=workdir, extra_special=extra)
+    extra = ("<|extra_0|>",) if template.name == "qwen" else ()  # Qwen's vocabulary reserves <|extra_N|>
+    return train_bytelevel_bpe(_corpus(cfg), cfg.tokenizer_train_vocab_size, kind=kind, workdir=workdir,
+                               extra_special=extra)
 
 
 def load_tokenizer(cfg: TrainConfig):
@@ -343,7 +356,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
     if sigterm.stopped_at is not None:
         return RunResult(out, sigterm.stopped_at, trainer.state.global_step)
 
-    # Final weights: stage 1 -> mm_projector.bin (+ config); stage 2 -> the whole model (or adapter) + tokenizer.
+    # Final weights: stage 1 -> mm_projector.bin (+ config); stage 2 -> the whole model (or adapter) + tokenizer;
+    # stage 3 -> the whole MoE model (+ MoE-LLaVA's layout with save_moellava_checkpoint).
     trainer.save_model(str(out))
     if cfg.lora_enable and trainer.args.should_save:
         from vlmtrain.model.projector import save_mm_projector
@@ -351,4 +365,12 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
         save_mm_projector(trainer.accelerator.unwrap_model(trainer.model), out / MM_PROJECTOR)
     if trainer.args.should_save:
         tokenizer.save_pretrained(str(out))
+        if cfg.stage == 3 and cfg.save_moellava_checkpoint:
+            from vlmtrain.model.moe.checkpoint_keys import write_moellava_checkpoint
+
+            write_moellava_checkpoint(trainer.accelerator.unwrap_model(trainer.model), out / "moe-llava",
+                                      vision_tower=cfg.vision_tower, image_aspect_ratio=cfg.image_aspect_ratio)
+        from vlmtrain.train.chain import mark_done
+
+        mark_done(cfg, trainer.state.global_step)
     return RunResult(out, None, trainer.state.global_step)

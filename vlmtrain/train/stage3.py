@@ -19,7 +19,7 @@ log = logging.getLogger("vlmtrain")
 # MoE-LLaVA's finetune_moe.sh --train_modules per LLM family (what `train_modules` defaults to).
 DEFAULT_TRAIN_MODULES = {
     "phi": ["fc1", "fc2", "wg"],
-    "qwen2": ["w1", "w2", "c_proj", "wg"],
+    "qwen2": ["mlp.w1", "mlp.w2", "mlp.c_proj", "wg"],
     "stablelm": ["gate_proj", "up_proj", "down_proj", "wg"],
     "llama": ["gate_proj", "up_proj", "down_proj", "wg"],
     "mistral": ["gate_proj", "up_proj", "down_proj", "wg"],

@@ -13,14 +13,18 @@ MoE-LLaVA's ``initialize_moe_modules`` (facts in training-recipes.md §2), step 
 3. the settings are kept in the model config as ``moe`` (MoE-LLaVA's key names), so a saved stage-3
    model is rebuilt with its experts before its weights load.
 
-Names: MoE-LLaVA's Qwen (remote code) calls its FFN ``w1`` / ``w2`` / ``c_proj``; on the native
-``qwen2`` class those are ``up_proj`` / ``gate_proj`` / ``down_proj``, and Qwen's ``c_proj`` substring
-also matches its attention output projection (``attn.c_proj``, native ``o_proj``), which MoE-LLaVA
-therefore trains as well. :func:`native_train_modules` applies those equivalences.
+Names: MoE-LLaVA filters parameter names *before* the conversion, so a substring such as
+``mlp.fc1`` matches every expert copy of ``fc1``; here an expert's parameter is matched under the
+name it had in the dense model (``layers.N.mlp.experts.E.fc1`` is matched as ``layers.N.mlp.fc1``).
+MoE-LLaVA's Qwen (remote code) calls its FFN ``w1`` / ``w2`` / ``c_proj`` (its script passes
+``mlp.w1 mlp.w2 mlp.c_proj wg``); on the native ``qwen2`` class those are ``up_proj`` / ``gate_proj``
+/ ``down_proj``, and a bare ``c_proj`` would also match Qwen's attention output projection
+(``attn.c_proj``, native ``o_proj``). :func:`native_train_modules` applies those equivalences.
 """
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -33,7 +37,9 @@ log = logging.getLogger(__name__)
 MOE_MODES = ("sparse", "dense", "first_half", "second_half")
 ROUTER_NAMES = ("wg", "router")  # DeepSpeed's and ours: both name the router
 # MoE-LLaVA's Qwen names -> the native qwen2 modules that hold the same weights.
-QWEN_NAMES = {"w1": ["up_proj"], "w2": ["gate_proj"], "c_proj": ["down_proj", "o_proj"]}
+QWEN_NAMES = {"w1": ["up_proj"], "w2": ["gate_proj"], "c_proj": ["down_proj", "o_proj"],
+              "mlp.w1": ["mlp.up_proj"], "mlp.w2": ["mlp.gate_proj"], "mlp.c_proj": ["mlp.down_proj"]}
+_EXPERT = re.compile(r"\.mlp\.(experts\.\d+|residual_mlp)\.")
 
 
 @dataclass
@@ -157,7 +163,8 @@ def apply_train_modules(model: nn.Module, train_modules: list[str], text_model_t
     matched = 0
     for module in (base.model.language_model, base.lm_head):
         for name, p in module.named_parameters():
-            hit = any(s in name for s in subs)
+            dense_name = _EXPERT.sub(".mlp.", f".{name}")[1:]  # the name MoE-LLaVA's filter saw
+            hit = any(s in dense_name for s in subs)
             new = ".router." in f".{name}" or ".coefficient." in f".{name}"
             p.requires_grad_(hit or new)
             matched += int(hit and not new)

@@ -1,0 +1,96 @@
+"""A stage-3 model in MoE-LLaVA's checkpoint layout, for the original repo's eval and serve code.
+
+MoE-LLaVA saves ``pytorch_model.bin`` from its ``MoELLaVA<Family>ForCausalLM`` (training-recipes.md §2):
+the LLM at ``model.*`` / ``lm_head.*``, the tower at ``model.image_tower.image_tower.vision_model.*``, the
+projector at ``model.mm_projector.image_spatial_proj.{0,2}.*`` (an ``nn.Sequential``), and each MoE
+layer as DeepSpeed's module tree:
+
+    model.layers.N.mlp.deepspeed_moe.gate.wg.weight
+    model.layers.N.mlp.deepspeed_moe.experts.deepspeed_experts.E.<ffn>.{weight,bias}
+    model.layers.N.mlp.mlp.*, model.layers.N.mlp.coefficient.*       (use_residual only)
+
+This module renames vlmtrain's keys (transformers' Llava layout, our ``router`` / ``experts`` /
+``residual_mlp``) to those, and back. phi and stablelm keep transformers' own LLM key names, as
+MoE-LLaVA's copies of their modeling code do; Qwen-1 (remote code, ``transformer.h.N``) is not
+written here.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+FAMILIES = {"phi": "Phi", "stablelm": "StableLM", "llama": "Llama", "mistral": "Mistral"}
+
+_MOE = [(r"\.mlp\.router\.", ".mlp.deepspeed_moe.gate.wg."),
+        (r"\.mlp\.experts\.(\d+)\.", r".mlp.deepspeed_moe.experts.deepspeed_experts.\1."),
+        (r"\.mlp\.residual_mlp\.", ".mlp.mlp.")]
+_PARTS = [("model.language_model.", "model."),
+          ("model.vision_tower.", "model.image_tower.image_tower.vision_model."),  # CLIPVisionModel's own prefix
+          ("model.multi_modal_projector.linear_1.", "model.mm_projector.image_spatial_proj.0."),
+          ("model.multi_modal_projector.linear_2.", "model.mm_projector.image_spatial_proj.2."),
+          ("model.multi_modal_projector.", "model.mm_projector.image_spatial_proj.")]
+
+
+def to_moellava_key(key: str) -> str:
+    if key.startswith("model.vision_tower.vision_model."):  # a tower saved with the wrapper prefix
+        key = "model.vision_tower." + key[len("model.vision_tower.vision_model."):]
+    for ours, theirs in _PARTS:
+        if key.startswith(ours):
+            key = theirs + key[len(ours):]
+            break
+    for pattern, repl in _MOE:
+        key = re.sub(pattern, repl, key)
+    return key
+
+
+def from_moellava_key(key: str) -> str:
+    for pattern, repl in [(r"\.mlp\.deepspeed_moe\.gate\.wg\.", ".mlp.router."),
+                          (r"\.mlp\.deepspeed_moe\.experts\.deepspeed_experts\.(\d+)\.", r".mlp.experts.\1."),
+                          (r"\.mlp\.mlp\.", ".mlp.residual_mlp.")]:
+        key = re.sub(pattern, repl, key)
+    for ours, theirs in reversed(_PARTS[:4]):
+        if key.startswith(theirs):
+            return ours + key[len(theirs):]
+    if key.startswith("model.mm_projector.image_spatial_proj."):
+        return "model.multi_modal_projector." + key[len("model.mm_projector.image_spatial_proj."):]
+    return key
+
+
+def moellava_config(model, vision_tower: str | None, image_aspect_ratio: str) -> dict:
+    """config.json in MoE-LLaVA's form: the LLM's fields at top level plus its multimodal and ``moe`` keys."""
+    cfg = model.config
+    tc = cfg.text_config
+    family = FAMILIES.get(tc.model_type)
+    if family is None:
+        raise ValueError(f"no MoE-LLaVA layout for a {tc.model_type!r} LLM (have: {', '.join(FAMILIES)})")
+    out = tc.to_dict()
+    layer = cfg.vision_feature_layer
+    out.update({
+        "architectures": [f"MoELLaVA{family}ForCausalLM"], "model_type": f"moe_llava_{tc.model_type}",
+        "mm_image_tower": vision_tower, "image_projector_type": getattr(cfg, "mm_projector_type", "mlp2x_gelu"),
+        "mm_hidden_size": cfg.vision_config.hidden_size, "mm_vision_select_layer": layer,
+        "mm_vision_select_feature": "patch" if cfg.vision_feature_select_strategy == "default" else "cls_patch",
+        "image_aspect_ratio": image_aspect_ratio, "use_mm_proj": True, "tokenizer_padding_side": "right",
+        "moe": dict(cfg.moe),
+    })
+    return out
+
+
+def write_moellava_checkpoint(model, out_dir: str | Path, *, vision_tower: str | None,
+                              image_aspect_ratio: str = "pad") -> Path:
+    """``out_dir/pytorch_model.bin`` + ``config.json`` in MoE-LLaVA's names. Returns the weights file."""
+    from vlmdata.atomic import write_bytes
+    import io
+
+    config = moellava_config(model, vision_tower, image_aspect_ratio)
+    state = {to_moellava_key(k): v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    write_bytes(out / "pytorch_model.bin", buf.getvalue())
+    write_bytes(out / "config.json", (json.dumps(config, indent=2, default=str) + "\n").encode())
+    return out / "pytorch_model.bin"

@@ -1,0 +1,90 @@
+"""Several stages in one command: ``vlmtrain run STAGE1.yaml STAGE2.yaml STAGE3.yaml``.
+
+Each stage starts from the previous stage's output: stage 2 loads stage 1's ``mm_projector.bin``
+(``pretrain_mm_mlp_adapter``), stage 3 starts from stage 2's whole model and tokenizer
+(``model_name_or_path``). Those keys are set here, whatever the YAML says (a different value is
+reported). Every config is loaded and checked before the first stage starts, so a typo in stage 3
+does not surface after hours of stage 1.
+
+Resumable as a whole: a finished stage leaves ``vlmtrain_done.json`` (written by vlmtrain.train.run)
+and is skipped when the chain runs again with ``--resume``; the interrupted stage resumes from its
+last checkpoint; later stages start fresh. ``--set`` overrides apply to every stage.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from vlmtrain.config import ConfigError, TrainConfig, load_config
+
+log = logging.getLogger("vlmtrain")
+DONE = "vlmtrain_done.json"
+
+
+@dataclass
+class Stage:
+    path: Path
+    cfg: TrainConfig
+    links: list[str]          # `key=value` overrides the chain added (passed on to a relaunch)
+
+
+def _link(cfg: TrainConfig, key: str, value: str, links: list[str]) -> None:
+    old = getattr(cfg, key)
+    if old not in (None, value):
+        log.info("%s: `%s` set to the previous stage's output %s (the config said %s)", cfg._source, key, value, old)
+    setattr(cfg, key, value)
+    links.append(f"{key}={value}")
+
+
+def plan_chain(paths: list[Path], overrides: list[str]) -> list[Stage]:
+    """Load every stage, link each to the previous one, check the order and the output folders."""
+    stages = [Stage(Path(p), load_config(p, overrides), []) for p in paths]
+    outs = [Path(s.cfg.output_dir).resolve() for s in stages]
+    if len(set(outs)) != len(outs):
+        raise ConfigError("two stages of the chain write the same output_dir",
+                          hint="give each stage its own output_dir (a chain-wide --set output_dir=... does this)")
+    for prev, cur in zip(stages, stages[1:]):
+        p, c = prev.cfg, cur.cfg
+        if c.stage < p.stage:
+            raise ConfigError(f"stage {c.stage} ({cur.path}) comes after stage {p.stage} ({prev.path})",
+                              hint="list the configs in training order: stage 1, then 2, then 3")
+        if p.stage == 1 and c.stage == 2:
+            _link(c, "pretrain_mm_mlp_adapter", str(Path(p.output_dir) / "mm_projector.bin"), cur.links)
+        elif p.stage == 2 and c.stage == 3:
+            _link(c, "model_name_or_path", p.output_dir, cur.links)
+            if c.tokenizer_name_or_path not in (None, p.output_dir) or c.tokenizer_train_vocab_size:
+                log.info("%s: the tokenizer comes from stage 2's output", cur.path)
+            c.tokenizer_train_vocab_size = None
+            _link(c, "tokenizer_name_or_path", p.output_dir, cur.links)
+            c.random_init = False
+            # Shapes for --dry-run before stage 2 has written its model: stage 2's own.
+            for key in ("text_config", "vision_config"):
+                if getattr(c, key) is None and isinstance(getattr(p, key), dict):
+                    setattr(c, key, dict(getattr(p, key)))
+        else:
+            raise ConfigError(f"cannot chain stage {p.stage} ({prev.path}) into stage {c.stage} ({cur.path})",
+                              hint="a chain runs 1 -> 2 -> 3 (or a contiguous part of it)")
+    return stages
+
+
+def is_done(cfg: TrainConfig) -> bool:
+    """The stage finished with this same config (a different one is an error, not a skip)."""
+    marker = Path(cfg.output_dir) / DONE
+    if not marker.is_file():
+        return False
+    recorded = json.loads(marker.read_text()).get("config", {})
+    now = json.loads(json.dumps(cfg.to_dict(), default=str))
+    changed = sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
+    if changed:
+        raise ConfigError(f"{cfg.output_dir} holds a finished stage trained with other settings ({', '.join(changed[:6])})",
+                          where=cfg._source, hint="choose another output_dir, or delete that folder to train it again")
+    return True
+
+
+def mark_done(cfg: TrainConfig, global_step: int) -> None:
+    from vlmdata.atomic import write_text
+
+    write_text(Path(cfg.output_dir) / DONE, json.dumps({"global_step": global_step, "config": cfg.to_dict()},
+                                                      indent=2, default=str) + "\n")
