@@ -5,7 +5,7 @@ shaped like the real sources (COCO/GQA/VG/TextVQA zips, LLaVA-Pretrain's zip wit
 an OCR-VQA URL list with GIF/PNG images, a dead URL and a corrupt image, LLaVA-style JSONs):
 
   fetch (with --mirror) -> layout check -> blend llava-558k / llava-665k -> report
-  -> vlmtrain stage 1 (projector) -> vlmtrain stage 2 (projector + LLM)
+  -> vlmtrain stages 1 -> 2 -> 3 in one command (MoE-LLaVA's recipe on a tiny phi) -> one generated answer
 
 Everything lands in ./demo-out. Running it again is cheap: fetch finds everything in place.
 
@@ -54,6 +54,31 @@ def losses(run_dir: Path) -> list[float]:
     return [r["loss"] for r in rows if "loss" in r]
 
 
+def _moe_chain_configs(folder: Path, runs: Path, blends: Path, steps: int) -> list[Path]:
+    """The shipped tiny MoE chain (configs/tiny-moe-cpu-stage*.yaml) pointed at this demo's blends and runs."""
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {1: blends / "llava-558k", 2: blends / "llava-665k", 3: blends / "llava-665k"}
+    paths = []
+    for i in (1, 2, 3):
+        src = REPO / "configs" / f"tiny-moe-cpu-stage{i}.yaml"
+        cfg = yaml.safe_load(src.read_text())
+        cfg.update(dataset_dir=str(data[i]), output_dir=str(runs / f"stage{i}"), max_steps=steps)
+        dest = folder / src.name
+        dest.write_text(f"# {src.relative_to(REPO)} with this demo's paths\n" + yaml.safe_dump(cfg, sort_keys=False))
+        paths.append(dest)
+    return paths
+
+
+def _demo_image(layout_dir: Path) -> Path:
+    for pattern in ("coco/**/*.jpg", "**/*.jpg"):
+        found = sorted(layout_dir.glob(pattern))
+        if found:
+            return found[0]
+    raise SystemExit(f"demo: no image found under {layout_dir}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=REPO / "demo-out")
@@ -83,24 +108,27 @@ def main() -> None:
 
     runs = out / "runs"
     shutil.rmtree(runs, ignore_errors=True)
-    s1, s2 = runs / "stage1", runs / "stage2"
-    base = ["--set", f"max_steps={args.steps}", "--set", "save_steps=1000"]
-    step("Train stage 1: projector only, plain template, on llava-558k",
-         vlmtrain + ["run", "configs/tiny-cpu.yaml", *base, "--set", "stage=1", "--set", "version=plain",
-                     "--set", f"dataset_dir={blends / 'llava-558k'}", "--set", f"output_dir={s1}",
-                     "--set", "learning_rate=1e-2"])
-    step("Train stage 2: projector + LLM, vicuna_v1 template, on llava-665k, starting from stage 1's projector",
-         vlmtrain + ["run", "configs/tiny-cpu.yaml", *base, "--set", f"dataset_dir={blends / 'llava-665k'}",
-                     "--set", f"output_dir={s2}", "--set", f"pretrain_mm_mlp_adapter={s1 / 'mm_projector.bin'}"])
-    step("Plot the stage-2 curves", vlmtrain + ["plot", str(s2)])
+    stages = _moe_chain_configs(out / "configs", runs, blends, args.steps)
+    step("Train MoE-LLaVA's three stages in one command (a tiny random phi): 1 projector on llava-558k, "
+         "2 projector + LLM on llava-665k, 3 MoE-tuning (4 experts, top-2, every other layer)",
+         vlmtrain + ["run", *map(str, stages)])
+    s1, s2, s3 = (runs / f"stage{i}" for i in (1, 2, 3))
+    step("Plot the stage-3 curves (loss, router load-balancing loss, expert load)", vlmtrain + ["plot", str(s3)])
+    image = _demo_image(layout_dir)
+    answer = step("Ask the stage-3 model about an image", vlmtrain + [
+        "generate", str(s3), "--image", str(image), "--prompt", "What is in the image?", "--max-new-tokens", "16"],
+        capture=True)
+    print(f"answer: {answer.strip()!r}  (a tiny model trained for seconds: expect words, not sense)")
 
     print("\n=== Done. Where everything is:")
     print(f"  data store          {root}")
     print(f"  LLaVA layout        {layout_dir}   (--image_folder for the LLaVA scripts)")
     print(f"  blended datasets    {blends / 'llava-558k'}, {blends / 'llava-665k'}")
+    print(f"  stage configs       {' '.join(map(str, stages))}")
     print(f"  stage-1 projector   {s1 / 'mm_projector.bin'}")
-    print(f"  stage-2 checkpoint  {s2}")
-    for name, d in (("stage 1", s1), ("stage 2", s2)):
+    print(f"  stage-2 model       {s2}")
+    print(f"  stage-3 MoE model   {s3}")
+    for name, d in (("stage 1", s1), ("stage 2", s2), ("stage 3", s3)):
         ls = losses(d)
         if ls:
             k = max(1, len(ls) // 4)

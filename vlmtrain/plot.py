@@ -1,6 +1,8 @@
 """``vlmtrain plot RUN_DIR``: a PNG of the training curves from RUN_DIR/metrics.jsonl.
 
-Panels: loss, learning rate, tokens/s, MFU (when the device had a known peak). Steps logged twice
+Panels: loss, learning rate, tokens/s, MFU (when the device had a known peak); for a stage-3 (MoE)
+run also the routers' load-balancing loss, the share of routes dropped for capacity, and the expert
+load (the least and the most loaded expert's share of its layer's routes). Steps logged twice
 (a run resumed from a checkpoint older than its last log) keep the later value. matplotlib draws
 it when installed; otherwise Pillow draws simple line charts.
 """
@@ -12,6 +14,7 @@ from pathlib import Path
 from vlmdata.errors import UserError
 
 PANELS = [("loss", "loss"), ("learning_rate", "learning rate"), ("tokens_per_s", "tokens/s"), ("mfu", "MFU")]
+MOE_PANELS = [("moe/aux_loss", "router aux loss"), ("moe/dropped", "routes dropped")]
 
 
 def read_metrics(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -27,13 +30,25 @@ def read_metrics(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
         if "loss" in row:
             by_step[int(row["step"])] = row
     series: dict[str, list[tuple[int, float]]] = {}
-    for key, _ in PANELS:
+    for key, _ in PANELS + MOE_PANELS:
         pts = [(s, float(r[key])) for s, r in sorted(by_step.items()) if isinstance(r.get(key), (int, float))]
         if pts:
             series[key] = pts
+    loads = {s: [v for k, v in r.items() if k.startswith("moe/L") and "/load_e" in k] for s, r in sorted(by_step.items())}
+    if any(loads.values()):
+        series["moe/load_min"] = [(s, min(v)) for s, v in loads.items() if v]
+        series["moe/load_max"] = [(s, max(v)) for s, v in loads.items() if v]
     if "loss" not in series:
         raise UserError(f"{path} has no loss values yet")
     return series
+
+
+def _panels(series) -> list[tuple[str, list[str]]]:
+    """(title, series keys drawn in it) for the panels that have data."""
+    out = [(t, [k]) for k, t in PANELS + MOE_PANELS if k in series]
+    if "moe/load_max" in series:
+        out.append(("expert load (min, max share)", ["moe/load_min", "moe/load_max"]))
+    return out
 
 
 def plot(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -48,11 +63,12 @@ def plot(run_dir: str | Path, out: str | Path | None = None) -> Path:
     except ImportError:
         _plot_pillow(series, out, run_dir.name)
         return out
-    keys = [(k, t) for k, t in PANELS if k in series]
-    fig, axes = plt.subplots(len(keys), 1, figsize=(8, 2.4 * len(keys)), sharex=True, squeeze=False)
-    for ax, (key, title) in zip(axes[:, 0], keys):
-        xs, ys = zip(*series[key])
-        ax.plot(xs, ys, lw=1.2)
+    panels = _panels(series)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.4 * len(panels)), sharex=True, squeeze=False)
+    for ax, (title, keys) in zip(axes[:, 0], panels):
+        for key in keys:
+            xs, ys = zip(*series[key])
+            ax.plot(xs, ys, lw=1.2)
         ax.set_ylabel(title)
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("step")
@@ -66,15 +82,15 @@ def plot(run_dir: str | Path, out: str | Path | None = None) -> Path:
 def _plot_pillow(series, out: Path, title: str) -> None:
     from PIL import Image, ImageDraw
 
-    keys = [(k, t) for k, t in PANELS if k in series]
+    panels = _panels(series)
     w, h, pad = 800, 200, 40
-    img = Image.new("RGB", (w, h * len(keys) + 30), "white")
+    img = Image.new("RGB", (w, h * len(panels) + 30), "white")
     d = ImageDraw.Draw(img)
     d.text((pad, 8), title, fill="black")
-    for i, (key, name) in enumerate(keys):
+    for i, (name, keys) in enumerate(panels):
         top = 30 + i * h
-        pts = series[key]
-        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        every = [p for k in keys for p in series[k]]
+        xs, ys = [p[0] for p in every], [p[1] for p in every]
         x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
         y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
         box = (pad, top + 10, w - 10, top + h - 20)
@@ -85,9 +101,10 @@ def _plot_pillow(series, out: Path, title: str) -> None:
             return (box[0] + (x - x0) / (x1 - x0) * (box[2] - box[0]),
                     box[3] - (y - y0) / (y1 - y0) * (box[3] - box[1]))
 
-        line = [xy(x, y) for x, y in pts]
-        if len(line) > 1:
-            d.line(line, fill="navy", width=2)
-        else:
-            d.ellipse([line[0][0] - 2, line[0][1] - 2, line[0][0] + 2, line[0][1] + 2], fill="navy")
+        for key, colour in zip(keys, ("navy", "darkred")):
+            line = [xy(x, y) for x, y in series[key]]
+            if len(line) > 1:
+                d.line(line, fill=colour, width=2)
+            else:
+                d.ellipse([line[0][0] - 2, line[0][1] - 2, line[0][0] + 2, line[0][1] + 2], fill=colour)
     img.save(out)
