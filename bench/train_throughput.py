@@ -1,4 +1,4 @@
-"""GPU training throughput of a LLaVA-shaped model: tokens/s and MFU for stage 2.
+"""GPU training throughput of a LLaVA-shaped model: tokens/s and MFU for stage 2 (or stage 3, MoE).
 
 The model is vlmtrain's own build (transformers' Llava) with random weights, from config values
 only (configs/model_configs/*.json): CLIP-L/14-336 + a ~1.6B LLM (StableLM-2-1.6B shape by default),
@@ -11,6 +11,12 @@ counted) against the device's dense bf16 peak (H100 SXM 989 TFLOP/s).
     python bench/train_throughput.py --llm vicuna-7b --batch-size 4 --grad-ckpt
     python bench/train_throughput.py --sweep --json out.json  # the grid recorded in bench/RESULTS.md
     python bench/train_throughput.py --tiny --device cpu     # smoke test, seconds on a CPU
+    python bench/train_throughput.py --stage 3 --llm phi-2    # MoE-LLaVA stage 3: finetune_moe.sh's MoE settings
+    python bench/train_throughput.py --sweep --only moe       # stage 2 beside stage 3 on the same shapes
+
+Stage 3 converts the model as ``vlmtrain run`` does (vlmtrain.train.stage3.prepare_moe: 4 experts, top-2,
+capacity factor 1.5, every other layer, MoE-LLaVA's train_modules) and adds the routers' aux loss; its
+FLOPs count the top-2 of 4 expert copies a token runs through.
 
 Precision: ``amp`` keeps fp32 weights and runs bf16 autocast (what ``vlmtrain run`` does on one
 GPU without DeepSpeed); ``bf16`` keeps weights and AdamW states in bf16 (no fp32 master copy), the
@@ -53,12 +59,14 @@ def make_config(args):
 
     raw = {
         # no tokenizer is used (ids are synthetic); the key only satisfies the config's "has a tokenizer" check
-        "stage": 2, "random_init": True, "tokenizer_train_vocab_size": 64,
+        "stage": args.stage, "random_init": True, "tokenizer_train_vocab_size": 64,
         "text_config": TINY_TEXT if args.tiny else LLMS[args.llm],
         "vision_config": TINY_VISION if args.tiny else VISION[args.vision],
         "mm_projector_type": "mlp2x_gelu", "mm_vision_select_layer": -2,
         "attn_implementation": args.attn, "gradient_checkpointing": args.grad_ckpt,
     }
+    if args.stage == 3:  # scripts/v1/*/finetune_moe.sh
+        raw.update(num_experts=4, top_k_experts=2, capacity_factor=1.5, moe_mode="sparse", router_aux_loss_coef=0.01)
     return load_config(None, raw=raw)
 
 
@@ -105,6 +113,12 @@ def run_one(args) -> dict:
     built = build_model(cfg, dtype=weights_dtype, on_cuda=cuda, device=args.device)
     model = built.model.to(device)
     apply_freeze(model, cfg.frozen())
+    aux = None
+    if args.stage == 3:
+        from vlmtrain.train.stage3 import aux_loss, prepare_moe
+
+        prepare_moe(model, cfg)
+        aux = aux_loss
     if args.precision == "amp":
         model.model.vision_tower.to(torch.bfloat16)  # frozen: no master copy needed
     if args.grad_ckpt:
@@ -136,6 +150,8 @@ def run_one(args) -> dict:
                 loss = LlavaForConditionalGeneration.forward(model, **inputs).loss
             else:
                 loss = model(**inputs).loss
+            if aux is not None:
+                loss = loss + cfg.router_aux_loss_coef * aux(model)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -172,7 +188,7 @@ def run_one(args) -> dict:
     peak = peak_flops(name) if cuda else None
     m = mfu(flops / dt, 1, peak)
     return {
-        "llm": "tiny" if args.tiny else args.llm, "vision": "tiny" if args.tiny else args.vision,
+        "llm": "tiny" if args.tiny else args.llm, "vision": "tiny" if args.tiny else args.vision, "stage": args.stage,
         "precision": args.precision, "attn": built.attn, "grad_ckpt": args.grad_ckpt, "compile": args.compile, "compile_layers": args.compile_layers,
         "loss": "stock" if args.stock_loss else "supervised-chunked",
         "batch_size": args.batch_size, "seq_len": args.seq_len, "ragged": args.ragged,
@@ -202,6 +218,12 @@ SWEEP = [  # (label, extra args); "stock" rows use transformers' loss (logits at
     ("7B bf16 b4 L1024 layers-compiled", ["--llm", "vicuna-7b", "--precision", "bf16", "--batch-size", "4",
                                           "--seq-len", "1024", "--compile-layers"]),
     ("7B bf16 b8 L1024 gc", ["--llm", "vicuna-7b", "--precision", "bf16", "--batch-size", "8", "--seq-len", "1024", "--grad-ckpt"]),
+    # MoE-LLaVA: stage 2 beside stage 3 on the same LLM shape and batch
+    ("moe stablelm-1.6B stage2 b16 L1024", ["--precision", "bf16", "--batch-size", "16", "--seq-len", "1024"]),
+    ("moe stablelm-1.6B stage3 b16 L1024", ["--stage", "3", "--precision", "bf16", "--batch-size", "16", "--seq-len", "1024"]),
+    ("moe phi-2 stage2 b8 L1024", ["--llm", "phi-2", "--precision", "bf16", "--batch-size", "8", "--seq-len", "1024"]),
+    ("moe phi-2 stage3 b8 L1024", ["--llm", "phi-2", "--stage", "3", "--precision", "bf16", "--batch-size", "8",
+                                   "--seq-len", "1024"]),
 ]
 
 
@@ -246,6 +268,7 @@ def main(argv=None) -> int:
     ap.add_argument("--llm", choices=sorted(LLMS), default="stablelm-1.6b")
     ap.add_argument("--vision", choices=sorted(VISION), default="clip-l-336")
     ap.add_argument("--tiny", action="store_true", help="tiny random shapes (CPU smoke test)")
+    ap.add_argument("--stage", type=int, choices=[2, 3], default=2, help="3: MoE-LLaVA's MoE-tuning")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--seq-len", type=int, default=1024, help="tokens per sample incl. the image tokens")
     ap.add_argument("--ragged", action="store_true", help="draw each sample's length in [L/3, L] and pad")
