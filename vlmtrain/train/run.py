@@ -75,6 +75,11 @@ def build_image_processor(cfg: TrainConfig, vc):
     """The tower's own processor when it is on disk / the Hub; else one made from the tower's config."""
     import transformers
 
+    from vlmtrain.model.towers import image_processor
+
+    own = image_processor(cfg.vision_tower if not cfg.random_init else None, vc)  # InternViT / ConvNeXt
+    if own is not None:
+        return own
     if cfg.vision_tower and not cfg.random_init:
         try:
             return transformers.AutoImageProcessor.from_pretrained(cfg.vision_tower)
@@ -97,7 +102,7 @@ def dry_run(cfg: TrainConfig, *, as_json: bool = False) -> dict[str, Any]:
     from vlmtrain.model.build import build_model, describe, param_counts, apply_freeze
 
     built = build_model(cfg, meta=True, dtype=torch.bfloat16 if cfg.bf16 else torch.float32)
-    apply_freeze(built.model, cfg.frozen())
+    apply_freeze(built.model, cfg.frozen(), cfg.tune_vit_from_layer)
     counts = param_counts(built.model)
     world = cfg.num_gpus * cfg.num_nodes
     info = {
@@ -238,7 +243,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
         keys = load_pretrain_adapter(model, cfg.pretrain_mm_mlp_adapter)
         log.info("loaded %d projector tensors from %s", len(keys), cfg.pretrain_mm_mlp_adapter)
     frozen = cfg.frozen()
-    apply_freeze(model, frozen)
+    apply_freeze(model, frozen, cfg.tune_vit_from_layer)
     if cfg.bf16 and not cfg.deepspeed:
         from vlmtrain.model.build import parts
 
