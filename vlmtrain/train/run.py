@@ -57,6 +57,10 @@ def load_tokenizer(cfg: TrainConfig):
         try:
             tok = AutoTokenizer.from_pretrained(name, padding_side="right", trust_remote_code=cfg.trust_remote_code)
         except (OSError, ValueError) as e:
+            if "trust_remote_code" in str(e) and not cfg.trust_remote_code:  # e.g. Qwen-1_8B's tiktoken tokenizer
+                raise ConfigError(f"the tokenizer {name!r} is remote code (its tokenizer_config.json names its own "
+                                  "Python class)", hint="`trust_remote_code` is off by default; set "
+                                  "`trust_remote_code: true` to run the publisher's tokenizer code") from None
             raise ConfigError(f"cannot load the tokenizer {name!r}: {str(e).splitlines()[0]}",
                               hint="check the path / Hub id and the network, or set `tokenizer_train_vocab_size` "
                                    "to train one on the dataset's text") from None
