@@ -133,6 +133,18 @@ def test_convllava_stage1_trains_the_projector_and_the_added_stage_only(laion_fo
     assert all(changed.values())
 
 
+def test_mfu_counts_the_towers_conv_flops(laion_folder, tmp_path):
+    from vlmtrain.train.mfu import flop_model
+
+    built, _ = _llava(tmp_path, laion_folder)
+    fm = flop_model(built.model)
+    vc = built.model.config.vision_config
+    assert fm.vision_conv_flops == convnext_tower.forward_flops(vc) > 0 and fm.vision_params == 0
+    assert fm.vision_factor == 6 and fm.vision_tokens == 4  # in this tiny tower the added stage is most weights
+    per_image = fm.step_flops([40], 1) - fm.step_flops([40], 0)
+    assert per_image == 3 * fm.vision_conv_flops + fm.projector_factor * fm.projector_params * 4
+
+
 def test_convllava_stage2_unfreezes_stage_2_on(laion_folder, tmp_path):
     built, _ = _llava(tmp_path, laion_folder, stage=2, tune_vit_from_layer=2)
     train = {k for k, p in built.model.model.vision_tower.named_parameters() if p.requires_grad}

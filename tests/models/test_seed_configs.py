@@ -94,7 +94,7 @@ def test_convllava_stages_run_end_to_end(caption_blend, tmp_path):
     saved = load_file(tmp_path / "s1" / "model.safetensors")
     assert any(".vision_tower.encoder.stages.4." in k for k in saved)
     rows = [json.loads(x) for x in (tmp_path / "s1" / "metrics.jsonl").read_text().splitlines()]
-    assert any(row.get("model_tflops_per_s", 0) > 0 for row in rows)
+    assert sum("loss" in row and "model_tflops_per_s" in row for row in rows) == 2  # the FLOP count ran each step
     s2 = _write(tmp_path, "s2", caption_blend, model_name_or_path=str(tmp_path / "s1"), random_init=False,
                 tokenizer_train_vocab_size=None, vision_config=tower, mm_vision_select_layer=-1, tune_vit_from_layer=2)
     r = vlmtrain("run", str(s2))
@@ -139,3 +139,17 @@ def test_remote_code_tokenizer_is_refused_with_the_switch_named(tmp_path):
     cfg = load_config(None, raw={"model_name_or_path": str(tmp_path), "text_config": dict(TINY_TEXT)})
     with pytest.raises(ConfigError, match="trust_remote_code: true"):
         load_tokenizer(cfg)
+
+
+def test_tune_vit_from_layer_is_checked_before_anything_is_built():
+    from vlmtrain.config import ConfigError, load_config
+
+    base = {"model_name_or_path": "x", "text_config": dict(TINY_TEXT)}
+    assert load_config(None, raw=dict(base, stage=1, tune_vit_from_layer=4)).frozen() == \
+        {"vision": False, "projector": False, "llm": True}
+    with pytest.raises(ConfigError, match="0 or more"):
+        load_config(None, raw=dict(base, tune_vit_from_layer=-1))
+    with pytest.raises(ConfigError, match="`freeze.vision` is true"):
+        load_config(None, raw=dict(base, tune_vit_from_layer=2, freeze={"vision": True}))
+    with pytest.raises(ConfigError, match="must stay frozen"):
+        load_config(None, raw=dict(base, stage=1, freeze={"vision": False}))
