@@ -53,6 +53,7 @@ class TrainConfig:
     stage: int = 2                                  # 1: feature alignment (projector only); 2: instruction tuning; 3: MoE-tuning
     freeze: FreezeSpec = field(default_factory=FreezeSpec)
     tune_mm_mlp_adapter: Optional[bool] = None      # LLaVA's stage-1 flag; implied by stage 1
+    tune_vit_from_layer: Optional[int] = None       # ConvLLaVA's flag: the tower trains from this block (ViT) / stage (ConvNeXt) on
 
     # --- model -------------------------------------------------------------------------------
     model_name_or_path: Optional[str] = None        # the LLM (local path or Hub id), or a whole LLaVA checkpoint
@@ -158,6 +159,8 @@ class TrainConfig:
                     2: {"vision": True, "projector": False, "llm": False},
                     3: {"vision": True, "projector": False, "llm": False}}[self.stage]
         spec = dataclasses.asdict(self.freeze)
+        if self.tune_vit_from_layer is not None and spec["vision"] is None:
+            defaults["vision"] = False  # part of the tower trains (vlmtrain.model.build.apply_freeze)
         if self.lora_enable:
             defaults["llm"] = True  # the base weights stay frozen; the adapters train
         return {k: defaults[k] if v is None else v for k, v in spec.items()}
@@ -405,13 +408,20 @@ def validate(cfg: TrainConfig, where: str = "config") -> None:
         fail(f"`stage` is {cfg.stage}; vlmtrain runs stage 1 (projector), 2 (projector + LLM) and 3 (MoE-tuning)")
     explicit = dataclasses.asdict(cfg.freeze)
     _validate_moe(cfg, fail)
+    if cfg.tune_vit_from_layer is not None:
+        if cfg.tune_vit_from_layer < 0:
+            fail(f"`tune_vit_from_layer` is {cfg.tune_vit_from_layer}; give the first block / stage that trains (0 or more)",
+                 "to train the whole tower, drop it and set `freeze.vision: false`")
+        if explicit["vision"] is True:
+            fail("`tune_vit_from_layer` trains part of the vision tower, but `freeze.vision` is true")
     if cfg.stage == 1:
         if cfg.tune_mm_mlp_adapter is False:
             fail("stage 1 trains the projector (`tune_mm_mlp_adapter: true`); `tune_mm_mlp_adapter: false` contradicts it",
                  "drop the key, or set `stage: 2` to train the LLM too")
-        if explicit["llm"] is False or explicit["vision"] is False:
+        if explicit["llm"] is False or (explicit["vision"] is False and cfg.tune_vit_from_layer is None):
             fail("stage 1 trains the projector only; `freeze.llm` / `freeze.vision` must stay frozen",
-                 "set `stage: 2` to train the LLM")
+                 "set `stage: 2` to train the LLM, or `tune_vit_from_layer` to train a tower stage with the projector "
+                 "(ConvLLaVA's added ConvNeXt stage)")
         if explicit["projector"] is True:
             fail("stage 1 trains the projector; `freeze.projector: true` leaves nothing to train")
         if cfg.lora_enable:

@@ -83,8 +83,8 @@ def test_every_shipped_config_validates(path):
     assert cfg.stage == raw["stage"]
     if cfg.deepspeed:
         assert json.loads(open(cfg.deepspeed).read())["zero_optimization"]["stage"] in (2, 3)
-    if cfg.stage == 1:
-        assert cfg.frozen() == {"vision": True, "projector": False, "llm": True}
+    if cfg.stage == 1:  # ConvLLaVA's stage 1 also trains its added tower stage (tune_vit_from_layer)
+        assert cfg.frozen() == {"vision": cfg.tune_vit_from_layer is None, "projector": False, "llm": True}
 
 
 def test_llava_recipes_carry_the_seed_hyperparameters():

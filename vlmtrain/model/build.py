@@ -1,4 +1,8 @@
-"""Build the LLaVA model on transformers' own classes: any vision tower (CLIP, SigLIP) + any causal LM.
+"""Build the LLaVA model on transformers' own classes: a vision tower + any causal LM.
+
+Towers: CLIP, SigLIP, InternViT-6B and ConvLLaVA's ConvNeXt (vlmtrain.model.towers says what each
+needs). Checkpoints published in a layout that is not a transformers class (InternViT-6B, Qwen-1_8B)
+are renamed on load, so no remote code runs (vlmtrain.model.internvit, vlmtrain.model.qwen).
 
 Three ways in, all ending in a ``LlavaForConditionalGeneration`` (or the thin
 :class:`VlmLlavaForConditionalGeneration` when the projector is not ``mlp2x_gelu``):
@@ -28,6 +32,7 @@ from torch import nn
 from transformers import AutoConfig, LlavaConfig, LlavaForConditionalGeneration, PretrainedConfig
 
 from vlmtrain.config import ConfigError, TrainConfig
+from vlmtrain.model import qwen, towers
 from vlmtrain.model.projector import build_sequential, load_mm_projector
 
 log = logging.getLogger(__name__)
@@ -99,17 +104,39 @@ def _config_from_dict(d: dict, what: str) -> PretrainedConfig:
 
 
 def _pretrained_config(name: str, cfg: TrainConfig, what: str) -> PretrainedConfig:
+    native = _native_config(name, cfg, what)
+    if native is not None:
+        return native
     try:
         return AutoConfig.from_pretrained(name, trust_remote_code=cfg.trust_remote_code)
     except (OSError, ValueError) as e:
+        first = str(e).splitlines()[0]
+        if "trust_remote_code" in str(e) and not cfg.trust_remote_code:
+            raise ConfigError(
+                f"{what} {name!r} is remote code (its config.json names its own Python classes): {first}",
+                hint="`trust_remote_code` is off by default; set `trust_remote_code: true` to run the publisher's "
+                     "code. InternViT-6B and Qwen-1_8B need none: vlmtrain loads them natively") from None
         raise ConfigError(
-            f"cannot read the config of {what} {name!r}: {str(e).splitlines()[0]}",
+            f"cannot read the config of {what} {name!r}: {first}",
             hint=f"give a local path, check the Hub id / network, or put its fields under `{what}_config` "
                  f"(see configs/model_configs/) to build without downloading") from None
 
 
+def _native_config(name: str, cfg: TrainConfig, what: str) -> PretrainedConfig | None:
+    """The native config of a checkpoint published as remote code or wrapped by vlmtrain; None for the others."""
+    if what == "vision":
+        fields = cfg.vision_config if isinstance(cfg.vision_config, dict) else None
+        return towers.config_from_checkpoint(name, fields)
+    from vlmtrain.model.checkpoint_files import read_config_json
+
+    d = read_config_json(name)
+    return qwen.qwen2_config_from_qwen(d) if qwen.is_qwen_config(d) else None
+
+
 def text_config(cfg: TrainConfig) -> PretrainedConfig:
     if isinstance(cfg.text_config, dict) and cfg.text_config.get("model_type"):
+        if qwen.is_qwen_config(cfg.text_config):  # Qwen-1_8B's published config.json fields
+            return qwen.qwen2_config_from_qwen(cfg.text_config)
         return _config_from_dict(cfg.text_config, "text_config")
     base = _pretrained_config(cfg.model_name_or_path, cfg, "text")
     if getattr(base, "model_type", None) in LLAVA_TYPES:
@@ -122,7 +149,8 @@ def text_config(cfg: TrainConfig) -> PretrainedConfig:
 def vision_config(cfg: TrainConfig) -> PretrainedConfig:
     """The tower's config for shape-only builds: the YAML's fields, else the tower's (or checkpoint's) own."""
     if isinstance(cfg.vision_config, dict) and cfg.vision_config.get("model_type"):
-        return _vision_half(_config_from_dict(cfg.vision_config, "vision_config"))
+        native = towers.config_from_mapping(cfg.vision_config)  # written in a published layout
+        return _vision_half(native or _config_from_dict(cfg.vision_config, "vision_config"))
     if cfg.vision_tower:
         vc = _vision_half(_pretrained_config(cfg.vision_tower, cfg, "vision"))
         for k, v in (cfg.vision_config or {}).items():
@@ -135,17 +163,15 @@ def vision_config(cfg: TrainConfig) -> PretrainedConfig:
 
 
 def _vision_half(vc: PretrainedConfig) -> PretrainedConfig:
-    """A full CLIP / SigLIP config (text + vision) -> its vision config; only CLIP and SigLIP towers."""
+    """A full CLIP / SigLIP config (text + vision) -> its vision config; a tower type vlmtrain builds."""
     if getattr(vc, "model_type", "") in ("clip", "siglip") and hasattr(vc, "vision_config"):
         vc = vc.vision_config
-    if getattr(vc, "model_type", "") not in ("clip_vision_model", "siglip_vision_model"):
-        raise ConfigError(f"vision tower type {getattr(vc, 'model_type', '?')!r} is not supported; "
-                          "use a CLIP or SigLIP vision model")
+    towers.kind(vc)  # a clear error for any other tower
     return vc
 
 
 def has_cls_token(vc: PretrainedConfig) -> bool:
-    return vc.model_type == "clip_vision_model"  # SigLIP has no CLS token
+    return towers.has_cls(vc)  # CLIP and InternViT have one; SigLIP and ConvNeXt do not
 
 
 def select_strategy(vc: PretrainedConfig, feature: str) -> str:
@@ -158,11 +184,11 @@ def select_strategy(vc: PretrainedConfig, feature: str) -> str:
 
 
 def tokens_per_image(vc: PretrainedConfig, feature: str) -> int:
-    patches = (vc.image_size // vc.patch_size) ** 2
-    return patches + (1 if feature == "cls_patch" else 0)
+    return towers.tokens_per_image(vc, feature)
 
 
 def llava_config(cfg: TrainConfig, tc: PretrainedConfig, vc: PretrainedConfig, image_token_id: int) -> LlavaConfig:
+    towers.check_select_layer(vc, cfg.mm_vision_select_layer)
     lc = LlavaConfig(
         vision_config=vc.to_dict(),
         text_config=tc.to_dict(),
@@ -242,15 +268,16 @@ def build_model(cfg: TrainConfig, *, vocab_size: int | None = None, image_token_
         model = _load(model_class(getattr(whole, "mm_projector_type", "mlp2x_gelu")).from_pretrained,
                       cfg.model_name_or_path, dtype=dtype, attn_implementation=attn)
     else:  # stage 1 from separate parts: the LLM and the tower keep their pretrained weights
-        from transformers import AutoModel, AutoModelForCausalLM
+        from transformers import AutoModel
 
         if not cfg.vision_tower:
             raise ConfigError("no vision tower: set `vision_tower` (local path or Hub id of a CLIP / SigLIP model)")
         vc = _vision_half(_pretrained_config(cfg.vision_tower, cfg, "vision"))
-        llm = _load(AutoModelForCausalLM.from_pretrained, cfg.model_name_or_path, dtype=dtype,
-                    attn_implementation=attn, trust_remote_code=cfg.trust_remote_code)
-        tower = _load(AutoModel._model_mapping[type(vc)].from_pretrained, cfg.vision_tower, config=vc, dtype=dtype,
-                      attn_implementation=attn)
+        llm = _load_llm(cfg, dtype, attn)
+        tower = _load(towers.load, cfg.vision_tower, vc, dtype=dtype, attn_implementation=attn)
+        if tower is None:  # CLIP / SigLIP: transformers loads them as they ship
+            tower = _load(AutoModel._model_mapping[type(vc)].from_pretrained, cfg.vision_tower, config=vc,
+                          dtype=dtype, attn_implementation=attn)
         lc = llava_config(cfg, llm.config, tower.config, image_token_id if image_token_id is not None else llm.config.vocab_size)
         cls = model_class(cfg.mm_projector_type)
         with torch.device("meta"):  # the skeleton allocates nothing; the loaded parts go in
@@ -272,9 +299,22 @@ def build_model(cfg: TrainConfig, *, vocab_size: int | None = None, image_token_
     return BuiltModel(model, model.config.image_token_id, tokens_per_image(vc, cfg.mm_vision_select_feature), attn, vc)
 
 
-def _load(fn, name, **kwargs):
+def _load_llm(cfg: TrainConfig, dtype: torch.dtype, attn: str) -> nn.Module:
+    """The LLM of a stage-1 build: Qwen-1_8B's published layout converted to qwen2, anything else as it ships."""
+    from transformers import AutoModelForCausalLM
+
+    from vlmtrain.model.checkpoint_files import read_config_json
+
+    d = read_config_json(cfg.model_name_or_path)
+    if qwen.is_qwen_config(d):
+        return qwen.load_qwen_as_qwen2(cfg.model_name_or_path, d, dtype=dtype, attn_implementation=attn)
+    return _load(AutoModelForCausalLM.from_pretrained, cfg.model_name_or_path, dtype=dtype,
+                 attn_implementation=attn, trust_remote_code=cfg.trust_remote_code)
+
+
+def _load(fn, name, *args, **kwargs):
     try:
-        return fn(name, **kwargs)
+        return fn(name, *args, **kwargs)
     except OSError as e:
         raise ConfigError(f"cannot load pretrained weights from {name!r}: {str(e).splitlines()[0]}",
                           hint="check the path / Hub id and the network, or use `random_init: true` to build without weights") from None
@@ -299,11 +339,15 @@ def parts(model: nn.Module) -> dict[str, list[nn.Module]]:
     }
 
 
-def apply_freeze(model: nn.Module, frozen: dict[str, bool]) -> None:
-    """requires_grad per part; the vision tower also goes to eval mode when frozen (LLaVA's no_grad tower)."""
+def apply_freeze(model: nn.Module, frozen: dict[str, bool], vision_from: int | None = None) -> None:
+    """requires_grad per part. ``vision_from`` (``tune_vit_from_layer``): of an unfrozen tower, only the
+    blocks (ViT) / stages (ConvNeXt) from that index on train, as ConvLLaVA's ``unlock_vit``."""
     for name, modules in parts(model).items():
         for m in modules:
-            m.requires_grad_(not frozen[name])
+            m.requires_grad_(not frozen[name] and not (name == "vision" and vision_from is not None))
+    if vision_from is not None and not frozen["vision"]:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        towers.unfreeze_from(base.model.vision_tower, base.config.vision_config, vision_from)
 
 
 def param_counts(model: nn.Module) -> dict[str, dict[str, int]]:

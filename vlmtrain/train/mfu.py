@@ -78,6 +78,7 @@ class FlopModel:
     vision_factor: int
     projector_params: int
     projector_factor: int
+    vision_conv_flops: float = 0.0  # forward FLOPs per image of a conv tower (ConvNeXt), whose work is not params x tokens
 
     def step_flops(self, seq_lens: list[int], n_images: int, n_supervised: int | None = None) -> float:
         """Model FLOPs of one forward+backward over sequences of these true lengths."""
@@ -88,7 +89,8 @@ class FlopModel:
         f += attn_mult * 4 * self.llm_layers * self.llm_width * sum(s * s for s in seq_lens)
         v_attn_mult = 3 if self.vision_factor > 2 else 1
         f += n_images * (self.vision_factor * self.vision_params * self.vision_tokens
-                         + v_attn_mult * 4 * self.vision_layers * self.vision_width * self.vision_tokens ** 2)
+                         + v_attn_mult * 4 * self.vision_layers * self.vision_width * self.vision_tokens ** 2
+                         + self.vision_factor / 2 * self.vision_conv_flops)
         f += n_images * self.projector_factor * self.projector_params * self.vision_tokens
         return float(f)
 
@@ -125,6 +127,7 @@ def _any_trains(modules) -> bool:
 def flop_model(model) -> FlopModel:
     """Read sizes and the freeze state from a (possibly peft-wrapped) Llava model."""
     from vlmtrain.model.build import parts
+    from vlmtrain.model.towers import flop_shape
 
     p = parts(model)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -136,12 +139,13 @@ def flop_model(model) -> FlopModel:
     # The tower's patch embedding is a conv (4-D weight) and counts; position embeddings do not.
     llm_params = _matmul_params(p["llm"][0]) - _inactive_expert_params(base)
     head_params = _matmul_params(p["llm"][1], exclude=[p["llm"][0]])
-    tokens = (vc.image_size // vc.patch_size) ** 2 + (1 if vc.model_type == "clip_vision_model" else 0)
+    tokens, vision_layers, vision_width, conv_flops = flop_shape(vc)
     return FlopModel(
         llm_params=llm_params, head_params=head_params, llm_layers=tc.num_hidden_layers, llm_width=tc.hidden_size,
         llm_factor=6 if llm_train else (4 if (proj_train or vision_train or lora) else 2),
-        vision_params=_matmul_params(p["vision"][0]), vision_layers=vc.num_hidden_layers, vision_width=vc.hidden_size,
-        vision_tokens=tokens, vision_factor=6 if vision_train else 2,
+        vision_params=0 if conv_flops else _matmul_params(p["vision"][0]), vision_layers=vision_layers,
+        vision_width=vision_width, vision_tokens=tokens, vision_factor=6 if vision_train else 2,
+        vision_conv_flops=conv_flops,
         projector_params=_matmul_params(p["projector"][0]),
         projector_factor=6 if proj_train else (4 if vision_train else 2),
     )

@@ -88,6 +88,10 @@ def load_tokenizer(cfg: TrainConfig):
         try:
             tok = AutoTokenizer.from_pretrained(name, padding_side="right", trust_remote_code=cfg.trust_remote_code)
         except (OSError, ValueError) as e:
+            if "trust_remote_code" in str(e) and not cfg.trust_remote_code:  # e.g. Qwen-1_8B's tiktoken tokenizer
+                raise ConfigError(f"the tokenizer {name!r} is remote code (its tokenizer_config.json names its own "
+                                  "Python class)", hint="`trust_remote_code` is off by default; set "
+                                  "`trust_remote_code: true` to run the publisher's tokenizer code") from None
             raise ConfigError(f"cannot load the tokenizer {name!r}: {str(e).splitlines()[0]}",
                               hint="check the path / Hub id and the network, or set `tokenizer_train_vocab_size` "
                                    "to train one on the dataset's text") from None
@@ -121,6 +125,11 @@ def build_image_processor(cfg: TrainConfig, vc):
     """The tower's own processor when it is on disk / the Hub; else one made from the tower's config."""
     import transformers
 
+    from vlmtrain.model.towers import image_processor
+
+    own = image_processor(cfg.vision_tower if not cfg.random_init else None, vc)  # InternViT / ConvNeXt
+    if own is not None:
+        return own
     if cfg.vision_tower and not cfg.random_init:
         try:
             return transformers.AutoImageProcessor.from_pretrained(cfg.vision_tower)
@@ -143,7 +152,7 @@ def dry_run(cfg: TrainConfig, *, as_json: bool = False) -> dict[str, Any]:
     from vlmtrain.model.build import build_model, describe, param_counts, apply_freeze
 
     built = build_model(cfg, meta=True, dtype=torch.bfloat16 if cfg.bf16 else torch.float32)
-    apply_freeze(built.model, cfg.frozen())
+    apply_freeze(built.model, cfg.frozen(), cfg.tune_vit_from_layer)
     moe = None
     if cfg.stage == 3:
         from vlmtrain.train.stage3 import prepare_moe
@@ -305,7 +314,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
         keys = load_pretrain_adapter(model, cfg.pretrain_mm_mlp_adapter)
         log.info("loaded %d projector tensors from %s", len(keys), cfg.pretrain_mm_mlp_adapter)
     frozen = cfg.frozen()
-    apply_freeze(model, frozen)
+    apply_freeze(model, frozen, cfg.tune_vit_from_layer)
     if cfg.bf16 and not cfg.deepspeed:
         from vlmtrain.model.build import parts
 

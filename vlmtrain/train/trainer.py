@@ -147,7 +147,8 @@ class VlmTrainer(Trainer):
 
     # -- saving -------------------------------------------------------------------------------
     def _projector_only(self) -> bool:
-        return self.vlm_cfg.stage == 1
+        # ConvLLaVA's stage 1 also trains a tower stage (tune_vit_from_layer): that run saves the whole model.
+        return self.vlm_cfg.stage == 1 and self.vlm_cfg.frozen()["vision"]
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         if not self._projector_only():

@@ -1,0 +1,110 @@
+"""InternViT-6B's published layout on transformers' InternVLVisionModel: same hidden states, key-for-key load,
+InternVL-LLaVA's feature selection and processor, a training step inside Llava."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.models.seed_model_helpers import (INTERNVIT_TINY, TINY_LLAMA, internvit_reference_hidden_states,
+                                             internvit_state, one_training_step, write_checkpoint)
+from vlmtrain.config import ConfigError, load_config
+from vlmtrain.model import internvit, towers
+
+
+@pytest.fixture(scope="module")
+def vit_folder(tmp_path_factory):
+    # .bin shards + index, as OpenGVLab ships InternViT-6B.
+    return write_checkpoint(tmp_path_factory.mktemp("vit") / "InternViT-6B", INTERNVIT_TINY, internvit_state(),
+                            shards=2, fmt="bin")
+
+
+def _tower(folder, input_size=None):
+    vc = internvit.native_config_from_published(INTERNVIT_TINY, input_size)
+    return internvit.load_tower(str(folder), vc, dtype=torch.float32, attn_implementation="sdpa").eval()
+
+
+@pytest.mark.parametrize("input_size", [None, 48])  # 48: a 6x6 grid from the 4x4 checkpoint grid (224 -> 336 style)
+def test_every_hidden_state_matches_the_reference(vit_folder, input_size):
+    tower = _tower(vit_folder, input_size)
+    side = input_size or INTERNVIT_TINY["image_size"]
+    pixels = torch.randn(2, 3, side, side)
+    with torch.no_grad():
+        ours = tower(pixels, output_hidden_states=True).hidden_states
+    ref = internvit_reference_hidden_states(internvit_state(), INTERNVIT_TINY, pixels)
+    assert len(ours) == len(ref) == INTERNVIT_TINY["num_hidden_layers"] + 1
+    for a, b in zip(ours, ref):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), (a - b).abs().max()
+
+
+def test_key_map_is_a_bijection_and_every_published_key_lands(vit_folder):
+    published = internvit_state()
+    native = internvit.published_to_native(published)
+    back = internvit.native_to_published(native)
+    assert set(back) == set(published) and all(torch.equal(back[k], published[k]) for k in published)
+    tower = _tower(vit_folder)
+    own = tower.state_dict()
+    assert set(own) == set(native)
+    assert all(torch.equal(own[k], native[k]) for k in own)
+    q, k, v = published["encoder.layers.2.attn.qkv.weight"].chunk(3)
+    assert torch.equal(own["encoder.layer.2.attention.k_proj.weight"], k)
+
+
+def test_unknown_or_missing_keys_are_errors(tmp_path):
+    extra = dict(internvit_state(), **{"encoder.layers.0.attn.extra": torch.zeros(2)})
+    with pytest.raises(ConfigError, match="unknown key"):
+        _tower(write_checkpoint(tmp_path / "extra", INTERNVIT_TINY, extra))
+    missing = internvit_state()
+    del missing["encoder.layers.3.ls2"]
+    with pytest.raises(ConfigError, match="lambda_2"):
+        _tower(write_checkpoint(tmp_path / "missing", INTERNVIT_TINY, missing))
+
+
+def test_llava_with_internvit_selects_block_minus_4_and_trains(vit_folder, tmp_path):
+    """Stage 1 from parts: the published InternViT folder (remote-code config, trust_remote_code off) + an LLM."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from vlmtrain.model.build import apply_freeze, build_model
+
+    AutoModelForCausalLM.from_config(AutoConfig.for_model(**TINY_LLAMA)).save_pretrained(tmp_path / "llm")
+    cfg = load_config(None, raw={"stage": 1, "model_name_or_path": str(tmp_path / "llm"), "vision_tower": str(vit_folder),
+                                 "mm_vision_select_layer": -4})
+    built = build_model(cfg, vocab_size=121, image_token_id=120)
+    assert built.tokens_per_image == 16 and built.model.config.vision_feature_select_strategy == "default"
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        feats = built.model.model.get_image_features(pixels, vision_feature_layer=-4,
+                                                     vision_feature_select_strategy="default").pooler_output
+    ref = internvit_reference_hidden_states(internvit_state(), INTERNVIT_TINY, pixels)[-4][:, 1:]  # block 1, no CLS
+    assert torch.allclose(torch.stack(feats), built.model.model.multi_modal_projector(ref), atol=1e-5)
+    apply_freeze(built.model, cfg.frozen())
+    loss, changed = one_training_step(built, pixels)
+    assert torch.isfinite(torch.tensor(loss)) and all(k.startswith("model.multi_modal_projector") for k in changed)
+    assert all(changed.values())
+
+
+def test_image_processor_is_internvl_llavas():
+    vc = internvit.native_config_from_published(dict(INTERNVIT_TINY, image_size=448, patch_size=14))
+    proc = towers.image_processor("unused", vc)
+    assert list(proc.image_mean) == internvit.IMAGENET_MEAN and list(proc.image_std) == internvit.IMAGENET_STD
+    from PIL import Image
+
+    out = proc(images=[Image.new("RGB", (600, 500), (10, 200, 30))], return_tensors="pt")["pixel_values"]
+    assert tuple(out.shape) == (1, 3, 448, 448)
+    assert towers.tokens_per_image(vc, "patch") == 1024
+
+
+def test_published_shape_parameter_count():
+    """InternViT-6B-448px-V1-0 at its real shape, on the meta device: the card says 5903M (its 224px base);
+    at 448 px the position table has 768 more rows of 3200 (5,905,251,200)."""
+    import json
+    from pathlib import Path
+
+    from transformers import InternVLVisionModel
+
+    d = json.loads((Path(__file__).parents[2] / "configs/model_configs/internvit-6b-448px-v1-0.json").read_text())
+    with torch.device("meta"):
+        n448 = sum(p.numel() for p in InternVLVisionModel(internvit.native_config_from_published(d)).parameters())
+        n224 = sum(p.numel() for p in InternVLVisionModel(
+            internvit.native_config_from_published(dict(d, image_size=224))).parameters())
+    assert n224 == 5_902_793_600 and round(n224 / 1e6) == 5903
+    assert n448 == n224 + (1024 - 256) * 3200 == 5_905_251_200

@@ -1,0 +1,115 @@
+"""The vision towers vlmtrain builds, and what each one needs from the rest of the build.
+
+- CLIP / SigLIP: transformers' classes, loaded as they ship.
+- InternViT-6B (InternVL-Chat with LLaVA): transformers' ``InternVLVisionModel``, the published
+  weights renamed on load (:mod:`vlmtrain.model.internvit`); no remote code.
+- ConvNeXt (ConvLLaVA): transformers' ConvNext stages in a LLaVA tower wrapper, with ConvLLaVA's
+  resolution and added stage (:mod:`vlmtrain.model.convnext_tower`).
+
+One place answers, per tower: its config (from a checkpoint folder or a YAML mapping), CLS or not,
+tokens per image, loading, the image processor, partial unfreezing (``tune_vit_from_layer``) and the
+sizes the MFU count needs. build.py and run.py ask here instead of testing model types themselves.
+"""
+from __future__ import annotations
+
+from transformers import PretrainedConfig
+
+from vlmtrain.config import ConfigError
+from vlmtrain.model import convnext_tower, internvit
+
+KINDS = {"clip_vision_model": "clip", "siglip_vision_model": "siglip",
+         internvit.NATIVE_MODEL_TYPE: "internvit", convnext_tower.MODEL_TYPE: "convnext"}
+# Fields of a YAML vision_config that apply on top of a checkpoint's own config in a real run: they
+# describe how the run uses the tower (resolution, an added stage), not the published weights.
+RUN_FIELDS = {"internvit": ("input_image_size",), "convnext": ("image_size", "depths", "hidden_sizes", "drop_path_rate")}
+
+
+def kind(vc: PretrainedConfig) -> str:
+    k = KINDS.get(getattr(vc, "model_type", ""))
+    if k is None:
+        raise ConfigError(f"vision tower type {getattr(vc, 'model_type', '?')!r} is not supported",
+                          hint="vlmtrain builds CLIP, SigLIP, InternViT-6B (intern_vit_6b) and ConvNeXt (ConvLLaVA) towers")
+    return k
+
+
+def config_from_mapping(d: dict) -> PretrainedConfig | None:
+    """A YAML / JSON ``vision_config`` written in a published layout (``intern_vit_6b``, ``convnext``), or None."""
+    if internvit.is_published_config(d):
+        return internvit.native_config_from_published(d, d.get("input_image_size"))
+    if convnext_tower.is_published_config(d):
+        return convnext_tower.tower_config(d)
+    return None
+
+
+def config_from_checkpoint(name: str, yaml_fields: dict | None) -> PretrainedConfig | None:
+    """The tower config of an InternViT / ConvNeXt checkpoint (its config.json + the run's fields), or None
+    for any other checkpoint (CLIP, SigLIP: transformers reads those)."""
+    from vlmtrain.model.checkpoint_files import read_config_json
+
+    d = read_config_json(name)
+    run = yaml_fields or {}
+    if internvit.is_published_config(d):
+        return internvit.native_config_from_published(d, run.get("input_image_size"))
+    if convnext_tower.is_published_config(d):
+        return convnext_tower.tower_config(d, {k: run[k] for k in RUN_FIELDS["convnext"] if k in run})
+    return None
+
+
+def has_cls(vc: PretrainedConfig) -> bool:
+    return kind(vc) in ("clip", "internvit")
+
+
+def tokens_per_image(vc: PretrainedConfig, feature: str) -> int:
+    k = kind(vc)
+    if k == "convnext":
+        return convnext_tower.tokens_per_image(vc)
+    side = (internvit.input_size(vc) // internvit.patch_size(vc)) if k == "internvit" else vc.image_size // vc.patch_size
+    return side * side + (1 if feature == "cls_patch" else 0)
+
+
+def check_select_layer(vc: PretrainedConfig, layer: int) -> None:
+    if kind(vc) == "convnext":
+        convnext_tower.check_select_layer(layer)
+
+
+def load(name: str, vc: PretrainedConfig, *, dtype, attn_implementation: str):
+    """Load an InternViT / ConvNeXt tower from its published checkpoint (None for CLIP / SigLIP)."""
+    from vlmtrain.model.checkpoint_files import read_config_json
+
+    k = kind(vc)
+    if k == "internvit":
+        return internvit.load_tower(name, vc, dtype=dtype, attn_implementation=attn_implementation)
+    if k == "convnext":
+        return convnext_tower.load_tower(name, read_config_json(name) or {}, vc, dtype=dtype)
+    return None
+
+
+def image_processor(vision_tower: str | None, vc: PretrainedConfig):
+    """The processor ConvLLaVA / InternVL-LLaVA use with their towers (None: CLIP / SigLIP, handled by run.py)."""
+    k = kind(vc)
+    if k == "internvit":
+        return internvit.image_processor(vc)
+    if k == "convnext":
+        return convnext_tower.image_processor(vision_tower, vc)
+    return None
+
+
+def unfreeze_from(tower, vc: PretrainedConfig, index: int) -> None:
+    """Train the tower from block (ViT) / stage (ConvNeXt) ``index`` on, as ConvLLaVA's ``unlock_vit``."""
+    k = kind(vc)
+    if k == "convnext":
+        convnext_tower.unfreeze_from(tower, index)
+        return
+    layers = tower.encoder.layer if k == "internvit" else tower.vision_model.encoder.layers
+    if not 0 <= index < len(layers):
+        raise ConfigError(f"`tune_vit_from_layer: {index}`: the tower has blocks 0..{len(layers) - 1}")
+    for layer in layers[index:]:
+        layer.requires_grad_(True)
+
+
+def flop_shape(vc: PretrainedConfig) -> tuple[int, int, int, float]:
+    """(tokens the tower processes per image, attention layers, width, conv FLOPs per image forward)."""
+    k = kind(vc)
+    if k == "convnext":
+        return tokens_per_image(vc, "patch"), 0, 0, convnext_tower.forward_flops(vc)
+    return tokens_per_image(vc, "cls_patch" if has_cls(vc) else "patch"), vc.num_hidden_layers, vc.hidden_size, 0.0
