@@ -266,3 +266,32 @@ def test_train_modules_match_dense_names_and_qwen_aliases(tmp_path):
     assert {"layers.0.mlp.experts.2.up_proj.weight", "layers.0.mlp.experts.2.gate_proj.weight",
             "layers.1.mlp.down_proj.weight"} <= q and not any("o_proj" in n or "q_proj" in n for n in q)
     assert any("o_proj" in n for n in trainable(qwen, ["c_proj"]))  # a bare `c_proj` also matches Qwen's attn.c_proj
+
+
+def test_qwen_stage3_in_moellava_key_names(tmp_path):
+    """Qwen-1's layout: everything under `transformer.`, fused c_attn, w1/w2/c_proj inside DeepSpeed's expert tree."""
+    from vlmtrain.config import load_config
+    from vlmtrain.model.build import build_model
+    from vlmtrain.model.moe.checkpoint_keys import moellava_state_dict
+    from vlmtrain.model.qwen import qwen_state_to_native
+    from vlmtrain.train.stage3 import prepare_moe
+
+    qwen = {"model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 1024}
+    cfg = load_config(write_config(tmp_path / "q.yaml", tiny_config(tmp_path, tmp_path / "o", stage=3, text_config=qwen,
+                                                                     vision_config=dict(TINY_VISION), moe_mode="sparse")))
+    model = build_model(cfg, vocab_size=200, image_token_id=199).model
+    prepare_moe(model, cfg)
+    ours = model.state_dict()
+    theirs = moellava_state_dict(ours, "qwen2")
+    assert {"transformer.h.0.mlp.deepspeed_moe.gate.wg.weight", "transformer.h.0.attn.c_attn.weight",
+            "transformer.h.0.mlp.deepspeed_moe.experts.deepspeed_experts.3.w2.weight", "transformer.h.1.mlp.w1.weight",
+            "transformer.mm_projector.image_spatial_proj.0.weight", "lm_head.weight"} <= set(theirs)
+    assert not any(k.startswith("model.") for k in theirs)
+    # w2 is the activated branch: native gate_proj
+    torch.testing.assert_close(theirs["transformer.h.0.mlp.deepspeed_moe.experts.deepspeed_experts.3.w2.weight"],
+                               ours["model.language_model.layers.0.mlp.experts.3.gate_proj.weight"])
+    back = qwen_state_to_native({k: v for k, v in theirs.items() if k.startswith("transformer.h.")},
+                                native_prefix="model.language_model.")
+    torch.testing.assert_close(back["model.language_model.layers.1.self_attn.k_proj.weight"],
+                               ours["model.language_model.layers.1.self_attn.k_proj.weight"])

@@ -18,6 +18,10 @@ Three ways in, all ending in a ``LlavaForConditionalGeneration`` (or the thin
 The image placeholder is a real token id: ``<image>`` is added to the tokenizer when missing and
 the data pipeline expands it into ``per_image`` copies, which transformers' Llava fills by
 ``masked_scatter``.
+
+Why one file of ~400 lines: the three ways in share the config readers, the model class and the
+part/freeze helpers, and each is a few lines of the same sequence; split, a reader would hop between
+files to follow one build.
 """
 from __future__ import annotations
 

@@ -11,8 +11,10 @@ layer as DeepSpeed's module tree:
 
 This module renames vlmtrain's keys (transformers' Llava layout, our ``router`` / ``experts`` /
 ``residual_mlp``) to those, and back. phi and stablelm keep transformers' own LLM key names, as
-MoE-LLaVA's copies of their modeling code do; Qwen-1 (remote code, ``transformer.h.N``) is not
-written here.
+MoE-LLaVA's copies of their modeling code do. Qwen-1 is remote code with its own names
+(``transformer.h.N.attn.c_attn`` fused, ``mlp.w1`` / ``w2`` / ``c_proj``, everything under ``transformer.``):
+its LLM keys go through vlmtrain.model.qwen's converter; its config.json keeps the native qwen2 field
+names (MoE-LLaVA's Qwen loader wants the published Qwen config's fields: take them from Qwen-1_8B).
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-FAMILIES = {"phi": "Phi", "stablelm": "StableLM", "llama": "Llama", "mistral": "Mistral"}
+FAMILIES = {"phi": "Phi", "stablelm": "StableLM", "llama": "Llama", "mistral": "Mistral", "qwen2": "QWen"}
+MODEL_TYPES = {"qwen2": "moe_llava_qwen"}
 
 _MOE = [(r"\.mlp\.router\.", ".mlp.deepspeed_moe.gate.wg."),
         (r"\.mlp\.experts\.(\d+)\.", r".mlp.deepspeed_moe.experts.deepspeed_experts.\1."),
@@ -59,6 +62,28 @@ def from_moellava_key(key: str) -> str:
     return key
 
 
+def moellava_state_dict(state: dict, text_model_type: str) -> dict:
+    """A whole vlmtrain stage-3 state dict in MoE-LLaVA's names (see the module docstring)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    if text_model_type != "qwen2":
+        return {to_moellava_key(k): v for k, v in state.items()}
+    from vlmtrain.model.qwen import native_state_to_qwen
+
+    prefix = "model.language_model."
+    llm, rest = {}, {}
+    for k, v in state.items():
+        if k.startswith(prefix) or k.startswith("lm_head."):
+            for pattern, repl in _MOE:  # DeepSpeed's module tree first; the converter renames the FFN leaves under it
+                k = re.sub(pattern, repl, k)
+            llm[k] = v
+        else:
+            rest[k] = v
+    out = native_state_to_qwen(llm, native_prefix=prefix)
+    for k, v in rest.items():  # MoE-LLaVA's Qwen wrapper keeps the tower and projector under `transformer.`
+        out["transformer." + to_moellava_key(k)[len("model."):]] = v
+    return out
+
+
 def moellava_config(model, vision_tower: str | None, image_aspect_ratio: str) -> dict:
     """config.json in MoE-LLaVA's form: the LLM's fields at top level plus its multimodal and ``moe`` keys."""
     cfg = model.config
@@ -69,7 +94,8 @@ def moellava_config(model, vision_tower: str | None, image_aspect_ratio: str) ->
     out = tc.to_dict()
     layer = cfg.vision_feature_layer
     out.update({
-        "architectures": [f"MoELLaVA{family}ForCausalLM"], "model_type": f"moe_llava_{tc.model_type}",
+        "architectures": [f"MoELLaVA{family}ForCausalLM"],
+        "model_type": MODEL_TYPES.get(tc.model_type, f"moe_llava_{tc.model_type}"),
         "mm_image_tower": vision_tower, "image_projector_type": getattr(cfg, "mm_projector_type", "mlp2x_gelu"),
         "mm_hidden_size": cfg.vision_config.hidden_size, "mm_vision_select_layer": layer,
         "mm_vision_select_feature": "patch" if cfg.vision_feature_select_strategy == "default" else "cls_patch",
@@ -86,7 +112,7 @@ def write_moellava_checkpoint(model, out_dir: str | Path, *, vision_tower: str |
     import io
 
     config = moellava_config(model, vision_tower, image_aspect_ratio)
-    state = {to_moellava_key(k): v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = moellava_state_dict(model.state_dict(), model.config.text_config.model_type)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
