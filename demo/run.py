@@ -54,6 +54,12 @@ def losses(run_dir: Path) -> list[float]:
     return [r["loss"] for r in rows if "loss" in r]
 
 
+def _metric(run_dir: Path, key: str) -> list[float]:
+    path = run_dir / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [r[key] for r in rows if key in r]
+
+
 def _moe_chain_configs(folder: Path, runs: Path, blends: Path, steps: int) -> list[Path]:
     """The shipped tiny MoE chain (configs/tiny-moe-cpu-stage*.yaml) pointed at this demo's blends and runs."""
     import yaml
@@ -115,9 +121,10 @@ def main() -> None:
     s1, s2, s3 = (runs / f"stage{i}" for i in (1, 2, 3))
     step("Plot the stage-3 curves (loss, router load-balancing loss, expert load)", vlmtrain + ["plot", str(s3)])
     image = _demo_image(layout_dir)
-    answer = step("Ask the stage-3 model about an image", vlmtrain + [
-        "generate", str(s3), "--image", str(image), "--prompt", "What is in the image?", "--max-new-tokens", "16"],
-        capture=True)
+    answer = step("Ask the stage-3 model about an image (at least 8 tokens: a model this small often ends "
+                  "its answer at once)", vlmtrain + [
+        "generate", str(s3), "--image", str(image), "--prompt", "What is in the image?", "--min-new-tokens", "8",
+        "--max-new-tokens", "16"], capture=True)
     print(f"answer: {answer.strip()!r}  (a tiny model trained for seconds: expect words, not sense)")
 
     print("\n=== Done. Where everything is:")
@@ -134,6 +141,14 @@ def main() -> None:
             k = max(1, len(ls) // 4)
             first, last = sum(ls[:k]) / k, sum(ls[-k:]) / k
             print(f"  {name} loss        {first:.3f} -> {last:.3f} (mean of first/last {k} steps, {len(ls)} steps)")
+    aux = _metric(s3, "moe/aux_loss")
+    if aux:
+        k = max(1, len(aux) // 4)
+        layers = len(json.loads((s3 / "config.json").read_text())["moe"]["moe_layers_idx"])
+        print(f"  stage 3 router loss {sum(aux[:k]) / k:.3f} -> {sum(aux[-k:]) / k:.3f} (load balancing, summed over "
+              f"its {layers} MoE layers: {layers:.1f} is perfectly balanced)")
+        print("  Stage 3 starts where stage 2 ended and trains only the experts' FFNs and the routers on the same\n"
+              "  few records, so its LM loss holds rather than falls; what moves is the routers' balance.")
     print("Run it again: fetch finds everything in place and downloads nothing.")
 
 

@@ -115,8 +115,10 @@ def generate(
     prompt: str = typer.Option(..., "--prompt", "-p", help="The question (an <image> marker is added when --image is given)."),
     image: Optional[Path] = typer.Option(None, "--image", "-i", help="An image file to ask about."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1, help="Most tokens to generate."),
+    min_new_tokens: int = typer.Option(0, "--min-new-tokens", min=0, help="Fewest tokens before the end token may "
+                                       "end the answer (a barely trained model may end it at once)."),
     seed: int = typer.Option(0, "--seed", help="Seeds the MoE gate's second-expert draw (stage 3)."),
-    json_out: bool = typer.Option(False, "--json", help="Print {answer, prompt, new_tokens, stage} as JSON."),
+    json_out: bool = typer.Option(False, "--json", help="Print {answer, prompt, new_tokens, stopped, stage} as JSON."),
 ) -> None:
     """Answer a question about an image with a trained run, greedily, in the run's template.
 
@@ -131,8 +133,19 @@ def generate(
 
     if image is not None and not image.is_file():
         raise typer.BadParameter(f"{image} is not a file", param_hint="--image")
-    out = answer(load_run(run_dir), prompt, image, max_new_tokens=max_new_tokens, seed=seed)
-    typer.echo(_json.dumps(out, indent=2) if json_out else out["answer"])
+    if min_new_tokens > max_new_tokens:
+        raise typer.BadParameter(f"{min_new_tokens} is more than --max-new-tokens {max_new_tokens}",
+                                 param_hint="--min-new-tokens")
+    out = answer(load_run(run_dir), prompt, image, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                 seed=seed)
+    if json_out:
+        typer.echo(_json.dumps(out, indent=2))
+    elif out["answer"]:
+        typer.echo(out["answer"])
+    elif out["stopped"] == "eos" and out["new_tokens"] <= 1:
+        typer.echo("(empty: the model ended its answer at once; --min-new-tokens N makes it write N tokens first)")
+    else:
+        typer.echo(f"(empty: the model wrote {out['new_tokens']} tokens of whitespace or special tokens only)")
 
 
 @app.command("export-moe-llava")

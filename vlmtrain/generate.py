@@ -91,7 +91,7 @@ def load_run(run_dir: str | Path, *, device: str = "cpu") -> LoadedRun:
 
 
 def answer(run: LoadedRun, question: str, image: str | Path | None = None, *, max_new_tokens: int = 64,
-           seed: int = 0) -> dict:
+           min_new_tokens: int = 0, seed: int = 0) -> dict:
     """Greedy answer to ``question`` (about ``image``, if given) with the run's template."""
     from vlmtrain.data import Encoder, ImageTokens
     from vlmtrain.data.images import ImageLoader, open_rgb
@@ -116,10 +116,12 @@ def answer(run: LoadedRun, question: str, image: str | Path | None = None, *, ma
     stop = [t for t in (tok.eos_token_id,) if t is not None]
     torch.manual_seed(seed)
     with torch.no_grad():
-        out = run.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop or None,
-                                 pad_token_id=tok.pad_token_id)
+        out = run.model.generate(**inputs, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None,
+                                 do_sample=False, eos_token_id=stop or None, pad_token_id=tok.pad_token_id)
     new = out[0, ids.shape[1]:].tolist()
+    ended = bool(new) and new[-1] in stop
     reply = tok.decode(new, skip_special_tokens=True)
     if cfg.template == "plain":  # stage-1 captions end with a newline, not an eos
         reply = reply.split("\n")[0]
-    return {"answer": reply.strip(), "prompt": text, "new_tokens": len(new), "stage": cfg.stage}
+    return {"answer": reply.strip(), "prompt": text, "new_tokens": len(new),
+            "stopped": "eos" if ended else "max_new_tokens", "stage": cfg.stage}
