@@ -106,6 +106,7 @@ class TrainConfig:
     image_root: Optional[str] = None                # overrides blend.json's image root
     version: str = "vicuna_v1"                      # template: plain | vicuna_v1 (alias v1) | chat_template | phi | qwen | stablelm
     image_aspect_ratio: str = "pad"                 # pad | square
+    image_backend: str = "pil"                      # pil (LLaVA's pixels) | torchvision (faster; opt-in)
     group_by_modality_length: bool = False
     model_max_length: int = 2048                    # counts the image tokens
     bad_samples: str = "fail"                       # fail | skip
@@ -187,6 +188,7 @@ _CHOICES = {
     "mm_vision_select_feature": ("patch", "cls_patch"),
     "version": TEMPLATES + tuple(TEMPLATE_ALIASES),
     "image_aspect_ratio": ("pad", "square"),
+    "image_backend": ("pil", "torchvision"),
     "bad_samples": ("fail", "skip"),
     "tokenizer_train_kind": ("auto", "sentencepiece", "bytelevel", "tiktoken"),
     "attn_implementation": ("auto", "sdpa", "eager", "flash_attention_2"),
@@ -533,6 +535,12 @@ def check_inputs(cfg: TrainConfig, *, resume: bool = False) -> None:
     from vlmdata.contract import read_blend_meta
 
     read_blend_meta(d)  # a blend.json of a schema_version this reader does not know: ContractError, exit 2
+    from vlmtrain.data.image_processor import ImageBackendError, check_backend
+
+    try:
+        check_backend(cfg.image_backend)
+    except ImageBackendError as e:
+        raise ConfigError(str(e), where=where) from None
     if cfg.image_root and not Path(cfg.image_root).is_dir():
         raise ConfigError(f"`image_root` {cfg.image_root} is not a folder", where=where)
     if cfg.stage == 3 and not cfg.random_init:

@@ -154,22 +154,24 @@ def unfreeze_from(tower: nn.Module, stage: int) -> None:
             s.requires_grad_(True)
 
 
-def image_processor(name: str | None, vc):
+def image_processor(name: str | None, vc, backend: str = "pil"):
     """The tower folder's processor with its size and crop set to ``image_size`` (ConvLLaVA's ``set_crop_size``);
-    a CLIP processor with CLIP's mean/std (laion's preprocessing) when the folder has none."""
+    a CLIP processor with CLIP's mean/std (laion's preprocessing) when the folder has none. On ``backend``."""
     import transformers
+
+    from vlmtrain.data.image_processor import processor_class
 
     s = vc.image_size
     if name:
         try:
-            proc = transformers.AutoImageProcessor.from_pretrained(name)
+            proc = transformers.AutoImageProcessor.from_pretrained(name, backend=backend)
         except (OSError, ValueError):
             proc = None
         if proc is not None:
             proc.size = {"shortest_edge": s}
             proc.crop_size = {"height": s, "width": s}
             return proc
-    cls = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
+    cls = processor_class("CLIPImageProcessor", backend)
     return cls(size={"shortest_edge": s}, crop_size={"height": s, "width": s}, do_center_crop=True,
                image_mean=CLIP_MEAN, image_std=CLIP_STD)
 

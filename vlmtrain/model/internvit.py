@@ -175,11 +175,11 @@ def load_tower(name: str, vc, *, dtype: torch.dtype, attn_implementation: str):
                            attn_implementation=attn_implementation)
 
 
-def image_processor(vc):
+def image_processor(vc, backend: str = "pil"):
     """InternVL-LLaVA's processor: resize the short side and centre-crop to the input size, ImageNet mean/std."""
-    import transformers
+    from vlmtrain.data.image_processor import processor_class
 
     s = input_size(vc)
-    cls = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
+    cls = processor_class("CLIPImageProcessor", backend)
     return cls(size={"shortest_edge": s}, crop_size={"height": s, "width": s}, do_resize=True, do_center_crop=True,
                do_normalize=True, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)

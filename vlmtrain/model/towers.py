@@ -84,13 +84,14 @@ def load(name: str, vc: PretrainedConfig, *, dtype, attn_implementation: str):
     return None
 
 
-def image_processor(vision_tower: str | None, vc: PretrainedConfig):
-    """The processor ConvLLaVA / InternVL-LLaVA use with their towers (None: CLIP / SigLIP, handled by run.py)."""
+def image_processor(vision_tower: str | None, vc: PretrainedConfig, backend: str = "pil"):
+    """The processor ConvLLaVA / InternVL-LLaVA use with their towers (None: CLIP / SigLIP, handled by run.py),
+    on the image backend the config names (vlmtrain.data.image_processor)."""
     k = kind(vc)
     if k == "internvit":
-        return internvit.image_processor(vc)
+        return internvit.image_processor(vc, backend)
     if k == "convnext":
-        return convnext_tower.image_processor(vision_tower, vc)
+        return convnext_tower.image_processor(vision_tower, vc, backend)
     return None
 
 

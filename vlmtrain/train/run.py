@@ -122,25 +122,22 @@ def set_pad_token(tok, template) -> None:
 
 
 def build_image_processor(cfg: TrainConfig, vc):
-    """The tower's own processor when it is on disk / the Hub; else one made from the tower's config."""
-    import transformers
+    """The tower's own processor (InternViT / ConvNeXt: vlmtrain.model.towers; CLIP / SigLIP: on disk / the Hub),
+    else one made from the tower's config.
 
+    Always on ``cfg.image_backend`` (PIL unless the config opts in to torchvision): see
+    vlmtrain.data.image_processor for why.
+    """
+    from vlmtrain.data.image_processor import ImageBackendError, build_image_processor as build, require_backend
     from vlmtrain.model.towers import image_processor
 
-    own = image_processor(cfg.vision_tower if not cfg.random_init else None, vc)  # InternViT / ConvNeXt
-    if own is not None:
-        return own
-    if cfg.vision_tower and not cfg.random_init:
-        try:
-            return transformers.AutoImageProcessor.from_pretrained(cfg.vision_tower)
-        except (OSError, ValueError):
-            log.warning("no image processor with %s; using CLIP/SigLIP defaults at %d px", cfg.vision_tower, vc.image_size)
-    s = vc.image_size
-    if vc.model_type == "siglip_vision_model":
-        cls = getattr(transformers, "SiglipImageProcessorPil", None) or transformers.SiglipImageProcessor
-        return cls(size={"height": s, "width": s})
-    cls = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
-    return cls(size={"shortest_edge": s}, crop_size={"height": s, "width": s})
+    try:
+        own = image_processor(cfg.vision_tower if not cfg.random_init else None, vc, backend=cfg.image_backend)
+        if own is not None:
+            return require_backend(own, cfg.image_backend, cfg.vision_tower)
+        return build(cfg.vision_tower, vc, backend=cfg.image_backend, from_pretrained=not cfg.random_init)
+    except ImageBackendError as e:
+        raise ConfigError(str(e), where=cfg._source or "config") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,6 +165,7 @@ def dry_run(cfg: TrainConfig, *, as_json: bool = False) -> dict[str, Any]:
         "attn_implementation": built.attn, "params": counts,
         "global_batch": cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * world,
         "world_size": world, "deepspeed": cfg.deepspeed,
+        "image_aspect_ratio": cfg.image_aspect_ratio, "image_backend": cfg.image_backend,
     }
     if moe is not None:
         s = moe.settings
@@ -198,6 +196,12 @@ def dry_run(cfg: TrainConfig, *, as_json: bool = False) -> dict[str, Any]:
               f"{built.model.config.text_config.num_hidden_layers} layers {m['layers']}; capacity factor "
               f"{m['capacity_factor']} (eval {m['eval_capacity_factor']}); aux loss x{m['router_aux_loss_coef']}; "
               f"trains {' '.join(m['train_modules'])} (+ routers, projector)")
+    from vlmtrain.data.image_processor import torchvision_installed
+
+    missing = cfg.image_backend == "torchvision" and not torchvision_installed()
+    print(f"images: {cfg.image_aspect_ratio}, {cfg.image_backend} image-processor backend"
+          + (" (torchvision is not installed here)" if missing else "")
+          + (" (LLaVA's pixels)" if cfg.image_backend == "pil" else ""))
     if "launch" in info:
         print("launch: " + info["launch"])
     return info
@@ -333,6 +337,9 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
     model.config.text_config.use_cache = False
 
     image_processor = build_image_processor(cfg, built.vision)
+    from vlmtrain.data.image_processor import describe as describe_processor
+
+    log.info("image processor: %s, image_aspect_ratio %s", describe_processor(image_processor), cfg.image_aspect_ratio)
     data = build_train_data(
         DataArgs(dataset_dir=cfg.dataset_dir, image_root=cfg.image_root, template=cfg.template,
                  model_max_length=cfg.model_max_length, image_aspect_ratio=cfg.image_aspect_ratio,
