@@ -5,19 +5,22 @@ import importlib.util
 import logging
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from vlmdata.errors import UserError, run_app
+from vlmtrain.cli_hints import RunCommand
 
 app = typer.Typer(
     name="vlmtrain",
     help="Train LLaVA-family models on vlmdata blends.\n\n"
-         "  vlmtrain run configs/tiny-cpu.yaml\n\n"
+         "  vlmtrain make-tiny-data runs/tiny-data\n\n"
+         "  vlmtrain run configs/tiny-cpu.yaml --set dataset_dir=runs/tiny-data\n\n"
          "  vlmtrain run configs/llava-1.5-7b-finetune.yaml --dry-run\n\n"
-         "  vlmtrain run configs/llava-1.5-7b-pretrain.yaml --set learning_rate=2e-3 --resume\n\n"
+         "  vlmtrain run configs/llava-1.5-7b-pretrain.yaml --set num_gpus=4\n\n"
          "  vlmtrain plot runs/tiny-cpu",
     no_args_is_help=True,
     add_completion=False,
@@ -26,7 +29,28 @@ app = typer.Typer(
 )
 
 
-@app.command()
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        def v(dist: str) -> str:
+            try:
+                return version(dist)
+            except PackageNotFoundError:
+                return "not installed"
+
+        typer.echo(f"vlmtrain {v('vlmdata')} (torch {v('torch')}, transformers {v('transformers')}, "
+                   f"deepspeed {v('deepspeed')})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version (and torch's, transformers') and exit.")) -> None:
+    """Train LLaVA-family models on vlmdata blends."""
+
+
+@app.command(cls=RunCommand)
 def run(
     configs: List[Path] = typer.Argument(..., help="Run config(s) (YAML). Several: one chain of stages, each "
                                          "starting from the previous one's output."),
@@ -40,18 +64,32 @@ def run(
 ) -> None:
     """Train one stage (1: projector; 2: projector + LLM; 3: MoE-tuning) as the config says, or a chain of stages.
 
-    Config errors (unknown key, wrong type, missing dataset, stage settings that contradict each other) stop with exit code 2 before any model is built. With num_gpus > 1 or a hostfile the command re-launches itself under deepspeed / torchrun. A SIGTERM saves a checkpoint and exits 143; run the same command with --resume to continue exactly where it stopped.
+    Config errors (unknown key, wrong type, missing dataset, stage settings that contradict each other) stop with exit code 2 before any model is built. With num_gpus > 1 or a hostfile the command re-launches itself under deepspeed / torchrun. Ctrl-C or a SIGTERM finishes the step, saves a checkpoint, prints the command that continues exactly where it stopped (the same one with --resume) and exits 130 / 143; a second Ctrl-C stops at once.
+
+    Config keys are set in the YAML or with --set KEY=VALUE (LLaVA's --data_path X is --set data_path=X).
 
     Examples:
-      vlmtrain run configs/tiny-cpu.yaml                      # after `make demo`, seconds on a CPU
+      vlmtrain run configs/tiny-cpu.yaml          # after `make demo`; seconds
       vlmtrain run configs/llava-1.5-7b-pretrain.yaml --dry-run
-      vlmtrain run configs/llava-1.5-7b-finetune.yaml --set learning_rate=1e-5 --resume
-      vlmtrain run configs/tiny-moe-cpu-stage1.yaml configs/tiny-moe-cpu-stage2.yaml configs/tiny-moe-cpu-stage3.yaml
+      vlmtrain run configs/llava-1.5-7b-finetune.yaml --set learning_rate=1e-5
+      vlmtrain run configs/tiny-cpu.yaml --set output_dir=runs/a --resume
+      vlmtrain run configs/tiny-moe-cpu-stage1.yaml \\
+          configs/tiny-moe-cpu-stage2.yaml configs/tiny-moe-cpu-stage3.yaml
     """
     _require_training_stack()
     from vlmtrain.train.chain import plan_chain
 
+    if json_out and not dry_run:
+        raise UserError("--json goes with --dry-run (a training run writes its metrics to output_dir/metrics.jsonl)")
     stages = plan_chain(configs, set_ or [])
+    from vlmtrain.model.build import check_model_fields
+
+    for stage in stages:  # nested model keys need transformers' classes: checked here, every stage before the first
+        check_model_fields(stage.cfg)
+    if _first_rank():
+        for stage in stages:
+            for note in stage.cfg._notes:
+                typer.echo(f"note: {stage.path}: {note}" if len(stages) > 1 else f"note: {note}", err=True)
     if dry_run:
         from vlmtrain.train.run import dry_run as do_dry_run
 
@@ -62,21 +100,27 @@ def run(
         _run_stage(stage, configs, set_ or [], resume, chained=len(stages) > 1)
 
 
+def _first_rank() -> bool:
+    """Under a launcher every rank runs the command: one of them speaks."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _run_stage(stage, configs: List[Path], overrides: List[str], resume: bool, *, chained: bool) -> None:
-    from vlmtrain.config import check_inputs
+    from vlmtrain.cli_hints import interrupted_message, resume_command
     from vlmtrain.train.chain import is_done
     from vlmtrain.train.launch import needs_launch, relaunch
+    from vlmtrain.train.preflight import preflight
+    from vlmtrain.train.rundir import last_complete_checkpoint
 
     cfg = stage.cfg
-    again = " ".join(["vlmtrain run", *map(str, configs), *(f"--set {s}" for s in overrides), "--resume"])
     if chained and resume and is_done(cfg):
         typer.echo(f"stage {cfg.stage} ({stage.path}) already finished in {cfg.output_dir}; skipped", err=True)
         return
     if chained:
         typer.echo(f"=== stage {cfg.stage}: {stage.path} -> {cfg.output_dir}", err=True)
-    stage_resume = resume and _has_checkpoint(cfg)
+    stage_resume = resume and last_complete_checkpoint(cfg.output_dir) is not None
     if needs_launch(cfg):
-        check_inputs(cfg)
+        preflight(cfg)
         args = ["run", str(stage.path)] + [a for s in [*overrides, *stage.links] for a in ("--set", s)]
         code = relaunch(cfg, args + (["--resume"] if stage_resume else []))
         if code:
@@ -84,12 +128,24 @@ def _run_stage(stage, configs: List[Path], overrides: List[str], resume: bool, *
         return
     from vlmtrain.train.run import train
 
-    result = train(cfg, resume=stage_resume if chained else resume)
+    try:
+        result = train(cfg, resume=stage_resume if chained else resume)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before the first step
+        typer.echo(interrupted_message(cfg, configs, overrides, chained=chained), err=True)
+        raise typer.Exit(130) from None
     if result.stopped_at is not None:
-        typer.echo(f"stopped by SIGTERM after step {result.stopped_at}; checkpoint saved in {result.output_dir}. "
-                   f"Continue with: {again}", err=True)
-        raise typer.Exit(143)
+        if _first_rank():
+            typer.echo(f"stopped by {result.stop_signal} after step {result.stopped_at}; checkpoint saved in "
+                       f"{Path(result.output_dir) / f'checkpoint-{result.stopped_at}'}\nContinue with:\n  "
+                       f"{resume_command(configs, overrides)}", err=True)
+        raise typer.Exit(result.exit_code)
+    if not _first_rank():
+        return
     typer.echo(f"done: {result.global_step} steps; outputs in {result.output_dir}", err=True)
+    from vlmtrain.progress import loss_summary
+
+    for line in loss_summary(str(result.output_dir), cfg):
+        typer.echo(line, err=True)
 
 
 TRAINING_STACK = ("torch", "transformers", "accelerate", "peft", "sentencepiece", "yaml")  # the [train] extra
@@ -102,11 +158,6 @@ def _require_training_stack() -> None:
         raise UserError(f"`vlmtrain run` needs the training stack; not installed: {', '.join(missing)}",
                         hint="pip install 'vlmdata[train]' (put the torch build your machine needs on the same "
                              "command line, e.g. torch==2.13.0)")
-
-
-def _has_checkpoint(cfg) -> bool:
-    out = Path(cfg.output_dir)
-    return out.is_dir() and any(p.name.startswith("checkpoint-") for p in out.iterdir())
 
 
 @app.command()
@@ -122,9 +173,12 @@ def generate(
 ) -> None:
     """Answer a question about an image with a trained run, greedily, in the run's template.
 
+    The run's own tokenizer, template and image processor are used, as its training used them.
+
     Examples:
-      vlmtrain generate runs/tiny-cpu --image photo.jpg --prompt "What is in the image?"
-      vlmtrain generate demo-out/runs/stage3 -i demo-out/root/layouts/llava/coco/train2017/000000000009.jpg -p "Describe it."
+      vlmtrain generate runs/tiny-cpu -i photo.jpg -p "What is in the image?"
+      vlmtrain generate demo-out/runs/stage3 -p "Describe it." \\
+          -i demo-out/root/layouts/llava/coco/train2017/000000000009.jpg
     """
     import json as _json
 
@@ -155,11 +209,11 @@ def export_moe_llava(
 ) -> None:
     """Write a stage-3 model in MoE-LLaVA's checkpoint layout (its eval and serve code read it).
 
-    MoE layers become model.layers.N.mlp.deepspeed_moe.gate.wg / ...experts.deepspeed_experts.E.*,
-    the tower model.image_tower.image_tower.*, the projector model.mm_projector.image_spatial_proj.*.
+    MoE layers become model.layers.N.mlp.deepspeed_moe.gate.wg / ...experts.deepspeed_experts.E.*, the tower model.image_tower.image_tower.*, the projector model.mm_projector.image_spatial_proj.*.
 
     Examples:
-      vlmtrain export-moe-llava runs/moe-llava-phi2-stage3 checkpoints/moe-llava-phi2
+      vlmtrain export-moe-llava runs/moe-llava-phi2-stage3 \\
+          checkpoints/moe-llava-phi2
     """
     _require_training_stack()
     from vlmtrain.config import ConfigError
@@ -177,19 +231,32 @@ def export_moe_llava(
     typer.echo(str(path))
 
 
+class TinyKind(str, Enum):
+    instruct = "instruct"
+    caption = "caption"
+
+
 @app.command("make-tiny-data")
 def make_tiny_data(
     out: Path = typer.Argument(..., help="Folder to write (a `vlmdata blend`-format dataset)."),
-    n: int = typer.Option(48, "--n", help="Samples."),
-    kind: str = typer.Option("instruct", "--kind", help="instruct (multi-turn, some text-only) | caption (stage 1)"),
-    seed: int = typer.Option(0, "--seed"),
+    n: int = typer.Option(48, "--n", min=1, help="Samples."),
+    kind: TinyKind = typer.Option(TinyKind.instruct, "--kind",
+                                  help="instruct: multi-turn, a quarter text-only (stage 2); caption: one image, "
+                                       "one caption each (stage 1, version: plain)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed writes the same dataset."),
 ) -> None:
-    """Write a tiny dataset of coloured-shape images in the blend format (for tiny-cpu.yaml and smoke runs)."""
+    """Write a tiny dataset of coloured-shape images in the blend format (for tiny-cpu.yaml and smoke runs).
+
+    The images go to OUT/images and blend.json names them as the image root, so the folder trains as it is (and can be moved), with no `vlmdata fetch`. An earlier tiny dataset in OUT is replaced; any other non-empty folder is refused.
+
+    Examples:
+      vlmtrain make-tiny-data runs/tiny-data
+      vlmtrain run configs/tiny-cpu.yaml --set dataset_dir=runs/tiny-data
+      vlmtrain make-tiny-data runs/tiny-caps --kind caption --n 16
+    """
     from vlmtrain.tinydata import write_tiny_blend
 
-    if kind not in ("instruct", "caption"):
-        raise typer.BadParameter("--kind is instruct or caption")
-    typer.echo(str(write_tiny_blend(out, n, kind=kind, seed=seed)))
+    typer.echo(str(write_tiny_blend(out, n, kind=kind.value, seed=seed)))
 
 
 @app.command()
@@ -199,8 +266,11 @@ def plot(
 ) -> None:
     """Write a PNG of loss, learning rate, tokens/s and MFU over steps.
 
+    Reads RUN_DIR/metrics.jsonl, which a run appends to at every logging step, so it can be plotted while the run goes on. Uses matplotlib when installed, else Pillow.
+
     Examples:
       vlmtrain plot runs/tiny-cpu
+      vlmtrain plot runs/tiny-cpu --out curves/tiny.png
     """
     from vlmtrain.plot import plot as do_plot
 
@@ -210,9 +280,14 @@ def plot(
 
 def main() -> None:
     """Entry point: user mistakes become a clear message and exit code 2, never a traceback."""
-    logging.basicConfig(level=os.environ.get("VLMTRAIN_LOG", "INFO"), format="%(levelname)s %(name)s: %(message)s")
-    run_app(app, interrupted="interrupted; run again with --resume to continue from the last checkpoint",
-            user_error=_is_data_error)
+    level = os.environ.get("VLMTRAIN_LOG", "INFO").upper()
+    if not isinstance(logging.getLevelName(level), int):  # an unknown name maps to a string
+        print(f"VLMTRAIN_LOG={os.environ['VLMTRAIN_LOG']} is not a log level (DEBUG, INFO, WARNING, ERROR); "
+              "using INFO", file=sys.stderr)
+        level = "INFO"
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # `run` answers a Ctrl-C itself (checkpoint, then the command that continues); this is for everything else.
+    run_app(app, interrupted="interrupted (Ctrl-C)", user_error=_is_data_error)
 
 
 def _is_data_error(e: BaseException) -> bool:

@@ -32,6 +32,8 @@ import yaml
 
 from vlmdata.errors import UserError
 from vlmtrain.data.templates import ALIASES as TEMPLATE_ALIASES, TEMPLATES
+from vlmtrain import yaml_strict
+from vlmtrain.config_compat import COMPAT_KEYS, llava_keys
 
 
 class ConfigError(UserError):
@@ -136,10 +138,11 @@ class TrainConfig:
     seed: int = 42
 
     # --- checkpoints and logging -------------------------------------------------------------
+    save_strategy: str = "steps"                    # steps | epoch | no (LLaVA's scripts pass "steps")
     save_steps: int = 500
     save_total_limit: Optional[int] = 1
     logging_steps: int = 1
-    report_to: list = field(default_factory=lambda: ["tensorboard"])
+    report_to: list = field(default_factory=lambda: ["tensorboard"])  # a plain string (`wandb`) is accepted too
 
     # --- launch ------------------------------------------------------------------------------
     num_gpus: int = 1                               # per node; >1 re-launches through deepspeed / torchrun
@@ -150,6 +153,7 @@ class TrainConfig:
 
     # Filled in by load_config, not keys of the YAML.
     _source: Optional[str] = field(default=None, repr=False)
+    _notes: list = field(default_factory=list, repr=False)  # keys accepted and mapped or ignored (config_compat)
 
     # ----------------------------------------------------------------------------------------
     def frozen(self) -> dict[str, bool]:
@@ -172,8 +176,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d.pop("_source", None)
-        return d
+        return {k: v for k, v in d.items() if not k.startswith("_")}
 
 
 ALIASES = {
@@ -189,6 +192,7 @@ _CHOICES = {
     "version": TEMPLATES + tuple(TEMPLATE_ALIASES),
     "image_aspect_ratio": ("pad", "square"),
     "image_backend": ("pil", "torchvision"),
+    "save_strategy": ("steps", "epoch", "no"),
     "bad_samples": ("fail", "skip"),
     "tokenizer_train_kind": ("auto", "sentencepiece", "bytelevel", "tiktoken"),
     "attn_implementation": ("auto", "sdpa", "eager", "flash_attention_2"),
@@ -332,15 +336,31 @@ def resolve_file(ref: str, base: Path | None) -> Path:
     return (base / p) if base else p
 
 
+def _config_suggestion(p: Path) -> str:
+    """The YAML the user probably meant: the name with .yaml, the shipped config of that name, a folder's YAMLs."""
+    if p.is_dir():
+        found = sorted(x.name for x in p.glob("*.yaml"))
+        return f"give one of its YAMLs: {', '.join(found)}" if found else "give the path of a run config (YAML)"
+    candidates = [p.with_name(p.name + ".yaml"), config_dir() / p.name, config_dir() / (p.name + ".yaml")]
+    for c in candidates:
+        if c.is_file():
+            return f"did you mean {c}?"
+    close = difflib.get_close_matches(p.stem, [x.stem for x in config_dir().glob("*.yaml")], n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {config_dir() / (close[0] + '.yaml')}? (the shipped configs are in {config_dir()})"
+    return f"give the path of a YAML such as configs/tiny-cpu.yaml (the shipped ones are in {config_dir()})"
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None, *, raw: dict | None = None) -> TrainConfig:
     """Read, merge ``--set`` overrides, type-check and cross-check a run config."""
     where = str(path) if path else "config"
     if raw is None:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"no config file at {p}", hint="give the path of a YAML such as configs/tiny-cpu.yaml")
+            raise ConfigError(f"no config file at {p}" + (" (it is a folder)" if p.is_dir() else ""),
+                              hint=_config_suggestion(p))
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
+            raw = yaml_strict.load(p.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"not valid YAML: {e}", where=where) from None
     if not isinstance(raw, dict):
@@ -360,17 +380,22 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, *, 
             raw[top] = _read_model_config(raw[top], base, where, top)
         if len(keys) == 1 and top in ("text_config", "vision_config") and isinstance(value, str):
             value = _read_model_config(value, base, "--set", top)
-        if top not in _fields(TrainConfig):
+        if top not in _fields(TrainConfig) and top not in COMPAT_KEYS:
             raise _unknown_key(keys[0], list(_fields(TrainConfig)), "--set")
         _apply_override(raw, keys, value, f"--set {text}")
 
+    raw, notes = llava_keys(raw)
     cfg = _build_dataclass(TrainConfig, raw, where)
     cfg._source = str(path) if path else None
+    cfg._notes = notes
     for key in ("deepspeed", "hostfile"):
         value = getattr(cfg, key)
         if value:
             setattr(cfg, key, str(resolve_file(value, base)))
     validate(cfg, where)
+    from vlmtrain.config_check import check_report_to
+
+    cfg.report_to = check_report_to(cfg.report_to, where)
     return cfg
 
 
@@ -535,12 +560,6 @@ def check_inputs(cfg: TrainConfig, *, resume: bool = False) -> None:
     from vlmdata.contract import read_blend_meta
 
     read_blend_meta(d)  # a blend.json of a schema_version this reader does not know: ContractError, exit 2
-    from vlmtrain.data.image_processor import ImageBackendError, check_backend
-
-    try:
-        check_backend(cfg.image_backend)
-    except ImageBackendError as e:
-        raise ConfigError(str(e), where=where) from None
     if cfg.image_root and not Path(cfg.image_root).is_dir():
         raise ConfigError(f"`image_root` {cfg.image_root} is not a folder", where=where)
     if cfg.stage == 3 and not cfg.random_init:

@@ -4,11 +4,15 @@ Panels: loss, learning rate, tokens/s, MFU (when the device had a known peak); f
 run also the routers' load-balancing loss, the share of routes dropped for capacity, and the expert
 load (the least and the most loaded expert's share of its layer's routes). Steps logged twice
 (a run resumed from a checkpoint older than its last log) keep the later value. matplotlib draws
-it when installed; otherwise Pillow draws simple line charts.
+it when installed; otherwise Pillow draws simple line charts. The picture is drawn in memory and
+written atomically, so a bad ``--out`` is an error before anything is drawn and a kill leaves no
+half-written file.
 """
 from __future__ import annotations
 
+import io
 import json
+import os
 from pathlib import Path
 
 from vlmdata.errors import UserError
@@ -51,18 +55,48 @@ def _panels(series) -> list[tuple[str, list[str]]]:
     return out
 
 
+PILLOW_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG"}
+
+
+def output_path(run_dir: Path, out: str | Path | None, formats: list[str]) -> tuple[Path, str]:
+    """Where the picture goes and in which format; a UserError for a path it cannot go to."""
+    if out is None:
+        return run_dir / "curves.png", "png"
+    out = Path(out).expanduser()
+    if out.is_dir():  # `--out plots/`: the default name inside it
+        out = out / "curves.png"
+    fmt = out.suffix.lower().lstrip(".")
+    if fmt not in formats:
+        raise UserError(f"--out {out}: cannot write a {fmt or 'extension-less'!r} picture",
+                        hint=f"end the name with .{' / .'.join(formats)}")
+    parent = out.parent
+    if not parent.is_dir():
+        raise UserError(f"--out {out}: the folder {parent} does not exist",
+                        hint=f"create it first (mkdir -p {parent}) or choose another --out")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"--out {out}: the folder {parent} is not writable", hint="choose another --out")
+    return out, fmt
+
+
 def plot(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    from vlmdata.atomic import write_bytes
+
     run_dir = Path(run_dir)
     series = read_metrics(run_dir)
-    out = Path(out) if out else run_dir / "curves.png"
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        _plot_pillow(series, out, run_dir.name)
+        out, fmt = output_path(run_dir, out, list(PILLOW_FORMATS))
+        buf = io.BytesIO()
+        _plot_pillow(series, buf, run_dir.name, PILLOW_FORMATS[fmt])
+        write_bytes(out, buf.getvalue())
         return out
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    out, fmt = output_path(run_dir, out, sorted(FigureCanvasAgg.get_supported_filetypes()))
     panels = _panels(series)
     fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.4 * len(panels)), sharex=True, squeeze=False)
     for ax, (title, keys) in zip(axes[:, 0], panels):
@@ -74,12 +108,14 @@ def plot(run_dir: str | Path, out: str | Path | None = None) -> Path:
     axes[-1, 0].set_xlabel("step")
     fig.suptitle(run_dir.name)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=100, format=fmt)
     plt.close(fig)
+    write_bytes(out, buf.getvalue())
     return out
 
 
-def _plot_pillow(series, out: Path, title: str) -> None:
+def _plot_pillow(series, out: io.BytesIO, title: str, fmt: str = "PNG") -> None:
     from PIL import Image, ImageDraw
 
     panels = _panels(series)
@@ -107,4 +143,4 @@ def _plot_pillow(series, out: Path, title: str) -> None:
                 d.line(line, fill=colour, width=2)
             else:
                 d.ellipse([line[0][0] - 2, line[0][1] - 2, line[0][0] + 2, line[0][1] + 2], fill=colour)
-    img.save(out)
+    img.save(out, format=fmt)

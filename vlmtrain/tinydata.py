@@ -4,16 +4,25 @@
 
 Same contract as a real blend (vlmdata.contract): ``datasets.load_from_disk(DIR)`` with the columns id,
 source, images, conversations, n_images, text_chars, plus ``DIR/blend.json`` naming the image root
-(``DIR/images``, small JPEGs of coloured shapes). ``kind="caption"`` gives stage-1 style pairs
-(one image, one caption: what the ``plain`` template needs); ``"instruct"`` gives multi-turn
-conversations, about a quarter of them text-only.
+(``images``, relative to DIR, so the folder can be moved: small JPEGs of coloured shapes).
+``kind="caption"`` gives stage-1 style pairs (one image, one caption: what the ``plain`` template
+needs); ``"instruct"`` gives multi-turn conversations, about a quarter of them text-only.
+
+The folder is written beside its final place and renamed in at the end: an interrupted write
+leaves no half dataset, and an earlier tiny dataset is replaced whole. Any other non-empty folder
+is refused, so a typo cannot scatter files into someone's home folder.
 """
 from __future__ import annotations
 
+import json
 import random
+import shutil
 from pathlib import Path
 
 from vlmdata import contract
+from vlmdata.errors import UserError
+
+NOTE = "written by vlmtrain.tinydata for smoke runs"
 
 COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40),
           "purple": (140, 60, 180), "orange": (240, 140, 30)}
@@ -42,13 +51,53 @@ def _filler(rng: random.Random, lo: int, hi: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi)))
 
 
+def _is_tiny_blend(folder: Path) -> bool:
+    try:
+        return json.loads((folder / contract.BLEND_JSON).read_text()).get("note") == NOTE
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_target(out: Path) -> None:
+    """A UserError when ``out`` is a file, or a non-empty folder that is not an earlier tiny dataset."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file, not a folder", hint="give a folder path for the dataset (it is created)")
+    if out.is_dir() and any(out.iterdir()) and not _is_tiny_blend(out):
+        raise UserError(f"{out} is a folder that is not empty and holds no tiny dataset; nothing was written",
+                        hint="give a new folder (it is created), or an earlier `vlmtrain make-tiny-data` output "
+                             "to replace it")
+
+
 def write_tiny_blend(out: str | Path, n: int = 48, *, kind: str = "instruct", seed: int = 0,
                      image_size: int = 40) -> Path:
-    import datasets
+    from vlmdata.atomic import replace_dir, temp_dir_beside
 
     out = Path(out)
+    check_target(out)
+    try:
+        tmp = temp_dir_beside(out)
+    except OSError as e:
+        raise UserError(f"cannot create a folder beside {out}: {e.strerror}",
+                        hint="give a path in a folder that exists and that you may write to") from None
+    try:
+        _write(tmp, n, kind, seed, image_size)
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _write(out: Path, n: int, kind: str, seed: int, image_size: int) -> None:
+    import sys
+
+    import datasets
+
+    if not sys.stderr.isatty():  # "Saving the dataset" redraws are noise in a log file
+        datasets.disable_progress_bars()
+
     img_dir = out / "images"
-    img_dir.mkdir(parents=True, exist_ok=True)
+    img_dir.mkdir()
     rng = random.Random(seed)
     rows: dict[str, list] = {k: [] for k in contract.REQUIRED_NAMES}
     for i in range(n):
@@ -78,6 +127,4 @@ def write_tiny_blend(out: str | Path, n: int = 48, *, kind: str = "instruct", se
         rows[contract.TEXT_CHARS].append(sum(len(t["value"]) for t in conv))
     datasets.Dataset.from_dict(rows, features=contract.features()).save_to_disk(str(out))
     contract.write_blend_meta(out, contract.blend_meta(
-        image_root=img_dir.resolve(), recipe=f"tiny-{kind}", counts={f"tiny-{kind}": n}, dropped={},
-        note="written by vlmtrain.tinydata for smoke runs"))
-    return out
+        image_root="images", recipe=f"tiny-{kind}", counts={f"tiny-{kind}": n}, dropped={}, note=NOTE))

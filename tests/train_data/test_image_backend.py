@@ -146,14 +146,15 @@ def test_default_stays_pil_when_torchvision_is_importable(tmp_path, clip_tower, 
 
 def test_torchvision_opt_in_without_torchvision_is_a_config_error(tmp_path):
     from traindata_helpers import conv, write_blend
-    from vlmtrain.config import ConfigError, check_inputs
+    from vlmtrain.config import ConfigError
+    from vlmtrain.train.preflight import preflight
 
     if __import__("importlib").util.find_spec("torchvision") is not None:
         pytest.skip("torchvision is installed here")
     ds = write_blend(tmp_path / "ds", [{"id": "a", "conversations": conv("hi", "hello")}], None)
     cfg = _cfg(dataset_dir=str(ds), image_backend="torchvision")
     with pytest.raises(ConfigError) as e:
-        check_inputs(cfg)
+        preflight(cfg)
     assert "torchvision is not installed" in e.value.render() and "image_backend: pil" in e.value.render()
 
 

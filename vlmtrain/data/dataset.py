@@ -44,22 +44,35 @@ class DataReport:
     text_only: int = 0
     truncated: int = 0                 # cut to model_max_length (text after the images dropped)
     mask_failures: list[dict] = field(default_factory=list)   # {row, id, reason}: cannot be encoded right
+    # Train-time problems are listed once per record, however many epochs visit it; *_visits count the visits.
     bad_images: list[dict] = field(default_factory=list)      # {id, path, reason}: seen in this process at train time
     skipped: list[dict] = field(default_factory=list)         # {id, reason, path}: dropped by the collator (record_batch)
     reference_masked: list[str] = field(default_factory=list)  # ids the reference repo would train with no loss (trained here)
+    skipped_visits: int = 0
+    bad_image_visits: int = 0
     lengths_cache: str | None = None
     lengths_cache_hit: bool = False
 
     def record_batch(self, batch_or_meta: dict) -> None:
-        """Add a batch's skipped samples (the collator's ``skipped`` key) to the report."""
-        self.skipped.extend(batch_or_meta.get("skipped") or [])
+        """Add a batch's skipped samples (the collator's ``skipped`` key) to the report, each record once."""
+        seen = {s["id"] for s in self.skipped}
+        for s in batch_or_meta.get("skipped") or []:
+            self.skipped_visits += 1
+            if s["id"] not in seen:
+                seen.add(s["id"])
+                self.skipped.append(s)
+
+    def record_bad_image(self, rid: str, path: str, reason: str) -> None:
+        self.bad_image_visits += 1
+        if not any(b["id"] == rid and b["path"] == path for b in self.bad_images):
+            self.bad_images.append({"id": rid, "path": path, "reason": reason})
 
     def to_dict(self) -> dict:
         return {
             "rows": self.rows, "encoded": self.encoded, "text_only": self.text_only, "truncated": self.truncated,
             "mask_failures": len(self.mask_failures), "bad_images": len(self.bad_images), "skipped": len(self.skipped),
             "mask_failure_ids": [f["id"] for f in self.mask_failures],
-            "skipped_ids": [s["id"] for s in self.skipped],
+            "skipped_ids": [s["id"] for s in self.skipped], "skipped_visits": self.skipped_visits,
             "reference_masked": len(self.reference_masked), "reference_masked_ids": list(self.reference_masked),
             "lengths_cache": self.lengths_cache, "lengths_cache_hit": self.lengths_cache_hit,
         }
@@ -69,7 +82,8 @@ class DataReport:
         for f in self.mask_failures:
             reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1
         s = (f"{self.encoded}/{self.rows} samples ({self.text_only} text-only), {self.truncated} truncated, "
-             f"{len(self.mask_failures)} cannot be encoded, {len(self.skipped)} skipped at train time")
+             f"{len(self.mask_failures)} cannot be encoded, {len(self.skipped)} skipped at train time"
+             + (f" ({self.skipped_visits} visits)" if self.skipped_visits > len(self.skipped) else ""))
         if reasons:
             s += " [" + "; ".join(f"{r}: {n}" for r, n in sorted(reasons.items())) + "]"
         if self.reference_masked:
@@ -188,13 +202,13 @@ _SHARED: tuple | None = None  # (ds, encoder) for forked pool workers, inherited
 def measure_lengths(ds: Any, encoder: Encoder, num_proc: int = 1):
     """Encode every record once: signed true lengths (0 = cannot be encoded), failures, truncated count,
     ids the reference repo would train with no loss."""
-    from tqdm.auto import tqdm
+    from vlmtrain.progress import progress
 
     global _SHARED
     n = len(ds)
     shard = max(1, min(16_384, -(-n // (4 * max(1, num_proc)))))
     bounds = [(a, min(n, a + shard)) for a in range(0, n, shard)]
-    bar = tqdm(total=n, desc="true token lengths", unit="sample", disable=n < 16_384)
+    bar = progress(n, "true token lengths", "sample", min_total=16_384)
     parts = []
     if num_proc <= 1 or len(bounds) < 2:
         for a, b in bounds:
@@ -286,7 +300,7 @@ class ConversationDataset(torch.utils.data.Dataset):
 
     def _bad(self, rid: str, row: int, path: str, reason: str) -> dict:
         if self.report is not None:
-            self.report.bad_images.append({"id": rid, "path": path, "reason": reason})
+            self.report.record_bad_image(rid, path, reason)
         if self.bad_samples == "fail":
             raise BadSampleError(
                 f"record {rid!r} (row {row}): image {path}: {reason}. Fix or remove the image, or set "

@@ -53,6 +53,14 @@ def _get(d: Any, key: str) -> Any:
     return d.get(key) if isinstance(d, dict) else getattr(d, key, None)
 
 
+def dry_run_line(backend: str, aspect: str) -> str:
+    """What ``vlmtrain run --dry-run`` says about the images."""
+    missing = backend == "torchvision" and not torchvision_installed()
+    return (f"images: {aspect}, {backend} image-processor backend"
+            + (" (torchvision is not installed here)" if missing else "")
+            + (" (LLaVA's pixels)" if backend == "pil" else ""))
+
+
 def check_backend(backend: str) -> None:
     """Raise ImageBackendError when ``backend`` cannot work on this machine."""
     if backend not in BACKENDS:

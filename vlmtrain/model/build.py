@@ -96,11 +96,14 @@ def model_class(projector_type: str):
 # Configs
 # ---------------------------------------------------------------------------------------------
 
-def _config_from_dict(d: dict, what: str) -> PretrainedConfig:
+def _config_from_dict(d: dict, what: str, where: str | None = None) -> PretrainedConfig:
+    from vlmtrain.config_check import check_section
+
     d = dict(d)
-    model_type = d.pop("model_type", None)
-    if not model_type:
+    if not d.get("model_type"):
         raise ConfigError(f"`{what}` needs a `model_type` (e.g. llama, qwen2, phi, stablelm, clip_vision_model)")
+    check_section(d, what, where)  # a typo'd key would otherwise be set aside and the class default used
+    model_type = d.pop("model_type")
     try:
         return AutoConfig.for_model(model_type, **d)
     except (ValueError, KeyError, TypeError) as e:
@@ -137,14 +140,30 @@ def _native_config(name: str, cfg: TrainConfig, what: str) -> PretrainedConfig |
     return qwen.qwen2_config_from_qwen(d) if qwen.is_qwen_config(d) else None
 
 
+def check_model_fields(cfg: TrainConfig) -> None:
+    """The ``text_config`` / ``vision_config`` mappings of ``cfg``, checked key by key now (a chain checks every
+    stage's before the first one trains); those in a published layout go through their translators instead."""
+    from vlmtrain.config_check import check_section
+
+    for what, d in (("text_config", cfg.text_config), ("vision_config", cfg.vision_config)):
+        if not (isinstance(d, dict) and d.get("model_type")):
+            continue
+        published = qwen.is_qwen_config(d) if what == "text_config" else towers.config_from_mapping(d) is not None
+        if not published:
+            check_section(d, what, cfg._source)
+
+
 def text_config(cfg: TrainConfig) -> PretrainedConfig:
     if isinstance(cfg.text_config, dict) and cfg.text_config.get("model_type"):
         if qwen.is_qwen_config(cfg.text_config):  # Qwen-1_8B's published config.json fields
             return qwen.qwen2_config_from_qwen(cfg.text_config)
-        return _config_from_dict(cfg.text_config, "text_config")
+        return _config_from_dict(cfg.text_config, "text_config", cfg._source)
     base = _pretrained_config(cfg.model_name_or_path, cfg, "text")
     if getattr(base, "model_type", None) in LLAVA_TYPES:
         base = base.text_config
+    from vlmtrain.config_check import check_overrides
+
+    check_overrides(base, cfg.text_config, "text_config")
     for k, v in (cfg.text_config or {}).items():  # overrides on top of the downloaded config
         setattr(base, k, v)
     return base
@@ -154,9 +173,12 @@ def vision_config(cfg: TrainConfig) -> PretrainedConfig:
     """The tower's config for shape-only builds: the YAML's fields, else the tower's (or checkpoint's) own."""
     if isinstance(cfg.vision_config, dict) and cfg.vision_config.get("model_type"):
         native = towers.config_from_mapping(cfg.vision_config)  # written in a published layout
-        return _vision_half(native or _config_from_dict(cfg.vision_config, "vision_config"))
+        return _vision_half(native or _config_from_dict(cfg.vision_config, "vision_config", cfg._source))
     if cfg.vision_tower:
         vc = _vision_half(_pretrained_config(cfg.vision_tower, cfg, "vision"))
+        from vlmtrain.config_check import check_overrides
+
+        check_overrides(vc, cfg.vision_config, "vision_config")
         for k, v in (cfg.vision_config or {}).items():
             setattr(vc, k, v)
         return vc

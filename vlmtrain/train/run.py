@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import torch
 
-from vlmtrain.config import ConfigError, TrainConfig, check_inputs
+from vlmtrain.config import ConfigError, TrainConfig
 
 log = logging.getLogger("vlmtrain")
 
@@ -122,12 +122,8 @@ def set_pad_token(tok, template) -> None:
 
 
 def build_image_processor(cfg: TrainConfig, vc):
-    """The tower's own processor (InternViT / ConvNeXt: vlmtrain.model.towers; CLIP / SigLIP: on disk / the Hub),
-    else one made from the tower's config.
-
-    Always on ``cfg.image_backend`` (PIL unless the config opts in to torchvision): see
-    vlmtrain.data.image_processor for why.
-    """
+    """The tower's own processor (InternViT / ConvNeXt: model.towers; CLIP / SigLIP: on disk / the Hub), else one
+    from the tower's config; always on ``cfg.image_backend`` (PIL by default: vlmtrain.data.image_processor says why)."""
     from vlmtrain.data.image_processor import ImageBackendError, build_image_processor as build, require_backend
     from vlmtrain.model.towers import image_processor
 
@@ -196,12 +192,9 @@ def dry_run(cfg: TrainConfig, *, as_json: bool = False) -> dict[str, Any]:
               f"{built.model.config.text_config.num_hidden_layers} layers {m['layers']}; capacity factor "
               f"{m['capacity_factor']} (eval {m['eval_capacity_factor']}); aux loss x{m['router_aux_loss_coef']}; "
               f"trains {' '.join(m['train_modules'])} (+ routers, projector)")
-    from vlmtrain.data.image_processor import torchvision_installed
+    from vlmtrain.data.image_processor import dry_run_line
 
-    missing = cfg.image_backend == "torchvision" and not torchvision_installed()
-    print(f"images: {cfg.image_aspect_ratio}, {cfg.image_backend} image-processor backend"
-          + (" (torchvision is not installed here)" if missing else "")
-          + (" (LLaVA's pixels)" if cfg.image_backend == "pil" else ""))
+    print(dry_run_line(cfg.image_backend, cfg.image_aspect_ratio))
     if "launch" in info:
         print("launch: " + info["launch"])
     return info
@@ -214,8 +207,10 @@ def dry_run(cfg: TrainConfig, *, as_json: bool = False) -> dict[str, Any]:
 @dataclass
 class RunResult:
     output_dir: Path
-    stopped_at: int | None  # the step a SIGTERM stopped the run at (a checkpoint was saved), else None
+    stopped_at: int | None  # the step a SIGTERM / Ctrl-C stopped the run at (a checkpoint was saved), else None
     global_step: int
+    stop_signal: str | None = None  # "SIGTERM" or "Ctrl-C (SIGINT)" when stopped_at is set
+    exit_code: int = 0              # 143 / 130 when stopped by that signal
 
 
 def _training_args(cfg: TrainConfig):
@@ -243,7 +238,7 @@ def _training_args(cfg: TrainConfig):
         fp16=cfg.fp16,
         tf32=cfg.tf32 if on_cuda else None,
         deepspeed=cfg.deepspeed,
-        save_strategy="steps",
+        save_strategy=cfg.save_strategy,
         save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
         logging_steps=cfg.logging_steps,
@@ -280,21 +275,28 @@ def _optimizer_groups(model, cfg: TrainConfig):
 
 def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
     from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
+    from vlmdata.atomic import write_text
     from vlmtrain.data import DataArgs, ImageTokens, build_train_data
+    from vlmtrain.data.image_processor import describe as describe_processor
     from vlmtrain.model.build import add_lora, apply_freeze, build_model, load_pretrain_adapter, param_counts, describe
+    from vlmtrain.progress import align_special_tokens_quietly, quiet_library_bars, use_readable_logs
+    from vlmtrain.train import rundir
     from vlmtrain.train.mfu import flop_model
-    from vlmtrain.train.trainer import MM_PROJECTOR, SigtermCheckpoint, VlmTrainer
+    from vlmtrain.train.preflight import preflight, require_trainable
+    from vlmtrain.train.signals import StopOnSignal
+    from vlmtrain.train.trainer import MM_PROJECTOR, VlmTrainer
 
-    check_inputs(cfg)
+    quiet_library_bars()
+    preflight(cfg)
     if cfg.stage == 3:  # the MoE keys against the model's shape, before a weight is read
         from vlmtrain.train.stage3 import check_against_model
 
         check_against_model(cfg)
     out = Path(cfg.output_dir)
     where = cfg._source or "config"
-    last = get_last_checkpoint(str(out)) if out.is_dir() else None
+    last = rundir.last_complete_checkpoint(out)
+    rundir.prepare(cfg, last, resume=resume, where=where)
     if resume and last is None:
         raise ConfigError(f"--resume: no checkpoint-* folder in {out}", where=where,
                           hint="start without --resume, or point output_dir at the interrupted run")
@@ -337,8 +339,6 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
     model.config.text_config.use_cache = False
 
     image_processor = build_image_processor(cfg, built.vision)
-    from vlmtrain.data.image_processor import describe as describe_processor
-
     log.info("image processor: %s, image_aspect_ratio %s", describe_processor(image_processor), cfg.image_aspect_ratio)
     data = build_train_data(
         DataArgs(dataset_dir=cfg.dataset_dir, image_root=cfg.image_root, template=cfg.template,
@@ -346,11 +346,12 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
                  bad_samples=cfg.bad_samples, group_by_modality_length=cfg.group_by_modality_length,
                  num_proc=cfg.data_num_proc),
         tokenizer, image_processor, ImageTokens(cfg.image_token, built.image_token_id, built.tokens_per_image))
+    require_trainable(data.report, cfg)
 
     counts = param_counts(model)
     for name, total, trainable in describe(counts):
         log.info("params %-9s %10s trainable %10s", name, total, trainable)
-    (out / "vlmtrain_config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
+    write_text(out / rundir.CONFIG_RECORD, json.dumps(cfg.to_dict(), indent=2, default=str))  # --resume compares it
 
     args = _training_args(cfg)
     optimizers = (None, None)
@@ -358,19 +359,21 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
         opt = torch.optim.AdamW(_optimizer_groups(model, cfg), lr=cfg.learning_rate,
                                 betas=(cfg.adam_beta1, cfg.adam_beta2))
         optimizers = (opt, None)
-    sigterm = SigtermCheckpoint()
+    align_special_tokens_quietly(model, tokenizer)
+    sigterm = StopOnSignal()
     trainer = VlmTrainer(model=model, args=args, train_dataset=data.dataset, data_collator=data.collator,
                          processing_class=tokenizer, callbacks=[sigterm], optimizers=optimizers,
                          vlm_cfg=cfg, train_data=data, flop_model=flop_model(model))
+    use_readable_logs(trainer)
     try:
-        trainer.train(resume_from_checkpoint=last if resume else None)
+        trainer.train(resume_from_checkpoint=str(last) if resume else None)
     finally:
         sigterm.restore()
     report = data.report.to_dict() if hasattr(data.report, "to_dict") else {}
     if trainer.args.should_save:
         (out / "data_report.json").write_text(json.dumps(report, indent=2, default=str))
     if sigterm.stopped_at is not None:
-        return RunResult(out, sigterm.stopped_at, trainer.state.global_step)
+        return RunResult(out, sigterm.stopped_at, trainer.state.global_step, sigterm.signal_name, sigterm.exit_code)
 
     # Final weights: stage 1 -> mm_projector.bin (+ config); stage 2 -> the whole model (or adapter) + tokenizer;
     # stage 3 -> the whole MoE model (+ MoE-LLaVA's layout with save_moellava_checkpoint).

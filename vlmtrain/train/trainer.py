@@ -12,7 +12,8 @@ gradient accumulation, bf16, LoRA models, and exact resume (optimizer, scheduler
   and MFU (vlmtrain.train.mfu), written to tensorboard and to ``metrics.jsonl``;
 - stage 1 saves the projector alone as ``mm_projector.bin`` in the reference repo's key names, and
   resumes from it;
-- a SIGTERM (preemption, ``scancel``) finishes the current step, saves a checkpoint and stops.
+- a SIGTERM (preemption, ``scancel``) or Ctrl-C finishes the current step, saves a checkpoint and stops
+  (vlmtrain.train.signals).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from transformers import Trainer, TrainerCallback
 
 from vlmtrain.model.projector import from_reference, projector_module, save_mm_projector, write_mm_projector
 from vlmtrain.train.mfu import FlopModel, device_name, mfu, peak_flops
+from vlmtrain.train.signals import StopOnSignal
 
 MM_PROJECTOR = "mm_projector.bin"
 METRICS = "metrics.jsonl"
@@ -186,8 +188,11 @@ class VlmTrainer(Trainer):
             missing = [k for k in own if k not in renamed and not _tied(target, k)]
             unexpected = [k for k in renamed if k not in own]
             if missing or unexpected:
-                raise RuntimeError(f"{ckpt}: checkpoint does not match the model (missing {missing[:5]}, "
-                                   f"unexpected {unexpected[:5]}); was the config changed since the run started?")
+                from vlmtrain.config import ConfigError
+
+                raise ConfigError(f"{ckpt}: checkpoint does not match the model (missing {missing[:5]}, "
+                                  f"unexpected {unexpected[:5]})",
+                                  hint="was the config changed since the run started? resume with the same one")
             target.load_state_dict(renamed, strict=False)
             return
         return super()._load_from_checkpoint(resume_from_checkpoint, model)
@@ -279,37 +284,5 @@ def _read_safetensors(ckpt: Path) -> dict | None:
     return None
 
 
-class SigtermCheckpoint(TrainerCallback):
-    """On SIGTERM: finish the step, save a checkpoint, stop. ``stopped`` tells the caller.
-
-    Every rank must stop at the same step, so the flag is max-reduced across ranks each step (one
-    scalar). ``VLMTRAIN_SIGTERM_AT_STEP=k`` sends the signal to this process after step k — how the
-    tests interrupt a run at an exact step.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.stopped_at: int | None = None
-        self._test_step = int(os.environ.get("VLMTRAIN_SIGTERM_AT_STEP", "0") or 0)
-        self._previous = signal.signal(signal.SIGTERM, self._handler)
-
-    def _handler(self, signum, frame) -> None:
-        self.requested = True
-
-    def restore(self) -> None:
-        signal.signal(signal.SIGTERM, self._previous or signal.SIG_DFL)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self._test_step and state.global_step == self._test_step:
-            os.kill(os.getpid(), signal.SIGTERM)
-        flag = self.requested
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            t = torch.tensor([1.0 if flag else 0.0], device=args.device)
-            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-            flag = bool(t.item())
-        if flag:
-            self.stopped_at = state.global_step
-            control.should_save = True
-            control.should_training_stop = True
-        return control
-
+# Kept under its old name for callers of this module; the class lives in vlmtrain.train.signals.
+SigtermCheckpoint = StopOnSignal

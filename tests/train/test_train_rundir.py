@@ -1,0 +1,111 @@
+"""Found by trying vlmtrain as a new user would: wrong config paths, an output_dir it cannot use, the same command run
+twice, --resume with a changed config. Each is a clear error (exit 2) or a clear note, never a traceback or a silent
+overwrite."""
+from __future__ import annotations
+
+import json
+
+from train_helpers import REPO, run_vlmtrain
+
+
+def test_config_path_mistakes_get_a_did_you_mean(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shipped = REPO / "configs"
+    r = run_vlmtrain("run", "tiny-cpu.yaml")  # the shipped name, from another folder
+    assert r.code == 2 and f"did you mean {shipped / 'tiny-cpu.yaml'}?" in r.err
+    r = run_vlmtrain("run", shipped / "tiny-cpu")  # no extension
+    assert r.code == 2 and f"did you mean {shipped / 'tiny-cpu.yaml'}?" in r.err
+    r = run_vlmtrain("run", "llava-7b-finetune.yaml")  # close to a shipped one
+    assert r.code == 2 and "llava-1.5-7b-finetune.yaml" in r.err
+    r = run_vlmtrain("run", shipped)  # the folder
+    assert r.code == 2 and "(it is a folder)" in r.err and "tiny-cpu.yaml" in r.err
+
+
+def test_relative_dataset_dir_names_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = run_vlmtrain("run", REPO / "configs" / "tiny-cpu.yaml")
+    assert r.code == 2
+    assert f"demo-out/root/blends/llava-665k does not exist (relative to the working directory {tmp_path})" in r.err
+    assert "make demo" in r.err and "make-tiny-data" in r.err
+
+
+def test_output_dir_that_cannot_be_used(instruct_blend, make_config, tmp_path):
+    f = tmp_path / "a-file"
+    f.write_text("x")
+    cfg = make_config(instruct_blend, "o")
+    r = run_vlmtrain("run", cfg, "--set", f"output_dir={f}")
+    assert r.code == 2 and "`output_dir`" in r.err and "is a file" in r.err and "Traceback" not in r.err
+    r = run_vlmtrain("run", cfg, "--set", f"output_dir={f / 'run'}")
+    assert r.code == 2 and f"cannot be created: {f} is a file" in r.err
+
+
+def test_the_same_command_twice_does_not_overwrite_a_finished_run(instruct_blend, make_config, tmp_path):
+    cfg = make_config(instruct_blend, "done", max_steps=2)
+    assert run_vlmtrain("run", cfg).code == 0
+    model = tmp_path / "done" / "model.safetensors"
+    before = model.stat().st_mtime_ns
+    r = run_vlmtrain("run", cfg)
+    assert r.code == 2 and "holds a finished run (model.safetensors)" in r.err
+    assert model.stat().st_mtime_ns == before
+
+
+def test_a_fresh_start_after_an_attempt_without_checkpoint_keeps_one_run_of_metrics(instruct_blend, make_config,
+                                                                                      tmp_path):
+    cfg = make_config(instruct_blend, "again", max_steps=3)
+    assert run_vlmtrain("run", cfg, env={"VLMTRAIN_SIGNAL_AT_STEP": "2:INT+INT"}).code == 130
+    r = run_vlmtrain("run", cfg)
+    assert r.code == 0, r.err
+    rows = [json.loads(x) for x in (tmp_path / "again" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows if "loss" in row] == [1, 2, 3]
+
+
+def test_resume_with_another_model_is_refused_other_changes_are_listed(instruct_blend, make_config, tmp_path):
+    cfg = make_config(instruct_blend, "r", max_steps=3)
+    assert run_vlmtrain("run", cfg, env={"VLMTRAIN_SIGTERM_AT_STEP": "2"}).code == 143
+    r = run_vlmtrain("run", cfg, "--resume", "--set", "text_config.num_hidden_layers=3")
+    assert r.code == 2 and "Traceback" not in r.err
+    assert "made with another model or tokenizer: `text_config`" in r.err and "vlmtrain_config.json" in r.err
+    r = run_vlmtrain("run", cfg, "--resume", "--set", "learning_rate=1e-3")
+    assert r.code == 0, r.err
+
+
+def test_changed_settings_on_resume_are_named(instruct_blend, make_config, tmp_path, caplog):
+    import logging
+
+    from vlmtrain.config import load_config
+    from vlmtrain.train import rundir
+
+    cfg = load_config(make_config(instruct_blend, "n"))
+    out = tmp_path / "n"
+    out.mkdir()
+    (out / rundir.CONFIG_RECORD).write_text(json.dumps(cfg.to_dict(), default=str))
+    cfg.learning_rate, cfg.max_steps = 1e-4, 99
+    with caplog.at_level(logging.WARNING, logger="vlmtrain"):
+        rundir.check_same_run(cfg, out, "x")
+    msgs = " ".join(r.getMessage() for r in caplog.records)
+    assert "learning_rate 0.003 -> 0.0001" in msgs and "max_steps" not in msgs
+
+
+def test_a_key_given_twice_in_the_yaml_is_an_error(tmp_path):
+    import yaml
+
+    raw = (REPO / "configs" / "tiny-cpu.yaml").read_text()
+    p = tmp_path / "twice.yaml"
+    p.write_text(raw + "learning_rate: 1.0e-1\n")  # tiny-cpu.yaml sets it already
+    r = run_vlmtrain("run", p, "--dry-run")
+    line = 1 + next(i for i, ln in enumerate(raw.splitlines()) if ln.startswith("learning_rate:"))
+    assert r.code == 2 and f"`learning_rate` is given twice (lines {line} and {len(raw.splitlines()) + 1})" in r.err
+    p.write_text(raw.replace("  num_hidden_layers: 2\n", "  num_hidden_layers: 2\n  num_hidden_layers: 4\n"))
+    assert "`num_hidden_layers` is given twice" in run_vlmtrain("run", p, "--dry-run").err
+    for shipped in sorted((REPO / "configs").glob("*.yaml")):  # none of the shipped ones does it
+        from vlmtrain.yaml_strict import load
+
+        assert load(shipped.read_text()) == yaml.safe_load(shipped.read_text()), shipped
+
+
+def test_small_cli_mistakes(tmp_path):
+    r = run_vlmtrain("run", REPO / "configs" / "tiny-cpu.yaml", "--json")
+    assert r.code == 2 and "--json goes with --dry-run" in r.err
+    r = run_vlmtrain("--version", env={"VLMTRAIN_LOG": "loud"})
+    assert r.code == 0 and "VLMTRAIN_LOG=loud is not a log level" in r.err
+    assert run_vlmtrain("--version", env={"VLMTRAIN_LOG": "debug"}).code == 0

@@ -1,0 +1,131 @@
+"""The run's output folder: can it be written, is it this run's, which checkpoint to resume from.
+
+- ``output_dir`` that is a file, or under one, or where nothing may be written: an error before
+  anything is built (it used to be a traceback at the first mkdir).
+- A finished run (its final model written, no checkpoint left to resume) is not silently
+  overwritten by the same command run again.
+- A fresh start over an earlier attempt that saved no checkpoint drops that attempt's
+  metrics.jsonl and tokenizer, so its curves and vocabulary do not mix into the new run.
+- ``--resume`` with a config that changed what the checkpoint holds (the model's shape, what is
+  trained, the tokenizer) is refused before the model is built, naming the keys; other changed keys
+  (learning rate, steps, ...) are allowed and listed, since the run is then no longer the one an
+  uninterrupted run would have given.
+- A checkpoint cut short (SIGKILL or power loss while writing it) has no ``trainer_state.json``,
+  which Trainer writes last: it is skipped, and the one before is resumed from.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from vlmtrain.config import ConfigError, TrainConfig
+
+log = logging.getLogger("vlmtrain")
+
+CONFIG_RECORD = "vlmtrain_config.json"  # the config a run started with (written by train())
+FINAL_OUTPUTS = ("model.safetensors", "model.safetensors.index.json", "mm_projector.bin", "adapter_model.safetensors")
+# Keys whose change makes a checkpoint's weights or vocabulary not this config's.
+SHAPE_KEYS = ("stage", "freeze", "tune_mm_mlp_adapter", "model_name_or_path", "text_config", "vision_tower",
+              "vision_config", "random_init", "mm_projector_type", "mm_vision_select_layer", "mm_vision_select_feature",
+              "tokenizer_name_or_path", "tokenizer_train_vocab_size", "tokenizer_legacy", "image_token", "lora_enable",
+              "lora_r", "lora_alpha", "lora_bias", "lora_target_modules", "bf16", "fp16")
+# Keys that only say where or how often things go: no note when they change.
+QUIET_KEYS = ("output_dir", "max_steps", "num_train_epochs", "save_steps", "save_total_limit", "save_strategy",
+              "logging_steps", "report_to", "dataloader_num_workers", "data_num_proc", "num_gpus", "num_nodes",
+              "hostfile", "launcher", "master_port", "deepspeed")
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+# -- checkpoints ----------------------------------------------------------------------------------
+def checkpoints(output_dir: str | Path) -> list[Path]:
+    """``checkpoint-N`` folders, oldest first."""
+    d = Path(output_dir)
+    if not d.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in d.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def is_complete(ckpt: Path) -> bool:
+    return (ckpt / "trainer_state.json").is_file()
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest checkpoint that was written to the end; cut-short ones are named in a warning."""
+    all_ = checkpoints(output_dir)
+    complete = [c for c in all_ if is_complete(c)]
+    partial = [c.name for c in (all_[all_.index(complete[-1]) + 1:] if complete else all_)]
+    if partial:
+        log.warning("%s: %s %s not complete (no trainer_state.json; a run stopped while writing it) and %s skipped",
+                    output_dir, ", ".join(partial), "is" if len(partial) == 1 else "are",
+                    "is" if len(partial) == 1 else "are")
+    return complete[-1] if complete else None
+
+
+# -- before anything is written -------------------------------------------------------------------
+def check_writable(cfg: TrainConfig, where: str) -> None:
+    """``output_dir`` is a folder, or can be made one, by this user (nothing is created here)."""
+    out = Path(cfg.output_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"`output_dir` {out} is a file", where=where, hint="point output_dir at a folder (it is created)")
+    probe = out
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ConfigError(f"`output_dir` {out} cannot be created: {probe} is a file", where=where)
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"`output_dir` {out} cannot be written: this user may not write to {probe}", where=where,
+                          hint="choose an output_dir you can write to")
+
+
+def prepare(cfg: TrainConfig, last: Path | None, *, resume: bool, where: str) -> None:
+    """Fresh start: refuse to overwrite a finished run, clear an earlier attempt's leftovers. Resume: same model?"""
+    out = Path(cfg.output_dir)
+    if resume:
+        check_same_run(cfg, out, where)
+        return
+    finished = [f for f in FINAL_OUTPUTS if (out / f).is_file()]
+    if finished:
+        raise ConfigError(f"{out} holds a finished run ({finished[0]}); running again would overwrite it",
+                          where=where, hint="choose another output_dir or delete that folder to train anew; to train "
+                                            "it further, raise max_steps / num_train_epochs and pass --resume")
+    if last is not None:
+        return  # train() refuses: "already has checkpoint-N, pass --resume"
+    stale = [p for p in (out / "metrics.jsonl", out / "tokenizer") if p.exists()]
+    if stale:
+        log.warning("%s: an earlier attempt stopped before its first checkpoint; starting over (its %s replaced)",
+                    out, " and ".join(p.name for p in stale))
+        for p in stale:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+def _changed(old: dict[str, Any], new: dict[str, Any], keys: tuple[str, ...] | None, skip: tuple[str, ...] = ()):
+    names = keys if keys is not None else tuple(k for k in new if k not in skip)
+    return [(k, old.get(k), new.get(k)) for k in names if k in old and old.get(k) != new.get(k)]
+
+
+def check_same_run(cfg: TrainConfig, out: Path, where: str) -> None:
+    """--resume: the checkpoint was made by a config with the same model; list what else changed."""
+    record = out / CONFIG_RECORD
+    try:
+        old = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return  # an older run without the record: the checkpoint loader still refuses a shape mismatch
+    new = json.loads(json.dumps(cfg.to_dict(), default=str))  # the same JSON round trip the record went through
+    shape = _changed(old, new, SHAPE_KEYS)
+    if shape:
+        shown = "; ".join(f"`{k}` {a!r} -> {b!r}" for k, a, b in shape[:4])
+        raise ConfigError(f"--resume: the checkpoints in {out} were made with another model or tokenizer: {shown}",
+                          where=where, hint=f"resume with the config the run started with ({record}), or start a "
+                                            f"new run in another output_dir")
+    other = _changed(old, new, None, skip=SHAPE_KEYS + QUIET_KEYS)
+    if other:
+        log.warning("resuming %s with changed settings (%s): it continues, but is no longer the run an uninterrupted "
+                    "one would have given", out, "; ".join(f"{k} {a!r} -> {b!r}" for k, a, b in other))
