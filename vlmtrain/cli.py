@@ -184,6 +184,9 @@ def generate(
 
     _require_training_stack()
     from vlmtrain.generate import answer, load_run
+    from vlmtrain.progress import quiet_library_bars
+
+    quiet_library_bars()
 
     if image is not None and not image.is_file():
         raise typer.BadParameter(f"{image} is not a file", param_hint="--image")
@@ -217,12 +220,15 @@ def export_moe_llava(
     """
     _require_training_stack()
     from vlmtrain.config import ConfigError
-    from vlmtrain.generate import load_run
+    from vlmtrain.generate import _run_config, load_run
     from vlmtrain.model.moe.checkpoint_keys import write_moellava_checkpoint
+    from vlmtrain.progress import quiet_library_bars
 
+    quiet_library_bars()
+    stage = _run_config(run_dir).stage  # before the weights are read
+    if stage != 3:
+        raise ConfigError(f"{run_dir} is a stage-{stage} run; MoE-LLaVA's layout is for stage-3 (MoE) models")
     loaded = load_run(run_dir)
-    if loaded.cfg.stage != 3:
-        raise ConfigError(f"{run_dir} is a stage-{loaded.cfg.stage} run; MoE-LLaVA's layout is for stage-3 (MoE) models")
     try:
         path = write_moellava_checkpoint(loaded.model, out, vision_tower=loaded.cfg.vision_tower,
                                          image_aspect_ratio=loaded.cfg.image_aspect_ratio)

@@ -109,3 +109,16 @@ def test_small_cli_mistakes(tmp_path):
     r = run_vlmtrain("--version", env={"VLMTRAIN_LOG": "loud"})
     assert r.code == 0 and "VLMTRAIN_LOG=loud is not a log level" in r.err
     assert run_vlmtrain("--version", env={"VLMTRAIN_LOG": "debug"}).code == 0
+
+
+def test_export_moe_llava_of_a_stage2_run_says_so_before_reading_weights(tmp_path):
+    """Found by trying: it loaded the whole model (with a progress bar) and only then said the stage was wrong."""
+    from vlmtrain.config import load_config
+
+    run = tmp_path / "stage2-run"
+    run.mkdir()
+    cfg = load_config(REPO / "configs" / "tiny-cpu.yaml")
+    (run / "vlmtrain_config.json").write_text(json.dumps(cfg.to_dict(), default=str))  # no weights at all
+    r = run_vlmtrain("export-moe-llava", run, tmp_path / "out")
+    assert r.code == 2 and "is a stage-2 run; MoE-LLaVA's layout is for stage-3" in r.err
+    assert not (tmp_path / "out").exists()
