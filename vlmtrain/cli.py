@@ -187,14 +187,16 @@ def generate(
     from vlmtrain.progress import quiet_library_bars
 
     quiet_library_bars()
-
     if image is not None and not image.is_file():
         raise typer.BadParameter(f"{image} is not a file", param_hint="--image")
     if min_new_tokens > max_new_tokens:
         raise typer.BadParameter(f"{min_new_tokens} is more than --max-new-tokens {max_new_tokens}",
                                  param_hint="--min-new-tokens")
-    out = answer(load_run(run_dir), prompt, image, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-                 seed=seed)
+    run = load_run(run_dir)
+    if run.cfg.random_init and run.cfg.frozen()["llm"] and not run.cfg.lora_enable:
+        typer.echo(f"note: {run_dir} trained only the projector of a random LLM (random_init, stage "
+                   f"{run.cfg.stage}): expect noise, not an answer", err=True)
+    out = answer(run, prompt, image, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, seed=seed)
     if json_out:
         typer.echo(_json.dumps(out, indent=2))
     elif out["answer"]:

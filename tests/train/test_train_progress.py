@@ -46,12 +46,16 @@ def test_long_passes_log_tenths_off_a_terminal(caplog):
     assert isinstance(progress(1000, "x", "sample", min_total=16_384), type(progress(0, "x", "s", min_total=1)))
 
 
-def test_stage1_on_a_random_llm_says_why_its_loss_is_flat(caption_blend, make_config):
+def test_stage1_on_a_random_llm_says_why_its_loss_is_flat(caption_blend, make_config, tmp_path):
     """Issue 13 item 22: the demo's stage 1 (projector only, random frozen LLM) barely moves; the output says why."""
     r = run_vlmtrain("run", make_config(caption_blend, "s1", stage=1, version="plain", max_steps=4, learning_rate=1e-2))
     assert r.code == 0, r.err
     assert re.search(r"^loss \d\.\d{3} -> \d\.\d{3} \(mean of the first and last 1 of 4 logged steps\)$", r.err, re.M)
     assert "why it barely moves: this stage trains only the projector, and the LLM it feeds is frozen and random" in r.err
+    # ... and asking that run a question says what to expect of the answer.
+    g = run_vlmtrain("generate", tmp_path / "s1", "-p", "What is shown?", "--max-new-tokens", "4")
+    assert g.code == 0, g.err
+    assert "trained only the projector of a random LLM (random_init, stage 1): expect noise" in g.err
 
 
 def test_no_excuse_for_a_stage_that_trains_the_llm(tmp_path):
