@@ -141,6 +141,8 @@ def main() -> None:
             k = max(1, len(ls) // 4)
             first, last = sum(ls[:k]) / k, sum(ls[-k:]) / k
             print(f"  {name} loss        {first:.3f} -> {last:.3f} (mean of first/last {k} steps, {len(ls)} steps)")
+    print("  Stage 1 trains only the projector in front of a random, frozen LLM, so its loss barely moves;\n"
+          "  stage 2 trains the LLM too and falls.")
     aux = _metric(s3, "moe/aux_loss")
     if aux:
         k = max(1, len(aux) // 4)
