@@ -35,7 +35,7 @@ from vlmdata.net.session import make_session
 from vlmdata.place import place_download
 from vlmdata.sources import HubAccess, describe, kind_of
 from vlmdata.sources.hf import redact, token_from_env
-from vlmdata.state import Journal, JournalEntry, Root, is_placed
+from vlmdata.state import Journal, JournalEntry, Root, satisfied
 from vlmdata.units import human_bytes
 
 
@@ -118,13 +118,8 @@ class Fetcher:
         return [s for s in specs if not self._already_placed(s, entries)]
 
     def _already_placed(self, spec: FileSpec, entries: dict[str, JournalEntry]) -> bool:
-        if self.opt.refetch or not is_placed(self.root, entries, spec):
-            return False
-        subset = (entries[spec.key].extra or {}).get("subset")
-        if spec.place.kind == "extract" and subset is not None:
-            # placed from a subset: only good enough for the same subset
-            return self.opt.wanted_tag == subset
-        return True
+        # a subset placement is only good enough for the same subset (state.satisfied)
+        return not self.opt.refetch and satisfied(self.root, entries, spec, self.opt.wanted_tag)
 
     def run(self, specs: list[FileSpec], todo: list[FileSpec] | None = None) -> FetchReport:
         """Fetch ``specs``; ``todo`` is what ``self.todo(specs)`` returned, if the caller already asked."""
