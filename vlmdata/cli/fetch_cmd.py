@@ -100,9 +100,7 @@ def fetch_cmd(
                              "image_folder": str(res.folder / lay.image_folder)}
     _summarise(settings, report)
     if report.failed:
-        raise OperationError(f"{len(report.failed)} of {len(specs)} file(s) failed:\n"
-                             + "\n".join(o.error or o.key for o in report.failed),
-                             hint="run the same command again to retry; finished bytes are not downloaded again")
+        raise _failure(report.failed, len(specs))
 
 
 def _summarise(settings: Settings, report: FetchReport) -> None:
@@ -129,3 +127,23 @@ def _summarise(settings: Settings, report: FetchReport) -> None:
                    f"{lay['existing']} already there); pass --image_folder {lay['image_folder']}", err=True)
         if lay["missing"]:
             typer.echo(f"  not fetched yet: {', '.join(lay['missing'])}", err=True)
+
+
+def _failure(failed: list, total: int) -> OperationError:
+    """One error for every failed file: files that failed the same way are said once (51 SA-1B
+    tars without the links file are one problem), each distinct advice once, at the end."""
+    groups: dict[tuple[str, str | None], list[str]] = {}
+    for o in failed:
+        what = (o.error or o.key).replace(o.key, "{file}")
+        groups.setdefault((what, o.hint), []).append(o.key)
+    lines = []
+    for (what, _), keys in groups.items():
+        lines.append(what.replace("{file}", keys[0]))
+        if len(keys) > 1:
+            more = ", ".join(keys[1:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+            lines.append(f"  (the same for {more})")
+    hints = list(dict.fromkeys(h for (_, h) in groups if h))
+    hints.append("run the same command again to retry; finished bytes are not downloaded again")
+    if all(h and h.startswith("then run the same command again") for (_, h) in groups):
+        hints.pop()  # the advice already says it
+    return OperationError(f"{len(failed)} of {total} file(s) failed:\n" + "\n".join(lines), hint="\n  -> ".join(hints))

@@ -71,6 +71,7 @@ class FileOutcome:
     connections: int = 0
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
+    hint: str | None = None  # what to do about the error
 
 
 @dataclass
@@ -202,7 +203,7 @@ class Fetcher:
         except Cancelled:
             out.state, out.error = "cancelled", "interrupted; the .part file is kept and the next run resumes it"
         except VlmdataError as e:  # a failed check, a refused archive, ...: the message is for the user
-            out.error = e.render()
+            out.error, out.hint = (f"{e.where}: {e.what}" if e.where else e.what), e.hint
         except Exception as e:  # noqa: BLE001 - one file's failure must not stop the others
             out.error = f"{spec.key}: {type(e).__name__}: {redact(str(e), self.hub.token)}"
         out.seconds = time.monotonic() - t0
