@@ -37,10 +37,14 @@ def _lock_down(folder):
 
 def test_a_root_that_exists_but_is_not_writable(shared):
     base, root, demo = shared
-    _lock_down(root)
-    r = run_as_user("--root", root, *demo, "fetch", "coco")
-    assert r.code == 2, r.err
-    assert f"the root {root} is not writable" in r.err and "cannot create" not in r.err
+    fresh = base / "fresh"  # an existing folder, not ours to write, that vlmdata never used (no .vlmdata)
+    fresh.mkdir()
+    fresh.chmod(0o555)
+    for r_ in (fresh, root):
+        _lock_down(r_)
+        r = run_as_user("--root", r_, *demo, "fetch", "coco")
+        assert r.code == 2, r.err
+        assert f"the root {r_} is not writable" in r.err and "cannot create" not in r.err
     base.chmod(0o555)
     r = run_as_user("--root", base / "new", *demo, "fetch", "coco")
     assert r.code == 2 and f"cannot create the root {base / 'new'}" in r.err
