@@ -25,7 +25,7 @@ class ManualKind(SourceKind):
         save_as = root.store_path(src.path) if src.path else download_path
         todo = f"{src.note or 'download it by hand'}{where}"
         return Unavailable(src, self.describe(src), manual=True, save_as=save_as, todo=todo,
-                           reason=f"needs a person: {todo}; then save it as {save_as} and run the same command again")
+                           reason=f"needs a person{where}; then save it as {save_as} and run the same command again")
 
 
 KIND = ManualKind()
