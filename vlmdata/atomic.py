@@ -17,6 +17,22 @@ from typing import Any, Callable, Iterator
 TMP_PREFIX = ".tmp-"
 
 
+def current_umask() -> int:
+    """The process umask. mkstemp/mkdtemp create private (0600/0700) files; what this module
+    renames into place gets the mode a plain ``open``/``mkdir`` would have given it instead, so
+    files meant to be shared (the journal, vlmdata.lock, exports) are readable like any other."""
+    try:  # Linux: read it without changing it (os.umask would race with other threads)
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename inside ``path`` durable."""
     try:
@@ -36,8 +52,12 @@ def atomic_open(path: Path, mode: str = "wb") -> Iterator[Any]:
     """Open a temporary sibling of ``path``; on clean exit fsync it and rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
     try:
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+    except OSError as e:  # name the file the caller asked for, not our temporary name
+        raise OSError(e.errno, e.strerror, str(path)) from e
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
@@ -69,7 +89,13 @@ def temp_dir_beside(path: Path) -> Path:
     """A fresh temporary folder on the same filesystem as ``path`` (so a rename can move it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent))
+    return _shared(Path(tempfile.mkdtemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)))
+
+
+def _shared(folder: Path) -> Path:
+    """A folder from mkdtemp (0700) given the mode mkdir would have given it: it is renamed into place."""
+    os.chmod(folder, 0o777 & ~current_umask())
+    return folder
 
 
 def owned_temp_dir_beside(path: Path, *, remove: Callable[[Path], None] | None = None) -> Path:
@@ -87,7 +113,7 @@ def owned_temp_dir_beside(path: Path, *, remove: Callable[[Path], None] | None =
         pid = rest[len("old."):] if rest.startswith("old.") else rest.split(".", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             (remove or (lambda q: shutil.rmtree(q, ignore_errors=True)))(p)
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}.", dir=path.parent))
+    return _shared(Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}.", dir=path.parent)))
 
 
 def pid_alive(pid: int) -> bool:

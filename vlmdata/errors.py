@@ -7,13 +7,17 @@ that is too small).
 
 ``run_app`` is that rule for a console script, shared by `vlmdata` and `vlmtrain`: user mistakes
 become one clear message and exit code 2 (a VlmdataError carries its own code), usage errors print
-click's usage text with exit code 2, Ctrl-C prints how to resume and exits 130; anything else is a
-bug and keeps its traceback.
+click's usage text with exit code 2, Ctrl-C prints how to resume and exits 130; with ``os_errors``,
+a permission, read-only or disk-full error names its path (exit 2, or 1 for a full disk); anything
+else is a bug and keeps its traceback. With ``json_error`` (the user asked for --json), each of
+those also goes to stdout as ``{"error", "where", "hint", "exit_code"}``, so a pipe into ``jq`` or
+``json.tool`` reads an error object instead of breaking on empty input.
 """
 from __future__ import annotations
 
+import errno
 import sys
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     import typer
@@ -49,34 +53,92 @@ class OperationError(VlmdataError):
     exit_code = 1
 
 
-def run_app(app: "typer.Typer", *, interrupted: str,
-            user_error: Callable[[BaseException], bool] = lambda e: False) -> None:
-    """Run ``app``; ``user_error(e)`` marks other exception types whose message is for the user (exit 2)."""
+class Interrupted(VlmdataError):
+    """Ctrl-C, after the command has made its state safe: the message says what was kept. Exit code 130."""
+
+    exit_code = 130
+
+
+JsonError = Callable[[dict[str, Any]], None]
+
+
+# What the system says when a folder is not the user's to write, or a disk is full: no bug, and a
+# traceback would hide the one line that matters (the path). Exit code and advice per errno.
+_OS_ERRORS = {
+    errno.EACCES: (2, "permission denied", "this user may not use that path: fix its permissions, or choose "
+                                           "another place (--root, --out, --manifests)"),
+    errno.EPERM: (2, "operation not permitted", "this user may not use that path: fix its permissions, or choose "
+                                                "another place (--root, --out, --manifests)"),
+    errno.EROFS: (2, "read-only file system", "choose a place on a writable file system (--root, --out)"),
+    errno.ENOSPC: (1, "no space left on the device", "free some space or choose another --root / --out"),
+    errno.EDQUOT: (1, "disk quota exceeded", "free some space or choose another --root / --out"),
+}
+
+
+def describe_os_error(e: OSError) -> tuple[int, str, str] | None:
+    """(exit code, message, hint) for an OSError a user can act on, else None."""
+    known = _OS_ERRORS.get(e.errno or 0)
+    if known is None:
+        return None
+    code, what, hint = known
+    where = e.filename if e.filename is not None else None
+    return code, (f"{where}: {what}" if where else what), hint
+
+
+def run_app(app: typer.Typer, *, interrupted: str,
+            user_error: Callable[[BaseException], bool] = lambda e: False,
+            json_error: JsonError | None = None, os_errors: bool = False, explain_interrupt: bool = False) -> None:
+    """Run ``app``; ``user_error(e)`` marks other exception types whose message is for the user (exit 2);
+    ``os_errors``: permission / read-only / disk-full errors become a message naming the path;
+    ``explain_interrupt``: exit code 130 means an unhandled Ctrl-C (commands that handle one raise
+    Interrupted), so say ``interrupted``."""
     import typer  # here, not at the top: every module imports this one, most never run a CLI
+
+    def fail(code: int, what: str, *, where: str | None = None, hint: str | None = None) -> None:
+        if json_error is not None:
+            json_error({"error": what, "where": where, "hint": hint, "exit_code": code})
+        sys.exit(code)
 
     try:
         # Without standalone mode click returns (not raises) the code of a typer.Exit.
         rc = app(standalone_mode=False)
+        if rc == 130 and explain_interrupt:
+            # typer turns a Ctrl-C that no command handled into a silent exit code 130
+            typer.echo(interrupted, err=True)
+            fail(130, "interrupted", hint=interrupted)
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except VlmdataError as e:
-        typer.echo(f"error: {e.render()}", err=True)
-        sys.exit(e.exit_code)
+        typer.echo(e.render() if isinstance(e, Interrupted) else f"error: {e.render()}", err=True)
+        fail(e.exit_code, e.what, where=e.where, hint=e.hint)
     except KeyboardInterrupt:
         typer.echo(interrupted, err=True)
-        sys.exit(130)
+        fail(130, "interrupted", hint=interrupted)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.Abort:
-        sys.exit(130)
+        fail(130, "aborted")
     except typer.TyperException as e:  # usage errors: missing argument, unknown option
         show = getattr(e, "show", None)
         if show is None:
             raise
         show()
-        sys.exit(2)
+        ctx = getattr(e, "ctx", None)
+        fail(2, e.format_message(), where=ctx.command_path if ctx is not None else None,
+             hint=(ctx.get_usage() if ctx is not None else None))
+    except OSError as e:
+        known = describe_os_error(e) if os_errors else None
+        if known is None:
+            if not user_error(e):
+                raise
+            typer.echo(f"error: {e}", err=True)
+            fail(2, str(e))
+        else:
+            code, what, hint = known
+            typer.echo(f"error: {what}\n  -> {hint}", err=True)
+            fail(code, what, hint=hint)
     except Exception as e:
         if not user_error(e):
             raise
         typer.echo(f"error: {e}", err=True)
-        sys.exit(2)
+        fail(2, str(e))

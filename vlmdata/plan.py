@@ -14,7 +14,7 @@ from typing import Any
 from vlmdata.errors import OperationError
 from vlmdata.manifest import FileSpec, Source
 from vlmdata.sources import kind_of
-from vlmdata.state import Journal, Root, is_placed, partial_bytes
+from vlmdata.state import Journal, Root, is_placed, partial_bytes, satisfied, subset_tag
 from vlmdata.units import human_bytes
 
 
@@ -25,7 +25,7 @@ class PlanItem:
     file: str
     source: str
     to: str
-    state: str  # present | partial | missing
+    state: str  # present | partial | missing | subset (placed in part; the whole archive is asked for)
     download_bytes: int | None  # still to download (None = unknown)
     size_exact: bool
     disk_bytes: int | None  # disk this file needs from now on
@@ -78,25 +78,37 @@ def first_source(spec: FileSpec, mirror_base: str | None, hf_endpoint: str | Non
 
 
 def plan_files(root: Root, specs: list[FileSpec], *, mirror_base: str | None = None,
-               hf_endpoint: str | None = None) -> Plan:
+               hf_endpoint: str | None = None, wanted_tag: str | None = None) -> Plan:
+    """``wanted_tag``: the digest of --only-referenced-by's names; archives are then placed in part."""
     entries = Journal(root.state_dir).entries()
     plan = Plan(free_bytes=root.free_bytes())
     for spec in specs:
         size = spec.download_bytes
-        placed = is_placed(root, entries, spec)
+        placed = satisfied(root, entries, spec, wanted_tag)
         partial = 0 if placed else partial_bytes(root, spec)
+        subset = wanted_tag is not None and spec.place.kind == "extract"
         if placed:
             state, remaining, disk = "present", 0, 0
         else:
-            state = "partial" if partial else "missing"
+            state = "partial" if partial else ("subset" if subset_tag(entries, spec) and is_placed(root, entries, spec)
+                                               else "missing")
             remaining = None if size is None else max(size - partial, 0)
-            disk = _disk_needed(spec, remaining, size)
+            disk = _subset_disk(spec, remaining) if subset else _disk_needed(spec, remaining, size)
         plan.items.append(PlanItem(
             key=spec.key, dataset=spec.dataset, file=spec.name,
             source=first_source(spec, mirror_base, hf_endpoint), to=spec.place.to, state=state,
             download_bytes=remaining, size_exact=spec.size_is_exact, disk_bytes=disk, partial_bytes=partial,
         ))
     return plan
+
+
+def _subset_disk(spec: FileSpec, remaining: int | None) -> int | None:
+    """--only-referenced-by keeps a few members: a tar is streamed and never stored (the images kept
+    are not counted), a zip is downloaded whole first."""
+    # (the test fetch.subset.is_tar makes; plan does not import the fetch machinery)
+    tar = spec.place.format in ("tar", "tar.gz") or (
+        spec.place.format == "auto" and spec.name.endswith((".tar", ".tar.gz", ".tgz")))
+    return 0 if tar else remaining
 
 
 def _disk_needed(spec: FileSpec, remaining: int | None, size: int | None) -> int | None:

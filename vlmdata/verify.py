@@ -2,7 +2,7 @@
 
 Quick: every journaled file's target is present, plain files have their recorded size, folders
 hold at least as many files as were placed into them (and, as a note, as many as the manifest
-says), kept archives have their size. Deep adds the sha256 of plain files and kept archives
+says), no image is a 0-byte file, kept archives have their size. Deep adds the sha256 of plain files and kept archives
 (against the manifest, else the ``vlmdata.lock`` pin, else the journal) and decodes every image
 under the targets in parallel, reporting empty, truncated, undecodable and wrong-format files
 (e.g. GIF bytes named ``.jpg``) with their paths.
@@ -37,6 +37,7 @@ class DatasetResult:
     images: int = 0  # images decoded (deep)
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    subset: dict[str, int | None] | None = None  # {"images", "of"}: archives placed with --only-referenced-by
 
     @property
     def ok(self) -> bool:
@@ -49,13 +50,20 @@ class VerifyReport:
     datasets: list[DatasetResult]
     report_path: Path | None = None
     seconds: float = 0.0
+    not_recorded: str | None = None  # why the result was not written to the root
+
+    @property
+    def checked(self) -> list[DatasetResult]:
+        """The datasets this verify looked at: the fetched ones, and named ones that are not fetched."""
+        return [d for d in self.datasets if d.fetched or d.problems]
 
     @property
     def ok(self) -> bool:
-        return all(d.ok for d in self.datasets)
+        """Nothing wrong, and something checked: a verify of an empty root proves nothing."""
+        return bool(self.checked) and all(d.ok for d in self.datasets)
 
     def to_json(self) -> dict:
-        return {"deep": self.deep, "ok": self.ok, "seconds": round(self.seconds, 3),
+        return {"deep": self.deep, "ok": self.ok, "checked": len(self.checked), "seconds": round(self.seconds, 3),
                 "report": str(self.report_path) if self.report_path else None,
                 "datasets": [dict(asdict(d), ok=d.ok) for d in self.datasets]}
 
@@ -95,6 +103,11 @@ class _Verifier:
         missing_defaults = [f.name for f in ds.default_files if f.key not in self.entries]
         if missing_defaults:
             res.notes.append(f"not fetched yet: {', '.join(missing_defaults)}")
+        subset = [(f, e) for f, e in placed if f.place.kind == "extract" and (e.extra or {}).get("subset")]
+        if subset:
+            counts = [f.place.count for f, _ in subset]
+            res.subset = {"images": sum(e.files or 0 for _, e in subset),
+                          "of": None if any(c is None for c in counts) else sum(counts)}  # type: ignore[arg-type]
         targets: dict[str, list[tuple[FileSpec, JournalEntry]]] = {}
         for spec, entry in placed:
             res.files += 1
@@ -154,6 +167,10 @@ class _Verifier:
                 res.notes.append(f"{to}: {len(files):,} files, the manifest says {total:,} (a third-party count)")
         if self.deep:
             self._images(files, res)
+        else:  # the quick check's one look inside: a 0-byte image is no image (Visual Genome ships some)
+            for p in files:
+                if p.suffix.lower() in IMAGE_EXTS and _size(p) == 0:
+                    res.problems.append(Problem("empty", str(p), "0 bytes: not an image"))
 
     def _images(self, files: list[Path], res: DatasetResult) -> None:
         images = [p for p in files if p.suffix.lower() in IMAGE_EXTS]
@@ -164,6 +181,13 @@ class _Verifier:
                     res.problems.append(Problem(chk.status, str(chk.path), chk.detail))
                 if self.progress is not None:
                     self.progress(1)
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
 
 
 def count_images(root: Root, catalog: Catalog, names: list[str]) -> int:
@@ -188,12 +212,14 @@ def verify(root: Root, catalog: Catalog, names: list[str] | None = None, *, deep
     v = _Verifier(root, deep, jobs or max(2, os.cpu_count() or 2), progress)
     report = VerifyReport(deep, [v.dataset(catalog.dataset(n), explicit) for n in names])
     report.seconds = time.time() - start
-    if root.state_dir.is_dir():
+    if root.state_dir.is_dir() and os.access(root.state_dir, os.W_OK | os.X_OK):
         for d in report.datasets:
             if d.fetched:
                 v.journal.record_verified(d.name, deep=deep, ok=d.ok)
         report.report_path = root.state_dir / "reports" / "verify.json"
         atomic.write_json(report.report_path, dict(report.to_json(), at=time.time(), root=str(root.path)))
+    elif root.state_dir.is_dir():  # another user's root, shared read-only: check it, record nothing
+        report.not_recorded = f"{root.state_dir} is not writable: the result is not recorded for `vlmdata status`"
     return report
 
 

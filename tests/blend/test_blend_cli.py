@@ -21,7 +21,7 @@ def test_blend_json_and_quiet(tree, cli):
 
 def test_blend_text_summary(tree, cli, tmp_path):
     tree.place_recipe("moe-llava-stage2")
-    r = cli("--root", tree.root.path, "blend", "moe-llava-stage2", "--out", tmp_path / "o")
+    r = cli("--root", tree.root.path, "blend", "moe-llava-stage2", "--out", tmp_path / "o", "--max-drop", "30")
     assert r.code == 0, r.err
     assert "dropped 2 (video not supported)" in r.out and str(tmp_path / "o") in r.out
 
@@ -48,7 +48,7 @@ def test_report(tree, cli):
 
 def test_export_round_trip_is_lossless(tree, cli, tmp_path):
     tree.place_recipe("moe-llava-stage2")
-    assert cli("--root", tree.root.path, "blend", "moe-llava-stage2").code == 0
+    assert cli("--root", tree.root.path, "blend", "moe-llava-stage2", "--max-drop", "30").code == 0
     first = tmp_path / "first.json"
     r = cli("export", tree.root.path / "blends" / "moe-llava-stage2", "--format", "llava-json", first, "--json")
     assert r.code == 0, r.err
@@ -92,7 +92,7 @@ def test_user_errors_exit_2(tree, cli, tmp_path):
     assert r.code == 2 and "vlmdata fetch llava_instruct:llava_v1_5_mix665k.json" in r.err
     tree.place_recipe("llava-665k")
     r = cli("--root", tree.root.path, "blend", "llava-665k", "--missing", "sometimes")
-    assert r.code == 2 and "--missing must be one of drop, fail, keep" in r.err
+    assert r.code == 2 and "'sometimes' is not one of 'drop', 'fail', 'keep'" in r.err
     r = cli("export", tmp_path, tmp_path / "x.json")
     assert r.code == 2 and "not a dataset folder" in r.err
     r = cli("stats", tmp_path / "nope")
@@ -110,7 +110,7 @@ def test_strict_and_missing_fail_exit_codes(tree, cli):
     (tree.view("llava") / "coco" / "1.jpg").unlink()
     r = cli("--root", tree.root.path, "blend", "llava-665k", "--missing", "fail")
     assert r.code == 1 and "coco/1.jpg" in r.err
-    r = cli("--root", tree.root.path, "blend", "llava-665k")
+    r = cli("--root", tree.root.path, "blend", "llava-665k", "--max-drop", "100")
     assert r.code == 0 and "dropped 1 (missing image)" in r.out
 
 

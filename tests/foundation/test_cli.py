@@ -28,7 +28,7 @@ def test_info_coco_shows_the_real_url_and_size(cli):
 def test_info_on_layout_and_unknown_name(cli):
     assert "coco/train2017" in cli("info", "llava").out
     r = cli("info", "cocoa")
-    assert r.code == 2 and "unknown dataset 'cocoa'" in r.err and "did you mean coco" in r.err
+    assert r.code == 2 and "unknown dataset, layout or blend recipe 'cocoa'" in r.err and "did you mean coco" in r.err
     assert "Traceback" not in r.err
 
 
@@ -53,7 +53,7 @@ def test_root_that_is_a_file_exits_2(cli, tmp_path):
 def test_root_that_cannot_be_created_exits_2(cli, tmp_path):
     f = tmp_path / "afile"
     f.write_text("x")
-    r = cli("layout", "build", "--layout", "llava", "--root", str(f / "below"))
+    r = cli("fetch", "coco", "--root", str(f / "below"))  # (layout build says the root does not exist)
     assert r.code == 2 and "cannot create the root" in r.err
 
 

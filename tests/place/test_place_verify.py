@@ -98,7 +98,7 @@ def test_deep_finds_empty_truncated_and_gif_named_jpg(toy, cli):
     (imgs / "1.jpg").write_bytes(full[: len(full) - 60])
     (imgs / "2.jpg").write_bytes(image_bytes("gif"))
     quick = cli("verify", "toy", *args, "--json")
-    assert quick.code == 0  # quick does not read images
+    assert quick.code == 1 and kinds(quick.json()) == [("empty", "0.jpg")]  # quick only sees sizes
     r = cli("verify", "toy", "--deep", *args, "--json")
     assert r.code == 1
     assert kinds(r.json()) == [("empty", "0.jpg"), ("truncated", "1.jpg"), ("wrong_format", "2.jpg")]
@@ -146,6 +146,6 @@ def test_never_fetched_datasets(toy, cli, tmp_path):
     assert "never fetched" in r.out and "coco" in r.out
     r = cli("verify", "coco", *args, "--json")
     assert r.code == 1 and r.json()["datasets"][0]["problems"][0]["kind"] == "not_fetched"
-    empty = cli("verify", "--root", str(tmp_path / "nothing"))
-    assert empty.code == 0 and not (tmp_path / "nothing").exists()
+    empty = cli("verify", "--root", str(tmp_path / "nothing"))  # a root that does not exist: a wrong --root
+    assert empty.code == 2 and not (tmp_path / "nothing").exists()
     assert cli("verify", "no_such_dataset", *args).code == 2

@@ -21,7 +21,7 @@ class BlendOutput:
         try:
             files = [f["filename"] for f in json.loads(state.read_text(encoding="utf-8"))["_data_files"]]
         except (ValueError, KeyError, TypeError) as e:
-            raise UserError(f"{state} is not a `datasets` state file: {e}") from e
+            raise UserError(f"{state} is not a `datasets` state file: {e}", hint="blend again (`vlmdata blend RECIPE`)") from e
         self.files = [self.folder / f for f in files]
         self.meta: dict[str, Any] | None = read_blend_meta(self.folder) if (self.folder / BLEND_JSON).is_file() else None
         self.schema = self._schema()
@@ -43,10 +43,13 @@ class BlendOutput:
         """Record batches in row order. ``mapped``: zero-copy from a memory map, so only the
         columns touched are paged in; otherwise each batch is read into memory and freed after."""
         for path in self.files:
-            src = pa.memory_map(str(path)) if mapped else pa.OSFile(str(path))
-            with src:
-                for b in pa.ipc.open_stream(src):
-                    yield b.select(columns) if columns else b
+            try:
+                src = pa.memory_map(str(path)) if mapped else pa.OSFile(str(path))
+                with src:
+                    for b in pa.ipc.open_stream(src):
+                        yield b.select(columns) if columns else b
+            except (OSError, pa.ArrowInvalid) as e:  # a missing or truncated shard
+                raise UserError(f"{path} is damaged or missing: {e}", hint="blend again (`vlmdata blend RECIPE`)") from e
 
     def table(self, columns: list[str]) -> pa.Table:
         """A few columns of every row (memory-mapped)."""

@@ -35,10 +35,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import vlmdata
+from vlmdata.blend import drop_limit
 from vlmdata.blend import validate
 from vlmdata.blend.writer import DatasetWriter, abandon, begin, commit, write_json
 from vlmdata.contract import BASE_SCHEMA, BLEND_JSON, SCHEMA_VERSION, arrow_schema
-from vlmdata.blend.images_index import FolderIndex, inspect_images, split_paths
+from vlmdata.blend.images_index import EMPTY, FolderIndex, empty_files, inspect_images, split_paths
 from vlmdata.blend.recipe import Input, Resolved, sample_limit, sample_mask
 from vlmdata.blend.scan import PARALLEL_MIN_BYTES, BadRecord, InputScan, Task, cleanup, scan_inputs
 from vlmdata.errors import OperationError, UserError
@@ -55,6 +56,7 @@ class Options:
     image_sizes: bool = False  # add image_widths / image_heights
     embed_images: bool = False  # add image_bytes
     jobs: int = 0  # processes / threads; 0 = the machine's cores
+    max_drop: float = drop_limit.DEFAULT_MAX_DROP  # percent of an entry's records it may lose; more stops the blend
     progress: bool = True
     parallel_min_bytes: int = PARALLEL_MIN_BYTES
 
@@ -107,6 +109,7 @@ class Analysis:
     folders: dict[str, ImageStats]
     image_info: dict[str, tuple[int, int] | str]  # path -> size, or why it is corrupt (deep / sizes)
     missing_examples: list[str]
+    missing: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))  # every missing image path
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step
 
 
@@ -219,11 +222,13 @@ def _check_images(resolved: Resolved, opts: Options, sources: list[Source]) -> A
     with _bar(opts, total=len(all_paths), unit="img", desc="check") as bar:
         present = FolderIndex(root).present(all_paths, bar.update)
     info: dict[str, tuple[int, int] | str] = {}
+    todo = all_paths.filter(pa.array(present)).to_pylist()
     if opts.deep or opts.image_sizes:  # decode each image (--deep), or read its header (--image-sizes)
-        todo = all_paths.filter(pa.array(present)).to_pylist()
         with _bar(opts, total=len(todo), unit="img", desc="decode" if opts.deep else "sizes") as bar:
             info = inspect_images(root, todo, deep=opts.deep, jobs=opts.workers() * (2 if opts.deep else 4),
                                   on_done=bar.update)
+    else:  # the quick check: a 0-byte file is there by name but is no image
+        info = {p: EMPTY for p in empty_files(root, todo, jobs=opts.workers() * 4)}
     missing_arr = all_paths.filter(pa.array(~present))
     # an image that does not decode (--deep), or whose header cannot be read (--image-sizes): unusable
     corrupt_arr = pa.array(sorted(p for p, r in info.items() if isinstance(r, str)), pa.string())
@@ -250,7 +255,7 @@ def _check_images(resolved: Resolved, opts: Options, sources: list[Source]) -> A
             f"under {root}; e.g. {', '.join(examples[:5] or corrupt_arr.slice(0, 5).to_pylist())}",
             hint="fetch what is missing (`vlmdata report RECIPE` lists it per folder), pass the right --image-root, "
                  "or use --missing drop / keep")
-    return Analysis(resolved, opts, sources, dict(sorted(folders.items())), info, examples)
+    return Analysis(resolved, opts, sources, dict(sorted(folders.items())), info, examples, missing_arr)
 
 
 def _folder_stats(paths: pa.Array, missing: np.ndarray, corrupt: np.ndarray) -> dict[str, ImageStats]:
@@ -345,6 +350,10 @@ def run_blend(resolved: Resolved, opts: Options, out: Path) -> BlendResult:
         work = tmp / ".work"
         work.mkdir()
         analysis, hashes = analyse(resolved, opts, work, keep_text=True, hash_inputs=True)
+        verdict = drop_limit.check(analysis, opts.max_drop)
+        if verdict is not None:  # before anything is written: the previous output stays as it was
+            raise OperationError(verdict.message, hint=verdict.hint + (
+                f"\n     nothing was written; {out} is as it was" if out.exists() else "\n     nothing was written"))
         t0 = time.perf_counter()
         assign_ids(analysis.sources)
         t1 = time.perf_counter()
@@ -369,7 +378,7 @@ def _write(an: Analysis, hashes: dict[str, dict[str, Any]], tmp: Path) -> tuple[
     with _bar(opts, total=sum(s.kept for s in an.sources), unit="row", desc="write") as bar:
         for s in an.sources:
             _write_source(s, writer, an, bar.update)
-    fingerprint = hashlib.sha256(json.dumps([an.resolved.recipe_toml, hashes, _options_json(opts)],
+    fingerprint = hashlib.sha256(json.dumps([an.resolved.recipe_toml, hashes, _options_json(opts, output_only=True)],
                                             sort_keys=True).encode()).hexdigest()[:16]
     files = writer.close(fingerprint)
     dropped = _write_dropped(an, tmp / "dropped.jsonl")
@@ -486,9 +495,11 @@ def _write_dropped(an: Analysis, path: Path) -> int:
     return n
 
 
-def _options_json(opts: Options) -> dict[str, Any]:
-    return {"missing": opts.missing, "deep": opts.deep, "strict": opts.strict, "image_sizes": opts.image_sizes,
-            "embed_images": opts.embed_images}
+def _options_json(opts: Options, *, output_only: bool = False) -> dict[str, Any]:
+    """The options as recorded; ``output_only``: those that change the rows written (the fingerprint's)."""
+    out = {"missing": opts.missing, "deep": opts.deep, "strict": opts.strict, "image_sizes": opts.image_sizes,
+           "embed_images": opts.embed_images}
+    return out if output_only else {**out, "max_drop": opts.max_drop}
 
 
 def source_counts(s: Source, opts: Options) -> dict[str, Any]:
@@ -583,6 +594,7 @@ def report_json(an: Analysis) -> dict[str, Any]:
             "images_corrupt": sum(st.corrupt for st in an.folders.values()),
         },
         "missing_examples": an.missing_examples,
+        "blend_would_stop": (lambda x: x.to_json() if x else None)(drop_limit.check(an, an.options.max_drop)),
         "corrupt_examples": sorted(p for p, x in an.image_info.items() if isinstance(x, str))[:EXAMPLES],
     }
 

@@ -37,6 +37,7 @@ class Resolved:
     inputs: list[Input]
     image_root: ImageRoot
     recipe_toml: str
+    root: Root | None = None  # the data root it was resolved against
 
 
 def resolve(recipe: Blend, catalog: Catalog, root: Root, *, image_root: Path | None = None) -> Resolved:
@@ -46,7 +47,7 @@ def resolve(recipe: Blend, catalog: Catalog, root: Root, *, image_root: Path | N
         toml = Path(recipe.origin).read_text(encoding="utf-8")
     except OSError:
         toml = ""
-    return Resolved(recipe, layout, inputs, find_image_root(layout, root, image_root), toml)
+    return Resolved(recipe, layout, inputs, find_image_root(layout, root, image_root), toml, root)
 
 
 def _input(e: BlendEntry, catalog: Catalog, root: Root) -> Input:

@@ -44,9 +44,8 @@ def render_report(rep: dict[str, Any]) -> str:
              f"  records: {t['read']:,} read, {t['sampled']:,} sampled, {t['would_keep']:,} would be kept, "
              f"{t['would_drop']:,} would be dropped",
              f"  images the mix needs: {t['images_needed']:,} — present {t['images_present']:,}, "
-             f"missing {t['images_missing']:,}" + ("" if not rep["options"]["deep"] else
-                                                  f", corrupt {t['images_corrupt']:,}")
-             + ("" if rep["options"]["deep"] else "  (--deep also decodes them)"), ""]
+             f"missing {t['images_missing']:,}, corrupt {t['images_corrupt']:,}"
+             + ("" if rep["options"]["deep"] else "  (corrupt: 0-byte files; --deep decodes every image)"), ""]
     lines += _source_table(counts, "keep")
     folders = sorted(rep["folders"], key=lambda f: (-(f["missing"] + f["corrupt"]), f["folder"]))
     lines += ["", f"  {'folder':<44} {'needed':>9} {'present':>9} {'missing':>9} {'corrupt':>9}"]
@@ -65,4 +64,8 @@ def render_report(rep: dict[str, Any]) -> str:
         for name, d in shown:
             where = f"record {d['index']}" + (f", line {d['line']}" if d["line"] else "")
             lines.append(f"    {name} {where} (id {d['id']!r}): {d['reason']}: {d['detail']}")
+    stop = rep.get("blend_would_stop")
+    if stop:
+        lines += ["", "  `vlmdata blend` would stop here: " + stop["message"].replace("\n", "\n  "),
+                  "    -> " + stop["hint"].replace("\n     ", "\n       ")]
     return "\n".join(lines)

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from vlmdata import atomic
 from vlmdata.contract import features
+from vlmdata.errors import UserError
 
 
 
@@ -127,7 +128,24 @@ class DatasetWriter:
 def begin(out: Path) -> Path:
     """A fresh temporary folder beside ``out``, named after this process; what dead runs left
     beside ``out`` is removed first (a live run's folder is left alone)."""
+    check_replaceable(Path(out))
     return atomic.owned_temp_dir_beside(Path(out))
+
+
+def check_replaceable(out: Path) -> None:
+    """The output folder is swapped in whole, so what is there now is deleted: allow that only for
+    nothing, an empty folder, or an earlier blend (``--out ~/Documents`` must not delete a thesis)."""
+    if not (out.exists() or out.is_symlink()):
+        return
+    if out.is_symlink() or not out.is_dir():
+        raise UserError(f"--out {out} is a file; a blend writes a folder there and would replace it",
+                        hint="choose a folder that does not exist yet (or an earlier blend's folder)")
+    names = sorted(p.name for p in out.iterdir())
+    if not names or {"blend.json", "state.json"} <= set(names):
+        return
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    raise UserError(f"--out {out} holds other files ({shown}); a blend replaces its whole output folder",
+                    hint="choose a folder that does not exist yet, an empty one, or an earlier blend's folder")
 
 
 def commit(tmp: Path, out: Path, synced: tuple[str, ...] = ()) -> None:
@@ -137,19 +155,12 @@ def commit(tmp: Path, out: Path, synced: tuple[str, ...] = ()) -> None:
         if f.is_file() and f.name not in synced:
             _fsync(f)
     atomic.fsync_dir(tmp)
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp made it private
     atomic.replace_dir(tmp, out)
 
 
 def _fsync(path: Path) -> None:
     with open(path, "rb") as fh:
         os.fsync(fh.fileno())
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 _SYNC = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlmdata-fsync")

@@ -1,6 +1,8 @@
 """The `vlmdata` application: global options, command registration, and error handling."""
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from vlmdata.cli import (
@@ -13,7 +15,7 @@ from vlmdata.cli import (
     status_cmd,
     verify_cmd,
 )
-from vlmdata.cli.common import global_callback
+from vlmdata.cli.common import begin_run, global_callback, json_error
 from vlmdata.errors import run_app
 
 app = typer.Typer(
@@ -38,7 +40,13 @@ for module in (catalog_cmds, plan_cmd, fetch_cmd, verify_cmd, normalize_cmd, sta
 
 def main() -> None:
     """Entry point: user mistakes become a clear message and exit code 2, never a traceback."""
-    run_app(app, interrupted="interrupted; run the same command again to resume where it stopped")
+    begin_run()
+    args = sys.argv[1:]
+    wants_json = "--json" in (args[:args.index("--")] if "--" in args else args)
+    run_app(app, interrupted="interrupted; nothing is left half-done: run the same command again "
+                             "(fetch resumes where it stopped)",
+            json_error=json_error if wants_json else None, os_errors=True,
+            explain_interrupt=True)
 
 
 if __name__ == "__main__":

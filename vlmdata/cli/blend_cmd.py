@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 
+from vlmdata.blend.drop_limit import DEFAULT_MAX_DROP
 from vlmdata.cli.common import Settings, with_settings
-from vlmdata.errors import UserError
+from vlmdata.errors import Interrupted, UserError
 
 _MISSING_HELP = "Records whose images are missing or corrupt: drop them (reported), fail (exit 1), or keep them."
 
@@ -23,7 +24,7 @@ def register(app: typer.Typer) -> None:
 def _options(settings: Settings, **kw: object):
     from vlmdata.blend.pipeline import Options
 
-    return Options(progress=not settings.json, **kw)  # type: ignore[arg-type]
+    return Options(progress=settings.progress, **kw)  # type: ignore[arg-type]
 
 
 def _resolve(settings: Settings, recipe: str, image_root: Optional[Path]):
@@ -41,12 +42,16 @@ def blend_cmd(
     image_root: Optional[Path] = typer.Option(
         None, "--image-root", help="Folder the records' image paths are relative to (default: the recipe layout's "
                                    "view ROOT/layouts/<layout>/<image_folder>)."),
-    missing: str = typer.Option("drop", "--missing", help=_MISSING_HELP),
+    missing: Literal["drop", "fail", "keep"] = typer.Option("drop", "--missing", help=_MISSING_HELP),
     deep: bool = typer.Option(False, "--deep", help="Decode every image (in parallel); corrupt ones count as missing."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad record (exit 2) instead of dropping it."),
     image_sizes: bool = typer.Option(False, "--image-sizes", help="Add image_widths / image_heights columns."),
     embed_images: bool = typer.Option(False, "--embed-images", help="Store the image bytes too (image_bytes column)."),
-    jobs: int = typer.Option(0, "--jobs", "-j", help="Processes for parsing / threads for images (0 = all cores)."),
+    jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="Processes for parsing / threads for images (0 = all cores)."),
+    max_drop: float = typer.Option(
+        DEFAULT_MAX_DROP, "--max-drop", min=0.0, max=100.0,
+        help="Stop (exit 1, previous output kept) when a recipe entry would lose more than this percent of its "
+             "records, e.g. because its images are not fetched. 100 accepts any loss."),
     settings: Settings = None,
 ) -> None:
     """Turn a recipe's instruction JSONs into one checked Arrow dataset (datasets.load_from_disk).
@@ -55,8 +60,10 @@ def blend_cmd(
 
     Examples:
       vlmdata blend llava-665k
-      vlmdata blend llava-665k --image-root ./playground/data --out ./blends/llava-665k
+      vlmdata blend llava-665k --image-root ./playground/data \\
+          --out ./blends/llava-665k
       vlmdata blend ./my-mix.toml --missing keep --jobs 8
+      vlmdata blend llava-665k --max-drop 5     # accept losing up to 5%
       vlmdata blend sharegpt4v-665k --deep --strict
     """
     from vlmdata.blend.pipeline import run_blend
@@ -64,15 +71,19 @@ def blend_cmd(
 
     resolved = _resolve(settings, recipe, image_root)
     opts = _options(settings, missing=missing, deep=deep, strict=strict, image_sizes=image_sizes,
-                    embed_images=embed_images, jobs=jobs)
+                    embed_images=embed_images, jobs=jobs, max_drop=max_drop)
     target = out if out is not None else settings.data_root.path / "blends" / resolved.recipe.name
     settings.info(f"blending {resolved.recipe.name} ({len(resolved.inputs)} input(s)) -> {target}")
-    res = run_blend(resolved, opts, target)
+    try:
+        res = run_blend(resolved, opts, target)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted: nothing was written" + (f"; {target} is as it was" if target.exists() else ""),
+                          hint="run the same command again to blend from the start") from None
     settings.debug("timings: " + ", ".join(f"{k} {t:.2f} s" for k, t in res.timings.items()))
     if settings.json:
         settings.emit_json({"out": str(res.out), **res.meta, "timings": res.timings})
         return
-    typer.echo(render_blend(res.meta, str(res.out)))
+    settings.result(render_blend(res.meta, str(res.out)))
 
 
 @with_settings
@@ -80,7 +91,7 @@ def report_cmd(
     recipe: str = typer.Argument(..., help="A recipe name (see `vlmdata list`) or a recipe TOML path."),
     image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder the records' image paths are relative to."),
     deep: bool = typer.Option(False, "--deep", help="Decode every image, to find corrupt ones too."),
-    jobs: int = typer.Option(0, "--jobs", "-j", help="Processes / threads (0 = all cores)."),
+    jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="Processes / threads (0 = all cores)."),
     settings: Settings = None,
 ) -> None:
     """What a recipe needs and what is there (images, records to drop), without writing a dataset.
@@ -107,7 +118,8 @@ def report_cmd(
 def export_cmd(
     folder: Path = typer.Argument(..., help="A blend output folder."),
     out: Path = typer.Argument(..., help="The JSON file to write."),
-    fmt: str = typer.Option("llava-json", "--format", "-f", help="llava-json (one JSON array) or llava-jsonl."),
+    fmt: Literal["llava-json", "llava-jsonl"] = typer.Option(
+        "llava-json", "--format", "-f", help="llava-json (one JSON array) or llava-jsonl (one record a line)."),
     settings: Settings = None,
 ) -> None:
     """Write a blend back as the LLaVA JSON the original repos read.
@@ -115,21 +127,26 @@ def export_cmd(
     {id, image, conversations} per record, `image` a string for one image, a list for several, absent for text-only records. Streams batch by batch; the file appears complete or not at all.
 
     Examples:
-      vlmdata export data/blends/llava-665k --format llava-json llava_v1_5_mix665k.checked.json
-      vlmdata export data/blends/moe-llava-stage2 --format llava-jsonl stage2.jsonl
+      vlmdata export data/blends/llava-665k llava_v1_5_mix665k.checked.json
+      vlmdata export data/blends/moe-llava-stage2 stage2.jsonl \\
+          --format llava-jsonl
     """
     from vlmdata.blend.export import FORMATS, export
+    from vlmdata.blend.output import BlendOutput
 
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    BlendOutput(folder)  # a wrong folder is an error before any progress bar
+    if out.is_dir():
+        raise UserError(f"{out} is a folder; export writes one JSON file", hint=f"give a file name, e.g. {out / 'export.json'}")
     from tqdm import tqdm
 
-    with tqdm(disable=settings.json, unit="row", desc="export", leave=False, mininterval=0.5) as bar:
+    with tqdm(disable=not settings.progress, unit="row", desc="export", leave=False, mininterval=0.5) as bar:
         n = export(folder, out, fmt, on_rows=bar.update)
     if settings.json:
         settings.emit_json({"out": str(out), "records": n, "format": fmt})
     else:
-        typer.echo(f"wrote {n:,} records to {out}")
+        settings.result(f"wrote {n:,} records to {out}")
 
 
 @with_settings
@@ -140,6 +157,8 @@ def stats_cmd(
 ) -> None:
     """Counts per source, text-only share, images per record and a histogram of text lengths.
 
+    Reads a blend's output folder (what `vlmdata blend` wrote).
+
     Examples:
       vlmdata stats data/blends/llava-665k
       vlmdata stats data/blends/llava-665k --json
@@ -149,6 +168,10 @@ def stats_cmd(
 
     if png is not None and importlib.util.find_spec("matplotlib") is None:
         raise UserError("--png needs matplotlib, which is not installed", hint="pip install matplotlib, or leave out --png")
+    if png is not None and png.is_dir():
+        raise UserError(f"--png {png} is a folder", hint=f"give a file name, e.g. {png / 'stats.png'}")
+    if png is not None and not png.suffix:
+        png = png.with_suffix(".png")  # what matplotlib would write anyway: say the real name
     st = stats.compute(folder)
     if png is not None:
         stats.write_png(st, png)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import typer
 
 from vlmdata.cli.common import Settings, with_settings
+from vlmdata.errors import UserError
 from vlmdata.manifest import Dataset
 from vlmdata.sources import describe
 from vlmdata.units import human_bytes
@@ -17,6 +18,8 @@ def register(app: typer.Typer) -> None:
 @with_settings
 def list_cmd(settings: Settings) -> None:
     """Every dataset, layout and blend recipe, one line each.
+
+    Datasets are what `fetch` downloads, layouts the folder trees training scripts expect, blend recipes what `blend` turns into a training dataset.
 
     Examples:
       vlmdata list
@@ -60,10 +63,11 @@ def info_cmd(name: str = typer.Argument(..., help="Dataset, layout or blend reci
       vlmdata info llava-665k --json
     """
     cat = settings.catalog
-    if name in cat.datasets:
-        _dataset_info(settings, cat.datasets[name])
-    elif name in cat.layouts:
-        lay = cat.layouts[name]
+    kind, found = cat.find(name) or (None, None)
+    if kind == "dataset":
+        _dataset_info(settings, found)
+    elif kind == "layout":
+        lay = found
         if settings.json:
             settings.emit_json({"layout": lay.name, "title": lay.title, "image_folder": lay.image_folder,
                                 "entries": [e.__dict__ for e in lay.entries]})
@@ -72,8 +76,8 @@ def info_cmd(name: str = typer.Argument(..., help="Dataset, layout or blend reci
         for e in lay.entries:
             cnt = f"{e.count} files" if e.count is not None else ""
             typer.echo(f"  {e.path:<45} <- {e.dataset or '(created empty)'}:{e.store}  {cnt}{' (optional)' if e.optional else ''}")
-    elif name in cat.blends:
-        b = cat.blends[name]
+    elif kind == "blend":
+        b = found
         if settings.json:
             settings.emit_json({"blend": b.name, "title": b.title, "layout": b.layout, "seed": b.seed,
                                 "entries": [e.__dict__ for e in b.entries]})
@@ -83,7 +87,12 @@ def info_cmd(name: str = typer.Argument(..., help="Dataset, layout or blend reci
             src = f"{e.dataset}:{e.file}" if e.dataset else e.path
             typer.echo(f"  {e.name:<24} {src}  sample={e.sample}" + (f" weight={e.weight}" if e.weight else ""))
     else:
-        cat.dataset(name)  # raises the "unknown ... did you mean" error
+        import difflib
+
+        close = difflib.get_close_matches(name, [*cat.datasets, *cat.layouts, *cat.blends], n=3)
+        raise UserError(f"unknown dataset, layout or blend recipe {name!r}",
+                        hint=(f"did you mean {', '.join(close)}? (`vlmdata list` shows everything)" if close
+                              else "`vlmdata list` shows every name"))
 
 
 def _dataset_info(settings: Settings, d: Dataset) -> None:

@@ -31,6 +31,7 @@ class Settings:
     hf_endpoint: str | None = None
     json: bool = False
     verbose: int = 0
+    quiet: bool = False
     _catalog: Catalog | None = None
 
     @property
@@ -44,12 +45,25 @@ class Settings:
         return Root(self.root)
 
     def emit_json(self, obj: Any) -> None:
+        global _JSON_EMITTED
         sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+        _JSON_EMITTED = True
+
+    @property
+    def progress(self) -> bool:
+        """Progress bars: only on a terminal (a log file or CI would get every frame), never under
+        --json or --quiet."""
+        return not self.json and not self.quiet and sys.stderr.isatty()
 
     def info(self, msg: str) -> None:
-        """A human line on stderr; silent under --json so stdout stays machine-readable."""
-        if not self.json:
+        """A human line on stderr; silent under --json (stdout stays machine-readable) and --quiet."""
+        if not self.json and not self.quiet:
             typer.echo(msg, err=True)
+
+    def result(self, msg: str) -> None:
+        """What a command that changes things did, on stdout; --quiet leaves it out (the exit code says it)."""
+        if not self.quiet:
+            typer.echo(msg)
 
     def debug(self, msg: str) -> None:
         if self.verbose:
@@ -57,6 +71,20 @@ class Settings:
 
 
 _GLOBAL = Settings()
+_JSON_EMITTED = False  # a command has printed its JSON document (an error then adds no second one)
+
+
+def begin_run() -> None:
+    """Forget the previous run's state (the tests run many commands in one process)."""
+    global _JSON_EMITTED, _GLOBAL
+    _JSON_EMITTED = False
+    _GLOBAL = Settings()
+
+
+def json_error(err: dict[str, Any]) -> None:
+    """The error object for --json runs, unless the command already printed its own document."""
+    if not _JSON_EMITTED:
+        sys.stdout.write(json.dumps(err, indent=2) + "\n")
 
 _COMMON: dict[str, inspect.Parameter] = {
     name: inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
@@ -73,8 +101,18 @@ _COMMON: dict[str, inspect.Parameter] = {
          Optional[str]),
         ("json_out", typer.Option(False, "--json", help="Print the result as JSON on stdout."), bool),
         ("verbose", typer.Option(0, "-v", "--verbose", count=True, help="More detail (repeat for more)."), int),
+        ("quiet", typer.Option(False, "-q", "--quiet", help="No progress and no summary: errors only (and --json)."),
+         bool),
     ]
 }
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        import vlmdata
+
+        typer.echo(f"vlmdata {vlmdata.__version__}")
+        raise typer.Exit(0)
 
 
 def global_callback(
@@ -84,13 +122,16 @@ def global_callback(
     hf_endpoint: Optional[str] = _COMMON["hf_endpoint"].default,
     json_out: bool = _COMMON["json_out"].default,
     verbose: int = _COMMON["verbose"].default,
+    quiet: bool = _COMMON["quiet"].default,
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print the version and exit."),
 ) -> None:
     """Options given before the command."""
     global _GLOBAL
-    _GLOBAL = _resolve(Settings(), root, manifests, mirror, hf_endpoint, json_out, verbose)
+    _GLOBAL = _resolve(Settings(), root, manifests, mirror, hf_endpoint, json_out, verbose, quiet)
 
 
-def _resolve(base: Settings, root, manifests, mirror, hf_endpoint, json_out, verbose) -> Settings:
+def _resolve(base: Settings, root, manifests, mirror, hf_endpoint, json_out, verbose, quiet=False) -> Settings:
     return Settings(
         root=Path(root) if root is not None else base.root,
         manifests=extra_dirs_from_env(manifests) if manifests else list(base.manifests),
@@ -98,6 +139,7 @@ def _resolve(base: Settings, root, manifests, mirror, hf_endpoint, json_out, ver
         hf_endpoint=hf_endpoint if hf_endpoint is not None else base.hf_endpoint,
         json=json_out or base.json,
         verbose=max(verbose, base.verbose),
+        quiet=quiet or base.quiet,
     )
 
 
@@ -109,9 +151,19 @@ def with_settings(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         common = {k: kwargs.pop(k) for k in _COMMON}
+        ctx = kwargs.pop("cli_context", None)
+        # Only what was typed after the command overrides what was typed before it: a value this
+        # level read from the environment (VLMDATA_ROOT, ...) must not beat `vlmdata --root R cmd`;
+        # the global level reads the same variables when nothing was typed.
+        if ctx is not None:
+            for k in _COMMON:
+                source = ctx.get_parameter_source(k)
+                if source is not None and source.name != "COMMANDLINE":
+                    common[k] = _COMMON[k].default.default if k in ("json_out", "verbose", "quiet") else None
         settings = _resolve(_GLOBAL, common["root"], common["manifests"], common["mirror"], common["hf_endpoint"],
-                            common["json_out"], common["verbose"])
+                            common["json_out"], common["verbose"], common["quiet"])
         return fn(*args, settings=settings, **kwargs)
 
-    wrapper.__signature__ = sig.replace(parameters=own + list(_COMMON.values()))  # type: ignore[attr-defined]
+    context = inspect.Parameter("cli_context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+    wrapper.__signature__ = sig.replace(parameters=own + list(_COMMON.values()) + [context])  # type: ignore[attr-defined]
     return wrapper

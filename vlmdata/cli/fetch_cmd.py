@@ -7,8 +7,9 @@ from typing import List, Optional
 import typer
 
 from vlmdata.cli.common import Settings, with_settings
-from vlmdata.errors import OperationError, UserError
-from vlmdata.fetch.orchestrate import FetchOptions, FetchReport, Fetcher, wanted_digest
+from vlmdata.cli.plan_cmd import ONLY_REFERENCED_HELP, show_plan, wanted_names
+from vlmdata.errors import Interrupted, OperationError, UserError, VlmdataError
+from vlmdata.fetch.orchestrate import FetchOptions, FetchReport, Fetcher
 from vlmdata.fetch.progress import Progress
 from vlmdata.net.urls import check_base
 from vlmdata.plan import plan_files
@@ -28,12 +29,11 @@ def fetch_cmd(
                                     help="Connections per file when the server accepts byte ranges (like aria2c -x)."),
     url_jobs: int = typer.Option(128, "--url-jobs", min=1, max=1024, help="Requests in flight for per-image URL lists (OCR-VQA)."),
     keep_archives: bool = typer.Option(False, "--keep-archives", help="Keep archives in ROOT/.vlmdata/downloads after unpacking."),
-    only_referenced_by: Optional[List[Path]] = typer.Option(
-        None, "--only-referenced-by", help="Keep only the archive members these LLaVA-style JSONs reference "
-                                           "(tars are streamed, never stored). Repeatable."),
+    only_referenced_by: Optional[List[Path]] = typer.Option(None, "--only-referenced-by", help=ONLY_REFERENCED_HELP),
     force: bool = typer.Option(False, "--force", help="Fetch even when the disk preflight says it will not fit."),
     refetch: bool = typer.Option(False, "--refetch", help="Ignore what the journal says is placed: fetch and place again."),
     timeout: float = typer.Option(60.0, "--timeout", min=0.1, help="Seconds without data before a connection is retried."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Only say what would be fetched (the same as `vlmdata plan`)."),
     settings: Settings = None,
 ) -> None:
     """Download, verify and place the named datasets under --root; resumable and idempotent.
@@ -43,37 +43,37 @@ def fetch_cmd(
     Examples:
       vlmdata fetch coco gqa ocr_vqa textvqa vg --layout llava --root /data/llava
       vlmdata fetch coco:val2017.zip --connections 8
-      vlmdata fetch sam --only-referenced-by sharegpt4v_instruct_gpt4-vision_cap100k.json
-      vlmdata fetch coco --mirror http://cache.local/      # or --mirror /mnt/shared/mirror
+      vlmdata fetch sam --only-referenced-by \\
+          sharegpt4v_instruct_gpt4-vision_cap100k.json
+      vlmdata fetch coco --mirror http://cache.local/   # or a local folder
+      vlmdata fetch coco gqa --dry-run                  # what it would do
       HF_ENDPOINT=https://hf-mirror.com vlmdata fetch llava_pretrain
     """
+    if dry_run:
+        show_plan(settings, names, layout, only_referenced_by)
+        return
     cat = settings.catalog
     specs = cat.select_files(names)
     lay = cat.layout(layout) if layout else None
     if settings.mirror:
         check_base(settings.mirror)
-    wanted = None
-    if only_referenced_by:
-        from vlmdata.place.subset import referenced_names
-
-        for p in only_referenced_by:
-            if not p.is_file():
-                raise UserError(f"--only-referenced-by {p}: no such file")
-        wanted = referenced_names(list(only_referenced_by))
-        settings.info(f"keeping only the {len(wanted):,} image names referenced by {len(only_referenced_by)} JSON file(s)")
+    if settings.hf_endpoint and not settings.hf_endpoint.startswith(("http://", "https://")):
+        raise UserError(f"--hf-endpoint {settings.hf_endpoint!r} is not an http(s) URL",
+                        hint="give a Hub mirror's address, e.g. --hf-endpoint https://hf-mirror.com")
+    wanted, tag = wanted_names(settings, only_referenced_by)
     root = settings.data_root
     opts = FetchOptions(jobs=jobs, connections=connections, url_jobs=url_jobs, keep_archives=keep_archives,
-                        wanted=wanted, wanted_tag=wanted_digest(wanted) if wanted is not None else None,
+                        wanted=wanted, wanted_tag=tag,
                         mirror=settings.mirror, hf_endpoint=settings.hf_endpoint, refetch=refetch, timeout=timeout)
     cmd = "vlmdata fetch " + " ".join(names)
     with root.exclusive(cmd):
-        progress = Progress()
+        progress = Progress(quiet=settings.quiet)
         fetcher = Fetcher(cat, root, opts, progress)
         todo = fetcher.todo(specs)
         if not todo:
             settings.info(f"everything is already here ({len(specs)} file(s) in {root.path}); nothing to download")
         else:
-            plan = plan_files(root, todo, mirror_base=settings.mirror, hf_endpoint=settings.hf_endpoint)
+            plan = plan_files(root, todo, mirror_base=settings.mirror, hf_endpoint=settings.hf_endpoint, wanted_tag=tag)
             if not force:
                 plan.require_fits(root.path, "free some space, choose another --root, fetch fewer datasets at a time, "
                                              "or pass --force")
@@ -84,28 +84,31 @@ def fetch_cmd(
         try:
             report = fetcher.run(specs, todo)
         except KeyboardInterrupt:
-            # (click would turn this into a bare exit code 130 without a word)
-            typer.echo("interrupted: finished files are placed, partial downloads are kept as .part; "
-                       "run the same command again to resume where it stopped", err=True)
-            raise typer.Exit(130) from None
+            # (typer would turn this into a bare exit code 130 without a word)
+            raise Interrupted("interrupted: finished files are placed, partial downloads are kept as .part",
+                              hint="run the same command again to resume where it stopped") from None
         if lay is not None and not report.failed:
             from vlmdata.layouts.build import build_layout
 
-            res = build_layout(lay, root)
+            try:
+                res = build_layout(lay, root)
+            except VlmdataError:
+                _summarise(settings, report)  # what was fetched is placed; only the view failed
+                raise
             report.layout = {"name": lay.name, "folder": str(res.folder), "hardlinks": res.hardlinks,
                              "symlinks": res.symlinks, "existing": res.existing, "missing": res.missing,
                              "image_folder": str(res.folder / lay.image_folder)}
     _summarise(settings, report)
     if report.failed:
-        raise OperationError(f"{len(report.failed)} of {len(specs)} file(s) failed:\n"
-                             + "\n".join(o.error or o.key for o in report.failed),
-                             hint="run the same command again to retry; finished bytes are not downloaded again")
+        raise _failure(report.failed, len(specs))
 
 
 def _summarise(settings: Settings, report: FetchReport) -> None:
     if settings.json:
         settings.emit_json(report.to_json())
         return
+    if settings.quiet:
+        return  # failures are in the error that follows
     for o in report.outcomes:
         if o.state == "present":
             settings.debug(f"  present  {o.key} -> {o.to}")
@@ -124,3 +127,22 @@ def _summarise(settings: Settings, report: FetchReport) -> None:
                    f"{lay['existing']} already there); pass --image_folder {lay['image_folder']}", err=True)
         if lay["missing"]:
             typer.echo(f"  not fetched yet: {', '.join(lay['missing'])}", err=True)
+
+
+def _failure(failed: list, total: int) -> OperationError:
+    """One error for every failed file: files that failed the same way are said once (51 SA-1B
+    tars without the links file are one problem), each distinct advice once, at the end."""
+    groups: dict[tuple[str, str | None], list[str]] = {}
+    for o in failed:
+        what = (o.error or o.key).replace(o.key, "{file}")
+        groups.setdefault((what, o.hint), []).append(o.key)
+    lines = []
+    for (what, _), keys in groups.items():
+        lines.append(what.replace("{file}", keys[0]))
+        if len(keys) > 1:
+            more = ", ".join(keys[1:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+            lines.append(f"  (the same for {more})")
+    hints = list(dict.fromkeys(h for (_, h) in groups if h))
+    if not any("run the same command again" in h for h in hints):  # else the advice already says it
+        hints.append("run the same command again to retry; finished bytes are not downloaded again")
+    return OperationError(f"{len(failed)} of {total} file(s) failed:\n" + "\n".join(lines), hint="\n  -> ".join(hints))

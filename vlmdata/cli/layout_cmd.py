@@ -7,12 +7,19 @@ from typing import Optional
 import typer
 
 from vlmdata.cli.common import Settings, with_settings
-from vlmdata.errors import UserError
-from vlmdata.layouts.build import build_layout
+from vlmdata.errors import OperationError, UserError
+from vlmdata.layouts.build import build_layout, undo_build
 from vlmdata.layouts.check import check_layout
 
-layout_app = typer.Typer(help="Check a folder against a layout, or build a layout's view from the store.",
-                         no_args_is_help=True)
+layout_app = typer.Typer(
+    help="Check a folder against a layout, or build a layout's view from the store.\n\n"
+         "A layout is the folder tree one training script expects (`vlmdata list` names them, "
+         "`vlmdata info LAYOUT` shows one).\n\n"
+         "Examples:\n"
+         "  vlmdata layout build --layout llava\n"
+         "  vlmdata layout check --layout llava data/layouts/llava\n"
+         "  vlmdata layout build --layout llava --out ./playground/data",
+    no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -38,6 +45,10 @@ def check_cmd(
     lay = settings.catalog.layout(layout)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{folder} is a file, not a folder")
+    if not folder.exists():
+        raise UserError(f"{folder} does not exist",
+                        hint=f"give the folder the training script reads; the view vlmdata builds is "
+                             f"ROOT/layouts/{lay.name} (`vlmdata layout build --layout {lay.name}`)")
     result = check_layout(lay, folder, counts=not no_counts)
     if settings.json:
         settings.emit_json(result.to_json())
@@ -64,13 +75,27 @@ def build_cmd(
     Hard links into the store (symbolic links across filesystems). Safe to run again.
 
     Examples:
-      vlmdata layout build --layout llava --root /data/store --out ./playground/data
+      vlmdata layout build --layout llava --root /data/store \\
+          --out ./playground/data
       vlmdata layout build --layout moe-llava
     """
     lay = settings.catalog.layout(layout)
     root = settings.data_root
-    with root.exclusive(f"vlmdata layout build --layout {layout}"):
+    root.check_readable()
+    fetch = settings.catalog.fetch_command(settings.catalog.layout_datasets(lay), lay.name)
+    if not root.path.is_dir():
+        raise UserError(f"the root {root.path} does not exist, so nothing is there to link",
+                        hint=f"pass the --root the datasets were fetched into, or fetch them: {fetch}")
+    if out is not None and not out.absolute().is_relative_to(root.path):
+        # a view of a (maybe shared, read-only) store in a folder of one's own: the store is only read
         res = build_layout(lay, root, out)
+    else:
+        with root.exclusive(f"vlmdata layout build --layout {layout}"):
+            res = build_layout(lay, root, out)
+    if res.missing and not (res.hardlinks or res.symlinks or res.existing):
+        undo_build(res)  # a tree of empty folders is no view
+        raise OperationError(f"nothing the {lay.name} layout links to is in {root.path} yet",
+                             hint=f"fetch it first: {fetch} (that also builds the view)")
     if settings.json:
         settings.emit_json({"folder": str(res.folder), "hardlinks": res.hardlinks, "symlinks": res.symlinks,
                             "existing": res.existing, "missing": res.missing,

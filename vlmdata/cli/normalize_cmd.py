@@ -1,7 +1,6 @@
 """`vlmdata normalize DATASET DIR`: every image in a hand-downloaded folder becomes a real .jpg."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -22,7 +21,7 @@ def register(app: typer.Typer) -> None:
 def normalize_cmd(
     dataset: str = typer.Argument(..., help="The dataset whose image placement says the extension (e.g. ocr_vqa)."),
     folder: Path = typer.Argument(..., help="The image folder to fix in place."),
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Files handled in parallel (default: 2 per core)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Files handled in parallel (default: 2 per core)."),
     settings: Settings = None,
 ) -> None:
     """Fix an image folder downloaded by hand: every image becomes a real JPEG named <id>.jpg.
@@ -43,7 +42,7 @@ def normalize_cmd(
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder", hint="give the folder that holds the images")
     bar = None
-    if not settings.json and sys.stderr.isatty():
+    if settings.progress:
         from tqdm import tqdm
 
         bar = tqdm(unit="file", desc="normalizing", file=sys.stderr)
@@ -54,7 +53,7 @@ def normalize_cmd(
             bar.close()
     if settings.json:
         settings.emit_json(rep.to_json())
-    else:
+    elif not settings.quiet or rep.problems:
         typer.echo(f"{folder}: {len(rep.converted)} converted to JPEG, {len(rep.renamed)} renamed, "
                    f"{rep.ok} already ok, {len(rep.undecodable)} undecodable"
                    + (f", {len(rep.duplicates)} duplicate(s)" if rep.duplicates else "")

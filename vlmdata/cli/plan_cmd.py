@@ -1,13 +1,18 @@
-"""`vlmdata plan`: a dry run of fetch."""
+"""`vlmdata plan`: a dry run of fetch (also `vlmdata fetch --dry-run`)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from vlmdata.cli.common import Settings, with_settings
+from vlmdata.errors import UserError
 from vlmdata.plan import Plan, plan_files
 from vlmdata.units import human_bytes
+
+ONLY_REFERENCED_HELP = ("Keep only the archive members these LLaVA-style JSONs reference "
+                        "(tars are streamed, never stored). Repeatable.")
 
 
 def register(app: typer.Typer) -> None:
@@ -18,40 +23,69 @@ def register(app: typer.Typer) -> None:
 def plan_cmd(
     names: List[str] = typer.Argument(..., help="Datasets (NAME) or single files (NAME:FILE)."),
     layout: Optional[str] = typer.Option(None, "--layout", help="Also check the layout exists (the view costs no extra disk)."),
+    only_referenced_by: Optional[List[Path]] = typer.Option(None, "--only-referenced-by", help=ONLY_REFERENCED_HELP),
     settings: Settings = None,
 ) -> None:
     """What `fetch` would do: each file's source, bytes to download, disk needed, free disk, what is present.
 
-    Exits 1 when the disk will not hold it (disk needed counts archives and their unpacked contents).
+    Exits 1 when the disk will not hold it (disk needed counts archives and their unpacked contents). `vlmdata fetch --dry-run` prints the same.
 
     Examples:
       vlmdata plan coco gqa --root /data/llava
       vlmdata plan sam:sa_000000.tar --json
-      vlmdata plan ocr_vqa textvqa vg --layout llava --mirror http://cache.local/
+      vlmdata plan sam --only-referenced-by cap100k.json
+      vlmdata plan ocr_vqa textvqa vg --layout llava \\
+          --mirror http://cache.local/
     """
+    show_plan(settings, names, layout, only_referenced_by)
+
+
+def wanted_names(settings: Settings, paths: Optional[List[Path]]) -> tuple[set[str] | None, str | None]:
+    """--only-referenced-by: the image base names the JSONs reference, and their digest."""
+    if not paths:
+        return None, None
+    from vlmdata.fetch.orchestrate import wanted_digest
+    from vlmdata.place.subset import referenced_names
+
+    for p in paths:
+        if not p.is_file():
+            raise UserError(f"--only-referenced-by {p}: no such file",
+                            hint="give the LLaVA-style JSON whose images you want")
+    wanted = referenced_names(list(paths))
+    settings.info(f"keeping only the {len(wanted):,} image names referenced by {len(paths)} JSON file(s)")
+    return wanted, wanted_digest(wanted)
+
+
+def show_plan(settings: Settings, names: List[str], layout: Optional[str],
+              only_referenced_by: Optional[List[Path]] = None) -> None:
     cat = settings.catalog
     specs = cat.select_files(names)
     if layout:
         cat.layout(layout)
     root = settings.data_root
     root.check_readable()
-    plan = plan_files(root, specs, mirror_base=settings.mirror, hf_endpoint=settings.hf_endpoint)
+    _, tag = wanted_names(settings, only_referenced_by)
+    plan = plan_files(root, specs, mirror_base=settings.mirror, hf_endpoint=settings.hf_endpoint, wanted_tag=tag)
     if settings.json:
         settings.emit_json(plan.to_json())
     else:
-        _print(plan, str(root.path))
+        _print(plan, str(root.path), subset=tag is not None)
     plan.require_fits(root.path, "free some space, choose another --root, or fetch fewer datasets at a time")
 
 
-def _print(plan: Plan, root: str) -> None:
+def _print(plan: Plan, root: str, *, subset: bool = False) -> None:
     typer.echo(f"{'file':<52} {'state':<8} {'download':>11} {'disk':>11}  source")
     for i in plan.items:
         typer.echo(f"{i.key:<52} {i.state:<8} {human_bytes(i.download_bytes, approx=not i.size_exact):>11} "
                    f"{human_bytes(i.disk_bytes, approx=not i.size_exact):>11}  {i.source}")
     typer.echo("")
     typer.echo(f"to download: {human_bytes(plan.download_bytes)} ({plan.download_bytes:,} bytes)")
-    typer.echo(f"disk needed: {human_bytes(plan.disk_bytes)} (archives and their unpacked contents)")
+    typer.echo(f"disk needed: {human_bytes(plan.disk_bytes)} (archives and their unpacked contents"
+               + ("; --only-referenced-by: tars are streamed, the referenced images they hold are not counted)"
+                  if subset else ")"))
     typer.echo(f"free on {root}: {human_bytes(plan.free_bytes)}")
     if plan.unknown:
         typer.echo(f"size unknown for {len(plan.unknown)} file(s), not counted: {', '.join(plan.unknown)}")
+    if any(i.state == "subset" for i in plan.items):
+        typer.echo("subset: placed in part with --only-referenced-by; this fetch asks for the whole archive")
     typer.echo("fits: yes" if plan.fits else "fits: NO")

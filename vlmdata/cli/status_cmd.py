@@ -13,7 +13,9 @@ def register(app: typer.Typer) -> None:
 
 @with_settings
 def status_cmd(settings: Settings) -> None:
-    """Each dataset: absent, partial, complete (every default file placed) or verified.
+    """Each dataset: absent, partial, subset, complete (every default file placed) or verified.
+
+    "subset (N of M images)": archives placed with `fetch --only-referenced-by`, a part of them on purpose.
 
     Examples:
       vlmdata status --root /data/llava
@@ -25,8 +27,9 @@ def status_cmd(settings: Settings) -> None:
     if settings.json:
         settings.emit_json([r.__dict__ for r in rows])
         return
-    typer.echo(f"root: {root.path}")
+    typer.echo(f"root: {root.path}" + ("" if root.path.is_dir() else "  (does not exist: nothing fetched into it yet)"))
     typer.echo(f"{'dataset':<16} {'state':<9} files")
     for r in rows:
         extra = f" (+{r.optional_placed} optional)" if r.optional_placed else ""
-        typer.echo(f"{r.name:<16} {r.state:<9} {r.placed}/{r.total}{extra}")
+        note = "  (placed with --only-referenced-by)" if r.state == "subset" else ""
+        typer.echo(f"{r.name:<16} {r.describe():<9} {r.placed}/{r.total}{extra}{note}")

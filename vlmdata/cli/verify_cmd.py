@@ -7,6 +7,7 @@ from typing import List, Optional
 import typer
 
 from vlmdata.cli.common import Settings, with_settings
+from vlmdata.errors import UserError
 from vlmdata.verify import count_images, verify
 
 SHOW = 20  # problems printed per dataset; the report JSON has them all
@@ -20,7 +21,7 @@ def register(app: typer.Typer) -> None:
 def verify_cmd(
     names: Optional[List[str]] = typer.Argument(None, help="Datasets to check (default: every fetched one)."),
     deep: bool = typer.Option(False, "--deep", help="Also hash kept archives and plain files, and decode every image."),
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Images decoded in parallel (default: 2 per core)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Images decoded in parallel (default: 2 per core)."),
     settings: Settings = None,
 ) -> None:
     """Check what was fetched: files present, sizes and counts right; --deep hashes and decodes.
@@ -33,9 +34,15 @@ def verify_cmd(
       vlmdata verify --deep --json > verify.json
     """
     root = settings.data_root
+    root.check_readable()
+    if not root.path.exists():
+        raise UserError(f"the root {root.path} does not exist, so nothing was fetched into it",
+                        hint="pass the --root (or VLMDATA_ROOT) you fetched into")
+    for n in names or []:
+        settings.catalog.dataset(n)  # a wrong name is an error before any progress bar
     bar = None
     progress = None
-    if deep and not settings.json and sys.stderr.isatty():
+    if deep and settings.progress:
         from tqdm import tqdm
 
         total = count_images(root, settings.catalog, names or sorted(settings.catalog.datasets))
@@ -48,18 +55,25 @@ def verify_cmd(
             bar.close()
     if settings.json:
         settings.emit_json(report.to_json())
-    else:
-        _print(report, explicit=bool(names))
+    elif not settings.quiet or not report.ok:
+        _print(report, str(root.path), explicit=bool(names), quiet=settings.quiet)
     if not report.ok:
         raise typer.Exit(1)
 
 
-def _print(report, *, explicit: bool) -> None:
+def _print(report, root: str, *, explicit: bool, quiet: bool) -> None:
+    if not report.checked:
+        typer.echo(f"nothing has been fetched into {root}: there is nothing to verify\n"
+                   "  -> pass the --root (or VLMDATA_ROOT) you fetched into, or fetch first (`vlmdata fetch NAME`)")
+        return
     never = [d.name for d in report.datasets if not d.fetched and d.ok]
-    for d in report.datasets:
-        if not d.fetched and d.ok:
+    for d in report.checked:
+        if quiet and d.ok:
             continue
         what = f"{d.files} file(s)" + (f", {d.images:,} images decoded" if report.deep else "")
+        if d.subset is not None:
+            of = f"{d.subset['of']:,}" if d.subset["of"] is not None else "an unknown number of"
+            what += f", subset: {d.subset['images']:,} of {of} images (placed with --only-referenced-by)"
         typer.echo(f"[{'ok  ' if d.ok else 'FAIL'}] {d.name:<16} {what}")
         for p in d.problems[:SHOW]:
             typer.echo(f"       {p.kind:<12} {p.path}: {p.detail}")
@@ -67,13 +81,15 @@ def _print(report, *, explicit: bool) -> None:
             typer.echo(f"       ... and {len(d.problems) - SHOW} more (see the report)")
         for n in d.notes:
             typer.echo(f"       note: {n}")
-    if never and not explicit:
+    if never and not explicit and not quiet:
         typer.echo(f"never fetched: {', '.join(never)}")
     bad = sum(len(d.problems) for d in report.datasets)
-    checked = sum(1 for d in report.datasets if d.fetched)
+    failed = sum(1 for d in report.checked if not d.ok)
     mode = "deep" if report.deep else "quick"
-    verdict = "all good" if report.ok else f"{bad} problem(s)"
-    typer.echo(f"\n{mode} verify of {checked} dataset(s): {verdict}"
+    verdict = "all good" if report.ok else f"{bad} problem(s) in {failed} of them"
+    typer.echo(f"\n{mode} verify of {len(report.checked)} dataset(s): {verdict}"
                + (f"; report: {report.report_path}" if report.report_path else ""))
+    if report.not_recorded:
+        typer.echo(f"  note: {report.not_recorded}")
     if any(p.kind == "wrong_format" for d in report.datasets for p in d.problems):
         typer.echo("  -> images in the wrong format: `vlmdata normalize DATASET FOLDER` converts them to real JPEGs")

@@ -31,13 +31,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 import requests
 
 from vlmdata.fetch.hashing import Digests, StreamHasher, hash_file
 from vlmdata.fetch.segments import Piece, Scheduler
 from vlmdata.net.errors import Cancelled, SourceFailed
-from vlmdata.net.retry import GaveUp, RetryPolicy, Transient, is_transient_error, is_transient_status, retry, retry_after_seconds
+from vlmdata.net.retry import (GaveUp, RetryPolicy, Transient, is_transient_error, is_transient_status, is_unreachable,
+                               retry, retry_after_seconds, unreachable_reason)
 from vlmdata.net.session import make_session
 from vlmdata.net.urls import scrub, shown
 from vlmdata.state.partial import PartState, discard_partial, part_path, partial_progress, state_path
@@ -146,6 +148,8 @@ class HttpEngine:
         try:
             return retry(attempt, self.retry, wait=self.wait, progress=lambda: transferred[0])
         except GaveUp as e:
+            if e.unreachable:
+                raise SourceFailed(f"{shown(url)}: {e.last}", unreachable=True) from None
             raise SourceFailed(f"{shown(url)}: {e}") from None
 
     def wait(self, seconds: float) -> None:
@@ -163,6 +167,8 @@ class HttpEngine:
         try:
             resp = session.get(url, headers=headers, stream=True, timeout=self.timeout, allow_redirects=True)
         except requests.RequestException as e:
+            if is_unreachable(e):
+                raise Transient(f"cannot reach {urlsplit(url).netloc}: {unreachable_reason(e)}", unreachable=True) from None
             if is_transient_error(e):
                 raise Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
             raise SourceFailed(f"{shown(url)}: {type(e).__name__}: {e}") from None
@@ -399,7 +405,7 @@ class HttpEngine:
         except _Stopped:
             return
         except GaveUp as e:
-            errors.append(SourceFailed(f"{shown(url)}: {e}"))
+            errors.append(SourceFailed(f"{shown(url)}: {e}", unreachable=e.unreachable))
             stop.set()
         except BaseException as e:  # noqa: BLE001 - handed to the coordinating thread
             errors.append(e)

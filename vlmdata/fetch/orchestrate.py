@@ -35,7 +35,7 @@ from vlmdata.net.session import make_session
 from vlmdata.place import place_download
 from vlmdata.sources import HubAccess, describe, kind_of
 from vlmdata.sources.hf import redact, token_from_env
-from vlmdata.state import Journal, JournalEntry, Root, is_placed
+from vlmdata.state import Journal, JournalEntry, Root, satisfied
 from vlmdata.units import human_bytes
 
 
@@ -71,6 +71,7 @@ class FileOutcome:
     connections: int = 0
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
+    hint: str | None = None  # what to do about the error
 
 
 @dataclass
@@ -118,13 +119,8 @@ class Fetcher:
         return [s for s in specs if not self._already_placed(s, entries)]
 
     def _already_placed(self, spec: FileSpec, entries: dict[str, JournalEntry]) -> bool:
-        if self.opt.refetch or not is_placed(self.root, entries, spec):
-            return False
-        subset = (entries[spec.key].extra or {}).get("subset")
-        if spec.place.kind == "extract" and subset is not None:
-            # placed from a subset: only good enough for the same subset
-            return self.opt.wanted_tag == subset
-        return True
+        # a subset placement is only good enough for the same subset (state.satisfied)
+        return not self.opt.refetch and satisfied(self.root, entries, spec, self.opt.wanted_tag)
 
     def run(self, specs: list[FileSpec], todo: list[FileSpec] | None = None) -> FetchReport:
         """Fetch ``specs``; ``todo`` is what ``self.todo(specs)`` returned, if the caller already asked."""
@@ -207,7 +203,7 @@ class Fetcher:
         except Cancelled:
             out.state, out.error = "cancelled", "interrupted; the .part file is kept and the next run resumes it"
         except VlmdataError as e:  # a failed check, a refused archive, ...: the message is for the user
-            out.error = e.render()
+            out.error, out.hint = (f"{e.where}: {e.what}" if e.where else e.what), e.hint
         except Exception as e:  # noqa: BLE001 - one file's failure must not stop the others
             out.error = f"{spec.key}: {type(e).__name__}: {redact(str(e), self.hub.token)}"
         out.seconds = time.monotonic() - t0

@@ -1,6 +1,7 @@
 """Progress for a fetch run: tqdm bars on a terminal, plain log lines otherwise.
 
-On a TTY: one bar for the total bytes (with ETA) and one per file in flight. Not on a TTY (CI,
+On a TTY: one bar for the total bytes (with ETA) and one per file in flight, in the decimal
+units (kB, MB, GB) every summary line uses (vlmdata.units). Not on a TTY (CI,
 a log file, ``nohup``): a line when a file starts and ends, and one every ``interval`` seconds per
 file with bytes, percent and rate. Everything goes to stderr, so ``--json`` keeps stdout clean.
 """
@@ -28,7 +29,7 @@ class FileBar:
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, desc=_short(label), unit="B" if unit == "B" else unit,
-                             unit_scale=unit == "B", unit_divisor=1024, leave=False, file=owner.stream,
+                             unit_scale=unit == "B", leave=False, file=owner.stream,
                              dynamic_ncols=True, mininterval=0.5)
 
     def update(self, n: int) -> None:
@@ -79,7 +80,7 @@ class Progress:
                 from tqdm import tqdm
 
                 self._overall = tqdm(total=self.total_bytes or None, desc="total", unit="B", unit_scale=True,
-                                     unit_divisor=1024, file=self.stream, dynamic_ncols=True, mininterval=0.5)
+                                     file=self.stream, dynamic_ncols=True, mininterval=0.5)
             if not self.tty:
                 self._line(f"start {label}" + (f" ({human_bytes(total)})" if total and unit == "B" else ""))
         return FileBar(self, label, total, unit)

@@ -13,10 +13,10 @@ from typing import BinaryIO, Callable
 from vlmdata.errors import OperationError, VlmdataError
 from vlmdata.fetch.hashing import Digests
 from vlmdata.fetch.progress import FileBar
-from vlmdata.fetch.verified import Expected, Verified, VerifiedDownloader
+from vlmdata.fetch.verified import Expected, Verified, VerifiedDownloader, needs_person
 from vlmdata.manifest import FileSpec
 from vlmdata.net.errors import Cancelled, SourceFailed
-from vlmdata.net.retry import GaveUp, RetryPolicy, Transient, retry
+from vlmdata.net.retry import OFFLINE_HINT, GaveUp, RetryPolicy, Transient, retry
 from vlmdata.place import PlaceResult, extract_tar_stream
 from vlmdata.sources import Candidate, Location, Unavailable, candidates
 from vlmdata.sources.hf import redact
@@ -34,10 +34,14 @@ def stream_tar_subset(spec: FileSpec, dl: VerifiedDownloader, *, wanted: set[str
     expect = dl.expected(spec.key, spec.size, spec.sha256, spec.md5)
     dest = dl.root.download_path(spec.dataset, spec.name)
     problems: list[str] = []
+    unavailable: list[Unavailable] = []
+    tried = unreachable = 0
     for cand in candidates(spec.name, spec.sources, dl.root, download_path=dest, mirror=dl.mirror):
         if isinstance(cand, Unavailable):
             problems.append(f"{cand.label}: {cand.reason}")
+            unavailable.append(cand)
             continue
+        tried += 1
 
         def attempt(cand: Candidate = cand) -> tuple[HashingReader, Location, PlaceResult]:
             dl.check_cancel()
@@ -46,7 +50,7 @@ def stream_tar_subset(spec: FileSpec, dl: VerifiedDownloader, *, wanted: set[str
                 reader, loc = _open_stream(cand, dl, bar)
             except Transient as e:
                 bar.close()
-                raise Transient(f"{cand.label}: {e}", e.retry_after) from None
+                raise Transient(f"{cand.label}: {e}", e.retry_after, unreachable=e.unreachable) from None
             except BaseException:
                 bar.close()
                 raise
@@ -66,12 +70,17 @@ def stream_tar_subset(spec: FileSpec, dl: VerifiedDownloader, *, wanted: set[str
             reader, loc, res = retry(attempt, policy, wait=dl.engine.wait)
         except SourceFailed as e:
             problems.append(redact(str(e), dl.hub.token))
+            unreachable += e.unreachable
             continue
         except GaveUp as e:
             problems.append(f"{e.last} (gave up after {e.tries} tries)")
+            unreachable += e.unreachable
             continue
         return res, _checked(spec, dl, expect, reader.digests(), loc)
-    raise OperationError(f"{spec.key}: no source could stream it:\n" + "\n".join(f"  - {p}" for p in problems))
+    if not tried and unavailable:
+        raise needs_person(spec.key, unavailable)
+    raise OperationError(f"{spec.key}: no source could stream it:\n" + "\n".join(f"  - {p}" for p in problems),
+                         hint=OFFLINE_HINT if unreachable else None)
 
 
 def _checked(spec: FileSpec, dl: VerifiedDownloader, expect: Expected, d: Digests, loc: Location) -> Verified:

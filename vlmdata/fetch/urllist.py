@@ -26,7 +26,8 @@ from vlmdata import atomic
 from vlmdata.errors import OperationError, UserError
 from vlmdata.fetch.urllist_http import CONNECT_TIMEOUT, ImageClient, Outcome, get_image
 from vlmdata.manifest import FileSpec, Source
-from vlmdata.net.retry import GaveUp, RetryPolicy, Transient, is_transient_error, is_transient_status, retry, retry_after_seconds
+from vlmdata.net.retry import (OFFLINE_HINT, GaveUp, RetryPolicy, Transient, is_transient_error, is_transient_status,
+                               is_unreachable, retry, retry_after_seconds, unreachable_reason)
 from vlmdata.net.urls import is_local, rewrite
 from vlmdata.place.images import ImageProblem, save_image
 from vlmdata.state import Root
@@ -101,6 +102,8 @@ def _get_list(url: str, session: requests.Session, mirror: str | None, policy: R
         try:
             r = session.get(where, timeout=(CONNECT_TIMEOUT, timeout))
         except requests.RequestException as e:
+            if is_unreachable(e):
+                raise Transient(f"cannot reach {urlsplit(where).netloc}: {unreachable_reason(e)}", unreachable=True) from None
             if is_transient_error(e):
                 raise Transient(f"{type(e).__name__}: {e}") from None
             raise OperationError(f"cannot download the URL list {where}: {type(e).__name__}: {e}") from None
@@ -113,6 +116,8 @@ def _get_list(url: str, session: requests.Session, mirror: str | None, policy: R
     try:
         return retry(attempt, policy)
     except GaveUp as e:
+        if e.unreachable:
+            raise OperationError(f"cannot download the URL list {where}: {e.last}", hint=OFFLINE_HINT) from None
         raise OperationError(f"cannot download the URL list {where}: {e}") from None
 
 
@@ -145,6 +150,9 @@ def read_entries(path: Path, source: Source) -> list[tuple[str, str]]:
 
 
 # ----------------------------------------------------------------- fetching
+
+
+UNREACHABLE_RUN = 64  # images in a row whose host cannot be reached: the network is gone, stop
 
 
 def _save(data: bytes, final: Path, *, to_jpeg: bool) -> Outcome:
@@ -220,6 +228,12 @@ def fetch_url_list(spec: FileSpec, source: Source, root: Root, *, session: reque
         if outcome is None:
             outcome = _save(data, folder / name, to_jpeg=to_jpeg)  # type: ignore[arg-type]
         with lock:
+            # offline: stop after a run of images whose hosts cannot be reached at all, instead of
+            # failing each of 200k records (what was saved stays; the next run resumes)
+            unreachable[0] = unreachable[0] + 1 if outcome.unreachable else 0
+            if unreachable[0] >= UNREACHABLE_RUN and not offline:
+                offline.append(outcome.error)
+                stop.set()
             if outcome.kind == "dead":
                 d = dead.setdefault(url, DeadUrl(url, outcome.status))
                 d.ids.append(rid)
@@ -233,6 +247,8 @@ def fetch_url_list(spec: FileSpec, source: Source, root: Root, *, session: reque
                     converted_ids.append({"id": rid, "from": outcome.source_format})
 
     errors: list[BaseException] = []
+    unreachable = [0]  # consecutive records whose host could not be reached
+    offline: list[str] = []
 
     def worker() -> None:
         try:
@@ -264,6 +280,10 @@ def fetch_url_list(spec: FileSpec, source: Source, root: Root, *, session: reque
         atomic.fsync_dir(folder)
     if errors:
         raise errors[0]
+    if offline:
+        raise OperationError(f"{spec.key}: stopped after {UNREACHABLE_RUN} images in a row could not be reached "
+                             f"({offline[0]}); {counts['saved']:,} saved, the rest is left for the next run",
+                             hint=OFFLINE_HINT)
 
     rpath = report_path(root, spec.dataset)
     for d in dead.values():

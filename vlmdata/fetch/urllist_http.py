@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlsplit
 from urllib.request import getproxies
 
 import certifi
@@ -17,7 +18,8 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from vlmdata.net.retry import GaveUp, RetryPolicy, Transient, is_transient_error, is_transient_status, retry, retry_after_seconds
+from vlmdata.net.retry import (GaveUp, RetryPolicy, Transient, is_transient_error, is_transient_status, is_unreachable,
+                               retry, retry_after_seconds, unreachable_reason)
 from vlmdata.net.urls import is_local, rewrite
 
 DEAD_STATUS = frozenset({404, 410})
@@ -27,10 +29,12 @@ CONNECT_TIMEOUT = 10.0  # seconds; the read timeout is the caller's (`vlmdata fe
 class Outcome:
     """What became of one record: saved | converted | dead | failed (with the status, the error, the format)."""
 
-    __slots__ = ("kind", "status", "error", "source_format")
+    __slots__ = ("kind", "status", "error", "source_format", "unreachable")
 
-    def __init__(self, kind: str, *, status: int | None = None, error: str = "", source_format: str = "") -> None:
+    def __init__(self, kind: str, *, status: int | None = None, error: str = "", source_format: str = "",
+                 unreachable: bool = False) -> None:
         self.kind, self.status, self.error, self.source_format = kind, status, error, source_format
+        self.unreachable = unreachable  # the host could not be reached at all
 
 
 class ImageClient:
@@ -111,6 +115,8 @@ def get_image(url: str, client: ImageClient, mirror: str | None, policy: RetryPo
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
             if not _is_transient(e):
                 return None, Outcome("failed", error=f"{type(e).__name__}: {e}")
+            if is_unreachable(e):
+                raise Transient(f"cannot reach {urlsplit(where).netloc}: {unreachable_reason(e)}", unreachable=True) from None
             cause = e.reason if isinstance(e, urllib3.exceptions.MaxRetryError) and e.reason is not None else e
             raise Transient(type(cause).__name__) from None  # the cause (ReadTimeoutError), not the wrapper
         if status == 200:
@@ -124,4 +130,4 @@ def get_image(url: str, client: ImageClient, mirror: str | None, policy: RetryPo
     try:
         return retry(attempt, policy, wait=stop.wait)
     except GaveUp as e:
-        return None, Outcome("failed", error=f"{e.last} after {e.tries} tries")
+        return None, Outcome("failed", error=f"{e.last} after {e.tries} tries", unreachable=e.unreachable)

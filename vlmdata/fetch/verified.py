@@ -21,10 +21,40 @@ from vlmdata.fetch.http import Fetched, HttpEngine, copy_local
 from vlmdata.fetch.progress import FileBar, Progress
 from vlmdata.manifest import FileSpec, Source
 from vlmdata.net.errors import Cancelled, SourceFailed
+from vlmdata.net.retry import OFFLINE_HINT
 from vlmdata.sources import Candidate, HubAccess, Location, Unavailable, candidates
 from vlmdata.sources.hf import redact
 from vlmdata.state import LockEntry, LockFile, Root
 from vlmdata.state.partial import discard_partial
+
+
+class NeedsPerson(OperationError):
+    """No source could even be tried: a person has to get something first (a links file, a file
+    behind a licence form). Nothing went over the network, so this is no network problem."""
+
+
+def needs_person(key: str, unavailable: list[Unavailable]) -> NeedsPerson:
+    """One cause and one path for a file no source could try: what is missing (the first source's
+    reason), what a person does (the manual source's note) and where the result goes. When the
+    manual source saves what the other source lacks (SA-1B: the links file), that is one path."""
+    manual = [u for u in unavailable if u.manual]
+    machine = [u for u in unavailable if not u.manual]
+    lines = [f"{key} cannot be downloaded before a person gets something first: {machine[0].reason}" if machine
+             else f"{key} cannot be downloaded automatically"]
+    needed = next((u.save_as for u in machine if u.save_as is not None), None)
+    if manual:
+        m = manual[0]
+        same = needed is None or m.save_as == needed
+        lines.append(f"  to get it: {m.todo}")
+        lines.append(f"  save it as: {m.save_as if same else needed}")
+        if not same:  # the manual route fetches the file itself instead: a real alternative
+            lines.append(f"  (or download {key.split(':', 1)[1]} itself by hand and save it as {m.save_as})")
+    elif needed is not None:
+        lines.append(f"  save it as: {needed}")
+    for u in machine[1:]:
+        lines.append(f"  also: {u.label}: {u.reason}")
+    return NeedsPerson("\n".join(lines), hint="then run the same command again (nothing was downloaded: "
+                                              "this is not a network problem)")
 
 
 class Mismatch(Exception):
@@ -168,22 +198,30 @@ class VerifiedDownloader:
                 return got
         problems: list[str] = []
         manual: list[str] = []
+        unavailable: list[Unavailable] = []
+        tried = 0
+        unreachable = 0  # sources whose server could not be reached at all
         for cand in candidates(name, sources, self.root, download_path=dest, mirror=self.mirror):
             if isinstance(cand, Unavailable):
                 (manual if cand.manual else problems).append(f"{cand.label}: {cand.reason}")
+                unavailable.append(cand)
                 continue
+            tried += 1
             for attempt in range(1, self.verify_tries + 1):
                 self.check_cancel()
                 try:
                     got = self._download(cand, dest, expect, key)
                 except SourceFailed as e:
                     problems.append(redact(str(e), self.hub.token))
+                    unreachable += e.unreachable
                     break
                 except Mismatch as e:
                     problems.append(f"{cand.label}: {e}" + (" (downloaded twice)" if attempt > 1 else ""))
                     continue
                 self.pin(key, expect, got)
                 return got
+        if not tried and unavailable:
+            raise needs_person(key, unavailable)
         lines = "\n".join(f"  - {p}" for p in problems + manual)
         mism = [p for p in problems if "expected" in p]
         if mism:
@@ -192,6 +230,8 @@ class VerifiedDownloader:
                                       "on purpose, remove its entry from vlmdata.lock (for a pinned hash)")
         if manual and not problems:
             raise OperationError(f"{key} cannot be downloaded automatically:\n{lines}")
+        if unreachable:
+            raise OperationError(f"{key}: no source could be reached:\n{lines}", hint=OFFLINE_HINT)
         raise OperationError(f"{key}: no source could deliver it:\n{lines}",
                              hint="check the network or the mirror (--mirror / --hf-endpoint), then run the same command again; "
                                   "finished bytes are kept")

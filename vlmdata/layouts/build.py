@@ -4,6 +4,11 @@ Files are hard-linked (same bytes, no extra space, and the view survives the sto
 on the same filesystem); where a hard link is impossible (another filesystem, a filesystem
 without them) a symbolic link to the absolute store path is made instead. Building again only
 adds what is missing, so it is cheap and safe to repeat.
+
+Something of the wrong kind in the way (a file where a folder goes, a folder where a file goes)
+is found before anything is made for the layout's own paths; deeper inside a folder it is found
+while linking, and what this build made is then removed again. Either way the view is left as it
+was and the error names the path.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vlmdata.errors import UserError
 from vlmdata.manifest import Layout
 from vlmdata.state import Root
 
@@ -25,10 +31,29 @@ class BuildResult:
     symlinks: int = 0
     existing: int = 0
     missing: list[str] = field(default_factory=list)  # store paths not fetched yet
+    made: list[Path] = field(default_factory=list)  # links and folders this build created, in order
+
+
+class _InTheWay(Exception):
+    def __init__(self, path: Path, want: str) -> None:
+        super().__init__(f"{path}: {want}")
+        self.path, self.want = path, want
+
+
+def _mkdir(d: Path, res: BuildResult) -> None:
+    if d.is_dir():
+        return
+    if d.exists() or d.is_symlink():
+        raise _InTheWay(d, "a file where a folder goes")
+    _mkdir(d.parent, res)
+    d.mkdir()
+    res.made.append(d)
 
 
 def _link(src: Path, dst: Path, res: BuildResult) -> None:
     if dst.exists() or dst.is_symlink():
+        if dst.is_dir() and not dst.is_symlink():
+            raise _InTheWay(dst, f"a folder where the link to {src} goes")
         if dst.exists() and os.path.samefile(src, dst):
             res.existing += 1
             return
@@ -41,13 +66,14 @@ def _link(src: Path, dst: Path, res: BuildResult) -> None:
             raise
         os.symlink(src.resolve(), dst)
         res.symlinks += 1
+    res.made.append(dst)
 
 
 def _link_tree(src: Path, dst: Path, res: BuildResult) -> None:
     stack = [(src, dst)]
     while stack:
         s, d = stack.pop()
-        d.mkdir(parents=True, exist_ok=True)
+        _mkdir(d, res)
         with os.scandir(s) as it:
             for e in it:
                 if e.is_dir(follow_symlinks=True):
@@ -56,24 +82,74 @@ def _link_tree(src: Path, dst: Path, res: BuildResult) -> None:
                     _link(Path(e.path), d / e.name, res)
 
 
-def build_layout(layout: Layout, root: Root, out: Path | None = None) -> BuildResult:
-    out = Path(out) if out is not None else root.layout_dir(layout.name)
-    res = BuildResult(out)
+def _in_the_way(layout: Layout, root: Root, out: Path) -> list[str]:
+    """What stands where the layout's own paths (and their parent folders) go."""
+    found: list[str] = []
+
+    def need_dir(p: Path) -> None:
+        for q in [p, *p.parents]:  # the nearest thing that exists must be a folder
+            if q.exists() or q.is_symlink():
+                if not q.is_dir():
+                    found.append(f"{q} is a file, where a folder goes")
+                return
+
+    need_dir(out)
     for e in layout.entries:
         dst = out / e.path
-        if e.kind == "mkdir":
-            dst.mkdir(parents=True, exist_ok=True)
-            continue
-        src = root.store_path(e.store)
-        if not src.exists():
-            res.missing.append(e.store)
-            continue
-        if dst.exists() and os.path.samefile(src, dst):
-            res.existing += 1  # the view is the store itself here
-            continue
         if e.kind == "file":
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            _link(src, dst, res)
+            need_dir(dst.parent)
+            if dst.is_dir() and not dst.is_symlink() and root.store_path(e.store).exists():
+                found.append(f"{dst} is a folder, where the file {e.store} goes")
         else:
-            _link_tree(src, dst, res)
+            need_dir(dst)
+    return list(dict.fromkeys(found))
+
+
+def build_layout(layout: Layout, root: Root, out: Path | None = None) -> BuildResult:
+    out = Path(out).absolute() if out is not None else root.layout_dir(layout.name)
+    res = BuildResult(out)
+    blocked = _in_the_way(layout, root, out)
+    if blocked:
+        raise UserError(f"cannot build the {layout.name} layout in {out}: " + "; ".join(blocked[:5])
+                        + (f" (and {len(blocked) - 5} more)" if len(blocked) > 5 else ""),
+                        hint="move those out of the way (or build elsewhere with --out), then run it again; "
+                             "nothing was changed")
+    try:
+        for e in layout.entries:
+            dst = out / e.path
+            if e.kind == "mkdir":
+                _mkdir(dst, res)
+                continue
+            src = root.store_path(e.store)
+            if not src.exists():
+                res.missing.append(e.store)
+                continue
+            if dst.exists() and os.path.samefile(src, dst):
+                res.existing += 1  # the view is the store itself here
+                continue
+            if e.kind == "file":
+                _mkdir(dst.parent, res)
+                _link(src, dst, res)
+            else:
+                _link_tree(src, dst, res)
+    except _InTheWay as e:
+        undo_build(res)
+        raise UserError(f"cannot build the {layout.name} layout in {out}: {e.path} is {e.want}",
+                        hint="move it out of the way, then run it again; what this build had made was removed") from None
+    except BaseException:
+        undo_build(res)
+        raise
     return res
+
+
+def undo_build(res: BuildResult) -> None:
+    """Remove what this build made (newest first), so a failed build leaves the view as it was."""
+    for p in reversed(res.made):
+        try:
+            if p.is_dir() and not p.is_symlink():
+                p.rmdir()
+            else:
+                p.unlink()
+        except OSError:
+            pass
+    res.made.clear()

@@ -18,10 +18,11 @@ class EntryResult:
     kind: str
     dataset: str | None
     optional: bool
-    status: str  # ok | missing | empty | not_a_dir | not_a_file | broken_link | count_mismatch | skipped
+    status: str  # ok | missing | empty | empty_files | not_a_dir | not_a_file | broken_link | count_mismatch | skipped
     expected: int | None = None
     found: int | None = None
     message: str = ""
+    empty_files: list[str] = field(default_factory=list)  # 0-byte files under a folder entry
 
 
 @dataclass
@@ -43,8 +44,9 @@ class CheckResult:
                 "problems": len(self.problems), "entries": [asdict(e) for e in self.entries]}
 
 
-def count_files(folder: Path) -> int:
-    """Regular files (or links to them) anywhere under ``folder``; one scandir per folder."""
+def count_files(folder: Path, empty: list[str] | None = None) -> int:
+    """Regular files (or links to them) anywhere under ``folder``; one scandir per folder. With
+    ``empty``, the paths of 0-byte files are appended to it (one stat per file)."""
     n = 0
     stack = [folder]
     while stack:
@@ -54,7 +56,12 @@ def count_files(folder: Path) -> int:
                     stack.append(Path(e.path))
                 elif e.is_file(follow_symlinks=True):
                     n += 1
+                    if empty is not None and e.stat(follow_symlinks=True).st_size == 0:
+                        empty.append(e.path)
     return n
+
+
+EMPTY_SHOWN = 5  # empty files named in a message (the JSON has them all)
 
 
 def _check_entry(folder: Path, e: LayoutEntry, counts: bool) -> EntryResult:
@@ -73,9 +80,15 @@ def _check_entry(folder: Path, e: LayoutEntry, counts: bool) -> EntryResult:
     elif not p.is_dir():
         r.status, r.message = "not_a_dir", f"{p} should be a folder"
     elif e.kind == "dir":
-        r.found = count_files(p)
+        empty: list[str] = []
+        r.found = count_files(p, empty)
         if r.found == 0:
             r.status, r.message = "empty", f"{p} has no files"
+        elif empty:  # a 0-byte image is there by name but no image (Visual Genome ships some)
+            r.status, r.empty_files = "empty_files", sorted(empty)
+            shown = ", ".join(os.path.relpath(x, p) for x in r.empty_files[:EMPTY_SHOWN])
+            r.message = (f"{p} has {len(empty)} empty (0-byte) file(s): {shown}"
+                         + (" ..." if len(empty) > EMPTY_SHOWN else ""))
         elif counts and e.count is not None and r.found != e.count:
             r.status = "count_mismatch"
             diff = e.count - r.found

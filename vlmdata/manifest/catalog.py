@@ -7,6 +7,7 @@ under ``<prefix>/share/vlmdata/manifests``). Extra folders given with ``--manife
 from __future__ import annotations
 
 import os
+import posixpath
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -47,10 +48,56 @@ class Catalog:
 
     # -- lookups with errors a user can act on
     def dataset(self, name: str) -> Dataset:
+        found = _find(self.datasets, name)
+        if found is not None:
+            return found
+        lay, blend = _find(self.layouts, name), _find(self.blends, name)
+        if lay is not None:
+            raise UserError(f"{name!r} is a layout, not a dataset: it arranges the datasets "
+                            f"{', '.join(self.layout_datasets(lay))} into {lay.title}",
+                            hint=f"fetch what it needs: {self.fetch_command(self.layout_datasets(lay), lay.name)}"
+                                 + self._alike(name))
+        if blend is not None:
+            raise UserError(f"{name!r} is a blend recipe, not a dataset: `vlmdata blend {blend.name}` turns its JSONs "
+                            f"into a dataset once they and their images are fetched",
+                            hint=f"fetch what it needs: {self.fetch_command(self.recipe_needs(blend), blend.layout)}"
+                                 f", then `vlmdata blend {blend.name}`")
         return _lookup(self.datasets, name, "dataset")
 
     def layout(self, name: str) -> Layout:
         return _lookup(self.layouts, name, "layout")
+
+    def _alike(self, name: str) -> str:
+        alike = [d for d in sorted(self.datasets) if d.startswith(_norm(name).split("_")[0])]
+        return f" (datasets named like it: {', '.join(alike)})" if alike else ""
+
+    @staticmethod
+    def fetch_command(names: list[str], layout: str) -> str:
+        return f"`vlmdata fetch {' '.join(names)} --layout {layout}`"
+
+    def layout_datasets(self, lay: Layout) -> list[str]:
+        """The datasets a layout needs (its entries that are not optional), in the layout's order."""
+        return list(dict.fromkeys(e.dataset for e in lay.entries if e.dataset and not e.optional))
+
+    def recipe_needs(self, b: Blend) -> list[str]:
+        """What `fetch` needs for a recipe: its JSON files (DATASET:FILE) and the datasets whose
+        folders hold its images (those under an entry's image_prefix, else every folder the layout
+        needs). A dataset fetched whole covers its own default JSON."""
+        lay = self.layouts[b.layout]
+        files: list[str] = []
+        datasets: list[str] = []
+        for e in b.entries:
+            if e.dataset and e.file:
+                files.append(f"{e.dataset}:{e.file}")
+            if e.image_prefix:
+                prefix = posixpath.normpath(posixpath.join(lay.image_folder, e.image_prefix))
+                datasets += [x.dataset for x in lay.entries if x.dataset and x.kind == "dir"
+                             and (x.path == prefix or x.path.startswith(prefix + "/") or prefix.startswith(x.path + "/"))]
+            else:
+                datasets += [x.dataset for x in lay.entries if x.dataset and x.kind == "dir" and not x.optional]
+        datasets = list(dict.fromkeys(datasets))
+        defaults = {f.key for d in datasets for f in self.datasets[d].default_files}
+        return list(dict.fromkeys(f for f in files if f not in defaults)) + datasets
 
     def blend(self, name_or_path: str) -> Blend:
         """A recipe by name, or a recipe TOML given as a path (``./my-mix.toml``)."""
@@ -61,7 +108,33 @@ class Catalog:
             b = parse_blend(read_toml(p))
             self._check_blend(b)
             return b
+        blend = _find(self.blends, name_or_path)
+        if blend is None and _find(self.datasets, name_or_path) is not None:
+            raise UserError(f"{name_or_path!r} is a dataset, not a blend recipe",
+                            hint="recipes that use it: " + (", ".join(self._recipes_using(name_or_path)) or "none")
+                                 + " (`vlmdata list` shows every recipe)")
+        if blend is None and _find(self.layouts, name_or_path) is not None:
+            lay = _find(self.layouts, name_or_path)
+            raise UserError(f"{name_or_path!r} is a layout, not a blend recipe",
+                            hint="recipes on it: " + (", ".join(b.name for b in self.blends.values()
+                                                                if b.layout == lay.name) or "none"))  # type: ignore[union-attr]
         return _lookup(self.blends, name_or_path, "blend recipe")
+
+    def _recipes_using(self, dataset: str) -> list[str]:
+        ds = _find(self.datasets, dataset)
+        return sorted(b.name for b in self.blends.values()
+                      if ds is not None and any(n.split(":")[0] == ds.name for n in self.recipe_needs(b)))
+
+    def find(self, name: str) -> tuple[str, Dataset | Layout | Blend] | None:
+        """("dataset" | "layout" | "blend", the entry) for a name, in that order of precedence."""
+        for kind, table in (("dataset", self.datasets), ("layout", self.layouts), ("blend", self.blends)):
+            if name in table:
+                return kind, table[name]
+        for kind, table in (("dataset", self.datasets), ("layout", self.layouts), ("blend", self.blends)):
+            found = _find(table, name)
+            if found is not None:
+                return kind, found
+        return None
 
     def select_files(self, selectors: Iterable[str]) -> list[FileSpec]:
         """``NAME`` (the dataset's default files) or ``NAME:FILE`` (one file, optional ones too)."""
@@ -113,9 +186,23 @@ class Catalog:
                                 hint=f"its files: {', '.join(f.name for f in ds.files)}")
 
 
-def _lookup(table: dict[str, T], name: str, what: str) -> T:
+def _norm(name: str) -> str:
+    return name.strip().lower().replace("-", "_")
+
+
+def _find(table: dict[str, T], name: str) -> T | None:
+    """The entry called ``name``, or the one entry whose name differs only in case or '-' vs '_'
+    (`COCO`, `ocr-vqa`)."""
     if name in table:
         return table[name]
+    alike = [k for k in table if _norm(k) == _norm(name)]
+    return table[alike[0]] if len(alike) == 1 else None
+
+
+def _lookup(table: dict[str, T], name: str, what: str) -> T:
+    found = _find(table, name)
+    if found is not None:
+        return found
     import difflib
 
     close = difflib.get_close_matches(name, table.keys(), n=3)

@@ -26,7 +26,7 @@ class Source:
     repo_type: str | None = None  # hf
     repo_id: str | None = None  # hf
     revision: str | None = None  # hf: a commit sha where known, else a branch
-    path: str | None = None  # hf: file in the repo; urllist/linkfile: list file under the root
+    path: str | None = None  # hf: file in the repo; urllist/linkfile: list file under the root; manual: what to save where
     list_format: str | None = None  # urllist: "json-dict" (OCR-VQA) or "tsv"
     url_key: str | None = None  # urllist: the field holding each image URL
     name_column: str | None = None  # linkfile: column with the file name
@@ -201,7 +201,9 @@ def _linkfile_source(t: Table) -> Source:
 
 
 def _manual_source(t: Table) -> Source:
-    return Source("manual", url=t.str("url", None), note=t.str("note"))
+    path = t.str("path", None)
+    return Source("manual", url=t.str("url", None), note=t.str("note"),
+                  path=check_relpath(t, "path", path) if path is not None else None)
 
 
 _SOURCE_PARSERS: dict[str, Callable[[Table], Source]] = {

@@ -9,6 +9,7 @@ class Cancelled(Exception):
 class SourceFailed(Exception):
     """This location cannot deliver the file (404, 403, retries spent, ...): try the next source."""
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, unreachable: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.unreachable = unreachable  # the server could not be reached at all (offline, firewalled)

@@ -3,14 +3,18 @@
 ``retry(attempt, policy)`` calls ``attempt`` until it returns. The caller says what is retryable:
 its attempt raises ``Transient`` for a failure another try may fix (the helpers below classify
 HTTP statuses and connection errors: timeouts, dropped connections, 5xx, 408/425/429), and any
-other exception goes straight through. Waits grow exponentially with jitter, are capped, and
+other exception goes straight through. A server that cannot be reached at all (its name does not
+resolve, the connection is refused: ``Transient(..., unreachable=True)``) gets one short retry,
+not the whole backoff: offline, a fetch fails in seconds, not minutes. Waits grow exponentially with jitter, are capped, and
 honour a server's Retry-After (up to ``max_retry_after``). When every try failed, ``GaveUp``
 carries the last failure. (huggingface_hub's ``http_backoff`` has the same shape: one loop, the
 caller names what to retry.)
 """
 from __future__ import annotations
 
+import errno
 import random
+import socket
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -30,6 +34,53 @@ def is_transient_status(status: int) -> bool:
 def is_transient_error(exc: BaseException) -> bool:
     return isinstance(exc, (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                             ConnectionError, TimeoutError))
+
+
+# What "no route to the server at all" looks like through requests/urllib3 and httpx (the hub client):
+# the name does not resolve, nothing listens, or the network is down. Another try a second later
+# rarely helps, so these get one short retry, not the full backoff (minutes of waiting offline).
+_UNREACHABLE_TYPES = frozenset({"NameResolutionError", "NewConnectionError", "ConnectError", "gaierror",
+                                "ConnectionRefusedError"})
+_UNREACHABLE_ERRNO = frozenset({errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN})
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) says the server cannot be reached at all."""
+    seen: set[int] = set()
+    stack: list[object] = [exc]
+    while stack:
+        e = stack.pop()
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if type(e).__name__ in _UNREACHABLE_TYPES or isinstance(e, socket.gaierror):
+            return True
+        if isinstance(e, OSError) and e.errno in _UNREACHABLE_ERRNO:
+            return True
+        stack += [e.__cause__, e.__context__, getattr(e, "reason", None), *getattr(e, "args", ())]
+    return False
+
+
+OFFLINE_HINT = ("offline or behind a firewall? fetch from a copy you can reach: --mirror BASE (an http(s) mirror "
+                "or a local folder; VLMDATA_MIRROR), --hf-endpoint URL (a Hub mirror; HF_ENDPOINT), and "
+                "HF_HUB_OFFLINE=1 to skip the Hub altogether; then run the same command again")
+
+
+def unreachable_reason(exc: BaseException) -> str:
+    """A few words for an is_unreachable error: why the server could not be reached."""
+    text = repr(exc) + " " + str(exc)
+    for e in (exc, exc.__cause__, exc.__context__):
+        if e is not None:
+            text += " " + repr(e)
+    low = text.lower()
+    if "name or service not known" in low or "nodename nor servname" in low or "getaddrinfo" in low \
+            or "nameresolution" in low or "temporary failure in name resolution" in low or "name resolution" in low:
+        return "its name does not resolve (no network, or no DNS)"
+    if "refused" in low:
+        return "the connection was refused (nothing listens there)"
+    if "unreachable" in low or "network is down" in low:
+        return "the network is unreachable"
+    return "no connection could be made"
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -61,11 +112,13 @@ class RetryPolicy:
 
 
 class Transient(Exception):
-    """An attempt failed in a way that another try may fix; ``retry_after``: what the server asked for."""
+    """An attempt failed in a way that another try may fix; ``retry_after``: what the server asked for;
+    ``unreachable``: the server could not be reached at all (is_unreachable), worth one short retry only."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, *, unreachable: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.unreachable = unreachable
 
 
 class GaveUp(Exception):
@@ -76,6 +129,10 @@ class GaveUp(Exception):
         self.tries = tries
         self.last = last
 
+    @property
+    def unreachable(self) -> bool:
+        return self.last.unreachable
+
 
 def retry(attempt: Callable[[], T], policy: RetryPolicy, *, wait: Callable[[float], object] = time.sleep,
           progress: Callable[[], int] | None = None) -> T:
@@ -85,7 +142,7 @@ def retry(attempt: Callable[[], T], policy: RetryPolicy, *, wait: Callable[[floa
     counter an attempt moves when it gets somewhere (bytes received): a failed try that moved it
     starts the count again, so a large download over a flaky link is not given up while it advances.
     """
-    failures = 0
+    failures = unreachable = 0
     while True:
         before = progress() if progress is not None else 0
         try:
@@ -93,6 +150,7 @@ def retry(attempt: Callable[[], T], policy: RetryPolicy, *, wait: Callable[[floa
         except Transient as e:
             moved = progress is not None and progress() > before
             failures = 1 if moved else failures + 1
-            if failures >= policy.attempts:
+            unreachable = unreachable + 1 if e.unreachable else 0
+            if failures >= policy.attempts or unreachable >= min(2, policy.attempts):
                 raise GaveUp(failures, e) from None
-            wait(policy.delay(failures, e.retry_after))
+            wait(min(policy.delay(1), 1.0) if e.unreachable else policy.delay(failures, e.retry_after))

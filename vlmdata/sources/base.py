@@ -67,6 +67,8 @@ class Unavailable(Candidate):
 
     reason: str = ""
     manual: bool = False  # a person has to fetch it (not a failure of the machine)
+    save_as: Path | None = None  # the file a person has to put in place for this source to work
+    todo: str = ""  # manual: what a person does (the note, and where)
 
     def locate(self, hub: "HubAccess") -> Location:
         raise SourceFailed(f"{self.label}: {self.reason}")

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from vlmdata.manifest import Source
 from vlmdata.net.errors import SourceFailed
+from vlmdata.net.retry import GaveUp, RetryPolicy, Transient, is_transient_status, is_unreachable, retry, unreachable_reason
 from vlmdata.sources.base import Candidate, Location, SourceKind
 
 if TYPE_CHECKING:
@@ -52,7 +53,12 @@ def _origin(url: str) -> tuple[str, str]:
     return p.scheme, p.netloc
 
 
-def resolve(source: Source, endpoint: str | None, token: str | None = None) -> Location:
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else ""
+
+
+def resolve(source: Source, endpoint: str | None, token: str | None = None,
+            policy: RetryPolicy | None = None) -> Location:
     """Ask the hub where ``source``'s bytes are (the CDN location after the redirect, or the hub URL);
     raises SourceFailed with a clean message."""
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
@@ -68,8 +74,24 @@ def resolve(source: Source, endpoint: str | None, token: str | None = None) -> L
                            "(unset HF_HUB_OFFLINE to download from the hub)")
     url = hf_hub_url(source.repo_id or "", source.path or "", repo_type=source.repo_type,
                      revision=source.revision, endpoint=endpoint)
+
+    def attempt():  # one HEAD; our retry loop (not the hub's, which logs a line per try) decides on more
+        try:
+            return get_hf_file_metadata(url, token=token or None, endpoint=endpoint, retry_on_errors=False)
+        except Exception as e:  # noqa: BLE001 - sorted below: retry, or "try the next source"
+            status = getattr(getattr(e, "response", None), "status_code", None)
+            if is_unreachable(e):
+                raise Transient(f"{label}: cannot reach {urlsplit(endpoint).netloc}: {unreachable_reason(e)}",
+                                unreachable=True) from None
+            if (status is not None and is_transient_status(status)) or "Timeout" in type(e).__name__:
+                raise Transient(redact(f"{label}: {type(e).__name__}: {_first_line(e)}", token)) from None
+            raise
+
     try:
-        meta = get_hf_file_metadata(url, token=token or None, endpoint=endpoint, retry_on_errors=True)
+        meta = retry(attempt, policy or RetryPolicy())
+    except GaveUp as e:
+        raise SourceFailed(redact(str(e.last) if e.unreachable else f"{e.last} (gave up after {e.tries} tries)", token),
+                           unreachable=e.unreachable) from None
     except Exception as e:  # noqa: BLE001 - every hub error becomes "try the next source"
         status = getattr(getattr(e, "response", None), "status_code", None)
         name = type(e).__name__
@@ -80,8 +102,7 @@ def resolve(source: Source, endpoint: str | None, token: str | None = None) -> L
             hint = " (gated repo: accept its terms on the hub and set HF_TOKEN)"
         elif "EntryNotFound" in name or status == 404:
             hint = " (no such file at this revision)"
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise SourceFailed(redact(f"{label}: {name}: {first_line}{hint}", token), status=status) from None
+        raise SourceFailed(redact(f"{label}: {name}: {_first_line(e)}{hint}", token), status=status) from None
     sha = meta.etag if meta.etag and _SHA256.match(meta.etag) else None
     location = meta.location or url
     headers: dict[str, str] = {}

@@ -37,7 +37,7 @@ class LinkfileKind(SourceKind):
         label = self.describe(src)
         table = root.store_path(src.path or "")
         if not table.is_file():
-            return Unavailable(src, label, reason=f"the links file {table} is not there" + (f" ({src.note})" if src.note else ""))
+            return Unavailable(src, label, reason=f"the links file {table} is not there", save_as=table)
         try:
             url = lookup_link(table, name, src.name_column or "", src.url_column or "")
         except (OSError, ValueError, UnicodeDecodeError) as e:

@@ -15,14 +15,17 @@ class ManualKind(SourceKind):
     name = "manual"
 
     def describe(self, src: Source) -> str:
-        return f"manual: {src.note or src.url}"
+        return f"manual: {src.note or src.url}" + (f" (saved as {src.path} under the root)" if src.path else "")
 
     def candidate(self, src: Source, name: str, root: "Root", *, download_path: Path,
                   mirror: str | None) -> Candidate:
         where = f" ({src.url})" if src.url else ""
-        return Unavailable(src, self.describe(src), manual=True, reason=(
-            f"needs a person: {src.note or 'download it by hand'}{where}; then save the file as "
-            f"{download_path} and run the same command again"))
+        # what the person saves: the manifest's `path` under the root (e.g. a links file another
+        # source reads), else the file itself where fetch looks for finished downloads
+        save_as = root.store_path(src.path) if src.path else download_path
+        todo = f"{src.note or 'download it by hand'}{where}"
+        return Unavailable(src, self.describe(src), manual=True, save_as=save_as, todo=todo,
+                           reason=f"needs a person{where}; then save it as {save_as} and run the same command again")
 
 
 KIND = ManualKind()

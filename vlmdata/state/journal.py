@@ -33,6 +33,10 @@ class JournalEntry:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+_REBUILD = ("restore it from a backup, or move it aside: the next `vlmdata fetch` then downloads and places "
+            "again what it asks for and writes a new journal")
+
+
 class Journal:
     def __init__(self, state_dir: Path) -> None:
         self.path = Path(state_dir) / "journal.json"
@@ -43,15 +47,26 @@ class Journal:
             return {"version": 1, "files": {}, "verified": {}}
         try:
             data = json.loads(self.path.read_text("utf-8"))
+        except PermissionError as e:
+            from vlmdata.state.root import read_denied
+
+            raise read_denied(self.path, "the journal", e) from e
         except (OSError, ValueError) as e:
-            raise UserError(f"the journal is unreadable: {e}", where=str(self.path),
-                            hint="delete it and run `vlmdata verify` to rebuild what is known") from e
-        data.setdefault("files", {})
-        data.setdefault("verified", {})
+            raise UserError(f"the journal is unreadable: {e}", where=str(self.path), hint=_REBUILD) from e
+        if not isinstance(data, dict) or not isinstance(data.setdefault("files", {}), dict) \
+                or not isinstance(data.setdefault("verified", {}), dict):
+            raise UserError("the journal is not a vlmdata journal (an object with \"files\" and \"verified\" objects)",
+                            where=str(self.path), hint=_REBUILD)
         return data
 
     def entries(self) -> dict[str, JournalEntry]:
-        return {k: JournalEntry(**v) for k, v in self._read()["files"].items()}
+        out = {}
+        for k, v in self._read()["files"].items():
+            try:
+                out[k] = JournalEntry(**v)
+            except TypeError as e:  # not an object, or keys missing / unknown
+                raise UserError(f"the journal's entry {k!r} is damaged: {e}", where=str(self.path), hint=_REBUILD) from e
+        return out
 
     def get(self, key: str) -> JournalEntry | None:
         return self.entries().get(key)
@@ -87,3 +102,20 @@ def is_placed(root: "Root", entries: Mapping[str, JournalEntry], spec: "FileSpec
     """Placed = the journal (``entries``, read once by the caller) says so and its target is still on disk."""
     entry = entries.get(spec.key)
     return entry is not None and root.store_path(entry.to).exists()
+
+
+def subset_tag(entries: Mapping[str, JournalEntry], spec: "FileSpec") -> str | None:
+    """The --only-referenced-by digest an archive was placed with (None: placed whole)."""
+    entry = entries.get(spec.key)
+    if entry is None or spec.place.kind != "extract":
+        return None
+    return (entry.extra or {}).get("subset")
+
+
+def satisfied(root: "Root", entries: Mapping[str, JournalEntry], spec: "FileSpec", wanted_tag: str | None = None) -> bool:
+    """Whether a fetch (with --only-referenced-by's digest ``wanted_tag``, if any) leaves ``spec`` as it
+    is: placed, and not a subset placement when the whole archive or another subset is asked for."""
+    if not is_placed(root, entries, spec):
+        return False
+    tag = subset_tag(entries, spec)
+    return tag is None or tag == wanted_tag

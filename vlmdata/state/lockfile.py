@@ -37,7 +37,11 @@ class LockFile:
         try:
             data = json.loads(self.path.read_text("utf-8"))
             return {k: LockEntry(**v) for k, v in data.get("files", {}).items()}
-        except (OSError, ValueError, TypeError) as e:
+        except PermissionError as e:
+            from vlmdata.state.root import read_denied
+
+            raise read_denied(self.path, "the lock file", e) from e
+        except (OSError, ValueError, TypeError, AttributeError) as e:
             raise UserError(f"the lock file is unreadable: {e}", where=str(self.path),
                             hint="restore it from version control, or delete it to re-pin on the next fetch") from e
 

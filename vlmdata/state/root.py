@@ -21,6 +21,24 @@ STATE_DIR = ".vlmdata"
 LOCK_FILE = "vlmdata.lock"
 
 
+def _not_writable_hint(path: Path) -> str:
+    try:
+        import pwd
+
+        owner = pwd.getpwuid(path.stat().st_uid).pw_name
+    except (ImportError, KeyError, OSError):
+        owner = None
+    who = f"it belongs to {owner}: run as that user, ask them for write access, " if owner else "fix its permissions, "
+    return who + "or choose another --root"
+
+
+def read_denied(path: Path, what: str, e: OSError) -> UserError:
+    """The error for a state file this user may not read (another user's root, shared read-only)."""
+    return UserError(f"cannot read {what}: {e.strerror.lower()}", where=str(path),
+                     hint="it belongs to another user: ask them to make it readable (chmod a+r), "
+                          "or use a root of your own (--root)")
+
+
 class Root:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path).expanduser().absolute()
@@ -73,10 +91,15 @@ class Root:
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
+            if self.path.is_dir():  # it exists: we may not write into it
+                raise UserError(f"the root {self.path} is not writable ({e.strerror.lower()})",
+                                hint=_not_writable_hint(self.path)) from e
             raise UserError(f"cannot create the root {self.path}: {e.strerror}",
                             hint="choose a folder you can write to with --root") from e
-        if not os.access(self.path, os.W_OK | os.X_OK) or not os.access(self.state_dir, os.W_OK | os.X_OK):
-            raise UserError(f"the root {self.path} is not writable", hint="fix its permissions or choose another --root")
+        for p in (self.path, self.state_dir):
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise UserError(f"the root {self.path} is not writable" + ("" if p == self.path else f" ({p} is not)"),
+                                hint=_not_writable_hint(p))
 
     def free_bytes(self) -> int:
         """Free space on the filesystem that holds (or will hold) the root."""
