@@ -2,6 +2,8 @@
 result or a traceback before its fix."""
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import run_vlmdata
 
 
@@ -118,3 +120,15 @@ def test_option_values_that_cannot_work_are_usage_errors(full):
         assert r.code == 2 and "Invalid value for '--" in r.err and "Traceback" not in r.err, cmd
     r = full.run("fetch", "coco", "--hf-endpoint", "hf-mirror.com")
     assert r.code == 2 and "is not an http(s) URL" in r.err
+
+
+def test_a_colon_with_no_file_name_is_a_user_error(tmp_path):
+    """`fetch coco:` used to fetch the whole dataset: a file name left out is a mistake, not "everything"."""
+    from vlmdata.errors import UserError
+    from vlmdata.manifest.catalog import load_catalog
+
+    cat = load_catalog()
+    with pytest.raises(UserError, match="names no file after the colon") as e:
+        cat.select_files(["coco:"])
+    assert "train2017.zip" in (e.value.hint or "")
+    assert cat.select_files(["coco"])  # the whole default set still works

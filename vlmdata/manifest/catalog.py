@@ -140,8 +140,12 @@ class Catalog:
         """``NAME`` (the dataset's default files) or ``NAME:FILE`` (one file, optional ones too)."""
         out: list[FileSpec] = []
         for sel in selectors:
-            name, _, fname = sel.partition(":")
+            name, colon, fname = sel.partition(":")
             ds = self.dataset(name)
+            if colon and not fname.strip():  # `coco:` is a file name left out, not "all of coco"
+                raise UserError(f"{sel!r} names no file after the colon",
+                                hint=f"give NAME for its default files or NAME:FILE; {name}'s files: "
+                                     f"{', '.join(x.name for x in ds.files)}")
             if not fname:
                 out.extend(ds.default_files)
                 continue
