@@ -8,7 +8,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test clean-demo
+.PHONY: install demo test docs clean-demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The generated pages of docs/ (command reference, datasets, recipes, layouts); tests/docs fails when
+# the committed ones differ from what this writes.
+docs: $(STAMP)
+	$(PY) -m tools.docgen
 
 clean-demo:
 	rm -rf demo-out

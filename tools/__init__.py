@@ -1,0 +1,1 @@
+"""Tools of the source checkout (not installed with the package): the documentation generator."""
