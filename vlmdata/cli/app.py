@@ -10,6 +10,7 @@ from vlmdata.cli import (
     catalog_cmds,
     fetch_cmd,
     layout_cmd,
+    mirror_cmd,
     normalize_cmd,
     plan_cmd,
     status_cmd,
@@ -34,7 +35,7 @@ app = typer.Typer(
 app.callback()(global_callback)
 
 # Each command group lives in its own module and adds itself here.
-for module in (catalog_cmds, plan_cmd, fetch_cmd, verify_cmd, normalize_cmd, status_cmd, layout_cmd, blend_cmd):
+for module in (catalog_cmds, plan_cmd, fetch_cmd, verify_cmd, normalize_cmd, status_cmd, layout_cmd, mirror_cmd, blend_cmd):
     module.register(app)
 
 

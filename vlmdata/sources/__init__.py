@@ -36,4 +36,5 @@ def describe(src: Source) -> str:
 def candidates(name: str, sources: tuple[Source, ...], root: "Root", *, download_path: Path,
                mirror: str | None = None) -> list[Candidate]:
     """Where the published file ``name`` can come from, in manifest order."""
-    return [kind_of(s).candidate(s, name, root, download_path=download_path, mirror=mirror) for s in sources]
+    return [c for s in sources
+            for c in kind_of(s).candidates(s, name, root, download_path=download_path, mirror=mirror)]

@@ -92,3 +92,8 @@ class SourceKind:
                   mirror: str | None) -> Candidate:
         """What fetch tries for the published file ``name`` (saved to ``download_path``)."""
         raise NotImplementedError
+
+    def candidates(self, src: Source, name: str, root: "Root", *, download_path: Path,
+                   mirror: str | None) -> list[Candidate]:
+        """Every candidate of this source, in the order fetch tries them (most kinds: one)."""
+        return [self.candidate(src, name, root, download_path=download_path, mirror=mirror)]

@@ -5,7 +5,9 @@ the size, and the redirect to the CDN); our own engine then downloads from that 
 the root's downloads folder, with resume and several connections, so there is no second copy in
 ``~/.cache/huggingface``. For LFS files the ETag is the file's sha256, which is checked.
 
-``HF_ENDPOINT`` / ``--hf-endpoint`` selects a hub mirror and ``HF_TOKEN`` authenticates. The token
+Under ``--mirror BASE`` the file is first looked for where the mirror rule puts its resolve URL
+(``BASE/huggingface.co/[datasets/]REPO/resolve/REVISION/PATH``, what ``vlmdata mirror build``
+writes), then asked of the hub. ``HF_ENDPOINT`` / ``--hf-endpoint`` selects a hub mirror and ``HF_TOKEN`` authenticates. The token
 is sent to the hub's own origin only (never to the CDN it redirects to) and never appears in a
 message: every error text goes through ``redact``.
 """
@@ -22,6 +24,7 @@ from vlmdata.manifest import Source
 from vlmdata.net.errors import SourceFailed
 from vlmdata.net.retry import GaveUp, RetryPolicy, Transient, is_transient_status, is_unreachable, retry, unreachable_reason
 from vlmdata.sources.base import Candidate, Location, SourceKind
+from vlmdata.sources.http import url_candidate
 
 if TYPE_CHECKING:
     from vlmdata.state import Root
@@ -113,6 +116,12 @@ def resolve(source: Source, endpoint: str | None, token: str | None = None,
     return Location(label, url=location, headers=headers, size=meta.size, sha256=sha, revision=meta.commit_hash)
 
 
+def hub_url(source: Source) -> str:
+    """The file's resolve URL on huggingface.co: where a mirror (``--mirror``) keeps a copy of it."""
+    repo = f"datasets/{source.repo_id}" if source.repo_type == "dataset" else f"{source.repo_id}"
+    return f"{DEFAULT_ENDPOINT}/{repo}/resolve/{source.revision}/{source.path}"
+
+
 @dataclass
 class HubFile(Candidate):
     """A hub file: where its bytes are is asked of the hub when fetch gets to it (that needs the network)."""
@@ -133,6 +142,14 @@ class HfKind(SourceKind):
     def candidate(self, src: Source, name: str, root: "Root", *, download_path: Path,
                   mirror: str | None) -> Candidate:
         return HubFile(src, self.describe(src))
+
+    def candidates(self, src: Source, name: str, root: "Root", *, download_path: Path,
+                   mirror: str | None) -> list[Candidate]:
+        """Under ``--mirror``, the mirror's copy at the resolve URL's place first, then the hub."""
+        hub = self.candidate(src, name, root, download_path=download_path, mirror=mirror)
+        if not mirror:
+            return [hub]
+        return [url_candidate(hub_url(src), src, mirror), hub]
 
 
 KIND = HfKind()

@@ -1,0 +1,63 @@
+"""`vlmdata mirror build`: what a root has fetched, laid out as a mirror for machines that cannot reach the origins."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from vlmdata.cli.common import Settings, with_settings
+
+mirror_app = typer.Typer(help="Lay out what a root has fetched as a mirror folder (DIR/host/path), for machines "
+                              "behind a firewall or with no network at all.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(mirror_app, name="mirror")
+
+
+@mirror_app.command("build")
+@with_settings
+def build_cmd(
+    folder: Path = typer.Argument(..., help="The mirror folder to fill (created if needed)."),
+    names: Optional[List[str]] = typer.Argument(None, help="Datasets (NAME) or files (NAME:FILE); default: every "
+                                                           "file fetched into the root."),
+    settings: Settings = None,
+) -> None:
+    """Lay out the root's downloads as a mirror: each file where `--mirror DIR` looks for it (DIR/host/path).
+
+    Archives must have been fetched with --keep-archives (an unpacked archive cannot be rebuilt); JSONs and the images of URL lists come from where they were placed. Hard links when DIR is on the root's filesystem, copies otherwise; what is already there is kept. DIR/vlmdata.lock is the root's lock file: copy it into the far root so its fetches check the same hashes. Exit 1 when a file could not be mirrored (the list says why).
+
+    Examples:
+      vlmdata fetch coco gqa llava_instruct --keep-archives --root /data/store
+      vlmdata mirror build /media/usb/mirror --root /data/store
+      vlmdata mirror build /srv/mirror coco:train2017.zip llava_instruct --json
+    """
+    from vlmdata.mirror import LINKFILES, build_mirror, placed_files
+
+    root = settings.data_root
+    root.check_readable()
+    specs = settings.catalog.select_files(names) if names else placed_files(root, settings.catalog)
+    res = build_mirror(root, settings.catalog, folder, specs)
+    if settings.json:
+        settings.emit_json(res.to_json())
+    else:
+        hows = {h: sum(1 for m in res.files if m.how == h) for h in ("hardlink", "copy", "there")}
+        typer.echo(f"mirror {res.folder}: {len(res.files)} file(s) ({hows['hardlink']} hard links, {hows['copy']} copies, "
+                   f"{hows['there']} already there), {res.images} image(s) of URL lists"
+                   + ("; vlmdata.lock copied" if res.lock else ""))
+        for m in res.files:
+            typer.echo(f"  {m.key:<48} {m.path}")
+        if res.linkfiles:
+            typer.echo(f"links tables under {res.folder / LINKFILES}: {', '.join(res.linkfiles)} "
+                       f"(copy them to the same paths under the far root)")
+        if res.left_out:
+            typer.echo(f"left out ({len(res.left_out)}):")
+            for x in res.left_out:
+                typer.echo(f"  {x.key}: {x.reason}")
+        if res.files:
+            typer.echo(f"on the far machine: copy {res.folder / 'vlmdata.lock'} into its root, then "
+                       f"vlmdata fetch ... --mirror {res.folder}" if res.lock else
+                       f"on the far machine: vlmdata fetch ... --mirror {res.folder}")
+    if res.left_out:
+        raise typer.Exit(1)

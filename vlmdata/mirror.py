@@ -1,0 +1,191 @@
+"""`vlmdata mirror build DIR`: what a root has fetched, laid out as a mirror (``DIR/host/path``).
+
+On a machine that can reach the origins, ``vlmdata fetch ... --keep-archives`` then ``vlmdata
+mirror build DIR`` gives a folder that ``--mirror DIR`` (or an HTTP server over it) serves to a
+machine that cannot: every file sits where the ``--mirror`` rule looks for its first source
+(``scheme://host/path`` -> ``DIR/host/path``; a hub file at ``DIR/huggingface.co/[datasets/]REPO/
+resolve/REVISION/PATH``, a signed link without its query string, each image of a URL list at its
+URL's path). Files are hard-linked where DIR is on the root's filesystem, copied (atomically)
+otherwise; a file already there with the right size is left alone, so running it again after
+more fetches adds only what is new.
+
+``DIR/vlmdata.lock`` is the root's lock file: copied into the far root, it makes every fetch there
+check the bytes against the hashes this root verified. The links tables of ``linkfile`` sources
+(SA-1B's signed links) are copied under ``DIR/linkfiles/`` since the far root needs them to name
+its files. ``DIR/vlmdata-mirror.json`` lists what is in the mirror and what is not, and why.
+
+Bytes come from the root, never from the network: a placed plain file (a JSON), an archive kept in
+``ROOT/.vlmdata/downloads`` (fetch with ``--keep-archives``; unpacked archives cannot be rebuilt),
+the placed images of a URL list. A file published in parts is not mirrored: its parts are removed
+once joined.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from vlmdata import atomic
+from vlmdata.errors import UserError
+from vlmdata.fetch.urllist import _target_name, read_entries
+from vlmdata.manifest import Catalog, FileSpec, Source
+from vlmdata.net.urls import rewrite
+from vlmdata.sources.hf import hub_url
+from vlmdata.sources.linkfile import lookup_link
+from vlmdata.state import Journal, Root, is_placed
+
+SUMMARY = "vlmdata-mirror.json"
+LINKFILES = "linkfiles"
+
+
+@dataclass
+class Mirrored:
+    key: str  # dataset:file (a URL list: dataset:file plus the image count)
+    path: str  # in the mirror, relative to DIR (a URL list: the hosts its images are under)
+    size: int  # bytes (a URL list: images)
+    how: str  # hardlink | copy | there (already in the mirror) | "N images" (a URL list)
+
+
+@dataclass
+class Left:
+    key: str
+    reason: str
+
+
+@dataclass
+class MirrorResult:
+    folder: Path
+    files: list[Mirrored] = field(default_factory=list)
+    images: int = 0  # per-image downloads of URL lists, mirrored
+    left_out: list[Left] = field(default_factory=list)
+    lock: bool = False  # vlmdata.lock copied
+    linkfiles: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"folder": str(self.folder), "files": [asdict(m) for m in self.files], "images": self.images,
+                "left_out": [asdict(x) for x in self.left_out], "lock": self.lock, "linkfiles": self.linkfiles}
+
+
+def mirror_url(src: Source, root: Root, name: str) -> str | None:
+    """The URL under which ``--mirror`` looks for the file ``name`` of this source, or None."""
+    if src.kind == "http":
+        return src.url
+    if src.kind == "hf":
+        return hub_url(src)
+    if src.kind == "linkfile":
+        table = root.store_path(src.path or "")
+        try:
+            return lookup_link(table, name, src.name_column or "", src.url_column or "") if table.is_file() else None
+        except (OSError, ValueError, UnicodeDecodeError):
+            return None
+    return None
+
+
+def _bytes_of(spec: FileSpec, root: Root) -> Path | None:
+    """Where the root holds the file's published bytes: the kept download, or the placed plain file."""
+    kept = root.download_path(spec.dataset, spec.name)
+    if kept.is_file():
+        return kept
+    placed = root.store_path(spec.place.to)
+    if spec.place.kind == "file" and placed.is_file():
+        return placed
+    return None
+
+
+def _put(src: Path, dest: Path) -> str:
+    """``src`` at ``dest``: a hard link where possible, else an atomic copy; "there" if it already is."""
+    if dest.is_file() and dest.stat().st_size == src.stat().st_size:
+        return "there"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f"{atomic.TMP_PREFIX}{dest.name}.{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+        how = "hardlink"
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
+            raise
+        shutil.copyfile(src, tmp)
+        how = "copy"
+    os.replace(tmp, dest)
+    return how
+
+
+def _rel(path: str, out: Path) -> str:
+    return Path(path).relative_to(out).as_posix()
+
+
+def placed_files(root: Root, catalog: Catalog) -> list[FileSpec]:
+    """Every file of the catalog the root's journal says is placed (and still on disk)."""
+    journal = Journal(root.state_dir).entries()
+    return [f for d in catalog.datasets.values() for f in d.files if is_placed(root, journal, f)]
+
+
+def build_mirror(root: Root, catalog: Catalog, out: Path, specs: list[FileSpec]) -> MirrorResult:
+    """Lay out ``specs`` (files of the catalog) from ``root`` in the mirror folder ``out``."""
+    out = Path(out).absolute()
+    if out == root.path or root.path in out.parents:
+        raise UserError(f"the mirror {out} is inside the root {root.path}", hint="build it in a folder of its own")
+    out.mkdir(parents=True, exist_ok=True)
+    result = MirrorResult(out)
+    journal = Journal(root.state_dir).entries()
+    for spec in specs:
+        if not is_placed(root, journal, spec):
+            result.left_out.append(Left(spec.key, "not fetched into this root"))
+        elif spec.parts:
+            result.left_out.append(Left(spec.key, "published in parts, which fetch removes once joined"))
+        elif spec.place.kind == "images":
+            _url_list(spec, root, out, result)
+        else:
+            _file(spec, root, out, result)
+    if root.lock_path.is_file():
+        _put(root.lock_path, out / root.lock_path.name)
+        result.lock = True
+    atomic.write_json(out / SUMMARY, result.to_json())
+    return result
+
+
+def _file(spec: FileSpec, root: Root, out: Path, result: MirrorResult) -> None:
+    url = next((u for s in spec.sources if (u := mirror_url(s, root, spec.name))), None)
+    if url is None:
+        result.left_out.append(Left(spec.key, "no source a mirror can serve (http, hf, or a links file in the root)"))
+        return
+    data = _bytes_of(spec, root)
+    if data is None:
+        result.left_out.append(Left(spec.key, "the archive was unpacked and deleted; fetch it again with "
+                                              "--keep-archives (or --refetch --keep-archives)"))
+        return
+    dest = Path(rewrite(url, str(out)))
+    how = _put(data, dest)
+    result.files.append(Mirrored(spec.key, _rel(str(dest), out), dest.stat().st_size, how))
+    for src in spec.sources:
+        if src.kind == "linkfile" and src.path and root.store_path(src.path).is_file():
+            if src.path not in result.linkfiles:
+                _put(root.store_path(src.path), out / LINKFILES / src.path)
+                result.linkfiles.append(src.path)
+            break
+
+
+def _url_list(spec: FileSpec, root: Root, out: Path, result: MirrorResult) -> None:
+    """Each placed image of a URL list at its URL's place; the list itself too when it has a URL."""
+    src = next((s for s in spec.sources if s.kind == "urllist"), None)
+    listed = root.store_path(src.path) if src is not None and src.path else None
+    if src is None or listed is None or not listed.is_file():
+        result.left_out.append(Left(spec.key, "its URL list is not in the root"))
+        return
+    if src.url:
+        _put(listed, Path(rewrite(src.url, str(out))))
+    folder = root.store_path(spec.place.to)
+    n, hosts = 0, set()
+    for rid, url in read_entries(listed, src):
+        name = _target_name(rid, url, spec.place.ext)
+        image = folder / name if name else None
+        if image is not None and image.is_file() and image.stat().st_size > 0:
+            dest = Path(rewrite(url, str(out)))
+            _put(image, dest)
+            hosts.add(_rel(str(dest), out).split("/", 1)[0])
+            n += 1
+    result.images += n
+    result.files.append(Mirrored(spec.key, ", ".join(sorted(hosts)) or "-", n, f"{n} images"))
