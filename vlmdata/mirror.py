@@ -9,8 +9,9 @@ URL's path). Files are hard-linked where DIR is on the root's filesystem, copied
 otherwise; a file already there with the right size is left alone, so running it again after
 more fetches adds only what is new.
 
-``DIR/vlmdata.lock`` is the root's lock file: copied into the far root, it makes every fetch there
-check the bytes against the hashes this root verified. The links tables of ``linkfile`` sources
+``DIR/vlmdata.lock`` holds the root's lock-file pins (written even when there are none, so the far
+side's steps are always the same): copied into the far root, it makes every fetch there check the
+bytes against the hashes this root verified. The links tables of ``linkfile`` sources
 (SA-1B's signed links) are copied under ``DIR/linkfiles/`` since the far root needs them to name
 its files. ``DIR/vlmdata-mirror.json`` lists what is in the mirror and what is not, and why.
 
@@ -34,7 +35,8 @@ from vlmdata.manifest import Catalog, FileSpec, Source
 from vlmdata.net.urls import rewrite
 from vlmdata.sources.hf import hub_url
 from vlmdata.sources.linkfile import lookup_link
-from vlmdata.state import Journal, Root, is_placed
+from vlmdata.state import Journal, LockFile, Root, is_placed
+from vlmdata.state.root import LOCK_FILE
 
 SUMMARY = "vlmdata-mirror.json"
 LINKFILES = "linkfiles"
@@ -60,12 +62,12 @@ class MirrorResult:
     files: list[Mirrored] = field(default_factory=list)
     images: int = 0  # per-image downloads of URL lists, mirrored
     left_out: list[Left] = field(default_factory=list)
-    lock: bool = False  # vlmdata.lock copied
+    pins: int = 0  # hashes in DIR/vlmdata.lock (the root's pins)
     linkfiles: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {"folder": str(self.folder), "files": [asdict(m) for m in self.files], "images": self.images,
-                "left_out": [asdict(x) for x in self.left_out], "lock": self.lock, "linkfiles": self.linkfiles}
+                "left_out": [asdict(x) for x in self.left_out], "pins": self.pins, "linkfiles": self.linkfiles}
 
 
 def mirror_url(src: Source, root: Root, name: str) -> str | None:
@@ -140,9 +142,9 @@ def build_mirror(root: Root, catalog: Catalog, out: Path, specs: list[FileSpec])
             _url_list(spec, root, out, result)
         else:
             _file(spec, root, out, result)
-    if root.lock_path.is_file():
-        _put(root.lock_path, out / root.lock_path.name)
-        result.lock = True
+    pins = LockFile(root.lock_path).entries()
+    atomic.write_json(out / LOCK_FILE, {"version": 1, "files": {k: asdict(v) for k, v in sorted(pins.items())}})
+    result.pins = len(pins)
     atomic.write_json(out / SUMMARY, result.to_json())
     return result
 

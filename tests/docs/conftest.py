@@ -1,6 +1,7 @@
 """The workspace the doc examples run in: one demo mirror, and the root the tour fills, for every page.
 
-docs/tour.md runs first, in a sandbox of its own with an empty root (it shows a first fetch); every
+Each sandbox has `demo-out/mirror` (where `make demo` builds the demo mirror) and links to the
+checkout's configs/ and manifests/. docs/tour.md runs first, with an empty root (it shows a first fetch); every
 other page then runs in a fresh sandbox holding a copy of what the tour left (data/, runs/), so no
 page pays for fetching, blending and training again, and no page sees another's changes.
 """
@@ -40,6 +41,8 @@ class Workspace:
         box.mkdir(parents=True)
         for link in LINKED:
             (box / link).symlink_to(REPO / link)
+        (box / "demo-out").mkdir()
+        (box / "demo-out" / "mirror").symlink_to(self.demo.out)  # where `make demo` builds its mirror
         if not fresh:
             tour = self.base / "tour"
             for folder in ("data", "runs", "_abs"):
@@ -71,15 +74,15 @@ def run_block(shell: Shell, block: Block) -> BlockRun:
 
 
 def runnable(page: Path) -> list[Block]:
-    return [b for b in read_blocks(page) if b.is_shell and b.skip_reason is None and not b.marker.startswith("covered by")]
+    return [b for b in read_blocks(page) if b.is_shell and b.skip_reason is None]
 
 
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory) -> Workspace:
     base = tmp_path_factory.mktemp("docs-examples")
-    demo = build_demo_mirror(base / "demo", n_per_set=6)
+    demo = build_demo_mirror(base / "demo")  # as `make demo` builds it (12 images per set)
     env = {"VLMDATA_MANIFESTS": str(demo.manifests), "VLMDATA_MIRROR": str(demo.mirror), "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1", "VLMTRAIN_LOG": "WARNING", "DEMO": str(demo.out)}
+           "TRANSFORMERS_OFFLINE": "1", "VLMTRAIN_LOG": "WARNING"}
     ws = Workspace(base, demo, env)
     if TOUR.is_file():
         shell = ws.sandbox("tour", fresh=True)

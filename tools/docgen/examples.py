@@ -5,13 +5,15 @@ A shell example is a fenced block whose language is ``sh``, ``bash``, ``shell`` 
 - ``sh`` / ``bash`` / ``shell``: every line is a command (``\\`` continues it; ``#`` starts a comment);
 - ``console``: lines starting with ``$ `` are commands, the lines under one are its output as shown.
 
-tests/docs/test_examples.py runs every example on the demo mirror, unless the HTML comment on the
-line just above its fence says why it cannot run there::
+tests/docs/test_examples.py runs every example on the demo mirror, unless the HTML comment above its
+fence (only blank lines between) says why it cannot run there::
 
     <!-- example: needs network -->      the real origins (files the demo mirror does not serve)
     <!-- example: needs gpu -->          a GPU (and the real weights)
     <!-- example: needs cluster -->      several machines, a scheduler
+    <!-- example: needs network, gpu --> several of these
     <!-- example: help-text -->          a command's --help examples, shown in the generated reference
+    <!-- example: covered by PATH -->    run by another test (PATH: that test), e.g. `make demo`
     <!-- example: exit 1 -->             runs; the last command must exit 1 (a check that fails on purpose)
 
 A block without a language is an error: say what it is (``text``, ``toml``, ``json``, ``sh``...).
@@ -57,7 +59,14 @@ class Block:
             return "a command's --help examples (the reference page shows them; run examples are on the linked pages)"
         if m.startswith("needs "):
             return m
+        if m.startswith("covered by "):
+            return m
         return None
+
+    @property
+    def needs(self) -> list[str]:
+        """What a `needs` marker names (network, gpu, cluster)."""
+        return [x.strip() for x in self.marker[len("needs "):].split(",")] if self.marker.startswith("needs ") else []
 
     @property
     def expected_exit(self) -> int:
@@ -65,6 +74,8 @@ class Block:
         return int(m.group(1)) if m else 0
 
     def commands(self) -> list[Command]:
+        if "<<" in self.body and self.lang != "console":  # a here-document: the block is one script
+            return [Command(self.line + 1, self.body)]
         return split_commands(self.body, self.lang == "console", self.line + 1)
 
     def where(self) -> str:
@@ -107,7 +118,7 @@ def split_commands(body: str, console: bool, first_line: int) -> list[Command]:
     for k, raw in enumerate(body.splitlines()):
         n = first_line + k
         if pending is not None:  # continuing the previous line
-            text = raw.strip()
+            text = _strip_comment(raw).strip()
             pending.text += " " + text.rstrip("\\").strip()
             if not text.endswith("\\"):
                 pending = None

@@ -26,7 +26,7 @@ def build_cmd(
 ) -> None:
     """Lay out the root's downloads as a mirror: each file where `--mirror DIR` looks for it (DIR/host/path).
 
-    Archives must have been fetched with --keep-archives (an unpacked archive cannot be rebuilt); JSONs and the images of URL lists come from where they were placed. Hard links when DIR is on the root's filesystem, copies otherwise; what is already there is kept. DIR/vlmdata.lock is the root's lock file: copy it into the far root so its fetches check the same hashes. Exit 1 when a file could not be mirrored (the list says why).
+    Archives must have been fetched with --keep-archives (an unpacked archive cannot be rebuilt); JSONs and the images of URL lists come from where they were placed. Hard links when DIR is on the root's filesystem, copies otherwise; what is already there is kept. DIR/vlmdata.lock holds the root's pinned hashes: copy it into the far root so its fetches check the same hashes. Exit 1 when a file could not be mirrored (the list says why).
 
     Examples:
       vlmdata fetch coco gqa llava_instruct --keep-archives --root /data/store
@@ -44,8 +44,8 @@ def build_cmd(
     else:
         hows = {h: sum(1 for m in res.files if m.how == h) for h in ("hardlink", "copy", "there")}
         typer.echo(f"mirror {res.folder}: {len(res.files)} file(s) ({hows['hardlink']} hard links, {hows['copy']} copies, "
-                   f"{hows['there']} already there), {res.images} image(s) of URL lists"
-                   + ("; vlmdata.lock copied" if res.lock else ""))
+                   f"{hows['there']} already there), {res.images} image(s) of URL lists; "
+                   f"vlmdata.lock with {res.pins} pinned hash(es)")
         for m in res.files:
             typer.echo(f"  {m.key:<48} {m.path}")
         if res.linkfiles:
@@ -57,7 +57,6 @@ def build_cmd(
                 typer.echo(f"  {x.key}: {x.reason}")
         if res.files:
             typer.echo(f"on the far machine: copy {res.folder / 'vlmdata.lock'} into its root, then "
-                       f"vlmdata fetch ... --mirror {res.folder}" if res.lock else
-                       f"on the far machine: vlmdata fetch ... --mirror {res.folder}")
+                       f"vlmdata fetch ... --mirror {res.folder}")
     if res.left_out:
         raise typer.Exit(1)
