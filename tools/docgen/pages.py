@@ -38,7 +38,8 @@ def run_examples(generated: set[str]) -> dict[str, list[str]]:
             for cmd in block.commands():
                 for path in program_paths(cmd.text, tree):
                     anchor = f"#{slug(block.heading)}" if block.heading else ""
-                    found.setdefault(" ".join(path), {})[f"[{rel}{anchor}](../../{rel}{anchor})"] = None
+                    text = f"{rel}: {block.heading}" if block.heading else rel
+                    found.setdefault(" ".join(path), {})[f"[{text.replace('`', '')}](../../{rel}{anchor})"] = None
     return {k: list(v) for k, v in found.items()}
 
 
