@@ -54,7 +54,7 @@ def _manifests(folder: Path) -> None:
     (folder / "datasets").mkdir(parents=True)
     (folder / "layouts").mkdir()
     files = [("imgs.zip", "extract", "d/imgs"), ("more.zip", "extract", "d/more"), ("opt.zip", "extract", "d/opt"),
-             ("gone.zip", "extract", "d/gone"), ("link.zip", "extract", "d/link"), ("empty.zip", "extract", "d/empty"),
+             ("gone.zip", "extract", "d/gone"), ("link.zip", "extract", "d/link"), ("empty.zip", "extract", "d/empty"), ("zero.zip", "extract", "d/zero"),
              ("z.json", "file", "d/z.json"), ("w.json", "file", "d/w.json")]
     text = 'name = "d"\ntitle = "t"\nlicense = "t"\n'
     for name, kind, to in files:
@@ -64,7 +64,7 @@ def _manifests(folder: Path) -> None:
                  f'place = {{ kind = "{kind}", to = "{to}"{inner} }}\n')
     (folder / "datasets" / "d.toml").write_text(text)
     entries = [("imgs", "d/imgs", "dir", "count = 2"), ("more", "d/more", "dir", ""), ("opt", "d/opt", "dir", "optional = true"),
-               ("gone", "d/gone", "dir", ""), ("link", "d/link", "dir", ""), ("empty", "d/empty", "dir", ""),
+               ("gone", "d/gone", "dir", ""), ("link", "d/link", "dir", ""), ("empty", "d/empty", "dir", ""), ("zero", "d/zero", "dir", ""),
                ("z.json", "d/z.json", "file", ""), ("w.json", "d/w.json", "file", "")]
     lay = 'name = "t"\ntitle = "t"\n'
     for path, store, kind, extra in entries:
@@ -74,7 +74,7 @@ def _manifests(folder: Path) -> None:
 
 
 def _good(folder: Path) -> None:
-    for d in ("imgs", "more", "opt", "gone", "link", "empty", "Output"):
+    for d in ("imgs", "more", "opt", "gone", "link", "empty", "zero", "Output"):
         (folder / d).mkdir(parents=True)
         if d != "Output":
             (folder / d / "1.jpg").write_bytes(b"x")
@@ -102,6 +102,7 @@ def test_schema_holds_for_a_passing_and_a_failing_check_and_names_every_status(t
     (bad / "z.json").mkdir()                                       # not_a_file
     (bad / "w.json").write_text("")                                # empty (file)
     (bad / "empty" / "1.jpg").unlink()                             # empty (dir)
+    (bad / "zero" / "0.jpg").write_bytes(b"")                      # empty_files
     for d in ("opt", "gone", "link"):
         (bad / d / "1.jpg").unlink()
         (bad / d).rmdir()                                          # skipped (optional), missing
