@@ -8,8 +8,14 @@ import typer
 
 from vlmdata.cli.common import Settings, with_settings
 
-mirror_app = typer.Typer(help="Lay out what a root has fetched as a mirror folder (DIR/host/path), for machines "
-                              "behind a firewall or with no network at all.", no_args_is_help=True)
+mirror_app = typer.Typer(
+    help="Lay out what a root has fetched as a mirror folder (DIR/host/path).\n\n"
+         "For machines behind a firewall or with no network at all: carry the folder in, then fetch "
+         "with `--mirror DIR` (docs/airgapped.md).\n\n"
+         "Examples:\n"
+         "  vlmdata mirror build /media/usb/mirror --root /data/store\n"
+         "  vlmdata fetch coco --mirror /media/usb/mirror --root /data/llava",
+    no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -29,9 +35,9 @@ def build_cmd(
     Archives must have been fetched with --keep-archives (an unpacked archive cannot be rebuilt); JSONs and the images of URL lists come from where they were placed. Hard links when DIR is on the root's filesystem, copies otherwise; what is already there is kept. DIR/vlmdata.lock holds the root's pinned hashes: copy it into the far root so its fetches check the same hashes. Exit 1 when a file could not be mirrored (the list says why).
 
     Examples:
-      vlmdata fetch coco gqa llava_instruct --keep-archives --root /data/store
+      vlmdata fetch coco gqa --keep-archives --root /data/store
       vlmdata mirror build /media/usb/mirror --root /data/store
-      vlmdata mirror build /srv/mirror coco:train2017.zip llava_instruct --json
+      vlmdata mirror build /srv/mirror coco:train2017.zip --json
     """
     from vlmdata.mirror import LINKFILES, build_mirror, placed_files
 
