@@ -200,8 +200,10 @@ def index_page(data: Cmd, train: Cmd, pages: dict[str, str]) -> str:
     for c in leaves(train):
         summary = split_help(c.cmd.help)[0].split("\n\n")[0]
         rows.append([f"[`{c.name}`](vlmtrain.md#{slug(c.name)})", cell(summary)])
-    shared = [[code(_record(p, data.ctx)[0]), cell(_record(p, data.ctx)[1])]
-              for p in data.cmd.params if not getattr(p, "hidden", False)]
+    everywhere = {p.name for c in leaves(data) for p in c.cmd.params}
+    params = [p for p in data.cmd.params if not getattr(p, "hidden", False)]
+    shared = [[code(_record(p, data.ctx)[0]), cell(_record(p, data.ctx)[1])] for p in params if p.name in everywhere]
+    alone = [[code(_record(p, data.ctx)[0]), cell(_record(p, data.ctx)[1])] for p in params if p.name not in everywhere]
     desc = split_help(data.cmd.help)[0].split("\n\n")[0]
     return (BANNER.format(source="the `vlmdata` and `vlmtrain` commands themselves")
             + "# Command reference\n\n"
@@ -211,6 +213,7 @@ def index_page(data: Cmd, train: Cmd, pages: dict[str, str]) -> str:
             + "Every `vlmdata` command takes these, before the command (`vlmdata --root R fetch coco`) or after "
               "it (`vlmdata fetch coco --root R`; a value given after the command wins).\n\n"
             + table(["option", "meaning"], shared)
+            + (("\nOnly before a command (`vlmdata OPTION`):\n\n" + table(["option", "meaning"], alone)) if alone else "")
             + "\nExit codes: 0 done, 1 the operation failed (a download, a check), 2 bad input "
               "(a name, a path, an option), 130 interrupted.\n")
 

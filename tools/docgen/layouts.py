@@ -33,17 +33,19 @@ def tree(layout: Layout) -> str:
     lines = [f"{layout.name}/" + (f"    (--image_folder {layout.image_folder})" if layout.image_folder != "." else
                                   "    (--image_folder is this folder)")]
 
+    rows: list[tuple[str, str]] = []  # (tree part, note), the notes aligned in one column
+
     def draw(node: dict, prefix: str) -> None:
         keys = [k for k in node if k != "\0"]
-        width = max((len(k) for k in keys), default=0)
         for i, k in enumerate(keys):
             last = i == len(keys) - 1
             entry = node[k].get("\0")
-            note = f"{' ' * (width - len(k))}  {_note(entry)}" if entry is not None else ""
-            lines.append(f"{prefix}{'└── ' if last else '├── '}{k}{note}".rstrip())
+            rows.append((f"{prefix}{'└── ' if last else '├── '}{k}", _note(entry) if entry is not None else ""))
             draw(node[k], prefix + ("    " if last else "│   "))
 
     draw(nodes, "")
+    width = max((len(t) for t, n in rows if n), default=0)
+    lines += [f"{t:<{width}}  {n}".rstrip() for t, n in rows]
     return "\n".join(lines)
 
 

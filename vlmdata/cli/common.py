@@ -95,7 +95,8 @@ _COMMON: dict[str, inspect.Parameter] = {
                                    help="Extra folder of datasets/layouts/blends TOMLs (adds to or overrides shipped ones)."),
          Optional[str]),
         ("mirror", typer.Option(None, "--mirror", envvar="VLMDATA_MIRROR",
-                                help="Rewrite http(s)://host/path to BASE/host/path (BASE: http(s) URL or local folder)."),
+                                help="Read http(s)://host/path from BASE/host/path, and Hub files from their resolve "
+                                     "URL's place there first (BASE: http(s) URL or local folder)."),
          Optional[str]),
         ("hf_endpoint", typer.Option(None, "--hf-endpoint", envvar="HF_ENDPOINT", help="Hugging Face Hub endpoint (a hub mirror)."),
          Optional[str]),
