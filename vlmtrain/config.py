@@ -137,6 +137,13 @@ class TrainConfig:
     deepspeed: Optional[str] = None                 # a DeepSpeed JSON (configs/deepspeed/zero2.json, zero3.json)
     seed: int = 42
 
+    # --- throughput (docs/throughput.md; all off by default) ----------------------------------
+    packing: bool = False                           # several samples per row up to model_max_length, attention per sample
+    compile: str = "none"                           # none | layers (each decoder layer torch.compile'd) | model
+    compile_backend: str = "inductor"               # torch.compile's backend (aot_eager: no code generation)
+    kernels: str = "none"                           # none | liger (liger-kernel's fused kernels; needs a GPU and the [gpu] extra)
+    image_decode: str = "exact"                     # exact (LLaVA's pixels) | draft (JPEG draft decoding of large images; opt-in)
+
     # --- checkpoints and logging -------------------------------------------------------------
     save_strategy: str = "steps"                    # steps | epoch | no (LLaVA's scripts pass "steps")
     save_steps: int = 500
@@ -194,6 +201,9 @@ _CHOICES = {
     "image_backend": ("pil", "torchvision"),
     "save_strategy": ("steps", "epoch", "no"),
     "bad_samples": ("fail", "skip"),
+    "compile": ("none", "layers", "model"),
+    "kernels": ("none", "liger"),
+    "image_decode": ("exact", "draft"),
     "tokenizer_train_kind": ("auto", "sentencepiece", "bytelevel", "tiktoken"),
     "attn_implementation": ("auto", "sdpa", "eager", "flash_attention_2"),
     "launcher": ("auto", "deepspeed", "torchrun"),

@@ -32,7 +32,8 @@ from vlmdata.contract import IMAGE_BYTES
 from .collate import BATCH_META_KEYS, Collator, pop_batch_meta
 from .dataset import BadSampleError, ConversationDataset, DataError, DataReport, cached_lengths, open_blend
 from .encode import IGNORE_INDEX, Encoded, Encoder
-from .images import ASPECT_RATIOS, ImageLoader, expand2square
+from .images import ASPECT_RATIOS, IMAGE_DECODES, ImageLoader, expand2square
+from .packing import PackingCollator
 from .sampler import LengthGroupedSampler, make_length_grouped_sampler
 from .templates import TEMPLATES, VICUNA_SYSTEM, MaskError
 
@@ -40,7 +41,8 @@ log = logging.getLogger("vlmtrain.data")
 
 __all__ = [
     "BATCH_META_KEYS", "BadSampleError", "Collator", "DataArgs", "DataError", "DataReport", "Encoder", "Encoded",
-    "IGNORE_INDEX", "ImageTokens", "LengthGroupedSampler", "MaskError", "TEMPLATES", "TrainData", "VICUNA_SYSTEM",
+    "IGNORE_INDEX", "ImageTokens", "LengthGroupedSampler", "MaskError", "PackingCollator", "TEMPLATES", "TrainData",
+    "VICUNA_SYSTEM",
     "build_train_data", "expand2square", "make_length_grouped_sampler", "pop_batch_meta",
 ]
 BAD_SAMPLES = ("fail", "skip")
@@ -65,6 +67,9 @@ class DataArgs:
     num_proc: int = 1                 # processes for the one-off token-length pass
     cache_dir: str | None = None      # where the token-length cache goes (default: next to the dataset)
     system_prompt: str | None = None  # vicuna_v1's system prompt (default: LLaVA's)
+    packing: bool = False             # several samples per row up to model_max_length (vlmtrain.data.packing)
+    packing_flat: bool = False        # packing: the whole batch in one row (flash-attn's varlen kernel)
+    image_decode: str = "exact"       # "exact" | "draft": JPEG draft decoding of images far larger than the target
 
     def validate(self) -> None:
         if self.template not in TEMPLATES:
@@ -73,6 +78,8 @@ class DataArgs:
             raise DataError(f"image_aspect_ratio must be one of {', '.join(ASPECT_RATIOS)}, not {self.image_aspect_ratio!r}")
         if self.bad_samples not in BAD_SAMPLES:
             raise DataError(f"bad_samples must be one of {', '.join(BAD_SAMPLES)}, not {self.bad_samples!r}")
+        if self.image_decode not in IMAGE_DECODES:
+            raise DataError(f"image_decode must be one of {', '.join(IMAGE_DECODES)}, not {self.image_decode!r}")
         if int(self.model_max_length) < 1 or int(self.num_proc) < 1:
             raise DataError("model_max_length and num_proc must be >= 1")
 
@@ -119,7 +126,9 @@ def build_train_data(args: DataArgs, tokenizer: Any, image_processor: Any, image
         pad_id = tokenizer.unk_token_id if tokenizer.unk_token_id is not None else tokenizer.eos_token_id
     if pad_id is None:
         raise DataError("the tokenizer has no pad, unk or eos token to pad with; set tokenizer.pad_token")
-    dataset = ConversationDataset(ds, rows, encoder, ImageLoader(image_processor, args.image_aspect_ratio),
-                                  root, args.bad_samples, report)
+    images = ImageLoader(image_processor, args.image_aspect_ratio, draft=args.image_decode == "draft")
+    dataset = ConversationDataset(ds, rows, encoder, images, root, args.bad_samples, report)
     log.info("data: %s (lengths %s %s)", report.summary(), "cached in" if hit else "measured, cached in", cache)
-    return TrainData(dataset, Collator(pad_id), kept.astype(int).tolist(), report, encoder)
+    collator = (PackingCollator(pad_id, args.model_max_length, flat=args.packing_flat) if args.packing
+                else Collator(pad_id))
+    return TrainData(dataset, collator, kept.astype(int).tolist(), report, encoder)

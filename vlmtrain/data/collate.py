@@ -11,11 +11,13 @@ from .encode import IGNORE_INDEX
 log = logging.getLogger("vlmtrain.data")
 
 # Keys a batch carries besides the model inputs; pop them (``pop_batch_meta``) before ``model(**batch)``.
-BATCH_META_KEYS = ("ids", "skipped")
+# ``sample_lengths``: each sample's true length, set by the packing collator (vlmtrain.data.packing).
+BATCH_META_KEYS = ("ids", "skipped", "sample_lengths")
 
 
 def pop_batch_meta(batch: dict) -> dict:
-    """Remove and return the non-model keys: ``ids`` (kept samples) and ``skipped`` ([{id, reason, path}])."""
+    """Remove and return the non-model keys: ``ids`` (kept samples), ``skipped`` ([{id, reason, path}])
+    and, for a packed batch, ``sample_lengths``."""
     return {k: batch.pop(k) for k in BATCH_META_KEYS if k in batch}
 
 
@@ -23,11 +25,27 @@ class Collator:
     def __init__(self, pad_token_id: int) -> None:
         self.pad_token_id = int(pad_token_id)
 
-    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    @staticmethod
+    def split(items: Sequence[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
+        """(kept items, [{id, reason, path}] of the items the dataset marked skipped), the latter logged."""
         kept = [it for it in items if not it.get("skipped")]
         skipped = [{k: it.get(k) for k in ("id", "reason", "path")} for it in items if it.get("skipped")]
         for s in skipped:
             log.warning("skipped sample %s: %s (%s)", s["id"], s["reason"], s["path"])
+        return kept, skipped
+
+    @staticmethod
+    def add_pixels(batch: dict[str, Any], kept: Sequence[dict[str, Any]]) -> None:
+        """The items' images in item order, as one tensor (or a list when the processor gives several sizes)."""
+        pix = [it["pixel_values"] for it in kept if it["pixel_values"].shape[0] > 0]
+        if pix:
+            if all(p.shape[1:] == pix[0].shape[1:] for p in pix):
+                batch["pixel_values"] = torch.cat(pix, dim=0)
+            else:  # processors that give several sizes: the model has to take a list
+                batch["pixel_values"] = [row for p in pix for row in p]
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        kept, skipped = self.split(items)
         width = max((len(it["input_ids"]) for it in kept), default=0)
         input_ids = torch.full((len(kept), width), self.pad_token_id, dtype=torch.long)
         labels = torch.full((len(kept), width), IGNORE_INDEX, dtype=torch.long)
@@ -38,12 +56,7 @@ class Collator:
             labels[b, :n] = it["labels"]
             attention_mask[b, :n] = 1
         batch: dict[str, Any] = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
-        pix = [it["pixel_values"] for it in kept if it["pixel_values"].shape[0] > 0]
-        if pix:
-            if all(p.shape[1:] == pix[0].shape[1:] for p in pix):
-                batch["pixel_values"] = torch.cat(pix, dim=0)
-            else:  # processors that give several sizes: the model has to take a list
-                batch["pixel_values"] = [row for p in pix for row in p]
+        self.add_pixels(batch, kept)
         batch["ids"] = [it["id"] for it in kept]
         batch["skipped"] = skipped
         return batch

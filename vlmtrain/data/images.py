@@ -3,6 +3,13 @@
 ``pad``: ``expand2square`` centres the image on a square filled with the processor's mean colour
 (``tuple(int(x * 255) for x in processor.image_mean)``), then the processor resizes/crops/normalises.
 ``square``: the processor's own resize and crop on the image as it is.
+
+Decoding is exact by default: the same pixels as LLaVA's ``Image.open(...).convert("RGB")``. With
+``draft=True`` (the config's ``image_decode: draft``, opt-in), a JPEG at least twice as large as the
+processor's target (in the dimension the resize scales to the target) is decoded at 1/2, 1/4 or 1/8
+scale by libjpeg (``Image.draft``: the DCT does the first downscale, most of the decode work is
+skipped), never below the target; the processor's resize does the rest. The pixels differ from the
+exact path's: bench/throughput/bench_jpeg_draft.py measures by how much and how much time it saves.
 """
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ from typing import Any, Sequence
 from PIL import Image
 
 ASPECT_RATIOS = ("pad", "square")
+IMAGE_DECODES = ("exact", "draft")
 
 
 class BadImage(Exception):
@@ -38,10 +46,40 @@ def pad_color(processor: Any) -> tuple[int, int, int]:
     return tuple(int(x * 255) for x in processor.image_mean)  # type: ignore[return-value]
 
 
-def open_rgb(path: Path, data: bytes | None = None) -> Image.Image:
-    """Decode fully (so a truncated file fails here, not later) and convert to RGB."""
+def target_side(processor: Any) -> int:
+    """The side the processor resizes to (CLIP: the shortest edge; SigLIP: height x width)."""
+    for key in ("crop_size", "size"):
+        size = getattr(processor, key, None)
+        if isinstance(size, dict):
+            for k in ("shortest_edge", "height", "width"):
+                if size.get(k):
+                    return int(size[k])
+        elif isinstance(size, int):
+            return size
+    raise ValueError(f"cannot tell the target size of {type(processor).__name__}")
+
+
+def draft_size(width: int, height: int, target: int, pad: bool) -> tuple[int, int] | None:
+    """The size to ask ``Image.draft`` for, or None where the image is not at least twice the target.
+
+    With ``pad`` the image becomes a square of its longer side, which is resized to the target; else
+    its shorter side is resized to the target. The request keeps that side >= the target."""
+    governing = max(width, height) if pad else min(width, height)
+    if governing < 2 * target:
+        return None
+    return -(-width * target // governing), -(-height * target // governing)  # integer ceil: never below the target
+
+
+def open_rgb(path: Path, data: bytes | None = None, *, draft: tuple[int, bool] | None = None) -> Image.Image:
+    """Decode fully (so a truncated file fails here, not later) and convert to RGB.
+
+    ``draft``: (target side, pad) to let libjpeg decode a large JPEG at a reduced scale (see module doc)."""
     try:
         with Image.open(io.BytesIO(data) if data is not None else path) as im:
+            if draft is not None and im.format == "JPEG":
+                size = draft_size(im.width, im.height, *draft)
+                if size is not None:
+                    im.draft("RGB", size)
             return im.convert("RGB")
     except FileNotFoundError:
         raise BadImage(str(path), "file not found") from None
@@ -50,12 +88,13 @@ def open_rgb(path: Path, data: bytes | None = None) -> Image.Image:
 
 
 class ImageLoader:
-    def __init__(self, processor: Any, image_aspect_ratio: str = "pad") -> None:
+    def __init__(self, processor: Any, image_aspect_ratio: str = "pad", *, draft: bool = False) -> None:
         if image_aspect_ratio not in ASPECT_RATIOS:
             raise ValueError(f"image_aspect_ratio must be one of {ASPECT_RATIOS}, not {image_aspect_ratio!r}")
         self.processor = processor
         self.aspect = image_aspect_ratio
         self.background = pad_color(processor) if image_aspect_ratio == "pad" else None
+        self.draft = (target_side(processor), image_aspect_ratio == "pad") if draft else None
 
     def process(self, images: Sequence[Image.Image]):
         """PIL images -> FloatTensor [n, 3, H, W]."""
@@ -64,5 +103,6 @@ class ImageLoader:
         return self.processor(images=list(images), return_tensors="pt")["pixel_values"]
 
     def load(self, root: Path, rel_paths: Sequence[str], blobs: Sequence[bytes | None] | None = None):
-        ims = [open_rgb(Path(root) / rel, blobs[i] if blobs else None) for i, rel in enumerate(rel_paths)]
+        ims = [open_rgb(Path(root) / rel, blobs[i] if blobs else None, draft=self.draft)
+               for i, rel in enumerate(rel_paths)]
         return self.process(ims)

@@ -76,8 +76,12 @@ class VlmLlavaForConditionalGeneration(LlavaForConditionalGeneration):
 
         from vlmtrain.model.loss import supervised_lm_loss
 
+        # A loss forward keeps no KV cache; with one, transformers would not read restarting position_ids
+        # as packed samples (vlmtrain.data.packing) and attention would cross between them.
+        kwargs.setdefault("use_cache", False)
         out = self.model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, **kwargs)
-        loss = supervised_lm_loss(self.lm_head, out.last_hidden_state, labels, num_items_in_batch)
+        loss = supervised_lm_loss(self.lm_head, out.last_hidden_state, labels, num_items_in_batch,
+                                  fused=getattr(self, "fused_lm_loss", None))  # kernels: liger (model/kernels.py)
         return LlavaCausalLMOutputWithPast(loss=loss, logits=None)
 
 

@@ -293,6 +293,11 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
         from vlmtrain.train.stage3 import check_against_model
 
         check_against_model(cfg)
+    from vlmtrain.model.kernels import apply_kernels, check_kernels
+    from vlmtrain.train.compile import apply_compile, check_compile
+
+    check_kernels(cfg)
+    check_compile(cfg)
     out = Path(cfg.output_dir)
     where = cfg._source or "config"
     last = rundir.last_complete_checkpoint(out)
@@ -344,10 +349,14 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
         DataArgs(dataset_dir=cfg.dataset_dir, image_root=cfg.image_root, template=cfg.template,
                  model_max_length=cfg.model_max_length, image_aspect_ratio=cfg.image_aspect_ratio,
                  bad_samples=cfg.bad_samples, group_by_modality_length=cfg.group_by_modality_length,
-                 num_proc=cfg.data_num_proc),
+                 num_proc=cfg.data_num_proc, packing=cfg.packing, packing_flat=built.attn == "flash_attention_2",
+                 image_decode=cfg.image_decode),
         tokenizer, image_processor, ImageTokens(cfg.image_token, built.image_token_id, built.tokens_per_image))
     require_trainable(data.report, cfg)
 
+    apply_kernels(model, cfg.kernels)
+    apply_compile(model, cfg.compile, cfg.compile_backend,
+                  torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     counts = param_counts(model)
     for name, total, trainable in describe(counts):
         log.info("params %-9s %10s trainable %10s", name, total, trainable)
@@ -369,6 +378,9 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
         trainer.train(resume_from_checkpoint=str(last) if resume else None)
     finally:
         sigterm.restore()
+    runtime = trainer.train_runtime_s
+    log.info("data wait: the training loop waited %.2f s for batches%s", trainer.data_wait_s,
+             f" of {runtime:.1f} s ({100 * trainer.data_wait_s / runtime:.1f}%)" if runtime else "")
     report = data.report.to_dict() if hasattr(data.report, "to_dict") else {}
     if trainer.args.should_save:
         (out / "data_report.json").write_text(json.dumps(report, indent=2, default=str))

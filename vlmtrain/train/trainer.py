@@ -9,7 +9,9 @@ gradient accumulation, bf16, LoRA models, and exact resume (optimizer, scheduler
 - batches carry the data report's bookkeeping (``ids``, ``skipped``), which is popped and counted
   before the forward;
 - throughput in the logs: samples/s, tokens/s (true tokens, image tokens included), model TFLOP/s
-  and MFU (vlmtrain.train.mfu), written to tensorboard and to ``metrics.jsonl``;
+  and MFU (vlmtrain.train.mfu), the share of the batch positions that are padding, and the time the
+  loop waited for the next batch (``data_wait_s``, ``data_wait_frac``; the run's total in the final
+  summary row), written to tensorboard and to ``metrics.jsonl``;
 - stage 1 saves the projector alone as ``mm_projector.bin`` in the reference repo's key names, and
   resumes from it;
 - a SIGTERM (preemption, ``scancel``) or Ctrl-C finishes the current step, saves a checkpoint and stops
@@ -32,6 +34,25 @@ from vlmtrain.train.signals import StopOnSignal
 
 MM_PROJECTOR = "mm_projector.bin"
 METRICS = "metrics.jsonl"
+# What a logging window sums (all-reduced over ranks at log time).
+WINDOW_KEYS = ("tokens", "positions", "samples", "flops", "data_wait")
+
+
+class _TimedIterator:
+    """Wraps an iterator and adds up the seconds spent in its ``next()``."""
+
+    def __init__(self, it) -> None:
+        self.it, self.waited = it, 0.0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        t0 = time.perf_counter()
+        try:
+            return next(self.it)
+        finally:
+            self.waited += time.perf_counter() - t0
 
 
 class SeededRandomSampler(Sampler[int]):
@@ -58,8 +79,10 @@ class VlmTrainer(Trainer):
         self.vlm_cfg = vlm_cfg
         self.train_data = train_data
         self.flop_model = flop_model
-        self._window = {"tokens": 0.0, "samples": 0.0, "flops": 0.0}
+        self._window = dict.fromkeys(WINDOW_KEYS, 0.0)
         self._window_start: float | None = None
+        self._data_wait_total = 0.0
+        self.train_runtime_s: float | None = None  # from the Trainer's summary row
         self._peak = peak_flops(device_name())
         self._moe: MoeWindow | None = None
 
@@ -74,6 +97,20 @@ class VlmTrainer(Trainer):
                 self.args.world_size * self.args.gradient_accumulation_steps, self.args.seed, group_by_modality=True)
         return SeededRandomSampler(len(self.train_data.lengths), self.args.seed)
 
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """The Trainer's fetch of the next batches, timed: how long the loop waited for data.
+
+        Only the ``next()`` calls are timed (DataLoader workers, collation, the copy to the device).
+        The Trainer syncs with the GPU every step (the loss's NaN check), so while the loop waits
+        here the GPU has no work queued: this is the GPU's wait for data too."""
+        if self._window_start is None:
+            self._window_start = time.perf_counter()
+        clock = _TimedIterator(epoch_iterator)
+        out = super().get_batch_samples(clock, num_batches, device)
+        self._window["data_wait"] += clock.waited
+        self._data_wait_total += clock.waited
+        return out
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         from vlmtrain.data import pop_batch_meta
 
@@ -83,12 +120,14 @@ class VlmTrainer(Trainer):
         if inputs["input_ids"].numel() == 0:  # every sample of the batch was skipped (bad_samples: skip)
             loss = sum(p.sum() * 0.0 for p in model.parameters() if p.requires_grad)
             return (loss, None) if return_outputs else loss
-        lens = inputs["attention_mask"].sum(dim=1).tolist()
+        # A packed batch (vlmtrain.data.packing) has no attention_mask; it says its samples' lengths.
+        lens = meta.get("sample_lengths") or inputs["attention_mask"].sum(dim=1).tolist()
         pix = inputs.get("pixel_values")
         n_images = 0 if pix is None else (pix.shape[0] if torch.is_tensor(pix) else len(pix))
         if self._window_start is None:
             self._window_start = time.perf_counter()
         self._window["tokens"] += sum(lens)
+        self._window["positions"] += inputs["input_ids"].numel()
         self._window["samples"] += len(lens)
         supervised = int((inputs["labels"][:, 1:] != -100).sum())
         self._window["flops"] += self.flop_model.step_flops(lens, n_images, supervised)
@@ -98,6 +137,11 @@ class VlmTrainer(Trainer):
         loss, outputs = out if return_outputs else (out, None)
         loss = loss + self._moe_loss(model, num_items_in_batch)
         return (loss, outputs) if return_outputs else loss
+
+    @property
+    def data_wait_s(self) -> float:
+        """Seconds this process's training loop waited for batches so far."""
+        return self._data_wait_total
 
     # -- MoE (stage 3) ------------------------------------------------------------------------
     def _moe_loss(self, model, num_items_in_batch) -> torch.Tensor:
@@ -121,22 +165,29 @@ class VlmTrainer(Trainer):
     # -- logging ------------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._window_start is not None:
-            counts = torch.tensor([self._window["tokens"], self._window["samples"], self._window["flops"]],
-                                  dtype=torch.float64)
+            counts = torch.tensor([self._window[k] for k in WINDOW_KEYS], dtype=torch.float64)
             if torch.distributed.is_available() and torch.distributed.is_initialized():
                 counts = counts.to(self.args.device)
                 torch.distributed.all_reduce(counts)
                 counts = counts.cpu()
             dt = max(time.perf_counter() - self._window_start, 1e-9)
-            tokens, samples, flops = counts.tolist()
-            logs["samples_per_s"] = round(samples / dt, 3)
-            logs["tokens_per_s"] = round(tokens / dt, 1)
-            logs["model_tflops_per_s"] = round(flops / dt / 1e12, 3)
-            m = mfu(flops / dt, self.args.world_size, self._peak)
+            w = dict(zip(WINDOW_KEYS, counts.tolist()))
+            logs["samples_per_s"] = round(w["samples"] / dt, 3)
+            logs["tokens_per_s"] = round(w["tokens"] / dt, 1)
+            logs["model_tflops_per_s"] = round(w["flops"] / dt / 1e12, 3)
+            m = mfu(w["flops"] / dt, self.args.world_size, self._peak)
             if m is not None:
                 logs["mfu"] = round(m, 4)
-            self._window = {"tokens": 0.0, "samples": 0.0, "flops": 0.0}
+            logs["padding_frac"] = round(1 - w["tokens"] / max(w["positions"], 1.0), 4)
+            wait = w["data_wait"] / self.args.world_size  # mean over ranks
+            logs["data_wait_s"] = round(wait, 4)
+            logs["data_wait_frac"] = round(wait / dt, 4)
+            self._window = dict.fromkeys(WINDOW_KEYS, 0.0)
             self._window_start = time.perf_counter()
+        if "train_runtime" in logs:  # the run's summary row
+            self.train_runtime_s = float(logs["train_runtime"])
+            logs["data_wait_s"] = round(self._data_wait_total, 3)
+            logs["data_wait_frac"] = round(self._data_wait_total / max(float(logs["train_runtime"]), 1e-9), 4)
         if "loss" in logs and self._moe is not None:
             logs.update(self._moe.flush(self.args))
         super().log(logs, start_time)
