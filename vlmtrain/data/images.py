@@ -48,14 +48,14 @@ def pad_color(processor: Any) -> tuple[int, int, int]:
 
 def target_side(processor: Any) -> int:
     """The side the processor resizes to (CLIP: the shortest edge; SigLIP: height x width)."""
-    for key in ("crop_size", "size"):
+    for key in ("size", "crop_size"):  # a dict, or transformers' SizeDict
         size = getattr(processor, key, None)
-        if isinstance(size, dict):
-            for k in ("shortest_edge", "height", "width"):
-                if size.get(k):
-                    return int(size[k])
-        elif isinstance(size, int):
+        if isinstance(size, int):
             return size
+        for k in ("shortest_edge", "height", "width"):
+            value = size.get(k) if isinstance(size, dict) else getattr(size, k, None)
+            if value:
+                return int(value)
     raise ValueError(f"cannot tell the target size of {type(processor).__name__}")
 
 

@@ -52,8 +52,11 @@ def backend_problem(backend: str, device: torch.device) -> str | None:
         x = torch.randn(8, 8, device=device, requires_grad=True)
         torch.compile(probe, backend=backend, fullgraph=True)(x).backward()
     except Exception as e:  # inductor raises many kinds: missing compiler, missing triton, unsupported device
-        text = str(e).strip().splitlines()
-        return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
+        root = e  # dynamo wraps the backend's error (BackendCompilerFailed): say what the backend said
+        while getattr(root, "inner_exception", None) is not None or root.__cause__ is not None:
+            root = getattr(root, "inner_exception", None) or root.__cause__
+        text = str(root).strip().splitlines()
+        return f"{type(root).__name__}: {text[0] if text else ''}"[:300]
     finally:
         torch._dynamo.reset()  # the probe's compiled code is not needed again
     return None
