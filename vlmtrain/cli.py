@@ -267,6 +267,29 @@ def make_tiny_data(
     typer.echo(str(write_tiny_blend(out, n, kind=kind.value, seed=seed)))
 
 
+@app.command("packing-stats")
+def packing_stats(
+    config: Path = typer.Argument(..., help="A run config (YAML)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a key, as with `vlmtrain run`."),
+    json_out: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+) -> None:
+    """How much of the run's batches would be padding, padded and with `packing: true` (no model is built).
+
+    Examples:
+      vlmtrain packing-stats configs/llava-1.5-7b-finetune.yaml
+    """
+    import json as _json
+
+    _require_training_stack()
+    from vlmtrain.config import load_config
+    from vlmtrain.data.packing_stats import render
+    from vlmtrain.train.packing_report import packing_stats as stats
+
+    report = stats(load_config(config, set_ or []))
+    typer.echo(_json.dumps(report, indent=2) if json_out else render(report)
+               + f"\nthis config's sampler order: {report['run_order']}")
+
+
 @app.command()
 def plot(
     run_dir: Path = typer.Argument(..., help="A run's output_dir (has metrics.jsonl)."),

@@ -199,3 +199,31 @@ def test_run_with_packing_matches_the_padded_run(instruct_blend, make_config, vl
                if "train_runtime" in line][-1]
     assert 0 < summary["data_wait_s"] < summary["train_runtime"] and 0 < summary["data_wait_frac"] < 1
     assert any("data wait: the training loop waited" in r.getMessage() for r in caplog.records)
+
+
+def test_padding_report_counts_each_batch_both_ways():
+    from vlmtrain.data.packing_stats import layout_totals, padding_report, render
+
+    lengths = [100, 30, 60, -20, 90, 40]
+    t = layout_totals(lengths, [0, 1, 2, 3, 4, 5], batch_size=3, max_length=128)
+    # [100, 30, 60]: padded 3 x 100, packed [100] [60, 30] = 2 x 100; [20, 90, 40]: 3 x 90, [90] [40, 20] = 2 x 90
+    assert (t["tokens"], t["padded_positions"], t["packed_positions"]) == (340, 570, 380)
+    assert t["padding_frac_packed"] == pytest.approx(1 - 340 / 380) and t["samples_per_row"] == 6 / 4
+    assert layout_totals(lengths, range(6), 3, 128, flat=True)["packed_positions"] == 340
+    r = padding_report(lengths * 50, batch_size=4, max_length=256, world_size=2, seed=1)
+    assert r["samples"] == 300 and r["lengths"]["text_only"] == 50 and r["lengths"]["max"] == 100
+    for order in ("random", "length-grouped"):
+        assert r[order]["tokens"] == 340 * 50 and r[order]["packed_positions"] <= r[order]["padded_positions"]
+    assert "positions saved" in render(r)
+
+
+def test_packing_stats_command(instruct_blend, make_config, vlmtrain):
+    r = vlmtrain("packing-stats", make_config(instruct_blend, "st", per_device_train_batch_size=6), "--json")
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    assert report["samples"] == 24 and report["max_length"] == 512 and report["run_order"] == "random"
+    assert 0 < report["random"]["padding_frac_packed"] < report["random"]["padding_frac_padded"]
+    text = vlmtrain("packing-stats", make_config(instruct_blend, "st2"))
+    assert text.code == 0 and "padding, packed" in text.out
+    bad = vlmtrain("packing-stats", make_config(instruct_blend.parent / "nonexistent", "st3"))
+    assert bad.code == 2 and "nonexistent" in bad.err

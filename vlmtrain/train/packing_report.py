@@ -1,0 +1,37 @@
+"""``vlmtrain packing-stats CONFIG``: the padding a run's batches would carry, padded and packed.
+
+Reads what ``vlmtrain run`` would read to measure true lengths (the tokenizer, the blend, the
+template, the tokens per image from the model's config on the meta device: no weight, no image)
+and reuses the run's length cache, then lays out one epoch's batches both ways
+(vlmtrain.data.packing_stats).
+"""
+from __future__ import annotations
+
+from vlmtrain.config import TrainConfig, check_inputs
+
+
+def packing_stats(cfg: TrainConfig) -> dict:
+    import numpy as np
+
+    from vlmtrain.data import ImageTokens
+    from vlmtrain.data.dataset import cached_lengths, open_blend
+    from vlmtrain.data.encode import Encoder
+    from vlmtrain.data.packing_stats import padding_report
+    from vlmtrain.model.build import build_model
+    from vlmtrain.train.run import load_tokenizer
+
+    check_inputs(cfg)
+    tok = load_tokenizer(cfg)
+    image_token_id = tok.convert_tokens_to_ids(cfg.image_token)
+    built = build_model(cfg, meta=True, vocab_size=len(tok), image_token_id=image_token_id)
+    encoder = Encoder(tok, cfg.template, ImageTokens(cfg.image_token, built.image_token_id, built.tokens_per_image),
+                      cfg.model_max_length)
+    ds, blend, _ = open_blend(cfg.dataset_dir, cfg.image_root)
+    lengths, *_ = cached_lengths(cfg.dataset_dir, ds, blend, encoder, num_proc=cfg.data_num_proc)
+    lengths = lengths[np.nonzero(lengths)[0]].astype(int).tolist()
+    world = cfg.num_gpus * cfg.num_nodes * cfg.gradient_accumulation_steps  # LLaVA's megabatch, in batches
+    report = padding_report(lengths, cfg.per_device_train_batch_size, cfg.model_max_length, world_size=world,
+                            seed=cfg.seed, flat=built.attn == "flash_attention_2")
+    report["config"] = cfg._source
+    report["run_order"] = "length-grouped" if cfg.group_by_modality_length else "random"
+    return report
