@@ -26,6 +26,9 @@ def test_pack_rows_first_fit_decreasing():
     # rows are cut where they give the fewest positions; never more than padding
     assert best_rows([250] * 3, 512) == [[0], [1], [2]] and packed_positions([250] * 3, 512) == 750
     assert best_rows([300, 200, 250, 180], 512) == [[0, 3], [2, 1]]  # 2 x 480, not 2 x 500 (cap 512)
+    # attention over a whole row's square: longer rows cost more per position, and may not be worth it
+    assert best_rows([200, 150, 150, 100], 400) == [[0, 3], [1, 2]]  # 2 x 300 positions < 4 x 200
+    assert best_rows([200, 150, 150, 100], 400, attention_weight=0.01) == [[0], [1], [2], [3]]
     import random
 
     rng = random.Random(0)
@@ -176,8 +179,14 @@ def test_run_with_packing_matches_the_padded_run(instruct_blend, make_config, vl
     """`packing: true` through `vlmtrain run`: the length-grouped sampler chooses the same batches, the
     logged losses and gradient norms equal the padded run's, less of each batch is padding, and the
     data report and the data-wait figures are written."""
+    from train_helpers import TINY_TEXT
+
     caplog.set_level("INFO", logger="vlmtrain")
-    over = dict(max_steps=3, group_by_modality_length=True, per_device_train_batch_size=6, model_max_length=512)
+    # Wide enough that attention is a small part of a position's cost (as in real LLMs), so rows of
+    # several samples are worth their longer attention (vlmtrain.data.packing's cost).
+    wide = {**TINY_TEXT, "hidden_size": 256, "intermediate_size": 1024}
+    over = dict(max_steps=3, group_by_modality_length=True, per_device_train_batch_size=6, model_max_length=512,
+                text_config=wide)
     a = vlmtrain("run", make_config(instruct_blend, "padded", **over))
     assert a.code == 0, a.err
     b = vlmtrain("run", make_config(instruct_blend, "packed", packing=True, **over))

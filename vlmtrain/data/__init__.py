@@ -69,6 +69,7 @@ class DataArgs:
     system_prompt: str | None = None  # vicuna_v1's system prompt (default: LLaVA's)
     packing: bool = False             # several samples per row up to model_max_length (vlmtrain.data.packing)
     packing_flat: bool = False        # packing: the whole batch in one row (flash-attn's varlen kernel)
+    packing_attention_weight: float = 0.0  # packing: what attention adds per token of row width (FlopModel.attention_weight)
     image_decode: str = "exact"       # "exact" | "draft": JPEG draft decoding of images far larger than the target
 
     def validate(self) -> None:
@@ -129,6 +130,6 @@ def build_train_data(args: DataArgs, tokenizer: Any, image_processor: Any, image
     images = ImageLoader(image_processor, args.image_aspect_ratio, draft=args.image_decode == "draft")
     dataset = ConversationDataset(ds, rows, encoder, images, root, args.bad_samples, report)
     log.info("data: %s (lengths %s %s)", report.summary(), "cached in" if hit else "measured, cached in", cache)
-    collator = (PackingCollator(pad_id, args.model_max_length, flat=args.packing_flat) if args.packing
-                else Collator(pad_id))
+    collator = (PackingCollator(pad_id, args.model_max_length, flat=args.packing_flat,
+                                attention_weight=args.packing_attention_weight) if args.packing else Collator(pad_id))
     return TrainData(dataset, collator, kept.astype(int).tolist(), report, encoder)

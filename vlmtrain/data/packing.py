@@ -1,11 +1,15 @@
 """Packing: the samples of a batch laid end to end in rows of at most ``model_max_length`` tokens.
 
 A padded batch is ``[B, longest sample]``; a packed one is ``[R, longest row]`` with R <= B rows,
-each holding several whole samples (first-fit decreasing). Rows are cut at the row length, at most
-``model_max_length``, that gives the fewest positions ``R x longest row``: a row of three samples is
-not always better than two rows (three samples of 250 tokens: 2 x 500 positions packed at 512, 3 x 250
-padded), so the padded layout is among the candidates and packing never costs more positions than
-padding. Nothing else about the step changes:
+each holding several whole samples (first-fit decreasing). Rows are cut at the row length W, at most
+``model_max_length``, that costs least: ``R x W x (1 + attention_weight x W)``. The first factor is
+the positions (a row of three samples is not always better than two rows: three samples of 250
+tokens are 2 x 500 positions packed at 512, 3 x 250 padded); the second is attention, which SDPA and
+eager compute over the whole W x W square of a row, mask or not, so longer rows cost more per token
+(``attention_weight``: attention's FLOPs per position per token of row width over the other
+FLOPs per position; vlmtrain.train.mfu gives it for a model; 0 counts positions only). The padded
+layout is among the candidates, so packing never costs more than padding. Nothing else about the
+step changes:
 the batch holds the same samples the sampler chose (the length-grouped sampler, exact resume and
 ``num_items_in_batch`` work as before), so the loss and the gradients are those of the padded
 batch. What goes is the padding.
@@ -60,23 +64,25 @@ def pack_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
     return rows
 
 
-def best_rows(lengths: Sequence[int], max_length: int, candidates: int = 16) -> list[list[int]]:
-    """``pack_rows`` at the row length in [longest sample, max_length] that gives the fewest positions.
+def best_rows(lengths: Sequence[int], max_length: int, attention_weight: float = 0.0,
+              candidates: int = 16) -> list[list[int]]:
+    """``pack_rows`` at the row length in [longest sample, max_length] that costs least (module doc).
 
     Candidates: multiples of the longest sample (k = 1 is the padded layout), ``max_length`` and
-    ``candidates`` evenly spaced lengths between; ties go to the shorter rows (less attention work)."""
+    ``candidates`` evenly spaced lengths between; ties go to the shorter rows."""
     longest = max((int(n) for n in lengths), default=0)
     if longest == 0 or longest >= max_length:
         return pack_rows(lengths, max(max_length, longest, 1))
     caps = {max_length, *range(longest, max_length + 1, longest)}
     caps |= {longest + (max_length - longest) * j // candidates for j in range(candidates + 1)}
-    best: tuple[int, int, list[list[int]]] | None = None
+    best: tuple[float, list[list[int]]] | None = None
     for cap in sorted(caps):
         rows = pack_rows(lengths, cap)
-        size = len(rows) * max(sum(int(lengths[i]) for i in row) for row in rows)
-        if best is None or size < best[0]:
-            best = (size, cap, rows)
-    return best[2]
+        width = max(sum(int(lengths[i]) for i in row) for row in rows)
+        cost = len(rows) * width * (1.0 + attention_weight * width)
+        if best is None or cost < best[0]:
+            best = (cost, rows)
+    return best[1]
 
 
 class PackingCollator(Collator):
@@ -84,17 +90,19 @@ class PackingCollator(Collator):
     ``pixel_values`` in packed order, and the bookkeeping keys ``ids``, ``skipped`` and
     ``sample_lengths`` (each sample's true length, in packed order; pop them with ``pop_batch_meta``)."""
 
-    def __init__(self, pad_token_id: int, max_length: int, *, flat: bool = False) -> None:
+    def __init__(self, pad_token_id: int, max_length: int, *, flat: bool = False,
+                 attention_weight: float = 0.0) -> None:
         super().__init__(pad_token_id)
         if max_length < 1:
             raise ValueError(f"max_length must be >= 1, not {max_length}")
         self.max_length = int(max_length)
         self.flat = flat
+        self.attention_weight = float(attention_weight)
 
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         kept, skipped = self.split(items)
         lengths = [len(it["input_ids"]) for it in kept]
-        rows = best_rows(lengths, self.max_length) if kept else []
+        rows = best_rows(lengths, self.max_length, self.attention_weight) if kept else []
         if self.flat and rows:
             rows = [[i for row in rows for i in row]]
         width = max((sum(lengths[i] for i in row) for row in rows), default=0)
@@ -125,9 +133,10 @@ def padded_positions(lengths: Sequence[int]) -> int:
     return len(lengths) * max(lengths, default=0)
 
 
-def packed_positions(lengths: Sequence[int], capacity: int, *, flat: bool = False) -> int:
+def packed_positions(lengths: Sequence[int], capacity: int, *, flat: bool = False,
+                     attention_weight: float = 0.0) -> int:
     """Positions of the packed batch (``PackingCollator``'s shape) of these samples."""
     if flat:
         return int(sum(lengths))
-    rows = best_rows(lengths, capacity)
+    rows = best_rows(lengths, capacity, attention_weight)
     return len(rows) * max((sum(int(lengths[i]) for i in row) for row in rows), default=0)

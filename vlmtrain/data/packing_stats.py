@@ -27,7 +27,7 @@ def batch_orders(lengths: Sequence[int], batch_size: int, world_size: int, seed:
 
 
 def layout_totals(lengths: Sequence[int], order: Sequence[int], batch_size: int, max_length: int,
-                  *, flat: bool = False) -> dict[str, float]:
+                  *, flat: bool = False, attention_weight: float = 0.0) -> dict[str, float]:
     """Tokens, positions padded and packed, rows packed, over the batches of ``order``."""
     tokens = padded = packed = rows = batches = 0
     for a in range(0, len(order), batch_size):
@@ -38,7 +38,7 @@ def layout_totals(lengths: Sequence[int], order: Sequence[int], batch_size: int,
             packed += sum(b)
             rows += 1
         else:
-            layout = best_rows(b, max_length)
+            layout = best_rows(b, max_length, attention_weight)
             packed += len(layout) * max(sum(b[i] for i in row) for row in layout)
             rows += len(layout)
         batches += 1
@@ -48,7 +48,7 @@ def layout_totals(lengths: Sequence[int], order: Sequence[int], batch_size: int,
 
 
 def padding_report(lengths: Sequence[int], batch_size: int, max_length: int, *, world_size: int = 1, seed: int = 0,
-                   flat: bool = False) -> dict:
+                   flat: bool = False, attention_weight: float = 0.0) -> dict:
     """``layout_totals`` for both sampler orders, plus the length distribution's summary."""
     absl = sorted(abs(int(n)) for n in lengths)
     n = len(absl)
@@ -58,7 +58,9 @@ def padding_report(lengths: Sequence[int], batch_size: int, max_length: int, *, 
         "lengths": {"mean": sum(absl) / max(n, 1), "p50": absl[n // 2] if n else 0,
                     "p90": absl[int(n * 0.9)] if n else 0, "max": absl[-1] if n else 0,
                     "text_only": sum(1 for x in lengths if x < 0)},
-        **{name: layout_totals(lengths, orders[name], batch_size, max_length, flat=flat) for name in ORDERS},
+        "attention_weight": attention_weight,
+        **{name: layout_totals(lengths, orders[name], batch_size, max_length, flat=flat,
+                               attention_weight=attention_weight) for name in ORDERS},
     }
 
 

@@ -80,6 +80,12 @@ class FlopModel:
     projector_factor: int
     vision_conv_flops: float = 0.0  # forward FLOPs per image of a conv tower (ConvNeXt), whose work is not params x tokens
 
+    def attention_weight(self) -> float:
+        """The LLM's attention FLOPs per position per token of sequence width, over its other FLOPs per
+        position: what a longer packed row costs (vlmtrain.data.packing)."""
+        attn_mult = 3 if self.llm_factor > 2 else 1
+        return attn_mult * 4 * self.llm_layers * self.llm_width / max(self.llm_factor * self.llm_params, 1)
+
     def step_flops(self, seq_lens: list[int], n_images: int, n_supervised: int | None = None) -> float:
         """Model FLOPs of one forward+backward over sequences of these true lengths."""
         tokens = sum(seq_lens)

@@ -17,13 +17,15 @@ def packing_stats(cfg: TrainConfig) -> dict:
     from vlmtrain.data.dataset import cached_lengths, open_blend
     from vlmtrain.data.encode import Encoder
     from vlmtrain.data.packing_stats import padding_report
-    from vlmtrain.model.build import build_model
+    from vlmtrain.model.build import apply_freeze, build_model
+    from vlmtrain.train.mfu import flop_model
     from vlmtrain.train.run import load_tokenizer
 
     check_inputs(cfg)
     tok = load_tokenizer(cfg)
     image_token_id = tok.convert_tokens_to_ids(cfg.image_token)
     built = build_model(cfg, meta=True, vocab_size=len(tok), image_token_id=image_token_id)
+    apply_freeze(built.model, cfg.frozen(), cfg.tune_vit_from_layer)  # what trains sets the FLOPs per position
     encoder = Encoder(tok, cfg.template, ImageTokens(cfg.image_token, built.image_token_id, built.tokens_per_image),
                       cfg.model_max_length)
     ds, blend, _ = open_blend(cfg.dataset_dir, cfg.image_root)
@@ -31,7 +33,8 @@ def packing_stats(cfg: TrainConfig) -> dict:
     lengths = lengths[np.nonzero(lengths)[0]].astype(int).tolist()
     world = cfg.num_gpus * cfg.num_nodes * cfg.gradient_accumulation_steps  # LLaVA's megabatch, in batches
     report = padding_report(lengths, cfg.per_device_train_batch_size, cfg.model_max_length, world_size=world,
-                            seed=cfg.seed, flat=built.attn == "flash_attention_2")
+                            seed=cfg.seed, flat=built.attn == "flash_attention_2",
+                            attention_weight=flop_model(built.model).attention_weight())
     report["config"] = cfg._source
     report["run_order"] = "length-grouped" if cfg.group_by_modality_length else "random"
     return report

@@ -345,12 +345,13 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
 
     image_processor = build_image_processor(cfg, built.vision)
     log.info("image processor: %s, image_aspect_ratio %s", describe_processor(image_processor), cfg.image_aspect_ratio)
+    flops = flop_model(model)
     data = build_train_data(
         DataArgs(dataset_dir=cfg.dataset_dir, image_root=cfg.image_root, template=cfg.template,
                  model_max_length=cfg.model_max_length, image_aspect_ratio=cfg.image_aspect_ratio,
                  bad_samples=cfg.bad_samples, group_by_modality_length=cfg.group_by_modality_length,
                  num_proc=cfg.data_num_proc, packing=cfg.packing, packing_flat=built.attn == "flash_attention_2",
-                 image_decode=cfg.image_decode),
+                 packing_attention_weight=flops.attention_weight(), image_decode=cfg.image_decode),
         tokenizer, image_processor, ImageTokens(cfg.image_token, built.image_token_id, built.tokens_per_image))
     require_trainable(data.report, cfg)
 
@@ -372,7 +373,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
     sigterm = StopOnSignal()
     trainer = VlmTrainer(model=model, args=args, train_dataset=data.dataset, data_collator=data.collator,
                          processing_class=tokenizer, callbacks=[sigterm], optimizers=optimizers,
-                         vlm_cfg=cfg, train_data=data, flop_model=flop_model(model))
+                         vlm_cfg=cfg, train_data=data, flop_model=flops)
     use_readable_logs(trainer)
     try:
         trainer.train(resume_from_checkpoint=str(last) if resume else None)
