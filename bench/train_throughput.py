@@ -18,6 +18,15 @@ Stage 3 converts the model as ``vlmtrain run`` does (vlmtrain.train.stage3.prepa
 capacity factor 1.5, every other layer, MoE-LLaVA's train_modules) and adds the routers' aux loss; its
 FLOPs count the top-2 of 4 expert copies a token runs through.
 
+Throughput switches (issue 18), each through vlmtrain's own code: ``--packing`` lays each batch out with
+``vlmtrain.data.PackingCollator`` (rows of at most ``--pack-length`` tokens, attention per sample;
+with ``--ragged`` lengths, against the padded ``Collator`` layout of the same samples);
+``--compile-mode layers|model`` is ``vlmtrain.train.compile.apply_compile`` (``--compile-layers`` /
+``--compile`` are the same as layers / model); ``--liger`` is ``vlmtrain.model.kernels.apply_kernels``
+(liger-kernel: needs a GPU).
+
+    python bench/train_throughput.py --ragged --packing --compile-mode layers --liger
+
 Precision: ``amp`` keeps fp32 weights and runs bf16 autocast (what ``vlmtrain run`` does on one
 GPU without DeepSpeed); ``bf16`` keeps weights and AdamW states in bf16 (no fp32 master copy), the
 lean option. Attention: flash_attention_2 when flash_attn is importable, else sdpa; the table says
@@ -70,28 +79,39 @@ def make_config(args):
     return load_config(None, raw=raw)
 
 
-def synthetic_batch(args, vocab: int, image_token_id: int, per_image: int, image_size: int, device, rng):
+def synthetic_items(args, vocab: int, image_token_id: int, per_image: int, image_size: int, rng):
     """Samples = [BOS, system, image tokens, text]; labels on the text after the first question."""
     import torch
 
     B, L = args.batch_size, args.seq_len
     lo = min(L, max(per_image + SYSTEM_PROMPT_TOKENS + 16, L // 3))
     lens = [L] * B if not args.ragged else [int(rng.integers(lo, L + 1)) for _ in range(B)]
-    ids = torch.full((B, max(lens)), 0, dtype=torch.long)
-    labels = torch.full_like(ids, -100)
-    mask = torch.zeros_like(ids)
+    items = []
     for i, n in enumerate(lens):
         text = torch.from_numpy(rng.integers(3, image_token_id, size=n)).long()
         text[0] = 1
         start = 1 + SYSTEM_PROMPT_TOKENS
         text[start:start + per_image] = image_token_id
-        ids[i, :n] = text
-        mask[i, :n] = 1
+        labels = torch.full_like(text, -100)
         answer_from = start + per_image + 24  # the first question is not trained
-        labels[i, answer_from:n] = text[answer_from:n]
-    pixel = torch.randn(B, 3, image_size, image_size)
-    return ({"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device),
-             "pixel_values": pixel.to(device)}, lens)
+        labels[answer_from:n] = text[answer_from:n]
+        items.append({"input_ids": text, "labels": labels, "id": str(i),
+                      "pixel_values": torch.randn(1, 3, image_size, image_size)})
+    return items
+
+
+def synthetic_batch(args, vocab: int, image_token_id: int, per_image: int, image_size: int, device, rng,
+                    attention_weight: float = 0.0):
+    """A batch laid out by vlmtrain's collators: right-padded (``Collator``) or packed (``PackingCollator``)."""
+    from vlmtrain.data import Collator, PackingCollator, pop_batch_meta
+
+    items = synthetic_items(args, vocab, image_token_id, per_image, image_size, rng)
+    collate = (PackingCollator(0, args.pack_length or args.seq_len, attention_weight=attention_weight)
+               if args.packing else Collator(0))
+    batch = collate(items)
+    meta = pop_batch_meta(batch)
+    lens = meta.get("sample_lengths") or [len(it["input_ids"]) for it in items]
+    return {k: v.to(device) for k, v in batch.items()}, lens
 
 
 def run_one(args) -> dict:
@@ -127,17 +147,25 @@ def run_one(args) -> dict:
     build_s = time.perf_counter() - t0
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=2e-5, weight_decay=0.0, fused=cuda)
-    if args.compile:
-        model.model.language_model.compile()
-    if args.compile_layers:  # regional compilation: each decoder layer on its own (fuses norms, rotary, MLP act)
-        for layer in model.model.language_model.layers:
-            layer.compile()
-    counts = param_counts(model)
     fm = flop_model(model)
+    kernels = []
+    if args.liger:
+        from vlmtrain.model.kernels import apply_kernels
+
+        kernels = apply_kernels(model, "liger")
+    compiled = "off"
+    if args.compile_mode != "none":  # layers: regional compilation, each decoder layer on its own
+        from vlmtrain.train.compile import apply_compile
+
+        compiled = apply_compile(model, args.compile_mode, device=device)
+    counts = param_counts(model)
     vc = model.config.vision_config
     rng = np.random.default_rng(0)
     batches = [synthetic_batch(args, model.config.text_config.vocab_size, built.image_token_id, built.tokens_per_image,
-                               vc.image_size, device, rng) for _ in range(4)]
+                               vc.image_size, device, rng, fm.attention_weight()) for _ in range(4)]
+    positions = [b["input_ids"].numel() for b, _ in batches]
+    if compiled != "off":  # every batch shape compiled before the clock starts (packed shapes vary)
+        args.warmup = max(args.warmup, len(batches))
     pixel_dtype = torch.bfloat16
     supervised = [None if args.stock_loss else int((b["labels"][:, 1:] != -100).sum()) for b, _ in batches]
     from transformers import LlavaForConditionalGeneration
@@ -166,12 +194,14 @@ def run_one(args) -> dict:
         torch.cuda.reset_peak_memory_stats()
     tokens = flops = 0.0
     samples = 0
+    pos = 0
     t0 = time.perf_counter()
     for i in range(args.steps):
         batch, lens = batches[i % len(batches)]
         loss = step(batch)
         tokens += sum(lens)
         samples += len(lens)
+        pos += positions[i % len(batches)]
         flops += fm.step_flops(lens, n_images=len(lens), n_supervised=supervised[i % len(batches)])
     sync()
     dt = time.perf_counter() - t0
@@ -189,11 +219,12 @@ def run_one(args) -> dict:
     m = mfu(flops / dt, 1, peak)
     return {
         "llm": "tiny" if args.tiny else args.llm, "vision": "tiny" if args.tiny else args.vision, "stage": args.stage,
-        "precision": args.precision, "attn": built.attn, "grad_ckpt": args.grad_ckpt, "compile": args.compile, "compile_layers": args.compile_layers,
+        "precision": args.precision, "attn": built.attn, "grad_ckpt": args.grad_ckpt, "compile": compiled,
+        "packing": args.packing, "kernels": kernels,
         "loss": "stock" if args.stock_loss else "supervised-chunked",
         "batch_size": args.batch_size, "seq_len": args.seq_len, "ragged": args.ragged,
         "params_total": counts["all"]["total"], "params_trainable": counts["all"]["trainable"],
-        "steps": args.steps, "step_s": dt / args.steps, "samples_per_s": samples / dt, "tokens_per_s": tokens / dt,
+        "padding_frac": 1 - tokens / pos, "steps": args.steps, "step_s": dt / args.steps, "samples_per_s": samples / dt, "tokens_per_s": tokens / dt,
         "model_tflops_per_s": flops / dt / 1e12, "mfu": m, "device": name, "peak_tflops": (peak or 0) / 1e12 or None,
         "max_mem_gib": (torch.cuda.max_memory_allocated() / 2**30) if cuda else None,
         "final_loss": float(loss.detach().float().cpu()), "build_s": build_s,
@@ -218,6 +249,21 @@ SWEEP = [  # (label, extra args); "stock" rows use transformers' loss (logits at
     ("7B bf16 b4 L1024 layers-compiled", ["--llm", "vicuna-7b", "--precision", "bf16", "--batch-size", "4",
                                           "--seq-len", "1024", "--compile-layers"]),
     ("7B bf16 b8 L1024 gc", ["--llm", "vicuna-7b", "--precision", "bf16", "--batch-size", "8", "--seq-len", "1024", "--grad-ckpt"]),
+    # issue 18: packing (ragged lengths in [L/3, L], rows of at most L), per-layer compile, liger-kernel
+    ("t18 1.6B b16 L1024 ragged padded", ["--precision", "bf16", "--batch-size", "16", "--seq-len", "1024", "--ragged"]),
+    ("t18 1.6B b16 L1024 ragged packed", ["--precision", "bf16", "--batch-size", "16", "--seq-len", "1024", "--ragged",
+                                          "--packing"]),
+    ("t18 1.6B b16 L1024 ragged packed layers", ["--precision", "bf16", "--batch-size", "16", "--seq-len", "1024",
+                                                 "--ragged", "--packing", "--compile-layers"]),
+    ("t18 1.6B b16 L1024 ragged packed layers liger", ["--precision", "bf16", "--batch-size", "16", "--seq-len", "1024",
+                                                       "--ragged", "--packing", "--compile-layers", "--liger"]),
+    ("t18 1.6B b16 L1024 full layers liger", ["--precision", "bf16", "--batch-size", "16", "--seq-len", "1024",
+                                              "--compile-layers", "--liger"]),
+    ("t18 7B b4 L1024 ragged padded", ["--llm", "vicuna-7b", "--precision", "bf16", "--batch-size", "4", "--seq-len",
+                                       "1024", "--ragged"]),
+    ("t18 7B b4 L1024 ragged packed layers liger", ["--llm", "vicuna-7b", "--precision", "bf16", "--batch-size", "4",
+                                                    "--seq-len", "1024", "--ragged", "--packing", "--compile-layers",
+                                                    "--liger"]),
     # MoE-LLaVA: stage 2 beside stage 3 on the same LLM shape and batch
     ("moe stablelm-1.6B stage2 b16 L1024", ["--precision", "bf16", "--batch-size", "16", "--seq-len", "1024"]),
     ("moe stablelm-1.6B stage3 b16 L1024", ["--stage", "3", "--precision", "bf16", "--batch-size", "16", "--seq-len", "1024"]),
@@ -255,12 +301,13 @@ def format_row(r: dict) -> str:
         return f"{r.get('label', ''):32s} FAILED: {r['error']}"
     mfu = f"{100 * r['mfu']:5.1f}%" if r.get("mfu") is not None else "  n/a"
     mem = f"{r['max_mem_gib']:6.1f}" if r.get("max_mem_gib") is not None else "   n/a"
+    pad = f"{100 * r['padding_frac']:5.1f}%" if r.get("padding_frac") is not None else "  n/a"
     return (f"{r.get('label', r['llm']):32s} {r['attn']:18s} {r['step_s']*1000:8.1f} {r['samples_per_s']:8.1f} "
-            f"{r['tokens_per_s']:10.0f} {r['model_tflops_per_s']:8.1f} {mfu:>7s} {mem:>7s}")
+            f"{r['tokens_per_s']:10.0f} {r['model_tflops_per_s']:8.1f} {mfu:>7s} {mem:>7s} {pad:>7s}")
 
 
 HEADER = (f"{'config':32s} {'attention':18s} {'step ms':>8s} {'sampl/s':>8s} {'tokens/s':>10s} {'TFLOP/s':>8s} "
-          f"{'MFU':>7s} {'GiB':>7s}")
+          f"{'MFU':>7s} {'GiB':>7s} {'padding':>7s}")
 
 
 def main(argv=None) -> int:
@@ -277,10 +324,15 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", choices=["amp", "bf16"], default="bf16")
     ap.add_argument("--attn", choices=["auto", "sdpa", "eager", "flash_attention_2"], default="auto")
     ap.add_argument("--grad-ckpt", action="store_true")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the LLM")
+    ap.add_argument("--compile-mode", choices=["none", "layers", "model"], default="none",
+                    help="vlmtrain's `compile`: each decoder layer, or the whole model")
+    ap.add_argument("--compile", action="store_true", help="= --compile-mode model")
+    ap.add_argument("--packing", action="store_true", help="vlmtrain's packing: several samples per row")
+    ap.add_argument("--pack-length", type=int, default=0, help="packing: row length (default --seq-len)")
+    ap.add_argument("--liger", action="store_true", help="vlmtrain's `kernels: liger` (needs a GPU and liger-kernel)")
     ap.add_argument("--stock-loss", action="store_true",
                     help="transformers' forward (logits at every position) instead of vlmtrain's supervised-only LM head")
-    ap.add_argument("--compile-layers", action="store_true", help="torch.compile each decoder layer (regional)")
+    ap.add_argument("--compile-layers", action="store_true", help="= --compile-mode layers")
     ap.add_argument("--profile", type=Path, help="write a torch.profiler table of two steps here")
     ap.add_argument("--only", help="sweep: run only the rows whose label contains this (comma-separated)")
     ap.add_argument("--device", default="cuda" if _cuda() else "cpu")
@@ -289,6 +341,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, help="write the rows as JSON here")
     ap.add_argument("--json-line", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.compile_layers or args.compile:
+        args.compile_mode = "layers" if args.compile_layers else "model"
     if args.tiny:
         args.seq_len = min(args.seq_len, 64) if args.seq_len == 1024 else args.seq_len
     if args.sweep:

@@ -4,7 +4,9 @@ The same batches both ways: samples drawn in a seeded random order from the true
 665k-shaped mix (bench/throughput/lengths665k.py), each made of BOS, a 36-token system prompt, 576
 image-token ids and text (labels from 24 tokens after the image, as bench/train_throughput.py), laid
 out by vlmtrain's own collators (``Collator``: right-padded; ``PackingCollator``: rows of at most
-2048 tokens). A small vlmtrain model (a 2-layer Llama of width 256 behind a 1-layer CLIP tower that
+2048 tokens, cut where rows x width x (1 + attention weight x width) is least, with the model's
+attention weight as `vlmtrain run` sets it, and, to show what that term is for, with the weight at 0:
+positions only). A small vlmtrain model (a 2-layer Llama of width 256 behind a 1-layer CLIP tower that
 gives 576 tokens per 336-px image, stage 2: tower frozen) runs forward + backward on each layout in
 turn (which goes first alternates), fp32, SDPA; no optimizer step, so every batch is also a check
 that the two layouts give the same loss. tokens/s counts true tokens.
@@ -89,44 +91,46 @@ def run(args) -> dict:
 
     from bench.throughput.lengths665k import lengths_665k
     from vlmtrain.data import Collator, PackingCollator
+    from vlmtrain.train.mfu import flop_model
 
     lengths = lengths_665k(args.lengths_dir, args.records)
     lengths = lengths[lengths != 0]
     rng = np.random.default_rng(args.seed)
     built = build()
     model = built.model
-    pad = 0
-    padded_t = packed_t = 0.0
-    tokens = padded_pos = packed_pos = 0
+    weight = flop_model(model).attention_weight()
+    layouts = {"padded": Collator(0), "packed": PackingCollator(0, args.max_length, attention_weight=weight),
+               "packed_positions_only": PackingCollator(0, args.max_length)}
+    time_s = dict.fromkeys(layouts, 0.0)
+    positions = dict.fromkeys(layouts, 0)
+    tokens = 0
     diffs, rows = [], []
     for b in range(args.batches + 1):  # batch 0 warms up
         lens = rng.choice(lengths, size=args.batch_size, replace=False)
         items = items_for(lens, built, rng)
-        padded = Collator(pad)(items)
-        packed = PackingCollator(pad, args.max_length)(items)
-        order = [("padded", padded), ("packed", packed)] if b % 2 else [("packed", packed), ("padded", padded)]
-        res = {name: step(model, batch) for name, batch in order}
+        batches = {name: collate(items) for name, collate in layouts.items()}
+        names = list(layouts)[b % 3:] + list(layouts)[:b % 3]  # who goes first rotates
+        res = {name: step(model, batches[name]) for name in names}
         if b == 0:
             continue
         n = int(sum(abs(int(x)) for x in lens))
         tokens += n
-        padded_t += res["padded"][1]
-        packed_t += res["packed"][1]
-        padded_pos += padded["input_ids"].numel()
-        packed_pos += packed["input_ids"].numel()
-        diffs.append(abs(res["padded"][0] - res["packed"][0]))
-        rows.append({"tokens": n, "padded_shape": list(padded["input_ids"].shape),
-                     "packed_shape": list(packed["input_ids"].shape), "padded_s": res["padded"][1],
-                     "packed_s": res["packed"][1], "loss_padded": res["padded"][0], "loss_packed": res["packed"][0]})
-        print(f"batch {b}: {n} tokens, padded {tuple(padded['input_ids'].shape)} {res['padded'][1]:.2f} s, packed "
-              f"{tuple(packed['input_ids'].shape)} {res['packed'][1]:.2f} s, loss {res['padded'][0]:.6f} / "
-              f"{res['packed'][0]:.6f}", flush=True)
-    return {"batches": args.batches, "batch_size": args.batch_size, "max_length": args.max_length,
-            "records": args.records, "tokens": tokens, "padded_positions": padded_pos, "packed_positions": packed_pos,
-            "padding_frac_padded": 1 - tokens / padded_pos, "padding_frac_packed": 1 - tokens / packed_pos,
-            "tokens_per_s_padded": tokens / padded_t, "tokens_per_s_packed": tokens / packed_t,
-            "speedup": padded_t / packed_t, "loss_max_abs_diff": max(diffs), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "rows": rows}
+        row = {"tokens": n}
+        for name in layouts:
+            time_s[name] += res[name][1]
+            positions[name] += batches[name]["input_ids"].numel()
+            row[name] = {"shape": list(batches[name]["input_ids"].shape), "s": res[name][1], "loss": res[name][0]}
+        diffs += [abs(res[name][0] - res["padded"][0]) for name in layouts]
+        rows.append(row)
+        print(f"batch {b}: {n} tokens; " + "; ".join(f"{name} {tuple(row[name]['shape'])} {row[name]['s']:.2f} s "
+                                                      f"loss {row[name]['loss']:.6f}" for name in layouts), flush=True)
+    out = {"batches": args.batches, "batch_size": args.batch_size, "max_length": args.max_length,
+           "records": args.records, "attention_weight": weight, "tokens": tokens, "loss_max_abs_diff": max(diffs),
+           "torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}
+    for name in layouts:
+        out[name] = {"positions": positions[name], "padding_frac": 1 - tokens / positions[name],
+                     "tokens_per_s": tokens / time_s[name], "vs_padded": time_s["padded"] / time_s[name]}
+    return out
 
 
 def main() -> None:
@@ -140,9 +144,10 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     r = run(args)
-    print(f"padded: {r['tokens_per_s_padded']:.0f} tokens/s ({100 * r['padding_frac_padded']:.1f}% padding); "
-          f"packed: {r['tokens_per_s_packed']:.0f} tokens/s ({100 * r['padding_frac_packed']:.1f}% padding); "
-          f"ratio {r['speedup']:.2f}x; loss |padded - packed| <= {r['loss_max_abs_diff']:.2e}")
+    for name in ("padded", "packed", "packed_positions_only"):
+        print(f"{name:22s} {r[name]['tokens_per_s']:8.0f} tokens/s  padding {100 * r[name]['padding_frac']:5.1f}%  "
+              f"{r[name]['vs_padded']:.2f}x padded's tokens/s")
+    print(f"loss |packed - padded| <= {r['loss_max_abs_diff']:.2e}; attention weight {r['attention_weight']:.3g}")
     if args.json:
         args.json.write_text(json.dumps(r, indent=2))
 

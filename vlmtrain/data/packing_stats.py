@@ -68,7 +68,7 @@ def render(report: dict) -> str:
     ls = report["lengths"]
     lines = [f"{report['samples']:,} samples ({ls['text_only']:,} text-only), true tokens per sample: mean "
              f"{ls['mean']:.0f}, median {ls['p50']}, p90 {ls['p90']}, max {ls['max']}",
-             f"batches of {report['batch_size']} per device, megabatch {report['world_size']} batches (length-grouped), "
+             f"batches of {report['batch_size']} per device (length-grouped: megabatches of {report['world_size']} batches), "
              f"rows of at most {report['max_length']} tokens" + (" (one row per batch: flash-attn varlen)"
                                                                   if report["flat"] else ""),
              f"{'sampler order':16s} {'padding, padded':>16s} {'padding, packed':>16s} {'positions saved':>16s} "

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Issue 18's GPU checks, one script for one device call (bench/RESULTS.md records what it printed):
+#   1. `kernels: liger` against the eager path: loss and gradients of one step, 2-layer Vicuna-7B and
+#      StableLM-1.6B shapes (bench/throughput/check_liger.py);
+#   2. bench/train_throughput.py rows, StableLM-1.6B and Vicuna-7B shapes, ragged lengths in [L/3, L]:
+#      padded, packed, packed + per-layer compile, + liger (a profile of the 1.6B one), most telling first;
+#      each row is skipped when what is left of BUDGET seconds cannot hold it.
+# liger-kernel is not on the lent machine: its wheel travels in $WHEELS. Run from the folder that holds
+# vlmtrain/, vlmdata/, bench/ and configs/ (PYTHONPATH is set to it).
+set -uo pipefail
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+BUDGET=${BUDGET:-335}
+WHEELS=${WHEELS:-whl}
+START=$SECONDS
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTHONPATH=$PWD
+left() { echo $(( BUDGET - (SECONDS - START) )); }
+if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl \
+    && export PYTHONPATH=$PWD:/tmp/site || echo "wheel install failed"
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+python3 -c "import torch, transformers, triton; print('torch', torch.__version__, 'transformers', transformers.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
+python3 -c "import liger_kernel.transformers.monkey_patch as m, importlib.metadata as md; print('liger-kernel', md.version('liger_kernel'), 'ok')" 2>&1 | tail -1 | tee -a "$OUT/gpu.txt"
+
+timeout 70 python3 -m bench.throughput.check_liger 2>&1 | grep '^{' | tee "$OUT/liger_check.jsonl"
+
+row() {  # row LABEL SECONDS ARGS...: one bench/train_throughput.py process, appended to rows.jsonl
+  local label=$1 need=$2; shift 2
+  local t; t=$(left)
+  if [ "$t" -lt "$need" ]; then echo "skipped (${t}s left): $label" | tee -a "$OUT/skipped.txt"; return; fi
+  local line
+  line=$(timeout $(( t < 150 ? t : 150 )) python3 bench/train_throughput.py --json-line --steps 8 --warmup 3 "$@" \
+         2>"$OUT/err.txt" | grep '^{' | tail -1)
+  if [ -n "$line" ]; then
+    python3 -c "import json,sys; r=json.loads(sys.argv[1]); r['label']=sys.argv[2]; print(json.dumps(r))" "$line" "$label" \
+      | tee -a "$OUT/rows.jsonl" | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print(f\"{r['label']:44s} {r['step_s']*1000:7.1f} ms {r['tokens_per_s']:9.0f} tok/s MFU {100*(r['mfu'] or 0):5.1f}% pad {100*r['padding_frac']:4.1f}% {(r['max_mem_gib'] or 0):.1f} GiB\")"
+  else
+    echo "FAILED: $label: $(tail -3 "$OUT/err.txt" | tr '\n' ' ' | cut -c1-400)" | tee -a "$OUT/skipped.txt"
+  fi
+}
+B16="--precision bf16 --batch-size 16 --seq-len 1024"
+B4="--llm vicuna-7b --precision bf16 --batch-size 4 --seq-len 1024"
+row "1.6B b16 L1024 ragged padded"               30 $B16 --ragged
+row "1.6B b16 L1024 ragged packed"               30 $B16 --ragged --packing
+row "1.6B b16 L1024 ragged packed layers"        55 $B16 --ragged --packing --compile-layers
+row "1.6B b16 L1024 ragged packed layers liger"  60 $B16 --ragged --packing --compile-layers --liger --profile "$OUT/profile_1.6b.txt"
+row "7B b4 L1024 ragged padded"                  30 $B4 --ragged
+row "7B b4 L1024 ragged packed layers liger"     60 $B4 --ragged --packing --compile-layers --liger
+row "1.6B b16 L1024 full layers liger"           55 $B16 --compile-layers --liger
+row "7B b4 L1024 ragged packed"                  30 $B4 --ragged --packing
+echo "done in $(( SECONDS - START )) s"
