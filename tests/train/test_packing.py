@@ -227,10 +227,15 @@ def test_padding_report_counts_each_batch_both_ways():
 
 
 def test_packing_stats_command(instruct_blend, make_config, vlmtrain):
-    r = vlmtrain("packing-stats", make_config(instruct_blend, "st", per_device_train_batch_size=6), "--json")
+    from train_helpers import TINY_TEXT
+
+    wide = {**TINY_TEXT, "hidden_size": 256, "intermediate_size": 1024}  # see the run test above
+    r = vlmtrain("packing-stats", make_config(instruct_blend, "st", per_device_train_batch_size=6, text_config=wide),
+                 "--json")
     assert r.code == 0, r.err
     report = json.loads(r.out)
     assert report["samples"] == 24 and report["max_length"] == 512 and report["run_order"] == "random"
+    assert 0 < report["attention_weight"] < 1e-3
     assert 0 < report["random"]["padding_frac_packed"] < report["random"]["padding_frac_padded"]
     text = vlmtrain("packing-stats", make_config(instruct_blend, "st2"))
     assert text.code == 0 and "padding, packed" in text.out
