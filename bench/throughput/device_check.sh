@@ -5,6 +5,9 @@
 #   2. bench/train_throughput.py rows, StableLM-1.6B and Vicuna-7B shapes, ragged lengths in [L/3, L]:
 #      padded, packed, packed + per-layer compile, + liger (a profile of the 1.6B one), most telling first;
 #      each row is skipped when what is left of BUDGET seconds cannot hold it.
+# As run for bench/RESULTS.md (H200, one call). Its "packed" rows pack into rows of --seq-len 1024, and the
+# ragged lengths are in [628, 1024] (576 image tokens), so no two samples fit a row there: those rows
+# equal the padded ones. The t18 rows of bench/train_throughput.py's SWEEP pack into rows of 2048.
 # liger-kernel is not on the lent machine: its wheel travels in $WHEELS. Run from the folder that holds
 # vlmtrain/, vlmdata/, bench/ and configs/ (PYTHONPATH is set to it).
 set -uo pipefail
