@@ -281,7 +281,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
     from vlmtrain.data.image_processor import describe as describe_processor
     from vlmtrain.model.build import add_lora, apply_freeze, build_model, load_pretrain_adapter, param_counts, describe
     from vlmtrain.progress import align_special_tokens_quietly, quiet_library_bars, use_readable_logs
-    from vlmtrain.train import rundir
+    from vlmtrain.train import rundir, throughput
     from vlmtrain.train.mfu import flop_model
     from vlmtrain.train.preflight import preflight, require_trainable
     from vlmtrain.train.signals import StopOnSignal
@@ -293,11 +293,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
         from vlmtrain.train.stage3 import check_against_model
 
         check_against_model(cfg)
-    from vlmtrain.model.kernels import apply_kernels, check_kernels
-    from vlmtrain.train.compile import apply_compile, check_compile
-
-    check_kernels(cfg)
-    check_compile(cfg)
+    throughput.check(cfg)  # kernels, compile: what this machine cannot run stops here
     out = Path(cfg.output_dir)
     where = cfg._source or "config"
     last = rundir.last_complete_checkpoint(out)
@@ -345,19 +341,15 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
 
     image_processor = build_image_processor(cfg, built.vision)
     log.info("image processor: %s, image_aspect_ratio %s", describe_processor(image_processor), cfg.image_aspect_ratio)
-    flops = flop_model(model)
     data = build_train_data(
         DataArgs(dataset_dir=cfg.dataset_dir, image_root=cfg.image_root, template=cfg.template,
                  model_max_length=cfg.model_max_length, image_aspect_ratio=cfg.image_aspect_ratio,
                  bad_samples=cfg.bad_samples, group_by_modality_length=cfg.group_by_modality_length,
-                 num_proc=cfg.data_num_proc, packing=cfg.packing, packing_flat=built.attn == "flash_attention_2",
-                 packing_attention_weight=flops.attention_weight(), image_decode=cfg.image_decode),
+                 num_proc=cfg.data_num_proc, **throughput.data_args(cfg, built.attn, model)),
         tokenizer, image_processor, ImageTokens(cfg.image_token, built.image_token_id, built.tokens_per_image))
     require_trainable(data.report, cfg)
 
-    apply_kernels(model, cfg.kernels)
-    apply_compile(model, cfg.compile, cfg.compile_backend,
-                  torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    throughput.apply(model, cfg)
     counts = param_counts(model)
     for name, total, trainable in describe(counts):
         log.info("params %-9s %10s trainable %10s", name, total, trainable)
@@ -373,15 +365,12 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
     sigterm = StopOnSignal()
     trainer = VlmTrainer(model=model, args=args, train_dataset=data.dataset, data_collator=data.collator,
                          processing_class=tokenizer, callbacks=[sigterm], optimizers=optimizers,
-                         vlm_cfg=cfg, train_data=data, flop_model=flops)
+                         vlm_cfg=cfg, train_data=data, flop_model=flop_model(model))
     use_readable_logs(trainer)
     try:
         trainer.train(resume_from_checkpoint=str(last) if resume else None)
     finally:
         sigterm.restore()
-    runtime = trainer.train_runtime_s
-    log.info("data wait: the training loop waited %.2f s for batches%s", trainer.data_wait_s,
-             f" of {runtime:.1f} s ({100 * trainer.data_wait_s / runtime:.1f}%)" if runtime else "")
     report = data.report.to_dict() if hasattr(data.report, "to_dict") else {}
     if trainer.args.should_save:
         (out / "data_report.json").write_text(json.dumps(report, indent=2, default=str))

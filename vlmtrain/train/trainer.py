@@ -20,6 +20,7 @@ gradient accumulation, bf16, LoRA models, and exact resume (optimizer, scheduler
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import time
@@ -32,6 +33,7 @@ from vlmtrain.model.projector import from_reference, projector_module, save_mm_p
 from vlmtrain.train.mfu import FlopModel, device_name, mfu, peak_flops
 from vlmtrain.train.signals import StopOnSignal
 
+log = logging.getLogger("vlmtrain")
 MM_PROJECTOR = "mm_projector.bin"
 METRICS = "metrics.jsonl"
 # What a logging window sums (all-reduced over ranks at log time).
@@ -82,7 +84,6 @@ class VlmTrainer(Trainer):
         self._window = dict.fromkeys(WINDOW_KEYS, 0.0)
         self._window_start: float | None = None
         self._data_wait_total = 0.0
-        self.train_runtime_s: float | None = None  # from the Trainer's summary row
         self._peak = peak_flops(device_name())
         self._moe: MoeWindow | None = None
 
@@ -138,11 +139,6 @@ class VlmTrainer(Trainer):
         loss = loss + self._moe_loss(model, num_items_in_batch)
         return (loss, outputs) if return_outputs else loss
 
-    @property
-    def data_wait_s(self) -> float:
-        """Seconds this process's training loop waited for batches so far."""
-        return self._data_wait_total
-
     # -- MoE (stage 3) ------------------------------------------------------------------------
     def _moe_loss(self, model, num_items_in_batch) -> torch.Tensor:
         """router_aux_loss_coef x the layers' load-balancing losses, scaled like the LM loss.
@@ -185,9 +181,11 @@ class VlmTrainer(Trainer):
             self._window = dict.fromkeys(WINDOW_KEYS, 0.0)
             self._window_start = time.perf_counter()
         if "train_runtime" in logs:  # the run's summary row
-            self.train_runtime_s = float(logs["train_runtime"])
+            runtime = float(logs["train_runtime"])
             logs["data_wait_s"] = round(self._data_wait_total, 3)
-            logs["data_wait_frac"] = round(self._data_wait_total / max(float(logs["train_runtime"]), 1e-9), 4)
+            logs["data_wait_frac"] = round(self._data_wait_total / max(runtime, 1e-9), 4)
+            log.info("data wait: the training loop waited %.2f s for batches of %.1f s (%.1f%%)",
+                     self._data_wait_total, runtime, 100 * logs["data_wait_frac"])
         if "loss" in logs and self._moe is not None:
             logs.update(self._moe.flush(self.args))
         super().log(logs, start_time)
