@@ -84,6 +84,11 @@ def plan_files(root: Root, specs: list[FileSpec], *, mirror_base: str | None = N
     plan = Plan(free_bytes=root.free_bytes())
     for spec in specs:
         size = spec.download_bytes
+        if spec.place.kind == "repo":  # once listed, a repo's bytes are known exactly (vlmdata.fetch.repo)
+            from vlmdata.fetch.repo import repo_disk_bytes
+
+            size = repo_disk_bytes(root, spec, entries)
+            size = spec.download_bytes if size is None else size
         placed = satisfied(root, entries, spec, wanted_tag)
         partial = 0 if placed else partial_bytes(root, spec)
         subset = wanted_tag is not None and spec.place.kind == "extract"
@@ -114,7 +119,7 @@ def _subset_disk(spec: FileSpec, remaining: int | None) -> int | None:
 def _disk_needed(spec: FileSpec, remaining: int | None, size: int | None) -> int | None:
     if remaining is None or size is None:
         return spec.place.unpacked_size
-    if spec.place.kind == "file":
+    if spec.place.kind in ("file", "repo"):
         return remaining  # moved into place, never copied
     unpacked = spec.place.unpacked_size if spec.place.unpacked_size is not None else size
     return remaining + unpacked

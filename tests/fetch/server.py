@@ -16,6 +16,7 @@ Counters: ``bytes_sent[path]`` (body bytes) and ``requests`` (method, path, Rang
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import socket
@@ -308,6 +309,9 @@ class HubServer:
     ``resolve/<rev>/<path>`` with 302 to ``<cdn>/cdn/<sha256>`` plus X-Repo-Commit, X-Linked-Etag
     (the sha256) and X-Linked-Size, as the Hub does; small files are served directly. With
     ``token`` set the repos are private: requests without ``Authorization: Bearer <token>`` get 401.
+    ``api/{models,datasets}/<repo>/revision/<rev>`` answers the repo's info with its file list
+    (``siblings``: rfilename, size, and for LFS files ``lfs: {sha256, size, pointerSize}``), as
+    ``repo_info(files_metadata=True)`` asks for it.
     """
 
     COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -335,7 +339,37 @@ class HubServer:
         self.hub.stop()
         self.cdn.stop()
 
+    def _api(self, h: _Handler, path: str) -> bool:
+        m = re.match(r"^api/(models|datasets)/([^/]+/[^/]+)/revision/([^/?]+)$", path)
+        if not m:
+            return False
+        kind, repo_id, rev = m.groups()
+        repo = f"datasets/{repo_id}" if kind == "datasets" else repo_id
+        if self.token and h.headers.get("Authorization") != f"Bearer {self.token}":
+            h.send_plain(401, b"", {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Invalid credentials"})
+        elif not any(r == repo for r, _ in self.files):
+            h.send_plain(404, b"", {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"})
+        elif rev not in ("main", self.COMMIT):
+            h.send_plain(404, b"", {"X-Error-Code": "RevisionNotFound", "X-Error-Message": "Invalid rev id"})
+        else:
+            siblings = []
+            for (r, fpath), (data, lfs, advertised) in sorted(self.files.items()):
+                if r != repo:
+                    continue
+                sib = {"rfilename": fpath, "size": len(data),
+                       "blobId": hashlib.sha1(data).hexdigest()}
+                if lfs:
+                    sib["lfs"] = {"sha256": advertised or hashlib.sha256(data).hexdigest(), "size": len(data),
+                                  "pointerSize": 134}
+                siblings.append(sib)
+            body = json.dumps({"id": repo_id, "sha": self.COMMIT, "private": bool(self.token),
+                               "siblings": siblings}).encode()
+            h.send_plain(200, body, {"Content-Type": "application/json"})
+        return True
+
     def _route(self, h: _Handler, method: str, path: str) -> bool:
+        if self._api(h, path):
+            return True
         m = re.match(r"^((?:datasets/)?[^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path)
         if not m:
             return False

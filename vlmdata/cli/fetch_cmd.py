@@ -8,6 +8,7 @@ import typer
 
 from vlmdata.cli.common import Settings, with_settings
 from vlmdata.cli.plan_cmd import ONLY_REFERENCED_HELP, show_plan, wanted_names
+from vlmdata.cli.selection import RECIPE_HELP, select
 from vlmdata.errors import Interrupted, OperationError, UserError, VlmdataError
 from vlmdata.fetch.orchestrate import FetchOptions, FetchReport, Fetcher
 from vlmdata.fetch.progress import Progress
@@ -22,8 +23,10 @@ def register(app: typer.Typer) -> None:
 
 @with_settings
 def fetch_cmd(
-    names: List[str] = typer.Argument(..., help="Datasets (NAME: its default files) or single files (NAME:FILE)."),
-    layout: Optional[str] = typer.Option(None, "--layout", "-l", help="Then build this layout's view (links, no copies)."),
+    names: Optional[List[str]] = typer.Argument(None, help="Datasets (NAME: its default files) or single files (NAME:FILE)."),
+    layout: Optional[str] = typer.Option(None, "--layout", "-l", help="Then build this layout's view (links, no copies); "
+                                                                      "alone: fetch everything it needs first."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help=RECIPE_HELP),
     jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=64, help="Files downloaded at once."),
     connections: int = typer.Option(4, "--connections", "-x", min=1, max=32,
                                     help="Connections per file when the server accepts byte ranges (like aria2c -x)."),
@@ -42,6 +45,9 @@ def fetch_cmd(
 
     Examples:
       vlmdata fetch coco gqa ocr_vqa textvqa vg --layout llava --root /data/llava
+      vlmdata fetch --recipe llava-665k          # the JSON and every image folder it uses
+      vlmdata fetch --layout llava-pretrain-case # everything that layout needs, then the view
+      vlmdata fetch vicuna-13b-v1.5 clip-vit-large-patch14-336   # Hub model repos, pinned
       vlmdata fetch coco:val2017.zip --connections 8
       vlmdata fetch sam --only-referenced-by \\
           sharegpt4v_instruct_gpt4-vision_cap100k.json
@@ -50,11 +56,11 @@ def fetch_cmd(
       HF_ENDPOINT=https://hf-mirror.com vlmdata fetch llava_pretrain
     """
     if dry_run:
-        show_plan(settings, names, layout, only_referenced_by)
+        show_plan(settings, names, layout, only_referenced_by, recipe)
         return
     cat = settings.catalog
-    specs = cat.select_files(names)
-    lay = cat.layout(layout) if layout else None
+    sel = select(cat, names, layout, recipe)
+    specs, lay = sel.specs, sel.layout
     if settings.mirror:
         check_base(settings.mirror)
     if settings.hf_endpoint and not settings.hf_endpoint.startswith(("http://", "https://")):
@@ -65,7 +71,7 @@ def fetch_cmd(
     opts = FetchOptions(jobs=jobs, connections=connections, url_jobs=url_jobs, keep_archives=keep_archives,
                         wanted=wanted, wanted_tag=tag,
                         mirror=settings.mirror, hf_endpoint=settings.hf_endpoint, refetch=refetch, timeout=timeout)
-    cmd = "vlmdata fetch " + " ".join(names)
+    cmd = "vlmdata fetch " + sel.label
     with root.exclusive(cmd):
         progress = Progress(quiet=settings.quiet)
         fetcher = Fetcher(cat, root, opts, progress)

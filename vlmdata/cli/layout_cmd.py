@@ -10,6 +10,7 @@ from vlmdata.cli.common import Settings, with_settings
 from vlmdata.errors import OperationError, UserError
 from vlmdata.layouts.build import build_layout, undo_build
 from vlmdata.layouts.check import check_layout
+from vlmdata.manifest.needs import datasets_of, missing_entries
 
 layout_app = typer.Typer(
     help="Check a folder against a layout, or build a layout's view from the store.\n\n"
@@ -72,7 +73,8 @@ def build_cmd(
 ) -> None:
     """Build a layout's folder tree from what has been fetched, as links, never a second copy.
 
-    Hard links into the store (symbolic links across filesystems). Safe to run again.
+    Hard links into the store (symbolic links across filesystems). Safe to run again. Exits 1 while
+    anything the layout requires is not fetched yet, and says what to fetch.
 
     Examples:
       vlmdata layout build --layout llava --root /data/store \\
@@ -96,13 +98,26 @@ def build_cmd(
         undo_build(res)  # a tree of empty folders is no view
         raise OperationError(f"nothing the {lay.name} layout links to is in {root.path} yet",
                              hint=f"fetch it first: {fetch} (that also builds the view)")
+    gone = missing_entries(lay, lambda e: root.store_path(e.store).exists())
     if settings.json:
         settings.emit_json({"folder": str(res.folder), "hardlinks": res.hardlinks, "symlinks": res.symlinks,
                             "existing": res.existing, "missing": res.missing,
-                            "image_folder": str(res.folder / lay.image_folder)})
+                            "image_folder": str(res.folder / lay.image_folder),
+                            "required_missing": [e.path for e in gone]})
+        _require_complete(lay.name, gone)
         return
     typer.echo(f"{lay.name} view in {res.folder}: {res.hardlinks} hard links, {res.symlinks} symlinks, "
                f"{res.existing} already there")
     if res.missing:
         typer.echo(f"not fetched yet ({len(res.missing)}): {', '.join(res.missing)}")
     typer.echo(f"pass --image_folder {res.folder / lay.image_folder}")
+    _require_complete(lay.name, gone)
+
+
+def _require_complete(name: str, gone: list) -> None:
+    if gone:
+        raise OperationError(
+            f"the {name} view is incomplete: {len(gone)} required path(s) not fetched yet: "
+            + ", ".join(e.path for e in gone[:8]) + (f" and {len(gone) - 8} more" if len(gone) > 8 else ""),
+            hint=f"fetch them: `vlmdata fetch --layout {name}` (all it needs), or "
+                 f"`vlmdata fetch {' '.join(datasets_of(gone))} --layout {name}`")

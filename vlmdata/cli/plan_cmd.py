@@ -7,6 +7,7 @@ from typing import List, Optional
 import typer
 
 from vlmdata.cli.common import Settings, with_settings
+from vlmdata.cli.selection import select
 from vlmdata.errors import UserError
 from vlmdata.plan import Plan, plan_files
 from vlmdata.units import human_bytes
@@ -21,8 +22,10 @@ def register(app: typer.Typer) -> None:
 
 @with_settings
 def plan_cmd(
-    names: List[str] = typer.Argument(..., help="Datasets (NAME) or single files (NAME:FILE)."),
-    layout: Optional[str] = typer.Option(None, "--layout", help="Also check the layout exists (the view costs no extra disk)."),
+    names: Optional[List[str]] = typer.Argument(None, help="Datasets (NAME) or single files (NAME:FILE)."),
+    layout: Optional[str] = typer.Option(None, "--layout", help="Also check the layout exists (the view costs no extra disk); "
+                                                                "alone: everything it needs."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="Everything this blend recipe needs (the bill of `fetch --recipe`)."),
     only_referenced_by: Optional[List[Path]] = typer.Option(None, "--only-referenced-by", help=ONLY_REFERENCED_HELP),
     settings: Settings = None,
 ) -> None:
@@ -32,12 +35,13 @@ def plan_cmd(
 
     Examples:
       vlmdata plan coco gqa --root /data/llava
+      vlmdata plan --recipe llava-665k
       vlmdata plan sam:sa_000000.tar --json
       vlmdata plan sam --only-referenced-by cap100k.json
       vlmdata plan ocr_vqa textvqa vg --layout llava \\
           --mirror http://cache.local/
     """
-    show_plan(settings, names, layout, only_referenced_by)
+    show_plan(settings, names, layout, only_referenced_by, recipe)
 
 
 def wanted_names(settings: Settings, paths: Optional[List[Path]]) -> tuple[set[str] | None, str | None]:
@@ -56,12 +60,9 @@ def wanted_names(settings: Settings, paths: Optional[List[Path]]) -> tuple[set[s
     return wanted, wanted_digest(wanted)
 
 
-def show_plan(settings: Settings, names: List[str], layout: Optional[str],
-              only_referenced_by: Optional[List[Path]] = None) -> None:
-    cat = settings.catalog
-    specs = cat.select_files(names)
-    if layout:
-        cat.layout(layout)
+def show_plan(settings: Settings, names: Optional[List[str]], layout: Optional[str],
+              only_referenced_by: Optional[List[Path]] = None, recipe: Optional[str] = None) -> None:
+    specs = select(settings.catalog, names, layout, recipe).specs
     root = settings.data_root
     root.check_readable()
     _, tag = wanted_names(settings, only_referenced_by)

@@ -192,6 +192,8 @@ class Fetcher:
         try:
             if spec.place.kind == "images":
                 self._url_list(spec, out)
+            elif spec.place.kind == "repo":
+                self._repo(spec, out)
             elif self.opt.wanted is not None and spec.place.kind == "extract" and is_tar(spec) and not spec.parts:
                 self._subset(spec, out)
             else:
@@ -260,6 +262,15 @@ class Fetcher:
                                                                  "converted": res.converted, "dead": len(res.dead),
                                                                  "failed": len(res.failed),
                                                                  "report": str(res.report_path)}))
+
+    def _repo(self, spec: FileSpec, out: FileOutcome) -> None:
+        """Placement "repo": every selected file of a Hub repo (vlmdata.fetch.repo)."""
+        from vlmdata.fetch.repo import fetch_repo
+
+        res = fetch_repo(spec, self.downloader, self.journal, endpoint=self.opt.hf_endpoint, jobs=self.opt.jobs)
+        out.bytes, out.resumed_from, out.connections = res.transferred, res.resumed_from, res.connections
+        out.size, out.files, out.source = res.listing.size, len(res.listing.files), res.source
+        out.sha256 = res.listing.digest()
 
     def _subset(self, spec: FileSpec, out: FileOutcome) -> None:
         """--only-referenced-by on a tar: the wanted members from the stream (vlmdata.fetch.subset)."""

@@ -3,6 +3,9 @@
 The format is documented key by key in docs/manifests.md. Facts nobody published are written
 "unknown" in the TOML and become ``None`` here; code treats ``None`` as "check against the lock
 file, or record the first verified value there".
+
+Why one file of ~400 lines: each dataclass sits beside the parser that fills it, one pair per
+section of docs/manifests.md, so the format is read in one place and checked against the docs.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from typing import Callable
 
 from vlmdata.manifest.reader import Table, check_relpath
 
-PLACE_KINDS = ("extract", "file", "images")
+PLACE_KINDS = ("extract", "file", "images", "repo")
 ARCHIVE_FORMATS = ("auto", "zip", "tar", "tar.gz")
 LAYOUT_ENTRY_KINDS = ("dir", "file", "mkdir")
 
@@ -31,6 +34,8 @@ class Source:
     url_key: str | None = None  # urllist: the field holding each image URL
     name_column: str | None = None  # linkfile: column with the file name
     url_column: str | None = None  # linkfile: column with the URL
+    include: tuple[str, ...] = ()  # hf-repo: globs of the repo's files to fetch (empty: all)
+    exclude: tuple[str, ...] = ()  # hf-repo: globs of files to leave out
     note: str | None = None
 
     # how each kind is described, planned and fetched: vlmdata.sources (one module per kind)
@@ -40,7 +45,7 @@ class Source:
 class Placement:
     """Where a file's content lands in the store (relative to the root)."""
 
-    kind: str  # extract | file | images
+    kind: str  # extract | file | images | repo (a Hub repo's files at their paths under `to`)
     to: str
     inner: str | None = None  # extract: the archive's top folder; "" = none; None = unknown
     format: str = "auto"  # extract
@@ -185,6 +190,13 @@ def _hf_source(t: Table) -> Source:
                   revision=t.str("revision"), path=t.str("path"), note=note)
 
 
+def _hf_repo_source(t: Table) -> Source:
+    note = t.str("note", None)
+    return Source("hf-repo", repo_type=t.str("repo_type", choices=("dataset", "model")), repo_id=t.str("repo_id"),
+                  revision=t.str("revision"), include=tuple(t.str_list("include")),
+                  exclude=tuple(t.str_list("exclude")), note=note)
+
+
 def _urllist_source(t: Table) -> Source:
     note = t.str("note", None)
     path, url = t.str("path", None), t.str("url", None)
@@ -207,7 +219,7 @@ def _manual_source(t: Table) -> Source:
 
 
 _SOURCE_PARSERS: dict[str, Callable[[Table], Source]] = {
-    "http": _http_source, "hf": _hf_source, "urllist": _urllist_source, "linkfile": _linkfile_source,
+    "http": _http_source, "hf": _hf_source, "hf-repo": _hf_repo_source, "urllist": _urllist_source, "linkfile": _linkfile_source,
     "manual": _manual_source,
 }
 SOURCE_KINDS = tuple(_SOURCE_PARSERS)
@@ -276,6 +288,10 @@ def _file(t: Table, dataset: str) -> FileSpec:
         parts=parts,
         place=_placement(t.table("place")),  # type: ignore[arg-type]
     )
+    kinds = {s.kind for s in sources}
+    if (spec.place.kind == "repo" and (parts or kinds != {"hf-repo"})) or ("hf-repo" in kinds and spec.place.kind != "repo"):
+        raise t.fail("place", "placement `repo` goes with `hf-repo` sources only, and `hf-repo` sources with "
+                              "placement `repo`")
     t.done()
     return spec
 

@@ -79,6 +79,7 @@ class SourceKind:
 
     name = ""
     lists_images = False  # delivers per-image URLs (placement "images") rather than one file
+    lists_files = False  # delivers a repo's files (placement "repo") rather than one file
 
     def describe(self, src: Source) -> str:
         """The source as a person reads it (`vlmdata info`, the journal, messages)."""

@@ -83,5 +83,5 @@ def partial_bytes(root: "Root", spec: "FileSpec") -> int:
     total = 0
     for n in names:
         dl = root.download_path(spec.dataset, n)
-        total += dl.stat().st_size if dl.exists() else partial_progress(dl)
+        total += dl.stat().st_size if dl.is_file() else partial_progress(dl)  # (a repo's folder: its files count)
     return total

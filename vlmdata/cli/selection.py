@@ -1,0 +1,45 @@
+"""What `fetch` and `plan` work on: named datasets/files, or everything a layout or a recipe needs.
+
+- ``NAME ...``: those datasets (their default files) or files; ``--layout L`` then only builds L's view.
+- ``--layout L`` alone: every file L's required entries need (vlmdata.manifest.needs).
+- ``--recipe R``: R's JSON files and the image folders its inputs use; its layout's view is built
+  after (unless ``--layout`` names another).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional
+
+from vlmdata.errors import UserError
+from vlmdata.manifest import Catalog, FileSpec, Layout
+from vlmdata.manifest.needs import layout_files, recipe_files
+
+RECIPE_HELP = "Fetch every file this blend recipe needs (its JSONs and the image folders it uses), then build its layout."
+
+
+@dataclass
+class Selection:
+    specs: list[FileSpec]
+    layout: Layout | None  # whose view to build afterwards
+    label: str  # the selection in words, for the lock holder and messages
+
+
+def select(catalog: Catalog, names: Optional[List[str]], layout: Optional[str], recipe: Optional[str]) -> Selection:
+    names = list(names or [])
+    lay = catalog.layout(layout) if layout else None
+    if recipe is not None:
+        blend = catalog.blend(recipe)
+        specs = catalog.select_files(names) + recipe_files(catalog, blend)
+        return Selection(_unique(specs), lay or catalog.layout(blend.layout), f"--recipe {recipe}")
+    if names:
+        return Selection(catalog.select_files(names), lay, " ".join(names))
+    if lay is not None:
+        return Selection(layout_files(catalog, lay), lay, f"--layout {lay.name}")
+    raise UserError("nothing to fetch: name datasets (or DATASET:FILE), or give --layout or --recipe",
+                    hint="e.g. `vlmdata fetch coco gqa`, `vlmdata fetch --layout llava`, `vlmdata fetch --recipe llava-665k`; "
+                         "`vlmdata list` shows the names")
+
+
+def _unique(specs: list[FileSpec]) -> list[FileSpec]:
+    seen: set[str] = set()
+    return [f for f in specs if not (f.key in seen or seen.add(f.key))]  # type: ignore[func-returns-value]

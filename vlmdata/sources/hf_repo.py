@@ -1,0 +1,126 @@
+"""``kind = "hf-repo"``: every file of a Hugging Face Hub repo (a model, or a dataset kept as files),
+at a revision, filtered by ``include`` / ``exclude`` globs; placement ``repo`` puts them under one folder.
+
+Fetch asks the hub for the repo's file list once (``repo_info`` with file metadata: each file's
+size and, for LFS files, its sha256), then every file is an ordinary ``hf`` file of the same repo
+at the resolved commit, downloaded, checked and placed by the usual engine (vlmdata.fetch.repo).
+The listing itself is pinned in ``vlmdata.lock`` (its commit and a digest of the file list), so a
+later fetch, on any machine, gets the very same files even when the branch has moved on.
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vlmdata.manifest import Source
+from vlmdata.net.errors import SourceFailed
+from vlmdata.sources.base import Candidate, SourceKind, Unavailable
+from vlmdata.sources.hf import DEFAULT_ENDPOINT, redact, token_from_env
+
+if TYPE_CHECKING:
+    from vlmdata.state import Root
+
+
+@dataclass(frozen=True)
+class RepoFile:
+    path: str  # inside the repo
+    size: int
+    sha256: str | None  # the LFS sha256; None for files kept in git itself (pinned in vlmdata.lock instead)
+
+
+@dataclass(frozen=True)
+class Listing:
+    commit: str
+    files: tuple[RepoFile, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def digest(self) -> str:
+        """What the lock pins for the repo: one line per file (path, size, LFS sha256), sorted."""
+        text = "".join(f"{f.path}\t{f.size}\t{f.sha256 or '-'}\n" for f in sorted(self.files, key=lambda f: f.path))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def to_json(self) -> dict:
+        return {"commit": self.commit, "files": [[f.path, f.size, f.sha256] for f in self.files]}
+
+    @staticmethod
+    def from_json(d: dict) -> "Listing":
+        return Listing(d["commit"], tuple(RepoFile(p, s, h) for p, s, h in d["files"]))
+
+
+def selected(path: str, src: Source) -> bool:
+    """``include`` (any glob; none given: every file) and not ``exclude``. Git's own files are never fetched."""
+    if path == ".gitattributes" or path.startswith(".git/"):
+        return False
+    if src.include and not any(fnmatch.fnmatchcase(path, g) for g in src.include):
+        return False
+    return not any(fnmatch.fnmatchcase(path, g) for g in src.exclude)
+
+
+def label(src: Source, revision: str | None = None, endpoint: str | None = None) -> str:
+    rev = revision or src.revision
+    what = f"hf://{src.repo_type}s/{src.repo_id}@{rev}"
+    if src.include:
+        what += f" [{', '.join(src.include)}]"
+    return what + (f" via {endpoint}" if endpoint and endpoint.rstrip("/") != DEFAULT_ENDPOINT else "")
+
+
+def list_repo(src: Source, revision: str, endpoint: str | None, token: str | None = None) -> Listing:
+    """The files of ``src``'s repo at ``revision`` that it selects; SourceFailed with a clean message."""
+    from huggingface_hub import HfApi, constants
+
+    endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+    token = token if token is not None else token_from_env()
+    where = label(src, revision, endpoint)
+    if constants.is_offline_mode():
+        raise SourceFailed(f"{where}: HF_HUB_OFFLINE is set, so the hub is not asked for the file list "
+                           "(unset HF_HUB_OFFLINE to download from the hub)")
+    try:
+        info = HfApi(endpoint=endpoint, token=token or False).repo_info(
+            src.repo_id or "", repo_type=src.repo_type, revision=revision, files_metadata=True)
+    except Exception as e:  # noqa: BLE001 - every hub error becomes "try the next source"
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        hint = ""
+        if "RepositoryNotFound" in type(e).__name__ or status == 401:
+            hint = " (the repo does not exist, or it is private/gated: set HF_TOKEN to a token with access)"
+        elif "RevisionNotFound" in type(e).__name__:
+            hint = " (no such revision)"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise SourceFailed(redact(f"{where}: {type(e).__name__}: {first}{hint}", token), status=status) from None
+    files = []
+    for s in info.siblings or []:
+        if not selected(s.rfilename, src):
+            continue
+        lfs = s.lfs
+        sha = getattr(lfs, "sha256", None) if lfs is not None else None
+        size = getattr(lfs, "size", None) if lfs is not None else s.size
+        if size is None:
+            raise SourceFailed(f"{where}: the hub gave no size for {s.rfilename} (an endpoint without file metadata?)")
+        files.append(RepoFile(s.rfilename, int(size), sha))
+    if not files:
+        raise SourceFailed(f"{where}: no file of the repo matches include={list(src.include)} exclude={list(src.exclude)}")
+    return Listing(info.sha or revision, tuple(sorted(files, key=lambda f: f.path)))
+
+
+class HfRepoKind(SourceKind):
+    name = "hf-repo"
+    lists_files = True  # delivers a list of hub files (placement "repo"), not one file
+
+    def describe(self, src: Source) -> str:
+        return label(src)
+
+    def plan_label(self, src: Source, mirror: str | None, hf_endpoint: str | None) -> str:
+        return label(src, endpoint=hf_endpoint)
+
+    def candidate(self, src: Source, name: str, root: "Root", *, download_path: Path,
+                  mirror: str | None) -> Candidate:
+        return Unavailable(src, self.describe(src), reason="a repo is listed and fetched file by file, not as one file")
+
+
+KIND = HfRepoKind()
