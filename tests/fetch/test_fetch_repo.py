@@ -152,6 +152,17 @@ def test_a_repo_is_linked_into_a_layout_and_planned(cli, manifests, root, hub):
     assert json.loads(plan.out)["download_bytes"] == len(files["model.safetensors"])
 
 
+def test_all_files_but_pickled_weights_when_safetensors_are_there(cli, manifests, root, hub):
+    files = model_files(hub)
+    hub.add(REPO_ID, "pytorch_model.bin", os.urandom(5_000), lfs=True, repo_type="model")
+    hub.add(REPO_ID, ".gitattributes", b"*.bin filter=lfs\n", lfs=False, repo_type="model")
+    manifests.dataset("tiny", repo_toml(include="[]"))
+    r = run(cli, manifests, root, hub, "tiny")
+    assert r.code == 0, r.err
+    placed = root / "models/tiny-model"
+    assert sorted(p.relative_to(placed).as_posix() for p in placed.rglob("*") if p.is_file()) == sorted(files)
+
+
 def test_repo_placement_needs_an_hf_repo_source(cli, manifests, root):
     manifests.dataset("bad", """[[files]]
 name = "x"

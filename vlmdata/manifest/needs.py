@@ -4,6 +4,7 @@ A layout entry is served by the files of its dataset whose placement lands on it
 entry's store path, inside it (``vg`` <- ``vg/VG_100K``), or around it (``coco/train2017`` inside a
 folder an archive fills). Of those, the dataset's default files; only when none of them lands there,
 its optional ones (an entry can exist for an optional file alone). Optional entries are skipped.
+A file whose images come from a URL list brings the file that places the list.
 
 A recipe needs its JSON files and the images its records use. The records are not read here (they
 may not be fetched yet), so the images are bounded by the recipe's layout: the entries under an
@@ -37,9 +38,21 @@ def _unique(specs: list[FileSpec]) -> list[FileSpec]:
     return [f for f in specs if not (f.key in seen or seen.add(f.key))]  # type: ignore[func-returns-value]
 
 
+def with_lists(catalog: Catalog, specs: list[FileSpec]) -> list[FileSpec]:
+    """``specs`` plus the files their per-image URL lists are read from (OCR-VQA's dataset.json),
+    each before the first file that needs it."""
+    out: list[FileSpec] = []
+    for spec in specs:
+        for src in spec.sources:
+            if src.kind == "urllist" and src.path:
+                out += [f for ds in catalog.datasets.values() for f in ds.files if f.place.to == src.path]
+        out.append(spec)
+    return _unique(out)
+
+
 def layout_files(catalog: Catalog, layout: Layout, *, optional: bool = False) -> list[FileSpec]:
     """Every file the layout's required entries (and its optional ones, with ``optional``) need."""
-    return _unique([f for e in layout.entries if optional or not e.optional for f in entry_files(catalog, e)])
+    return with_lists(catalog, [f for e in layout.entries if optional or not e.optional for f in entry_files(catalog, e)])
 
 
 def _under_prefix(layout: Layout, prefix: str) -> list[LayoutEntry]:
@@ -64,7 +77,7 @@ def recipe_files(catalog: Catalog, blend: Blend) -> list[FileSpec]:
             entries += [x for x in layout.entries if x.kind == "dir" and not x.optional]
     for x in entries:
         out += entry_files(catalog, x)
-    return _unique(out)
+    return with_lists(catalog, out)
 
 
 def missing_entries(layout: Layout, exists: Callable[[LayoutEntry], bool]) -> list[LayoutEntry]:

@@ -1,5 +1,6 @@
 """``kind = "hf-repo"``: every file of a Hugging Face Hub repo (a model, or a dataset kept as files),
-at a revision, filtered by ``include`` / ``exclude`` globs; placement ``repo`` puts them under one folder.
+at a revision, filtered by ``include`` / ``exclude`` globs (and, where a repo has both weight
+formats, only its safetensors); placement ``repo`` puts them under one folder.
 
 Fetch asks the hub for the repo's file list once (``repo_info`` with file metadata: each file's
 size and, for LFS files, its sha256), then every file is an ordinary ``hf`` file of the same repo
@@ -63,6 +64,17 @@ def selected(path: str, src: Source) -> bool:
     return not any(fnmatch.fnmatchcase(path, g) for g in src.exclude)
 
 
+_BIN_WEIGHTS = ("pytorch_model*.bin", "pytorch_model.bin.index.json")
+
+
+def prefer_safetensors(paths: list[str]) -> list[str]:
+    """Where a repo publishes its weights in both formats, the safetensors ones: what transformers
+    loads when both are there, so the PyTorch pickles would be downloaded for nothing."""
+    if not any(p.endswith(".safetensors") for p in paths):
+        return paths
+    return [p for p in paths if not any(fnmatch.fnmatchcase(p.rsplit("/", 1)[-1], g) for g in _BIN_WEIGHTS)]
+
+
 def label(src: Source, revision: str | None = None, endpoint: str | None = None) -> str:
     rev = revision or src.revision
     what = f"hf://{src.repo_type}s/{src.repo_id}@{rev}"
@@ -94,8 +106,9 @@ def list_repo(src: Source, revision: str, endpoint: str | None, token: str | Non
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise SourceFailed(redact(f"{where}: {type(e).__name__}: {first}{hint}", token), status=status) from None
     files = []
+    keep = set(prefer_safetensors([s.rfilename for s in info.siblings or [] if selected(s.rfilename, src)]))
     for s in info.siblings or []:
-        if not selected(s.rfilename, src):
+        if s.rfilename not in keep:
             continue
         lfs = s.lfs
         sha = getattr(lfs, "sha256", None) if lfs is not None else None
