@@ -5,14 +5,17 @@
 2. sample (recipe.sample_mask) over the records read, deterministic for the recipe's seed.
 3. images: the distinct paths the sampled rows use, checked with one listing per folder
    (images_index.FolderIndex); ``--deep`` decodes them; missing/corrupt follow ``--missing``.
-4. ids: made unique across the blend (``<source>:<id>``, then ``#<index>`` within a source).
+   Then each entry's ``weight`` (weights.py): how many times each kept record is written.
+4. ids: made unique across the blend (``<source>:<id>``, then ``#<index>`` within a source;
+   copies from a weight above 1 add ``#rep<k>``).
 5. write (writer.py): the kept rows in recipe order then file order into a temporary folder
    swapped into place with blend.json at the end; a scanned file in which nothing changed is
-   moved in as a shard, the others are rewritten batch by batch.
+   moved in as a shard, the others are rewritten batch by batch; a weight's extra copies follow
+   their source's rows.
 
 `report` runs 1-3 without the conversation text and without writing a dataset.
 
-Why one file of ~580 lines: the steps hand each other Arrow tables and numpy masks over the same
+Why one file of ~670 lines: the steps hand each other Arrow tables and numpy masks over the same
 rows (keep, ids, fixes, image drops); split across modules they would pass a dozen arrays through
 every signature. Scanning, sampling, the image index and the writer are their own modules.
 """
@@ -37,6 +40,7 @@ import pyarrow.compute as pc
 import vlmdata
 from vlmdata.blend import drop_limit
 from vlmdata.blend import validate
+from vlmdata.blend.weights import copies, copy_id
 from vlmdata.blend.writer import DatasetWriter, abandon, begin, commit, write_json
 from vlmdata.contract import BASE_SCHEMA, BLEND_JSON, SCHEMA_VERSION, arrow_schema
 from vlmdata.blend.images_index import EMPTY, FolderIndex, empty_files, inspect_images, split_paths
@@ -91,6 +95,8 @@ class Source:
     ids: pa.Array | None = None  # final ids of the kept rows
     renamed: np.ndarray | None = None  # per kept row: its id was changed
     ids_renamed: int = 0
+    checked: int = 0  # records that passed every check, before the weight
+    reps: np.ndarray | None = None  # per row of `table`: copies written (the weight); None: `keep` once each
 
     @property
     def name(self) -> str:
@@ -99,6 +105,15 @@ class Source:
     @property
     def kept(self) -> int:
         return int(self.keep.sum())
+
+    @property
+    def rows(self) -> int:
+        """Rows written for this source: its kept records, each as often as the weight says."""
+        return int(self.reps.sum()) if self.reps is not None else self.kept
+
+    def copies_of(self, mask: np.ndarray) -> int:
+        """Rows written for the table rows in ``mask``."""
+        return int(self.reps[mask].sum()) if self.reps is not None else int((mask & self.keep).sum())
 
 
 @dataclass
@@ -145,8 +160,23 @@ def analyse(resolved: Resolved, opts: Options, work: Path, *, keep_text: bool,
     sources = [_sample(i, s, resolved.recipe.seed) for i, s in zip(inputs, scans)]
     t2 = time.perf_counter()
     analysis = _check_images(resolved, opts, sources)
+    _apply_weights(sources, resolved.recipe.seed)
     analysis.timings.update(parse=t1 - t0, sample=t2 - t1, images=time.perf_counter() - t2)
     return analysis, hashes
+
+
+def _apply_weights(sources: list[Source], seed: int) -> None:
+    """Each entry's weight over its kept records (weights.py); a record drawn out by a weight
+    below 1 is not written, and is not a dropped record either."""
+    for s in sources:
+        s.checked = s.kept
+        kept = np.flatnonzero(s.keep)
+        reps = copies(len(kept), s.input.entry.weight, seed, s.name)
+        if reps is None:
+            continue
+        s.reps = np.zeros(len(s.keep), dtype=np.int32)
+        s.reps[kept] = reps
+        s.keep = s.reps > 0
 
 
 def _meanwhile(inputs: list[Input], hashes: dict[str, dict[str, Any]]) -> None:
@@ -322,6 +352,14 @@ def assign_ids(sources: list[Source]) -> None:
     if len(left):
         raise OperationError(f"could not make ids unique: {left[0].as_py()!r} still occurs more than once",
                              hint="rename the clashing records in the input JSON")
+    copied = [pa.array([copy_id(i, k) for s in sources if s.reps is not None
+                        for i, r in zip(s.ids.to_pylist(), s.reps[s.keep].tolist()) for k in range(2, r + 1)],
+                       pa.string())]
+    if len(copied[0]):
+        clash = pc.is_in(pa.chunked_array([s.ids for s in sources], pa.string()), value_set=copied[0])
+        if pc.any(clash).as_py():
+            raise OperationError("a weight's copy id (<id>#rep<k>) equals an id already in the blend",
+                                 hint="rename the records whose ids end in #rep<number>, or use weight 1")
 
 
 def _duplicates(ids: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -375,7 +413,7 @@ def run_blend(resolved: Resolved, opts: Options, out: Path) -> BlendResult:
 def _write(an: Analysis, hashes: dict[str, dict[str, Any]], tmp: Path) -> tuple[dict[str, Any], list[str]]:
     opts = an.options
     writer = DatasetWriter(tmp, arrow_schema(sizes=opts.image_sizes, embed=opts.embed_images))
-    with _bar(opts, total=sum(s.kept for s in an.sources), unit="row", desc="write") as bar:
+    with _bar(opts, total=sum(s.rows for s in an.sources), unit="row", desc="write") as bar:
         for s in an.sources:
             _write_source(s, writer, an, bar.update)
     fingerprint = hashlib.sha256(json.dumps([an.resolved.recipe_toml, hashes, _options_json(opts, output_only=True)],
@@ -391,7 +429,8 @@ def _write_source(s: Source, writer: DatasetWriter, an: Analysis, progress: Any)
     """One shard per scanned range: the scan's file itself when every row stays as it is, else its
     kept rows rewritten batch by batch (read into memory one batch at a time, not mapped)."""
     opts = an.options
-    extra = opts.image_sizes or opts.embed_images
+    repeats = s.reps is not None and int(s.reps.max(initial=0)) > 1
+    extra = opts.image_sizes or opts.embed_images or repeats  # (a scan file moved in could not be read again)
     assert s.ids is not None
     row = out = 0
     for row_file in s.scan.row_files:
@@ -424,6 +463,40 @@ def _write_source(s: Source, writer: DatasetWriter, an: Analysis, progress: Any)
                     writer.write(_with_extras(pa.RecordBatch.from_arrays(cols, schema=BASE_SCHEMA).slice(off, step),
                                               opts, an.image_info, an.resolved.image_root.path))
                 progress(b.num_rows)
+        writer.end_shard()
+    if repeats:
+        _write_copies(s, writer, an, progress)
+
+
+def _write_copies(s: Source, writer: DatasetWriter, an: Analysis, progress: Any) -> None:
+    """The second, third, ... copy of the records a weight repeats: one shard per copy number, in
+    file order, ids ``<id>#rep<k>``."""
+    assert s.reps is not None and s.ids is not None
+    pos = np.cumsum(s.keep) - 1  # table row -> its place in s.ids
+    for k in range(2, int(s.reps.max()) + 1):
+        want = s.reps >= k
+        writer.begin_shard()
+        row = 0
+        for row_file in s.scan.row_files:
+            base, row = row, row + row_file.rows
+            if not want[base:row].any():
+                continue
+            at = base
+            with pa.OSFile(str(row_file.path)) as f:
+                for b in pa.ipc.open_stream(f):
+                    m = want[at:at + b.num_rows]
+                    rows = pos[at:at + b.num_rows][m]
+                    at += b.num_rows
+                    if not m.any():
+                        continue
+                    b = b.filter(pa.array(m))
+                    ids = pc.binary_join_element_wise(s.ids.take(pa.array(rows)), pa.scalar(f"#rep{k}"), "")
+                    batch = pa.RecordBatch.from_arrays([ids] + b.columns[1:], schema=b.schema)
+                    step = 256 if an.options.embed_images else b.num_rows
+                    for off in range(0, b.num_rows, step):
+                        writer.write(_with_extras(batch.slice(off, step), an.options, an.image_info,
+                                                  an.resolved.image_root.path))
+                    progress(b.num_rows)
         writer.end_shard()
 
 
@@ -506,7 +579,9 @@ def source_counts(s: Source, opts: Options) -> dict[str, Any]:
     return {
         "read": s.scan.n_read,
         "sampled": s.sampled,
-        "kept": s.kept,
+        "kept": s.checked,
+        "weight": s.input.entry.weight if s.input.entry.weight is not None else 1.0,
+        "rows": s.rows,
         "dropped": dict(sorted(s.dropped.items())),
         "fixed": {k: n for k, n in s.fixes.items() if n},
         "ids_renamed": s.ids_renamed,
@@ -517,8 +592,8 @@ def source_counts(s: Source, opts: Options) -> dict[str, Any]:
 
 def _metadata(an: Analysis, hashes: dict[str, dict[str, Any]], files: list[str], dropped: int) -> dict[str, Any]:
     r = an.resolved
-    rows = sum(s.kept for s in an.sources)
-    text_only = sum(int(((s.table.column("n_images").to_numpy() == 0) & s.keep).sum()) if s.table.num_rows else 0
+    rows = sum(s.rows for s in an.sources)
+    text_only = sum(s.copies_of(s.table.column("n_images").to_numpy() == 0) if s.table.num_rows else 0
                     for s in an.sources)
     return {
         "schema_version": SCHEMA_VERSION,
@@ -539,6 +614,7 @@ def _metadata(an: Analysis, hashes: dict[str, dict[str, Any]], files: list[str],
                     "read_in_ranges": s.scan.ranges}
                    for i, s in zip(r.inputs, an.sources)],
         "counts": {s.name: source_counts(s, an.options) for s in an.sources},
+        "mix": mix(an.sources),
         "totals": {"rows": rows, "text_only": text_only,
                    "read": sum(s.scan.n_read for s in an.sources),
                    "sampled": sum(s.sampled for s in an.sources),
@@ -548,6 +624,13 @@ def _metadata(an: Analysis, hashes: dict[str, dict[str, Any]], files: list[str],
                    "images_corrupt": sum(st.corrupt for st in an.folders.values())},
         "dropped_file": "dropped.jsonl" if dropped else None,
     }
+
+
+def mix(sources: list[Source]) -> dict[str, dict[str, Any]]:
+    """Per source: its weight, its kept records, the rows written and their share of the blend."""
+    total = sum(s.rows for s in sources) or 1
+    return {s.name: {"weight": s.input.entry.weight if s.input.entry.weight is not None else 1.0,
+                     "kept": s.checked, "rows": s.rows, "share": round(s.rows / total, 6)} for s in sources}
 
 
 # ---------------------------------------------------------------- report
@@ -582,11 +665,13 @@ def report_json(an: Analysis) -> dict[str, Any]:
         "image_root_origin": r.image_root.origin,
         "options": _options_json(an.options),
         "sources": sources,
+        "mix": mix(an.sources),
         "folders": folders,
         "totals": {
             "read": sum(s.scan.n_read for s in an.sources),
             "sampled": sum(s.sampled for s in an.sources),
-            "would_keep": sum(s.kept for s in an.sources),
+            "would_keep": sum(s.checked for s in an.sources),
+            "would_write": sum(s.rows for s in an.sources),
             "would_drop": sum(sum(s.dropped.values()) for s in an.sources),
             "images_needed": sum(st.needed for st in an.folders.values()),
             "images_present": sum(st.present for st in an.folders.values()),

@@ -7,12 +7,13 @@ FOLDER_LINES = 30  # folders shown in the text report (all of them are in --json
 
 
 def _source_table(counts: dict[str, dict[str, Any]], keep_label: str) -> list[str]:
-    lines = [f"  {'source':<28} {'read':>10} {'sampled':>10} {keep_label:>10} {'dropped':>9} "
+    lines = [f"  {'source':<28} {'read':>10} {'sampled':>10} {keep_label:>10} {'weight':>7} {'rows':>10} {'dropped':>9} "
              f"{'images':>9} {'missing':>8} {'corrupt':>8}"]
     for name, c in counts.items():
         img = c["images"]
-        lines.append(f"  {name:<28} {c['read']:>10,} {c['sampled']:>10,} {c['kept']:>10,} "
-                     f"{sum(c['dropped'].values()):>9,} {img['needed']:>9,} {img['missing']:>8,} {img['corrupt']:>8,}")
+        lines.append(f"  {name:<28} {c['read']:>10,} {c['sampled']:>10,} {c['kept']:>10,} {c['weight']:>7g} "
+                     f"{c['rows']:>10,} {sum(c['dropped'].values()):>9,} {img['needed']:>9,} {img['missing']:>8,} "
+                     f"{img['corrupt']:>8,}")
     for name, c in counts.items():
         for reason, n in c["dropped"].items():
             lines.append(f"    {name}: dropped {n:,} ({reason})")

@@ -1,5 +1,8 @@
 """`vlmdata stats`: what a blend holds, from its small columns only (source, n_images, text_chars
-and the conversation lengths), so even a large blend is summarised from a few MB of pages."""
+and the conversation lengths), so even a large blend is summarised from a few MB of pages.
+
+The mix as blended: rows and share per source, beside the weight and the kept records blend.json
+recorded (rows = kept x weight, rounded)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,11 +27,15 @@ def compute(folder: Path) -> dict[str, Any]:
     sources = t.column("source").to_numpy(zero_copy_only=False) if n else np.zeros(0, object)
 
     per_source = []
+    weights = (out.meta or {}).get("mix", {})
     for name in dict.fromkeys(sources.tolist()):  # in the order the blend wrote them
         m = sources == name
         per_source.append({
             "source": name,
             "rows": int(m.sum()),
+            "share": round(float(m.mean()), 4),
+            "weight": weights.get(name, {}).get("weight"),
+            "kept": weights.get(name, {}).get("kept"),
             "text_only": int((n_images[m] == 0).sum()),
             "images": int(n_images[m].sum()),
             "mean_text_chars": round(float(chars[m].mean()), 1),
@@ -60,10 +67,13 @@ def render(st: dict[str, Any]) -> str:
     lines = [f"{st['folder']}" + (f" (recipe {st['recipe']})" if st.get("recipe") else ""),
              f"  rows {st['rows']:,}   image references {st['images']:,}   text-only {st['text_only']:,} "
              f"({100 * st['text_only_share']:.1f}%)", "", "  per source:",
-             f"    {'source':<28} {'rows':>10} {'text-only':>10} {'images':>10} {'chars/row':>10} {'turns/row':>10}"]
+             f"    {'source':<28} {'rows':>10} {'share':>7} {'weight':>7} {'kept':>10} {'text-only':>10} {'images':>10} "
+             f"{'chars/row':>10} {'turns/row':>10}"]
     for s in st["sources"]:
-        lines.append(f"    {s['source']:<28} {s['rows']:>10,} {s['text_only']:>10,} {s['images']:>10,} "
-                     f"{s['mean_text_chars']:>10,.0f} {s['mean_turns']:>10.1f}")
+        weight = f"{s['weight']:g}" if s.get("weight") is not None else "-"
+        kept = f"{s['kept']:,}" if s.get("kept") is not None else "-"
+        lines.append(f"    {s['source']:<28} {s['rows']:>10,} {100 * s['share']:>6.1f}% {weight:>7} {kept:>10} "
+                     f"{s['text_only']:>10,} {s['images']:>10,} {s['mean_text_chars']:>10,.0f} {s['mean_turns']:>10.1f}")
     lines += ["", "  images per record:"]
     lines += _bars({k: v for k, v in st["images_per_record"].items()}, st["rows"])
     tc = st["text_chars"]
