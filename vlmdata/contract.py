@@ -12,14 +12,21 @@ files. Required columns, in this order:
 | n_images      | int32                                       |
 | text_chars    | int32                                       |
 
-Optional, by flag: ``image_widths`` / ``image_heights`` (list<int32>, one per image,
-``--image-sizes``) and ``image_bytes`` (list<binary>, ``--embed-images``).
+Optional: ``record_extra`` (string, JSON or null: what of each source record the other columns do
+not hold, for a lossless `vlmdata export`; vlmdata.blend.extra; written by every `vlmdata blend`
+since version 2), and, by flag, ``image_widths`` / ``image_heights`` (list<int32>, one per image,
+``--image-sizes``) and ``image_bytes`` (``--embed-images``: the images themselves, one per path,
+as ``datasets.Image`` values, list<struct<bytes: binary, path: string>>, so ``load_from_disk``
+decodes them; a missing image kept with ``--missing keep`` is null).
 
 ``blend.json`` (a JSON object) must carry ``schema_version`` (an int, see SCHEMA_VERSION) and,
 when rows have images that are not embedded, ``image_root`` (absolute, or relative to the blend
 folder). Everything else in it (recipe, inputs, counts, ...) is a record for people, not part of
 the contract. A blend.json without ``schema_version`` predates this module; the only version
 written before it was 1, so it reads as 1.
+
+Versions: 1: ``image_bytes`` was list<binary>. 2: ``image_bytes`` holds ``datasets.Image`` structs
+(bytes + path), ``record_extra`` added. ``image_blob`` reads either.
 
 This module imports only pyarrow, the standard library and vlmdata.errors, so vlmtrain can import
 it without pulling in the data toolchain. ``datasets`` is imported only by ``features``.
@@ -34,14 +41,15 @@ import pyarrow as pa
 
 from vlmdata.errors import UserError
 
-SCHEMA_VERSION = 1  # bump when a reader written for the old version would misread the new data
-READABLE_VERSIONS = frozenset({1})
+SCHEMA_VERSION = 2  # bump when a reader written for the old version would misread the new data
+READABLE_VERSIONS = frozenset({1, 2})
 BLEND_JSON = "blend.json"
 IMAGE_TOKEN = "<image>"
 
 # column names
 ID, SOURCE, IMAGES, CONVERSATIONS, N_IMAGES, TEXT_CHARS = "id", "source", "images", "conversations", "n_images", "text_chars"
 IMAGE_WIDTHS, IMAGE_HEIGHTS, IMAGE_BYTES = "image_widths", "image_heights", "image_bytes"
+RECORD_EXTRA = "record_extra"
 TURN_FROM, TURN_VALUE = "from", "value"  # the fields of one turn
 
 TURN_TYPE = pa.struct([pa.field(TURN_FROM, pa.string()), pa.field(TURN_VALUE, pa.string())])
@@ -57,7 +65,9 @@ REQUIRED = [
     pa.field(TEXT_CHARS, pa.int32()),
 ]
 SIZES = [pa.field(IMAGE_WIDTHS, pa.list_(pa.int32())), pa.field(IMAGE_HEIGHTS, pa.list_(pa.int32()))]
-BYTES = [pa.field(IMAGE_BYTES, pa.list_(pa.binary()))]
+IMAGE_TYPE = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])  # datasets.Image's storage
+BYTES = [pa.field(IMAGE_BYTES, pa.list_(IMAGE_TYPE))]
+EXTRA = [pa.field(RECORD_EXTRA, pa.string())]
 REQUIRED_NAMES = tuple(f.name for f in REQUIRED)
 TRAINER_COLUMNS = (ID, IMAGES, CONVERSATIONS)  # what a trainer cannot do without (n_images is used when there)
 
@@ -66,19 +76,37 @@ class ContractError(UserError):
     """A folder that does not hold a blend this version of the contract can read (exit code 2)."""
 
 
-def arrow_schema(*, sizes: bool = False, embed: bool = False) -> pa.Schema:
+def arrow_schema(*, extra: bool = False, sizes: bool = False, embed: bool = False) -> pa.Schema:
     """The Arrow schema of a blend, without the `datasets` metadata (see ``features``)."""
-    return pa.schema(REQUIRED + (SIZES if sizes else []) + (BYTES if embed else []))
+    return pa.schema(REQUIRED + (EXTRA if extra else []) + (SIZES if sizes else []) + (BYTES if embed else []))
 
 
 BASE_SCHEMA = arrow_schema()
+BLEND_SCHEMA = arrow_schema(extra=True)  # what `vlmdata blend` writes before the columns its flags add
 
 
 def features(schema: pa.Schema = BASE_SCHEMA) -> Any:
-    """The `datasets.Features` of ``schema`` (conversations stay a list of structs)."""
+    """The `datasets.Features` of ``schema`` (conversations stay a list of structs; embedded images
+    are ``datasets.Image`` values, which ``load_from_disk`` users get decoded)."""
     import datasets
 
-    return datasets.Features.from_arrow_schema(schema)
+    feats = datasets.Features.from_arrow_schema(schema)
+    if IMAGE_BYTES in schema.names and schema.field(IMAGE_BYTES).type == BYTES[0].type:
+        seq = getattr(datasets, "List", None) or datasets.Sequence
+        feats[IMAGE_BYTES] = seq(datasets.Image())
+    return feats
+
+
+def image_blob(value: Any) -> bytes | None:
+    """The bytes of one embedded image as a reader gets it from ``image_bytes``: raw bytes
+    (version 1) or a ``datasets.Image`` value (version 2: a dict with ``bytes``); None when absent."""
+    if value is None or isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value) if value is not None else None
+    if isinstance(value, dict):
+        data = value.get("bytes")
+        return bytes(data) if data is not None else None
+    raise ContractError(f"image_bytes holds a {type(value).__name__}, not bytes or an image struct",
+                        hint="write the blend again with `vlmdata blend --embed-images`")
 
 
 def blend_meta(*, image_root: str | Path | None, recipe: Any, **extra: Any) -> dict[str, Any]:

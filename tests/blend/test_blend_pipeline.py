@@ -160,7 +160,10 @@ def test_image_sizes_and_embedded_bytes(tree):
     ds = datasets.load_from_disk(str(res.out))
     assert ds.column_names[-3:] == ["image_widths", "image_heights", "image_bytes"]
     r = ds[0]
-    assert r["image_widths"] == [3] and r["image_heights"] == [2] and r["image_bytes"] == [PNG]
+    # load_from_disk users get the images decoded (datasets.Image); the bytes are the file's, with its path
+    assert r["image_widths"] == [3] and r["image_heights"] == [2] and r["image_bytes"][0].size == (3, 2)
+    raw = ds.with_format("arrow")[0].to_pylist()[0]["image_bytes"]
+    assert raw == [{"bytes": PNG, "path": r["images"][0]}]
     text = [x for x in ds if x["n_images"] == 0]
     assert text and text[0]["image_bytes"] == [] and text[0]["image_widths"] == []
 

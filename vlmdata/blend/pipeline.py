@@ -40,9 +40,10 @@ import pyarrow.compute as pc
 import vlmdata
 from vlmdata.blend import drop_limit
 from vlmdata.blend import validate
+from vlmdata.blend.extra import keep_original_ids
 from vlmdata.blend.weights import copies, copy_id
 from vlmdata.blend.writer import DatasetWriter, abandon, begin, commit, write_json
-from vlmdata.contract import BASE_SCHEMA, BLEND_JSON, SCHEMA_VERSION, arrow_schema
+from vlmdata.contract import BLEND_JSON, BLEND_SCHEMA, IMAGE_TYPE, RECORD_EXTRA, SCHEMA_VERSION, arrow_schema
 from vlmdata.blend.images_index import EMPTY, FolderIndex, empty_files, inspect_images, split_paths
 from vlmdata.blend.recipe import Input, Resolved, sample_limit, sample_mask
 from vlmdata.blend.scan import PARALLEL_MIN_BYTES, BadRecord, InputScan, Task, cleanup, scan_inputs
@@ -218,7 +219,7 @@ def _fail_on_first_bad(scans: list[InputScan]) -> None:
 def _read_rows(scan: InputScan) -> pa.Table:
     """The good rows of one input, memory-mapped (only the columns used get paged in)."""
     tables = [pa.ipc.open_stream(pa.memory_map(str(p.path))).read_all() for p in scan.row_files]
-    return pa.concat_tables(tables) if tables else BASE_SCHEMA.empty_table()
+    return pa.concat_tables(tables) if tables else BLEND_SCHEMA.empty_table()
 
 
 def _sample(inp: Input, scan: InputScan, seed: int) -> Source:
@@ -412,7 +413,7 @@ def run_blend(resolved: Resolved, opts: Options, out: Path) -> BlendResult:
 
 def _write(an: Analysis, hashes: dict[str, dict[str, Any]], tmp: Path) -> tuple[dict[str, Any], list[str]]:
     opts = an.options
-    writer = DatasetWriter(tmp, arrow_schema(sizes=opts.image_sizes, embed=opts.embed_images))
+    writer = DatasetWriter(tmp, _schema(opts))
     with _bar(opts, total=sum(s.rows for s in an.sources), unit="row", desc="write") as bar:
         for s in an.sources:
             _write_source(s, writer, an, bar.update)
@@ -456,11 +457,15 @@ def _write_source(s: Source, writer: DatasetWriter, an: Analysis, progress: Any)
                     continue
                 if not m.all():
                     b = b.filter(pa.array(m))
-                cols = [ids.slice(done, b.num_rows)] + b.columns[1:]
+                new = ids.slice(done, b.num_rows)
+                cols = [new] + b.columns[1:]
+                if renamed:  # the record's own id stays in record_extra, for export
+                    at = BLEND_SCHEMA.get_field_index(RECORD_EXTRA)
+                    cols[at] = keep_original_ids(b.column(at), b.column(0), new)
                 done += b.num_rows
                 step = 256 if opts.embed_images else b.num_rows  # embedded bytes: keep batches small
                 for off in range(0, b.num_rows, step):
-                    writer.write(_with_extras(pa.RecordBatch.from_arrays(cols, schema=BASE_SCHEMA).slice(off, step),
+                    writer.write(_with_extras(pa.RecordBatch.from_arrays(cols, schema=BLEND_SCHEMA).slice(off, step),
                                               opts, an.image_info, an.resolved.image_root.path))
                 progress(b.num_rows)
         writer.end_shard()
@@ -507,7 +512,11 @@ def _with_extras(b: pa.RecordBatch, opts: Options, info: dict[str, Any], root: P
         cols += _sizes(images, info)
     if opts.embed_images:
         cols.append(_embed(images, root, opts.workers() * 2))
-    return pa.RecordBatch.from_arrays(cols, schema=arrow_schema(sizes=opts.image_sizes, embed=opts.embed_images))
+    return pa.RecordBatch.from_arrays(cols, schema=_schema(opts))
+
+
+def _schema(opts: Options) -> pa.Schema:
+    return arrow_schema(extra=True, sizes=opts.image_sizes, embed=opts.embed_images)
 
 
 def _sizes(images: pa.Array, info: dict[str, Any]) -> list[pa.Array]:
@@ -537,10 +546,13 @@ def _embed(images: pa.Array, root: Path, jobs: int) -> pa.Array:
             return None  # a missing image kept with --missing keep
 
     images = _unsliced(images)
-    flat = pc.list_flatten(images).to_pylist()
+    flat = pc.list_flatten(images)
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        data = list(pool.map(read, flat))
-    return pa.ListArray.from_arrays(images.offsets, pa.array(data, pa.binary()))
+        data = list(pool.map(read, flat.to_pylist()))
+    # datasets.Image values (bytes + the path relative to the image root), so load_from_disk decodes them
+    absent = pa.array([d is None for d in data])
+    structs = pa.StructArray.from_arrays([pa.array(data, pa.binary()), flat], fields=list(IMAGE_TYPE), mask=absent)
+    return pa.ListArray.from_arrays(images.offsets, structs)
 
 
 def _unsliced(images: pa.Array) -> pa.Array:
@@ -606,7 +618,7 @@ def _metadata(an: Analysis, hashes: dict[str, dict[str, Any]], files: list[str],
         "image_root_origin": r.image_root.origin,
         "seed": r.recipe.seed,
         "options": _options_json(an.options),
-        "columns": [f.name for f in arrow_schema(sizes=an.options.image_sizes, embed=an.options.embed_images)],
+        "columns": [f.name for f in _schema(an.options)],
         "files": files,
         "inputs": [{"name": i.name, "source": i.label, "path": str(i.path), "sample": i.entry.sample,
                     "weight": i.entry.weight, "image_prefix": i.entry.image_prefix,

@@ -2,7 +2,8 @@
 
 Accepted shapes (datasets.md §7, §9): ``{id, image, conversations}`` (LLaVA, ShareGPT4V, ALLaVA,
 Vision-Flan), ``idx`` instead of ``id`` (ALLaVA Evol-Instruct), ``image`` as a list (MoE-LLaVA),
-no ``image`` (text-only), extra keys (``model``, ``task_name``, ``url`` ...: ignored).
+no ``image`` (text-only), extra keys (``model``, ``task_name``, ``url`` ...: kept in the
+``record_extra`` column with whatever else export needs to write the record back; extra.py).
 
 Rules, as the LLaVA loaders apply them (llava/train/train.py):
 - id: a string, or an int made a string; absent -> ``idx``; absent too -> ``<source>:<index>``.
@@ -24,8 +25,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from vlmdata.blend import validate
-from vlmdata.contract import BASE_SCHEMA, CONVERSATIONS_TYPE, IMAGE_TOKEN, IMAGES_TYPE, TURN_TYPE
+from vlmdata.blend import extra, validate
+from vlmdata.contract import BLEND_SCHEMA, CONVERSATIONS_TYPE, IMAGE_TOKEN, IMAGES_TYPE, TURN_TYPE
 
 _TOKEN_PREFIX = IMAGE_TOKEN + "\n"
 # the roles of a well-formed conversation of each length: human, gpt, human, gpt, ...
@@ -39,7 +40,7 @@ class RowBuffer:
     the fixes applied to it (bit i: validate.FIXES[i]), which stay beside the Arrow rows."""
 
     __slots__ = ("ids", "img_flat", "img_offsets", "values", "n_turns", "conv_offsets", "n_images",
-                 "text_chars", "index", "fixes", "keep_text")
+                 "text_chars", "index", "fixes", "extras", "keep_text")
 
     def __init__(self, keep_text: bool = True) -> None:
         self.keep_text = keep_text
@@ -56,6 +57,7 @@ class RowBuffer:
         self.text_chars: list[int] = []
         self.index: list[int] = []
         self.fixes: list[int] = []
+        self.extras: list[str | None] = []
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -69,8 +71,9 @@ class RowBuffer:
         conv = pa.ListArray.from_arrays(pa.array(self.conv_offsets, pa.int32()), turns, type=CONVERSATIONS_TYPE)
         return pa.RecordBatch.from_arrays(
             [pa.array(self.ids, pa.string()), pa.repeat(pa.scalar(source, pa.string()), len(self.ids)), images, conv,
-             pa.array(self.n_images, pa.int32()), pa.array(self.text_chars, pa.int32())],
-            schema=BASE_SCHEMA)
+             pa.array(self.n_images, pa.int32()), pa.array(self.text_chars, pa.int32()),
+             pa.array(self.extras if self.keep_text else [None] * len(self.ids), pa.string())],
+            schema=BLEND_SCHEMA)
 
 
 def _roles(n: int) -> pa.Array:
@@ -139,6 +142,7 @@ class Normaliser:
         if out.keep_text:
             out.values.extend(values)
             out.n_turns += len(values)
+            out.extras.append(extra.of_record(rec, image))
         out.conv_offsets.append(out.n_turns)
         out.n_images.append(n)
         out.text_chars.append(chars)

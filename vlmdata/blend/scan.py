@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from vlmdata.blend import validate
-from vlmdata.contract import BASE_SCHEMA
+from vlmdata.contract import BLEND_SCHEMA
 from vlmdata.blend.records import Normaliser, RowBuffer
 from vlmdata.errors import OperationError, UserError
 from vlmdata.jsonstream import RecordReader, SegmentMismatch, split_points
@@ -160,7 +160,7 @@ def _flush(buf: RowBuffer, writer: Any, task: Task, index: list[np.ndarray], fix
     fixes.append(np.array(buf.fixes, dtype=np.int8))
     buf.clear()
     if writer is None:
-        writer = pa.ipc.new_stream(str(task.out), BASE_SCHEMA)
+        writer = pa.ipc.new_stream(str(task.out), BLEND_SCHEMA)
     writer.write_batch(batch)
     return writer
 

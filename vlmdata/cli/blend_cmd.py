@@ -120,11 +120,12 @@ def export_cmd(
     out: Path = typer.Argument(..., help="The JSON file to write."),
     fmt: Literal["llava-json", "llava-jsonl"] = typer.Option(
         "llava-json", "--format", "-f", help="llava-json (one JSON array) or llava-jsonl (one record a line)."),
+    blend_ids: bool = typer.Option(False, "--blend-ids", help="Write the blend's unique ids, not each record's own id."),
     settings: Settings = None,
 ) -> None:
     """Write a blend back as the LLaVA JSON the original repos read.
 
-    {id, image, conversations} per record, `image` a string for one image, a list for several, absent for text-only records. Streams batch by batch; the file appears complete or not at all.
+    {id, image, conversations} per record, `image` a string for one image, a list for several, absent for text-only records, plus the record's other keys (model, task_name, ...) and its own id and id type: an unchanged blend exports as its input, record for record. Streams batch by batch; the file appears complete or not at all.
 
     Examples:
       vlmdata export data/blends/llava-665k llava_v1_5_mix665k.checked.json
@@ -142,7 +143,7 @@ def export_cmd(
     from tqdm import tqdm
 
     with tqdm(disable=not settings.progress, unit="row", desc="export", leave=False, mininterval=0.5) as bar:
-        n = export(folder, out, fmt, on_rows=bar.update)
+        n = export(folder, out, fmt, on_rows=bar.update, original_ids=not blend_ids)
     if settings.json:
         settings.emit_json({"out": str(out), "records": n, "format": fmt})
     else:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from vlmdata.contract import (CONVERSATIONS, ID, IMAGE_BYTES, IMAGES, N_IMAGES, TRAINER_COLUMNS, ContractError,
-                              missing_columns, read_blend_meta)
+                              image_blob, missing_columns, read_blend_meta)
 
 from .encode import ENCODER_VERSION, Encoder
 from .images import BadImage, ImageLoader
@@ -120,6 +120,10 @@ def open_blend(dataset_dir: str | Path, image_root: str | Path | None):
         if not root.is_absolute():
             root = d / root
         if not root.is_dir():
+            if image_root is None and IMAGE_BYTES in ds.column_names:
+                # a self-contained blend (--embed-images) copied away from its image tree: it needs none
+                log.info("image root %s (from %s) is not here; the images are embedded in the dataset", root, blend_path)
+                return ds, blend, None
             raise DataError(f"image root {root} does not exist (from {'image_root' if image_root is not None else blend_path})")
     return ds, blend, root
 
@@ -285,6 +289,9 @@ class ConversationDataset(torch.utils.data.Dataset):
         self.bad_samples = bad_samples
         self.report = report
         self._has_blobs = IMAGE_BYTES in ds.column_names
+        # rows as Arrow, turned into Python values here: `datasets` would decode every embedded image
+        # (datasets.Image) before this code sees it, and a bad one would fail outside the bad-image handling
+        self._rows = ds.with_format("arrow") if self._has_blobs else None
         self._empty: torch.Tensor | None = None
 
     def __len__(self) -> int:
@@ -309,7 +316,7 @@ class ConversationDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         row = int(self.rows[i])
-        rec = self.ds[row]
+        rec = self._rows[row].to_pylist()[0] if self._rows is not None else self.ds[row]
         rid = str(rec[ID])
         paths = list(rec[IMAGES] or [])
         try:
@@ -322,7 +329,10 @@ class ConversationDataset(torch.utils.data.Dataset):
             if self.image_root is None and not self._has_blobs:
                 raise DataError("the dataset has images but no image root: blend.json has no image_root; set image_root")
             try:
-                blobs = rec.get(IMAGE_BYTES) if self._has_blobs else None
+                blobs = [image_blob(b) for b in rec.get(IMAGE_BYTES) or []] if self._has_blobs else None
+                if blobs is not None and self.image_root is None and None in blobs:
+                    gone = paths[blobs.index(None)]
+                    raise BadImage(gone, "not embedded in the dataset (kept with --missing keep) and no image root here")
                 pixel_values = self.images.load(self.image_root or Path("."), paths, blobs)
             except BadImage as e:
                 return self._bad(rid, row, e.path, e.reason)
