@@ -150,6 +150,7 @@ class TrainConfig:
     save_total_limit: Optional[int] = 1
     logging_steps: int = 1
     report_to: list = field(default_factory=lambda: ["tensorboard"])  # a plain string (`wandb`) is accepted too
+    sample_log: bool = False                        # each rank's trained sample ids per step: output_dir/samples/
 
     # --- launch ------------------------------------------------------------------------------
     num_gpus: int = 1                               # per node; >1 re-launches through deepspeed / torchrun

@@ -139,6 +139,17 @@ def test_launch_commands():
         assert "MASTER_ADDR" in e.render()
     cmd = launch_command(cfg, ["run", "x.yaml"], env={"MASTER_ADDR": "10.0.0.1", "NODE_RANK": "1"})
     assert cmd[0] == "torchrun" and cmd[cmd.index("--nproc_per_node") + 1] == "8" and "--node_rank" in cmd
+    # the deepspeed launcher on every node (NODE_RANK set): no ssh, the hostfile names the nodes
+    cfg = load_config("configs/llava-1.5-7b-finetune.yaml", ["num_nodes=2", "hostfile=/etc/hosts"])
+    cmd = launch_command(cfg, ["run", "x.yaml"], env={"MASTER_ADDR": "10.0.0.1", "NODE_RANK": "1"})
+    assert cmd[0] == "deepspeed" and "--no_ssh" in cmd and cmd[cmd.index("--node_rank") + 1] == "1"
+    assert "--no_ssh" not in launch_command(cfg, ["run", "x.yaml"], env={})  # the first node starts the others
+    cfg = load_config("configs/llava-1.5-7b-finetune.yaml", ["num_nodes=2"])
+    try:
+        launch_command(cfg, ["run", "x.yaml"], env={"MASTER_ADDR": "10.0.0.1", "NODE_RANK": "1"})
+        raise AssertionError("expected a ConfigError")
+    except ConfigError as e:
+        assert "hostfile" in e.render()
     assert not needs_launch(load_config("configs/tiny-cpu.yaml"))
 
 

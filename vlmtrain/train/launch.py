@@ -5,7 +5,9 @@ process that was started. Otherwise it starts the launcher with the same argumen
 the launched processes see ``LOCAL_RANK`` / ``RANK`` and train instead of launching again.
 
 - ``deepspeed`` (the default when the config names a DeepSpeed JSON or a hostfile): multi-node by
-  hostfile (``worker-1 slots=8`` lines; the launcher starts the other nodes over ssh/pdsh).
+  hostfile (``worker-1 slots=8`` lines; the launcher starts the other nodes over ssh/pdsh); or,
+  with ``NODE_RANK`` and ``MASTER_ADDR`` in the environment, every node runs the command itself
+  (DeepSpeed's ``--no_ssh``: SLURM, Kubernetes, no ssh between nodes), the hostfile naming the nodes.
 - ``torchrun``: one node, or several when every node runs the command with ``MASTER_ADDR`` and
   ``NODE_RANK`` set (the usual SLURM / Kubernetes pattern).
 """
@@ -44,6 +46,12 @@ def launch_command(cfg: TrainConfig, run_args: list[str], env: dict[str, str] | 
             cmd += ["--hostfile", cfg.hostfile]
         if cfg.num_nodes > 1 or cfg.hostfile:
             cmd += ["--num_nodes", str(cfg.num_nodes)]
+        if cfg.num_nodes > 1 and not cfg.hostfile:
+            raise ConfigError(f"the deepspeed launcher over {cfg.num_nodes} nodes needs a `hostfile` naming them",
+                              hint="write one line per node (`node-1 slots=8`), or use `launcher: torchrun`")
+        if cfg.num_nodes > 1 and "NODE_RANK" in env and "MASTER_ADDR" in env:
+            # each node starts its own ranks: no ssh from the first node to the others
+            cmd += ["--no_ssh", "--node_rank", env["NODE_RANK"], "--master_addr", env["MASTER_ADDR"]]
         cmd += ["--num_gpus", str(cfg.num_gpus), "--master_port", str(cfg.master_port), "--no_local_rank",
                 "--module", *module]
         return cmd

@@ -15,7 +15,8 @@ gradient accumulation, bf16, LoRA models, and exact resume (optimizer, scheduler
 - stage 1 saves the projector alone as ``mm_projector.bin`` in the reference repo's key names, and
   resumes from it;
 - a SIGTERM (preemption, ``scancel``) or Ctrl-C finishes the current step, saves a checkpoint and stops
-  (vlmtrain.train.signals).
+  (vlmtrain.train.signals);
+- ``sample_log``: each rank's sample ids per step (vlmtrain.train.sample_log).
 """
 from __future__ import annotations
 
@@ -86,6 +87,11 @@ class VlmTrainer(Trainer):
         self._data_wait_total = 0.0
         self._peak = peak_flops(device_name())
         self._moe: MoeWindow | None = None
+        self._samples = None
+        if vlm_cfg.sample_log:
+            from vlmtrain.train.sample_log import SampleLog, global_rank
+
+            self._samples = SampleLog(self.args.output_dir, global_rank())
 
     # -- data ---------------------------------------------------------------------------------
     def _get_train_sampler(self, train_dataset=None) -> Sampler:
@@ -118,6 +124,8 @@ class VlmTrainer(Trainer):
         meta = pop_batch_meta(inputs)
         if meta:
             self.train_data.report.record_batch(meta)
+            if self._samples is not None and model.training:
+                self._samples.write(self.state.global_step + 1, meta.get("ids") or [])
         if inputs["input_ids"].numel() == 0:  # every sample of the batch was skipped (bad_samples: skip)
             loss = sum(p.sum() * 0.0 for p in model.parameters() if p.requires_grad)
             return (loss, None) if return_outputs else loss

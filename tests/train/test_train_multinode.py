@@ -1,0 +1,107 @@
+"""Multi-node, run for real: `vlmtrain run` started on two "nodes" of this machine (two processes, each
+with its NODE_RANK, MASTER_ADDR=127.0.0.1), re-launching itself through torchrun (ZeRO-2) or the
+deepspeed launcher without ssh (ZeRO-3), gloo on CPU, a tiny stage 2. Each run is cut by a SIGTERM
+after step 2 (a checkpoint on both ranks) and resumed with --resume on both nodes. Checked against
+one process with the same global batch: the ranks' samples (sample_log) are disjoint and together
+are that process's batch at every step, and the losses are the same at every step, resumed or not.
+
+DeepSpeed's CPU shared-memory op is not compiled (multinode/sitecustomize.py, on PYTHONPATH of every
+process the launchers start)."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from train_helpers import REPO, read_metrics, tiny_config
+from vlmtrain.train.sample_log import read_sample_logs
+
+STEPS, CUT, BATCH = 3, 2, 4  # global batch 4 = 2 nodes x 1 process x 2
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=f"{REPO / 'tests/train/multinode'}{os.pathsep}{REPO}", CUDA_VISIBLE_DEVICES="",
+                MASTER_ADDR="127.0.0.1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", **extra)
+
+
+def _config(path: Path, blend: Path, out: Path, **over) -> Path:
+    settings = dict(max_steps=STEPS, save_steps=100, per_device_train_batch_size=BATCH, sample_log=True,
+                    learning_rate=3e-3)
+    cfg = tiny_config(blend, out, **{**settings, **over})
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _two_nodes(cfg: Path, *args: str, env: dict[str, str] | None = None) -> list[subprocess.CompletedProcess]:
+    """`vlmtrain run CFG` as node 0 and node 1, at once; both must end."""
+    procs = [subprocess.Popen([sys.executable, "-m", "vlmtrain.cli", "run", str(cfg), "--set", f"master_port={port}",
+                               *args], env=_env(NODE_RANK=str(rank), **(env or {})), cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for rank, port in zip((0, 1), [_port()] * 2)]
+    done = []
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=420)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+        done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    return done
+
+
+@pytest.fixture(scope="module")
+def single(instruct_blend, tmp_path_factory) -> Path:
+    """The reference: one process, no DeepSpeed, the whole global batch per step."""
+    out = tmp_path_factory.mktemp("single") / "run"
+    cfg = _config(out.parent / "single.yaml", instruct_blend, out)
+    p = subprocess.run([sys.executable, "-m", "vlmtrain.cli", "run", str(cfg)], env=_env(), cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("launcher, zero", [("torchrun", "zero2"), ("deepspeed", "zero3")])
+def test_two_nodes_match_one_process_and_resume(launcher, zero, single, instruct_blend, tmp_path):
+    over = dict(num_nodes=2, num_gpus=1, launcher=launcher, deepspeed=str(REPO / f"configs/deepspeed/{zero}.json"),
+                per_device_train_batch_size=BATCH // 2)
+    if launcher == "deepspeed":
+        hosts = tmp_path / "hostfile"  # names the nodes; with NODE_RANK set nobody is reached over ssh
+        hosts.write_text("node-a slots=1\nnode-b slots=1\n")
+        over["hostfile"] = str(hosts)
+    out = tmp_path / "run"
+    cfg = _config(tmp_path / "two.yaml", instruct_blend, out, **over)
+
+    cut = _two_nodes(cfg, env={"VLMTRAIN_SIGTERM_AT_STEP": str(CUT)})
+    assert all(p.returncode != 0 for p in cut), [p.stderr[-2000:] for p in cut]  # stopped, checkpoint saved
+    assert all("launching:" in p.stderr and ("--no_ssh" in p.stderr) == (launcher == "deepspeed") for p in cut)
+    ckpt = out / f"checkpoint-{CUT}"
+    shards = sorted(p.name for p in (ckpt / f"global_step{CUT}").iterdir())
+    assert any("rank_0" in s for s in shards) and any("rank_1" in s for s in shards), shards  # both ranks' states
+    assert max(read_metrics(out)) == CUT
+
+    resumed = _two_nodes(cfg, "--resume")
+    assert all(p.returncode == 0 for p in resumed), [p.stderr[-3000:] for p in resumed]
+
+    ref, got = read_metrics(single), read_metrics(out)
+    assert sorted(got) == sorted(ref) == list(range(1, STEPS + 1))
+    for step in ref:
+        assert got[step]["loss"] == pytest.approx(ref[step]["loss"], rel=1e-5), step
+    ref_ids = {r["step"]: r["ids"] for r in read_sample_logs(single)}
+    logs = read_sample_logs(out)
+    for step in range(1, STEPS + 1):
+        per_rank = {r["rank"]: r["ids"] for r in logs if r["step"] == step}
+        assert sorted(per_rank) == [0, 1], step  # both ranks trained every step, the resumed one too
+        assert not set(per_rank[0]) & set(per_rank[1]), step  # disjoint
+        assert per_rank[0] + per_rank[1] == ref_ids[step], step  # together: the one process's batch
