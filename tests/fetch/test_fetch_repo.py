@@ -1,4 +1,4 @@
-"""Hub repos as fetchable items (`hf-repo` sources, placement `repo`) against the loopback hub:
+"""Hub repos as fetchable items (`hfrepo` sources, placement `repo`) against the loopback hub:
 listed once, each file through the same engine (LFS sha256 checked, others pinned), placed and
 journaled file by file, the listing pinned in vlmdata.lock, linked into a layout."""
 from __future__ import annotations
@@ -26,7 +26,7 @@ def repo_toml(include: str = '["*.json", "*.safetensors"]', revision: str = "mai
 name = "{REPO_ID}"
 size = "unknown"
 sha256 = "unknown"
-sources = [{{ kind = "hf-repo", repo_type = "model", repo_id = "{REPO_ID}", revision = "{revision}", include = {include} }}]
+sources = [{{ kind = "hfrepo", repo_type = "model", repo_id = "{REPO_ID}", revision = "{revision}", include = {include} }}]
 place = {{ kind = "repo", to = "models/tiny-model" }}
 {extra}"""
 
@@ -163,7 +163,7 @@ def test_all_files_but_pickled_weights_when_safetensors_are_there(cli, manifests
     assert sorted(p.relative_to(placed).as_posix() for p in placed.rglob("*") if p.is_file()) == sorted(files)
 
 
-def test_repo_placement_needs_an_hf_repo_source(cli, manifests, root):
+def test_repo_placement_needs_an_hfrepo_source(cli, manifests, root):
     manifests.dataset("bad", """[[files]]
 name = "x"
 size = "unknown"
@@ -172,4 +172,4 @@ sources = [{ kind = "http", url = "http://127.0.0.1:9/x" }]
 place = { kind = "repo", to = "models/x" }
 """)
     r = cli("plan", "bad", "--manifests", str(manifests.folder), "--root", str(root))
-    assert r.code == 2 and "hf-repo" in r.err
+    assert r.code == 2 and "hfrepo" in r.err

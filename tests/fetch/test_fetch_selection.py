@@ -85,7 +85,7 @@ def test_shipped_pretrain_case_layout_is_the_documents_tree():
     assert not any(k.startswith("mmmu:") for k in keys)
     for name in ("vicuna-13b-v1.5", "clip-vit-large-patch14-336", "mmmu_subjects"):
         src = cat.dataset(name).files[0].sources[0]
-        assert src.kind == "hf-repo" and cat.dataset(name).files[0].place.kind == "repo"
+        assert src.kind == "hfrepo" and cat.dataset(name).files[0].place.kind == "repo"
 
 
 def test_recipe_files_follow_the_image_prefix():

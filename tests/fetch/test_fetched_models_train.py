@@ -61,7 +61,7 @@ license = "test"
 name = "{repo}"
 size = "unknown"
 sha256 = "unknown"
-sources = [{{ kind = "hf-repo", repo_type = "model", repo_id = "{repo}", revision = "main" }}]
+sources = [{{ kind = "hfrepo", repo_type = "model", repo_id = "{repo}", revision = "main" }}]
 place = {{ kind = "repo", to = "models/{name}" }}
 """)
     (folder / "layouts/case.toml").write_text("""name = "case"

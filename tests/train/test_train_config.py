@@ -130,7 +130,9 @@ def test_unknown_schema_version_exits_2_before_any_model(tmp_path, vlmtrain, mon
     data = tmp_path / "blend"
     shutil.copytree(caption_blend, data)
     meta = json.loads((data / "blend.json").read_text())
-    assert meta["schema_version"] == 1  # tinydata writes the contract's version
+    from vlmdata.contract import SCHEMA_VERSION
+
+    assert meta["schema_version"] == SCHEMA_VERSION  # tinydata writes the contract's version
     meta["schema_version"] = version
     (data / "blend.json").write_text(json.dumps(meta))
     r = vlmtrain("run", write_config(tmp_path / "c.yaml", tiny_config(data, tmp_path / "out")))

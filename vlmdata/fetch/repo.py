@@ -1,8 +1,8 @@
 """Placement "repo": a Hub repo's files (a model checkpoint, or a dataset kept as files) into one folder.
 
-1. The listing (vlmdata.sources.hf_repo): at the revision pinned in ``vlmdata.lock`` when there is
+1. The listing (vlmdata.sources.hfrepo): at the revision pinned in ``vlmdata.lock`` when there is
    one (its commit; the file list must hash to the pinned digest), else at the manifest's revision;
-   each ``hf-repo`` source in manifest order until one answers. It is kept in the state folder, so
+   each ``hfrepo`` source in manifest order until one answers. It is kept in the state folder, so
    `plan` can say the exact bytes afterwards.
 2. Every listed file is an ordinary hub file at the listing's commit: downloaded by the same
    engine as any other file (resume from ``.part``, several connections, the hub's LFS sha256
@@ -23,7 +23,7 @@ from vlmdata.fetch.verified import VerifiedDownloader
 from vlmdata.manifest import FileSpec, Placement, Source
 from vlmdata.net.errors import Cancelled, SourceFailed
 from vlmdata.place import place_download
-from vlmdata.sources.hf_repo import Listing, label, list_repo
+from vlmdata.sources.hfrepo import Listing, label, list_repo
 from vlmdata.state import Journal, JournalEntry, LockEntry, Root, is_placed
 
 

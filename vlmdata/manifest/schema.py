@@ -34,8 +34,8 @@ class Source:
     url_key: str | None = None  # urllist: the field holding each image URL
     name_column: str | None = None  # linkfile: column with the file name
     url_column: str | None = None  # linkfile: column with the URL
-    include: tuple[str, ...] = ()  # hf-repo: globs of the repo's files to fetch (empty: all)
-    exclude: tuple[str, ...] = ()  # hf-repo: globs of files to leave out
+    include: tuple[str, ...] = ()  # hfrepo: globs of the repo's files to fetch (empty: all)
+    exclude: tuple[str, ...] = ()  # hfrepo: globs of files to leave out
     note: str | None = None
 
     # how each kind is described, planned and fetched: vlmdata.sources (one module per kind)
@@ -190,9 +190,9 @@ def _hf_source(t: Table) -> Source:
                   revision=t.str("revision"), path=t.str("path"), note=note)
 
 
-def _hf_repo_source(t: Table) -> Source:
+def _hfrepo_source(t: Table) -> Source:
     note = t.str("note", None)
-    return Source("hf-repo", repo_type=t.str("repo_type", choices=("dataset", "model")), repo_id=t.str("repo_id"),
+    return Source("hfrepo", repo_type=t.str("repo_type", choices=("dataset", "model")), repo_id=t.str("repo_id"),
                   revision=t.str("revision"), include=tuple(t.str_list("include")),
                   exclude=tuple(t.str_list("exclude")), note=note)
 
@@ -219,7 +219,7 @@ def _manual_source(t: Table) -> Source:
 
 
 _SOURCE_PARSERS: dict[str, Callable[[Table], Source]] = {
-    "http": _http_source, "hf": _hf_source, "hf-repo": _hf_repo_source, "urllist": _urllist_source, "linkfile": _linkfile_source,
+    "http": _http_source, "hf": _hf_source, "hfrepo": _hfrepo_source, "urllist": _urllist_source, "linkfile": _linkfile_source,
     "manual": _manual_source,
 }
 SOURCE_KINDS = tuple(_SOURCE_PARSERS)
@@ -289,8 +289,8 @@ def _file(t: Table, dataset: str) -> FileSpec:
         place=_placement(t.table("place")),  # type: ignore[arg-type]
     )
     kinds = {s.kind for s in sources}
-    if (spec.place.kind == "repo" and (parts or kinds != {"hf-repo"})) or ("hf-repo" in kinds and spec.place.kind != "repo"):
-        raise t.fail("place", "placement `repo` goes with `hf-repo` sources only, and `hf-repo` sources with "
+    if (spec.place.kind == "repo" and (parts or kinds != {"hfrepo"})) or ("hfrepo" in kinds and spec.place.kind != "repo"):
+        raise t.fail("place", "placement `repo` goes with `hfrepo` sources only, and `hfrepo` sources with "
                               "placement `repo`")
     t.done()
     return spec

@@ -1,4 +1,4 @@
-"""Where a file can come from: one module per source kind (http, hf, hf-repo, linkfile, urllist, manual).
+"""Where a file can come from: one module per source kind (http, hf, hfrepo, linkfile, urllist, manual).
 
 Every kind answers the same questions (vlmdata.sources.base.SourceKind), asked by `plan`, `fetch`
 and `info` alike: how to describe a source, where a fetch with given options would go for it,
@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vlmdata.manifest import Source
-from vlmdata.sources import hf, hf_repo, http, linkfile, manual, urllist
+from vlmdata.sources import hf, hfrepo, http, linkfile, manual, urllist
 from vlmdata.sources.base import Candidate, Location, SourceKind, Unavailable
 from vlmdata.sources.hf import HubAccess
 
 if TYPE_CHECKING:
     from vlmdata.state import Root
 
-KINDS: dict[str, SourceKind] = {k.name: k for k in (http.KIND, hf.KIND, hf_repo.KIND, linkfile.KIND, urllist.KIND,
+KINDS: dict[str, SourceKind] = {k.name: k for k in (http.KIND, hf.KIND, hfrepo.KIND, linkfile.KIND, urllist.KIND,
                                                     manual.KIND)}
 
 __all__ = ["KINDS", "Candidate", "HubAccess", "Location", "SourceKind", "Unavailable", "candidates", "describe",

@@ -1,4 +1,4 @@
-"""``kind = "hf-repo"``: every file of a Hugging Face Hub repo (a model, or a dataset kept as files),
+"""``kind = "hfrepo"``: every file of a Hugging Face Hub repo (a model, or a dataset kept as files),
 at a revision, filtered by ``include`` / ``exclude`` globs (and, where a repo has both weight
 formats, only its safetensors); placement ``repo`` puts them under one folder.
 
@@ -122,7 +122,7 @@ def list_repo(src: Source, revision: str, endpoint: str | None, token: str | Non
 
 
 class HfRepoKind(SourceKind):
-    name = "hf-repo"
+    name = "hfrepo"
     lists_files = True  # delivers a list of hub files (placement "repo"), not one file
 
     def describe(self, src: Source) -> str:
