@@ -16,7 +16,7 @@ from typing import Callable
 from vlmdata.manifest.reader import Table, check_relpath
 
 PLACE_KINDS = ("extract", "file", "images", "repo")
-ARCHIVE_FORMATS = ("auto", "zip", "tar", "tar.gz")
+ARCHIVE_FORMATS = ("auto", "zip", "tar", "tar.gz", "split-zip")
 LAYOUT_ENTRY_KINDS = ("dir", "file", "mkdir")
 
 
@@ -275,6 +275,8 @@ def _file(t: Table, dataset: str) -> FileSpec:
     sources = _sources(t, required=not parts)
     if parts and sources:
         raise t.fail("sources", "a file has either `sources` or `parts`, not both")
+    if any(p.name == name for p in parts):  # they would share one download and one lock entry
+        raise t.fail("parts", f"a part is named like the file itself ({name!r}): name the whole differently")
     spec = FileSpec(
         dataset=dataset,
         name=name,
@@ -288,6 +290,8 @@ def _file(t: Table, dataset: str) -> FileSpec:
         parts=parts,
         place=_placement(t.table("place")),  # type: ignore[arg-type]
     )
+    if spec.place.format == "split-zip" and not parts:
+        raise t.fail("place.format", "a split zip (x.z01 ... x.zip) is published in parts: list them under `parts`")
     kinds = {s.kind for s in sources}
     if (spec.place.kind == "repo" and (parts or kinds != {"hfrepo"})) or ("hfrepo" in kinds and spec.place.kind != "repo"):
         raise t.fail("place", "placement `repo` goes with `hfrepo` sources only, and `hfrepo` sources with "

@@ -47,7 +47,14 @@ def place_download(spec: FileSpec, downloaded: Path, root: Root, *, merge: bool,
         raise UserError(f"{spec.key}: placement kind {place.kind!r} is not placed from one download",
                         hint="files of kind 'images' are fetched with vlmdata.fetch.urllist")
     label = downloaded.name
-    fmt, warnings = sniff_archive(downloaded, place.format)
+    opener = None
+    if place.format == "split-zip":  # parts of a zip split over disks, joined: read through a rebuilt directory
+        from vlmdata.place.splitzip import open_split_zip, recorded_disks
+
+        disks = recorded_disks(downloaded)
+        fmt, warnings, opener = "zip", [], (lambda p: open_split_zip(p, disks))
+    else:
+        fmt, warnings = sniff_archive(downloaded, place.format)
     limits = limits_for(downloaded.stat().st_size, place.unpacked_size, place.count)
     guard = BombGuard(label, limits)
     tmp = _temp_dir(final)
@@ -55,7 +62,8 @@ def place_download(spec: FileSpec, downloaded: Path, root: Root, *, merge: bool,
         if fmt == "zip":
             out = tmp / "out"
             out.mkdir()
-            files, w = extract_zip(downloaded, out, label=label, place=place, wanted=wanted, guard=guard, jobs=jobs)
+            files, w = extract_zip(downloaded, out, label=label, place=place, wanted=wanted, guard=guard, jobs=jobs,
+                                   open_zip=opener)
         else:
             with open(downloaded, "rb") as fh:
                 res = extract_tar(fh, tmp, label=label, place=place, wanted=wanted, guard=guard)
@@ -67,6 +75,10 @@ def place_download(spec: FileSpec, downloaded: Path, root: Root, *, merge: bool,
     warnings += _count_warning(spec, files, wanted)
     if not keep_archive:
         downloaded.unlink(missing_ok=True)
+        if opener is not None:
+            from vlmdata.place.splitzip import disks_path
+
+            disks_path(downloaded).unlink(missing_ok=True)
     return PlaceResult(place.to, files, warnings)
 
 

@@ -29,7 +29,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import Callable, BinaryIO, Iterable
 
 from vlmdata import atomic
 from vlmdata.errors import OperationError, UserError
@@ -180,10 +180,12 @@ class _ZipItem:
 
 
 def extract_zip(path: Path, out: Path, *, label: str, place: Placement, wanted: set[str] | None,
-                guard: BombGuard, jobs: int | None = None, stop: threading.Event | None = None) -> tuple[int, list[str]]:
-    """Unpack a zip into ``out`` (which exists). Returns (files written, warnings)."""
+                guard: BombGuard, jobs: int | None = None, stop: threading.Event | None = None,
+                open_zip: Callable[[Path], zipfile.ZipFile] | None = None) -> tuple[int, list[str]]:
+    """Unpack a zip into ``out`` (which exists). Returns (files written, warnings). ``open_zip``: how
+    to read its directory (a split zip's, vlmdata.place.splitzip); members are read from ``path``."""
     try:
-        zf = zipfile.ZipFile(path)
+        zf = (open_zip or zipfile.ZipFile)(path)
     except (zipfile.BadZipFile, OSError) as e:
         raise OperationError(f"{label} is not a readable zip: {e}", where=str(path),
                              hint="the download is probably damaged; fetch it again") from e
