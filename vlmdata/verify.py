@@ -112,6 +112,8 @@ class _Verifier:
         for spec, entry in placed:
             res.files += 1
             self._file(spec, entry, res)
+            if spec.place.kind == "repo":
+                self._repo_files(spec, res)
             if spec.place.kind in ("extract", "images"):
                 targets.setdefault(entry.to, []).append((spec, entry))
         for to, items in sorted(targets.items()):
@@ -128,6 +130,19 @@ class _Verifier:
         kept = self.root.download_path(spec.dataset, spec.name)
         if spec.place.kind != "file" and kept.is_file():
             self._sized(spec, entry, kept, res, "kept archive")
+
+    def _repo_files(self, spec: FileSpec, res: DatasetResult) -> None:
+        """A Hub repo's files, each journaled on its own (``dataset:file/path``): checked like plain files."""
+        from dataclasses import replace
+
+        from vlmdata.manifest import Placement
+
+        for key, entry in sorted(self.entries.items()):
+            if key.startswith(spec.key + "/"):
+                res.files += 1
+                sub = replace(spec, name=key.split(":", 1)[1], size=entry.size, size_approx=None, sha256=None, md5=None,
+                              sources=(), parts=(), place=Placement("file", to=entry.to))
+                self._file(sub, entry, res)
 
     def _sized(self, spec: FileSpec, entry: JournalEntry, path: Path, res: DatasetResult, what: str) -> None:
         size = entry.size if entry.size is not None else spec.size

@@ -64,6 +64,19 @@ def test_a_model_repo_is_fetched_file_by_file_and_pinned(cli, manifests, root, h
     journal = Journal(root / ".vlmdata")
     assert journal.get(f"tiny:{REPO_ID}").files == 4
     assert journal.get(f"tiny:{REPO_ID}/sub/extra.safetensors").to == "models/tiny-model/sub/extra.safetensors"
+    # status and verify know the repo (its folder, as journaled)
+    st = cli("status", "--manifests", str(manifests.folder), "--root", str(root), "--json")
+    assert st.code == 0, st.err
+    assert "complete" in st.out
+    ver = cli("verify", "tiny", "--deep", "--manifests", str(manifests.folder), "--root", str(root), "--json")
+    assert ver.code == 0, ver.out + ver.err
+    assert ver.json()["datasets"][0]["files"] == 5  # the repo and its 4 files
+    # a changed weight file is found by the deep check (against the hash the fetch verified)
+    (placed / "model.safetensors").write_bytes(files["model.safetensors"][::-1])
+    ver = cli("verify", "tiny", "--deep", "--manifests", str(manifests.folder), "--root", str(root), "--json")
+    assert ver.code == 1 and any(p["kind"] == "sha256" and p["path"].endswith("model.safetensors")
+                                 for p in ver.json()["datasets"][0]["problems"])
+    (placed / "model.safetensors").write_bytes(files["model.safetensors"])
     # run again: everything is there, no request at all
     hub.hub.reset()
     hub.cdn.reset()
