@@ -18,18 +18,18 @@ def test_a_layout_where_a_dataset_goes(tmp_path):
     r = run_vlmdata("--root", tmp_path, "fetch", "llava")
     assert r.code == 2
     assert "'llava' is a layout, not a dataset" in r.err
-    assert "`vlmdata fetch llava_instruct coco gqa ocr_vqa textvqa vg --layout llava`" in r.err
+    assert "`vlmdata fetch --layout llava`" in r.err
     assert not tmp_path.joinpath(".vlmdata").exists()
 
 
 def test_a_recipe_where_a_dataset_goes(tmp_path):
     r = run_vlmdata("--root", tmp_path, "fetch", "llava-665k")
     assert r.code == 2 and "'llava-665k' is a blend recipe, not a dataset" in r.err
-    assert ("`vlmdata fetch llava_instruct:llava_v1_5_mix665k.json coco gqa ocr_vqa textvqa vg --layout llava`, "
-            "then `vlmdata blend llava-665k`") in r.err
-    # images under the recipe's image_prefix only: stage 1 needs LLaVA-Pretrain, not COCO
-    r = run_vlmdata("--root", tmp_path, "plan", "llava-558k")
-    assert r.code == 2 and "`vlmdata fetch llava_pretrain --layout llava`" in r.err
+    assert "`vlmdata fetch --recipe llava-665k`" in r.err and "then `vlmdata blend llava-665k`" in r.err
+    # what --recipe fetches: images under the recipe's image_prefix only (stage 1 needs LLaVA-Pretrain, not COCO)
+    r = run_vlmdata("--root", tmp_path, "plan", "--recipe", "llava-558k", "--json")
+    keys = [i["key"] for i in r.json()["items"]]
+    assert keys == ["llava_pretrain:blip_laion_cc_sbu_558k.json", "llava_pretrain:images.zip"]
 
 
 def test_the_suggested_command_works(demo, tmp_path):

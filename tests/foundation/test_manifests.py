@@ -43,7 +43,7 @@ def test_shipped_hf_sources_pin_a_commit_or_say_why_not():
     for ds in load_catalog().datasets.values():
         for f in ds.files:
             for s in list(f.sources) + [s for p in f.parts for s in p.sources]:
-                if s.kind == "hf" and len(s.revision or "") != 40:
+                if s.kind in ("hf", "hfrepo") and len(s.revision or "") != 40:
                     assert s.note, f"{f.key}: hf revision {s.revision!r} is not a commit and the source has no note"
 
 

@@ -45,9 +45,10 @@ def fetch_cmd(
 
     Examples:
       vlmdata fetch coco gqa ocr_vqa textvqa vg --layout llava --root /data/llava
-      vlmdata fetch --recipe llava-665k          # the JSON and every image folder it uses
-      vlmdata fetch --layout llava-pretrain-case # everything that layout needs, then the view
-      vlmdata fetch vicuna-13b-v1.5 clip-vit-large-patch14-336   # Hub model repos, pinned
+      vlmdata fetch --recipe llava-665k     # its JSON and image folders
+      vlmdata fetch --layout llava-eval     # all the layout needs
+      vlmdata fetch vicuna-13b-v1.5 \\
+          clip-vit-large-patch14-336        # Hub model repos, pinned
       vlmdata fetch coco:val2017.zip --connections 8
       vlmdata fetch sam --only-referenced-by \\
           sharegpt4v_instruct_gpt4-vision_cap100k.json

@@ -55,13 +55,12 @@ class Catalog:
         if lay is not None:
             raise UserError(f"{name!r} is a layout, not a dataset: it arranges the datasets "
                             f"{', '.join(self.layout_datasets(lay))} into {lay.title}",
-                            hint=f"fetch what it needs: {self.fetch_command(self.layout_datasets(lay), lay.name)}"
-                                 + self._alike(name))
+                            hint=f"fetch what it needs: `vlmdata fetch --layout {lay.name}`" + self._alike(name))
         if blend is not None:
             raise UserError(f"{name!r} is a blend recipe, not a dataset: `vlmdata blend {blend.name}` turns its JSONs "
                             f"into a dataset once they and their images are fetched",
-                            hint=f"fetch what it needs: {self.fetch_command(self.recipe_needs(blend), blend.layout)}"
-                                 f", then `vlmdata blend {blend.name}`")
+                            hint=f"fetch what it needs: `vlmdata fetch --recipe {blend.name}` (`vlmdata plan --recipe "
+                                 f"{blend.name}` shows the bill), then `vlmdata blend {blend.name}`")
         return _lookup(self.datasets, name, "dataset")
 
     def layout(self, name: str) -> Layout:
