@@ -1,9 +1,11 @@
 """Multi-node, run for real: `vlmtrain run` started on two "nodes" of this machine (two processes, each
 with its NODE_RANK, MASTER_ADDR=127.0.0.1), re-launching itself through torchrun (ZeRO-2) or the
-deepspeed launcher without ssh (ZeRO-3), gloo on CPU, a tiny stage 2. Each run is cut by a SIGTERM
-after step 2 (a checkpoint on both ranks) and resumed with --resume on both nodes. Checked against
-one process with the same global batch: the ranks' samples (sample_log) are disjoint and together
-are that process's batch at every step, and the losses are the same at every step, resumed or not.
+deepspeed launcher without ssh (ZeRO-3), gloo on CPU, a tiny stage 2. The ZeRO-3 run is cut by a
+SIGTERM after step 2 (a checkpoint with both ranks' partitions) and resumed with --resume on both
+nodes (one cut, not two: each two-node start costs some 20 s of CPU on a 2-core box). Checked
+against one process with the same global batch: the ranks' samples (sample_log) are disjoint and
+together are that process's batch at every step, and the losses are the same at every step,
+resumed or not.
 
 DeepSpeed's CPU shared-memory op is not compiled (multinode/sitecustomize.py, on PYTHONPATH of every
 process the launchers start)."""
@@ -72,8 +74,10 @@ def single(instruct_blend, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("launcher, zero", [("torchrun", "zero2"), ("deepspeed", "zero3")])
-def test_two_nodes_match_one_process_and_resume(launcher, zero, single, instruct_blend, tmp_path):
+@pytest.mark.slow
+@pytest.mark.timeout(600)  # two-node starts are CPU-bound: under a loaded machine they take minutes
+@pytest.mark.parametrize("launcher, zero, cut", [("torchrun", "zero2", False), ("deepspeed", "zero3", True)])
+def test_two_nodes_match_one_process(launcher, zero, cut, single, instruct_blend, tmp_path):
     over = dict(num_nodes=2, num_gpus=1, launcher=launcher, deepspeed=str(REPO / f"configs/deepspeed/{zero}.json"),
                 per_device_train_batch_size=BATCH // 2)
     if launcher == "deepspeed":
@@ -83,16 +87,16 @@ def test_two_nodes_match_one_process_and_resume(launcher, zero, single, instruct
     out = tmp_path / "run"
     cfg = _config(tmp_path / "two.yaml", instruct_blend, out, **over)
 
-    cut = _two_nodes(cfg, env={"VLMTRAIN_SIGTERM_AT_STEP": str(CUT)})
-    assert all(p.returncode != 0 for p in cut), [p.stderr[-2000:] for p in cut]  # stopped, checkpoint saved
-    assert all("launching:" in p.stderr and ("--no_ssh" in p.stderr) == (launcher == "deepspeed") for p in cut)
-    ckpt = out / f"checkpoint-{CUT}"
-    shards = sorted(p.name for p in (ckpt / f"global_step{CUT}").iterdir())
-    assert any("rank_0" in s for s in shards) and any("rank_1" in s for s in shards), shards  # both ranks' states
-    assert max(read_metrics(out)) == CUT
-
-    resumed = _two_nodes(cfg, "--resume")
-    assert all(p.returncode == 0 for p in resumed), [p.stderr[-3000:] for p in resumed]
+    if cut:
+        stopped = _two_nodes(cfg, env={"VLMTRAIN_SIGTERM_AT_STEP": str(CUT)})
+        assert all(p.returncode != 0 for p in stopped), [p.stderr[-2000:] for p in stopped]  # stopped, saved
+        ckpt = out / f"checkpoint-{CUT}"
+        shards = sorted(p.name for p in (ckpt / f"global_step{CUT}").iterdir())
+        assert any("rank_0" in s for s in shards) and any("rank_1" in s for s in shards), shards  # both partitions
+        assert max(read_metrics(out)) == CUT
+    runs = _two_nodes(cfg, *(["--resume"] if cut else []))
+    assert all(p.returncode == 0 for p in runs), [p.stderr[-3000:] for p in runs]
+    assert all("launching:" in p.stderr and ("--no_ssh" in p.stderr) == (launcher == "deepspeed") for p in runs)
 
     ref, got = read_metrics(single), read_metrics(out)
     assert sorted(got) == sorted(ref) == list(range(1, STEPS + 1))
@@ -102,6 +106,6 @@ def test_two_nodes_match_one_process_and_resume(launcher, zero, single, instruct
     logs = read_sample_logs(out)
     for step in range(1, STEPS + 1):
         per_rank = {r["rank"]: r["ids"] for r in logs if r["step"] == step}
-        assert sorted(per_rank) == [0, 1], step  # both ranks trained every step, the resumed one too
+        assert sorted(per_rank) == [0, 1], step  # both ranks trained every step (after a resume too)
         assert not set(per_rank[0]) & set(per_rank[1]), step  # disjoint
         assert per_rank[0] + per_rank[1] == ref_ids[step], step  # together: the one process's batch
