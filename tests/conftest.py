@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# ... nor the user's cache of parsed manifests (vlmdata.manifest.cache).
+os.environ["VLMDATA_CACHE_DIR"] = tempfile.mkdtemp(prefix="vlmdata-test-cache-")
 for var in ("VLMDATA_ROOT", "VLMDATA_MANIFESTS", "VLMDATA_MIRROR", "HF_ENDPOINT"):
     os.environ.pop(var, None)
 

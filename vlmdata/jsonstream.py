@@ -1,4 +1,5 @@
-"""Read the records of a large JSON array (or a JSONL file) one by one, in bounded memory.
+"""Read the records of a large JSON array (or a JSONL file, or the members of one JSON object) one
+by one, in bounded memory.
 
 The LLaVA JSONs are single top-level arrays of up to 1.5 GB. ``json.load`` builds all of it
 as Python objects (many GB of RAM); here the C scanner of the standard library decodes one
@@ -9,6 +10,15 @@ A file can also be read in byte ranges by several processes at once (``split_poi
 JSON array is found by a local search (``{`` after a ``,`` that decodes as a whole record); a
 wrong guess cannot go unnoticed, because the range before it must then end exactly on it, and a
 range that does not raises ``SegmentMismatch`` (read the file in one piece then).
+
+Records are decoded by orjson, several hundred in one call: the reader cuts its window after a
+``}`` that is followed by ``,`` and a ``{`` opening an object with the same first key as the
+record it started from, and hands ``[`` + that text + ``]`` to orjson. A cut that is not between
+two records (inside a string, or inside a record, e.g. between two turns) always leaves a string
+or a bracket open, so orjson refuses it and another cut is tried; when none works, or orjson
+refuses the text for any other reason (NaN, integers past 64 bits, lone surrogates, a real
+error), the standard library decodes one record, with its exact result or error message. Lines
+of bad records are found again only when asked for (``line()``).
 """
 from __future__ import annotations
 
@@ -23,6 +33,14 @@ from vlmdata.errors import UserError
 
 _CHUNK = 1 << 22  # bytes read per refill
 _WS = " \t\r\n"
+_BATCH = 1 << 20  # characters of records decoded by one orjson call
+_BATCH_TRIES = 8  # cuts tried before one record is decoded the slow way
+_SLOW_AFTER_MISS = 32  # records decoded the slow way after no batch could be cut (records longer than a batch)
+
+try:  # a declared dependency; without it every record takes the standard library's path
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover
+    _fast_loads = None
 
 
 class SegmentMismatch(Exception):
@@ -32,6 +50,12 @@ class SegmentMismatch(Exception):
 def iter_json_records(path: Path | str) -> Iterator[tuple[int, Any]]:
     """Yield ``(index, record)`` for each element of a JSON array, or each line of a JSONL file."""
     yield from RecordReader(path)
+
+
+def iter_json_object(path: Path | str) -> Iterator[tuple[str, Any]]:
+    """Yield ``(key, value)`` for each member of a file holding one JSON object, one at a time
+    (OCR-VQA's dataset.json: 207k records, never all in memory)."""
+    yield from RecordReader(path).members()
 
 
 def is_jsonl(path: Path | str) -> bool:
@@ -56,6 +80,9 @@ class RecordReader:
         self.total = self.left = 0  # bytes in the range, and not read yet
         self._line = 1  # JSONL: line of the last record
         self._rec_pos = -1  # JSON array: where the last record starts in the window
+        self._batch_pos = -1  # where the batch being yielded starts in the window (-1: none)
+        self._batch_k = 0  # the record of that batch just yielded
+        self._batch_starts: list[int] | None = None  # its records' positions, found when a line is asked for
 
     # -- the sliding window
     def _open(self, fh: Any) -> None:
@@ -92,7 +119,55 @@ class RecordReader:
 
     def line(self) -> int:
         """Line of the record just yielded (within the range); call it before asking for the next."""
+        if self._batch_pos >= 0:
+            if self._batch_starts is None:
+                self._batch_starts = self._record_starts(self._batch_pos, self._batch_k + 1)
+            elif len(self._batch_starts) <= self._batch_k:
+                more = self._record_starts(self._batch_starts[-1], self._batch_k + 2 - len(self._batch_starts))
+                self._batch_starts += more[1:]
+            return self.line_at(self._batch_starts[self._batch_k])
         return self._line if self._rec_pos < 0 else self.line_at(self._rec_pos)
+
+    def _record_starts(self, pos: int, n: int) -> list[int]:
+        """Where the ``n`` records from ``pos`` (a record's start) begin: the slow decoder, for line numbers."""
+        starts = []
+        buf = self.buf
+        for _ in range(n):
+            while buf[pos] in _WS:
+                pos += 1
+            starts.append(pos)
+            _, pos = _DECODER.raw_decode(buf, pos)
+            while pos < len(buf) and buf[pos] in _WS + ",":
+                pos += 1
+        return starts
+
+    def _fast_batch(self) -> list[Any] | None:
+        """The records from ``pos`` to a record boundary about ``_BATCH`` characters ahead, decoded in
+        one orjson call, ``pos`` moved to the next record; None when no boundary is found."""
+        self.peek()  # (skips blanks)
+        while len(self.buf) - self.pos < 2 * _BATCH and not self.eof:
+            self.refill()
+        buf, pos = self.buf, self.pos
+        first = _FIRST_KEY.match(buf, pos)
+        if first is None or len(buf) - pos < _BATCH // 8:
+            return None  # not an object, or a short tail: not worth a batch
+        cut, tries = min(len(buf), pos + _BATCH), 0
+        while tries < _BATCH_TRIES:
+            cut = buf.rfind("}", pos, cut)
+            if cut < 0:
+                return None
+            after = _NEXT_RECORD.match(buf, cut + 1)
+            if after is None or after.group(2) != first.group(1):
+                continue
+            tries += 1
+            try:
+                records = _fast_loads("[" + buf[pos:cut + 1] + "]")
+            except ValueError:
+                continue
+            self._batch_pos, self._batch_starts = pos, None
+            self.pos = after.start(1)  # the next record's '{'
+            return records
+        return None
 
     def where(self) -> str:
         return f"{self.path}: line {self.line_at(self.pos)}"
@@ -150,7 +225,21 @@ class RecordReader:
         elif self.peek() != "{":
             raise SegmentMismatch(f"{self.path}: byte {self.start} is not the start of a record")
         index = 0
+        slow = 0  # records to decode the slow way before trying a batch again
         while True:
+            records = None
+            if _fast_loads is not None and slow <= 0:
+                records = self._fast_batch()
+                slow = 0 if records is not None else _SLOW_AFTER_MISS
+            slow -= 1
+            if records is not None:
+                for k, rec in enumerate(records):
+                    self._batch_k = k
+                    yield index, rec
+                    index += 1
+                self._batch_pos = -1
+                self._trim()
+                continue
             yield index, self.decode(index)
             index += 1
             c = self.peek()
@@ -159,11 +248,43 @@ class RecordReader:
             if c != ",":
                 raise self._fail(f"expected ',' or ']' after record {index - 1}")
             self.pos += 1
-            if self.pos > _CHUNK:  # drop decoded text so the window does not grow
-                self.dropped_lines += self.buf.count("\n", 0, self.pos)
-                self.buf, self.pos = self.buf[self.pos:], 0
+            self._trim()
             if self.end is not None and self.peek() == "" and self.eof:
                 return  # a range that ends just before the next range's first record
+
+    def _trim(self) -> None:
+        if self.pos > _CHUNK:  # drop decoded text so the window does not grow
+            self.dropped_lines += self.buf.count("\n", 0, self.pos)
+            self.buf, self.pos = self.buf[self.pos:], 0
+
+    def members(self) -> Iterator[tuple[str, Any]]:
+        """``(key, value)`` for each member of a file that is one JSON object (not ranges, not JSONL)."""
+        with open(self.path, "rb") as fh:
+            self._open(fh)
+            if self.peek() != "{":
+                raise self._fail("expected a JSON object ('{' at the start)")
+            self.pos += 1
+            index = 0
+            if self.peek() == "}":
+                self._tail()
+                return
+            while True:
+                key = self.decode(index)
+                if not isinstance(key, str):
+                    raise self._fail(f"expected a string key for member {index}")
+                if self.peek() != ":":
+                    raise self._fail(f"expected ':' after the key of member {index}")
+                self.pos += 1
+                yield key, self.decode(index)
+                index += 1
+                c = self.peek()
+                if c == "}":
+                    self._tail()
+                    return
+                if c != ",":
+                    raise self._fail(f"expected ',' or '}}' after member {index - 1}")
+                self.pos += 1
+                self._trim()
 
     def _tail(self) -> None:
         if self.end is not None and self.end < os.fstat(self.fh.fileno()).st_size:
@@ -185,12 +306,7 @@ class RecordReader:
                 raise UserError(f"not valid UTF-8: {e.reason}", where=f"{self.path}: line {lineno}",
                                 hint="the file is damaged or not a JSON text file; re-download it") from e
             if line.strip():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    if not self.whole:
-                        raise SegmentMismatch(f"{self.path}: {e}") from e
-                    raise UserError(f"invalid JSON: {e.msg}", where=f"{self.path}: line {lineno}") from e
+                rec = self._decode_line(line, lineno)
                 self._line = lineno
                 yield index, rec
                 index += 1
@@ -198,9 +314,24 @@ class RecordReader:
                 break
         self.newlines = lineno
 
+    def _decode_line(self, line: str, lineno: int) -> Any:
+        if _fast_loads is not None:
+            try:
+                return _fast_loads(line)
+            except ValueError:
+                pass  # refused (NaN, huge integers, ...) or really bad: the standard library decides
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError as e:
+            if not self.whole:
+                raise SegmentMismatch(f"{self.path}: {e}") from e
+            raise UserError(f"invalid JSON: {e.msg}", where=f"{self.path}: line {lineno}") from e
+
 
 _DECODER = json.JSONDecoder()
 _BOUNDARY = re.compile(rb",\s*\{")
+_FIRST_KEY = re.compile(r'\{\s*"((?:[^"\\]|\\.)*)"')  # an object's first key
+_NEXT_RECORD = re.compile(r'\s*,\s*(\{)\s*"((?:[^"\\]|\\.)*)"')  # ", {" and the next object's first key
 
 
 def split_points(path: Path | str, parts: int, *, window: int = 1 << 20, max_search: int = 64 << 20) -> list[int]:

@@ -30,7 +30,8 @@ from pathlib import Path
 
 from vlmdata import atomic
 from vlmdata.errors import UserError
-from vlmdata.fetch.urllist import _target_name, read_entries
+from vlmdata.fetch.urllist import iter_entries
+from vlmdata.fetch.urllist_client import target_name
 from vlmdata.manifest import Catalog, FileSpec, Source
 from vlmdata.net.urls import rewrite
 from vlmdata.sources.hf import hub_url
@@ -181,8 +182,8 @@ def _url_list(spec: FileSpec, root: Root, out: Path, result: MirrorResult) -> No
         _put(listed, Path(rewrite(src.url, str(out))))
     folder = root.store_path(spec.place.to)
     n, hosts = 0, set()
-    for rid, url in read_entries(listed, src):
-        name = _target_name(rid, url, spec.place.ext)
+    for rid, url in iter_entries(listed, src):
+        name = target_name(rid, url, spec.place.ext)
         image = folder / name if name else None
         if image is not None and image.is_file() and image.stat().st_size > 0:
             dest = Path(rewrite(url, str(out)))

@@ -11,7 +11,8 @@ Faults (``server.fault(path, Fault(...))``), applied to the next ``times`` match
 - ``norange``: ignore ``Range`` (always 200 with the whole file);
 - ``slow``: wait ``delay`` seconds before answering;
 - ``throttle``: send at most ``rate`` bytes/s on this connection.
-Counters: ``bytes_sent[path]`` (body bytes) and ``requests`` (method, path, Range header).
+Counters: ``bytes_sent[path]`` (body bytes), ``requests`` (method, path, Range header) and
+``max_in_flight`` (the most response bodies sent at once).
 """
 from __future__ import annotations
 
@@ -154,8 +155,9 @@ class _Handler(BaseHTTPRequestHandler):
                     status = 206
         self.send_response(status)
         self.send_header("Content-Length", str(end - start))
-        self.send_header("ETag", etag)
-        self.send_header("Last-Modified", blob.last_modified())
+        if owner.validators:
+            self.send_header("ETag", etag)
+            self.send_header("Last-Modified", blob.last_modified())
         if owner.ranges and "norange" not in kinds:
             self.send_header("Accept-Ranges", "bytes")
         if status == 206:
@@ -165,13 +167,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if method == "HEAD":
             return
-        drop = kinds.get("drop")
-        wrong = "wrong" in kinds
-        rate = kinds["throttle"].rate if "throttle" in kinds else owner.throttle.get(path, owner.default_throttle)
+        self.generation = owner.generation  # bytes of a request from before a reset() do not count after it
+        with owner.lock:
+            owner.in_flight += 1
+            owner.max_in_flight = max(owner.max_in_flight, owner.in_flight)
+        try:
+            self._send_body(path, blob, start, end, kinds, owner)
+        finally:
+            with owner.lock:
+                owner.in_flight -= 1
+
+    def _send_body(self, path: str, blob: Blob, start: int, end: int, kinds: dict, owner: "LoopbackServer") -> None:
         sent = 0
         t0 = time.monotonic()
         pos = start
-        self.generation = owner.generation  # bytes of a request from before a reset() do not count after it
+        drop = kinds.get("drop")
+        wrong = "wrong" in kinds
+        rate = kinds["throttle"].rate if "throttle" in kinds else owner.throttle.get(path, owner.default_throttle)
         for block in blob.read(start, end):
             if wrong:
                 block = bytes(b ^ 0x5A for b in block[:16]) + block[16:]
@@ -233,9 +245,11 @@ class LoopbackServer:
         self.throttle: dict[str, int] = {}
         self.default_throttle = 0
         self.ranges = True
+        self.validators = True  # False: no ETag, no Last-Modified (some static hosts and proxies)
         self.lock = threading.Lock()
         self.bytes_sent: dict[str, int] = {}
         self.generation = 0  # bumped by reset(): a connection still sending from before it is not counted
+        self.in_flight = self.max_in_flight = 0  # response bodies being sent at once (and the most seen)
         self.requests: list[tuple[str, str, str | None]] = []
         self.auth_seen: list[tuple[str, str | None]] = []
         self._srv = _Server(("127.0.0.1", 0), _Handler)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import json
 import tarfile
-import time
 import zipfile
 
 from demo.build_mirror import build_demo_mirror
@@ -16,10 +15,8 @@ def _tree(folder):
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_deterministic_and_fast(tmp_path):
-    t0 = time.monotonic()
+def test_deterministic(tmp_path):
     a = build_demo_mirror(tmp_path / "a")
-    assert time.monotonic() - t0 < 10
     b = build_demo_mirror(tmp_path / "b")
     assert _tree(a.out) == _tree(b.out)
 

@@ -109,3 +109,55 @@ def test_two_fetches_on_one_root(big, manifests, files_server, root, cli):
     files_server.default_throttle = 0
     assert cli(*args(manifests, root)).code == 0
     assert (root / "t/big.bin").read_bytes() == big
+
+
+def test_sigkill_of_a_small_file_then_rerun(manifests, files_server, root, cli):
+    # 300 KiB at 64 KiB/s: every byte is written as it arrives, so a kill -9 keeps them all.
+    data = os.urandom(300 << 10)
+    (files_server.folder / "small.bin").write_bytes(data)
+    manifests.dataset("s", file_toml("small.bin", size=len(data), sha=sha256(data),
+                                     sources=[http(f"{files_server.url}/small.bin")],
+                                     place='{ kind = "file", to = "s/small.bin" }'))
+    files_server.default_throttle = 64 << 10
+    part = part_path(Root(root).download_path("s", "small.bin"))
+    cmd = ["fetch", "s", "--manifests", str(manifests.folder), "--root", str(root)]
+    proc = start_fetch(*cmd)
+    try:
+        wait_for(lambda: part.exists() and part.stat().st_size >= 64 << 10, what="64 KiB in the .part")
+    finally:
+        kill(proc, signal.SIGKILL)
+    kept = part.stat().st_size
+    assert 64 << 10 <= kept < len(data)
+    files_server.default_throttle = 0
+    files_server.reset()
+    r = cli(*cmd)
+    assert r.code == 0, r.err
+    assert (root / "s/small.bin").read_bytes() == data
+    assert files_server.requests == [("GET", "small.bin", f"bytes={kept}-")]
+
+
+def test_resume_without_validators_is_reported(manifests, files_server, root, cli):
+    data = os.urandom(3 << 20)
+    (files_server.folder / "nv.bin").write_bytes(data)
+    manifests.dataset("n", file_toml("nv.bin", size=len(data), sha=sha256(data),
+                                     sources=[http(f"{files_server.url}/nv.bin")],
+                                     place='{ kind = "file", to = "n/nv.bin" }'))
+    files_server.validators = False
+    files_server.default_throttle = 1 << 20
+    part = part_path(Root(root).download_path("n", "nv.bin"))
+    cmd = ["fetch", "n", "--manifests", str(manifests.folder), "--root", str(root), "--connections", "1"]
+    proc = start_fetch(*cmd)
+    try:
+        wait_for(lambda: part.exists() and part.stat().st_size >= 256 << 10, what="256 KiB in the .part")
+    finally:
+        kill(proc, signal.SIGKILL)
+    kept = part.stat().st_size
+    files_server.default_throttle = 0
+    files_server.reset()
+    r = cli(*cmd, "--json")
+    assert r.code == 0, r.err
+    assert (root / "n/nv.bin").read_bytes() == data
+    out = r.json()["files"][0]
+    assert out["resumed_from"] == kept
+    assert any("no ETag or Last-Modified" in w and "size" in w for w in out["warnings"])
+    assert files_server.requests == [("GET", "nv.bin", f"bytes={kept}-")]

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 
 from fetch_helpers import Fault, file_toml
 
@@ -42,9 +41,7 @@ def test_url_list_uses_the_configured_retry_policy_and_timeout(manifests, files_
     _url_list(manifests, files_server, root, ["slow.jpg", "busy.jpg", "ok.jpg"])
     files_server.fault("slow.jpg", Fault("slow", times=-1, delay=2.0))  # longer than the timeout, every time
     files_server.fault("busy.jpg", Fault("status", times=-1, status=503))
-    t0 = time.monotonic()
     report = _fetch(manifests, root, retry=RetryPolicy(attempts=2, base=0.01, cap=0.02), timeout=0.3)
-    assert time.monotonic() - t0 < 10
     (outcome,) = report.outcomes
     assert outcome.state == "fetched" and outcome.files == 1
     assert files_server.count("slow.jpg") == 2 and files_server.count("busy.jpg") == 2  # two tries, as configured

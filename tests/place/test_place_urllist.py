@@ -157,16 +157,50 @@ def test_without_a_forced_extension_the_bytes_and_url_extension_are_kept(server,
     assert (root.store_path("ocr_vqa/images") / "9.gif").read_bytes() == gif
 
 
-def test_with_a_proxy_configured_the_session_does_the_requests(ocr, root, monkeypatch):
-    import vlmdata.fetch.urllist_http as urllist_http
+def test_an_http_proxy_from_the_environment_is_used(server, root, monkeypatch):
+    origin = "http://ocr.invalid"  # never resolves: only the proxy can answer
+    server.routes[f"{origin}/a.jpg"] = [(200, image_bytes("jpeg"))]  # a proxy is asked for the absolute URL
+    server.routes[f"{origin}/b.gif"] = [(500, b""), (200, image_bytes("gif"))]
+    lst = root.store_path("ocr_vqa/dataset.json")
+    lst.parent.mkdir(parents=True)
+    lst.write_text(json.dumps({"1": book(f"{origin}/a.jpg"), "2": book(f"{origin}/b.gif")}))
+    for var in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", server.base)
+    res = run(root)
+    assert (res.saved, res.converted, res.dead, res.failed) == (2, 1, [], [])
+    assert server.hits[f"{origin}/a.jpg"] == 1 and server.hits[f"{origin}/b.gif"] == 2
+    for p in root.store_path("ocr_vqa/images").iterdir():
+        decodes_as_jpeg(p)
 
-    monkeypatch.setattr(urllist_http, "_uses_proxy", lambda session: True)
-    session = make_session(pool_size=2)
-    sent = []
-    real_get = session.get
-    session.get = lambda url, **kw: sent.append(url) or real_get(url, **kw)
-    res = fetch_url_list(SPEC, SOURCE, root, session=session, jobs=8, mirror=None, policy=FAST)
-    assert res.saved == 4 and len(sent) == 9  # 8 records + one retry of the 500
-    assert session.get_adapter("http://x")._pool_maxsize == 8
-    assert sorted(p.name for p in root.store_path("ocr_vqa/images").iterdir()) == ["0001.jpg", "0002.jpg",
-                                                                                  "0003.jpg", "0007.jpg"]
+
+def test_the_list_is_read_as_a_stream(ocr, root, monkeypatch):
+    # records are taken from the list as requests free up, never loaded whole
+    import vlmdata.jsonstream as jsonstream
+
+    seen = []
+    real = jsonstream.RecordReader.members
+
+    def members(self):
+        for k, v in real(self):
+            seen.append(k)
+            yield k, v
+
+    monkeypatch.setattr(jsonstream.RecordReader, "members", members)
+    progress = []
+    res = fetch_url_list(SPEC, SOURCE, root, session=make_session(), jobs=2, mirror=None, policy=FAST,
+                         progress=lambda n: progress.append(len(seen)))
+    assert res.total == 8 and res.saved == 4
+    assert progress[0] < 8  # the first record was done before the list was read to its end
+
+
+def test_a_broken_list_is_a_clear_error_that_keeps_what_was_saved(ocr, root):
+    from vlmdata.errors import UserError
+
+    lst = root.store_path("ocr_vqa/dataset.json")
+    lst.write_text(lst.read_text()[:-40])  # cut off: the last record is not whole
+    with pytest.raises(UserError, match="not a readable JSON object") as e:
+        fetch_url_list(SPEC, SOURCE, root, session=make_session(), jobs=2, mirror=None, policy=FAST)
+    assert "dataset.json" in str(e.value) and "line" in str(e.value)
+    kept = sorted(p.name for p in root.store_path("ocr_vqa/images").iterdir())
+    assert kept and all(not n.startswith(".tmp-") for n in kept)

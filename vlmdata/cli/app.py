@@ -1,26 +1,92 @@
-"""The `vlmdata` application: global options, command registration, and error handling."""
+"""The `vlmdata` application: global options, command registration, and error handling.
+
+Commands are imported when they run, not at start-up: `vlmdata --help` and a `vlmdata fetch`
+with nothing to do must not pay for requests, Pillow, pyarrow and the rest of what the other
+commands use. ``COMMANDS`` names each command's module and its one-line help (what the top-level
+``--help`` lists without importing anything); a test checks each line against the command's own
+help, so the two cannot drift. Code that walks the tree (the docs generator, tests) asks the
+group for its commands as click lets it (``list_commands``/``get_command``, or ``commands``).
+"""
 from __future__ import annotations
 
+import functools
+import importlib
 import sys
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
-from vlmdata.cli import (
-    blend_cmd,
-    catalog_cmds,
-    fetch_cmd,
-    layout_cmd,
-    mirror_cmd,
-    normalize_cmd,
-    plan_cmd,
-    status_cmd,
-    verify_cmd,
-)
 from vlmdata.cli.common import begin_run, global_callback, json_error
 from vlmdata.errors import run_app
 
+# name: (module under vlmdata.cli, the first line of its help). Order = the order in --help
+# (commands, then the groups, as Typer lists them).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "list": ("catalog_cmds", "Every dataset, layout and blend recipe, one line each."),
+    "info": ("catalog_cmds", "Everything known about one dataset, layout or blend recipe."),
+    "plan": ("plan_cmd", "What `fetch` would do: each file's source, bytes to download, disk needed, free disk, "
+                         "what is present."),
+    "fetch": ("fetch_cmd", "Download, verify and place the named datasets under --root; resumable and idempotent."),
+    "verify": ("verify_cmd", "Check what was fetched: files present, sizes and counts right; --deep hashes and decodes."),
+    "normalize": ("normalize_cmd", "Fix an image folder downloaded by hand: every image becomes a real JPEG named "
+                                   "<id>.jpg."),
+    "status": ("status_cmd", "Each dataset: absent, partial, subset, complete (every default file placed) or verified."),
+    "blend": ("blend_cmd", "Turn a recipe's instruction JSONs into one checked Arrow dataset (datasets.load_from_disk)."),
+    "report": ("blend_cmd", "What a recipe needs and what is there (images, records to drop), without writing a dataset."),
+    "export": ("blend_cmd", "Write a blend back as the LLaVA JSON the original repos read."),
+    "stats": ("blend_cmd", "Counts per source, text-only share, images per record and a histogram of text lengths."),
+    "layout": ("layout_cmd", "Check a folder against a layout, or build a layout's view from the store."),
+    "mirror": ("mirror_cmd", "Lay out what a root has fetched as a mirror folder (DIR/host/path)."),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def module_commands(module: str) -> dict[str, Any]:
+    """The click commands one module registers (imported on first use)."""
+    mod = importlib.import_module(f"vlmdata.cli.{module}")
+    scratch = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    mod.register(scratch)
+    return dict(typer.main.get_group(scratch).commands)
+
+
+class LazyGroup(TyperGroup):
+    """A Typer group whose commands are imported only when one is run or asked for its help."""
+
+    _listing = False  # inside format_help: list stubs, import nothing
+
+    @property
+    def commands(self) -> dict[str, Any]:  # type: ignore[override]
+        """Every command (imports them all: for code that walks the whole tree)."""
+        return {name: module_commands(module)[name] for name, (module, _) in COMMANDS.items()}
+
+    @commands.setter
+    def commands(self, value: dict[str, Any]) -> None:
+        if value:
+            raise ValueError("vlmdata's commands are listed in vlmdata.cli.app.COMMANDS")
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        if self._listing:
+            return typer.core.TyperCommand(cmd_name, help=entry[1], short_help=entry[1])
+        return module_commands(entry[0])[cmd_name]
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+
 app = typer.Typer(
     name="vlmdata",
+    cls=LazyGroup,
     help="Download, verify, lay out and blend LLaVA-family training data.\n\n"
          "Typical session:\n\n"
          "  vlmdata plan coco gqa ocr_vqa textvqa vg\n\n"
@@ -33,10 +99,6 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.callback()(global_callback)
-
-# Each command group lives in its own module and adds itself here.
-for module in (catalog_cmds, plan_cmd, fetch_cmd, verify_cmd, normalize_cmd, status_cmd, layout_cmd, mirror_cmd, blend_cmd):
-    module.register(app)
 
 
 def main() -> None:

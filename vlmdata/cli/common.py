@@ -12,13 +12,13 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import typer
 
-from vlmdata.manifest import Catalog, load_catalog
-from vlmdata.manifest.catalog import extra_dirs_from_env
-from vlmdata.state import Root
+if TYPE_CHECKING:  # imported when a command asks for them, not when the CLI starts
+    from vlmdata.manifest import Catalog
+    from vlmdata.state import Root
 
 DEFAULT_ROOT = "data"
 
@@ -37,11 +37,15 @@ class Settings:
     @property
     def catalog(self) -> Catalog:
         if self._catalog is None:
+            from vlmdata.manifest import load_catalog
+
             self._catalog = load_catalog(self.manifests)
         return self._catalog
 
     @property
     def data_root(self) -> Root:
+        from vlmdata.state import Root
+
         return Root(self.root)
 
     def emit_json(self, obj: Any) -> None:
@@ -135,13 +139,19 @@ def global_callback(
 def _resolve(base: Settings, root, manifests, mirror, hf_endpoint, json_out, verbose, quiet=False) -> Settings:
     return Settings(
         root=Path(root) if root is not None else base.root,
-        manifests=extra_dirs_from_env(manifests) if manifests else list(base.manifests),
+        manifests=_manifest_dirs(manifests) if manifests else list(base.manifests),
         mirror=mirror if mirror is not None else base.mirror,
         hf_endpoint=hf_endpoint if hf_endpoint is not None else base.hf_endpoint,
         json=json_out or base.json,
         verbose=max(verbose, base.verbose),
         quiet=quiet or base.quiet,
     )
+
+
+def _manifest_dirs(value: str) -> list[str]:
+    from vlmdata.manifest.catalog import extra_dirs_from_env  # a catalog is read next anyway
+
+    return extra_dirs_from_env(value)
 
 
 def with_settings(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
@@ -10,11 +10,13 @@ from vlmdata.cli.common import Settings, with_settings
 from vlmdata.cli.plan_cmd import ONLY_REFERENCED_HELP, show_plan, wanted_names
 from vlmdata.cli.selection import RECIPE_HELP, select
 from vlmdata.errors import Interrupted, OperationError, UserError, VlmdataError
-from vlmdata.fetch.orchestrate import FetchOptions, FetchReport, Fetcher
-from vlmdata.fetch.progress import Progress
+from vlmdata.fetch.outcome import FetchOptions, FetchReport, present_outcome
 from vlmdata.net.urls import check_base
-from vlmdata.plan import plan_files
 from vlmdata.units import human_bytes
+
+if TYPE_CHECKING:
+    from vlmdata.manifest import FileSpec
+    from vlmdata.state import Root
 
 
 def register(app: typer.Typer) -> None:
@@ -72,6 +74,12 @@ def fetch_cmd(
     opts = FetchOptions(jobs=jobs, connections=connections, url_jobs=url_jobs, keep_archives=keep_archives,
                         wanted=wanted, wanted_tag=tag,
                         mirror=settings.mirror, hf_endpoint=settings.hf_endpoint, refetch=refetch, timeout=timeout)
+    if lay is None and _all_present(root, specs, opts, settings):
+        return  # a second run over finished datasets: no lock, no network stack, no request
+    from vlmdata.fetch.orchestrate import Fetcher
+    from vlmdata.fetch.progress import Progress
+    from vlmdata.plan import plan_files
+
     cmd = "vlmdata fetch " + sel.label
     with root.exclusive(cmd):
         progress = Progress(quiet=settings.quiet)
@@ -108,6 +116,22 @@ def fetch_cmd(
     _summarise(settings, report)
     if report.failed:
         raise _failure(report.failed, len(specs))
+
+
+def _all_present(root: Root, specs: list[FileSpec], opts: FetchOptions, settings: Settings) -> bool:
+    """Everything already placed (the journal, read without the root lock: it is written atomically)?
+    Then report so, exactly as a full run would, and return True."""
+    from vlmdata.state.journal import Journal, satisfied
+
+    if opts.refetch or not root.state_dir.is_dir():
+        return False
+    root.ensure_writable()  # fetch is a command that writes: a root it may not write says so, even now
+    entries = Journal(root.state_dir).entries()
+    if not all(satisfied(root, entries, s, opts.wanted_tag) for s in specs):
+        return False
+    settings.info(f"everything is already here ({len(specs)} file(s) in {root.path}); nothing to download")
+    _summarise(settings, FetchReport(outcomes=[present_outcome(s, entries[s.key]) for s in specs]))
+    return True
 
 
 def _summarise(settings: Settings, report: FetchReport) -> None:

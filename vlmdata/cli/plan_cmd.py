@@ -48,7 +48,7 @@ def wanted_names(settings: Settings, paths: Optional[List[Path]]) -> tuple[set[s
     """--only-referenced-by: the image base names the JSONs reference, and their digest."""
     if not paths:
         return None, None
-    from vlmdata.fetch.orchestrate import wanted_digest
+    from vlmdata.fetch.outcome import wanted_digest
     from vlmdata.place.subset import referenced_names
 
     for p in paths:

@@ -1,3 +1,4 @@
-"""Getting bytes: the HTTP engine, verified downloads, streamed tar subsets, URL lists, progress, and the `fetch` run."""
-from vlmdata.fetch.http import Fetched, HttpEngine, copy_local  # noqa: F401
-from vlmdata.fetch.orchestrate import FetchOptions, FetchReport, Fetcher, FileOutcome  # noqa: F401
+"""Getting bytes: the HTTP engine, verified downloads, streamed tar subsets, URL lists, progress, and the `fetch` run.
+
+Nothing is imported here: `vlmdata fetch` with nothing to do reads only vlmdata.fetch.outcome,
+and must not pay for requests and the engine (import vlmdata.fetch.orchestrate for the run)."""

@@ -7,18 +7,25 @@ Ctrl-C, SIGKILL) the next call resumes with ``Range`` + ``If-Range``: a server w
 answers 200 with the whole new file, and the old bytes are thrown away instead of being stitched
 to the new ones. A server without Range support restarts cleanly from byte 0.
 
-Several connections on one file (``connections > 1``) work like aria2c: the missing ranges are
-split among the connections, an idle connection takes half of the largest range still in flight,
-and a hashing thread follows the contiguous prefix that is complete. Only the sha256 (and md5
-when the manifest gives one) is computed here; whether it is the *right* hash is decided by the
-caller, which never places a file that does not match.
+A server that sends neither ETag nor Last-Modified still gets a resume when the size it reports
+is the size recorded in the sidecar, as ``curl -C -`` does; the result says so (``Fetched.notes``),
+and the sha256 check of the caller decides whether the bytes belong together.
+
+Bytes are written as they arrive (vlmdata.net.body: one ``recv`` at a time, straight into a
+buffer the hasher then reads), so a kill loses only what was in flight, and a file of any size
+resumes. Several connections on one file (``connections > 1``) work like aria2c, with the pieces
+handed out in file order (vlmdata.fetch.segments) so the hashing thread, which follows the
+contiguous prefix through a memory map of the page cache, is never far behind; their progress
+goes to the sidecar every ``SAVE_EVERY`` seconds. Only the sha256 (and md5 when the manifest
+gives one) is computed here; whether it is the *right* hash is decided by the caller, which never
+places a file that does not match.
 
 Downloads are not fsynced (neither is what placement unpacks; only folders are): the page cache
 survives a killed process, and the sha256 of every byte is checked before anything is placed, so
 the worst a power cut can do is make a resumed download fail that check and start over. Forcing
 each byte to disk as it arrives would make a fetch as slow as the disk's synchronous writes.
 
-Why one file of ~470 lines: one class, the engine; its single- and several-connection paths share
+Why one file of ~500 lines: one class, the engine; its single- and several-connection paths share
 the .part sidecar, the validators, the status handling and the retry loop (the byte-range
 bookkeeping is in segments.py, the sidecar in vlmdata.state.partial).
 """
@@ -28,15 +35,16 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
 import requests
 
-from vlmdata.fetch.hashing import Digests, StreamHasher, hash_file
+from vlmdata.fetch.hashing import Digests, Hashes, StreamHasher, hash_file
 from vlmdata.fetch.segments import Piece, Scheduler
+from vlmdata.net.body import BodyReader
 from vlmdata.net.errors import Cancelled, SourceFailed
 from vlmdata.net.retry import (GaveUp, RetryPolicy, Transient, is_transient_error, is_transient_status, is_unreachable,
                                retry, retry_after_seconds, unreachable_reason)
@@ -44,7 +52,8 @@ from vlmdata.net.session import make_session
 from vlmdata.net.urls import scrub, shown
 from vlmdata.state.partial import PartState, discard_partial, part_path, partial_progress, state_path
 
-READ = 1 << 20  # bytes per read from the socket
+READ = 1 << 20  # buffer per connection (one read returns what has arrived, up to this)
+SAVE_EVERY = 0.5  # seconds between saves of a segmented download's progress (what a kill can lose)
 
 ProgressFn = Callable[[int], None]
 
@@ -64,6 +73,7 @@ class Fetched:
     transferred: int  # bytes received over the network by this call
     resumed_from: int  # bytes already there when this call started
     connections: int = 1
+    notes: list[str] = field(default_factory=list)  # what the caller should tell the user (a weak resume)
 
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
@@ -108,8 +118,8 @@ class HttpEngine:
         restarts = 0
         while True:
             state = PartState.load(spath) if part.exists() else None
-            if part.exists() and (state is None or state.validator is None):
-                # Nothing proves the bytes on disk belong to the file on the server: start over.
+            if part.exists() and (state is None or (state.validator is None and state.size is None)):
+                # Nothing ties the bytes on disk to the file on the server, not even its size: start over.
                 discard_partial(dest)
             try:
                 fetched = self._attempts(url, dest, part, spath, headers, size_hint, md5, progress)
@@ -129,6 +139,7 @@ class HttpEngine:
         """One download, tried again (resuming) after each transient failure; bytes received restart the count."""
         transferred = [0]
         start_bytes = partial_progress(dest)
+        notes: list[str] = []
 
         def counted(n: int) -> None:
             transferred[0] += n
@@ -139,11 +150,11 @@ class HttpEngine:
             state = PartState.load(spath) if part.exists() else None  # what the last try left
             big = size_hint is None or size_hint >= 2 * self.min_split  # small files: no probe, one connection
             if (self.connections > 1 and big) or (state is not None and state.done is not None):
-                d, state, conns = self._segmented(url, part, spath, state, headers, md5, counted)
+                d, state, conns = self._segmented(url, part, spath, state, headers, md5, counted, notes, size_hint)
             else:
-                d, state = self._single(url, part, spath, state, headers, md5, counted)
+                d, state = self._single(url, part, spath, state, headers, md5, counted, notes)
                 conns = 1
-            return Fetched(dest, d, transferred[0], start_bytes, conns)
+            return Fetched(dest, d, transferred[0], start_bytes, conns, notes)
 
         try:
             return retry(attempt, self.retry, wait=self.wait, progress=lambda: transferred[0])
@@ -191,9 +202,19 @@ class HttpEngine:
     def _new_state(url: str, resp: requests.Response, size: int | None) -> PartState:
         return PartState(url=url, size=size, etag=resp.headers.get("ETag"), last_modified=resp.headers.get("Last-Modified"))
 
+    @staticmethod
+    def _weak_resume(url: str, state: PartState, have: int, notes: list[str]) -> None:
+        """A resume that only the size vouches for: say so (once)."""
+        if state.validator is None and have:
+            note = (f"{shown(url)} sends no ETag or Last-Modified: resumed after {have:,} bytes because the size "
+                    f"({state.size:,} bytes) is unchanged, as curl -C - would; the sha256 check decides")
+            if note not in notes:
+                notes.append(note)
+
     # ------------------------------------------------------------------ one connection
     def _single(self, url: str, part: Path, spath: Path, state: PartState | None, headers: dict[str, str],
-                md5: bool, progress: ProgressFn, resp: requests.Response | None = None) -> tuple[Digests, PartState]:
+                md5: bool, progress: ProgressFn, notes: list[str],
+                resp: requests.Response | None = None) -> tuple[Digests, PartState]:
         offset = part.stat().st_size if (state is not None and part.exists() and resp is None) else 0
         if resp is not None:
             pass
@@ -211,19 +232,24 @@ class HttpEngine:
                 cr = _content_range(resp)
                 if cr is None or cr[0] != offset or (state and state.size is not None and cr[2] not in (None, state.size)):
                     raise _Changed()
-                mode = "ab"
+                if state is not None:
+                    self._weak_resume(url, state, offset, notes)
+                flags = os.O_WRONLY | os.O_APPEND
             else:  # 200: a fresh start (or the server ignores Range, or the file changed)
                 offset = 0
                 cr = _content_range(resp)
                 size = cr[2] if cr else _content_length(resp)
                 state = self._new_state(url, resp, size)
                 state.save(spath)
-                mode = "wb"
+                flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
             hasher = StreamHasher(md5=md5, prefix=(part, offset) if offset else None)
             ok = False
             try:
-                with open(part, mode, buffering=0) as fh:
-                    got = self._pump(resp, fh, hasher, progress)
+                fd = os.open(part, flags | getattr(os, "O_CLOEXEC", 0), 0o644)
+                try:
+                    got = self._pump(resp, fd, hasher, progress)
+                finally:
+                    os.close(fd)
                 ok = True
             finally:
                 if not ok:
@@ -233,65 +259,83 @@ class HttpEngine:
             raise Transient(f"connection closed after {offset + got} of {state.size} bytes")
         return d, state
 
-    def _pump(self, resp: requests.Response, fh, hasher: StreamHasher, progress: ProgressFn) -> int:
-        raw = resp.raw
-        got = 0
+    def _pump(self, resp: requests.Response, fd: int, hasher: StreamHasher, progress: ProgressFn) -> int:
+        """The body into ``fd`` as it arrives: each read lands in one of the hasher's buffers, is
+        written at once, and the buffer goes to the hasher when it is full."""
+        body = BodyReader(resp)
+        got = filled = 0
+        slot, view = hasher.slot()
         try:
             while True:
                 if self.cancel.is_set():
                     raise Cancelled()
-                data = raw.read(READ, decode_content=False)
-                if not data:
+                n = body.readinto(view[filled:])
+                if not n:
                     break
-                fh.write(data)
-                hasher.feed(data)
-                got += len(data)
-                progress(len(data))
+                _write_all(fd, view[filled:filled + n])
+                filled += n
+                got += n
+                progress(n)
+                if filled == len(view):
+                    hasher.commit(slot, filled)
+                    slot, view = hasher.slot()
+                    filled = 0
         except (requests.RequestException, OSError) as e:
             raise Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
         except Exception as e:  # urllib3 ProtocolError / ReadTimeoutError
             if type(e).__module__.startswith("urllib3"):
                 raise Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
             raise
+        hasher.commit(slot, filled)
         return got
 
     # ------------------------------------------------------------------ several connections
-    def _probe(self, url: str, state: PartState | None, headers: dict[str, str]
-               ) -> tuple[PartState, requests.Response | None]:
-        """Ask for byte 0 only: learn the size, the validator, and whether ranges work.
+    def _probe(self, url: str, state: PartState | None, headers: dict[str, str], first: int
+               ) -> tuple[PartState, requests.Response | None, requests.Response | None]:
+        """Ask for the first ``first`` bytes: learn the size, the validator, and whether ranges work.
 
-        A server that ignores Range answers 200 with the whole file: that response is handed
-        back open, to be streamed as a single-connection download instead of asked for again.
+        Returns (state, whole, head). A server that ignores Range answers 200 with the whole file:
+        ``whole`` is that response, open, to be streamed as a single-connection download instead
+        of asked for again. For a fresh download the 206 answer is ``head``, also open: it is the
+        first piece, so no request (and, far away, no round trip) is spent on the probe alone.
         """
-        resp = self.get(self.session, url, self._range_headers(headers, 0, 0, state))
+        resp = self.get(self.session, url, self._range_headers(headers, 0, first - 1, state))
         cr = _content_range(resp)
         if resp.status_code == 206 and cr is not None and cr[2] is not None:
-            resp.close()
             fresh = self._new_state(url, resp, cr[2])
+            if state is None and first > 1 and cr[0] == 0:
+                return fresh, None, resp
+            resp.close()
             if state is not None and (state.size != fresh.size or
                                       (state.validator and fresh.validator and state.validator != fresh.validator)):
                 raise _Changed()
-            return (state if state is not None else fresh), None
+            return (state if state is not None else fresh), None, None
         if resp.status_code == 416:  # an empty file has no byte 0: fetch it plainly
             resp.close()
-            return self._new_state(url, resp, (_content_range(resp) or (0, 0, None))[2]), None
+            return self._new_state(url, resp, (_content_range(resp) or (0, 0, None))[2]), None, None
         if resp.status_code != 200:
             resp.close()
             raise _Changed()
-        return self._new_state(url, resp, _content_length(resp)), resp
+        return self._new_state(url, resp, _content_length(resp)), resp, None
 
     def _segmented(self, url: str, part: Path, spath: Path, state: PartState | None, headers: dict[str, str],
-                   md5: bool, progress: ProgressFn) -> tuple[Digests, PartState, int]:
+                   md5: bool, progress: ProgressFn, notes: list[str],
+                   size_hint: int | None) -> tuple[Digests, PartState, int]:
         old = state
-        state, whole = self._probe(url, state, headers)
+        piece_min = max(1 << 20, self.min_split // 4)
+        first = max(piece_min, (size_hint or 0) // (4 * self.connections)) if old is None else 1
+        state, whole, head = self._probe(url, state, headers, first)
         size = state.size
+        if head is not None and (size is None or size < 2 * self.min_split):
+            head.close()  # a small file after all: one connection, from the start
+            head = None
         if whole is not None or size is None or (state.done is None and size < 2 * self.min_split):
             if whole is not None and old is not None:
                 whole.close()
                 raise _Changed()  # a range request answered with the whole file: start over cleanly
             part.unlink(missing_ok=True)
             spath.unlink(missing_ok=True)
-            d, st = self._single(url, part, spath, None, headers, md5, progress, resp=whole)
+            d, st = self._single(url, part, spath, None, headers, md5, progress, notes, resp=whole)
             return d, st, 1
         if state.done is None:
             # a fresh start, or a single-connection .part of the same file: keep its bytes as range 0
@@ -300,31 +344,49 @@ class HttpEngine:
             with open(part, "r+b" if have else "wb") as fh:
                 fh.truncate(size)
             state.save(spath)
-        sched = Scheduler(size, state.done, self.connections, min_split=max(1 << 20, self.min_split // 4))
-        n_workers = min(self.connections, max(1, len(sched.pending)))
+        self._weak_resume(url, state, sum(b - a for a, b in state.done), notes)
+        sched = Scheduler(size, state.done, self.connections, min_split=piece_min)
+        n_workers = sched.workers(self.connections)
+        given: list[tuple[Piece, requests.Response]] = []
+        if head is not None:  # the probe's answer: the first connection's first piece
+            cr = _content_range(head)
+            given.append((sched.claim(0, min(size, cr[1] + 1) if cr else 1), head))
         errors: list[BaseException] = []
         stop = threading.Event()
-        fd = os.open(part, os.O_RDWR)
+        all_done = threading.Event()
+        left = [n_workers]
+        left_lock = threading.Lock()
+        fd = os.open(part, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
         hash_stop = threading.Event()
         digest_box: list[Digests] = []
         hasher = threading.Thread(target=self._follow_hash, args=(part, size, sched, md5, hash_stop, digest_box),
                                   name="vlmdata-hash", daemon=True)
         hasher.start()
+
+        def worker(first: list[tuple[Piece, requests.Response]]) -> None:
+            try:
+                self._worker(url, headers, state, fd, sched, progress, stop, errors, first)
+            finally:
+                with left_lock:
+                    left[0] -= 1
+                    if not left[0]:
+                        all_done.set()
+
         try:
-            workers = [threading.Thread(target=self._worker, args=(url, headers, state, fd, sched, progress, stop, errors),
-                                        name=f"vlmdata-seg{i}", daemon=True) for i in range(n_workers)]
+            workers = [threading.Thread(target=worker, args=(given if i == 0 else [],), name=f"vlmdata-seg{i}",
+                                        daemon=True) for i in range(n_workers)]
             for w in workers:
                 w.start()
             last_save = time.monotonic()
-            while any(w.is_alive() for w in workers):
-                for w in workers:
-                    w.join(timeout=0.2)
+            while not all_done.wait(SAVE_EVERY / 2):
                 if self.cancel.is_set():
                     stop.set()
-                if time.monotonic() - last_save > 2.0:
-                    self._save_progress(fd, state, sched, spath)
+                if time.monotonic() - last_save >= SAVE_EVERY:
+                    self._save_progress(state, sched, spath)
                     last_save = time.monotonic()
-            self._save_progress(fd, state, sched, spath)
+            for w in workers:
+                w.join()
+            self._save_progress(state, sched, spath)
             if errors:
                 for e in errors:
                     if isinstance(e, (_Changed, SourceFailed, Cancelled)):
@@ -333,6 +395,8 @@ class HttpEngine:
             if self.cancel.is_set():
                 raise Cancelled()
         finally:
+            for _, resp in given:  # (a first piece never started, when the run stopped at once)
+                resp.close()
             os.close(fd)
             hash_stop.set()
             sched.wake()
@@ -344,18 +408,16 @@ class HttpEngine:
             raise Transient(f"only {d.size} of {size} bytes hashed")
         return d, state, n_workers
 
-    def _save_progress(self, fd: int, state: PartState, sched: "Scheduler", spath: Path) -> None:
+    def _save_progress(self, state: PartState, sched: "Scheduler", spath: Path) -> None:
         state.done = sched.done_ranges()
         state.save(spath)
 
     def _follow_hash(self, part: Path, size: int, sched: "Scheduler", md5: bool, stop: threading.Event,
                      out: list[Digests]) -> None:
-        from vlmdata.fetch.hashing import _Hashes
-
-        h = _Hashes(md5)
-        buf = bytearray(4 << 20)
-        view = memoryview(buf)
-        with open(part, "rb", buffering=0) as fh:
+        """Hash the finished prefix as it grows, from the page cache (a memory map), until all ``size`` bytes are in."""
+        h = Hashes(md5)
+        fd = os.open(part, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
             while h.size < size:
                 frontier = sched.frontier()
                 if frontier <= h.size:
@@ -363,19 +425,19 @@ class HttpEngine:
                         return
                     sched.wait_progress(0.05)
                     continue
-                fh.seek(h.size)
-                want = min(len(buf), frontier - h.size)
-                n = fh.readinto(view[:want])
-                if not n:
-                    return
-                h.update(view[:n])
+                h.update_from(fd, h.size, min(frontier, h.size + (64 << 20)))
+        finally:
+            os.close(fd)
         out.append(h.digests())
 
     def _worker(self, url: str, headers: dict[str, str], state: PartState, fd: int, sched: "Scheduler",
-                progress: ProgressFn, stop: threading.Event, errors: list[BaseException]) -> None:
-        """One connection: takes pieces until none is left; a failed piece goes back to the scheduler."""
+                progress: ProgressFn, stop: threading.Event, errors: list[BaseException],
+                given: list[tuple[Piece, requests.Response]]) -> None:
+        """One connection: takes pieces until none is left; a failed piece goes back to the scheduler.
+        ``given``: a first piece whose response is already open (the probe's)."""
         session = make_session(pool_size=2)
         session.headers.update({k: v for k, v in self.session.headers.items()})
+        buf = memoryview(bytearray(READ))
         written = [0]
 
         def counted(n: int) -> None:
@@ -384,11 +446,11 @@ class HttpEngine:
 
         def one_piece() -> bool:
             """Fetch the next piece; True when there is none left."""
-            piece = sched.take()
+            piece, resp = given.pop() if given else (sched.take(), None)
             if piece is None:
                 return True
             try:
-                self._fetch_piece(session, url, headers, state, fd, piece, sched, counted, stop)
+                self._fetch_piece(session, url, headers, state, fd, piece, sched, counted, stop, buf, resp)
             finally:
                 sched.release(piece)  # unfinished: another connection (or the next try) takes the rest
             return False
@@ -414,35 +476,57 @@ class HttpEngine:
             session.close()
 
     def _fetch_piece(self, session: requests.Session, url: str, headers: dict[str, str], state: PartState, fd: int,
-                     piece: Piece, sched: "Scheduler", progress: ProgressFn, stop: threading.Event) -> None:
+                     piece: Piece, sched: "Scheduler", progress: ProgressFn, stop: threading.Event,
+                     buf: memoryview, resp: requests.Response | None = None) -> None:
         start, end = sched.bounds(piece)
         if start >= end:
+            if resp is not None:
+                resp.close()
             return
-        resp = self.get(session, url, self._range_headers(headers, start, end - 1, state))
+        t0 = time.monotonic()
+        given = resp is not None
+        if resp is None:
+            resp = self.get(session, url, self._range_headers(headers, start, end - 1, state))
+        latency = time.monotonic() - t0
+        got = 0
         with resp:
             cr = _content_range(resp)
             if resp.status_code != 206 or cr is None or cr[0] != start or (cr[2] is not None and cr[2] != state.size):
                 raise _Changed()
-            raw = resp.raw
+            body = BodyReader(resp)
             try:
                 while True:
                     if stop.is_set() or self.cancel.is_set():
                         return
                     pos, end = sched.bounds(piece)
                     if pos >= end:
-                        return  # done, or another connection took the rest
-                    data = raw.read(min(READ, end - pos), decode_content=False)
-                    if not data:
+                        break  # done, or another connection took the rest
+                    n = body.readinto(buf[:min(len(buf), end - pos)])
+                    if not n:
                         raise Transient(f"connection closed at byte {pos} of a range ending at {end}")
-                    os.pwrite(fd, data, pos)
-                    sched.advance(piece, len(data))
-                    progress(len(data))
+                    _pwrite_all(fd, buf[:n], pos)
+                    sched.advance(piece, n)
+                    progress(n)
+                    got += n
             except (requests.RequestException, OSError) as e:
                 raise Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
             except Exception as e:
                 if type(e).__module__.startswith("urllib3"):
                     raise Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
                 raise
+        if not given:  # (the probe's answer started before this clock)
+            sched.observe(latency, got, time.monotonic() - t0 - latency)
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def _pwrite_all(fd: int, data: memoryview, pos: int) -> None:
+    while data:
+        n = os.pwrite(fd, data, pos)
+        data, pos = data[n:], pos + n
 
 
 def copy_local(src: Path, dest: Path, *, md5: bool = False, progress: ProgressFn | None = None,
@@ -459,13 +543,15 @@ def copy_local(src: Path, dest: Path, *, md5: bool = False, progress: ProgressFn
             while True:
                 if cancel is not None and cancel.is_set():
                     raise Cancelled()
-                data = fi.read(4 << 20)
-                if not data:
+                slot, view = hasher.slot()
+                n = fi.readinto(view)
+                if n:
+                    _write_all(fo.fileno(), view[:n])
+                hasher.commit(slot, n)
+                if not n:
                     break
-                fo.write(data)
-                hasher.feed(data)
                 if progress:
-                    progress(len(data))
+                    progress(n)
         ok = True
     finally:
         if not ok:

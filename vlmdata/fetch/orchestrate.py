@@ -15,86 +15,24 @@ the workers have stopped.
 """
 from __future__ import annotations
 
-import hashlib
 import queue
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from vlmdata.errors import OperationError, VlmdataError
 from vlmdata.fetch.http import HttpEngine
+from vlmdata.fetch.outcome import FetchOptions, FetchReport, FileOutcome, present_outcome
 from vlmdata.fetch.progress import Progress
-from vlmdata.fetch.subset import is_tar, stream_tar_subset
-from vlmdata.fetch.urllist import fetch_url_list
 from vlmdata.fetch.verified import Verified, VerifiedDownloader
 from vlmdata.manifest import Catalog, FileSpec
 from vlmdata.net.errors import Cancelled
-from vlmdata.net.retry import RetryPolicy
 from vlmdata.net.session import make_session
 from vlmdata.place import place_download
 from vlmdata.sources import HubAccess, describe, kind_of
 from vlmdata.sources.hf import redact, token_from_env
 from vlmdata.state import Journal, JournalEntry, Root, satisfied
 from vlmdata.units import human_bytes
-
-
-@dataclass
-class FetchOptions:
-    jobs: int = 4  # files at once
-    connections: int = 4  # connections per file (when the server accepts ranges)
-    url_jobs: int = 128  # requests in flight for per-image URL lists
-    keep_archives: bool = False
-    wanted: set[str] | None = None  # --only-referenced-by: basenames to keep from archives
-    wanted_tag: str | None = None  # a digest of `wanted`, recorded in the journal
-    mirror: str | None = None
-    hf_endpoint: str | None = None
-    refetch: bool = False  # ignore the journal: fetch and place again
-    timeout: float = 60.0
-    min_split: int = 4 << 20
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    verify_tries: int = 2  # downloads per source when the bytes do not match
-
-
-@dataclass
-class FileOutcome:
-    key: str
-    state: str  # present | fetched | failed | cancelled
-    to: str
-    bytes: int = 0  # received over the network by this run
-    size: int | None = None
-    sha256: str | None = None
-    seconds: float = 0.0
-    source: str | None = None
-    files: int | None = None
-    resumed_from: int = 0
-    connections: int = 0
-    warnings: list[str] = field(default_factory=list)
-    error: str | None = None
-    hint: str | None = None  # what to do about the error
-
-
-@dataclass
-class FetchReport:
-    outcomes: list[FileOutcome] = field(default_factory=list)
-    layout: dict[str, Any] | None = None
-    seconds: float = 0.0
-
-    @property
-    def failed(self) -> list[FileOutcome]:
-        return [o for o in self.outcomes if o.state == "failed"]
-
-    @property
-    def network_bytes(self) -> int:
-        return sum(o.bytes for o in self.outcomes)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"ok": not self.failed, "seconds": round(self.seconds, 3), "bytes": self.network_bytes,
-                "files": [asdict(o) for o in self.outcomes], "layout": self.layout}
-
-
-def wanted_digest(names: set[str]) -> str:
-    return hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()[:16]
 
 
 class Fetcher:
@@ -132,9 +70,7 @@ class Fetcher:
         pending = {s.key for s in todo}
         for s in specs:
             if s.key not in pending:
-                e = entries[s.key]
-                outcomes[s.key] = FileOutcome(s.key, "present", s.place.to, size=e.size, sha256=e.sha256,
-                                              source=e.source, files=e.files)
+                outcomes[s.key] = present_outcome(s, entries[s.key])
         first = [s for s in todo if s.place.kind != "images"]
         later = [s for s in todo if s.place.kind == "images"]
         try:
@@ -194,7 +130,7 @@ class Fetcher:
                 self._url_list(spec, out)
             elif spec.place.kind == "repo":
                 self._repo(spec, out)
-            elif self.opt.wanted is not None and spec.place.kind == "extract" and is_tar(spec) and not spec.parts:
+            elif self.opt.wanted is not None and spec.place.kind == "extract" and not spec.parts and _is_tar(spec):
                 self._subset(spec, out)
             else:
                 got = self.downloader.file(spec)
@@ -226,7 +162,7 @@ class Fetcher:
         wanted = self.opt.wanted if spec.place.kind == "extract" else None
         res = place_download(spec, got.path, self.root, merge=self._shares_target(spec), wanted=wanted,
                              keep_archive=self.opt.keep_archives)
-        out.files, out.warnings = res.files, list(res.warnings)
+        out.files, out.warnings = res.files, got.notes + list(res.warnings)
         extra: dict[str, Any] = {"revision": got.revision, "warnings": out.warnings}
         if wanted is not None:
             extra["subset"] = self.opt.wanted_tag
@@ -242,11 +178,14 @@ class Fetcher:
             owner = next((f.key for ds in self.catalog.datasets.values() for f in ds.files if f.place.to == src.path), None)
             raise OperationError(f"{spec.key}: the URL list {self.root.store_path(src.path)} is not there yet",
                                  hint=f"fetch it first: vlmdata fetch {owner}" if owner else "put the list there first")
+        from vlmdata.fetch.urllist import fetch_url_list  # (asyncio, aiohttp, Pillow: only for URL lists)
+
         bar = self.progress.file(spec.key, spec.place.count, unit="img")
         session = make_session(pool_size=self.opt.url_jobs)
         try:
             res = fetch_url_list(spec, src, self.root, session=session, jobs=self.opt.url_jobs, mirror=self.opt.mirror,
-                                 progress=bar.update, policy=self.opt.retry, timeout=self.opt.timeout)
+                                 progress=bar.update, policy=self.opt.retry, timeout=self.opt.timeout,
+                                 cancel=self.cancel)
         finally:
             bar.close()
             session.close()
@@ -274,6 +213,8 @@ class Fetcher:
 
     def _subset(self, spec: FileSpec, out: FileOutcome) -> None:
         """--only-referenced-by on a tar: the wanted members from the stream (vlmdata.fetch.subset)."""
+        from vlmdata.fetch.subset import stream_tar_subset
+
         assert self.opt.wanted is not None
         res, got = stream_tar_subset(spec, self.downloader, wanted=self.opt.wanted, policy=self.opt.retry,
                                      merge=self._shares_target(spec))
@@ -283,3 +224,9 @@ class Fetcher:
         self.journal.record(JournalEntry(key=spec.key, size=d.size, sha256=d.sha256, source=got.source, to=res.to,
                                          files=res.files, extra={"subset": self.opt.wanted_tag,
                                                                  "warnings": out.warnings}))
+
+
+def _is_tar(spec: FileSpec) -> bool:
+    from vlmdata.fetch.subset import is_tar  # (only with --only-referenced-by)
+
+    return is_tar(spec)

@@ -1,11 +1,20 @@
 """Byte-range bookkeeping for downloads over several connections.
 
-The missing ranges of a file are cut into pieces, at least one per connection. A connection that
-runs out of work takes the second half of the largest piece still in flight (the piece's owner
-stops at the new end), so every connection stays busy until the end, as aria2c does. What is
-done is always ``[piece.start, piece.pos)`` of every piece plus what an earlier run finished; it
-goes into the .part's sidecar so a killed download resumes, and its contiguous prefix from byte 0
-is what the hashing thread may read.
+The missing ranges of a file are handed out in file order, one piece at a time, to whichever
+connection asks: the connections work side by side near the start of what is missing, so the
+contiguous prefix that the hashing thread may read grows at the speed of all of them together,
+and when the last byte arrives only the last pieces are left to hash (aria2c's split into one
+big range per connection leaves all but the first range to hash at the end).
+
+A piece is large enough that starting it (a request, a round trip before its first byte) is a
+small share of its transfer time: its size follows the measured first-byte latency times the
+measured rate per connection, never below ``min_split``, and pieces get smaller towards the end
+so the connections finish together. When nothing is left to hand out, an idle connection takes
+the second half of the largest piece still in flight (the piece's owner stops at the new end) if
+that half is worth a request of its own, so every connection stays busy to the last byte.
+
+What is done is always ``[piece.start, piece.pos)`` of every piece plus what an earlier run
+finished; it goes into the .part's sidecar so a killed download resumes.
 """
 from __future__ import annotations
 
@@ -13,6 +22,8 @@ import threading
 from dataclasses import dataclass
 
 ALIGN = 64 << 10
+MAX_PIECE = 256 << 20
+START_SHARE = 0.05  # a piece's start (first-byte latency) may cost this share of its time
 
 
 def merge_intervals(ranges: list[list[int]] | list[tuple[int, int]]) -> list[list[int]]:
@@ -50,31 +61,63 @@ class Scheduler:
         self.min_split = max(ALIGN, min_split)
         self._done = merge_intervals(done)
         self._cond = threading.Condition()
-        gaps = missing_intervals(self._done, size)
-        # Cut the largest gap in two until there is a piece per connection (or pieces get too small).
-        while gaps and len(gaps) < connections:
-            gaps.sort(key=lambda r: r[1] - r[0])
-            a, b = gaps[-1]
-            if b - a < 2 * self.min_split:
-                break
-            mid = a + ((b - a) // 2) // ALIGN * ALIGN
-            gaps[-1:] = [[a, mid], [mid, b]]
-        self.pieces = [Piece(a, a, b) for a, b in sorted(gaps)]
+        self._gaps = missing_intervals(self._done, size)  # not handed out yet, in file order
+        self.missing = self._unassigned = sum(b - a for a, b in self._gaps)
+        self.connections = max(1, connections)
+        # until latency and rate are measured: a few pieces per connection
+        self.piece = max(self.min_split, min(MAX_PIECE, self.missing // (4 * max(1, connections))))
+        self._piece_floor = self.piece
+        self.pieces: list[Piece] = []
+        self._latency: float | None = None  # seconds to a piece's first byte (moving average)
+        self._rate: float | None = None  # bytes/s of one connection (moving average)
+        self._worth = self.min_split  # the least a new request must bring to be worth its start
 
-    @property
-    def pending(self) -> list[Piece]:
+    def claim(self, start: int, end: int) -> Piece:
+        """An active piece for bytes a connection is already receiving (the probe's answer);
+        ``start`` must be where the first missing range begins."""
         with self._cond:
-            return [p for p in self.pieces if p.pos < p.end]
+            a, b = self._gaps[0]
+            if start != a:
+                raise ValueError(f"claim at {start}, but the first missing byte is {a}")
+            end = min(end, b)
+            if end < b:
+                self._gaps[0][0] = end
+            else:
+                self._gaps.pop(0)
+            self._unassigned -= end - a
+            p = Piece(a, a, end, active=True)
+            self.pieces.append(p)
+            return p
+
+    def workers(self, connections: int) -> int:
+        """Connections worth opening: no more than there are pieces of ``min_split``."""
+        return max(1, min(connections, -(-self.missing // self.min_split)))
 
     def take(self) -> Piece | None:
-        """An idle unfinished piece, else half of the largest piece in flight, else None."""
+        """A released unfinished piece, else the next piece in file order, else half of the largest in flight."""
         with self._cond:
             idle = [p for p in self.pieces if not p.active and p.pos < p.end]
             if idle:
                 p = min(idle, key=lambda x: x.pos)
                 p.active = True
                 return p
-            busy = [p for p in self.pieces if p.active and p.end - p.pos >= 2 * self.min_split]
+            if self._gaps:
+                a, b = self._gaps[0]
+                # smaller pieces towards the end, so the connections finish together
+                want = min(self.piece, max(self.min_split, self._unassigned // (2 * self.connections)))
+                end = b if b - a < want + self.min_split else a + want // ALIGN * ALIGN
+                if end < b:
+                    self._gaps[0][0] = end
+                else:
+                    self._gaps.pop(0)
+                self._unassigned -= end - a
+                p = Piece(a, a, end, active=True)
+                self.pieces.append(p)
+                return p
+            # Half of a piece in flight, if that half takes longer than starting a request for it:
+            # the owner's response keeps arriving past the new end until it notices, so stealing a
+            # piece about to finish wastes bytes and gains nothing.
+            busy = [p for p in self.pieces if p.active and p.end - p.pos >= 2 * self._worth]
             if not busy:
                 return None
             victim = max(busy, key=lambda x: x.end - x.pos)
@@ -83,6 +126,18 @@ class Scheduler:
             victim.end = mid
             self.pieces.append(new)
             return new
+
+    def observe(self, latency: float, nbytes: int, seconds: float) -> None:
+        """A finished piece: its first-byte latency and its transfer; sizes the next pieces."""
+        if seconds <= 0 or nbytes < self.min_split:
+            return
+        with self._cond:
+            rate = nbytes / seconds
+            self._latency = latency if self._latency is None else 0.7 * self._latency + 0.3 * latency
+            self._rate = rate if self._rate is None else 0.7 * self._rate + 0.3 * rate
+            want = int(self._latency * self._rate / START_SHARE)
+            self.piece = max(self._piece_floor, min(MAX_PIECE, want // ALIGN * ALIGN))
+            self._worth = max(self.min_split, min(MAX_PIECE, want))
 
     def bounds(self, piece: Piece) -> tuple[int, int]:
         with self._cond:

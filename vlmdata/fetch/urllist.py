@@ -1,21 +1,21 @@
 """Per-image downloads from a list of URLs (OCR-VQA's dataset.json), each saved as a real JPEG.
 
-Hundreds of requests are in flight at once (``jobs`` threads sharing one keep-alive connection
-pool); what is already on disk is skipped; connection errors, timeouts, 5xx and 429 are retried
-with backoff; 404/410 are recorded as dead with the record ids they affect. Every image is sniffed
-and decoded before it is written; GIF/PNG/WebP/... become RGB JPEGs named ``<id>.<ext>``. Each file
-is written under a temporary name and renamed, so a kill never leaves a half image under its final
-name. A report (JSON) lists dead URLs, failures and conversions.
+The list is read as a stream (207k records are never all in memory) and handed to
+vlmdata.fetch.urllist_client, which keeps ``jobs`` requests in flight (asyncio), skips what is
+already on disk, retries connection errors, timeouts, 5xx and 429 with backoff, records 404/410 as
+dead with the record ids they affect, and sniffs and decodes every image before it is written
+(GIF/PNG/WebP/... become RGB JPEGs named ``<id>.<ext>``, under a temporary name, renamed). A
+report (JSON) lists dead URLs, failures and conversions.
+
+A list that turns out to be broken half-way stops the run with an error naming the line; the
+images saved before it are complete files, kept, and skipped by the next run.
 """
 from __future__ import annotations
 
 import csv
-import json
-import os
-import re
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 from urllib.parse import urlsplit
@@ -24,33 +24,16 @@ import requests
 
 from vlmdata import atomic
 from vlmdata.errors import OperationError, UserError
-from vlmdata.fetch.urllist_http import CONNECT_TIMEOUT, ImageClient, Outcome, get_image
+from vlmdata.fetch.urllist_client import (CONNECT_TIMEOUT, UNREACHABLE_RUN, DeadUrl, FailedUrl, ImagesResult,
+                                          fetch_images)
 from vlmdata.manifest import FileSpec, Source
 from vlmdata.net.retry import (OFFLINE_HINT, GaveUp, RetryPolicy, Transient, is_transient_error, is_transient_status,
                                is_unreachable, retry, retry_after_seconds, unreachable_reason)
 from vlmdata.net.urls import is_local, rewrite
-from vlmdata.place.images import ImageProblem, save_image
 from vlmdata.state import Root
 
-_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-@dataclass
-class DeadUrl:
-    """A URL the server says is gone (404/410), or a mirror file that is absent."""
-
-    url: str
-    status: int | None  # HTTP status; None for a local-mirror file that does not exist
-    ids: list[str] = field(default_factory=list)  # the list's record ids that point at it
-
-
-@dataclass
-class FailedUrl:
-    """A record whose image could not be saved this time (retries spent, bad content, ...)."""
-
-    id: str
-    url: str
-    error: str
+__all__ = ["DeadUrl", "FailedUrl", "UrlListResult", "fetch_url_list", "iter_entries", "list_file", "report_path",
+           "write_report"]
 
 
 @dataclass
@@ -121,177 +104,75 @@ def _get_list(url: str, session: requests.Session, mirror: str | None, policy: R
         raise OperationError(f"cannot download the URL list {where}: {e}") from None
 
 
-def read_entries(path: Path, source: Source) -> list[tuple[str, str]]:
-    """(record id, URL) pairs in list order."""
+def iter_entries(path: Path, source: Source) -> Iterator[tuple[str, str]]:
+    """(record id, URL) pairs in list order, read as they are needed."""
     key = source.url_key or "url"
     if source.list_format == "json-dict":
+        from vlmdata.jsonstream import iter_json_object
+
         try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except (OSError, ValueError) as e:
-            raise UserError(f"the URL list is not readable JSON: {e}", where=str(path),
-                            hint="download it again") from e
-        if not isinstance(data, dict):
-            raise UserError("the URL list must be a JSON object {id: {...}}", where=str(path))
-        out = []
-        for rid, rec in data.items():
-            url = rec.get(key) if isinstance(rec, dict) else None
-            if isinstance(url, str) and url:
-                out.append((str(rid), url))
-        return out
+            for rid, rec in iter_json_object(path):
+                url = rec.get(key) if isinstance(rec, dict) else None
+                if isinstance(url, str) and url:
+                    yield str(rid), url
+        except UserError as e:
+            raise UserError(f"the URL list is not a readable JSON object {{id: {{...}}}}: {e.what}",
+                            where=e.where or str(path), hint="download it again") from e
+        except OSError as e:
+            raise UserError(f"the URL list cannot be read: {e.strerror}", where=str(path)) from e
+        return
     if source.list_format == "tsv":
         with open(path, encoding="utf-8", newline="") as fh:
             rows = csv.DictReader(fh, delimiter="\t")
             if not rows.fieldnames or key not in rows.fieldnames:
                 raise UserError(f"the TSV list has no column {key!r}", where=str(path))
             idcol = "id" if "id" in rows.fieldnames else rows.fieldnames[0]
-            return [(r[idcol], r[key]) for r in rows if r.get(key)]
+            for r in rows:
+                if r.get(key):
+                    yield r[idcol], r[key]
+        return
     raise UserError(f"unknown list_format {source.list_format!r}", where=str(path))
 
 
 # ----------------------------------------------------------------- fetching
 
 
-UNREACHABLE_RUN = 64  # images in a row whose host cannot be reached: the network is gone, stop
-
-
-def _save(data: bytes, final: Path, *, to_jpeg: bool) -> Outcome:
-    try:
-        norm = save_image(data, final, to_jpeg=to_jpeg)
-    except ImageProblem as p:
-        return Outcome("failed", error=f"{p.status} image ({p.detail})")
-    return Outcome("converted" if norm.converted else "saved", source_format=norm.source_format)
-
-
-def _existing(folder: Path) -> set[str]:
-    """Names of the non-empty files already in ``folder`` (one scandir, not one stat per record)."""
-    out = set()
-    try:
-        with os.scandir(folder) as it:
-            for e in it:
-                if not e.name.startswith(atomic.TMP_PREFIX) and e.is_file() and e.stat().st_size > 0:
-                    out.add(e.name)
-    except FileNotFoundError:
-        pass
-    return out
-
-
-def _target_name(rid: str, url: str, ext: str | None) -> str | None:
-    if not _SAFE_ID.fullmatch(rid) or ".." in rid:
-        return None
-    if ext is None:
-        ext = os.path.splitext(urlsplit(url).path)[1].lstrip(".").lower() or "jpg"
-    return f"{rid}.{ext}"
-
-
 def fetch_url_list(spec: FileSpec, source: Source, root: Root, *, session: requests.Session, jobs: int,
                    mirror: str | None, progress: Callable[[int], None] | None = None,
-                   policy: RetryPolicy | None = None, timeout: float = 60.0) -> UrlListResult:
+                   policy: RetryPolicy | None = None, timeout: float = 60.0,
+                   cancel: threading.Event | None = None) -> UrlListResult:
     """Download every image of the list into ``root/spec.place.to`` as ``<id>.<place.ext>``.
 
     ``progress`` is called with 1 for each record handled (saved, skipped, dead or failed), so it
     can drive a bar counted in images. ``policy`` says how often a transient failure (timeout,
-    5xx, 429) is tried again, ``timeout`` how many seconds without data end a try. Returns counts and the dead/failed records; the same goes into the
-    report JSON at ROOT/.vlmdata/reports/<dataset>-urllist.json.
+    5xx, 429) is tried again, ``timeout`` how many seconds without data end a try; ``session``
+    downloads the list itself when it is not on disk; ``cancel`` stops taking new records. Returns
+    counts and the dead/failed records; the same goes into the report JSON at
+    ROOT/.vlmdata/reports/<dataset>-urllist.json.
     """
     policy = policy or RetryPolicy()
-    jobs = max(1, jobs)
     started = time.time()
-    entries = read_entries(list_file(spec, source, root, session, mirror, policy, timeout), source)
-    folder = root.store_path(spec.place.to)
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic.cleanup_temporaries(folder)
-    have = _existing(folder)
-    client = ImageClient(session, jobs, timeout)
-
-    to_jpeg = (spec.place.ext or "").lower() in ("jpg", "jpeg")
-    lock = threading.Lock()
-    stop = threading.Event()
-    counts = {"saved": 0, "skipped": 0, "converted": 0}
-    conversions: dict[str, int] = {}
-    converted_ids: list[dict[str, str]] = []
-    dead: dict[str, DeadUrl] = {}
-    failed: list[FailedUrl] = []
-    work: Iterator[tuple[str, str]] = iter(entries)
-
-    def handle(rid: str, url: str) -> None:
-        name = _target_name(rid, url, spec.place.ext)
-        if name is None:
-            with lock:
-                failed.append(FailedUrl(rid, url, "record id is not a safe file name"))
-            return
-        if name in have:
-            with lock:
-                counts["skipped"] += 1
-            return
-        data, outcome = get_image(url, client, mirror, policy, stop)
-        if outcome is None:
-            outcome = _save(data, folder / name, to_jpeg=to_jpeg)  # type: ignore[arg-type]
-        with lock:
-            # offline: stop after a run of images whose hosts cannot be reached at all, instead of
-            # failing each of 200k records (what was saved stays; the next run resumes)
-            unreachable[0] = unreachable[0] + 1 if outcome.unreachable else 0
-            if unreachable[0] >= UNREACHABLE_RUN and not offline:
-                offline.append(outcome.error)
-                stop.set()
-            if outcome.kind == "dead":
-                d = dead.setdefault(url, DeadUrl(url, outcome.status))
-                d.ids.append(rid)
-            elif outcome.kind == "failed":
-                failed.append(FailedUrl(rid, url, outcome.error))
-            else:
-                counts["saved"] += 1
-                if outcome.kind == "converted":
-                    counts["converted"] += 1
-                    conversions[outcome.source_format] = conversions.get(outcome.source_format, 0) + 1
-                    converted_ids.append({"id": rid, "from": outcome.source_format})
-
-    errors: list[BaseException] = []
-    unreachable = [0]  # consecutive records whose host could not be reached
-    offline: list[str] = []
-
-    def worker() -> None:
-        try:
-            while not stop.is_set():
-                with lock:
-                    item = next(work, None)
-                if item is None:
-                    return
-                handle(*item)
-                if progress is not None:
-                    progress(1)
-        except BaseException as e:  # noqa: BLE001 - handed to the main thread
-            errors.append(e)
-            stop.set()
-
-    threads = [threading.Thread(target=worker, name=f"vlmdata-urllist-{i}", daemon=True)
-               for i in range(min(jobs, max(1, len(entries))))]
-    for t in threads:
-        t.start()
-    try:
-        for t in threads:
-            while t.is_alive():
-                t.join(0.5)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(60)
-        client.close()
-        atomic.fsync_dir(folder)
-    if errors:
-        raise errors[0]
-    if offline:
+    entries = iter_entries(list_file(spec, source, root, session, mirror, policy, timeout), source)
+    res = fetch_images(entries, root.store_path(spec.place.to), ext=spec.place.ext, jobs=jobs, mirror=mirror,
+                       policy=policy, timeout=timeout, progress=progress, cancel=cancel)
+    if res.offline is not None:
         raise OperationError(f"{spec.key}: stopped after {UNREACHABLE_RUN} images in a row could not be reached "
-                             f"({offline[0]}); {counts['saved']:,} saved, the rest is left for the next run",
+                             f"({res.offline}); {res.saved:,} saved, the rest is left for the next run",
                              hint=OFFLINE_HINT)
-
     rpath = report_path(root, spec.dataset)
-    for d in dead.values():
+    write_report(rpath, res, spec=spec, source=source, mirror=mirror, started=started)
+    return UrlListResult(saved=res.saved, skipped=res.skipped, converted=res.converted,
+                         dead=sorted(res.dead.values(), key=lambda d: d.url),
+                         failed=sorted(res.failed, key=lambda f: f.id), report_path=rpath, total=res.total)
+
+
+def write_report(path: Path, res: ImagesResult, *, spec: FileSpec, source: Source, mirror: str | None,
+                 started: float) -> None:
+    """The run's report (atomically): counts, conversions, each dead URL with its ids, each failure."""
+    dead = sorted(res.dead.values(), key=lambda d: d.url)
+    for d in dead:
         d.ids.sort()
-    result = UrlListResult(saved=counts["saved"], skipped=counts["skipped"], converted=counts["converted"],
-                           dead=sorted(dead.values(), key=lambda d: d.url),
-                           failed=sorted(failed, key=lambda f: f.id), report_path=rpath, total=len(entries))
-    atomic.write_json(rpath, {
+    atomic.write_json(path, {
         "dataset": spec.dataset,
         "file": spec.name,
         "to": spec.place.to,
@@ -299,14 +180,13 @@ def fetch_url_list(spec: FileSpec, source: Source, root: Root, *, session: reque
         "mirror": mirror,
         "started": started,
         "seconds": round(time.time() - started, 3),
-        "total": len(entries),
-        "saved": result.saved,
-        "skipped": result.skipped,
-        "converted": result.converted,
-        "converted_from": conversions,
-        "conversions": sorted(converted_ids, key=lambda c: c["id"]),
-        "dead": [asdict(d) for d in result.dead],
-        "dead_records": sum(len(d.ids) for d in result.dead),
-        "failed": [asdict(f) for f in result.failed],
+        "total": res.total,
+        "saved": res.saved,
+        "skipped": res.skipped,
+        "converted": res.converted,
+        "converted_from": res.converted_from,
+        "conversions": sorted(res.conversions, key=lambda c: c["id"]),
+        "dead": [asdict(d) for d in dead],
+        "dead_records": sum(len(d.ids) for d in dead),
+        "failed": [asdict(f) for f in sorted(res.failed, key=lambda f: f.id)],
     })
-    return result

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vlmdata.errors import OperationError
@@ -97,6 +97,7 @@ class Verified:
     transferred: int  # bytes received over the network
     resumed_from: int  # bytes an earlier run had already downloaded
     connections: int
+    notes: list[str] = field(default_factory=list)  # for the user: e.g. a resume only the size vouched for
 
 
 class VerifiedDownloader:
@@ -177,7 +178,7 @@ class VerifiedDownloader:
             p.path.unlink(missing_ok=True)
         got = Verified(dest, d, " + ".join(sorted({p.source for p in pieces})), pieces[0].revision,
                        sum(p.transferred for p in pieces), sum(p.resumed_from for p in pieces),
-                       max(p.connections for p in pieces))
+                       max(p.connections for p in pieces), [n for p in pieces for n in p.notes])
         self.pin(spec.key, expect, got)
         return got
 
@@ -255,7 +256,8 @@ class VerifiedDownloader:
             dest.unlink(missing_ok=True)
             discard_partial(dest)
             raise Mismatch("; ".join(bad))
-        return Verified(dest, f.digests, loc.label, loc.revision, f.transferred, f.resumed_from, f.connections)
+        return Verified(dest, f.digests, loc.label, loc.revision, f.transferred, f.resumed_from, f.connections,
+                        list(f.notes))
 
     def _deliver(self, loc: Location, dest: Path, *, md5: bool, size: int | None, bar: FileBar) -> Fetched:
         """The bytes at ``loc`` into ``dest``: a copy from a local mirror, or the HTTP engine's download."""

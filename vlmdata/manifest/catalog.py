@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import posixpath
 import sys
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, TypeVar
 
 from vlmdata.errors import UserError
+from vlmdata.manifest.cache import cached
 from vlmdata.manifest.reader import Table
 from vlmdata.manifest.schema import Blend, Dataset, FileSpec, Layout, parse_blend, parse_dataset, parse_layout
 
@@ -31,6 +31,8 @@ def shipped_manifest_dir() -> Path:
 
 
 def read_toml(path: Path) -> Table:
+    import tomllib  # only when a manifest is parsed (not when the catalog comes from the cache)
+
     try:
         with open(path, "rb") as fh:
             return Table(tomllib.load(fh), path)
@@ -244,12 +246,20 @@ def manifest_dirs(extra: Iterable[Path | str] = ()) -> list[Path]:
 
 
 def load_catalog(extra: Iterable[Path | str] = ()) -> Catalog:
-    """Shipped manifests, then each extra folder in order (later names override earlier)."""
-    cat = Catalog()
-    for d in manifest_dirs(extra):
-        _load_dir(d, cat)
-    cat.validate()
-    return cat
+    """Shipped manifests, then each extra folder in order (later names override earlier).
+
+    Served from vlmdata.manifest.cache while no manifest changed (parsing them all is most of
+    the start-up of a command that has little to do)."""
+    dirs = manifest_dirs(extra)
+
+    def parse() -> Catalog:
+        cat = Catalog()
+        for d in dirs:
+            _load_dir(d, cat)
+        cat.validate()
+        return cat
+
+    return cached(dirs, parse)
 
 
 def extra_dirs_from_env(value: str | None) -> list[str]:

@@ -1,6 +1,7 @@
 """The one retry loop of every download, and what counts as worth another try.
 
-``retry(attempt, policy)`` calls ``attempt`` until it returns. The caller says what is retryable:
+``retry(attempt, policy)`` calls ``attempt`` until it returns (``aretry``: the same for a
+coroutine, with the same bookkeeping, ``Tries``). The caller says what is retryable:
 its attempt raises ``Transient`` for a failure another try may fix (the helpers below classify
 HTTP statuses and connection errors: timeouts, dropped connections, 5xx, 408/425/429), and any
 other exception goes straight through. A server that cannot be reached at all (its name does not
@@ -17,10 +18,7 @@ import random
 import socket
 import time
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
-from typing import Callable, TypeVar
-
-import requests
+from typing import Awaitable, Callable, TypeVar
 
 T = TypeVar("T")
 
@@ -32,6 +30,8 @@ def is_transient_status(status: int) -> bool:
 
 
 def is_transient_error(exc: BaseException) -> bool:
+    import requests  # here: the policy and the loop are needed by commands that never send a request
+
     return isinstance(exc, (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                             ConnectionError, TimeoutError))
 
@@ -90,6 +90,8 @@ def retry_after_seconds(value: str | None) -> float | None:
     value = value.strip()
     if value.isdigit():
         return float(value)
+    from email.utils import parsedate_to_datetime  # rare: most servers send seconds
+
     try:
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError):
@@ -134,6 +136,29 @@ class GaveUp(Exception):
         return self.last.unreachable
 
 
+class Tries:
+    """The bookkeeping of one retry loop, shared by the blocking loop and the asyncio one."""
+
+    def __init__(self, policy: RetryPolicy, progress: Callable[[], int] | None = None) -> None:
+        self.policy, self.progress = policy, progress
+        self.failures = 0
+        self.unreachable = 0  # tries in a row whose server could not be reached at all
+        self._before = 0
+
+    def starting(self) -> None:
+        self._before = self.progress() if self.progress is not None else 0
+
+    def failed(self, e: Transient) -> float:
+        """Seconds to wait before the next try; GaveUp when the policy's tries are spent (an
+        unreachable server: after one short retry)."""
+        moved = self.progress is not None and self.progress() > self._before
+        self.failures = 1 if moved else self.failures + 1
+        self.unreachable = self.unreachable + 1 if e.unreachable else 0
+        if self.failures >= self.policy.attempts or self.unreachable >= min(2, self.policy.attempts):
+            raise GaveUp(self.failures, e) from None
+        return min(self.policy.delay(1), 1.0) if e.unreachable else self.policy.delay(self.failures, e.retry_after)
+
+
 def retry(attempt: Callable[[], T], policy: RetryPolicy, *, wait: Callable[[float], object] = time.sleep,
           progress: Callable[[], int] | None = None) -> T:
     """``attempt()``, tried again after each ``Transient`` until it returns or ``policy.attempts`` are spent.
@@ -142,15 +167,24 @@ def retry(attempt: Callable[[], T], policy: RetryPolicy, *, wait: Callable[[floa
     counter an attempt moves when it gets somewhere (bytes received): a failed try that moved it
     starts the count again, so a large download over a flaky link is not given up while it advances.
     """
-    failures = unreachable = 0
+    tries = Tries(policy, progress)
     while True:
-        before = progress() if progress is not None else 0
+        tries.starting()
         try:
             return attempt()
         except Transient as e:
-            moved = progress is not None and progress() > before
-            failures = 1 if moved else failures + 1
-            unreachable = unreachable + 1 if e.unreachable else 0
-            if failures >= policy.attempts or unreachable >= min(2, policy.attempts):
-                raise GaveUp(failures, e) from None
-            wait(min(policy.delay(1), 1.0) if e.unreachable else policy.delay(failures, e.retry_after))
+            wait(tries.failed(e))
+
+
+async def aretry(attempt: Callable[[], Awaitable[T]], policy: RetryPolicy, *,
+                 wait: Callable[[float], Awaitable[object]] | None = None) -> T:
+    """``retry`` for a coroutine: ``await attempt()`` until it returns; the waits are ``asyncio.sleep``."""
+    import asyncio
+
+    tries = Tries(policy)
+    while True:
+        tries.starting()
+        try:
+            return await attempt()
+        except Transient as e:
+            await (wait or asyncio.sleep)(tries.failed(e))

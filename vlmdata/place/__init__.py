@@ -1,6 +1,7 @@
 """Placing downloaded bytes into the store: safe extraction, plain moves, images normalised to JPEG.
 
-Nothing here touches the network. The fetch orchestration calls:
+Nothing here touches the network (and the extraction code is imported only when an archive is
+placed: a plain file's placement is part of a command's start-up). The fetch orchestration calls:
 
 - ``place_download``: a verified download (archive or plain file) goes to its ``place.to``;
 - ``extract_tar_stream``: a tar read from a non-seekable stream (an HTTP body) is unpacked
@@ -18,9 +19,7 @@ from typing import BinaryIO
 from vlmdata import atomic
 from vlmdata.errors import UserError
 from vlmdata.manifest import FileSpec
-from vlmdata.place.extract import extract_tar, extract_zip, move_into_place, remove_tree, sniff_archive
 from vlmdata.place.results import PlaceResult
-from vlmdata.place.safety import BombGuard, limits_for
 from vlmdata.state import Root
 
 __all__ = ["PlaceResult", "place_download", "extract_tar_stream"]
@@ -46,6 +45,9 @@ def place_download(spec: FileSpec, downloaded: Path, root: Root, *, merge: bool,
     if place.kind != "extract":
         raise UserError(f"{spec.key}: placement kind {place.kind!r} is not placed from one download",
                         hint="files of kind 'images' are fetched with vlmdata.fetch.urllist")
+    from vlmdata.place.extract import extract_tar, extract_zip, move_into_place, remove_tree, sniff_archive
+    from vlmdata.place.safety import BombGuard, limits_for
+
     label = downloaded.name
     opener = None
     if place.format == "split-zip":  # parts of a zip split over disks, joined: read through a rebuilt directory
@@ -90,6 +92,9 @@ def extract_tar_stream(stream: BinaryIO, spec: FileSpec, root: Root, *, wanted: 
     stored. Same member checks as ``place_download``; the bomb limit uses the file's known or
     approximate size.
     """
+    from vlmdata.place.extract import extract_tar, move_into_place, remove_tree
+    from vlmdata.place.safety import BombGuard, limits_for
+
     place = spec.place
     final = root.store_path(place.to)
     label = spec.name
@@ -106,6 +111,8 @@ def extract_tar_stream(stream: BinaryIO, spec: FileSpec, root: Root, *, wanted: 
 def _temp_dir(final: Path) -> Path:
     """A fresh folder beside ``final`` (same filesystem), named ``.tmp-<name>.<pid>.<random>``;
     what a killed extraction left there is removed first (vlmdata.atomic.owned_temp_dir_beside)."""
+    from vlmdata.place.extract import remove_tree
+
     return atomic.owned_temp_dir_beside(final, remove=remove_tree)
 
 

@@ -125,7 +125,8 @@ def normalize_bytes(data: bytes) -> Normalized:
     fmt = sniff(data[:16])
     if not data:
         raise ImageProblem("empty", "0 bytes")
-    im = decode(data)
+    # A JPEG that keeps its bytes only has to prove it is whole: 1/8 scale reads all of its data.
+    im = decode(data, fast=fmt == "jpeg")
     if fmt == "jpeg" and im.format == "JPEG":
         return Normalized(data, "jpeg", False)
     try:
@@ -143,7 +144,7 @@ def save_image(data: bytes, final: Path, *, to_jpeg: bool) -> Normalized:
     if to_jpeg:
         norm = normalize_bytes(data)
     else:  # no forced extension: keep the bytes, but only once they decode
-        decode(data)
+        decode(data, fast=True)
         norm = Normalized(data, sniff(data[:16]) or "unknown", False)
     tmp = final.with_name(f"{atomic.TMP_PREFIX}{final.name}.{threading.get_ident()}")
     with open(tmp, "wb") as fh:

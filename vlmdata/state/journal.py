@@ -11,8 +11,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from filelock import FileLock
-
 from vlmdata import atomic
 from vlmdata.errors import UserError
 
@@ -40,7 +38,13 @@ _REBUILD = ("restore it from a backup, or move it aside: the next `vlmdata fetch
 class Journal:
     def __init__(self, state_dir: Path) -> None:
         self.path = Path(state_dir) / "journal.json"
-        self._lock = FileLock(str(Path(state_dir) / "journal.json.lock"))
+        self._lock_path = Path(state_dir) / "journal.json.lock"
+
+    @property
+    def _lock(self):  # made when a change is written: reading the journal needs no lock (writes are atomic)
+        from filelock import FileLock
+
+        return FileLock(str(self._lock_path))
 
     def _read(self) -> dict[str, Any]:
         if not self.path.exists():

@@ -11,8 +11,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from filelock import FileLock
-
 from vlmdata import atomic
 from vlmdata.errors import UserError
 
@@ -29,7 +27,13 @@ class LockEntry:
 class LockFile:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._lock = FileLock(str(self.path.parent / ".vlmdata" / "vlmdata.lock.lock"))
+        self._lock_path = self.path.parent / ".vlmdata" / "vlmdata.lock.lock"
+
+    @property
+    def _lock(self):  # made when a pin is written (filelock is not imported by commands that only read)
+        from filelock import FileLock
+
+        return FileLock(str(self._lock_path))
 
     def entries(self) -> dict[str, LockEntry]:
         if not self.path.exists():

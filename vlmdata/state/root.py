@@ -13,8 +13,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from filelock import FileLock, Timeout
-
 from vlmdata.errors import OperationError, UserError
 
 STATE_DIR = ".vlmdata"
@@ -116,6 +114,8 @@ class Root:
         A second such command on the same root stops at once with a clear message instead of
         interleaving writes with the first.
         """
+        from filelock import FileLock, Timeout
+
         self.ensure_writable()
         lock = FileLock(str(self.state_dir / "root.lock"))
         try:

@@ -1,0 +1,202 @@
+"""The cases of bench.peers: for each, what is prepared before a run (not timed), the `vlmdata`
+command, the peer commands, and the rows they make. Each function takes the Bench and the shared
+fixtures (nginx, the output folder, the zip, img2dataset's command)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bench.peers import inputs
+from bench.peers.timing import rm as _rm
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _placed(path: Path, size: int) -> dict:
+    if not path.is_file() or path.stat().st_size != size:
+        raise SystemExit(f"{path} was not placed with {size} bytes")
+    return {}
+
+
+def startup(b: Any, *, out: Path, **_: Any) -> None:
+    root = out / "root-startup"
+    _rm(root)
+    subprocess.run(b.vlmdata(root, "fetch", "bench:tiny.bin"), check=True, env={**os.environ, **b.env},
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs = b.alternate("startup", {  # cheap: a few more runs than the others make the medians steadier
+        "vlmdata --help": {"argv": [b.vlmdata(root)[0], "--help"]},
+        "vlmdata fetch (nothing to do)": {"argv": b.vlmdata(root, "fetch", "bench:tiny.bin")},
+    }, times=max(5, b.repeat))
+    b.row("start-up: `vlmdata --help`", runs["vlmdata --help"], "-", None, "< 0.15 s", limit=0.15)
+    b.row("start-up: `vlmdata fetch` with nothing to do", runs["vlmdata fetch (nothing to do)"], "-", None,
+          "< 0.15 s", limit=0.15)
+    _rm(root)
+
+
+def fetch1g(b: Any, *, ngx: Any, out: Path, **_: Any) -> None:
+    root = out / "root-1g"
+    dest = root / "bench" / "big.bin"
+    url = f"{ngx.url}/big.bin"
+    size = inputs.GIB
+    for busy in (False, True):
+        tools_ = {
+            "vlmdata fetch -x1": {"argv": b.vlmdata(root, "fetch", "bench:big.bin", "--connections", "1"),
+                                  "prepare": lambda: _rm(root), "check": lambda: _placed(dest, size), "busy": busy},
+            "curl -o": {"argv": ["curl", "-sS", "-o", str(root / "big.bin"), url],
+                        "prepare": lambda: (_rm(root), root.mkdir(parents=True)), "busy": busy},
+            "curl | tee | sha256sum": {"argv": ["sh", "-c", f"curl -sS {url} | tee {root / 'big.bin'} | sha256sum"],
+                                       "prepare": lambda: (_rm(root), root.mkdir(parents=True)), "busy": busy},
+        }
+        if busy:
+            del tools_["curl | tee | sha256sum"]
+        runs = b.alternate("fetch1g-busy" if busy else "fetch1g", tools_)
+        label = "1 GiB over loopback, verified" + (", one core kept busy" if busy else "")
+        b.row(label, runs["vlmdata fetch -x1"], "`curl -o`", runs["curl -o"], "<= 1.05x", limit=1.05)
+        if not busy:
+            b.row(label, runs["vlmdata fetch -x1"], "`curl | tee | sha256sum`", runs["curl | tee | sha256sum"],
+                  "<= 0.25x", limit=0.25)
+    _rm(root)
+
+
+def aria2(b: Any, *, ngx: Any, out: Path, **_: Any) -> None:
+    root = out / "root-aria2"
+    url = f"{ngx.url}/throttled/mid.bin"
+    runs = b.alternate("aria2", {
+        "vlmdata fetch -x8": {"argv": b.vlmdata(root, "fetch", "bench:mid.bin", "--connections", "8"),
+                              "prepare": lambda: _rm(root), "check": lambda: _placed(root / "bench" / "mid.bin", 256 << 20)},
+        "aria2c -x8 -s8": {"argv": ["aria2c", "-q", "-x8", "-s8", "--allow-overwrite=true", "--auto-file-renaming=false",
+                                    "-d", str(root), "-o", "mid.bin", url],
+                           "prepare": lambda: (_rm(root), root.mkdir(parents=True))},
+    })
+    b.row("256 MiB, server limits each connection to 16 MiB/s", runs["vlmdata fetch -x8"], "`aria2c -x8 -s8`",
+          runs["aria2c -x8 -s8"], "<= 1.0x", limit=1.0)
+    _rm(root)
+
+
+def zip(b: Any, *, out: Path, zipf: Path, **_: Any) -> None:  # noqa: A001 - the case's name
+    root = out / "root-zip"
+    dl = root / ".vlmdata" / "downloads" / "bench" / "imgs.zip"
+
+    def prepare_ours() -> None:
+        _rm(root)
+        dl.parent.mkdir(parents=True)
+        os.link(zipf, dl)  # already downloaded (a link: nothing copied), as after `--keep-archives`
+
+    def check() -> dict:
+        n = len(os.listdir(root / "bench" / "imgs"))
+        if n != inputs.ZIP_MEMBERS:
+            raise SystemExit(f"vlmdata placed {n} files")
+        return {}
+
+    for pin in (None, "0"):
+        pre = ["taskset", "-c", pin] if pin else []
+        runs = b.alternate("zip-1core" if pin else "zip", {
+            "vlmdata fetch": {"argv": pre + b.vlmdata(root, "fetch", "bench:imgs.zip"), "prepare": prepare_ours,
+                              "check": check},
+            "unzip -q": {"argv": pre + ["unzip", "-q", str(zipf), "-d", str(root / "unzipped")],
+                         "prepare": lambda: (_rm(root), root.mkdir(parents=True))},
+        })
+        mb = zipf.stat().st_size / 1e6
+        b.row(f"zip of {inputs.ZIP_MEMBERS:,} small JPEGs ({mb:.0f} MB), " + ("one core" if pin else "two cores"),
+              runs["vlmdata fetch"], "`unzip -q`", runs["unzip -q"], "<= 0.8x" if not pin else "< 1.0x",
+              limit=0.8 if not pin else 1.0)
+    _rm(root)
+
+
+def urllist(b: Any, *, out: Path, i2d: Path, **_: Any) -> None:
+    port_file = out / "latency.port"
+    port_file.unlink(missing_ok=True)
+    srv = subprocess.Popen([sys.executable, "-m", "bench.peers.latency_server", "--latency", "0.02",
+                            "--port-file", str(port_file), "--max-seconds", "3000"], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 30
+        while not (port_file.exists() and port_file.read_text()):
+            if time.monotonic() > deadline or srv.poll() is not None:
+                raise SystemExit("the latency server did not start")
+            time.sleep(0.05)
+        base = f"http://127.0.0.1:{port_file.read_text()}"
+        root = out / "root-urllist"
+        lst = inputs.url_list(out / "data" / "urls" / "list.json", base)
+        txt = out / "data" / "urls" / "list.txt"
+        txt.write_text("".join(f"{base}/img/{i}.jpg\n" for i in range(inputs.LIST_IMAGES)))
+        i2d_out = root / "img2dataset"
+
+        def prepare_ours() -> None:
+            _rm(root)
+            (root / "urls").mkdir(parents=True)
+            os.link(lst, root / "urls" / "list.json")
+
+        def check_ours() -> dict:
+            n = len(os.listdir(root / "bench" / "images"))
+            if n != inputs.LIST_IMAGES:
+                raise SystemExit(f"vlmdata saved {n} images")
+            return {"images": n}
+
+        def check_i2d() -> dict:
+            ok = sum(json.loads(p.read_text())["successes"] for p in i2d_out.glob("*_stats.json"))
+            if ok != inputs.LIST_IMAGES:
+                raise SystemExit(f"img2dataset saved {ok} images")
+            return {"images": ok}
+
+        stats0 = _stats(base)
+        runs = b.alternate("urllist", {
+            "vlmdata fetch --url-jobs 64": {"argv": b.vlmdata(root, "fetch", "bench:images", "--url-jobs", "64"),
+                                            "prepare": prepare_ours, "check": check_ours},
+            "img2dataset, 64 threads": {"argv": [str(i2d), f"--url_list={txt}", f"--output_folder={i2d_out}",
+                                                 "--thread_count=64", "--processes_count=1", "--resize_mode=no",
+                                                 "--skip_reencode=True", "--output_format=files", "--input_format=txt",
+                                                 "--timeout=10", "--retries=0", "--number_sample_per_shard=10000",
+                                                 "--enable_wandb=False", "--compute_hash=None", "--extract_exif=False"],
+                                        "prepare": lambda: (_rm(root), root.mkdir(parents=True)), "check": check_i2d},
+        })
+        stats1 = _stats(base)
+        served = stats1["requests"] - stats0["requests"]
+        cpu = stats1["cpu_s"] - stats0["cpu_s"]
+        ceiling = served / cpu if cpu > 0 else float("inf")
+        fastest = max(inputs.LIST_IMAGES / r.seconds for rs in runs.values() for r in rs if r.rc == 0)
+        b.notes.append(f"latency server: {served:,} requests for {cpu:.1f} CPU-seconds, a ceiling of "
+                       f"{ceiling:,.0f} requests/s on one core; the fastest client reached {fastest:,.0f}/s "
+                       f"({100 * fastest / ceiling:.0f}% of it)")
+        b.row(f"{inputs.LIST_IMAGES:,} images from a URL list, 20 ms per request, 64 in flight",
+              runs["vlmdata fetch --url-jobs 64"], "img2dataset, 64 threads", runs["img2dataset, 64 threads"],
+              ">= 3x images/s", rate=inputs.LIST_IMAGES, limit=3.0)
+        _rm(root)
+    finally:
+        srv.terminate()
+        srv.wait()
+
+
+def _stats(base: str) -> dict:
+    with urllib.request.urlopen(f"{base}/stats", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def blend(b: Any, *, out: Path, **_: Any) -> None:
+    from bench.blend.bench_blend import prepare
+    from bench.common import mix665k
+
+    src, images, recipe = prepare(out / "blend", mix665k.FULL)
+    work = out / "root-blend"
+    runs = b.alternate("blend", {
+        "vlmdata blend": {"argv": [b.vlmdata(work)[0], "--root", str(work), "blend", str(recipe), "--image-root",
+                                   str(images), "--out", str(work / "ours")],
+                          "prepare": lambda: _rm(work)},
+        "json.load + from_list + save_to_disk": {
+            "argv": [sys.executable, "-m", "bench.blend.bench_blend", "--peer", "from_list", "--src", str(src),
+                     "--dest", str(work / "peer")],
+            "prepare": lambda: (_rm(work), work.mkdir(parents=True))},
+    })
+    b.row(f"{mix665k.FULL:,}-record mix JSON -> Arrow", runs["vlmdata blend"], "json.load + from_list + save_to_disk",
+          runs["json.load + from_list + save_to_disk"], "<= 0.25x time", limit=0.25)
+    ours = [r.max_rss_mb for r in runs["vlmdata blend"] if r.rc == 0]
+    peer = [r.max_rss_mb for r in runs["json.load + from_list + save_to_disk"] if r.rc == 0]
+    if ours and peer:
+        b.notes.append(f"blend: largest process RSS {max(ours):,.0f} MB (vlmdata) vs {max(peer):,.0f} MB (peer), "
+                       f"{max(ours) / max(peer):.3f}x")
+    _rm(work)

@@ -1,0 +1,127 @@
+"""The reader's orjson batches give exactly what the standard library gives: records, errors, lines.
+
+Batches are made small here (a few records) so every file of these tests is cut into
+many of them, at every kind of place a cut could be tried: between turns, inside strings that
+look like record boundaries, before records with another first key.
+"""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from blend_helpers import turns, write_json
+from vlmdata import jsonstream
+from vlmdata.errors import UserError
+from vlmdata.jsonstream import RecordReader, split_points
+
+
+@pytest.fixture(params=[1500, 6000])
+def small_batches(request, monkeypatch):
+    monkeypatch.setattr(jsonstream, "_BATCH", request.param)
+    return request.param
+
+
+def tricky(n: int, seed: int = 0) -> list:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        text = rng.choice(['}, {"id": 7, "image": "x"}', '"}, {"from": "gpt"', "\\u00e9 \\\" }, {", "plain",
+                           "中文 }\n, {", "é" * rng.randint(0, 30)])
+        rec = {"id": i if i % 3 else f"s{i}", "image": f"a/{i}.jpg", "conversations": turns(f"<image>\n{text}", text)}
+        if i % 11 == 0:
+            rec = {"image": rec["image"], **{k: v for k, v in rec.items() if k != "image"}}  # another first key
+        if i % 13 == 0:
+            rec["meta"] = {"nested": [{"a": 1}, {"a": 2}], "x": None, "f": 1.5e-7, "t": True}
+        out.append(rec)
+    return out
+
+
+@pytest.mark.parametrize("indent", [None, 1, 4])
+def test_batches_equal_the_standard_library(tmp_path, small_batches, indent):
+    recs = tricky(400)
+    p = write_json(tmp_path / "a.json", recs, indent=indent)
+    assert [rec for _, rec in RecordReader(p)] == json.loads(p.read_text()) == recs
+
+
+def test_batches_are_used(tmp_path, small_batches, monkeypatch):
+    calls = []
+    real = jsonstream._fast_loads
+    monkeypatch.setattr(jsonstream, "_fast_loads", lambda text: calls.append(len(text)) or real(text))
+    recs = tricky(400)
+    p = write_json(tmp_path / "a.json", recs, indent=2)
+    assert [rec for _, rec in RecordReader(p)] == recs
+    assert len(calls) > 5 and sum(calls) > p.stat().st_size // 2  # most of the file went through orjson
+
+
+def test_lines_of_records_in_batches(tmp_path, small_batches):
+    recs = tricky(200)
+    p = write_json(tmp_path / "a.json", recs, indent=2)
+    text = p.read_text()
+    reader = RecordReader(p)
+    starts = [i for i, line in enumerate(text.splitlines(), 1) if line == "  {"]
+    got = []
+    for i, _ in reader:
+        if i % 7 == 0 or i == len(recs) - 1:
+            got.append((i, reader.line()))
+    assert got == [(i, starts[i]) for i, _ in got]
+
+
+def test_what_orjson_refuses_comes_from_the_standard_library(tmp_path, small_batches):
+    # NaN, an integer past 64 bits, a lone surrogate: valid for json.loads, refused by orjson
+    recs = tricky(120)
+    raw = json.dumps(recs, indent=1)
+    raw = raw.replace('"s3"', "NaN", 1).replace('"s6"', str(2 ** 70), 1).replace('"plain"', '"\\ud800"', 1)
+    p = tmp_path / "odd.json"
+    p.write_text(raw)
+    got = [rec for _, rec in RecordReader(p)]
+    want = json.loads(raw)
+    assert json.dumps(got) == json.dumps(want)  # (NaN != NaN: compared as text)
+
+
+def test_an_error_is_reported_at_its_line(tmp_path, small_batches):
+    recs = tricky(150)
+    raw = json.dumps(recs, indent=2)
+    lines = raw.splitlines()
+    bad = 1000
+    lines[bad] = lines[bad] + " oops"
+    p = tmp_path / "bad.json"
+    p.write_text("\n".join(lines))
+    with pytest.raises(UserError) as e:
+        for _ in RecordReader(p):
+            pass
+    with pytest.raises(UserError) as slow:
+        real = jsonstream._fast_loads
+        jsonstream._fast_loads = None
+        try:
+            for _ in RecordReader(p):
+                pass
+        finally:
+            jsonstream._fast_loads = real
+    assert str(e.value) == str(slow.value) and f"line {bad + 1}" in str(e.value)
+
+
+@pytest.mark.parametrize("parts", [2, 5])
+def test_ranges_with_batches(tmp_path, small_batches, parts):
+    recs = tricky(300)
+    p = write_json(tmp_path / "a.json", recs, indent=2)
+    cuts = split_points(p, parts)
+    got, lines = [], 0
+    for a, b in zip(cuts, cuts[1:]):
+        r = RecordReader(p, a, b)
+        got += [rec for _, rec in r]
+        lines += r.newlines
+    assert got == recs and lines == p.read_text().count("\n")
+
+
+def test_jsonl_lines_go_through_orjson_and_keep_their_errors(tmp_path):
+    recs = tricky(30)
+    p = write_json(tmp_path / "a.jsonl", recs, jsonl=True)
+    assert [rec for _, rec in RecordReader(p)] == recs
+    p.write_text(p.read_text().replace('"s3"', "NaN", 1) + "{broken\n")
+    reader = iter(RecordReader(p))
+    got = [next(reader)[1] for _ in range(30)]
+    assert json.dumps(got) == json.dumps([json.loads(x) for x in p.read_text().splitlines()[:30]])
+    with pytest.raises(UserError, match="line 31"):
+        next(reader)

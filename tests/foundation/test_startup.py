@@ -1,0 +1,135 @@
+"""Start-up: commands are imported when they run, the catalog comes from its cache while no
+manifest changed. Checked by what is imported and what is read, never by a clock."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from vlmdata.cli.app import COMMANDS, app, module_commands
+from vlmdata.manifest import catalog, load_catalog
+
+REPO = Path(__file__).resolve().parents[2]
+HEAVY = ("requests", "urllib3", "PIL", "pyarrow", "datasets", "huggingface_hub", "numpy", "pydantic", "aiohttp",
+         "tomllib", "filelock", "vlmdata.fetch.orchestrate", "vlmdata.fetch.http", "vlmdata.place")
+
+
+def _modules_after(args: list[str], env: dict[str, str]) -> set[str]:
+    """Run `vlmdata ARGS` in a fresh interpreter and return the modules it imported."""
+    code = ("import sys, json\nfrom vlmdata.cli.app import main\nsys.argv = ['vlmdata'] + json.loads(sys.argv[1])\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\nelse:\n    code = 0\n"
+            "sys.stderr.write('\\nMODULES ' + json.dumps(sorted(sys.modules)) + ' CODE ' + str(code) + '\\n')\n")
+    r = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True, cwd=REPO,
+                       env={**os.environ, **env}, timeout=120)
+    line = [x for x in r.stderr.splitlines() if x.startswith("MODULES ")][-1]
+    mods, rc = line[len("MODULES "):].rsplit(" CODE ", 1)
+    assert rc == "0", r.stderr
+    return set(json.loads(mods))
+
+
+def _heavy(mods: set[str]) -> list[str]:
+    return sorted(h for h in HEAVY if h in mods)
+
+
+def test_the_top_level_help_lists_every_command_as_its_own_docstring_says():
+    real: dict[str, str] = {}
+    for module in {m for m, _ in COMMANDS.values()}:
+        for name, cmd in module_commands(module).items():
+            real[name] = cmd.help.strip().split("\n\n")[0].replace("\n", " ")
+    assert set(real) == set(COMMANDS)
+    assert {name: line for name, (_, line) in COMMANDS.items()} == real
+
+
+def test_help_imports_no_command(tmp_path):
+    mods = _modules_after(["--help"], {"VLMDATA_CACHE_DIR": str(tmp_path)})
+    assert _heavy(mods) == []
+    assert not any(m.startswith("vlmdata.cli.") and m not in ("vlmdata.cli.app", "vlmdata.cli.common") for m in mods)
+
+
+def _age(paths) -> None:
+    """Make files look written a minute ago: settled, so their parse may be cached."""
+    old = time.time() - 60
+    for p in paths:
+        os.utime(p, (old, old))
+
+
+def test_a_fetch_with_nothing_to_do_imports_no_network_stack_and_parses_no_manifest(tmp_path):
+    from demo.build_mirror import build_demo_mirror
+
+    demo = build_demo_mirror(tmp_path / "demo")
+    _age(demo.manifests.rglob("*.toml"))
+    env = {"VLMDATA_CACHE_DIR": str(tmp_path / "cache")}
+    args = ["--manifests", str(demo.manifests), "--mirror", str(demo.mirror), "--root", str(tmp_path / "data"),
+            "fetch", "coco", "gqa"]
+    assert "requests" in _modules_after(args, env)  # fetches (and caches the catalog)
+    assert (tmp_path / "data" / "coco").is_dir()
+    mods = _modules_after(args, env)  # nothing to do, the catalog from the cache
+    assert _heavy(mods) == [] and "rich" not in mods  # (rich draws help and errors only)
+
+
+def test_catalog_cache_follows_every_change(tmp_path, monkeypatch):
+    monkeypatch.setenv("VLMDATA_CACHE_DIR", str(tmp_path / "cache"))
+    parsed: list[Path] = []
+    real = catalog._load_dir
+    monkeypatch.setattr(catalog, "_load_dir", lambda d, cat: (parsed.append(d), real(d, cat))[1])
+    extra = tmp_path / "m"
+    toml = extra / "layouts" / "mine.toml"
+    toml.parent.mkdir(parents=True)
+    toml.write_text('name = "mine"\ntitle = "t"\ndescription = "one"\nimage_folder = "x"\n[[entries]]\npath = "x"\nkind = "mkdir"\n')
+    _age([toml])
+    assert load_catalog([extra]).layouts["mine"].description == "one" and parsed
+    assert list((tmp_path / "cache").glob("catalog-*.pickle"))  # settled files: written
+    parsed.clear()
+    assert load_catalog([extra]).layouts["mine"].description == "one" and not parsed  # from the cache
+    # an edit of the same size: a new mtime, parsed again
+    toml.write_text(toml.read_text().replace('"one"', '"two"'))
+    assert load_catalog([extra]).layouts["mine"].description == "two" and parsed
+    # a file that just changed is not cached: it could change again within one tick of its mtime
+    parsed.clear()
+    assert load_catalog([extra]).layouts["mine"].description == "two" and parsed
+    # same content, same (old) mtime, but rewritten: its ctime and inode say so
+    _age([toml])
+    load_catalog([extra])
+    parsed.clear()
+    tmp = toml.with_suffix(".new")
+    tmp.write_text(toml.read_text().replace('"two"', '"six"'))
+    os.utime(tmp, (toml.stat().st_atime, toml.stat().st_mtime))
+    os.replace(tmp, toml)
+    assert load_catalog([extra]).layouts["mine"].description == "six" and parsed
+    # a new manifest, a removed one
+    (extra / "layouts" / "more.toml").write_text(toml.read_text().replace('"mine"', '"more"'))
+    assert {"mine", "more"} <= set(load_catalog([extra]).layouts)
+    toml.unlink()
+    assert "mine" not in load_catalog([extra]).layouts
+
+
+def test_a_broken_or_foreign_cache_is_ignored(tmp_path, monkeypatch):
+
+    monkeypatch.setenv("VLMDATA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr("vlmdata.manifest.cache._settled", lambda key, now: True)  # the checkout may be fresh
+    good = load_catalog()
+    [path] = list(tmp_path.glob("catalog-*.pickle"))
+    path.write_bytes(b"not a pickle")
+    assert load_catalog().datasets.keys() == good.datasets.keys()
+    path.write_bytes(pickle.dumps(([("other key",)], "not a catalog")))
+    assert load_catalog().datasets.keys() == good.datasets.keys()
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    monkeypatch.setenv("VLMDATA_CACHE_DIR", str(ro / "sub"))
+    assert load_catalog().datasets.keys() == good.datasets.keys()  # cannot write: still works
+
+
+def test_lazy_group_runs_commands_like_the_eager_app(cli):
+    assert isinstance(app, typer.Typer)
+    r = cli("layout", "--help")
+    assert r.code == 0 and "check" in r.out and "build" in r.out
+    r = cli("nosuchcommand")
+    assert r.code == 2 and "No such command" in r.err
+

@@ -1,0 +1,82 @@
+"""What a fetch run is asked to do and what came of it: options, per-file outcomes, the report.
+
+Kept apart from the run itself (vlmdata.fetch.orchestrate) and free of heavy imports, so that
+`vlmdata fetch` can tell from the journal alone that there is nothing to do, and say so, in a
+fraction of the time it takes to import the HTTP stack.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from vlmdata.net.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from vlmdata.manifest import FileSpec
+    from vlmdata.state.journal import JournalEntry
+
+
+@dataclass
+class FetchOptions:
+    jobs: int = 4  # files at once
+    connections: int = 4  # connections per file (when the server accepts ranges)
+    url_jobs: int = 128  # requests in flight for per-image URL lists
+    keep_archives: bool = False
+    wanted: set[str] | None = None  # --only-referenced-by: basenames to keep from archives
+    wanted_tag: str | None = None  # a digest of `wanted`, recorded in the journal
+    mirror: str | None = None
+    hf_endpoint: str | None = None
+    refetch: bool = False  # ignore the journal: fetch and place again
+    timeout: float = 60.0
+    min_split: int = 4 << 20
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    verify_tries: int = 2  # downloads per source when the bytes do not match
+
+
+@dataclass
+class FileOutcome:
+    key: str
+    state: str  # present | fetched | failed | cancelled
+    to: str
+    bytes: int = 0  # received over the network by this run
+    size: int | None = None
+    sha256: str | None = None
+    seconds: float = 0.0
+    source: str | None = None
+    files: int | None = None
+    resumed_from: int = 0
+    connections: int = 0
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    hint: str | None = None  # what to do about the error
+
+
+@dataclass
+class FetchReport:
+    outcomes: list[FileOutcome] = field(default_factory=list)
+    layout: dict[str, Any] | None = None
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[FileOutcome]:
+        return [o for o in self.outcomes if o.state == "failed"]
+
+    @property
+    def network_bytes(self) -> int:
+        return sum(o.bytes for o in self.outcomes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": not self.failed, "seconds": round(self.seconds, 3), "bytes": self.network_bytes,
+                "files": [asdict(o) for o in self.outcomes], "layout": self.layout}
+
+
+def wanted_digest(names: set[str]) -> str:
+    import hashlib  # only for --only-referenced-by
+
+    return hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()[:16]
+
+
+def present_outcome(spec: "FileSpec", entry: "JournalEntry") -> FileOutcome:
+    """The outcome of a file that was already placed (from its journal entry)."""
+    return FileOutcome(spec.key, "present", spec.place.to, size=entry.size, sha256=entry.sha256,
+                       source=entry.source, files=entry.files)

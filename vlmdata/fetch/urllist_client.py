@@ -1,0 +1,327 @@
+"""Many small images from their URLs into one folder: an asyncio client with a bounded number in flight.
+
+``fetch_images(entries, folder, ...)`` is one chunk of a URL list (any iterable of ``(record
+id, URL)``, read lazily), so a whole list and a few thousand ids of it on a cluster node run the
+same code; the returned ``ImagesResult`` of several chunks merge into one report.
+
+One event loop keeps ``jobs`` requests in flight over aiohttp's keep-alive connections (its
+proxies come from the environment, as with requests); decoding and writing an image happen in
+saver threads beside it, one per core (Pillow and the file calls release the GIL), fed through a
+bounded queue, so neither waits for the other. A thread per request (the previous client) spent most of two shared cores switching
+between 128 threads and in per-request bookkeeping.
+
+Per record: a file already in ``folder`` (non-empty) is skipped; 404/410 are dead (with the ids
+that point at them); other 4xx fail; timeouts, dropped connections, 5xx and 429 are tried again
+with vlmdata.net.retry's policy, honouring Retry-After; a host that cannot be reached at all gets
+one short retry, and UNREACHABLE_RUN such records in a row stop the run (``offline``). Each image is sniffed and decoded before
+it is written (a real JPEG is decoded at 1/8 scale: every byte of its entropy-coded data is still
+read, which is what finds a truncated file, for a quarter of the cost), converted to JPEG when
+asked, written under a temporary name and renamed.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import re
+import ssl
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+from urllib.parse import urlsplit
+
+from vlmdata import atomic
+from vlmdata.net.retry import (GaveUp, RetryPolicy, Transient, aretry, is_transient_status, is_unreachable,
+                               retry_after_seconds, unreachable_reason)
+from vlmdata.net.session import USER_AGENT
+from vlmdata.net.urls import is_local, rewrite
+from vlmdata.place.images import ImageProblem, save_image
+
+DEAD_STATUS = frozenset({404, 410})
+UNREACHABLE_RUN = 64  # images in a row whose host cannot be reached: the network is gone, stop
+CONNECT_TIMEOUT = 10.0  # seconds; the read timeout is the caller's (`vlmdata fetch --timeout`)
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+@dataclass
+class DeadUrl:
+    """A URL the server says is gone (404/410), or a mirror file that is absent."""
+
+    url: str
+    status: int | None  # HTTP status; None for a local-mirror file that does not exist
+    ids: list[str] = field(default_factory=list)  # the list's record ids that point at it
+
+
+@dataclass
+class FailedUrl:
+    """A record whose image could not be saved this time (retries spent, bad content, ...)."""
+
+    id: str
+    url: str
+    error: str
+
+
+@dataclass
+class ImagesResult:
+    """What became of the records of one or more chunks."""
+
+    total: int = 0  # records seen
+    saved: int = 0  # images written
+    skipped: int = 0  # already there
+    converted: int = 0  # saved after conversion to JPEG (counted in `saved` too)
+    converted_from: dict[str, int] = field(default_factory=dict)
+    conversions: list[dict[str, str]] = field(default_factory=list)  # {"id", "from"}
+    dead: dict[str, DeadUrl] = field(default_factory=dict)  # by URL
+    failed: list[FailedUrl] = field(default_factory=list)
+    offline: str | None = None  # why the run stopped early: UNREACHABLE_RUN images in a row could not be reached
+
+    def merge(self, other: "ImagesResult") -> None:
+        self.total += other.total
+        self.saved += other.saved
+        self.skipped += other.skipped
+        self.converted += other.converted
+        for k, v in other.converted_from.items():
+            self.converted_from[k] = self.converted_from.get(k, 0) + v
+        self.conversions += other.conversions
+        for url, d in other.dead.items():
+            self.dead.setdefault(url, DeadUrl(url, d.status)).ids.extend(d.ids)
+        self.failed += other.failed
+        self.offline = self.offline or other.offline
+
+
+def existing_names(folder: Path) -> set[str]:
+    """Names of the non-empty files already in ``folder`` (one scandir, not one stat per record)."""
+    out = set()
+    try:
+        with os.scandir(folder) as it:
+            for e in it:
+                if not e.name.startswith(atomic.TMP_PREFIX) and e.is_file() and e.stat().st_size > 0:
+                    out.add(e.name)
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def target_name(rid: str, url: str, ext: str | None) -> str | None:
+    """``<id>.<ext>`` (the URL's extension when ``ext`` is None), or None for an id unsafe as a file name."""
+    if not _SAFE_ID.fullmatch(rid) or ".." in rid:
+        return None
+    if ext is None:
+        ext = os.path.splitext(urlsplit(url).path)[1].lstrip(".").lower() or "jpg"
+    return f"{rid}.{ext}"
+
+
+def fetch_images(entries: Iterable[tuple[str, str]], folder: Path, *, ext: str | None, jobs: int,
+                 mirror: str | None, policy: RetryPolicy, timeout: float,
+                 progress: Callable[[int], None] | None = None, cancel: threading.Event | None = None,
+                 have: set[str] | None = None) -> ImagesResult:
+    """Fetch every ``(record id, URL)`` of ``entries`` into ``folder`` as ``<id>.<ext>``.
+
+    ``ext`` "jpg"/"jpeg" converts every image to a real JPEG; None keeps the bytes and the URL's
+    extension. ``have``: names already in the folder (default: listed here). ``progress(1)`` per
+    record; ``cancel`` stops taking new records. Blocks until done (runs its own event loop, so
+    call it from any thread that is not running one).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic.cleanup_temporaries(folder)
+    run = _Run(folder, ext, max(1, jobs), mirror, policy, timeout, progress or (lambda n: None),
+               cancel or threading.Event(), existing_names(folder) if have is None else have)
+    try:
+        asyncio.run(run.main(iter(entries)))
+    finally:
+        atomic.fsync_dir(folder)
+    return run.result
+
+
+class _Run:
+    def __init__(self, folder: Path, ext: str | None, jobs: int, mirror: str | None, policy: RetryPolicy,
+                 timeout: float, progress: Callable[[int], None], cancel: threading.Event, have: set[str]) -> None:
+        self.folder, self.ext, self.jobs, self.mirror = folder, ext, jobs, mirror
+        self.policy, self.timeout, self.progress, self.cancel, self.have = policy, timeout, progress, cancel, have
+        self.to_jpeg = (ext or "").lower() in ("jpg", "jpeg")
+        self.local = mirror is not None and is_local(mirror)
+        self.result = ImagesResult()
+        self.lock = threading.Lock()  # the result is written by the loop and by the saver threads
+        self.saving: queue.Queue[tuple | None] = queue.Queue(maxsize=2 * jobs)
+        self.list_error: Exception | None = None
+        self.save_error: BaseException | None = None
+        self.unreachable_run = 0  # records in a row whose host could not be reached
+
+    async def main(self, it: Any) -> None:
+        import aiohttp  # here: its import (and its default TLS contexts) only when a list is fetched
+
+        savers = [threading.Thread(target=self._saver, name=f"vlmdata-image{i}", daemon=True) for i in range(_cores())]
+        for t in savers:
+            t.start()
+        connector = aiohttp.TCPConnector(limit=self.jobs, limit_per_host=self.jobs, ssl=_tls_context(),
+                                         ttl_dns_cache=600)
+        timeouts = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=self.timeout)
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        try:
+            async with aiohttp.ClientSession(connector=connector, timeout=timeouts, headers=headers,
+                                             trust_env=True) as session:
+                self.session, self.aiohttp = session, aiohttp
+                await asyncio.gather(*(self._worker(it) for _ in range(self.jobs)))
+        finally:
+            for _ in savers:
+                self.saving.put(None)
+            for t in savers:
+                t.join()
+        if self.list_error is not None:
+            raise self.list_error
+        if self.save_error is not None:
+            raise self.save_error
+
+    async def _worker(self, it: Any) -> None:
+        while not self._stopping():
+            try:
+                item = next(it, None)  # records are read from the list as they are needed
+            except Exception as e:  # noqa: BLE001 - a broken list: the others finish what they hold
+                self.list_error = e
+                return
+            if item is None:
+                return
+            await self._one(*item)
+
+    def _stopping(self) -> bool:
+        return self.cancel.is_set() or self.result.offline is not None or self.list_error is not None \
+            or self.save_error is not None
+
+    async def _one(self, rid: str, url: str) -> None:
+        name = target_name(rid, url, self.ext)
+        if name is None:
+            return self._record(rid, url, ("failed", None, "record id is not a safe file name"))
+        if name in self.have:
+            return self._record(rid, url, ("skipped", None, ""))
+        where = rewrite(url, self.mirror) if self.mirror else url
+        if self.local:
+            return await self._hand_over((rid, url, where, self.folder / name))
+        try:
+            data = await aretry(lambda: self._get(where), self.policy, wait=self._wait)
+        except GaveUp as e:
+            if e.unreachable:
+                return self._record(rid, url, ("failed", None, str(e.last)), unreachable=True)
+            data = ("failed", None, f"{e.last} after {e.tries} tries")
+        if isinstance(data, tuple):
+            return self._record(rid, url, data)
+        await self._hand_over((rid, url, data, self.folder / name))
+
+    async def _hand_over(self, item: tuple) -> None:
+        """Queue a downloaded image for the saver threads; wait (without blocking the loop) while they are behind."""
+        while True:
+            try:
+                return self.saving.put_nowait(item)
+            except queue.Full:
+                await asyncio.sleep(0.002)
+
+    def _saver(self) -> None:
+        """A thread that decodes, converts and writes images, and records what became of them.
+
+        Images reach it through a queue rather than one executor call each: the event loop hands
+        an image over without being woken for the answer, so it spends its time on the network."""
+        while True:
+            item = self.saving.get()
+            if item is None:
+                return
+            rid, url, data, final = item
+            try:
+                if isinstance(data, str):  # a local-folder mirror: the path to read
+                    outcome = _from_folder(data, final, self.to_jpeg)
+                else:
+                    outcome = _save(data, final, self.to_jpeg)
+            except BaseException as e:  # noqa: BLE001 - a disk error: the run stops and says so
+                self.save_error = e
+                continue
+            self._record(rid, url, outcome)
+
+    def _record(self, rid: str, url: str, outcome: tuple[str, Any, str], *, unreachable: bool = False) -> None:
+        kind, detail, error = outcome
+        with self.lock:
+            r = self.result
+            r.total += 1
+            # offline: stop after a run of images whose hosts cannot be reached at all, instead of
+            # failing each of 200k records (what was saved stays; the next run resumes)
+            self.unreachable_run = self.unreachable_run + 1 if unreachable else 0
+            if self.unreachable_run >= UNREACHABLE_RUN and r.offline is None:
+                r.offline = error
+            if kind == "skipped":
+                r.skipped += 1
+            elif kind == "dead":
+                r.dead.setdefault(url, DeadUrl(url, detail)).ids.append(rid)
+            elif kind == "failed":
+                r.failed.append(FailedUrl(rid, url, error))
+            else:
+                r.saved += 1
+                if kind == "converted":
+                    r.converted += 1
+                    r.converted_from[detail] = r.converted_from.get(detail, 0) + 1
+                    r.conversions.append({"id": rid, "from": detail})
+        self.progress(1)
+
+    async def _wait(self, seconds: float) -> None:
+        """Sleep between tries; a cancelled run stops waiting (and its next try says so)."""
+        end = asyncio.get_running_loop().time() + seconds
+        while not self.cancel.is_set():
+            left = end - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, 0.1))
+
+    async def _get(self, url: str) -> bytes | tuple[str, Any, str]:
+        """The body, or an outcome (kind, status, error) saying why there is none; Transient to try again."""
+        aiohttp = self.aiohttp
+        if self.cancel.is_set() or self.result.offline is not None:
+            return "failed", None, "interrupted"
+        try:
+            async with self.session.get(url, max_redirects=5) as resp:
+                status = resp.status
+                if status == 200:
+                    return await resp.read()
+                if status in DEAD_STATUS:
+                    return "dead", status, f"HTTP {status}"
+                if not is_transient_status(status):
+                    return "failed", status, f"HTTP {status}"
+                raise Transient(f"HTTP {status}", retry_after_seconds(resp.headers.get("Retry-After")))
+        except (aiohttp.TooManyRedirects, aiohttp.InvalidURL, aiohttp.ClientSSLError,
+                aiohttp.ClientConnectorCertificateError) as e:
+            return "failed", None, f"{type(e).__name__}: {e}"  # retrying does not fix these
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            if is_unreachable(e):  # no DNS, refused, network down: one short retry (vlmdata.net.retry)
+                raise Transient(f"cannot reach {urlsplit(url).netloc}: {unreachable_reason(e)}", unreachable=True) from None
+            raise Transient(type(e).__name__) from None
+
+
+def _cores() -> int:
+    """Decode threads: one per core this process may run on (more only fight over the GIL)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _tls_context() -> ssl.SSLContext:
+    """Certificates verified, against the bundle requests would use (REQUESTS_CA_BUNDLE, else certifi's)."""
+    import certifi
+
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
+    return ssl.create_default_context(cafile=bundle)
+
+
+def _save(data: bytes, final: Path, to_jpeg: bool) -> tuple[str, str, str]:
+    try:
+        norm = save_image(data, final, to_jpeg=to_jpeg)
+    except ImageProblem as p:
+        return "failed", "", f"{p.status} image ({p.detail})"
+    return ("converted" if norm.converted else "saved"), norm.source_format, ""
+
+
+def _from_folder(where: str, final: Path, to_jpeg: bool) -> tuple[str, Any, str]:
+    """A local-folder mirror: the file, or dead when it is not there."""
+    try:
+        data = Path(where).read_bytes()
+    except FileNotFoundError:
+        return "dead", None, "not in the mirror"
+    except OSError as e:
+        return "failed", None, f"cannot read {where}: {e.strerror}"
+    return _save(data, final, to_jpeg)
