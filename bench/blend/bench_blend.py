@@ -6,7 +6,7 @@ and the peak memory of its whole process tree (RSS summed, and PSS) are sampled 
 Every peer ends with a `datasets.load_from_disk`-able folder, so they produce the same thing:
 
 - ours:        `vlmdata blend RECIPE --image-root IMAGES --out DIR` (the CLI, imports included),
-               every image path checked against a tree of empty files (one listing per folder).
+               every image path checked against a tree of tiny image files (one listing per folder).
 - from_list:   json.load, str(id) for every record (without it from_list raises ArrowTypeError on
                the mixed int/str ids, LLaVA issue #1535), Dataset.from_list, save_to_disk.
 - load_dataset: datasets.load_dataset("json", data_files=..., cache_dir=fresh) (it writes its Arrow
@@ -34,7 +34,7 @@ PEERS = ("ours", "from_list", "load_dataset")
 
 
 def prepare(out: Path, records: int) -> tuple[Path, Path, Path]:
-    """The input JSON, a tree of empty image files it references, and a recipe for it."""
+    """The input JSON, a tree of (tiny) image files it references, and a recipe for it."""
     out.mkdir(parents=True, exist_ok=True)
     src = out / f"mix665k-{records}.json"
     if not src.exists():
@@ -43,16 +43,28 @@ def prepare(out: Path, records: int) -> tuple[Path, Path, Path]:
         src.with_suffix(".tmp").rename(src)
         print(f"generated {src} ({src.stat().st_size / 1e6:.0f} MB) in {time.time() - t:.0f} s", flush=True)
     images = out / f"images-{records}"
-    done = images / ".complete"
+    done = images / ".complete-v2"
     if not done.exists():
+        # Every referenced path is a hard link to one of a few tiny real JPEGs: blend's quick check
+        # refuses 0-byte images (an ext4 inode takes at most 65,000 links, hence several sources).
+        import shutil
+
+        from PIL import Image
+
         t = time.time()
-        paths = mix665k.referenced_images(src)
+        shutil.rmtree(images, ignore_errors=True)
+        paths = sorted(mix665k.referenced_images(src))
         for d in {os.path.dirname(p) for p in paths}:
             (images / d).mkdir(parents=True, exist_ok=True)
-        for p in paths:
-            os.close(os.open(images / p, os.O_CREAT | os.O_WRONLY, 0o644))
+        sources = []
+        for k in range(-(-len(paths) // 50_000)):
+            sources.append(images / f".source-{k}.jpg")
+            Image.new("RGB", (8, 8), (k * 40 % 256, 90, 160)).save(sources[-1], "JPEG")
+        for i, p in enumerate(paths):
+            os.link(sources[i // 50_000], images / p)
         done.touch()
-        print(f"made {len(paths)} empty image files under {images} in {time.time() - t:.0f} s", flush=True)
+        print(f"made {len(paths)} image files (links to {len(sources)} tiny JPEGs) under {images} "
+              f"in {time.time() - t:.0f} s", flush=True)
     recipe = out / "bench-mix665k.toml"
     recipe.write_text(f'name = "bench-mix665k"\ntitle = "benchmark input"\nlayout = "llava"\n\n'
                       f'[[entries]]\nname = "mix665k"\npath = "{src.absolute()}"\n')

@@ -56,20 +56,28 @@ class FolderIndex:
 
 def empty_files(root: Path, paths: list[str], *, jobs: int) -> list[str]:
     """The paths (relative to ``root``) that are 0-byte files: present by name, unusable as images
-    (Visual Genome ships some). One stat per path, in threads; the quick check's only per-file cost."""
+    (Visual Genome ships some). One stat per path, in threads; the quick check's only per-file cost,
+    so each is a plain stat of the relative name from an open root folder (no Path object per path:
+    that cost more than the stat itself for the 665k mix's 310k images)."""
+    rootfd = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+
     def empties(chunk: list[str]) -> list[str]:
         out = []
+        stat = os.stat
         for p in chunk:
             try:
-                if os.stat(root / p).st_size == 0:
+                if stat(p, dir_fd=rootfd).st_size == 0:
                     out.append(p)
             except OSError:
                 pass  # gone since the listing: the next blend sees it missing
         return out
 
-    chunks = [paths[i:i + 1024] for i in range(0, len(paths), 1024)]
-    with ThreadPoolExecutor(max_workers=max(1, min(jobs, 16))) as pool:
-        return [p for found in pool.map(empties, chunks) for p in found]
+    chunks = [paths[i:i + 4096] for i in range(0, len(paths), 4096)]
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(jobs, 16))) as pool:
+            return [p for found in pool.map(empties, chunks) for p in found]
+    finally:
+        os.close(rootfd)
 
 
 EMPTY = "empty file (0 bytes)"
