@@ -1,7 +1,9 @@
 """Shared test helpers. Area-specific fixtures live in each tests/<area>/conftest.py."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -15,8 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# ... nor the user's cache of parsed manifests (vlmdata.manifest.cache).
+# ... nor the user's cache of parsed manifests (vlmdata.manifest.cache): one of their own, removed at the end.
 os.environ["VLMDATA_CACHE_DIR"] = tempfile.mkdtemp(prefix="vlmdata-test-cache-")
+atexit.register(shutil.rmtree, os.environ["VLMDATA_CACHE_DIR"], True)
 for var in ("VLMDATA_ROOT", "VLMDATA_MANIFESTS", "VLMDATA_MIRROR", "HF_ENDPOINT"):
     os.environ.pop(var, None)
 
