@@ -211,6 +211,20 @@ def test_empty_file_with_several_connections(files_server, tmp_path):
     assert got.digests.sha256 == hashlib.sha256(b"").hexdigest()
 
 
+def _cancel_when(cond) -> threading.Event:
+    """An event a watcher thread sets once ``cond()`` holds (or after a minute): the stop of a download."""
+    cancel = threading.Event()
+
+    def watch() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not cond():
+            time.sleep(0.01)
+        cancel.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    return cancel
+
+
 def test_small_file_resumes_from_the_bytes_that_arrived(files_server, tmp_path):
     # 200 KiB at 64 KiB/s: the bytes that arrived are on disk at once, not held back for a
     # 1 MiB read, so a stop at any moment keeps them and the next call asks for the rest only.
@@ -218,16 +232,8 @@ def test_small_file_resumes_from_the_bytes_that_arrived(files_server, tmp_path):
     (files_server.folder / "small.bin").write_bytes(data)
     files_server.default_throttle = 64 << 10
     dest = tmp_path / "small.bin"
-    cancel = threading.Event()
     part = part_path(dest)
-
-    def stop_when_some_arrived() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (part.exists() and part.stat().st_size >= 64 << 10):
-            time.sleep(0.01)
-        cancel.set()
-
-    threading.Thread(target=stop_when_some_arrived, daemon=True).start()
+    cancel = _cancel_when(lambda: part.exists() and part.stat().st_size >= 64 << 10)
     with pytest.raises(Cancelled):
         engine(cancel=cancel).download(f"{files_server.url}/small.bin", dest)
     kept = part.stat().st_size
@@ -277,7 +283,6 @@ def test_no_validator_segmented_resume(files_server, tmp_path):
     files_server.validators = False
     files_server.default_throttle = 2 << 20
     dest = tmp_path / "big.bin"
-    cancel = threading.Event()
     side = state_path(part_path(dest))
 
     def done() -> int:
@@ -286,13 +291,7 @@ def test_no_validator_segmented_resume(files_server, tmp_path):
         except (OSError, ValueError, KeyError, TypeError):
             return 0
 
-    def stop_after_progress() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and done() < 1 << 20:
-            time.sleep(0.02)
-        cancel.set()
-
-    threading.Thread(target=stop_after_progress, daemon=True).start()
+    cancel = _cancel_when(lambda: done() >= 1 << 20)
     with pytest.raises(Cancelled):
         engine(connections=4, min_split=1 << 20, cancel=cancel).download(f"{files_server.url}/big.bin", dest)
     kept = done()

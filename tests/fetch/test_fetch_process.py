@@ -111,6 +111,19 @@ def test_two_fetches_on_one_root(big, manifests, files_server, root, cli):
     assert (root / "t/big.bin").read_bytes() == big
 
 
+def _kill_once_it_has(part, n: int, cmd: list[str], files_server) -> int:
+    """Start `vlmdata CMD`, kill -9 it once ``part`` holds ``n`` bytes; the bytes kept. The server is then
+    unthrottled and its counters reset, for the rerun."""
+    proc = start_fetch(*cmd)
+    try:
+        wait_for(lambda: part.exists() and part.stat().st_size >= n, what=f"{n} bytes in the .part")
+    finally:
+        kill(proc, signal.SIGKILL)
+    files_server.default_throttle = 0
+    files_server.reset()
+    return part.stat().st_size
+
+
 def test_sigkill_of_a_small_file_then_rerun(manifests, files_server, root, cli):
     # 300 KiB at 64 KiB/s: every byte is written as it arrives, so a kill -9 keeps them all.
     data = os.urandom(300 << 10)
@@ -119,17 +132,9 @@ def test_sigkill_of_a_small_file_then_rerun(manifests, files_server, root, cli):
                                      sources=[http(f"{files_server.url}/small.bin")],
                                      place='{ kind = "file", to = "s/small.bin" }'))
     files_server.default_throttle = 64 << 10
-    part = part_path(Root(root).download_path("s", "small.bin"))
     cmd = ["fetch", "s", "--manifests", str(manifests.folder), "--root", str(root)]
-    proc = start_fetch(*cmd)
-    try:
-        wait_for(lambda: part.exists() and part.stat().st_size >= 64 << 10, what="64 KiB in the .part")
-    finally:
-        kill(proc, signal.SIGKILL)
-    kept = part.stat().st_size
+    kept = _kill_once_it_has(part_path(Root(root).download_path("s", "small.bin")), 64 << 10, cmd, files_server)
     assert 64 << 10 <= kept < len(data)
-    files_server.default_throttle = 0
-    files_server.reset()
     r = cli(*cmd)
     assert r.code == 0, r.err
     assert (root / "s/small.bin").read_bytes() == data
@@ -144,16 +149,8 @@ def test_resume_without_validators_is_reported(manifests, files_server, root, cl
                                      place='{ kind = "file", to = "n/nv.bin" }'))
     files_server.validators = False
     files_server.default_throttle = 1 << 20
-    part = part_path(Root(root).download_path("n", "nv.bin"))
     cmd = ["fetch", "n", "--manifests", str(manifests.folder), "--root", str(root), "--connections", "1"]
-    proc = start_fetch(*cmd)
-    try:
-        wait_for(lambda: part.exists() and part.stat().st_size >= 256 << 10, what="256 KiB in the .part")
-    finally:
-        kill(proc, signal.SIGKILL)
-    kept = part.stat().st_size
-    files_server.default_throttle = 0
-    files_server.reset()
+    kept = _kill_once_it_has(part_path(Root(root).download_path("n", "nv.bin")), 256 << 10, cmd, files_server)
     r = cli(*cmd, "--json")
     assert r.code == 0, r.err
     assert (root / "n/nv.bin").read_bytes() == data

@@ -76,18 +76,22 @@ class Scheduler:
         """An active piece for bytes a connection is already receiving (the probe's answer);
         ``start`` must be where the first missing range begins."""
         with self._cond:
-            a, b = self._gaps[0]
-            if start != a:
-                raise ValueError(f"claim at {start}, but the first missing byte is {a}")
-            end = min(end, b)
-            if end < b:
-                self._gaps[0][0] = end
-            else:
-                self._gaps.pop(0)
-            self._unassigned -= end - a
-            p = Piece(a, a, end, active=True)
-            self.pieces.append(p)
-            return p
+            if start != self._gaps[0][0]:
+                raise ValueError(f"claim at {start}, but the first missing byte is {self._gaps[0][0]}")
+            return self._cut(end)
+
+    def _cut(self, end: int) -> Piece:
+        """A new active piece from the start of the first missing range to ``end`` (or that range's end)."""
+        a, b = self._gaps[0]
+        end = min(end, b)
+        if end < b:
+            self._gaps[0][0] = end
+        else:
+            self._gaps.pop(0)
+        self._unassigned -= end - a
+        p = Piece(a, a, end, active=True)
+        self.pieces.append(p)
+        return p
 
     def workers(self, connections: int) -> int:
         """Connections worth opening: no more than there are pieces of ``min_split``."""
@@ -105,15 +109,7 @@ class Scheduler:
                 a, b = self._gaps[0]
                 # smaller pieces towards the end, so the connections finish together
                 want = min(self.piece, max(self.min_split, self._unassigned // (2 * self.connections)))
-                end = b if b - a < want + self.min_split else a + want // ALIGN * ALIGN
-                if end < b:
-                    self._gaps[0][0] = end
-                else:
-                    self._gaps.pop(0)
-                self._unassigned -= end - a
-                p = Piece(a, a, end, active=True)
-                self.pieces.append(p)
-                return p
+                return self._cut(b if b - a < want + self.min_split else a + want // ALIGN * ALIGN)
             # Half of a piece in flight, if that half takes longer than starting a request for it:
             # the owner's response keeps arriving past the new end until it notices, so stealing a
             # piece about to finish wastes bytes and gains nothing.
