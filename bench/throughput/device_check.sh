@@ -5,9 +5,10 @@
 #   2. bench/train_throughput.py rows, StableLM-1.6B and Vicuna-7B shapes, ragged lengths in [L/3, L]:
 #      padded, packed, packed + per-layer compile, + liger (a profile of the 1.6B one), most telling first;
 #      each row is skipped when what is left of BUDGET seconds cannot hold it.
-# As run for bench/RESULTS.md (H200, one call). Its "packed" rows pack into rows of --seq-len 1024, and the
-# ragged lengths are in [628, 1024] (576 image tokens), so no two samples fit a row there: those rows
-# equal the padded ones. The t18 rows of bench/train_throughput.py's SWEEP pack into rows of 2048.
+# SET=first is what was run for bench/RESULTS.md (H200, one call). Its "packed" rows pack into rows of
+# --seq-len 1024, and the ragged lengths are in [628, 1024] (576 image tokens), so no two samples fit a
+# row there: those rows equal the padded ones. SET=next (the default) is what that run left open: packing
+# into rows of 2048, per-layer compile without liger on full-length rows, liger against an fp32 step.
 # liger-kernel is not on the lent machine: its wheel travels in $WHEELS. Run from the folder that holds
 # vlmtrain/, vlmdata/, bench/ and configs/ (PYTHONPATH is set to it).
 set -uo pipefail
@@ -25,7 +26,12 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 python3 -c "import torch, transformers, triton; print('torch', torch.__version__, 'transformers', transformers.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
 python3 -c "import liger_kernel.transformers.monkey_patch as m, importlib.metadata as md; print('liger-kernel', md.version('liger_kernel'), 'ok')" 2>&1 | tail -1 | tee -a "$OUT/gpu.txt"
 
-timeout 70 python3 -m bench.throughput.check_liger 2>&1 | grep '^{' | tee "$OUT/liger_check.jsonl"
+SET=${SET:-next}
+if [ "$SET" = first ]; then
+  timeout 70 python3 -m bench.throughput.check_liger 2>&1 | grep '^{' | tee "$OUT/liger_check.jsonl"
+else  # the same weights also through one fp32 step: is liger's difference bf16 rounding?
+  timeout 110 python3 -m bench.throughput.check_liger --fp32-ref 2>&1 | grep '^{' | tee "$OUT/liger_check.jsonl"
+fi
 
 row() {  # row LABEL SECONDS ARGS...: one bench/train_throughput.py process, appended to rows.jsonl
   local label=$1 need=$2; shift 2
@@ -43,6 +49,18 @@ row() {  # row LABEL SECONDS ARGS...: one bench/train_throughput.py process, app
 }
 B16="--precision bf16 --batch-size 16 --seq-len 1024"
 B4="--llm vicuna-7b --precision bf16 --batch-size 4 --seq-len 1024"
+P2K="--packing --pack-length 2048"
+if [ "$SET" = next ]; then
+  row "1.6B b16 L1024 ragged padded"                     30 $B16 --ragged
+  row "1.6B b16 ragged packed 2048"                      30 $B16 --ragged $P2K
+  row "1.6B b16 ragged packed 2048 layers"               55 $B16 --ragged $P2K --compile-layers --profile "$OUT/profile_1.6b_packed.txt"
+  row "1.6B b16 L1024 full layers"                       55 $B16 --compile-layers
+  row "1.6B b16 ragged packed 2048 layers liger"         60 $B16 --ragged $P2K --compile-layers --liger
+  row "7B b4 ragged packed 2048 layers"                  60 $B4 --ragged $P2K --compile-layers
+  row "7B b4 ragged packed 2048 layers liger"            60 $B4 --ragged $P2K --compile-layers --liger
+  echo "done in $(( SECONDS - START )) s"
+  exit 0
+fi
 row "1.6B b16 L1024 ragged padded"               30 $B16 --ragged
 row "1.6B b16 L1024 ragged packed"               30 $B16 --ragged --packing
 row "1.6B b16 L1024 ragged packed layers"        55 $B16 --ragged --packing --compile-layers
