@@ -158,3 +158,24 @@ def test_resume_without_validators_is_reported(manifests, files_server, root, cl
     assert out["resumed_from"] == kept
     assert any("no ETag or Last-Modified" in w and "size" in w for w in out["warnings"])
     assert files_server.requests == [("GET", "nv.bin", f"bytes={kept}-")]
+
+
+def test_no_validators_and_no_known_sha256_starts_over(manifests, files_server, root, cli):
+    # Only the size would tie the .part to the server's file, and no sha256 (manifest, pin, hub)
+    # would catch a stitched result, which the first download would then pin: start from byte 0.
+    data = os.urandom(3 << 20)
+    (files_server.folder / "nh.bin").write_bytes(data)
+    manifests.dataset("h", file_toml("nh.bin", size=len(data), sources=[http(f"{files_server.url}/nh.bin")],
+                                     place='{ kind = "file", to = "h/nh.bin" }'))
+    files_server.validators = False
+    files_server.default_throttle = 1 << 20
+    cmd = ["fetch", "h", "--manifests", str(manifests.folder), "--root", str(root), "--connections", "1"]
+    kept = _kill_once_it_has(part_path(Root(root).download_path("h", "nh.bin")), 256 << 10, cmd, files_server)
+    assert kept >= 256 << 10
+    r = cli(*cmd, "--json")
+    assert r.code == 0, r.err
+    assert (root / "h/nh.bin").read_bytes() == data
+    out = r.json()["files"][0]
+    assert out["resumed_from"] == 0
+    assert not any("no ETag or Last-Modified" in w for w in out["warnings"])
+    assert files_server.requests == [("GET", "nh.bin", None)]

@@ -9,7 +9,9 @@ to the new ones. A server without Range support restarts cleanly from byte 0.
 
 A server that sends neither ETag nor Last-Modified still gets a resume when the size it reports
 is the size recorded in the sidecar, as ``curl -C -`` does; the result says so (``Fetched.notes``),
-and the sha256 check of the caller decides whether the bytes belong together.
+and the sha256 check of the caller decides whether the bytes belong together. Only the caller
+knows whether it has a sha256 to check against: one that has none (a file whose first download
+sets its pin) passes ``weak_resume=False`` and such a download starts again from byte 0.
 
 Bytes are written as they arrive (vlmdata.net.body: one ``recv`` at a time, straight into a
 buffer the hasher then reads), so a kill loses only what was in flight, and a file of any size
@@ -107,8 +109,11 @@ class HttpEngine:
 
     # ------------------------------------------------------------------ public
     def download(self, url: str, dest: Path, *, headers: dict[str, str] | None = None, size_hint: int | None = None,
-                 md5: bool = False, progress: ProgressFn | None = None) -> Fetched:
-        """Fetch ``url`` into ``dest`` (via ``dest.part``); resumes what an earlier call left."""
+                 md5: bool = False, progress: ProgressFn | None = None, weak_resume: bool = True) -> Fetched:
+        """Fetch ``url`` into ``dest`` (via ``dest.part``); resumes what an earlier call left.
+
+        ``weak_resume``: may bytes that only their size ties to the server's file (no ETag, no
+        Last-Modified) be resumed? Only when a known sha256 will judge the result."""
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = part_path(dest)
@@ -118,8 +123,9 @@ class HttpEngine:
         restarts = 0
         while True:
             state = PartState.load(spath) if part.exists() else None
-            if part.exists() and (state is None or (state.validator is None and state.size is None)):
-                # Nothing ties the bytes on disk to the file on the server, not even its size: start over.
+            if part.exists() and (state is None or (state.validator is None and (state.size is None or not weak_resume))):
+                # Nothing ties the bytes on disk to the file on the server (not even its size), or
+                # only the size does and no known hash would catch a stitched file: start over.
                 discard_partial(dest)
             try:
                 fetched = self._attempts(url, dest, part, spath, headers, size_hint, md5, progress)

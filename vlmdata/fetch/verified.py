@@ -247,7 +247,9 @@ class VerifiedDownloader:
         try:
             size = expect.size if expect.size is not None else loc.size
             bar = self.progress.file(key, loc.path.stat().st_size if loc.path is not None else size)
-            f = self._deliver(loc, dest, md5=expect.md5 is not None, size=size, bar=bar)
+            # a resume that only the size vouches for is safe only if a known sha256 judges the result
+            judged = expect.sha256 is not None or loc.sha256 is not None
+            f = self._deliver(loc, dest, md5=expect.md5 is not None, size=size, bar=bar, weak_resume=judged)
         finally:
             if bar is not None:
                 bar.close()
@@ -259,9 +261,10 @@ class VerifiedDownloader:
         return Verified(dest, f.digests, loc.label, loc.revision, f.transferred, f.resumed_from, f.connections,
                         list(f.notes))
 
-    def _deliver(self, loc: Location, dest: Path, *, md5: bool, size: int | None, bar: FileBar) -> Fetched:
+    def _deliver(self, loc: Location, dest: Path, *, md5: bool, size: int | None, bar: FileBar,
+                 weak_resume: bool) -> Fetched:
         """The bytes at ``loc`` into ``dest``: a copy from a local mirror, or the HTTP engine's download."""
         if loc.path is not None:
             return copy_local(loc.path, dest, md5=md5, progress=bar.update, cancel=self.cancel)
         return self.engine.download(loc.url or "", dest, headers=loc.headers, size_hint=size, md5=md5,
-                                    progress=bar.update)
+                                    progress=bar.update, weak_resume=weak_resume)
