@@ -1,7 +1,8 @@
 """A loopback HTTP server for the URL-list tests: 127.0.0.1, port 0, routes set by the test.
 
 Each route is a list of responses served in turn (the last one repeats), so "500 then 200" is
-``[(500, b""), (200, data)]``. Every request is counted per path.
+``[(500, b""), (200, data)]``; a body given as a list of byte strings goes out with chunked
+transfer encoding, one chunk each (no Content-Length). Every request is counted per path.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Iterator
 
 class LoopbackServer:
     def __init__(self, latency: float = 0.0) -> None:
-        self.routes: dict[str, list[tuple[int, bytes]]] = {}
+        self.routes: dict[str, list[tuple[int, bytes | list[bytes]]]] = {}
         self.hits: Counter[str] = Counter()
         self.latency = latency
         self._lock = threading.Lock()
@@ -32,8 +33,15 @@ class LoopbackServer:
                     time.sleep(outer.latency)
                 status, body = (404, b"not found") if not responses else responses[min(n, len(responses) - 1)]
                 self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
                 self.send_header("Content-Type", "application/octet-stream")
+                if isinstance(body, list):
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    for chunk in body:
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    self.wfile.write(b"0\r\n\r\n")
+                    return
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
 

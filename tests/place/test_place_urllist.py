@@ -204,3 +204,25 @@ def test_a_broken_list_is_a_clear_error_that_keeps_what_was_saved(ocr, root):
     assert "dataset.json" in str(e.value) and "line" in str(e.value)
     kept = sorted(p.name for p in root.store_path("ocr_vqa/images").iterdir())
     assert kept and all(not n.startswith(".tmp-") for n in kept)
+
+
+def test_a_body_over_the_image_limit_is_refused_not_held(server, root, monkeypatch):
+    from vlmdata.fetch import urllist_client
+
+    big = image_bytes("jpeg", size=(400, 300))
+    small = image_bytes("jpeg")
+    monkeypatch.setattr(urllist_client, "MAX_IMAGE_BYTES", len(big) - 1)
+    half = len(big) // 2
+    server.routes.update({"/i/big.jpg": [(200, big)],  # Content-Length says it: refused before reading
+                          "/i/big-chunked.jpg": [(200, [big[:half], big[half:]])],  # found while reading
+                          "/i/small-chunked.jpg": [(200, [small[:100], small[100:]])]})
+    data = {"0001": book(server.url("/i/big.jpg")), "0002": book(server.url("/i/big-chunked.jpg")),
+            "0003": book(server.url("/i/small-chunked.jpg"))}
+    lst = root.store_path("ocr_vqa/dataset.json")
+    lst.parent.mkdir(parents=True)
+    lst.write_text(json.dumps(data))
+    res = run(root)
+    assert sorted(p.name for p in root.store_path("ocr_vqa/images").iterdir()) == ["0003.jpg"]
+    assert (root.store_path("ocr_vqa/images") / "0003.jpg").read_bytes() == small
+    assert sorted((f.id, "larger than" in f.error) for f in res.failed) == [("0001", True), ("0002", True)]
+    assert server.hits["/i/big.jpg"] == 1  # a refusal is final, not retried

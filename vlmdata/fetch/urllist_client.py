@@ -41,6 +41,9 @@ from vlmdata.place.images import ImageProblem, save_image
 DEAD_STATUS = frozenset({404, 410})
 UNREACHABLE_RUN = 64  # images in a row whose host cannot be reached: the network is gone, stop
 CONNECT_TIMEOUT = 10.0  # seconds; the read timeout is the caller's (`vlmdata fetch --timeout`)
+# An image's body is held in memory until it is saved: a URL that streams without end (or a
+# hostile one) must not fill it. Real list images are kB to a few MB.
+MAX_IMAGE_BYTES = 64 << 20
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -277,7 +280,7 @@ class _Run:
             async with self.session.get(url, max_redirects=5) as resp:
                 status = resp.status
                 if status == 200:
-                    return await resp.read()
+                    return await _body(resp, MAX_IMAGE_BYTES)
                 if status in DEAD_STATUS:
                     return "dead", status, f"HTTP {status}"
                 if not is_transient_status(status):
@@ -290,6 +293,22 @@ class _Run:
             if is_unreachable(e):  # no DNS, refused, network down: one short retry (vlmdata.net.retry)
                 raise Transient(f"cannot reach {urlsplit(url).netloc}: {unreachable_reason(e)}", unreachable=True) from None
             raise Transient(type(e).__name__) from None
+
+
+async def _body(resp: Any, limit: int) -> bytes | tuple[str, Any, str]:
+    """The response's body, or a failed outcome when it is larger than ``limit`` bytes."""
+    from vlmdata.units import human_bytes
+
+    too_big = ("failed", resp.status, f"larger than {human_bytes(limit)}: not taken for an image")
+    if resp.content_length is not None:  # the parser reads exactly this many bytes
+        return too_big if resp.content_length > limit else await resp.read()
+    chunks, total = [], 0
+    async for chunk in resp.content.iter_chunked(1 << 20):
+        total += len(chunk)
+        if total > limit:
+            return too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _cores() -> int:
