@@ -41,6 +41,7 @@ from vlmdata.place.images import ImageProblem, save_image
 DEAD_STATUS = frozenset({404, 410})
 UNREACHABLE_RUN = 64  # images in a row whose host cannot be reached: the network is gone, stop
 CONNECT_TIMEOUT = 10.0  # seconds; the read timeout is the caller's (`vlmdata fetch --timeout`)
+LEFTOVER_AGE = 600.0  # seconds: an image's temporary file older than this is a killed run's leftover
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -124,7 +125,9 @@ def fetch_images(entries: Iterable[tuple[str, str]], folder: Path, *, ext: str |
     call it from any thread that is not running one).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    atomic.cleanup_temporaries(folder)
+    # what a killed run left, but not what another process (a chunk of the same list on another
+    # machine) is writing right now: an image's temporary file lives for milliseconds
+    atomic.cleanup_temporaries(folder, older_than=LEFTOVER_AGE)
     run = _Run(folder, ext, max(1, jobs), mirror, policy, timeout, progress or (lambda n: None),
                cancel or threading.Event(), existing_names(folder) if have is None else have)
     try:
