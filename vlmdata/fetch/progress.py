@@ -35,6 +35,7 @@ class FileBar:
     def update(self, n: int) -> None:
         with self.owner.lock:
             self.done += n
+            self.owner.counted(self.unit, n)
             if self.unit == "B":
                 self.owner._add(n)
             if self._bar is not None:
@@ -84,6 +85,10 @@ class Progress:
             if not self.tty:
                 self._line(f"start {label}" + (f" ({human_bytes(total)})" if total and unit == "B" else ""))
         return FileBar(self, label, total, unit)
+
+    def counted(self, unit: str, n: int) -> None:
+        """``n`` more bytes (unit "B") or images ("img") done; a subclass passes them on (a Ray worker
+        to its driver's view)."""
 
     def _add(self, n: int) -> None:
         self.bytes += n

@@ -170,15 +170,17 @@ class Claim:
         return read_holder(self.path) or other
 
     def acquire(self, *, wait: bool = True, on_wait: Callable[[Holder], None] | None = None,
-                poll: float = 1.0, deadline: float | None = None) -> Holder | None:
+                poll: float = 1.0, deadline: float | None = None,
+                cancel: threading.Event | None = None) -> Holder | None:
         """Take the claim; with ``wait``, poll (up to every ``poll`` seconds) until it is ours, calling
-        ``on_wait(holder)`` once. Returns None when taken, else (no wait, or past ``deadline``) the holder."""
+        ``on_wait(holder)`` once. Returns None when taken, else (no wait, past ``deadline``, or
+        ``cancel`` set) the holder."""
         delay, told = 0.005, False
         while True:
             other = self.try_acquire()
             if other is None:
                 return None
-            if not wait or (deadline is not None and time.monotonic() > deadline):
+            if not wait or (deadline is not None and time.monotonic() > deadline) or (cancel and cancel.is_set()):
                 return other
             if on_wait is not None and not told and other.pid != -1:
                 on_wait(other)

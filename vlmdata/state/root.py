@@ -11,9 +11,12 @@ import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from vlmdata.errors import OperationError, UserError
+
+if TYPE_CHECKING:
+    from vlmdata.state.claims import Claim
 
 STATE_DIR = ".vlmdata"
 LOCK_FILE = "vlmdata.lock"
@@ -117,8 +120,14 @@ class Root:
         """One claim per command that writes into the root: fetches share it, the others hold it alone."""
         return self.state_dir / "sessions"
 
+    def claim(self, key: str, what: str, timeout: float | None = None) -> "Claim":
+        """The claim on one file, part or chunk of this root (``key``: ``coco:train2017.zip``, ...)."""
+        from vlmdata.state.claims import DEFAULT_TIMEOUT, Claim, claim_name
+
+        return Claim(self.claims_dir / claim_name(key), what, timeout=timeout or DEFAULT_TIMEOUT)
+
     @contextmanager
-    def sharing(self, what: str) -> Iterator[None]:
+    def sharing(self, what: str) -> Iterator["Claim"]:
         """Held by `fetch`: any number of fetches, on any machines, share the root (per-file claims keep
         them apart), while a command that holds the root exclusively is refused.
 
@@ -134,7 +143,7 @@ class Root:
             other = live_holder(self.sessions_dir / EXCLUSIVE)
             if other is not None and not other.ours():
                 raise self._busy(what, other.describe())
-            yield
+            yield me
         finally:
             me.release()
 
