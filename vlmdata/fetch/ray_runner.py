@@ -87,7 +87,10 @@ class BoardProgress(Progress):
     def flush(self) -> None:
         with self.lock:
             if self._bytes or self._images:
-                self.board.add.remote(self.node, self._bytes, self._images)  # (no answer awaited)
+                try:
+                    self.board.add.remote(self.node, self._bytes, self._images)  # (no answer awaited)
+                except Exception:  # noqa: BLE001 - the view misses a beat; the fetch goes on
+                    pass
             self._bytes = self._images = 0
             self._sent = time.monotonic()
 
@@ -124,7 +127,10 @@ class RayExecutor:
         self.ray, self.view = ray, view
         self.args = (str(root.path), opts, str(session))
         self.remote = ray.remote(num_cpus=1, max_retries=RETRIES, retry_exceptions=False)(_remote_task)
-        self.board = ray.remote(num_cpus=0)(Board).remote()
+        # on the driver's own node where it has one (a node that dies takes its actors along), restarted if lost
+        here = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                                                            soft=True)
+        self.board = ray.remote(num_cpus=0, max_restarts=-1, scheduling_strategy=here)(Board).remote()
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.in_flight = max(4, 2 * cpus)
 
@@ -141,11 +147,19 @@ class RayExecutor:
                 self._fill(pending, it)
                 if time.monotonic() - polled >= 1.0:
                     polled = time.monotonic()
-                    self.view.live(ray.get(self.board.snapshot.remote()))
+                    self._poll_board()
+            self._poll_board()  # (the last counts, for the view's last line)
         except KeyboardInterrupt:
             for ref in pending:
                 ray.cancel(ref)
             raise
+
+    def _poll_board(self) -> None:
+        """The nodes' live counters for the view; a board that is being restarted just skips a beat."""
+        try:
+            self.view.live(self.ray.get(self.board.snapshot.remote(), timeout=5))
+        except (self.ray.exceptions.RayError, TimeoutError):
+            pass
 
     def _fill(self, pending: dict, it) -> None:
         while len(pending) < self.in_flight:
