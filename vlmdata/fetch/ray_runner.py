@@ -125,7 +125,7 @@ class RayExecutor:
 
     def __init__(self, ray: Any, root: Root, opts: FetchOptions, session: Path, view: ClusterView) -> None:
         self.ray, self.view = ray, view
-        self.args = (str(root.path), opts, str(session))
+        self.args = (str(root.path), ray.put(opts), str(session))  # (once: --only-referenced-by's names can be many)
         self.remote = ray.remote(num_cpus=1, max_retries=RETRIES, retry_exceptions=False)(_remote_task)
         # on the driver's own node where it has one (a node that dies takes its actors along), restarted if lost
         here = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
