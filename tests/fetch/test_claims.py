@@ -29,6 +29,19 @@ def _python(code: str, *args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _holding(root: Root, mode: str, what: str) -> subprocess.Popen:
+    """A process that holds ``root`` (``mode``: sharing or exclusive) until it is killed, once it holds it."""
+    proc = _python("""
+        import sys, time
+        from vlmdata.state import Root
+        with getattr(Root(sys.argv[1]), sys.argv[2])(sys.argv[3]):
+            print("held", flush=True)
+            time.sleep(60)
+    """, str(root.path), mode, what)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
 def _foreign(path: Path, age: float) -> None:
     """A claim held by a process of another machine whose last heartbeat was ``age`` seconds ago."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -160,15 +173,8 @@ def test_fetches_share_a_root_and_a_command_that_needs_it_alone_waits_for_none(t
         assert f"pid {os.getpid()} on this machine (vlmdata fetch coco)" in err
         with root.exclusive("vlmdata fetch coco --layout llava"):  # its own fetch does not count
             pass
-    held = _python("""
-        import sys, time
-        from vlmdata.state import Root
-        with Root(sys.argv[1]).exclusive("vlmdata layout build --layout llava"):
-            print("held", flush=True)
-            time.sleep(60)
-    """, str(root.path))
+    held = _holding(root, "exclusive", "vlmdata layout build --layout llava")
     try:
-        assert held.stdout.readline().strip() == "held"
         with pytest.raises(OperationError, match="layout build"):
             with root.sharing("vlmdata fetch coco"):
                 pass
@@ -182,18 +188,9 @@ def test_fetches_share_a_root_and_a_command_that_needs_it_alone_waits_for_none(t
 
 def test_the_session_of_a_killed_fetch_does_not_block_the_root(tmp_path):
     root = Root(tmp_path / "root")
-    proc = _python("""
-        import sys, time
-        from vlmdata.state import Root
-        with Root(sys.argv[1]).sharing("vlmdata fetch coco"):
-            print("held", flush=True)
-            time.sleep(60)
-    """, str(root.path))
-    try:
-        assert proc.stdout.readline().strip() == "held"
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=10)
+    proc = _holding(root, "sharing", "vlmdata fetch coco")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=10)
     assert len(list(root.sessions_dir.glob("fetch-*"))) == 1
     with root.exclusive("vlmdata layout build --layout llava"):
         pass

@@ -12,6 +12,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, TextIO
 
+from vlmdata.fetch.progress import write_line
 from vlmdata.units import human_bytes
 
 if TYPE_CHECKING:
@@ -84,15 +85,8 @@ class ClusterView:
             self.say(self.line())
 
     def say(self, msg: str) -> None:
-        if self.quiet:
-            return
-        if self._bar is not None:
-            from tqdm import tqdm
-
-            tqdm.write(msg, file=self.stream)
-        else:
-            self.stream.write(msg + "\n")
-            self.stream.flush()
+        if not self.quiet:
+            write_line(self.stream, msg, over_bars=self._bar is not None)
 
     def close(self) -> None:
         if self._bar is not None:
