@@ -29,22 +29,27 @@ NODE = dict(num_cpus=1, object_store_memory=80 << 20)
 @pytest.fixture(scope="module")
 def cluster():
     pytest.importorskip("ray")
+    from ray._private import ray_constants
     from ray.cluster_utils import Cluster
 
-    # every node on the loopback address: Ray would otherwise bind to the machine's outward one
-    old = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    # every node on the loopback address, not the machine's outward one: the variable for the processes
+    # Ray starts (and the drivers the tests start), the constant it set at import for this one
+    old = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"), ray_constants.ENABLE_RAY_CLUSTER
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
     temp = tempfile.mkdtemp(prefix="vlmray-", dir="/tmp")  # (short: Ray's sockets live there)
     c = Cluster(initialize_head=True, head_node_args=dict(include_dashboard=False, temp_dir=temp, **NODE))
     c.workers = [c.add_node(**NODE) for _ in range(2)]
     c.wait_for_nodes()
+    assert c.address.startswith("127.0.0.1:"), c.address
     yield c
     c.shutdown()
     shutil.rmtree(temp, ignore_errors=True)
-    if old is None:
+    ray_constants.ENABLE_RAY_CLUSTER = old[1]
+    if old[0] is None:
         os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
     else:
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = old
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = old[0]
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +73,10 @@ def _args(demo, origin, root: Path, *extra: str) -> list[str]:
 def reference(demo, origin, tmp_path_factory):
     """The same fetch on one machine, no Ray."""
     root = tmp_path_factory.mktemp("one") / "root"
+    origin.reset()
     r = run_vlmdata(*_args(demo, origin, root, "--json"))
     assert r.code == 0, r.err
-    return SimpleNamespace(root=root, report=r.json())
+    return SimpleNamespace(root=root, report=r.json(), sent=origin.sent())
 
 
 def _files(report: dict) -> list[tuple]:
@@ -89,6 +95,28 @@ def test_a_ray_fetch_equals_a_one_machine_fetch(cluster, demo, origin, reference
     assert len(rep["nodes"]) >= 2 and sum(n["tasks"] for n in rep["nodes"].values()) >= len(SETS)
     assert "tasks" in r.err and "img/s" in r.err and "nodes:" in r.err  # the driver's one progress view
     assert not list((root / ".vlmdata/claims").glob("*.claim"))
+
+
+def test_a_one_machine_fetch_and_a_ray_fetch_share_a_root(cluster, demo, origin, reference, tmp_path):
+    root = tmp_path / "root"
+    origin.reset()
+    origin.default_throttle = 12 << 10  # both are still at work when the other starts
+    local = start_fetch(*_args(demo, origin, root))
+    try:
+        r = run_vlmdata(*_args(demo, origin, root, "--ray", cluster.address, "--url-chunk", "2"))
+        _, err = local.communicate(timeout=120)
+    finally:
+        origin.default_throttle = 0
+        if local.poll() is None:
+            kill(local)
+    assert r.code == 0 and local.returncode == 0, r.err + err.decode()
+    assert origin.sent() == reference.sent  # between them, every byte once: each waited for what the other held
+    assert store_tree(root) == store_tree(reference.root)
+    state, ref = root_state(root), root_state(reference.root)
+    assert state["journal"] == ref["journal"] and state["pins"] == ref["pins"]
+    # (which of the two wrote the list's report, and so which images it counts as saved or already there, varies)
+    assert [{k: rep[k] for k in ("total", "dead", "failed")} for rep in state["reports"].values()] == \
+        [{k: rep[k] for k in ("total", "dead", "failed")} for rep in ref["reports"].values()]
 
 
 def _parent(pid: int) -> int:

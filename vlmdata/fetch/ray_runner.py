@@ -53,18 +53,25 @@ def check_address(address: str) -> str:
 
 
 class Board:
-    """A Ray actor: the bytes and images each node has reported (for the driver's progress view)."""
+    """A Ray actor: the bytes and images each node has reported, and what its tasks had to say (a
+    wait for another process's claim, a download moved aside), for the driver's view."""
 
     def __init__(self) -> None:
         self.counters: dict[str, list[float]] = {}
+        self.notes: list[str] = []
 
     def add(self, node: str, nbytes: int, images: int) -> None:
         c = self.counters.setdefault(node, [0, 0])
         c[0] += nbytes
         c[1] += images
 
-    def snapshot(self) -> dict[str, list[float]]:
-        return self.counters
+    def note(self, node: str, msg: str) -> None:
+        self.notes.append(f"{node}: {msg}")
+
+    def snapshot(self) -> tuple[dict[str, list[float]], list[str]]:
+        """The counters, and the notes since the last snapshot."""
+        notes, self.notes = self.notes, []
+        return self.counters, notes
 
 
 class BoardProgress(Progress):
@@ -83,6 +90,14 @@ class BoardProgress(Progress):
             self._images += n
         if time.monotonic() - self._sent >= 1.0:
             self.flush()
+
+    def message(self, msg: str) -> None:
+        if msg.startswith(("done ", "FAILED ")):
+            return  # the driver says so itself when the task's result comes back
+        try:
+            self.board.note.remote(self.node, msg)
+        except Exception:  # noqa: BLE001 - the view misses a line; the fetch goes on
+            pass
 
     def flush(self) -> None:
         with self.lock:
@@ -111,6 +126,7 @@ def _remote_task(task: Task, root: str, opts: FetchOptions, session: str, board:
         return TaskResult(task.key, task.kind, task.spec.key, out, node)
     with _RUNNERS_LOCK:
         if session not in _RUNNERS:
+            _RUNNERS.clear()  # (a worker kept for a later run drops the earlier run's)
             progress = BoardProgress(board, node)
             _RUNNERS[session] = (TaskRunner(Root(root), opts, progress, node=node), progress)
         runner, progress = _RUNNERS[session]
@@ -157,9 +173,12 @@ class RayExecutor:
     def _poll_board(self) -> None:
         """The nodes' live counters for the view; a board that is being restarted just skips a beat."""
         try:
-            self.view.live(self.ray.get(self.board.snapshot.remote(), timeout=5))
+            counters, notes = self.ray.get(self.board.snapshot.remote(), timeout=5)
         except (self.ray.exceptions.RayError, TimeoutError):
-            pass
+            return
+        for n in notes:
+            self.view.say(n)
+        self.view.live(counters)
 
     def _fill(self, pending: dict, it) -> None:
         while len(pending) < self.in_flight:

@@ -18,7 +18,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from vlmdata.errors import OperationError
 from vlmdata.fetch.hashing import Digests, StreamHasher, hash_file
@@ -161,12 +161,15 @@ class VerifiedDownloader:
             got = self._reuse(spec.key, dest, expect)
             if got is not None:
                 return got
-        return self._join(spec, [self.part(spec, p) for p in spec.parts], dest, expect)
+        return self._join(spec, [self.part(spec, p) for p in spec.parts], dest, expect)  # type: ignore[misc]
 
-    def part(self, spec: FileSpec, p: Part) -> Verified:
-        """One part of ``spec`` downloaded (or found already downloaded) and checked, under its claim."""
+    def part(self, spec: FileSpec, p: Part, done: Callable[[], bool] | None = None) -> Verified | None:
+        """One part of ``spec`` downloaded (or found already downloaded) and checked, under its claim;
+        None when ``done()`` says, once the claim is ours, that it is not needed any more."""
         key = f"{spec.dataset}:{p.name}"
         with self.claimed(key):
+            if done is not None and done():
+                return None
             return self._from_sources(key, p.name, p.sources, self.root.download_path(spec.dataset, p.name),
                                       self.expected(key, p.size, p.sha256, None))
 

@@ -9,7 +9,6 @@ The result is plain data (``TaskResult``), for a Ray driver or the shard's own r
 from __future__ import annotations
 
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -23,6 +22,7 @@ from vlmdata.manifest import FileSpec
 from vlmdata.net.errors import Cancelled
 from vlmdata.sources import kind_of
 from vlmdata.state import Root, satisfied
+from vlmdata.state.claims import live_holder
 
 
 @dataclass
@@ -40,13 +40,8 @@ class TaskResult:
 class TaskRunner:
     """Runs tasks in this process (thread-safe: a shard runs several at once)."""
 
-    def __init__(self, root: Root, opts: FetchOptions, progress: Progress | None = None, *, node: str = "",
-                 cancel: threading.Event | None = None) -> None:
+    def __init__(self, root: Root, opts: FetchOptions, progress: Progress | None = None, *, node: str = "") -> None:
         self.fetcher = Fetcher(None, root, opts, progress)
-        if cancel is not None:
-            self.fetcher.cancel = cancel
-            self.fetcher.engine.cancel = cancel
-            self.fetcher.downloader.cancel = cancel
         self.root, self.opt, self.node = root, opts, node or _this_node()
 
     def run(self, task: Task) -> TaskResult:
@@ -88,10 +83,15 @@ class TaskRunner:
         spec = task.spec
         whole = self.root.download_path(spec.dataset, spec.name)
         mine = self.root.download_path(spec.dataset, task.part or "")
-        if self._placed(spec) or whole.exists() or mine.exists():
-            out.state = "present"  # (a part already there is checked by the join, which hashes it anyway)
+
+        def done() -> bool:  # (a part already there is checked by the join, which hashes it anyway)
+            return self._placed(spec) or whole.exists() or mine.exists()
+
+        got = None if done() else self.fetcher.downloader.part(spec, next(p for p in spec.parts if p.name == task.part),
+                                                               done=done)  # (asked again once the claim is ours)
+        if got is None:
+            out.state = "present"
             return
-        got = self.fetcher.downloader.part(spec, next(p for p in spec.parts if p.name == task.part))
         out.state, out.bytes, out.size, out.sha256, out.source = "fetched", got.transferred, got.digests.size, \
             got.digests.sha256, got.source
         out.resumed_from, out.connections, out.warnings = got.resumed_from, got.connections, list(got.notes)
@@ -103,6 +103,9 @@ class TaskRunner:
 
         spec = task.spec
         rec = chunks.record_path(self.root, task, self.opt.url_chunk)
+        if live_holder(self.root.claim(spec.key, "").path, self.opt.claim_timeout) is not None:
+            with self.fetcher.downloader.claimed(spec.key):
+                pass  # a one-machine fetch of the whole list is on (or a merge): wait for it, not fetch beside it
         with self.fetcher.downloader.claimed(task.key):
             if self._placed(spec) or (not self.opt.refetch and chunks.read_record(rec, chunks.signature(task))):
                 out.state = "present"
