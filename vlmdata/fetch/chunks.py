@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 from urllib.parse import quote
 
 from vlmdata import atomic
-from vlmdata.fetch.tasks import Task
+from vlmdata.fetch.tasks import Task, chunk_key
 from vlmdata.fetch.urllist_client import DeadUrl, FailedUrl, ImagesResult
 from vlmdata.manifest import FileSpec
 from vlmdata.state import Root
+from vlmdata.state.claims import SUFFIX, Holder, claim_name, live_holder
 
 Signature = tuple[str, str, int]  # a chunk's first id, last id, length
 
@@ -71,6 +74,31 @@ def merged(root: Root, spec: FileSpec, size: int, sigs: list[Signature]) -> Imag
 def missing(root: Root, spec: FileSpec, size: int, sigs: list[Signature]) -> int:
     folder = records_dir(root, spec, size)
     return sum(read_record(folder / f"{i:06d}.json", sig) is None for i, sig in enumerate(sigs))
+
+
+def running(root: Root, spec: FileSpec, timeout: float) -> Holder | None:
+    """A live process working on a chunk of ``spec``'s list right now, if any."""
+    prefix = claim_name(chunk_key(spec, 0))[: -len("000000" + SUFFIX)]
+    for p in root.claims_dir.glob(prefix + "*" + SUFFIX):
+        holder = live_holder(p, timeout)
+        if holder is not None:
+            return holder
+    return None
+
+
+def wait_for_chunks(root: Root, spec: FileSpec, timeout: float, cancel: threading.Event,
+                    say: Callable[[str], None]) -> None:
+    """A fetch of the whole list, holding the list's claim: first let the chunks already running finish
+    (a chunk that starts now sees the list's claim and waits instead), so no image is fetched twice."""
+    told = False
+    while not cancel.is_set():
+        holder = running(root, spec, timeout)
+        if holder is None:
+            return
+        if not told:
+            say(f"waiting for the chunks of {spec.key} that are being fetched: {holder.describe()} is on one")
+            told = True
+        time.sleep(0.5)
 
 
 def forget(root: Root, spec: FileSpec) -> None:

@@ -168,8 +168,10 @@ class Fetcher:
                          None) if self.catalog is not None else None
             raise OperationError(f"{spec.key}: the URL list {self.root.store_path(src.path)} is not there yet",
                                  hint=f"fetch it first: vlmdata fetch {owner}" if owner else "put the list there first")
+        from vlmdata.fetch.chunks import wait_for_chunks
         from vlmdata.fetch.urllist import fetch_url_list  # (asyncio, aiohttp, Pillow: only for URL lists)
 
+        wait_for_chunks(self.root, spec, self.opt.claim_timeout, self.cancel, self.progress.message)
         bar = self.progress.file(spec.key, spec.place.count, unit="img")
         session = make_session(pool_size=self.opt.url_jobs)
         try:

@@ -98,35 +98,42 @@ class TaskRunner:
 
     # ------------------------------------------------------------------ a chunk of a URL list
     def _chunk(self, task: Task, out: FileOutcome) -> None:
+        """Its records into the list's folder, under its claim, unless a fetch of the whole list holds the
+        list (then wait for that one instead: chunks.wait_for_chunks is the other half of this)."""
+        lst = self.root.claim(task.spec.key, "", self.opt.claim_timeout)
+        while True:
+            with self.fetcher.downloader.claimed(task.key):
+                if live_holder(lst.path, self.opt.claim_timeout) is None:
+                    return self._chunk_claimed(task, out)
+            with self.fetcher.downloader.claimed(task.spec.key):
+                pass  # (outside our chunk's claim, which the whole-list fetch waits to see gone)
+
+    def _chunk_claimed(self, task: Task, out: FileOutcome) -> None:
         from vlmdata.fetch.urllist import check_online
         from vlmdata.fetch.urllist_client import fetch_images, target_name
 
         spec = task.spec
-        rec = chunks.record_path(self.root, task, self.opt.url_chunk)
-        if live_holder(self.root.claim(spec.key, "").path, self.opt.claim_timeout) is not None:
-            with self.fetcher.downloader.claimed(spec.key):
-                pass  # a one-machine fetch of the whole list is on (or a merge): wait for it, not fetch beside it
-        with self.fetcher.downloader.claimed(task.key):
-            if self._placed(spec) or (not self.opt.refetch and chunks.read_record(rec, chunks.signature(task))):
-                out.state = "present"
-                return
-            folder = self.root.store_path(spec.place.to)
-            have = set()
-            for rid, url in task.entries:  # one stat per record, not a listing of a folder of millions
-                name = target_name(rid, url, spec.place.ext)
-                if name is not None and _nonempty(folder / name):
-                    have.add(name)
-            bar = self.fetcher.progress.file(task.key, len(task.entries), unit="img")
-            try:
-                res = fetch_images(task.entries, folder, ext=spec.place.ext, jobs=self.opt.url_jobs,
-                                   mirror=self.opt.mirror, policy=self.opt.retry, timeout=self.opt.timeout,
-                                   progress=bar.update, cancel=self.fetcher.cancel, have=have)
-            finally:
-                bar.close()
-            if self.fetcher.cancel.is_set():
-                raise Cancelled()
-            check_online(task.key, res)
-            chunks.write_record(self.root, task, self.opt.url_chunk, res, self.node)
+        if self._placed(spec) or (not self.opt.refetch and chunks.read_record(
+                chunks.record_path(self.root, task, self.opt.url_chunk), chunks.signature(task))):
+            out.state = "present"
+            return
+        folder = self.root.store_path(spec.place.to)
+        have = set()
+        for rid, url in task.entries:  # one stat per record, not a listing of a folder of millions
+            name = target_name(rid, url, spec.place.ext)
+            if name is not None and _nonempty(folder / name):
+                have.add(name)
+        bar = self.fetcher.progress.file(task.key, len(task.entries), unit="img")
+        try:
+            res = fetch_images(task.entries, folder, ext=spec.place.ext, jobs=self.opt.url_jobs, mirror=self.opt.mirror,
+                               policy=self.opt.retry, timeout=self.opt.timeout, progress=bar.update,
+                               cancel=self.fetcher.cancel, have=have)
+        finally:
+            bar.close()
+        if self.fetcher.cancel.is_set():
+            raise Cancelled()
+        check_online(task.key, res)
+        chunks.write_record(self.root, task, self.opt.url_chunk, res, self.node)
         out.state, out.files = "fetched", res.saved + res.skipped
         if res.dead or res.failed:
             out.warnings.append(f"{len(res.dead)} dead URL(s), {len(res.failed)} image(s) not saved")
