@@ -104,6 +104,9 @@ class DistributedFetch:
         except VlmdataError as e:
             self.outcomes[spec.key] = FileOutcome(spec.key, "failed", spec.place.to, error=e.what, hint=e.hint)
             return
+        except OSError as e:  # (the root's filesystem: its records, its claims)
+            self.outcomes[spec.key] = FileOutcome(spec.key, "failed", spec.place.to, error=f"{spec.key}: {e}")
+            return
         if done is not None:
             done.seconds = time.time() - started
             self.outcomes[spec.key] = done

@@ -111,6 +111,9 @@ class Fetcher:
         except Cancelled:
             return FileOutcome(spec.key, "cancelled", spec.place.to,
                                error="interrupted; the .part file is kept and the next run resumes it")
+        except OSError as e:  # the claim itself (a full or read-only filesystem): this file's failure only
+            return FileOutcome(spec.key, "failed", spec.place.to,
+                               error=f"{spec.key}: cannot claim it in {self.root.claims_dir}: {e.strerror or e}")
 
     def _fetch_claimed(self, spec: FileSpec, merge: bool) -> FileOutcome:
         t0 = time.monotonic()

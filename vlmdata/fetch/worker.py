@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from vlmdata.errors import OperationError, VlmdataError
 from vlmdata.fetch import chunks
@@ -34,7 +34,6 @@ class TaskResult:
     node: str
     images: int = 0  # records of a URL-list chunk handled (saved, skipped, dead or failed)
     seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 class TaskRunner:
