@@ -2,7 +2,8 @@
 # bundled demo mirror) and `make test`. Both need the data toolchain and the trainer: the
 # [train] extra (torch, transformers, deepspeed, ...) on top of `pip install .`, which is the
 # data CLI alone. torch is pinned on the install line: on these machines `torch==2.13.0` is a CPU
-# wheel on local disk, anything looser may pull a multi-GB CUDA build.
+# wheel on local disk, anything looser may pull a multi-GB CUDA build. The [ray] extra is installed
+# too: tests/fetch/test_fetch_ray.py runs `fetch --ray` on a three-node local cluster.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -12,7 +13,7 @@ STAMP  := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet torch==2.13.0 -e '.[train,dev]'
+	$(VENV)/bin/pip install --quiet torch==2.13.0 -e '.[train,dev,ray]'
 	touch $(STAMP)
 
 install: $(STAMP)

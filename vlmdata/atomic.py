@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -99,10 +100,11 @@ def _shared(folder: Path) -> Path:
 
 
 def owned_temp_dir_beside(path: Path, *, remove: Callable[[Path], None] | None = None) -> Path:
-    """A fresh temporary folder beside ``path``, named ``.tmp-<name>.<pid>.<random>`` after the
-    process that owns it. Folders of that kind (and ``replace_dir``'s ``.old.<pid>`` ones) whose
-    process no longer runs are removed first: a killed run's leftovers can hold gigabytes, and a
-    live run's folder is never touched."""
+    """A fresh temporary folder beside ``path``, named ``.tmp-<name>.<pid>-<machine>.<random>``
+    after the process that owns it. Folders of that kind (and ``replace_dir``'s ``.old.<pid>-<machine>``
+    ones) whose process no longer runs are removed first: a killed run's leftovers can hold
+    gigabytes, and a live run's folder is never touched. On a root shared by several machines a
+    pid means something only on its own machine: another machine's folders are left to it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f"{TMP_PREFIX}{path.name}."
@@ -110,10 +112,25 @@ def owned_temp_dir_beside(path: Path, *, remove: Callable[[Path], None] | None =
         if not p.name.startswith(prefix) or not p.is_dir() or p.is_symlink():
             continue
         rest = p.name[len(prefix):]
-        pid = rest[len("old."):] if rest.startswith("old.") else rest.split(".", 1)[0]
+        owner = rest[len("old."):] if rest.startswith("old.") else rest.split(".", 1)[0]
+        pid, _, machine = owner.partition("-")
+        if machine and machine != machine_tag():
+            continue
         if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             (remove or (lambda q: shutil.rmtree(q, ignore_errors=True)))(p)
-    return _shared(Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}.", dir=path.parent)))
+    return _shared(Path(tempfile.mkdtemp(prefix=f"{prefix}{_owner()}.", dir=path.parent)))
+
+
+def machine_tag() -> str:
+    """A short, file-name-safe tag of this machine (its host name), for names that carry a pid."""
+    import hashlib
+    import socket
+
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _owner() -> str:
+    return f"{os.getpid()}-{machine_tag()}"
 
 
 def pid_alive(pid: int) -> bool:
@@ -135,7 +152,7 @@ def replace_dir(tmp: Path, final: Path) -> None:
     final = Path(final)
     old = None
     if final.exists() or final.is_symlink():
-        old = final.with_name(f"{TMP_PREFIX}{final.name}.old.{os.getpid()}")
+        old = final.with_name(f"{TMP_PREFIX}{final.name}.old.{_owner()}")
         os.replace(final, old)
     os.replace(tmp, final)
     fsync_dir(final.parent)
@@ -146,14 +163,23 @@ def replace_dir(tmp: Path, final: Path) -> None:
             old.unlink(missing_ok=True)
 
 
-def cleanup_temporaries(folder: Path) -> int:
-    """Remove ``.tmp-*`` leftovers directly inside ``folder``; returns how many were removed."""
+def cleanup_temporaries(folder: Path, *, older_than: float = 0.0) -> int:
+    """Remove ``.tmp-*`` leftovers directly inside ``folder``; returns how many were removed.
+
+    ``older_than`` (seconds) spares younger ones: in a folder that other processes (on other
+    machines, maybe) are writing into right now, a temporary file that young may be theirs."""
     folder = Path(folder)
     if not folder.is_dir():
         return 0
     n = 0
+    cutoff = time.time() - older_than
     for p in folder.iterdir():
         if p.name.startswith(TMP_PREFIX):
+            try:
+                if older_than and p.lstat().st_mtime > cutoff:
+                    continue
+            except FileNotFoundError:
+                continue
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)
             else:

@@ -98,3 +98,42 @@ def kill(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> tuple[str, str]:
     return out.decode(errors="replace"), err.decode(errors="replace")
 
 
+
+
+def store_tree(root: Path) -> dict[str, str]:
+    """Every file a fetch placed under ``root`` (its state folder aside): relative path -> sha256."""
+    return {p.relative_to(root).as_posix(): sha256(p.read_bytes()) for p in sorted(Path(root).rglob("*"))
+            if p.is_file() and ".vlmdata" not in p.relative_to(root).parts}
+
+
+def root_state(root: Path) -> dict:
+    """What the journal, vlmdata.lock and the URL-list reports say, less times and paths (which differ by run)."""
+    from vlmdata.state import Journal, LockFile, Root
+
+    r = Root(root)
+    journal = {k: (e.size, e.sha256, e.to, e.files) for k, e in Journal(r.state_dir).entries().items()}
+    pins = {k: (e.sha256, e.size) for k, e in LockFile(r.lock_path).entries().items()}
+    reports = {}
+    for p in sorted((r.state_dir / "reports").glob("*-urllist.json")):
+        d = json.loads(p.read_text())
+        reports[p.name] = {k: d[k] for k in ("total", "saved", "skipped", "converted", "conversions", "dead", "failed")}
+    return {"journal": journal, "pins": pins, "reports": reports}
+
+
+def split_dataset(manifests: "Manifests", server, parts: int = 3, size: int = 96 << 10) -> bytes:
+    """A dataset `split` whose one file is published in ``parts`` pieces, served by ``server`` under the host
+    parts.example.org (reached through --mirror like the demo's origins). Returns the whole file's bytes."""
+    data = os.urandom(size)
+    step = -(-size // parts)
+    pieces = [data[i:i + step] for i in range(0, size, step)]
+    rows = []
+    for i, piece in enumerate(pieces):
+        name = f"whole.bin.{i + 1:03d}"
+        server.blobs[f"parts.example.org/split/{name}"] = Blob(data=piece)
+        rows.append(f'{{ name = "{name}", size = {len(piece)}, sha256 = "{sha256(piece)}", '
+                    f'sources = [{http(f"http://parts.example.org/split/{name}")}] }}')
+    text = ('name = "split"\ntitle = "split"\nlicense = "test"\n\n[[files]]\nname = "whole.bin"\n'
+            f'size = {size}\nsha256 = "{sha256(data)}"\nparts = [' + ", ".join(rows) + ']\n'
+            'place = { kind = "file", to = "split/whole.bin" }\n')
+    (manifests.folder / "datasets" / "split.toml").write_text(text)
+    return data

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 import pytest
 from fetch_helpers import file_toml, http, kill, sha256, start_fetch, wait_for
@@ -94,20 +95,52 @@ def test_ctrl_c_stops_cleanly_and_resumes(big, manifests, files_server, root, cl
     assert (root / "t/big.bin").read_bytes() == big
 
 
-def test_two_fetches_on_one_root(big, manifests, files_server, root, cli):
+def test_two_fetches_on_one_root_share_it_and_the_second_takes_over_from_a_killed_first(big, manifests, files_server,
+                                                                                           root, cli):
+    """Fetches share a root (each file is claimed): the second waits for the file the first is on;
+    when the first is killed, its claim is stale at once (its pid is gone) and the second resumes its .part."""
+    files_server.default_throttle = 2 << 20
+    part = part_path(Root(root).download_path("t", "big.bin"))
+    first = start_fetch(*args(manifests, root, "--connections", "1"))
+    second = None
+    try:
+        wait_for(lambda: part.exists() and part.stat().st_size > 0, what="the first fetch to start")
+        second = start_fetch(*args(manifests, root, "--connections", "1"))
+        time.sleep(1.5)
+        assert second.poll() is None and files_server.count("big.bin") == 1  # waiting, not downloading
+        kill(first, signal.SIGKILL)
+        kept = part.stat().st_size
+        files_server.default_throttle = 0
+        out, err = second.communicate(timeout=60)
+    finally:
+        kill(first, signal.SIGKILL)
+        if second is not None and second.poll() is None:
+            kill(second, signal.SIGKILL)
+    assert second.returncode == 0, err
+    assert "is on it" in err.decode()  # it said whom it was waiting for
+    assert (root / "t/big.bin").read_bytes() == big
+    assert files_server.requests[-1][2] == f"bytes={kept}-"  # resumed where the killed one stopped
+
+
+def test_a_layout_build_waits_for_no_fetch(big, manifests, files_server, root, cli):
+    """`layout build` rewrites what fetches read: it is refused while a fetch runs on the root, and
+    the fetch is not disturbed."""
+    (manifests.folder / "layouts").mkdir()
+    (manifests.folder / "layouts" / "v.toml").write_text('name = "v"\ntitle = "v"\nimage_folder = "."\n\n[[entries]]\n'
+                                             'path = "big.bin"\nstore = "t/big.bin"\ndataset = "t"\nkind = "file"\n')
     files_server.default_throttle = 2 << 20
     part = part_path(Root(root).download_path("t", "big.bin"))
     proc = start_fetch(*args(manifests, root, "--connections", "1"))
     try:
-        wait_for(lambda: part.exists() and part.stat().st_size > 0, what="the first fetch to start")
-        r = cli(*args(manifests, root))
+        wait_for(lambda: part.exists() and part.stat().st_size > 0, what="the fetch to start")
+        r = cli("layout", "build", "--layout", "v", "--manifests", str(manifests.folder), "--root", str(root))
         assert r.code == 1
-        assert "another vlmdata command is changing" in r.err
+        assert "another vlmdata command is changing" in r.err and "vlmdata fetch t" in r.err
+        files_server.default_throttle = 0
+        _, err = proc.communicate(timeout=60)
     finally:
         kill(proc, signal.SIGKILL)
-    assert not (root / "t/big.bin").exists()  # the second one touched nothing
-    files_server.default_throttle = 0
-    assert cli(*args(manifests, root)).code == 0
+    assert proc.returncode == 0, err
     assert (root / "t/big.bin").read_bytes() == big
 
 

@@ -337,9 +337,14 @@ def test_temp_folders_of_a_killed_process_are_cleaned_up(tmp_path, root):
     (stale / "half.jpg").write_bytes(b"x" * 100)
     other = parent / ".tmp-val2017.999999999.abc"  # another target's: not ours to judge here
     other.mkdir()
+    from vlmdata.atomic import machine_tag
+
+    (parent / f".tmp-train2017.999999999-{machine_tag()}.abc").mkdir()  # this machine's, its pid gone
+    elsewhere = f".tmp-train2017.999999999-{'0' * 8}.abc"  # another machine's (a shared root): its pid means nothing here
+    (parent / elsewhere).mkdir()
     z = make_zip(tmp_path / "train2017.zip", jpgs("train2017/", 2))
     place_download(make_spec(to="coco/train2017", inner="train2017"), z, root, merge=False)
-    assert sorted(p.name for p in parent.iterdir()) == [".tmp-val2017.999999999.abc", "train2017"]
+    assert sorted(p.name for p in parent.iterdir()) == [elsewhere, ".tmp-val2017.999999999.abc", "train2017"]
 
 
 def test_large_highly_compressible_member_with_output_held_back(tmp_path, root, monkeypatch):

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import pytest
 
@@ -89,10 +91,12 @@ def test_empty_leftover_is_fetched_again(ocr, root):
     folder.mkdir(parents=True)
     (folder / "0001.jpg").write_bytes(b"")
     (folder / ".tmp-0002.jpg.123").write_bytes(b"half")
+    os.utime(folder / ".tmp-0002.jpg.123", (time.time() - 3600,) * 2)  # a killed run's, an hour ago
+    (folder / ".tmp-0003.jpg.456").write_bytes(b"in flight")  # another process's, being written now
     res = run(root)
     assert res.saved == 4
     decodes_as_jpeg(folder / "0001.jpg")
-    assert not [p for p in folder.iterdir() if p.name.startswith(".tmp-")]
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".tmp-")] == [".tmp-0003.jpg.456"]
 
 
 def test_local_folder_mirror(ocr, root, tmp_path):

@@ -39,6 +39,18 @@ def fetch_cmd(
     refetch: bool = typer.Option(False, "--refetch", help="Ignore what the journal says is placed: fetch and place again."),
     timeout: float = typer.Option(60.0, "--timeout", min=0.1, help="Seconds without data before a connection is retried."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Only say what would be fetched (the same as `vlmdata plan`)."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS",
+                                      help="Run the fetch's tasks on the nodes of a Ray cluster: auto (the cluster this "
+                                           "machine joined), HOST:PORT or ray://HOST:PORT. --root must be on a "
+                                           "filesystem every node mounts at the same path. Needs vlmdata[ray]."),
+    shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N",
+                                        help="Only share I of N (0 <= I < N) of the fetch's tasks: N processes given "
+                                             "the same command and --root do it all (SLURM job arrays, xargs)."),
+    url_chunk: int = typer.Option(FetchOptions.url_chunk, "--url-chunk", min=1,
+                                  help="URL-list records per task with --ray / --shard."),
+    claim_timeout: float = typer.Option(FetchOptions.claim_timeout, "--claim-timeout", min=1.0,
+                                        help="Seconds without a heartbeat after which another machine's claim on a "
+                                             "file is stale and taken over."),
     settings: Settings = None,
 ) -> None:
     """Download, verify and place the named datasets under --root; resumable and idempotent.
@@ -57,7 +69,10 @@ def fetch_cmd(
       vlmdata fetch coco --mirror http://cache.local/   # or a local folder
       vlmdata fetch coco gqa --dry-run                  # what it would do
       HF_ENDPOINT=https://hf-mirror.com vlmdata fetch llava_pretrain
+      vlmdata fetch sam --ray auto --root /shared/data  # on a Ray cluster
+      vlmdata fetch sam --shard 2/8 --root /shared/data # process 2 of 8
     """
+    mode = _mode(ray, shard)
     if dry_run:
         show_plan(settings, names, layout, only_referenced_by, recipe)
         return
@@ -72,16 +87,16 @@ def fetch_cmd(
     wanted, tag = wanted_names(settings, only_referenced_by)
     root = settings.data_root
     opts = FetchOptions(jobs=jobs, connections=connections, url_jobs=url_jobs, keep_archives=keep_archives,
-                        wanted=wanted, wanted_tag=tag,
-                        mirror=settings.mirror, hf_endpoint=settings.hf_endpoint, refetch=refetch, timeout=timeout)
+                        wanted=wanted, wanted_tag=tag, mirror=settings.mirror, hf_endpoint=settings.hf_endpoint,
+                        refetch=refetch, timeout=timeout, url_chunk=url_chunk, claim_timeout=claim_timeout)
     if lay is None and _all_present(root, specs, opts, settings):
         return  # a second run over finished datasets: no lock, no network stack, no request
     from vlmdata.fetch.orchestrate import Fetcher
     from vlmdata.fetch.progress import Progress
     from vlmdata.plan import plan_files
 
-    cmd = "vlmdata fetch " + sel.label
-    with root.exclusive(cmd):
+    cmd = "vlmdata fetch " + sel.label + (f" --shard {mode}" if shard else "")
+    with root.sharing(cmd) as session:  # other fetches may share the root: each file is claimed (docs/distributed.md)
         progress = Progress(quiet=settings.quiet)
         fetcher = Fetcher(cat, root, opts, progress)
         todo = fetcher.todo(specs)
@@ -94,28 +109,81 @@ def fetch_cmd(
                                              "or pass --force")
             settings.info(f"fetching {len(todo)} of {len(specs)} file(s) into {root.path} "
                           f"({human_bytes(plan.download_bytes)} to download"
-                          + (f", {len(plan.unknown)} of unknown size" if plan.unknown else "") + ")")
+                          + (f", {len(plan.unknown)} of unknown size" if plan.unknown else "") + ")"
+                          + (f" on the Ray cluster at {ray}" if ray else f", shard {mode}" if shard else ""))
             progress.total_bytes = plan.download_bytes or None
         try:
-            report = fetcher.run(specs, todo)
+            if ray and todo:
+                from vlmdata.fetch.ray_runner import run_on_ray
+
+                report = run_on_ray(mode, specs, todo, cat, root, opts, session.path, quiet=settings.quiet)
+            elif shard:
+                from vlmdata.fetch.distributed import run_shard
+
+                report = run_shard(mode, specs, todo, cat, root, opts, progress)
+            else:
+                report = fetcher.run(specs, todo)
         except KeyboardInterrupt:
             # (typer would turn this into a bare exit code 130 without a word)
             raise Interrupted("interrupted: finished files are placed, partial downloads are kept as .part",
                               hint="run the same command again to resume where it stopped") from None
         if lay is not None and not report.failed:
-            from vlmdata.layouts.build import build_layout
-
-            try:
-                res = build_layout(lay, root)
-            except VlmdataError:
-                _summarise(settings, report)  # what was fetched is placed; only the view failed
-                raise
-            report.layout = {"name": lay.name, "folder": str(res.folder), "hardlinks": res.hardlinks,
-                             "symlinks": res.symlinks, "existing": res.existing, "missing": res.missing,
-                             "image_folder": str(res.folder / lay.image_folder)}
+            _build_view(settings, lay, root, report, specs, opts, shared=bool(shard))
     _summarise(settings, report)
     if report.failed:
         raise _failure(report.failed, len(specs))
+
+
+def _mode(ray: str | None, shard: str | None):
+    """The address of --ray or the Shard of --shard (checked before anything is planned), or None."""
+    if ray and shard:
+        raise UserError("--ray and --shard are two ways to split one fetch; give one of them",
+                        hint="--ray ADDRESS on a Ray cluster's head, or --shard I/N in each of N processes")
+    if ray:
+        from vlmdata.fetch.ray_runner import check_address, require_ray
+
+        check_address(ray)
+        require_ray()
+        return ray
+    if shard:
+        from vlmdata.fetch.shard import Shard
+
+        return Shard.parse(shard)
+    return None
+
+
+def _build_view(settings: Settings, lay, root: Root, report: FetchReport, specs: list[FileSpec], opts: FetchOptions,
+                *, shared: bool) -> None:
+    """The layout's view, once everything it needs is placed; it needs the root alone (no fetch running).
+    A shard builds it only when it finds every file placed and no other shard still running."""
+    from vlmdata.layouts.build import build_layout
+
+    what = f"vlmdata layout build --layout {lay.name}"
+    if shared and not _all_placed(root, specs, opts):
+        settings.info(f"the {lay.name} view is left to the shard that finishes last, or to `{what}`")
+        return
+    try:
+        with root.exclusive(what):
+            res = build_layout(lay, root)
+    except OperationError as e:
+        if shared and "another vlmdata command" in e.what:
+            settings.info(f"the {lay.name} view is left to the shard that finishes last, or to `{what}`")
+            return
+        _summarise(settings, report)  # what was fetched is placed; only the view failed
+        raise
+    except VlmdataError:
+        _summarise(settings, report)
+        raise
+    report.layout = {"name": lay.name, "folder": str(res.folder), "hardlinks": res.hardlinks,
+                     "symlinks": res.symlinks, "existing": res.existing, "missing": res.missing,
+                     "image_folder": str(res.folder / lay.image_folder)}
+
+
+def _all_placed(root: Root, specs: list[FileSpec], opts: FetchOptions) -> bool:
+    from vlmdata.state.journal import Journal, satisfied
+
+    entries = Journal(root.state_dir).entries()
+    return all(satisfied(root, entries, s, opts.wanted_tag) for s in specs)
 
 
 def _all_present(root: Root, specs: list[FileSpec], opts: FetchOptions, settings: Settings) -> bool:

@@ -1,6 +1,8 @@
 """`vlmdata fetch` without the command line: files run in threads, each fetched, verified, placed, journaled.
 
 Per file, in order:
+0. its claim (vlmdata.state.claims): another process, on this machine or another that shares the
+   root, may be fetching the same file; this one waits for it (or takes over a dead one's claim);
 1. already placed (journal + target on disk): nothing to do, no request at all;
 2. a verified download (vlmdata.fetch.verified: a finished download already there, else each
    source in manifest order, checked against size and hashes, pinned when nothing is published);
@@ -15,17 +17,17 @@ the workers have stopped.
 """
 from __future__ import annotations
 
-import queue
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vlmdata.errors import OperationError, VlmdataError
 from vlmdata.fetch.http import HttpEngine
 from vlmdata.fetch.outcome import FetchOptions, FetchReport, FileOutcome, present_outcome
 from vlmdata.fetch.progress import Progress
+from vlmdata.fetch.threads import run_in_threads
 from vlmdata.fetch.verified import Verified, VerifiedDownloader
-from vlmdata.manifest import Catalog, FileSpec
+from vlmdata.manifest import Catalog, FileSpec, Source
 from vlmdata.net.errors import Cancelled
 from vlmdata.net.session import make_session
 from vlmdata.place import place_download
@@ -34,10 +36,15 @@ from vlmdata.sources.hf import redact, token_from_env
 from vlmdata.state import Journal, JournalEntry, Root, satisfied
 from vlmdata.units import human_bytes
 
+if TYPE_CHECKING:
+    from vlmdata.fetch.urllist import UrlListResult
+
 
 class Fetcher:
-    def __init__(self, catalog: Catalog, root: Root, options: FetchOptions | None = None,
+    def __init__(self, catalog: Catalog | None, root: Root, options: FetchOptions | None = None,
                  progress: Progress | None = None) -> None:
+        """``catalog`` None: a task runner on a cluster node (vlmdata.fetch.worker), which is told
+        whether a file shares its target folder instead of looking it up."""
         self.catalog = catalog
         self.root = root
         self.opt = options or FetchOptions()
@@ -49,7 +56,8 @@ class Fetcher:
                                  timeout=self.opt.timeout, min_split=self.opt.min_split, cancel=self.cancel)
         self.hub = HubAccess(self.opt.hf_endpoint, token_from_env())
         self.downloader = VerifiedDownloader(root, self.engine, self.progress, self.cancel, hub=self.hub,
-                                             mirror=self.opt.mirror, verify_tries=self.opt.verify_tries)
+                                             mirror=self.opt.mirror, verify_tries=self.opt.verify_tries,
+                                             claim_timeout=self.opt.claim_timeout)
 
     # ------------------------------------------------------------------ the run
     def todo(self, specs: list[FileSpec], entries: dict[str, JournalEntry] | None = None) -> list[FileSpec]:
@@ -84,45 +92,30 @@ class Fetcher:
         return report
 
     def _run_batch(self, specs: list[FileSpec]) -> list[FileOutcome]:
-        if not specs:
-            return []
-        work: queue.Queue[FileSpec | None] = queue.Queue()
-        done: queue.Queue[FileOutcome] = queue.Queue()
-        for s in specs:
-            work.put(s)
-        n = max(1, min(self.opt.jobs, len(specs)))
-        for _ in range(n):
-            work.put(None)
-
-        def worker() -> None:
-            while True:
-                spec = work.get()
-                if spec is None:
-                    return
-                done.put(self._fetch_one(spec))
-
-        threads = [threading.Thread(target=worker, name=f"vlmdata-fetch{i}", daemon=True) for i in range(n)]
-        for t in threads:
-            t.start()
         results: list[FileOutcome] = []
-        try:
-            while len(results) < len(specs):
-                try:
-                    results.append(done.get(timeout=0.2))
-                except queue.Empty:
-                    if not any(t.is_alive() for t in threads):
-                        break
-        except KeyboardInterrupt:
-            self.cancel.set()
-            deadline = time.monotonic() + 10
-            for t in threads:
-                t.join(timeout=max(0.0, deadline - time.monotonic()))
-            raise
+        if specs:
+            run_in_threads(specs, self.fetch_one, min(self.opt.jobs, len(specs)), self.cancel, results.append)
         return results
 
     # ------------------------------------------------------------------ one file
-    def _fetch_one(self, spec: FileSpec) -> FileOutcome:
-        """Fetch, verify, place and journal one file; every failure becomes the outcome, never an exception."""
+    def fetch_one(self, spec: FileSpec, merge: bool | None = None) -> FileOutcome:
+        """Fetch, verify, place and journal one file under its claim; every failure becomes the
+        outcome, never an exception. ``merge``: it fills a folder other files place into too
+        (None: look it up in the catalog)."""
+        try:
+            with self.downloader.claimed(spec.key):
+                entries = self.journal.entries()  # now, not when the run began: another process may have placed it
+                if self._already_placed(spec, entries):
+                    return present_outcome(spec, entries[spec.key])
+                return self._fetch_claimed(spec, self._shares_target(spec) if merge is None else merge)
+        except Cancelled:
+            return FileOutcome(spec.key, "cancelled", spec.place.to,
+                               error="interrupted; the .part file is kept and the next run resumes it")
+        except OSError as e:  # the claim itself (a full or read-only filesystem): this file's failure only
+            return FileOutcome(spec.key, "failed", spec.place.to,
+                               error=f"{spec.key}: cannot claim it in {self.root.claims_dir}: {e.strerror or e}")
+
+    def _fetch_claimed(self, spec: FileSpec, merge: bool) -> FileOutcome:
         t0 = time.monotonic()
         out = FileOutcome(spec.key, "failed", spec.place.to)
         try:
@@ -131,12 +124,12 @@ class Fetcher:
             elif spec.place.kind == "repo":
                 self._repo(spec, out)
             elif self.opt.wanted is not None and spec.place.kind == "extract" and not spec.parts and _is_tar(spec):
-                self._subset(spec, out)
+                self._subset(spec, out, merge)
             else:
                 got = self.downloader.file(spec)
                 out.bytes, out.resumed_from, out.connections = got.transferred, got.resumed_from, got.connections
                 out.size, out.sha256, out.source = got.digests.size, got.digests.sha256, got.source
-                self._place(spec, got, out)
+                self._place(spec, got, out, merge)
             out.state = "fetched"
         except Cancelled:
             out.state, out.error = "cancelled", "interrupted; the .part file is kept and the next run resumes it"
@@ -154,13 +147,12 @@ class Fetcher:
 
     def _shares_target(self, spec: FileSpec) -> bool:
         """Another file of the catalog places into the same folder: fill it, do not replace it."""
-        return any(f.place.to == spec.place.to and f.key != spec.key
-                   for ds in self.catalog.datasets.values() for f in ds.files)
+        return self.catalog is not None and shares_target(self.catalog, spec)
 
     # ------------------------------------------------------------------ placement + journal
-    def _place(self, spec: FileSpec, got: Verified, out: FileOutcome) -> None:
+    def _place(self, spec: FileSpec, got: Verified, out: FileOutcome, merge: bool) -> None:
         wanted = self.opt.wanted if spec.place.kind == "extract" else None
-        res = place_download(spec, got.path, self.root, merge=self._shares_target(spec), wanted=wanted,
+        res = place_download(spec, got.path, self.root, merge=merge, wanted=wanted,
                              keep_archive=self.opt.keep_archives)
         out.files, out.warnings = res.files, got.notes + list(res.warnings)
         extra: dict[str, Any] = {"revision": got.revision, "warnings": out.warnings}
@@ -175,11 +167,14 @@ class Fetcher:
         if src is None:
             raise OperationError(f"{spec.key}: placement 'images' needs a urllist source")
         if src.path and not self.root.store_path(src.path).exists() and not src.url:
-            owner = next((f.key for ds in self.catalog.datasets.values() for f in ds.files if f.place.to == src.path), None)
+            owner = next((f.key for ds in self.catalog.datasets.values() for f in ds.files if f.place.to == src.path),
+                         None) if self.catalog is not None else None
             raise OperationError(f"{spec.key}: the URL list {self.root.store_path(src.path)} is not there yet",
                                  hint=f"fetch it first: vlmdata fetch {owner}" if owner else "put the list there first")
+        from vlmdata.fetch.chunks import wait_for_chunks
         from vlmdata.fetch.urllist import fetch_url_list  # (asyncio, aiohttp, Pillow: only for URL lists)
 
+        wait_for_chunks(self.root, spec, self.opt.claim_timeout, self.cancel, self.progress.message)
         bar = self.progress.file(spec.key, spec.place.count, unit="img")
         session = make_session(pool_size=self.opt.url_jobs)
         try:
@@ -189,6 +184,10 @@ class Fetcher:
         finally:
             bar.close()
             session.close()
+        self.record_url_list(spec, src, res, out)
+
+    def record_url_list(self, spec: FileSpec, src: Source, res: UrlListResult, out: FileOutcome) -> None:
+        """A finished URL list (one run, or its chunks merged): its outcome and its journal entry."""
         out.files = res.saved + res.skipped
         out.source = describe(src) + (f" via mirror {self.opt.mirror}" if self.opt.mirror else "")
         if res.dead:
@@ -211,19 +210,24 @@ class Fetcher:
         out.size, out.files, out.source = res.listing.size, len(res.listing.files), res.source
         out.sha256 = res.listing.digest()
 
-    def _subset(self, spec: FileSpec, out: FileOutcome) -> None:
+    def _subset(self, spec: FileSpec, out: FileOutcome, merge: bool) -> None:
         """--only-referenced-by on a tar: the wanted members from the stream (vlmdata.fetch.subset)."""
         from vlmdata.fetch.subset import stream_tar_subset
 
         assert self.opt.wanted is not None
         res, got = stream_tar_subset(spec, self.downloader, wanted=self.opt.wanted, policy=self.opt.retry,
-                                     merge=self._shares_target(spec))
+                                     merge=merge)
         d = got.digests
         out.bytes, out.size, out.sha256, out.source, out.files = d.size, d.size, d.sha256, got.source, res.files
         out.warnings = list(res.warnings)
         self.journal.record(JournalEntry(key=spec.key, size=d.size, sha256=d.sha256, source=got.source, to=res.to,
                                          files=res.files, extra={"subset": self.opt.wanted_tag,
                                                                  "warnings": out.warnings}))
+
+
+def shares_target(catalog: Catalog, spec: FileSpec) -> bool:
+    """Another file of ``catalog`` places into ``spec``'s folder: fill it, do not replace it."""
+    return any(f.place.to == spec.place.to and f.key != spec.key for ds in catalog.datasets.values() for f in ds.files)
 
 
 def _is_tar(spec: FileSpec) -> bool:

@@ -31,6 +31,8 @@ class FetchOptions:
     min_split: int = 4 << 20
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     verify_tries: int = 2  # downloads per source when the bytes do not match
+    claim_timeout: float = 60.0  # seconds without a heartbeat before another machine's claim is stale
+    url_chunk: int = 2000  # URL-list records per task (--ray, --shard): seconds of work, few enough to ship
 
 
 @dataclass
@@ -56,6 +58,7 @@ class FetchReport:
     outcomes: list[FileOutcome] = field(default_factory=list)
     layout: dict[str, Any] | None = None
     seconds: float = 0.0
+    nodes: dict[str, dict[str, Any]] | None = None  # a run on several machines: what each did
 
     @property
     def failed(self) -> list[FileOutcome]:
@@ -66,8 +69,11 @@ class FetchReport:
         return sum(o.bytes for o in self.outcomes)
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": not self.failed, "seconds": round(self.seconds, 3), "bytes": self.network_bytes,
-                "files": [asdict(o) for o in self.outcomes], "layout": self.layout}
+        out = {"ok": not self.failed, "seconds": round(self.seconds, 3), "bytes": self.network_bytes,
+               "files": [asdict(o) for o in self.outcomes], "layout": self.layout}
+        if self.nodes is not None:
+            out["nodes"] = self.nodes
+        return out
 
 
 def wanted_digest(names: set[str]) -> str:

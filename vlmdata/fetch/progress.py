@@ -35,6 +35,7 @@ class FileBar:
     def update(self, n: int) -> None:
         with self.owner.lock:
             self.done += n
+            self.owner.counted(self.unit, n)
             if self.unit == "B":
                 self.owner._add(n)
             if self._bar is not None:
@@ -85,6 +86,10 @@ class Progress:
                 self._line(f"start {label}" + (f" ({human_bytes(total)})" if total and unit == "B" else ""))
         return FileBar(self, label, total, unit)
 
+    def counted(self, unit: str, n: int) -> None:
+        """``n`` more bytes (unit "B") or images ("img") done; a subclass passes them on (a Ray worker
+        to its driver's view)."""
+
     def _add(self, n: int) -> None:
         self.bytes += n
         if self._overall is not None:
@@ -97,15 +102,8 @@ class Progress:
             self._line(f"total: {human_bytes(self.bytes)} of {human_bytes(self.total_bytes)}{eta}")
 
     def _line(self, msg: str) -> None:
-        if self.quiet:
-            return
-        if self._overall is not None:
-            from tqdm import tqdm
-
-            tqdm.write(msg, file=self.stream)
-        else:
-            self.stream.write(msg + "\n")
-            self.stream.flush()
+        if not self.quiet:
+            write_line(self.stream, msg, over_bars=self._overall is not None)
 
     def message(self, msg: str) -> None:
         with self.lock:
@@ -116,6 +114,17 @@ class Progress:
             if self._overall is not None:
                 self._overall.close()
                 self._overall = None
+
+
+def write_line(stream: TextIO, msg: str, *, over_bars: bool) -> None:
+    """One line of progress; above the bars (tqdm.write) while bars are drawn."""
+    if over_bars:
+        from tqdm import tqdm
+
+        tqdm.write(msg, file=stream)
+    else:
+        stream.write(msg + "\n")
+        stream.flush()
 
 
 def _short(label: str, width: int = 40) -> str:

@@ -32,8 +32,8 @@ from vlmdata.net.retry import (OFFLINE_HINT, GaveUp, RetryPolicy, Transient, is_
 from vlmdata.net.urls import is_local, rewrite
 from vlmdata.state import Root
 
-__all__ = ["DeadUrl", "FailedUrl", "UrlListResult", "fetch_url_list", "iter_entries", "list_file", "report_path",
-           "write_report"]
+__all__ = ["DeadUrl", "FailedUrl", "UrlListResult", "check_online", "fetch_url_list", "finish", "iter_entries",
+           "list_file", "report_path", "write_report"]
 
 
 @dataclass
@@ -155,10 +155,21 @@ def fetch_url_list(spec: FileSpec, source: Source, root: Root, *, session: reque
     entries = iter_entries(list_file(spec, source, root, session, mirror, policy, timeout), source)
     res = fetch_images(entries, root.store_path(spec.place.to), ext=spec.place.ext, jobs=jobs, mirror=mirror,
                        policy=policy, timeout=timeout, progress=progress, cancel=cancel)
+    check_online(spec.key, res)
+    return finish(res, spec=spec, source=source, root=root, mirror=mirror, started=started)
+
+
+def check_online(what: str, res: ImagesResult) -> None:
+    """A run that stopped because the network went away is an error (its images are kept)."""
     if res.offline is not None:
-        raise OperationError(f"{spec.key}: stopped after {UNREACHABLE_RUN} images in a row could not be reached "
+        raise OperationError(f"{what}: stopped after {UNREACHABLE_RUN} images in a row could not be reached "
                              f"({res.offline}); {res.saved:,} saved, the rest is left for the next run",
                              hint=OFFLINE_HINT)
+
+
+def finish(res: ImagesResult, *, spec: FileSpec, source: Source, root: Root, mirror: str | None,
+           started: float) -> UrlListResult:
+    """The list's report written, and what came of it (one run's result, or the chunks of many merged)."""
     rpath = report_path(root, spec.dataset)
     write_report(rpath, res, spec=spec, source=source, mirror=mirror, started=started)
     return UrlListResult(saved=res.saved, skipped=res.skipped, converted=res.converted,

@@ -44,6 +44,7 @@ CONNECT_TIMEOUT = 10.0  # seconds; the read timeout is the caller's (`vlmdata fe
 # An image's body is held in memory until it is saved: a URL that streams without end (or a
 # hostile one) must not fill it. Real list images are kB to a few MB.
 MAX_IMAGE_BYTES = 64 << 20
+LEFTOVER_AGE = 600.0  # seconds: an image's temporary file older than this is a killed run's leftover
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -127,7 +128,9 @@ def fetch_images(entries: Iterable[tuple[str, str]], folder: Path, *, ext: str |
     call it from any thread that is not running one).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    atomic.cleanup_temporaries(folder)
+    # what a killed run left, but not what another process (a chunk of the same list on another
+    # machine) is writing right now: an image's temporary file lives for milliseconds
+    atomic.cleanup_temporaries(folder, older_than=LEFTOVER_AGE)
     run = _Run(folder, ext, max(1, jobs), mirror, policy, timeout, progress or (lambda n: None),
                cancel or threading.Event(), existing_names(folder) if have is None else have)
     try:

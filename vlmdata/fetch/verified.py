@@ -7,19 +7,24 @@
    deleted and downloaded once more, then the next source is tried; nothing mismatching is returned.
 3. A file published in parts: each part the same way, then joined and checked as a whole.
 4. The first verified download of a file without a published sha256 is pinned in vlmdata.lock.
+
+Each part is downloaded under its own claim (vlmdata.state.claims), so a file in parts can be
+fetched part by part on several machines and joined by whichever process gets to it.
 """
 from __future__ import annotations
 
 import os
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
 from vlmdata.errors import OperationError
 from vlmdata.fetch.hashing import Digests, StreamHasher, hash_file
 from vlmdata.fetch.http import Fetched, HttpEngine, copy_local
 from vlmdata.fetch.progress import FileBar, Progress
-from vlmdata.manifest import FileSpec, Source
+from vlmdata.manifest import FileSpec, Part, Source
 from vlmdata.net.errors import Cancelled, SourceFailed
 from vlmdata.net.retry import OFFLINE_HINT
 from vlmdata.sources import Candidate, HubAccess, Location, Unavailable, candidates
@@ -104,7 +109,7 @@ class VerifiedDownloader:
     """Downloads files of a root from their sources and checks them; one per fetch run, thread-safe."""
 
     def __init__(self, root: Root, engine: HttpEngine, progress: Progress, cancel: threading.Event, *,
-                 hub: HubAccess, mirror: str | None, verify_tries: int) -> None:
+                 hub: HubAccess, mirror: str | None, verify_tries: int, claim_timeout: float | None = None) -> None:
         self.root = root
         self.engine = engine
         self.progress = progress
@@ -112,7 +117,22 @@ class VerifiedDownloader:
         self.hub = hub
         self.mirror = mirror
         self.verify_tries = verify_tries
+        self.claim_timeout = claim_timeout
         self.lock = LockFile(root.lock_path)
+
+    @contextmanager
+    def claimed(self, key: str) -> Iterator[None]:
+        """Hold the root's claim on ``key`` (a file, a part, a chunk of a URL list), waiting while another
+        live process holds it; Cancelled when the run is interrupted meanwhile."""
+        claim = self.root.claim(key, f"fetching {key}", self.claim_timeout)
+        other = claim.acquire(cancel=self.cancel, on_wait=lambda h: self.progress.message(
+            f"waiting for {key}: {h.describe()} is on it"))
+        if other is not None:
+            raise Cancelled()
+        try:
+            yield
+        finally:
+            claim.release()
 
     # ------------------------------------------------------------------ expectations
     def expected(self, key: str, size: int | None, sha256: str | None, md5: str | None) -> Expected:
@@ -141,12 +161,17 @@ class VerifiedDownloader:
             got = self._reuse(spec.key, dest, expect)
             if got is not None:
                 return got
-        pieces = []
-        for p in spec.parts:
-            key = f"{spec.dataset}:{p.name}"
-            pieces.append(self._from_sources(key, p.name, p.sources, self.root.download_path(spec.dataset, p.name),
-                                             self.expected(key, p.size, p.sha256, None)))
-        return self._join(spec, pieces, dest, expect)
+        return self._join(spec, [self.part(spec, p) for p in spec.parts], dest, expect)  # type: ignore[misc]
+
+    def part(self, spec: FileSpec, p: Part, done: Callable[[], bool] | None = None) -> Verified | None:
+        """One part of ``spec`` downloaded (or found already downloaded) and checked, under its claim;
+        None when ``done()`` says, once the claim is ours, that it is not needed any more."""
+        key = f"{spec.dataset}:{p.name}"
+        with self.claimed(key):
+            if done is not None and done():
+                return None
+            return self._from_sources(key, p.name, p.sources, self.root.download_path(spec.dataset, p.name),
+                                      self.expected(key, p.size, p.sha256, None))
 
     def _join(self, spec: FileSpec, pieces: list[Verified], dest: Path, expect: Expected) -> Verified:
         tmp = dest.with_name(dest.name + ".joining")

@@ -1,7 +1,10 @@
 """The journal: which files of which datasets are complete in this root, and how they got there.
 
-One JSON document, rewritten atomically under a short lock for every change, so concurrent
-readers always see a whole journal and a crash never leaves a torn one.
+One JSON document, rewritten atomically for every change, so concurrent readers always see a
+whole journal and a crash never leaves a torn one. Each change re-reads the journal and writes it
+back inside a short critical section that processes on every machine sharing the root respect
+(vlmdata.state.claims.mutex: a claim file, not a kernel lock, which would not reach across
+machines), so concurrent fetches never lose one another's entries.
 """
 from __future__ import annotations
 
@@ -38,13 +41,13 @@ _REBUILD = ("restore it from a backup, or move it aside: the next `vlmdata fetch
 class Journal:
     def __init__(self, state_dir: Path) -> None:
         self.path = Path(state_dir) / "journal.json"
-        self._lock_path = Path(state_dir) / "journal.json.lock"
+        self._lock_path = Path(state_dir) / "claims" / "journal.json.claim"
 
     @property
-    def _lock(self):  # made when a change is written: reading the journal needs no lock (writes are atomic)
-        from filelock import FileLock
+    def _lock(self):  # taken to write a change: reading the journal needs none (writes are atomic)
+        from vlmdata.state.claims import mutex
 
-        return FileLock(str(self._lock_path))
+        return mutex(self._lock_path, "writing the journal")
 
     def _read(self) -> dict[str, Any]:
         if not self.path.exists():

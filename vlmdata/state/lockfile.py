@@ -27,13 +27,13 @@ class LockEntry:
 class LockFile:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._lock_path = self.path.parent / ".vlmdata" / "vlmdata.lock.lock"
+        self._lock_path = self.path.parent / ".vlmdata" / "claims" / "vlmdata.lock.claim"
 
     @property
-    def _lock(self):  # made when a pin is written (filelock is not imported by commands that only read)
-        from filelock import FileLock
+    def _lock(self):  # taken to write a pin, by processes on every machine that shares the root (claims.mutex)
+        from vlmdata.state.claims import mutex
 
-        return FileLock(str(self._lock_path))
+        return mutex(self._lock_path, "writing vlmdata.lock")
 
     def entries(self) -> dict[str, LockEntry]:
         if not self.path.exists():
@@ -55,7 +55,6 @@ class LockFile:
     def pin(self, key: str, entry: LockEntry) -> None:
         """Record a first verified download; an existing different pin is never overwritten."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        (self.path.parent / ".vlmdata").mkdir(exist_ok=True)
         with self._lock:
             entries = self.entries()
             old = entries.get(key)

@@ -11,9 +11,12 @@ import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from vlmdata.errors import OperationError, UserError
+
+if TYPE_CHECKING:
+    from vlmdata.state.claims import Claim
 
 STATE_DIR = ".vlmdata"
 LOCK_FILE = "vlmdata.lock"
@@ -106,26 +109,69 @@ class Root:
             p = p.parent
         return shutil.disk_usage(p).free
 
-    # -- exclusive use
-    @contextmanager
-    def exclusive(self, what: str) -> Iterator[None]:
-        """Held by commands that change the store (fetch, normalize, layout build).
+    # -- who else is using it
+    @property
+    def claims_dir(self) -> Path:
+        """Per-file claims (vlmdata.state.claims): which process works on which file right now."""
+        return self.state_dir / "claims"
 
-        A second such command on the same root stops at once with a clear message instead of
-        interleaving writes with the first.
+    @property
+    def sessions_dir(self) -> Path:
+        """One claim per command that writes into the root: fetches share it, the others hold it alone."""
+        return self.state_dir / "sessions"
+
+    def claim(self, key: str, what: str, timeout: float | None = None) -> "Claim":
+        """The claim on one file, part or chunk of this root (``key``: ``coco:train2017.zip``, ...)."""
+        from vlmdata.state.claims import DEFAULT_TIMEOUT, Claim, claim_name
+
+        return Claim(self.claims_dir / claim_name(key), what, timeout=timeout or DEFAULT_TIMEOUT)
+
+    @contextmanager
+    def sharing(self, what: str) -> Iterator["Claim"]:
+        """Held by `fetch`: any number of fetches, on any machines, share the root (per-file claims keep
+        them apart), while a command that holds the root exclusively is refused.
+
+        The fetch first registers itself, then looks for an exclusive holder (and ``exclusive`` does
+        the same the other way round), so of two that start at once at least one sees the other.
         """
-        from filelock import FileLock, Timeout
+        from vlmdata.state.claims import Claim, live_holder, new_session_name
 
         self.ensure_writable()
-        lock = FileLock(str(self.state_dir / "root.lock"))
+        me = Claim(self.sessions_dir / new_session_name("fetch"), what)
+        me.acquire(wait=False)
         try:
-            lock.acquire(timeout=0)
-        except Timeout as e:
-            raise OperationError(
-                f"another vlmdata command is changing {self.path} right now",
-                hint=f"wait for it to finish, then run `{what}` again (it resumes where the other stopped)",
-            ) from e
+            other = live_holder(self.sessions_dir / EXCLUSIVE)
+            if other is not None and not other.ours():
+                raise self._busy(what, other.describe())
+            yield me
+        finally:
+            me.release()
+
+    @contextmanager
+    def exclusive(self, what: str) -> Iterator[None]:
+        """Held by commands that rewrite what fetches read or write (layout build): no fetch and no
+        other such command may run on the root meanwhile, on this machine or another. A second one
+        stops at once with a clear message instead of interleaving writes with the first.
+        """
+        from vlmdata.state.claims import Claim, live_sessions
+
+        self.ensure_writable()
+        claim = Claim(self.sessions_dir / EXCLUSIVE, what)
+        other = claim.acquire(wait=False)
+        if other is not None:
+            raise self._busy(what, other.describe())
         try:
+            fetching = [h for h in live_sessions(self.sessions_dir, "fetch") if not h.ours()]
+            if fetching:
+                raise self._busy(what, fetching[0].describe())
             yield
         finally:
-            lock.release()
+            claim.release()
+
+    def _busy(self, what: str, who: str) -> OperationError:
+        return OperationError(
+            f"another vlmdata command is changing {self.path} right now: {who}",
+            hint=f"wait for it to finish, then run `{what}` again (it resumes where the other stopped)")
+
+
+EXCLUSIVE = "exclusive.claim"  # in Root.sessions_dir: the command that holds the root alone
