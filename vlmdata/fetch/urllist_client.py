@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 from vlmdata import atomic
 from vlmdata.net.retry import (GaveUp, RetryPolicy, Transient, aretry, is_transient_status, is_unreachable,
                                retry_after_seconds, unreachable_reason)
+from vlmdata.net.env_access import EnvAccess
 from vlmdata.net.session import USER_AGENT
 from vlmdata.net.urls import is_local, rewrite
 from vlmdata.place.images import ImageProblem, save_image
@@ -150,6 +151,7 @@ class _Run:
 
     async def main(self, it: Any) -> None:
         import aiohttp  # here: its import (and its default TLS contexts) only when a list is fetched
+        import yarl  # (aiohttp's URLs: parsed once per request, for the host's cached proxy and netrc)
 
         savers = [threading.Thread(target=self._saver, name=f"vlmdata-image{i}", daemon=True) for i in range(_cores())]
         for t in savers:
@@ -160,8 +162,8 @@ class _Run:
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         try:
             async with aiohttp.ClientSession(connector=connector, timeout=timeouts, headers=headers,
-                                             trust_env=True) as session:
-                self.session, self.aiohttp = session, aiohttp
+                                             trust_env=False) as session:  # (the environment: EnvAccess)
+                self.session, self.aiohttp, self.env, self.URL = session, aiohttp, EnvAccess(), yarl.URL
                 await asyncio.gather(*(self._worker(it) for _ in range(self.jobs)))
         finally:
             for _ in savers:
@@ -274,7 +276,8 @@ class _Run:
         if self.cancel.is_set() or self.result.offline is not None:
             return "failed", None, "interrupted"
         try:
-            async with self.session.get(url, max_redirects=5) as resp:
+            target = self.URL(url)
+            async with self.session.get(target, max_redirects=5, **self.env.kwargs(target)) as resp:
                 status = resp.status
                 if status == 200:
                     return await resp.read()
@@ -283,7 +286,7 @@ class _Run:
                 if not is_transient_status(status):
                     return "failed", status, f"HTTP {status}"
                 raise Transient(f"HTTP {status}", retry_after_seconds(resp.headers.get("Retry-After")))
-        except (aiohttp.TooManyRedirects, aiohttp.InvalidURL, aiohttp.ClientSSLError,
+        except (aiohttp.TooManyRedirects, aiohttp.InvalidURL, ValueError, aiohttp.ClientSSLError,
                 aiohttp.ClientConnectorCertificateError) as e:
             return "failed", None, f"{type(e).__name__}: {e}"  # retrying does not fix these
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:

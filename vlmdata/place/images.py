@@ -1,4 +1,8 @@
-"""Images: sniff the real format, decode to prove the file is whole, convert to a real JPEG.
+"""Images: sniff the real format, prove the file is whole, convert to a real JPEG.
+
+Whole means not cut short: a JPEG proves it by its marker structure (vlmdata.place.jpegscan: a
+frame, a scan and the end-of-image marker after it, with Pillow's pixel limit), anything else,
+and any JPEG that scan cannot judge, by a decode of every pixel (``verify --deep`` always decodes).
 
 The LLaVA JSONs reference every OCR-VQA image as ``<id>.jpg`` while the originals are JPEG, GIF,
 PNG (and the odd WebP): a GIF named ``.jpg`` opens in PIL but fails ``jpeginfo`` and other
@@ -18,6 +22,7 @@ from pathlib import Path
 from PIL import Image
 
 from vlmdata import atomic
+from vlmdata.place import jpegscan
 
 JPEG_QUALITY = 95
 IMAGE_EXTS = {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
@@ -125,8 +130,9 @@ def normalize_bytes(data: bytes) -> Normalized:
     fmt = sniff(data[:16])
     if not data:
         raise ImageProblem("empty", "0 bytes")
-    # A JPEG that keeps its bytes only has to prove it is whole: 1/8 scale reads all of its data.
-    im = decode(data, fast=fmt == "jpeg")
+    if fmt == "jpeg" and _whole_jpeg(data):  # a JPEG that keeps its bytes only has to prove it is whole
+        return Normalized(data, "jpeg", False)
+    im = decode(data, fast=fmt == "jpeg")  # (1/8 scale still reads all of a JPEG's data)
     if fmt == "jpeg" and im.format == "JPEG":
         return Normalized(data, "jpeg", False)
     try:
@@ -135,20 +141,44 @@ def normalize_bytes(data: bytes) -> Normalized:
         raise ImageProblem("undecodable", f"cannot convert {im.format} {im.mode} to JPEG: {e}") from e
 
 
-def save_image(data: bytes, final: Path, *, to_jpeg: bool) -> Normalized:
-    """Write ``data`` at ``final`` once it decodes, as JPEG bytes when ``to_jpeg``; ImageProblem otherwise.
+def _whole_jpeg(data: bytes) -> bool:
+    """True when the JPEG's structure proves it whole (vlmdata.place.jpegscan); ImageProblem when it
+    proves it is not; False when only a decode can tell."""
+    verdict = jpegscan.scan(data, Image.MAX_IMAGE_PIXELS)
+    if verdict is None:
+        return False
+    status, detail = verdict
+    if status != "ok":
+        raise ImageProblem(status, detail)
+    return True
+
+
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+
+
+def save_image(data: bytes, final: Path | str, *, to_jpeg: bool) -> Normalized:
+    """Write ``data`` at ``final`` once it is proven whole, as JPEG bytes when ``to_jpeg``; ImageProblem otherwise.
 
     Written under a temporary name and renamed, so a kill never leaves half an image under its name;
     no fsync per image (the caller fsyncs the folder once at the end).
     """
     if to_jpeg:
         norm = normalize_bytes(data)
-    else:  # no forced extension: keep the bytes, but only once they decode
-        decode(data, fast=True)
-        norm = Normalized(data, sniff(data[:16]) or "unknown", False)
-    tmp = final.with_name(f"{atomic.TMP_PREFIX}{final.name}.{threading.get_ident()}")
-    with open(tmp, "wb") as fh:
-        fh.write(norm.data)
+    else:  # no forced extension: keep the bytes, but only once they are proven whole
+        fmt = sniff(data[:16])
+        if not (data and fmt == "jpeg" and _whole_jpeg(data)):
+            decode(data, fast=True)
+        norm = Normalized(data, fmt or "unknown", False)
+    final = os.fspath(final)
+    head, sep, name = final.rpartition(os.sep)
+    tmp = f"{head}{sep}{atomic.TMP_PREFIX}{name}.{threading.get_ident()}"
+    fd = os.open(tmp, _CREATE, 0o644)
+    try:
+        view = memoryview(norm.data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
     os.replace(tmp, final)
     return norm
 
