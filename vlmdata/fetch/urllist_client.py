@@ -4,19 +4,20 @@
 id, URL)``, read lazily), so a whole list and a few thousand ids of it on a cluster node run the
 same code; the returned ``ImagesResult`` of several chunks merge into one report.
 
-One event loop keeps ``jobs`` requests in flight over aiohttp's keep-alive connections (its
-proxies come from the environment, as with requests); decoding and writing an image happen in
-saver threads beside it, one per core (Pillow and the file calls release the GIL), fed through a
-bounded queue, so neither waits for the other. A thread per request (the previous client) spent most of two shared cores switching
-between 128 threads and in per-request bookkeeping.
+One event loop keeps ``jobs`` requests in flight over aiohttp's keep-alive connections (proxies
+and netrc credentials come from the environment, as with requests, looked up once per host:
+vlmdata.net.env_access). A JPEG whose marker structure proves it whole (vlmdata.place.jpegscan)
+is written by the loop itself, a few microseconds; anything that needs a decode or a conversion
+(a GIF named .jpg, a JPEG the scan cannot judge, a local mirror's files) goes to saver threads
+beside the loop, one per core, through a bounded queue. Handing every image to a thread cost more
+than writing it: the queue, and the loop waiting for the GIL after each of its socket calls.
 
 Per record: a file already in ``folder`` (non-empty) is skipped; 404/410 are dead (with the ids
 that point at them); other 4xx fail; timeouts, dropped connections, 5xx and 429 are tried again
 with vlmdata.net.retry's policy, honouring Retry-After; a host that cannot be reached at all gets
-one short retry, and UNREACHABLE_RUN such records in a row stop the run (``offline``). Each image is sniffed and decoded before
-it is written (a real JPEG is decoded at 1/8 scale: every byte of its entropy-coded data is still
-read, which is what finds a truncated file, for a quarter of the cost), converted to JPEG when
-asked, written under a temporary name and renamed.
+one short retry, and UNREACHABLE_RUN such records in a row stop the run (``offline``). Each image
+is proven whole before it is written (vlmdata.place.images: empty and truncated ones fail),
+converted to JPEG when asked, written under a temporary name and renamed.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from vlmdata.net.retry import (GaveUp, RetryPolicy, Transient, aretry, is_transi
 from vlmdata.net.env_access import EnvAccess
 from vlmdata.net.session import USER_AGENT
 from vlmdata.net.urls import is_local, rewrite
-from vlmdata.place.images import ImageProblem, save_image
+from vlmdata.place.images import ImageProblem, quick_save, save_image
 
 DEAD_STATUS = frozenset({404, 410})
 UNREACHABLE_RUN = 64  # images in a row whose host cannot be reached: the network is gone, stop
@@ -141,6 +142,7 @@ class _Run:
         self.folder, self.ext, self.jobs, self.mirror = folder, ext, jobs, mirror
         self.policy, self.timeout, self.progress, self.cancel, self.have = policy, timeout, progress, cancel, have
         self.to_jpeg = (ext or "").lower() in ("jpg", "jpeg")
+        self.folder_str = str(folder)
         self.local = mirror is not None and is_local(mirror)
         self.result = ImagesResult()
         self.lock = threading.Lock()  # the result is written by the loop and by the saver threads
@@ -198,7 +200,7 @@ class _Run:
             return self._record(rid, url, ("skipped", None, ""))
         where = rewrite(url, self.mirror) if self.mirror else url
         if self.local:
-            return await self._hand_over((rid, url, where, self.folder / name))
+            return await self._hand_over((rid, url, where, f"{self.folder_str}/{name}"))
         try:
             data = await aretry(lambda: self._get(where), self.policy, wait=self._wait)
         except GaveUp as e:
@@ -207,7 +209,17 @@ class _Run:
             data = ("failed", None, f"{e.last} after {e.tries} tries")
         if isinstance(data, tuple):
             return self._record(rid, url, data)
-        await self._hand_over((rid, url, data, self.folder / name))
+        final = f"{self.folder_str}/{name}"
+        try:  # a JPEG proven whole by its structure is written here: handing it to a thread costs more
+            quick = quick_save(data, final)
+        except ImageProblem as p:
+            return self._record(rid, url, ("failed", "", f"{p.status} image ({p.detail})"))
+        except OSError as e:  # a disk error: the run stops and says so
+            self.save_error = e
+            return
+        if quick is not None:
+            return self._record(rid, url, ("saved", "jpeg", ""))
+        await self._hand_over((rid, url, data, final))
 
     async def _hand_over(self, item: tuple) -> None:
         """Queue a downloaded image for the saver threads; wait (without blocking the loop) while they are behind."""
@@ -311,7 +323,7 @@ def _tls_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=bundle)
 
 
-def _save(data: bytes, final: Path, to_jpeg: bool) -> tuple[str, str, str]:
+def _save(data: bytes, final: str, to_jpeg: bool) -> tuple[str, str, str]:
     try:
         norm = save_image(data, final, to_jpeg=to_jpeg)
     except ImageProblem as p:
@@ -319,7 +331,7 @@ def _save(data: bytes, final: Path, to_jpeg: bool) -> tuple[str, str, str]:
     return ("converted" if norm.converted else "saved"), norm.source_format, ""
 
 
-def _from_folder(where: str, final: Path, to_jpeg: bool) -> tuple[str, Any, str]:
+def _from_folder(where: str, final: str, to_jpeg: bool) -> tuple[str, Any, str]:
     """A local-folder mirror: the file, or dead when it is not there."""
     try:
         data = Path(where).read_bytes()

@@ -169,18 +169,33 @@ def save_image(data: bytes, final: Path | str, *, to_jpeg: bool) -> Normalized:
         if not (data and fmt == "jpeg" and _whole_jpeg(data)):
             decode(data, fast=True)
         norm = Normalized(data, fmt or "unknown", False)
-    final = os.fspath(final)
+    _write(norm.data, os.fspath(final))
+    return norm
+
+
+def quick_save(data: bytes, final: Path | str) -> Normalized | None:
+    """``save_image`` for an image whose bytes prove it whole without a decode (a JPEG: a few
+    microseconds, fine on an event loop); None when it needs a decode or a conversion (then
+    ``save_image``, off the loop). ImageProblem for an empty or cut JPEG."""
+    if not data:
+        raise ImageProblem("empty", "0 bytes")
+    if sniff(data[:16]) != "jpeg" or not _whole_jpeg(data):
+        return None
+    _write(data, os.fspath(final))
+    return Normalized(data, "jpeg", False)
+
+
+def _write(data: bytes, final: str) -> None:
     head, sep, name = final.rpartition(os.sep)
     tmp = f"{head}{sep}{atomic.TMP_PREFIX}{name}.{threading.get_ident()}"
     fd = os.open(tmp, _CREATE, 0o644)
     try:
-        view = memoryview(norm.data)
+        view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
     finally:
         os.close(fd)
     os.replace(tmp, final)
-    return norm
 
 
 @dataclass
