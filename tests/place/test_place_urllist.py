@@ -204,3 +204,35 @@ def test_a_broken_list_is_a_clear_error_that_keeps_what_was_saved(ocr, root):
     assert "dataset.json" in str(e.value) and "line" in str(e.value)
     kept = sorted(p.name for p in root.store_path("ocr_vqa/images").iterdir())
     assert kept and all(not n.startswith(".tmp-") for n in kept)
+
+
+def test_jpegs_are_written_by_the_loop_until_the_folder_is_slow(server, root, monkeypatch):
+    # Whole JPEGs are written on the event loop; after SLOW_WRITES slow writes the saver threads
+    # write them (a network file system must not stall every request); either way the same files.
+    import threading
+
+    import vlmdata.fetch.urllist_client as client
+    import vlmdata.place.images as images
+
+    jpeg = image_bytes("jpeg")
+    for i in range(30):
+        server.routes[f"/j/{i}.jpg"] = [(200, jpeg)]
+    lst = root.store_path("ocr_vqa/dataset.json")
+    lst.parent.mkdir(parents=True)
+    lst.write_text(json.dumps({f"{i:04d}": book(server.url(f"/j/{i}.jpg")) for i in range(30)}))
+    writers = []
+    real_write = images._write
+
+    def noted(data, final):
+        writers.append(threading.current_thread().name)
+        return real_write(data, final)
+
+    monkeypatch.setattr(images, "_write", noted)
+    monkeypatch.setattr(client, "SLOW_WRITE", -1.0)  # every write counts as slow
+    res = run(root, spec=make_spec(kind="images", to="ocr_vqa/images", dataset="ocr_vqa", name="x", ext="jpg",
+                                   count=30, sources=(SOURCE,)))
+    assert res.saved == 30 and not res.failed
+    assert len(writers) == 30
+    assert not any(w.startswith("vlmdata-image") for w in writers[:client.SLOW_WRITES])  # the loop's thread
+    assert all(w.startswith("vlmdata-image") for w in writers[client.SLOW_WRITES:])
+    assert sorted(p.read_bytes() == jpeg for p in root.store_path("ocr_vqa/images").iterdir()) == [True] * 30

@@ -10,7 +10,9 @@ vlmdata.net.env_access). A JPEG whose marker structure proves it whole (vlmdata.
 is written by the loop itself, a few microseconds; anything that needs a decode or a conversion
 (a GIF named .jpg, a JPEG the scan cannot judge, a local mirror's files) goes to saver threads
 beside the loop, one per core, through a bounded queue. Handing every image to a thread cost more
-than writing it: the queue, and the loop waiting for the GIL after each of its socket calls.
+than writing it: the queue, and the loop waiting for the GIL after each of its socket calls. A
+folder where writes are slow (a network file system: SLOW_WRITES writes over SLOW_WRITE seconds)
+goes back to the threads for every image, so the loop never waits on the disk for long.
 
 Per record: a file already in ``folder`` (non-empty) is skipped; 404/410 are dead (with the ids
 that point at them); other 4xx fail; timeouts, dropped connections, 5xx and 429 are tried again
@@ -27,6 +29,7 @@ import queue
 import re
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -42,6 +45,7 @@ from vlmdata.place.images import ImageProblem, quick_save, save_image
 
 DEAD_STATUS = frozenset({404, 410})
 UNREACHABLE_RUN = 64  # images in a row whose host cannot be reached: the network is gone, stop
+SLOW_WRITE, SLOW_WRITES = 0.002, 8  # writes slower than this, this often: the folder is slow, stop writing on the loop
 CONNECT_TIMEOUT = 10.0  # seconds; the read timeout is the caller's (`vlmdata fetch --timeout`)
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -143,6 +147,7 @@ class _Run:
         self.policy, self.timeout, self.progress, self.cancel, self.have = policy, timeout, progress, cancel, have
         self.to_jpeg = (ext or "").lower() in ("jpg", "jpeg")
         self.folder_str = str(folder)
+        self.write_in_loop, self.slow_writes = True, 0  # (a slow file system: the saver threads write)
         self.local = mirror is not None and is_local(mirror)
         self.result = ImagesResult()
         self.lock = threading.Lock()  # the result is written by the loop and by the saver threads
@@ -210,8 +215,14 @@ class _Run:
         if isinstance(data, tuple):
             return self._record(rid, url, data)
         final = f"{self.folder_str}/{name}"
+        if not self.write_in_loop:
+            return await self._hand_over((rid, url, data, final))
+        t0 = time.perf_counter()
         try:  # a JPEG proven whole by its structure is written here: handing it to a thread costs more
             quick = quick_save(data, final)
+            if time.perf_counter() - t0 > SLOW_WRITE:
+                self.slow_writes += 1
+                self.write_in_loop = self.slow_writes < SLOW_WRITES
         except ImageProblem as p:
             return self._record(rid, url, ("failed", "", f"{p.status} image ({p.detail})"))
         except OSError as e:  # a disk error: the run stops and says so
