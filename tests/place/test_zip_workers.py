@@ -46,6 +46,19 @@ def records(path: Path) -> list[tuple]:
     return mine
 
 
+def assert_nothing_placed(root) -> None:
+    assert not root.store_path("ds/images").exists()
+    assert not any(p.name.startswith(".tmp-") for p in root.path.rglob("*"))
+
+
+def patched_members(monkeypatch, tmp_path: Path, wrap) -> Path:
+    """A zip for two workers whose extract_member is ``wrap(real, in_parent, args, kw)``."""
+    z = write_zip(tmp_path / "a.zip", members())
+    parent, real = os.getpid(), zip_workers.extract_member
+    monkeypatch.setattr(zip_workers, "extract_member", lambda *a, **kw: wrap(real, os.getpid() == parent, a, kw))
+    return z
+
+
 def tree(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -155,42 +168,32 @@ def test_a_lying_size_in_another_process_is_refused_as_a_bomb(tmp_path, root):
     z.write_bytes(bytes(data))
     with pytest.raises(UserError, match="past the 1000 bytes its header declares"):
         place_download(make_spec(inner="top"), z, root, merge=False, jobs=2)
-    assert not root.store_path("ds/images").exists()
-    assert not any(p.name.startswith(".tmp-") for p in root.path.rglob("*"))
+    assert_nothing_placed(root)
 
 
 def test_a_worker_that_dies_fails_the_zip_with_a_clear_error(tmp_path, root, monkeypatch):
-    files = members()
-    z = write_zip(tmp_path / "a.zip", files)
-    parent = os.getpid()
-    real = zip_workers.extract_member
-
-    def killed(*args, **kw):
-        if os.getpid() != parent:
+    def killed(real, in_parent, args, kw):
+        if not in_parent:
             os.kill(os.getpid(), signal.SIGKILL)  # what the kernel's OOM killer does
         return real(*args, **kw)
 
-    monkeypatch.setattr(zip_workers, "extract_member", killed)
+    z = patched_members(monkeypatch, tmp_path, killed)
     with pytest.raises(OperationError, match="extraction worker died \\(killed by signal 9\\)"):
         place_download(make_spec(inner="top"), z, root, merge=False, jobs=2)
-    assert not root.store_path("ds/images").exists()
-    assert not any(p.name.startswith(".tmp-") for p in root.path.rglob("*"))
+    assert_nothing_placed(root)
 
 
 def test_a_failure_here_stops_the_other_process(tmp_path, root, monkeypatch):
-    files = members()
-    z = write_zip(tmp_path / "a.zip", files)
-    parent = os.getpid()
-    real = zip_workers.extract_member
     calls = {"n": 0}
 
-    def interrupted(*args, **kw):
-        if os.getpid() == parent:
+    def interrupted(real, in_parent, args, kw):
+        if in_parent:
             calls["n"] += 1
             if calls["n"] == 10:
                 raise KeyboardInterrupt
         return real(*args, **kw)
 
+    z = patched_members(monkeypatch, tmp_path, interrupted)
     forked = []
     real_fork = zip_workers._fork
 
@@ -198,12 +201,10 @@ def test_a_failure_here_stops_the_other_process(tmp_path, root, monkeypatch):
         forked.append(real_fork(*args))
         return forked[-1]
 
-    monkeypatch.setattr(zip_workers, "extract_member", interrupted)
     monkeypatch.setattr(zip_workers, "_fork", fork)
     with pytest.raises(KeyboardInterrupt):
         place_download(make_spec(inner="top"), z, root, merge=False, jobs=2)
-    assert not root.store_path("ds/images").exists()
-    assert not any(p.name.startswith(".tmp-") for p in root.path.rglob("*"))
+    assert_nothing_placed(root)
     assert len(forked) == 1
     for pid, _ in forked:
         with pytest.raises(ChildProcessError):  # the worker was stopped and reaped, not left behind
