@@ -11,8 +11,9 @@ is written by the loop itself, a few microseconds; anything that needs a decode 
 (a GIF named .jpg, a JPEG the scan cannot judge, a local mirror's files) goes to saver threads
 beside the loop, one per core, through a bounded queue. Handing every image to a thread cost more
 than writing it: the queue, and the loop waiting for the GIL after each of its socket calls. A
-folder where writes are slow (a network file system: SLOW_WRITES writes over SLOW_WRITE seconds)
-goes back to the threads for every image, so the loop never waits on the disk for long.
+folder where writes are slow (a network file system: a moving average over about SLOW_WRITES
+writes above SLOW_WRITE seconds) goes back to the threads for every image, so the loop never
+waits on the disk for long.
 
 Per record: a file already in ``folder`` (non-empty) is skipped; 404/410 are dead (with the ids
 that point at them); other 4xx fail; timeouts, dropped connections, 5xx and 429 are tried again
@@ -45,7 +46,7 @@ from vlmdata.place.images import ImageProblem, quick_save, save_image
 
 DEAD_STATUS = frozenset({404, 410})
 UNREACHABLE_RUN = 64  # images in a row whose host cannot be reached: the network is gone, stop
-SLOW_WRITE, SLOW_WRITES = 0.002, 8  # writes slower than this, this often: the folder is slow, stop writing on the loop
+SLOW_WRITE, SLOW_WRITES = 0.002, 64  # writes slower than this on average over about this many: a slow folder
 CONNECT_TIMEOUT = 10.0  # seconds; the read timeout is the caller's (`vlmdata fetch --timeout`)
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -147,7 +148,7 @@ class _Run:
         self.policy, self.timeout, self.progress, self.cancel, self.have = policy, timeout, progress, cancel, have
         self.to_jpeg = (ext or "").lower() in ("jpg", "jpeg")
         self.folder_str = str(folder)
-        self.write_in_loop, self.slow_writes = True, 0  # (a slow file system: the saver threads write)
+        self.write_in_loop, self.write_avg = True, 0.0  # (a slow file system: the saver threads write)
         self.local = mirror is not None and is_local(mirror)
         self.result = ImagesResult()
         self.lock = threading.Lock()  # the result is written by the loop and by the saver threads
@@ -220,9 +221,9 @@ class _Run:
         t0 = time.perf_counter()
         try:  # a JPEG proven whole by its structure is written here: handing it to a thread costs more
             quick = quick_save(data, final)
-            if time.perf_counter() - t0 > SLOW_WRITE:
-                self.slow_writes += 1
-                self.write_in_loop = self.slow_writes < SLOW_WRITES
+            # a moving average: one write that waited for a busy core is not a slow file system
+            self.write_avg += (time.perf_counter() - t0 - self.write_avg) / SLOW_WRITES
+            self.write_in_loop = self.write_avg <= SLOW_WRITE
         except ImageProblem as p:
             return self._record(rid, url, ("failed", "", f"{p.status} image ({p.detail})"))
         except OSError as e:  # a disk error: the run stops and says so
