@@ -40,6 +40,7 @@ from vlmdata.place.zipdir import BadZip, ZipEntry, entry_of, read_directory
 
 CHUNK = 1 << 20  # bytes per read of a tar member or of a bzip2/lzma zip member
 IGNORED_TOPS = ("__MACOSX",)  # macOS resource forks some zips carry
+default_jobs = zip_workers.default_jobs  # (where it lived before the zip writers had their module)
 
 
 # ----------------------------------------------------------------- format
