@@ -76,3 +76,18 @@ def test_save_image_refuses_a_cut_jpeg_and_keeps_a_whole_one(tmp_path):
         norm = save_image(data, tmp_path / "a.jpg", to_jpeg=to_jpeg)
         assert not norm.converted and (tmp_path / "a.jpg").read_bytes() == data
     assert [p.name for p in tmp_path.iterdir()] == ["a.jpg"]
+
+
+@pytest.mark.parametrize("unnamed", [True, False])
+def test_an_image_appears_whole_under_its_name_and_replaces_a_leftover(tmp_path, monkeypatch, unnamed):
+    # Linux: an unnamed file (O_TMPFILE) linked under its name once written; elsewhere, or where
+    # the file system has no O_TMPFILE, a temporary name renamed. Either way no other name is left.
+    import vlmdata.place.images as images
+
+    monkeypatch.setattr(images, "_unnamed", [unnamed and images._unnamed[0]])
+    data = WHOLE["baseline"]
+    (tmp_path / "b.jpg").write_bytes(b"")  # a 0-byte leftover of an earlier run is fetched again
+    for name in ("a.jpg", "b.jpg"):
+        save_image(data, tmp_path / name, to_jpeg=True)
+        assert (tmp_path / name).read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg", "b.jpg"]

@@ -20,7 +20,7 @@ that point at them); other 4xx fail; timeouts, dropped connections, 5xx and 429 
 with vlmdata.net.retry's policy, honouring Retry-After; a host that cannot be reached at all gets
 one short retry, and UNREACHABLE_RUN such records in a row stop the run (``offline``). Each image
 is proven whole before it is written (vlmdata.place.images: empty and truncated ones fail),
-converted to JPEG when asked, written under a temporary name and renamed.
+converted to JPEG when asked, and given its name only once written whole.
 """
 from __future__ import annotations
 
