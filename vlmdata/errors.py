@@ -34,11 +34,18 @@ class VlmdataError(Exception):
         self.hint = hint
         super().__init__(self.render())
 
+    def __reduce__(self):  # pickled whole (an extraction worker process sends its error back)
+        return _rebuild, (type(self), self.what, self.where, self.hint)
+
     def render(self) -> str:
         parts = [self.what if not self.where else f"{self.where}: {self.what}"]
         if self.hint:
             parts.append(f"  -> {self.hint}")
         return "\n".join(parts)
+
+
+def _rebuild(cls: type, what: str, where: str | None, hint: str | None) -> VlmdataError:
+    return cls(what, where=where, hint=hint)
 
 
 class UserError(VlmdataError):

@@ -305,3 +305,20 @@ def test_one_listing_per_folder(tmp_path):
     present = index.present(pa.array(paths + ["nowhere/x.jpg", "top.jpg"]))
     assert present.tolist() == [i % 2 == 0 for i in range(600)] + [False, False]
     assert index.listings == 5  # f0, f1, f2, nowhere, the root: not one stat per path
+
+
+def test_zero_byte_images_are_found_by_one_thread_or_many(tmp_path, monkeypatch):
+    """The quick check's stats run in this thread while they are fast, in threads when storage is
+    slow: the same 0-byte files either way."""
+    from vlmdata.blend import images_index
+
+    paths = []
+    for i in range(3 * images_index._STAT_CHUNK + 5):
+        p = tmp_path / f"d{i % 7}" / f"{i}.jpg"
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(b"" if i % 1000 == 3 else b"x")
+        paths.append(f"d{i % 7}/{i}.jpg")
+    expected = sorted(p for p in paths if int(p.split("/")[1][:-4]) % 1000 == 3)
+    assert sorted(images_index.empty_files(tmp_path, paths, jobs=4)) == expected
+    monkeypatch.setattr(images_index, "SLOW_STAT", -1.0)  # every stat counts as slow: threads
+    assert sorted(images_index.empty_files(tmp_path, paths, jobs=4)) == expected

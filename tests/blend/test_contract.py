@@ -55,3 +55,26 @@ def test_schema_and_features_agree():
     assert list(feats) == [*contract.REQUIRED_NAMES, contract.IMAGE_WIDTHS, contract.IMAGE_HEIGHTS, contract.IMAGE_BYTES]
     assert feats.arrow_schema.field(contract.CONVERSATIONS).type == contract.CONVERSATIONS_TYPE
     assert contract.missing_columns(["id", "images"]) == ["source", "conversations", "n_images", "text_chars"]
+
+
+def test_dataset_info_is_what_datasets_writes_and_is_remembered(tmp_path, monkeypatch):
+    """The writer's dataset_info.json equals what `datasets` makes for the schema; once made it comes
+    from the cache folder (a blend then never imports `datasets`); another schema is made anew."""
+    import datasets
+    from datasets import arrow_dataset
+
+    from vlmdata.blend import writer
+
+    monkeypatch.setenv("VLMDATA_CACHE_DIR", str(tmp_path / "cache"))
+    schema = contract.arrow_schema(extra=True, sizes=False, embed=False)
+    info = arrow_dataset.asdict(datasets.DatasetInfo(features=contract.features(schema)))
+    expected = json.dumps({k: info[k] for k in sorted(info)}, indent=2)
+    assert writer.datasets_needed(schema)
+    assert writer.dataset_info_text(schema) == expected
+    assert not writer.datasets_needed(schema)
+    cached = list((tmp_path / "cache").glob("dataset-info-*.json"))
+    assert len(cached) == 1 and cached[0].read_text() == expected
+    monkeypatch.setattr(contract, "features", lambda s: pytest.fail("datasets asked again"))
+    assert writer.dataset_info_text(schema) == expected
+    embedded = contract.arrow_schema(extra=True, sizes=False, embed=True)
+    assert writer.datasets_needed(embedded)

@@ -67,7 +67,9 @@ def test_a_fetch_with_nothing_to_do_imports_no_network_stack_and_parses_no_manif
     env = {"VLMDATA_CACHE_DIR": str(tmp_path / "cache")}
     args = ["--manifests", str(demo.manifests), "--mirror", str(demo.mirror), "--root", str(tmp_path / "data"),
             "fetch", "coco", "gqa"]
-    assert "requests" in _modules_after(args, env)  # fetches (and caches the catalog)
+    first = _modules_after(args, env)  # fetches (and caches the catalog)
+    assert "vlmdata.fetch.http" in first and "vlmdata.place" in first  # (the probe sees a real fetch's imports)
+    assert "requests" not in first  # a local-folder mirror sends no request: the session is never made
     assert (tmp_path / "data" / "coco").is_dir()
     mods = _modules_after(args, env)  # nothing to do, the catalog from the cache
     assert _heavy(mods) == [] and "rich" not in mods  # (rich draws help and errors only)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import vlmdata.place.extract as extract_mod
+import vlmdata.place.zip_workers as zip_workers
 from vlmdata.errors import OperationError
 from vlmdata.place import extract_tar_stream, place_download
 
@@ -231,8 +231,8 @@ def test_tar_gz_named_zip_is_sniffed_by_its_bytes(tmp_path, root):
 
 
 def test_large_members_stream_in_chunks(tmp_path, root, monkeypatch):
-    monkeypatch.setattr(extract_mod, "SMALL_MEMBER", 1000)
-    monkeypatch.setattr(extract_mod, "CHUNK", 777)
+    monkeypatch.setattr(zip_workers, "SMALL_MEMBER", 1000)
+    monkeypatch.setattr(zip_workers, "CHUNK", 777)
     big = os.urandom(20_000) + b"\0" * 50_000
     for method in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
         z = make_zip(tmp_path / f"big{method}.zip", {"big.bin": big, "small.jpg": b"x"}, method=method)
@@ -264,7 +264,7 @@ def test_kill_mid_extraction_leaves_final_untouched_and_no_temp(tmp_path, root, 
     final.mkdir(parents=True)
     (final / "old.jpg").write_bytes(b"the old complete tree")
     z = make_zip(tmp_path / "train2017.zip", jpgs("train2017/", 40))
-    real = extract_mod._extract_member
+    real = zip_workers.extract_member
     calls = {"n": 0}
 
     def dying(*args, **kwargs):
@@ -273,7 +273,7 @@ def test_kill_mid_extraction_leaves_final_untouched_and_no_temp(tmp_path, root, 
             raise KeyboardInterrupt  # what Ctrl-C / a kill looks like from inside
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(extract_mod, "_extract_member", dying)
+    monkeypatch.setattr(zip_workers, "extract_member", dying)
     with pytest.raises(KeyboardInterrupt):
         place_download(make_spec(to="coco/train2017", inner="train2017"), z, root, merge=False, jobs=1)
     assert listing(final) == ["old.jpg"]
@@ -350,8 +350,8 @@ def test_temp_folders_of_a_killed_process_are_cleaned_up(tmp_path, root):
 def test_large_highly_compressible_member_with_output_held_back(tmp_path, root, monkeypatch):
     # Input runs out while zlib still holds output back (the per-call output cap is tiny here):
     # the member is still unpacked whole.
-    monkeypatch.setattr(extract_mod, "SMALL_MEMBER", 1000)
-    monkeypatch.setattr(extract_mod, "CHUNK", 64)
+    monkeypatch.setattr(zip_workers, "SMALL_MEMBER", 1000)
+    monkeypatch.setattr(zip_workers, "CHUNK", 64)
     big = b"\0" * 300_000 + os.urandom(3000) + b"\1" * 200_000
     z = make_zip(tmp_path / "zeros.zip", {"z.bin": big}, method=zipfile.ZIP_DEFLATED)
     place_download(make_spec(inner=""), z, root, merge=False)

@@ -230,3 +230,55 @@ def test_a_body_over_the_image_limit_is_refused_not_held(server, root, monkeypat
     assert (root.store_path("ocr_vqa/images") / "0003.jpg").read_bytes() == small
     assert sorted((f.id, "larger than" in f.error) for f in res.failed) == [("0001", True), ("0002", True)]
     assert server.hits["/i/big.jpg"] == 1  # a refusal is final, not retried
+
+
+def _thirty_jpegs(server, root) -> bytes:
+    jpeg = image_bytes("jpeg")
+    for i in range(30):
+        server.routes[f"/j/{i}.jpg"] = [(200, jpeg)]
+    lst = root.store_path("ocr_vqa/dataset.json")
+    lst.parent.mkdir(parents=True)
+    lst.write_text(json.dumps({f"{i:04d}": book(server.url(f"/j/{i}.jpg")) for i in range(30)}))
+    return jpeg
+
+
+def _writers(root, monkeypatch, delay=lambda n: 0.0) -> list[str]:
+    """Fetch the thirty JPEGs; the name of the thread that wrote each (``delay(n)``: seconds the n-th write takes)."""
+    import threading
+    import time
+
+    import vlmdata.place.images as images
+
+    writers = []
+    real_write = images._write
+
+    def noted(data, final):
+        writers.append(threading.current_thread().name)
+        time.sleep(delay(len(writers)))
+        return real_write(data, final)
+
+    monkeypatch.setattr(images, "_write", noted)
+    res = run(root, spec=make_spec(kind="images", to="ocr_vqa/images", dataset="ocr_vqa", name="x", ext="jpg",
+                                   count=30, sources=(SOURCE,)))
+    assert res.saved == 30 and not res.failed and len(writers) == 30
+    return writers
+
+
+def test_jpegs_are_written_by_the_loop_until_the_folder_is_slow(server, root, monkeypatch):
+    # Whole JPEGs are written on the event loop; once writes are slow on average the saver threads
+    # write them (a network file system must not stall every request); either way the same files.
+    import vlmdata.fetch.urllist_client as client
+
+    jpeg = _thirty_jpegs(server, root)
+    monkeypatch.setattr(client, "SLOW_WRITE", -1.0)  # every write counts as slow
+    writers = _writers(root, monkeypatch)
+    assert not writers[0].startswith("vlmdata-image")  # the first by the loop's thread: the average rises past
+    assert all(w.startswith("vlmdata-image") for w in writers[1:])  # the limit and the threads write the rest
+    assert sorted(p.read_bytes() == jpeg for p in root.store_path("ocr_vqa/images").iterdir()) == [True] * 30
+
+
+def test_one_slow_write_does_not_send_the_images_to_threads(server, root, monkeypatch):
+    # (a write that waited for a busy core is not a slow file system)
+    _thirty_jpegs(server, root)
+    writers = _writers(root, monkeypatch, delay=lambda n: 0.03 if n == 3 else 0.0)
+    assert not any(w.startswith("vlmdata-image") for w in writers)

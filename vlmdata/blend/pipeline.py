@@ -154,7 +154,7 @@ def analyse(resolved: Resolved, opts: Options, work: Path, *, keep_text: bool,
     total = sum(i.path.stat().st_size if sample_limit(i.entry.sample) is None else 0 for i in inputs)
     with _bar(opts, total=total or None, unit="B", unit_scale=True, desc="parse") as bar:
         scans = scan_inputs(tasks, jobs=opts.workers(), on_bytes=bar.update, parallel_min_bytes=opts.parallel_min_bytes,
-                            while_waiting=(lambda: _meanwhile(inputs, hashes)) if hash_inputs else None)
+                            while_waiting=(lambda: _meanwhile(inputs, hashes, _schema(opts))) if hash_inputs else None)
     t1 = time.perf_counter()
     if opts.strict:
         _fail_on_first_bad(scans)
@@ -180,12 +180,16 @@ def _apply_weights(sources: list[Source], seed: int) -> None:
         s.keep = s.reps > 0
 
 
-def _meanwhile(inputs: list[Input], hashes: dict[str, dict[str, Any]]) -> None:
-    """While the workers read: import `datasets` (the writer needs it at the end; ~1 s) in a
-    thread, and hash the inputs here."""
+def _meanwhile(inputs: list[Input], hashes: dict[str, dict[str, Any]], schema: pa.Schema) -> None:
+    """While the workers read: import `datasets` in a thread when the writer will need it at the
+    end (~1 s; only until its metadata for this schema is remembered: writer.dataset_info_text),
+    and hash the inputs here."""
     import threading
 
-    threading.Thread(target=_import_datasets, daemon=True).start()
+    from vlmdata.blend.writer import datasets_needed
+
+    if datasets_needed(schema):
+        threading.Thread(target=_import_datasets, daemon=True).start()
     hashes.update(_hash_all(inputs))
 
 

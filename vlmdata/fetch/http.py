@@ -40,9 +40,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-import requests
 
 from vlmdata.fetch.hashing import Digests, Hashes, StreamHasher, hash_file
 from vlmdata.fetch.segments import Piece, Scheduler
@@ -53,6 +52,9 @@ from vlmdata.net.retry import (GaveUp, RetryPolicy, Transient, is_transient_erro
 from vlmdata.net.session import make_session
 from vlmdata.net.urls import scrub, shown
 from vlmdata.state.partial import PartState, discard_partial, part_path, partial_progress, state_path
+
+if TYPE_CHECKING:  # requests itself is imported when a request is sent (vlmdata.net.session)
+    import requests
 
 READ = 1 << 20  # buffer per connection (one read returns what has arrived, up to this)
 SAVE_EVERY = 0.5  # seconds between saves of a segmented download's progress (what a kill can lose)
@@ -181,6 +183,8 @@ class HttpEngine:
     # ------------------------------------------------------------------ requests
     def get(self, session: requests.Session, url: str, headers: dict[str, str]) -> requests.Response:
         """One streamed GET: 200/206/416 come back; Transient for what is worth another try; else SourceFailed."""
+        import requests
+
         try:
             resp = session.get(url, headers=headers, stream=True, timeout=self.timeout, allow_redirects=True)
         except requests.RequestException as e:
@@ -268,6 +272,8 @@ class HttpEngine:
     def _pump(self, resp: requests.Response, fd: int, hasher: StreamHasher, progress: ProgressFn) -> int:
         """The body into ``fd`` as it arrives: each read lands in one of the hasher's buffers, is
         written at once, and the buffer goes to the hasher when it is full."""
+        import requests
+
         body = BodyReader(resp)
         got = filled = 0
         slot, view = hasher.slot()
@@ -484,6 +490,8 @@ class HttpEngine:
     def _fetch_piece(self, session: requests.Session, url: str, headers: dict[str, str], state: PartState, fd: int,
                      piece: Piece, sched: "Scheduler", progress: ProgressFn, stop: threading.Event,
                      buf: memoryview, resp: requests.Response | None = None) -> None:
+        import requests
+
         start, end = sched.bounds(piece)
         if start >= end:
             if resp is not None:

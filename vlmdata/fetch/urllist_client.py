@@ -4,19 +4,23 @@
 id, URL)``, read lazily), so a whole list and a few thousand ids of it on a cluster node run the
 same code; the returned ``ImagesResult`` of several chunks merge into one report.
 
-One event loop keeps ``jobs`` requests in flight over aiohttp's keep-alive connections (its
-proxies come from the environment, as with requests); decoding and writing an image happen in
-saver threads beside it, one per core (Pillow and the file calls release the GIL), fed through a
-bounded queue, so neither waits for the other. A thread per request (the previous client) spent most of two shared cores switching
-between 128 threads and in per-request bookkeeping.
+One event loop keeps ``jobs`` requests in flight over aiohttp's keep-alive connections (proxies
+and netrc credentials come from the environment, as with requests, looked up once per host:
+vlmdata.net.env_access). A JPEG whose marker structure proves it whole (vlmdata.place.jpegscan)
+is written by the loop itself, a few microseconds; anything that needs a decode or a conversion
+(a GIF named .jpg, a JPEG the scan cannot judge, a local mirror's files) goes to saver threads
+beside the loop, one per core, through a bounded queue. Handing every image to a thread cost more
+than writing it: the queue, and the loop waiting for the GIL after each of its socket calls. A
+folder where writes are slow (a network file system: a moving average over about SLOW_WRITES
+writes above SLOW_WRITE seconds) goes back to the threads for every image, so the loop never
+waits on the disk for long.
 
 Per record: a file already in ``folder`` (non-empty) is skipped; 404/410 are dead (with the ids
 that point at them); other 4xx fail; timeouts, dropped connections, 5xx and 429 are tried again
 with vlmdata.net.retry's policy, honouring Retry-After; a host that cannot be reached at all gets
-one short retry, and UNREACHABLE_RUN such records in a row stop the run (``offline``). Each image is sniffed and decoded before
-it is written (a real JPEG is decoded at 1/8 scale: every byte of its entropy-coded data is still
-read, which is what finds a truncated file, for a quarter of the cost), converted to JPEG when
-asked, written under a temporary name and renamed.
+one short retry, and UNREACHABLE_RUN such records in a row stop the run (``offline``). Each image
+is proven whole before it is written (vlmdata.place.images: empty and truncated ones fail),
+converted to JPEG when asked, and given its name only once written whole.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import queue
 import re
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -34,12 +39,14 @@ from urllib.parse import urlsplit
 from vlmdata import atomic
 from vlmdata.net.retry import (GaveUp, RetryPolicy, Transient, aretry, is_transient_status, is_unreachable,
                                retry_after_seconds, unreachable_reason)
+from vlmdata.net.env_access import EnvAccess
 from vlmdata.net.session import USER_AGENT
 from vlmdata.net.urls import is_local, rewrite
-from vlmdata.place.images import ImageProblem, save_image
+from vlmdata.place.images import ImageProblem, quick_save, save_image
 
 DEAD_STATUS = frozenset({404, 410})
 UNREACHABLE_RUN = 64  # images in a row whose host cannot be reached: the network is gone, stop
+SLOW_WRITE, SLOW_WRITES = 0.002, 64  # writes slower than this on average over about this many: a slow folder
 CONNECT_TIMEOUT = 10.0  # seconds; the read timeout is the caller's (`vlmdata fetch --timeout`)
 # An image's body is held in memory until it is saved: a URL that streams without end (or a
 # hostile one) must not fill it. Real list images are kB to a few MB.
@@ -146,6 +153,8 @@ class _Run:
         self.folder, self.ext, self.jobs, self.mirror = folder, ext, jobs, mirror
         self.policy, self.timeout, self.progress, self.cancel, self.have = policy, timeout, progress, cancel, have
         self.to_jpeg = (ext or "").lower() in ("jpg", "jpeg")
+        self.folder_str = str(folder)
+        self.write_in_loop, self.write_avg = True, 0.0  # (a slow file system: the saver threads write)
         self.local = mirror is not None and is_local(mirror)
         self.result = ImagesResult()
         self.lock = threading.Lock()  # the result is written by the loop and by the saver threads
@@ -156,6 +165,7 @@ class _Run:
 
     async def main(self, it: Any) -> None:
         import aiohttp  # here: its import (and its default TLS contexts) only when a list is fetched
+        import yarl  # (aiohttp's URLs: parsed once per request, for the host's cached proxy and netrc)
 
         savers = [threading.Thread(target=self._saver, name=f"vlmdata-image{i}", daemon=True) for i in range(_cores())]
         for t in savers:
@@ -166,8 +176,8 @@ class _Run:
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         try:
             async with aiohttp.ClientSession(connector=connector, timeout=timeouts, headers=headers,
-                                             trust_env=True) as session:
-                self.session, self.aiohttp = session, aiohttp
+                                             trust_env=False) as session:  # (the environment: EnvAccess)
+                self.session, self.aiohttp, self.env, self.URL = session, aiohttp, EnvAccess(), yarl.URL
                 await asyncio.gather(*(self._worker(it) for _ in range(self.jobs)))
         finally:
             for _ in savers:
@@ -202,7 +212,7 @@ class _Run:
             return self._record(rid, url, ("skipped", None, ""))
         where = rewrite(url, self.mirror) if self.mirror else url
         if self.local:
-            return await self._hand_over((rid, url, where, self.folder / name))
+            return await self._hand_over((rid, url, where, f"{self.folder_str}/{name}"))
         try:
             data = await aretry(lambda: self._get(where), self.policy, wait=self._wait)
         except GaveUp as e:
@@ -211,7 +221,23 @@ class _Run:
             data = ("failed", None, f"{e.last} after {e.tries} tries")
         if isinstance(data, tuple):
             return self._record(rid, url, data)
-        await self._hand_over((rid, url, data, self.folder / name))
+        final = f"{self.folder_str}/{name}"
+        if not self.write_in_loop:
+            return await self._hand_over((rid, url, data, final))
+        t0 = time.perf_counter()
+        try:  # a JPEG proven whole by its structure is written here: handing it to a thread costs more
+            quick = quick_save(data, final)
+            # a moving average: one write that waited for a busy core is not a slow file system
+            self.write_avg += (time.perf_counter() - t0 - self.write_avg) / SLOW_WRITES
+            self.write_in_loop = self.write_avg <= SLOW_WRITE
+        except ImageProblem as p:
+            return self._record(rid, url, ("failed", "", f"{p.status} image ({p.detail})"))
+        except OSError as e:  # a disk error: the run stops and says so
+            self.save_error = e
+            return
+        if quick is not None:
+            return self._record(rid, url, ("saved", "jpeg", ""))
+        await self._hand_over((rid, url, data, final))
 
     async def _hand_over(self, item: tuple) -> None:
         """Queue a downloaded image for the saver threads; wait (without blocking the loop) while they are behind."""
@@ -280,7 +306,8 @@ class _Run:
         if self.cancel.is_set() or self.result.offline is not None:
             return "failed", None, "interrupted"
         try:
-            async with self.session.get(url, max_redirects=5) as resp:
+            target = self.URL(url)
+            async with self.session.get(target, max_redirects=5, **self.env.kwargs(target)) as resp:
                 status = resp.status
                 if status == 200:
                     return await _body(resp, MAX_IMAGE_BYTES)
@@ -289,7 +316,7 @@ class _Run:
                 if not is_transient_status(status):
                     return "failed", status, f"HTTP {status}"
                 raise Transient(f"HTTP {status}", retry_after_seconds(resp.headers.get("Retry-After")))
-        except (aiohttp.TooManyRedirects, aiohttp.InvalidURL, aiohttp.ClientSSLError,
+        except (aiohttp.TooManyRedirects, aiohttp.InvalidURL, ValueError, aiohttp.ClientSSLError,
                 aiohttp.ClientConnectorCertificateError) as e:
             return "failed", None, f"{type(e).__name__}: {e}"  # retrying does not fix these
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
@@ -330,7 +357,7 @@ def _tls_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=bundle)
 
 
-def _save(data: bytes, final: Path, to_jpeg: bool) -> tuple[str, str, str]:
+def _save(data: bytes, final: str, to_jpeg: bool) -> tuple[str, str, str]:
     try:
         norm = save_image(data, final, to_jpeg=to_jpeg)
     except ImageProblem as p:
@@ -338,7 +365,7 @@ def _save(data: bytes, final: Path, to_jpeg: bool) -> tuple[str, str, str]:
     return ("converted" if norm.converted else "saved"), norm.source_format, ""
 
 
-def _from_folder(where: str, final: Path, to_jpeg: bool) -> tuple[str, Any, str]:
+def _from_folder(where: str, final: str, to_jpeg: bool) -> tuple[str, Any, str]:
     """A local-folder mirror: the file, or dead when it is not there."""
     try:
         data = Path(where).read_bytes()

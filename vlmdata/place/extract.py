@@ -4,17 +4,16 @@ Everything is unpacked into a temporary folder beside the target (same filesyste
 into place in one rename (or, when several archives fill one folder, one rename per file), so a
 kill at any moment leaves no half-filled folder under the final name.
 
-Zips are unpacked by our own reader: the central directory is parsed once (zipfile), then worker
-threads take each member as a slice of one read-only map of the archive, inflate it with zlib in
-one call (small members) or in chunks (large ones, output bounded by the declared size), and
-create its file by name relative to an open folder (``dir_fd``), with plain ``os.write``; zlib
-and the syscalls release the GIL. No read() call, copy or path walk per member beyond that. CRC
-and size are checked for every member; the folder, not each file, is fsynced. Tars (plain or compressed) are read in stream mode, so the same
-code serves a file on disk and an HTTP response body that is never stored whole.
+Zips: the central directory is read from a map of the archive (vlmdata.place.zipdir), every
+member is checked (names, modes, links, duplicates, the declared sizes against the bomb limit)
+before anything is written, and the members are then written by vlmdata.place.zip_workers, one
+process per core. Tars (plain or compressed) are read in stream mode, so the same code serves a
+file on disk and an HTTP response body that is never stored whole. The folder, not each file, is
+fsynced.
 
-Why one file of ~650 lines: it has one job (safe extraction), and the zip reader, the tar reader
-and the final move share the member mapping, the bomb guard and the link checks; the
-hostile-archive tests patch its internals (CHUNK, SMALL_MEMBER, _extract_member) in one place.
+Why one file of ~500 lines: it has one job (deciding what lands where, safely), and the zip and
+tar readers and the final move share the member mapping, the bomb guard and the link checks;
+writing zip members is its own module.
 """
 from __future__ import annotations
 
@@ -24,12 +23,10 @@ import os
 import posixpath
 import shutil
 import stat
-import struct
 import tarfile
 import threading
 import zipfile
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, BinaryIO, Iterable
@@ -37,21 +34,13 @@ from typing import Callable, BinaryIO, Iterable
 from vlmdata import atomic
 from vlmdata.errors import OperationError, UserError
 from vlmdata.manifest import Placement
+from vlmdata.place import zip_workers
 from vlmdata.place.safety import BombGuard, check_link, refuse, safe_parts
+from vlmdata.place.zipdir import BadZip, ZipEntry, entry_of, read_directory
 
-CHUNK = 1 << 20  # bytes of input per inflate call for large members, per read of a tar
-SMALL_MEMBER = 8 << 20  # members up to this size (packed and unpacked) are inflated in one call
+CHUNK = 1 << 20  # bytes per read of a tar member or of a bzip2/lzma zip member
 IGNORED_TOPS = ("__MACOSX",)  # macOS resource forks some zips carry
-
-
-def default_jobs() -> int:
-    """One thread per core this process may run on: the per-member Python work holds the GIL, so
-    more threads than cores only fight over it (measured: 4 threads on 2 cores cost 3x the CPU)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, min(8, cores))
+default_jobs = zip_workers.default_jobs  # (where it lived before the zip writers had their module)
 
 
 # ----------------------------------------------------------------- format
@@ -178,81 +167,100 @@ def _detect(tops: dict[str, bool]) -> list[str]:
 # ----------------------------------------------------------------- zip
 
 
-_LOCAL = struct.Struct("<4sHHHHHIIIHH")
-_BAD_MODES = (stat.S_ISCHR, stat.S_ISBLK, stat.S_ISFIFO, stat.S_ISSOCK)
-
-
-@dataclass
-class _ZipItem:
-    info: zipfile.ZipInfo
-    dest: str  # relative to the output folder
+_BAD_TYPES = frozenset({stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK})
 
 
 def extract_zip(path: Path, out: Path, *, label: str, place: Placement, wanted: set[str] | None,
                 guard: BombGuard, jobs: int | None = None, stop: threading.Event | None = None,
                 open_zip: Callable[[Path], zipfile.ZipFile] | None = None) -> tuple[int, list[str]]:
     """Unpack a zip into ``out`` (which exists). Returns (files written, warnings). ``open_zip``: how
-    to read its directory (a split zip's, vlmdata.place.splitzip); members are read from ``path``."""
-    try:
-        zf = (open_zip or zipfile.ZipFile)(path)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise OperationError(f"{label} is not a readable zip: {e}", where=str(path),
-                             hint="the download is probably damaged; fetch it again") from e
-    with zf:
-        infos = zf.infolist()
-        guard.check_declared(sum(i.file_size for i in infos), len(infos))
-        files: list[tuple[zipfile.ZipInfo, list[str]]] = []
-        links: list[tuple[zipfile.ZipInfo, list[str]]] = []
-        for info in infos:
-            parts = safe_parts(label, info.filename)
-            mode = info.external_attr >> 16 if info.create_system == 3 else 0
-            if any(check(mode) for check in _BAD_MODES):
-                raise refuse(label, info.filename, "device file, fifo or socket")
-            if info.flag_bits & 0x1:
-                raise refuse(label, info.filename, "encrypted member", hint="vlmdata cannot unpack encrypted zips")
-            if not parts or info.is_dir() or stat.S_ISDIR(mode):
-                continue
-            (links if stat.S_ISLNK(mode) else files).append((info, parts))
-        prefix, warnings = resolve_inner(label, place.inner, (p for _, p in files + links))
-        mapper = Mapper(prefix, place.flatten, place.include, wanted)
-        macos = 0
-        dups: list[str] = []
-        items: dict[str, _ZipItem] = {}
-        for info, parts in files:
-            if parts[0] in IGNORED_TOPS:
-                macos += 1
-                continue
-            dest = mapper.map(parts)
-            if dest is None or not mapper.keep(parts):
-                continue
-            key = "/".join(dest)
-            if key in items:
-                dups.append(key)
-            items[key] = _ZipItem(info, key)
-        link_items = _zip_links(zf, label, links, prefix, mapper, warnings)
-        warnings += mapper.warnings(label) + _dup_warning(label, dups)
-        if macos:
-            warnings.append(f"{label}: skipped {macos} macOS resource-fork member(s) (__MACOSX/)")
-        _make_dirs(out, list(items) + [d for d, _ in link_items])
-        ordered = sorted(items.values(), key=lambda it: it.info.header_offset)
-        _run_parallel(path, zf, out, label, ordered, guard, jobs or default_jobs(), stop or threading.Event())
-        for dest, value in link_items:
-            os.symlink(value, out / dest)
-    return len(items) + len(link_items), warnings
+    to read its directory (a split zip's, vlmdata.place.splitzip); members are read from ``path``.
 
-
-def _zip_links(zf: zipfile.ZipFile, label: str, links, prefix: list[str], mapper: Mapper,
-               warnings: list[str]) -> list[tuple[str, str]]:
-    out = []
-    for info, parts in links:
-        if info.file_size > 4096:
-            raise refuse(label, info.filename, "symlink with an implausibly long target")
-        target = zf.read(info).decode("utf-8", "surrogateescape")
-        tparts = check_link(label, info.filename, target, hard=False)
+    Every check runs on the whole directory before the first member is written; the members are
+    then written by vlmdata.place.zip_workers (one process per core)."""
+    entries = _zip_entries(path, label, open_zip)
+    guard.check_declared(sum(e.usize for e in entries), len(entries))
+    files: list[tuple[ZipEntry, list[str]]] = []
+    links: list[tuple[ZipEntry, list[str]]] = []
+    for e in entries:
+        parts = safe_parts(label, e.name)
+        mode = e.mode
+        if stat.S_IFMT(mode) in _BAD_TYPES:
+            raise refuse(label, e.name, "device file, fifo or socket")
+        if e.flags & 0x1:
+            raise refuse(label, e.name, "encrypted member", hint="vlmdata cannot unpack encrypted zips")
+        if not parts or e.is_dir() or stat.S_ISDIR(mode):
+            continue
+        (links if stat.S_ISLNK(mode) else files).append((e, parts))
+    prefix, warnings = resolve_inner(label, place.inner, (p for _, p in files + links))
+    mapper = Mapper(prefix, place.flatten, place.include, wanted)
+    macos = 0
+    dups: list[str] = []
+    items: dict[str, ZipEntry] = {}
+    for e, parts in files:
+        if parts[0] in IGNORED_TOPS:
+            macos += 1
+            continue
         dest = mapper.map(parts)
         if dest is None or not mapper.keep(parts):
             continue
-        out.append(_link_value(label, info.filename, dest, tparts, prefix, mapper.flatten, warnings))
+        key = "/".join(dest)
+        if key in items:
+            dups.append(key)
+        items[key] = e
+    link_items = _zip_links(path, label, links, prefix, mapper, warnings)
+    warnings += mapper.warnings(label) + _dup_warning(label, dups)
+    if macos:
+        warnings.append(f"{label}: skipped {macos} macOS resource-fork member(s) (__MACOSX/)")
+    _make_dirs(out, list(items) + [d for d, _ in link_items])
+    fast = [zip_workers.Member(e.name, k, e.offset, e.csize, e.usize, e.crc, e.method) for k, e in items.items()
+            if e.method in (zip_workers.STORED, zip_workers.DEFLATED)]
+    fast.sort(key=lambda m: m.offset)
+    zip_workers.write_members(path, out, label, fast, guard, jobs or zip_workers.default_jobs(), stop)
+    slow = {k: e for k, e in items.items() if e.method not in (zip_workers.STORED, zip_workers.DEFLATED)}
+    if slow:
+        _extract_slow(path, open_zip, out, label, slow, guard)
+    for dest, value in link_items:
+        os.symlink(value, out / dest)
+    return len(items) + len(link_items), warnings
+
+
+def _zip_entries(path: Path, label: str, open_zip: Callable[[Path], zipfile.ZipFile] | None) -> list[ZipEntry]:
+    """The central directory: read from a map of the file, or through ``open_zip``'s ZipFile."""
+    try:
+        if open_zip is not None:
+            with open_zip(path) as zf:
+                return [entry_of(i) for i in zf.infolist()]
+        with open(path, "rb") as fh:
+            if os.fstat(fh.fileno()).st_size == 0:
+                raise BadZip("File is not a zip file")
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                return read_directory(mapped)
+    except (BadZip, zipfile.BadZipFile, UnicodeDecodeError, OSError) as e:
+        raise OperationError(f"{label} is not a readable zip: {e}", where=str(path),
+                             hint="the download is probably damaged; fetch it again") from e
+
+
+def _zip_links(path: Path, label: str, links: list[tuple[ZipEntry, list[str]]], prefix: list[str], mapper: Mapper,
+               warnings: list[str]) -> list[tuple[str, str]]:
+    if not links:
+        return []
+    out = []
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        src = memoryview(mapped)
+        try:
+            for e, parts in links:
+                if e.usize > 4096 or e.method not in (zip_workers.STORED, zip_workers.DEFLATED):
+                    raise refuse(label, e.name, "symlink with an implausibly long target")
+                m = zip_workers.Member(e.name, "", e.offset, e.csize, e.usize, e.crc, e.method)
+                target = zip_workers.member_bytes(src, m, label).decode("utf-8", "surrogateescape")
+                tparts = check_link(label, e.name, target, hard=False)
+                dest = mapper.map(parts)
+                if dest is None or not mapper.keep(parts):
+                    continue
+                out.append(_link_value(label, e.name, dest, tparts, prefix, mapper.flatten, warnings))
+        finally:
+            src.release()
     return [x for x in out if x is not None]
 
 
@@ -276,209 +284,26 @@ def _dup_warning(label: str, dups: list[str]) -> list[str]:
 
 
 def _make_dirs(out: Path, rels: Iterable[str]) -> None:
-    dirs = {posixpath.dirname(r) for r in rels}
+    dirs = {r.rpartition("/")[0] for r in rels}
     dirs.discard("")
     for d in sorted(dirs):
         os.makedirs(out / d, exist_ok=True)
 
 
-class _DirFds:
-    """Open folders of the output tree, so members are created by name relative to their folder
-    (the kernel walks one path component per file instead of the whole path)."""
-
-    def __init__(self, out: str) -> None:
-        self.out = out
-        self.fds: dict[str, int] = {}
-
-    def fd(self, rel_dir: str) -> int:
-        fd = self.fds.get(rel_dir)
-        if fd is None:
-            fd = os.open(os.path.join(self.out, rel_dir) if rel_dir else self.out,
-                         os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
-            self.fds[rel_dir] = fd
-        return fd
-
-    def close(self) -> None:
-        for fd in self.fds.values():
-            os.close(fd)
-        self.fds.clear()
-
-
-def _run_parallel(path: Path, zf: zipfile.ZipFile, out: Path, label: str, items: list[_ZipItem],
-                  guard: BombGuard, jobs: int, stop: threading.Event) -> None:
-    if not items:
-        return
-    n_batches = min(len(items), jobs * 8)
-    size = -(-len(items) // n_batches)
-    batches = [items[i:i + size] for i in range(0, len(items), size)]
-    outs = str(out)
-    # The archive is read through one read-only map shared by the threads: a member is a slice of
-    # it, handed to zlib without a read() call or a copy.
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    try:
-        mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-    finally:
-        os.close(fd)
-    src = memoryview(mapped)
-
-    def work(batch: list[_ZipItem]) -> None:
-        dirs = _DirFds(outs)
-        try:
-            for it in batch:
-                if stop.is_set():
-                    return
-                _extract_member(src, zf, it, dirs, label, guard)
-        except BaseException:
-            stop.set()
-            raise
-        finally:
-            dirs.close()
-
-    try:
-        if jobs <= 1 or len(batches) == 1:
-            for b in batches:
-                work(b)
-            return
-        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="vlmdata-unzip") as ex:
-            futures = [ex.submit(work, b) for b in batches]
+def _extract_slow(path: Path, open_zip: Callable[[Path], zipfile.ZipFile] | None, out: Path, label: str,
+                  items: dict[str, ZipEntry], guard: BombGuard) -> None:
+    """bzip2 / lzma members, through zipfile (which checks their CRC), in this process."""
+    with (open_zip or zipfile.ZipFile)(path) as zf:
+        infos = {i.header_offset: i for i in zf.infolist()}
+        for dest, e in items.items():
             try:
-                for f in futures:
-                    f.result()
-            finally:
-                stop.set()
-    finally:
-        src.release()
-        try:
-            mapped.close()
-        except BufferError:  # a slice still held by a traceback: the map goes when it does
-            pass
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    n = os.write(fd, data)
-    if n < len(data):
-        view = memoryview(data)[n:]
-        while view:
-            view = view[os.write(fd, view):]
-
-
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
-
-
-def _extract_member(src: memoryview, zf: zipfile.ZipFile, it: _ZipItem, dirs: _DirFds, label: str,
-                    guard: BombGuard) -> None:
-    """One member, read from the mapped archive ``src``, into its file (size and CRC checked)."""
-    info = it.info
-    name = info.filename
-    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        return _extract_member_slow(zf, it, dirs.out, label, guard)
-    off = info.header_offset
-    if off + _LOCAL.size > len(src) or src[off:off + 4] != b"PK\x03\x04":
-        raise OperationError(f"{label}: member {name!r} has no local header at offset {off}",
-                             hint="the zip is damaged; fetch it again")
-    fields = _LOCAL.unpack_from(src, off)
-    pos = off + _LOCAL.size + fields[9] + fields[10]
-    csize, usize = info.compress_size, info.file_size
-    if pos + csize > len(src):
-        raise OperationError(f"{label}: member {name!r} is cut short", hint="the zip is damaged; fetch it again")
-    parent, _, base = it.dest.rpartition("/")
-    dfd = os.open(base, _CREATE, 0o644, dir_fd=dirs.fd(parent))
-    try:
-        if info.compress_type == zipfile.ZIP_STORED:
-            produced, crc = _stored(dfd, src[pos:pos + csize], usize, name, label, guard)
-        elif csize <= SMALL_MEMBER and usize <= SMALL_MEMBER:
-            produced, crc = _inflate_whole(dfd, src[pos:pos + csize], usize, name, label, guard)
-        else:
-            produced, crc = _inflate_chunks(dfd, src, pos, csize, usize, name, label, guard)
-    finally:
-        os.close(dfd)
-    if produced != usize:
-        raise OperationError(f"{label}: member {name!r} unpacked to {produced} bytes, its header says {usize}",
-                             hint="the zip is damaged; fetch it again")
-    if crc != info.CRC:
-        raise OperationError(f"{label}: member {name!r} fails its CRC check", hint="the zip is damaged; fetch it again")
-
-
-def _too_big(label: str, name: str, usize: int) -> UserError:
-    return refuse(label, name, f"member unpacks past the {usize} bytes its header declares (an archive bomb?)")
-
-
-def _stored(fd: int, data: memoryview, usize: int, name: str, label: str, guard: BombGuard) -> tuple[int, int]:
-    if len(data) > usize:
-        raise _too_big(label, name, usize)
-    crc = 0
-    for a in range(0, len(data), CHUNK):
-        piece = data[a:a + CHUNK]
-        guard.add(len(piece), name)
-        crc = zlib.crc32(piece, crc)
-        _write_all(fd, piece)
-    return len(data), crc
-
-
-def _inflate_whole(fd: int, data: memoryview, usize: int, name: str, label: str, guard: BombGuard) -> tuple[int, int]:
-    """A small member in one call; at most ``usize + 1`` bytes are ever produced."""
-    inflater = zlib.decompressobj(-15)
-    try:
-        out = inflater.decompress(data, usize + 1)
-    except zlib.error as e:
-        raise OperationError(f"{label}: member {name!r} does not inflate: {e}", hint="the zip is damaged; fetch it again") from e
-    if len(out) > usize:
-        raise _too_big(label, name, usize)
-    if not inflater.eof:
-        raise OperationError(f"{label}: member {name!r} unpacked to {len(out)} bytes, its header says {usize}",
-                             hint="the zip is damaged; fetch it again")
-    guard.add(len(out), name)
-    if out:
-        _write_all(fd, out)
-    return len(out), zlib.crc32(out)
-
-
-def _inflate_chunks(fd: int, src: memoryview, pos: int, csize: int, usize: int, name: str, label: str,
-                    guard: BombGuard) -> tuple[int, int]:
-    """A large member: CHUNK bytes of input at a time, output bounded by what the header declares."""
-    inflater = zlib.decompressobj(-15)
-    crc = produced = 0
-    end = pos + csize
-    tail = b""
-    while not inflater.eof:
-        if tail:
-            buf, tail = tail, b""
-        elif pos < end:
-            buf = src[pos:min(end, pos + CHUNK)]
-            pos += len(buf)
-        else:
-            buf = b""  # all input given: what zlib still holds back
-        try:  # (output per call bounded too: a few input bytes can inflate to a thousand times more)
-            data = inflater.decompress(buf, min(usize - produced + 1, 4 * CHUNK))
-        except zlib.error as e:
-            raise OperationError(f"{label}: member {name!r} does not inflate: {e}",
-                                 hint="the zip is damaged; fetch it again") from e
-        tail = inflater.unconsumed_tail
-        if not data and not buf:
-            break  # no input left and nothing more comes out: the stream is cut short
-        if data:
-            produced += len(data)
-            if produced > usize:
-                raise _too_big(label, name, usize)
-            guard.add(len(data), name)
-            crc = zlib.crc32(data, crc)
-            _write_all(fd, data)
-    if not inflater.eof:
-        raise OperationError(f"{label}: member {name!r} unpacked to {produced} bytes, its header says {usize}",
-                             hint="the zip is damaged; fetch it again")
-    return produced, crc
-
-
-def _extract_member_slow(zf: zipfile.ZipFile, it: _ZipItem, out: str, label: str, guard: BombGuard) -> None:
-    """bzip2 / lzma members, through zipfile (thread-safe: its shared file takes a lock per read)."""
-    try:
-        with zf.open(it.info) as src, open(os.path.join(out, it.dest), "wb") as dst:
-            while chunk := src.read(CHUNK):
-                guard.add(len(chunk), it.info.filename)
-                dst.write(chunk)
-    except (zipfile.BadZipFile, NotImplementedError, EOFError, zlib.error) as e:
-        raise OperationError(f"{label}: member {it.info.filename!r} cannot be unpacked: {e}",
-                             hint="the zip is damaged or uses an unsupported compression; fetch it again") from e
+                with zf.open(infos[e.offset]) as src, open(out / dest, "wb") as dst:
+                    while chunk := src.read(CHUNK):
+                        guard.add(len(chunk), e.name)
+                        dst.write(chunk)
+            except (zipfile.BadZipFile, NotImplementedError, EOFError, zlib.error) as err:
+                raise OperationError(f"{label}: member {e.name!r} cannot be unpacked: {err}",
+                                     hint="the zip is damaged or uses an unsupported compression; fetch it again") from err
 
 
 # ----------------------------------------------------------------- tar
@@ -605,7 +430,7 @@ def _copy_member(tf: tarfile.TarFile, ti: tarfile.TarInfo, target: Path, label: 
                 raise OperationError(f"{label}: member {ti.name!r} is cut short", hint="fetch the archive again")
             left -= len(chunk)
             guard.add(len(chunk), ti.name)
-            _write_all(fd, chunk)
+            zip_workers.write_all(fd, chunk)
     finally:
         os.close(fd)
 
