@@ -195,3 +195,35 @@ def test_the_session_of_a_killed_fetch_does_not_block_the_root(tmp_path):
     with root.exclusive("vlmdata layout build --layout llava"):
         pass
     assert not list(root.sessions_dir.glob("fetch-*"))  # removed as stale
+
+
+def test_status_shows_what_running_fetches_hold_and_skips_stale_claims(tmp_path, cli):
+    from vlmdata.state.claims import claim_name
+
+    root = Root(tmp_path / "root")
+    root.claims_dir.mkdir(parents=True)
+    proc = _python("""
+        import sys, time
+        from vlmdata.state import Root
+        with Root(sys.argv[1]).claim("coco:train2017.zip", "fetching coco:train2017.zip"):
+            print("held", flush=True)
+            time.sleep(60)
+    """, str(root.path))
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        _foreign(root.claims_dir / claim_name("gqa:images.zip"), age=5)  # another machine, beating
+        _foreign(root.claims_dir / claim_name("vg:images.zip"), age=3600)  # another machine, gone quiet
+        r = cli("status", "--root", str(root.path))
+        assert r.code == 0, r.err
+        lines = r.out.splitlines()
+        at = next(i for i, line in enumerate(lines) if line.startswith("in progress (2 claim(s)"))
+        shown = lines[at + 1:]
+        assert any("fetching coco:train2017.zip" in s and f"pid {proc.pid} on this machine" in s for s in shown)
+        assert any("pid 4242 on elsewhere" in s for s in shown)
+        assert not any("vg:images.zip" in s for s in r.out.splitlines())
+        assert (root.claims_dir / claim_name("vg:images.zip")).exists()  # status only reads
+    finally:
+        proc.kill()
+        proc.wait()
+    r = cli("status", "--root", str(root.path))
+    assert "coco:train2017.zip" not in r.out  # its process is gone: the claim is stale

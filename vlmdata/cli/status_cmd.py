@@ -16,6 +16,7 @@ def status_cmd(settings: Settings) -> None:
     """Each dataset: absent, partial, subset, complete (every default file placed) or verified.
 
     "subset (N of M images)": archives placed with `fetch --only-referenced-by`, a part of them on purpose.
+    Below the table: what fetches running now (on this machine or others sharing the root) hold.
 
     Examples:
       vlmdata status --root /data/llava
@@ -33,3 +34,18 @@ def status_cmd(settings: Settings) -> None:
         extra = f" (+{r.optional_placed} optional)" if r.optional_placed else ""
         note = "  (placed with --only-referenced-by)" if r.state == "subset" else ""
         typer.echo(f"{r.name:<16} {r.describe():<9} {r.placed}/{r.total}{extra}{note}")
+    _show_claims(root)
+
+
+def _show_claims(root) -> None:
+    """The files other fetches (here or on other machines) are working on right now."""
+    import time
+
+    from vlmdata.state.claims import live_claims
+
+    held = live_claims(root.claims_dir)
+    if held:
+        typer.echo(f"in progress ({len(held)} claim(s) in {root.claims_dir}):")
+    for key, h in held:
+        where = "this machine" if h.same_machine() else h.host
+        typer.echo(f"  {h.what or key}: pid {h.pid} on {where}, heartbeat {max(0.0, time.time() - h.heartbeat):.0f} s ago")

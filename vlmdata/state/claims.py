@@ -360,3 +360,28 @@ def live_sessions(folder: Path, kind: str, timeout: float = DEFAULT_TIMEOUT) -> 
         else:
             out.append(holder)
     return out
+
+
+def live_claims(folder: Path, timeout: float = DEFAULT_TIMEOUT) -> list[tuple[str, Holder]]:
+    """Who works on what in ``folder`` right now: (the claimed key, its holder), for `status`.
+
+    Read only: stale claims are skipped, not removed, and a folder that cannot be read (or, for
+    another machine's claims, written to ask the file server's clock) shows what it can."""
+    from urllib.parse import unquote
+
+    out = []
+    try:
+        paths = sorted(folder.glob(f"*{SUFFIX}"))
+    except OSError:
+        return out
+    for p in paths:
+        holder = read_holder(p)
+        if holder is None or holder.pid < 0:
+            continue
+        try:
+            if is_stale(p, holder, timeout):
+                continue
+        except OSError:
+            pass  # the clock of a read-only folder cannot be asked: show it as it says
+        out.append((unquote(p.name[: -len(SUFFIX)]), holder))
+    return out
