@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 from fetch_helpers import file_toml, http, kill, sha256, start_fetch, wait_for
@@ -157,16 +158,23 @@ def _kill_once_it_has(part, n: int, cmd: list[str], files_server) -> int:
     return part.stat().st_size
 
 
+def _one_file(manifests, files_server, root, ds: str, name: str, data: bytes, *, sha: str | None,
+              extra: tuple[str, ...] = ()) -> tuple[list[str], Path]:
+    """Dataset ``ds`` of one file ``name`` (``data``, served by files_server; ``sha``: the manifest's
+    sha256 or None for "unknown"): the fetch command and the file's .part path."""
+    (files_server.folder / name).write_bytes(data)
+    manifests.dataset(ds, file_toml(name, size=len(data), sha=sha, sources=[http(f"{files_server.url}/{name}")],
+                                    place=f'{{ kind = "file", to = "{ds}/{name}" }}'))
+    cmd = ["fetch", ds, "--manifests", str(manifests.folder), "--root", str(root), *extra]
+    return cmd, part_path(Root(root).download_path(ds, name))
+
+
 def test_sigkill_of_a_small_file_then_rerun(manifests, files_server, root, cli):
     # 300 KiB at 64 KiB/s: every byte is written as it arrives, so a kill -9 keeps them all.
     data = os.urandom(300 << 10)
-    (files_server.folder / "small.bin").write_bytes(data)
-    manifests.dataset("s", file_toml("small.bin", size=len(data), sha=sha256(data),
-                                     sources=[http(f"{files_server.url}/small.bin")],
-                                     place='{ kind = "file", to = "s/small.bin" }'))
+    cmd, part = _one_file(manifests, files_server, root, "s", "small.bin", data, sha=sha256(data))
     files_server.default_throttle = 64 << 10
-    cmd = ["fetch", "s", "--manifests", str(manifests.folder), "--root", str(root)]
-    kept = _kill_once_it_has(part_path(Root(root).download_path("s", "small.bin")), 64 << 10, cmd, files_server)
+    kept = _kill_once_it_has(part, 64 << 10, cmd, files_server)
     assert 64 << 10 <= kept < len(data)
     r = cli(*cmd)
     assert r.code == 0, r.err
@@ -176,14 +184,11 @@ def test_sigkill_of_a_small_file_then_rerun(manifests, files_server, root, cli):
 
 def test_resume_without_validators_is_reported(manifests, files_server, root, cli):
     data = os.urandom(3 << 20)
-    (files_server.folder / "nv.bin").write_bytes(data)
-    manifests.dataset("n", file_toml("nv.bin", size=len(data), sha=sha256(data),
-                                     sources=[http(f"{files_server.url}/nv.bin")],
-                                     place='{ kind = "file", to = "n/nv.bin" }'))
+    cmd, part = _one_file(manifests, files_server, root, "n", "nv.bin", data, sha=sha256(data),
+                          extra=("--connections", "1"))
     files_server.validators = False
     files_server.default_throttle = 1 << 20
-    cmd = ["fetch", "n", "--manifests", str(manifests.folder), "--root", str(root), "--connections", "1"]
-    kept = _kill_once_it_has(part_path(Root(root).download_path("n", "nv.bin")), 256 << 10, cmd, files_server)
+    kept = _kill_once_it_has(part, 256 << 10, cmd, files_server)
     r = cli(*cmd, "--json")
     assert r.code == 0, r.err
     assert (root / "n/nv.bin").read_bytes() == data
@@ -197,13 +202,10 @@ def test_no_validators_and_no_known_sha256_starts_over(manifests, files_server, 
     # Only the size would tie the .part to the server's file, and no sha256 (manifest, pin, hub)
     # would catch a stitched result, which the first download would then pin: start from byte 0.
     data = os.urandom(3 << 20)
-    (files_server.folder / "nh.bin").write_bytes(data)
-    manifests.dataset("h", file_toml("nh.bin", size=len(data), sources=[http(f"{files_server.url}/nh.bin")],
-                                     place='{ kind = "file", to = "h/nh.bin" }'))
+    cmd, part = _one_file(manifests, files_server, root, "h", "nh.bin", data, sha=None, extra=("--connections", "1"))
     files_server.validators = False
     files_server.default_throttle = 1 << 20
-    cmd = ["fetch", "h", "--manifests", str(manifests.folder), "--root", str(root), "--connections", "1"]
-    kept = _kill_once_it_has(part_path(Root(root).download_path("h", "nh.bin")), 256 << 10, cmd, files_server)
+    kept = _kill_once_it_has(part, 256 << 10, cmd, files_server)
     assert kept >= 256 << 10
     r = cli(*cmd, "--json")
     assert r.code == 0, r.err
