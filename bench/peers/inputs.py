@@ -3,12 +3,12 @@ small JPEGs, the 665k-record mix, and the manifest that points vlmdata at them."
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import random
 import zipfile
 from pathlib import Path
+
+from bench.common.jpegs import photo_jpegs
 
 GIB = 1 << 30
 ZIP_MEMBERS = 20_000
@@ -32,18 +32,7 @@ def random_file(path: Path, size: int) -> Path:
 
 def small_jpegs(n: int, seed: int = 0) -> list[bytes]:
     """n distinct small photo-like JPEGs (gradient + noise), ~5 kB each, like book covers or thumbnails."""
-    from PIL import Image
-
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        w, h = rng.randint(64, 160), rng.randint(80, 200)
-        base = Image.linear_gradient("L").resize((w, h)).convert("RGB")
-        im = Image.blend(base, Image.effect_noise((w, h), rng.uniform(15, 40)).convert("RGB"), 0.3)
-        buf = io.BytesIO()
-        im.save(buf, "JPEG", quality=rng.randint(75, 92))
-        out.append(buf.getvalue())
-    return out
+    return photo_jpegs(n, seed=seed, width=(64, 160), height=(80, 200), noise=(15, 40), blend=0.3, quality=(75, 92))
 
 
 def jpeg_zip(path: Path, members: int = ZIP_MEMBERS) -> Path:

@@ -12,10 +12,8 @@ is reported. Outputs are removed and the page cache's dirty pages flushed (`sync
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
-import random
 import shutil
 import statistics
 import subprocess
@@ -23,6 +21,8 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+
+from bench.common.jpegs import photo_jpegs
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "bench" / "out" / "place"
@@ -42,19 +42,7 @@ def ensure_unzip() -> str:
 
 def distinct_jpegs(n: int, seed: int = 0) -> list[bytes]:
     """n distinct, photo-like JPEGs (gradient + noise), 120-480 px wide: 10-80 kB each."""
-    from PIL import Image
-
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        w, h = rng.randint(120, 480), rng.randint(90, 360)
-        base = Image.linear_gradient("L").resize((w, h)).convert("RGB")
-        noise = Image.effect_noise((w, h), rng.uniform(20, 60)).convert("RGB")
-        im = Image.blend(base, noise, 0.5)
-        buf = io.BytesIO()
-        im.save(buf, "JPEG", quality=rng.randint(80, 95))
-        out.append(buf.getvalue())
-    return out
+    return photo_jpegs(n, seed=seed, width=(120, 480), height=(90, 360), noise=(20, 60), blend=0.5, quality=(80, 95))
 
 
 def build_zip(path: Path, files: int, stored: bool) -> Path:

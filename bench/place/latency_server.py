@@ -9,27 +9,17 @@ PORT_FILE). Stops by itself after --max-seconds.
 from __future__ import annotations
 
 import argparse
-import io
-import random
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from bench.common.jpegs import photo_jpegs
+
 
 def pool(n: int = 200, seed: int = 1) -> list[bytes]:
-    from PIL import Image
-
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        w, h = rng.randint(80, 160), rng.randint(100, 200)  # book-cover-like thumbnails, 3-12 kB
-        im = Image.blend(Image.linear_gradient("L").resize((w, h)).convert("RGB"),
-                         Image.effect_noise((w, h), 30).convert("RGB"), 0.3)
-        buf = io.BytesIO()
-        im.save(buf, "JPEG", quality=85)
-        out.append(buf.getvalue())
-    return out
+    """Book-cover-like thumbnails, 3-12 kB."""
+    return photo_jpegs(n, seed=seed, width=(80, 160), height=(100, 200), noise=30, blend=0.3, quality=85)
 
 
 def main() -> None:
