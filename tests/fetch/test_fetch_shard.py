@@ -12,9 +12,12 @@ import shutil
 import pytest
 from fetch_helpers import root_state, split_dataset, start_fetch, store_tree
 
+from vlmdata.fetch.outcome import FetchOptions
 from vlmdata.fetch.shard import Shard
 from vlmdata.fetch.tasks import Task, chunk_tasks, file_tasks
+from vlmdata.fetch.worker import TaskRunner
 from vlmdata.manifest import load_catalog
+from vlmdata.state import Root
 
 SETS = ["coco", "gqa", "ocr_vqa", "textvqa", "vg", "llava_instruct", "llava_pretrain", "sam", "split"]
 
@@ -58,6 +61,27 @@ def test_three_concurrent_shards_equal_one_run_and_fetch_each_file_once(job, ser
     assert check.code == 0, check.out + check.err
     again = cli(*job(many, "--shard", "1/3"))
     assert again.code == 0 and "everything is already here" in again.err
+
+
+def test_a_part_is_left_to_the_process_that_holds_its_whole_file(server, manifests, tmp_path):
+    # That process downloads what it still lacks itself, then deletes the joined file once placed and only
+    # then writes the journal: a part task must not take the moment in between for "nothing done yet".
+    split_dataset(manifests, server)
+    spec = load_catalog([manifests.folder]).dataset("split").file("whole.bin")
+    root = Root(tmp_path / "root")
+    task = next(t for t in file_tasks([spec], lambda s: False) if t.kind == "part")
+    runner = TaskRunner(root, FetchOptions(mirror=server.url, jobs=1))
+    other = root.claim(spec.key, "a one-machine fetch of the whole file", 60.0)
+    assert other.acquire() is None
+    try:
+        held = runner.run(task)
+    finally:
+        other.release()
+    assert held.outcome.state == "present" and server.sent() == 0
+    assert not root.download_path("split", task.part).exists()
+    free = runner.run(task)  # nobody on the whole file: the part is this task's
+    assert free.outcome.state == "fetched", free.outcome.error
+    assert server.sent() == spec.parts[0].size and root.download_path("split", task.part).exists()
 
 
 def test_a_shard_split_is_deterministic_disjoint_and_even(demo):

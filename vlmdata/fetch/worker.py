@@ -84,7 +84,7 @@ class TaskRunner:
         mine = self.root.download_path(spec.dataset, task.part or "")
 
         def done() -> bool:  # (a part already there is checked by the join, which hashes it anyway)
-            return self._placed(spec) or whole.exists() or mine.exists()
+            return self._placed(spec) or whole.exists() or mine.exists() or self._whole_claimed(spec)
 
         got = None if done() else self.fetcher.downloader.part(spec, next(p for p in spec.parts if p.name == task.part),
                                                                done=done)  # (asked again once the claim is ours)
@@ -94,6 +94,13 @@ class TaskRunner:
         out.state, out.bytes, out.size, out.sha256, out.source = "fetched", got.transferred, got.digests.size, \
             got.digests.sha256, got.source
         out.resumed_from, out.connections, out.warnings = got.resumed_from, got.connections, list(got.notes)
+
+    def _whole_claimed(self, spec: FileSpec) -> bool:
+        """A live process holds the whole file (a one-machine fetch, or this fetch's join): it downloads any
+        part still missing itself (waiting for this part's claim if need be), so this part is its to fetch.
+        Asked because the whole file's holder deletes the joined download once placed and only then
+        writes the journal: without this, a part task looking in between finds nothing and downloads again."""
+        return live_holder(self.root.claim(spec.key, "", self.opt.claim_timeout).path, self.opt.claim_timeout) is not None
 
     # ------------------------------------------------------------------ a chunk of a URL list
     def _chunk(self, task: Task, out: FileOutcome) -> None:
