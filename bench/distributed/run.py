@@ -92,6 +92,9 @@ def start_cluster():
     from ray.cluster_utils import Cluster
 
     temp = Path("/tmp") / f"vlmray-bench-{os.getpid()}"
+    # Ray writes "the current cluster" into RAY_TMPDIR/ray (/tmp/ray by default, absent on a fresh machine)
+    os.environ["RAY_TMPDIR"] = str(temp)
+    (temp / "ray").mkdir(parents=True, exist_ok=True)
     node = dict(num_cpus=2, object_store_memory=100 << 20)
     c = Cluster(initialize_head=True, head_node_args=dict(include_dashboard=False, temp_dir=str(temp), **node))
     for _ in range(2):

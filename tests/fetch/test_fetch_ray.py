@@ -35,10 +35,15 @@ def cluster():
 
     # every node on the loopback address, not the machine's outward one: the variable for the processes
     # Ray starts (and the drivers the tests start), the constant it set at import for this one
-    old = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"), ray_constants.ENABLE_RAY_CLUSTER
+    old = {k: os.environ.get(k) for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_TMPDIR")}
+    old_cluster = ray_constants.ENABLE_RAY_CLUSTER
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
     temp = tempfile.mkdtemp(prefix="vlmray-", dir="/tmp")  # (short: Ray's sockets live there)
+    # Ray also writes "the current cluster" into RAY_TMPDIR/ray, /tmp/ray by default, a folder only an
+    # earlier Ray run makes: a fresh machine has none. Ours, inside the cluster's own folder.
+    os.environ["RAY_TMPDIR"] = temp
+    os.makedirs(os.path.join(temp, "ray"))
     c = Cluster(initialize_head=True, head_node_args=dict(include_dashboard=False, temp_dir=temp, **NODE))
     c.workers = [c.add_node(**NODE) for _ in range(2)]
     c.wait_for_nodes()
@@ -46,11 +51,12 @@ def cluster():
     yield c
     c.shutdown()
     shutil.rmtree(temp, ignore_errors=True)
-    ray_constants.ENABLE_RAY_CLUSTER = old[1]
-    if old[0] is None:
-        os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
-    else:
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = old[0]
+    ray_constants.ENABLE_RAY_CLUSTER = old_cluster
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture(scope="module")
