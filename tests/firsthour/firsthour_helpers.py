@@ -29,21 +29,28 @@ class DemoRoot:
 
 def unprivileged_runner():
     """A function running `vlmdata ARGS` as a user the file modes apply to, or None when that is
-    impossible here. As root (modes do not stop root) the command runs in a child process under
-    `setpriv` as nobody; otherwise in-process."""
+    impossible here (root without `setpriv`, or a checkout nobody may read). As root (modes do not
+    stop root) the command runs in a child process under `setpriv` as nobody; otherwise in-process."""
     if os.geteuid() != 0:
         return lambda *args: run_vlmdata(*args)
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         return None
 
-    def run(*args: str) -> CliResult:
+    def as_nobody(*argv: str) -> subprocess.CompletedProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("VLMDATA_")}
         env["PYTHONPATH"] = str(REPO)
         env["HOME"] = tempfile.gettempdir()
-        p = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
-                            sys.executable, "-m", "vlmdata.cli.app", *map(str, args)],
-                           cwd=tempfile.gettempdir(), env=env, capture_output=True, text=True, timeout=120)
+        return subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, *argv],
+                              cwd=tempfile.gettempdir(), env=env, capture_output=True, text=True, timeout=120)
+
+    # A clone inside a folder only its owner may enter (`mktemp -d` makes 0700 ones): nobody cannot
+    # start this interpreter or import the package, so there is no one the modes could stop.
+    if as_nobody("-c", "import vlmdata.cli.app").returncode != 0:
+        return None
+
+    def run(*args: str) -> CliResult:
+        p = as_nobody("-m", "vlmdata.cli.app", *map(str, args))
         return CliResult(p.returncode, p.stdout, p.stderr)
 
     return run

@@ -10,7 +10,8 @@ import pytest
 from firsthour_helpers import shared_tmp, unprivileged_runner
 
 run_as_user = unprivileged_runner()
-pytestmark = pytest.mark.skipif(run_as_user is None, reason="running as root without setpriv: modes cannot bite")
+pytestmark = pytest.mark.skipif(run_as_user is None, reason="modes cannot bite: running as root without setpriv, or the checkout "
+                                "is in a folder user nobody may not enter")
 
 
 @pytest.fixture
