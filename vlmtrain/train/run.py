@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -51,27 +52,46 @@ def tokenizer_kind(cfg: TrainConfig, template) -> str:
 
 
 def _train_tokenizer(cfg: TrainConfig, template):
-    """A tokenizer trained on the dataset's text, of the kind the LLM uses (offline runs)."""
+    """A tokenizer trained on the dataset's text, of the kind the LLM uses (offline runs).
+
+    Every rank of a run gets here, on one machine or on several sharing the output folder: each
+    trains into its own temporary folder and renames it into place; the first rename wins and every
+    rank loads the winner's files, so all ranks (and a resumed run) use one vocabulary and none reads
+    a file another is still writing."""
+    import shutil
+
     workdir = Path(cfg.output_dir) / "tokenizer"
     kind = tokenizer_kind(cfg, template)
+    marker = "tokenizer.model" if kind == "sentencepiece" else "tokenizer.json"
+    if not (workdir / marker).is_file():
+        tmp = workdir.with_name(f".{workdir.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        _train_tokenizer_into(tmp, cfg, template, kind)
+        try:
+            os.rename(tmp, workdir)  # (onto a missing or empty folder; a filled one means another rank won)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
     if kind == "sentencepiece":
-        if (workdir / "tokenizer.model").is_file():  # a resumed run keeps the same vocabulary
-            from transformers import LlamaTokenizer
+        from transformers import LlamaTokenizer
 
-            return LlamaTokenizer.from_pretrained(str(workdir), legacy=cfg.tokenizer_legacy)
+        return LlamaTokenizer.from_pretrained(str(workdir), legacy=cfg.tokenizer_legacy)
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast.from_pretrained(str(workdir))
+
+
+def _train_tokenizer_into(workdir: Path, cfg: TrainConfig, template, kind: str) -> None:
+    if kind == "sentencepiece":
         from vlmtrain.data.tokenizers import train_llama_sentencepiece
 
-        return train_llama_sentencepiece(_corpus(cfg), cfg.tokenizer_train_vocab_size, legacy=cfg.tokenizer_legacy,
-                                         workdir=workdir)
-    if (workdir / "tokenizer.json").is_file():
-        from transformers import PreTrainedTokenizerFast
-
-        return PreTrainedTokenizerFast.from_pretrained(str(workdir))
+        train_llama_sentencepiece(_corpus(cfg), cfg.tokenizer_train_vocab_size, legacy=cfg.tokenizer_legacy,
+                                  workdir=workdir)
+        return
     from vlmtrain.data.tokenizers import train_bytelevel_bpe
 
     extra = ("<|extra_0|>",) if template.name == "qwen" else ()  # Qwen's vocabulary reserves <|extra_N|>
-    return train_bytelevel_bpe(_corpus(cfg), cfg.tokenizer_train_vocab_size, kind=kind, workdir=workdir,
-                               extra_special=extra)
+    train_bytelevel_bpe(_corpus(cfg), cfg.tokenizer_train_vocab_size, kind=kind, workdir=workdir,
+                        extra_special=extra)
 
 
 def load_tokenizer(cfg: TrainConfig):
