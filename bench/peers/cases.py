@@ -15,6 +15,7 @@ from typing import Any
 
 from bench.peers import inputs
 from bench.peers.timing import rm as _rm
+from bench.peers.timing import user_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,7 +29,7 @@ def _placed(path: Path, size: int) -> dict:
 def startup(b: Any, *, out: Path, **_: Any) -> None:
     root = out / "root-startup"
     _rm(root)
-    subprocess.run(b.vlmdata(root, "fetch", "bench:tiny.bin"), check=True, env={**os.environ, **b.env},
+    subprocess.run(b.vlmdata(root, "fetch", "bench:tiny.bin"), check=True, env=user_env(b.env),
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     runs = b.alternate("startup", {  # cheap: a few more runs than the others make the medians steadier
         "vlmdata --help": {"argv": [b.vlmdata(root)[0], "--help"]},

@@ -46,6 +46,14 @@ class Busy:
         self.proc.wait()
 
 
+def user_env(extra: dict | None = None) -> dict:
+    """The environment a user's shell gives a command: this one's, less PYTHONDONTWRITEBYTECODE (set on
+    these machines, rare on a user's: with it every run compiles every module it imports again,
+    ~0.03-0.05 s of each start-up), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    return {**env, **(extra or {})}
+
+
 def timed(tool: str, argv: list[str], *, prepare: Callable[[], None] | None = None, env: dict | None = None,
           busy: bool = False, check: Callable[[], dict] | None = None) -> Run:
     """Run ``argv`` once after ``prepare()`` and ``sync``; ``check()`` (after it) returns extra facts
@@ -60,7 +68,7 @@ def timed(tool: str, argv: list[str], *, prepare: Callable[[], None] | None = No
         ctx.__enter__()
     try:
         t0 = time.perf_counter()
-        p = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        p = subprocess.Popen(argv, env=user_env(env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         stderr = p.stderr.read() if p.stderr else b""
         _, status, usage = os.wait4(p.pid, 0)  # this command's own usage, its descendants included
         dt = time.perf_counter() - t0

@@ -18,6 +18,7 @@ import typer
 from typer.core import TyperGroup
 
 from vlmdata.cli.common import begin_run, global_callback, json_error
+from vlmdata.cli.plain_help import PlainContext, use_plain_help
 from vlmdata.errors import run_app
 
 # name: (module under vlmdata.cli, the first line of its help). Order = the order in --help
@@ -45,15 +46,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def module_commands(module: str) -> dict[str, Any]:
     """The click commands one module registers (imported on first use)."""
     mod = importlib.import_module(f"vlmdata.cli.{module}")
-    scratch = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    scratch = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
     mod.register(scratch)
-    return dict(typer.main.get_group(scratch).commands)
+    return {name: use_plain_help(cmd) for name, cmd in typer.main.get_group(scratch).commands.items()}
 
 
 class LazyGroup(TyperGroup):
     """A Typer group whose commands are imported only when one is run or asked for its help."""
 
     _listing = False  # inside format_help: list stubs, import nothing
+    context_class = PlainContext  # (vlmdata.cli.plain_help: no rich at start-up)
 
     @property
     def commands(self) -> dict[str, Any]:  # type: ignore[override]
@@ -96,6 +98,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.callback()(global_callback)
