@@ -74,6 +74,7 @@ def test_a_fetch_with_nothing_to_do_imports_no_network_stack_and_parses_no_manif
     assert (tmp_path / "data" / "coco").is_dir()
     mods = _modules_after(args, env)  # nothing to do, the catalog from the cache
     assert _heavy(mods) == [] and "rich" not in mods
+    assert "vlmdata.plan" not in mods and "vlmdata.sources.hf" not in mods  # nothing to plan, no source to read
 
 
 def test_catalog_cache_follows_every_change(tmp_path, monkeypatch):

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
 from vlmdata.cli.common import Settings, with_settings
 from vlmdata.cli.selection import select
 from vlmdata.errors import UserError
-from vlmdata.plan import Plan, plan_files
 from vlmdata.units import human_bytes
+
+if TYPE_CHECKING:  # (vlmdata.plan imports every source kind: a fetch with nothing to do never plans)
+    from vlmdata.plan import Plan
 
 ONLY_REFERENCED_HELP = ("Keep only the archive members these LLaVA-style JSONs reference "
                         "(tars are streamed, never stored). Repeatable.")
@@ -62,6 +64,8 @@ def wanted_names(settings: Settings, paths: Optional[List[Path]]) -> tuple[set[s
 
 def show_plan(settings: Settings, names: Optional[List[str]], layout: Optional[str],
               only_referenced_by: Optional[List[Path]] = None, recipe: Optional[str] = None) -> None:
+    from vlmdata.plan import plan_files
+
     specs = select(settings.catalog, names, layout, recipe).specs
     root = settings.data_root
     root.check_readable()
