@@ -13,6 +13,7 @@ from typing import Callable, Iterable, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+_EXITED = object()  # a worker thread's last word
 
 
 def run_in_threads(items: Iterable[T], fn: Callable[[T], R], jobs: int, cancel: threading.Event,
@@ -21,33 +22,40 @@ def run_in_threads(items: Iterable[T], fn: Callable[[T], R], jobs: int, cancel: 
     (a list that turns out broken) is raised here once the threads have stopped."""
     it = iter(items)
     take = threading.Lock()
-    done: queue.Queue[R] = queue.Queue()
+    done: queue.Queue = queue.Queue()
     broken: list[BaseException] = []
 
     def worker() -> None:
-        while not cancel.is_set():
-            with take:
-                if broken:
-                    return
-                try:
-                    item = next(it)
-                except StopIteration:
-                    return
-                except BaseException as e:  # noqa: BLE001 - the iterable failed: stop taking, say so after
-                    broken.append(e)
-                    return
-            done.put(fn(item))
+        try:
+            while not cancel.is_set():
+                with take:
+                    if broken:
+                        return
+                    try:
+                        item = next(it)
+                    except StopIteration:
+                        return
+                    except BaseException as e:  # noqa: BLE001 - the iterable failed: stop taking, say so after
+                        broken.append(e)
+                        return
+                done.put(fn(item))
+        finally:
+            done.put(_EXITED)  # (the caller stops at the last thread's, not at a poll's timeout later)
 
     threads = [threading.Thread(target=worker, name=f"{name}{i}", daemon=True) for i in range(max(1, jobs))]
     for t in threads:
         t.start()
     try:
-        while True:
+        running = len(threads)
+        while running:
             try:
-                on_result(done.get(timeout=0.2))
+                got = done.get(timeout=0.2)  # (a timeout: Ctrl-C is seen while waiting)
             except queue.Empty:
-                if not any(t.is_alive() for t in threads) and done.empty():
-                    break
+                continue
+            if got is _EXITED:
+                running -= 1
+            else:
+                on_result(got)
     except KeyboardInterrupt:
         cancel.set()
         deadline = time.monotonic() + 10
