@@ -50,7 +50,8 @@ def load_run(run_dir: str | Path, *, device: str = "cpu") -> LoadedRun:
     from transformers import set_seed
 
     from vlmtrain.model.build import build_model, load_pretrain_adapter, model_class, tokens_per_image
-    from vlmtrain.train.run import build_image_processor, load_tokenizer
+    from vlmtrain.train.run import build_image_processor
+    from vlmtrain.train.tokenizer import load_tokenizer
     from vlmtrain.train.trainer import MM_PROJECTOR
 
     run_dir = Path(run_dir)
@@ -75,7 +76,7 @@ def load_run(run_dir: str | Path, *, device: str = "cpu") -> LoadedRun:
         from transformers import AutoTokenizer
 
         from vlmtrain.data.templates import get_template
-        from vlmtrain.train.run import set_pad_token
+        from vlmtrain.train.tokenizer import set_pad_token
 
         tokenizer = AutoTokenizer.from_pretrained(str(run_dir))
         set_pad_token(tokenizer, get_template(cfg.template))

@@ -131,7 +131,7 @@ def test_remote_code_tower_is_refused_with_the_switch_named(tmp_path, caption_bl
 
 def test_remote_code_tokenizer_is_refused_with_the_switch_named(tmp_path):
     from vlmtrain.config import ConfigError, load_config
-    from vlmtrain.train.run import load_tokenizer
+    from vlmtrain.train.tokenizer import load_tokenizer
 
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(
         {"auto_map": {"AutoTokenizer": ["tokenization_qwen.QWenTokenizer", None]}, "tokenizer_class": "QWenTokenizer"}))

@@ -85,7 +85,8 @@ def tiny(tmp_path_factory):
     from vlmtrain.data import DataArgs, ImageTokens, build_train_data
     from vlmtrain.model.build import apply_freeze, build_model
     from vlmtrain.tinydata import write_tiny_blend
-    from vlmtrain.train.run import build_image_processor, load_tokenizer
+    from vlmtrain.train.run import build_image_processor
+    from vlmtrain.train.tokenizer import load_tokenizer
 
     tmp = tmp_path_factory.mktemp("pack")
     blend = write_tiny_blend(tmp / "blend", n=16, kind="instruct", seed=3)

@@ -12,7 +12,7 @@ from train_helpers import REPO
 LOAD = """
 import hashlib, json, sys
 from vlmtrain.config import load_config
-from vlmtrain.train.run import load_tokenizer
+from vlmtrain.train.tokenizer import load_tokenizer
 tok = load_tokenizer(load_config(sys.argv[1]))
 print(hashlib.sha256(json.dumps(sorted(tok.get_vocab().items())).encode()).hexdigest())
 """

@@ -82,7 +82,7 @@ def test_no_special_token_warning_from_trainer(instruct_blend, make_config):
     from vlmtrain.config import load_config
     from vlmtrain.model.build import build_model
     from vlmtrain.progress import align_special_tokens_quietly
-    from vlmtrain.train.run import load_tokenizer
+    from vlmtrain.train.tokenizer import load_tokenizer
 
     cfg = load_config(make_config(instruct_blend, "tok"))
     tok = load_tokenizer(cfg)

@@ -14,7 +14,8 @@ def test_model_overfits_a_batch_from_the_data_pipeline(instruct_blend, make_conf
 
     from vlmtrain.data import DataArgs, ImageTokens, build_train_data, pop_batch_meta
     from vlmtrain.model.build import apply_freeze, build_model
-    from vlmtrain.train.run import build_image_processor, load_tokenizer
+    from vlmtrain.train.run import build_image_processor
+    from vlmtrain.train.tokenizer import load_tokenizer
 
     cfg = load_config(make_config(instruct_blend))
     tok = load_tokenizer(cfg)

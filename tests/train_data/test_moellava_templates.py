@@ -28,7 +28,7 @@ _TOK: dict = {}
 def shaped(request, tmp_path_factory):
     """(template name, tokenizer) for each MoE-LLaVA LLM family."""
     from vlmtrain.data.tokenizers import train_bytelevel_bpe
-    from vlmtrain.train.run import set_pad_token
+    from vlmtrain.train.tokenizer import set_pad_token
 
     name = request.param
     if name not in _TOK:

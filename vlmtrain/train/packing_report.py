@@ -19,7 +19,7 @@ def packing_stats(cfg: TrainConfig) -> dict:
     from vlmtrain.data.packing_stats import padding_report
     from vlmtrain.model.build import apply_freeze, build_model
     from vlmtrain.train.mfu import flop_model
-    from vlmtrain.train.run import load_tokenizer
+    from vlmtrain.train.tokenizer import load_tokenizer
 
     check_inputs(cfg)
     tok = load_tokenizer(cfg)

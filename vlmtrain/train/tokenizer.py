@@ -1,0 +1,127 @@
+"""The run's tokenizer: the model's own (local path or Hub id), or one trained on the dataset's text
+for offline runs, with ``<image>`` added and the pad token set by the template's rule."""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Iterator
+
+from vlmtrain.config import ConfigError, TrainConfig
+
+
+def _corpus(cfg: TrainConfig) -> Iterator[str]:
+    """The dataset's text (streamed from Arrow) plus the template's fixed strings."""
+    from vlmtrain.data.dataset import open_blend
+    from vlmtrain.data.templates import get_template
+
+    fixed = get_template(cfg.template).corpus
+    for _ in range(8 if fixed else 0):
+        yield fixed
+    ds, _, _ = open_blend(cfg.dataset_dir, cfg.image_root)
+    for batch in ds.select_columns(["conversations"]).iter(batch_size=1000):
+        for conv in batch["conversations"]:
+            for turn in conv:
+                yield turn["value"].replace(cfg.image_token, " ")
+
+
+# The tokenizer family of each LLM type (what `tokenizer_train_kind: auto` trains for it).
+TOKENIZER_KINDS = {"llama": "sentencepiece", "mistral": "sentencepiece", "phi": "bytelevel", "qwen2": "tiktoken",
+                   "stablelm": "tiktoken"}
+
+
+def tokenizer_kind(cfg: TrainConfig, template) -> str:
+    if cfg.tokenizer_train_kind != "auto":
+        return cfg.tokenizer_train_kind
+    model_type = cfg.text_config.get("model_type") if isinstance(cfg.text_config, dict) else None
+    return TOKENIZER_KINDS.get(model_type or "", template.tokenizer_kind)
+
+
+def _train_tokenizer(cfg: TrainConfig, template):
+    """A tokenizer trained on the dataset's text, of the kind the LLM uses (offline runs).
+
+    Every rank of a run gets here, on one machine or on several sharing the output folder: each
+    trains into its own temporary folder and renames it into place; the first rename wins and every
+    rank loads the winner's files, so all ranks (and a resumed run) use one vocabulary and none reads
+    a file another is still writing."""
+    import shutil
+
+    workdir = Path(cfg.output_dir) / "tokenizer"
+    kind = tokenizer_kind(cfg, template)
+    marker = "tokenizer.model" if kind == "sentencepiece" else "tokenizer.json"
+    if not (workdir / marker).is_file():
+        tmp = workdir.with_name(f".{workdir.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        _train_tokenizer_into(tmp, cfg, template, kind)
+        try:
+            os.rename(tmp, workdir)  # (onto a missing or empty folder; a filled one means another rank won)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if kind == "sentencepiece":
+        from transformers import LlamaTokenizer
+
+        return LlamaTokenizer.from_pretrained(str(workdir), legacy=cfg.tokenizer_legacy)
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast.from_pretrained(str(workdir))
+
+
+def _train_tokenizer_into(workdir: Path, cfg: TrainConfig, template, kind: str) -> None:
+    if kind == "sentencepiece":
+        from vlmtrain.data.tokenizers import train_llama_sentencepiece
+
+        train_llama_sentencepiece(_corpus(cfg), cfg.tokenizer_train_vocab_size, legacy=cfg.tokenizer_legacy,
+                                  workdir=workdir)
+        return
+    from vlmtrain.data.tokenizers import train_bytelevel_bpe
+
+    extra = ("<|extra_0|>",) if template.name == "qwen" else ()  # Qwen's vocabulary reserves <|extra_N|>
+    train_bytelevel_bpe(_corpus(cfg), cfg.tokenizer_train_vocab_size, kind=kind, workdir=workdir,
+                        extra_special=extra)
+
+
+def load_tokenizer(cfg: TrainConfig):
+    """The tokenizer, with ``<image>`` added when absent and the pad token set by the template's rule."""
+    from transformers import AutoTokenizer
+
+    from vlmtrain.data.templates import get_template
+
+    template = get_template(cfg.template)
+    if cfg.tokenizer_train_vocab_size:
+        tok = _train_tokenizer(cfg, template)
+    else:
+        name = cfg.tokenizer_name_or_path or cfg.model_name_or_path
+        try:
+            tok = AutoTokenizer.from_pretrained(name, padding_side="right", trust_remote_code=cfg.trust_remote_code)
+        except (OSError, ValueError) as e:
+            if "trust_remote_code" in str(e) and not cfg.trust_remote_code:  # e.g. Qwen-1_8B's tiktoken tokenizer
+                raise ConfigError(f"the tokenizer {name!r} is remote code (its tokenizer_config.json names its own "
+                                  "Python class)", hint="`trust_remote_code` is off by default; set "
+                                  "`trust_remote_code: true` to run the publisher's tokenizer code") from None
+            raise ConfigError(f"cannot load the tokenizer {name!r}: {str(e).splitlines()[0]}",
+                              hint="check the path / Hub id and the network, or set `tokenizer_train_vocab_size` "
+                                   "to train one on the dataset's text") from None
+    tok.padding_side = "right"
+    tok.model_max_length = cfg.model_max_length
+    if cfg.image_token not in tok.get_vocab():
+        tok.add_special_tokens({"additional_special_tokens": [cfg.image_token]})
+    set_pad_token(tok, template)
+    return tok
+
+
+def set_pad_token(tok, template) -> None:
+    """The reference repos' pad rule. LLaVA (plain, v1): pad = unk. MoE-LLaVA (phi, qwen, stablelm):
+    unk is first set to its own token (``<|extra_0|>`` / ``<|reg0|>``, added when the vocabulary lacks
+    it), eos to ``<|endoftext|>`` for qwen, then pad = unk. With pad = eos instead, every answer's
+    closing ``<|endoftext|>`` would count as padding in MoE-LLaVA's length check."""
+    if template.eos_token and tok.eos_token != template.eos_token:
+        tok.add_special_tokens({"eos_token": template.eos_token})
+    if template.unk_token and tok.unk_token != template.unk_token:
+        if template.unk_token in tok.get_vocab():
+            tok.unk_token = template.unk_token
+        else:
+            tok.add_special_tokens({"unk_token": template.unk_token})
+    if template.pad == "unk" and tok.unk_token is not None:
+        tok.pad_token = tok.unk_token
+    elif tok.pad_token is None:
+        tok.pad_token = tok.unk_token if tok.unk_token is not None else tok.eos_token
