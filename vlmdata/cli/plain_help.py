@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from typer.core import TyperCommand  # (its base classes are the click Typer ships)
+from typer.core import TyperCommand
 
-_click = __import__(TyperCommand.__mro__[1].__module__.rsplit(".", 1)[0], fromlist=["formatting"])
-_Context, _HelpFormatter = _click.core.Context, _click.formatting.HelpFormatter
+# click's Context and HelpFormatter, from whichever click Typer uses (recent Typers ship their own copy)
+_Context = TyperCommand.context_class
+_HelpFormatter = _Context.formatter_class
 
 
 def keep_blocks(text: str) -> str:
