@@ -84,7 +84,7 @@ class TaskRunner:
         mine = self.root.download_path(spec.dataset, task.part or "")
 
         def done() -> bool:  # (a part already there is checked by the join, which hashes it anyway)
-            return self._placed(spec) or whole.exists() or mine.exists() or self._whole_claimed(spec)
+            return self._placed(spec) or whole.exists() or mine.exists() or self._held(spec.key)
 
         got = None if done() else self.fetcher.downloader.part(spec, next(p for p in spec.parts if p.name == task.part),
                                                                done=done)  # (asked again once the claim is ours)
@@ -95,21 +95,20 @@ class TaskRunner:
             got.digests.sha256, got.source
         out.resumed_from, out.connections, out.warnings = got.resumed_from, got.connections, list(got.notes)
 
-    def _whole_claimed(self, spec: FileSpec) -> bool:
-        """A live process holds the whole file (a one-machine fetch, or this fetch's join): it downloads any
-        part still missing itself (waiting for this part's claim if need be), so this part is its to fetch.
-        Asked because the whole file's holder deletes the joined download once placed and only then
-        writes the journal: without this, a part task looking in between finds nothing and downloads again."""
-        return live_holder(self.root.claim(spec.key, "", self.opt.claim_timeout).path, self.opt.claim_timeout) is not None
+    def _held(self, key: str) -> bool:
+        """A live process holds ``key``'s claim. For a part's whole file (a one-machine fetch, or this
+        fetch's join): that process downloads any part still missing itself (waiting for this part's claim
+        if need be), so the part is its to fetch; asked because it deletes the joined download once placed
+        and only then writes the journal, and a part task looking in between would download again."""
+        return live_holder(self.root.claim(key, "", self.opt.claim_timeout).path, self.opt.claim_timeout) is not None
 
     # ------------------------------------------------------------------ a chunk of a URL list
     def _chunk(self, task: Task, out: FileOutcome) -> None:
         """Its records into the list's folder, under its claim, unless a fetch of the whole list holds the
         list (then wait for that one instead: chunks.wait_for_chunks is the other half of this)."""
-        lst = self.root.claim(task.spec.key, "", self.opt.claim_timeout)
         while True:
             with self.fetcher.downloader.claimed(task.key):
-                if live_holder(lst.path, self.opt.claim_timeout) is None:
+                if not self._held(task.spec.key):
                     return self._chunk_claimed(task, out)
             with self.fetcher.downloader.claimed(task.spec.key):
                 pass  # (outside our chunk's claim, which the whole-list fetch waits to see gone)
