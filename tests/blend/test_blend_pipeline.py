@@ -322,3 +322,29 @@ def test_zero_byte_images_are_found_by_one_thread_or_many(tmp_path, monkeypatch)
     assert sorted(images_index.empty_files(tmp_path, paths, jobs=4)) == expected
     monkeypatch.setattr(images_index, "SLOW_STAT", -1.0)  # every stat counts as slow: threads
     assert sorted(images_index.empty_files(tmp_path, paths, jobs=4)) == expected
+
+
+def test_a_renamed_id_rewrites_only_the_shard_that_holds_it(tree, tmp_path, monkeypatch):
+    """A range's rows are cut into files of FILE_ROWS rows; a file whose rows all stay as they are
+    is moved in as a shard, so one renamed id costs one shard's rewrite, not the whole input's."""
+    monkeypatch.setattr(scan_mod, "BATCH_ROWS", 4)
+    monkeypatch.setattr(scan_mod, "FILE_ROWS", 8)
+    recs = [{"id": f"r{i}", "image": f"x/{i}.jpg", "conversations": turns("<image>\nq", f"a{i}")} for i in range(30)]
+    recs[13]["id"] = "r2"  # clashes with record 2: both become "mine:r2", then "#<index>" apart
+    write_json(tmp_path / "in.json", recs)
+    touch_images(tmp_path / "imgs", [f"x/{i}.jpg" for i in range(30)])
+    p = recipe_file(tmp_path, f'[[entries]]\nname = "mine"\npath = "{tmp_path / "in.json"}"\n')
+    from vlmdata.blend.recipe import resolve
+
+    moved: list[int] = []
+    real_add = writer_mod.DatasetWriter.add_file
+    monkeypatch.setattr(writer_mod.DatasetWriter, "add_file",
+                        lambda self, path, n: (moved.append(n), real_add(self, path, n))[1])
+    res = run_blend(resolve(tree.catalog.blend(str(p)), tree.catalog, tree.root, image_root=tmp_path / "imgs"),
+                    Options(progress=False, jobs=1), tmp_path / "out")
+    got = rows(res.out)
+    assert [r["id"] for r in got] == [f"mine:r2#{2}" if i == 2 else f"mine:r2#{13}" if i == 13 else f"r{i}"
+                                      for i in range(30)]
+    assert len(data_files(res.out)) == 4  # 8 + 8 + 8 + 6 rows
+    assert moved == [8, 6]  # rows 2 and 13 sit in the first two files: those are rewritten, the others moved in
+    assert res.meta["counts"]["mine"]["ids_renamed"] == 2

@@ -1,6 +1,8 @@
 """Phase 1 of a blend: read each input once, normalise and check every record, and write the good
 rows to an Arrow file in the output's own format (bad ones are listed with index, line and reason).
-When nothing is dropped or renamed afterwards, that file becomes a shard of the output as is.
+A range's rows are cut into files of ``FILE_ROWS`` rows: a file in which nothing is dropped or
+renamed afterwards becomes a shard of the output as is, so a handful of renamed ids rewrites a few
+tens of MB, not the whole input.
 
 A large input is read by several processes at once, each over a byte range that starts on a
 record (vlmdata.jsonstream.split_points); if a range turns out not to line up, that input is read
@@ -29,6 +31,7 @@ from vlmdata.errors import OperationError, UserError
 from vlmdata.jsonstream import RecordReader, SegmentMismatch, split_points
 
 BATCH_ROWS = 4096
+FILE_ROWS = 8 * BATCH_ROWS  # a range's rows go to files of this many: each becomes a shard of the output
 PARALLEL_MIN_BYTES = 48 << 20  # smaller inputs are read in one piece
 _PROGRESS_EVERY = 2048  # records between progress reports
 
@@ -60,7 +63,7 @@ class RowFile:
 class RangeResult:
     """What one process found in one byte range of one input."""
 
-    rows: RowFile | None  # None: no good rows
+    rows: list[RowFile]  # in order; none when the range has no good rows
     n_read: int
     newlines: int
     bad: list[BadRecord]
@@ -108,14 +111,13 @@ def _report(n: int) -> None:
 
 
 def scan_range(task: Task) -> RangeResult:
-    """Read records of ``task.path`` in ``[start, end)``; write good rows to ``task.out``."""
+    """Read records of ``task.path`` in ``[start, end)``; write good rows to ``task.out`` (and,
+    past ``FILE_ROWS`` rows, to ``task.out`` + ``.part1``, ``.part2`` ...)."""
     reader = RecordReader(task.path, task.start, task.end)
     norm = Normaliser(task.name, task.image_prefix)
     buf = RowBuffer(keep_text=task.keep_text)
     bad: list[BadRecord] = []
-    writer: Any = None
-    indexes: list[np.ndarray] = []
-    fixes: list[np.ndarray] = []
+    out = _RowFiles(task)
     n_read = 0
     reported = 0
     enabled = gc.isenabled()
@@ -131,7 +133,7 @@ def scan_range(task: Task) -> RangeResult:
                 if task.stop_on_bad:
                     break
             if len(buf) >= BATCH_ROWS:
-                writer = _flush(buf, writer, task, indexes, fixes)
+                out.flush(buf)
             if n_read % _PROGRESS_EVERY == 0:
                 done = reader.bytes_read()
                 _report(done - reported)
@@ -139,30 +141,50 @@ def scan_range(task: Task) -> RangeResult:
             if task.limit is not None and n_read >= task.limit:
                 break
         if len(buf):
-            writer = _flush(buf, writer, task, indexes, fixes)
+            out.flush(buf)
     finally:
-        if writer is not None:
-            writer.close()
+        out.close()
         if enabled:
             gc.enable()
     _report(reader.bytes_read() - reported)
-    rows = None
-    if writer is not None:
-        rows = RowFile(task.out, np.concatenate(indexes), np.concatenate(fixes))
-    return RangeResult(rows, n_read, reader.newlines, bad)
+    return RangeResult(out.files, n_read, reader.newlines, bad)
 
 
-def _flush(buf: RowBuffer, writer: Any, task: Task, index: list[np.ndarray], fixes: list[np.ndarray]) -> Any:
-    """Write the buffered rows as one batch. (No early writeback here: whether this file becomes a
-    shard as is, or is rewritten because rows were dropped or renamed, is known only at the end.)"""
-    batch = buf.to_batch(task.name)
-    index.append(np.array(buf.index, dtype=np.int64))
-    fixes.append(np.array(buf.fixes, dtype=np.int8))
-    buf.clear()
-    if writer is None:
-        writer = pa.ipc.new_stream(str(task.out), BLEND_SCHEMA)
-    writer.write_batch(batch)
-    return writer
+class _RowFiles:
+    """The Arrow files of one range's good rows, a new one every ``FILE_ROWS`` rows. (No early
+    writeback here: whether a file becomes a shard as is, or is rewritten because rows were
+    dropped or renamed, is known only at the end.)"""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.files: list[RowFile] = []
+        self.writer: Any = None
+        self.index: list[np.ndarray] = []
+        self.fixes: list[np.ndarray] = []
+        self.rows = 0
+
+    def flush(self, buf: RowBuffer) -> None:
+        batch = buf.to_batch(self.task.name)
+        self.index.append(np.array(buf.index, dtype=np.int64))
+        self.fixes.append(np.array(buf.fixes, dtype=np.int8))
+        buf.clear()
+        if self.writer is None:
+            self.writer = pa.ipc.new_stream(str(self._path()), BLEND_SCHEMA)
+        self.writer.write_batch(batch)
+        self.rows += batch.num_rows
+        if self.rows >= FILE_ROWS:
+            self.close()
+
+    def _path(self) -> Path:
+        out = self.task.out
+        return out if not self.files else out.with_name(f"{out.name}.part{len(self.files)}")
+
+    def close(self) -> None:
+        if self.writer is None:
+            return
+        self.writer.close()
+        self.files.append(RowFile(self._path(), np.concatenate(self.index), np.concatenate(self.fixes)))
+        self.writer, self.index, self.fixes, self.rows = None, [], [], 0
 
 
 def _worker_init(counter: Any) -> None:
@@ -261,9 +283,9 @@ def _collect(t: Task, results: list[tuple[Task, RangeResult]]) -> InputScan:
     line_base = 0
     for r, res in results:
         base = scan.n_read
-        if res.rows is not None:
-            res.rows.index += base
-            scan.row_files.append(res.rows)
+        for rows in res.rows:
+            rows.index += base
+        scan.row_files.extend(res.rows)
         for b in res.bad:
             b.index += base
             if b.line is not None:
