@@ -200,14 +200,10 @@ def _import_datasets() -> None:
 
 
 def _hash_all(inputs: list[Input]) -> dict[str, dict[str, Any]]:
-    out = {}
-    for i in inputs:
-        h = hashlib.sha256()
-        with open(i.path, "rb") as fh:
-            while chunk := fh.read(1 << 22):
-                h.update(chunk)
-        out[i.name] = {"sha256": h.hexdigest(), "size": i.path.stat().st_size}
-    return out
+    """Each input's sha256 and size (remembered while the file is unchanged: digest_cache)."""
+    from vlmdata.digest_cache import sha256_of
+
+    return {i.name: dict(zip(("sha256", "size"), sha256_of(i.path))) for i in inputs}
 
 
 def _fail_on_first_bad(scans: list[InputScan]) -> None:
