@@ -296,32 +296,46 @@ def test_only_dead_runs_leftovers_are_removed(tree):
     assert sorted(p.name for p in blends.iterdir()) == [".tmp-llava-665k.1.abc", "llava-665k"]
 
 
-def test_one_listing_per_folder(tmp_path):
-    from vlmdata.blend.images_index import FolderIndex
+def test_files_are_checked_the_same_in_one_thread_threads_or_processes(tmp_path, monkeypatch):
+    """One stat per path tells present, absent and 0-byte files apart (a folder or a broken link
+    named like an image is not a file); the stats run here, in forked processes when there are
+    many, or in threads when storage is slow: the same answer every way."""
+    from vlmdata.blend import images_index as ix
 
-    paths = [f"f{k}/{i}.jpg" for k in range(3) for i in range(200)]
-    touch_images(tmp_path, paths[::2], data=b"")
-    index = FolderIndex(tmp_path)
-    present = index.present(pa.array(paths + ["nowhere/x.jpg", "top.jpg"]))
-    assert present.tolist() == [i % 2 == 0 for i in range(600)] + [False, False]
-    assert index.listings == 5  # f0, f1, f2, nowhere, the root: not one stat per path
-
-
-def test_zero_byte_images_are_found_by_one_thread_or_many(tmp_path, monkeypatch):
-    """The quick check's stats run in this thread while they are fast, in threads when storage is
-    slow: the same 0-byte files either way."""
-    from vlmdata.blend import images_index
-
-    paths = []
-    for i in range(3 * images_index._STAT_CHUNK + 5):
-        p = tmp_path / f"d{i % 7}" / f"{i}.jpg"
+    paths, want = [], []
+    for i in range(3 * ix._STAT_CHUNK + 5):
+        rel = f"d{i % 7}/{i}.jpg"
+        paths.append(rel)
+        kind = i % 5
+        if kind == 4:
+            want.append(ix.MISSING)
+            continue
+        p = tmp_path / rel
         p.parent.mkdir(exist_ok=True)
-        p.write_bytes(b"" if i % 1000 == 3 else b"x")
-        paths.append(f"d{i % 7}/{i}.jpg")
-    expected = sorted(p for p in paths if int(p.split("/")[1][:-4]) % 1000 == 3)
-    assert sorted(images_index.empty_files(tmp_path, paths, jobs=4)) == expected
-    monkeypatch.setattr(images_index, "SLOW_STAT", -1.0)  # every stat counts as slow: threads
-    assert sorted(images_index.empty_files(tmp_path, paths, jobs=4)) == expected
+        if kind == 3:
+            p.mkdir()  # a folder named like an image
+            want.append(ix.MISSING)
+        elif kind == 2:
+            p.symlink_to(tmp_path / "nowhere.jpg")  # a broken link
+            want.append(ix.MISSING)
+        else:
+            p.write_bytes(b"" if kind == 1 else b"x")
+            want.append(ix.EMPTY_FILE if kind == 1 else ix.PRESENT)
+    paths += ["nowhere/x.jpg", "top.jpg"]
+    want += [ix.MISSING, ix.MISSING]
+    seen: list[int] = []
+    assert ix.check_files(tmp_path, paths, jobs=1, on_done=seen.append).tolist() == want
+    assert sum(seen) == len(paths)
+    monkeypatch.setattr(ix, "PROCESS_MIN", 1)  # forked processes
+    forks: list[int] = []
+    real = ix._in_processes
+    monkeypatch.setattr(ix, "_in_processes", lambda *a, **k: (forks.append(1), real(*a, **k))[1])
+    assert ix.check_files(tmp_path, paths, jobs=2).tolist() == want
+    assert forks == [1]
+    monkeypatch.setattr(ix, "SLOW_STAT", -1.0)  # every stat counts as slow: threads
+    assert ix.check_files(tmp_path, paths, jobs=4).tolist() == want
+    assert forks == [1]
+    assert ix.check_files(tmp_path / "absent-root", paths, jobs=1).tolist() == [ix.MISSING] * len(paths)
 
 
 def test_a_renamed_id_rewrites_only_the_shard_that_holds_it(tree, tmp_path, monkeypatch):

@@ -4,7 +4,7 @@
    written as Arrow files in the output's format, bad records listed with index, line and reason.
 2. sample (recipe.sample_mask) over the records read, deterministic for the recipe's seed.
 3. images: the distinct paths the sampled rows use, checked with one listing per folder
-   (images_index.FolderIndex); ``--deep`` decodes them; missing/corrupt follow ``--missing``.
+   (images_index.check_files: one stat each); ``--deep`` decodes them; missing/corrupt follow ``--missing``.
    Then each entry's ``weight`` (weights.py): how many times each kept record is written.
 4. ids: made unique across the blend (``<source>:<id>``, then ``#<index>`` within a source;
    copies from a weight above 1 add ``#rep<k>``).
@@ -44,7 +44,7 @@ from vlmdata.blend.extra import keep_original_ids
 from vlmdata.blend.weights import copies, copy_id
 from vlmdata.blend.writer import DatasetWriter, abandon, begin, commit, write_json
 from vlmdata.contract import BLEND_JSON, BLEND_SCHEMA, IMAGE_TYPE, RECORD_EXTRA, SCHEMA_VERSION, arrow_schema
-from vlmdata.blend.images_index import EMPTY, FolderIndex, empty_files, inspect_images, split_paths
+from vlmdata.blend.images_index import EMPTY, EMPTY_FILE, MISSING, check_files, inspect_images, split_paths
 from vlmdata.blend.recipe import Input, Resolved, sample_limit, sample_mask
 from vlmdata.blend.scan import PARALLEL_MIN_BYTES, BadRecord, InputScan, Task, cleanup, scan_inputs
 from vlmdata.errors import OperationError, UserError
@@ -250,16 +250,18 @@ def _check_images(resolved: Resolved, opts: Options, sources: list[Source]) -> A
     flats = [_flat_images(s) for s in sources]
     uniques = [pc.unique(f) for f, _ in flats]
     all_paths = pc.unique(pa.chunked_array(uniques, pa.string())) if uniques else pa.array([], pa.string())
-    with _bar(opts, total=len(all_paths), unit="img", desc="check") as bar:
-        present = FolderIndex(root).present(all_paths, bar.update)
+    paths = all_paths.to_pylist()
+    with _bar(opts, total=len(paths), unit="img", desc="check") as bar:
+        codes = check_files(root, paths, jobs=opts.workers(), on_done=bar.update)
+    present = codes != MISSING
     info: dict[str, tuple[int, int] | str] = {}
-    todo = all_paths.filter(pa.array(present)).to_pylist()
     if opts.deep or opts.image_sizes:  # decode each image (--deep), or read its header (--image-sizes)
+        todo = [p for p, ok in zip(paths, present.tolist()) if ok]
         with _bar(opts, total=len(todo), unit="img", desc="decode" if opts.deep else "sizes") as bar:
             info = inspect_images(root, todo, deep=opts.deep, jobs=opts.workers() * (2 if opts.deep else 4),
                                   on_done=bar.update)
     else:  # the quick check: a 0-byte file is there by name but is no image
-        info = {p: EMPTY for p in empty_files(root, todo, jobs=opts.workers() * 4)}
+        info = {paths[i]: EMPTY for i in np.flatnonzero(codes == EMPTY_FILE).tolist()}
     missing_arr = all_paths.filter(pa.array(~present))
     # an image that does not decode (--deep), or whose header cannot be read (--image-sizes): unusable
     corrupt_arr = pa.array(sorted(p for p, r in info.items() if isinstance(r, str)), pa.string())
