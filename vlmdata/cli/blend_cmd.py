@@ -56,7 +56,7 @@ def blend_cmd(
 ) -> None:
     """Turn a recipe's instruction JSONs into one checked Arrow dataset (datasets.load_from_disk).
 
-    Every record is normalised (id as string, image -> images list, turns), checked (roles alternate human/gpt, no empty turn, one <image> per image, paths inside the image root) and its images are checked to exist (one listing per folder). Bad records are dropped and listed in OUT/dropped.jsonl; OUT/blend.json records the recipe, input hashes, image root and counts. The output is written to a temporary folder and swapped in at the end: an interrupted blend leaves the previous output intact.
+    Every record is normalised (id as string, image -> images list, turns), checked (roles alternate human/gpt, no empty turn, one <image> per image, paths inside the image root) and its images are checked to exist and not be empty (one stat per distinct path). Bad records are dropped and listed in OUT/dropped.jsonl; OUT/blend.json records the recipe, input hashes, image root and counts. The output is written to a temporary folder and swapped in at the end: an interrupted blend leaves the previous output intact.
 
     Examples:
       vlmdata blend llava-665k
