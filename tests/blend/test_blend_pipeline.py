@@ -362,3 +362,25 @@ def test_a_renamed_id_rewrites_only_the_shard_that_holds_it(tree, tmp_path, monk
     assert len(data_files(res.out)) == 4  # 8 + 8 + 8 + 6 rows
     assert moved == [8, 6]  # rows 2 and 13 sit in the first two files: those are rewritten, the others moved in
     assert res.meta["counts"]["mine"]["ids_renamed"] == 2
+
+
+def test_an_id_that_equals_a_renamed_one_stops_the_blend(tree, tmp_path):
+    """Renaming makes ids unique unless another record already carries the new name: then the
+    blend stops and names it (found by counting only the ids equal to a renamed one)."""
+    def rec(rid: str, i: int) -> dict:
+        return {"id": rid, "image": f"x/{i}.jpg", "conversations": turns("<image>\nq", "a")}
+
+    write_json(tmp_path / "a.json", [rec("x", 0), rec("x", 1), rec("y", 2)])
+    write_json(tmp_path / "b.json", [rec("a:x#0", 3), rec("z", 4)])
+    touch_images(tmp_path / "imgs", [f"x/{i}.jpg" for i in range(5)])
+    entries = "".join(f'[[entries]]\nname = "{n}"\npath = "{tmp_path / (n + ".json")}"\n' for n in ("a", "b"))
+    from vlmdata.blend.recipe import resolve
+
+    resolved = resolve(tree.catalog.blend(str(recipe_file(tmp_path, entries))), tree.catalog, tree.root,
+                       image_root=tmp_path / "imgs")
+    with pytest.raises(OperationError, match="'a:x#0' still occurs more than once"):
+        run_blend(resolved, Options(progress=False), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    write_json(tmp_path / "b.json", [rec("a:x#2", 3), rec("z", 4)])  # no clash: every id unique
+    res = run_blend(resolved, Options(progress=False), tmp_path / "out")
+    assert [r["id"] for r in rows(res.out)] == ["a:x#0", "a:x#1", "y", "a:x#2", "z"]

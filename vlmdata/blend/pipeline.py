@@ -249,7 +249,8 @@ def _check_images(resolved: Resolved, opts: Options, sources: list[Source]) -> A
     root = resolved.image_root.path
     flats = [_flat_images(s) for s in sources]
     uniques = [pc.unique(f) for f, _ in flats]
-    all_paths = pc.unique(pa.chunked_array(uniques, pa.string())) if uniques else pa.array([], pa.string())
+    all_paths = (uniques[0] if len(uniques) == 1 else pc.unique(pa.chunked_array(uniques, pa.string()))
+                 if uniques else pa.array([], pa.string()))
     paths = all_paths.to_pylist()
     with _bar(opts, total=len(paths), unit="img", desc="check") as bar:
         codes = check_files(root, paths, jobs=opts.workers(), on_done=bar.update)
@@ -351,7 +352,7 @@ def assign_ids(sources: list[Source]) -> None:
         s.ids = renamed
         s.renamed = hit.to_numpy(zero_copy_only=False)
         s.ids_renamed = int(s.renamed.sum())
-    left = _duplicates(pa.chunked_array([s.ids for s in sources], pa.string()))
+    left = _duplicates_after_renaming(sources)
     if len(left):
         raise OperationError(f"could not make ids unique: {left[0].as_py()!r} still occurs more than once",
                              hint="rename the clashing records in the input JSON")
@@ -366,10 +367,23 @@ def assign_ids(sources: list[Source]) -> None:
 
 
 def _duplicates(ids: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """The values that occur more than once (one hashing pass: dictionary-encode, count the codes)."""
     if len(ids) == 0:
         return pa.array([], pa.string())
-    vc = pc.value_counts(ids)
-    return vc.field("values").filter(pc.greater(vc.field("counts"), 1))
+    enc = (ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids).dictionary_encode()
+    counts = np.bincount(enc.indices.to_numpy(zero_copy_only=False), minlength=len(enc.dictionary))
+    return enc.dictionary.filter(pa.array(counts > 1))
+
+
+def _duplicates_after_renaming(sources: list[Source]) -> pa.Array:
+    """Ids still repeated once the clashing ones were renamed. Every id that occurred more than once
+    was renamed wherever it occurred, so the others are unique and a repeat must involve a renamed
+    id: only the ids equal to one of those (a few, usually) are counted, not the whole blend again."""
+    renamed = [s.ids.filter(pa.array(s.renamed)) for s in sources if s.renamed is not None and s.ids is not None]
+    if not renamed:
+        return pa.array([], pa.string())
+    everyone = pa.chunked_array([s.ids for s in sources], pa.string())
+    return _duplicates(everyone.filter(pc.is_in(everyone, value_set=pa.chunked_array(renamed).combine_chunks())))
 
 
 # ---------------------------------------------------------------- blend (step 5)
