@@ -1,4 +1,4 @@
-"""The reader's orjson batches give exactly what the standard library gives: records, errors, lines.
+"""The reader's msgspec batches give exactly what the standard library gives: records, errors, lines.
 
 Batches are made small here (a few records) so every file of these tests is cut into
 many of them, at every kind of place a cut could be tried: between turns, inside strings that
@@ -52,7 +52,7 @@ def test_batches_are_used(tmp_path, small_batches, monkeypatch):
     recs = tricky(400)
     p = write_json(tmp_path / "a.json", recs, indent=2)
     assert [rec for _, rec in RecordReader(p)] == recs
-    assert len(calls) > 5 and sum(calls) > p.stat().st_size // 2  # most of the file went through orjson
+    assert len(calls) > 5 and sum(calls) > p.stat().st_size // 2  # most of the file went through msgspec
 
 
 def test_lines_of_records_in_batches(tmp_path, small_batches):
@@ -68,16 +68,28 @@ def test_lines_of_records_in_batches(tmp_path, small_batches):
     assert got == [(i, starts[i]) for i, _ in got]
 
 
-def test_what_orjson_refuses_comes_from_the_standard_library(tmp_path, small_batches):
-    # NaN, an integer past 64 bits, a lone surrogate: valid for json.loads, refused by orjson
+def test_what_msgspec_refuses_comes_from_the_standard_library(tmp_path, small_batches):
+    # NaN, a number past a double, an escaped lone surrogate: valid for json.loads, refused by msgspec
     recs = tricky(120)
     raw = json.dumps(recs, indent=1)
-    raw = raw.replace('"s3"', "NaN", 1).replace('"s6"', str(2 ** 70), 1).replace('"plain"', '"\\ud800"', 1)
+    raw = raw.replace('"s3"', "NaN", 1).replace('"s6"', "1e400", 1).replace('"plain"', '"\\ud800"', 1)
     p = tmp_path / "odd.json"
     p.write_text(raw)
     got = [rec for _, rec in RecordReader(p)]
     want = json.loads(raw)
     assert json.dumps(got) == json.dumps(want)  # (NaN != NaN: compared as text)
+
+
+def test_integers_past_64_bits_stay_exact(tmp_path, small_batches):
+    """json.loads keeps 2**70 an int; so must the batches (orjson 3.13 made it a float, silently:
+    an id 1180591620717411303424 would have become "1.1805916207174113e+21")."""
+    recs = tricky(120)
+    for i in (5, 60, 119):
+        recs[i]["id"] = 2 ** 70 + i
+    p = write_json(tmp_path / "big.json", recs, indent=1)
+    got = [rec for _, rec in RecordReader(p)]
+    assert got == json.loads(p.read_text()) == recs
+    assert [type(got[i]["id"]) for i in (5, 60, 119)] == [int] * 3
 
 
 def test_an_error_is_reported_at_its_line(tmp_path, small_batches):
@@ -115,7 +127,7 @@ def test_ranges_with_batches(tmp_path, small_batches, parts):
     assert got == recs and lines == p.read_text().count("\n")
 
 
-def test_jsonl_lines_go_through_orjson_and_keep_their_errors(tmp_path):
+def test_jsonl_lines_go_through_msgspec_and_keep_their_errors(tmp_path):
     recs = tricky(30)
     p = write_json(tmp_path / "a.jsonl", recs, jsonl=True)
     assert [rec for _, rec in RecordReader(p)] == recs
