@@ -137,3 +137,31 @@ def test_lazy_group_runs_commands_like_the_eager_app(cli):
     r = cli("nosuchcommand")
     assert r.code == 2 and "No such command" in r.err
 
+
+
+def test_blend_leaves_pandas_unimported(tmp_path):
+    """pyarrow imports pandas on its first list conversion (~0.2 s); a blend hides it (pandas_hidden),
+    except for the one import of `datasets` its metadata needs until that is cached."""
+    recs = [{"id": f"r{i}", "image": f"x/{i}.jpg", "model": "",
+             "conversations": [{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": f"a{i}"}]}
+            for i in range(50)]
+    (tmp_path / "in.json").write_text(json.dumps(recs))
+    for i in range(50):
+        (tmp_path / "imgs" / "x").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "imgs" / "x" / f"{i}.jpg").write_bytes(b"x")
+    recipe = tmp_path / "mix.toml"
+    recipe.write_text(f'name = "mix"\ntitle = "t"\nlayout = "llava"\n[[entries]]\nname = "mine"\n'
+                      f'path = "{tmp_path / "in.json"}"\n')
+    env = {"VLMDATA_CACHE_DIR": str(tmp_path / "cache")}
+    args = ["--root", str(tmp_path / "root"), "--quiet", "blend", str(recipe), "--image-root", str(tmp_path / "imgs")]
+    first = _modules_after(args + ["--out", str(tmp_path / "a")], env)
+    assert "datasets" in first  # the metadata, not cached yet: datasets (and with it pandas) may load
+    second = _modules_after(args + ["--out", str(tmp_path / "b")], env)
+    assert "pandas" not in second and "pyarrow" in second
+    import pyarrow as pa
+
+    tables = [pa.concat_tables(pa.ipc.open_stream(p.read_bytes()).read_all() for p in sorted(d.glob("data-*.arrow")))
+              for d in (tmp_path / "a", tmp_path / "b")]
+    assert tables[0].equals(tables[1]) and tables[0].num_rows == 50
+    assert json.loads((tmp_path / "b" / "dataset_info.json").read_text()) == \
+        json.loads((tmp_path / "a" / "dataset_info.json").read_text())

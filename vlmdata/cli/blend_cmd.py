@@ -66,24 +66,27 @@ def blend_cmd(
       vlmdata blend llava-665k --max-drop 5     # accept losing up to 5%
       vlmdata blend sharegpt4v-665k --deep --strict
     """
-    from vlmdata.blend.pipeline import run_blend
-    from vlmdata.blend.report import render_blend
+    from vlmdata.pandas_hidden import hidden
 
-    resolved = _resolve(settings, recipe, image_root)
-    opts = _options(settings, missing=missing, deep=deep, strict=strict, image_sizes=image_sizes,
-                    embed_images=embed_images, jobs=jobs, max_drop=max_drop)
-    target = out if out is not None else settings.data_root.path / "blends" / resolved.recipe.name
-    settings.info(f"blending {resolved.recipe.name} ({len(resolved.inputs)} input(s)) -> {target}")
-    try:
-        res = run_blend(resolved, opts, target)
-    except KeyboardInterrupt:
-        raise Interrupted("interrupted: nothing was written" + (f"; {target} is as it was" if target.exists() else ""),
-                          hint="run the same command again to blend from the start") from None
-    settings.debug("timings: " + ", ".join(f"{k} {t:.2f} s" for k, t in res.timings.items()))
-    if settings.json:
-        settings.emit_json({"out": str(res.out), **res.meta, "timings": res.timings})
-        return
-    settings.result(render_blend(res.meta, str(res.out)))
+    with hidden():  # pyarrow would import pandas (~0.2 s) for nothing here
+        from vlmdata.blend.pipeline import run_blend
+        from vlmdata.blend.report import render_blend
+
+        resolved = _resolve(settings, recipe, image_root)
+        opts = _options(settings, missing=missing, deep=deep, strict=strict, image_sizes=image_sizes,
+                        embed_images=embed_images, jobs=jobs, max_drop=max_drop)
+        target = out if out is not None else settings.data_root.path / "blends" / resolved.recipe.name
+        settings.info(f"blending {resolved.recipe.name} ({len(resolved.inputs)} input(s)) -> {target}")
+        try:
+            res = run_blend(resolved, opts, target)
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted: nothing was written" + (f"; {target} is as it was" if target.exists() else ""),
+                              hint="run the same command again to blend from the start") from None
+        settings.debug("timings: " + ", ".join(f"{k} {t:.2f} s" for k, t in res.timings.items()))
+        if settings.json:
+            settings.emit_json({"out": str(res.out), **res.meta, "timings": res.timings})
+            return
+        settings.result(render_blend(res.meta, str(res.out)))
 
 
 @with_settings
@@ -103,15 +106,18 @@ def report_cmd(
       vlmdata report sharegpt4v-cap100k --deep --json > report.json
       vlmdata report ./my-mix.toml --image-root ./playground/data
     """
-    from vlmdata.blend.pipeline import run_report
-    from vlmdata.blend.report import render_report
+    from vlmdata.pandas_hidden import hidden
 
-    resolved = _resolve(settings, recipe, image_root)
-    rep = run_report(resolved, _options(settings, deep=deep, jobs=jobs))
-    if settings.json:
-        settings.emit_json(rep)
-    else:
-        typer.echo(render_report(rep))
+    with hidden():  # pyarrow would import pandas (~0.2 s) for nothing here
+        from vlmdata.blend.pipeline import run_report
+        from vlmdata.blend.report import render_report
+
+        resolved = _resolve(settings, recipe, image_root)
+        rep = run_report(resolved, _options(settings, deep=deep, jobs=jobs))
+        if settings.json:
+            settings.emit_json(rep)
+        else:
+            typer.echo(render_report(rep))
 
 
 @with_settings
