@@ -50,9 +50,10 @@ def test_parallel_ranges_equal_one_piece(tree, tmp_path):
     one = tree.blend("llava-665k", out=tmp_path / "one", jobs=1)
     par = tree.blend("llava-665k", out=tmp_path / "par", jobs=3, parallel_min_bytes=4096)
     meta = json.loads((par.out / "blend.json").read_text())
-    assert meta["inputs"][0]["read_in_ranges"] == 3
+    assert meta["inputs"][0]["read_in_ranges"] == 3 * scan_mod.RANGES_PER_JOB
     assert rows(one.out) == rows(par.out)
-    assert len(data_files(par.out)) == 3  # one shard per range: the scan's files, moved in as they are
+    # one shard per range: the scan's files, moved in as they are
+    assert len(data_files(par.out)) == 3 * scan_mod.RANGES_PER_JOB
     again = tree.blend("llava-665k", out=tmp_path / "again", jobs=3, parallel_min_bytes=4096)
     assert data_files(again.out) == data_files(par.out)
 

@@ -34,6 +34,9 @@ from vlmdata.jsonstream import RecordReader, SegmentMismatch, split_points
 BATCH_ROWS = 4096
 FILE_ROWS = 8 * BATCH_ROWS  # a range's rows go to files of this many: each becomes a shard of the output
 PARALLEL_MIN_BYTES = 48 << 20  # smaller inputs are read in one piece
+# ranges per process: a process that finishes early takes the next range instead of waiting for the
+# slowest (665k mix on 2 cores, 4 A/B pairs: parse 3.84-4.49 s against 4.09-4.68 s with one each)
+RANGES_PER_JOB = 4
 _PROGRESS_EVERY = 2048  # records between progress reports
 
 
@@ -274,7 +277,7 @@ def _split(t: Task, jobs: int, min_bytes: int) -> list[Task]:
     size = t.path.stat().st_size
     if t.limit is not None or t.stop_on_bad or size < min_bytes:
         return [t]
-    cuts = split_points(t.path, max(1, min(jobs, size // max(1, min_bytes // 2))))
+    cuts = split_points(t.path, max(1, min(jobs * RANGES_PER_JOB, size // max(1, min_bytes // 2))))
     if len(cuts) <= 2:
         return [t]
     return [Task(t.name, t.path, t.image_prefix, t.out.with_name(f"{t.out.name}.{i}"), a, b, None, t.keep_text)
