@@ -88,10 +88,7 @@ BLEND_SCHEMA = arrow_schema(extra=True)  # what `vlmdata blend` writes before th
 def features(schema: pa.Schema = BASE_SCHEMA) -> Any:
     """The `datasets.Features` of ``schema`` (conversations stay a list of structs; embedded images
     are ``datasets.Image`` values, which ``load_from_disk`` users get decoded)."""
-    from vlmdata.pandas_hidden import allowed
-
-    with allowed():  # datasets imports pandas
-        import datasets
+    import datasets
 
     feats = datasets.Features.from_arrow_schema(schema)
     if IMAGE_BYTES in schema.names and schema.field(IMAGE_BYTES).type == BYTES[0].type:

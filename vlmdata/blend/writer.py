@@ -136,7 +136,7 @@ def dataset_info_text(schema: pa.Schema) -> str:
         import datasets
         from datasets import arrow_dataset
 
-    info = arrow_dataset.asdict(datasets.DatasetInfo(features=features(schema)))
+        info = arrow_dataset.asdict(datasets.DatasetInfo(features=features(schema)))
     text = json.dumps({k: info[k] for k in sorted(info)}, indent=2)
     if cached is not None:
         try:
