@@ -45,7 +45,8 @@ def check_files(root: Path, paths: list[str], *, jobs: int,
     if slow and jobs > 1:
         _in_threads(root, paths, first, codes, min(jobs * 4, 16), on_done)  # threads wait on storage, not CPU
     elif rest >= PROCESS_MIN and jobs > 1 and sys.platform.startswith("linux"):
-        _in_processes(root, paths, first, codes, min(jobs, os.cpu_count() or 1), on_done)
+        # at least PROCESS_MIN // 2 paths each: a fork of this process costs more than a few thousand stats
+        _in_processes(root, paths, first, codes, min(jobs, os.cpu_count() or 1, rest // max(1, PROCESS_MIN // 2)), on_done)
     else:
         codes[first:] = _stat_codes(str(root), paths[first:])
         if on_done is not None:
