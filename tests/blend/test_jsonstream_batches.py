@@ -137,3 +137,31 @@ def test_jsonl_lines_go_through_msgspec_and_keep_their_errors(tmp_path):
     assert json.dumps(got) == json.dumps([json.loads(x) for x in p.read_text().splitlines()[:30]])
     with pytest.raises(UserError, match="line 31"):
         next(reader)
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 4096])
+def test_slow_records_across_windows_split_inside_characters(tmp_path, monkeypatch, chunk):
+    """The window holds bytes: a record decoded the slow way (NaN makes msgspec refuse its batch)
+    may start, end or be cut by a refill inside a multi-byte character, and be longer than the
+    text first made for it; the records, lines and errors are still json.loads's."""
+    monkeypatch.setattr(jsonstream, "_CHUNK", chunk)
+    monkeypatch.setattr(jsonstream, "_SLOW_START", 16)
+    recs = tricky(60)
+    for i in range(0, 60, 9):
+        recs[i]["conversations"][1]["value"] = "日本語 ü " * (i + 1)
+    raw = json.dumps(recs, indent=1, ensure_ascii=False).replace('"s3"', "NaN", 1)
+    p = tmp_path / "wide.json"
+    p.write_bytes(raw.encode("utf-8"))
+    reader = RecordReader(p)
+    got, lines = [], []
+    for i, rec in reader:
+        got.append(rec)
+        lines.append(reader.line())
+    assert json.dumps(got, ensure_ascii=False) == json.dumps(json.loads(raw), ensure_ascii=False)
+    assert lines == [n + 1 for n, line in enumerate(raw.splitlines()) if line == " {"]
+    bad = raw.encode("utf-8").replace("日本語".encode("utf-8"), b'\xe6\x97', 1)  # a character cut short
+    p.write_bytes(bad)
+    with pytest.raises(UserError, match="not valid UTF-8") as e:
+        list(RecordReader(p))
+    want_line = bad[:bad.index(b'\xe6\x97 ')].count(b"\n") + 1
+    assert f"{p}: line {want_line}" in str(e.value)
