@@ -353,13 +353,10 @@ class RecordReader:
         for raw in fh:
             lineno += 1
             self.left -= len(raw)
-            try:
-                line = (raw[3:] if lineno == 1 and self.start == 0 and raw.startswith(codecs.BOM_UTF8) else raw).decode()
-            except UnicodeDecodeError as e:
-                raise UserError(f"not valid UTF-8: {e.reason}", where=f"{self.path}: line {lineno}",
-                                hint="the file is damaged or not a JSON text file; re-download it") from e
-            if line.strip():
-                rec = self._decode_line(line, lineno)
+            if lineno == 1 and self.start == 0 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[3:]
+            if raw.strip():
+                rec = self._decode_line(raw, lineno)
                 self._line = lineno
                 yield index, rec
                 index += 1
@@ -367,12 +364,18 @@ class RecordReader:
                 break
         self.newlines = lineno
 
-    def _decode_line(self, line: str, lineno: int) -> Any:
+    def _decode_line(self, raw: bytes, lineno: int) -> Any:
+        """One JSONL line: msgspec from the bytes; what it refuses, the standard library from text."""
         if _fast_loads is not None:
             try:
-                return _fast_loads(line)
+                return _fast_loads(raw)
             except ValueError:
-                pass  # refused (NaN, huge integers, ...) or really bad: the standard library decides
+                pass  # refused (NaN, Infinity, ...) or really bad: the standard library decides
+        try:
+            line = raw.decode()
+        except UnicodeDecodeError as e:
+            raise UserError(f"not valid UTF-8: {e.reason}", where=f"{self.path}: line {lineno}",
+                            hint="the file is damaged or not a JSON text file; re-download it") from e
         try:
             return json.loads(line)
         except json.JSONDecodeError as e:
