@@ -28,7 +28,7 @@ word, where json.loads keeps it exact; msgspec keeps it exact too, and decodes 1
 mix in 0.25 s where orjson takes 0.43 s.) Lines of bad records are found again only when asked
 for (``line()``).
 
-Why one file of ~430 lines: the reader's window, its batch cutting, its slow path and its line
+Why one file of ~470 lines: the reader's window, its batch cutting, its slow path and its line
 bookkeeping share one set of positions; split, each part would need the others' invariants.
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ from vlmdata.errors import UserError
 _CHUNK = 1 << 22  # bytes read per refill
 _WS = " \t\r\n"
 _WS_BYTES = _WS.encode()
-_SLOW_START = 1 << 10  # bytes made text for a record decoded the slow way, at least (then twice the last one's)
+_SLOW_START = 1 << 16  # bytes of the window made text at a time for values decoded the slow way, at least
 _BATCH = 1 << 20  # characters of records decoded by one msgspec call
 _BATCH_TRIES = 8  # cuts tried before one record is decoded the slow way
 _SLOW_AFTER_MISS = 32  # records decoded the slow way after no batch could be cut (records longer than a batch)
@@ -95,7 +95,9 @@ class RecordReader:
         self.total = self.left = 0  # bytes in the range, and not read yet
         self._line = 1  # JSONL: line of the last record
         self._rec_pos = -1  # JSON array: where the last record starts in the window
-        self._last_len = 0  # bytes of the last record decoded the slow way
+        # the piece of the window made text for the slow way: (text, the character at byte ``byte``,
+        # byte, all ASCII, runs to the end of the range); None when the window moved under it
+        self._text: tuple[str, int, int, bool, bool] | None = None
         self._batch_pos = -1  # where the batch being yielded starts in the window (-1: none)
         self._batch_end = 0  # and where it ends
         self._batch_k = 0  # the record of that batch just yielded
@@ -120,6 +122,7 @@ class RecordReader:
         data = self.fh.read(min(_CHUNK, self.left)) if self.left > 0 else b""
         self.left -= len(data)
         self.eof = self.left <= 0 or not data
+        self._text = None
         if self.pos:
             self.dropped_lines += self.buf.count(b"\n", 0, self.pos)
             del self.buf[:self.pos]
@@ -179,7 +182,7 @@ class RecordReader:
                 records = self._decode_span(pos, cut + 1)
             except ValueError:
                 continue
-            self._batch_pos, self._batch_end, self._batch_text = pos, cut + 1, None
+            self._batch_pos, self._batch_end, self._batch_text, self._text = pos, cut + 1, None, None
             self.pos = after.start(1)  # the next record's '{'
             return records
 
@@ -225,36 +228,56 @@ class RecordReader:
         return UserError(msg, where=self.where(), hint=hint)
 
     def decode(self, index: int) -> Any:
-        """One JSON value from ``pos``, by the standard library: the bytes it may span are made text,
-        twice as many as the last record's to start with, more until they hold the whole value."""
+        """One JSON value from ``pos``, by the standard library, out of a piece of the window made
+        text (``_SLOW_START`` bytes, four times more each time a value runs past its end). The piece
+        is kept for the values after it (the members of one JSON object, runs of slow records):
+        between two of them ``pos`` only moves over ASCII blanks and separators, a byte a character."""
         self.peek()  # raw_decode does not skip leading blanks
-        want = max(_SLOW_START, 2 * self._last_len)
+        want = _SLOW_START
+        text, at, final = self._kept_text()
         while True:
-            if len(self.buf) - self.pos < want and not self.eof:
-                self.refill()
-                continue
-            final = self.eof and self.pos + want >= len(self.buf)
-            try:
-                text = codecs.utf_8_decode(self.buf[self.pos:self.pos + want], "strict", final)[0]
-            except UnicodeDecodeError as e:
-                at = self.pos + max(e.start, 0)
-                raise UserError(f"not valid UTF-8: {e.reason}", where=f"{self.path}: line {self.line_at(at)}",
-                                hint="the file is damaged or not a JSON text file; re-download it") from e
-            try:
-                obj, end = _DECODER.raw_decode(text, 0)
-            except json.JSONDecodeError as e:
-                if not final:
-                    want *= 4  # the value runs past the text made so far
+            if text is None:
+                if len(self.buf) - self.pos < want and not self.eof:
+                    self.refill()
                     continue
-                self.pos += len(text[:e.pos].encode())
-                raise self._fail(f"invalid JSON in record {index}: {e.msg}",
-                                 hint="fix the file or re-download it") from e
-            if end == len(text) and not final:
-                want *= 4  # a number or literal at the very end could go on
+                text, at, final = self._make_text(want), 0, self._text[4]
+            try:
+                obj, end = _DECODER.raw_decode(text, at)
+                past = end == len(text) and not final  # a number or literal at the very end could go on
+            except json.JSONDecodeError as e:
+                if final:
+                    self.pos += len(text[at:e.pos].encode())
+                    raise self._fail(f"invalid JSON in record {index}: {e.msg}",
+                                     hint="fix the file or re-download it") from e
+                past = True
+            if past:  # the value runs past the text: a new piece from pos, larger if this one was
+                want = 4 * want if at == 0 else want
+                text = None
                 continue
-            size = len(text[:end].encode()) if not text.isascii() else end
-            self._rec_pos, self.pos, self._last_len = self.pos, self.pos + size, size
+            size = end - at if self._text[3] else len(text[at:end].encode())
+            self._rec_pos, self.pos = self.pos, self.pos + size
+            self._text = (text, end, self.pos, self._text[3], final)
             return obj
+
+    def _kept_text(self) -> tuple[str | None, int, bool]:
+        """The kept piece and the character at ``pos`` in it, when ``pos`` is still inside it."""
+        kept = self._text
+        if kept is not None:
+            text, char, byte, _, final = kept
+            if byte <= self.pos and char + (self.pos - byte) < len(text) and self.buf[byte:self.pos].isascii():
+                return text, char + (self.pos - byte), final
+        return None, 0, False
+
+    def _make_text(self, want: int) -> str:
+        final = self.eof and self.pos + want >= len(self.buf)
+        try:
+            text = codecs.utf_8_decode(self.buf[self.pos:self.pos + want], "strict", final)[0]
+        except UnicodeDecodeError as e:
+            at = self.pos + max(e.start, 0)
+            raise UserError(f"not valid UTF-8: {e.reason}", where=f"{self.path}: line {self.line_at(at)}",
+                            hint="the file is damaged or not a JSON text file; re-download it") from e
+        self._text = (text, 0, self.pos, text.isascii(), final)
+        return text
 
     # -- iteration
     def __iter__(self) -> Iterator[tuple[int, Any]]:
@@ -306,6 +329,7 @@ class RecordReader:
 
     def _trim(self) -> None:
         if self.pos > _CHUNK:  # drop decoded bytes so the window does not grow
+            self._text = None
             self.dropped_lines += self.buf.count(b"\n", 0, self.pos)
             del self.buf[:self.pos]
             self.pos = 0
