@@ -165,3 +165,15 @@ def test_slow_records_across_windows_split_inside_characters(tmp_path, monkeypat
         list(RecordReader(p))
     want_line = bad[:bad.index(b'\xe6\x97 ')].count(b"\n") + 1
     assert f"{p}: line {want_line}" in str(e.value)
+
+
+@pytest.mark.parametrize("chunk, slow_start", [(5, 8), (64, 32), (4096, 1 << 16)])
+def test_members_of_an_object_with_wide_characters(tmp_path, monkeypatch, chunk, slow_start):
+    """A JSON object's members all go the slow way, out of one piece of text kept from value to
+    value: keys and values with multi-byte characters, split by refills, come out as json.loads's."""
+    monkeypatch.setattr(jsonstream, "_CHUNK", chunk)
+    monkeypatch.setattr(jsonstream, "_SLOW_START", slow_start)
+    obj = {f"k{i}-ü日": {"q": ["Wér?", "題名"] * (i % 4), "n": i, "f": 1.5, "x": None} for i in range(300)}
+    p = tmp_path / "members.json"
+    p.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
+    assert dict(jsonstream.iter_json_object(p)) == obj
