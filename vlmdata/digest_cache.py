@@ -20,9 +20,6 @@ from pathlib import Path
 from vlmdata import atomic
 from vlmdata.manifest.cache import SETTLE, cache_dir
 
-_READ = 1 << 22
-
-
 def _identity(st: os.stat_result) -> list[int]:
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
@@ -53,8 +50,6 @@ def sha256_of(path: Path) -> tuple[str, int]:
 
 
 def _hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_READ):
-            h.update(chunk)
-    return h.hexdigest()
+    from vlmdata.fetch.hashing import hash_file  # (through a memory map of the page cache: no copy)
+
+    return hash_file(path).sha256
