@@ -8,7 +8,7 @@ import os
 import stat as stat_mod
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -78,19 +78,15 @@ def _in_threads(root: Path, paths: list[str], start: int, codes: np.ndarray, job
                 on_done: Callable[[int], None] | None) -> None:
     bounds = list(range(start, len(paths), _STAT_CHUNK)) + [len(paths)]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for a, b, got in zip(bounds, bounds[1:], pool.map(lambda ab: _stat_codes(str(root), paths[ab[0]:ab[1]]),
-                                                             zip(bounds, bounds[1:]))):
-            codes[a:b] = got
-            if on_done is not None:
-                on_done(b - a)
+        _spread(pool, lambda ab: _stat_codes(str(root), paths[ab[0]:ab[1]]), bounds, codes, on_done)
 
 
 _FORKED: tuple[str, list[str]] | None = None  # what forked workers stat: set before the fork, never pickled
 
 
-def _stat_slice(ab: tuple[int, int]) -> bytes:
+def _stat_slice(ab: tuple[int, int]) -> np.ndarray:
     assert _FORKED is not None
-    return _stat_codes(_FORKED[0], _FORKED[1][ab[0]:ab[1]]).tobytes()
+    return _stat_codes(_FORKED[0], _FORKED[1][ab[0]:ab[1]])
 
 
 def _in_processes(root: Path, paths: list[str], start: int, codes: np.ndarray, jobs: int,
@@ -103,12 +99,19 @@ def _in_processes(root: Path, paths: list[str], start: int, codes: np.ndarray, j
     _FORKED = (str(root), paths)
     try:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork")) as pool:
-            for a, b, got in zip(bounds, bounds[1:], pool.map(_stat_slice, zip(bounds, bounds[1:]))):
-                codes[a:b] = np.frombuffer(got, dtype=np.int8)
-                if on_done is not None:
-                    on_done(b - a)
+            _spread(pool, _stat_slice, bounds, codes, on_done)
     finally:
         _FORKED = None
+
+
+def _spread(pool: Executor, fn: Callable[[tuple[int, int]], np.ndarray], bounds: list[int], codes: np.ndarray,
+            on_done: Callable[[int], None] | None) -> None:
+    """``codes[a:b] = fn((a, b))`` for each slice between ``bounds``, run by ``pool``."""
+    slices = list(zip(bounds, bounds[1:]))
+    for (a, b), got in zip(slices, pool.map(fn, slices)):
+        codes[a:b] = got
+        if on_done is not None:
+            on_done(b - a)
 
 
 EMPTY = "empty file (0 bytes)"

@@ -3,8 +3,8 @@
 1. scan (scan.py): every input is read once (in parallel byte ranges when large); good rows are
    written as Arrow files in the output's format, bad records listed with index, line and reason.
 2. sample (recipe.sample_mask) over the records read, deterministic for the recipe's seed.
-3. images: the distinct paths the sampled rows use, checked with one listing per folder
-   (images_index.check_files: one stat each); ``--deep`` decodes them; missing/corrupt follow ``--missing``.
+3. images: the distinct paths the sampled rows use, one stat each (images_index.check_files);
+   ``--deep`` decodes them; missing/corrupt follow ``--missing``.
    Then each entry's ``weight`` (weights.py): how many times each kept record is written.
 4. ids: made unique across the blend (``<source>:<id>``, then ``#<index>`` within a source;
    copies from a weight above 1 add ``#rep<k>``).

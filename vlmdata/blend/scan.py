@@ -162,6 +162,7 @@ class _RowFiles:
     def __init__(self, task: Task) -> None:
         self.task = task
         self.files: list[RowFile] = []
+        self.sink: Any = None
         self.writer: Any = None
         self.index: list[np.ndarray] = []
         self.fixes: list[np.ndarray] = []
@@ -173,7 +174,8 @@ class _RowFiles:
         self.fixes.append(np.array(buf.fixes, dtype=np.int8))
         buf.clear()
         if self.writer is None:
-            self.writer = pa.ipc.new_stream(str(self._path()), BLEND_SCHEMA)
+            self.sink = pa.OSFile(str(self._path()), "wb")
+            self.writer = pa.ipc.new_stream(self.sink, BLEND_SCHEMA)
         self.writer.write_batch(batch)
         self.rows += batch.num_rows
         if self.rows >= FILE_ROWS:
@@ -187,11 +189,10 @@ class _RowFiles:
         if self.writer is None:
             return
         self.writer.close()
-        path = self._path()
-        with open(path, "rb") as fh:
-            start_writeback(fh.fileno())
-        self.files.append(RowFile(path, np.concatenate(self.index), np.concatenate(self.fixes)))
-        self.writer, self.index, self.fixes, self.rows = None, [], [], 0
+        start_writeback(self.sink.fileno())
+        self.sink.close()
+        self.files.append(RowFile(self._path(), np.concatenate(self.index), np.concatenate(self.fixes)))
+        self.sink, self.writer, self.index, self.fixes, self.rows = None, None, [], [], 0
 
 
 def _worker_init(counter: Any) -> None:
