@@ -47,7 +47,7 @@ _WS = " \t\r\n"
 _WS_BYTES = _WS.encode()
 _ZEROS = memoryview(bytes(_CHUNK))  # room appended to the window before a read fills it
 _SLOW_START = 1 << 16  # bytes of the window made text at a time for values decoded the slow way, at least
-_BATCH = 1 << 20  # characters of records decoded by one msgspec call
+_BATCH = 1 << 20  # bytes of records decoded by one msgspec call
 _BATCH_TRIES = 8  # cuts tried before one record is decoded the slow way
 _SLOW_AFTER_MISS = 32  # records decoded the slow way after no batch could be cut (records longer than a batch)
 
@@ -57,6 +57,18 @@ try:  # a declared dependency; without it every record takes the standard librar
     _fast_loads = _Decoder().decode  # its errors are ValueErrors
 except ImportError:  # pragma: no cover
     _fast_loads = None
+
+
+class _Piece:
+    """A piece of the window made text: its character ``char`` is the window's byte ``byte`` (moved
+    along in place as values are decoded out of it: no object per value)."""
+
+    __slots__ = ("text", "char", "byte", "ascii", "final")
+
+    def __init__(self, text: str, byte: int, final: bool) -> None:
+        self.text, self.char, self.byte = text, 0, byte
+        self.ascii = text.isascii()  # (then a character is a byte)
+        self.final = final  # it runs to the end of the range
 
 
 class SegmentMismatch(Exception):
@@ -96,9 +108,7 @@ class RecordReader:
         self.total = self.left = 0  # bytes in the range, and not read yet
         self._line = 1  # JSONL: line of the last record
         self._rec_pos = -1  # JSON array: where the last record starts in the window
-        # the piece of the window made text for the slow way: (text, the character at byte ``byte``,
-        # byte, all ASCII, runs to the end of the range); None when the window moved under it
-        self._text: tuple[str, int, int, bool, bool] | None = None
+        self._piece: _Piece | None = None  # the window made text for the slow way (None: the window moved)
         self._batch_pos = -1  # where the batch being yielded starts in the window (-1: none)
         self._batch_end = 0  # and where it ends
         self._batch_k = 0  # the record of that batch just yielded
@@ -122,7 +132,7 @@ class RecordReader:
     def refill(self) -> None:
         """Drop what was decoded and read the next chunk into the window's own memory (no fresh
         buffer per read: a new 4 MiB object each time cost a page fault per 4 KiB)."""
-        self._text = None
+        self._piece = None
         if self.pos:
             self.dropped_lines += self.buf.count(b"\n", 0, self.pos)
             del self.buf[:self.pos]
@@ -195,7 +205,7 @@ class RecordReader:
                 records = self._decode_span(pos, cut + 1)
             except ValueError:
                 continue
-            self._batch_pos, self._batch_end, self._batch_text, self._text = pos, cut + 1, None, None
+            self._batch_pos, self._batch_end, self._batch_text, self._piece = pos, cut + 1, None, None
             self.pos = after.start(1)  # the next record's '{'
             return records
 
@@ -247,50 +257,54 @@ class RecordReader:
         between two of them ``pos`` only moves over ASCII blanks and separators, a byte a character."""
         self.peek()  # raw_decode does not skip leading blanks
         want = _SLOW_START
-        text, at, final = self._kept_text()
+        piece, at = self._kept_piece()
+        fresh = False
         while True:
-            if text is None:
+            if piece is None:
                 if len(self.buf) - self.pos < want and not self.eof:
                     self.refill()
                     continue
-                text, at, final = self._make_text(want), 0, self._text[4]
+                piece, at, fresh = self._new_piece(want), 0, True
+            text = piece.text
             try:
                 obj, end = _DECODER.raw_decode(text, at)
-                past = end == len(text) and not final  # a number or literal at the very end could go on
+                past = end == len(text) and not piece.final  # a number or literal at the very end could go on
             except json.JSONDecodeError as e:
-                if final:
+                if piece.final:
                     self.pos += len(text[at:e.pos].encode())
                     raise self._fail(f"invalid JSON in record {index}: {e.msg}",
                                      hint="fix the file or re-download it") from e
                 past = True
-            if past:  # the value runs past the text: a new piece from pos, larger if this one was
-                want = 4 * want if at == 0 else want
-                text = None
+            if past:  # the value runs past the text: a new piece from pos, larger if this one was new
+                want = 4 * want if fresh else want
+                piece = None
                 continue
-            size = end - at if self._text[3] else len(text[at:end].encode())
+            size = end - at if piece.ascii else len(text[at:end].encode())
             self._rec_pos, self.pos = self.pos, self.pos + size
-            self._text = (text, end, self.pos, self._text[3], final)
+            piece.char, piece.byte = end, self.pos
             return obj
 
-    def _kept_text(self) -> tuple[str | None, int, bool]:
+    def _kept_piece(self) -> tuple[_Piece | None, int]:
         """The kept piece and the character at ``pos`` in it, when ``pos`` is still inside it."""
-        kept = self._text
-        if kept is not None:
-            text, char, byte, _, final = kept
-            if byte <= self.pos and char + (self.pos - byte) < len(text) and self.buf[byte:self.pos].isascii():
-                return text, char + (self.pos - byte), final
-        return None, 0, False
+        kept = self._piece
+        if kept is not None and kept.byte <= self.pos:
+            at = kept.char + (self.pos - kept.byte)
+            if at < len(kept.text) and self.buf[kept.byte:self.pos].isascii():
+                return kept, at
+        return None, 0
 
-    def _make_text(self, want: int) -> str:
+    def _new_piece(self, want: int) -> _Piece:
         final = self.eof and self.pos + want >= len(self.buf)
         try:
             text = codecs.utf_8_decode(self.buf[self.pos:self.pos + want], "strict", final)[0]
         except UnicodeDecodeError as e:
-            at = self.pos + max(e.start, 0)
-            raise UserError(f"not valid UTF-8: {e.reason}", where=f"{self.path}: line {self.line_at(at)}",
-                            hint="the file is damaged or not a JSON text file; re-download it") from e
-        self._text = (text, 0, self.pos, text.isascii(), final)
-        return text
+            raise self._not_utf8(e, self.line_at(self.pos + max(e.start, 0))) from e
+        self._piece = _Piece(text, self.pos, final)
+        return self._piece
+
+    def _not_utf8(self, e: UnicodeDecodeError, line: int) -> UserError:
+        return UserError(f"not valid UTF-8: {e.reason}", where=f"{self.path}: line {line}",
+                         hint="the file is damaged or not a JSON text file; re-download it")
 
     # -- iteration
     def __iter__(self) -> Iterator[tuple[int, Any]]:
@@ -342,7 +356,7 @@ class RecordReader:
 
     def _trim(self) -> None:
         if self.pos > _CHUNK:  # drop decoded bytes so the window does not grow
-            self._text = None
+            self._piece = None
             self.dropped_lines += self.buf.count(b"\n", 0, self.pos)
             del self.buf[:self.pos]
             self.pos = 0
@@ -411,8 +425,7 @@ class RecordReader:
         try:
             line = raw.decode()
         except UnicodeDecodeError as e:
-            raise UserError(f"not valid UTF-8: {e.reason}", where=f"{self.path}: line {lineno}",
-                            hint="the file is damaged or not a JSON text file; re-download it") from e
+            raise self._not_utf8(e, lineno) from e
         try:
             return json.loads(line)
         except json.JSONDecodeError as e:
