@@ -25,8 +25,12 @@ refuses the text for any other reason (NaN, Infinity, numbers past a double, esc
 surrogates, a real error), the standard library decodes one record, with its exact result or error
 message. (msgspec, not orjson: orjson 3.13 turns an integer past 64 bits into a float without a
 word, where json.loads keeps it exact; msgspec keeps it exact too, and decodes 112 MB of the 665k
-mix in 0.25 s where orjson takes 0.43 s.) Lines of bad records are found again only when asked
-for (``line()``).
+mix in 0.25 s where orjson takes 0.43 s.)
+
+Lines are counted only when asked for (``line()`` for a bad record, ``newlines``): counting the
+line breaks of every byte read cost 0.65 CPU-s per GB here, a tenth of the whole read, for numbers
+that a file without a bad record never shows. A line asked for counts the bytes before the window
+again from the file (``count_newlines``), from where the last count stopped.
 
 Why one file of ~470 lines: the reader's window, its batch cutting, its slow path and its line
 bookkeeping share one set of positions; split, each part would need the others' invariants.
@@ -104,7 +108,7 @@ class RecordReader:
         self.end = end
         self.whole = start == 0 and end is None
         self.jsonl = is_jsonl(self.path)
-        self.newlines = 0
+        self._newlines = 0  # JSONL: lines read
         self.total = self.left = 0  # bytes in the range, and not read yet
         self._line = 1  # JSONL: line of the last record
         self._rec_pos = -1  # JSON array: where the last record starts in the window
@@ -126,7 +130,9 @@ class RecordReader:
             fh.seek(0)  # (a UTF-8 byte order mark is skipped)
         self.left -= fh.tell() - self.start
         self.total = self.left
-        self.buf, self.pos, self.dropped_lines, self.eof = bytearray(), 0, 0, False
+        self.buf, self.pos, self.eof = bytearray(), 0, False
+        self.offset = fh.tell()  # the file offset of the window's first byte
+        self._counted = (self.start, 0)  # line breaks from the range's start up to a file offset
         self.refill()
 
     def refill(self) -> None:
@@ -134,9 +140,7 @@ class RecordReader:
         buffer per read: a new 4 MiB object each time cost a page fault per 4 KiB)."""
         self._piece = None
         if self.pos:
-            self.dropped_lines += self.buf.count(b"\n", 0, self.pos)
-            del self.buf[:self.pos]
-            self.pos = 0
+            self._drop()
         want = min(_CHUNK, self.left) if self.left > 0 else 0
         got = 0
         if want:
@@ -156,8 +160,34 @@ class RecordReader:
         """Bytes of the range read so far (the window runs at most one chunk ahead of the records)."""
         return self.total - max(self.left, 0)
 
+    def _drop(self) -> None:
+        """Drop the window's bytes before ``pos`` (decoded)."""
+        self._piece = None
+        self.offset += self.pos
+        del self.buf[:self.pos]
+        self.pos = 0
+
     def line_at(self, pos: int) -> int:
-        return self.dropped_lines + self.buf.count(b"\n", 0, pos) + 1
+        """The line (within the range) of the window's byte ``pos``."""
+        return self._lines_before(self.offset) + self.buf.count(b"\n", 0, pos) + 1
+
+    def _lines_before(self, offset: int) -> int:
+        """Line breaks in the file from the range's start up to ``offset`` (counted on from the last
+        call's offset; asks only move forward with the window)."""
+        at, n = self._counted
+        if offset < at:
+            at, n = self.start, 0
+        n += count_newlines(self.path, at, offset)
+        self._counted = (offset, n)
+        return n
+
+    @property
+    def newlines(self) -> int:
+        """Line breaks in the range (read after the iteration)."""
+        if self.jsonl:
+            return self._newlines
+        end = self.end if self.end is not None else self.path.stat().st_size
+        return self._lines_before(end)
 
     def line(self) -> int:
         """Line of the record just yielded (within the range); call it before asking for the next."""
@@ -314,7 +344,6 @@ class RecordReader:
                 return
             self._open(fh)
             yield from self._array()
-            self.newlines = self.dropped_lines + self.buf.count(b"\n")
 
     def _array(self) -> Iterator[tuple[int, Any]]:
         if self.start == 0:
@@ -356,10 +385,7 @@ class RecordReader:
 
     def _trim(self) -> None:
         if self.pos > _CHUNK:  # drop decoded bytes so the window does not grow
-            self._piece = None
-            self.dropped_lines += self.buf.count(b"\n", 0, self.pos)
-            del self.buf[:self.pos]
-            self.pos = 0
+            self._drop()
 
     def members(self) -> Iterator[tuple[str, Any]]:
         """``(key, value)`` for each member of a file that is one JSON object (not ranges, not JSONL)."""
@@ -413,7 +439,7 @@ class RecordReader:
                 index += 1
             if self.left <= 0:
                 break
-        self.newlines = lineno
+        self._newlines = lineno
 
     def _decode_line(self, raw: bytes, lineno: int) -> Any:
         """One JSONL line: msgspec from the bytes; what it refuses, the standard library from text."""
@@ -438,6 +464,20 @@ _DECODER = json.JSONDecoder()
 _BOUNDARY = re.compile(rb",\s*\{")
 _FIRST_KEY = re.compile(rb'\{\s*"((?:[^"\\]|\\.)*)"')  # an object's first key
 _NEXT_RECORD = re.compile(rb'\s*,\s*(\{)\s*"((?:[^"\\]|\\.)*)"')  # ", {" and the next object's first key
+
+
+def count_newlines(path: Path | str, start: int, end: int) -> int:
+    """Line breaks in bytes ``[start, end)`` of a file."""
+    n = 0
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        while start < end:
+            data = fh.read(min(_CHUNK, end - start))
+            if not data:
+                break
+            n += data.count(b"\n")
+            start += len(data)
+    return n
 
 
 def split_points(path: Path | str, parts: int, *, window: int = 1 << 20, max_search: int = 64 << 20) -> list[int]:

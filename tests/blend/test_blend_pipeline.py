@@ -58,6 +58,22 @@ def test_parallel_ranges_equal_one_piece(tree, tmp_path):
     assert data_files(again.out) == data_files(par.out)
 
 
+def test_bad_records_in_parallel_ranges_keep_their_lines(tree, tmp_path):
+    """Lines are counted only for ranges with a bad record; each line is still the file's own."""
+    recs = [{"id": f"r{i}", "image": f"coco/train2017/{i % 7}.jpg",
+             "conversations": turns("<image>\nq" + " word" * (i % 13), "a" if i % 50 else "")}
+            for i in range(600)]
+    path = write_json(tree.root.store_path("LLaVA-Instruct-150K/llava_v1_5_mix665k.json"), recs, indent=1)
+    touch_images(tree.view("llava"), [f"coco/train2017/{k}.jpg" for k in range(7)])
+    starts = [n + 1 for n, line in enumerate(path.read_text().splitlines()) if line == " {"]
+    want = [(i, starts[i]) for i in range(0, 600, 50)]
+    for jobs, name in ((1, "one"), (3, "par")):
+        res = tree.blend("llava-665k", out=tmp_path / name, jobs=jobs, parallel_min_bytes=4096)
+        dropped = [json.loads(x) for x in (res.out / "dropped.jsonl").read_text().splitlines()]
+        assert [(d["index"], d["line"]) for d in dropped] == want, name
+    assert json.loads((res.out / "blend.json").read_text())["inputs"][0]["read_in_ranges"] > 1
+
+
 def test_misaligned_range_falls_back_to_one_piece(tree, tmp_path, monkeypatch):
     tree.place(MIX, Shape(["coco/train2017"], n=400))
     tree.place_recipe("llava-665k")

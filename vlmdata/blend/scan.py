@@ -29,7 +29,7 @@ from vlmdata.contract import BLEND_SCHEMA
 from vlmdata.blend.records import Normaliser, RowBuffer
 from vlmdata.blend.writer import start_writeback
 from vlmdata.errors import OperationError, UserError
-from vlmdata.jsonstream import RecordReader, SegmentMismatch, split_points
+from vlmdata.jsonstream import RecordReader, SegmentMismatch, count_newlines, split_points
 
 BATCH_ROWS = 4096
 FILE_ROWS = 8 * BATCH_ROWS  # a range's rows go to files of this many: each becomes a shard of the output
@@ -69,8 +69,7 @@ class RangeResult:
 
     rows: list[RowFile]  # in order; none when the range has no good rows
     n_read: int
-    newlines: int
-    bad: list[BadRecord]
+    bad: list[BadRecord]  # lines within the range
 
 
 @dataclass
@@ -151,7 +150,7 @@ def scan_range(task: Task) -> RangeResult:
         if enabled:
             gc.enable()
     _report(reader.bytes_read() - reported)
-    return RangeResult(out.files, n_read, reader.newlines, bad)
+    return RangeResult(out.files, n_read, bad)
 
 
 class _RowFiles:
@@ -286,21 +285,23 @@ def _split(t: Task, jobs: int, min_bytes: int) -> list[Task]:
 
 
 def _collect(t: Task, results: list[tuple[Task, RangeResult]]) -> InputScan:
-    """Join the ranges of one input: indexes and lines become input-wide."""
+    """Join the ranges of one input: indexes and lines become input-wide (the lines before a range
+    are counted only when it holds a bad record: most inputs have none)."""
     scan = InputScan(t.name, t.path, ranges=len(results))
-    line_base = 0
+    counted = (0, 0)  # line breaks in the input before a byte offset
     for r, res in results:
         base = scan.n_read
         for rows in res.rows:
             rows.index += base
         scan.row_files.extend(res.rows)
+        if res.bad and r.start > 0:
+            counted = (r.start, counted[1] + count_newlines(t.path, counted[0], r.start))
         for b in res.bad:
             b.index += base
             if b.line is not None:
-                b.line += line_base
+                b.line += counted[1]
         scan.bad.extend(res.bad)
         scan.n_read += res.n_read
-        line_base += res.newlines
     return scan
 
 
