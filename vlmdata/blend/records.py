@@ -17,11 +17,18 @@ Rules, as the LLaVA loaders apply them (llava/train/train.py):
 
 Rows are appended column-wise to a ``RowBuffer`` (flat lists + offsets), which becomes one Arrow
 record batch: no per-row dict is built for the output.
+
+The reader decodes records into ``Record`` where they fit it (the common shape: a string or int
+``id``, a string ``image`` or none, ``conversations``, at most a string ``model``; msgspec checks
+those types in C and builds no dict per record or turn). A ``Record`` in that shape with nothing
+to fix but a missing ``<image>`` is appended by ``_add_typed``; any other goes through the same
+checks as a plain JSON record, as the dict it was decoded from.
 """
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 
@@ -33,6 +40,35 @@ _TOKEN_PREFIX = IMAGE_TOKEN + "\n"
 _FIX_LEADING = 1 << validate.FIXES.index(validate.FIX_LEADING_TURN)
 _FIX_TOKEN = 1 << validate.FIXES.index(validate.FIX_TOKEN_ADDED)
 _ROLES = {n: ["human", "gpt"] * (n // 2) for n in range(2, 202, 2)}
+_UNSET = msgspec.UNSET
+
+
+class Turn(msgspec.Struct, gc=False):
+    """One turn as the reader decodes it (other keys of a turn are not kept, as for a dict)."""
+
+    from_: str = msgspec.field(name="from")
+    value: str
+
+
+class Record(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """The common record's shape (gc=False: a record holds strings and lists, never a cycle)."""
+
+    conversations: list[Turn]
+    id: str | int | msgspec.UnsetType = _UNSET
+    image: str | msgspec.UnsetType = _UNSET
+    model: str | msgspec.UnsetType = _UNSET  # (ShareGPT's text-only records)
+
+
+def as_json(rec: Any) -> Any:
+    """The record as plain JSON values (a ``Record`` as the dict it was decoded from)."""
+    return msgspec.to_builtins(rec) if type(rec) is Record else rec
+
+
+def record_id(rec: Any) -> str | None:
+    """The record's own ``id`` (or ``idx``) as a string, for the list of bad records."""
+    rec = as_json(rec)
+    rid = rec.get("id", rec.get("idx")) if type(rec) is dict else None
+    return None if rid is None else str(rid)
 
 
 class RowBuffer:
@@ -61,6 +97,22 @@ class RowBuffer:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def append(self, rid: str, images: list[str], values: list[str], chars: int, index: int, fixes: int,
+               kept: str | None) -> None:
+        """One normalised row (``kept``: its record_extra)."""
+        self.ids.append(rid)
+        self.img_flat.extend(images)
+        self.img_offsets.append(len(self.img_flat))
+        if self.keep_text:
+            self.values.extend(values)
+            self.n_turns += len(values)
+            self.extras.append(kept)
+        self.conv_offsets.append(self.n_turns)
+        self.n_images.append(len(images))
+        self.text_chars.append(chars)
+        self.index.append(index)
+        self.fixes.append(fixes)
 
     def to_batch(self, source: str) -> pa.RecordBatch:
         """The rows in the output columns (vlmdata.blend.columns.REQUIRED)."""
@@ -99,6 +151,10 @@ class Normaliser:
         The fast path handles a well-formed record with a few C-level list operations; anything
         unusual goes through ``_turns``, which finds the exact problem.
         """
+        if type(rec) is Record:
+            if self._add_typed(rec, index, out):
+                return
+            rec = msgspec.to_builtins(rec)
         if type(rec) is not dict:
             raise validate.Bad(validate.NOT_OBJECT, f"a JSON {type(rec).__name__}, not an object")
         if "video" in rec:
@@ -136,18 +192,45 @@ class Normaliser:
                 raise validate.Bad(validate.TOKEN_TEXT_ONLY, f"{tokens} {IMAGE_TOKEN} token(s) but no image")
             else:
                 raise validate.Bad(validate.TOKEN_MISMATCH, f"{tokens} {IMAGE_TOKEN} token(s) for {n} image(s)")
-        out.ids.append(rid)
-        out.img_flat.extend(images)
-        out.img_offsets.append(len(out.img_flat))
-        if out.keep_text:
-            out.values.extend(values)
-            out.n_turns += len(values)
-            out.extras.append(extra.of_record(rec, image))
-        out.conv_offsets.append(out.n_turns)
-        out.n_images.append(n)
-        out.text_chars.append(chars)
-        out.index.append(index)
-        out.fixes.append(fixes)
+        out.append(rid, images, values, chars, index, fixes, extra.of_record(rec, image) if out.keep_text else None)
+
+    def _add_typed(self, rec: Record, index: int, out: RowBuffer) -> bool:
+        """Append a decoded ``Record`` that needs no check's message and no fix but a missing
+        ``<image>``; False (``out`` unchanged) for any other, which ``add`` then checks as a dict."""
+        rid = rec.id
+        if type(rid) is not str or not rid:
+            return False
+        values = [t.value for t in rec.conversations]
+        if [t.from_ for t in rec.conversations] != _ROLES.get(len(values)):
+            return False
+        human = "\n".join(values[0::2])
+        gpt = "\n".join(values[1::2])
+        if "" in values or any(map(str.isspace, values)) or IMAGE_TOKEN in gpt:
+            return False
+        chars = len(human) + len(gpt) - len(values) + 2
+        tokens = human.count(IMAGE_TOKEN)
+        image = rec.image
+        fixes = 0
+        if image is _UNSET:
+            if tokens:
+                return False
+            images = []
+        else:
+            try:
+                images = [self.prefix + validate.clean_image_path(image)]
+            except validate.Bad:
+                return False
+            if tokens != 1:
+                if tokens:
+                    return False
+                values[0] = _TOKEN_PREFIX + values[0]
+                chars += len(_TOKEN_PREFIX)
+                fixes = _FIX_TOKEN
+        kept = None
+        if rec.model is not _UNSET and out.keep_text:
+            kept = extra.of_record(msgspec.to_builtins(rec), None if image is _UNSET else image)
+        out.append(rid, images, values, chars, index, fixes, kept)
+        return True
 
     def _turns(self, conv: Any) -> tuple[list[str], str, bool]:
         """The slow path: (values, human text, leading turn removed), or Bad with the exact problem."""

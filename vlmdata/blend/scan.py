@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from vlmdata.blend import validate
 from vlmdata.contract import BLEND_SCHEMA
-from vlmdata.blend.records import Normaliser, RowBuffer
+from vlmdata.blend.records import Normaliser, Record, RowBuffer, record_id
 from vlmdata.blend.writer import start_writeback
 from vlmdata.errors import OperationError, UserError
 from vlmdata.jsonstream import RecordReader, SegmentMismatch, count_newlines, split_points
@@ -116,7 +116,7 @@ def _report(n: int) -> None:
 def scan_range(task: Task) -> RangeResult:
     """Read records of ``task.path`` in ``[start, end)``; write good rows to ``task.out`` (and,
     past ``FILE_ROWS`` rows, to ``task.out`` + ``.part1``, ``.part2`` ...)."""
-    reader = RecordReader(task.path, task.start, task.end)
+    reader = RecordReader(task.path, task.start, task.end, record_type=Record)
     norm = Normaliser(task.name, task.image_prefix)
     buf = RowBuffer(keep_text=task.keep_text)
     bad: list[BadRecord] = []
@@ -131,8 +131,7 @@ def scan_range(task: Task) -> RangeResult:
             try:
                 norm.add(rec, index, buf)
             except validate.Bad as e:
-                rid = rec.get("id", rec.get("idx")) if type(rec) is dict else None
-                bad.append(BadRecord(index, reader.line(), None if rid is None else str(rid), e.reason, e.detail))
+                bad.append(BadRecord(index, reader.line(), record_id(rec), e.reason, e.detail))
                 if task.stop_on_bad:
                     break
             if len(buf) >= BATCH_ROWS:
