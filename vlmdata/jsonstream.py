@@ -110,6 +110,8 @@ class RecordReader:
     Iterating yields ``(index, record)`` with indexes counted from 0 in the range. With a
     ``record_type`` (a msgspec Struct), a record is an instance of it where it fits the type, else
     the plain JSON value (see the module docstring).
+    ``batches()`` yields the same records in lists (a batch as msgspec decoded it, or one record),
+    without a generator step per record; ``line(k)`` is then the line of the list's record ``k``.
     ``line()`` is the 1-based line (within the range) where the record just yielded starts, and
     after the iteration ``newlines`` is the number of line breaks in the range.
     """
@@ -206,10 +208,11 @@ class RecordReader:
         end = self.end if self.end is not None else self.path.stat().st_size
         return self._lines_before(end)
 
-    def line(self) -> int:
-        """Line of the record just yielded (within the range); call it before asking for the next."""
+    def line(self, k: int | None = None) -> int:
+        """Line of the record just yielded (within the range), or of record ``k`` of the list just
+        yielded by ``batches()``; ask before asking for the next."""
         if self._batch_pos >= 0:
-            return self.line_at(self._batch_pos) + self._batch_text_lines(self._batch_k)
+            return self.line_at(self._batch_pos) + self._batch_text_lines(self._batch_k if k is None else k)
         return self._line if self._rec_pos < 0 else self.line_at(self._rec_pos)
 
     def _batch_text_lines(self, k: int) -> int:
@@ -371,6 +374,15 @@ class RecordReader:
 
     # -- iteration
     def __iter__(self) -> Iterator[tuple[int, Any]]:
+        index = 0
+        for records in self.batches():
+            for k, rec in enumerate(records):
+                self._batch_k = k
+                yield index, rec
+                index += 1
+
+    def batches(self) -> Iterator[list[Any]]:
+        """The records in lists, in order (see the class docstring)."""
         with open(self.path, "rb") as fh:
             if self.jsonl:
                 yield from self._lines(fh)
@@ -378,7 +390,7 @@ class RecordReader:
             self._open(fh)
             yield from self._array()
 
-    def _array(self) -> Iterator[tuple[int, Any]]:
+    def _array(self) -> Iterator[list[Any]]:
         if self.start == 0:
             if self.peek() != "[":
                 raise self._fail("expected a JSON array ('[' at the start)",
@@ -397,14 +409,12 @@ class RecordReader:
                 slow = 0 if records is not None else _SLOW_AFTER_MISS
             slow -= 1
             if records is not None:
-                for k, rec in enumerate(records):
-                    self._batch_k = k
-                    yield index, rec
-                    index += 1
+                yield records
+                index += len(records)
                 self._batch_pos, self._batch_text = -1, None
                 self._trim()
                 continue
-            yield index, self.decode(index)
+            yield [self.decode(index)]
             index += 1
             c = self.peek()
             if c == "]":
@@ -456,10 +466,10 @@ class RecordReader:
         if self.peek() != "":
             raise self._fail("unexpected data after the end of the JSON array")
 
-    def _lines(self, fh: Any) -> Iterator[tuple[int, Any]]:
+    def _lines(self, fh: Any) -> Iterator[list[Any]]:
         fh.seek(self.start)
         self.total = self.left = (self.end if self.end is not None else os.fstat(fh.fileno()).st_size) - self.start
-        index = lineno = 0
+        lineno = 0
         for raw in fh:
             lineno += 1
             self.left -= len(raw)
@@ -468,8 +478,7 @@ class RecordReader:
             if raw.strip():
                 rec = self._decode_line(raw, lineno)
                 self._line = lineno
-                yield index, rec
-                index += 1
+                yield [rec]
             if self.left <= 0:
                 break
         self._newlines = lineno

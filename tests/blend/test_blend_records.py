@@ -11,9 +11,10 @@ from vlmdata.blend.records import Normaliser, RowBuffer
 def norm(rec, prefix="", source="src", index=7):
     buf = RowBuffer()
     Normaliser(source, prefix).add(rec, index, buf)
-    row = buf.to_batch(source).to_pylist()[0]
-    assert row["source"] == source
-    return {**row, "_index": buf.index[0], "_fixes": buf.fixes[0]}
+    batch, index, fixes = buf.take(source)
+    row = batch.to_pylist()[0]
+    assert row["source"] == source and len(buf) == 0
+    return {**row, "_index": index[0], "_fixes": fixes[0]}
 
 
 def bad(rec, prefix=""):
@@ -126,7 +127,7 @@ def test_a_bad_record_leaves_the_buffer_unchanged():
     n.add({"id": "a", "conversations": turns("q", "a")}, 0, buf)
     with pytest.raises(v.Bad):
         n.add({"id": "b", "image": "x.jpg", "conversations": turns("<image><image>", "a")}, 1, buf)
-    assert len(buf) == 1 and buf.to_batch("s").num_rows == 1
+    assert len(buf) == 1 and buf.take("s")[0].num_rows == 1
 
 
 def test_long_conversation_takes_the_slow_path():

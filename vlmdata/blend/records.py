@@ -15,8 +15,8 @@ Rules, as the LLaVA loaders apply them (llava/train/train.py):
   a single image with no token gets ``"<image>\\n"`` prepended to the first human turn, as LLaVA's
   preprocess_multimodal does.
 
-Rows are appended column-wise to a ``RowBuffer`` (flat lists + offsets), which becomes one Arrow
-record batch: no per-row dict is built for the output.
+Rows are kept in a ``RowBuffer`` as one tuple each, made into one Arrow record batch of columns
+(flat lists + offsets) per few thousand rows: no per-row dict is built for the output.
 
 The reader decodes records into ``Record`` where they fit it (the common shape: a string or int
 ``id``, a string ``image`` or none, ``conversations``, at most a string ``model``; msgspec checks
@@ -26,6 +26,7 @@ checks as a plain JSON record, as the dict it was decoded from.
 """
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any
 
 import msgspec
@@ -72,60 +73,48 @@ def record_id(rec: Any) -> str | None:
 
 
 class RowBuffer:
-    """Column lists for up to a batch of normalised rows, plus per row its index in the input and
-    the fixes applied to it (bit i: validate.FIXES[i]), which stay beside the Arrow rows."""
+    """Up to a batch of normalised rows, one tuple each (one list append per record; the columns
+    are made once per batch, in ``take``): id, images, turn values, text chars, index in the
+    input, fixes applied (bit i: validate.FIXES[i]), record_extra."""
 
-    __slots__ = ("ids", "img_flat", "img_offsets", "values", "n_turns", "conv_offsets", "n_images",
-                 "text_chars", "index", "fixes", "extras", "keep_text")
+    __slots__ = ("rows", "keep_text")
 
     def __init__(self, keep_text: bool = True) -> None:
         self.keep_text = keep_text
-        self.clear()
-
-    def clear(self) -> None:
-        self.ids: list[str] = []
-        self.img_flat: list[str] = []
-        self.img_offsets: list[int] = [0]
-        self.values: list[str] = []
-        self.n_turns = 0
-        self.conv_offsets: list[int] = [0]
-        self.n_images: list[int] = []
-        self.text_chars: list[int] = []
-        self.index: list[int] = []
-        self.fixes: list[int] = []
-        self.extras: list[str | None] = []
+        self.rows: list[tuple[str, list[str], list[str], int, int, int, str | None]] = []
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.rows)
 
-    def append(self, rid: str, images: list[str], values: list[str], chars: int, index: int, fixes: int,
-               kept: str | None) -> None:
-        """One normalised row (``kept``: its record_extra)."""
-        self.ids.append(rid)
-        self.img_flat.extend(images)
-        self.img_offsets.append(len(self.img_flat))
+    def take(self, source: str) -> tuple[pa.RecordBatch, np.ndarray, np.ndarray]:
+        """The rows in the output columns (vlmdata.blend.columns.REQUIRED), with per row its index
+        in the input (int64) and its fixes (int8); the buffer is then empty."""
+        rows, self.rows = self.rows, []
+        n = len(rows)
+        ids, images, values, chars, index, fixes, kept = zip(*rows) if rows else ((),) * 7
+        images_arr = pa.ListArray.from_arrays(_offsets(images, n), pa.array(list(chain.from_iterable(images)), pa.string()),
+                                              type=IMAGES_TYPE)
         if self.keep_text:
-            self.values.extend(values)
-            self.n_turns += len(values)
-            self.extras.append(kept)
-        self.conv_offsets.append(self.n_turns)
-        self.n_images.append(len(images))
-        self.text_chars.append(chars)
-        self.index.append(index)
-        self.fixes.append(fixes)
-
-    def to_batch(self, source: str) -> pa.RecordBatch:
-        """The rows in the output columns (vlmdata.blend.columns.REQUIRED)."""
-        images = pa.ListArray.from_arrays(pa.array(self.img_offsets, pa.int32()),
-                                          pa.array(self.img_flat, pa.string()), type=IMAGES_TYPE)
-        turns = pa.StructArray.from_arrays([_roles(self.n_turns), pa.array(self.values, pa.string())],
-                                           fields=list(TURN_TYPE))
-        conv = pa.ListArray.from_arrays(pa.array(self.conv_offsets, pa.int32()), turns, type=CONVERSATIONS_TYPE)
-        return pa.RecordBatch.from_arrays(
-            [pa.array(self.ids, pa.string()), pa.repeat(pa.scalar(source, pa.string()), len(self.ids)), images, conv,
-             pa.array(self.n_images, pa.int32()), pa.array(self.text_chars, pa.int32()),
-             pa.array(self.extras if self.keep_text else [None] * len(self.ids), pa.string())],
+            flat = list(chain.from_iterable(values))
+            turns = pa.StructArray.from_arrays([_roles(len(flat)), pa.array(flat, pa.string())], fields=list(TURN_TYPE))
+            conv = pa.ListArray.from_arrays(_offsets(values, n), turns, type=CONVERSATIONS_TYPE)
+            extras = pa.array(kept, pa.string())
+        else:
+            turns = pa.StructArray.from_arrays([pa.array([], pa.string())] * 2, fields=list(TURN_TYPE))
+            conv = pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, np.int32)), turns, type=CONVERSATIONS_TYPE)
+            extras = pa.nulls(n, pa.string())
+        batch = pa.RecordBatch.from_arrays(
+            [pa.array(ids, pa.string()), pa.repeat(pa.scalar(source, pa.string()), n), images_arr, conv,
+             pa.array(np.fromiter(map(len, images), np.int32, n)), pa.array(chars, pa.int32()), extras],
             schema=BLEND_SCHEMA)
+        return batch, np.array(index, dtype=np.int64), np.array(fixes, dtype=np.int8)
+
+
+def _offsets(lists: tuple[list, ...], n: int) -> pa.Array:
+    """Arrow list offsets of ``n`` lists: 0, then the running total of their lengths."""
+    out = np.zeros(n + 1, np.int32)
+    np.cumsum(np.fromiter(map(len, lists), np.int32, n), out=out[1:])
+    return pa.array(out)
 
 
 def _roles(n: int) -> pa.Array:
@@ -144,6 +133,21 @@ class Normaliser:
     def __init__(self, source: str, image_prefix: str = "") -> None:
         self.source = source
         self.prefix = image_prefix.rstrip("/") + "/" if image_prefix else ""
+
+    def add_all(self, records: list[Any], first: int, out: RowBuffer, *,
+                stop_on_bad: bool = False) -> list[tuple[int, validate.Bad]]:
+        """``add`` each of ``records`` (input indexes from ``first``); the bad ones' positions in
+        the list and reasons (only the first with ``stop_on_bad``: the rest are not added)."""
+        bad: list[tuple[int, validate.Bad]] = []
+        add = self.add
+        for k, rec in enumerate(records, first):
+            try:
+                add(rec, k, out)
+            except validate.Bad as e:
+                bad.append((k - first, e))
+                if stop_on_bad:
+                    break
+        return bad
 
     def add(self, rec: Any, index: int, out: RowBuffer) -> None:
         """Append ``rec`` to ``out``, or raise ``validate.Bad`` (``out`` is then unchanged).
@@ -192,7 +196,7 @@ class Normaliser:
                 raise validate.Bad(validate.TOKEN_TEXT_ONLY, f"{tokens} {IMAGE_TOKEN} token(s) but no image")
             else:
                 raise validate.Bad(validate.TOKEN_MISMATCH, f"{tokens} {IMAGE_TOKEN} token(s) for {n} image(s)")
-        out.append(rid, images, values, chars, index, fixes, extra.of_record(rec, image) if out.keep_text else None)
+        out.rows.append((rid, images, values, chars, index, fixes, extra.of_record(rec, image) if out.keep_text else None))
 
     def _add_typed(self, rec: Record, index: int, out: RowBuffer) -> bool:
         """Append a decoded ``Record`` that needs no check's message and no fix but a missing
@@ -229,7 +233,7 @@ class Normaliser:
         kept = None
         if rec.model is not _UNSET and out.keep_text:
             kept = extra.of_record(msgspec.to_builtins(rec), None if image is _UNSET else image)
-        out.append(rid, images, values, chars, index, fixes, kept)
+        out.rows.append((rid, images, values, chars, index, fixes, kept))
         return True
 
     def _turns(self, conv: Any) -> tuple[list[str], str, bool]:

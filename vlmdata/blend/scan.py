@@ -122,25 +122,25 @@ def scan_range(task: Task) -> RangeResult:
     bad: list[BadRecord] = []
     out = _RowFiles(task)
     n_read = 0
-    reported = 0
+    reported_n = reported = 0  # records and bytes read at the last progress report
     enabled = gc.isenabled()
     gc.disable()  # records die young and hold no cycles; the collector only costs time here
     try:
-        for index, rec in reader:
-            n_read = index + 1
-            try:
-                norm.add(rec, index, buf)
-            except validate.Bad as e:
-                bad.append(BadRecord(index, reader.line(), record_id(rec), e.reason, e.detail))
-                if task.stop_on_bad:
-                    break
-            if len(buf) >= BATCH_ROWS:
+        for records in reader.batches():
+            if task.limit is not None and n_read + len(records) > task.limit:
+                records = records[:task.limit - n_read]
+            found = norm.add_all(records, n_read, buf, stop_on_bad=task.stop_on_bad)
+            for k, e in found:
+                bad.append(BadRecord(n_read + k, reader.line(k), record_id(records[k]), e.reason, e.detail))
+            stop = bool(found) and task.stop_on_bad  # (then the bad record is the list's last one read)
+            n_read += found[0][0] + 1 if stop else len(records)
+            if len(buf.rows) >= BATCH_ROWS:
                 out.flush(buf)
-            if n_read % _PROGRESS_EVERY == 0:
+            if n_read - reported_n >= _PROGRESS_EVERY:
                 done = reader.bytes_read()
                 _report(done - reported)
-                reported = done
-            if task.limit is not None and n_read >= task.limit:
+                reported_n, reported = n_read, done
+            if stop or (task.limit is not None and n_read >= task.limit):
                 break
         if len(buf):
             out.flush(buf)
@@ -167,10 +167,9 @@ class _RowFiles:
         self.rows = 0
 
     def flush(self, buf: RowBuffer) -> None:
-        batch = buf.to_batch(self.task.name)
-        self.index.append(np.array(buf.index, dtype=np.int64))
-        self.fixes.append(np.array(buf.fixes, dtype=np.int8))
-        buf.clear()
+        batch, index, fixes = buf.take(self.task.name)
+        self.index.append(index)
+        self.fixes.append(fixes)
         if self.writer is None:
             self.sink = pa.OSFile(str(self._path()), "wb")
             self.writer = pa.ipc.new_stream(self.sink, BLEND_SCHEMA)
