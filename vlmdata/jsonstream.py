@@ -523,16 +523,22 @@ def count_newlines(path: Path | str, start: int, end: int) -> int:
 
 
 def split_points(path: Path | str, parts: int, *, window: int = 1 << 20, max_search: int = 64 << 20) -> list[int]:
-    """Byte offsets ``[0, b1, ..., size]`` cutting the file into about ``parts`` ranges that each
-    start on a record. Cuts that cannot be found near their target are left out (fewer ranges)."""
+    """Byte offsets ``[0, b1, ..., size]`` cutting the file into about ``parts`` equal ranges that
+    each start on a record. Cuts that cannot be found near their target are left out (fewer ranges)."""
+    size = Path(path).stat().st_size
+    return cut_near(path, [size * i // parts for i in range(1, max(parts, 1))], window=window, max_search=max_search)
+
+
+def cut_near(path: Path | str, targets: list[int], *, window: int = 1 << 20, max_search: int = 64 << 20) -> list[int]:
+    """Byte offsets ``[0, b1, ..., size]``: for each target offset (ascending), the first record
+    start at or after it. Cuts that cannot be found near their target are left out."""
     path = Path(path)
     size = path.stat().st_size
     cuts = [0]
-    if parts > 1:
+    if targets:
         with open(path, "rb") as fh:
-            for i in range(1, parts):
-                target = max(size * i // parts, cuts[-1] + 1)
-                cut = _find_boundary(fh, target, size, is_jsonl(path), window, max_search)
+            for target in targets:
+                cut = _find_boundary(fh, max(target, cuts[-1] + 1), size, is_jsonl(path), window, max_search)
                 if cut is not None and cuts[-1] < cut < size:
                     cuts.append(cut)
     cuts.append(size)
