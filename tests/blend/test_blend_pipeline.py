@@ -383,6 +383,25 @@ def test_a_renamed_id_rewrites_only_the_shard_that_holds_it(tree, tmp_path, monk
     assert res.meta["counts"]["mine"]["ids_renamed"] == 2
 
 
+def test_an_id_shared_only_with_dropped_rows_is_kept_as_it_is(tree, tmp_path):
+    """Ids are counted over the rows that stay: one whose twin lost its image (or is a bad record)
+    keeps its own name; ids repeated among the kept rows are renamed."""
+    def rec(rid: str, img: str) -> dict:
+        return {"id": rid, "image": img, "conversations": turns("<image>\nq", "a")}
+
+    write_json(tmp_path / "a.json", [rec("p", "x/0.jpg"), rec("q", "x/1.jpg"), rec("r", "x/2.jpg")])
+    write_json(tmp_path / "b.json", [rec("p", "x/404.jpg"), rec("q", "x/3.jpg"),
+                                     {"id": "r", "conversations": turns("q", "")}])
+    touch_images(tmp_path / "imgs", [f"x/{i}.jpg" for i in range(4)])
+    entries = "".join(f'[[entries]]\nname = "{n}"\npath = "{tmp_path / (n + ".json")}"\n' for n in ("a", "b"))
+    from vlmdata.blend.recipe import resolve
+
+    resolved = resolve(tree.catalog.blend(str(recipe_file(tmp_path, entries))), tree.catalog, tree.root,
+                       image_root=tmp_path / "imgs")
+    res = run_blend(resolved, Options(progress=False, max_drop=100), tmp_path / "out")
+    assert [r["id"] for r in rows(res.out)] == ["p", "a:q", "r", "b:q"]
+
+
 def test_an_id_that_equals_a_renamed_one_stops_the_blend(tree, tmp_path):
     """Renaming makes ids unique unless another record already carries the new name: then the
     blend stops and names it (found by counting only the ids equal to a renamed one)."""
