@@ -54,7 +54,7 @@ def _shapes(i: int) -> list[dict]:
     ]
 
 
-def _write(path, seed: int) -> None:
+def _write(path, seed: int, jsonl: bool = False) -> None:
     rng = random.Random(seed)
     recs: list = []
     for i in range(40):
@@ -62,7 +62,9 @@ def _write(path, seed: int) -> None:
         recs += [{"id": f"run{i}_{k}", "image": f"coco/r{i}_{k}.jpg", "conversations": turns("<image>\nq", "a")}
                  for k in range(rng.randint(0, 30))]
         recs.append(rng.choice(_shapes(i)))
-    path.write_text(json.dumps(recs, indent=1, ensure_ascii=False), encoding="utf-8")
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs) if jsonl else \
+        json.dumps(recs, indent=1, ensure_ascii=False)
+    path.write_text(text, encoding="utf-8")
 
 
 def _scan(tmp_path, path, name: str, typed: bool, monkeypatch) -> tuple[pa.Table, list, list]:
@@ -75,11 +77,12 @@ def _scan(tmp_path, path, name: str, typed: bool, monkeypatch) -> tuple[pa.Table
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("batch", [600, 4000])
+@pytest.mark.parametrize("batch", [600, 4000, "jsonl"])
 def test_typed_records_equal_plain_ones(tmp_path, monkeypatch, seed, batch):
-    monkeypatch.setattr(jsonstream, "_BATCH", batch)
-    path = tmp_path / "mix.json"
-    _write(path, seed)
+    if batch != "jsonl":
+        monkeypatch.setattr(jsonstream, "_BATCH", batch)
+    path = tmp_path / ("mix.jsonl" if batch == "jsonl" else "mix.json")
+    _write(path, seed, jsonl=batch == "jsonl")
     typed_calls = []
     real = records_mod.Normaliser._add_typed
 
