@@ -44,17 +44,27 @@ _ROLES = {n: ["human", "gpt"] * (n // 2) for n in range(2, 202, 2)}
 _UNSET = msgspec.UNSET
 
 
-class Turn(msgspec.Struct, gc=False):
-    """One turn as the reader decodes it (other keys of a turn are not kept, as for a dict)."""
+class Human(msgspec.Struct, tag_field="from", tag="human", gc=False):
+    """A turn ``{"from": "human", "value": ...}`` as the reader decodes it: msgspec reads the role
+    as the type, so checking the roles is comparing types (other keys of a turn are not kept, as
+    for a dict; any other role does not fit the Record type)."""
 
-    from_: str = msgspec.field(name="from")
     value: str
+
+
+class Gpt(msgspec.Struct, tag_field="from", tag="gpt", gc=False):
+    """A turn ``{"from": "gpt", "value": ...}``."""
+
+    value: str
+
+
+_ROLE_TYPES = {n: [Human, Gpt] * (n // 2) for n in range(2, 202, 2)}
 
 
 class Record(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """The common record's shape (gc=False: a record holds strings and lists, never a cycle)."""
 
-    conversations: list[Turn]
+    conversations: list[Human | Gpt]
     id: str | int | msgspec.UnsetType = _UNSET
     image: str | msgspec.UnsetType = _UNSET
     model: str | msgspec.UnsetType = _UNSET  # (ShareGPT's text-only records)
@@ -204,8 +214,9 @@ class Normaliser:
         rid = rec.id
         if type(rid) is not str or not rid:
             return False
-        values = [t.value for t in rec.conversations]
-        if [t.from_ for t in rec.conversations] != _ROLES.get(len(values)):
+        conv = rec.conversations
+        values = [t.value for t in conv]
+        if list(map(type, conv)) != _ROLE_TYPES.get(len(values)):
             return False
         human = "\n".join(values[0::2])
         gpt = "\n".join(values[1::2])
