@@ -149,8 +149,12 @@ class Normaliser:
         """``add`` each of ``records`` (input indexes from ``first``); the bad ones' positions in
         the list and reasons (only the first with ``stop_on_bad``: the rest are not added)."""
         bad: list[tuple[int, validate.Bad]] = []
-        add = self.add
+        add, typed = self.add, self._add_typed
         for k, rec in enumerate(records, first):
+            if type(rec) is Record:
+                if typed(rec, k, out):
+                    continue  # (the common case, without add's own call)
+                rec = msgspec.to_builtins(rec)  # checked as the dict it was decoded from
             try:
                 add(rec, k, out)
             except validate.Bad as e:
@@ -220,7 +224,7 @@ class Normaliser:
             return False
         human = "\n".join(values[0::2])
         gpt = "\n".join(values[1::2])
-        if "" in values or any(map(str.isspace, values)) or IMAGE_TOKEN in gpt:
+        if not all(map(str.strip, values)) or IMAGE_TOKEN in gpt:  # (an empty or blank value strips to "")
             return False
         chars = len(human) + len(gpt) - len(values) + 2
         tokens = human.count(IMAGE_TOKEN)
