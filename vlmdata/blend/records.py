@@ -37,9 +37,10 @@ from vlmdata.blend import extra, validate
 from vlmdata.contract import BLEND_SCHEMA, CONVERSATIONS_TYPE, IMAGE_TOKEN, IMAGES_TYPE, TURN_TYPE
 
 _TOKEN_PREFIX = IMAGE_TOKEN + "\n"
-# the roles of a well-formed conversation of each length: human, gpt, human, gpt, ...
 _FIX_LEADING = 1 << validate.FIXES.index(validate.FIX_LEADING_TURN)
 _FIX_TOKEN = 1 << validate.FIXES.index(validate.FIX_TOKEN_ADDED)
+# the roles of a well-formed conversation of each length: human, gpt, human, gpt, ... (longer
+# conversations, and any other, take the exact checks' path)
 _ROLES = {n: ["human", "gpt"] * (n // 2) for n in range(2, 202, 2)}
 _UNSET = msgspec.UNSET
 
