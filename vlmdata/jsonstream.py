@@ -37,7 +37,7 @@ records never fit it pays for one failed try in a few hundred.
 Lines are counted only when asked for (``line()`` for a bad record, ``newlines``): counting the
 line breaks of every byte read cost 0.65 CPU-s per GB here, a tenth of the whole read, for numbers
 that a file without a bad record never shows. A line asked for counts the bytes before the window
-again from the file (``count_newlines``), from where the last count stopped.
+again from the file (``LineCounter``), from where the last count stopped.
 
 Why one file of ~590 lines: the reader's window, its batch cutting, its slow path and its line
 bookkeeping share one set of positions; split, each part would need the others' invariants.
@@ -128,6 +128,7 @@ class RecordReader:
         self.whole = start == 0 and end is None
         self.jsonl = is_jsonl(self.path)
         self._newlines = 0  # JSONL: lines read
+        self._breaks = LineCounter(self.path, start)  # JSON array: line breaks before the window
         self.total = self.left = 0  # bytes in the range, and not read yet
         self._line = 1  # JSONL: line of the last record
         self._rec_pos = -1  # JSON array: where the last record starts in the window
@@ -151,7 +152,6 @@ class RecordReader:
         self.total = self.left
         self.buf, self.pos, self.eof = bytearray(), 0, False
         self.offset = fh.tell()  # the file offset of the window's first byte
-        self._counted = (self.start, 0)  # line breaks from the range's start up to a file offset
         self.refill()
 
     def refill(self) -> None:
@@ -188,25 +188,14 @@ class RecordReader:
 
     def line_at(self, pos: int) -> int:
         """The line (within the range) of the window's byte ``pos``."""
-        return self._lines_before(self.offset) + self.buf.count(b"\n", 0, pos) + 1
-
-    def _lines_before(self, offset: int) -> int:
-        """Line breaks in the file from the range's start up to ``offset`` (counted on from the last
-        call's offset; asks only move forward with the window)."""
-        at, n = self._counted
-        if offset < at:
-            at, n = self.start, 0
-        n += count_newlines(self.path, at, offset)
-        self._counted = (offset, n)
-        return n
+        return self._breaks.before(self.offset) + self.buf.count(b"\n", 0, pos) + 1
 
     @property
     def newlines(self) -> int:
         """Line breaks in the range (read after the iteration)."""
         if self.jsonl:
             return self._newlines
-        end = self.end if self.end is not None else self.path.stat().st_size
-        return self._lines_before(end)
+        return self._breaks.before(self.end if self.end is not None else self.path.stat().st_size)
 
     def line(self, k: int | None = None) -> int:
         """Line of the record just yielded (within the range), or of record ``k`` of the list just
@@ -508,9 +497,27 @@ _FIRST_KEY = re.compile(rb'\{\s*"((?:[^"\\]|\\.)*)"')  # an object's first key
 _NEXT_RECORD = re.compile(rb'\s*,\s*(\{)\s*"((?:[^"\\]|\\.)*)"')  # ", {" and the next object's first key
 
 
+class LineCounter:
+    """Line breaks in a file from ``start`` up to an offset, counted on from the last offset asked
+    for (asks move forward with a reader; one behind the last starts again from ``start``)."""
+
+    def __init__(self, path: Path | str, start: int = 0) -> None:
+        self.path, self.start = path, start
+        self.at, self.n = start, 0
+
+    def before(self, offset: int) -> int:
+        if offset < self.at:
+            self.at, self.n = self.start, 0
+        self.n += count_newlines(self.path, self.at, offset)
+        self.at = offset
+        return self.n
+
+
 def count_newlines(path: Path | str, start: int, end: int) -> int:
     """Line breaks in bytes ``[start, end)`` of a file."""
     n = 0
+    if start >= end:
+        return n
     with open(path, "rb") as fh:
         fh.seek(start)
         while start < end:

@@ -71,15 +71,12 @@ class Record(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     model: str | msgspec.UnsetType = _UNSET  # (ShareGPT's text-only records)
 
 
-def as_json(rec: Any) -> Any:
-    """The record as plain JSON values (a ``Record`` as the dict it was decoded from)."""
-    return msgspec.to_builtins(rec) if type(rec) is Record else rec
-
-
 def record_id(rec: Any) -> str | None:
     """The record's own ``id`` (or ``idx``) as a string, for the list of bad records."""
-    rec = as_json(rec)
-    rid = rec.get("id", rec.get("idx")) if type(rec) is dict else None
+    if type(rec) is Record:  # (a Record has no idx)
+        rid = None if rec.id is _UNSET else rec.id
+    else:
+        rid = rec.get("id", rec.get("idx")) if type(rec) is dict else None
     return None if rid is None else str(rid)
 
 
@@ -165,15 +162,12 @@ class Normaliser:
         return bad
 
     def add(self, rec: Any, index: int, out: RowBuffer) -> None:
-        """Append ``rec`` to ``out``, or raise ``validate.Bad`` (``out`` is then unchanged).
+        """Append ``rec`` (a plain JSON value; ``add_all`` also takes Records) to ``out``, or raise
+        ``validate.Bad`` (``out`` is then unchanged).
 
         The fast path handles a well-formed record with a few C-level list operations; anything
         unusual goes through ``_turns``, which finds the exact problem.
         """
-        if type(rec) is Record:
-            if self._add_typed(rec, index, out):
-                return
-            rec = msgspec.to_builtins(rec)
         if type(rec) is not dict:
             raise validate.Bad(validate.NOT_OBJECT, f"a JSON {type(rec).__name__}, not an object")
         if "video" in rec:

@@ -29,7 +29,7 @@ from vlmdata.contract import BLEND_SCHEMA
 from vlmdata.blend.records import Normaliser, Record, RowBuffer, record_id
 from vlmdata.blend.writer import start_writeback
 from vlmdata.errors import OperationError, UserError
-from vlmdata.jsonstream import RecordReader, SegmentMismatch, count_newlines, cut_near
+from vlmdata.jsonstream import LineCounter, RecordReader, SegmentMismatch, cut_near
 
 BATCH_ROWS = 4096
 FILE_ROWS = 8 * BATCH_ROWS  # a range's rows go to files of this many: each becomes a shard of the output
@@ -136,7 +136,7 @@ def scan_range(task: Task) -> RangeResult:
                 bad.append(BadRecord(n_read + k, reader.line(k), record_id(records[k]), e.reason, e.detail))
             stop = bool(found) and task.stop_on_bad  # (then the bad record is the list's last one read)
             n_read += found[0][0] + 1 if stop else len(records)
-            if len(buf.rows) >= BATCH_ROWS:
+            if len(buf) >= BATCH_ROWS:
                 out.flush(buf)
             if n_read - reported_n >= _PROGRESS_EVERY:
                 done = reader.bytes_read()
@@ -300,18 +300,17 @@ def _collect(t: Task, results: list[tuple[Task, RangeResult]]) -> InputScan:
     """Join the ranges of one input: indexes and lines become input-wide (the lines before a range
     are counted only when it holds a bad record: most inputs have none)."""
     scan = InputScan(t.name, t.path, ranges=len(results))
-    counted = (0, 0)  # line breaks in the input before a byte offset
+    lines = LineCounter(t.path)
     for r, res in results:
         base = scan.n_read
         for rows in res.rows:
             rows.index += base
         scan.row_files.extend(res.rows)
-        if res.bad and r.start > 0:
-            counted = (r.start, counted[1] + count_newlines(t.path, counted[0], r.start))
+        line_base = lines.before(r.start) if res.bad else 0
         for b in res.bad:
             b.index += base
             if b.line is not None:
-                b.line += counted[1]
+                b.line += line_base
         scan.bad.extend(res.bad)
         scan.n_read += res.n_read
     return scan
