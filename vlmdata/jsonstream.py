@@ -229,8 +229,10 @@ class RecordReader:
             self.refill()
         buf, pos = self.buf, self.pos
         first = _FIRST_KEY.match(buf, pos)
-        if first is None or len(buf) - pos < _BATCH // 8:
-            return None  # not an object, or a short tail: not worth a batch
+        if first is None:
+            return None
+        if len(buf) - pos < _BATCH // 8:
+            return self._last_batch() if self.eof else None
         cut, tries = min(len(buf), pos + _BATCH), 0
         while tries < _BATCH_TRIES:
             cut = buf.rfind(b"}", pos, cut)
@@ -249,6 +251,23 @@ class RecordReader:
             return records
 
         return None
+
+    def _last_batch(self) -> list[Any] | None:
+        """The records from ``pos`` to the window's last ``}``, when the window holds the rest of
+        the range: decoded in one call, ``pos`` left after that ``}`` (the separator after it is
+        checked by the caller, as after a record decoded the slow way); None if they do not decode.
+        (One at a time, the last ~100 records of each range cost the standard library's path.)"""
+        buf, pos = self.buf, self.pos
+        cut = buf.rfind(b"}", pos)
+        if cut < 0 or cut + 1 >= len(buf):  # (a byte after it is needed for the closing bracket)
+            return None
+        try:
+            records = self._decode_span(pos, cut + 1)
+        except ValueError:
+            return None
+        self._batch_pos, self._batch_end, self._batch_text, self._piece = pos, cut + 1, None, None
+        self.pos = cut + 1
+        return records
 
     def _decode_span(self, a: int, b: int) -> Any:
         """``[`` + bytes ``a:b`` of the window + ``]``, decoded. The bytes on either side of a span
@@ -401,10 +420,12 @@ class RecordReader:
                 yield records
                 index += len(records)
                 self._batch_pos, self._batch_text = -1, None
-                self._trim()
-                continue
-            yield [self.decode(index)]
-            index += 1
+                if self.pos != self._batch_end:  # pos moved on to the next record's '{'
+                    self._trim()
+                    continue
+            else:  # (after the window's last record, as after one decoded here, a separator follows)
+                yield [self.decode(index)]
+                index += 1
             c = self.peek()
             if c == "]":
                 return self._tail()

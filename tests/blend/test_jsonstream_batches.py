@@ -177,3 +177,54 @@ def test_members_of_an_object_with_wide_characters(tmp_path, monkeypatch, chunk,
     p = tmp_path / "members.json"
     p.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
     assert dict(jsonstream.iter_json_object(p)) == obj
+
+
+def _read(p, *, fast: bool, **kw):
+    """(records, lines of each record) or the error's text, with msgspec's batches or without."""
+    real = jsonstream._fast_loads
+    jsonstream._fast_loads = real if fast else None
+    try:
+        reader, got = RecordReader(p, **kw), []
+        for batch in reader.batches():
+            got += [(rec, reader.line(k)) for k, rec in enumerate(batch)]
+        return got
+    except UserError as e:
+        return str(e)
+    finally:
+        jsonstream._fast_loads = real
+
+
+@pytest.mark.parametrize("end", ["\n]\n", "]", ",\n]", "\n", "", "\n] x", '\n]\n{"id": 1}', ', {"id": "}"'])
+def test_the_last_records_come_in_one_batch(tmp_path, end):
+    """The records after the last full-size batch (all of a small file) are decoded in one call,
+    and whatever follows the last one (a trailing comma, no ']', data after it) is reported as
+    the standard library's path reports it, at the same line."""
+    recs = tricky(60)
+    recs[41]["conversations"] = "not a list"  # (a record the blend would drop: its line is asked for)
+    body = json.dumps(recs, indent=2)
+    p = tmp_path / "a.json"
+    p.write_text(body[:body.rindex("]")].rstrip() + end)
+    calls = []
+    real = jsonstream._fast_loads
+    jsonstream._fast_loads = lambda text: calls.append(len(text)) or real(text)
+    try:
+        fast = _read(p, fast=True)
+    finally:
+        jsonstream._fast_loads = real
+    assert fast == _read(p, fast=False)
+    if end.strip() == "]":
+        assert [rec for rec, _ in fast] == recs and len(calls) == 1
+
+
+def test_the_last_records_of_each_range_come_in_one_batch(tmp_path):
+    recs = tricky(300)
+    p = write_json(tmp_path / "a.json", recs, indent=1)
+    cuts = split_points(p, 4)
+    got = []
+    for a, b in zip(cuts, cuts[1:]):
+        r = RecordReader(p, a, b)
+        sizes = [len(batch) for batch in r.batches()]
+        assert len(sizes) == 1  # (each range is far below a batch's size)
+        got += _read(p, fast=True, start=a, end=b)
+        assert _read(p, fast=True, start=a, end=b) == _read(p, fast=False, start=a, end=b)
+    assert [rec for rec, _ in got] == recs

@@ -94,10 +94,14 @@ class RowBuffer:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def take(self, source: str) -> tuple[pa.RecordBatch, np.ndarray, np.ndarray]:
-        """The rows in the output columns (vlmdata.blend.columns.REQUIRED), with per row its index
-        in the input (int64) and its fixes (int8); the buffer is then empty."""
-        rows, self.rows = self.rows, []
+    def take(self, source: str, limit: int | None = None) -> tuple[pa.RecordBatch, np.ndarray, np.ndarray]:
+        """The first ``limit`` rows (all by default) in the output columns
+        (vlmdata.blend.columns.REQUIRED), with per row its index in the input (int64) and its
+        fixes (int8); they leave the buffer."""
+        if limit is None or limit >= len(self.rows):
+            rows, self.rows = self.rows, []
+        else:
+            rows, self.rows = self.rows[:limit], self.rows[limit:]
         n = len(rows)
         ids, images, values, chars, index, fixes, kept = zip(*rows) if rows else ((),) * 7
         images_arr = pa.ListArray.from_arrays(_offsets(images, n), pa.array(list(chain.from_iterable(images)), pa.string()),

@@ -34,11 +34,13 @@ from vlmdata.jsonstream import LineCounter, RecordReader, SegmentMismatch, cut_n
 BATCH_ROWS = 4096
 FILE_ROWS = 8 * BATCH_ROWS  # a range's rows go to files of this many: each becomes a shard of the output
 PARALLEL_MIN_BYTES = 48 << 20  # smaller inputs are read in one piece
-# Ranges shrink as the input runs out (each a 1/(SHARE * jobs) of what is left, at least half of
-# PARALLEL_MIN_BYTES): a process that finishes early takes the next, and the last ranges are small,
-# so no process waits long for the slowest. (Eight equal ranges of the 665k mix on two cores left
-# one process idle for 0.0-1.25 s at the end: a range took 0.8-1.4 s on this shared machine.)
+# Ranges shrink as the input runs out (each a 1/(SHARE * jobs) of what is left, at least
+# PARALLEL_MIN_BYTES // LEAST_SHARE): a process that finishes early takes the next, and the last
+# ranges are small, so no process waits long for the slowest. (Eight equal ranges of the 665k mix
+# on two cores left one process idle for 0.0-1.25 s at the end: a range took 0.8-1.4 s on this
+# shared machine; with last ranges of 24-48 MB, 0.2-0.33 s; a range costs ~10 ms to start.)
 SHARE = 2
+LEAST_SHARE = 6
 _PROGRESS_EVERY = 2048  # records between progress reports
 
 
@@ -169,16 +171,18 @@ class _RowFiles:
         self.rows = 0
 
     def flush(self, buf: RowBuffer) -> None:
-        batch, index, fixes = buf.take(self.task.name)
-        self.index.append(index)
-        self.fixes.append(fixes)
-        if self.writer is None:
-            self.sink = pa.OSFile(str(self._path()), "wb")
-            self.writer = pa.ipc.new_stream(self.sink, BLEND_SCHEMA)
-        self.writer.write_batch(batch)
-        self.rows += batch.num_rows
-        if self.rows >= FILE_ROWS:
-            self.close()
+        """Write the buffer's rows, a new file after each ``FILE_ROWS``."""
+        while len(buf):
+            batch, index, fixes = buf.take(self.task.name, FILE_ROWS - self.rows)
+            self.index.append(index)
+            self.fixes.append(fixes)
+            if self.writer is None:
+                self.sink = pa.OSFile(str(self._path()), "wb")
+                self.writer = pa.ipc.new_stream(self.sink, BLEND_SCHEMA)
+            self.writer.write_batch(batch)
+            self.rows += batch.num_rows
+            if self.rows >= FILE_ROWS:
+                self.close()
 
     def _path(self) -> Path:
         out = self.task.out
@@ -277,11 +281,16 @@ def _split(t: Task, jobs: int, min_bytes: int) -> list[Task]:
     size = t.path.stat().st_size
     if t.limit is not None or t.stop_on_bad or size < min_bytes:
         return [t]
-    cuts = cut_near(t.path, range_targets(size, jobs, max(1, min_bytes // 2)))
+    cuts = cut_near(t.path, range_targets(size, jobs, range_least(min_bytes)))
     if len(cuts) <= 2:
         return [t]
     return [Task(t.name, t.path, t.image_prefix, t.out.with_name(f"{t.out.name}.{i}"), a, b, None, t.keep_text)
             for i, (a, b) in enumerate(zip(cuts, cuts[1:]))]
+
+
+def range_least(min_bytes: int) -> int:
+    """The smallest range an input of at least ``min_bytes`` is cut into."""
+    return max(1, min_bytes // LEAST_SHARE)
 
 
 def range_targets(size: int, jobs: int, least: int) -> list[int]:
