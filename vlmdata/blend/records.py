@@ -221,12 +221,11 @@ class Normaliser:
         values = [t.value for t in conv]
         if list(map(type, conv)) != _ROLE_TYPES.get(len(values)):
             return False
-        human = "\n".join(values[0::2])
-        gpt = "\n".join(values[1::2])
-        if not all(map(str.strip, values)) or IMAGE_TOKEN in gpt:  # (an empty or blank value strips to "")
+        if not all(map(str.strip, values)):  # (an empty or blank value strips to "")
             return False
-        chars = len(human) + len(gpt) - len(values) + 2
-        tokens = human.count(IMAGE_TOKEN)
+        text = "\n".join(values)  # ("\n" cannot be part of a token: none is made or split)
+        chars = len(text) - len(values) + 1
+        tokens = text.count(IMAGE_TOKEN)
         image = rec.image
         fixes = 0
         if image is _UNSET:
@@ -238,9 +237,9 @@ class Normaliser:
                 images = [self.prefix + validate.clean_image_path(image)]
             except validate.Bad:
                 return False
-            if tokens != 1:
+            if tokens != 1 or IMAGE_TOKEN not in values[0]:  # (the one token in the first turn: not a gpt one)
                 if tokens:
-                    return False
+                    return False  # (the checks of add find where the tokens are)
                 values[0] = _TOKEN_PREFIX + values[0]
                 chars += len(_TOKEN_PREFIX)
                 fixes = _FIX_TOKEN
