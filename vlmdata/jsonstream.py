@@ -59,6 +59,7 @@ _WS_BYTES = _WS.encode()
 _ZEROS = memoryview(bytes(_CHUNK))  # room appended to the window before a read fills it
 _SLOW_START = 1 << 16  # bytes of the window made text at a time for values decoded the slow way, at least
 _BATCH = 1 << 20  # bytes of records decoded by one msgspec call
+_PROBE = 1 << 16  # bytes first read to check that a record starts at a possible cut (x4 while too short)
 _BATCH_TRIES = 8  # cuts tried before one record is decoded the slow way
 _SLOW_AFTER_MISS = 32  # records decoded the slow way after no batch could be cut (records longer than a batch)
 
@@ -600,7 +601,7 @@ def _is_record_start(fh: Any, start: int, size: int, window: int) -> bool:
     quoted inside a string has escaped quotes, so it does not decode. A false positive is still
     caught later (see the module docstring); this only keeps them rare.
     """
-    length = window
+    length = min(window, _PROBE)  # (most records are a few kB: a whole window made text cost ~1 ms a try)
     while True:
         fh.seek(start)
         data = fh.read(length)

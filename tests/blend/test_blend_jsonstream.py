@@ -108,3 +108,19 @@ def test_invalid_utf8_names_its_line(tmp_path):
     with pytest.raises(UserError) as e:
         list(iter_json_records(p))
     assert "not valid UTF-8" in str(e.value) and f"{p}: line 3" in str(e.value)
+
+
+@pytest.mark.parametrize("probe", [64, 300, 1 << 16])
+def test_cuts_before_records_longer_than_the_first_probe(tmp_path, monkeypatch, probe):
+    """A possible cut is checked by decoding the record after it from a short read, four times
+    longer while the record does not fit: records of ~0.2-3 kB give the same cuts whatever the
+    first read's length, and the ranges the same records."""
+    from vlmdata import jsonstream
+
+    recs = [dict(r, conversations=turns("<image>\nq", "long " * (40 * (i % 13)))) for i, r in enumerate(records(200))]
+    p = write_json(tmp_path / "a.json", recs, indent=1)
+    want = split_points(p, 6)
+    monkeypatch.setattr(jsonstream, "_PROBE", probe)
+    cuts = split_points(p, 6)
+    assert cuts == want and len(cuts) == 7
+    assert [rec for a, b in zip(cuts, cuts[1:]) for _, rec in RecordReader(p, a, b)] == recs
