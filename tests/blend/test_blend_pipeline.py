@@ -422,3 +422,18 @@ def test_an_id_that_equals_a_renamed_one_stops_the_blend(tree, tmp_path):
     write_json(tmp_path / "b.json", [rec("a:x#2", 3), rec("z", 4)])  # no clash: every id unique
     res = run_blend(resolved, Options(progress=False), tmp_path / "out")
     assert [r["id"] for r in rows(res.out)] == ["a:x#0", "a:x#1", "y", "a:x#2", "z"]
+
+
+def test_progress_bars_only_when_asked(capsys):
+    """Without progress (not a terminal, --json, --quiet) the steps get a bar that draws nothing
+    (and tqdm is not imported for it); with progress, a tqdm bar."""
+    from tqdm import tqdm
+
+    from vlmdata.blend import pipeline
+
+    with pipeline._bar(Options(progress=False), total=10, desc="parse") as bar:
+        bar.update(4)
+        assert not isinstance(bar, tqdm)
+    assert capsys.readouterr().err == ""
+    with pipeline._bar(Options(progress=True), total=10, desc="parse") as bar:
+        assert isinstance(bar, tqdm)
