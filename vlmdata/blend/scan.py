@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import numpy.ma  # noqa: F401  (pa.array of an ndarray imports it on first use, 25-40 ms: here, once, before the readers fork)
 import pyarrow as pa
 
 from vlmdata.blend import validate
