@@ -40,7 +40,7 @@ line breaks of every byte read cost 0.65 CPU-s per GB here, a tenth of the whole
 that a file without a bad record never shows. A line asked for counts the bytes before the window
 again from the file (``LineCounter``), from where the last count stopped.
 
-Why one file of ~590 lines: the reader's window, its batch cutting, its slow path and its line
+Why one file of ~620 lines: the reader's window, its batch cutting, its slow path and its line
 bookkeeping share one set of positions; split, each part would need the others' invariants.
 """
 from __future__ import annotations
