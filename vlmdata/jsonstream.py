@@ -23,10 +23,10 @@ two records (inside a string, or inside a record, e.g. between two turns) always
 or a bracket open, so msgspec refuses it and another cut is tried; when none works, or msgspec
 refuses the text for any other reason (NaN, Infinity, numbers past a double, escaped lone
 surrogates, a real error), the standard library decodes one record, with its exact result or error
-message. The records after the last such cut (the end of a range or file, all of a small file) are
-one more batch, up to the window's last ``}``. (msgspec, not orjson: orjson 3.13 turns an integer past 64 bits into a float without a
-word, where json.loads keeps it exact; msgspec keeps it exact too, and decodes 112 MB of the 665k
-mix in 0.25 s where orjson takes 0.43 s.)
+message. The records after the last such cut (the end of a range or file, all of a small file)
+are one more batch, up to the window's last ``}``. (msgspec, not orjson: orjson 3.13 turns an
+integer past 64 bits into a float without a word, where json.loads keeps it exact; msgspec keeps it
+exact too, and decodes 112 MB of the 665k mix in 0.25 s where orjson takes 0.43 s.)
 
 A reader given a ``record_type`` (a msgspec Struct) has msgspec decode each batch into that type
 first: no dict per record or per turn, and the field types checked in C (the blend's records,
@@ -245,12 +245,9 @@ class RecordReader:
                 continue
             tries += 1
             try:
-                records = self._decode_span(pos, cut + 1)
+                return self._take_span(pos, cut + 1, after.start(1))  # (pos then at the next record's '{')
             except ValueError:
                 continue
-            self._batch_pos, self._batch_end, self._batch_text, self._piece = pos, cut + 1, None, None
-            self.pos = after.start(1)  # the next record's '{'
-            return records
 
         return None
 
@@ -264,11 +261,17 @@ class RecordReader:
         if cut < 0 or cut + 1 >= len(buf):  # (a byte after it is needed for the closing bracket)
             return None
         try:
-            records = self._decode_span(pos, cut + 1)
+            return self._take_span(pos, cut + 1, cut + 1)
         except ValueError:
             return None
-        self._batch_pos, self._batch_end, self._batch_text, self._piece = pos, cut + 1, None, None
-        self.pos = cut + 1
+
+    def _take_span(self, a: int, b: int, next_pos: int) -> list[Any]:
+        """The records in bytes ``a:b`` of the window, decoded as the batch being yielded (its lines
+        found from there when asked), ``pos`` moved to ``next_pos``; ValueError when they do not
+        decode (nothing moved then)."""
+        records = self._decode_span(a, b)
+        self._batch_pos, self._batch_end, self._batch_text, self._piece = a, b, None, None
+        self.pos = next_pos
         return records
 
     def _decode_span(self, a: int, b: int) -> Any:

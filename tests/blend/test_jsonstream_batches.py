@@ -195,7 +195,7 @@ def _read(p, *, fast: bool, **kw):
 
 
 @pytest.mark.parametrize("end", ["\n]\n", "]", ",\n]", "\n", "", "\n] x", '\n]\n{"id": 1}', ', {"id": "}"'])
-def test_the_last_records_come_in_one_batch(tmp_path, end):
+def test_the_last_records_come_in_one_batch(tmp_path, monkeypatch, end):
     """The records after the last full-size batch (all of a small file) are decoded in one call,
     and whatever follows the last one (a trailing comma, no ']', data after it) is reported as
     the standard library's path reports it, at the same line."""
@@ -206,11 +206,8 @@ def test_the_last_records_come_in_one_batch(tmp_path, end):
     p.write_text(body[:body.rindex("]")].rstrip() + end)
     calls = []
     real = jsonstream._fast_loads
-    jsonstream._fast_loads = lambda text: calls.append(len(text)) or real(text)
-    try:
-        fast = _read(p, fast=True)
-    finally:
-        jsonstream._fast_loads = real
+    monkeypatch.setattr(jsonstream, "_fast_loads", lambda text: calls.append(len(text)) or real(text))
+    fast = _read(p, fast=True)
     assert fast == _read(p, fast=False)
     if end.strip() == "]":
         assert [rec for rec, _ in fast] == recs and len(calls) == 1
@@ -222,9 +219,8 @@ def test_the_last_records_of_each_range_come_in_one_batch(tmp_path):
     cuts = split_points(p, 4)
     got = []
     for a, b in zip(cuts, cuts[1:]):
-        r = RecordReader(p, a, b)
-        sizes = [len(batch) for batch in r.batches()]
-        assert len(sizes) == 1  # (each range is far below a batch's size)
-        got += _read(p, fast=True, start=a, end=b)
-        assert _read(p, fast=True, start=a, end=b) == _read(p, fast=False, start=a, end=b)
+        assert len(list(RecordReader(p, a, b).batches())) == 1  # (each range is far below a batch's size)
+        fast = _read(p, fast=True, start=a, end=b)
+        assert fast == _read(p, fast=False, start=a, end=b)
+        got += fast
     assert [rec for rec, _ in got] == recs
