@@ -6,8 +6,9 @@ Installs what it needs (Debian's nginx-light, aria2, unzip, curl; img2dataset in
 under bench/out/), makes the inputs once (bench/out/peers/), serves the files from nginx on
 127.0.0.1 and the URL list's images from a latency server (bench/peers/latency_server.py, whose
 own ceiling is measured and reported), and times each `vlmdata` command and each peer command as
-a process: the tools take turns run by run, outputs are removed and `sync` runs before each run
-(not timed), and the 1-minute load average is recorded with every run. It writes every run to
+a process: the tools take turns run by run, outputs are removed (folders of many files set
+aside until the end: timing.rm says why) and `sync` runs before each run (not timed), and the
+1-minute load average is recorded with every run. It writes every run to
 bench/out/peers/results.json and the table, the machine and every run to bench/RESULTS.md
 (between the ``bench.peers`` markers).
 
@@ -34,7 +35,7 @@ from pathlib import Path
 
 from bench.peers import inputs, report, tools
 from bench.peers.nginx import Nginx
-from bench.peers.timing import Run, timed
+from bench.peers.timing import Run, empty_trash, timed
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "bench" / "out" / "peers"
@@ -119,8 +120,11 @@ def main() -> None:
                            "place": f'{{ kind = "images", to = "bench/images", ext = "jpg", count = {inputs.LIST_IMAGES} }}'}
         inputs.manifest(OUT / "manifests", files)
         time.sleep(2.1)  # let the manifest settle, so its parse is cached as it would be on a user's machine
-        for case in cases:
-            getattr(c, case)(b, ngx=ngx, out=OUT, zipf=zipf, i2d=i2d)
+        try:
+            for case in cases:
+                getattr(c, case)(b, ngx=ngx, out=OUT, zipf=zipf, i2d=i2d)
+        finally:
+            empty_trash(OUT)  # (the many-file outputs of every run, set aside by timing.rm)
     result = {"machine": tools.machine(REPO, OUT), "command": " ".join(["python -m bench.peers", *sys.argv[1:]]),
               "started": started, "seconds": round(time.time() - started), "repeat": a.repeat, "rows": b.rows,
               "notes": b.notes, "runs": b.runs}

@@ -11,7 +11,6 @@ one batch of rows per process: never a whole-file list of records.
 """
 from __future__ import annotations
 
-import gc
 import multiprocessing as mp
 import os
 import sys
@@ -30,6 +29,7 @@ from vlmdata.contract import BLEND_SCHEMA
 from vlmdata.blend.records import Normaliser, Record, RowBuffer, record_id
 from vlmdata.blend.writer import start_writeback
 from vlmdata.errors import OperationError, UserError
+from vlmdata.gcpause import gc_paused
 from vlmdata.jsonstream import LineCounter, RecordReader, SegmentMismatch, cut_near
 
 BATCH_ROWS = 4096
@@ -128,31 +128,28 @@ def scan_range(task: Task) -> RangeResult:
     out = _RowFiles(task)
     n_read = 0
     reported_n = reported = 0  # records and bytes read at the last progress report
-    enabled = gc.isenabled()
-    gc.disable()  # records die young and hold no cycles; the collector only costs time here
-    try:
-        for records in reader.batches():
-            if task.limit is not None and n_read + len(records) > task.limit:
-                records = records[:task.limit - n_read]
-            found = norm.add_all(records, n_read, buf, stop_on_bad=task.stop_on_bad)
-            for k, e in found:
-                bad.append(BadRecord(n_read + k, reader.line(k), record_id(records[k]), e.reason, e.detail))
-            stop = bool(found) and task.stop_on_bad  # (then the bad record is the list's last one read)
-            n_read += found[0][0] + 1 if stop else len(records)
-            if len(buf) >= BATCH_ROWS:
+    with gc_paused():  # records die young and hold no cycles; the collector only costs time here
+        try:
+            for records in reader.batches():
+                if task.limit is not None and n_read + len(records) > task.limit:
+                    records = records[:task.limit - n_read]
+                found = norm.add_all(records, n_read, buf, stop_on_bad=task.stop_on_bad)
+                for k, e in found:
+                    bad.append(BadRecord(n_read + k, reader.line(k), record_id(records[k]), e.reason, e.detail))
+                stop = bool(found) and task.stop_on_bad  # (then the bad record is the list's last one read)
+                n_read += found[0][0] + 1 if stop else len(records)
+                if len(buf) >= BATCH_ROWS:
+                    out.flush(buf)
+                if n_read - reported_n >= _PROGRESS_EVERY:
+                    done = reader.bytes_read()
+                    _report(done - reported)
+                    reported_n, reported = n_read, done
+                if stop or (task.limit is not None and n_read >= task.limit):
+                    break
+            if len(buf):
                 out.flush(buf)
-            if n_read - reported_n >= _PROGRESS_EVERY:
-                done = reader.bytes_read()
-                _report(done - reported)
-                reported_n, reported = n_read, done
-            if stop or (task.limit is not None and n_read >= task.limit):
-                break
-        if len(buf):
-            out.flush(buf)
-    finally:
-        out.close()
-        if enabled:
-            gc.enable()
+        finally:
+            out.close()
     _report(reader.bytes_read() - reported)
     return RangeResult(out.files, n_read, bad)
 

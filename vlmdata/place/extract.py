@@ -33,6 +33,7 @@ from typing import Callable, BinaryIO, Iterable
 
 from vlmdata import atomic
 from vlmdata.errors import OperationError, UserError
+from vlmdata.gcpause import gc_paused
 from vlmdata.manifest import Placement
 from vlmdata.place import zip_workers
 from vlmdata.place.safety import BombGuard, check_link, refuse, safe_parts
@@ -170,6 +171,7 @@ def _detect(tops: dict[str, bool]) -> list[str]:
 _BAD_TYPES = frozenset({stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK})
 
 
+@gc_paused()  # (tens of thousands of members' tuples and lists, no cycles: also in the forked writers)
 def extract_zip(path: Path, out: Path, *, label: str, place: Placement, wanted: set[str] | None,
                 guard: BombGuard, jobs: int | None = None, stop: threading.Event | None = None,
                 open_zip: Callable[[Path], zipfile.ZipFile] | None = None) -> tuple[int, list[str]]:

@@ -88,7 +88,7 @@ def _entries(cd: bytes, concat: int) -> list[ZipEntry]:
         raw = cd[body:body + n_name]
         if csize == _FULL32 or usize == _FULL32 or offset == _FULL32:
             usize, csize, offset = _zip64(cd[body + n_name:body + n_name + n_extra], usize, csize, offset)
-        name = raw.decode("utf-8") if flags & _UTF8 else raw.decode("cp437")
+        name = raw.decode("utf-8") if flags & _UTF8 or raw.isascii() else raw.decode("cp437")  # (ASCII: the same in both, and utf-8 is the fast codec)
         mode = external >> 16 if system == _UNIX else 0
         out.append(new(ZipEntry, (name, flags, method, crc, csize, usize, offset + concat, mode)))
         pos = body + n_name + n_extra + n_comment
