@@ -121,7 +121,7 @@ class DatasetWriter:
 def dataset_info_text(schema: pa.Schema) -> str:
     """``dataset_info.json`` for ``schema``, as ``save_to_disk`` writes it. It depends only on the
     schema and the installed `datasets`, whose import costs ~1 CPU-second (a tenth of a blend of the
-    665k mix): the text is remembered in the cache folder per datasets version, schema and
+    665k mix): the text is remembered in the cache folder per installed datasets, schema and
     contract code (a cache that cannot be read or written is ignored), so only the first blend
     after an upgrade imports `datasets`."""
     cached = _info_cache(schema)
@@ -154,17 +154,24 @@ def datasets_needed(schema: pa.Schema) -> bool:
 
 
 def _info_cache(schema: pa.Schema) -> Path | None:
-    from importlib import metadata
+    """Where the text for ``schema`` is remembered: keyed by the installed `datasets` (its
+    ``__init__.py``'s path, size and mtime: an upgrade rewrites it), the contract's code and the
+    schema. (Not ``importlib.metadata.version``: that imports the email parser and reads the
+    package's METADATA, 40-80 ms of every blend on a slow machine; ``find_spec`` imports nothing.)"""
+    from importlib.util import find_spec
 
     from vlmdata import contract
     from vlmdata.manifest.cache import cache_dir
 
     try:
-        version = metadata.version("datasets")
+        spec = find_spec("datasets")
+        if spec is None or not spec.origin:
+            return None
+        lib = os.stat(spec.origin)
         code = os.stat(contract.__file__)
-    except (metadata.PackageNotFoundError, OSError):
+    except (ImportError, ValueError, OSError):
         return None
-    key = hashlib.sha256(f"{version}|{code.st_size}|{code.st_mtime_ns}|".encode()
+    key = hashlib.sha256(f"{spec.origin}|{lib.st_size}|{lib.st_mtime_ns}|{code.st_size}|{code.st_mtime_ns}|".encode()
                          + schema.serialize().to_pybytes()).hexdigest()[:20]
     return cache_dir() / f"dataset-info-{key}.json"
 
