@@ -133,3 +133,22 @@ def test_a_bad_record_leaves_the_buffer_unchanged():
 def test_long_conversation_takes_the_slow_path():
     r = norm({"id": "x", "conversations": turns(*(["q", "a"] * 150))})
     assert len(r["conversations"]) == 300
+
+
+def test_batch_path_check_agrees_with_clean_image_path():
+    """_all_plain says True only when clean_image_path returns every path unchanged (it may say
+    False for a clean batch: then each path is cleaned on its own)."""
+    import random
+
+    from vlmdata.blend.records import _all_plain
+
+    rng = random.Random(0)
+    alphabet = ["a", "b", "/", ".", ":", "\\", "\n", " ", "é", "x.jpg"]
+    for _ in range(20000):
+        paths = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 5))) for _ in range(rng.randint(1, 3))]
+        if _all_plain(paths):
+            for p in paths:
+                assert v.clean_image_path(p) == p, paths
+    assert _all_plain(["coco/train2017/1.jpg", "gqa/images/2.jpg"])
+    for odd in ("", "/abs.jpg", "./x.jpg", "a//b.jpg", "a/./b.jpg", "c:/x.jpg", "a\\b.jpg"):
+        assert not _all_plain(["coco/1.jpg", odd]), odd

@@ -84,19 +84,38 @@ def test_typed_records_equal_plain_ones(tmp_path, monkeypatch, seed, batch):
     path = tmp_path / ("mix.jsonl" if batch == "jsonl" else "mix.json")
     _write(path, seed, jsonl=batch == "jsonl")
     typed_calls = []
-    real = records_mod.Normaliser._add_typed
+    real = records_mod._Checked.__init__
 
-    def counted(self, rec, index, out):
-        ok = real(self, rec, index, out)
-        typed_calls.append(ok)
-        return ok
+    def counted(self, recs, prefix, keep_text):
+        real(self, recs, prefix, keep_text)
+        typed_calls.extend(self.good.tolist())
 
-    monkeypatch.setattr(records_mod.Normaliser, "_add_typed", counted)
+    monkeypatch.setattr(records_mod._Checked, "__init__", counted)
     typed = _scan(tmp_path, path, "typed", True, monkeypatch)
-    assert any(typed_calls) and not all(typed_calls)  # both the typed path and the fallback ran
+    assert any(typed_calls) and not all(typed_calls)  # both the batch checks and the fallback ran
     typed_calls.clear()
     plain = _scan(tmp_path, path, "plain", False, monkeypatch)
     assert not typed_calls
     assert typed[0].equals(plain[0])
     assert typed[1] == plain[1] and len(plain[1]) > 0
     assert typed[2] == plain[2] and any(f for _, f in plain[2])  # input index and fixes of each row
+
+
+@pytest.mark.parametrize("keep_text", [True, False])
+def test_strict_stops_at_the_same_record_in_a_typed_batch(tmp_path, monkeypatch, keep_text):
+    """--strict: records before the first bad one are kept, none after it, whether the batch was
+    decoded into Records (checked as a whole, then in runs) or as plain objects."""
+    recs = [{"id": f"a{i}", "image": f"coco/{i}.jpg", "conversations": turns("<image>\nq", "a")} for i in range(30)]
+    recs[12]["conversations"] = turns("<image>\nq", " ")  # a blank answer
+    recs[20]["conversations"] = turns("q", "<image> a")  # a token in a gpt turn
+    path = tmp_path / "strict.json"
+    path.write_text(json.dumps(recs), encoding="utf-8")
+    got = []
+    for typed in (True, False):
+        monkeypatch.setattr(scan_mod, "Record", records_mod.Record if typed else None)
+        res = scan_mod.scan_range(scan_mod.Task("src", path, "", tmp_path / f"s{typed}", keep_text=keep_text,
+                                                stop_on_bad=True))
+        rows = [i for f in res.rows for i in f.index.tolist()]
+        got.append((rows, [(b.index, b.reason) for b in res.bad], res.n_read))
+    assert got[0] == got[1]
+    assert got[0][0] == list(range(12)) and got[0][1][0][0] == 12 and got[0][2] == 13

@@ -15,23 +15,31 @@ Rules, as the LLaVA loaders apply them (llava/train/train.py):
   a single image with no token gets ``"<image>\\n"`` prepended to the first human turn, as LLaVA's
   preprocess_multimodal does.
 
-Rows are kept in a ``RowBuffer`` as one tuple each, made into one Arrow record batch of columns
-(flat lists + offsets) per few thousand rows: no per-row dict is built for the output.
+Rows are kept in a ``RowBuffer`` as columns of plain lists, made into one Arrow record batch
+(flat lists + offsets) per few thousand rows: no per-row dict or tuple is built for the output.
 
 The reader decodes records into ``Record`` where they fit it (the common shape: a string or int
 ``id``, a string ``image`` or none, ``conversations``, at most a string ``model``; msgspec checks
-those types in C and builds no dict per record or turn). A ``Record`` in that shape with nothing
-to fix but a missing ``<image>`` is appended by ``_add_typed``; any other goes through the same
-checks as a plain JSON record, as the dict it was decoded from.
+those types in C and builds no dict per record or turn). A batch of Records is checked as a whole
+(``_Checked``: the same checks as passes over its columns); the Records with nothing to fix but a
+missing ``<image>`` are appended in runs, and any other goes through the same checks as a plain
+JSON record, as the dict it was decoded from.
+
+Why one file of ~440 lines: the checks of one record (``Normaliser.add``) and the same checks
+on a batch of Records (``_Checked``) must accept exactly the same records and make the same rows;
+side by side, a change to one is made beside the other (tests/blend/test_blend_typed_records.py
+compares the two on every shape of record).
 """
 from __future__ import annotations
 
-from itertools import chain
+from itertools import chain, compress, repeat
+from operator import is_, is_not
 from typing import Any
 
 import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from vlmdata.blend import extra, validate
 from vlmdata.contract import BLEND_SCHEMA, CONVERSATIONS_TYPE, IMAGE_TOKEN, IMAGES_TYPE, TURN_TYPE
@@ -59,7 +67,7 @@ class Gpt(msgspec.Struct, tag_field="from", tag="gpt", gc=False):
     value: str
 
 
-_ROLE_TYPES = {n: [Human, Gpt] * (n // 2) for n in range(2, 202, 2)}
+_LONGEST = 200  # turns: a longer conversation takes add's path (as its roles' list above ends there)
 
 
 class Record(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -81,35 +89,52 @@ def record_id(rec: Any) -> str | None:
 
 
 class RowBuffer:
-    """Up to a batch of normalised rows, one tuple each (one list append per record; the columns
-    are made once per batch, in ``take``): id, images, turn values, text chars, index in the
-    input, fixes applied (bit i: validate.FIXES[i]), record_extra."""
+    """Up to a batch of normalised rows, kept as columns of plain lists (a record checked on its
+    own appends to each; a run of checked Records extends each with a slice; the Arrow columns
+    are made once per batch, in ``take``): id, images (flat, and a count per row), turn values
+    (flat, and a count per row), index in the input, fixes applied (bit i: validate.FIXES[i]),
+    record_extra. A row's text chars are counted in ``take``, from the Arrow column of the values."""
 
-    __slots__ = ("rows", "keep_text")
+    __slots__ = ("keep_text", "ids", "n_images", "images", "n_turns", "values", "index", "fixes", "kept")
 
     def __init__(self, keep_text: bool = True) -> None:
         self.keep_text = keep_text
-        self.rows: list[tuple[str, list[str], list[str], int, int, int, str | None]] = []
+        self.ids: list[str] = []
+        self.n_images: list[int] = []
+        self.images: list[str] = []
+        self.n_turns: list[int] = []
+        self.values: list[str] = []
+        self.index: list[int] = []
+        self.fixes: list[int] = []
+        self.kept: list[str | None] = []
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.ids)
+
+    def append(self, rid: str, images: list[str], values: list[str], index: int, fixes: int, kept: str | None) -> None:
+        """One row."""
+        self.ids.append(rid)
+        self.n_images.append(len(images))
+        self.images += images
+        self.n_turns.append(len(values))
+        self.values += values
+        self.index.append(index)
+        self.fixes.append(fixes)
+        self.kept.append(kept)
 
     def take(self, source: str, limit: int | None = None) -> tuple[pa.RecordBatch, np.ndarray, np.ndarray]:
         """The first ``limit`` rows (all by default) in the output columns
         (vlmdata.blend.columns.REQUIRED), with per row its index in the input (int64) and its
         fixes (int8); they leave the buffer."""
-        if limit is None or limit >= len(self.rows):
-            rows, self.rows = self.rows, []
-        else:
-            rows, self.rows = self.rows[:limit], self.rows[limit:]
-        n = len(rows)
-        ids, images, values, chars, index, fixes, kept = zip(*rows) if rows else ((),) * 7
-        images_arr = pa.ListArray.from_arrays(_offsets(images, n), pa.array(list(chain.from_iterable(images)), pa.string()),
-                                              type=IMAGES_TYPE)
+        n = len(self.ids) if limit is None else min(limit, len(self.ids))
+        n_images, n_turns = _cut(self.n_images, n), _cut(self.n_turns, n)
+        images, values = _cut(self.images, sum(n_images)), _cut(self.values, sum(n_turns))
+        ids, index, fixes, kept = (_cut(col, n) for col in (self.ids, self.index, self.fixes, self.kept))
+        images_arr = pa.ListArray.from_arrays(_offsets(n_images), pa.array(images, pa.string()), type=IMAGES_TYPE)
+        text = pa.array(values, pa.string())
         if self.keep_text:
-            flat = list(chain.from_iterable(values))
-            turns = pa.StructArray.from_arrays([_roles(len(flat)), pa.array(flat, pa.string())], fields=list(TURN_TYPE))
-            conv = pa.ListArray.from_arrays(_offsets(values, n), turns, type=CONVERSATIONS_TYPE)
+            turns = pa.StructArray.from_arrays([_roles(len(values)), text], fields=list(TURN_TYPE))
+            conv = pa.ListArray.from_arrays(_offsets(n_turns), turns, type=CONVERSATIONS_TYPE)
             extras = pa.array(kept, pa.string())
         else:
             turns = pa.StructArray.from_arrays([pa.array([], pa.string())] * 2, fields=list(TURN_TYPE))
@@ -117,16 +142,36 @@ class RowBuffer:
             extras = pa.nulls(n, pa.string())
         batch = pa.RecordBatch.from_arrays(
             [pa.array(ids, pa.string()), pa.repeat(pa.scalar(source, pa.string()), n), images_arr, conv,
-             pa.array(np.fromiter(map(len, images), np.int32, n)), pa.array(chars, pa.int32()), extras],
+             pa.array(np.array(n_images, np.int32)), _chars(text, n_turns), extras],
             schema=BLEND_SCHEMA)
         return batch, np.array(index, dtype=np.int64), np.array(fixes, dtype=np.int8)
 
 
-def _offsets(lists: tuple[list, ...], n: int) -> pa.Array:
-    """Arrow list offsets of ``n`` lists: 0, then the running total of their lengths."""
-    out = np.zeros(n + 1, np.int32)
-    np.cumsum(np.fromiter(map(len, lists), np.int32, n), out=out[1:])
+def _cut(col: list, n: int) -> list:
+    """The first ``n`` items of ``col``, removed from it."""
+    if n >= len(col):
+        out = col[:]
+        col.clear()
+        return out
+    out = col[:n]
+    del col[:n]
+    return out
+
+
+def _offsets(counts: list[int]) -> pa.Array:
+    """Arrow list offsets of lists of these lengths: 0, then their running total."""
+    out = np.zeros(len(counts) + 1, np.int32)
+    np.cumsum(np.array(counts, np.int32), out=out[1:])
     return pa.array(out)
+
+
+def _chars(text: pa.Array, n_turns: list[int]) -> pa.Array:
+    """Each row's text chars: the characters (code points, as Python's len counts them) of its turns."""
+    upto = np.zeros(len(text) + 1, np.int64)
+    np.cumsum(pc.utf8_length(text).to_numpy(zero_copy_only=False), out=upto[1:])
+    ends = np.zeros(len(n_turns) + 1, np.int64)
+    np.cumsum(np.array(n_turns, np.int64), out=ends[1:])
+    return pa.array((upto[ends[1:]] - upto[ends[:-1]]).astype(np.int32))
 
 
 def _roles(n: int) -> pa.Array:
@@ -150,19 +195,46 @@ class Normaliser:
                 stop_on_bad: bool = False) -> list[tuple[int, validate.Bad]]:
         """``add`` each of ``records`` (input indexes from ``first``); the bad ones' positions in
         the list and reasons (only the first with ``stop_on_bad``: the rest are not added)."""
+        if records and all(map(is_, map(type, records), repeat(Record))):  # (a batch is all Records or none)
+            return self._add_records(records, first, out, stop_on_bad)
+        return self._add_each(records, first, out, 0, len(records), stop_on_bad)
+
+    def _add_each(self, records: list[Any], first: int, out: RowBuffer, start: int, end: int,
+                  stop_on_bad: bool) -> list[tuple[int, validate.Bad]]:
+        """``add`` records ``start:end`` one by one (a Record as the dict it was decoded from)."""
         bad: list[tuple[int, validate.Bad]] = []
-        add, typed = self.add, self._add_typed
-        for k, rec in enumerate(records, first):
+        add = self.add
+        for k in range(start, end):
+            rec = records[k]
             if type(rec) is Record:
-                if typed(rec, k, out):
-                    continue  # (the common case, without add's own call)
-                rec = msgspec.to_builtins(rec)  # checked as the dict it was decoded from
+                rec = msgspec.to_builtins(rec)
             try:
-                add(rec, k, out)
+                add(rec, first + k, out)
             except validate.Bad as e:
-                bad.append((k - first, e))
+                bad.append((k, e))
                 if stop_on_bad:
                     break
+        return bad
+
+    def _add_records(self, recs: list[Record], first: int, out: RowBuffer,
+                     stop_on_bad: bool) -> list[tuple[int, validate.Bad]]:
+        """A batch of Records: the ones that need no check's message and no fix but a missing
+        ``<image>`` go to ``out`` in runs, as slices of the batch's columns (``_Checked``); each
+        other one, in its place, through ``add``."""
+        checked = _Checked(recs, self.prefix, out.keep_text)
+        bad: list[tuple[int, validate.Bad]] = []
+        k = 0
+        for m in [*np.flatnonzero(~checked.good).tolist(), len(recs)]:
+            if k < m:
+                checked.extend(out, k, m, first)
+            if m == len(recs):
+                break
+            found = self._add_each(recs, first, out, m, m + 1, stop_on_bad)
+            if found:
+                bad += found
+                if stop_on_bad:
+                    break
+            k = m + 1
         return bad
 
     def add(self, rec: Any, index: int, out: RowBuffer) -> None:
@@ -190,10 +262,8 @@ class Normaliser:
             if "" in values or any(map(str.isspace, values)) or IMAGE_TOKEN in gpt:
                 raise LookupError
             leading = False
-            chars = len(human) + len(gpt) - len(values) + 2  # (less the joins' separators)
         except (LookupError, TypeError, AttributeError):
             values, human, leading = self._turns(conv)
-            chars = sum(map(len, values))
         tokens = human.count(IMAGE_TOKEN)
 
         image = rec.get("image")
@@ -203,51 +273,12 @@ class Normaliser:
         if tokens != n:
             if n == 1 and tokens == 0:
                 values[0] = _TOKEN_PREFIX + values[0]
-                chars += len(_TOKEN_PREFIX)
                 fixes |= _FIX_TOKEN
             elif n == 0:
                 raise validate.Bad(validate.TOKEN_TEXT_ONLY, f"{tokens} {IMAGE_TOKEN} token(s) but no image")
             else:
                 raise validate.Bad(validate.TOKEN_MISMATCH, f"{tokens} {IMAGE_TOKEN} token(s) for {n} image(s)")
-        out.rows.append((rid, images, values, chars, index, fixes, extra.of_record(rec, image) if out.keep_text else None))
-
-    def _add_typed(self, rec: Record, index: int, out: RowBuffer) -> bool:
-        """Append a decoded ``Record`` that needs no check's message and no fix but a missing
-        ``<image>``; False (``out`` unchanged) for any other, which ``add`` then checks as a dict."""
-        rid = rec.id
-        if type(rid) is not str or not rid:
-            return False
-        conv = rec.conversations
-        values = [t.value for t in conv]
-        if list(map(type, conv)) != _ROLE_TYPES.get(len(values)):
-            return False
-        if not all(map(str.strip, values)):  # (an empty or blank value strips to "")
-            return False
-        text = "\n".join(values)  # ("\n" cannot be part of a token: none is made or split)
-        chars = len(text) - len(values) + 1
-        tokens = text.count(IMAGE_TOKEN)
-        image = rec.image
-        fixes = 0
-        if image is _UNSET:
-            if tokens:
-                return False
-            images = []
-        else:
-            try:
-                images = [self.prefix + validate.clean_image_path(image)]
-            except validate.Bad:
-                return False
-            if tokens != 1 or IMAGE_TOKEN not in values[0]:  # (the one token in the first turn: not a gpt one)
-                if tokens:
-                    return False  # (the checks of add find where the tokens are)
-                values[0] = _TOKEN_PREFIX + values[0]
-                chars += len(_TOKEN_PREFIX)
-                fixes = _FIX_TOKEN
-        kept = None
-        if rec.model is not _UNSET and out.keep_text:
-            kept = extra.of_record(msgspec.to_builtins(rec), None if image is _UNSET else image)
-        out.rows.append((rid, images, values, chars, index, fixes, kept))
-        return True
+        out.append(rid, images, values, index, fixes, extra.of_record(rec, image) if out.keep_text else None)
 
     def _turns(self, conv: Any) -> tuple[list[str], str, bool]:
         """The slow path: (values, human text, leading turn removed), or Bad with the exact problem."""
@@ -316,3 +347,101 @@ class Normaliser:
         if self.prefix:  # the prefix is a clean relative path (checked by the recipe schema)
             return [self.prefix + clean(p) for p in paths]
         return [clean(p) for p in paths]
+
+
+class _Checked:
+    """The checks of ``Normaliser.add`` on a whole batch of Records at once, as passes over its
+    columns (C-level maps, numpy), and the columns of the rows the Records make. ``good[i]``:
+    record i needs no check's message and no fix but a missing ``<image>`` (the one fix made
+    here); any other is left to ``add``, which finds what is wrong with it.
+
+    Per record, the passes do what ``add`` does: an id that is a non-empty string; 2 to
+    ``_LONGEST`` turns, an even number, human and gpt alternating from human (msgspec decoded each
+    turn's role as its type, so a role is a type to compare); no value empty or blank; ``<image>``
+    tokens: none without an image, with one image either one token in the first turn or none
+    (then ``<image>\\n`` is put before the first turn); the image path cleaned (with the prefix).
+    """
+
+    def __init__(self, recs: list[Record], prefix: str, keep_text: bool) -> None:
+        n = len(recs)
+        convs = [r.conversations for r in recs]
+        self.n_turns = nt = np.fromiter(map(len, convs), np.int64, n)
+        self.starts = starts = np.zeros(n + 1, np.int64)
+        np.cumsum(nt, out=starts[1:])
+        turns = list(chain.from_iterable(convs))
+        total = len(turns)
+        self.values = values = [t.value for t in turns]
+        good = (nt >= 2) & (nt % 2 == 0) & (nt <= _LONGEST)
+        some = np.flatnonzero(nt).tolist()
+        in_first = np.zeros(n, np.int64)  # <image> tokens in the first turn
+        in_first[some] = np.fromiter(map(str.count, [values[i] for i in starts[some].tolist()], repeat(IMAGE_TOKEN)),
+                                     np.int64, len(some))
+        # Roles, blank values and tokens past the first turn are checked for the whole batch at once;
+        # only a batch where one of them fails is checked turn by turn, to find its records.
+        owner = None
+        if not (good.all() and list(map(type, turns)) == [Human, Gpt] * (total // 2)):
+            owner = np.repeat(np.arange(n), nt)  # the record of each turn
+            gpt = np.fromiter(map(is_, map(type, turns), repeat(Gpt)), bool, total)
+            odd = ((np.arange(total) - starts[:-1][owner]) & 1).astype(bool)  # (a turn's place in its record)
+            good &= np.bincount(owner, weights=gpt != odd, minlength=n) == 0
+        if not all(map(str.strip, values)):  # (an empty or blank value strips to "")
+            owner = np.repeat(np.arange(n), nt) if owner is None else owner
+            blank = np.fromiter(map(len, map(str.strip, values)), np.int64, total) == 0
+            good &= np.bincount(owner, weights=blank, minlength=n) == 0
+        if "\n".join(values).count(IMAGE_TOKEN) != in_first.sum():  # ("\n" cannot be part of a token)
+            owner = np.repeat(np.arange(n), nt) if owner is None else owner
+            tokens = np.fromiter(map(str.count, values, repeat(IMAGE_TOKEN)), np.int64, total)
+            good &= np.bincount(owner, weights=tokens, minlength=n) == in_first
+
+        ids = self.ids = [r.id for r in recs]
+        good &= np.fromiter(map(is_, map(type, ids), repeat(str)), bool, n) & np.fromiter(map(bool, ids), bool, n)
+        images = [r.image for r in recs]
+        self.has = has = np.fromiter(map(is_not, images, repeat(_UNSET)), bool, n)
+        fix = has & (in_first == 0)  # (a good record's tokens are all in its first turn)
+        good &= np.where(has, in_first <= 1, in_first == 0)
+        self.paths = paths = list(compress(images, has))  # the images, in record order
+        self.image_at = np.zeros(n + 1, np.int64)  # record i's image (if any) is paths[image_at[i]]
+        np.cumsum(has, out=self.image_at[1:])
+        if paths and not _all_plain(paths):
+            owners = np.flatnonzero(has).tolist()
+            clean, bad = validate.clean_image_path, validate.Bad
+            for k, path in enumerate(paths):
+                try:
+                    paths[k] = clean(path)
+                except bad:
+                    good[owners[k]] = False
+        if prefix:
+            self.paths = list(map(prefix.__add__, paths))
+        self.fixes = np.zeros(n, np.int64)
+        for i in np.flatnonzero(fix & good).tolist():
+            values[starts[i]] = _TOKEN_PREFIX + values[starts[i]]
+            self.fixes[i] = _FIX_TOKEN
+        self.kept: list[str | None] | None = None
+        if keep_text:
+            models = np.flatnonzero(np.fromiter(map(is_not, [r.model for r in recs], repeat(_UNSET)), bool, n) & good)
+            if len(models):
+                self.kept = [None] * n
+                for i in models.tolist():
+                    self.kept[i] = extra.of_record(msgspec.to_builtins(recs[i]), images[i] if has[i] else None)
+        self.good = good
+
+    def extend(self, out: RowBuffer, a: int, b: int, first: int) -> None:
+        """Records ``a:b`` (all good) onto ``out``."""
+        out.ids += self.ids[a:b]
+        out.n_images += self.has[a:b].astype(np.int64).tolist()
+        out.images += self.paths[self.image_at[a]:self.image_at[b]]
+        out.n_turns += self.n_turns[a:b].tolist()
+        out.values += self.values[self.starts[a]:self.starts[b]]
+        out.index += range(first + a, first + b)
+        out.fixes += self.fixes[a:b].tolist()
+        out.kept += self.kept[a:b] if self.kept is not None else [None] * (b - a)
+
+
+def _all_plain(paths: list[str]) -> bool:
+    """Whether ``validate.clean_image_path`` returns every one of ``paths`` as it is: none empty,
+    none starting with '/' or '.', none with ':' second, '\\', '//' or '/.' in it. Tested on the
+    paths joined by newlines, in C: a newline in a path can only make this answer False, and then
+    each path is cleaned on its own."""
+    text = "\n".join(paths)
+    return bool(text) and text[0] not in "/.\n" and text[-1] != "\n" and not any(
+        bit in text for bit in ("\n\n", "\n/", "\n.", "\\", "//", "/.", ":"))
