@@ -152,3 +152,12 @@ def test_batch_path_check_agrees_with_clean_image_path():
     assert _all_plain(["coco/train2017/1.jpg", "gqa/images/2.jpg"])
     for odd in ("", "/abs.jpg", "./x.jpg", "a//b.jpg", "a/./b.jpg", "c:/x.jpg", "a\\b.jpg"):
         assert not _all_plain(["coco/1.jpg", odd]), odd
+
+
+@pytest.mark.parametrize("model", ["", "gpt-4", 'quo"te é \n'])
+def test_of_model_is_of_record_for_a_record_with_a_model(model):
+    from vlmdata.blend import extra
+
+    for rec, image in (({"id": "a", "image": "x.jpg", "conversations": [], "model": model}, "x.jpg"),
+                       ({"id": "a", "conversations": [], "model": model}, None)):
+        assert extra.of_model(model) == extra.of_record(rec, image)

@@ -46,6 +46,13 @@ def of_record(rec: dict, image: Any) -> str | None:
     return _dumps(out) if out else None
 
 
+def of_model(model: str) -> str:
+    """``of_record`` of a record whose only key beyond a non-empty string ``id``, an ``image``
+    string (or none) and ``conversations`` is ``model`` (ShareGPT's text-only records): without
+    making the record a dict first."""
+    return _dumps({"keys": {"model": model}})
+
+
 def keep_original_ids(extra: pa.Array, original: pa.Array, final: pa.Array) -> pa.Array:
     """``extra`` with the original id kept in ``keys`` for the rows whose id the blend changed
     (a record whose id already sits in ``keys``, or that had none, is left as it is)."""

@@ -418,11 +418,12 @@ class _Checked:
             self.fixes[i] = _FIX_TOKEN
         self.kept: list[str | None] | None = None
         if keep_text:
-            models = np.flatnonzero(np.fromiter(map(is_not, [r.model for r in recs], repeat(_UNSET)), bool, n) & good)
-            if len(models):
+            models = [r.model for r in recs]
+            with_model = np.flatnonzero(np.fromiter(map(is_not, models, repeat(_UNSET)), bool, n) & good)
+            if len(with_model):  # (a good Record's only other key: extra.of_model is its of_record)
                 self.kept = [None] * n
-                for i in models.tolist():
-                    self.kept[i] = extra.of_record(msgspec.to_builtins(recs[i]), images[i] if has[i] else None)
+                for i in with_model.tolist():
+                    self.kept[i] = extra.of_model(models[i])
         self.good = good
 
     def extend(self, out: RowBuffer, a: int, b: int, first: int) -> None:
