@@ -39,7 +39,6 @@ from typing import Any
 import msgspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from vlmdata.blend import extra, validate
 from vlmdata.contract import BLEND_SCHEMA, CONVERSATIONS_TYPE, IMAGE_TOKEN, IMAGES_TYPE, TURN_TYPE
@@ -93,7 +92,7 @@ class RowBuffer:
     own appends to each; a run of checked Records extends each with a slice; the Arrow columns
     are made once per batch, in ``take``): id, images (flat, and a count per row), turn values
     (flat, and a count per row), index in the input, fixes applied (bit i: validate.FIXES[i]),
-    record_extra. A row's text chars are counted in ``take``, from the Arrow column of the values."""
+    record_extra. A row's text chars are counted in ``take``, from its values."""
 
     __slots__ = ("keep_text", "ids", "n_images", "images", "n_turns", "values", "index", "fixes", "kept")
 
@@ -142,7 +141,7 @@ class RowBuffer:
             extras = pa.nulls(n, pa.string())
         batch = pa.RecordBatch.from_arrays(
             [pa.array(ids, pa.string()), pa.repeat(pa.scalar(source, pa.string()), n), images_arr, conv,
-             pa.array(np.array(n_images, np.int32)), _chars(text, n_turns), extras],
+             pa.array(np.array(n_images, np.int32)), _chars(values, n_turns), extras],
             schema=BLEND_SCHEMA)
         return batch, np.array(index, dtype=np.int64), np.array(fixes, dtype=np.int8)
 
@@ -165,10 +164,11 @@ def _offsets(counts: list[int]) -> pa.Array:
     return pa.array(out)
 
 
-def _chars(text: pa.Array, n_turns: list[int]) -> pa.Array:
-    """Each row's text chars: the characters (code points, as Python's len counts them) of its turns."""
-    upto = np.zeros(len(text) + 1, np.int64)
-    np.cumsum(pc.utf8_length(text).to_numpy(zero_copy_only=False), out=upto[1:])
+def _chars(values: list[str], n_turns: list[int]) -> pa.Array:
+    """Each row's text chars: the characters of its turns (Python's len, which a str holds, costs
+    less than counting the code points of the UTF-8 column)."""
+    upto = np.zeros(len(values) + 1, np.int64)
+    np.cumsum(np.fromiter(map(len, values), np.int64, len(values)), out=upto[1:])
     ends = np.zeros(len(n_turns) + 1, np.int64)
     np.cumsum(np.array(n_turns, np.int64), out=ends[1:])
     return pa.array((upto[ends[1:]] - upto[ends[:-1]]).astype(np.int32))
