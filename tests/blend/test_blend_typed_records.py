@@ -119,3 +119,32 @@ def test_strict_stops_at_the_same_record_in_a_typed_batch(tmp_path, monkeypatch,
         got.append((rows, [(b.index, b.reason) for b in res.bad], res.n_read))
     assert got[0] == got[1]
     assert got[0][0] == list(range(12)) and got[0][1][0][0] == 12 and got[0][2] == 13
+
+
+def _random_record(rng: random.Random, i: int) -> dict:
+    """A record that fits the Record type, with random turn counts, roles, values (blank, tokens
+    anywhere, split tokens), ids (empty, repeated, numbers), image paths (odd ones too) and models."""
+    bits = ["", " ", "\n", "<image>", "<image>\nq", "q <image>", "a", "é中", "\u2028", "\x1c", "<im", "age>"]
+    conv = []
+    for k in range(rng.choice([0, 1, 2, 2, 2, 3, 4, 6])):
+        role = rng.choice(["human", "gpt"]) if rng.random() < 0.1 else ("human" if k % 2 == 0 else "gpt")
+        value = rng.choice(bits) + rng.choice(["", "a", "<image>", " "]) if rng.random() < 0.5 else \
+            ("<image>\nQ" if k == 0 else "A")
+        conv.append({"from": role, "value": value})
+    rec: dict = {"id": i if rng.random() < 0.1 else rng.choice([f"id{i}", f"id{i}", "", "dup"]), "conversations": conv}
+    if rng.random() < 0.8:
+        rec["image"] = rng.choice([f"c/{i}.jpg", f"c/{i}.jpg", "./c/x.jpg", "/abs.jpg", "a//b.jpg", "c:x", "", "a\n/b"])
+    if rng.random() < 0.1:
+        rec["model"] = rng.choice(["", "m", 'q"'])
+    return rec
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_random_typed_batches_equal_plain_records(tmp_path, monkeypatch, seed):
+    rng = random.Random(seed)
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps([_random_record(rng, i) for i in range(rng.randint(1, 300))], ensure_ascii=False),
+                    encoding="utf-8")
+    typed = _scan(tmp_path, path, "typed", True, monkeypatch)
+    plain = _scan(tmp_path, path, "plain", False, monkeypatch)
+    assert typed[0].equals(plain[0]) and typed[1] == plain[1] and typed[2] == plain[2]
