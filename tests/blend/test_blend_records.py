@@ -161,3 +161,15 @@ def test_of_model_is_of_record_for_a_record_with_a_model(model):
     for rec, image in (({"id": "a", "image": "x.jpg", "conversations": [], "model": model}, "x.jpg"),
                        ({"id": "a", "conversations": [], "model": model}, None)):
         assert extra.of_model(model) == extra.of_record(rec, image)
+
+
+def test_text_chars_count_characters_not_bytes():
+    """text_chars is Python's len of the turns, whether a batch is all ASCII (read from the UTF-8
+    column's offsets) or not."""
+    buf = RowBuffer()
+    n = Normaliser("s")
+    n.add({"id": "a", "conversations": turns("héllo 中文", "ok")}, 0, buf)
+    n.add({"id": "b", "conversations": turns("plain", "text")}, 1, buf)
+    assert buf.take("s")[0].column("text_chars").to_pylist() == [10, 9]
+    n.add({"id": "c", "conversations": turns("plain", "text")}, 2, buf)
+    assert buf.take("s")[0].column("text_chars").to_pylist() == [9]

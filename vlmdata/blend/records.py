@@ -141,7 +141,7 @@ class RowBuffer:
             extras = pa.nulls(n, pa.string())
         batch = pa.RecordBatch.from_arrays(
             [pa.array(ids, pa.string()), pa.repeat(pa.scalar(source, pa.string()), n), images_arr, conv,
-             pa.array(np.array(n_images, np.int32)), _chars(values, n_turns), extras],
+             pa.array(np.array(n_images, np.int32)), _chars(values, text, n_turns), extras],
             schema=BLEND_SCHEMA)
         return batch, np.array(index, dtype=np.int64), np.array(fixes, dtype=np.int8)
 
@@ -164,11 +164,15 @@ def _offsets(counts: list[int]) -> pa.Array:
     return pa.array(out)
 
 
-def _chars(values: list[str], n_turns: list[int]) -> pa.Array:
-    """Each row's text chars: the characters of its turns (Python's len, which a str holds, costs
-    less than counting the code points of the UTF-8 column)."""
-    upto = np.zeros(len(values) + 1, np.int64)
-    np.cumsum(np.fromiter(map(len, values), np.int64, len(values)), out=upto[1:])
+def _chars(values: list[str], text: pa.Array, n_turns: list[int]) -> pa.Array:
+    """Each row's text chars: the characters of its turns. When every value is ASCII (a str knows
+    whether it is), a value's characters are its bytes in the UTF-8 column: the column's offsets;
+    else Python's len of each (which a str holds: cheaper than counting the column's code points)."""
+    if all(map(str.isascii, values)):
+        upto = np.frombuffer(text.buffers()[1], np.int32)[text.offset:text.offset + len(text) + 1].astype(np.int64)
+    else:
+        upto = np.zeros(len(values) + 1, np.int64)
+        np.cumsum(np.fromiter(map(len, values), np.int64, len(values)), out=upto[1:])
     ends = np.zeros(len(n_turns) + 1, np.int64)
     np.cumsum(np.array(n_turns, np.int64), out=ends[1:])
     return pa.array((upto[ends[1:]] - upto[ends[:-1]]).astype(np.int32))
