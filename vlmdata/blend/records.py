@@ -48,7 +48,8 @@ _FIX_LEADING = 1 << validate.FIXES.index(validate.FIX_LEADING_TURN)
 _FIX_TOKEN = 1 << validate.FIXES.index(validate.FIX_TOKEN_ADDED)
 # the roles of a well-formed conversation of each length: human, gpt, human, gpt, ... (longer
 # conversations, and any other, take the exact checks' path)
-_ROLES = {n: ["human", "gpt"] * (n // 2) for n in range(2, 202, 2)}
+_LONGEST = 200  # turns: a longer conversation takes the exact checks' path (_turns)
+_ROLES = {n: ["human", "gpt"] * (n // 2) for n in range(2, _LONGEST + 1, 2)}
 _UNSET = msgspec.UNSET
 
 
@@ -66,7 +67,6 @@ class Gpt(msgspec.Struct, tag_field="from", tag="gpt", gc=False):
     value: str
 
 
-_LONGEST = 200  # turns: a longer conversation takes add's path (as its roles' list above ends there)
 
 
 class Record(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -382,18 +382,15 @@ class _Checked:
                                      np.int64, len(some))
         # Roles, blank values and tokens past the first turn are checked for the whole batch at once;
         # only a batch where one of them fails is checked turn by turn, to find its records.
-        owner = None
+        owner = np.repeat(np.arange(n), nt)  # the record of each turn
         if not (good.all() and list(map(type, turns)) == [Human, Gpt] * (total // 2)):
-            owner = np.repeat(np.arange(n), nt)  # the record of each turn
             gpt = np.fromiter(map(is_, map(type, turns), repeat(Gpt)), bool, total)
             odd = ((np.arange(total) - starts[:-1][owner]) & 1).astype(bool)  # (a turn's place in its record)
             good &= np.bincount(owner, weights=gpt != odd, minlength=n) == 0
         if not all(map(str.strip, values)):  # (an empty or blank value strips to "")
-            owner = np.repeat(np.arange(n), nt) if owner is None else owner
             blank = np.fromiter(map(len, map(str.strip, values)), np.int64, total) == 0
             good &= np.bincount(owner, weights=blank, minlength=n) == 0
         if "\n".join(values).count(IMAGE_TOKEN) != in_first.sum():  # ("\n" cannot be part of a token)
-            owner = np.repeat(np.arange(n), nt) if owner is None else owner
             tokens = np.fromiter(map(str.count, values, repeat(IMAGE_TOKEN)), np.int64, total)
             good &= np.bincount(owner, weights=tokens, minlength=n) == in_first
 

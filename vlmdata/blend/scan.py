@@ -118,6 +118,7 @@ def _report(n: int) -> None:
             p.value += n
 
 
+@gc_paused()  # records die young and hold no cycles; the collector only costs time here
 def scan_range(task: Task) -> RangeResult:
     """Read records of ``task.path`` in ``[start, end)``; write good rows to ``task.out`` (and,
     past ``FILE_ROWS`` rows, to ``task.out`` + ``.part1``, ``.part2`` ...)."""
@@ -128,28 +129,27 @@ def scan_range(task: Task) -> RangeResult:
     out = _RowFiles(task)
     n_read = 0
     reported_n = reported = 0  # records and bytes read at the last progress report
-    with gc_paused():  # records die young and hold no cycles; the collector only costs time here
-        try:
-            for records in reader.batches():
-                if task.limit is not None and n_read + len(records) > task.limit:
-                    records = records[:task.limit - n_read]
-                found = norm.add_all(records, n_read, buf, stop_on_bad=task.stop_on_bad)
-                for k, e in found:
-                    bad.append(BadRecord(n_read + k, reader.line(k), record_id(records[k]), e.reason, e.detail))
-                stop = bool(found) and task.stop_on_bad  # (then the bad record is the list's last one read)
-                n_read += found[0][0] + 1 if stop else len(records)
-                if len(buf) >= BATCH_ROWS:
-                    out.flush(buf)
-                if n_read - reported_n >= _PROGRESS_EVERY:
-                    done = reader.bytes_read()
-                    _report(done - reported)
-                    reported_n, reported = n_read, done
-                if stop or (task.limit is not None and n_read >= task.limit):
-                    break
-            if len(buf):
+    try:
+        for records in reader.batches():
+            if task.limit is not None and n_read + len(records) > task.limit:
+                records = records[:task.limit - n_read]
+            found = norm.add_all(records, n_read, buf, stop_on_bad=task.stop_on_bad)
+            for k, e in found:
+                bad.append(BadRecord(n_read + k, reader.line(k), record_id(records[k]), e.reason, e.detail))
+            stop = bool(found) and task.stop_on_bad  # (then the bad record is the list's last one read)
+            n_read += found[0][0] + 1 if stop else len(records)
+            if len(buf) >= BATCH_ROWS:
                 out.flush(buf)
-        finally:
-            out.close()
+            if n_read - reported_n >= _PROGRESS_EVERY:
+                done = reader.bytes_read()
+                _report(done - reported)
+                reported_n, reported = n_read, done
+            if stop or (task.limit is not None and n_read >= task.limit):
+                break
+        if len(buf):
+            out.flush(buf)
+    finally:
+        out.close()
     _report(reader.bytes_read() - reported)
     return RangeResult(out.files, n_read, bad)
 
