@@ -15,7 +15,7 @@ from typing import Any
 
 from bench.peers import inputs
 from bench.peers.timing import rm as _rm
-from bench.peers.timing import user_env
+from bench.peers.timing import user_env, warm
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,6 +57,7 @@ def fetch1g(b: Any, *, ngx: Any, out: Path, **_: Any) -> None:
         }
         if busy:
             del tools_["curl | tee | sha256sum"]
+        warm(ngx.root / "big.bin")
         runs = b.alternate("fetch1g-busy" if busy else "fetch1g", tools_)
         label = "1 GiB over loopback, verified" + (", one core kept busy" if busy else "")
         b.row(label, runs["vlmdata fetch -x1"], "`curl -o`", runs["curl -o"], "<= 1.05x", limit=1.05)
@@ -69,6 +70,7 @@ def fetch1g(b: Any, *, ngx: Any, out: Path, **_: Any) -> None:
 def aria2(b: Any, *, ngx: Any, out: Path, **_: Any) -> None:
     root = out / "root-aria2"
     url = f"{ngx.url}/throttled/mid.bin"
+    warm(ngx.root / "throttled" / "mid.bin")
     runs = b.alternate("aria2", {
         "vlmdata fetch -x8": {"argv": b.vlmdata(root, "fetch", "bench:mid.bin", "--connections", "8"),
                               "prepare": lambda: _rm(root), "check": lambda: _placed(root / "bench" / "mid.bin", 256 << 20)},
@@ -112,6 +114,7 @@ def _zip_rows(b: Any, root: Path, zipf: Path, where: str) -> None:
         return {}
 
     for pin in (None, "0"):
+        warm(zipf)
         pre = ["taskset", "-c", pin] if pin else []
         key = f"zip-{where}" + ("-1core" if pin else "")
         runs = b.alternate(key, {  # (the disk makes single runs scatter: 5 at least)
@@ -201,6 +204,7 @@ def blend(b: Any, *, out: Path, **_: Any) -> None:
 
     src, images, recipe = prepare(out / "blend", mix665k.FULL)
     work = out / "root-blend"
+    warm(src)
     runs = b.alternate("blend", {
         "vlmdata blend": {"argv": [b.vlmdata(work)[0], "--root", str(work), "blend", str(recipe), "--image-root",
                                    str(images), "--out", str(work / "ours")],

@@ -47,6 +47,22 @@ def empty_trash(*folders: Path) -> None:
     _aside.clear()
 
 
+def warm(*paths: Path) -> int:
+    """Read each file once, so the runs start with its pages in the page cache; returns the bytes read.
+
+    Without it the first tool of an alternation (always vlmdata) is the one that reads an input
+    from the disk: nginx serving a 1 GiB file evicted since the last run made the first vlmdata
+    fetch 4.1-4.4 s against 1.8-2.1 s for the next ones.
+    """
+    n = 0
+    for p in paths:
+        with open(p, "rb", buffering=0) as fh:
+            buf = bytearray(8 << 20)
+            while got := fh.readinto(buf):
+                n += got
+    return n
+
+
 def _many_files(folder: Path) -> bool:
     n = 0
     for _, _, files in os.walk(folder):

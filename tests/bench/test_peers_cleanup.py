@@ -1,7 +1,9 @@
 """bench.peers removes the last run's outputs before the next: a folder of many files is renamed
-aside (deleting it would slow the next run's file creation down) and deleted once all cases ran."""
+aside (deleting it would slow the next run's file creation down) and deleted once all cases ran;
+and reads each input once before a case, so no tool is the one that reads it from the disk."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,10 @@ def test_left_over_aside_folders_are_emptied(tmp_path: Path) -> None:
 def test_tmpfs_found_from_mounts() -> None:
     assert timing._on_tmpfs(Path("/dev/shm/x")) == any(
         line.split()[1] == "/dev/shm" and line.split()[2] == "tmpfs" for line in open("/proc/self/mounts"))
+
+
+def test_warm_reads_every_byte_of_each_file(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(os.urandom((8 << 20) + 3))  # more than one read
+    b.write_bytes(b"")
+    assert timing.warm(a, b) == (8 << 20) + 3
