@@ -2,8 +2,9 @@
 
 ``StreamHasher`` hashes in a thread of its own (hashlib releases the GIL), so receiving, writing
 and hashing overlap on separate cores. The receiving thread gets its buffers from the hasher
-(``slot()``): it reads the socket straight into a slot, writes that slot to the file and hands
-it over (``commit``); the hasher hashes the same memory and gives the slot back. Nothing is
+(``slot()``): it reads the socket straight into a slot, the slot is written to the file (by
+vlmdata.fetch.write_behind's thread) and handed over (``commit``); the hasher hashes the same
+memory and gives the slot back. Nothing is
 copied in user space besides the one copy out of the socket, and no buffer is allocated per read
 (a fresh megabyte per read costs a page fault per 4 KiB, which showed as most of the system
 time of a 1 GiB download). ``feed(bytes)`` is for callers that already hold bytes.
@@ -129,6 +130,10 @@ class StreamHasher:
             return len(self._views) - 1, self._views[-1]
         i = self._free.get()
         return i, self._views[i]
+
+    def view(self, i: int) -> memoryview:
+        """Slot ``i``'s buffer (for the thread that writes it: vlmdata.fetch.write_behind)."""
+        return self._views[i]
 
     def commit(self, i: int, n: int) -> None:
         """The first ``n`` bytes of slot ``i`` are the next bytes of the stream."""

@@ -14,8 +14,8 @@ knows whether it has a sha256 to check against: one that has none (a file whose 
 sets its pin) passes ``weak_resume=False`` and such a download starts again from byte 0.
 
 Bytes are written as they arrive (vlmdata.net.body: one ``recv`` at a time, straight into a
-buffer the hasher then reads), so a kill loses only what was in flight, and a file of any size
-resumes. Several connections on one file (``connections > 1``) work like aria2c, with the pieces
+buffer the hasher then reads; the write in a thread of its own, write_behind.py, so receiving and
+writing overlap), so a kill loses only what was in flight, and a file of any size resumes. Several connections on one file (``connections > 1``) work like aria2c, with the pieces
 handed out in file order (vlmdata.fetch.segments) so the hashing thread, which follows the
 contiguous prefix through a memory map of the page cache, is never far behind; their progress
 goes to the sidecar every ``SAVE_EVERY`` seconds. Only the sha256 (and md5 when the manifest
@@ -29,7 +29,8 @@ each byte to disk as it arrives would make a fetch as slow as the disk's synchro
 
 Why one file of ~500 lines: one class, the engine; its single- and several-connection paths share
 the .part sidecar, the validators, the status handling and the retry loop (the byte-range
-bookkeeping is in segments.py, the sidecar in vlmdata.state.partial).
+bookkeeping is in segments.py, the sidecar in vlmdata.state.partial, the writing thread in
+write_behind.py).
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ from urllib.parse import urlsplit
 
 from vlmdata.fetch.hashing import Digests, Hashes, StreamHasher, hash_file
 from vlmdata.fetch.segments import Piece, Scheduler
+from vlmdata.fetch.write_behind import WriteBehind, write_all
 from vlmdata.net.body import BodyReader
 from vlmdata.net.errors import Cancelled, SourceFailed
 from vlmdata.net.retry import (GaveUp, RetryPolicy, Transient, is_transient_error, is_transient_status, is_unreachable,
@@ -270,35 +272,41 @@ class HttpEngine:
         return d, state
 
     def _pump(self, resp: requests.Response, fd: int, hasher: StreamHasher, progress: ProgressFn) -> int:
-        """The body into ``fd`` as it arrives: each read lands in one of the hasher's buffers, is
-        written at once, and the buffer goes to the hasher when it is full."""
+        """The body into ``fd`` as it arrives: each read lands in one of the hasher's buffers and is
+        handed at once to the thread that writes it (write_behind), which passes each full buffer
+        on to the hasher. Returns when every byte received is written."""
         import requests
 
         body = BodyReader(resp)
+        sink = WriteBehind(fd, hasher)
         got = filled = 0
         slot, view = hasher.slot()
         try:
-            while True:
-                if self.cancel.is_set():
-                    raise Cancelled()
-                n = body.readinto(view[filled:])
-                if not n:
-                    break
-                _write_all(fd, view[filled:filled + n])
-                filled += n
-                got += n
-                progress(n)
-                if filled == len(view):
-                    hasher.commit(slot, filled)
-                    slot, view = hasher.slot()
-                    filled = 0
+            try:
+                while True:
+                    if self.cancel.is_set():
+                        raise Cancelled()
+                    n = body.readinto(view[filled:])
+                    if not n:
+                        break
+                    filled += n
+                    got += n
+                    sink.put(slot, filled - n, filled, full=filled == len(view))
+                    progress(n)
+                    if filled == len(view):
+                        slot, view = hasher.slot()
+                        filled = 0
+                sink.put(slot, filled, filled, full=True)  # (the last buffer, as far as it is filled)
+            except BaseException:
+                sink.close(quiet=True)  # the queued writes are done before the caller closes fd
+                raise
+            sink.close()
         except (requests.RequestException, OSError) as e:
             raise Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
         except Exception as e:  # urllib3 ProtocolError / ReadTimeoutError
             if type(e).__module__.startswith("urllib3"):
                 raise Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
             raise
-        hasher.commit(slot, filled)
         return got
 
     # ------------------------------------------------------------------ several connections
@@ -532,11 +540,6 @@ class HttpEngine:
             sched.observe(latency, got, time.monotonic() - t0 - latency)
 
 
-def _write_all(fd: int, data: memoryview) -> None:
-    while data:
-        data = data[os.write(fd, data):]
-
-
 def _pwrite_all(fd: int, data: memoryview, pos: int) -> None:
     while data:
         n = os.pwrite(fd, data, pos)
@@ -560,7 +563,7 @@ def copy_local(src: Path, dest: Path, *, md5: bool = False, progress: ProgressFn
                 slot, view = hasher.slot()
                 n = fi.readinto(view)
                 if n:
-                    _write_all(fo.fileno(), view[:n])
+                    write_all(fo.fileno(), view[:n])
                 hasher.commit(slot, n)
                 if not n:
                     break
