@@ -165,3 +165,32 @@ def test_blend_leaves_pandas_unimported(tmp_path):
     assert tables[0].equals(tables[1]) and tables[0].num_rows == 50
     assert json.loads((tmp_path / "b" / "dataset_info.json").read_text()) == \
         json.loads((tmp_path / "a" / "dataset_info.json").read_text())
+
+
+def _console(tmp_path: Path, args: list[str], before: str = "") -> subprocess.CompletedProcess:
+    """The console script's function (``console``) in a fresh interpreter, after ``before``."""
+    code = (f"import sys, atexit, threading, time\n{before}\nfrom vlmdata.cli.app import console\n"
+            f"sys.argv = ['vlmdata'] + {args!r}\nconsole()\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120,
+                          env={**os.environ, "VLMDATA_CACHE_DIR": str(tmp_path / "cache")})
+
+
+def test_the_console_script_exits_as_python_would(tmp_path):
+    """It skips Python's teardown only: the exit code, all of stdout, the atexit handlers and the
+    threads that are not daemons are as with a plain exit."""
+    mark, late = tmp_path / "atexit-ran", tmp_path / "thread-finished"
+    r = _console(tmp_path, ["list"], before=f"atexit.register(lambda: open({str(mark)!r}, 'w').close())")
+    assert r.returncode == 0 and mark.exists()
+    assert r.stdout == run_main_in_process(["list"], tmp_path).out  # every byte flushed
+    r = _console(tmp_path, ["info", "no-such-thing"])
+    assert r.returncode == 2 and "no-such-thing" in r.stderr
+    r = _console(tmp_path, ["--help"], before=(  # a thread still running when the command returns
+        f"threading.Thread(target=lambda: (time.sleep(1), open({str(late)!r}, 'w').close())).start()"))
+    assert r.returncode == 0 and late.exists()
+
+
+def run_main_in_process(args: list[str], tmp_path: Path):
+    from cli_runner import run_main
+    from vlmdata.cli.app import main
+
+    return run_main(main, "vlmdata", *args, env={"VLMDATA_CACHE_DIR": str(tmp_path / "cache")})
