@@ -9,13 +9,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 TMP_PREFIX = ".tmp-"
+
+
+def _tempfile():  # type: ignore[no-untyped-def]
+    """The tempfile module, imported on first use (with random, its import is ~5% of a fetch that
+    has nothing to do, which writes nothing)."""
+    import tempfile
+
+    return tempfile
 
 
 def current_umask() -> int:
@@ -54,7 +61,7 @@ def atomic_open(path: Path, mode: str = "wb") -> Iterator[Any]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+        fd, tmp = _tempfile().mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
     except OSError as e:  # name the file the caller asked for, not our temporary name
         raise OSError(e.errno, e.strerror, str(path)) from e
     try:
@@ -90,7 +97,7 @@ def temp_dir_beside(path: Path) -> Path:
     """A fresh temporary folder on the same filesystem as ``path`` (so a rename can move it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return _shared(Path(tempfile.mkdtemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)))
+    return _shared(Path(_tempfile().mkdtemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)))
 
 
 def _shared(folder: Path) -> Path:
@@ -118,7 +125,7 @@ def owned_temp_dir_beside(path: Path, *, remove: Callable[[Path], None] | None =
             continue
         if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             (remove or (lambda q: shutil.rmtree(q, ignore_errors=True)))(p)
-    return _shared(Path(tempfile.mkdtemp(prefix=f"{prefix}{_owner()}.", dir=path.parent)))
+    return _shared(Path(_tempfile().mkdtemp(prefix=f"{prefix}{_owner()}.", dir=path.parent)))
 
 
 def machine_tag() -> str:

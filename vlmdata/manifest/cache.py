@@ -15,11 +15,11 @@ this user's own cache folder is read (like ``__pycache__``, a pickle there is tr
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -72,7 +72,9 @@ def _settled(key: list[tuple], now: float) -> bool:
 def cached(dirs: list[Path], build: Callable[[], T]) -> T:
     """``build()``'s result for these manifest folders, from the cache while its key matches."""
     key = catalog_key(dirs)
-    path = cache_dir() / f"catalog-{hashlib.sha256(repr([str(d) for d in dirs]).encode()).hexdigest()[:16]}.pickle"
+    # (the file's name only spreads sets of folders apart; the key inside says whether it is theirs.
+    # crc32, not hashlib: importing OpenSSL's hashes was 5% of a fetch with nothing to do)
+    path = cache_dir() / f"catalog-{zlib.crc32(repr([str(d) for d in dirs]).encode()):08x}.pickle"
     try:
         with open(path, "rb") as fh:
             stored_key, value = pickle.load(fh)

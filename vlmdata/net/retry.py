@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import random
-import socket
 import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, TypeVar
@@ -46,6 +45,8 @@ _UNREACHABLE_ERRNO = frozenset({errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHO
 
 def is_unreachable(exc: BaseException) -> bool:
     """Whether ``exc`` (or what it wraps) says the server cannot be reached at all."""
+    import socket  # (here: a fetch with nothing to do never imports the network stack)
+
     seen: set[int] = set()
     stack: list[object] = [exc]
     while stack:
