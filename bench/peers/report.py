@@ -41,11 +41,13 @@ def section(result: dict) -> str:
     out.append("")
     for n in result["notes"]:
         out.append(f"- {n}")
-    out += ["", "Every run (seconds, 1-minute load average when it started):", ""]
+    out += ["", "Every run (seconds; the 1-minute load average when it started; CPU seconds, user + system, of "
+                "the command and the processes it waited for, the server's not included):", ""]
     for key, runs in result["runs"].items():
         by_tool: dict[str, list[str]] = {}
         for r in runs:
-            cell = f"{r['seconds']:.2f} (load {r['load1']:.1f})" + ("" if r["rc"] == 0 else f" exit {r['rc']}")
+            cpu = f"; cpu {r['cpu_user']:.2f} + {r['cpu_sys']:.2f}" if "cpu_user" in r else ""
+            cell = f"{r['seconds']:.2f} (load {r['load1']:.1f}{cpu})" + ("" if r["rc"] == 0 else f" exit {r['rc']}")
             by_tool.setdefault(r["tool"], []).append(cell)
         for tool, cells in by_tool.items():
             out.append(f"- {key} / {tool}: " + ", ".join(cells))

@@ -90,6 +90,8 @@ class Run:
     rc: int
     load1: float  # 1-minute load average when the run started
     max_rss_mb: float  # the largest resident set of one process of the command (getrusage of the children)
+    cpu_user: float = 0.0  # CPU seconds of the command and every process it waited for (not the server's)
+    cpu_sys: float = 0.0
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -138,11 +140,13 @@ def timed(tool: str, argv: list[str], *, prepare: Callable[[], None] | None = No
     finally:
         if ctx:
             ctx.__exit__()
-    run = Run(tool, round(dt, 3), p.returncode, round(load, 2), round(usage.ru_maxrss / 1024, 1))
+    run = Run(tool, round(dt, 3), p.returncode, round(load, 2), round(usage.ru_maxrss / 1024, 1),
+              round(usage.ru_utime, 2), round(usage.ru_stime, 2))
     if p.returncode != 0:
         tail = stderr.decode(errors="replace")[-1500:]
         print(f"  {tool}: exit {p.returncode}\n{tail}", flush=True)
     elif check is not None:
         run.extra = check()
-    print(f"  {tool:<34} {dt:8.3f} s  load {load:5.2f}  rc {p.returncode}", flush=True)
+    print(f"  {tool:<34} {dt:8.3f} s  load {load:5.2f}  cpu {run.cpu_user:5.2f} u {run.cpu_sys:5.2f} s  rc {p.returncode}",
+          flush=True)
     return run
