@@ -2,7 +2,8 @@
 
 A kill at any moment leaves either the old file or the new one under the final name, never a
 half-written one. Temporary names start with ``.tmp-`` so ``cleanup_temporaries`` can find
-what an earlier crash left behind.
+what an earlier crash left behind. ``write_all`` is the one loop every writer of the project
+uses around ``os.write`` (which may write only part of what it is given).
 """
 from __future__ import annotations
 
@@ -23,6 +24,16 @@ def _tempfile():  # type: ignore[no-untyped-def]
     import tempfile
 
     return tempfile
+
+
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """``os.write`` until all of ``data`` is written (a write may take only part of it); the
+    usual single write makes no memoryview (zip extraction calls this per member)."""
+    n = os.write(fd, data)
+    if n < len(data):
+        view = memoryview(data)[n:]
+        while view:
+            view = view[os.write(fd, view):]
 
 
 def current_umask() -> int:

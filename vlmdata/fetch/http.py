@@ -44,9 +44,10 @@ from typing import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from vlmdata import atomic
 from vlmdata.fetch.hashing import Digests, Hashes, StreamHasher, hash_file
 from vlmdata.fetch.segments import Piece, Scheduler
-from vlmdata.fetch.write_behind import WriteBehind, write_all
+from vlmdata.fetch.write_behind import WriteBehind
 from vlmdata.net.body import BodyReader
 from vlmdata.net.errors import Cancelled, SourceFailed
 from vlmdata.net.retry import (GaveUp, RetryPolicy, Transient, is_transient_error, is_transient_status, is_unreachable,
@@ -563,7 +564,7 @@ def copy_local(src: Path, dest: Path, *, md5: bool = False, progress: ProgressFn
                 slot, view = hasher.slot()
                 n = fi.readinto(view)
                 if n:
-                    write_all(fo.fileno(), view[:n])
+                    atomic.write_all(fo.fileno(), view[:n])
                 hasher.commit(slot, n)
                 if not n:
                     break

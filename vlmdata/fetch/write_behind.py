@@ -14,10 +14,10 @@ A write that fails (a full disk) is raised to the receiving thread at its next `
 """
 from __future__ import annotations
 
-import os
 import queue
 import threading
 
+from vlmdata.atomic import write_all
 from vlmdata.fetch.hashing import StreamHasher
 
 # (slot, start, end, full): bytes start:end of the slot; full: the slot ends there, hash it
@@ -67,10 +67,3 @@ class WriteBehind:
                     self._error = e
             if full:  # (after an error too: the hasher gives the slot back, the receiver never waits forever)
                 self.hasher.commit(slot, end if self._error is None else 0)
-
-
-def write_all(fd: int, data: memoryview) -> None:
-    """``os.write`` until all of ``data`` is written (a write may take only part of it)."""
-    while data:
-        n = os.write(fd, data)
-        data = data[n:]

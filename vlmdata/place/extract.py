@@ -432,7 +432,7 @@ def _copy_member(tf: tarfile.TarFile, ti: tarfile.TarInfo, target: Path, label: 
                 raise OperationError(f"{label}: member {ti.name!r} is cut short", hint="fetch the archive again")
             left -= len(chunk)
             guard.add(len(chunk), ti.name)
-            zip_workers.write_all(fd, chunk)
+            atomic.write_all(fd, chunk)
     finally:
         os.close(fd)
 

@@ -194,7 +194,7 @@ def _write(data: bytes, final: str) -> None:
     tmp = f"{head}{sep}{atomic.TMP_PREFIX}{name}.{threading.get_ident()}"
     fd = os.open(tmp, _CREATE, 0o644)
     try:
-        _write_all(fd, data)
+        atomic.write_all(fd, data)
     finally:
         os.close(fd)
     os.replace(tmp, final)
@@ -218,7 +218,7 @@ def _write_unnamed(data: bytes, final: str) -> bool:
             _unnamed[0] = False
         return False
     try:
-        _write_all(fd, data)
+        atomic.write_all(fd, data)
         # linkat(AT_SYMLINK_FOLLOW) through /proc is how an unnamed file gets a name without
         # privileges; Python calls linkat (not link) only when given a folder fd, which an
         # absolute target path makes the kernel ignore.
@@ -233,12 +233,6 @@ def _write_unnamed(data: bytes, final: str) -> bool:
         raise
     finally:
         os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 @dataclass

@@ -34,6 +34,7 @@ from typing import Callable, NamedTuple
 
 import deflate
 
+from vlmdata.atomic import write_all
 from vlmdata.errors import OperationError, UserError
 from vlmdata.place.safety import BombGuard, refuse
 
@@ -149,14 +150,6 @@ def extract_member(src: memoryview, m: Member, dirs: DirFds, label: str) -> int:
     if crc != m.crc:
         raise _damaged(label, f"member {m.name!r} fails its CRC check")
     return produced
-
-
-def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
-    n = os.write(fd, data)
-    if n < len(data):
-        view = memoryview(data)[n:]
-        while view:
-            view = view[os.write(fd, view):]
 
 
 def _inflate(data: memoryview, m: Member, label: str) -> bytes | bytearray:
