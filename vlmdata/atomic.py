@@ -13,12 +13,13 @@ import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Iterator
 
 TMP_PREFIX = ".tmp-"
 
 
-def _tempfile():  # type: ignore[no-untyped-def]
+def _tempfile() -> ModuleType:
     """The tempfile module, imported on first use (with random, its import is ~5% of a fetch that
     has nothing to do, which writes nothing)."""
     import tempfile

@@ -67,8 +67,6 @@ class Gpt(msgspec.Struct, tag_field="from", tag="gpt", gc=False):
     value: str
 
 
-
-
 class Record(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """The common record's shape (gc=False: a record holds strings and lists, never a cycle)."""
 

@@ -132,9 +132,13 @@ def console() -> NoReturn:
         code: object = 0
     except SystemExit as e:
         code = e.code
-    status = 0 if code is None else code if isinstance(code, int) else 1
-    if not isinstance(code, (int, type(None))):
-        print(code, file=sys.stderr)  # (what SystemExit("message") does)
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # what SystemExit("message") does
+        print(code, file=sys.stderr)
+        status = 1
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         sys.exit(status)
     import atexit

@@ -279,11 +279,10 @@ class HttpEngine:
         import requests
 
         body = BodyReader(resp)
-        sink = WriteBehind(fd, hasher)
         got = filled = 0
         slot, view = hasher.slot()
         try:
-            try:
+            with WriteBehind(fd, hasher) as sink:  # (its end waits for the queued writes: fd is closed after)
                 while True:
                     if self.cancel.is_set():
                         raise Cancelled()
@@ -298,10 +297,6 @@ class HttpEngine:
                         slot, view = hasher.slot()
                         filled = 0
                 sink.put(slot, filled, filled, full=True)  # (the last buffer, as far as it is filled)
-            except BaseException:
-                sink.close(quiet=True)  # the queued writes are done before the caller closes fd
-                raise
-            sink.close()
         except (requests.RequestException, OSError) as e:
             raise Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
         except Exception as e:  # urllib3 ProtocolError / ReadTimeoutError

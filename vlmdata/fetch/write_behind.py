@@ -10,7 +10,8 @@ so with both in one thread (as curl does) a loopback download took 1.5-2.4 s; wi
 Bytes still go to the file as they arrive: what a kill loses is what was queued here, at most the
 hasher's few buffers, which the receiving thread cannot get ahead by (it waits for a free one).
 A write that fails (a full disk) is raised to the receiving thread at its next ``put``, and by
-``close``, which waits for every write: the caller closes the file only after it.
+``close`` (or the end of a ``with`` block), which waits for every write: the caller closes the
+file only after it.
 """
 from __future__ import annotations
 
@@ -39,6 +40,12 @@ class WriteBehind:
         if self._error is not None:
             self._raise()
         self._q.put((slot, start, end, full))
+
+    def __enter__(self) -> "WriteBehind":
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.close(quiet=exc_type is not None)  # (a write's error does not hide the one being raised)
 
     def close(self, *, quiet: bool = False) -> None:
         """Wait until every byte put is written; raise the error of a write that failed (unless
