@@ -133,7 +133,7 @@ class _Verifier:
 
     def _repo_files(self, spec: FileSpec, res: DatasetResult) -> None:
         """A Hub repo's files, each journaled on its own (``dataset:file/path``): checked like plain files."""
-        from dataclasses import replace
+        from msgspec.structs import replace
 
         from vlmdata.manifest import Placement
 

@@ -67,7 +67,7 @@ def test_jsons_are_consistent_with_the_images(demo):
 
 def test_demo_manifests_are_the_shipped_ones_with_the_demo_files(demo):
     """Derived, not restated: only the fields the demo's small files change differ from the catalog."""
-    from dataclasses import replace
+    from msgspec.structs import replace
 
     cat, shipped = load_catalog([demo.manifests]), load_catalog()
     changed = dict(size=None, size_approx=None, sha256=None, md5=None, optional=False, sources=())

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import msgspec
 import typer
 
 from vlmdata.cli.app import COMMANDS, app, module_commands
-from vlmdata.manifest import catalog, load_catalog
+from vlmdata.manifest import cache, catalog, load_catalog
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("requests", "urllib3", "PIL", "pyarrow", "datasets", "huggingface_hub", "numpy", "pydantic", "aiohttp",
@@ -49,6 +49,7 @@ def test_the_top_level_help_lists_every_command_as_its_own_docstring_says():
 def test_help_imports_no_command(tmp_path):
     mods = _modules_after(["--help"], {"VLMDATA_CACHE_DIR": str(tmp_path)})
     assert _heavy(mods) == [] and "rich" not in mods  # (vlmdata.cli.plain_help: click's formatter)
+    assert "msgspec" not in mods  # (vlmdata.cli.settings: imported when a command runs)
     assert not any(m.startswith("vlmdata.cli.") and m not in ("vlmdata.cli.app", "vlmdata.cli.common",
                                                                "vlmdata.cli.plain_help") for m in mods)
 
@@ -87,10 +88,14 @@ def test_catalog_cache_follows_every_change(tmp_path, monkeypatch):
     toml.parent.mkdir(parents=True)
     toml.write_text('name = "mine"\ntitle = "t"\ndescription = "one"\nimage_folder = "x"\n[[entries]]\npath = "x"\nkind = "mkdir"\n')
     _age([toml])
-    assert load_catalog([extra]).layouts["mine"].description == "one" and parsed
-    assert list((tmp_path / "cache").glob("catalog-*.pickle"))  # settled files: written
+    first = load_catalog([extra])
+    assert first.layouts["mine"].description == "one" and parsed
+    assert list((tmp_path / "cache").glob("catalog-*.msgpack"))  # settled files: written
     parsed.clear()
-    assert load_catalog([extra]).layouts["mine"].description == "one" and not parsed  # from the cache
+    again = load_catalog([extra])
+    assert again.layouts["mine"].description == "one" and not parsed  # from the cache
+    assert again == first  # every dataset, file, source and path as parsed (Paths stay Paths, tuples tuples)
+    assert isinstance(again.datasets["coco"].origin, Path) and isinstance(again.datasets["coco"].files, tuple)
     # an edit of the same size: a new mtime, parsed again
     toml.write_text(toml.read_text().replace('"one"', '"two"'))
     assert load_catalog([extra]).layouts["mine"].description == "two" and parsed
@@ -118,10 +123,14 @@ def test_a_broken_or_foreign_cache_is_ignored(tmp_path, monkeypatch):
     monkeypatch.setenv("VLMDATA_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr("vlmdata.manifest.cache._settled", lambda key, now: True)  # the checkout may be fresh
     good = load_catalog()
-    [path] = list(tmp_path.glob("catalog-*.pickle"))
-    path.write_bytes(b"not a pickle")
+    [path] = list(tmp_path.glob("catalog-*.msgpack"))
+    path.write_bytes(b"\xc1 not MessagePack")
     assert load_catalog().datasets.keys() == good.datasets.keys()
-    path.write_bytes(pickle.dumps(([("other key",)], "not a catalog")))
+    path.write_bytes(msgspec.msgpack.encode(([("other key",)], "not a catalog")))
+    assert load_catalog().datasets.keys() == good.datasets.keys()
+    # this catalog's key, but what follows is not a catalog (other code's cache, a damaged file)
+    key = cache.catalog_key(catalog.manifest_dirs([]))
+    path.write_bytes(msgspec.msgpack.encode((key, {"datasets": {"coco": "not a dataset"}})))
     assert load_catalog().datasets.keys() == good.datasets.keys()
     ro = tmp_path / "ro"
     ro.mkdir()

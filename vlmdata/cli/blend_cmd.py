@@ -8,7 +8,8 @@ from typing import Literal, Optional
 import typer
 
 from vlmdata.blend.drop_limit import DEFAULT_MAX_DROP
-from vlmdata.cli.common import Settings, with_settings
+from vlmdata.cli.common import with_settings
+from vlmdata.cli.settings import Settings
 from vlmdata.errors import Interrupted, UserError
 
 _MISSING_HELP = "Records whose images are missing or corrupt: drop them (reported), fail (exit 1), or keep them."

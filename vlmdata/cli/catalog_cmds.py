@@ -1,9 +1,11 @@
 """`vlmdata list` and `vlmdata info`: what the catalog knows."""
 from __future__ import annotations
 
+import msgspec.structs
 import typer
 
-from vlmdata.cli.common import Settings, with_settings
+from vlmdata.cli.common import with_settings
+from vlmdata.cli.settings import Settings
 from vlmdata.errors import UserError
 from vlmdata.manifest import Dataset
 from vlmdata.sources import describe
@@ -70,7 +72,7 @@ def info_cmd(name: str = typer.Argument(..., help="Dataset, layout or blend reci
         lay = found
         if settings.json:
             settings.emit_json({"layout": lay.name, "title": lay.title, "image_folder": lay.image_folder,
-                                "entries": [e.__dict__ for e in lay.entries]})
+                                "entries": [msgspec.structs.asdict(e) for e in lay.entries]})
             return
         typer.echo(f"{lay.name}: {lay.title}\n  --image_folder {lay.image_folder}")
         for e in lay.entries:
@@ -80,7 +82,7 @@ def info_cmd(name: str = typer.Argument(..., help="Dataset, layout or blend reci
         b = found
         if settings.json:
             settings.emit_json({"blend": b.name, "title": b.title, "layout": b.layout, "seed": b.seed,
-                                "entries": [e.__dict__ for e in b.entries]})
+                                "entries": [msgspec.structs.asdict(e) for e in b.entries]})
             return
         typer.echo(f"{b.name}: {b.title}\n  stage: {b.stage or '-'}  layout: {b.layout}  seed: {b.seed}")
         for e in b.entries:
@@ -107,7 +109,7 @@ def _dataset_info(settings: Settings, d: Dataset) -> None:
             "notes": list(d.notes), "references": list(d.references),
             "files": [{"name": f.name, "size": f.size, "size_approx": f.size_approx, "sha256": f.sha256,
                        "md5": f.md5, "optional": f.optional, "sources": [describe(s) for s in f.sources],
-                       "parts": [p.name for p in f.parts], "place": f.place.__dict__, "layouts": where[f.key]}
+                       "parts": [p.name for p in f.parts], "place": msgspec.structs.asdict(f.place), "layouts": where[f.key]}
                       for f in d.files],
         })
         return

@@ -1,4 +1,4 @@
-"""Options every command shares, and the settings object they resolve to.
+"""Options every command shares; the settings object they resolve to is vlmdata.cli.settings.
 
 Options work before the command (``vlmdata --root R plan coco``) and after it
 (``vlmdata plan coco --root R``); a value given after the command wins. Each also reads its
@@ -8,73 +8,16 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import typer
 
-if TYPE_CHECKING:  # imported when a command asks for them, not when the CLI starts
-    from vlmdata.manifest import Catalog
-    from vlmdata.state import Root
+if TYPE_CHECKING:  # imported when a command runs, not when the CLI starts
+    from vlmdata.cli.settings import Settings
 
-DEFAULT_ROOT = "data"
-
-
-@dataclass
-class Settings:
-    root: Path = Path(DEFAULT_ROOT)
-    manifests: list[str] = field(default_factory=list)
-    mirror: str | None = None
-    hf_endpoint: str | None = None
-    json: bool = False
-    verbose: int = 0
-    quiet: bool = False
-    _catalog: Catalog | None = None
-
-    @property
-    def catalog(self) -> Catalog:
-        if self._catalog is None:
-            from vlmdata.manifest import load_catalog
-
-            self._catalog = load_catalog(self.manifests)
-        return self._catalog
-
-    @property
-    def data_root(self) -> Root:
-        from vlmdata.state import Root
-
-        return Root(self.root)
-
-    def emit_json(self, obj: Any) -> None:
-        global _JSON_EMITTED
-        sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
-        _JSON_EMITTED = True
-
-    @property
-    def progress(self) -> bool:
-        """Progress bars: only on a terminal (a log file or CI would get every frame), never under
-        --json or --quiet."""
-        return not self.json and not self.quiet and sys.stderr.isatty()
-
-    def info(self, msg: str) -> None:
-        """A human line on stderr; silent under --json (stdout stays machine-readable) and --quiet."""
-        if not self.json and not self.quiet:
-            typer.echo(msg, err=True)
-
-    def result(self, msg: str) -> None:
-        """What a command that changes things did, on stdout; --quiet leaves it out (the exit code says it)."""
-        if not self.quiet:
-            typer.echo(msg)
-
-    def debug(self, msg: str) -> None:
-        if self.verbose:
-            typer.echo(msg, err=True)
-
-
-_GLOBAL = Settings()
+_GLOBAL: Settings | None = None  # what the options before the command say (None: no command has run)
 _JSON_EMITTED = False  # a command has printed its JSON document (an error then adds no second one)
 
 
@@ -82,12 +25,20 @@ def begin_run() -> None:
     """Forget the previous run's state (the tests run many commands in one process)."""
     global _JSON_EMITTED, _GLOBAL
     _JSON_EMITTED = False
-    _GLOBAL = Settings()
+    _GLOBAL = None
+
+
+def json_emitted() -> None:
+    """The command has printed its JSON document (Settings.emit_json)."""
+    global _JSON_EMITTED
+    _JSON_EMITTED = True
 
 
 def json_error(err: dict[str, Any]) -> None:
     """The error object for --json runs, unless the command already printed its own document."""
     if not _JSON_EMITTED:
+        import json
+
         sys.stdout.write(json.dumps(err, indent=2) + "\n")
 
 _COMMON: dict[str, inspect.Parameter] = {
@@ -133,10 +84,13 @@ def global_callback(
 ) -> None:
     """Options given before the command."""
     global _GLOBAL
-    _GLOBAL = _resolve(Settings(), root, manifests, mirror, hf_endpoint, json_out, verbose, quiet)
+    _GLOBAL = _resolve(None, root, manifests, mirror, hf_endpoint, json_out, verbose, quiet)
 
 
-def _resolve(base: Settings, root, manifests, mirror, hf_endpoint, json_out, verbose, quiet=False) -> Settings:
+def _resolve(base: Settings | None, root, manifests, mirror, hf_endpoint, json_out, verbose, quiet=False) -> Settings:
+    from vlmdata.cli.settings import Settings  # (here: --help resolves no settings)
+
+    base = base if base is not None else Settings()
     return Settings(
         root=Path(root) if root is not None else base.root,
         manifests=_manifest_dirs(manifests) if manifests else list(base.manifests),

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
-from vlmdata.cli.common import Settings, with_settings
+from vlmdata.cli.common import with_settings
+from vlmdata.cli.settings import Settings
 from vlmdata.cli.plan_cmd import ONLY_REFERENCED_HELP, show_plan, wanted_names
 from vlmdata.cli.selection import RECIPE_HELP, select
 from vlmdata.errors import Interrupted, OperationError, UserError, VlmdataError
@@ -17,6 +18,8 @@ from vlmdata.units import human_bytes
 if TYPE_CHECKING:
     from vlmdata.manifest import FileSpec
     from vlmdata.state import Root
+
+DEFAULTS = FetchOptions()  # (the options' defaults: one place, the class)
 
 
 def register(app: typer.Typer) -> None:
@@ -29,15 +32,15 @@ def fetch_cmd(
     layout: Optional[str] = typer.Option(None, "--layout", "-l", help="Then build this layout's view (links, no copies); "
                                                                       "alone: fetch everything it needs first."),
     recipe: Optional[str] = typer.Option(None, "--recipe", help=RECIPE_HELP),
-    jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=64, help="Files downloaded at once."),
-    connections: int = typer.Option(4, "--connections", "-x", min=1, max=32,
+    jobs: int = typer.Option(DEFAULTS.jobs, "--jobs", "-j", min=1, max=64, help="Files downloaded at once."),
+    connections: int = typer.Option(DEFAULTS.connections, "--connections", "-x", min=1, max=32,
                                     help="Connections per file when the server accepts byte ranges (like aria2c -x)."),
-    url_jobs: int = typer.Option(128, "--url-jobs", min=1, max=1024, help="Requests in flight for per-image URL lists (OCR-VQA)."),
+    url_jobs: int = typer.Option(DEFAULTS.url_jobs, "--url-jobs", min=1, max=1024, help="Requests in flight for per-image URL lists (OCR-VQA)."),
     keep_archives: bool = typer.Option(False, "--keep-archives", help="Keep archives in ROOT/.vlmdata/downloads after unpacking."),
     only_referenced_by: Optional[List[Path]] = typer.Option(None, "--only-referenced-by", help=ONLY_REFERENCED_HELP),
     force: bool = typer.Option(False, "--force", help="Fetch even when the disk preflight says it will not fit."),
     refetch: bool = typer.Option(False, "--refetch", help="Ignore what the journal says is placed: fetch and place again."),
-    timeout: float = typer.Option(60.0, "--timeout", min=0.1, help="Seconds without data before a connection is retried."),
+    timeout: float = typer.Option(DEFAULTS.timeout, "--timeout", min=0.1, help="Seconds without data before a connection is retried."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Only say what would be fetched (the same as `vlmdata plan`)."),
     ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS",
                                       help="Run the fetch's tasks on the nodes of a Ray cluster: auto (the cluster this "
@@ -46,9 +49,9 @@ def fetch_cmd(
     shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N",
                                         help="Only share I of N (0 <= I < N) of the fetch's tasks: N processes given "
                                              "the same command and --root do it all (SLURM job arrays, xargs)."),
-    url_chunk: int = typer.Option(FetchOptions.url_chunk, "--url-chunk", min=1,
+    url_chunk: int = typer.Option(DEFAULTS.url_chunk, "--url-chunk", min=1,
                                   help="URL-list records per task with --ray / --shard."),
-    claim_timeout: float = typer.Option(FetchOptions.claim_timeout, "--claim-timeout", min=1.0,
+    claim_timeout: float = typer.Option(DEFAULTS.claim_timeout, "--claim-timeout", min=1.0,
                                         help="Seconds without a heartbeat after which another machine's claim on a "
                                              "file is stale and taken over."),
     settings: Settings = None,

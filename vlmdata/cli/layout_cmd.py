@@ -6,7 +6,8 @@ from typing import Optional
 
 import typer
 
-from vlmdata.cli.common import Settings, with_settings
+from vlmdata.cli.common import with_settings
+from vlmdata.cli.settings import Settings
 from vlmdata.errors import OperationError, UserError
 from vlmdata.layouts.build import build_layout, undo_build
 from vlmdata.layouts.check import check_layout

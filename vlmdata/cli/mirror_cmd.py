@@ -6,7 +6,8 @@ from typing import List, Optional
 
 import typer
 
-from vlmdata.cli.common import Settings, with_settings
+from vlmdata.cli.common import with_settings
+from vlmdata.cli.settings import Settings
 
 mirror_app = typer.Typer(
     help="Lay out what a root has fetched as a mirror folder (DIR/host/path).\n\n"

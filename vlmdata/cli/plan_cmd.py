@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
-from vlmdata.cli.common import Settings, with_settings
+from vlmdata.cli.common import with_settings
+from vlmdata.cli.settings import Settings
 from vlmdata.cli.selection import select
 from vlmdata.errors import UserError
 from vlmdata.units import human_bytes

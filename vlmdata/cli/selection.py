@@ -7,8 +7,9 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import List, Optional
+
+import msgspec
 
 from vlmdata.errors import UserError
 from vlmdata.manifest import Catalog, FileSpec, Layout
@@ -17,8 +18,7 @@ from vlmdata.manifest.needs import layout_files, recipe_files
 RECIPE_HELP = "Fetch every file this blend recipe needs (its JSONs and the image folders it uses), then build its layout."
 
 
-@dataclass
-class Selection:
+class Selection(msgspec.Struct):
     specs: list[FileSpec]
     layout: Layout | None  # whose view to build afterwards
     label: str  # the selection in words, for the lock holder and messages

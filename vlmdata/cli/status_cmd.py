@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import typer
 
-from vlmdata.cli.common import Settings, with_settings
+from vlmdata.cli.common import with_settings
+from vlmdata.cli.settings import Settings
 from vlmdata.status import status_all
 
 

@@ -6,7 +6,8 @@ from typing import List, Optional
 
 import typer
 
-from vlmdata.cli.common import Settings, with_settings
+from vlmdata.cli.common import with_settings
+from vlmdata.cli.settings import Settings
 from vlmdata.errors import UserError
 from vlmdata.verify import count_images, verify
 

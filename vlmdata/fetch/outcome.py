@@ -6,8 +6,10 @@ fraction of the time it takes to import the HTTP stack.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import msgspec
+import msgspec.structs
 
 from vlmdata.net.retry import RetryPolicy
 
@@ -16,8 +18,7 @@ if TYPE_CHECKING:
     from vlmdata.state.journal import JournalEntry
 
 
-@dataclass
-class FetchOptions:
+class FetchOptions(msgspec.Struct):
     jobs: int = 4  # files at once
     connections: int = 4  # connections per file (when the server accepts ranges)
     url_jobs: int = 128  # requests in flight for per-image URL lists
@@ -29,14 +30,13 @@ class FetchOptions:
     refetch: bool = False  # ignore the journal: fetch and place again
     timeout: float = 60.0
     min_split: int = 4 << 20
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
     verify_tries: int = 2  # downloads per source when the bytes do not match
     claim_timeout: float = 60.0  # seconds without a heartbeat before another machine's claim is stale
     url_chunk: int = 2000  # URL-list records per task (--ray, --shard): seconds of work, few enough to ship
 
 
-@dataclass
-class FileOutcome:
+class FileOutcome(msgspec.Struct):
     key: str
     state: str  # present | fetched | failed | cancelled
     to: str
@@ -48,14 +48,13 @@ class FileOutcome:
     files: int | None = None
     resumed_from: int = 0
     connections: int = 0
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = msgspec.field(default_factory=list)
     error: str | None = None
     hint: str | None = None  # what to do about the error
 
 
-@dataclass
-class FetchReport:
-    outcomes: list[FileOutcome] = field(default_factory=list)
+class FetchReport(msgspec.Struct):
+    outcomes: list[FileOutcome] = msgspec.field(default_factory=list)
     layout: dict[str, Any] | None = None
     seconds: float = 0.0
     nodes: dict[str, dict[str, Any]] | None = None  # a run on several machines: what each did
@@ -70,7 +69,7 @@ class FetchReport:
 
     def to_json(self) -> dict[str, Any]:
         out = {"ok": not self.failed, "seconds": round(self.seconds, 3), "bytes": self.network_bytes,
-               "files": [asdict(o) for o in self.outcomes], "layout": self.layout}
+               "files": [msgspec.structs.asdict(o) for o in self.outcomes], "layout": self.layout}
         if self.nodes is not None:
             out["nodes"] = self.nodes
         return out

@@ -1,27 +1,31 @@
 """A cache of the parsed catalog, so a command does not parse every shipped TOML at start-up.
 
 Parsing and checking the ~30 shipped manifests costs more than the rest of a `vlmdata fetch`
-that has nothing to do. The parsed catalog is pickled to ``VLMDATA_CACHE_DIR`` (default
-``$XDG_CACHE_HOME/vlmdata``, else ``~/.cache/vlmdata``), one file per set of manifest folders,
-and used while its key still matches: the name, size, mtime, ctime and inode of every manifest
-and of the parser's own source files. Any edit, added or removed manifest, or new vlmdata code
-changes the key, and the catalog is parsed again.
+that has nothing to do. The parsed catalog is written as MessagePack (msgspec, decoded straight
+into the schema's classes) to ``VLMDATA_CACHE_DIR`` (default ``$XDG_CACHE_HOME/vlmdata``, else
+``~/.cache/vlmdata``), one file per set of manifest folders, and used while its key still
+matches: the name, size, mtime, ctime and inode of every manifest and of the parser's own source
+files. Any edit, added or removed manifest, or new vlmdata code changes the key, and the catalog
+is parsed again.
 
 Like git's index, the cache is only written when every file's mtime is older than ``SETTLE``
 seconds: a file written within the timestamp granularity of the parse could change again without
 changing its mtime, so it is parsed every time until it has settled. Writes are atomic; a cache
-that cannot be read or written (read-only home, full disk) is ignored, never an error. Only
-this user's own cache folder is read (like ``__pycache__``, a pickle there is trusted).
+that cannot be read, decoded or written (read-only home, full disk, a damaged or foreign file) is
+ignored, never an error. Decoding is typed data, not pickle: a file in the cache folder cannot run
+code.
 """
 from __future__ import annotations
 
 import os
-import pickle
 import sys
 import time
 import zlib
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
+
+import msgspec
+import msgspec.msgpack
 
 from vlmdata import __version__, atomic
 
@@ -69,23 +73,36 @@ def _settled(key: list[tuple], now: float) -> bool:
     return all(len(row) < 5 or row[2] < limit for row in key)
 
 
-def cached(dirs: list[Path], build: Callable[[], T]) -> T:
-    """``build()``'s result for these manifest folders, from the cache while its key matches."""
+def _encode_path(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    raise NotImplementedError(f"cannot cache a {type(obj).__name__}")
+
+
+def _decode_path(type_: type, obj: Any) -> Any:
+    if type_ is Path and isinstance(obj, str):
+        return Path(obj)
+    raise NotImplementedError(f"cannot read a {type_.__name__} from the cache")
+
+
+def cached(dirs: list[Path], build: Callable[[], T], type_: type[T]) -> T:
+    """``build()``'s result (a ``type_``) for these manifest folders, from the cache while its key matches."""
     key = catalog_key(dirs)
+    encoder = msgspec.msgpack.Encoder(enc_hook=_encode_path)
     # (the file's name only spreads sets of folders apart; the key inside says whether it is theirs.
     # crc32, not hashlib: importing OpenSSL's hashes was 5% of a fetch with nothing to do)
-    path = cache_dir() / f"catalog-{zlib.crc32(repr([str(d) for d in dirs]).encode()):08x}.pickle"
+    path = cache_dir() / f"catalog-{zlib.crc32(repr([str(d) for d in dirs]).encode()):08x}.msgpack"
     try:
         with open(path, "rb") as fh:
-            stored_key, value = pickle.load(fh)
-        if stored_key == key:
-            return value
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, ImportError):
+            stored_key, stored = msgspec.msgpack.decode(fh.read(), type=tuple[msgspec.Raw, msgspec.Raw])
+        if bytes(stored_key) == encoder.encode(key):  # (tuples and lists encode alike: compare the bytes)
+            return msgspec.msgpack.decode(stored, type=type_, dec_hook=_decode_path)
+    except (OSError, msgspec.DecodeError):  # (ValidationError is a DecodeError)
         pass  # no cache yet, or one from other code: parse
     value = build()
     if _settled(key, time.time()):
         try:
-            atomic.write_bytes(path, pickle.dumps((key, value), protocol=pickle.HIGHEST_PROTOCOL))
+            atomic.write_bytes(path, encoder.encode((key, value)))
         except OSError:
             pass
     return value

@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import posixpath
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, TypeVar
+
+import msgspec
 
 from vlmdata.errors import UserError
 from vlmdata.manifest.cache import cached
@@ -42,11 +43,10 @@ def read_toml(path: Path) -> Table:
         raise UserError(f"cannot read manifest: {e.strerror}", where=str(path)) from e
 
 
-@dataclass
-class Catalog:
-    datasets: dict[str, Dataset] = field(default_factory=dict)
-    layouts: dict[str, Layout] = field(default_factory=dict)
-    blends: dict[str, Blend] = field(default_factory=dict)
+class Catalog(msgspec.Struct):
+    datasets: dict[str, Dataset] = msgspec.field(default_factory=dict)
+    layouts: dict[str, Layout] = msgspec.field(default_factory=dict)
+    blends: dict[str, Blend] = msgspec.field(default_factory=dict)
 
     # -- lookups with errors a user can act on
     def dataset(self, name: str) -> Dataset:
@@ -259,7 +259,7 @@ def load_catalog(extra: Iterable[Path | str] = ()) -> Catalog:
         cat.validate()
         return cat
 
-    return cached(dirs, parse)
+    return cached(dirs, parse, Catalog)
 
 
 def extra_dirs_from_env(value: str | None) -> list[str]:

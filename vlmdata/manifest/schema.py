@@ -4,14 +4,15 @@ The format is documented key by key in docs/manifests.md. Facts nobody published
 "unknown" in the TOML and become ``None`` here; code treats ``None`` as "check against the lock
 file, or record the first verified value there".
 
-Why one file of ~400 lines: each dataclass sits beside the parser that fills it, one pair per
+Why one file of ~400 lines: each class sits beside the parser that fills it, one pair per
 section of docs/manifests.md, so the format is read in one place and checked against the docs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+import msgspec
 
 from vlmdata.manifest.reader import Table, check_relpath
 
@@ -20,8 +21,7 @@ ARCHIVE_FORMATS = ("auto", "zip", "tar", "tar.gz", "split-zip")
 LAYOUT_ENTRY_KINDS = ("dir", "file", "mkdir")
 
 
-@dataclass(frozen=True)
-class Source:
+class Source(msgspec.Struct, frozen=True):
     """One place a file can come from. Sources of a file are tried in order."""
 
     kind: str
@@ -41,8 +41,7 @@ class Source:
     # how each kind is described, planned and fetched: vlmdata.sources (one module per kind)
 
 
-@dataclass(frozen=True)
-class Placement:
+class Placement(msgspec.Struct, frozen=True):
     """Where a file's content lands in the store (relative to the root)."""
 
     kind: str  # extract | file | images | repo (a Hub repo's files at their paths under `to`)
@@ -56,8 +55,7 @@ class Placement:
     include: tuple[str, ...] = ()  # extract: keep only members matching these globs (SAM: *.jpg)
 
 
-@dataclass(frozen=True)
-class Part:
+class Part(msgspec.Struct, frozen=True):
     """A piece of a file published split in several parts (joined by plain concatenation)."""
 
     name: str
@@ -67,8 +65,7 @@ class Part:
     sources: tuple[Source, ...]
 
 
-@dataclass(frozen=True)
-class FileSpec:
+class FileSpec(msgspec.Struct, frozen=True):
     """One published file of a dataset."""
 
     dataset: str
@@ -103,8 +100,7 @@ class FileSpec:
         return self.size is not None
 
 
-@dataclass(frozen=True)
-class Dataset:
+class Dataset(msgspec.Struct, frozen=True):
     name: str
     title: str
     license: str
@@ -123,8 +119,7 @@ class Dataset:
         return tuple(f for f in self.files if not f.optional)
 
 
-@dataclass(frozen=True)
-class LayoutEntry:
+class LayoutEntry(msgspec.Struct, frozen=True):
     path: str  # inside the layout
     store: str  # inside the store (the root)
     dataset: str | None  # None only for kind "mkdir"
@@ -133,8 +128,7 @@ class LayoutEntry:
     optional: bool
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(msgspec.Struct, frozen=True):
     name: str
     title: str
     description: str | None
@@ -144,8 +138,7 @@ class Layout:
     origin: Path
 
 
-@dataclass(frozen=True)
-class BlendEntry:
+class BlendEntry(msgspec.Struct, frozen=True):
     """One input of a recipe: a JSON/JSONL file and how to sample it."""
 
     name: str  # goes into the `source` column
@@ -157,8 +150,7 @@ class BlendEntry:
     weight: float | None
 
 
-@dataclass(frozen=True)
-class Blend:
+class Blend(msgspec.Struct, frozen=True):
     name: str
     title: str
     stage: str | None
@@ -167,7 +159,7 @@ class Blend:
     layout: str
     seed: int
     entries: tuple[BlendEntry, ...]
-    origin: Path = field(default=Path("."))
+    origin: Path = Path(".")
 
 
 # ---------------------------------------------------------------- parsing

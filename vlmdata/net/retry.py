@@ -14,10 +14,10 @@ caller names what to retry.)
 from __future__ import annotations
 
 import errno
-import random
 import time
-from dataclasses import dataclass
 from typing import Awaitable, Callable, TypeVar
+
+import msgspec
 
 T = TypeVar("T")
 
@@ -99,8 +99,7 @@ def retry_after_seconds(value: str | None) -> float | None:
         return None
 
 
-@dataclass
-class RetryPolicy:
+class RetryPolicy(msgspec.Struct):
     attempts: int = 6  # total tries, the first included
     base: float = 0.5  # seconds before the 2nd try
     cap: float = 60.0  # longest wait between tries
@@ -110,6 +109,8 @@ class RetryPolicy:
         """Seconds to wait before try number ``attempt + 1`` (attempt counts from 1)."""
         if retry_after is not None:
             return min(retry_after, self.max_retry_after)
+        import random  # (here: a command that never waits never imports it)
+
         d = min(self.cap, self.base * (2 ** (attempt - 1)))
         return d * (0.5 + random.random() / 2)
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
+
+import msgspec
+import msgspec.structs
 
 from vlmdata import atomic
 from vlmdata.errors import UserError
@@ -22,16 +24,15 @@ if TYPE_CHECKING:
     from vlmdata.state.root import Root
 
 
-@dataclass
-class JournalEntry:
+class JournalEntry(msgspec.Struct):
     key: str  # dataset:file
     size: int | None
     sha256: str | None
     source: str  # which source delivered it (after mirror rewriting)
     to: str  # placement target, relative to the root
-    placed_at: float = field(default_factory=time.time)
+    placed_at: float = msgspec.field(default_factory=time.time)
     files: int | None = None  # files placed (archives, image lists)
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 _REBUILD = ("restore it from a backup, or move it aside: the next `vlmdata fetch` then downloads and places "
@@ -82,7 +83,7 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
             data = self._read()
-            data["files"][entry.key] = asdict(entry)
+            data["files"][entry.key] = msgspec.structs.asdict(entry)
             atomic.write_json(self.path, data)
 
     def forget(self, key: str) -> None:
