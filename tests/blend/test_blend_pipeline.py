@@ -437,3 +437,30 @@ def test_progress_bars_only_when_asked(capsys):
     assert capsys.readouterr().err == ""
     with pipeline._bar(Options(progress=True), total=10, desc="parse") as bar:
         assert isinstance(bar, tqdm)
+
+
+def test_row_files_go_to_disk_as_they_are_read_for_a_blend_not_for_a_report(tree, tmp_path, monkeypatch):
+    """Each range's row files are fsynced as soon as the range is read (a head start for the
+    shards' fsyncs, which the blend waits for before its commit); a report's rows are scratch."""
+    monkeypatch.setattr(scan_mod, "BATCH_ROWS", 4)
+    monkeypatch.setattr(scan_mod, "FILE_ROWS", 8)
+    recs = [{"id": f"r{i}", "image": f"x/{i}.jpg", "conversations": turns("<image>\nq", f"a{i}")} for i in range(30)]
+    write_json(tmp_path / "in.json", recs)
+    touch_images(tmp_path / "imgs", [f"x/{i}.jpg" for i in range(30)])
+    p = recipe_file(tmp_path, f'[[entries]]\nname = "mine"\npath = "{tmp_path / "in.json"}"\n')
+    from vlmdata.blend.pipeline import run_report
+    from vlmdata.blend.recipe import resolve
+
+    synced: list[Path] = []
+    real = writer_mod._fsync
+    monkeypatch.setattr(writer_mod, "_fsync", lambda path: (synced.append(Path(path)), real(path))[1])
+    resolved = resolve(tree.catalog.blend(str(p)), tree.catalog, tree.root, image_root=tmp_path / "imgs")
+    run_report(resolved, Options(progress=False, jobs=1))
+    assert synced == []
+    res = run_blend(resolved, Options(progress=False, jobs=1), tmp_path / "out")
+    early = [s for s in synced if s.name.startswith("rows-")]
+    assert len(early) == 4 and all(s.parent.name == ".work" for s in early)  # 8 + 8 + 8 + 6 rows: every file
+    assert synced.index(early[-1]) < min(synced.index(s) for s in synced if s.name.startswith("data-"))
+    assert {s.name for s in synced if s.name.startswith("data-")} == {f"data-{i:05d}.arrow" for i in range(4)}
+    assert len(rows(res.out)) == 30
+    writer_mod._fsync_if_there(tmp_path / "moved-meanwhile.arrow")  # a file gone by then: skipped, no error

@@ -157,8 +157,9 @@ class _NoBar:
 
 
 def analyse(resolved: Resolved, opts: Options, work: Path, *, keep_text: bool,
-            hash_inputs: bool = False) -> tuple[Analysis, dict[str, dict[str, Any]]]:
-    """Scan, sample and check; returns the analysis and (when asked) each input's sha256/size."""
+            for_output: bool = False) -> tuple[Analysis, dict[str, dict[str, Any]]]:
+    """Scan, sample and check; returns the analysis and, ``for_output`` (a blend, not a report),
+    each input's sha256/size, with the row files (most become shards) sent to disk as they are read."""
     if opts.missing not in MISSING_POLICIES:
         raise UserError(f"--missing must be one of {', '.join(MISSING_POLICIES)}, got {opts.missing!r}")
     inputs = resolved.inputs
@@ -169,7 +170,8 @@ def analyse(resolved: Resolved, opts: Options, work: Path, *, keep_text: bool,
     total = sum(i.path.stat().st_size if sample_limit(i.entry.sample) is None else 0 for i in inputs)
     with _bar(opts, total=total or None, unit="B", unit_scale=True, desc="parse") as bar:
         scans = scan_inputs(tasks, jobs=opts.workers(), on_bytes=bar.update, parallel_min_bytes=opts.parallel_min_bytes,
-                            while_waiting=(lambda: _meanwhile(inputs, hashes, _schema(opts))) if hash_inputs else None)
+                            while_waiting=(lambda: _meanwhile(inputs, hashes, _schema(opts))) if for_output else None,
+                            sync_rows=for_output)
     t1 = time.perf_counter()
     if opts.strict:
         _fail_on_first_bad(scans)
@@ -422,7 +424,7 @@ def run_blend(resolved: Resolved, opts: Options, out: Path) -> BlendResult:
     try:
         work = tmp / ".work"
         work.mkdir()
-        analysis, hashes = analyse(resolved, opts, work, keep_text=True, hash_inputs=True)
+        analysis, hashes = analyse(resolved, opts, work, keep_text=True, for_output=True)
         verdict = drop_limit.check(analysis, opts.max_drop)
         if verdict is not None:  # before anything is written: the previous output stays as it was
             raise OperationError(verdict.message, hint=verdict.hint + (

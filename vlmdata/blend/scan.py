@@ -27,7 +27,7 @@ import pyarrow as pa
 from vlmdata.blend import validate
 from vlmdata.contract import BLEND_SCHEMA
 from vlmdata.blend.records import Normaliser, Record, RowBuffer, record_id
-from vlmdata.blend.writer import start_writeback
+from vlmdata.blend.writer import start_writeback, sync_soon
 from vlmdata.errors import OperationError, UserError
 from vlmdata.gcpause import gc_paused
 from vlmdata.jsonstream import LineCounter, RecordReader, SegmentMismatch, cut_near
@@ -205,18 +205,20 @@ def _worker_init(counter: Any) -> None:
 
 
 def scan_inputs(tasks: list[Task], *, jobs: int, on_bytes: Callable[[int], None] | None = None,
-                while_waiting: Callable[[], None] | None = None,
+                while_waiting: Callable[[], None] | None = None, sync_rows: bool = False,
                 parallel_min_bytes: int = PARALLEL_MIN_BYTES) -> list[InputScan]:
     """Scan each task's input, in parallel over ``jobs`` processes when that pays.
 
     ``on_bytes`` receives progress (bytes read); ``while_waiting`` runs in this process while the
-    workers read (the blend hashes the inputs there).
+    workers read (the blend hashes the inputs there); ``sync_rows``: the row files will become
+    the output's shards, so each range's start going to disk as soon as it is read.
     """
+    done = _syncing if sync_rows else _as_is
     global _progress
     if jobs <= 1:
         _progress = on_bytes
         try:
-            scans = [_collect(t, [(t, scan_range(t))]) for t in tasks]
+            scans = [_collect(t, [(t, done(scan_range(t)))]) for t in tasks]
         finally:
             _progress = None
         if while_waiting:
@@ -233,23 +235,33 @@ def scan_inputs(tasks: list[Task], *, jobs: int, on_bytes: Callable[[int], None]
             if while_waiting:
                 while_waiting()
             poller = _Poller(counter, on_bytes)
-            return [_collect(t, _results(pool, t, futures, poller)) for t, futures in planned]
+            return [_collect(t, _results(pool, t, futures, poller, done)) for t, futures in planned]
     except BrokenProcessPool as e:
         raise OperationError("a process reading the inputs died (out of memory, or killed)",
                              hint="run again with fewer --jobs (each one holds a batch of rows)") from e
 
 
-def _results(pool: ProcessPoolExecutor, t: Task, futures: list[tuple[Task, Future]],
-             poller: "_Poller") -> list[tuple[Task, RangeResult]]:
+def _results(pool: ProcessPoolExecutor, t: Task, futures: list[tuple[Task, Future]], poller: "_Poller",
+             done: Callable[[RangeResult], RangeResult]) -> list[tuple[Task, RangeResult]]:
     """The ranges' results in order; if they did not line up, the whole input read again."""
     try:
-        return [(r, poller.wait(fut)) for r, fut in futures]
+        return [(r, done(poller.wait(fut))) for r, fut in futures]
     except (SegmentMismatch, UserError):
         if len(futures) == 1:
             raise  # a real error in the file: the message names it
     for _, fut in futures:
         fut.cancel()
-    return [(t, poller.wait(pool.submit(scan_range, t)))]
+    return [(t, done(poller.wait(pool.submit(scan_range, t))))]
+
+
+def _syncing(res: RangeResult) -> RangeResult:
+    """A finished range's row files start going to disk now (writer.sync_soon)."""
+    sync_soon([f.path for f in res.rows])
+    return res
+
+
+def _as_is(res: RangeResult) -> RangeResult:
+    return res
 
 
 class _Poller:

@@ -219,6 +219,22 @@ def _fsync(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
+def _fsync_if_there(path: Path) -> None:
+    try:
+        _fsync(path)
+    except FileNotFoundError:  # moved into the dataset (synced again under its new name) or removed
+        pass
+
+
+def sync_soon(paths: list[Path]) -> None:
+    """Start syncing files that will most likely become shards (a scan's row files, as each range
+    finishes), so that the fsyncs ``close`` waits for find them already on disk: the disk works
+    while the blend checks images and ids instead of after (up to 0.47 s of a 665k blend was that
+    wait). Only a head start: the writer still syncs every shard it keeps."""
+    for path in paths:
+        _SYNC.submit(_fsync_if_there, path)
+
+
 _SYNC = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlmdata-fsync")
 
 
