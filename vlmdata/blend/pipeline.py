@@ -15,9 +15,9 @@
 
 `report` runs 1-3 without the conversation text and without writing a dataset.
 
-Why one file of ~670 lines: the steps hand each other Arrow tables and numpy masks over the same
+Why one file of ~680 lines: the steps hand each other Arrow tables and numpy masks over the same
 rows (keep, ids, fixes, image drops); split across modules they would pass a dozen arrays through
-every signature. Scanning, sampling, the image index and the writer are their own modules.
+every signature. Scanning, sampling, the image index, the ids (ids.py) and the writer are their own modules.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,8 @@ import vlmdata
 from vlmdata.blend import drop_limit
 from vlmdata.blend import validate
 from vlmdata.blend.extra import keep_original_ids
-from vlmdata.blend.weights import copies, copy_id
+from vlmdata.blend.ids import IdCodes, assign_ids, encode_soon
+from vlmdata.blend.weights import copies
 from vlmdata.blend.writer import DatasetWriter, abandon, begin, commit, write_json
 from vlmdata.contract import BLEND_JSON, BLEND_SCHEMA, IMAGE_TYPE, RECORD_EXTRA, SCHEMA_VERSION, arrow_schema
 from vlmdata.blend.images_index import EMPTY, EMPTY_FILE, MISSING, check_files, inspect_images, split_paths
@@ -127,6 +129,7 @@ class Analysis:
     missing_examples: list[str]
     missing: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))  # every missing image path
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step
+    id_codes: Future[IdCodes] | None = None  # every row's id, hashed (ids.encode_soon)
 
 
 # ---------------------------------------------------------------- progress
@@ -177,7 +180,9 @@ def analyse(resolved: Resolved, opts: Options, work: Path, *, keep_text: bool,
         _fail_on_first_bad(scans)
     sources = [_sample(i, s, resolved.recipe.seed) for i, s in zip(inputs, scans)]
     t2 = time.perf_counter()
+    id_codes = encode_soon(sources) if for_output else None  # (ids.py: beside the image check's hashing)
     analysis = _check_images(resolved, opts, sources)
+    analysis.id_codes = id_codes
     _apply_weights(sources, resolved.recipe.seed)
     analysis.timings.update(parse=t1 - t0, sample=t2 - t1, images=time.perf_counter() - t2)
     return analysis, hashes
@@ -344,68 +349,6 @@ def _bad_image_rows(src: Source, rows: np.ndarray, missing: set[str], corrupt: s
     src.keep[rows] = False
 
 
-# ---------------------------------------------------------------- ids (step 4)
-
-
-def assign_ids(sources: list[Source]) -> None:
-    """Final ids: unique across the blend. An id used more than once becomes ``<source>:<id>``
-    everywhere it occurs; one still repeated inside a source gets ``#<index in the input>``."""
-    kept_ids = []
-    for s in sources:
-        ids = s.table.column("id").combine_chunks() if s.table.num_rows else pa.array([], pa.string())
-        kept_ids.append(ids.filter(pa.array(s.keep)))
-    dup = _duplicates(pa.chunked_array(kept_ids, pa.string()))
-    for s, ids in zip(sources, kept_ids):
-        if len(dup) == 0:
-            s.ids = ids
-            continue
-        hit = pc.is_in(ids, value_set=dup)
-        if not pc.any(hit).as_py():
-            s.ids = ids
-            continue
-        renamed = pc.if_else(hit, pc.binary_join_element_wise(pa.scalar(s.name), ids, ":"), ids)
-        again = _duplicates(renamed.filter(hit))
-        if len(again):
-            twice = pc.is_in(renamed, value_set=again)
-            suffixed = pc.binary_join_element_wise(renamed, pc.cast(pa.array(s.index[s.keep]), pa.string()), "#")
-            renamed = pc.if_else(twice, suffixed, renamed)
-        s.ids = renamed
-        s.renamed = hit.to_numpy(zero_copy_only=False)
-        s.ids_renamed = int(s.renamed.sum())
-    left = _duplicates_after_renaming(sources)
-    if len(left):
-        raise OperationError(f"could not make ids unique: {left[0].as_py()!r} still occurs more than once",
-                             hint="rename the clashing records in the input JSON")
-    copied = [pa.array([copy_id(i, k) for s in sources if s.reps is not None
-                        for i, r in zip(s.ids.to_pylist(), s.reps[s.keep].tolist()) for k in range(2, r + 1)],
-                       pa.string())]
-    if len(copied[0]):
-        clash = pc.is_in(pa.chunked_array([s.ids for s in sources], pa.string()), value_set=copied[0])
-        if pc.any(clash).as_py():
-            raise OperationError("a weight's copy id (<id>#rep<k>) equals an id already in the blend",
-                                 hint="rename the records whose ids end in #rep<number>, or use weight 1")
-
-
-def _duplicates(ids: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """The values that occur more than once (one hashing pass: dictionary-encode, count the codes)."""
-    if len(ids) == 0:
-        return pa.array([], pa.string())
-    enc = (ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids).dictionary_encode()
-    counts = np.bincount(enc.indices.to_numpy(zero_copy_only=False), minlength=len(enc.dictionary))
-    return enc.dictionary.filter(pa.array(counts > 1))
-
-
-def _duplicates_after_renaming(sources: list[Source]) -> pa.Array:
-    """Ids still repeated once the clashing ones were renamed. Every id that occurred more than once
-    was renamed wherever it occurred, so the others are unique and a repeat must involve a renamed
-    id: only the ids equal to one of those (a few, usually) are counted, not the whole blend again."""
-    renamed = [s.ids.filter(pa.array(s.renamed)) for s in sources if s.renamed is not None and s.ids is not None]
-    if not renamed:
-        return pa.array([], pa.string())
-    everyone = pa.chunked_array([s.ids for s in sources], pa.string())
-    return _duplicates(everyone.filter(pc.is_in(everyone, value_set=pa.chunked_array(renamed).combine_chunks())))
-
-
 # ---------------------------------------------------------------- blend (step 5)
 
 
@@ -430,7 +373,7 @@ def run_blend(resolved: Resolved, opts: Options, out: Path) -> BlendResult:
             raise OperationError(verdict.message, hint=verdict.hint + (
                 f"\n     nothing was written; {out} is as it was" if out.exists() else "\n     nothing was written"))
         t0 = time.perf_counter()
-        assign_ids(analysis.sources)
+        assign_ids(analysis.sources, analysis.id_codes.result() if analysis.id_codes else None)
         t1 = time.perf_counter()
         meta, shards = _write(analysis, hashes, tmp)
         t2 = time.perf_counter()
