@@ -76,7 +76,14 @@ def start_fetch(*args: str, env: dict[str, str] | None = None) -> subprocess.Pop
     """`vlmdata ARGS` in a child process (for kills and concurrent runs)."""
     return subprocess.Popen([sys.executable, "-m", "vlmdata.cli.app", *map(str, args)], cwd=REPO,
                             env=env or subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_ctrl_c_as_a_terminal_sends_it)
+
+
+def _ctrl_c_as_a_terminal_sends_it() -> None:
+    """The child starts with SIGINT at its default, as under a terminal: a shell without job control
+    that runs the tests in the background (`make test &` in a script) ignores SIGINT for them, the
+    child would inherit that, and Python leaves an ignored SIGINT ignored (no KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for(cond, timeout: float = 20.0, what: str = "condition") -> None:

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, List, Optional
 import typer
 
 from vlmdata.cli.common import with_settings
-from vlmdata.cli.settings import Settings
 from vlmdata.cli.plan_cmd import ONLY_REFERENCED_HELP, show_plan, wanted_names
 from vlmdata.cli.selection import RECIPE_HELP, select
+from vlmdata.cli.settings import Settings
 from vlmdata.errors import Interrupted, OperationError, UserError, VlmdataError
 from vlmdata.fetch.outcome import FetchOptions, FetchReport, present_outcome
 from vlmdata.net.urls import check_base

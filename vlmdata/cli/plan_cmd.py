@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, List, Optional
 import typer
 
 from vlmdata.cli.common import with_settings
-from vlmdata.cli.settings import Settings
 from vlmdata.cli.selection import select
+from vlmdata.cli.settings import Settings
 from vlmdata.errors import UserError
 from vlmdata.units import human_bytes
 
