@@ -52,11 +52,9 @@ def encode_soon(sources: list[Source]) -> Future[IdCodes]:
         pool.shutdown(wait=False)  # (the thread ends with its one task)
 
 
-def assign_ids(sources: list[Source], codes: IdCodes | None = None) -> None:
+def assign_ids(sources: list[Source], codes: IdCodes) -> None:
     """Each source's ``ids`` (of its kept rows), ``renamed`` and ``ids_renamed``; ``codes``: from
-    ``encode`` of the same tables (computed here when not given)."""
-    if codes is None:
-        codes = encode([s.table for s in sources])
+    ``encode`` of the same tables."""
     kept = [c[s.keep] for s, c in zip(sources, codes.codes)]
     counts = np.bincount(np.concatenate(kept), minlength=codes.distinct) if kept else np.zeros(0, np.int64)
     shared = counts > 1  # per distinct id: more than one kept row has it

@@ -373,7 +373,8 @@ def run_blend(resolved: Resolved, opts: Options, out: Path) -> BlendResult:
             raise OperationError(verdict.message, hint=verdict.hint + (
                 f"\n     nothing was written; {out} is as it was" if out.exists() else "\n     nothing was written"))
         t0 = time.perf_counter()
-        assign_ids(analysis.sources, analysis.id_codes.result() if analysis.id_codes else None)
+        assert analysis.id_codes is not None  # (analyse started it: for_output)
+        assign_ids(analysis.sources, analysis.id_codes.result())
         t1 = time.perf_counter()
         meta, shards = _write(analysis, hashes, tmp)
         t2 = time.perf_counter()

@@ -16,8 +16,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
-import msgspec
-import msgspec.structs
 import pyarrow as pa
 
 from vlmdata import atomic
@@ -251,6 +249,4 @@ def _jsonable(o: Any) -> Any:
         return str(o)
     if hasattr(o, "__dataclass_fields__"):
         return asdict(o)
-    if isinstance(o, msgspec.Struct):  # (the manifest's classes)
-        return msgspec.structs.asdict(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
