@@ -10,6 +10,7 @@ Faults (``server.fault(path, Fault(...))``), applied to the next ``times`` match
 - ``wrong``: serve the right length with some bytes changed;
 - ``norange``: ignore ``Range`` (always 200 with the whole file);
 - ``slow``: wait ``delay`` seconds before answering;
+- ``stall``: send ``after`` body bytes, then wait ``delay`` seconds before the rest;
 - ``throttle``: send at most ``rate`` bytes/s on this connection.
 Counters: ``bytes_sent[path]`` (body bytes), ``requests`` (method, path, Range header) and
 ``max_in_flight`` (the most response bodies sent at once).
@@ -35,12 +36,12 @@ MAX_SLEEP = 5.0
 
 @dataclass
 class Fault:
-    kind: str  # status | drop | wrong | norange | slow | throttle
+    kind: str  # status | drop | wrong | norange | slow | stall | throttle
     times: int = 1  # requests it applies to; -1 = every request
     status: int = 500
     retry_after: str | None = None
     after: int = 0  # drop: body bytes sent before the cut
-    delay: float = 0.0  # slow: seconds
+    delay: float = 0.0  # slow, stall: seconds
     rate: int = 0  # throttle: bytes per second per connection
     methods: tuple[str, ...] = ("GET",)
 
@@ -184,7 +185,16 @@ class _Handler(BaseHTTPRequestHandler):
         drop = kinds.get("drop")
         wrong = "wrong" in kinds
         rate = kinds["throttle"].rate if "throttle" in kinds else owner.throttle.get(path, owner.default_throttle)
+        stall = kinds.get("stall")
         for block in blob.read(start, end):
+            if stall is not None and sent + len(block) > stall.after:
+                cut = max(0, stall.after - sent)
+                if not self._write(path, block[:cut]):
+                    return
+                self.wfile.flush()
+                time.sleep(min(MAX_SLEEP, stall.delay))
+                sent += cut
+                block, stall = block[cut:], None
             if wrong:
                 block = bytes(b ^ 0x5A for b in block[:16]) + block[16:]
             if drop is not None and sent + len(block) > drop.after:

@@ -7,7 +7,10 @@ vlmdata.fetch.write_behind's thread) and handed over (``commit``); the hasher ha
 memory and gives the slot back. Nothing is
 copied in user space besides the one copy out of the socket, and no buffer is allocated per read
 (a fresh megabyte per read costs a page fault per 4 KiB, which showed as most of the system
-time of a 1 GiB download). ``feed(bytes)`` is for callers that already hold bytes.
+time of a 1 GiB download). ``feed(bytes)`` is for callers that already hold bytes. A download
+spliced into its file (vlmdata.net.splice) never passes through a buffer of ours: its caller
+says how far the file has grown (``file_grew``) and the hasher reads the new bytes from the page
+cache through a memory map, as it reads a resumed download's first part.
 
 ``hash_file`` hashes what is on disk (the start of a resumed ``.part``, a kept archive, the
 finished prefix of a segmented download) through a read-only memory map of the page cache: one
@@ -86,13 +89,14 @@ class StreamHasher:
     """Hash a byte stream in a background thread.
 
     Either ``i, view = slot()``, fill and write ``view[:n]``, ``commit(i, n)``; or ``feed(bytes)``.
+    Or ``file_grew(end)`` each time the file named by ``prefix`` holds more bytes.
     ``finish()`` returns the digests. ``prefix`` (a path and a length) is hashed first: the part of
     a resumed download that an earlier run wrote.
     """
 
     def __init__(self, *, md5: bool = False, prefix: tuple[Path, int] | None = None) -> None:
         self._h = Hashes(md5)
-        self._q: queue.Queue[tuple[int, int] | bytes | None] = queue.Queue(maxsize=64)
+        self._q: queue.Queue[tuple[int, int] | bytes | int | None] = queue.Queue(maxsize=64)
         self._free: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._views: list[memoryview] = []
         self._error: BaseException | None = None
@@ -101,6 +105,7 @@ class StreamHasher:
         self._thread.start()
 
     def _run(self) -> None:
+        tail = -1  # the prefix's file, open while file_grew is used
         try:
             if self._prefix is not None and self._prefix[1] > 0:
                 hash_file(self._prefix[0], limit=self._prefix[1], into=self._h)
@@ -108,7 +113,12 @@ class StreamHasher:
                 item = self._q.get()
                 if item is None:
                     return
-                if isinstance(item, tuple):
+                if isinstance(item, int):
+                    if tail < 0:
+                        assert self._prefix is not None, "file_grew needs the file: StreamHasher(prefix=(path, n))"
+                        tail = os.open(self._prefix[0], os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                    self._h.update_from(tail, self._h.size, item)
+                elif isinstance(item, tuple):
                     i, n = item
                     self._h.update(self._views[i][:n])
                     self._free.put(i)
@@ -122,6 +132,9 @@ class StreamHasher:
                     return
                 if isinstance(item, tuple):
                     self._free.put(item[0])
+        finally:
+            if tail >= 0:
+                os.close(tail)
 
     def slot(self) -> tuple[int, memoryview]:
         """A free receive buffer (waits while the hasher holds them all)."""
@@ -141,6 +154,10 @@ class StreamHasher:
             self._q.put((i, n))
         else:
             self._free.put(i)
+
+    def file_grew(self, end: int) -> None:
+        """The file named by ``prefix`` now holds the stream's bytes up to ``end`` (they are hashed from it)."""
+        self._q.put(end)
 
     def feed(self, data: bytes) -> None:
         self._q.put(data)

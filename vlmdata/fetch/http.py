@@ -13,9 +13,12 @@ and the sha256 check of the caller decides whether the bytes belong together. On
 knows whether it has a sha256 to check against: one that has none (a file whose first download
 sets its pin) passes ``weak_resume=False`` and such a download starts again from byte 0.
 
-Bytes are written as they arrive (vlmdata.net.body: one ``recv`` at a time, straight into a
-buffer the hasher then reads; the write in a thread of its own, write_behind.py, so receiving and
-writing overlap), so a kill loses only what was in flight, and a file of any size resumes. Several connections on one file (``connections > 1``) work like aria2c, with the pieces
+Bytes are written as they arrive, so a kill loses only what was in flight, and a file of any
+size resumes. A plain-HTTP body of known length is spliced from the socket into the file by the
+kernel (vlmdata.net.splice; the hasher reads the new bytes from the page cache); any other (TLS,
+chunked, ``VLMDATA_NO_SPLICE=1``, not Linux) is received one ``recv`` at a time straight into a
+buffer the hasher then reads (vlmdata.net.body), and written by a thread of its own
+(write_behind.py), so receiving and writing overlap. Several connections on one file (``connections > 1``) work like aria2c, with the pieces
 handed out in file order (vlmdata.fetch.segments) so the hashing thread, which follows the
 contiguous prefix through a memory map of the page cache, is never far behind; their progress
 goes to the sidecar every ``SAVE_EVERY`` seconds. Only the sha256 (and md5 when the manifest
@@ -27,10 +30,10 @@ survives a killed process, and the sha256 of every byte is checked before anythi
 the worst a power cut can do is make a resumed download fail that check and start over. Forcing
 each byte to disk as it arrives would make a fetch as slow as the disk's synchronous writes.
 
-Why one file of ~500 lines: one class, the engine; its single- and several-connection paths share
+Why one file of ~600 lines: one class, the engine; its single- and several-connection paths share
 the .part sidecar, the validators, the status handling and the retry loop (the byte-range
 bookkeeping is in segments.py, the sidecar in vlmdata.state.partial, the writing thread in
-write_behind.py).
+write_behind.py, the kernel's moving of a body in vlmdata.net.splice).
 """
 from __future__ import annotations
 
@@ -50,6 +53,7 @@ from vlmdata.fetch.segments import Piece, Scheduler
 from vlmdata.fetch.write_behind import WriteBehind
 from vlmdata.net.body import BodyReader
 from vlmdata.net.errors import Cancelled, SourceFailed
+from vlmdata.net.splice import SocketToFile
 from vlmdata.net.retry import (GaveUp, RetryPolicy, Transient, is_transient_error, is_transient_status, is_unreachable,
                                retry, retry_after_seconds, unreachable_reason)
 from vlmdata.net.session import make_session
@@ -57,6 +61,8 @@ from vlmdata.net.urls import scrub, shown
 from vlmdata.state.partial import PartState, discard_partial, part_path, partial_progress, state_path
 
 if TYPE_CHECKING:  # requests itself is imported when a request is sent (vlmdata.net.session)
+    import socket
+
     import requests
 
 READ = 1 << 20  # buffer per connection (one read returns what has arrived, up to this)
@@ -247,7 +253,7 @@ class HttpEngine:
                     raise _Changed()
                 if state is not None:
                     self._weak_resume(url, state, offset, notes)
-                flags = os.O_WRONLY | os.O_APPEND
+                flags = os.O_WRONLY  # (at ``offset``: no O_APPEND, which splice and pwrite refuse or ignore)
             else:  # 200: a fresh start (or the server ignores Range, or the file changed)
                 offset = 0
                 cr = _content_range(resp)
@@ -255,12 +261,13 @@ class HttpEngine:
                 state = self._new_state(url, resp, size)
                 state.save(spath)
                 flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-            hasher = StreamHasher(md5=md5, prefix=(part, offset) if offset else None)
+            hasher = StreamHasher(md5=md5, prefix=(part, offset))
             ok = False
             try:
                 fd = os.open(part, flags | getattr(os, "O_CLOEXEC", 0), 0o644)
                 try:
-                    got = self._pump(resp, fd, hasher, progress)
+                    os.lseek(fd, offset, os.SEEK_SET)
+                    got = self._pump(resp, fd, offset, hasher, progress)
                 finally:
                     os.close(fd)
                 ok = True
@@ -272,37 +279,70 @@ class HttpEngine:
             raise Transient(f"connection closed after {offset + got} of {state.size} bytes")
         return d, state
 
-    def _pump(self, resp: requests.Response, fd: int, hasher: StreamHasher, progress: ProgressFn) -> int:
-        """The body into ``fd`` as it arrives: each read lands in one of the hasher's buffers and is
-        handed at once to the thread that writes it (write_behind), which passes each full buffer
-        on to the hasher. Returns when every byte received is written."""
+    def _pump(self, resp: requests.Response, fd: int, pos: int, hasher: StreamHasher, progress: ProgressFn) -> int:
+        """The body into ``fd`` (from offset ``pos``, where its file position is) as it arrives.
+        Returns when every byte received is written."""
         import requests
 
         body = BodyReader(resp)
-        got = filled = 0
-        slot, view = hasher.slot()
         try:
-            with WriteBehind(fd, hasher) as sink:  # (its end waits for the queued writes: fd is closed after)
-                while True:
-                    if self.cancel.is_set():
-                        raise Cancelled()
-                    n = body.readinto(view[filled:])
-                    if not n:
-                        break
-                    filled += n
-                    got += n
-                    sink.put(slot, filled - n, filled, full=filled == len(view))
-                    progress(n)
-                    if filled == len(view):
-                        slot, view = hasher.slot()
-                        filled = 0
-                sink.put(slot, filled, filled, full=True)  # (the last buffer, as far as it is filled)
+            sock = body.plain_socket()
+            if sock is not None:
+                return self._splice(body, sock, fd, pos, hasher, progress)
+            return self._receive(body, fd, hasher, progress)
         except (requests.RequestException, OSError) as e:
             raise Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
         except Exception as e:  # urllib3 ProtocolError / ReadTimeoutError
             if type(e).__module__.startswith("urllib3"):
                 raise Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
             raise
+
+    def _splice(self, body: BodyReader, sock: "socket.socket", fd: int, pos: int, hasher: StreamHasher,
+                progress: ProgressFn) -> int:
+        """A plain-HTTP body moved by the kernel (vlmdata.net.splice): the bytes http.client read
+        ahead are written first, the rest goes socket -> pipe -> file, and the hasher reads each
+        new stretch of the file from the page cache."""
+        start = pos
+        head = body.take_buffered()
+        if head:
+            _pwrite_all(fd, memoryview(head), pos)
+            pos += len(head)
+            hasher.file_grew(pos)
+            progress(len(head))
+        with SocketToFile(sock) as mover:
+            while (left := body.left) > 0:
+                if self.cancel.is_set():
+                    raise Cancelled()
+                n = mover.move(fd, pos, left)
+                if not n:
+                    raise ConnectionError(f"connection closed with {left} bytes of the body still to come")
+                body.consumed(n)
+                pos += n
+                hasher.file_grew(pos)
+                progress(n)
+        body.finish()
+        return pos - start
+
+    def _receive(self, body: BodyReader, fd: int, hasher: StreamHasher, progress: ProgressFn) -> int:
+        """The body read into the hasher's buffers, each read handed at once to the thread that
+        writes it (write_behind), which passes each full buffer on to the hasher."""
+        got = filled = 0
+        slot, view = hasher.slot()
+        with WriteBehind(fd, hasher) as sink:  # (its end waits for the queued writes: fd is closed after)
+            while True:
+                if self.cancel.is_set():
+                    raise Cancelled()
+                n = body.readinto(view[filled:])
+                if not n:
+                    break
+                filled += n
+                got += n
+                sink.put(slot, filled - n, filled, full=filled == len(view))
+                progress(n)
+                if filled == len(view):
+                    slot, view = hasher.slot()
+                    filled = 0
+            sink.put(slot, filled, filled, full=True)  # (the last buffer, as far as it is filled)
         return got
 
     # ------------------------------------------------------------------ several connections

@@ -13,10 +13,18 @@ connection back to the pool). This uses their private attributes (``raw._fp``, `
 ``length``, ``length_remaining``, ``_fp_bytes_read``); each is checked first, and any response
 that does not have them all (a chunked body, another urllib3) is read through the public
 ``read1``/``read`` instead, with the same result.
+
+``plain_socket()`` is the socket under such a body when the rest of it can be spliced into its
+file (vlmdata.net.splice: not TLS). Its caller first takes what http.client has already read
+ahead (``take_buffered``: the header's last read brings the body's first bytes) and then counts
+each byte it moves past this reader (``consumed``), so the same bookkeeping holds.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import socket
 
 
 class BodyReader:
@@ -50,10 +58,48 @@ class BodyReader:
         n = self.sock.readinto1(view[:left] if left < len(view) else view)
         if not n:
             raise ConnectionError(f"connection closed with {left} bytes of the body still to come")
+        self.consumed(n)
+        return n
+
+    @property
+    def left(self) -> int:
+        """Bytes of the body still to come (a fast reader's)."""
+        return self.hcr.length
+
+    def plain_socket(self) -> socket.socket | None:
+        """The socket the rest of this body can be spliced from, or None (TLS, chunked, another
+        urllib3, no splice here)."""
+        import socket
+
+        from vlmdata.net import splice
+
+        if not self.fast or not splice.available():
+            return None
+        sock = getattr(getattr(self.sock, "raw", None), "_sock", None)
+        return sock if type(sock) is socket.socket else None  # (an SSLSocket is a subclass: excluded)
+
+    def take_buffered(self) -> bytes:
+        """What http.client has read ahead of the body (at most ``left`` bytes; waits for one
+        read of the socket when nothing is buffered); afterwards its buffer is empty."""
+        left = self.hcr.length
+        if left <= 0:
+            return b""
+        ahead = len(self.sock.peek(1))  # the whole buffer (a peek at an empty one reads once)
+        if not ahead:
+            raise ConnectionError(f"connection closed with {left} bytes of the body still to come")
+        data = self.sock.read1(min(ahead, left))
+        self.consumed(len(data))
+        return data
+
+    def consumed(self, n: int) -> None:
+        """``n`` more bytes of the body were taken from the socket by the caller."""
         self.hcr.length -= n
         self.raw.length_remaining -= n
         self.raw._fp_bytes_read += n
-        return n
+
+    def finish(self) -> None:
+        """The whole body has been taken: urllib3 closes it and pools the connection."""
+        self._end()
 
     def _end(self) -> None:
         if not self._ended:
