@@ -58,6 +58,23 @@ def test_a_plain_http_body_is_spliced_into_its_file(files_server, calls, tmp_pat
     assert calls["socket"] >= 3 and calls["file"] >= 3  # 1 MiB a move at most
 
 
+def test_the_pieces_of_a_segmented_download_are_spliced_too(files_server, calls, tmp_path):
+    data = _serve(files_server, "big.bin", (9 << 20) + 11)
+    got = _get(files_server, "big.bin", tmp_path / "big.bin", connections=4, min_split=1 << 20)
+    assert (tmp_path / "big.bin").read_bytes() == data
+    assert got.digests.sha256 == hashlib.sha256(data).hexdigest() and got.connections == 4
+    assert calls["socket"] >= 9 and calls["file"] >= 9
+
+
+def test_a_segmented_piece_that_stalls_is_taken_up_again(files_server, calls, tmp_path):
+    data = _serve(files_server, "big.bin", 8 << 20)
+    files_server.fault("big.bin", Fault("stall", times=1, after=1 << 19, delay=2.0))
+    dest = tmp_path / "big.bin"
+    got = _get(files_server, "big.bin", dest, connections=4, min_split=1 << 20, timeout=0.4)
+    assert dest.read_bytes() == data
+    assert got.digests.sha256 == hashlib.sha256(data).hexdigest()
+
+
 def test_turned_off_the_body_is_received_instead(files_server, calls, tmp_path, monkeypatch):
     monkeypatch.setenv("VLMDATA_NO_SPLICE", "1")
     data = _serve(files_server, "f.bin", (2 << 20) + 5)

@@ -15,10 +15,11 @@ sets its pin) passes ``weak_resume=False`` and such a download starts again from
 
 Bytes are written as they arrive, so a kill loses only what was in flight, and a file of any
 size resumes. A plain-HTTP body of known length is spliced from the socket into the file by the
-kernel (vlmdata.net.splice; the hasher reads the new bytes from the page cache); any other (TLS,
-chunked, ``VLMDATA_NO_SPLICE=1``, not Linux) is received one ``recv`` at a time straight into a
-buffer the hasher then reads (vlmdata.net.body), and written by a thread of its own
-(write_behind.py), so receiving and writing overlap. Several connections on one file (``connections > 1``) work like aria2c, with the pieces
+kernel (vlmdata.net.splice, through vlmdata.net.body.BodyToFile; the hasher reads the new bytes
+from the page cache), on one connection as on several; any other (TLS, chunked,
+``VLMDATA_NO_SPLICE=1``, not Linux) is received one ``recv`` at a time into a buffer: on one
+connection the hasher's, written by a thread of its own (write_behind.py) so receiving and
+writing overlap. Several connections on one file (``connections > 1``) work like aria2c, with the pieces
 handed out in file order (vlmdata.fetch.segments) so the hashing thread, which follows the
 contiguous prefix through a memory map of the page cache, is never far behind; their progress
 goes to the sidecar every ``SAVE_EVERY`` seconds. Only the sha256 (and md5 when the manifest
@@ -51,9 +52,8 @@ from vlmdata import atomic
 from vlmdata.fetch.hashing import Digests, Hashes, StreamHasher, hash_file
 from vlmdata.fetch.segments import Piece, Scheduler
 from vlmdata.fetch.write_behind import WriteBehind
-from vlmdata.net.body import BodyReader
+from vlmdata.net.body import BodyReader, BodyToFile
 from vlmdata.net.errors import Cancelled, SourceFailed
-from vlmdata.net.splice import SocketToFile
 from vlmdata.net.retry import (GaveUp, RetryPolicy, Transient, is_transient_error, is_transient_status, is_unreachable,
                                retry, retry_after_seconds, unreachable_reason)
 from vlmdata.net.session import make_session
@@ -61,8 +61,6 @@ from vlmdata.net.urls import scrub, shown
 from vlmdata.state.partial import PartState, discard_partial, part_path, partial_progress, state_path
 
 if TYPE_CHECKING:  # requests itself is imported when a request is sent (vlmdata.net.session)
-    import socket
-
     import requests
 
 READ = 1 << 20  # buffer per connection (one read returns what has arrived, up to this)
@@ -286,9 +284,8 @@ class HttpEngine:
 
         body = BodyReader(resp)
         try:
-            sock = body.plain_socket()
-            if sock is not None:
-                return self._splice(body, sock, fd, pos, hasher, progress)
+            if body.plain_socket() is not None:
+                return self._splice(body, fd, pos, hasher, progress)
             return self._receive(body, fd, hasher, progress)
         except (requests.RequestException, OSError) as e:
             raise Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
@@ -297,30 +294,20 @@ class HttpEngine:
                 raise Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
             raise
 
-    def _splice(self, body: BodyReader, sock: "socket.socket", fd: int, pos: int, hasher: StreamHasher,
-                progress: ProgressFn) -> int:
-        """A plain-HTTP body moved by the kernel (vlmdata.net.splice): the bytes http.client read
-        ahead are written first, the rest goes socket -> pipe -> file, and the hasher reads each
-        new stretch of the file from the page cache."""
+    def _splice(self, body: BodyReader, fd: int, pos: int, hasher: StreamHasher, progress: ProgressFn) -> int:
+        """A plain-HTTP body moved by the kernel (vlmdata.net.splice); the hasher reads each new
+        stretch of the file from the page cache."""
         start = pos
-        head = body.take_buffered()
-        if head:
-            _pwrite_all(fd, memoryview(head), pos)
-            pos += len(head)
-            hasher.file_grew(pos)
-            progress(len(head))
-        with SocketToFile(sock) as mover:
-            while (left := body.left) > 0:
+        with BodyToFile(body, memoryview(b"")) as sink:
+            while True:
                 if self.cancel.is_set():
                     raise Cancelled()
-                n = mover.move(fd, pos, left)
+                n = sink.move(fd, pos, READ)
                 if not n:
-                    raise ConnectionError(f"connection closed with {left} bytes of the body still to come")
-                body.consumed(n)
+                    break
                 pos += n
                 hasher.file_grew(pos)
                 progress(n)
-        body.finish()
         return pos - start
 
     def _receive(self, body: BodyReader, fd: int, hasher: StreamHasher, progress: ProgressFn) -> int:
@@ -551,21 +538,20 @@ class HttpEngine:
             cr = _content_range(resp)
             if resp.status_code != 206 or cr is None or cr[0] != start or (cr[2] is not None and cr[2] != state.size):
                 raise _Changed()
-            body = BodyReader(resp)
             try:
-                while True:
-                    if stop.is_set() or self.cancel.is_set():
-                        return
-                    pos, end = sched.bounds(piece)
-                    if pos >= end:
-                        break  # done, or another connection took the rest
-                    n = body.readinto(buf[:min(len(buf), end - pos)])
-                    if not n:
-                        raise Transient(f"connection closed at byte {pos} of a range ending at {end}")
-                    _pwrite_all(fd, buf[:n], pos)
-                    sched.advance(piece, n)
-                    progress(n)
-                    got += n
+                with BodyToFile(BodyReader(resp), buf) as sink:  # (spliced when it can be: vlmdata.net.splice)
+                    while True:
+                        if stop.is_set() or self.cancel.is_set():
+                            return
+                        pos, end = sched.bounds(piece)
+                        if pos >= end:
+                            break  # done, or another connection took the rest
+                        n = sink.move(fd, pos, end - pos)
+                        if not n:
+                            raise Transient(f"connection closed at byte {pos} of a range ending at {end}")
+                        sched.advance(piece, n)
+                        progress(n)
+                        got += n
             except (requests.RequestException, OSError) as e:
                 raise Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
             except Exception as e:
@@ -574,12 +560,6 @@ class HttpEngine:
                 raise
         if not given:  # (the probe's answer started before this clock)
             sched.observe(latency, got, time.monotonic() - t0 - latency)
-
-
-def _pwrite_all(fd: int, data: memoryview, pos: int) -> None:
-    while data:
-        n = os.pwrite(fd, data, pos)
-        data, pos = data[n:], pos + n
 
 
 def copy_local(src: Path, dest: Path, *, md5: bool = False, progress: ProgressFn | None = None,

@@ -14,17 +14,21 @@ connection back to the pool). This uses their private attributes (``raw._fp``, `
 that does not have them all (a chunked body, another urllib3) is read through the public
 ``read1``/``read`` instead, with the same result.
 
-``plain_socket()`` is the socket under such a body when the rest of it can be spliced into its
-file (vlmdata.net.splice: not TLS). Its caller first takes what http.client has already read
-ahead (``take_buffered``: the header's last read brings the body's first bytes) and then counts
-each byte it moves past this reader (``consumed``), so the same bookkeeping holds.
+``BodyToFile`` moves a body into a file at the offsets its caller gives: spliced by the kernel
+when the body allows it (``plain_socket()``: not TLS; vlmdata.net.splice), else read into the
+caller's buffer and written with ``pwrite``. Spliced, the bytes http.client has already read
+ahead (the header's last read brings the body's first bytes) are written first, and each byte
+moved past this reader is counted (``consumed``), so the same bookkeeping holds.
 """
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import socket
+
+    from vlmdata.net.splice import SocketToFile
 
 
 class BodyReader:
@@ -105,3 +109,56 @@ class BodyReader:
         if not self._ended:
             self._ended = True
             self.raw.read(decode_content=False)  # b"": urllib3 closes the body and pools the connection
+
+
+class BodyToFile:
+    """A body moved into a file: ``move(fd, pos, limit)`` until it returns 0 (the body's end). A
+    context manager (the splice's pipe is closed at its end)."""
+
+    def __init__(self, body: BodyReader, buf: memoryview) -> None:
+        self.body = body
+        self.buf = buf  # (for a body that is not spliced)
+        sock = body.plain_socket()
+        self.mover: SocketToFile | None = None
+        if sock is not None:
+            from vlmdata.net.splice import SocketToFile
+
+            self.mover = SocketToFile(sock)
+        self._ahead: memoryview | None = None  # what http.client read ahead, not yet written
+
+    def __enter__(self) -> "BodyToFile":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.mover is not None:
+            self.mover.close()
+
+    def move(self, fd: int, pos: int, limit: int) -> int:
+        """Up to ``limit`` (> 0) bytes of the body into ``fd`` at offset ``pos``; waits for at
+        least one; 0 at the body's end. A body cut short raises ConnectionError."""
+        if self.mover is None:
+            n = self.body.readinto(self.buf[:limit] if limit < len(self.buf) else self.buf)
+            pwrite_all(fd, self.buf[:n], pos)
+            return n
+        if self._ahead is None:
+            self._ahead = memoryview(self.body.take_buffered())
+        if self._ahead:
+            chunk, self._ahead = self._ahead[:limit], self._ahead[limit:]
+            pwrite_all(fd, chunk, pos)
+            return len(chunk)
+        left = self.body.left
+        if left <= 0:
+            self.body.finish()
+            return 0
+        n = self.mover.move(fd, pos, min(limit, left))
+        if not n:
+            raise ConnectionError(f"connection closed with {left} bytes of the body still to come")
+        self.body.consumed(n)
+        return n
+
+
+def pwrite_all(fd: int, data: memoryview, pos: int) -> None:
+    """All of ``data`` into ``fd`` at offset ``pos``."""
+    while data:
+        n = os.pwrite(fd, data, pos)
+        data, pos = data[n:], pos + n

@@ -34,7 +34,7 @@ def available() -> bool:
 
 
 class SocketToFile:
-    """Moves bytes from ``sock`` to a file through a pipe of its own; a context manager (closes the pipe)."""
+    """Moves bytes from ``sock`` to a file through a pipe of its own (``close`` it after)."""
 
     def __init__(self, sock: socket.socket) -> None:
         import fcntl
@@ -50,12 +50,12 @@ class SocketToFile:
         self._poll.register(self.sfd, select.POLLIN)
         self._copy = False  # the file system refused a splice: copy out of the pipe instead
 
-    def __enter__(self) -> "SocketToFile":
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        os.close(self.r)
-        os.close(self.w)
+    def close(self) -> None:
+        """Close the pipe (bytes still in it were never written: the caller is giving up)."""
+        if self.r >= 0:
+            os.close(self.r)
+            os.close(self.w)
+            self.r = self.w = -1
 
     def move(self, fd: int, pos: int, limit: int) -> int:
         """Up to ``limit`` bytes from the socket into ``fd`` at offset ``pos``; waits for at least
