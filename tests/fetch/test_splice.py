@@ -9,12 +9,15 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import threading
+import time
 
 import pytest
 from fetch_helpers import Fault
 
 from vlmdata.fetch.http import HttpEngine
 from vlmdata.net import splice
+from vlmdata.net.errors import Cancelled
 from vlmdata.net.retry import RetryPolicy
 from vlmdata.state.partial import part_path
 
@@ -121,6 +124,27 @@ def test_a_body_that_stalls_times_out_and_resumes_from_what_arrived(files_server
     assert ranges[0] is None and len(ranges) == 2 and ranges[1].startswith("bytes=")
     resumed_at = int(ranges[1][len("bytes="):-1])
     assert 0 < resumed_at <= 1 << 20  # what arrived before the stall was kept
+
+
+def test_a_stop_ends_a_spliced_wait_while_the_server_is_quiet(files_server, calls, tmp_path):
+    _serve(files_server, "f.bin", 3 << 20)
+    files_server.fault("f.bin", Fault("stall", times=1, after=1 << 20, delay=5.0))
+    dest = tmp_path / "f.bin"
+    part = part_path(dest)
+    cancel = threading.Event()
+
+    def stop_once_the_first_mib_is_in() -> None:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not (part.exists() and part.stat().st_size >= 1 << 20):
+            time.sleep(0.01)
+        cancel.set()
+
+    threading.Thread(target=stop_once_the_first_mib_is_in, daemon=True).start()
+    with pytest.raises(Cancelled):
+        HttpEngine(retry=FAST, timeout=30.0, cancel=cancel).download(f"{files_server.url}/f.bin", dest)
+    # the server was still in its 5 s pause: the wait ended on the stop, not on more bytes or the timeout
+    assert files_server.sent("f.bin") == 1 << 20
+    assert part.stat().st_size == 1 << 20
 
 
 def test_splice_is_off_when_the_user_says_so(monkeypatch):

@@ -298,7 +298,7 @@ class HttpEngine:
         """A plain-HTTP body moved by the kernel (vlmdata.net.splice); the hasher reads each new
         stretch of the file from the page cache."""
         start = pos
-        with BodyToFile(body, memoryview(b"")) as sink:
+        with BodyToFile(body, memoryview(b""), self.cancel.is_set) as sink:
             while True:
                 if self.cancel.is_set():
                     raise Cancelled()
@@ -539,7 +539,7 @@ class HttpEngine:
             if resp.status_code != 206 or cr is None or cr[0] != start or (cr[2] is not None and cr[2] != state.size):
                 raise _Changed()
             try:
-                with BodyToFile(BodyReader(resp), buf) as sink:  # (spliced when it can be: vlmdata.net.splice)
+                with BodyToFile(BodyReader(resp), buf, lambda: stop.is_set() or self.cancel.is_set()) as sink:
                     while True:
                         if stop.is_set() or self.cancel.is_set():
                             return
@@ -552,6 +552,8 @@ class HttpEngine:
                         sched.advance(piece, n)
                         progress(n)
                         got += n
+            except Cancelled:  # a spliced wait saw the stop: as the check above does, leave the piece
+                return
             except (requests.RequestException, OSError) as e:
                 raise Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
             except Exception as e:

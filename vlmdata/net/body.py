@@ -23,7 +23,7 @@ moved past this reader is counted (``consumed``), so the same bookkeeping holds.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     import socket
@@ -115,7 +115,9 @@ class BodyToFile:
     """A body moved into a file: ``move(fd, pos, limit)`` until it returns 0 (the body's end). A
     context manager (the splice's pipe is closed at its end)."""
 
-    def __init__(self, body: BodyReader, buf: memoryview) -> None:
+    def __init__(self, body: BodyReader, buf: memoryview, stopped: Callable[[], bool] | None = None) -> None:
+        """``stopped``: while the socket is quiet, a spliced move checks it and raises Cancelled
+        when it says so (vlmdata.net.splice)."""
         self.body = body
         self.buf = buf  # (for a body that is not spliced)
         sock = body.plain_socket()
@@ -123,7 +125,7 @@ class BodyToFile:
         if sock is not None:
             from vlmdata.net.splice import SocketToFile
 
-            self.mover = SocketToFile(sock)
+            self.mover = SocketToFile(sock, stopped)
         self._ahead: memoryview | None = None  # what http.client read ahead, not yet written
 
     def __enter__(self) -> "BodyToFile":

@@ -12,7 +12,9 @@ Only for what the kernel can see as bytes of the body: a socket that is not TLS 
 decrypted in user space), a body that is not chunked and whose length is known (vlmdata.net.body
 decides). ``VLMDATA_NO_SPLICE=1`` turns it off (every download then takes the recv path, as on
 other systems). The socket's own timeout (what requests set for reads) bounds each wait, as it
-bounds a ``recv``. A file system whose files cannot be spliced into gets the pipe's bytes by
+bounds a ``recv``; a wait also ends within ``CHECK_EVERY`` seconds of the caller's stop signal
+(Ctrl-C, another connection's failure) with ``Cancelled``, where a ``recv`` would sit out the
+timeout on a server that went quiet. A file system whose files cannot be spliced into gets the pipe's bytes by
 ``read``/``pwrite`` instead.
 """
 from __future__ import annotations
@@ -20,12 +22,16 @@ from __future__ import annotations
 import errno
 import os
 import select
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Callable
+
+from vlmdata.net.errors import Cancelled
 
 if TYPE_CHECKING:
     import socket
 
 PIPE_SIZE = 1 << 20  # bytes per move (the default pipe holds 64 KiB; an unprivileged process may ask for 1 MiB)
+CHECK_EVERY = 0.2  # seconds between looks at the stop signal while the socket is quiet
 
 
 def available() -> bool:
@@ -36,8 +42,10 @@ def available() -> bool:
 class SocketToFile:
     """Moves bytes from ``sock`` to a file through a pipe of its own (``close`` it after)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, stopped: Callable[[], bool] | None = None) -> None:
         import fcntl
+
+        self.stopped = stopped
 
         self.sfd = sock.fileno()
         self.timeout = sock.gettimeout()
@@ -73,9 +81,21 @@ class SocketToFile:
             try:
                 return os.splice(self.sfd, self.w, limit, flags=os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK)
             except BlockingIOError:
-                ms = None if self.timeout is None else max(1, int(self.timeout * 1000))
-                if not self._poll.poll(ms):
-                    raise TimeoutError(f"read timed out (no byte for {self.timeout:g} s)") from None
+                self._wait()
+
+    def _wait(self) -> None:
+        """Until the socket has bytes (or its end); TimeoutError after its timeout, Cancelled
+        when the caller stops meanwhile."""
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(f"read timed out (no byte for {self.timeout:g} s)")
+            step = CHECK_EVERY if left is None or (self.stopped is not None and left > CHECK_EVERY) else left
+            if self._poll.poll(max(1, int(step * 1000))):
+                return
+            if self.stopped is not None and self.stopped():
+                raise Cancelled()
 
     def _put(self, fd: int, pos: int, n: int) -> int:
         if not self._copy:
