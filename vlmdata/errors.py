@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import errno
 import sys
-from typing import TYPE_CHECKING, Any, Callable
-
-if TYPE_CHECKING:
-    import typer
+from typing import Any, Callable
 
 
 class VlmdataError(Exception):
@@ -92,14 +89,15 @@ def describe_os_error(e: OSError) -> tuple[int, str, str] | None:
     return code, (f"{where}: {what}" if where else what), hint
 
 
-def run_app(app: typer.Typer, *, interrupted: str,
+def run_app(invoke: Callable[[], Any], *, interrupted: str,
             user_error: Callable[[BaseException], bool] = lambda e: False,
             json_error: JsonError | None = None, os_errors: bool = False, explain_interrupt: bool = False) -> None:
-    """Run ``app``; ``user_error(e)`` marks other exception types whose message is for the user (exit 2);
-    ``os_errors``: permission / read-only / disk-full errors become a message naming the path;
-    ``explain_interrupt``: exit code 130 means an unhandled Ctrl-C (commands that handle one raise
-    Interrupted), so say ``interrupted``."""
-    import typer  # here, not at the top: every module imports this one, most never run a CLI
+    """Run ``invoke()`` (a typer app called with ``standalone_mode=False``, or what stands for one:
+    its return value is the exit code); ``user_error(e)`` marks other exception types whose
+    message is for the user (exit 2); ``os_errors``: permission / read-only / disk-full errors
+    become a message naming the path; ``explain_interrupt``: exit code 130 means an unhandled
+    Ctrl-C (commands that handle one raise Interrupted), so say ``interrupted``. typer is not
+    imported here: its exceptions can only come from a run that imported it."""
 
     def fail(code: int, what: str, *, where: str | None = None, hint: str | None = None) -> None:
         if json_error is not None:
@@ -108,44 +106,47 @@ def run_app(app: typer.Typer, *, interrupted: str,
 
     try:
         # Without standalone mode click returns (not raises) the code of a typer.Exit.
-        rc = app(standalone_mode=False)
+        rc = invoke()
         if rc == 130 and explain_interrupt:
             # typer turns a Ctrl-C that no command handled into a silent exit code 130
-            typer.echo(interrupted, err=True)
+            _say(interrupted)
             fail(130, "interrupted", hint=interrupted)
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except VlmdataError as e:
-        typer.echo(e.render() if isinstance(e, Interrupted) else f"error: {e.render()}", err=True)
+        _say(e.render() if isinstance(e, Interrupted) else f"error: {e.render()}")
         fail(e.exit_code, e.what, where=e.where, hint=e.hint)
     except KeyboardInterrupt:
-        typer.echo(interrupted, err=True)
+        _say(interrupted)
         fail(130, "interrupted", hint=interrupted)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        fail(130, "aborted")
-    except typer.TyperException as e:  # usage errors: missing argument, unknown option
-        show = getattr(e, "show", None)
-        if show is None:
-            raise
-        show()
-        ctx = getattr(e, "ctx", None)
-        fail(2, e.format_message(), where=ctx.command_path if ctx is not None else None,
-             hint=(ctx.get_usage() if ctx is not None else None))
     except OSError as e:
         known = describe_os_error(e) if os_errors else None
         if known is None:
             if not user_error(e):
                 raise
-            typer.echo(f"error: {e}", err=True)
+            _say(f"error: {e}")
             fail(2, str(e))
         else:
             code, what, hint = known
-            typer.echo(f"error: {what}\n  -> {hint}", err=True)
+            _say(f"error: {what}\n  -> {hint}")
             fail(code, what, hint=hint)
     except Exception as e:
+        typer = sys.modules.get("typer")
+        if typer is not None and isinstance(e, typer.Exit):
+            sys.exit(e.exit_code)
+        if typer is not None and isinstance(e, typer.Abort):
+            fail(130, "aborted")
+        if typer is not None and isinstance(e, typer.TyperException) and getattr(e, "show", None) is not None:
+            e.show()  # usage errors: missing argument, unknown option
+            ctx = getattr(e, "ctx", None)
+            fail(2, e.format_message(), where=ctx.command_path if ctx is not None else None,
+                 hint=(ctx.get_usage() if ctx is not None else None))
         if not user_error(e):
             raise
-        typer.echo(f"error: {e}", err=True)
+        _say(f"error: {e}")
         fail(2, str(e))
+
+
+def _say(msg: str) -> None:
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()

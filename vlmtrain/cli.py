@@ -318,7 +318,7 @@ def main() -> None:
         level = "INFO"
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     # `run` answers a Ctrl-C itself (checkpoint, then the command that continues); this is for everything else.
-    run_app(app, interrupted="interrupted (Ctrl-C)", user_error=_is_data_error)
+    run_app(lambda: app(standalone_mode=False), interrupted="interrupted (Ctrl-C)", user_error=_is_data_error)
 
 
 def _is_data_error(e: BaseException) -> bool:

@@ -51,7 +51,8 @@ def test_help_imports_no_command(tmp_path):
     assert _heavy(mods) == [] and "rich" not in mods  # (vlmdata.cli.plain_help: click's formatter)
     assert "msgspec" not in mods  # (vlmdata.cli.settings: imported when a command runs)
     assert not any(m.startswith("vlmdata.cli.") and m not in ("vlmdata.cli.app", "vlmdata.cli.common",
-                                                               "vlmdata.cli.plain_help") for m in mods)
+                                                               "vlmdata.cli.plain_help", "vlmdata.cli.params",
+                                                               "vlmdata.cli.fastparse") for m in mods)
 
 
 def _age(paths) -> None:
@@ -75,6 +76,7 @@ def test_a_fetch_with_nothing_to_do_imports_no_network_stack_and_parses_no_manif
     assert (tmp_path / "data" / "coco").is_dir()
     mods = _modules_after(args, env)  # nothing to do, the catalog from the cache
     assert _heavy(mods) == [] and "rich" not in mods
+    assert "typer" not in mods  # a plain command line: vlmdata.cli.fastparse, not typer
     assert "vlmdata.plan" not in mods and "vlmdata.sources.hf" not in mods  # nothing to plan, no source to read
 
 

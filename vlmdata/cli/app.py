@@ -4,9 +4,12 @@ Commands are imported when they run, not at start-up: `vlmdata --help` and a `vl
 with nothing to do must not pay for requests, Pillow, pyarrow and the rest of what the other
 commands use. ``COMMANDS`` names each command's module and its one-line help (what the top-level
 ``--help`` lists without importing anything); a test checks each line against the command's own
-help, so the two cannot drift. Code that walks the tree (the docs generator, tests) asks the
-group for its commands as click lets it (``list_commands``/``get_command``, or ``commands``).
-The console script is ``console``: ``main`` and then an exit without Python's teardown.
+help, so the two cannot drift. A plain command line is parsed by vlmdata.cli.fastparse without
+importing typer; any other (help, a usage error, a group) by the typer app (``app``, built on
+first use), which lists the commands lazily too. Code that walks the tree (the docs generator,
+tests) asks the group for its commands as click lets it (``list_commands``/``get_command``, or
+``commands``). The console script is ``console``: ``main`` and then an exit without Python's
+teardown.
 """
 from __future__ import annotations
 
@@ -14,17 +17,14 @@ import functools
 import importlib
 import sys
 import threading
-from typing import Any, NoReturn
+from typing import Any, Callable, NoReturn
 
-import typer
-from typer.core import TyperGroup
-
-from vlmdata.cli.common import begin_run, global_callback, json_error
-from vlmdata.cli.plain_help import PlainContext, use_plain_help
+from vlmdata.cli.common import COMMON, begin_run, json_error, run_parsed
 from vlmdata.errors import run_app
 
 # name: (module under vlmdata.cli, the first line of its help). Order = the order in --help
-# (commands, then the groups, as Typer lists them).
+# (commands, then the groups, as Typer lists them). A module lists its plain commands in its
+# ``COMMANDS`` (name -> function); a group's module its ``SUBCOMMANDS`` and ``GROUP_HELP``.
 COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("catalog_cmds", "Every dataset, layout and blend recipe, one line each."),
     "info": ("catalog_cmds", "Everything known about one dataset, layout or blend recipe."),
@@ -43,67 +43,108 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mirror": ("mirror_cmd", "Lay out what a root has fetched as a mirror folder (DIR/host/path)."),
 }
 
+HELP = ("Download, verify, lay out and blend LLaVA-family training data.\n\n"
+        "Typical session:\n\n"
+        "  vlmdata plan coco gqa ocr_vqa textvqa vg\n\n"
+        "  vlmdata fetch coco gqa ocr_vqa textvqa vg --layout llava\n\n"
+        "  vlmdata layout check --layout llava data/layouts/llava\n\n"
+        "  vlmdata blend llava-665k")
+
+
+def plain_command(name: str) -> Callable[..., Any] | None:
+    """The function of the plain command ``name`` (its module imported); None for a group or an
+    unknown name."""
+    entry = COMMANDS.get(name)
+    if entry is None:
+        return None
+    return getattr(importlib.import_module(f"vlmdata.cli.{entry[0]}"), "COMMANDS", {}).get(name)
+
 
 @functools.lru_cache(maxsize=None)
 def module_commands(module: str) -> dict[str, Any]:
     """The click commands one module registers (imported on first use)."""
+    import typer
+
+    from vlmdata.cli.common import typer_command
+    from vlmdata.cli.plain_help import use_plain_help
+
     mod = importlib.import_module(f"vlmdata.cli.{module}")
     scratch = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
-    mod.register(scratch)
+    for name, fn in getattr(mod, "COMMANDS", {}).items():
+        scratch.command(name)(typer_command(fn))
+    if hasattr(mod, "SUBCOMMANDS"):  # a group: its name is the module's entry in COMMANDS
+        group = typer.Typer(help=mod.GROUP_HELP, no_args_is_help=True)
+        for sub, fn in mod.SUBCOMMANDS.items():
+            group.command(sub)(typer_command(fn))
+        scratch.add_typer(group, name=next(n for n, (m, _) in COMMANDS.items() if m == module))
     return {name: use_plain_help(cmd) for name, cmd in typer.main.get_group(scratch).commands.items()}
 
 
-class LazyGroup(TyperGroup):
-    """A Typer group whose commands are imported only when one is run or asked for its help."""
+@functools.lru_cache(maxsize=None)
+def typer_app() -> Any:
+    """The typer application: every command, for --help, usage errors, groups and the docs."""
+    import typer
+    from typer.core import TyperGroup
 
-    _listing = False  # inside format_help: list stubs, import nothing
-    context_class = PlainContext  # (vlmdata.cli.plain_help: no rich at start-up)
+    from vlmdata.cli.common import global_callback
+    from vlmdata.cli.params import to_typer
+    from vlmdata.cli.plain_help import PlainContext
 
-    @property
-    def commands(self) -> dict[str, Any]:  # type: ignore[override]
-        """Every command (imports them all: for code that walks the whole tree)."""
-        return {name: module_commands(module)[name] for name, (module, _) in COMMANDS.items()}
+    class LazyGroup(TyperGroup):
+        """A Typer group whose commands are imported only when one is run or asked for its help."""
 
-    @commands.setter
-    def commands(self, value: dict[str, Any]) -> None:
-        if value:
-            raise ValueError("vlmdata's commands are listed in vlmdata.cli.app.COMMANDS")
+        _listing = False  # inside format_help: list stubs, import nothing
+        context_class = PlainContext  # (vlmdata.cli.plain_help: no rich at start-up)
 
-    def list_commands(self, ctx: Any) -> list[str]:
-        return list(COMMANDS)
+        @property
+        def commands(self) -> dict[str, Any]:  # type: ignore[override]
+            """Every command (imports them all: for code that walks the whole tree)."""
+            return {name: module_commands(module)[name] for name, (module, _) in COMMANDS.items()}
 
-    def get_command(self, ctx: Any, cmd_name: str) -> Any:
-        entry = COMMANDS.get(cmd_name)
-        if entry is None:
-            return None
-        if self._listing:
-            return typer.core.TyperCommand(cmd_name, help=entry[1], short_help=entry[1])
-        return module_commands(entry[0])[cmd_name]
+        @commands.setter
+        def commands(self, value: dict[str, Any]) -> None:
+            if value:
+                raise ValueError("vlmdata's commands are listed in vlmdata.cli.app.COMMANDS")
 
-    def format_help(self, ctx: Any, formatter: Any) -> None:
-        self._listing = True
-        try:
-            super().format_help(ctx, formatter)
-        finally:
-            self._listing = False
+        def list_commands(self, ctx: Any) -> list[str]:
+            return list(COMMANDS)
+
+        def get_command(self, ctx: Any, cmd_name: str) -> Any:
+            entry = COMMANDS.get(cmd_name)
+            if entry is None:
+                return None
+            if self._listing:
+                return typer.core.TyperCommand(cmd_name, help=entry[1], short_help=entry[1])
+            return module_commands(entry[0])[cmd_name]
+
+        def format_help(self, ctx: Any, formatter: Any) -> None:
+            self._listing = True
+            try:
+                super().format_help(ctx, formatter)
+            finally:
+                self._listing = False
+
+    app = typer.Typer(name="vlmdata", cls=LazyGroup, help=HELP, no_args_is_help=True, add_completion=False,
+                      pretty_exceptions_enable=False, rich_markup_mode=None,
+                      context_settings={"help_option_names": ["-h", "--help"]})
+    app.callback()(to_typer(global_callback))
+    return app
 
 
-app = typer.Typer(
-    name="vlmdata",
-    cls=LazyGroup,
-    help="Download, verify, lay out and blend LLaVA-family training data.\n\n"
-         "Typical session:\n\n"
-         "  vlmdata plan coco gqa ocr_vqa textvqa vg\n\n"
-         "  vlmdata fetch coco gqa ocr_vqa textvqa vg --layout llava\n\n"
-         "  vlmdata layout check --layout llava data/layouts/llava\n\n"
-         "  vlmdata blend llava-665k",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-app.callback()(global_callback)
+def __getattr__(name: str) -> Any:
+    if name == "app":  # (built on first use: importing typer is half of a fast command's start-up)
+        return typer_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _run() -> Any:
+    from vlmdata.cli import fastparse
+
+    parsed = fastparse.parse(sys.argv[1:], plain_command, COMMON)
+    if parsed is not None:
+        run_parsed(parsed)
+        return 0
+    return typer_app()(standalone_mode=False)
 
 
 def main() -> None:
@@ -111,8 +152,8 @@ def main() -> None:
     begin_run()
     args = sys.argv[1:]
     wants_json = "--json" in (args[:args.index("--")] if "--" in args else args)
-    run_app(app, interrupted="interrupted; nothing is left half-done: run the same command again "
-                             "(fetch resumes where it stopped)",
+    run_app(_run, interrupted="interrupted; nothing is left half-done: run the same command again "
+                              "(fetch resumes where it stopped)",
             json_error=json_error if wants_json else None, os_errors=True,
             explain_interrupt=True)
 

@@ -5,21 +5,14 @@ import importlib.util
 from pathlib import Path
 from typing import Literal, Optional
 
-import typer
-
+from vlmdata.cli.echo import echo
+from vlmdata.cli.params import Argument, Option
 from vlmdata.blend.drop_limit import DEFAULT_MAX_DROP
 from vlmdata.cli.common import with_settings
 from vlmdata.cli.settings import Settings
 from vlmdata.errors import Interrupted, UserError
 
 _MISSING_HELP = "Records whose images are missing or corrupt: drop them (reported), fail (exit 1), or keep them."
-
-
-def register(app: typer.Typer) -> None:
-    app.command("blend")(blend_cmd)
-    app.command("report")(report_cmd)
-    app.command("export")(export_cmd)
-    app.command("stats")(stats_cmd)
 
 
 def _options(settings: Settings, **kw: object):
@@ -38,21 +31,21 @@ def _resolve(settings: Settings, recipe: str, image_root: Optional[Path]):
 
 @with_settings
 def blend_cmd(
-    recipe: str = typer.Argument(..., help="A recipe name (see `vlmdata list`) or a recipe TOML path."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default ROOT/blends/<recipe>)."),
-    image_root: Optional[Path] = typer.Option(
+    recipe: str = Argument(..., help="A recipe name (see `vlmdata list`) or a recipe TOML path."),
+    out: Optional[Path] = Option(None, "--out", "-o", help="Output folder (default ROOT/blends/<recipe>)."),
+    image_root: Optional[Path] = Option(
         None, "--image-root", help="Folder the records' image paths are relative to (default: the recipe layout's "
-                                   "view ROOT/layouts/<layout>/<image_folder>)."),
-    missing: Literal["drop", "fail", "keep"] = typer.Option("drop", "--missing", help=_MISSING_HELP),
-    deep: bool = typer.Option(False, "--deep", help="Decode every image (in parallel); corrupt ones count as missing."),
-    strict: bool = typer.Option(False, "--strict", help="Stop at the first bad record (exit 2) instead of dropping it."),
-    image_sizes: bool = typer.Option(False, "--image-sizes", help="Add image_widths / image_heights columns."),
-    embed_images: bool = typer.Option(False, "--embed-images", help="Store the image bytes too (image_bytes column)."),
-    jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="Processes for parsing / threads for images (0 = all cores)."),
-    max_drop: float = typer.Option(
+                             "view ROOT/layouts/<layout>/<image_folder>)."),
+    missing: Literal["drop", "fail", "keep"] = Option("drop", "--missing", help=_MISSING_HELP),
+    deep: bool = Option(False, "--deep", help="Decode every image (in parallel); corrupt ones count as missing."),
+    strict: bool = Option(False, "--strict", help="Stop at the first bad record (exit 2) instead of dropping it."),
+    image_sizes: bool = Option(False, "--image-sizes", help="Add image_widths / image_heights columns."),
+    embed_images: bool = Option(False, "--embed-images", help="Store the image bytes too (image_bytes column)."),
+    jobs: int = Option(0, "--jobs", "-j", min=0, help="Processes for parsing / threads for images (0 = all cores)."),
+    max_drop: float = Option(
         DEFAULT_MAX_DROP, "--max-drop", min=0.0, max=100.0,
         help="Stop (exit 1, previous output kept) when a recipe entry would lose more than this percent of its "
-             "records, e.g. because its images are not fetched. 100 accepts any loss."),
+       "records, e.g. because its images are not fetched. 100 accepts any loss."),
     settings: Settings = None,
 ) -> None:
     """Turn a recipe's instruction JSONs into one checked Arrow dataset (datasets.load_from_disk).
@@ -92,10 +85,10 @@ def blend_cmd(
 
 @with_settings
 def report_cmd(
-    recipe: str = typer.Argument(..., help="A recipe name (see `vlmdata list`) or a recipe TOML path."),
-    image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder the records' image paths are relative to."),
-    deep: bool = typer.Option(False, "--deep", help="Decode every image, to find corrupt ones too."),
-    jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="Processes / threads (0 = all cores)."),
+    recipe: str = Argument(..., help="A recipe name (see `vlmdata list`) or a recipe TOML path."),
+    image_root: Optional[Path] = Option(None, "--image-root", help="Folder the records' image paths are relative to."),
+    deep: bool = Option(False, "--deep", help="Decode every image, to find corrupt ones too."),
+    jobs: int = Option(0, "--jobs", "-j", min=0, help="Processes / threads (0 = all cores)."),
     settings: Settings = None,
 ) -> None:
     """What a recipe needs and what is there (images, records to drop), without writing a dataset.
@@ -118,16 +111,16 @@ def report_cmd(
         if settings.json:
             settings.emit_json(rep)
         else:
-            typer.echo(render_report(rep))
+            echo(render_report(rep))
 
 
 @with_settings
 def export_cmd(
-    folder: Path = typer.Argument(..., help="A blend output folder."),
-    out: Path = typer.Argument(..., help="The JSON file to write."),
-    fmt: Literal["llava-json", "llava-jsonl"] = typer.Option(
+    folder: Path = Argument(..., help="A blend output folder."),
+    out: Path = Argument(..., help="The JSON file to write."),
+    fmt: Literal["llava-json", "llava-jsonl"] = Option(
         "llava-json", "--format", "-f", help="llava-json (one JSON array) or llava-jsonl (one record a line)."),
-    blend_ids: bool = typer.Option(False, "--blend-ids", help="Write the blend's unique ids, not each record's own id."),
+    blend_ids: bool = Option(False, "--blend-ids", help="Write the blend's unique ids, not each record's own id."),
     settings: Settings = None,
 ) -> None:
     """Write a blend back as the LLaVA JSON the original repos read.
@@ -159,8 +152,8 @@ def export_cmd(
 
 @with_settings
 def stats_cmd(
-    folder: Path = typer.Argument(..., help="A blend output folder."),
-    png: Optional[Path] = typer.Option(None, "--png", help="Also draw the histograms into this PNG (needs matplotlib)."),
+    folder: Path = Argument(..., help="A blend output folder."),
+    png: Optional[Path] = Option(None, "--png", help="Also draw the histograms into this PNG (needs matplotlib)."),
     settings: Settings = None,
 ) -> None:
     """Counts per source, text-only share, images per record and a histogram of text lengths.
@@ -187,6 +180,9 @@ def stats_cmd(
     if settings.json:
         settings.emit_json(st)
         return
-    typer.echo(stats.render(st))
+    echo(stats.render(st))
     if png is not None:
-        typer.echo(f"\n  histograms: {png}")
+        echo(f"\n  histograms: {png}")
+
+
+COMMANDS = {"blend": blend_cmd, "report": report_cmd, "export": export_cmd, "stats": stats_cmd}  # (vlmdata.cli.app)

@@ -2,19 +2,14 @@
 from __future__ import annotations
 
 import msgspec.structs
-import typer
-
 from vlmdata.cli.common import with_settings
+from vlmdata.cli.echo import echo
+from vlmdata.cli.params import Argument
 from vlmdata.cli.settings import Settings
 from vlmdata.errors import UserError
 from vlmdata.manifest import Dataset
 from vlmdata.sources import describe
 from vlmdata.units import human_bytes
-
-
-def register(app: typer.Typer) -> None:
-    app.command("list")(list_cmd)
-    app.command("info")(info_cmd)
 
 
 @with_settings
@@ -37,15 +32,15 @@ def list_cmd(settings: Settings) -> None:
             "blends": [{"name": b.name, "title": b.title, "layout": b.layout} for b in cat.blends.values()],
         })
         return
-    typer.echo("Datasets:")
+    echo("Datasets:")
     for d in sorted(cat.datasets.values(), key=lambda x: x.name):
-        typer.echo(f"  {d.name:<16} {human_bytes(_total(d), approx=True):>10}  {d.title}")
-    typer.echo("Layouts:")
+        echo(f"  {d.name:<16} {human_bytes(_total(d), approx=True):>10}  {d.title}")
+    echo("Layouts:")
     for lay in sorted(cat.layouts.values(), key=lambda x: x.name):
-        typer.echo(f"  {lay.name:<20} {lay.title}")
-    typer.echo("Blend recipes:")
+        echo(f"  {lay.name:<20} {lay.title}")
+    echo("Blend recipes:")
     for b in sorted(cat.blends.values(), key=lambda x: x.name):
-        typer.echo(f"  {b.name:<20} {b.title}")
+        echo(f"  {b.name:<20} {b.title}")
 
 
 def _total(d: Dataset) -> int | None:
@@ -54,7 +49,7 @@ def _total(d: Dataset) -> int | None:
 
 
 @with_settings
-def info_cmd(name: str = typer.Argument(..., help="Dataset, layout or blend recipe name."), settings: Settings = None) -> None:
+def info_cmd(name: str = Argument(..., help="Dataset, layout or blend recipe name."), settings: Settings = None) -> None:
     """Everything known about one dataset, layout or blend recipe.
 
     For a dataset: files, sources, sizes, checksums, known problems, and where it lands in each layout.
@@ -74,20 +69,20 @@ def info_cmd(name: str = typer.Argument(..., help="Dataset, layout or blend reci
             settings.emit_json({"layout": lay.name, "title": lay.title, "image_folder": lay.image_folder,
                                 "entries": [msgspec.structs.asdict(e) for e in lay.entries]})
             return
-        typer.echo(f"{lay.name}: {lay.title}\n  --image_folder {lay.image_folder}")
+        echo(f"{lay.name}: {lay.title}\n  --image_folder {lay.image_folder}")
         for e in lay.entries:
             cnt = f"{e.count} files" if e.count is not None else ""
-            typer.echo(f"  {e.path:<45} <- {e.dataset or '(created empty)'}:{e.store}  {cnt}{' (optional)' if e.optional else ''}")
+            echo(f"  {e.path:<45} <- {e.dataset or '(created empty)'}:{e.store}  {cnt}{' (optional)' if e.optional else ''}")
     elif kind == "blend":
         b = found
         if settings.json:
             settings.emit_json({"blend": b.name, "title": b.title, "layout": b.layout, "seed": b.seed,
                                 "entries": [msgspec.structs.asdict(e) for e in b.entries]})
             return
-        typer.echo(f"{b.name}: {b.title}\n  stage: {b.stage or '-'}  layout: {b.layout}  seed: {b.seed}")
+        echo(f"{b.name}: {b.title}\n  stage: {b.stage or '-'}  layout: {b.layout}  seed: {b.seed}")
         for e in b.entries:
             src = f"{e.dataset}:{e.file}" if e.dataset else e.path
-            typer.echo(f"  {e.name:<24} {src}  sample={e.sample}" + (f" weight={e.weight}" if e.weight else ""))
+            echo(f"  {e.name:<24} {src}  sample={e.sample}" + (f" weight={e.weight}" if e.weight else ""))
     else:
         import difflib
 
@@ -113,26 +108,29 @@ def _dataset_info(settings: Settings, d: Dataset) -> None:
                       for f in d.files],
         })
         return
-    typer.echo(f"{d.name}: {d.title}")
-    typer.echo(f"  license: {d.license}")
+    echo(f"{d.name}: {d.title}")
+    echo(f"  license: {d.license}")
     if d.homepage:
-        typer.echo(f"  homepage: {d.homepage}")
+        echo(f"  homepage: {d.homepage}")
     for f in d.files:
         size = human_bytes(f.size) + f" ({f.size:,} bytes)" if f.size is not None else human_bytes(f.size_approx, approx=True)
-        typer.echo(f"\n  {f.name}{'  [optional]' if f.optional else ''}")
-        typer.echo(f"    size:    {size}")
-        typer.echo(f"    sha256:  {f.sha256 or 'unknown (pinned in vlmdata.lock by the first verified download)'}")
+        echo(f"\n  {f.name}{'  [optional]' if f.optional else ''}")
+        echo(f"    size:    {size}")
+        echo(f"    sha256:  {f.sha256 or 'unknown (pinned in vlmdata.lock by the first verified download)'}")
         if f.md5:
-            typer.echo(f"    md5:     {f.md5}")
+            echo(f"    md5:     {f.md5}")
         for i, s in enumerate(f.sources or [src for p in f.parts for src in p.sources]):
-            typer.echo(f"    source{i + 1}: {describe(s)}" + (f"  ({s.note})" if s.note else ""))
+            echo(f"    source{i + 1}: {describe(s)}" + (f"  ({s.note})" if s.note else ""))
         for p in f.parts:
-            typer.echo(f"    part:    {p.name} {human_bytes(p.size if p.size is not None else p.size_approx, approx=p.size is None)}")
+            echo(f"    part:    {p.name} {human_bytes(p.size if p.size is not None else p.size_approx, approx=p.size is None)}")
         inner = "" if f.place.kind != "extract" else f" (archive folder: {f.place.inner if f.place.inner is not None else 'unknown'})"
-        typer.echo(f"    lands:   {f.place.to}{inner}" + (f", {f.place.count:,} files" if f.place.count else ""))
+        echo(f"    lands:   {f.place.to}{inner}" + (f", {f.place.count:,} files" if f.place.count else ""))
         for w in where[f.key]:
-            typer.echo(f"    layout:  {w}")
+            echo(f"    layout:  {w}")
     if d.notes:
-        typer.echo("\n  Known problems / notes:")
+        echo("\n  Known problems / notes:")
         for n in d.notes:
-            typer.echo(f"    - {n}")
+            echo(f"    - {n}")
+
+
+COMMANDS = {"list": list_cmd, "info": info_cmd}  # (vlmdata.cli.app)

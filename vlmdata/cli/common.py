@@ -3,18 +3,21 @@
 Options work before the command (``vlmdata --root R plan coco``) and after it
 (``vlmdata plan coco --root R``); a value given after the command wins. Each also reads its
 environment variable (VLMDATA_ROOT, VLMDATA_MANIFESTS, VLMDATA_MIRROR, HF_ENDPOINT).
+
+A command is a function whose last parameter is ``settings: Settings`` (``@with_settings``): a
+line vlmdata.cli.fastparse reads is run by ``run_parsed``; for typer (help, errors, groups, the
+docs) ``typer_command`` shows the same function with the shared options added to its signature.
 """
 from __future__ import annotations
 
-import functools
-import inspect
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-import typer
+from vlmdata.cli.params import Option, Param
 
 if TYPE_CHECKING:  # imported when a command runs, not when the CLI starts
+    from vlmdata.cli.fastparse import Parsed
     from vlmdata.cli.settings import Settings
 
 _GLOBAL: Settings | None = None  # what the options before the command say (None: no command has run)
@@ -41,30 +44,31 @@ def json_error(err: dict[str, Any]) -> None:
 
         sys.stdout.write(json.dumps(err, indent=2) + "\n")
 
-_COMMON: dict[str, inspect.Parameter] = {
-    name: inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
-    for name, default, ann in [
-        ("root", typer.Option(None, "--root", envvar="VLMDATA_ROOT", help="Data root (the store). Default ./data.",
-                              show_default=False), Optional[Path]),
-        ("manifests", typer.Option(None, "--manifests", envvar="VLMDATA_MANIFESTS",
-                                   help="Extra folder of datasets/layouts/blends TOMLs (adds to or overrides shipped ones)."),
-         Optional[str]),
-        ("mirror", typer.Option(None, "--mirror", envvar="VLMDATA_MIRROR",
-                                help="Read http(s)://host/path from BASE/host/path, and Hub files from their resolve "
-                                     "URL's place there first (BASE: http(s) URL or local folder)."),
-         Optional[str]),
-        ("hf_endpoint", typer.Option(None, "--hf-endpoint", envvar="HF_ENDPOINT", help="Hugging Face Hub endpoint (a hub mirror)."),
-         Optional[str]),
-        ("json_out", typer.Option(False, "--json", help="Print the result as JSON on stdout."), bool),
-        ("verbose", typer.Option(0, "-v", "--verbose", count=True, help="More detail (repeat for more)."), int),
-        ("quiet", typer.Option(False, "-q", "--quiet", help="No progress and no summary: errors only (and --json)."),
-         bool),
-    ]
+
+# name -> (declaration, annotation), in the order of the settings they resolve to
+COMMON: dict[str, tuple[Param, str]] = {
+    "root": (Option(None, "--root", envvar="VLMDATA_ROOT", help="Data root (the store). Default ./data.",
+                    show_default=False), "Optional[Path]"),
+    "manifests": (Option(None, "--manifests", envvar="VLMDATA_MANIFESTS",
+                         help="Extra folder of datasets/layouts/blends TOMLs (adds to or overrides shipped ones)."),
+                  "Optional[str]"),
+    "mirror": (Option(None, "--mirror", envvar="VLMDATA_MIRROR",
+                      help="Read http(s)://host/path from BASE/host/path, and Hub files from their resolve "
+                           "URL's place there first (BASE: http(s) URL or local folder)."),
+               "Optional[str]"),
+    "hf_endpoint": (Option(None, "--hf-endpoint", envvar="HF_ENDPOINT", help="Hugging Face Hub endpoint (a hub mirror)."),
+                    "Optional[str]"),
+    "json_out": (Option(False, "--json", help="Print the result as JSON on stdout."), "bool"),
+    "verbose": (Option(0, "-v", "--verbose", count=True, help="More detail (repeat for more)."), "int"),
+    "quiet": (Option(False, "-q", "--quiet", help="No progress and no summary: errors only (and --json)."), "bool"),
 }
+_UNSET = {name: p.default for name, (p, _) in COMMON.items()}  # what a shared option is when nobody gave it
 
 
 def _print_version(value: bool) -> None:
     if value:
+        import typer
+
         import vlmdata
 
         typer.echo(f"vlmdata {vlmdata.__version__}")
@@ -72,15 +76,15 @@ def _print_version(value: bool) -> None:
 
 
 def global_callback(
-    root: Optional[Path] = _COMMON["root"].default,
-    manifests: Optional[str] = _COMMON["manifests"].default,
-    mirror: Optional[str] = _COMMON["mirror"].default,
-    hf_endpoint: Optional[str] = _COMMON["hf_endpoint"].default,
-    json_out: bool = _COMMON["json_out"].default,
-    verbose: int = _COMMON["verbose"].default,
-    quiet: bool = _COMMON["quiet"].default,
-    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
-                                 help="Print the version and exit."),
+    root: Optional[Path] = COMMON["root"][0],
+    manifests: Optional[str] = COMMON["manifests"][0],
+    mirror: Optional[str] = COMMON["mirror"][0],
+    hf_endpoint: Optional[str] = COMMON["hf_endpoint"][0],
+    json_out: bool = COMMON["json_out"][0],
+    verbose: int = COMMON["verbose"][0],
+    quiet: bool = COMMON["quiet"][0],
+    version: bool = Option(False, "--version", is_eager=True, callback=_print_version,
+                           help="Print the version and exit."),
 ) -> None:
     """Options given before the command."""
     global _GLOBAL
@@ -109,26 +113,51 @@ def _manifest_dirs(value: str) -> list[str]:
 
 
 def with_settings(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Give a command the shared options; it receives them as ``settings: Settings``."""
+    """Mark a command that receives the shared options as ``settings: Settings`` (its last
+    parameter); ``run_parsed`` and ``typer_command`` give them to it."""
+    fn.__vlmdata_settings__ = True  # type: ignore[attr-defined]
+    return fn
+
+
+def run_parsed(p: Parsed) -> Any:
+    """Run a line vlmdata.cli.fastparse read, as typer would have run it."""
+    global _GLOBAL
+    before, after = {**_UNSET, **p.before}, {**_UNSET, **p.after}
+    _GLOBAL = _resolve(None, *before.values())
+    return p.fn(**p.kwargs, settings=_resolve(_GLOBAL, *after.values()))
+
+
+def typer_command(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` as typer runs it: its parameters declared with typer's Option/Argument, then the
+    shared options and the click context (to tell what was typed after the command)."""
+    import functools
+    import inspect
+    import typing
+
+    import typer
+
     sig = inspect.signature(fn)
-    own = [p for p in sig.parameters.values() if p.name != "settings"]
+    own = [p.replace(default=p.default.to_typer()) if isinstance(p.default, Param) else p
+           for p in sig.parameters.values() if p.name != "settings"]
+    names = {"Optional": typing.Optional, "List": typing.List, "Path": Path}
+    common = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=p.to_typer(), annotation=eval(ann, names))
+              for name, (p, ann) in COMMON.items()]
+    context = inspect.Parameter("cli_context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        common = {k: kwargs.pop(k) for k in _COMMON}
+        typed = {k: kwargs.pop(k) for k in COMMON}
         ctx = kwargs.pop("cli_context", None)
         # Only what was typed after the command overrides what was typed before it: a value this
         # level read from the environment (VLMDATA_ROOT, ...) must not beat `vlmdata --root R cmd`;
         # the global level reads the same variables when nothing was typed.
         if ctx is not None:
-            for k in _COMMON:
+            for k in COMMON:
                 source = ctx.get_parameter_source(k)
                 if source is not None and source.name != "COMMANDLINE":
-                    common[k] = _COMMON[k].default.default if k in ("json_out", "verbose", "quiet") else None
-        settings = _resolve(_GLOBAL, common["root"], common["manifests"], common["mirror"], common["hf_endpoint"],
-                            common["json_out"], common["verbose"], common["quiet"])
+                    typed[k] = _UNSET[k]
+        settings = _resolve(_GLOBAL, *typed.values())
         return fn(*args, settings=settings, **kwargs)
 
-    context = inspect.Parameter("cli_context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
-    wrapper.__signature__ = sig.replace(parameters=own + list(_COMMON.values()) + [context])  # type: ignore[attr-defined]
+    wrapper.__signature__ = sig.replace(parameters=own + common + [context])  # type: ignore[attr-defined]
     return wrapper

@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
 
-import typer
-
 from vlmdata.cli.common import with_settings
+from vlmdata.cli.echo import echo
+from vlmdata.cli.params import Argument, Option
 from vlmdata.cli.plan_cmd import ONLY_REFERENCED_HELP, show_plan, wanted_names
 from vlmdata.cli.selection import RECIPE_HELP, select
 from vlmdata.cli.settings import Settings
@@ -22,38 +22,34 @@ if TYPE_CHECKING:
 DEFAULTS = FetchOptions()  # (the options' defaults: one place, the class)
 
 
-def register(app: typer.Typer) -> None:
-    app.command("fetch")(fetch_cmd)
-
-
 @with_settings
 def fetch_cmd(
-    names: Optional[List[str]] = typer.Argument(None, help="Datasets (NAME: its default files) or single files (NAME:FILE)."),
-    layout: Optional[str] = typer.Option(None, "--layout", "-l", help="Then build this layout's view (links, no copies); "
-                                                                      "alone: fetch everything it needs first."),
-    recipe: Optional[str] = typer.Option(None, "--recipe", help=RECIPE_HELP),
-    jobs: int = typer.Option(DEFAULTS.jobs, "--jobs", "-j", min=1, max=64, help="Files downloaded at once."),
-    connections: int = typer.Option(DEFAULTS.connections, "--connections", "-x", min=1, max=32,
-                                    help="Connections per file when the server accepts byte ranges (like aria2c -x)."),
-    url_jobs: int = typer.Option(DEFAULTS.url_jobs, "--url-jobs", min=1, max=1024, help="Requests in flight for per-image URL lists (OCR-VQA)."),
-    keep_archives: bool = typer.Option(False, "--keep-archives", help="Keep archives in ROOT/.vlmdata/downloads after unpacking."),
-    only_referenced_by: Optional[List[Path]] = typer.Option(None, "--only-referenced-by", help=ONLY_REFERENCED_HELP),
-    force: bool = typer.Option(False, "--force", help="Fetch even when the disk preflight says it will not fit."),
-    refetch: bool = typer.Option(False, "--refetch", help="Ignore what the journal says is placed: fetch and place again."),
-    timeout: float = typer.Option(DEFAULTS.timeout, "--timeout", min=0.1, help="Seconds without data before a connection is retried."),
-    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Only say what would be fetched (the same as `vlmdata plan`)."),
-    ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS",
-                                      help="Run the fetch's tasks on the nodes of a Ray cluster: auto (the cluster this "
-                                           "machine joined), HOST:PORT or ray://HOST:PORT. --root must be on a "
-                                           "filesystem every node mounts at the same path. Needs vlmdata[ray]."),
-    shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N",
-                                        help="Only share I of N (0 <= I < N) of the fetch's tasks: N processes given "
-                                             "the same command and --root do it all (SLURM job arrays, xargs)."),
-    url_chunk: int = typer.Option(DEFAULTS.url_chunk, "--url-chunk", min=1,
-                                  help="URL-list records per task with --ray / --shard."),
-    claim_timeout: float = typer.Option(DEFAULTS.claim_timeout, "--claim-timeout", min=1.0,
-                                        help="Seconds without a heartbeat after which another machine's claim on a "
-                                             "file is stale and taken over."),
+    names: Optional[List[str]] = Argument(None, help="Datasets (NAME: its default files) or single files (NAME:FILE)."),
+    layout: Optional[str] = Option(None, "--layout", "-l", help="Then build this layout's view (links, no copies); "
+                                                                "alone: fetch everything it needs first."),
+    recipe: Optional[str] = Option(None, "--recipe", help=RECIPE_HELP),
+    jobs: int = Option(DEFAULTS.jobs, "--jobs", "-j", min=1, max=64, help="Files downloaded at once."),
+    connections: int = Option(DEFAULTS.connections, "--connections", "-x", min=1, max=32,
+                              help="Connections per file when the server accepts byte ranges (like aria2c -x)."),
+    url_jobs: int = Option(DEFAULTS.url_jobs, "--url-jobs", min=1, max=1024, help="Requests in flight for per-image URL lists (OCR-VQA)."),
+    keep_archives: bool = Option(False, "--keep-archives", help="Keep archives in ROOT/.vlmdata/downloads after unpacking."),
+    only_referenced_by: Optional[List[Path]] = Option(None, "--only-referenced-by", help=ONLY_REFERENCED_HELP),
+    force: bool = Option(False, "--force", help="Fetch even when the disk preflight says it will not fit."),
+    refetch: bool = Option(False, "--refetch", help="Ignore what the journal says is placed: fetch and place again."),
+    timeout: float = Option(DEFAULTS.timeout, "--timeout", min=0.1, help="Seconds without data before a connection is retried."),
+    dry_run: bool = Option(False, "--dry-run", "-n", help="Only say what would be fetched (the same as `vlmdata plan`)."),
+    ray: Optional[str] = Option(None, "--ray", metavar="ADDRESS",
+                                help="Run the fetch's tasks on the nodes of a Ray cluster: auto (the cluster this "
+                                     "machine joined), HOST:PORT or ray://HOST:PORT. --root must be on a "
+                                     "filesystem every node mounts at the same path. Needs vlmdata[ray]."),
+    shard: Optional[str] = Option(None, "--shard", metavar="I/N",
+                                  help="Only share I of N (0 <= I < N) of the fetch's tasks: N processes given "
+                                       "the same command and --root do it all (SLURM job arrays, xargs)."),
+    url_chunk: int = Option(DEFAULTS.url_chunk, "--url-chunk", min=1,
+                            help="URL-list records per task with --ray / --shard."),
+    claim_timeout: float = Option(DEFAULTS.claim_timeout, "--claim-timeout", min=1.0,
+                                  help="Seconds without a heartbeat after which another machine's claim on a "
+                                       "file is stale and taken over."),
     settings: Settings = None,
 ) -> None:
     """Download, verify and place the named datasets under --root; resumable and idempotent.
@@ -216,19 +212,19 @@ def _summarise(settings: Settings, report: FetchReport) -> None:
             settings.debug(f"  present  {o.key} -> {o.to}")
             continue
         size = human_bytes(o.size) if o.size is not None else (f"{o.files:,} files" if o.files is not None else "")
-        typer.echo(f"  {o.state:<9} {o.key:<48} {size:>10}  {o.seconds:6.1f} s  {o.source or ''}", err=True)
+        echo(f"  {o.state:<9} {o.key:<48} {size:>10}  {o.seconds:6.1f} s  {o.source or ''}", err=True)
         for w in o.warnings:
-            typer.echo(f"            warning: {w}", err=True)
+            echo(f"            warning: {w}", err=True)
     present = sum(o.state == "present" for o in report.outcomes)
     fetched = sum(o.state == "fetched" for o in report.outcomes)
-    typer.echo(f"{fetched} fetched, {present} already present, {len(report.failed)} failed; "
-               f"{human_bytes(report.network_bytes)} downloaded in {report.seconds:.1f} s", err=True)
+    echo(f"{fetched} fetched, {present} already present, {len(report.failed)} failed; "
+         f"{human_bytes(report.network_bytes)} downloaded in {report.seconds:.1f} s", err=True)
     if report.layout:
         lay = report.layout
-        typer.echo(f"layout {lay['name']}: {lay['folder']} ({lay['hardlinks']} hard links, {lay['symlinks']} symlinks, "
-                   f"{lay['existing']} already there); pass --image_folder {lay['image_folder']}", err=True)
+        echo(f"layout {lay['name']}: {lay['folder']} ({lay['hardlinks']} hard links, {lay['symlinks']} symlinks, "
+             f"{lay['existing']} already there); pass --image_folder {lay['image_folder']}", err=True)
         if lay["missing"]:
-            typer.echo(f"  not fetched yet: {', '.join(lay['missing'])}", err=True)
+            echo(f"  not fetched yet: {', '.join(lay['missing'])}", err=True)
 
 
 def _failure(failed: list, total: int) -> OperationError:
@@ -248,3 +244,6 @@ def _failure(failed: list, total: int) -> OperationError:
     if not any("run the same command again" in h for h in hints):  # else the advice already says it
         hints.append("run the same command again to retry; finished bytes are not downloaded again")
     return OperationError(f"{len(failed)} of {total} file(s) failed:\n" + "\n".join(lines), hint="\n  -> ".join(hints))
+
+
+COMMANDS = {"fetch": fetch_cmd}  # (vlmdata.cli.app)

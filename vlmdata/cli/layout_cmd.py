@@ -4,36 +4,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import typer
-
 from vlmdata.cli.common import with_settings
+from vlmdata.cli.echo import echo
+from vlmdata.cli.params import Argument, Option
 from vlmdata.cli.settings import Settings
 from vlmdata.errors import OperationError, UserError
 from vlmdata.layouts.build import build_layout, undo_build
 from vlmdata.layouts.check import check_layout
 from vlmdata.manifest.needs import datasets_of, missing_entries
 
-layout_app = typer.Typer(
-    help="Check a folder against a layout, or build a layout's view from the store.\n\n"
-         "A layout is the folder tree one training script expects (`vlmdata list` names them, "
-         "`vlmdata info LAYOUT` shows one).\n\n"
-         "Examples:\n"
-         "  vlmdata layout build --layout llava\n"
-         "  vlmdata layout check --layout llava data/layouts/llava\n"
-         "  vlmdata layout build --layout llava --out ./playground/data",
-    no_args_is_help=True)
+GROUP_HELP = ("Check a folder against a layout, or build a layout's view from the store.\n\n"
+              "A layout is the folder tree one training script expects (`vlmdata list` names them, "
+              "`vlmdata info LAYOUT` shows one).\n\n"
+              "Examples:\n"
+              "  vlmdata layout build --layout llava\n"
+              "  vlmdata layout check --layout llava data/layouts/llava\n"
+              "  vlmdata layout build --layout llava --out ./playground/data")
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(layout_app, name="layout")
-
-
-@layout_app.command("check")
 @with_settings
 def check_cmd(
-    folder: Path = typer.Argument(..., help="The folder to check (e.g. playground/data)."),
-    layout: str = typer.Option(..., "--layout", "-l", help="Layout name (see `vlmdata list`)."),
-    no_counts: bool = typer.Option(False, "--no-counts", help="Do not compare file counts with the reference counts."),
+    folder: Path = Argument(..., help="The folder to check (e.g. playground/data)."),
+    layout: str = Option(..., "--layout", "-l", help="Layout name (see `vlmdata list`)."),
+    no_counts: bool = Option(False, "--no-counts", help="Do not compare file counts with the reference counts."),
     settings: Settings = None,
 ) -> None:
     """Check a folder against a layout: every path present, non-empty, with the expected file count.
@@ -58,18 +51,17 @@ def check_cmd(
         for e in result.entries:
             mark = {"ok": "ok  ", "skipped": "skip"}.get(e.status, "FAIL")
             detail = e.message or (f"{e.found} files" if e.found is not None else "")
-            typer.echo(f"[{mark}] {e.path:<45} {detail}")
+            echo(f"[{mark}] {e.path:<45} {detail}")
         n = len(result.problems)
-        typer.echo(f"\n{lay.name}: {'all good' if result.ok else f'{n} problem(s)'} in {folder}")
+        echo(f"\n{lay.name}: {'all good' if result.ok else f'{n} problem(s)'} in {folder}")
     if not result.ok:
-        raise typer.Exit(1)
+        raise SystemExit(1)
 
 
-@layout_app.command("build")
 @with_settings
 def build_cmd(
-    layout: str = typer.Option(..., "--layout", "-l", help="Layout name (see `vlmdata list`)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Where to build it (default ROOT/layouts/NAME)."),
+    layout: str = Option(..., "--layout", "-l", help="Layout name (see `vlmdata list`)."),
+    out: Optional[Path] = Option(None, "--out", help="Where to build it (default ROOT/layouts/NAME)."),
     settings: Settings = None,
 ) -> None:
     """Build a layout's folder tree from what has been fetched, as links, never a second copy.
@@ -107,11 +99,11 @@ def build_cmd(
                             "required_missing": [e.path for e in gone]})
         _require_complete(lay.name, gone)
         return
-    typer.echo(f"{lay.name} view in {res.folder}: {res.hardlinks} hard links, {res.symlinks} symlinks, "
-               f"{res.existing} already there")
+    echo(f"{lay.name} view in {res.folder}: {res.hardlinks} hard links, {res.symlinks} symlinks, "
+         f"{res.existing} already there")
     if res.missing:
-        typer.echo(f"not fetched yet ({len(res.missing)}): {', '.join(res.missing)}")
-    typer.echo(f"pass --image_folder {res.folder / lay.image_folder}")
+        echo(f"not fetched yet ({len(res.missing)}): {', '.join(res.missing)}")
+    echo(f"pass --image_folder {res.folder / lay.image_folder}")
     _require_complete(lay.name, gone)
 
 
@@ -122,3 +114,7 @@ def _require_complete(name: str, gone: list) -> None:
             + ", ".join(e.path for e in gone[:8]) + (f" and {len(gone) - 8} more" if len(gone) > 8 else ""),
             hint=f"fetch them: `vlmdata fetch --layout {name}` (all it needs), or "
                  f"`vlmdata fetch {' '.join(datasets_of(gone))} --layout {name}`")
+
+
+# the `layout` group (vlmdata.cli.app; a group's lines are parsed by typer)
+SUBCOMMANDS = {"check": check_cmd, "build": build_cmd}

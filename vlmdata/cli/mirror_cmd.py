@@ -4,31 +4,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
-import typer
-
 from vlmdata.cli.common import with_settings
+from vlmdata.cli.echo import echo
+from vlmdata.cli.params import Argument
 from vlmdata.cli.settings import Settings
 
-mirror_app = typer.Typer(
-    help="Lay out what a root has fetched as a mirror folder (DIR/host/path).\n\n"
-         "For machines behind a firewall or with no network at all: carry the folder in, then fetch "
-         "with `--mirror DIR` (docs/airgapped.md).\n\n"
-         "Examples:\n"
-         "  vlmdata mirror build /media/usb/mirror --root /data/store\n"
-         "  vlmdata fetch coco --mirror /media/usb/mirror --root /data/llava",
-    no_args_is_help=True)
+GROUP_HELP = ("Lay out what a root has fetched as a mirror folder (DIR/host/path).\n\n"
+              "For machines behind a firewall or with no network at all: carry the folder in, then fetch "
+              "with `--mirror DIR` (docs/airgapped.md).\n\n"
+              "Examples:\n"
+              "  vlmdata mirror build /media/usb/mirror --root /data/store\n"
+              "  vlmdata fetch coco --mirror /media/usb/mirror --root /data/llava")
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(mirror_app, name="mirror")
-
-
-@mirror_app.command("build")
 @with_settings
 def build_cmd(
-    folder: Path = typer.Argument(..., help="The mirror folder to fill (created if needed)."),
-    names: Optional[List[str]] = typer.Argument(None, help="Datasets (NAME) or files (NAME:FILE); default: every "
-                                                           "file fetched into the root."),
+    folder: Path = Argument(..., help="The mirror folder to fill (created if needed)."),
+    names: Optional[List[str]] = Argument(None, help="Datasets (NAME) or files (NAME:FILE); default: every "
+                                                     "file fetched into the root."),
     settings: Settings = None,
 ) -> None:
     """Lay out the root's downloads as a mirror: each file where `--mirror DIR` looks for it (DIR/host/path).
@@ -50,20 +43,24 @@ def build_cmd(
         settings.emit_json(res.to_json())
     else:
         hows = {h: sum(1 for m in res.files if m.how == h) for h in ("hardlink", "copy", "there")}
-        typer.echo(f"mirror {res.folder}: {len(res.files)} file(s) ({hows['hardlink']} hard links, {hows['copy']} copies, "
-                   f"{hows['there']} already there), {res.images} image(s) of URL lists; "
-                   f"vlmdata.lock with {res.pins} pinned hash(es)")
+        echo(f"mirror {res.folder}: {len(res.files)} file(s) ({hows['hardlink']} hard links, {hows['copy']} copies, "
+             f"{hows['there']} already there), {res.images} image(s) of URL lists; "
+             f"vlmdata.lock with {res.pins} pinned hash(es)")
         for m in res.files:
-            typer.echo(f"  {m.key:<48} {m.path}")
+            echo(f"  {m.key:<48} {m.path}")
         if res.linkfiles:
-            typer.echo(f"links tables under {res.folder / LINKFILES}: {', '.join(res.linkfiles)} "
-                       f"(copy them to the same paths under the far root)")
+            echo(f"links tables under {res.folder / LINKFILES}: {', '.join(res.linkfiles)} "
+                 f"(copy them to the same paths under the far root)")
         if res.left_out:
-            typer.echo(f"left out ({len(res.left_out)}):")
+            echo(f"left out ({len(res.left_out)}):")
             for x in res.left_out:
-                typer.echo(f"  {x.key}: {x.reason}")
+                echo(f"  {x.key}: {x.reason}")
         if res.files:
-            typer.echo(f"on the far machine: copy {res.folder / 'vlmdata.lock'} into its root, then "
-                       f"vlmdata fetch ... --mirror {res.folder}")
+            echo(f"on the far machine: copy {res.folder / 'vlmdata.lock'} into its root, then "
+                 f"vlmdata fetch ... --mirror {res.folder}")
     if res.left_out:
-        raise typer.Exit(1)
+        raise SystemExit(1)
+
+
+# the `mirror` group (vlmdata.cli.app; a group's lines are parsed by typer)
+SUBCOMMANDS = {"build": build_cmd}

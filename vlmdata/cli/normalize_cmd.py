@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import typer
-
 from vlmdata.cli.common import with_settings
+from vlmdata.cli.echo import echo
+from vlmdata.cli.params import Argument, Option
 from vlmdata.cli.settings import Settings
 from vlmdata.errors import UserError
 from vlmdata.place.normalize import normalize_folder
@@ -14,15 +14,11 @@ from vlmdata.place.normalize import normalize_folder
 SHOW = 20
 
 
-def register(app: typer.Typer) -> None:
-    app.command("normalize")(normalize_cmd)
-
-
 @with_settings
 def normalize_cmd(
-    dataset: str = typer.Argument(..., help="The dataset whose image placement says the extension (e.g. ocr_vqa)."),
-    folder: Path = typer.Argument(..., help="The image folder to fix in place."),
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Files handled in parallel (default: 2 per core)."),
+    dataset: str = Argument(..., help="The dataset whose image placement says the extension (e.g. ocr_vqa)."),
+    folder: Path = Argument(..., help="The image folder to fix in place."),
+    jobs: Optional[int] = Option(None, "--jobs", "-j", min=1, help="Files handled in parallel (default: 2 per core)."),
     settings: Settings = None,
 ) -> None:
     """Fix an image folder downloaded by hand: every image becomes a real JPEG named <id>.jpg.
@@ -55,17 +51,20 @@ def normalize_cmd(
     if settings.json:
         settings.emit_json(rep.to_json())
     elif not settings.quiet or rep.problems:
-        typer.echo(f"{folder}: {len(rep.converted)} converted to JPEG, {len(rep.renamed)} renamed, "
-                   f"{rep.ok} already ok, {len(rep.undecodable)} undecodable"
-                   + (f", {len(rep.duplicates)} duplicate(s)" if rep.duplicates else "")
-                   + (f", {rep.not_images} non-image file(s) left alone" if rep.not_images else ""))
+        echo(f"{folder}: {len(rep.converted)} converted to JPEG, {len(rep.renamed)} renamed, "
+             f"{rep.ok} already ok, {len(rep.undecodable)} undecodable"
+             + (f", {len(rep.duplicates)} duplicate(s)" if rep.duplicates else "")
+             + (f", {rep.not_images} non-image file(s) left alone" if rep.not_images else ""))
         for c in rep.converted[:SHOW]:
-            typer.echo(f"  converted  {c['from']} ({c['format']}) -> {Path(c['to']).name}")
+            echo(f"  converted  {c['from']} ({c['format']}) -> {Path(c['to']).name}")
         for r in rep.renamed[:SHOW]:
-            typer.echo(f"  renamed    {r['from']} -> {Path(r['to']).name}")
+            echo(f"  renamed    {r['from']} -> {Path(r['to']).name}")
         for u in rep.undecodable:
-            typer.echo(f"  {u['status']:<10} {u['path']}: {u['detail']}")
+            echo(f"  {u['status']:<10} {u['path']}: {u['detail']}")
         for d in rep.duplicates:
-            typer.echo(f"  duplicate  {d['path']}: {Path(d['kept']).name} already exists; left both")
+            echo(f"  duplicate  {d['path']}: {Path(d['kept']).name} already exists; left both")
     if rep.problems:
-        raise typer.Exit(1)
+        raise SystemExit(1)
+
+
+COMMANDS = {"normalize": normalize_cmd}  # (vlmdata.cli.app)

@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
 
-import typer
-
 from vlmdata.cli.common import with_settings
+from vlmdata.cli.echo import echo
+from vlmdata.cli.params import Argument, Option
 from vlmdata.cli.selection import select
 from vlmdata.cli.settings import Settings
 from vlmdata.errors import UserError
@@ -19,17 +19,13 @@ ONLY_REFERENCED_HELP = ("Keep only the archive members these LLaVA-style JSONs r
                         "(tars are streamed, never stored). Repeatable.")
 
 
-def register(app: typer.Typer) -> None:
-    app.command("plan")(plan_cmd)
-
-
 @with_settings
 def plan_cmd(
-    names: Optional[List[str]] = typer.Argument(None, help="Datasets (NAME) or single files (NAME:FILE)."),
-    layout: Optional[str] = typer.Option(None, "--layout", help="Also check the layout exists (the view costs no extra disk); "
-                                                                "alone: everything it needs."),
-    recipe: Optional[str] = typer.Option(None, "--recipe", help="Everything this blend recipe needs (the bill of `fetch --recipe`)."),
-    only_referenced_by: Optional[List[Path]] = typer.Option(None, "--only-referenced-by", help=ONLY_REFERENCED_HELP),
+    names: Optional[List[str]] = Argument(None, help="Datasets (NAME) or single files (NAME:FILE)."),
+    layout: Optional[str] = Option(None, "--layout", help="Also check the layout exists (the view costs no extra disk); "
+                                                          "alone: everything it needs."),
+    recipe: Optional[str] = Option(None, "--recipe", help="Everything this blend recipe needs (the bill of `fetch --recipe`)."),
+    only_referenced_by: Optional[List[Path]] = Option(None, "--only-referenced-by", help=ONLY_REFERENCED_HELP),
     settings: Settings = None,
 ) -> None:
     """What `fetch` would do: each file's source, bytes to download, disk needed, free disk, what is present.
@@ -80,18 +76,21 @@ def show_plan(settings: Settings, names: Optional[List[str]], layout: Optional[s
 
 
 def _print(plan: Plan, root: str, *, subset: bool = False) -> None:
-    typer.echo(f"{'file':<52} {'state':<8} {'download':>11} {'disk':>11}  source")
+    echo(f"{'file':<52} {'state':<8} {'download':>11} {'disk':>11}  source")
     for i in plan.items:
-        typer.echo(f"{i.key:<52} {i.state:<8} {human_bytes(i.download_bytes, approx=not i.size_exact):>11} "
-                   f"{human_bytes(i.disk_bytes, approx=not i.size_exact):>11}  {i.source}")
-    typer.echo("")
-    typer.echo(f"to download: {human_bytes(plan.download_bytes)} ({plan.download_bytes:,} bytes)")
-    typer.echo(f"disk needed: {human_bytes(plan.disk_bytes)} (archives and their unpacked contents"
-               + ("; --only-referenced-by: tars are streamed, the referenced images they hold are not counted)"
-                  if subset else ")"))
-    typer.echo(f"free on {root}: {human_bytes(plan.free_bytes)}")
+        echo(f"{i.key:<52} {i.state:<8} {human_bytes(i.download_bytes, approx=not i.size_exact):>11} "
+             f"{human_bytes(i.disk_bytes, approx=not i.size_exact):>11}  {i.source}")
+    echo("")
+    echo(f"to download: {human_bytes(plan.download_bytes)} ({plan.download_bytes:,} bytes)")
+    echo(f"disk needed: {human_bytes(plan.disk_bytes)} (archives and their unpacked contents"
+         + ("; --only-referenced-by: tars are streamed, the referenced images they hold are not counted)"
+            if subset else ")"))
+    echo(f"free on {root}: {human_bytes(plan.free_bytes)}")
     if plan.unknown:
-        typer.echo(f"size unknown for {len(plan.unknown)} file(s), not counted: {', '.join(plan.unknown)}")
+        echo(f"size unknown for {len(plan.unknown)} file(s), not counted: {', '.join(plan.unknown)}")
     if any(i.state == "subset" for i in plan.items):
-        typer.echo("subset: placed in part with --only-referenced-by; this fetch asks for the whole archive")
-    typer.echo("fits: yes" if plan.fits else "fits: NO")
+        echo("subset: placed in part with --only-referenced-by; this fetch asks for the whole archive")
+    echo("fits: yes" if plan.fits else "fits: NO")
+
+
+COMMANDS = {"plan": plan_cmd}  # (vlmdata.cli.app)

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-import typer
-
 from vlmdata.cli import common
+from vlmdata.cli.echo import echo
 
 if TYPE_CHECKING:
     from vlmdata.manifest import Catalog
@@ -59,13 +58,13 @@ class Settings(msgspec.Struct):
     def info(self, msg: str) -> None:
         """A human line on stderr; silent under --json (stdout stays machine-readable) and --quiet."""
         if not self.json and not self.quiet:
-            typer.echo(msg, err=True)
+            echo(msg, err=True)
 
     def result(self, msg: str) -> None:
         """What a command that changes things did, on stdout; --quiet leaves it out (the exit code says it)."""
         if not self.quiet:
-            typer.echo(msg)
+            echo(msg)
 
     def debug(self, msg: str) -> None:
         if self.verbose:
-            typer.echo(msg, err=True)
+            echo(msg, err=True)

@@ -1,15 +1,10 @@
 """`vlmdata status`: a table of datasets and their state in the root."""
 from __future__ import annotations
 
-import typer
-
 from vlmdata.cli.common import with_settings
+from vlmdata.cli.echo import echo
 from vlmdata.cli.settings import Settings
 from vlmdata.status import status_all
-
-
-def register(app: typer.Typer) -> None:
-    app.command("status")(status_cmd)
 
 
 @with_settings
@@ -29,12 +24,12 @@ def status_cmd(settings: Settings) -> None:
     if settings.json:
         settings.emit_json([r.__dict__ for r in rows])
         return
-    typer.echo(f"root: {root.path}" + ("" if root.path.is_dir() else "  (does not exist: nothing fetched into it yet)"))
-    typer.echo(f"{'dataset':<16} {'state':<9} files")
+    echo(f"root: {root.path}" + ("" if root.path.is_dir() else "  (does not exist: nothing fetched into it yet)"))
+    echo(f"{'dataset':<16} {'state':<9} files")
     for r in rows:
         extra = f" (+{r.optional_placed} optional)" if r.optional_placed else ""
         note = "  (placed with --only-referenced-by)" if r.state == "subset" else ""
-        typer.echo(f"{r.name:<16} {r.describe():<9} {r.placed}/{r.total}{extra}{note}")
+        echo(f"{r.name:<16} {r.describe():<9} {r.placed}/{r.total}{extra}{note}")
     _show_claims(root)
 
 
@@ -46,7 +41,10 @@ def _show_claims(root) -> None:
 
     held = live_claims(root.claims_dir)
     if held:
-        typer.echo(f"in progress ({len(held)} claim(s) in {root.claims_dir}):")
+        echo(f"in progress ({len(held)} claim(s) in {root.claims_dir}):")
     for key, h in held:
         where = "this machine" if h.same_machine() else h.host
-        typer.echo(f"  {h.what or key}: pid {h.pid} on {where}, heartbeat {max(0.0, time.time() - h.heartbeat):.0f} s ago")
+        echo(f"  {h.what or key}: pid {h.pid} on {where}, heartbeat {max(0.0, time.time() - h.heartbeat):.0f} s ago")
+
+
+COMMANDS = {"status": status_cmd}  # (vlmdata.cli.app)

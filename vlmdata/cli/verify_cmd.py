@@ -4,9 +4,9 @@ from __future__ import annotations
 import sys
 from typing import List, Optional
 
-import typer
-
 from vlmdata.cli.common import with_settings
+from vlmdata.cli.echo import echo
+from vlmdata.cli.params import Argument, Option
 from vlmdata.cli.settings import Settings
 from vlmdata.errors import UserError
 from vlmdata.verify import count_images, verify
@@ -14,15 +14,11 @@ from vlmdata.verify import count_images, verify
 SHOW = 20  # problems printed per dataset; the report JSON has them all
 
 
-def register(app: typer.Typer) -> None:
-    app.command("verify")(verify_cmd)
-
-
 @with_settings
 def verify_cmd(
-    names: Optional[List[str]] = typer.Argument(None, help="Datasets to check (default: every fetched one)."),
-    deep: bool = typer.Option(False, "--deep", help="Also hash kept archives and plain files, and decode every image."),
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Images decoded in parallel (default: 2 per core)."),
+    names: Optional[List[str]] = Argument(None, help="Datasets to check (default: every fetched one)."),
+    deep: bool = Option(False, "--deep", help="Also hash kept archives and plain files, and decode every image."),
+    jobs: Optional[int] = Option(None, "--jobs", "-j", min=1, help="Images decoded in parallel (default: 2 per core)."),
     settings: Settings = None,
 ) -> None:
     """Check what was fetched: files present, sizes and counts right; --deep hashes and decodes.
@@ -59,13 +55,13 @@ def verify_cmd(
     elif not settings.quiet or not report.ok:
         _print(report, str(root.path), explicit=bool(names), quiet=settings.quiet)
     if not report.ok:
-        raise typer.Exit(1)
+        raise SystemExit(1)
 
 
 def _print(report, root: str, *, explicit: bool, quiet: bool) -> None:
     if not report.checked:
-        typer.echo(f"nothing has been fetched into {root}: there is nothing to verify\n"
-                   "  -> pass the --root (or VLMDATA_ROOT) you fetched into, or fetch first (`vlmdata fetch NAME`)")
+        echo(f"nothing has been fetched into {root}: there is nothing to verify\n"
+             "  -> pass the --root (or VLMDATA_ROOT) you fetched into, or fetch first (`vlmdata fetch NAME`)")
         return
     never = [d.name for d in report.datasets if not d.fetched and d.ok]
     for d in report.checked:
@@ -75,22 +71,25 @@ def _print(report, root: str, *, explicit: bool, quiet: bool) -> None:
         if d.subset is not None:
             of = f"{d.subset['of']:,}" if d.subset["of"] is not None else "an unknown number of"
             what += f", subset: {d.subset['images']:,} of {of} images (placed with --only-referenced-by)"
-        typer.echo(f"[{'ok  ' if d.ok else 'FAIL'}] {d.name:<16} {what}")
+        echo(f"[{'ok  ' if d.ok else 'FAIL'}] {d.name:<16} {what}")
         for p in d.problems[:SHOW]:
-            typer.echo(f"       {p.kind:<12} {p.path}: {p.detail}")
+            echo(f"       {p.kind:<12} {p.path}: {p.detail}")
         if len(d.problems) > SHOW:
-            typer.echo(f"       ... and {len(d.problems) - SHOW} more (see the report)")
+            echo(f"       ... and {len(d.problems) - SHOW} more (see the report)")
         for n in d.notes:
-            typer.echo(f"       note: {n}")
+            echo(f"       note: {n}")
     if never and not explicit and not quiet:
-        typer.echo(f"never fetched: {', '.join(never)}")
+        echo(f"never fetched: {', '.join(never)}")
     bad = sum(len(d.problems) for d in report.datasets)
     failed = sum(1 for d in report.checked if not d.ok)
     mode = "deep" if report.deep else "quick"
     verdict = "all good" if report.ok else f"{bad} problem(s) in {failed} of them"
-    typer.echo(f"\n{mode} verify of {len(report.checked)} dataset(s): {verdict}"
-               + (f"; report: {report.report_path}" if report.report_path else ""))
+    echo(f"\n{mode} verify of {len(report.checked)} dataset(s): {verdict}"
+         + (f"; report: {report.report_path}" if report.report_path else ""))
     if report.not_recorded:
-        typer.echo(f"  note: {report.not_recorded}")
+        echo(f"  note: {report.not_recorded}")
     if any(p.kind == "wrong_format" for d in report.datasets for p in d.problems):
-        typer.echo("  -> images in the wrong format: `vlmdata normalize DATASET FOLDER` converts them to real JPEGs")
+        echo("  -> images in the wrong format: `vlmdata normalize DATASET FOLDER` converts them to real JPEGs")
+
+
+COMMANDS = {"verify": verify_cmd}  # (vlmdata.cli.app)

@@ -19,8 +19,10 @@ kernel (vlmdata.net.splice, through vlmdata.net.body.BodyToFile; the hasher read
 from the page cache), on one connection as on several; any other (TLS, chunked,
 ``VLMDATA_NO_SPLICE=1``, not Linux) is received one ``recv`` at a time into a buffer: on one
 connection the hasher's, written by a thread of its own (write_behind.py) so receiving and
-writing overlap. Several connections on one file (``connections > 1``) work like aria2c, with the pieces
-handed out in file order (vlmdata.fetch.segments) so the hashing thread, which follows the
+writing overlap.
+
+Several connections on one file (``connections > 1``) work like aria2c, with the pieces handed
+out in file order (vlmdata.fetch.segments) so the hashing thread, which follows the
 contiguous prefix through a memory map of the page cache, is never far behind; their progress
 goes to the sidecar every ``SAVE_EVERY`` seconds. Only the sha256 (and md5 when the manifest
 gives one) is computed here; whether it is the *right* hash is decided by the caller, which never
