@@ -47,9 +47,12 @@ def test_the_top_level_help_lists_every_command_as_its_own_docstring_says():
 
 
 def test_help_imports_no_command(tmp_path):
-    mods = _modules_after(["--help"], {"VLMDATA_CACHE_DIR": str(tmp_path)})
+    mods = _modules_after(["--help"], {"VLMDATA_CACHE_DIR": str(tmp_path), "COLUMNS": "100"})
     assert _heavy(mods) == [] and "rich" not in mods  # (vlmdata.cli.plain_help: click's formatter)
     assert "msgspec" not in mods  # (vlmdata.cli.settings: imported when a command runs)
+    assert "typer" not in mods  # (the top-level help from vlmdata/cli/top_help.txt)
+    mods = _modules_after(["--help"], {"VLMDATA_CACHE_DIR": str(tmp_path), "COLUMNS": "60"})
+    assert "typer" in mods and _heavy(mods) == []  # a narrow terminal: typer wraps it
     assert not any(m.startswith("vlmdata.cli.") and m not in ("vlmdata.cli.app", "vlmdata.cli.common",
                                                                "vlmdata.cli.plain_help", "vlmdata.cli.params",
                                                                "vlmdata.cli.fastparse") for m in mods)
@@ -139,6 +142,20 @@ def test_a_broken_or_foreign_cache_is_ignored(tmp_path, monkeypatch):
     ro.chmod(0o500)
     monkeypatch.setenv("VLMDATA_CACHE_DIR", str(ro / "sub"))
     assert load_catalog().datasets.keys() == good.datasets.keys()  # cannot write: still works
+
+
+def test_the_top_level_help_printed_without_typer_is_what_typer_prints(cli, monkeypatch):
+    """vlmdata/cli/top_help.txt is typer's output now (`make docs` writes it; this fails when it is stale)."""
+    from tools.docgen.cli import top_help
+
+    for columns in ("80", "200"):  # (click wraps help at 78 columns on any terminal of 80 or more)
+        monkeypatch.setenv("COLUMNS", columns)
+        for flag in ("--help", "-h"):
+            r = cli(flag)
+            assert r.code == 0 and r.out == top_help(), (columns, flag)
+    monkeypatch.setenv("COLUMNS", "60")  # narrower: typer wraps it to the terminal
+    r = cli("--help")
+    assert r.code == 0 and r.out != top_help() and "[OPTIONS] COMMAND" in r.out
 
 
 def test_lazy_group_runs_commands_like_the_eager_app(cli):

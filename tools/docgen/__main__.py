@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import sys
 
-from tools.docgen.pages import REPO, generate, reference_pages, stale
+from tools.docgen.pages import REPO, generate, generated_files, reference_pages, stale
 
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--check"]:
-        bad = stale()
+        bad = stale() + [p for p, text in generated_files().items()
+                         if not (REPO / p).is_file() or (REPO / p).read_text(encoding="utf-8") != text]
         for path in bad:
             print(f"{path} differs from what the generator writes now", file=sys.stderr)
         if bad:
@@ -18,7 +19,7 @@ def main(argv: list[str]) -> int:
     for path in sorted(reference_pages() - set(pages)):  # a command that is gone
         (REPO / path).unlink()
         print(f"removed {path}")
-    for path, text in pages.items():
+    for path, text in {**pages, **generated_files()}.items():
         target = REPO / path
         if not target.is_file() or target.read_text(encoding="utf-8") != text:
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -225,6 +225,31 @@ def vlmtrain_page(train: Cmd, shown_in: dict[str, list[str]]) -> str:
             + "Run configs and their keys: [configs/README.md](../../configs/README.md).\n\n" + body).rstrip() + "\n"
 
 
+TOP_HELP = "vlmdata/cli/top_help.txt"
+
+
+def top_help() -> str:
+    """`vlmdata --help` as typer prints it on a terminal of 80 columns or more: what `vlmdata
+    --help` prints from vlmdata/cli/top_help.txt without importing typer (vlmdata.cli.app)."""
+    import contextlib
+    import io
+    import os
+
+    from vlmdata.cli.app import typer_app
+
+    out, old = io.StringIO(), os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "80"
+    try:
+        with contextlib.redirect_stdout(out):
+            typer_app()(["--help"], prog_name="vlmdata", standalone_mode=False)
+    finally:
+        if old is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = old
+    return out.getvalue()
+
+
 def apps() -> tuple[Cmd, Cmd]:
     from vlmdata.cli.app import app as data_app
     from vlmtrain.cli import app as train_app

@@ -62,6 +62,11 @@ def reference_pages() -> set[str]:
     return {p.relative_to(REPO).as_posix() for p in ref.glob("*.md")} if ref.is_dir() else set()
 
 
+def generated_files() -> dict[str, str]:
+    """Files the generator writes besides the pages: what `vlmdata --help` prints without typer."""
+    return {cli.TOP_HELP: cli.top_help()}
+
+
 def stale() -> list[str]:
     """Generated pages that are missing or differ from the committed ones; and committed
     reference pages the generator no longer writes (a command that is gone)."""

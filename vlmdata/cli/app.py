@@ -137,9 +137,44 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+TOP_HELP = "top_help.txt"  # beside this file; written by the docs generator (tools/docgen: `make docs`)
+
+
+def _top_help() -> str | None:
+    """`vlmdata --help` as typer prints it on a terminal of 80 columns or more (click wraps at 78
+    then), from the file the docs generator writes from typer itself (tests/docs/test_generated.py
+    fails when it is stale); None where typer must print it: a narrower terminal, another program
+    name (``python -m``), no file."""
+    import os
+
+    if os.path.basename(sys.argv[0]) != "vlmdata":
+        return None
+    try:  # the terminal's width as click reads it (shutil.get_terminal_size, without importing shutil)
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+        except (AttributeError, ValueError, OSError):
+            columns = 80
+    if columns < 80:
+        return None
+    try:
+        with open(os.path.join(os.path.dirname(__file__), TOP_HELP), encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
 def _run() -> Any:
     from vlmdata.cli import fastparse
 
+    if sys.argv[1:] in (["--help"], ["-h"]):
+        text = _top_help()  # (typer is half of its start-up: 153M of 236M instructions)
+        if text is not None:
+            sys.stdout.write(text)
+            return 0
     parsed = fastparse.parse(sys.argv[1:], plain_command, COMMON)
     if parsed is not None:
         run_parsed(parsed)
