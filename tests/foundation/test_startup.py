@@ -158,6 +158,11 @@ def test_the_top_level_help_printed_without_typer_is_what_typer_prints(cli, monk
     assert r.code == 0 and r.out != top_help() and "[OPTIONS] COMMAND" in r.out
 
 
+def test_version_alone_prints_what_the_option_prints_through_typer(cli):
+    alone, through_typer = cli("--version"), cli("--root", "r", "--version")  # (the second: typer's eager option)
+    assert alone.code == through_typer.code == 0 and alone.out == through_typer.out != ""
+
+
 def test_lazy_group_runs_commands_like_the_eager_app(cli):
     assert isinstance(app, typer.Typer)
     r = cli("layout", "--help")

@@ -175,6 +175,10 @@ def _run() -> Any:
         if text is not None:
             sys.stdout.write(text)
             return 0
+    if sys.argv[1:] == ["--version"]:  # (what the option's callback prints: vlmdata.cli.common)
+        from vlmdata.cli.common import print_version
+
+        print_version(True)
     parsed = fastparse.parse(sys.argv[1:], plain_command, COMMON)
     if parsed is not None:
         run_parsed(parsed)

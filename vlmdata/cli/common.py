@@ -65,14 +65,14 @@ COMMON: dict[str, tuple[Param, str]] = {
 _UNSET = {name: p.default for name, (p, _) in COMMON.items()}  # what a shared option is when nobody gave it
 
 
-def _print_version(value: bool) -> None:
+def print_version(value: bool) -> None:
+    """``--version``'s callback (and what `vlmdata --version` alone runs without typer)."""
     if value:
-        import typer
-
         import vlmdata
+        from vlmdata.cli.echo import echo
 
-        typer.echo(f"vlmdata {vlmdata.__version__}")
-        raise typer.Exit(0)
+        echo(f"vlmdata {vlmdata.__version__}")
+        raise SystemExit(0)
 
 
 def global_callback(
@@ -83,7 +83,7 @@ def global_callback(
     json_out: bool = COMMON["json_out"][0],
     verbose: int = COMMON["verbose"][0],
     quiet: bool = COMMON["quiet"][0],
-    version: bool = Option(False, "--version", is_eager=True, callback=_print_version,
+    version: bool = Option(False, "--version", is_eager=True, callback=print_version,
                            help="Print the version and exit."),
 ) -> None:
     """Options given before the command."""
