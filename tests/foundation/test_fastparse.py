@@ -108,7 +108,8 @@ def _lines(fn: Any) -> list[list[str]]:
 
 
 SHARED = [[], ["--root", "r1"], ["--json", "-v"], ["-vv", "--quiet", "--manifests", "m1:m2"],
-          ["--mirror", "http://m/", "--hf-endpoint", "https://h/"]]
+          ["--mirror", "http://m/", "--hf-endpoint", "https://h/"]]  # before the command
+AFTER = [[], ["--root", "r2", "-q"], ["-v", "--json", "--mirror=/m2"]]  # after it
 
 
 @pytest.mark.parametrize("name", PLAIN)
@@ -122,16 +123,16 @@ def test_a_line_the_fast_parser_takes_gives_what_typer_gives(name, monkeypatch):
                 monkeypatch.delenv(k, raising=False)
             else:
                 monkeypatch.setenv(k, v)
-        for line in _lines(fn):
-            for before in SHARED:
-                for after in ([], ["--root", "r2", "-q"]):
-                    argv = before + [name] + line + after if "--" not in line else before + [name] + after + line
-                    total += 1
-                    fast = _fast_run(name, fn, argv)
-                    if fast is None:
-                        continue
-                    taken += 1
-                    assert fast == _typer_run(name, fn, argv), argv
+        for k, line in enumerate(_lines(fn)):
+            for j in (k, k + 2):  # (two of the shared options' variants per line, in turn: every variant is used)
+                before, after = SHARED[j % len(SHARED)], AFTER[j % len(AFTER)]
+                argv = before + [name] + line + after if "--" not in line else before + [name] + after + line
+                total += 1
+                fast = _fast_run(name, fn, argv)
+                if fast is None:
+                    continue
+                taken += 1
+                assert fast == _typer_run(name, fn, argv), argv
     assert taken >= 0.9 * total, (taken, total)
 
 
