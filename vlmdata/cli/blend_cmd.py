@@ -8,7 +8,6 @@ from typing import Literal, Optional
 from vlmdata.cli.echo import echo
 from vlmdata.cli.params import Argument, Option
 from vlmdata.blend.drop_limit import DEFAULT_MAX_DROP
-from vlmdata.cli.common import with_settings
 from vlmdata.cli.settings import Settings
 from vlmdata.errors import Interrupted, UserError
 
@@ -29,7 +28,6 @@ def _resolve(settings: Settings, recipe: str, image_root: Optional[Path]):
     return resolve(settings.catalog.blend(recipe), settings.catalog, root, image_root=image_root)
 
 
-@with_settings
 def blend_cmd(
     recipe: str = Argument(..., help="A recipe name (see `vlmdata list`) or a recipe TOML path."),
     out: Optional[Path] = Option(None, "--out", "-o", help="Output folder (default ROOT/blends/<recipe>)."),
@@ -83,7 +81,6 @@ def blend_cmd(
         settings.result(render_blend(res.meta, str(res.out)))
 
 
-@with_settings
 def report_cmd(
     recipe: str = Argument(..., help="A recipe name (see `vlmdata list`) or a recipe TOML path."),
     image_root: Optional[Path] = Option(None, "--image-root", help="Folder the records' image paths are relative to."),
@@ -114,7 +111,6 @@ def report_cmd(
             echo(render_report(rep))
 
 
-@with_settings
 def export_cmd(
     folder: Path = Argument(..., help="A blend output folder."),
     out: Path = Argument(..., help="The JSON file to write."),
@@ -150,7 +146,6 @@ def export_cmd(
         settings.result(f"wrote {n:,} records to {out}")
 
 
-@with_settings
 def stats_cmd(
     folder: Path = Argument(..., help="A blend output folder."),
     png: Optional[Path] = Option(None, "--png", help="Also draw the histograms into this PNG (needs matplotlib)."),

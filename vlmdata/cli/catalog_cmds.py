@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import msgspec.structs
-from vlmdata.cli.common import with_settings
 from vlmdata.cli.echo import echo
 from vlmdata.cli.params import Argument
 from vlmdata.cli.settings import Settings
@@ -12,7 +11,6 @@ from vlmdata.sources import describe
 from vlmdata.units import human_bytes
 
 
-@with_settings
 def list_cmd(settings: Settings) -> None:
     """Every dataset, layout and blend recipe, one line each.
 
@@ -48,7 +46,6 @@ def _total(d: Dataset) -> int | None:
     return None if any(s is None for s in sizes) else sum(sizes)  # type: ignore[arg-type]
 
 
-@with_settings
 def info_cmd(name: str = Argument(..., help="Dataset, layout or blend recipe name."), settings: Settings = None) -> None:
     """Everything known about one dataset, layout or blend recipe.
 

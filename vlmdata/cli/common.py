@@ -4,7 +4,7 @@ Options work before the command (``vlmdata --root R plan coco``) and after it
 (``vlmdata plan coco --root R``); a value given after the command wins. Each also reads its
 environment variable (VLMDATA_ROOT, VLMDATA_MANIFESTS, VLMDATA_MIRROR, HF_ENDPOINT).
 
-A command is a function whose last parameter is ``settings: Settings`` (``@with_settings``): a
+A command is a function whose last parameter is ``settings: Settings``: a
 line vlmdata.cli.fastparse reads is run by ``run_parsed``; for typer (help, errors, groups, the
 docs) ``typer_command`` shows the same function with the shared options added to its signature.
 """
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from vlmdata.cli.params import Option, Param
+from vlmdata.cli.params import Option, Param, typer_parameters
 
 if TYPE_CHECKING:  # imported when a command runs, not when the CLI starts
     from vlmdata.cli.fastparse import Parsed
@@ -112,13 +112,6 @@ def _manifest_dirs(value: str) -> list[str]:
     return extra_dirs_from_env(value)
 
 
-def with_settings(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Mark a command that receives the shared options as ``settings: Settings`` (its last
-    parameter); ``run_parsed`` and ``typer_command`` give them to it."""
-    fn.__vlmdata_settings__ = True  # type: ignore[attr-defined]
-    return fn
-
-
 def run_parsed(p: Parsed) -> Any:
     """Run a line vlmdata.cli.fastparse read, as typer would have run it."""
     global _GLOBAL
@@ -137,8 +130,7 @@ def typer_command(fn: Callable[..., Any]) -> Callable[..., Any]:
     import typer
 
     sig = inspect.signature(fn)
-    own = [p.replace(default=p.default.to_typer()) if isinstance(p.default, Param) else p
-           for p in sig.parameters.values() if p.name != "settings"]
+    own = [p for p in typer_parameters(sig) if p.name != "settings"]
     names = {"Optional": typing.Optional, "List": typing.List, "Path": Path}
     common = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=p.to_typer(), annotation=eval(ann, names))
               for name, (p, ann) in COMMON.items()]

@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
 
-from vlmdata.cli.common import with_settings
 from vlmdata.cli.echo import echo
 from vlmdata.cli.params import Argument, Option
 from vlmdata.cli.plan_cmd import ONLY_REFERENCED_HELP, show_plan, wanted_names
@@ -22,7 +21,6 @@ if TYPE_CHECKING:
 DEFAULTS = FetchOptions()  # (the options' defaults: one place, the class)
 
 
-@with_settings
 def fetch_cmd(
     names: Optional[List[str]] = Argument(None, help="Datasets (NAME: its default files) or single files (NAME:FILE)."),
     layout: Optional[str] = Option(None, "--layout", "-l", help="Then build this layout's view (links, no copies); "

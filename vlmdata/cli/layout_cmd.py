@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from vlmdata.cli.common import with_settings
 from vlmdata.cli.echo import echo
 from vlmdata.cli.params import Argument, Option
 from vlmdata.cli.settings import Settings
@@ -22,7 +21,6 @@ GROUP_HELP = ("Check a folder against a layout, or build a layout's view from th
               "  vlmdata layout build --layout llava --out ./playground/data")
 
 
-@with_settings
 def check_cmd(
     folder: Path = Argument(..., help="The folder to check (e.g. playground/data)."),
     layout: str = Option(..., "--layout", "-l", help="Layout name (see `vlmdata list`)."),
@@ -58,7 +56,6 @@ def check_cmd(
         raise SystemExit(1)
 
 
-@with_settings
 def build_cmd(
     layout: str = Option(..., "--layout", "-l", help="Layout name (see `vlmdata list`)."),
     out: Optional[Path] = Option(None, "--out", help="Where to build it (default ROOT/layouts/NAME)."),

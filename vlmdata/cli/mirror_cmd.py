@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
-from vlmdata.cli.common import with_settings
 from vlmdata.cli.echo import echo
 from vlmdata.cli.params import Argument
 from vlmdata.cli.settings import Settings
@@ -17,7 +16,6 @@ GROUP_HELP = ("Lay out what a root has fetched as a mirror folder (DIR/host/path
               "  vlmdata fetch coco --mirror /media/usb/mirror --root /data/llava")
 
 
-@with_settings
 def build_cmd(
     folder: Path = Argument(..., help="The mirror folder to fill (created if needed)."),
     names: Optional[List[str]] = Argument(None, help="Datasets (NAME) or files (NAME:FILE); default: every "

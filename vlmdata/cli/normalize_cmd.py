@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from vlmdata.cli.common import with_settings
 from vlmdata.cli.echo import echo
 from vlmdata.cli.params import Argument, Option
 from vlmdata.cli.settings import Settings
@@ -14,7 +13,6 @@ from vlmdata.place.normalize import normalize_folder
 SHOW = 20
 
 
-@with_settings
 def normalize_cmd(
     dataset: str = Argument(..., help="The dataset whose image placement says the extension (e.g. ocr_vqa)."),
     folder: Path = Argument(..., help="The image folder to fix in place."),

@@ -46,12 +46,16 @@ def to_typer(fn: Callable[..., Any]) -> Callable[..., Any]:
     import inspect
 
     sig = inspect.signature(fn)
-    params = [p.replace(default=p.default.to_typer()) if isinstance(p.default, Param) else p
-              for p in sig.parameters.values()]
 
     @functools.wraps(fn)
     def shown(*args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
 
-    shown.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    shown.__signature__ = sig.replace(parameters=typer_parameters(sig))  # type: ignore[attr-defined]
     return shown
+
+
+def typer_parameters(sig: Any) -> list[Any]:
+    """The parameters of signature ``sig`` with each declaration made typer's."""
+    return [p.replace(default=p.default.to_typer()) if isinstance(p.default, Param) else p
+            for p in sig.parameters.values()]

@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
 
-from vlmdata.cli.common import with_settings
 from vlmdata.cli.echo import echo
 from vlmdata.cli.params import Argument, Option
 from vlmdata.cli.selection import select
@@ -19,7 +18,6 @@ ONLY_REFERENCED_HELP = ("Keep only the archive members these LLaVA-style JSONs r
                         "(tars are streamed, never stored). Repeatable.")
 
 
-@with_settings
 def plan_cmd(
     names: Optional[List[str]] = Argument(None, help="Datasets (NAME) or single files (NAME:FILE)."),
     layout: Optional[str] = Option(None, "--layout", help="Also check the layout exists (the view costs no extra disk); "

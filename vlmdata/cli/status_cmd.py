@@ -1,13 +1,11 @@
 """`vlmdata status`: a table of datasets and their state in the root."""
 from __future__ import annotations
 
-from vlmdata.cli.common import with_settings
 from vlmdata.cli.echo import echo
 from vlmdata.cli.settings import Settings
 from vlmdata.status import status_all
 
 
-@with_settings
 def status_cmd(settings: Settings) -> None:
     """Each dataset: absent, partial, subset, complete (every default file placed) or verified.
 

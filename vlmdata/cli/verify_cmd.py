@@ -4,7 +4,6 @@ from __future__ import annotations
 import sys
 from typing import List, Optional
 
-from vlmdata.cli.common import with_settings
 from vlmdata.cli.echo import echo
 from vlmdata.cli.params import Argument, Option
 from vlmdata.cli.settings import Settings
@@ -14,7 +13,6 @@ from vlmdata.verify import count_images, verify
 SHOW = 20  # problems printed per dataset; the report JSON has them all
 
 
-@with_settings
 def verify_cmd(
     names: Optional[List[str]] = Argument(None, help="Datasets to check (default: every fetched one)."),
     deep: bool = Option(False, "--deep", help="Also hash kept archives and plain files, and decode every image."),

@@ -57,7 +57,7 @@ class BodyReader:
             return len(data)
         left = self.hcr.length
         if left <= 0:
-            self._end()
+            self.finish()
             return 0
         n = self.sock.readinto1(view[:left] if left < len(view) else view)
         if not n:
@@ -103,9 +103,6 @@ class BodyReader:
 
     def finish(self) -> None:
         """The whole body has been taken: urllib3 closes it and pools the connection."""
-        self._end()
-
-    def _end(self) -> None:
         if not self._ended:
             self._ended = True
             self.raw.read(decode_content=False)  # b"": urllib3 closes the body and pools the connection

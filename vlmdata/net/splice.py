@@ -46,7 +46,6 @@ class SocketToFile:
         import fcntl
 
         self.stopped = stopped
-
         self.sfd = sock.fileno()
         self.timeout = sock.gettimeout()
         self.r, self.w = os.pipe2(os.O_CLOEXEC)
