@@ -86,13 +86,15 @@ def record_id(rec: Any) -> str | None:
 
 
 class RowBuffer:
-    """Up to a batch of normalised rows, kept as columns of plain lists (a record checked on its
-    own appends to each; a run of checked Records extends each with a slice; the Arrow columns
-    are made once per batch, in ``take``): id, images (flat, and a count per row), turn values
-    (flat, and a count per row), index in the input, fixes applied (bit i: validate.FIXES[i]),
-    record_extra. A row's text chars are counted in ``take``, from its values."""
+    """Normalised rows waiting to be written, in order: Arrow pieces (a decoded batch whose records
+    were all good, made into columns at once while its strings are still in the CPU's cache), then
+    rows appended one by one, kept as columns of plain lists until the next piece or ``take``: id,
+    images (flat, and a count per row), turn values (flat, and a count per row), index in the
+    input, fixes applied (bit i: validate.FIXES[i]), record_extra. A row's text chars are counted
+    from its values when its piece is made."""
 
-    __slots__ = ("keep_text", "ids", "n_images", "images", "n_turns", "values", "index", "fixes", "kept")
+    __slots__ = ("keep_text", "ids", "n_images", "images", "n_turns", "values", "index", "fixes", "kept",
+                 "pieces", "piece_rows")
 
     def __init__(self, keep_text: bool = True) -> None:
         self.keep_text = keep_text
@@ -104,9 +106,11 @@ class RowBuffer:
         self.index: list[int] = []
         self.fixes: list[int] = []
         self.kept: list[str | None] = []
+        self.pieces: list[tuple[pa.RecordBatch, np.ndarray, np.ndarray]] = []  # (columns but source, index, fixes)
+        self.piece_rows = 0
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return self.piece_rows + len(self.ids)
 
     def append(self, rid: str, images: list[str], values: list[str], index: int, fixes: int, kept: str | None) -> None:
         """One row."""
@@ -119,50 +123,93 @@ class RowBuffer:
         self.fixes.append(fixes)
         self.kept.append(kept)
 
+    def add_piece(self, ids: list[str], n_images: Any, images: list[str], n_turns: Any, values: list[str],
+                  kept: list[str | None] | None, index: np.ndarray, fixes: np.ndarray) -> None:
+        """Rows given as columns (counts as lists or integer arrays; ``kept`` None: no record_extra)."""
+        self._seal()
+        cols = _columns(ids, n_images, images, n_turns, values, kept, self.keep_text)
+        self._push(pa.RecordBatch.from_arrays(cols, schema=_PIECE_SCHEMA), index.astype(np.int64, copy=False),
+                   fixes.astype(np.int8))
+
+    def _seal(self) -> None:
+        """The rows appended one by one become a piece (so the pieces stay in row order)."""
+        if self.ids:
+            n = len(self.ids)
+            self.ids, ids = [], self.ids
+            self.n_images, n_images = [], self.n_images
+            self.images, images = [], self.images
+            self.n_turns, n_turns = [], self.n_turns
+            self.values, values = [], self.values
+            self.index, index = [], self.index
+            self.fixes, fixes = [], self.fixes
+            self.kept, kept = [], self.kept
+            cols = _columns(ids, n_images, images, n_turns, values, kept, self.keep_text)
+            self._push(pa.RecordBatch.from_arrays(cols, schema=_PIECE_SCHEMA), np.array(index, np.int64),
+                       np.array(fixes, np.int8))
+            assert self.pieces[-1][0].num_rows == n
+
+    def _push(self, batch: pa.RecordBatch, index: np.ndarray, fixes: np.ndarray) -> None:
+        self.pieces.append((batch, index, fixes))
+        self.piece_rows += batch.num_rows
+
     def take(self, source: str, limit: int | None = None) -> tuple[pa.RecordBatch, np.ndarray, np.ndarray]:
         """The first ``limit`` rows (all by default) in the output columns
         (vlmdata.blend.columns.REQUIRED), with per row its index in the input (int64) and its
         fixes (int8); they leave the buffer."""
-        n = len(self.ids) if limit is None else min(limit, len(self.ids))
-        n_images, n_turns = _cut(self.n_images, n), _cut(self.n_turns, n)
-        images, values = _cut(self.images, sum(n_images)), _cut(self.values, sum(n_turns))
-        ids, index, fixes, kept = (_cut(col, n) for col in (self.ids, self.index, self.fixes, self.kept))
-        images_arr = pa.ListArray.from_arrays(_offsets(n_images), pa.array(images, pa.string()), type=IMAGES_TYPE)
-        text = pa.array(values, pa.string())
-        if self.keep_text:
-            turns = pa.StructArray.from_arrays([_roles(len(values)), text], fields=list(TURN_TYPE))
-            conv = pa.ListArray.from_arrays(_offsets(n_turns), turns, type=CONVERSATIONS_TYPE)
-            extras = pa.array(kept, pa.string())
-        else:
-            turns = pa.StructArray.from_arrays([pa.array([], pa.string())] * 2, fields=list(TURN_TYPE))
-            conv = pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, np.int32)), turns, type=CONVERSATIONS_TYPE)
-            extras = pa.nulls(n, pa.string())
-        batch = pa.RecordBatch.from_arrays(
-            [pa.array(ids, pa.string()), pa.repeat(pa.scalar(source, pa.string()), n), images_arr, conv,
-             pa.array(np.array(n_images, np.int32)), _chars(values, text, n_turns), extras],
-            schema=BLEND_SCHEMA)
-        return batch, np.array(index, dtype=np.int64), np.array(fixes, dtype=np.int8)
+        self._seal()
+        n = self.piece_rows if limit is None else min(limit, self.piece_rows)
+        parts: list[tuple[pa.RecordBatch, np.ndarray, np.ndarray]] = []
+        got = 0
+        while got < n:
+            batch, index, fixes = self.pieces[0]
+            k = min(batch.num_rows, n - got)
+            if k == batch.num_rows:
+                self.pieces.pop(0)
+            else:  # (the rest stays in front)
+                self.pieces[0] = (batch.slice(k), index[k:], fixes[k:])
+                batch, index, fixes = batch.slice(0, k), index[:k], fixes[:k]
+            parts.append((batch, index, fixes))
+            got += k
+        self.piece_rows -= n
+        if not parts:
+            return pa.RecordBatch.from_pylist([], schema=BLEND_SCHEMA), np.zeros(0, np.int64), np.zeros(0, np.int8)
+        joined = parts[0][0] if len(parts) == 1 else pa.concat_batches([p[0] for p in parts])
+        cols = list(joined.columns)
+        cols.insert(_SOURCE_AT, pa.repeat(pa.scalar(source, pa.string()), n))
+        batch = pa.RecordBatch.from_arrays(cols, schema=BLEND_SCHEMA)
+        return batch, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
 
 
-def _cut(col: list, n: int) -> list:
-    """The first ``n`` items of ``col``, removed from it."""
-    if n >= len(col):
-        out = col[:]
-        col.clear()
-        return out
-    out = col[:n]
-    del col[:n]
-    return out
+_SOURCE_AT = BLEND_SCHEMA.get_field_index("source")
+_PIECE_SCHEMA = BLEND_SCHEMA.remove(_SOURCE_AT)
 
 
-def _offsets(counts: list[int]) -> pa.Array:
+def _columns(ids: list[str], n_images: Any, images: list[str], n_turns: Any, values: list[str],
+             kept: list[str | None] | None, keep_text: bool) -> list[pa.Array]:
+    """The output's columns but ``source`` (in _PIECE_SCHEMA's order) of rows given as lists."""
+    n = len(ids)
+    images_arr = pa.ListArray.from_arrays(_offsets(n_images), pa.array(images, pa.string()), type=IMAGES_TYPE)
+    text = pa.array(values, pa.string())
+    if keep_text:
+        turns = pa.StructArray.from_arrays([_roles(len(values)), text], fields=list(TURN_TYPE))
+        conv = pa.ListArray.from_arrays(_offsets(n_turns), turns, type=CONVERSATIONS_TYPE)
+        extras = pa.array(kept, pa.string()) if kept is not None else pa.nulls(n, pa.string())
+    else:
+        turns = pa.StructArray.from_arrays([pa.array([], pa.string())] * 2, fields=list(TURN_TYPE))
+        conv = pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, np.int32)), turns, type=CONVERSATIONS_TYPE)
+        extras = pa.nulls(n, pa.string())
+    return [pa.array(ids, pa.string()), images_arr, conv, pa.array(np.asarray(n_images, np.int32)),
+            _chars(values, text, n_turns), extras]
+
+
+def _offsets(counts: Any) -> pa.Array:
     """Arrow list offsets of lists of these lengths: 0, then their running total."""
     out = np.zeros(len(counts) + 1, np.int32)
     np.cumsum(np.array(counts, np.int32), out=out[1:])
     return pa.array(out)
 
 
-def _chars(values: list[str], text: pa.Array, n_turns: list[int]) -> pa.Array:
+def _chars(values: list[str], text: pa.Array, n_turns: Any) -> pa.Array:
     """Each row's text chars: the characters of its turns. When every value is ASCII (a str knows
     whether it is), a value's characters are its bytes in the UTF-8 column: the column's offsets;
     else Python's len of each (which a str holds: cheaper than counting the column's code points)."""
@@ -224,6 +271,9 @@ class Normaliser:
         ``<image>`` go to ``out`` in runs, as slices of the batch's columns (``_Checked``); each
         other one, in its place, through ``add``."""
         checked = _Checked(recs, self.prefix, out.keep_text)
+        if checked.good.all():  # (the common case: the whole batch is one piece)
+            checked.to_piece(out, first)
+            return []
         bad: list[tuple[int, validate.Bad]] = []
         k = 0
         for m in [*np.flatnonzero(~checked.good).tolist(), len(recs)]:
@@ -424,6 +474,12 @@ class _Checked:
                 for i in with_model.tolist():
                     self.kept[i] = extra.of_model(models[i])
         self.good = good
+
+    def to_piece(self, out: RowBuffer, first: int) -> None:
+        """Every record (all good) onto ``out`` as one piece."""
+        n = len(self.ids)
+        out.add_piece(self.ids, self.has, self.paths, self.n_turns, self.values, self.kept,
+                      np.arange(first, first + n, dtype=np.int64), self.fixes)
 
     def extend(self, out: RowBuffer, a: int, b: int, first: int) -> None:
         """Records ``a:b`` (all good) onto ``out``."""
