@@ -154,13 +154,17 @@ def test_batch_path_check_agrees_with_clean_image_path():
         assert not _all_plain(["coco/1.jpg", odd]), odd
 
 
-@pytest.mark.parametrize("model", ["", "gpt-4", 'quo"te é \n'])
-def test_of_model_is_of_record_for_a_record_with_a_model(model):
+@pytest.mark.parametrize("model", [None, "", "gpt-4", 'quo"te é \n'])
+@pytest.mark.parametrize("rid", ["a", 7, 0, 2 ** 70])
+def test_of_struct_is_of_record_for_a_record_with_an_int_id_or_a_model(model, rid):
     from vlmdata.blend import extra
 
-    for rec, image in (({"id": "a", "image": "x.jpg", "conversations": [], "model": model}, "x.jpg"),
-                       ({"id": "a", "conversations": [], "model": model}, None)):
-        assert extra.of_model(model) == extra.of_record(rec, image)
+    if model is None and type(rid) is str:
+        return  # (the common record: no record_extra at all)
+    more = {} if model is None else {"model": model}
+    for rec, image in (({"id": rid, "image": "x.jpg", "conversations": [], **more}, "x.jpg"),
+                       ({"id": rid, "conversations": [], **more}, None)):
+        assert extra.of_struct(rid if type(rid) is int else None, model) == extra.of_record(rec, image)
 
 
 def test_text_chars_count_characters_not_bytes():

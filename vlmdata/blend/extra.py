@@ -46,11 +46,16 @@ def of_record(rec: dict, image: Any) -> str | None:
     return _dumps(out) if out else None
 
 
-def of_model(model: str) -> str:
-    """``of_record`` of a record whose only key beyond a non-empty string ``id``, an ``image``
-    string (or none) and ``conversations`` is ``model`` (ShareGPT's text-only records): without
-    making the record a dict first."""
-    return _dumps({"keys": {"model": model}})
+def of_struct(int_id: int | None, model: str | None) -> str:
+    """``of_record`` of a record with an ``id`` (``int_id`` when it is an int, else a non-empty
+    string), an ``image`` string or none, ``conversations`` and at most ``model`` (ShareGPT's
+    text-only records), one of them given: without making the record a dict first."""
+    keys: dict[str, Any] = {}
+    if int_id is not None:
+        keys["id"] = int_id
+    if model is not None:
+        keys["model"] = model
+    return _dumps({"keys": keys})
 
 
 def keep_original_ids(extra: pa.Array, original: pa.Array, final: pa.Array) -> pa.Array:

@@ -407,7 +407,8 @@ class _Checked:
     record i needs no check's message and no fix but a missing ``<image>`` (the one fix made
     here); any other is left to ``add``, which finds what is wrong with it.
 
-    Per record, the passes do what ``add`` does: an id that is a non-empty string; 2 to
+    Per record, the passes do what ``add`` does: an id that is a non-empty string (an int id
+    made one); 2 to
     ``_LONGEST`` turns, an even number, human and gpt alternating from human (msgspec decoded each
     turn's role as its type, so a role is a type to compare); no value empty or blank; ``<image>``
     tokens: none without an image, with one image either one token in the first turn or none
@@ -442,7 +443,11 @@ class _Checked:
             tokens = np.fromiter(map(str.count, values, repeat(IMAGE_TOKEN)), np.int64, total)
             good &= np.bincount(owner, weights=tokens, minlength=n) == in_first
 
-        ids = self.ids = [r.id for r in recs]
+        ids = self.ids = raw_ids = [r.id for r in recs]
+        int_ids: list[int] = []  # the records whose id is an int: made a string, as add does
+        if not all(map(is_, map(type, ids), repeat(str))):
+            int_ids = [i for i, rid in enumerate(ids) if type(rid) is int]
+            ids = self.ids = [str(i) if type(i) is int else i for i in ids]
         good &= np.fromiter(map(is_, map(type, ids), repeat(str)), bool, n) & np.fromiter(map(bool, ids), bool, n)
         images = [r.image for r in recs]
         self.has = has = np.fromiter(map(is_not, images, repeat(_UNSET)), bool, n)
@@ -468,11 +473,15 @@ class _Checked:
         self.kept: list[str | None] | None = None
         if keep_text:
             models = [r.model for r in recs]
-            with_model = np.flatnonzero(np.fromiter(map(is_not, models, repeat(_UNSET)), bool, n) & good)
-            if len(with_model):  # (a good Record's only other key: extra.of_model is its of_record)
+            extras = np.fromiter(map(is_not, models, repeat(_UNSET)), bool, n)
+            extras[int_ids] = True
+            with_extra = np.flatnonzero(extras & good)
+            if len(with_extra):  # (a good Record's only keys to keep: extra.of_struct is its of_record)
                 self.kept = [None] * n
-                for i in with_model.tolist():
-                    self.kept[i] = extra.of_model(models[i])
+                for i in with_extra.tolist():
+                    rid = raw_ids[i]
+                    self.kept[i] = extra.of_struct(rid if type(rid) is int else None,
+                                                   None if models[i] is _UNSET else models[i])
         self.good = good
 
     def to_piece(self, out: RowBuffer, first: int) -> None:
