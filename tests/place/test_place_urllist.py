@@ -282,3 +282,23 @@ def test_one_slow_write_does_not_send_the_images_to_threads(server, root, monkey
     _thirty_jpegs(server, root)
     writers = _writers(root, monkeypatch, delay=lambda n: 0.03 if n == 3 else 0.0)
     assert not any(w.startswith("vlmdata-image") for w in writers)
+
+
+def test_the_event_loop_is_uvloops_where_installed_else_asyncios(monkeypatch):
+    """The client's loop (its CPU) is uvloop's; without uvloop (Windows) asyncio's runs the same code."""
+    import asyncio
+    import sys
+
+    from vlmdata.fetch.urllist_client import _run_loop
+
+    seen: list[str] = []
+
+    async def which() -> None:
+        seen.append(type(asyncio.get_running_loop()).__module__)
+
+    _run_loop(which())
+    pytest.importorskip("uvloop")
+    assert seen[-1].startswith("uvloop")
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # (an import of it now fails)
+    _run_loop(which())
+    assert seen[-1].startswith("asyncio")

@@ -4,9 +4,9 @@
 id, URL)``, read lazily), so a whole list and a few thousand ids of it on a cluster node run the
 same code; the returned ``ImagesResult`` of several chunks merge into one report.
 
-One event loop keeps ``jobs`` requests in flight over aiohttp's keep-alive connections (proxies
-and netrc credentials come from the environment, as with requests, looked up once per host:
-vlmdata.net.env_access). A JPEG whose marker structure proves it whole (vlmdata.place.jpegscan)
+One event loop (uvloop's: _run_loop) keeps ``jobs`` requests in flight over aiohttp's keep-alive
+connections (proxies and netrc credentials come from the environment, as with requests, looked up
+once per host: vlmdata.net.env_access). A JPEG whose marker structure proves it whole (vlmdata.place.jpegscan)
 is written by the loop itself, a few microseconds; anything that needs a decode or a conversion
 (a GIF named .jpg, a JPEG the scan cannot judge, a local mirror's files) goes to saver threads
 beside the loop, one per core, through a bounded queue. Handing every image to a thread cost more
@@ -141,10 +141,22 @@ def fetch_images(entries: Iterable[tuple[str, str]], folder: Path, *, ext: str |
     run = _Run(folder, ext, max(1, jobs), mirror, policy, timeout, progress or (lambda n: None),
                cancel or threading.Event(), existing_names(folder) if have is None else have)
     try:
-        asyncio.run(run.main(iter(entries)))
+        _run_loop(run.main(iter(entries)))
     finally:
         atomic.fsync_dir(folder)
     return run.result
+
+
+def _run_loop(main: Any) -> None:
+    """Run ``main`` on a new event loop: uvloop's where it is installed (a dependency on Linux and
+    macOS), else asyncio's. The loop is this client's CPU: 20,000 images at 20 ms each took
+    8.7-9.4 s instead of 10.0-12.0 s, 8.8 instead of 10.9 CPU-seconds (bench.peers' latency server)."""
+    try:
+        import uvloop
+    except ImportError:  # (Windows: asyncio's own loop)
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 class _Run:
