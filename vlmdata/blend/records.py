@@ -133,20 +133,14 @@ class RowBuffer:
 
     def _seal(self) -> None:
         """The rows appended one by one become a piece (so the pieces stay in row order)."""
-        if self.ids:
-            n = len(self.ids)
-            self.ids, ids = [], self.ids
-            self.n_images, n_images = [], self.n_images
-            self.images, images = [], self.images
-            self.n_turns, n_turns = [], self.n_turns
-            self.values, values = [], self.values
-            self.index, index = [], self.index
-            self.fixes, fixes = [], self.fixes
-            self.kept, kept = [], self.kept
-            cols = _columns(ids, n_images, images, n_turns, values, kept, self.keep_text)
-            self._push(pa.RecordBatch.from_arrays(cols, schema=_PIECE_SCHEMA), np.array(index, np.int64),
-                       np.array(fixes, np.int8))
-            assert self.pieces[-1][0].num_rows == n
+        if not self.ids:
+            return
+        ids, n_images, images, n_turns, values, index, fixes, kept = (getattr(self, c) for c in _LISTS)
+        for c in _LISTS:
+            setattr(self, c, [])
+        cols = _columns(ids, n_images, images, n_turns, values, kept, self.keep_text)
+        self._push(pa.RecordBatch.from_arrays(cols, schema=_PIECE_SCHEMA), np.array(index, np.int64),
+                   np.array(fixes, np.int8))
 
     def _push(self, batch: pa.RecordBatch, index: np.ndarray, fixes: np.ndarray) -> None:
         self.pieces.append((batch, index, fixes))
@@ -173,15 +167,23 @@ class RowBuffer:
         self.piece_rows -= n
         if not parts:
             return pa.RecordBatch.from_pylist([], schema=BLEND_SCHEMA), np.zeros(0, np.int64), np.zeros(0, np.int8)
-        joined = parts[0][0] if len(parts) == 1 else pa.concat_batches([p[0] for p in parts])
+        joined = parts[0][0] if len(parts) == 1 else _concat([p[0] for p in parts])
         cols = list(joined.columns)
         cols.insert(_SOURCE_AT, pa.repeat(pa.scalar(source, pa.string()), n))
         batch = pa.RecordBatch.from_arrays(cols, schema=BLEND_SCHEMA)
         return batch, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
 
 
+_LISTS = ("ids", "n_images", "images", "n_turns", "values", "index", "fixes", "kept")  # RowBuffer's list columns
 _SOURCE_AT = BLEND_SCHEMA.get_field_index("source")
 _PIECE_SCHEMA = BLEND_SCHEMA.remove(_SOURCE_AT)
+
+
+def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    """One record batch of these (pyarrow 19 has concat_batches; the oldest supported, 15, not)."""
+    if hasattr(pa, "concat_batches"):
+        return pa.concat_batches(batches)
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
 
 
 def _columns(ids: list[str], n_images: Any, images: list[str], n_turns: Any, values: list[str],

@@ -30,6 +30,7 @@ from vlmdata.blend.records import Normaliser, Record, RowBuffer, record_id
 from vlmdata.blend.writer import start_writeback, sync_soon
 from vlmdata.errors import OperationError, UserError
 from vlmdata.gcpause import gc_paused
+from vlmdata.heap import keep_freed_memory
 from vlmdata.jsonstream import LineCounter, RecordReader, SegmentMismatch, cut_near
 
 BATCH_ROWS = 4096
@@ -199,6 +200,7 @@ class _RowFiles:
 def _worker_init(counter: Any) -> None:
     global _progress
     _progress = counter
+    keep_freed_memory()  # (vlmdata.heap: a reader's batches reuse the memory of the ones before)
 
 
 # -- every input of a blend
@@ -216,6 +218,7 @@ def scan_inputs(tasks: list[Task], *, jobs: int, on_bytes: Callable[[int], None]
     done = _syncing if sync_rows else _as_is
     global _progress
     if jobs <= 1:
+        keep_freed_memory()
         _progress = on_bytes
         try:
             scans = [_collect(t, [(t, done(scan_range(t)))]) for t in tasks]
