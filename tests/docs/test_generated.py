@@ -56,10 +56,13 @@ def test_a_page_edited_by_hand_or_a_command_gone_is_reported(tmp_path, monkeypat
     (tmp_path / "configs").mkdir()
     for page in ("README.md", "configs/README.md"):
         shutil.copy(REPO / page, tmp_path / page)
-    for path, text in generated.items():
+    for path, text in {**generated, **pages_mod.generated_files()}.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text(text, encoding="utf-8")
     monkeypatch.setattr(pages_mod, "REPO", tmp_path)
     assert pages_mod.stale() == []
     (tmp_path / "docs/datasets.md").write_text(generated["docs/datasets.md"] + "edited\n", encoding="utf-8")
     (tmp_path / cli.REFERENCE / "vlmdata-gone.md").write_text("old\n", encoding="utf-8")
     assert pages_mod.stale() == ["docs/datasets.md", f"{cli.REFERENCE}/vlmdata-gone.md"]
+    (tmp_path / cli.TOP_HELP).write_text("stale help\n", encoding="utf-8")
+    assert pages_mod.stale() == ["docs/datasets.md", cli.TOP_HELP, f"{cli.REFERENCE}/vlmdata-gone.md"]

@@ -8,8 +8,7 @@ from tools.docgen.pages import REPO, generate, generated_files, reference_pages,
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--check"]:
-        bad = stale() + [p for p, text in generated_files().items()
-                         if not (REPO / p).is_file() or (REPO / p).read_text(encoding="utf-8") != text]
+        bad = stale()
         for path in bad:
             print(f"{path} differs from what the generator writes now", file=sys.stderr)
         if bad:

@@ -68,10 +68,10 @@ def generated_files() -> dict[str, str]:
 
 
 def stale() -> list[str]:
-    """Generated pages that are missing or differ from the committed ones; and committed
-    reference pages the generator no longer writes (a command that is gone)."""
+    """Generated pages and files that are missing or differ from the committed ones; and
+    committed reference pages the generator no longer writes (a command that is gone)."""
     pages = generate()
-    bad = [p for p, text in pages.items()
+    bad = [p for p, text in {**pages, **generated_files()}.items()
            if not (REPO / p).is_file() or (REPO / p).read_text(encoding="utf-8") != text]
     bad += sorted(p for p in reference_pages() if p not in pages)
     return bad
