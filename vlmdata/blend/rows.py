@@ -58,9 +58,10 @@ class RowBuffer:
                   kept: list[str | None] | None, index: np.ndarray, fixes: np.ndarray) -> None:
         """Rows given as columns (counts as lists or integer arrays; ``kept`` None: no record_extra)."""
         self._seal()
-        cols = _columns(ids, n_images, images, n_turns, values, kept, self.keep_text)
-        self._push(pa.RecordBatch.from_arrays(cols, schema=_PIECE_SCHEMA), index.astype(np.int64, copy=False),
-                   fixes.astype(np.int8))
+        batch = pa.RecordBatch.from_arrays(_columns(ids, n_images, images, n_turns, values, kept, self.keep_text),
+                                           schema=_PIECE_SCHEMA)
+        self.pieces.append((batch, index.astype(np.int64, copy=False), fixes.astype(np.int8)))
+        self.piece_rows += batch.num_rows
 
     def _seal(self) -> None:
         """The rows appended one by one become a piece (so the pieces stay in row order)."""
@@ -69,13 +70,8 @@ class RowBuffer:
         ids, n_images, images, n_turns, values, index, fixes, kept = (getattr(self, c) for c in _LISTS)
         for c in _LISTS:
             setattr(self, c, [])
-        cols = _columns(ids, n_images, images, n_turns, values, kept, self.keep_text)
-        self._push(pa.RecordBatch.from_arrays(cols, schema=_PIECE_SCHEMA), np.array(index, np.int64),
-                   np.array(fixes, np.int8))
-
-    def _push(self, batch: pa.RecordBatch, index: np.ndarray, fixes: np.ndarray) -> None:
-        self.pieces.append((batch, index, fixes))
-        self.piece_rows += batch.num_rows
+        self.add_piece(ids, n_images, images, n_turns, values, kept, np.array(index, np.int64),
+                       np.array(fixes, np.int8))
 
     def take(self, source: str, limit: int | None = None) -> tuple[pa.RecordBatch, np.ndarray, np.ndarray]:
         """The first ``limit`` rows (all by default) in the output columns
