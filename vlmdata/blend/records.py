@@ -39,8 +39,8 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from vlmdata.blend import extra, validate
-from vlmdata.blend.rows import RowBuffer
+from vlmdata.blend import extra, text_scan, validate
+from vlmdata.blend.rows import RowBuffer, text_column
 from vlmdata.contract import IMAGE_TOKEN
 
 _TOKEN_PREFIX = IMAGE_TOKEN + "\n"
@@ -255,7 +255,8 @@ class Normaliser:
 
 class _Checked:
     """The checks of ``Normaliser.add`` on a whole batch of Records at once, as passes over its
-    columns (C-level maps, numpy), and the columns of the rows the Records make. ``good[i]``:
+    columns (C-level maps, numpy; what is asked of the text, of its Arrow column's bytes:
+    text_scan), and the columns of the rows the Records make. ``good[i]``:
     record i needs no check's message and no fix but a missing ``<image>`` (the one fix made
     here); any other is left to ``add``, which finds what is wrong with it.
 
@@ -276,31 +277,35 @@ class _Checked:
         turns = list(chain.from_iterable(convs))
         total = len(turns)
         self.values = values = [t.value for t in turns]
+        self.text = text_column(values)  # (written anyway; its bytes answer the checks on text below)
+        offsets, data = text_scan.buffers(self.text)
         good = (nt >= 2) & (nt % 2 == 0) & (nt <= _LONGEST)
-        some = np.flatnonzero(nt).tolist()
-        in_first = np.zeros(n, np.int64)  # <image> tokens in the first turn
-        in_first[some] = np.fromiter(map(str.count, [values[i] for i in starts[some].tolist()], repeat(IMAGE_TOKEN)),
-                                     np.int64, len(some))
-        # Roles, blank values and tokens past the first turn are checked for the whole batch at once;
-        # only a batch where one of them fails is checked turn by turn, to find its records.
         owner = np.repeat(np.arange(n), nt)  # the record of each turn
+        tokens = text_scan.token_counts(offsets, data)  # <image> tokens per value
+        in_first = np.where(nt > 0, tokens[np.minimum(starts[:-1], max(total - 1, 0))] if total else 0, 0)
+        if tokens.any():  # (a good record's tokens are all in its first turn)
+            good &= np.bincount(owner, weights=tokens, minlength=n) == in_first
+        # Roles and blank values are checked for the whole batch at once; only a batch where one of
+        # them fails is checked turn by turn, to find its records.
         if not (good.all() and list(map(type, turns)) == [Human, Gpt] * (total // 2)):
             gpt = np.fromiter(map(is_, map(type, turns), repeat(Gpt)), bool, total)
             odd = ((np.arange(total) - starts[:-1][owner]) & 1).astype(bool)  # (a turn's place in its record)
             good &= np.bincount(owner, weights=gpt != odd, minlength=n) == 0
-        if not all(map(str.strip, values)):  # (an empty or blank value strips to "")
-            blank = np.fromiter(map(len, map(str.strip, values)), np.int64, total) == 0
-            good &= np.bincount(owner, weights=blank, minlength=n) == 0
-        if "\n".join(values).count(IMAGE_TOKEN) != in_first.sum():  # ("\n" cannot be part of a token)
-            tokens = np.fromiter(map(str.count, values, repeat(IMAGE_TOKEN)), np.int64, total)
-            good &= np.bincount(owner, weights=tokens, minlength=n) == in_first
+        maybe = text_scan.maybe_blank(offsets, data).tolist()
+        if maybe:
+            blank = [i for i in maybe if not values[i] or values[i].isspace()]
+            good[owner[blank]] = False
 
         ids = self.ids = raw_ids = [r.id for r in recs]
+        is_str = np.fromiter(map(is_, map(type, ids), repeat(str)), bool, n)
         int_ids: list[int] = []  # the records whose id is an int: made a string, as add does
-        if not all(map(is_, map(type, ids), repeat(str))):
-            int_ids = [i for i, rid in enumerate(ids) if type(rid) is int]
-            ids = self.ids = [str(i) if type(i) is int else i for i in ids]
-        good &= np.fromiter(map(is_, map(type, ids), repeat(str)), bool, n) & np.fromiter(map(bool, ids), bool, n)
+        if not is_str.all():
+            int_ids = [i for i in np.flatnonzero(~is_str).tolist() if type(ids[i]) is int]
+            ids = self.ids = list(ids)
+            for i in int_ids:
+                ids[i] = str(ids[i])
+            is_str[int_ids] = True
+        good &= is_str & np.fromiter(map(bool, ids), bool, n)
         images = [r.image for r in recs]
         self.has = has = np.fromiter(map(is_not, images, repeat(_UNSET)), bool, n)
         fix = has & (in_first == 0)  # (a good record's tokens are all in its first turn)
@@ -322,6 +327,8 @@ class _Checked:
         for i in np.flatnonzero(fix & good).tolist():
             values[starts[i]] = _TOKEN_PREFIX + values[starts[i]]
             self.fixes[i] = _FIX_TOKEN
+        if self.fixes.any():  # (rare: LLaVA's own JSONs put the token in every record with an image)
+            self.text = text_column(values)
         self.kept: list[str | None] | None = None
         if keep_text:
             models = [r.model for r in recs]
@@ -339,7 +346,7 @@ class _Checked:
     def to_piece(self, out: RowBuffer, first: int) -> None:
         """Every record (all good) onto ``out`` as one piece."""
         n = len(self.ids)
-        out.add_piece(self.ids, self.has, self.paths, self.n_turns, self.values, self.kept,
+        out.add_piece(self.ids, self.has, self.paths, self.n_turns, self.text, self.kept,
                       np.arange(first, first + n, dtype=np.int64), self.fixes)
 
     def extend(self, out: RowBuffer, a: int, b: int, first: int) -> None:

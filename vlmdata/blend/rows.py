@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from vlmdata.blend.text_scan import buffers, char_counts
 from vlmdata.contract import BLEND_SCHEMA, CONVERSATIONS_TYPE, IMAGES_TYPE, TURN_TYPE
 
 
@@ -54,11 +55,12 @@ class RowBuffer:
         self.fixes.append(fixes)
         self.kept.append(kept)
 
-    def add_piece(self, ids: list[str], n_images: Any, images: list[str], n_turns: Any, values: list[str],
+    def add_piece(self, ids: list[str], n_images: Any, images: list[str], n_turns: Any, text: pa.Array,
                   kept: list[str | None] | None, index: np.ndarray, fixes: np.ndarray) -> None:
-        """Rows given as columns (counts as lists or integer arrays; ``kept`` None: no record_extra)."""
+        """Rows given as columns (counts as lists or integer arrays; ``text``: every turn's value, a
+        string column made by ``text_column``; ``kept`` None: no record_extra)."""
         self._seal()
-        batch = pa.RecordBatch.from_arrays(_columns(ids, n_images, images, n_turns, values, kept, self.keep_text),
+        batch = pa.RecordBatch.from_arrays(_columns(ids, n_images, images, n_turns, text, kept, self.keep_text),
                                            schema=_PIECE_SCHEMA)
         self.pieces.append((batch, index.astype(np.int64, copy=False), fixes.astype(np.int8)))
         self.piece_rows += batch.num_rows
@@ -70,13 +72,15 @@ class RowBuffer:
         ids, n_images, images, n_turns, values, index, fixes, kept = (getattr(self, c) for c in _LISTS)
         for c in _LISTS:
             setattr(self, c, [])
-        self.add_piece(ids, n_images, images, n_turns, values, kept, np.array(index, np.int64),
+        self.add_piece(ids, n_images, images, n_turns, text_column(values), kept, np.array(index, np.int64),
                        np.array(fixes, np.int8))
 
-    def take(self, source: str, limit: int | None = None) -> tuple[pa.RecordBatch, np.ndarray, np.ndarray]:
+    def take(self, source: str, limit: int | None = None) -> tuple[pa.Table, np.ndarray, np.ndarray]:
         """The first ``limit`` rows (all by default) in the output columns
         (vlmdata.blend.columns.REQUIRED), with per row its index in the input (int64) and its
-        fixes (int8); they leave the buffer."""
+        fixes (int8); they leave the buffer. The table's chunks are the pieces as they were made
+        (not joined into one: that copied every byte again, for files whose readers see no
+        difference; a piece holds a few hundred rows, the batch size `datasets` writes too)."""
         self._seal()
         n = self.piece_rows if limit is None else min(limit, self.piece_rows)
         parts: list[tuple[pa.RecordBatch, np.ndarray, np.ndarray]] = []
@@ -89,16 +93,19 @@ class RowBuffer:
             else:  # (the rest stays in front)
                 self.pieces[0] = (batch.slice(k), index[k:], fixes[k:])
                 batch, index, fixes = batch.slice(0, k), index[:k], fixes[:k]
-            parts.append((batch, index, fixes))
+            parts.append((_with_source(batch, source), index, fixes))
             got += k
         self.piece_rows -= n
         if not parts:
-            return pa.RecordBatch.from_pylist([], schema=BLEND_SCHEMA), np.zeros(0, np.int64), np.zeros(0, np.int8)
-        joined = parts[0][0] if len(parts) == 1 else _concat([p[0] for p in parts])
-        cols = list(joined.columns)
-        cols.insert(_SOURCE_AT, pa.repeat(pa.scalar(source, pa.string()), n))
-        batch = pa.RecordBatch.from_arrays(cols, schema=BLEND_SCHEMA)
-        return batch, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
+            return BLEND_SCHEMA.empty_table(), np.zeros(0, np.int64), np.zeros(0, np.int8)
+        table = pa.Table.from_batches([p[0] for p in parts], schema=BLEND_SCHEMA)
+        return table, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
+
+
+def _with_source(batch: pa.RecordBatch, source: str) -> pa.RecordBatch:
+    cols = list(batch.columns)
+    cols.insert(_SOURCE_AT, pa.repeat(pa.scalar(source, pa.string()), batch.num_rows))
+    return pa.RecordBatch.from_arrays(cols, schema=BLEND_SCHEMA)
 
 
 _LISTS = ("ids", "n_images", "images", "n_turns", "values", "index", "fixes", "kept")  # RowBuffer's list columns
@@ -106,21 +113,18 @@ _SOURCE_AT = BLEND_SCHEMA.get_field_index("source")
 _PIECE_SCHEMA = BLEND_SCHEMA.remove(_SOURCE_AT)
 
 
-def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
-    """One record batch of these (pyarrow 19 has concat_batches; the oldest supported, 15, not)."""
-    if hasattr(pa, "concat_batches"):
-        return pa.concat_batches(batches)
-    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+def text_column(values: list[str]) -> pa.Array:
+    """The turns' values as one string column (text_scan reads its bytes)."""
+    return pa.array(values, pa.string())
 
 
-def _columns(ids: list[str], n_images: Any, images: list[str], n_turns: Any, values: list[str],
+def _columns(ids: list[str], n_images: Any, images: list[str], n_turns: Any, text: pa.Array,
              kept: list[str | None] | None, keep_text: bool) -> list[pa.Array]:
     """The output's columns but ``source`` (in _PIECE_SCHEMA's order) of rows given as lists."""
     n = len(ids)
     images_arr = pa.ListArray.from_arrays(_offsets(n_images), pa.array(images, pa.string()), type=IMAGES_TYPE)
-    text = pa.array(values, pa.string())
     if keep_text:
-        turns = pa.StructArray.from_arrays([_roles(len(values)), text], fields=list(TURN_TYPE))
+        turns = pa.StructArray.from_arrays([_roles(len(text)), text], fields=list(TURN_TYPE))
         conv = pa.ListArray.from_arrays(_offsets(n_turns), turns, type=CONVERSATIONS_TYPE)
         extras = pa.array(kept, pa.string()) if kept is not None else pa.nulls(n, pa.string())
     else:
@@ -128,7 +132,7 @@ def _columns(ids: list[str], n_images: Any, images: list[str], n_turns: Any, val
         conv = pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, np.int32)), turns, type=CONVERSATIONS_TYPE)
         extras = pa.nulls(n, pa.string())
     return [pa.array(ids, pa.string()), images_arr, conv, pa.array(np.asarray(n_images, np.int32)),
-            _chars(values, text, n_turns), extras]
+            _chars(text, n_turns), extras]
 
 
 def _offsets(counts: Any) -> pa.Array:
@@ -138,15 +142,11 @@ def _offsets(counts: Any) -> pa.Array:
     return pa.array(out)
 
 
-def _chars(values: list[str], text: pa.Array, n_turns: Any) -> pa.Array:
-    """Each row's text chars: the characters of its turns. When every value is ASCII (a str knows
-    whether it is), a value's characters are its bytes in the UTF-8 column: the column's offsets;
-    else Python's len of each (which a str holds: cheaper than counting the column's code points)."""
-    if all(map(str.isascii, values)):
-        upto = np.frombuffer(text.buffers()[1], np.int32)[text.offset:text.offset + len(text) + 1].astype(np.int64)
-    else:
-        upto = np.zeros(len(values) + 1, np.int64)
-        np.cumsum(np.fromiter(map(len, values), np.int64, len(values)), out=upto[1:])
+def _chars(text: pa.Array, n_turns: Any) -> pa.Array:
+    """Each row's text chars: the characters of its turns (Python's len), counted in the column's
+    UTF-8 bytes (text_scan.char_counts), not by a call per value."""
+    upto = np.zeros(len(text) + 1, np.int64)
+    np.cumsum(char_counts(*buffers(text)), out=upto[1:])
     ends = np.zeros(len(n_turns) + 1, np.int64)
     np.cumsum(np.array(n_turns, np.int64), out=ends[1:])
     return pa.array((upto[ends[1:]] - upto[ends[:-1]]).astype(np.int32))
@@ -154,9 +154,15 @@ def _chars(values: list[str], text: pa.Array, n_turns: Any) -> pa.Array:
 
 def _roles(n: int) -> pa.Array:
     """``from`` of ``n`` turns: every conversation alternates human/gpt with an even length, so the
-    column is human, gpt, human, gpt, ... across the whole batch."""
-    codes = pa.array(np.arange(n, dtype=np.int8) & 1)
-    return pa.DictionaryArray.from_arrays(codes, _ROLE_NAMES).cast(pa.string())
+    column is human, gpt, human, gpt, ... across the whole batch: a slice of one column made once
+    (and made again, longer, when a batch needs more)."""
+    global _ROLE_COLUMN
+    if len(_ROLE_COLUMN) < n:
+        size = max(n, 2 * len(_ROLE_COLUMN))
+        codes = pa.array(np.arange(size, dtype=np.int8) & 1)
+        _ROLE_COLUMN = pa.DictionaryArray.from_arrays(codes, _ROLE_NAMES).cast(pa.string())
+    return _ROLE_COLUMN.slice(0, n)
 
 
 _ROLE_NAMES = pa.array(["human", "gpt"])
+_ROLE_COLUMN = pa.array([], pa.string())

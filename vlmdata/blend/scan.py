@@ -172,14 +172,14 @@ class _RowFiles:
     def flush(self, buf: RowBuffer) -> None:
         """Write the buffer's rows, a new file after each ``FILE_ROWS``."""
         while len(buf):
-            batch, index, fixes = buf.take(self.task.name, FILE_ROWS - self.rows)
+            rows, index, fixes = buf.take(self.task.name, FILE_ROWS - self.rows)
             self.index.append(index)
             self.fixes.append(fixes)
             if self.writer is None:
                 self.sink = pa.OSFile(str(self._path()), "wb")
                 self.writer = pa.ipc.new_stream(self.sink, BLEND_SCHEMA)
-            self.writer.write_batch(batch)
-            self.rows += batch.num_rows
+            self.writer.write_table(rows)
+            self.rows += rows.num_rows
             if self.rows >= FILE_ROWS:
                 self.close()
 
