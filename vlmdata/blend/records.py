@@ -282,7 +282,8 @@ class _Checked:
         good = (nt >= 2) & (nt % 2 == 0) & (nt <= _LONGEST)
         owner = np.repeat(np.arange(n), nt)  # the record of each turn
         tokens = text_scan.token_counts(offsets, data)  # <image> tokens per value
-        in_first = np.where(nt > 0, tokens[np.minimum(starts[:-1], max(total - 1, 0))] if total else 0, 0)
+        first_turn = np.minimum(starts[:-1], max(total - 1, 0))  # (a record with no turn: any index, masked)
+        in_first = np.where(nt > 0, tokens[first_turn], 0) if total else np.zeros(n, np.int64)
         if tokens.any():  # (a good record's tokens are all in its first turn)
             good &= np.bincount(owner, weights=tokens, minlength=n) == in_first
         # Roles and blank values are checked for the whole batch at once; only a batch where one of
