@@ -114,6 +114,29 @@ def test_an_error_is_reported_at_its_line(tmp_path, small_batches):
     assert str(e.value) == str(slow.value) and f"line {bad + 1}" in str(e.value)
 
 
+@pytest.mark.parametrize("chunk", [4096, 20000])
+def test_batches_after_the_window_moves(tmp_path, monkeypatch, small_batches, chunk):
+    """The window drops what was decoded but the byte before the next record, which a batch that
+    starts there borrows for its opening bracket: records, their lines and ranges are still
+    json.loads's, with the window moved many times and the batches decoded by msgspec."""
+    monkeypatch.setattr(jsonstream, "_CHUNK", chunk)
+    drops, decoded = [], []
+    real_drop, real_loads = RecordReader._drop, jsonstream._fast_loads
+    monkeypatch.setattr(RecordReader, "_drop", lambda self: drops.append(self.pos) or real_drop(self))
+    monkeypatch.setattr(jsonstream, "_fast_loads", lambda text: decoded.append(len(text)) or real_loads(text))
+    recs = tricky(600, seed=3)
+    p = write_json(tmp_path / "a.json", recs, indent=2)
+    starts = [i for i, line in enumerate(p.read_text().splitlines(), 1) if line == "  {"]
+    reader = RecordReader(p)
+    got = []
+    for batch in reader.batches():
+        got += [(rec, reader.line(k)) for k, rec in enumerate(batch)]
+    assert got == list(zip(recs, starts))
+    assert len(drops) > 5 and sum(decoded) > p.stat().st_size // 2
+    cuts = split_points(p, 3)
+    assert [rec for a, b in zip(cuts, cuts[1:]) for _, rec in RecordReader(p, a, b)] == recs
+
+
 @pytest.mark.parametrize("parts", [2, 5])
 def test_ranges_with_batches(tmp_path, small_batches, parts):
     recs = tricky(300)
