@@ -70,7 +70,7 @@ VLMDATA_SCRIPT = """
 import json, sys, time
 from pathlib import Path
 from vlmdata.manifest import FileSpec, Placement, Source
-from vlmdata.net.session import make_session
+from vlmdata.net.client import Client
 from vlmdata.fetch.urllist import fetch_url_list
 from vlmdata.state import Root
 root_dir, threads = sys.argv[1], int(sys.argv[2])
@@ -79,7 +79,7 @@ src = Source("urllist", path="ocr_vqa/dataset.json", list_format="json-dict", ur
 spec = FileSpec("ocr_vqa", "images-from-urls", None, None, None, None, False, None, (src,), (),
                 Placement("images", "ocr_vqa/images", ext="jpg"))
 t = time.perf_counter()
-res = fetch_url_list(spec, src, root, session=make_session(pool_size=threads), jobs=threads, mirror=None)
+res = fetch_url_list(spec, src, root, session=Client(pool_size=threads), jobs=threads, mirror=None)
 dt = time.perf_counter() - t
 print(json.dumps({"seconds": dt, "ok": res.saved, "failed": len(res.failed), "dead": len(res.dead)}))
 """

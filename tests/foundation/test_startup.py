@@ -16,7 +16,7 @@ from vlmdata.cli.app import COMMANDS, app, module_commands
 from vlmdata.manifest import cache, catalog, load_catalog
 
 REPO = Path(__file__).resolve().parents[2]
-HEAVY = ("requests", "urllib3", "PIL", "pyarrow", "datasets", "huggingface_hub", "numpy", "pydantic", "aiohttp",
+HEAVY = ("requests", "urllib3", "http.client", "PIL", "pyarrow", "datasets", "huggingface_hub", "numpy", "pydantic", "aiohttp",
          "tomllib", "filelock", "vlmdata.fetch.orchestrate", "vlmdata.fetch.http", "vlmdata.place")
 
 
@@ -75,12 +75,42 @@ def test_a_fetch_with_nothing_to_do_imports_no_network_stack_and_parses_no_manif
             "fetch", "coco", "gqa"]
     first = _modules_after(args, env)  # fetches (and caches the catalog)
     assert "vlmdata.fetch.http" in first and "vlmdata.place" in first  # (the probe sees a real fetch's imports)
-    assert "requests" not in first  # a local-folder mirror sends no request: the session is never made
+    assert "http.client" not in first  # a local-folder mirror sends no request: the client never connects
     assert (tmp_path / "data" / "coco").is_dir()
     mods = _modules_after(args, env)  # nothing to do, the catalog from the cache
     assert _heavy(mods) == [] and "rich" not in mods
     assert "typer" not in mods  # a plain command line: vlmdata.cli.fastparse, not typer
     assert "vlmdata.plan" not in mods and "vlmdata.sources.hf" not in mods  # nothing to plan, no source to read
+
+
+def test_a_download_over_http_imports_neither_requests_nor_urllib3(tmp_path):
+    """(vlmdata.net.client: http.client alone; importing requests and urllib3 cost ~0.2 s a command)"""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from demo.build_mirror import build_demo_mirror
+
+    demo = build_demo_mirror(tmp_path / "demo")
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(demo.mirror)))
+    t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    try:
+        mods = _modules_after(["--manifests", str(demo.manifests), "--mirror", f"http://127.0.0.1:{httpd.server_address[1]}",
+                               "--root", str(tmp_path / "data"), "fetch", "coco"],
+                              {"VLMDATA_CACHE_DIR": str(tmp_path / "cache")})
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        t.join(timeout=5)
+    assert "http.client" in mods and "vlmdata.net.client" in mods
+    assert "requests" not in mods and "urllib3" not in mods
+    assert any((tmp_path / "data" / "coco").rglob("*.jpg"))
 
 
 def test_catalog_cache_follows_every_change(tmp_path, monkeypatch):

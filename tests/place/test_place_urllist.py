@@ -9,7 +9,7 @@ import pytest
 
 from vlmdata.manifest import Source
 from vlmdata.net.retry import RetryPolicy
-from vlmdata.net.session import make_session
+from vlmdata.net.client import Client
 from vlmdata.fetch.urllist import fetch_url_list
 
 from place_helpers import decodes_as_jpeg, image_bytes, make_spec
@@ -48,7 +48,7 @@ def ocr(server, root):
 
 def run(root, **kw):
     kw.setdefault("mirror", None)
-    return fetch_url_list(kw.pop("spec", SPEC), kw.pop("source", SOURCE), root, session=make_session(), jobs=8,
+    return fetch_url_list(kw.pop("spec", SPEC), kw.pop("source", SOURCE), root, session=Client(), jobs=8,
                           policy=FAST, **kw)
 
 
@@ -192,7 +192,7 @@ def test_the_list_is_read_as_a_stream(ocr, root, monkeypatch):
 
     monkeypatch.setattr(jsonstream.RecordReader, "members", members)
     progress = []
-    res = fetch_url_list(SPEC, SOURCE, root, session=make_session(), jobs=2, mirror=None, policy=FAST,
+    res = fetch_url_list(SPEC, SOURCE, root, session=Client(), jobs=2, mirror=None, policy=FAST,
                          progress=lambda n: progress.append(len(seen)))
     assert res.total == 8 and res.saved == 4
     assert progress[0] < 8  # the first record was done before the list was read to its end
@@ -204,7 +204,7 @@ def test_a_broken_list_is_a_clear_error_that_keeps_what_was_saved(ocr, root):
     lst = root.store_path("ocr_vqa/dataset.json")
     lst.write_text(lst.read_text()[:-40])  # cut off: the last record is not whole
     with pytest.raises(UserError, match="not a readable JSON object") as e:
-        fetch_url_list(SPEC, SOURCE, root, session=make_session(), jobs=2, mirror=None, policy=FAST)
+        fetch_url_list(SPEC, SOURCE, root, session=Client(), jobs=2, mirror=None, policy=FAST)
     assert "dataset.json" in str(e.value) and "line" in str(e.value)
     kept = sorted(p.name for p in root.store_path("ocr_vqa/images").iterdir())
     assert kept and all(not n.startswith(".tmp-") for n in kept)

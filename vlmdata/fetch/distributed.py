@@ -21,7 +21,7 @@ from vlmdata.fetch.tasks import Task, chunk_tasks, file_tasks, is_url_list, join
 from vlmdata.fetch.threads import run_in_threads
 from vlmdata.fetch.worker import TaskResult, TaskRunner
 from vlmdata.manifest import Catalog, FileSpec
-from vlmdata.net.session import make_session
+from vlmdata.net.client import Client
 from vlmdata.sources import kind_of
 from vlmdata.state import Root
 
@@ -136,7 +136,7 @@ class DistributedFetch:
 
         src = _list_source(spec)
         opt, root = self.runner.opt, self.runner.root
-        session = make_session(pool_size=2)
+        session = Client(pool_size=2)
         try:
             path = list_file(spec, src, root, session, opt.mirror, opt.retry, opt.timeout)
         finally:

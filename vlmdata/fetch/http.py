@@ -47,7 +47,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from vlmdata import atomic
@@ -58,12 +57,9 @@ from vlmdata.net.body import BodyReader, BodyToFile
 from vlmdata.net.errors import Cancelled, SourceFailed
 from vlmdata.net.retry import (GaveUp, RetryPolicy, Transient, is_transient_error, is_transient_status, is_unreachable,
                                retry, retry_after_seconds, unreachable_reason)
-from vlmdata.net.session import make_session
+from vlmdata.net.client import Client, RequestError, Response
 from vlmdata.net.urls import scrub, shown
 from vlmdata.state.partial import PartState, discard_partial, part_path, partial_progress, state_path
-
-if TYPE_CHECKING:  # requests itself is imported when a request is sent (vlmdata.net.session)
-    import requests
 
 READ = 1 << 20  # buffer per connection (one read returns what has arrived, up to this)
 SAVE_EVERY = 0.5  # seconds between saves of a segmented download's progress (what a kill can lose)
@@ -92,7 +88,7 @@ class Fetched:
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
-def _content_range(resp: requests.Response) -> tuple[int, int, int | None] | None:
+def _content_range(resp: Response) -> tuple[int, int, int | None] | None:
     m = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
     if not m:
         return None
@@ -100,7 +96,7 @@ def _content_range(resp: requests.Response) -> tuple[int, int, int | None] | Non
     return int(m.group(1)), int(m.group(2)), total
 
 
-def _content_length(resp: requests.Response) -> int | None:
+def _content_length(resp: Response) -> int | None:
     v = resp.headers.get("Content-Length")
     return int(v) if v and v.isdigit() else None
 
@@ -108,10 +104,10 @@ def _content_length(resp: requests.Response) -> int | None:
 class HttpEngine:
     """Downloads one URL to a local path. One engine per fetch run; thread-safe."""
 
-    def __init__(self, session: requests.Session | None = None, *, retry: RetryPolicy | None = None,
+    def __init__(self, session: Client | None = None, *, retry: RetryPolicy | None = None,
                  connections: int = 1, timeout: float = 60.0, connect_timeout: float = 15.0,
                  min_split: int = 4 << 20, cancel: threading.Event | None = None) -> None:
-        self.session = session or make_session()
+        self.session = session or Client()
         self.retry = retry or RetryPolicy()
         self.connections = max(1, connections)
         self.timeout = (connect_timeout, timeout)
@@ -190,18 +186,16 @@ class HttpEngine:
             raise Cancelled()
 
     # ------------------------------------------------------------------ requests
-    def get(self, session: requests.Session, url: str, headers: dict[str, str]) -> requests.Response:
+    def get(self, session: Client, url: str, headers: dict[str, str]) -> Response:
         """One streamed GET: 200/206/416 come back; Transient for what is worth another try; else SourceFailed."""
-        import requests
-
         try:
-            resp = session.get(url, headers=headers, stream=True, timeout=self.timeout, allow_redirects=True)
-        except requests.RequestException as e:
+            resp = session.get(url, headers=headers, timeout=self.timeout)
+        except RequestError as e:
             if is_unreachable(e):
                 raise Transient(f"cannot reach {urlsplit(url).netloc}: {unreachable_reason(e)}", unreachable=True) from None
             if is_transient_error(e):
-                raise Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
-            raise SourceFailed(f"{shown(url)}: {type(e).__name__}: {e}") from None
+                raise Transient(scrub(str(e))) from None
+            raise SourceFailed(f"{shown(url)}: {scrub(str(e))}") from None
         if resp.status_code in (200, 206, 416):
             return resp
         resp.close()
@@ -218,7 +212,7 @@ class HttpEngine:
         return h
 
     @staticmethod
-    def _new_state(url: str, resp: requests.Response, size: int | None) -> PartState:
+    def _new_state(url: str, resp: Response, size: int | None) -> PartState:
         return PartState(url=url, size=size, etag=resp.headers.get("ETag"), last_modified=resp.headers.get("Last-Modified"))
 
     @staticmethod
@@ -233,7 +227,7 @@ class HttpEngine:
     # ------------------------------------------------------------------ one connection
     def _single(self, url: str, part: Path, spath: Path, state: PartState | None, headers: dict[str, str],
                 md5: bool, progress: ProgressFn, notes: list[str],
-                resp: requests.Response | None = None) -> tuple[Digests, PartState]:
+                resp: Response | None = None) -> tuple[Digests, PartState]:
         offset = part.stat().st_size if (state is not None and part.exists() and resp is None) else 0
         if resp is not None:
             pass
@@ -279,22 +273,18 @@ class HttpEngine:
             raise Transient(f"connection closed after {offset + got} of {state.size} bytes")
         return d, state
 
-    def _pump(self, resp: requests.Response, fd: int, pos: int, hasher: StreamHasher, progress: ProgressFn) -> int:
+    def _pump(self, resp: Response, fd: int, pos: int, hasher: StreamHasher, progress: ProgressFn) -> int:
         """The body into ``fd`` (from offset ``pos``, where its file position is) as it arrives.
         Returns when every byte received is written."""
-        import requests
+        from http.client import HTTPException
 
         body = BodyReader(resp)
         try:
             if body.plain_socket() is not None:
                 return self._splice(body, fd, pos, hasher, progress)
             return self._receive(body, fd, hasher, progress)
-        except (requests.RequestException, OSError) as e:
+        except (HTTPException, OSError) as e:  # a cut, a timeout, a malformed chunk
             raise Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
-        except Exception as e:  # urllib3 ProtocolError / ReadTimeoutError
-            if type(e).__module__.startswith("urllib3"):
-                raise Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
-            raise
 
     def _splice(self, body: BodyReader, fd: int, pos: int, hasher: StreamHasher, progress: ProgressFn) -> int:
         """A plain-HTTP body moved by the kernel (vlmdata.net.splice); the hasher reads each new
@@ -336,7 +326,7 @@ class HttpEngine:
 
     # ------------------------------------------------------------------ several connections
     def _probe(self, url: str, state: PartState | None, headers: dict[str, str], first: int
-               ) -> tuple[PartState, requests.Response | None, requests.Response | None]:
+               ) -> tuple[PartState, Response | None, Response | None]:
         """Ask for the first ``first`` bytes: learn the size, the validator, and whether ranges work.
 
         Returns (state, whole, head). A server that ignores Range answers 200 with the whole file:
@@ -392,7 +382,7 @@ class HttpEngine:
         self._weak_resume(url, state, sum(b - a for a, b in state.done), notes)
         sched = Scheduler(size, state.done, self.connections, min_split=piece_min)
         n_workers = sched.workers(self.connections)
-        given: list[tuple[Piece, requests.Response]] = []
+        given: list[tuple[Piece, Response]] = []
         if head is not None:  # the probe's answer: the first connection's first piece
             cr = _content_range(head)
             given.append((sched.claim(0, min(size, cr[1] + 1) if cr else 1), head))
@@ -408,7 +398,7 @@ class HttpEngine:
                                   name="vlmdata-hash", daemon=True)
         hasher.start()
 
-        def worker(first: list[tuple[Piece, requests.Response]]) -> None:
+        def worker(first: list[tuple[Piece, Response]]) -> None:
             try:
                 self._worker(url, headers, state, fd, sched, progress, stop, errors, first)
             finally:
@@ -477,10 +467,10 @@ class HttpEngine:
 
     def _worker(self, url: str, headers: dict[str, str], state: PartState, fd: int, sched: "Scheduler",
                 progress: ProgressFn, stop: threading.Event, errors: list[BaseException],
-                given: list[tuple[Piece, requests.Response]]) -> None:
+                given: list[tuple[Piece, Response]]) -> None:
         """One connection: takes pieces until none is left; a failed piece goes back to the scheduler.
         ``given``: a first piece whose response is already open (the probe's)."""
-        session = make_session(pool_size=2)
+        session = Client(pool_size=2)
         session.headers.update({k: v for k, v in self.session.headers.items()})
         buf = memoryview(bytearray(READ))
         written = [0]
@@ -520,10 +510,10 @@ class HttpEngine:
         finally:
             session.close()
 
-    def _fetch_piece(self, session: requests.Session, url: str, headers: dict[str, str], state: PartState, fd: int,
+    def _fetch_piece(self, session: Client, url: str, headers: dict[str, str], state: PartState, fd: int,
                      piece: Piece, sched: "Scheduler", progress: ProgressFn, stop: threading.Event,
-                     buf: memoryview, resp: requests.Response | None = None) -> None:
-        import requests
+                     buf: memoryview, resp: Response | None = None) -> None:
+        from http.client import HTTPException
 
         start, end = sched.bounds(piece)
         if start >= end:
@@ -556,12 +546,8 @@ class HttpEngine:
                         got += n
             except Cancelled:  # a spliced wait saw the stop: as the check above does, leave the piece
                 return
-            except (requests.RequestException, OSError) as e:
+            except (HTTPException, OSError) as e:
                 raise Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
-            except Exception as e:
-                if type(e).__module__.startswith("urllib3"):
-                    raise Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
-                raise
         if not given:  # (the probe's answer started before this clock)
             sched.observe(latency, got, time.monotonic() - t0 - latency)
 

@@ -29,7 +29,7 @@ from vlmdata.fetch.threads import run_in_threads
 from vlmdata.fetch.verified import Verified, VerifiedDownloader
 from vlmdata.manifest import Catalog, FileSpec, Source
 from vlmdata.net.errors import Cancelled
-from vlmdata.net.session import make_session
+from vlmdata.net.client import Client
 from vlmdata.place import place_download
 from vlmdata.sources import HubAccess, describe, kind_of
 from vlmdata.sources.hf import redact, token_from_env
@@ -51,7 +51,7 @@ class Fetcher:
         self.progress = progress or Progress(quiet=True)
         self.cancel = threading.Event()
         self.journal = Journal(root.state_dir)
-        self.session = make_session(pool_size=max(16, self.opt.jobs * 2))
+        self.session = Client(pool_size=max(16, self.opt.jobs * 2))
         self.engine = HttpEngine(self.session, retry=self.opt.retry, connections=self.opt.connections,
                                  timeout=self.opt.timeout, min_split=self.opt.min_split, cancel=self.cancel)
         self.hub = HubAccess(self.opt.hf_endpoint, token_from_env())
@@ -176,7 +176,7 @@ class Fetcher:
 
         wait_for_chunks(self.root, spec, self.opt.claim_timeout, self.cancel, self.progress.message)
         bar = self.progress.file(spec.key, spec.place.count, unit="img")
-        session = make_session(pool_size=self.opt.url_jobs)
+        session = Client(pool_size=self.opt.url_jobs)
         try:
             res = fetch_url_list(spec, src, self.root, session=session, jobs=self.opt.url_jobs, mirror=self.opt.mirror,
                                  progress=bar.update, policy=self.opt.retry, timeout=self.opt.timeout,

@@ -15,6 +15,7 @@ from vlmdata.fetch.hashing import Digests
 from vlmdata.fetch.progress import FileBar
 from vlmdata.fetch.verified import Expected, Verified, VerifiedDownloader, needs_person
 from vlmdata.manifest import FileSpec
+from vlmdata.net.client import Response
 from vlmdata.net.errors import Cancelled, SourceFailed
 from vlmdata.net.retry import OFFLINE_HINT, GaveUp, RetryPolicy, Transient, retry
 from vlmdata.place import PlaceResult, extract_tar_stream
@@ -102,14 +103,13 @@ def _open_stream(cand: Candidate, dl: VerifiedDownloader, bar: FileBar) -> tuple
     if resp.status_code != 200:
         resp.close()
         raise SourceFailed(f"{loc.label}: HTTP {resp.status_code}")
-    resp.raw.decode_content = False
-    return HashingReader(resp.raw, bar.update, dl.cancel, closer=resp), loc
+    return HashingReader(resp, bar.update, dl.cancel), loc
 
 
 class HashingReader:
     """A read-only stream that hashes and counts what passes through it (for tar streaming)."""
 
-    def __init__(self, raw: BinaryIO, progress: Callable[[int], None], cancel: threading.Event,
+    def __init__(self, raw: BinaryIO | Response, progress: Callable[[int], None], cancel: threading.Event,
                  closer: object = None) -> None:
         self.raw = raw
         self._h = hashlib.sha256()

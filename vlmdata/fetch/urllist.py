@@ -16,17 +16,17 @@ import csv
 import threading
 import time
 from dataclasses import asdict, dataclass
+from http.client import HTTPException
 from pathlib import Path
 from typing import Callable, Iterator
 from urllib.parse import urlsplit
-
-import requests
 
 from vlmdata import atomic
 from vlmdata.errors import OperationError, UserError
 from vlmdata.fetch.urllist_client import (CONNECT_TIMEOUT, UNREACHABLE_RUN, DeadUrl, FailedUrl, ImagesResult,
                                           fetch_images)
 from vlmdata.manifest import FileSpec, Source
+from vlmdata.net.client import Client, RequestError
 from vlmdata.net.retry import (OFFLINE_HINT, GaveUp, RetryPolicy, Transient, is_transient_error, is_transient_status,
                                is_unreachable, retry, retry_after_seconds, unreachable_reason)
 from vlmdata.net.urls import is_local, rewrite
@@ -54,7 +54,7 @@ def report_path(root: Root, dataset: str) -> Path:
 # ----------------------------------------------------------------- the list
 
 
-def list_file(spec: FileSpec, source: Source, root: Root, session: requests.Session, mirror: str | None,
+def list_file(spec: FileSpec, source: Source, root: Root, session: Client, mirror: str | None,
               policy: RetryPolicy, timeout: float) -> Path:
     """The list on disk: ``source.path`` under the root, else ``source.url`` downloaded first."""
     if source.path:
@@ -73,7 +73,7 @@ def list_file(spec: FileSpec, source: Source, root: Root, session: requests.Sess
         hint=(source.note or "download it first") + f"; it must be at {root.store_path(source.path or '')}")
 
 
-def _get_list(url: str, session: requests.Session, mirror: str | None, policy: RetryPolicy, timeout: float) -> bytes:
+def _get_list(url: str, session: Client, mirror: str | None, policy: RetryPolicy, timeout: float) -> bytes:
     where = rewrite(url, mirror) if mirror else url
     if mirror and is_local(mirror):
         try:
@@ -84,14 +84,18 @@ def _get_list(url: str, session: requests.Session, mirror: str | None, policy: R
     def attempt() -> bytes:
         try:
             r = session.get(where, timeout=(CONNECT_TIMEOUT, timeout))
-        except requests.RequestException as e:
+        except RequestError as e:
             if is_unreachable(e):
                 raise Transient(f"cannot reach {urlsplit(where).netloc}: {unreachable_reason(e)}", unreachable=True) from None
             if is_transient_error(e):
-                raise Transient(f"{type(e).__name__}: {e}") from None
-            raise OperationError(f"cannot download the URL list {where}: {type(e).__name__}: {e}") from None
+                raise Transient(str(e)) from None
+            raise OperationError(f"cannot download the URL list {where}: {e}") from None
         if r.status_code == 200:
-            return r.content
+            try:
+                return r.read_all()
+            except (OSError, HTTPException) as e:
+                raise Transient(f"the list was cut short: {type(e).__name__}: {e}") from None
+        r.close()
         if is_transient_status(r.status_code):
             raise Transient(f"HTTP {r.status_code}", retry_after_seconds(r.headers.get("Retry-After")))
         raise OperationError(f"cannot download the URL list {where}: HTTP {r.status_code}")
@@ -137,7 +141,7 @@ def iter_entries(path: Path, source: Source) -> Iterator[tuple[str, str]]:
 # ----------------------------------------------------------------- fetching
 
 
-def fetch_url_list(spec: FileSpec, source: Source, root: Root, *, session: requests.Session, jobs: int,
+def fetch_url_list(spec: FileSpec, source: Source, root: Root, *, session: Client, jobs: int,
                    mirror: str | None, progress: Callable[[int], None] | None = None,
                    policy: RetryPolicy | None = None, timeout: float = 60.0,
                    cancel: threading.Event | None = None) -> UrlListResult:

@@ -28,7 +28,6 @@ import asyncio
 import os
 import queue
 import re
-import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from vlmdata import atomic
 from vlmdata.net.retry import (GaveUp, RetryPolicy, Transient, aretry, is_transient_status, is_unreachable,
                                retry_after_seconds, unreachable_reason)
 from vlmdata.net.env_access import EnvAccess
-from vlmdata.net.session import USER_AGENT
+from vlmdata.net.client import USER_AGENT, tls_context
 from vlmdata.net.urls import is_local, rewrite
 from vlmdata.place.images import ImageProblem, quick_save, save_image
 
@@ -182,7 +181,7 @@ class _Run:
         savers = [threading.Thread(target=self._saver, name=f"vlmdata-image{i}", daemon=True) for i in range(_cores())]
         for t in savers:
             t.start()
-        connector = aiohttp.TCPConnector(limit=self.jobs, limit_per_host=self.jobs, ssl=_tls_context(),
+        connector = aiohttp.TCPConnector(limit=self.jobs, limit_per_host=self.jobs, ssl=tls_context(),
                                          ttl_dns_cache=600)
         timeouts = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=self.timeout)
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
@@ -359,14 +358,6 @@ def _cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
-
-
-def _tls_context() -> ssl.SSLContext:
-    """Certificates verified, against the bundle requests would use (REQUESTS_CA_BUNDLE, else certifi's)."""
-    import certifi
-
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
-    return ssl.create_default_context(cafile=bundle)
 
 
 def _save(data: bytes, final: str, to_jpeg: bool) -> tuple[str, str, str]:

@@ -19,7 +19,7 @@ class EnvAccess:
 
     def __init__(self) -> None:
         self._by_host: dict[tuple[str, str], dict[str, Any]] = {}
-        self._netrc: netrc.netrc | None = _read_netrc()
+        self._netrc: netrc.netrc | None = read_netrc()
 
     def kwargs(self, url: Any) -> dict[str, Any]:
         """``url``: a yarl URL (aiohttp's). Same answers as aiohttp's per-request lookups."""
@@ -45,7 +45,7 @@ class EnvAccess:
         return out
 
 
-def _read_netrc() -> netrc.netrc | None:
+def read_netrc() -> netrc.netrc | None:
     """``$NETRC`` or ``~/.netrc``, when there is one that parses (as aiohttp and requests read it)."""
     try:
         return netrc.netrc(os.environ.get("NETRC") or str(Path.home() / ".netrc"))

@@ -29,13 +29,16 @@ def is_transient_status(status: int) -> bool:
 
 
 def is_transient_error(exc: BaseException) -> bool:
-    import requests  # here: the policy and the loop are needed by commands that never send a request
+    """A failed request another try may fix: a timeout, a connection refused, cut or reset, a malformed
+    answer; not a certificate that fails verification or a URL that cannot be requested."""
+    from vlmdata.net.client import RequestError
 
-    return isinstance(exc, (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                            ConnectionError, TimeoutError))
+    if isinstance(exc, RequestError):
+        return exc.transient
+    return isinstance(exc, (ConnectionError, TimeoutError))
 
 
-# What "no route to the server at all" looks like through requests/urllib3 and httpx (the hub client):
+# What "no route to the server at all" looks like through http.client, aiohttp and httpx (the hub client):
 # the name does not resolve, nothing listens, or the network is down. Another try a second later
 # rarely helps, so these get one short retry, not the full backoff (minutes of waiting offline).
 _UNREACHABLE_TYPES = frozenset({"NameResolutionError", "NewConnectionError", "ConnectError", "gaierror",
