@@ -470,8 +470,7 @@ class HttpEngine:
                 given: list[tuple[Piece, Response]]) -> None:
         """One connection: takes pieces until none is left; a failed piece goes back to the scheduler.
         ``given``: a first piece whose response is already open (the probe's)."""
-        session = Client(pool_size=2)
-        session.headers.update({k: v for k, v in self.session.headers.items()})
+        session = Client(pool_size=2, headers=self.session.headers)  # (a connection of its own)
         buf = memoryview(bytearray(READ))
         written = [0]
 
