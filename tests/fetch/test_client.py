@@ -63,6 +63,14 @@ def test_connections_are_kept_alive_and_reused(srv):
     assert len(srv.peers) == 3 and len(ports) == 1
 
 
+def test_spaces_and_non_ascii_in_a_path_are_quoted_and_escapes_kept(srv):
+    (srv.folder / "a b-é.bin").write_bytes(b"odd name")
+    with Client() as c:
+        assert c.get(f"{srv.url}/a b-é.bin").read_all() == b"odd name"
+        assert c.get(f"{srv.url}/a%20b-%C3%A9.bin?x=1 2").read_all() == b"odd name"
+    assert [p for _, p, *_ in srv.peers] == ["a b-é.bin", "a b-é.bin"]
+
+
 def test_a_body_left_unread_closes_its_connection(srv):
     with Client() as c:
         r = c.get(f"{srv.url}/f.bin")

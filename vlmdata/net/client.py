@@ -31,7 +31,7 @@ import select
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from vlmdata import __version__
 
@@ -44,6 +44,7 @@ USER_AGENT = f"vlmdata/{__version__} (+https://github.com/vlmdata)"
 MAX_REDIRECTS = 30
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 DEFAULT_PORTS = {"http": 80, "https": 443}
+_SAFE = "!#$%&'()*+,/:;=?@[]~"  # what a request line keeps as it is (requests' requote_uri)
 DRAIN = 64 << 10  # a redirect's (or an error's) body up to this is read, so its connection can be reused
 
 Origin = tuple[str, str, int]  # scheme, host, port
@@ -173,9 +174,8 @@ class Client:
             raise RequestError(f"cannot request {url!r}: only http:// and https:// URLs with a host", transient=False)
         host, port = parts.hostname, parts.port or DEFAULT_PORTS[scheme]
         proxy = env.proxy_for(scheme, host, port)
-        target = parts.path or "/"
-        if parts.query:
-            target += "?" + parts.query
+        # (a space or a non-ASCII character quoted as requests does; escapes already there are kept)
+        target = quote(parts.path or "/", safe=_SAFE) + ("?" + quote(parts.query, safe=_SAFE) if parts.query else "")
         if proxy is not None and scheme == "http":  # a plain request through a proxy names the whole URL
             target = f"http://{_netloc(host, port, scheme)}{target}"
             headers = {**headers, **proxy.headers}
