@@ -3,6 +3,8 @@ proxies and netrc from the environment, bodies cut short, certificates verified.
 from __future__ import annotations
 
 import base64
+import hashlib
+import os
 import shutil
 import socket
 import ssl
@@ -185,6 +187,8 @@ def test_a_refused_connection_is_unreachable_and_a_bad_url_is_not_retried():
 
 # ---------------------------------------------------------------------- TLS
 
+BIG = os.urandom(3 << 20) + b"tail"
+
 
 @pytest.fixture
 def tls_server(tmp_path):
@@ -203,10 +207,12 @@ def tls_server(tmp_path):
             pass
 
         def do_GET(self):
+            body = BIG if self.path == "/big.bin" else b"secret"
             self.send_response(200)
-            self.send_header("Content-Length", "6")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("ETag", '"v1"')
             self.end_headers()
-            self.wfile.write(b"secret")
+            self.wfile.write(body)
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -230,3 +236,13 @@ def test_certificates_are_verified_against_the_bundle_the_environment_names(tls_
     with Client() as c:
         r = c.get(f"{url}/f")
         assert r.status_code == 200 and r.read_all() == b"secret"
+
+
+def test_the_engine_downloads_over_tls_and_hashes_what_it_wrote(tls_server, monkeypatch, tmp_path):
+    from vlmdata.fetch.http import HttpEngine
+    from vlmdata.net.retry import RetryPolicy
+
+    url, cert = tls_server
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+    got = HttpEngine(retry=RetryPolicy(attempts=2, base=0.02), timeout=10.0).download(f"{url}/big.bin", tmp_path / "b")
+    assert (tmp_path / "b").read_bytes() == BIG and got.digests.sha256 == hashlib.sha256(BIG).hexdigest()
