@@ -1,7 +1,7 @@
 """The `vlmdata` application: global options, command registration, and error handling.
 
 Commands are imported when they run, not at start-up: `vlmdata --help` and a `vlmdata fetch`
-with nothing to do must not pay for requests, Pillow, pyarrow and the rest of what the other
+with nothing to do must not pay for http.client, Pillow, pyarrow and the rest of what the other
 commands use. ``COMMANDS`` names each command's module and its one-line help (what the top-level
 ``--help`` lists without importing anything); a test checks each line against the command's own
 help, so the two cannot drift. A plain command line is parsed by vlmdata.cli.fastparse without
