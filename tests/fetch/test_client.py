@@ -159,6 +159,15 @@ def test_netrc_credentials_for_the_host_unless_the_caller_gives_its_own(srv, tmp
     assert [a for _, _, a, _ in srv.peers] == [basic("ann", "s3cret"), "Bearer mine"]
 
 
+def test_a_header_given_in_another_case_replaces_the_default(srv):
+    seen = []
+    srv.routes.insert(0, lambda h, m, p: seen.append(h.headers.get_all("User-Agent")) or False)
+    with Client() as c:
+        c.get(f"{srv.url}/f.bin").read_all()
+        c.get(f"{srv.url}/f.bin", headers={"user-agent": "mine/1"}).read_all()
+    assert seen[0][0].startswith("vlmdata/") and len(seen[0]) == 1 and seen[1] == ["mine/1"]
+
+
 def test_a_body_cut_short_raises_instead_of_ending_quietly(srv):
     srv.fault("f.bin", Fault("drop", after=1000))
     with Client() as c:

@@ -130,7 +130,7 @@ class Client:
         import http.client
 
         env = self._environment()
-        given = {**self.headers, **(headers or {})}
+        given = _merged(self.headers, headers or {})
         keep_auth = True
         try:
             for _ in range(MAX_REDIRECTS + 1):
@@ -374,6 +374,14 @@ class _Environment:
             return None
         login, account, password = found
         return _basic(login if (login or account is None) else account, password or "")
+
+
+def _merged(base: dict[str, str], given: dict[str, str]) -> dict[str, str]:
+    """``base`` with ``given`` on top; header names compared without case (a caller's "user-agent"
+    replaces the default "User-Agent" instead of going out beside it)."""
+    out = {k: v for k, v in base.items() if k.lower() not in {g.lower() for g in given}}
+    out.update(given)
+    return out
 
 
 def _basic(user: str, password: str) -> str:
