@@ -363,17 +363,12 @@ class _Environment:
         return out
 
     def _netrc_entry(self, host: str | None) -> str | None:
-        if self._netrc is False:
-            from vlmdata.net.env_access import read_netrc
+        from vlmdata.net.env_access import netrc_login, read_netrc
 
+        if self._netrc is False:
             self._netrc = read_netrc()
-        if not host or not self._netrc:
-            return None
-        found = self._netrc.authenticators(host)  # type: ignore[union-attr]
-        if found is None:
-            return None
-        login, account, password = found
-        return _basic(login if (login or account is None) else account, password or "")
+        found = netrc_login(self._netrc, host)  # type: ignore[arg-type]
+        return _basic(*found) if found is not None else None
 
 
 def _merged(base: dict[str, str], given: dict[str, str]) -> dict[str, str]:

@@ -38,10 +38,9 @@ class EnvAccess:
             out["proxy"], out["proxy_auth"] = get_env_proxy_for_url(url)
         except LookupError:
             pass
-        entry = self._netrc.authenticators(url.host) if self._netrc is not None and url.host else None
-        if entry is not None:
-            login, account, password = entry
-            out["auth"] = BasicAuth(login if (login or account is None) else account, password or "")
+        found = netrc_login(self._netrc, url.host)
+        if found is not None:
+            out["auth"] = BasicAuth(*found)
         return out
 
 
@@ -51,3 +50,13 @@ def read_netrc() -> netrc.netrc | None:
         return netrc.netrc(os.environ.get("NETRC") or str(Path.home() / ".netrc"))
     except (OSError, RuntimeError, netrc.NetrcParseError):  # (RuntimeError: no home folder)
         return None
+
+
+def netrc_login(rc: netrc.netrc | None, host: str | None) -> tuple[str, str] | None:
+    """(user, password) that ``rc`` gives ``host``, as requests and aiohttp pick them (the login, else
+    the account), or None."""
+    entry = rc.authenticators(host) if rc is not None and host else None
+    if entry is None:
+        return None
+    login, account, password = entry
+    return (login if (login or account is None) else account) or "", password or ""
