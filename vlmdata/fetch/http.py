@@ -47,7 +47,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlsplit
 
 from vlmdata import atomic
 from vlmdata.fetch.hashing import Digests, Hashes, StreamHasher, hash_file
@@ -55,8 +54,8 @@ from vlmdata.fetch.segments import Piece, Scheduler
 from vlmdata.fetch.write_behind import WriteBehind
 from vlmdata.net.body import BodyReader, BodyToFile
 from vlmdata.net.errors import Cancelled, SourceFailed
-from vlmdata.net.retry import (GaveUp, RetryPolicy, Transient, is_transient_error, is_transient_status, is_unreachable,
-                               retry, retry_after_seconds, unreachable_reason)
+from vlmdata.net.retry import (GaveUp, RetryPolicy, Transient, is_transient_status, retry, retry_after_seconds,
+                               transient_request)
 from vlmdata.net.client import Client, RequestError, Response
 from vlmdata.net.urls import scrub, shown
 from vlmdata.state.partial import PartState, discard_partial, part_path, partial_progress, state_path
@@ -195,10 +194,9 @@ class HttpEngine:
         try:
             resp = session.get(url, headers=headers, timeout=self.timeout)
         except RequestError as e:
-            if is_unreachable(e):
-                raise Transient(f"cannot reach {urlsplit(url).netloc}: {unreachable_reason(e)}", unreachable=True) from None
-            if is_transient_error(e):
-                raise Transient(scrub(str(e))) from None
+            again = transient_request(e, url)
+            if again is not None:
+                raise again from None
             raise SourceFailed(f"{shown(url)}: {scrub(str(e))}") from None
         if resp.status_code in (200, 206, 416):
             return resp

@@ -27,8 +27,8 @@ from vlmdata.fetch.urllist_client import (CONNECT_TIMEOUT, UNREACHABLE_RUN, Dead
                                           fetch_images)
 from vlmdata.manifest import FileSpec, Source
 from vlmdata.net.client import Client, RequestError
-from vlmdata.net.retry import (OFFLINE_HINT, GaveUp, RetryPolicy, Transient, is_transient_error, is_transient_status,
-                               is_unreachable, retry, retry_after_seconds, unreachable_reason)
+from vlmdata.net.retry import (OFFLINE_HINT, GaveUp, RetryPolicy, Transient, is_transient_status, retry,
+                               retry_after_seconds, transient_request)
 from vlmdata.net.urls import is_local, rewrite
 from vlmdata.state import Root
 
@@ -85,10 +85,9 @@ def _get_list(url: str, session: Client, mirror: str | None, policy: RetryPolicy
         try:
             r = session.get(where, timeout=(CONNECT_TIMEOUT, timeout))
         except RequestError as e:
-            if is_unreachable(e):
-                raise Transient(f"cannot reach {urlsplit(where).netloc}: {unreachable_reason(e)}", unreachable=True) from None
-            if is_transient_error(e):
-                raise Transient(str(e)) from None
+            again = transient_request(e, where)
+            if again is not None:
+                raise again from None
             raise OperationError(f"cannot download the URL list {where}: {e}") from None
         if r.status_code == 200:
             try:
