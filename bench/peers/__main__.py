@@ -7,7 +7,8 @@ under bench/out/), makes the inputs once (bench/out/peers/), serves the files fr
 127.0.0.1 and the URL list's images from a latency server (bench/peers/latency_server.py, whose
 own ceiling is measured and reported), and times each `vlmdata` command and each peer command as
 a process: the tools take turns run by run, outputs are removed (folders of many files set
-aside until the end: timing.rm says why) and `sync` runs before each run (not timed), and the
+aside until the end: timing.rm says why), `sync` runs before each run and the VM's hand-back of
+freed memory to its host is let finish (timing.settle; neither timed), and the
 1-minute load average is recorded with every run. It writes every run to
 bench/out/peers/results.json and the table, the machine and every run to bench/RESULTS.md
 (between the ``bench.peers`` markers).

@@ -42,12 +42,14 @@ def section(result: dict) -> str:
     for n in result["notes"]:
         out.append(f"- {n}")
     out += ["", "Every run (seconds; the 1-minute load average when it started; CPU seconds, user + system, of "
-                "the command and the processes it waited for, the server's not included):", ""]
+                "the command and the processes it waited for, the server's not included; memory the VM handed "
+                "back to its host during the run, where any: timing.settle says why it matters):", ""]
     for key, runs in result["runs"].items():
         by_tool: dict[str, list[str]] = {}
         for r in runs:
             cpu = f"; cpu {r['cpu_user']:.2f} + {r['cpu_sys']:.2f}" if "cpu_user" in r else ""
-            cell = f"{r['seconds']:.2f} (load {r['load1']:.1f}{cpu})" + ("" if r["rc"] == 0 else f" exit {r['rc']}")
+            rep = f"; reported {r['reported_mib']:,.0f} MiB" if r.get("reported_mib") else ""
+            cell = f"{r['seconds']:.2f} (load {r['load1']:.1f}{cpu}{rep})" + ("" if r["rc"] == 0 else f" exit {r['rc']}")
             by_tool.setdefault(r["tool"], []).append(cell)
         for tool, cells in by_tool.items():
             out.append(f"- {key} / {tool}: " + ", ".join(cells))

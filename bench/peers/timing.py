@@ -1,5 +1,6 @@
-"""One timed run of a whole command, as a user runs it: `sync` first (not timed), the load average
-when it starts, the wall time of the process, its exit code, and its largest RSS."""
+"""One timed run of a whole command, as a user runs it: `sync` and the VM's page reporting settled
+first (not timed), the load average when it starts, the wall time of the process, its exit code,
+its CPU time and its largest RSS."""
 from __future__ import annotations
 
 import os
@@ -83,6 +84,41 @@ def _on_tmpfs(path: Path) -> bool:
     return kind == "tmpfs"
 
 
+# Free page reporting (virtio-balloon) on these VMs: how much freed memory the guest has handed
+# back to its host so far. A standard kernel has no such counter; there settle() does nothing.
+REPORTED_KIB = Path("/sys/module/page_reporting/parameters/reported_kib")
+
+
+def _reported_kib() -> int | None:
+    try:
+        return int(REPORTED_KIB.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def settle(quiet: float = 2.0, limit: float = 30.0) -> float:
+    """Wait until the guest has stopped handing freed memory back to the host (no change of
+    ``reported_kib`` for ``quiet`` seconds, ``limit`` at most); returns the seconds waited.
+
+    Each run frees the last run's output (1 GiB for the download rows). On this VM, the guest
+    reports freed 2 MiB blocks to the host, which discards them, in passes that start a few
+    seconds after the free; a page the host has discarded costs a host fault when it is next
+    used. A pass that overlapped a run cost that run up to 1.3 s of system time (the 1 GiB
+    download: 2.0-2.7 s against 0.7-1.0 s, with 0.5 GB reported during the run; runs with
+    nothing reported were normal), and which tool it hit was chance. Waiting for the pass
+    before each run, as ``sync`` waits for writeback, starts every tool from the same state.
+    """
+    last, still, t0 = _reported_kib(), 0.0, time.monotonic()
+    if last is None:
+        return 0.0
+    while still < quiet and time.monotonic() - t0 < limit:
+        time.sleep(0.25)
+        now = _reported_kib()
+        still = still + 0.25 if now == last else 0.0
+        last = now
+    return round(time.monotonic() - t0, 2)
+
+
 @dataclass
 class Run:
     tool: str
@@ -92,6 +128,8 @@ class Run:
     max_rss_mb: float  # the largest resident set of one process of the command (getrusage of the children)
     cpu_user: float = 0.0  # CPU seconds of the command and every process it waited for (not the server's)
     cpu_sys: float = 0.0
+    settle_s: float = 0.0  # seconds settle() waited before the run (not timed)
+    reported_mib: float | None = None  # memory the guest reported to its host during the run (None: no counter)
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -120,12 +158,14 @@ def user_env(extra: dict | None = None) -> dict:
 
 def timed(tool: str, argv: list[str], *, prepare: Callable[[], None] | None = None, env: dict | None = None,
           busy: bool = False, check: Callable[[], dict] | None = None) -> Run:
-    """Run ``argv`` once after ``prepare()`` and ``sync``; ``check()`` (after it) returns extra facts
-    for the record and raises if the command did not do its job."""
+    """Run ``argv`` once after ``prepare()``, ``sync`` and ``settle()``; ``check()`` (after it)
+    returns extra facts for the record and raises if the command did not do its job."""
     if prepare is not None:
         prepare()
     os.sync()
     time.sleep(0.5)  # let the writeback sync started settle
+    waited = settle()
+    reported = _reported_kib()
     load = os.getloadavg()[0]
     ctx = Busy() if busy else None
     if ctx:
@@ -136,17 +176,20 @@ def timed(tool: str, argv: list[str], *, prepare: Callable[[], None] | None = No
         stderr = p.stderr.read() if p.stderr else b""
         _, status, usage = os.wait4(p.pid, 0)  # this command's own usage, its descendants included
         dt = time.perf_counter() - t0
+        after = _reported_kib()
         p.returncode = os.waitstatus_to_exitcode(status)
     finally:
         if ctx:
             ctx.__exit__()
     run = Run(tool, round(dt, 3), p.returncode, round(load, 2), round(usage.ru_maxrss / 1024, 1),
-              round(usage.ru_utime, 2), round(usage.ru_stime, 2))
+              round(usage.ru_utime, 2), round(usage.ru_stime, 2), waited,
+              None if reported is None or after is None else round((after - reported) / 1024, 1))
     if p.returncode != 0:
         tail = stderr.decode(errors="replace")[-1500:]
         print(f"  {tool}: exit {p.returncode}\n{tail}", flush=True)
     elif check is not None:
         run.extra = check()
-    print(f"  {tool:<34} {dt:8.3f} s  load {load:5.2f}  cpu {run.cpu_user:5.2f} u {run.cpu_sys:5.2f} s  rc {p.returncode}",
+    print(f"  {tool:<34} {dt:8.3f} s  load {load:5.2f}  cpu {run.cpu_user:5.2f} u {run.cpu_sys:5.2f} s  rc {p.returncode}"
+          + ("" if not run.reported_mib else f"  reported {run.reported_mib:,.0f} MiB"),
           flush=True)
     return run

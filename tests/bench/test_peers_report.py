@@ -7,7 +7,8 @@ import sys
 from bench.peers import report, timing
 
 
-def test_a_run_records_the_cpu_of_its_command() -> None:
+def test_a_run_records_the_cpu_of_its_command(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(timing, "REPORTED_KIB", tmp_path / "absent")  # (not this VM's page reporting)
     busy = timing.timed("spin", [sys.executable, "-c", "import time\nt = time.process_time()\n"
                                  "while time.process_time() - t < 0.3: pass"])
     idle = timing.timed("sleep", [sys.executable, "-c", "import time; time.sleep(0.3)"])
@@ -26,3 +27,39 @@ def test_every_run_shows_its_cpu_and_older_results_still_render() -> None:
     text = report.section(result)
     assert "- case / new: 1.50 (load 0.5; cpu 1.20 + 0.30)" in text
     assert "- case / old: 2.00 (load 0.5)" in text
+
+
+def test_settle_waits_for_the_hand_back_to_stop(tmp_path, monkeypatch) -> None:
+    import threading
+    import time
+
+    counter = tmp_path / "reported_kib"
+    counter.write_text("0\n")
+    monkeypatch.setattr(timing, "REPORTED_KIB", counter)
+    stop = time.monotonic() + 1.0
+
+    def report_for_a_second() -> None:  # a reporting pass in progress: the counter grows
+        n = 0
+        while time.monotonic() < stop:
+            n += 2048
+            counter.write_text(f"{n}\n")
+            time.sleep(0.1)
+
+    t = threading.Thread(target=report_for_a_second)
+    t.start()
+    waited = timing.settle(quiet=0.5, limit=10)
+    t.join()
+    assert waited >= 1.0 + 0.5 - 0.3 and time.monotonic() >= stop
+    assert timing.settle(quiet=0.5, limit=0.2) <= 0.6  # never longer than the limit
+    monkeypatch.setattr(timing, "REPORTED_KIB", tmp_path / "absent")
+    assert timing.settle() == 0.0  # a kernel without the counter: nothing to wait for
+
+
+def test_a_run_shows_what_the_vm_reported_during_it() -> None:
+    run = {"tool": "t", "seconds": 2.0, "rc": 0, "load1": 0.5, "max_rss_mb": 10, "cpu_user": 1.0, "cpu_sys": 2.0,
+           "settle_s": 2.5, "reported_mib": 512.0, "extra": {}}
+    quiet = {**run, "tool": "q", "reported_mib": 0.0}
+    text = report.section({"machine": {}, "started": 0, "seconds": 1, "command": "x", "repeat": 1, "rows": [],
+                           "notes": [], "runs": {"case": [run, quiet]}})
+    assert "- case / t: 2.00 (load 0.5; cpu 1.00 + 2.00; reported 512 MiB)" in text
+    assert "- case / q: 2.00 (load 0.5; cpu 1.00 + 2.00)" in text
