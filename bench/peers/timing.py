@@ -96,6 +96,16 @@ def _reported_kib() -> int | None:
         return None
 
 
+def _free_mib() -> int | None:
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemFree:"):
+                return int(line.split()[1]) // 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def settle(quiet: float = 2.0, limit: float = 30.0) -> float:
     """Wait until the guest has stopped handing freed memory back to the host (no change of
     ``reported_kib`` for ``quiet`` seconds, ``limit`` at most); returns the seconds waited.
@@ -130,6 +140,7 @@ class Run:
     cpu_sys: float = 0.0
     settle_s: float = 0.0  # seconds settle() waited before the run (not timed)
     reported_mib: float | None = None  # memory the guest reported to its host during the run (None: no counter)
+    free_mib: int | None = None  # MemFree when the run started (a page cache grown by earlier work shows here)
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -165,7 +176,7 @@ def timed(tool: str, argv: list[str], *, prepare: Callable[[], None] | None = No
     os.sync()
     time.sleep(0.5)  # let the writeback sync started settle
     waited = settle()
-    reported = _reported_kib()
+    reported, free = _reported_kib(), _free_mib()
     load = os.getloadavg()[0]
     ctx = Busy() if busy else None
     if ctx:
@@ -183,7 +194,7 @@ def timed(tool: str, argv: list[str], *, prepare: Callable[[], None] | None = No
             ctx.__exit__()
     run = Run(tool, round(dt, 3), p.returncode, round(load, 2), round(usage.ru_maxrss / 1024, 1),
               round(usage.ru_utime, 2), round(usage.ru_stime, 2), waited,
-              None if reported is None or after is None else round((after - reported) / 1024, 1))
+              None if reported is None or after is None else round((after - reported) / 1024, 1), free)
     if p.returncode != 0:
         tail = stderr.decode(errors="replace")[-1500:]
         print(f"  {tool}: exit {p.returncode}\n{tail}", flush=True)
