@@ -106,17 +106,21 @@ def _free_mib() -> int | None:
     return None
 
 
-def settle(quiet: float = 2.0, limit: float = 30.0) -> float:
+def settle(quiet: float = 3.0, limit: float = 30.0) -> float:
     """Wait until the guest has stopped handing freed memory back to the host (no change of
     ``reported_kib`` for ``quiet`` seconds, ``limit`` at most); returns the seconds waited.
 
-    Each run frees the last run's output (1 GiB for the download rows). On this VM, the guest
-    reports freed 2 MiB blocks to the host, which discards them, in passes that start a few
-    seconds after the free; a page the host has discarded costs a host fault when it is next
-    used. A pass that overlapped a run cost that run up to 1.3 s of system time (the 1 GiB
-    download: 2.0-2.7 s against 0.7-1.0 s, with 0.5 GB reported during the run; runs with
-    nothing reported were normal), and which tool it hit was chance. Waiting for the pass
-    before each run, as ``sync`` waits for writeback, starts every tool from the same state.
+    Each run frees the last run's output (1 GiB for the download rows, GBs for the blend's peer).
+    This VM reports freed memory to its host, which discards it, in passes ~2-2.5 s apart of up
+    to ~128 MiB each, the first ~2 s after the free (6 GB freed: 956 MiB reported in the next
+    25 s); a discarded page costs a host fault when it is next used. With 8 GB of fresh page cache
+    on the machine, ~0.5 GB was reported during most 1 GiB download runs, and those spent 2.0-2.7 s
+    of system time against 0.75-1.0 s for runs with nothing reported (perf: the copy into the page
+    cache, 1.13 s against 0.25 s). Which tool a pass hit was chance; waiting for the passes of the
+    last run's free, as ``sync`` waits for writeback, gives each tool the same start. It does not
+    make that state fast: there any write into new page cache is slow, for every tool (``dd`` of
+    1 GiB from /dev/zero 1.6-2.3 s against 1.1-1.4 s), and ``reported_mib`` of each run says
+    whether a pass still overlapped it (after a multi-GB free the passes go on for minutes).
     """
     last, still, t0 = _reported_kib(), 0.0, time.monotonic()
     if last is None:
