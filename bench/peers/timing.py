@@ -98,9 +98,10 @@ def _reported_kib() -> int | None:
 
 def _free_mib() -> int | None:
     try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemFree:"):
-                return int(line.split()[1]) // 1024
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemFree:"):
+                    return int(line.split()[1]) // 1024
     except (OSError, ValueError):
         pass
     return None
