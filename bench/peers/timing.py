@@ -144,6 +144,7 @@ class Run:
     cpu_user: float = 0.0  # CPU seconds of the command and every process it waited for (not the server's)
     cpu_sys: float = 0.0
     settle_s: float = 0.0  # seconds settle() waited before the run (not timed)
+    settle_mib: float | None = None  # memory the guest reported to its host while settle() waited
     reported_mib: float | None = None  # memory the guest reported to its host during the run (None: no counter)
     free_mib: int | None = None  # MemFree when the run started (a page cache grown by earlier work shows here)
     extra: dict = field(default_factory=dict)
@@ -180,6 +181,7 @@ def timed(tool: str, argv: list[str], *, prepare: Callable[[], None] | None = No
         prepare()
     os.sync()
     time.sleep(0.5)  # let the writeback sync started settle
+    before = _reported_kib()
     waited = settle()
     reported, free = _reported_kib(), _free_mib()
     load = os.getloadavg()[0]
@@ -199,6 +201,7 @@ def timed(tool: str, argv: list[str], *, prepare: Callable[[], None] | None = No
             ctx.__exit__()
     run = Run(tool, round(dt, 3), p.returncode, round(load, 2), round(usage.ru_maxrss / 1024, 1),
               round(usage.ru_utime, 2), round(usage.ru_stime, 2), waited,
+              None if before is None or reported is None else round((reported - before) / 1024, 1),
               None if reported is None or after is None else round((after - reported) / 1024, 1), free)
     if p.returncode != 0:
         tail = stderr.decode(errors="replace")[-1500:]
