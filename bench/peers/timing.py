@@ -96,13 +96,19 @@ def _reported_kib() -> int | None:
         return None
 
 
-def _free_mib() -> int | None:
+def _mib_between(before: int | None, after: int | None) -> float | None:
+    """MiB reported to the host between two reads of ``reported_kib`` (None without the counter)."""
+    return None if before is None or after is None else round((after - before) / 1024, 1)
+
+
+def meminfo_kib(name: str) -> int | None:
+    """A field of /proc/meminfo ("MemTotal", "MemFree", ...) in KiB; None where there is none."""
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
-                if line.startswith("MemFree:"):
-                    return int(line.split()[1]) // 1024
-    except (OSError, ValueError):
+                if line.startswith(name + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
         pass
     return None
 
@@ -183,7 +189,7 @@ def timed(tool: str, argv: list[str], *, prepare: Callable[[], None] | None = No
     time.sleep(0.5)  # let the writeback sync started settle
     before = _reported_kib()
     waited = settle()
-    reported, free = _reported_kib(), _free_mib()
+    reported, free = _reported_kib(), meminfo_kib("MemFree")
     load = os.getloadavg()[0]
     ctx = Busy() if busy else None
     if ctx:
@@ -200,9 +206,9 @@ def timed(tool: str, argv: list[str], *, prepare: Callable[[], None] | None = No
         if ctx:
             ctx.__exit__()
     run = Run(tool, round(dt, 3), p.returncode, round(load, 2), round(usage.ru_maxrss / 1024, 1),
-              round(usage.ru_utime, 2), round(usage.ru_stime, 2), waited,
-              None if before is None or reported is None else round((reported - before) / 1024, 1),
-              None if reported is None or after is None else round((after - reported) / 1024, 1), free)
+              round(usage.ru_utime, 2), round(usage.ru_stime, 2), settle_s=waited,
+              settle_mib=_mib_between(before, reported), reported_mib=_mib_between(reported, after),
+              free_mib=None if free is None else free // 1024)
     if p.returncode != 0:
         tail = stderr.decode(errors="replace")[-1500:]
         print(f"  {tool}: exit {p.returncode}\n{tail}", flush=True)

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.peers.timing import meminfo_kib
+
 APT = {"nginx": "nginx-light", "aria2c": "aria2", "unzip": "unzip", "curl": "curl", "taskset": "util-linux"}
 IMG2DATASET = "img2dataset==1.47.0"
 
@@ -60,12 +62,8 @@ def machine(repo: Path, out: Path) -> dict[str, str]:
                 break
     except OSError:
         pass
-    mem = "?"
-    try:
-        kb = int(Path("/proc/meminfo").read_text().split()[1])
-        mem = f"{kb / (1 << 20):.0f} GiB"
-    except (OSError, ValueError, IndexError):
-        pass
+    kb = meminfo_kib("MemTotal")
+    mem = "?" if kb is None else f"{kb / (1 << 20):.0f} GiB"
     disk = _first_line(["sh", "-c", f"df -hT {out} | tail -1"])
     return {
         "cpu": f"{os.cpu_count()} x {cpu}",

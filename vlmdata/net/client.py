@@ -374,7 +374,8 @@ class _Environment:
 def _merged(base: dict[str, str], given: dict[str, str]) -> dict[str, str]:
     """``base`` with ``given`` on top; header names compared without case (a caller's "user-agent"
     replaces the default "User-Agent" instead of going out beside it)."""
-    out = {k: v for k, v in base.items() if k.lower() not in {g.lower() for g in given}}
+    replaced = {g.lower() for g in given}
+    out = {k: v for k, v in base.items() if k.lower() not in replaced}
     out.update(given)
     return out
 
