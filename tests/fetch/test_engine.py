@@ -6,6 +6,7 @@ import json
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from fetch_helpers import Fault
@@ -134,11 +135,10 @@ def test_changed_file_is_not_stitched(files_server, blob, tmp_path):
 def test_cancel_keeps_part_and_resume_finishes(files_server, blob, tmp_path):
     files_server.default_throttle = 2 << 20
     dest = tmp_path / "f.bin"
-    cancel = threading.Event()
-    eng = engine(cancel=cancel)
-    threading.Timer(0.6, cancel.set).start()
+    part = part_path(dest)
+    cancel = _cancel_when(lambda: part.exists() and part.stat().st_size >= 256 << 10)
     with pytest.raises(Cancelled):
-        eng.download(f"{files_server.url}/f.bin", dest)
+        engine(cancel=cancel).download(f"{files_server.url}/f.bin", dest)
     kept = part_path(dest).stat().st_size
     assert 0 < kept < len(blob)
     files_server.default_throttle = 0
@@ -172,18 +172,27 @@ def test_segmented_downloads_over_several_connections_at_once(files_server, tmp_
     assert files_server.max_in_flight >= 3
 
 
+def _done_in(side: Path) -> int:
+    """Bytes a segmented download's progress file says are on disk (0 before it exists)."""
+    try:
+        return sum(b - a for a, b in json.loads(side.read_text())["done"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
 def test_segmented_resume_after_cancel(files_server, tmp_path):
-    data = os.urandom(8 << 20)
+    # 16 MiB over 4 connections at 1 MiB/s each: ~4 s, stopped once 2 MiB are recorded as done
+    # (a stop at a fixed time raced a machine fast enough to finish first).
+    data = os.urandom(16 << 20)
     (files_server.folder / "big.bin").write_bytes(data)
-    files_server.default_throttle = 2 << 20
+    files_server.default_throttle = 1 << 20
     dest = tmp_path / "big.bin"
-    cancel = threading.Event()
-    threading.Timer(1.0, cancel.set).start()
+    side = state_path(part_path(dest))
+    cancel = _cancel_when(lambda: _done_in(side) >= 2 << 20)
     with pytest.raises(Cancelled):
         engine(connections=4, min_split=1 << 20, cancel=cancel).download(f"{files_server.url}/big.bin", dest)
-    st = json.loads(state_path(part_path(dest)).read_text())
-    done = sum(b - a for a, b in st["done"])
-    assert done >= 2 << 20
+    done = _done_in(side)
+    assert 2 << 20 <= done < len(data)
     files_server.default_throttle = 0
     files_server.reset()
     got = engine(connections=4, min_split=1 << 20).download(f"{files_server.url}/big.bin", dest)
@@ -298,17 +307,10 @@ def test_no_validator_segmented_resume(files_server, tmp_path):
     files_server.default_throttle = 2 << 20
     dest = tmp_path / "big.bin"
     side = state_path(part_path(dest))
-
-    def done() -> int:
-        try:
-            return sum(b - a for a, b in json.loads(side.read_text())["done"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return 0
-
-    cancel = _cancel_when(lambda: done() >= 1 << 20)
+    cancel = _cancel_when(lambda: _done_in(side) >= 1 << 20)
     with pytest.raises(Cancelled):
         engine(connections=4, min_split=1 << 20, cancel=cancel).download(f"{files_server.url}/big.bin", dest)
-    kept = done()
+    kept = _done_in(side)
     assert kept >= 1 << 20
     files_server.default_throttle = 0
     files_server.reset()
