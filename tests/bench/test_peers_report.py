@@ -2,6 +2,7 @@
 CPU says whether a two-core box, not the tool, set the time)."""
 from __future__ import annotations
 
+import os
 import sys
 
 from bench.peers import report, timing
@@ -42,7 +43,10 @@ def test_settle_waits_for_the_hand_back_to_stop(tmp_path, monkeypatch) -> None:
         n = 0
         while time.monotonic() < stop:
             n += 2048
-            counter.write_text(f"{n}\n")
+            # replaced whole, as the kernel's counter reads: written in place, a read between the
+            # truncation and the write saw an empty file and settle took it for a kernel without one
+            (tmp_path / "next").write_text(f"{n}\n")
+            os.replace(tmp_path / "next", counter)
             time.sleep(0.1)
 
     t = threading.Thread(target=report_for_a_second)
