@@ -105,6 +105,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = unquote(urlsplit(self.path).path).lstrip("/")
         with owner.lock:
             owner.requests.append((method, path, self.headers.get("Range")))
+            owner.ports.append(self.client_address[1])
             owner.auth_seen.append((path, self.headers.get("Authorization")))
         for route in owner.routes:
             if route(self, method, path):
@@ -261,6 +262,7 @@ class LoopbackServer:
         self.generation = 0  # bumped by reset(): a connection still sending from before it is not counted
         self.in_flight = self.max_in_flight = 0  # response bodies being sent at once (and the most seen)
         self.requests: list[tuple[str, str, str | None]] = []
+        self.ports: list[int] = []  # the client's port of each request (one port: one connection)
         self.auth_seen: list[tuple[str, str | None]] = []
         self._srv = _Server(("127.0.0.1", 0), _Handler)
         self._srv.owner = self
@@ -314,6 +316,7 @@ class LoopbackServer:
             self.generation += 1
             self.bytes_sent.clear()
             self.requests.clear()
+            self.ports.clear()
             self.auth_seen.clear()
             self.faults.clear()
 

@@ -203,6 +203,21 @@ def test_segmented_resume_after_cancel(files_server, tmp_path):
     assert got.resumed_from == done
 
 
+def test_segmented_pieces_reuse_their_connections(files_server, tmp_path):
+    # A piece read to its end leaves its connection open for the next one (a fresh connection per
+    # piece costs a handshake and, over a real network, TCP's slow start again).
+    data = os.urandom(16 << 20)
+    (files_server.folder / "big.bin").write_bytes(data)
+    files_server.default_throttle = 8 << 20
+    got = engine(connections=4, min_split=1 << 20).download(f"{files_server.url}/big.bin", tmp_path / "big.bin")
+    assert (tmp_path / "big.bin").read_bytes() == data and got.connections == 4
+    pieces = files_server.count("big.bin")
+    assert pieces >= 8  # (else there was nothing to reuse)
+    # the probe's connection, then one per worker (a piece cut short by a steal closes its connection)
+    steals = pieces - 16  # 16 pieces of 1 MiB at most before any steal
+    assert len(set(files_server.ports)) <= 1 + 4 + max(0, steals)
+
+
 def test_segmented_falls_back_without_ranges(files_server, tmp_path):
     data = os.urandom(9 << 20)
     (files_server.folder / "big.bin").write_bytes(data)

@@ -146,6 +146,14 @@ class BodyToFile:
         return n
 
 
+    def end_if_read(self) -> None:
+        """Tell http.client the body is over when every byte of it was moved (a caller that stops
+        at the end of its range does not ask for the 0 that would say so), so its connection goes
+        back to the pool for the next request instead of being closed."""
+        if self.body.fast and not self._ahead and self.body.left <= 0:
+            self.body.finish()
+
+
 def pwrite_all(fd: int, data: memoryview, pos: int) -> None:
     """All of ``data`` into ``fd`` at offset ``pos``."""
     while data:
