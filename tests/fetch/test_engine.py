@@ -203,15 +203,22 @@ def test_segmented_resume_after_cancel(files_server, tmp_path):
     assert got.resumed_from == done
 
 
-def test_segmented_pieces_reuse_their_connections(files_server, tmp_path):
-    # A piece read to its end leaves its connection open for the next one (a fresh connection per
-    # piece costs a handshake and, over a real network, TCP's slow start again).
+def _segmented_16mib(files_server, tmp_path, connections: int) -> list[tuple[int, int]]:
+    """16 MiB over ``connections`` connections at 8 MiB/s each, checked whole; the byte ranges
+    asked for, in the order the requests came."""
     data = os.urandom(16 << 20)
     (files_server.folder / "big.bin").write_bytes(data)
     files_server.default_throttle = 8 << 20
-    got = engine(connections=4, min_split=1 << 20).download(f"{files_server.url}/big.bin", tmp_path / "big.bin")
-    assert (tmp_path / "big.bin").read_bytes() == data and got.connections == 4
-    ranges = [tuple(map(int, r[6:].split("-"))) for m, p, r in files_server.requests if p == "big.bin" and r]
+    got = engine(connections=connections, min_split=1 << 20).download(f"{files_server.url}/big.bin",
+                                                                     tmp_path / "big.bin")
+    assert (tmp_path / "big.bin").read_bytes() == data and got.connections == connections
+    return [tuple(map(int, r[6:].split("-"))) for m, p, r in files_server.requests if p == "big.bin" and r]
+
+
+def test_segmented_pieces_reuse_their_connections(files_server, tmp_path):
+    # A piece read to its end leaves its connection open for the next one (a fresh connection per
+    # piece costs a handshake and, over a real network, TCP's slow start again).
+    ranges = _segmented_16mib(files_server, tmp_path, 4)
     assert len(ranges) >= 8  # (else there was nothing to reuse)
     # a steal asks for the second half of a range already asked for; its victim stops short of its
     # range's end, and that connection cannot carry another answer
@@ -340,12 +347,7 @@ def test_no_validator_segmented_resume(files_server, tmp_path):
 
 def test_segmented_pieces_go_out_in_file_order(files_server, tmp_path):
     # The hash follows the finished prefix: handing pieces out in file order keeps it close behind.
-    data = os.urandom(16 << 20)
-    (files_server.folder / "big.bin").write_bytes(data)
-    files_server.default_throttle = 8 << 20
-    got = engine(connections=2, min_split=1 << 20).download(f"{files_server.url}/big.bin", tmp_path / "big.bin")
-    assert (tmp_path / "big.bin").read_bytes() == data and got.connections == 2
-    starts = [int(r[6:].split("-")[0]) for m, p, r in files_server.requests if p == "big.bin" and r != "bytes=0-0"]
+    starts = [a for a, b in _segmented_16mib(files_server, tmp_path, 2) if (a, b) != (0, 0)]
     # (the two connections may send their first requests in either order)
     assert len(starts) > 2 and sorted(starts[:2]) == sorted(starts)[:2] and min(starts) == 0
     assert max(starts[:3]) <= (16 << 20) // 2  # the third piece follows the first two, not the middle of the file

@@ -542,7 +542,6 @@ class HttpEngine:
                             return
                         pos, end = sched.bounds(piece)
                         if pos >= end:
-                            sink.end_if_read()  # the whole answer: its connection serves the next piece
                             break  # done, or another connection took the rest
                         n = sink.move(fd, pos, end - pos)
                         if not n:

@@ -88,8 +88,12 @@ class BodyReader:
         return data
 
     def consumed(self, n: int) -> None:
-        """``n`` more bytes of the body were taken from the socket by the caller."""
+        """``n`` more bytes of the body were taken from the socket by the caller; after its last
+        byte the body is over at once (finish), so a caller that stops at the end of what it asked
+        for, without the read that returns 0, still gives its connection back for the next request."""
         self.hcr.length -= n
+        if self.hcr.length <= 0:
+            self.finish()
 
     def finish(self) -> None:
         """The whole body has been taken: http.client closes it (its connection can serve the next request)."""
@@ -144,14 +148,6 @@ class BodyToFile:
             raise ConnectionError(f"connection closed with {left} bytes of the body still to come")
         self.body.consumed(n)
         return n
-
-
-    def end_if_read(self) -> None:
-        """Tell http.client the body is over when every byte of it was moved (a caller that stops
-        at the end of its range does not ask for the 0 that would say so), so its connection goes
-        back to the pool for the next request instead of being closed."""
-        if self.body.fast and not self._ahead and self.body.left <= 0:
-            self.body.finish()
 
 
 def pwrite_all(fd: int, data: memoryview, pos: int) -> None:
