@@ -14,7 +14,7 @@ from typing import Any
 from vlmdata.errors import OperationError
 from vlmdata.manifest import FileSpec, Source
 from vlmdata.sources import kind_of
-from vlmdata.state import Journal, Root, is_placed, partial_bytes, satisfied, subset_tag
+from vlmdata.state import Journal, Root, is_placed, partial_bytes, reserved_bytes, satisfied, subset_tag
 from vlmdata.units import human_bytes
 
 
@@ -99,6 +99,8 @@ def plan_files(root: Root, specs: list[FileSpec], *, mirror_base: str | None = N
                                                else "missing")
             remaining = None if size is None else max(size - partial, 0)
             disk = _subset_disk(spec, remaining) if subset else _disk_needed(spec, remaining, size)
+            if disk and partial and remaining:  # (blocks an unfinished download already set aside for the rest)
+                disk -= min(remaining, reserved_bytes(root, spec))
         plan.items.append(PlanItem(
             key=spec.key, dataset=spec.dataset, file=spec.name,
             source=first_source(spec, mirror_base, hf_endpoint), to=spec.place.to, state=state,

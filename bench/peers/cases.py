@@ -18,6 +18,10 @@ from bench.peers.timing import rm as _rm
 from bench.peers.timing import user_env, warm
 
 REPO = Path(__file__).resolve().parents[2]
+# Runs per tool at least, for the rows of a few seconds: their margins are a few percent, and one
+# slow minute of this shared VM among three runs moved a median across a goal (the URL-list and
+# blend rows, at 3, take half a minute a run and have wide margins).
+STEADY = 5
 
 
 def _placed(path: Path, size: int) -> dict:
@@ -31,10 +35,10 @@ def startup(b: Any, *, out: Path, **_: Any) -> None:
     _rm(root)
     subprocess.run(b.vlmdata(root, "fetch", "bench:tiny.bin"), check=True, env=user_env(b.env),
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    runs = b.alternate("startup", {  # cheap: a few more runs than the others make the medians steadier
+    runs = b.alternate("startup", {
         "vlmdata --help": {"argv": [b.vlmdata(root)[0], "--help"]},
         "vlmdata fetch (nothing to do)": {"argv": b.vlmdata(root, "fetch", "bench:tiny.bin")},
-    }, times=max(5, b.repeat))
+    }, times=max(STEADY, b.repeat))
     b.row("start-up: `vlmdata --help`", runs["vlmdata --help"], "-", None, "< 0.15 s", limit=0.15)
     b.row("start-up: `vlmdata fetch` with nothing to do", runs["vlmdata fetch (nothing to do)"], "-", None,
           "< 0.15 s", limit=0.15)
@@ -58,7 +62,7 @@ def fetch1g(b: Any, *, ngx: Any, out: Path, **_: Any) -> None:
         if busy:
             del tools_["curl | tee | sha256sum"]
         warm(ngx.root / "big.bin")
-        runs = b.alternate("fetch1g-busy" if busy else "fetch1g", tools_)
+        runs = b.alternate("fetch1g-busy" if busy else "fetch1g", tools_, times=max(STEADY, b.repeat))
         label = "1 GiB over loopback, verified" + (", one core kept busy" if busy else "")
         b.row(label, runs["vlmdata fetch -x1"], "`curl -o`", runs["curl -o"], "<= 1.05x", limit=1.05)
         if not busy:
@@ -77,7 +81,7 @@ def aria2(b: Any, *, ngx: Any, out: Path, **_: Any) -> None:
         "aria2c -x8 -s8": {"argv": ["aria2c", "-q", "-x8", "-s8", "--allow-overwrite=true", "--auto-file-renaming=false",
                                     "-d", str(root), "-o", "mid.bin", url],
                            "prepare": lambda: (_rm(root), root.mkdir(parents=True))},
-    })
+    }, times=max(STEADY, b.repeat))
     b.row("256 MiB, server limits each connection to 16 MiB/s", runs["vlmdata fetch -x8"], "`aria2c -x8 -s8`",
           runs["aria2c -x8 -s8"], "<= 1.0x", limit=1.0)
     _rm(root)
@@ -117,12 +121,12 @@ def _zip_rows(b: Any, root: Path, zipf: Path, where: str) -> None:
         warm(zipf)
         pre = ["taskset", "-c", pin] if pin else []
         key = f"zip-{where}" + ("-1core" if pin else "")
-        runs = b.alternate(key, {  # (the disk makes single runs scatter: 5 at least)
+        runs = b.alternate(key, {
             "vlmdata fetch": {"argv": pre + b.vlmdata(root, "fetch", "bench:imgs.zip"), "prepare": prepare_ours,
                               "check": check},
             "unzip -q": {"argv": pre + ["unzip", "-q", str(zipf), "-d", str(root / "unzipped")],
                          "prepare": lambda: (_rm(root), root.mkdir(parents=True))},
-        }, times=max(5, b.repeat))
+        }, times=max(STEADY, b.repeat))
         mb = zipf.stat().st_size / 1e6
         b.row(f"zip of {inputs.ZIP_MEMBERS:,} small JPEGs ({mb:.0f} MB), {where}, " + ("one core" if pin else "two cores"),
               runs["vlmdata fetch"], "`unzip -q`", runs["unzip -q"], "<= 0.8x" if not pin else "< 1.0x",

@@ -35,7 +35,7 @@ def section(result: dict) -> str:
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(result["started"]))
     out = [BEGIN, "",
            f"Run of {when}, {result['seconds']} s, `{result['command']}` ({result['repeat']} runs per tool, "
-           f"alternating; start-up and zip rows: at least 5).", "",
+           f"alternating; the rows of a few seconds, all but the URL list and the blend: at least 5).", "",
            table(result), ""]
     out.append("Machine: " + "; ".join(f"{k}: {v}" for k, v in m.items()) + ".")
     out.append("")

@@ -14,7 +14,9 @@ knows whether it has a sha256 to check against: one that has none (a file whose 
 sets its pin) passes ``weak_resume=False`` and such a download starts again from byte 0.
 
 Bytes are written as they arrive, so a kill loses only what was in flight, and a file of any
-size resumes. A plain-HTTP body of known length is spliced from the socket into the file by the
+size resumes. The blocks a download of known length still needs are set aside before its first
+byte, and a failing disk (full, read-only, a size limit) stops it at once, never retried
+(vlmdata.fetch.disk). A plain-HTTP body of known length is spliced from the socket into the file by the
 kernel (vlmdata.net.splice, through vlmdata.net.body.BodyToFile; the hasher reads the new bytes
 from the page cache), on one connection as on several; any other (TLS, chunked,
 ``VLMDATA_NO_SPLICE=1``, not Linux) is received one ``recv`` at a time into a buffer: on one
@@ -49,8 +51,9 @@ from pathlib import Path
 from typing import Callable
 
 from vlmdata import atomic
+from vlmdata.fetch.disk import DISK_ERRNOS, disk_error, reserve
 from vlmdata.fetch.hashing import Digests, Hashes, StreamHasher, hash_file
-from vlmdata.fetch.segments import Piece, Scheduler
+from vlmdata.fetch.segments import Piece, Scheduler, missing_intervals
 from vlmdata.fetch.write_behind import WriteBehind
 from vlmdata.net.body import BodyReader, BodyToFile
 from vlmdata.net.errors import Cancelled, SourceFailed
@@ -178,6 +181,11 @@ class HttpEngine:
             if e.unreachable:
                 raise SourceFailed(f"{shown(url)}: {e.last}", unreachable=True) from None
             raise SourceFailed(f"{shown(url)}: {e}") from None
+        except OSError as e:  # the disk failed, not the network: another try or source cannot help
+            err = disk_error(e, part, partial_progress(dest))
+            if err is None:
+                raise
+            raise err from None
 
     def wait(self, seconds: float) -> None:
         """Sleep between tries; Ctrl-C (the cancel event) ends the wait with Cancelled."""
@@ -262,6 +270,8 @@ class HttpEngine:
             try:
                 fd = os.open(part, flags | getattr(os, "O_CLOEXEC", 0), 0o644)
                 try:
+                    if state.size is not None:
+                        reserve(fd, [(offset, state.size)])
                     os.lseek(fd, offset, os.SEEK_SET)
                     got = self._pump(resp, fd, offset, hasher, progress)
                 finally:
@@ -286,6 +296,8 @@ class HttpEngine:
                 return self._splice(body, fd, pos, hasher, progress)
             return self._receive(body, fd, hasher, progress)
         except (HTTPException, OSError) as e:  # a cut, a timeout, a malformed chunk
+            if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
+                raise  # (the disk: the caller says so, never retried)
             raise Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
 
     def _splice(self, body: BodyReader, fd: int, pos: int, hasher: StreamHasher, progress: ProgressFn) -> int:
@@ -398,6 +410,11 @@ class HttpEngine:
         left = [n_workers]
         left_lock = threading.Lock()
         fd = os.open(part, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+        try:
+            reserve(fd, [(a, b) for a, b in missing_intervals(state.done, size)])
+        except OSError:
+            os.close(fd)
+            raise
         hash_stop = threading.Event()
         digest_box: list[Digests] = []
         hasher = threading.Thread(target=self._follow_hash, args=(part, size, sched, md5, hash_stop, digest_box),
@@ -552,6 +569,8 @@ class HttpEngine:
             except Cancelled:  # a spliced wait saw the stop: as the check above does, leave the piece
                 return
             except (HTTPException, OSError) as e:
+                if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
+                    raise  # (the disk: the download stops, never retried)
                 raise Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
         if not given:  # (the probe's answer started before this clock)
             sched.observe(latency, got, time.monotonic() - t0 - latency)
@@ -581,6 +600,11 @@ def copy_local(src: Path, dest: Path, *, md5: bool = False, progress: ProgressFn
                 if progress:
                     progress(n)
         ok = True
+    except OSError as e:  # (a full disk: said as such; the copy starts again next time)
+        err = disk_error(e, part)
+        if err is None:
+            raise
+        raise err from None
     finally:
         if not ok:
             hasher.abandon()

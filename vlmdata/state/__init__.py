@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from vlmdata.state.journal import Journal, JournalEntry, is_placed, satisfied, subset_tag  # noqa: F401
     from vlmdata.state.lockfile import LockEntry, LockFile  # noqa: F401
-    from vlmdata.state.partial import partial_bytes  # noqa: F401
+    from vlmdata.state.partial import partial_bytes, reserved_bytes  # noqa: F401
     from vlmdata.state.root import Root  # noqa: F401
 
 _HOME = {"Root": "root", "Journal": "journal", "JournalEntry": "journal", "is_placed": "journal",
-         "satisfied": "journal", "subset_tag": "journal", "partial_bytes": "partial", "LockFile": "lockfile",
+         "satisfied": "journal", "subset_tag": "journal", "partial_bytes": "partial", "reserved_bytes": "partial", "LockFile": "lockfile",
          "LockEntry": "lockfile"}
 __all__ = sorted(_HOME)
 

@@ -77,6 +77,20 @@ def partial_progress(dest: Path) -> int:
     return part.stat().st_size
 
 
+def reserved_bytes(root: "Root", spec: "FileSpec") -> int:
+    """Disk that ``spec``'s unfinished downloads hold beyond the bytes they have: the blocks a
+    download sets aside for what is still to come (vlmdata.fetch.disk.reserve)."""
+    total = 0
+    for n in [p.name for p in spec.parts] or [spec.name]:
+        dest = root.download_path(spec.dataset, n)
+        try:
+            st = os.stat(part_path(dest))
+        except OSError:
+            continue
+        total += max(0, getattr(st, "st_blocks", 0) * 512 - partial_progress(dest))
+    return total
+
+
 def partial_bytes(root: "Root", spec: "FileSpec") -> int:
     """Bytes of ``spec`` (all its parts) in the downloads folder: finished downloads and .part files."""
     names = [p.name for p in spec.parts] or [spec.name]
