@@ -76,7 +76,17 @@ _OS_ERRORS = {
     errno.EROFS: (2, "read-only file system", "choose a place on a writable file system (--root, --out)"),
     errno.ENOSPC: (1, "no space left on the device", "free some space or choose another --root / --out"),
     errno.EDQUOT: (1, "disk quota exceeded", "free some space or choose another --root / --out"),
+    errno.EFBIG: (1, "file too large for this file system or for the process's size limit (ulimit -f)",
+                  "raise `ulimit -f`, or choose another --root / --out on a file system that holds larger files"),
+    errno.EIO: (1, "input/output error (the disk or its connection failed)",
+                "check the disk (dmesg, mount), or choose another --root / --out"),
 }
+
+
+def os_error_advice(code: int | None) -> tuple[str, str] | None:
+    """(what, hint) for an errno a user can act on (a full disk, a path not theirs), else None."""
+    known = _OS_ERRORS.get(code or 0)
+    return None if known is None else (known[1], known[2])
 
 
 def describe_os_error(e: OSError) -> tuple[int, str, str] | None:

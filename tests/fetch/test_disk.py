@@ -11,6 +11,7 @@ import os
 import resource
 import subprocess
 import sys
+import zipfile
 
 import pytest
 from fetch_helpers import REPO, file_toml, http, sha256, subprocess_env
@@ -48,7 +49,7 @@ def test_a_disk_limit_stops_the_download_at_once_and_the_rerun_resumes(connectio
     where, part = _dataset(manifests, files_server, root, "x.bin", len(data), sha256(data))
     r = _fetch_with_size_limit(2 * MIB, "fetch", "d", *where, "--connections", connections)
     assert r.returncode == 1, r.stderr
-    assert f"{part}: file too large" in r.stderr, r.stderr
+    assert f"{part}: file too large for this file system or for the process's size limit" in r.stderr, r.stderr
     assert "gave up" not in r.stderr and "network" not in r.stderr  # not taken for a network failure
     assert files_server.count("x.bin") == 1  # not tried again: another try cannot fix a disk
     assert not (root / "d" / "x.bin").exists()
@@ -61,6 +62,22 @@ def test_a_disk_limit_stops_the_download_at_once_and_the_rerun_resumes(connectio
     assert (root / "d" / "x.bin").read_bytes() == data
     if connections == "1":
         assert files_server.requests == [("GET", "x.bin", f"bytes={2 * MIB}-")]
+
+
+def test_a_disk_limit_while_unpacking_says_so_keeps_the_archive_and_leaves_no_half_folder(manifests, files_server, root):
+    z = files_server.folder / "imgs.zip"
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("train2017/small.jpg", os.urandom(4096))
+        zf.writestr("train2017/big.raw", bytes(6 * MIB))  # (zeros: a few kB in the zip, 6 MiB unpacked)
+    manifests.dataset("d", file_toml("imgs.zip", size=z.stat().st_size, sha=sha256(z.read_bytes()),
+                                     sources=[http(f"{files_server.url}/imgs.zip")],
+                                     place='{ kind = "extract", to = "d/imgs", inner = "train2017" }'))
+    r = _fetch_with_size_limit(2 * MIB, "fetch", "d", "--manifests", str(manifests.folder), "--root", str(root))
+    assert r.returncode == 1, r.stderr
+    assert "d:imgs.zip: file too large for this file system" in r.stderr and "(placing it into d/imgs)" in r.stderr, r.stderr
+    assert "ulimit -f" in r.stderr and "OSError" not in r.stderr
+    assert Root(root).download_path("d", "imgs.zip").read_bytes() == z.read_bytes()  # downloaded once, kept
+    assert not (root / "d").exists() or list((root / "d").iterdir()) == []  # nothing half unpacked
 
 
 def test_plan_counts_the_space_a_download_set_aside_as_taken(manifests, files_server, root, cli):

@@ -26,7 +26,7 @@ import os
 import sys
 from pathlib import Path
 
-from vlmdata.errors import OperationError
+from vlmdata.errors import OperationError, os_error_advice
 
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
 RESERVE_FROM = 1 << 20  # bytes: below this, a reservation saves nothing worth a system call
@@ -137,17 +137,12 @@ def disk_error(e: BaseException, part: Path, have: int | None = None) -> DiskErr
     """The DiskError that ``e`` is when the disk under ``part`` (a download's .part file) failed, else None."""
     if not isinstance(e, OSError) or e.errno not in DISK_ERRNOS:
         return None
-    what = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
-            errno.EFBIG: "file too large for this file system (or for the process's file size limit)",
-            errno.EROFS: "the file system is read-only", errno.EIO: "input/output error (the disk failed)"}[e.errno]
+    what, hint = os_error_advice(e.errno) or ("the disk failed", "check the disk")  # (it knows every DISK_ERRNOS)
     if e.strerror and e.strerror != os.strerror(e.errno):  # (reserve's own words: how much is missing)
         what += f" ({e.strerror})"
     kept = f"; the {have:,} bytes already downloaded are kept" if have else ""
-    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        hint = "free some space, or choose another --root on a larger disk, then run the same command again"
-    else:
-        hint = "check the disk (dmesg, mount), or choose another --root, then run the same command again"
-    return DiskError(f"{what} while downloading{kept}", where=str(part), hint=hint + (": it resumes" if have else ""))
+    again = "; then run the same command again: it resumes" if have else ""
+    return DiskError(f"{what} while downloading{kept}", where=str(part), hint=hint + again)
 
 
 __all__ = ["DISK_ERRNOS", "DiskError", "disk_error", "reserve", "still_needed"]

@@ -21,7 +21,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from vlmdata.errors import OperationError, VlmdataError
+from vlmdata.errors import OperationError, VlmdataError, describe_os_error
 from vlmdata.fetch.http import HttpEngine
 from vlmdata.fetch.outcome import FetchOptions, FetchReport, FileOutcome, present_outcome
 from vlmdata.fetch.progress import Progress
@@ -135,6 +135,12 @@ class Fetcher:
             out.state, out.error = "cancelled", "interrupted; the .part file is kept and the next run resumes it"
         except VlmdataError as e:  # a failed check, a refused archive, ...: the message is for the user
             out.error, out.hint = (f"{e.where}: {e.what}" if e.where else e.what), e.hint
+        except OSError as e:  # placing it: a full disk or a folder not ours is said as such, with what to do
+            known = describe_os_error(e)
+            if known is None:
+                out.error = f"{spec.key}: {type(e).__name__}: {redact(str(e), self.hub.token)}"
+            else:
+                out.error, out.hint = f"{spec.key}: {known[1]} (placing it into {spec.place.to})", known[2]
         except Exception as e:  # noqa: BLE001 - one file's failure must not stop the others
             out.error = f"{spec.key}: {type(e).__name__}: {redact(str(e), self.hub.token)}"
         out.seconds = time.monotonic() - t0
