@@ -106,7 +106,7 @@ def _first_rank() -> bool:
 
 
 def _run_stage(stage, configs: List[Path], overrides: List[str], resume: bool, *, chained: bool) -> None:
-    from vlmtrain.cli_hints import interrupted_message, resume_command
+    from vlmtrain.cli_hints import interrupted_message, resume_command, start_command
     from vlmtrain.train.chain import is_done
     from vlmtrain.train.launch import needs_launch, relaunch
     from vlmtrain.train.preflight import preflight
@@ -133,6 +133,14 @@ def _run_stage(stage, configs: List[Path], overrides: List[str], resume: bool, *
     except KeyboardInterrupt:  # a second Ctrl-C, or one before the first step
         typer.echo(interrupted_message(cfg, configs, overrides, chained=chained), err=True)
         raise typer.Exit(130) from None
+    except Exception as e:  # a full disk: said as such, with the checkpoint and the command that continue
+        from vlmtrain.train.diskfull import disk_failure
+
+        err = disk_failure(e, cfg.output_dir, resume_command(configs, overrides),
+                           start_command(configs, overrides, chained=chained))
+        if err is None:
+            raise
+        raise err from None
     if result.stopped_at is not None:
         if _first_rank():
             typer.echo(f"stopped by {result.stop_signal} after step {result.stopped_at}; checkpoint saved in "

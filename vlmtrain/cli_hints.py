@@ -80,6 +80,11 @@ def resume_command(configs: list | str | Path, sets: list[str]) -> str:
     return _command(configs, sets, "--resume")
 
 
+def start_command(configs: list | str | Path, sets: list[str], *, chained: bool = False) -> str:
+    """The command that starts this run again (a chain: continues it, its finished stages skipped)."""
+    return resume_command(configs, sets) if chained else _command(configs, sets)
+
+
 def interrupted_message(cfg: Any, configs: list | str | Path, sets: list[str], *, chained: bool = False) -> str:
     """After a Ctrl-C that stopped at once: what is on disk, and the command that continues (or restarts)."""
     from vlmtrain.train.rundir import last_complete_checkpoint

@@ -1,0 +1,76 @@
+"""A run stopped by its disk (vlmtrain.train.diskfull): one message with where, how much is free, the last
+complete checkpoint and the command that continues, whichever library's write failed; never a traceback.
+
+A full disk cannot be made here without root: the process's file size limit (RLIMIT_FSIZE) stands in,
+and makes the checkpoint's writers fail as a full disk does (safetensors with an os error, PyTorch's
+zip writer with a short write)."""
+from __future__ import annotations
+
+import errno
+import os
+import resource
+import subprocess
+import sys
+
+import pytest
+from train_helpers import REPO, run_vlmtrain
+
+from vlmtrain.train.diskfull import disk_failure, failed_write
+
+
+def _run_with_size_limit(limit: int, cfg, cwd) -> subprocess.CompletedProcess:
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "vlmtrain.cli", "run", str(cfg)], cwd=cwd, env=env, text=True,
+                          capture_output=True, timeout=300, preexec_fn=limited)
+
+
+@pytest.mark.parametrize("limit, library", [(256 << 10, "SafetensorError"), (800 << 10, "unexpected pos")],
+                         ids=["weights", "optimizer"])
+def test_a_checkpoint_the_disk_refuses_is_said_plainly_and_the_run_starts_again(limit, library, instruct_blend,
+                                                                                 make_config, tmp_path):
+    # The tiny model's weights are ~630 kB and its optimizer state ~1 MB: 256 kB stops the first
+    # (safetensors), 800 kB the second (PyTorch's writer).
+    cfg = make_config(instruct_blend, "full", max_steps=4, save_steps=2)
+    r = _run_with_size_limit(limit, cfg, tmp_path)
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert f"while the run wrote into {tmp_path / 'full'} (" in r.stderr and library in r.stderr, r.stderr[-3000:]
+    assert f"then start again with:\n  vlmtrain run {cfg}\n" in r.stderr + "\n"
+    again = run_vlmtrain("run", str(cfg))  # the checkpoint cut short is skipped, the run made whole
+    assert again.code == 0, again.err
+    assert (tmp_path / "full" / "checkpoint-4" / "trainer_state.json").is_file()  # (the older one rotated out)
+    assert (tmp_path / "full" / "model.safetensors").is_file()
+
+
+def test_with_a_complete_checkpoint_it_names_it_and_the_command_that_continues(tmp_path):
+    out = tmp_path / "run"
+    (out / "checkpoint-2").mkdir(parents=True)
+    (out / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    (out / "checkpoint-4").mkdir()  # cut short
+    e = OSError(errno.ENOSPC, "No space left on device")
+    err = disk_failure(e, out, "vlmtrain run a.yaml --resume", "vlmtrain run a.yaml")
+    assert err is not None and err.exit_code == 1
+    assert err.what.startswith(f"no space left on the device while the run wrote into {out} (")
+    assert "free some space" in err.hint and "continue from checkpoint-2" in err.hint
+    assert err.hint.endswith("\n  vlmtrain run a.yaml --resume")
+
+
+@pytest.mark.parametrize("error, code", [
+    (OSError(errno.EDQUOT, "Disk quota exceeded"), errno.EDQUOT),
+    (RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)"), errno.ENOSPC),
+    (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 791104 vs 790996"), None),
+])
+def test_the_libraries_ways_of_saying_a_write_failed(error, code):
+    assert failed_write(error) == (True, code)
+    wrapped = RuntimeError("saving the checkpoint")
+    wrapped.__cause__ = error
+    assert failed_write(wrapped) == (True, code)  # (through a chain as well)
+
+
+def test_other_errors_are_not_taken_for_a_full_disk(tmp_path):
+    for e in (RuntimeError("CUDA out of memory"), OSError(errno.ENOENT, "No such file or directory"), ValueError("nan")):
+        assert failed_write(e) == (False, None)
+        assert disk_failure(e, tmp_path, "r", "a") is None

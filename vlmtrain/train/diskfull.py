@@ -1,0 +1,89 @@
+"""A run stopped by its disk: a checkpoint, the final weights or a log line that could not be written.
+
+Checkpoints are the largest writes a run makes, and a full disk (or quota, or file size limit)
+is the commonest way a long run dies. The libraries that write them say so each in their own
+words: Python an OSError with its errno, safetensors "I/O error: No space left on device (os
+error 28)", PyTorch's zip writer only "unexpected pos N vs M" (a short write, the errno lost).
+This module recognises those and turns them into one message: what happened, where, how much
+is free now, the last complete checkpoint (the one cut short is skipped on resume: rundir.py)
+and the command that continues, instead of a traceback ending in one of the three.
+"""
+from __future__ import annotations
+
+import errno
+import re
+import shutil
+from pathlib import Path
+
+from vlmdata.errors import OperationError, os_error_advice
+
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+# What a library's message says when the errno itself is not at hand (safetensors, Rust's io::Error,
+# PyTorch's C++ writer); None: a short write whose cause the message does not give.
+_SAID = ((re.compile(r"No space left on device|os error 28\b"), errno.ENOSPC),
+         (re.compile(r"Disk quota exceeded|os error 122\b"), errno.EDQUOT),
+         (re.compile(r"File too large|os error 27\b"), errno.EFBIG),
+         (re.compile(r"unexpected pos \d+ vs \d+"), None))
+
+
+def _chain(e: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while e is not None and e not in seen:
+        seen.append(e)
+        e = e.__cause__ or e.__context__  # type: ignore[assignment]
+    return seen
+
+
+def failed_write(e: BaseException) -> tuple[bool, int | None]:
+    """(whether ``e`` is a write the disk refused, its errno where known)."""
+    chain = _chain(e)
+    for x in chain:
+        if isinstance(x, OSError) and x.errno in _DISK_ERRNOS:
+            return True, x.errno
+    for x in chain:
+        for pattern, code in _SAID:
+            if pattern.search(str(x)):
+                return True, code
+    return False, None
+
+
+def _free(path: Path) -> int | None:
+    p = path
+    while not p.exists() and p.parent != p:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
+def disk_failure(e: BaseException, output_dir: str | Path, resume: str, again: str) -> OperationError | None:
+    """The error to show for ``e`` when the disk stopped the run writing into ``output_dir``, else None.
+    ``resume``: the command that continues from a checkpoint; ``again``: the one that starts over."""
+    from vlmtrain.train.rundir import last_complete_checkpoint
+
+    refused, code = failed_write(e)
+    if not refused:
+        return None
+    out = Path(output_dir)
+    advice = os_error_advice(code) if code is not None else None
+    what = advice[0] if advice else "a write failed (a full disk, a quota or a file size limit: the library does not say which)"
+    free = _free(out)
+    said = (str(e).strip().splitlines() or [""])[0][:200]
+    now = f"{free / 1e9:.2f} GB free there now; " if free is not None else ""
+    msg = f"{what} while the run wrote into {out} ({now}{type(e).__name__}: {said})"
+    if code == errno.EFBIG:
+        fix = "raise `ulimit -f` (or choose an output_dir on a file system that holds larger files)"
+    elif code == errno.EIO:
+        fix = "check the disk (dmesg, mount), or choose an output_dir on another disk"
+    else:
+        fix = "free some space (keep fewer checkpoints: save_total_limit; or choose an output_dir on a larger disk)"
+    last = last_complete_checkpoint(out)
+    if last is not None:
+        hint = f"{fix}, then continue from {last.name} (a checkpoint cut short is skipped) with:\n  {resume}"
+    else:
+        hint = f"{fix}, then start again with:\n  {again}"
+    return OperationError(msg, hint=hint)
+
+
+__all__ = ["disk_failure", "failed_write"]
