@@ -18,6 +18,7 @@ from pathlib import Path
 from vlmdata.errors import OperationError, os_error_advice
 
 _DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+ALMOST_FULL = 16 << 20  # bytes free below which a write that failed without saying why is taken for a full disk
 # What a library's message says when the errno itself is not at hand (safetensors, Rust's io::Error,
 # PyTorch's C++ writer); None: a short write whose cause the message does not give.
 _SAID = ((re.compile(r"No space left on device|os error 28\b"), errno.ENOSPC),
@@ -47,6 +48,10 @@ def failed_write(e: BaseException) -> tuple[bool, int | None]:
     return False, None
 
 
+def _size(n: int) -> str:
+    return f"{n / 1e9:,.1f} GB" if n >= 1e9 else f"{n / 1e6:,.1f} MB"
+
+
 def _free(path: Path) -> int | None:
     p = path
     while not p.exists() and p.parent != p:
@@ -66,11 +71,13 @@ def disk_failure(e: BaseException, output_dir: str | Path, resume: str, again: s
     if not refused:
         return None
     out = Path(output_dir)
+    free = _free(out)
+    if code is None and free is not None and free < ALMOST_FULL:  # (a short write onto a disk with no room left)
+        code = errno.ENOSPC
     advice = os_error_advice(code) if code is not None else None
     what = advice[0] if advice else "a write failed (a full disk, a quota or a file size limit: the library does not say which)"
-    free = _free(out)
     said = (str(e).strip().splitlines() or [""])[0][:200]
-    now = f"{free / 1e9:.2f} GB free there now; " if free is not None else ""
+    now = f"{_size(free)} free there now; " if free is not None else ""
     msg = f"{what} while the run wrote into {out} ({now}{type(e).__name__}: {said})"
     if code == errno.EFBIG:
         fix = "raise `ulimit -f` (or choose an output_dir on a file system that holds larger files)"
