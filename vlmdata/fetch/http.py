@@ -412,8 +412,10 @@ class HttpEngine:
         fd = os.open(part, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
         try:
             reserve(fd, [(a, b) for a, b in missing_intervals(state.done, size)])
-        except OSError:
+        except OSError:  # (the disk cannot hold it: nothing started yet to wait for)
             os.close(fd)
+            for _, resp in given:
+                resp.close()
             raise
         hash_stop = threading.Event()
         digest_box: list[Digests] = []
