@@ -132,3 +132,27 @@ def test_user_recipe_by_path(tree, cli, tmp_path):
     r = cli("--root", tree.root.path, "blend", p, "--json")
     assert r.code == 0, r.err
     assert len(rows(Path(r.json()["out"]))) == 2 and r.json()["out"].endswith("blends/my-mix")
+
+
+def test_a_blend_the_disk_refuses_names_its_output_and_leaves_nothing(tree, tmp_path):
+    # The process's file size limit stands in for a full disk (no root here to make one): Arrow's
+    # writes fail as they would on one, and name no file; the message names the output instead.
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    from blend_helpers import REPO_ROOT
+
+    tree.place_recipe("llava-665k")
+    out = tmp_path / "outs" / "o"
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    r = subprocess.run([sys.executable, "-m", "vlmdata.cli.app", "--root", str(tree.root.path), "blend", "llava-665k",
+                        "--out", str(out)], env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), capture_output=True,
+                       text=True, timeout=120, preexec_fn=limited)
+    assert r.returncode == 1, r.stderr
+    assert f"error: {out}: file too large" in r.stderr and "ulimit -f" in r.stderr and "Traceback" not in r.stderr
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []  # no output, no temporary folder

@@ -74,6 +74,10 @@ def blend_cmd(
         except KeyboardInterrupt:
             raise Interrupted("interrupted: nothing was written" + (f"; {target} is as it was" if target.exists() else ""),
                               hint="run the same command again to blend from the start") from None
+        except OSError as e:  # (a full disk: the writes of Arrow and of the temporary folder name no file)
+            if e.filename is None:
+                e.filename = str(target)
+            raise
         settings.debug("timings: " + ", ".join(f"{k} {t:.2f} s" for k, t in res.timings.items()))
         if settings.json:
             settings.emit_json({"out": str(res.out), **res.meta, "timings": res.timings})
