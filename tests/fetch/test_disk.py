@@ -80,6 +80,23 @@ def test_a_disk_limit_while_unpacking_says_so_keeps_the_archive_and_leaves_no_ha
     assert not (root / "d").exists() or list((root / "d").iterdir()) == []  # nothing half unpacked
 
 
+def test_a_disk_limit_on_a_copy_from_a_local_mirror_is_said_as_such(manifests, root, tmp_path):
+    data = os.urandom(3 * MIB)
+    mirror = tmp_path / "mirror"
+    (mirror / "host.example").mkdir(parents=True)
+    (mirror / "host.example" / "m.bin").write_bytes(data)
+    manifests.dataset("d", file_toml("m.bin", size=len(data), sha=sha256(data), sources=[http("http://host.example/m.bin")],
+                                     place='{ kind = "file", to = "d/m.bin" }'))
+    part = part_path(Root(root).download_path("d", "m.bin"))
+    args = ["fetch", "d", "--manifests", str(manifests.folder), "--root", str(root), "--mirror", str(mirror)]
+    r = _fetch_with_size_limit(MIB, *args)
+    assert r.returncode == 1, r.stderr
+    assert f"{part}: file too large for this file system" in r.stderr and "OSError" not in r.stderr, r.stderr
+    r = _fetch_with_size_limit(8 * MIB, *args)  # room again: the copy is made whole
+    assert r.returncode == 0, r.stderr
+    assert (root / "d" / "m.bin").read_bytes() == data
+
+
 def test_plan_counts_the_space_a_download_set_aside_as_taken(manifests, files_server, root, cli):
     data = os.urandom(6 * MIB)
     (files_server.folder / "x.bin").write_bytes(data)

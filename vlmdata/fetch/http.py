@@ -589,6 +589,7 @@ def copy_local(src: Path, dest: Path, *, md5: bool = False, progress: ProgressFn
     ok = False
     try:
         with open(src, "rb", buffering=0) as fi, open(part, "wb", buffering=0) as fo:
+            reserve(fo.fileno(), [(0, os.fstat(fi.fileno()).st_size)])
             while True:
                 if cancel is not None and cancel.is_set():
                     raise Cancelled()
