@@ -58,6 +58,21 @@ def test_with_a_complete_checkpoint_it_names_it_and_the_command_that_continues(t
     assert err.hint.endswith("\n  vlmtrain run a.yaml --resume")
 
 
+def test_a_final_save_cut_short_is_named_for_removal_since_it_would_block_the_start(tmp_path, make_config,
+                                                                                   instruct_blend):
+    cfg_path = make_config(instruct_blend, "cut", max_steps=2)
+    out = tmp_path / "cut"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"half")  # what a full disk left of the final weights
+    refused = run_vlmtrain("run", str(cfg_path))
+    assert refused.code == 2 and "holds a finished run" in refused.err  # why the message must say it
+    err = disk_failure(OSError(errno.ENOSPC, "No space left on device"), out, "r", f"vlmtrain run {cfg_path}")
+    assert f"delete {out / 'model.safetensors'} (the final save, cut short)" in err.hint
+    (out / "model.safetensors").unlink()
+    r = run_vlmtrain("run", str(cfg_path))  # what the hint says, done: the run starts and finishes
+    assert r.code == 0, r.err
+
+
 @pytest.mark.parametrize("error, code", [
     (OSError(errno.EDQUOT, "Disk quota exceeded"), errno.EDQUOT),
     (RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)"), errno.ENOSPC),

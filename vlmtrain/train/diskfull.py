@@ -65,7 +65,8 @@ def _free(path: Path) -> int | None:
 def disk_failure(e: BaseException, output_dir: str | Path, resume: str, again: str) -> OperationError | None:
     """The error to show for ``e`` when the disk stopped the run writing into ``output_dir``, else None.
     ``resume``: the command that continues from a checkpoint; ``again``: the one that starts over."""
-    from vlmtrain.train.rundir import last_complete_checkpoint
+    from vlmtrain.train.chain import DONE
+    from vlmtrain.train.rundir import FINAL_OUTPUTS, last_complete_checkpoint
 
     refused, code = failed_write(e)
     if not refused:
@@ -89,7 +90,10 @@ def disk_failure(e: BaseException, output_dir: str | Path, resume: str, again: s
     if last is not None:
         hint = f"{fix}, then continue from {last.name} (a checkpoint cut short is skipped) with:\n  {resume}"
     else:
-        hint = f"{fix}, then start again with:\n  {again}"
+        # a final save cut short looks like a finished run to the next start (rundir.prepare): say to remove it
+        cut = [f for f in FINAL_OUTPUTS if (out / f).is_file()] if not (out / DONE).is_file() else []
+        drop = f", delete {', '.join(str(out / f) for f in cut)} (the final save, cut short)" if cut else ""
+        hint = f"{fix}{drop}, then start again with:\n  {again}"
     return OperationError(msg, hint=hint)
 
 
