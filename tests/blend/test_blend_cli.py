@@ -138,21 +138,17 @@ def test_a_blend_the_disk_refuses_names_its_output_and_leaves_nothing(tree, tmp_
     # The process's file size limit stands in for a full disk (no root here to make one): Arrow's
     # writes fail as they would on one, and name no file; the message names the output instead.
     import os
-    import resource
     import subprocess
     import sys
 
     from blend_helpers import REPO_ROOT
+    from tests.limits import with_file_size_limit
 
     tree.place_recipe("llava-665k")
     out = tmp_path / "outs" / "o"
-
-    def limited() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
-
-    r = subprocess.run([sys.executable, "-m", "vlmdata.cli.app", "--root", str(tree.root.path), "blend", "llava-665k",
-                        "--out", str(out)], env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), capture_output=True,
-                       text=True, timeout=120, preexec_fn=limited)
+    argv = [sys.executable, "-m", "vlmdata.cli.app", "--root", tree.root.path, "blend", "llava-665k", "--out", out]
+    r = subprocess.run(with_file_size_limit(4096, argv), env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 1, r.stderr
     assert f"error: {out}: file too large" in r.stderr and "ulimit -f" in r.stderr and "Traceback" not in r.stderr
     assert not out.parent.exists() or list(out.parent.iterdir()) == []  # no output, no temporary folder

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import os
-import resource
 import subprocess
 import sys
 import zipfile
@@ -16,6 +15,7 @@ import zipfile
 import pytest
 from fetch_helpers import REPO, file_toml, http, sha256, subprocess_env
 
+from tests.limits import with_file_size_limit
 from vlmdata.fetch.disk import reserve, still_needed
 from vlmdata.state import Root
 from vlmdata.state.partial import part_path
@@ -31,11 +31,8 @@ def _dataset(manifests, files_server, root, name: str, size: int | None, sha: st
 
 def _fetch_with_size_limit(limit: int, *args: str) -> subprocess.CompletedProcess:
     """`vlmdata ARGS` in a process whose files may not grow past ``limit`` bytes."""
-    def limited() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    return subprocess.run([sys.executable, "-m", "vlmdata.cli.app", *args], cwd=REPO, env=subprocess_env(),
-                          capture_output=True, text=True, timeout=120, preexec_fn=limited)
+    return subprocess.run(with_file_size_limit(limit, [sys.executable, "-m", "vlmdata.cli.app", *args]), cwd=REPO,
+                          env=subprocess_env(), capture_output=True, text=True, timeout=120)
 
 
 def _allocated(path) -> int:

@@ -8,23 +8,20 @@ from __future__ import annotations
 
 import errno
 import os
-import resource
 import subprocess
 import sys
 
 import pytest
 from train_helpers import REPO, run_vlmtrain
 
+from tests.limits import with_file_size_limit
 from vlmtrain.train.diskfull import disk_failure, failed_write
 
 
 def _run_with_size_limit(limit: int, cfg, cwd) -> subprocess.CompletedProcess:
-    def limited() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "vlmtrain.cli", "run", str(cfg)], cwd=cwd, env=env, text=True,
-                          capture_output=True, timeout=300, preexec_fn=limited)
+    return subprocess.run(with_file_size_limit(limit, [sys.executable, "-m", "vlmtrain.cli", "run", str(cfg)]),
+                          cwd=cwd, env=env, text=True, capture_output=True, timeout=300)
 
 
 @pytest.mark.parametrize("limit, library", [(256 << 10, "SafetensorError"), (800 << 10, "unexpected pos")],
