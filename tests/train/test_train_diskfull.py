@@ -74,12 +74,19 @@ def test_a_final_save_cut_short_is_named_for_removal_since_it_would_block_the_st
     (OSError(errno.EDQUOT, "Disk quota exceeded"), errno.EDQUOT),
     (RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)"), errno.ENOSPC),
     (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 791104 vs 790996"), None),
+    (RuntimeError("I/O error: Read-only file system (os error 30)"), errno.EROFS),
 ])
 def test_the_libraries_ways_of_saying_a_write_failed(error, code):
     assert failed_write(error) == (True, code)
     wrapped = RuntimeError("saving the checkpoint")
     wrapped.__cause__ = error
     assert failed_write(wrapped) == (True, code)  # (through a chain as well)
+
+
+def test_a_read_only_file_system_is_not_told_to_free_space(tmp_path):
+    err = disk_failure(OSError(errno.EROFS, "Read-only file system"), tmp_path, "r", "a")
+    assert err.what.startswith("read-only file system while the run wrote into")
+    assert "writable file system" in err.hint and "free some space" not in err.hint
 
 
 def test_other_errors_are_not_taken_for_a_full_disk(tmp_path):

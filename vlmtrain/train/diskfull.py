@@ -17,13 +17,14 @@ from pathlib import Path
 
 from vlmdata.errors import OperationError, os_error_advice
 
-_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO)
 ALMOST_FULL = 16 << 20  # bytes free below which a write that failed without saying why is taken for a full disk
 # What a library's message says when the errno itself is not at hand (safetensors, Rust's io::Error,
 # PyTorch's C++ writer); None: a short write whose cause the message does not give.
 _SAID = ((re.compile(r"No space left on device|os error 28\b"), errno.ENOSPC),
          (re.compile(r"Disk quota exceeded|os error 122\b"), errno.EDQUOT),
          (re.compile(r"File too large|os error 27\b"), errno.EFBIG),
+         (re.compile(r"Read-only file system|os error 30\b"), errno.EROFS),
          (re.compile(r"unexpected pos \d+ vs \d+"), None))
 
 
@@ -82,6 +83,8 @@ def disk_failure(e: BaseException, output_dir: str | Path, resume: str, again: s
     msg = f"{what} while the run wrote into {out} ({now}{type(e).__name__}: {said})"
     if code == errno.EFBIG:
         fix = "raise `ulimit -f` (or choose an output_dir on a file system that holds larger files)"
+    elif code == errno.EROFS:
+        fix = "choose an output_dir on a writable file system (or remount this one read-write)"
     elif code == errno.EIO:
         fix = "check the disk (dmesg, mount), or choose an output_dir on another disk"
     else:
