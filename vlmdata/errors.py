@@ -83,6 +83,10 @@ _OS_ERRORS = {
 }
 
 
+# A write the disk refused (full, a quota, a size limit, read-only, failing): another try cannot fix it.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
+
+
 def os_error_advice(code: int | None) -> tuple[str, str] | None:
     """(what, hint) for an errno a user can act on (a full disk, a path not theirs), else None."""
     known = _OS_ERRORS.get(code or 0)

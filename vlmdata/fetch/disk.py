@@ -26,9 +26,7 @@ import os
 import sys
 from pathlib import Path
 
-from vlmdata.errors import OperationError, os_error_advice
-
-DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
+from vlmdata.errors import DISK_ERRNOS, OperationError, os_error_advice
 RESERVE_FROM = 1 << 20  # bytes: below this, a reservation saves nothing worth a system call
 _KEEP_SIZE = 0x01  # FALLOC_FL_KEEP_SIZE
 _PUNCH_HOLE = 0x02  # FALLOC_FL_PUNCH_HOLE (always with KEEP_SIZE)
@@ -145,4 +143,4 @@ def disk_error(e: BaseException, part: Path, have: int | None = None) -> DiskErr
     return DiskError(f"{what} while downloading{kept}", where=str(part), hint=hint + again)
 
 
-__all__ = ["DISK_ERRNOS", "DiskError", "disk_error", "reserve", "still_needed"]
+__all__ = ["DiskError", "disk_error", "reserve", "still_needed"]

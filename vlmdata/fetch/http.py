@@ -51,7 +51,8 @@ from pathlib import Path
 from typing import Callable
 
 from vlmdata import atomic
-from vlmdata.fetch.disk import DISK_ERRNOS, disk_error, reserve
+from vlmdata.errors import DISK_ERRNOS
+from vlmdata.fetch.disk import disk_error, reserve
 from vlmdata.fetch.hashing import Digests, Hashes, StreamHasher, hash_file
 from vlmdata.fetch.segments import Piece, Scheduler, missing_intervals
 from vlmdata.fetch.write_behind import WriteBehind
@@ -100,6 +101,14 @@ def _content_range(resp: Response) -> tuple[int, int, int | None] | None:
         return None
     total = None if m.group(3) == "*" else int(m.group(3))
     return int(m.group(1)), int(m.group(2)), total
+
+
+def _retryable(e: Exception) -> Transient:
+    """The Transient a body's failed read or write is (a cut, a timeout, a malformed chunk); a
+    failure of the disk is raised as it is instead: another try cannot fix it (the caller says so)."""
+    if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
+        raise e
+    return Transient(f"{type(e).__name__}: {scrub(str(e))}")
 
 
 def _content_length(resp: Response) -> int | None:
@@ -296,9 +305,7 @@ class HttpEngine:
                 return self._splice(body, fd, pos, hasher, progress)
             return self._receive(body, fd, hasher, progress)
         except (HTTPException, OSError) as e:  # a cut, a timeout, a malformed chunk
-            if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
-                raise  # (the disk: the caller says so, never retried)
-            raise Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
+            raise _retryable(e) from None
 
     def _splice(self, body: BodyReader, fd: int, pos: int, hasher: StreamHasher, progress: ProgressFn) -> int:
         """A plain-HTTP body moved by the kernel (vlmdata.net.splice); the hasher reads each new
@@ -571,9 +578,7 @@ class HttpEngine:
             except Cancelled:  # a spliced wait saw the stop: as the check above does, leave the piece
                 return
             except (HTTPException, OSError) as e:
-                if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
-                    raise  # (the disk: the download stops, never retried)
-                raise Transient(f"{type(e).__name__}: {scrub(str(e))}") from None
+                raise _retryable(e) from None
         if not given:  # (the probe's answer started before this clock)
             sched.observe(latency, got, time.monotonic() - t0 - latency)
 

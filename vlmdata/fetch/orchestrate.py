@@ -135,14 +135,13 @@ class Fetcher:
             out.state, out.error = "cancelled", "interrupted; the .part file is kept and the next run resumes it"
         except VlmdataError as e:  # a failed check, a refused archive, ...: the message is for the user
             out.error, out.hint = (f"{e.where}: {e.what}" if e.where else e.what), e.hint
-        except OSError as e:  # placing it: a full disk or a folder not ours is said as such, with what to do
-            known = describe_os_error(e)
-            if known is None:
-                out.error = f"{spec.key}: {type(e).__name__}: {redact(str(e), self.hub.token)}"
-            else:
-                out.error, out.hint = f"{spec.key}: {known[1]} (placing it into {spec.place.to})", known[2]
         except Exception as e:  # noqa: BLE001 - one file's failure must not stop the others
-            out.error = f"{spec.key}: {type(e).__name__}: {redact(str(e), self.hub.token)}"
+            # placing it: a full disk or a folder not ours is said as such, with what to do
+            known = describe_os_error(e) if isinstance(e, OSError) else None
+            if known is not None:
+                out.error, out.hint = f"{spec.key}: {known[1]} (placing it into {spec.place.to})", known[2]
+            else:
+                out.error = f"{spec.key}: {type(e).__name__}: {redact(str(e), self.hub.token)}"
         out.seconds = time.monotonic() - t0
         if out.state == "fetched":
             self.progress.message(f"done {spec.key}: {human_bytes(out.size) if out.size is not None else ''} "

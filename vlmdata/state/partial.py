@@ -77,12 +77,16 @@ def partial_progress(dest: Path) -> int:
     return part.stat().st_size
 
 
+def _downloads(root: "Root", spec: "FileSpec") -> list[Path]:
+    """Where ``spec``'s downloads go: its parts', or its own."""
+    return [root.download_path(spec.dataset, n) for n in [p.name for p in spec.parts] or [spec.name]]
+
+
 def reserved_bytes(root: "Root", spec: "FileSpec") -> int:
     """Disk that ``spec``'s unfinished downloads hold beyond the bytes they have: the blocks a
     download sets aside for what is still to come (vlmdata.fetch.disk.reserve)."""
     total = 0
-    for n in [p.name for p in spec.parts] or [spec.name]:
-        dest = root.download_path(spec.dataset, n)
+    for dest in _downloads(root, spec):
         try:
             st = os.stat(part_path(dest))
         except OSError:
@@ -93,9 +97,7 @@ def reserved_bytes(root: "Root", spec: "FileSpec") -> int:
 
 def partial_bytes(root: "Root", spec: "FileSpec") -> int:
     """Bytes of ``spec`` (all its parts) in the downloads folder: finished downloads and .part files."""
-    names = [p.name for p in spec.parts] or [spec.name]
     total = 0
-    for n in names:
-        dl = root.download_path(spec.dataset, n)
+    for dl in _downloads(root, spec):
         total += dl.stat().st_size if dl.is_file() else partial_progress(dl)  # (a repo's folder: its files count)
     return total

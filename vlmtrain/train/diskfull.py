@@ -15,9 +15,7 @@ import re
 import shutil
 from pathlib import Path
 
-from vlmdata.errors import OperationError, os_error_advice
-
-_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO)
+from vlmdata.errors import DISK_ERRNOS, OperationError, os_error_advice
 ALMOST_FULL = 16 << 20  # bytes free below which a write that failed without saying why is taken for a full disk
 # What a library's message says when the errno itself is not at hand (safetensors, Rust's io::Error,
 # PyTorch's C++ writer); None: a short write whose cause the message does not give.
@@ -40,7 +38,7 @@ def failed_write(e: BaseException) -> tuple[bool, int | None]:
     """(whether ``e`` is a write the disk refused, its errno where known)."""
     chain = _chain(e)
     for x in chain:
-        if isinstance(x, OSError) and x.errno in _DISK_ERRNOS:
+        if isinstance(x, OSError) and x.errno in DISK_ERRNOS:
             return True, x.errno
     for x in chain:
         for pattern, code in _SAID:
