@@ -254,14 +254,29 @@ def test_killed_blend_keeps_the_previous_output(tree, tmp_path):
     while not any(p.name.startswith(".tmp-llava-665k.") for p in parent.iterdir()):
         assert proc.poll() is None and time.time() < deadline, "the blend ended before it could be killed"
         time.sleep(0.01)
-    time.sleep(0.3)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    tmp = next(p for p in parent.iterdir() if p.name.startswith(".tmp-llava-665k."))
+    _kill_once_it_wrote_rows(proc, tmp, deadline)
     assert {p.name: p.read_bytes() for p in first.out.iterdir()} == before
     assert any(p.name.startswith(".tmp-llava-665k.") for p in parent.iterdir())  # the dead run's leftovers
     res = tree.blend("llava-665k", missing="keep")  # the next blend removes them and succeeds
     assert res.rows == 61000
     assert [p.name for p in parent.iterdir()] == ["llava-665k"]
+
+
+def _kill_once_it_wrote_rows(proc: subprocess.Popen, tmp: Path, deadline: float) -> None:
+    """SIGKILL ``proc`` mid-way: once rows are on disk in its temporary folder (the scan's files in
+    .work, well before the shards are named and the folder replaces the output). Each look is made
+    with the process stopped (SIGSTOP), so a fast machine cannot finish between the look and the kill."""
+    while True:
+        time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGSTOP)
+        assert proc.poll() is None and tmp.is_dir() and time.time() < deadline, \
+            "the blend ended before it could be killed"
+        if any(p.is_file() and p.stat().st_size > 0 for p in tmp.rglob("*")):
+            break
+        os.kill(proc.pid, signal.SIGCONT)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def test_empty_result_is_still_a_dataset(tree):
