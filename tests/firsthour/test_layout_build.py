@@ -2,6 +2,8 @@
 path, exit 2, and the view left as it was (checked first, or what was made removed again)."""
 from __future__ import annotations
 
+import json
+import os
 import shutil
 
 
@@ -47,3 +49,26 @@ def test_deep_in_a_folder_the_build_is_rolled_back(full):
     shutil.rmtree(view / "gqa" / "images" / name)
     r = full.run("layout", "build", "--layout", "llava", "--json")
     assert r.code == 0 and (view / "gqa" / "images" / name).is_file()
+
+
+def test_a_refetch_renews_the_views_built_on_the_store(full):
+    """A hard link is the old file, not the path: after `fetch --refetch` (no --layout) replaced a
+    damaged image and JSON, the llava view links the new ones, and the fetch says it renewed them."""
+    r = full.run("layout", "build", "--layout", "llava")  # (the fixture's copy holds copies: link them)
+    assert r.code == 0, r.err
+    view = full.root / "layouts" / "llava"
+    image = sorted((full.root / "coco" / "train2017").iterdir())[0]
+    mix = full.root / "LLaVA-Instruct-150K" / "llava_v1_5_mix665k.json"
+    linked = [view / "coco" / "train2017" / image.name, view / "llava_v1_5_mix665k.json"]
+    assert mix.exists() and all(os.path.samefile(p, q) for p, q in zip(linked, [image, mix]))
+    good = [image.read_bytes(), mix.read_bytes()]
+    image.write_bytes(good[0][: len(good[0]) // 2])  # damaged in place: the view's link shares it
+    mix.write_bytes(b"[" + good[1][1:])
+    r = full.run("fetch", "coco", "gqa", "llava_instruct", "--refetch", "--json")
+    assert r.code == 0, r.err
+    assert [p.read_bytes() for p in linked] == good
+    assert all(os.path.samefile(p, q) for p, q in zip(linked, [image, mix]))
+    renewed = json.loads(r.out)["renewed_views"]
+    assert [v["name"] for v in renewed] == ["llava"] and renewed[0]["links"] >= 2
+    r = full.run("fetch", "coco", "--refetch")
+    assert r.code == 0 and "layout llava:" in r.err and "renewed to what was placed" in r.err

@@ -124,6 +124,8 @@ def fetch_cmd(
             # (typer would turn this into a bare exit code 130 without a word)
             raise Interrupted("interrupted: finished files are placed, partial downloads are kept as .part",
                               hint="run the same command again to resume where it stopped") from None
+        if not shard:
+            _renew_views(settings, cat, root, report, built=lay)
         if lay is not None and not report.failed:
             _build_view(settings, lay, root, report, specs, opts, shared=bool(shard))
     _summarise(settings, report)
@@ -176,6 +178,31 @@ def _build_view(settings: Settings, lay, root: Root, report: FetchReport, specs:
                      "image_folder": str(res.folder / lay.image_folder)}
 
 
+def _renew_views(settings: Settings, cat, root: Root, report: FetchReport, built) -> None:
+    """Views already in the root that link what this run placed are built again, so none keeps the
+    old bytes through a hard link (vlmdata.layouts.refresh); the one --layout builds is left to it."""
+    from vlmdata.layouts.refresh import refresh_views, views_using
+
+    placed = [o.to for o in report.outcomes if o.state == "fetched"]
+    stale = [v for v in views_using(cat.layouts.values(), root, placed) if built is None or v.name != built.name]
+    if not stale:
+        return
+    try:
+        with root.exclusive("vlmdata layout build"):
+            renewed = refresh_views(stale, root)
+    except VlmdataError as e:  # (the fetch itself is done: say what is left to run, and why)
+        busy = isinstance(e, OperationError) and "another vlmdata command" in e.what
+        if not busy and not isinstance(e, UserError):
+            raise
+        runs = "; ".join(f"`vlmdata layout build --layout {v.name}`" for v in stale)
+        why = "another vlmdata command runs on the root" if busy else e.what
+        todo = f"run {runs} once it is done" if busy else f"move that out of the way, then run {runs}"
+        settings.info(f"warning: the views {', '.join(v.name for v in stale)} link what was placed and may still "
+                      f"hold the old files ({why}); {todo}")
+        return
+    report.renewed = [{"name": r.layout, "folder": str(r.folder), "links": r.links} for r in renewed]
+
+
 def _all_placed(root: Root, specs: list[FileSpec], opts: FetchOptions) -> bool:
     from vlmdata.state.journal import Journal, satisfied
 
@@ -217,6 +244,8 @@ def _summarise(settings: Settings, report: FetchReport) -> None:
     fetched = sum(o.state == "fetched" for o in report.outcomes)
     echo(f"{fetched} fetched, {present} already present, {len(report.failed)} failed; "
          f"{human_bytes(report.network_bytes)} downloaded in {report.seconds:.1f} s", err=True)
+    for v in report.renewed:
+        echo(f"layout {v['name']}: {v['links']} link(s) in {v['folder']} renewed to what was placed", err=True)
     if report.layout:
         lay = report.layout
         echo(f"layout {lay['name']}: {lay['folder']} ({lay['hardlinks']} hard links, {lay['symlinks']} symlinks, "

@@ -58,6 +58,7 @@ class FetchReport(msgspec.Struct):
     layout: dict[str, Any] | None = None
     seconds: float = 0.0
     nodes: dict[str, dict[str, Any]] | None = None  # a run on several machines: what each did
+    renewed: list[dict[str, Any]] = msgspec.field(default_factory=list)  # views built again: their links followed the store
 
     @property
     def failed(self) -> list[FileOutcome]:
@@ -70,6 +71,8 @@ class FetchReport(msgspec.Struct):
     def to_json(self) -> dict[str, Any]:
         out = {"ok": not self.failed, "seconds": round(self.seconds, 3), "bytes": self.network_bytes,
                "files": [msgspec.structs.asdict(o) for o in self.outcomes], "layout": self.layout}
+        if self.renewed:
+            out["renewed_views"] = self.renewed
         if self.nodes is not None:
             out["nodes"] = self.nodes
         return out
