@@ -16,6 +16,7 @@ those also goes to stdout as ``{"error", "where", "hint", "exit_code"}``, so a p
 from __future__ import annotations
 
 import errno
+import os
 import sys
 from typing import Any, Callable
 
@@ -133,6 +134,13 @@ def run_app(invoke: Callable[[], Any], *, interrupted: str,
     except KeyboardInterrupt:
         _say(interrupted)
         fail(130, "interrupted", hint=interrupted)
+    except BrokenPipeError:
+        if not _reader_gone():
+            raise
+        # `vlmdata list | head -1`: what reads the output has stopped, as it may. End quietly, with
+        # the status a shell gives a tool that SIGPIPE ended, and nothing more written there.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(128 + 13)
     except OSError as e:
         known = describe_os_error(e) if os_errors else None
         if known is None:
@@ -159,6 +167,18 @@ def run_app(invoke: Callable[[], Any], *, interrupted: str,
             raise
         _say(f"error: {e}")
         fail(2, str(e))
+
+
+def _reader_gone() -> bool:
+    """Is stdout a pipe whose reading end is closed (poll says POLLERR on its writing end)?"""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # (no real stdout: a test's capture)
+        return False
 
 
 def _say(msg: str) -> None:

@@ -75,3 +75,20 @@ def test_json_errors_are_json_on_stdout(tmp_path, full):
     assert r.code == 1 and json.loads(r.out)["ok"] is False
     r = run_vlmdata("--root", tmp_path, "fetch", "cocoo")  # without --json: nothing on stdout
     assert r.out == ""
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path):
+    """`vlmdata list | head -1`: the pipe's reader is gone before the output is written (here from
+    the start, so the first write fails). No traceback; the status a shell gives a SIGPIPE (141)."""
+    import os
+    import subprocess
+    import sys
+
+    from firsthour_helpers import REPO
+
+    read, write = os.pipe()
+    os.close(read)
+    proc = subprocess.run([sys.executable, "-m", "vlmdata.cli.app", "list"], cwd=REPO, stdout=write,
+                          stderr=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)
+    os.close(write)
+    assert proc.returncode == 141 and proc.stderr == b"", proc.stderr.decode()[-2000:]
