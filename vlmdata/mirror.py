@@ -157,8 +157,8 @@ def _file(spec: FileSpec, root: Root, out: Path, result: MirrorResult) -> None:
         return
     data = _bytes_of(spec, root)
     if data is None:
-        result.left_out.append(Left(spec.key, "the archive was unpacked and deleted; fetch it again with "
-                                              "--keep-archives (or --refetch --keep-archives)"))
+        result.left_out.append(Left(spec.key, "the archive was unpacked and deleted; download it again "
+                                              f"and keep it: vlmdata fetch {spec.key} --refetch --keep-archives"))
         return
     dest = Path(rewrite(url, str(out)))
     how = _put(data, dest)

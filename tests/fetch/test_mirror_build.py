@@ -73,9 +73,14 @@ def test_unpacked_archives_and_files_never_fetched_are_listed_with_what_to_do(cl
     b = cli("mirror", "build", str(out), "coco", "llava_instruct", "gqa", "--root", str(near),
             "--manifests", str(demo.manifests))
     assert b.code == 1
-    assert "coco:train2017.zip: the archive was unpacked and deleted; fetch it again with --keep-archives" in b.out
+    told = "vlmdata fetch coco:train2017.zip --refetch --keep-archives"
+    assert f"coco:train2017.zip: the archive was unpacked and deleted; download it again and keep it: {told}" in b.out
     assert "gqa:images.zip: not fetched into this root" in b.out
     assert (out / "huggingface.co/datasets/liuhaotian/LLaVA-Instruct-150K/resolve/main/llava_v1_5_mix665k.json").is_file()
+    r = cli(*told.split()[1:], "--manifests", str(demo.manifests), "--root", str(near), "--mirror", server.url)
+    assert r.code == 0, r.err  # what it said to run does it
+    b = cli("mirror", "build", str(out), "coco", "llava_instruct", "--root", str(near), "--manifests", str(demo.manifests))
+    assert b.code == 0, b.out + b.err
 
 
 def test_mirror_inside_the_root_is_refused(cli, demo, server, tmp_path):
