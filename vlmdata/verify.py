@@ -38,6 +38,10 @@ class DatasetResult:
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     subset: dict[str, int | None] | None = None  # {"images", "of"}: archives placed with --only-referenced-by
+    repair: list[str] = field(default_factory=list)  # the files whose placing `fetch --refetch` redoes
+
+    def to_repair(self, *keys: str) -> None:
+        self.repair.extend(k for k in keys if k not in self.repair)
 
     @property
     def ok(self) -> bool:
@@ -124,6 +128,7 @@ class _Verifier:
         target = self.root.store_path(entry.to)
         if not (target.exists() or target.is_symlink()):
             res.problems.append(Problem("missing", str(target), f"{spec.key} was placed here but it is gone"))
+            res.to_repair(spec.key)
             return
         if spec.place.kind == "file":
             self._sized(spec, entry, target, res, "placed file")
@@ -149,6 +154,7 @@ class _Verifier:
         got = path.stat().st_size
         if size is not None and got != size:
             res.problems.append(Problem("size", str(path), f"{what} {spec.key}: {got:,} bytes, expected {size:,}"))
+            res.to_repair(spec.key)
             return
         if not self.deep:
             return
@@ -161,6 +167,7 @@ class _Verifier:
         got_sha = hash_file(path).sha256
         if got_sha != want:
             res.problems.append(Problem("sha256", str(path), f"{what} {spec.key}: sha256 {got_sha}, expected {want} ({where})"))
+            res.to_repair(spec.key)
 
     def _folder(self, ds: Dataset, to: str, items: list[tuple[FileSpec, JournalEntry]], res: DatasetResult) -> None:
         folder = self.root.store_path(to)
@@ -180,12 +187,15 @@ class _Verifier:
             total = sum(expected)  # type: ignore[arg-type]
             if len(files) != total:
                 res.notes.append(f"{to}: {len(files):,} files, the manifest says {total:,} (a third-party count)")
+        before = len(res.problems)
         if self.deep:
             self._images(files, res)
         else:  # the quick check's one look inside: a 0-byte image is no image (Visual Genome ships some)
             for p in files:
                 if p.suffix.lower() in IMAGE_EXTS and _size(p) == 0:
                     res.problems.append(Problem("empty", str(p), "0 bytes: not an image"))
+        if len(files) < floor or any(p.kind != "wrong_format" for p in res.problems[before:]):  # (normalize mends those)
+            res.to_repair(*(s.key for s, _ in items))
 
     def _images(self, files: list[Path], res: DatasetResult) -> None:
         images = [p for p in files if p.suffix.lower() in IMAGE_EXTS]

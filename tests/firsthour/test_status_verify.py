@@ -65,3 +65,22 @@ def test_verify_of_fetched_and_unfetched_names(full):
     assert "[ok  ] coco" in r.out and "[FAIL] sam" in r.out and "verify of 2 dataset(s): 1 problem(s) in 1 of them" in r.out
     r = full.run("verify")
     assert r.code == 0 and "verify of 6 dataset(s): all good" in r.out
+
+
+def test_verify_names_the_command_that_repairs_what_it_found(full):
+    """A deleted image and a damaged JSON: verify says which files to place again, and that command
+    (run as said) leaves a root verify finds all good."""
+    victim = sorted((full.root / "gqa" / "images").iterdir())[0]
+    victim.unlink()
+    mix = full.root / "LLaVA-Instruct-150K" / "llava_v1_5_mix665k.json"
+    mix.write_bytes(b" " + mix.read_bytes()[1:])
+    r = full.run("verify", "--deep")
+    assert r.code == 1 and "[FAIL] gqa" in r.out
+    told = [line.split(": ", 1)[1] for line in r.out.splitlines() if "-> to download and place them again" in line]
+    assert told and told[0].startswith("vlmdata fetch ") and told[0].endswith(" --refetch"), r.out
+    keys = told[0].split()[2:-1]
+    assert any(k.startswith("gqa:") for k in keys) and any(k.startswith("llava_instruct:") for k in keys)
+    assert not any(k.startswith("coco:") for k in keys)  # only what is damaged
+    r = full.run(*told[0].split()[1:])
+    assert r.code == 0, r.err
+    assert full.run("verify", "--deep").code == 0

@@ -86,6 +86,10 @@ def _print(report, root: str, *, explicit: bool, quiet: bool) -> None:
          + (f"; report: {report.report_path}" if report.report_path else ""))
     if report.not_recorded:
         echo(f"  note: {report.not_recorded}")
+    repair = [k for d in report.datasets for k in d.repair]
+    if repair:
+        echo(f"  -> to download and place {'it' if len(repair) == 1 else 'them'} again: "
+             f"vlmdata fetch {' '.join(repair)} --refetch")
     if any(p.kind == "wrong_format" for d in report.datasets for p in d.problems):
         echo("  -> images in the wrong format: `vlmdata normalize DATASET FOLDER` converts them to real JPEGs")
 
