@@ -137,7 +137,22 @@ def test_lock_pin_then_mismatch(cli, manifests, files_server, root):
     r = cli(*args, "--refetch")
     assert r.code == 1
     assert "pinned in vlmdata.lock" in r.err and sha256(data) in r.err
+    assert "will not help" in r.err and "remove its entry from vlmdata.lock" in r.err
     assert (root / "t/f.bin").read_bytes() == data  # the old, verified file is untouched
+
+
+def test_a_wrong_size_in_the_manifest_is_told_where_it_is_and_that_retrying_will_not_help(cli, manifests,
+                                                                                         files_server, root):
+    data = os.urandom(3694)
+    (files_server.folder / "f.bin").write_bytes(data)
+    manifests.dataset("t", file_toml("f.bin", size=3690, sources=[http(f"{files_server.url}/f.bin")],
+                                     place='{ kind = "file", to = "t/f.bin" }'))
+    r = cli("fetch", "t", "--manifests", str(manifests.folder), "--root", str(root))
+    assert r.code == 1
+    assert "size: expected 3,690 bytes, got 3,694 (the same bytes on all 2 downloads)" in r.err
+    assert f"correct its size/sha256/md5 in {manifests.folder / 'datasets' / 't.toml'} (the entry of f.bin)" in r.err
+    assert "will not help" in r.err and "run the same command again" not in r.err
+    assert not (root / "t/f.bin").exists()
 
 
 def test_disk_preflight_refuses_then_force(cli, manifests, files_server, root, monkeypatch):

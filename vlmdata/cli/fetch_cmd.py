@@ -268,7 +268,9 @@ def _failure(failed: list, total: int) -> OperationError:
             more = ", ".join(keys[1:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
             lines.append(f"  (the same for {more})")
     hints = list(dict.fromkeys(h for (_, h) in groups if h))
-    if not any("run the same command again" in h for h in hints):  # else the advice already says it
+    said = any("run the same command again" in h for h in hints)
+    futile = all(h is not None and "will not help" in h for (_, h) in groups)
+    if not said and not futile:  # (else the advice already says whether to)
         hints.append("run the same command again to retry; finished bytes are not downloaded again")
     return OperationError(f"{len(failed)} of {total} file(s) failed:\n" + "\n".join(lines), hint="\n  -> ".join(hints))
 

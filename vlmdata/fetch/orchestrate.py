@@ -26,7 +26,7 @@ from vlmdata.fetch.http import HttpEngine
 from vlmdata.fetch.outcome import FetchOptions, FetchReport, FileOutcome, present_outcome
 from vlmdata.fetch.progress import Progress
 from vlmdata.fetch.threads import run_in_threads
-from vlmdata.fetch.verified import Verified, VerifiedDownloader
+from vlmdata.fetch.verified import MANIFEST_WORDS, NotTheDescribedFile, Verified, VerifiedDownloader
 from vlmdata.manifest import Catalog, FileSpec, Source
 from vlmdata.net.errors import Cancelled
 from vlmdata.net.client import Client
@@ -135,6 +135,10 @@ class Fetcher:
             out.state, out.error = "cancelled", "interrupted; the .part file is kept and the next run resumes it"
         except VlmdataError as e:  # a failed check, a refused archive, ...: the message is for the user
             out.error, out.hint = (f"{e.where}: {e.what}" if e.where else e.what), e.hint
+            if isinstance(e, NotTheDescribedFile) and out.hint:  # (the manifest it is described in)
+                ds = self.catalog.datasets.get(spec.dataset) if self.catalog is not None else None
+                if ds is not None:
+                    out.hint = out.hint.replace(MANIFEST_WORDS, f"{ds.origin} (the entry of {spec.name})")
         except Exception as e:  # noqa: BLE001 - one file's failure must not stop the others
             # placing it: a full disk or a folder not ours is said as such, with what to do
             known = describe_os_error(e) if isinstance(e, OSError) else None

@@ -65,6 +65,18 @@ def needs_person(key: str, unavailable: list[Unavailable]) -> NeedsPerson:
 class Mismatch(Exception):
     """The bytes downloaded are not the expected ones (size, sha256 or md5)."""
 
+    def __init__(self, what: str, sha256: str) -> None:
+        super().__init__(what)
+        self.sha256 = sha256  # what was got: the same bytes twice is a steady file, not a bad transfer
+
+
+MANIFEST_WORDS = "its dataset's manifest"  # (the fetch, which knows the catalog, names the file instead)
+
+
+class NotTheDescribedFile(OperationError):
+    """A source gave the same bytes on every try, and they are not what the manifest or the lock
+    describes: the file changed at its source or the description is wrong, and no retry helps."""
+
 
 @dataclass
 class Expected:
@@ -231,12 +243,14 @@ class VerifiedDownloader:
         unavailable: list[Unavailable] = []
         tried = 0
         unreachable = 0  # sources whose server could not be reached at all
+        steady = False  # a source gave the same wrong bytes on every try
         for cand in candidates(name, sources, self.root, download_path=dest, mirror=self.mirror):
             if isinstance(cand, Unavailable):
                 (manual if cand.manual else problems).append(f"{cand.label}: {cand.reason}")
                 unavailable.append(cand)
                 continue
             tried += 1
+            got_shas: list[str] = []
             for attempt in range(1, self.verify_tries + 1):
                 self.check_cancel()
                 try:
@@ -246,7 +260,14 @@ class VerifiedDownloader:
                     unreachable += e.unreachable
                     break
                 except Mismatch as e:
-                    problems.append(f"{cand.label}: {e}" + (" (downloaded twice)" if attempt > 1 else ""))
+                    got_shas.append(e.sha256)
+                    if attempt > 1 and len(set(got_shas)) == 1:
+                        steady = True
+                        problems.append(f"{cand.label}: {e} (the same bytes on all {attempt} downloads)")
+                    elif attempt > 1:
+                        problems.append(f"{cand.label}: {e} (other bytes than the download before)")
+                    else:
+                        problems.append(f"{cand.label}: {e}")
                     continue
                 self.pin(key, expect, got)
                 return got
@@ -254,6 +275,15 @@ class VerifiedDownloader:
             raise needs_person(key, unavailable)
         lines = "\n".join(f"  - {p}" for p in problems + manual)
         mism = [p for p in problems if "expected" in p]
+        if mism and steady:
+            pinned = expect.pinned and expect.sha256 is not None
+            raise NotTheDescribedFile(
+                f"{key}: the downloaded bytes do not match what is expected; nothing was placed:\n{lines}",
+                hint="the source serves these same bytes every time, so running again will not help: the file "
+                     "changed where it is published, or its description is wrong. If it is the file you want, "
+                     + ("remove its entry from vlmdata.lock (the pin of an earlier download)" if pinned else
+                        "correct its size/sha256/md5 in " + MANIFEST_WORDS)
+                     + "; else fetch it from another source (--mirror)")
         if mism:
             raise OperationError(f"{key}: the downloaded bytes do not match what is expected; nothing was placed:\n{lines}",
                                  hint="the server may serve a changed or corrupt file; if the publisher re-uploaded it "
@@ -282,7 +312,7 @@ class VerifiedDownloader:
         if bad:
             dest.unlink(missing_ok=True)
             discard_partial(dest)
-            raise Mismatch("; ".join(bad))
+            raise Mismatch("; ".join(bad), f.digests.sha256)
         return Verified(dest, f.digests, loc.label, loc.revision, f.transferred, f.resumed_from, f.connections,
                         list(f.notes))
 
