@@ -71,6 +71,18 @@ def test_dropped_connection_resumes_with_range(files_server, blob, tmp_path):
     assert got.transferred == len(blob)
 
 
+def test_a_server_without_ranges_is_said_to_have_sent_the_file_again(files_server, blob, tmp_path):
+    """python -m http.server ignores Range: the resume gets the whole file (200), which is taken from
+    byte 0 and said, rather than looking like a resume that downloads everything."""
+    files_server.fault("f.bin", Fault("drop", times=1, after=1 << 20))
+    files_server.fault("f.bin", Fault("norange", times=-1))
+    dest = tmp_path / "f.bin"
+    got = engine().download(f"{files_server.url}/f.bin", dest)
+    assert dest.read_bytes() == blob and got.resumed_from == 0
+    assert [r for m, p, r in files_server.requests if p == "f.bin"] == [None, f"bytes={1 << 20}-"]
+    assert len(got.notes) == 1 and f"resume after {1 << 20:,} bytes with the whole file" in got.notes[0]
+
+
 def test_500_then_200(files_server, blob, tmp_path):
     files_server.fault("f.bin", Fault("status", times=2, status=500))
     dest = tmp_path / "f.bin"

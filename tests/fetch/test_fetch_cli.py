@@ -92,9 +92,13 @@ def test_wrong_bytes_once_is_retried(cli, manifests, files_server, root):
     files_server.fault("f.bin", Fault("wrong", times=1))
     manifests.dataset("t", file_toml("f.bin", size=len(data), sha=sha256(data), sources=[http(f"{files_server.url}/f.bin")],
                                      place='{ kind = "file", to = "t/f.bin" }'))
-    r = cli("fetch", "t", "--manifests", str(manifests.folder), "--root", str(root))
+    r = cli("fetch", "t", "--manifests", str(manifests.folder), "--root", str(root), "--json")
     assert r.code == 0, r.err
     assert (root / "t/f.bin").read_bytes() == data
+    out = json.loads(r.out)
+    assert out["bytes"] == 2 * len(data)  # what the network carried, the bad download included
+    [note] = out["files"][0]["warnings"]
+    assert "expected" in note and f"downloaded again ({len(data):,} bytes more) and this download matched" in note
 
 
 def test_wrong_bytes_always_is_never_placed(cli, manifests, files_server, root):

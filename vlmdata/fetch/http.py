@@ -268,6 +268,10 @@ class HttpEngine:
                     self._weak_resume(url, state, offset, notes)
                 flags = os.O_WRONLY  # (at ``offset``: no O_APPEND, which splice and pwrite refuse or ignore)
             else:  # 200: a fresh start (or the server ignores Range, or the file changed)
+                if offset and resp.status_code == 200:
+                    notes.append(f"{shown(url)} answered the request to resume after {offset:,} bytes with the whole "
+                                 "file (a server without byte ranges, or the file changed): downloaded again from "
+                                 "its start")
                 offset = 0
                 cr = _content_range(resp)
                 size = cr[2] if cr else _content_length(resp)

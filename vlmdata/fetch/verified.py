@@ -65,9 +65,10 @@ def needs_person(key: str, unavailable: list[Unavailable]) -> NeedsPerson:
 class Mismatch(Exception):
     """The bytes downloaded are not the expected ones (size, sha256 or md5)."""
 
-    def __init__(self, what: str, sha256: str) -> None:
+    def __init__(self, what: str, sha256: str, transferred: int) -> None:
         super().__init__(what)
         self.sha256 = sha256  # what was got: the same bytes twice is a steady file, not a bad transfer
+        self.transferred = transferred  # bytes received for it (counted in what the run downloaded)
 
 
 MANIFEST_WORDS = "its dataset's manifest"  # (the fetch, which knows the catalog, names the file instead)
@@ -244,6 +245,7 @@ class VerifiedDownloader:
         tried = 0
         unreachable = 0  # sources whose server could not be reached at all
         steady = False  # a source gave the same wrong bytes on every try
+        wasted = 0  # bytes received for downloads that did not match
         for cand in candidates(name, sources, self.root, download_path=dest, mirror=self.mirror):
             if isinstance(cand, Unavailable):
                 (manual if cand.manual else problems).append(f"{cand.label}: {cand.reason}")
@@ -261,6 +263,7 @@ class VerifiedDownloader:
                     break
                 except Mismatch as e:
                     got_shas.append(e.sha256)
+                    wasted += e.transferred
                     if attempt > 1 and len(set(got_shas)) == 1:
                         steady = True
                         problems.append(f"{cand.label}: {e} (the same bytes on all {attempt} downloads)")
@@ -270,6 +273,10 @@ class VerifiedDownloader:
                         problems.append(f"{cand.label}: {e}")
                     continue
                 self.pin(key, expect, got)
+                if wasted:
+                    got.transferred += wasted
+                    got.notes.append(f"{key}: {problems[-1]}; it was downloaded again ({wasted:,} bytes more) "
+                                     "and this download matched")
                 return got
         if not tried and unavailable:
             raise needs_person(key, unavailable)
@@ -312,7 +319,7 @@ class VerifiedDownloader:
         if bad:
             dest.unlink(missing_ok=True)
             discard_partial(dest)
-            raise Mismatch("; ".join(bad), f.digests.sha256)
+            raise Mismatch("; ".join(bad), f.digests.sha256, f.transferred)
         return Verified(dest, f.digests, loc.label, loc.revision, f.transferred, f.resumed_from, f.connections,
                         list(f.notes))
 
