@@ -10,7 +10,7 @@ from vlmdata.state import Journal, JournalEntry, Root, is_placed, partial_bytes,
 @dataclass
 class DatasetStatus:
     name: str
-    state: str  # absent | partial | subset | complete | verified
+    state: str  # absent | partial | subset | complete | verified | damaged
     placed: int
     total: int
     optional_placed: int
@@ -33,6 +33,9 @@ def dataset_status(root: Root, entries: dict[str, JournalEntry], ds: Dataset, ve
     started = any(partial_bytes(root, f) for f in ds.files)
     v = verified.get(ds.name)
     ok = bool(v and v.get("ok"))
+    # the last verify found problems, and nothing of the dataset was placed again since
+    last_placed = max((entries[f.key].placed_at for f in ds.files if f.key in entries), default=0.0)
+    damaged = bool(v) and not ok and float(v.get("at", 0)) >= last_placed
     # archives placed with --only-referenced-by: a part of them on purpose, never "complete"
     subset = [f for f in ds.files if subset_tag(entries, f) is not None and is_placed(root, entries, f)]
     if subset:
@@ -41,7 +44,7 @@ def dataset_status(root: Root, entries: dict[str, JournalEntry], ds: Dataset, ve
                              sum(entries[f.key].files or 0 for f in subset),
                              None if any(c is None for c in counts) else sum(counts))  # type: ignore[arg-type]
     if default and placed == len(default):
-        state = "verified" if ok else "complete"
+        state = "verified" if ok else "damaged" if damaged else "complete"
     elif placed or opt or started:
         state = "partial"
     else:

@@ -81,6 +81,12 @@ def test_verify_names_the_command_that_repairs_what_it_found(full):
     keys = told[0].split()[2:-1]
     assert any(k.startswith("gqa:") for k in keys) and any(k.startswith("llava_instruct:") for k in keys)
     assert not any(k.startswith("coco:") for k in keys)  # only what is damaged
+    states = {d["name"]: d["state"] for d in full.run("status", "--json").json()}
+    assert states["gqa"] == "damaged" and states["llava_instruct"] == "damaged" and states["coco"] == "verified"
+    assert "(`vlmdata verify gqa` says what" in full.run("status").out
     r = full.run(*told[0].split()[1:])
     assert r.code == 0, r.err
+    states = {d["name"]: d["state"] for d in full.run("status", "--json").json()}
+    assert states["gqa"] == "complete"  # placed again after that verify: not known to be damaged
     assert full.run("verify", "--deep").code == 0
+    assert {d["name"]: d["state"] for d in full.run("status", "--json").json()}["gqa"] == "verified"

@@ -30,15 +30,16 @@ def list_cmd(settings: Settings) -> None:
             "blends": [{"name": b.name, "title": b.title, "layout": b.layout} for b in cat.blends.values()],
         })
         return
+    width = max([20, *(len(n) for n in (*cat.datasets, *cat.layouts, *cat.blends))])  # (one column for all three)
     echo("Datasets:")
     for d in sorted(cat.datasets.values(), key=lambda x: x.name):
-        echo(f"  {d.name:<16} {human_bytes(_total(d), approx=True):>10}  {d.title}")
+        echo(f"  {d.name:<{width}} {human_bytes(_total(d), approx=True):>10}  {d.title}")
     echo("Layouts:")
     for lay in sorted(cat.layouts.values(), key=lambda x: x.name):
-        echo(f"  {lay.name:<20} {lay.title}")
+        echo(f"  {lay.name:<{width}} {lay.title}")
     echo("Blend recipes:")
     for b in sorted(cat.blends.values(), key=lambda x: x.name):
-        echo(f"  {b.name:<20} {b.title}")
+        echo(f"  {b.name:<{width}} {b.title}")
 
 
 def _total(d: Dataset) -> int | None:

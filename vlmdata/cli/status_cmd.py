@@ -7,7 +7,7 @@ from vlmdata.status import status_all
 
 
 def status_cmd(settings: Settings) -> None:
-    """Each dataset: absent, partial, subset, complete (every default file placed) or verified.
+    """Each dataset: absent, partial, subset, complete (every default file placed), verified, or damaged (the last `vlmdata verify` found problems and nothing was placed again since).
 
     "subset (N of M images)": archives placed with `fetch --only-referenced-by`, a part of them on purpose.
     Below the table: what fetches running now (on this machine or others sharing the root) hold.
@@ -23,11 +23,13 @@ def status_cmd(settings: Settings) -> None:
         settings.emit_json([r.__dict__ for r in rows])
         return
     echo(f"root: {root.path}" + ("" if root.path.is_dir() else "  (does not exist: nothing fetched into it yet)"))
-    echo(f"{'dataset':<16} {'state':<9} files")
+    width = max([16, *(len(r.name) for r in rows)])
+    echo(f"{'dataset':<{width}} {'state':<9} files")
     for r in rows:
         extra = f" (+{r.optional_placed} optional)" if r.optional_placed else ""
-        note = "  (placed with --only-referenced-by)" if r.state == "subset" else ""
-        echo(f"{r.name:<16} {r.describe():<9} {r.placed}/{r.total}{extra}{note}")
+        note = {"subset": "  (placed with --only-referenced-by)",
+                "damaged": f"  (`vlmdata verify {r.name}` says what, and the command that mends it)"}.get(r.state, "")
+        echo(f"{r.name:<{width}} {r.describe():<9} {r.placed}/{r.total}{extra}{note}")
     _show_claims(root)
 
 

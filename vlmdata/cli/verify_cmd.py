@@ -21,7 +21,7 @@ def verify_cmd(
 ) -> None:
     """Check what was fetched: files present, sizes and counts right; --deep hashes and decodes.
 
-    Every placed file present, sizes and file counts right; with --deep also sha256 of plain files and kept archives, and every image decoded (empty, truncated, undecodable and wrong-format files are listed with their paths). Writes ROOT/.vlmdata/reports/verify.json; `vlmdata status` then shows "verified". Exit 1 when something is wrong.
+    Every placed file present, sizes and file counts right; with --deep also sha256 of plain files and kept archives, and every image decoded (empty, truncated, undecodable and wrong-format files are listed with their paths). Writes ROOT/.vlmdata/reports/verify.json; `vlmdata status` then shows "verified" (or "damaged", until what it names is fetched again). Exit 1 when something is wrong.
 
     Examples:
       vlmdata verify
