@@ -331,6 +331,13 @@ class RecordReader:
                 return ""
             self.refill()
 
+    def _column(self) -> str:
+        """`` (column N)`` of ``pos`` (bytes from its line's start), when that start is in the window."""
+        start = self.buf.rfind(b"\n", 0, self.pos)
+        if start < 0 and self.offset > 0:
+            return ""
+        return f" (column {self.pos - start})"
+
     def _fail(self, msg: str, *, hint: str | None = None) -> Exception:
         if not self.whole:
             return SegmentMismatch(f"{self.path} [{self.start}, {self.end}): {msg}")
@@ -358,7 +365,7 @@ class RecordReader:
             except json.JSONDecodeError as e:
                 if piece.final:
                     self.pos += len(text[at:e.pos].encode())
-                    raise self._fail(f"invalid JSON in record {index}: {e.msg}",
+                    raise self._fail(f"invalid JSON in record {index}: {_words(e.msg)}{self._column()}",
                                      hint="fix the file or re-download it") from e
                 past = True
             if past:  # the value runs past the text: a new piece from pos, larger if this one was new
@@ -521,7 +528,10 @@ class RecordReader:
         except json.JSONDecodeError as e:
             if not self.whole:
                 raise SegmentMismatch(f"{self.path}: {e}") from e
-            raise UserError(f"invalid JSON: {e.msg}", where=f"{self.path}: line {lineno}") from e
+            column = min(e.pos, len(line.rstrip("\r\n"))) + 1  # (past the end: the line ended too soon)
+            raise UserError(f"invalid JSON: {_words(e.msg)} (column {column})",
+                            where=f"{self.path}: line {lineno}",
+                            hint="fix the line (one JSON value per line in a .jsonl file) or re-download the file") from e
 
 
 _DECODER = json.JSONDecoder()
@@ -626,3 +636,8 @@ def _is_record_start(fh: Any, start: int, size: int, window: int) -> bool:
             continue
         rest = text[end:end + 64].lstrip(_WS)
         return isinstance(obj, dict) and "conversations" in obj and rest[:1] in (",", "]")
+
+
+def _words(msg: str) -> str:
+    """The json module's message without its dangling "at" (it is followed by the position there)."""
+    return msg[:-3] if msg.endswith(" at") else msg

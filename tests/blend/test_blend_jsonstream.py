@@ -70,7 +70,8 @@ def test_bom_and_empty_array(tmp_path):
 
 
 @pytest.mark.parametrize("text, msg, line", [
-    ('[\n{"a": 1},\n{"a": }\n]', "invalid JSON in record 1", 3),
+    ('[\n{"a": 1},\n{"a": }\n]', "invalid JSON in record 1: Expecting value (column 7)", 3),
+    ('[\n{"a": 1},\n {"a": "b\x01"}\n]', "invalid JSON in record 1: Invalid control character (column 10)", 3),
     ('{"a": 1}', "expected a JSON array", 1),
     ('[\n{"a": 1}\n{"a": 2}]', "expected ',' or ']' after record 0", 3),
     ('[{"a": 1}] x', "unexpected data after the end of the JSON array", 1),
@@ -88,7 +89,8 @@ def test_jsonl_error_line(tmp_path):
     p.write_text('{"a": 1}\n\n{"a": \n')
     with pytest.raises(UserError) as e:
         list(iter_json_records(p))
-    assert f"{p}: line 3" in str(e.value)
+    assert f"{p}: line 3" in str(e.value) and "invalid JSON: Expecting value (column 7)" in str(e.value)
+    assert e.value.hint and "fix the line" in e.value.hint
 
 
 def test_long_record_across_windows(tmp_path, monkeypatch):
