@@ -196,3 +196,40 @@ def test_select_files(manifests):
         cat.select_files(["tiny:nope"])
     with pytest.raises(UserError, match="did you mean tiny"):
         cat.select_files(["tinny"])
+
+
+def test_a_manifest_is_named_after_its_file(manifests, writer):
+    """`charts.toml` holding name = "chart" (or two files of a folder claiming one name) is refused,
+    naming the file and both names."""
+    text = (manifests / "datasets" / "tiny.toml").read_text()
+    (manifests / "datasets" / "tiny2.toml").write_text(text)  # a copy, its name left as it was
+    with pytest.raises(UserError) as e:
+        load_catalog([manifests])
+    assert "name 'tiny' is not the file's name 'tiny2'" in str(e.value)
+    assert str(manifests / "datasets" / "tiny2.toml") in str(e.value) and "rename it to tiny.toml" in e.value.hint
+
+
+def test_manifests_given_a_file_says_it_takes_a_folder(manifests):
+    with pytest.raises(UserError) as e:
+        load_catalog([manifests / "datasets" / "tiny.toml"])
+    assert "is a file; it takes a folder with datasets/" in str(e.value) and "datasets/" in e.value.hint
+
+
+def test_an_overriding_dataset_that_breaks_a_shipped_layout_is_named(manifests, writer):
+    """A user dataset named coco that places elsewhere: the shipped llava layout's error names the
+    user's file as the one defining coco."""
+    writer(manifests / "datasets" / "coco.toml", """
+        name = "coco"
+        title = "charts, by mistake named coco"
+        license = "test"
+        [[files]]
+        name = "charts.zip"
+        size = 10
+        sha256 = "unknown"
+        sources = [{ kind = "http", url = "http://example.org/charts.zip" }]
+        place = { kind = "extract", inner = "", to = "charts" }
+        """)
+    with pytest.raises(UserError) as e:
+        load_catalog([manifests])
+    assert "not placed by dataset 'coco'" in str(e.value)
+    assert f"as {manifests / 'datasets' / 'coco.toml'} defines it, places: charts" in e.value.hint

@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("verify_cmd", "Check what was fetched: files present, sizes and counts right; --deep hashes and decodes."),
     "normalize": ("normalize_cmd", "Fix an image folder downloaded by hand: every image becomes a real JPEG named "
                                    "<id>.jpg."),
-    "status": ("status_cmd", "Each dataset: absent, partial, subset, complete (every default file placed) or verified."),
+    "status": ("status_cmd", "Each dataset: absent, partial, subset, complete, verified or damaged."),
     "blend": ("blend_cmd", "Turn a recipe's instruction JSONs into one checked Arrow dataset (datasets.load_from_disk)."),
     "report": ("blend_cmd", "What a recipe needs and what is there (images, records to drop), without writing a dataset."),
     "export": ("blend_cmd", "Write a blend back as the LLaVA JSON the original repos read."),

@@ -7,7 +7,9 @@ from vlmdata.status import status_all
 
 
 def status_cmd(settings: Settings) -> None:
-    """Each dataset: absent, partial, subset, complete (every default file placed), verified, or damaged (the last `vlmdata verify` found problems and nothing was placed again since).
+    """Each dataset: absent, partial, subset, complete, verified or damaged.
+
+    "complete": every default file placed. "verified": the last `vlmdata verify` found nothing wrong; "damaged": it found problems, and nothing was placed again since.
 
     "subset (N of M images)": archives placed with `fetch --only-referenced-by`, a part of them on purpose.
     Below the table: what fetches running now (on this machine or others sharing the root) hold.

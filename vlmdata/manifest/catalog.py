@@ -168,11 +168,13 @@ class Catalog(msgspec.Struct):
                     continue
                 if e.dataset not in self.datasets:
                     raise UserError(f"layout entry {e.path!r} names unknown dataset {e.dataset!r}", where=str(lay.origin))
-                targets = [f.place.to for f in self.datasets[e.dataset].files]
+                ds = self.datasets[e.dataset]
+                targets = [f.place.to for f in ds.files]
                 if not any(e.store == t or e.store.startswith(t + "/") for t in targets):
                     raise UserError(
                         f"layout entry {e.path!r}: store path {e.store!r} is not placed by dataset {e.dataset!r}",
-                        where=str(lay.origin), hint=f"that dataset places: {', '.join(sorted(set(targets)))}")
+                        where=str(lay.origin),  # (the dataset may be another folder's, overriding the shipped one)
+                        hint=f"that dataset, as {ds.origin} defines it, places: {', '.join(sorted(set(targets)))}")
         for b in self.blends.values():
             self._check_blend(b)
 
@@ -230,13 +232,22 @@ def _load_dir(folder: Path, cat: Catalog) -> None:
         target = getattr(cat, kind)
         for path in sorted(sub.glob("*.toml")):
             obj = _PARSERS[kind](read_toml(path))
-            target[obj.name] = obj  # type: ignore[attr-defined]
+            name: str = obj.name  # type: ignore[attr-defined]
+            if name != path.stem:  # (one file per name: two files of a folder cannot claim one name unseen)
+                raise UserError(f"name {name!r} is not the file's name {path.stem!r}", where=str(path),
+                                hint=f"name the file after its name: rename it to {name}.toml, or set "
+                                     f"name = \"{path.stem}\" (docs/manifests.md)")
+            target[name] = obj
 
 
 def manifest_dirs(extra: Iterable[Path | str] = ()) -> list[Path]:
     dirs = [shipped_manifest_dir()]
     for d in extra:
         p = Path(d)
+        if p.is_file():
+            raise UserError(f"--manifests {p} is a file; it takes a folder with datasets/, layouts/ or blends/ inside",
+                            hint=f"put {p.name} into FOLDER/{'blends' if 'blend' in p.name else 'datasets'}/ (or layouts/) "
+                                 "and pass --manifests FOLDER")
         if not p.is_dir():
             raise UserError(f"manifest folder {p} does not exist", hint="--manifests takes a folder with datasets/, layouts/ or blends/ inside")
         if not any((p / k).is_dir() for k in KINDS):
