@@ -107,7 +107,7 @@ def test_deep_finds_empty_truncated_and_gif_named_jpg(toy, cli):
     assert kinds(report) == kinds(r.json())
     assert Journal(root.state_dir).verified()["toy"]["ok"] is False
     rows = {x["name"]: x["state"] for x in cli("status", *args, "--json").json()}
-    assert rows["toy"] == "complete"
+    assert rows["toy"] == "damaged"  # (a failed verify with nothing placed since: status says so)
     human = cli("verify", "toy", "--deep", *args)
     assert "wrong_format" in human.out and "vlmdata normalize" in human.out and "2.jpg" in human.out
 
