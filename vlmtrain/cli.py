@@ -93,11 +93,31 @@ def run(
     if dry_run:
         from vlmtrain.train.run import dry_run as do_dry_run
 
-        for stage in stages:
-            do_dry_run(stage.cfg, as_json=json_out)
+        infos = [do_dry_run(stage.cfg, as_json=json_out, emit=not (json_out and len(stages) > 1)) for stage in stages]
+        if json_out and len(stages) > 1:  # one JSON document: a list of the stages' summaries
+            import json as _json
+
+            typer.echo(_json.dumps(infos, indent=2, default=str))
         return
+    if len(stages) > 1:
+        _check_later_stages(stages, resume)
     for k, stage in enumerate(stages):
         _run_stage(stage, configs, set_ or [], resume, chained=len(stages) > 1)
+    if len(stages) > 1 and _first_rank():
+        last = stages[-1].cfg
+        typer.echo(f"chain done: stages {stages[0].cfg.stage}-{last.stage}; the model is in {last.output_dir}\n"
+                   f"  try: vlmtrain generate {last.output_dir} -i IMAGE -p \"What is in the image?\"", err=True)
+
+
+def _check_later_stages(stages, resume: bool) -> None:
+    """A chain: every stage's dataset, image root and output folder are checked before the first
+    stage starts (a missing stage-3 dataset must not surface after hours of stages 1 and 2)."""
+    from vlmtrain.train.chain import is_done
+    from vlmtrain.train.preflight import preflight
+
+    for stage in stages[1:]:
+        if not (resume and is_done(stage.cfg)):
+            preflight(stage.cfg, linked=True)
 
 
 def _first_rank() -> bool:
@@ -197,6 +217,13 @@ def generate(
     quiet_library_bars()
     if image is not None and not image.is_file():
         raise typer.BadParameter(f"{image} is not a file", param_hint="--image")
+    if image is not None:  # before the model is loaded: a file that is no image is said at once
+        from vlmtrain.data.images import BadImage, open_rgb
+
+        try:
+            open_rgb(image)
+        except BadImage as e:
+            raise typer.BadParameter(f"{image} is not an image this can read ({e.reason})", param_hint="--image") from None
     if min_new_tokens > max_new_tokens:
         raise typer.BadParameter(f"{min_new_tokens} is more than --max-new-tokens {max_new_tokens}",
                                  param_hint="--min-new-tokens")

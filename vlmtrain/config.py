@@ -556,8 +556,9 @@ def _validate_moe(cfg: TrainConfig, fail) -> None:
         fail("stage 3 needs the stage-2 model: set `model_name_or_path` to the stage-2 run's output_dir")
 
 
-def check_inputs(cfg: TrainConfig, *, resume: bool = False) -> None:
-    """Checks that touch the disk for a real run (not for --dry-run): dataset, adapter file."""
+def check_inputs(cfg: TrainConfig, *, resume: bool = False, models: bool = True) -> None:
+    """Checks that touch the disk for a real run (not for --dry-run): dataset, adapter file.
+    ``models`` False: a later stage of a chain, whose model or adapter an earlier stage makes."""
     where = cfg._source or "config"
     if not cfg.dataset_dir:
         raise ConfigError("no dataset: set `dataset_dir` (or `data_path`) to a `vlmdata blend` output folder", where=where)
@@ -573,6 +574,8 @@ def check_inputs(cfg: TrainConfig, *, resume: bool = False) -> None:
     read_blend_meta(d)  # a blend.json of a schema_version this reader does not know: ContractError, exit 2
     if cfg.image_root and not Path(cfg.image_root).is_dir():
         raise ConfigError(f"`image_root` {cfg.image_root} is not a folder", where=where)
+    if not models:
+        return
     if cfg.stage == 3 and not cfg.random_init:
         _check_stage2_model(cfg, where)
     if cfg.pretrain_mm_mlp_adapter and not Path(cfg.pretrain_mm_mlp_adapter).is_file():

@@ -37,7 +37,7 @@ from transformers import AutoConfig, LlavaConfig, LlavaForConditionalGeneration,
 
 from vlmtrain.config import ConfigError, TrainConfig
 from vlmtrain.model import qwen, towers
-from vlmtrain.model.projector import build_sequential, load_mm_projector
+from vlmtrain.model.projector import build_sequential, load_mm_projector, read_mm_projector
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,9 @@ def _config_from_dict(d: dict, what: str, where: str | None = None) -> Pretraine
 
 
 def _pretrained_config(name: str, cfg: TrainConfig, what: str) -> PretrainedConfig:
+    from vlmtrain.model.hub_reach import require_hub_for
+
+    require_hub_for(name, what)  # (offline, a Hub request would retry for most of a minute)
     native = _native_config(name, cfg, what)
     if native is not None:
         return native
@@ -421,9 +424,20 @@ def add_lora(model: nn.Module, cfg: TrainConfig) -> nn.Module:
     return get_peft_model(model, lora)
 
 
-def load_pretrain_adapter(model: nn.Module, path: str | Path) -> list[str]:
+def read_pretrain_adapter(path: str | Path) -> dict:
+    """The stage-1 projector's tensors, read before anything of the run is written."""
     try:
-        return load_mm_projector(model, path)
+        return read_mm_projector(path)
+    except ValueError as e:
+        raise ConfigError(str(e), hint="`pretrain_mm_mlp_adapter` is the stage-1 run's output_dir/mm_projector.bin "
+                                       "(or the reference repo's file of that name)") from None
+
+
+def load_pretrain_adapter(model: nn.Module, path_or_weights: str | Path | dict) -> list[str]:
+    if not isinstance(path_or_weights, dict):
+        path_or_weights = read_pretrain_adapter(path_or_weights)
+    try:
+        return load_mm_projector(model, path_or_weights)
     except ValueError as e:
         raise ConfigError(str(e), hint="the stage-1 and stage-2 configs must agree on towers, LLM and projector type") from None
 

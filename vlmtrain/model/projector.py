@@ -17,6 +17,7 @@ and :func:`from_reference` translate both ways.
 """
 from __future__ import annotations
 
+import pickle
 import re
 
 import torch
@@ -95,9 +96,24 @@ def save_mm_projector(model, path) -> dict[str, torch.Tensor]:
     return write_mm_projector(projector_module(model).state_dict(), path)
 
 
-def load_mm_projector(model, path) -> list[str]:
-    """Load a stage-1 ``mm_projector.bin`` (ours or the reference repo's) into the model's projector."""
-    weights = torch.load(path, map_location="cpu", weights_only=True)
+def read_mm_projector(path) -> dict[str, torch.Tensor]:
+    """A stage-1 ``mm_projector.bin``'s tensors; ValueError when the file is not such a file."""
+    try:
+        weights = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path} is not a stage-1 mm_projector.bin (torch.load: {first[:200]})") from None
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise ValueError(f"{path} is not a stage-1 mm_projector.bin (it holds a {type(weights).__name__}, "
+                         "not a dict of tensors)")
+    return weights
+
+
+def load_mm_projector(model, path_or_weights) -> list[str]:
+    """Load a stage-1 ``mm_projector.bin`` (ours or the reference repo's; a path, or what
+    ``read_mm_projector`` read from it) into the model's projector."""
+    path = path_or_weights if not isinstance(path_or_weights, dict) else "the stage-1 projector"
+    weights = path_or_weights if isinstance(path_or_weights, dict) else read_mm_projector(path_or_weights)
     module = projector_module(model)
     state = from_reference(weights, module)
     expected = set(module.state_dict())

@@ -117,8 +117,10 @@ def _probe_images(ds: Any, root: Path, cfg: TrainConfig, where: str, origin: str
                     else "those samples will be skipped (bad_samples: skip)")
 
 
-def preflight(cfg: TrainConfig) -> None:
-    """Everything a real run checks on disk and in the environment before a tokenizer or model is touched."""
+def preflight(cfg: TrainConfig, *, linked: bool = False) -> None:
+    """Everything a real run checks on disk and in the environment before a tokenizer or model is touched.
+    ``linked``: a later stage of a chain, checked before the first stage starts; its model or
+    adapter is what an earlier stage will write, so only the rest is checked."""
     from vlmtrain.config import check_inputs
     from vlmtrain.config_check import check_reporters_installed
     from vlmtrain.data.image_processor import ImageBackendError, check_backend
@@ -129,7 +131,7 @@ def preflight(cfg: TrainConfig) -> None:
         raise not_a_folder(Path(cfg.dataset_dir), cfg, where)
     if cfg.dataset_dir and not Path(cfg.dataset_dir).exists():
         raise missing_dataset(Path(cfg.dataset_dir), cfg, where)
-    check_inputs(cfg)
+    check_inputs(cfg, models=not linked)
     check_writable(cfg, where)
     try:
         check_backend(cfg.image_backend)

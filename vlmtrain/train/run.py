@@ -43,7 +43,7 @@ def build_image_processor(cfg: TrainConfig, vc):
 # Dry run
 # ---------------------------------------------------------------------------------------------
 
-def dry_run(cfg: TrainConfig, *, as_json: bool = False) -> dict[str, Any]:
+def dry_run(cfg: TrainConfig, *, as_json: bool = False, emit: bool = True) -> dict[str, Any]:
     """Model shapes on the meta device, parameter counts per part; nothing allocated or downloaded."""
     from vlmtrain.model.build import build_model, describe, param_counts, apply_freeze
 
@@ -80,7 +80,8 @@ def dry_run(cfg: TrainConfig, *, as_json: bool = False) -> dict[str, Any]:
         except ConfigError as e:
             info["launch"] = f"({launcher_for(cfg)}: {e.what})"
     if as_json:
-        print(json.dumps(info, indent=2, default=str))
+        if emit:
+            print(json.dumps(info, indent=2, default=str))
         return info
     print(f"{cfg._source or 'config'}: stage {cfg.stage}, projector {cfg.mm_projector_type}, "
           f"{built.tokens_per_image} tokens per image, attention {built.attn}")
@@ -182,7 +183,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
     from vlmdata.atomic import write_text
     from vlmtrain.data import DataArgs, ImageTokens, build_train_data
     from vlmtrain.data.image_processor import describe as describe_processor
-    from vlmtrain.model.build import add_lora, apply_freeze, build_model, load_pretrain_adapter, param_counts, describe
+    from vlmtrain.model.build import (add_lora, apply_freeze, build_model, load_pretrain_adapter, param_counts,
+                                      describe, read_pretrain_adapter)
     from vlmtrain.progress import align_special_tokens_quietly, quiet_library_bars, use_readable_logs
     from vlmtrain.train import rundir, throughput
     from vlmtrain.train.mfu import flop_model
@@ -207,7 +209,13 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
     if not resume and last is not None:
         raise ConfigError(f"{out} already has {Path(last).name}", where=where,
                           hint="pass --resume to continue that run, or choose another output_dir")
-    out.mkdir(parents=True, exist_ok=True)
+    # read now, so a file that is no stage-1 projector stops the run before anything is written
+    adapter = read_pretrain_adapter(cfg.pretrain_mm_mlp_adapter) if cfg.pretrain_mm_mlp_adapter else None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create `output_dir` {out}: {e.strerror or e}", where=where,
+                          hint="choose an output_dir in a folder you can write to") from None
     if cfg.tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -220,8 +228,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
     dtype = torch.bfloat16 if (cfg.bf16 and cfg.deepspeed) else torch.float32
     built = build_model(cfg, vocab_size=len(tokenizer), image_token_id=image_token_id, dtype=dtype)
     model = built.model
-    if cfg.pretrain_mm_mlp_adapter:
-        keys = load_pretrain_adapter(model, cfg.pretrain_mm_mlp_adapter)
+    if adapter is not None:
+        keys = load_pretrain_adapter(model, adapter)
         log.info("loaded %d projector tensors from %s", len(keys), cfg.pretrain_mm_mlp_adapter)
     frozen = cfg.frozen()
     apply_freeze(model, frozen, cfg.tune_vit_from_layer)

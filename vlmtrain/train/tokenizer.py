@@ -91,6 +91,9 @@ def load_tokenizer(cfg: TrainConfig):
         tok = _train_tokenizer(cfg, template)
     else:
         name = cfg.tokenizer_name_or_path or cfg.model_name_or_path
+        from vlmtrain.model.hub_reach import require_hub_for
+
+        require_hub_for(name, "the tokenizer", "tokenizer_config.json")
         try:
             tok = AutoTokenizer.from_pretrained(name, padding_side="right", trust_remote_code=cfg.trust_remote_code)
         except (OSError, ValueError) as e:

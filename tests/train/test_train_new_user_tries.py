@@ -1,0 +1,62 @@
+"""Found by trying `vlmtrain` as a new user would (2026-12-02): each wrong input stops with exit 2
+and a message, before anything is written or a minute is spent waiting on the network."""
+from __future__ import annotations
+
+import json
+import time
+
+from train_helpers import REPO, run_vlmtrain, tiny_config, write_config
+
+
+def test_generate_with_a_file_that_is_no_image_says_so_before_loading_a_model(tmp_path):
+    fake = tmp_path / "fake.jpg"
+    fake.write_text("not an image")
+    r = run_vlmtrain("generate", tmp_path / "no-run", "-i", fake, "-p", "hi")
+    assert r.code == 2, r.err
+    assert f"{fake} is not an image this can read" in r.err and "Traceback" not in r.err
+
+
+def test_a_stage2_adapter_that_is_no_projector_file_stops_before_anything_is_written(instruct_blend, tmp_path):
+    fake = tmp_path / "mm_projector.bin"
+    fake.write_text("not a checkpoint")
+    cfg = write_config(tmp_path / "s2.yaml", tiny_config(instruct_blend, tmp_path / "out", pretrain_mm_mlp_adapter=str(fake)))
+    r = run_vlmtrain("run", cfg)
+    assert r.code == 2, r.err
+    assert f"{fake} is not a stage-1 mm_projector.bin" in r.err and "Traceback" not in r.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_dir_that_cannot_be_made_is_a_clear_error(instruct_blend, tmp_path):
+    cfg = write_config(tmp_path / "s2.yaml", tiny_config(instruct_blend, "/proc/vlmtrain-nope"))
+    r = run_vlmtrain("run", cfg)
+    assert r.code == 2, r.err
+    assert "/proc/vlmtrain-nope" in r.err and "Traceback" not in r.err
+
+
+def test_a_chain_checks_every_stages_dataset_before_the_first_stage(caption_blend, instruct_blend, tmp_path):
+    s1 = write_config(tmp_path / "s1.yaml", tiny_config(caption_blend, tmp_path / "r1", stage=1, version="plain"))
+    s2 = write_config(tmp_path / "s2.yaml", tiny_config(tmp_path / "no-such-blend", tmp_path / "r2"))
+    r = run_vlmtrain("run", s1, s2)
+    assert r.code == 2, r.err
+    assert "no-such-blend" in r.err and str(s2) in r.err
+    assert not (tmp_path / "r1").exists()  # stage 1 never started
+
+
+def test_a_model_path_that_is_neither_a_folder_nor_reachable_fails_at_once(tmp_path):
+    """Offline (here: a closed endpoint), a run folder not made yet reads like a Hub id: say both, now."""
+    t0 = time.monotonic()
+    r = run_vlmtrain("run", REPO / "configs" / "tiny-moe-cpu-stage3.yaml", "--dry-run",
+                     "--set", f"model_name_or_path={tmp_path.name}/stage2", env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "", "TRANSFORMERS_OFFLINE": ""})
+    assert r.code == 2, r.err
+    assert f"'{tmp_path.name}/stage2' is not a local folder, and the Hub (127.0.0.1) cannot be reached" in r.err
+    assert "run that stage first" in r.err
+    assert time.monotonic() - t0 < 30  # (huggingface_hub's retries took ~50 s)
+
+
+def test_a_chains_dry_run_in_json_is_one_document():
+    stages = [REPO / "configs" / f"tiny-moe-cpu-stage{k}.yaml" for k in (1, 2, 3)]
+    r = run_vlmtrain("run", *stages, "--dry-run", "--json")
+    assert r.code == 0, r.err
+    assert [d["stage"] for d in json.loads(r.out)] == [1, 2, 3]
+    one = run_vlmtrain("run", stages[0], "--dry-run", "--json")
+    assert one.code == 0 and json.loads(one.out)["stage"] == 1  # one stage: one object, as before
