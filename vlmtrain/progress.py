@@ -99,7 +99,7 @@ def format_step(logs: dict[str, Any], step: int, max_steps: int) -> str:
     logs = dict(logs)
     logs.pop("total_flos", None)
     if "train_runtime" in logs:  # Trainer's end-of-training summary
-        parts = [f"trained {step} steps in {logs.pop('train_runtime'):.1f} s"]
+        parts = [f"finished at step {step} ({logs.pop('train_runtime'):.1f} s in this run)"]
         if "train_loss" in logs:
             parts.append(f"mean loss {_num(logs.pop('train_loss'))}")
         # Trainer's train_samples_per_second counts steps x batch size, more than there were when the dataset is

@@ -209,7 +209,7 @@ def test_run_with_packing_matches_the_padded_run(instruct_blend, make_config, vl
                if "train_runtime" in line][-1]
     assert 0 < summary["data_wait_s"] < summary["train_runtime"] and 0 < summary["data_wait_frac"] < 1
     assert any("data wait: the training loop waited" in r.getMessage() for r in caplog.records)
-    trained = [line for line in b.err.splitlines() if line.startswith("trained 3 steps")]
+    trained = [line for line in b.err.splitlines() if line.startswith("finished at step 3 ")]
     assert trained and "data_wait_s" in trained[0] and "data_wait_frac" in trained[0]  # the run's summary line
 
 

@@ -60,3 +60,29 @@ def test_a_chains_dry_run_in_json_is_one_document():
     assert [d["stage"] for d in json.loads(r.out)] == [1, 2, 3]
     one = run_vlmtrain("run", stages[0], "--dry-run", "--json")
     assert one.code == 0 and json.loads(one.out)["stage"] == 1  # one stage: one object, as before
+
+
+def test_a_resumed_run_says_from_where_and_its_logs_hold_each_step_once(instruct_blend, make_config, tmp_path, caplog):
+    """Killed after step 4 but with checkpoint-2 the last whole one: the resume says so, and the
+    rows of steps 3-4 (and a half-written line) leave metrics.jsonl and the samples log before the
+    resumed run writes those steps again."""
+    import logging
+
+    cfg = make_config(instruct_blend, "cut", max_steps=4, save_steps=2, save_total_limit=5, sample_log=True)
+    assert run_vlmtrain("run", cfg).code == 0
+    out = tmp_path / "cut"
+    (out / "checkpoint-4" / "trainer_state.json").unlink()  # as if killed while writing it
+    (out / "vlmtrain_done.json").unlink()
+    for name in ("model.safetensors", "config.json"):
+        (out / name).unlink(missing_ok=True)
+    with open(out / "metrics.jsonl", "a") as fh:
+        fh.write('{"step": 5, "lo')  # killed mid-line
+    caplog.set_level(logging.INFO, logger="vlmtrain")
+    r = run_vlmtrain("run", cfg, "--set", "max_steps=5", "--resume")
+    assert r.code == 0, r.err
+    assert any("resuming from checkpoint-2 (step 2 of 5)" in rec.getMessage() for rec in caplog.records)
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(line)]
+    assert steps == [1, 2, 3, 4, 5]
+    sampled = [json.loads(line)["step"] for line in (out / "samples" / "rank-0.jsonl").read_text().splitlines()]
+    assert sampled == sorted(sampled) and len(sampled) == len(set(sampled))

@@ -13,7 +13,7 @@ def test_training_log_is_one_readable_line_per_step(instruct_blend, make_config)
     steps = [ln for ln in r.err.splitlines() if ln.startswith("step ")]
     assert [int(re.match(r"step (\d+)/4  loss \d+\.\d{4}  grad \S+  lr \d\.\d\de-\d\d  [\d,]+ tok/s", ln).group(1))
             for ln in steps] == [1, 2, 3, 4], r.err
-    assert re.search(r"^trained 4 steps in \d+\.\d s, mean loss \d", r.err, re.M)
+    assert re.search(r"^finished at step 4 \(\d+\.\d s in this run\), mean loss \d", r.err, re.M)
     assert "{'loss'" not in r.err and "'train_runtime'" not in r.err  # Trainer's raw dicts
     assert "\r" not in r.err and "it/s]" not in r.err and "Writing model shards" not in r.err  # no tqdm frames
 
@@ -25,7 +25,7 @@ def test_format_step():
                         "tokens_per_s": 1243.4, "model_tflops_per_s": 0.001, "mfu": 0.4123, "epoch": 1.0}, 3, 24)
     assert line == "step 3/24  loss 5.9591  grad 0.585  lr 9.83e-03  1,243 tok/s  25.2 samples/s  MFU 41.2%  epoch 1.00"
     assert format_step({"train_runtime": 4.887, "train_samples_per_second": 19.65, "train_steps_per_second": 4.9,
-                        "train_loss": 5.908, "epoch": 8.0}, 24, 24) == "trained 24 steps in 4.9 s, mean loss 5.908"
+                        "train_loss": 5.908, "epoch": 8.0}, 24, 24) == "finished at step 24 (4.9 s in this run), mean loss 5.908"
 
 
 def test_long_passes_log_tenths_off_a_terminal(caplog):

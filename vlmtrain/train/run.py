@@ -43,6 +43,17 @@ def build_image_processor(cfg: TrainConfig, vc):
 # Dry run
 # ---------------------------------------------------------------------------------------------
 
+def _say_resumed(out: Path, last: Path, cfg: TrainConfig) -> None:
+    """Which checkpoint the run continues from; the logs' rows of later steps go (they are trained again)."""
+    from vlmtrain.train import rundir
+    from vlmtrain.train.sample_log import global_rank
+
+    step = int(last.name.rsplit("-", 1)[1])
+    removed = rundir.forget_after(out, step, global_rank())
+    log.info("resuming from %s (step %d%s)%s", last.name, step, f" of {cfg.max_steps}" if cfg.max_steps > 0 else "",
+             f"; {removed} log row(s) of the steps after it removed" if removed else "")
+
+
 def dry_run(cfg: TrainConfig, *, as_json: bool = False, emit: bool = True) -> dict[str, Any]:
     """Model shapes on the meta device, parameter counts per part; nothing allocated or downloaded."""
     from vlmtrain.model.build import build_model, describe, param_counts, apply_freeze
@@ -278,6 +289,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
                          processing_class=tokenizer, callbacks=[sigterm], optimizers=optimizers,
                          vlm_cfg=cfg, train_data=data, flop_model=flop_model(model))
     use_readable_logs(trainer)
+    if resume and last is not None:
+        _say_resumed(out, Path(last), cfg)
     try:
         trainer.train(resume_from_checkpoint=str(last) if resume else None)
     finally:

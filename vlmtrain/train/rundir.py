@@ -129,3 +129,33 @@ def check_same_run(cfg: TrainConfig, out: Path, where: str) -> None:
     if other:
         log.warning("resuming %s with changed settings (%s): it continues, but is no longer the run an uninterrupted "
                     "one would have given", out, "; ".join(f"{k} {a!r} -> {b!r}" for k, a, b in other))
+
+
+# -- on resume ------------------------------------------------------------------------------------
+def forget_after(out: Path, step: int, rank: int) -> int:
+    """Rows of steps after ``step`` (the checkpoint a run resumes from) leave metrics.jsonl (rank 0)
+    and this rank's samples log: the resumed run writes those steps again, and a run killed
+    mid-write leaves a half line. Returns the rows removed."""
+    from vlmtrain.train.sample_log import SAMPLES_DIR
+
+    paths = [out / SAMPLES_DIR / f"rank-{rank}.jsonl"] + ([out / "metrics.jsonl"] if rank == 0 else [])
+    removed = 0
+    for path in paths:
+        if not path.is_file():
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [ln for ln in lines if _step_of(ln) is not None and _step_of(ln) <= step]  # type: ignore[operator]
+        if len(kept) != len(lines):
+            from vlmdata.atomic import write_text
+
+            write_text(path, "".join(ln if ln.endswith("\n") else ln + "\n" for ln in kept))
+            removed += len(lines) - len(kept)
+    return removed
+
+
+def _step_of(line: str) -> int | None:
+    try:
+        row = json.loads(line)
+    except ValueError:  # a half line: the run was killed while writing it
+        return None
+    return row.get("step") if isinstance(row, dict) and isinstance(row.get("step"), int) else None
