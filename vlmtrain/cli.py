@@ -206,7 +206,7 @@ def generate(
     Examples:
       vlmtrain generate runs/tiny-cpu -i photo.jpg -p "What is in the image?"
       vlmtrain generate demo-out/runs/stage3 -p "Describe it." \\
-          -i demo-out/root/layouts/llava/coco/train2017/000000000009.jpg
+          -i demo-out/root/layouts/llava/coco/train2017/000000042459.jpg
     """
     import json as _json
 

@@ -240,7 +240,7 @@ def _check_value(value: Any, tp, key: str, where: str) -> Any:
                 return _check_value(value, arg, key, where)
             except ConfigError:
                 pass
-        raise ConfigError(f"`{key}` must be {_type_name(tp)}, got {value!r} ({type(value).__name__})", where=where)
+        raise _type_error(key, tp, value, where)
     if tp is type(None):
         if value is None:
             return None
@@ -267,7 +267,16 @@ def _check_value(value: Any, tp, key: str, where: str) -> Any:
     elif dataclasses.is_dataclass(tp):
         if isinstance(value, dict):
             return _build_dataclass(tp, value, where, prefix=f"{key}.")
-    raise ConfigError(f"`{key}` must be {_type_name(tp)}, got {value!r} ({type(value).__name__})", where=where)
+    raise _type_error(key, tp, value, where)
+
+
+def _type_error(key: str, tp, value: Any, where: str) -> ConfigError:
+    """A value of the wrong type; for a key with a few choices, the choices (YAML reads `yes` as true)."""
+    choices = _CHOICES.get(key)
+    if choices:
+        return ConfigError(f"`{key}` is {value!r} ({type(value).__name__}); choose one of {', '.join(choices)}",
+                           where=where)
+    return ConfigError(f"`{key}` must be {_type_name(tp)}, got {value!r} ({type(value).__name__})", where=where)
 
 
 def _unknown_key(key: str, known: list[str], where: str) -> ConfigError:

@@ -70,9 +70,12 @@ def output_path(run_dir: Path, out: str | Path | None, formats: list[str]) -> tu
         raise UserError(f"--out {out}: cannot write a {fmt or 'extension-less'!r} picture",
                         hint=f"end the name with .{' / .'.join(formats)}")
     parent = out.parent
-    if not parent.is_dir():
-        raise UserError(f"--out {out}: the folder {parent} does not exist",
-                        hint=f"create it first (mkdir -p {parent}) or choose another --out")
+    if not parent.is_dir():  # made, as `--out curves/tiny.png` asks, where the nearest folder above allows
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"--out {out}: cannot make the folder {parent} ({e.strerror or e})",
+                            hint="choose another --out") from None
     if not os.access(parent, os.W_OK):
         raise UserError(f"--out {out}: the folder {parent} is not writable", hint="choose another --out")
     return out, fmt

@@ -86,3 +86,15 @@ def test_a_resumed_run_says_from_where_and_its_logs_hold_each_step_once(instruct
     assert steps == [1, 2, 3, 4, 5]
     sampled = [json.loads(line)["step"] for line in (out / "samples" / "rank-0.jsonl").read_text().splitlines()]
     assert sampled == sorted(sampled) and len(sampled) == len(set(sampled))
+
+
+def test_a_chain_wide_output_dir_is_told_to_go_into_each_yaml():
+    stages = [REPO / "configs" / f"tiny-moe-cpu-stage{k}.yaml" for k in (1, 2, 3)]
+    r = run_vlmtrain("run", *stages, "--dry-run", "--set", "output_dir=runs/chainy")
+    assert r.code == 2 and "two stages of the chain write the same output_dir" in r.err
+    assert "a --set applies to every stage: set output_dir in each stage's YAML instead" in r.err
+
+
+def test_a_yes_for_a_key_with_choices_lists_the_choices():
+    r = run_vlmtrain("run", REPO / "configs" / "tiny-cpu.yaml", "--dry-run", "--set", "compile=yes")
+    assert r.code == 2 and "`compile` is True (bool); choose one of none, layers, model" in r.err

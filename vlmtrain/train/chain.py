@@ -43,8 +43,11 @@ def plan_chain(paths: list[Path], overrides: list[str]) -> list[Stage]:
     stages = [Stage(Path(p), load_config(p, overrides), []) for p in paths]
     outs = [Path(s.cfg.output_dir).resolve() for s in stages]
     if len(set(outs)) != len(outs):
-        raise ConfigError("two stages of the chain write the same output_dir",
-                          hint="give each stage its own output_dir (a chain-wide --set output_dir=... does this)")
+        same = next(o for o in outs if outs.count(o) > 1)
+        told = any(o.split("=", 1)[0].strip() == "output_dir" for o in overrides)
+        raise ConfigError(f"two stages of the chain write the same output_dir ({same})",
+                          hint="a --set applies to every stage: set output_dir in each stage's YAML instead"
+                               if told else "give each stage its own output_dir in its YAML")
     for prev, cur in zip(stages, stages[1:]):
         p, c = prev.cfg, cur.cfg
         if c.stage < p.stage:
