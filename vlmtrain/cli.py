@@ -77,6 +77,9 @@ def run(
           configs/tiny-moe-cpu-stage2.yaml configs/tiny-moe-cpu-stage3.yaml
     """
     _require_training_stack()
+    from vlmtrain.progress import quiet_deepspeed_on_cpu
+
+    quiet_deepspeed_on_cpu()
     from vlmtrain.train.chain import plan_chain
 
     if json_out and not dry_run:

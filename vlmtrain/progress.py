@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+import importlib.util
+
 import logging
 import sys
 from typing import Any
@@ -69,6 +71,23 @@ def quiet_library_bars() -> None:
 
     transformers.utils.logging.disable_progress_bar()  # also the Hub's
     datasets.disable_progress_bars()
+
+
+def quiet_deepspeed_on_cpu() -> None:
+    """On a machine with no accelerator, DeepSpeed's import prints "[WARNING] Setting accelerator to
+    CPU" on stdout (a run's only line there); naming the CPU for it (DS_ACCELERATOR) is what silences
+    it. Left alone where the user chose, or where torch sees any accelerator DeepSpeed would pick."""
+    import os
+
+    if os.environ.get("DS_ACCELERATOR"):
+        return
+    import torch
+
+    backends = getattr(torch, "backends", None)
+    seen = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()) or \
+        bool(backends is not None and getattr(backends, "mps", None) and backends.mps.is_available())
+    if not seen and importlib.util.find_spec("torch_npu") is None:
+        os.environ["DS_ACCELERATOR"] = "cpu"
 
 
 def align_special_tokens_quietly(model: Any, tokenizer: Any) -> None:

@@ -98,3 +98,18 @@ def test_a_chain_wide_output_dir_is_told_to_go_into_each_yaml():
 def test_a_yes_for_a_key_with_choices_lists_the_choices():
     r = run_vlmtrain("run", REPO / "configs" / "tiny-cpu.yaml", "--dry-run", "--set", "compile=yes")
     assert r.code == 2 and "`compile` is True (bool); choose one of none, layers, model" in r.err
+
+
+def test_a_cpu_run_writes_nothing_on_stdout(instruct_blend, make_config, tmp_path):
+    """DeepSpeed's import said "[WARNING] Setting accelerator to CPU" there, the run's only line."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}
+    env["PYTHONPATH"] = str(REPO)
+    cfg = make_config(instruct_blend, "quiet", max_steps=1)
+    p = subprocess.run([sys.executable, "-m", "vlmtrain.cli", "run", str(cfg)], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout == "" and "done: 1 steps" in p.stderr

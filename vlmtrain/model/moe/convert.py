@@ -134,8 +134,10 @@ def convert_to_moe(model: nn.Module, spec: MoeSpec, *, check: bool = True) -> li
                         raise RuntimeError(f"layer {i} expert {e}: {k} differs from the dense FFN it was copied from")
         layers[i].mlp = block
     model.config.moe = spec.to_config()
-    log.info("MoE: %d of %d layers now have %d experts (top-%d): %s", len(spec.layers), len(layers),
-             spec.settings.num_experts, spec.settings.top_k, spec.layers)
+    # said once per run: a model rebuilt from its saved config (check=False: loading, a FLOP count's
+    # meta copy, a dry run that prints its own summary) converts again without news
+    log.log(logging.INFO if check else logging.DEBUG, "MoE: %d of %d layers now have %d experts (top-%d): %s",
+            len(spec.layers), len(layers), spec.settings.num_experts, spec.settings.top_k, spec.layers)
     return list(spec.layers)
 
 
