@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from train_helpers import REPO, run_vlmtrain, tiny_config, write_config
+from train_helpers import REPO, read_metrics, run_vlmtrain, tiny_config, write_config
 
 
 def test_generate_with_a_file_that_is_no_image_says_so_before_loading_a_model(tmp_path):
@@ -113,3 +113,15 @@ def test_a_cpu_run_writes_nothing_on_stdout(instruct_blend, make_config, tmp_pat
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout == "" and "done: 1 steps" in p.stderr
+
+
+def test_the_advice_to_train_a_finished_run_further_works_as_written(instruct_blend, make_config, tmp_path):
+    cfg = make_config(instruct_blend, "done", max_steps=2)
+    assert run_vlmtrain("run", cfg).code == 0
+    r = run_vlmtrain("run", cfg)
+    assert r.code == 2 and "holds a finished run" in r.err
+    told = r.err.split("to train it further: ", 1)[1].split(" (the config", 1)[0].replace("MORE", "3")
+    assert told.startswith("vlmtrain run ") and told.endswith("--resume")
+    again = run_vlmtrain(*told.split()[1:])
+    assert again.code == 0, again.err
+    assert max(read_metrics(tmp_path / "done")) == 3

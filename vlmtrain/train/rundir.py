@@ -95,7 +95,8 @@ def prepare(cfg: TrainConfig, last: Path | None, *, resume: bool, where: str) ->
     if finished:
         raise ConfigError(f"{out} holds a finished run ({finished[0]}); running again would overwrite it",
                           where=where, hint="choose another output_dir or delete that folder to train anew; to train "
-                                            "it further, raise max_steps / num_train_epochs and pass --resume")
+                                            f"it further: vlmtrain run {out / CONFIG_RECORD} --set max_steps=MORE "
+                                            "--resume (the config it was trained with, a chain's links included)")
     if last is not None:
         return  # train() refuses: "already has checkpoint-N, pass --resume"
     stale = [p for p in (out / "metrics.jsonl", out / "tokenizer") if p.exists()]
