@@ -113,6 +113,12 @@ def test_a_cpu_run_writes_nothing_on_stdout(instruct_blend, make_config, tmp_pat
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout == "" and "done: 1 steps" in p.stderr
+    # and --dry-run counts the LLM at the size this run's trained tokenizer gives it, as the run did
+    dry = run_vlmtrain("run", cfg, "--dry-run", "--json")
+    assert dry.code == 0, dry.err
+    llm = dry.json()["params"]["llm"]["total"]
+    logged = p.stderr.split("params llm", 1)[1].split("trainable", 1)[0].strip()  # "params llm  125,376 trainable"
+    assert logged == f"{llm:,}", (logged, llm)
 
 
 def test_the_advice_to_train_a_finished_run_further_works_as_written(instruct_blend, make_config, tmp_path):

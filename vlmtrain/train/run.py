@@ -58,7 +58,10 @@ def dry_run(cfg: TrainConfig, *, as_json: bool = False, emit: bool = True) -> di
     """Model shapes on the meta device, parameter counts per part; nothing allocated or downloaded."""
     from vlmtrain.model.build import build_model, describe, param_counts, apply_freeze
 
-    built = build_model(cfg, meta=True, dtype=torch.bfloat16 if cfg.bf16 else torch.float32)
+    # a tokenizer the run trains has about tokenizer_train_vocab_size entries, not the LLM config's
+    # vocabulary: the embedding and LM head are counted at that size (a few special tokens aside)
+    built = build_model(cfg, meta=True, dtype=torch.bfloat16 if cfg.bf16 else torch.float32,
+                        vocab_size=cfg.tokenizer_train_vocab_size or None)
     apply_freeze(built.model, cfg.frozen(), cfg.tune_vit_from_layer)
     moe = None
     if cfg.stage == 3:
@@ -76,6 +79,7 @@ def dry_run(cfg: TrainConfig, *, as_json: bool = False, emit: bool = True) -> di
         "global_batch": cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * world,
         "world_size": world, "deepspeed": cfg.deepspeed,
         "image_aspect_ratio": cfg.image_aspect_ratio, "image_backend": cfg.image_backend,
+        "vocab_size": built.model.config.text_config.vocab_size,
     }
     if moe is not None:
         s = moe.settings
@@ -96,6 +100,9 @@ def dry_run(cfg: TrainConfig, *, as_json: bool = False, emit: bool = True) -> di
         return info
     print(f"{cfg._source or 'config'}: stage {cfg.stage}, projector {cfg.mm_projector_type}, "
           f"{built.tokens_per_image} tokens per image, attention {built.attn}")
+    if cfg.tokenizer_train_vocab_size:
+        print(f"vocabulary: ~{info['vocab_size']:,} (the tokenizer this run trains; the exact size, with its "
+              "special tokens, is known once it is trained)")
     print(f"{'part':10s} {'params':>10s} {'trainable':>10s}")
     for name, total, trainable in describe(counts):
         print(f"{name:10s} {total:>10s} {trainable:>10s}")
