@@ -64,6 +64,7 @@ def test_url_list_saves_converts_and_reports(ocr, root):
     assert [(d.url.rsplit("/", 1)[1], d.status, d.ids) for d in res.dead] == [("4.jpg", 404, ["0004", "0008"]),
                                                                               ("5.jpg", 410, ["0005"])]
     assert [(f.id, f.error.split(" ")[0]) for f in res.failed] == [("0006", "truncated")]
+    assert res.failed[0].again is False  # the server serves it cut: fetching again gets the same
     assert ocr.hits["/images/I/7.jpg"] == 2  # 500 then 200: retried once
     assert calls == [1] * 8  # one tick per record
 
@@ -74,6 +75,15 @@ def test_url_list_saves_converts_and_reports(ocr, root):
     assert report["failed"][0]["id"] == "0006" and "truncated" in report["failed"][0]["error"]
     assert report["converted_from"] == {"gif": 1, "png": 1}
     assert [c["id"] for c in report["conversions"]] == ["0002", "0003"]
+
+
+def test_an_image_whose_retries_ran_out_may_be_tried_again(server, root):
+    server.routes["/images/I/1.jpg"] = [(503, b"busy")] * 20
+    lst = root.store_path("ocr_vqa/dataset.json")
+    lst.parent.mkdir(parents=True)
+    lst.write_text(json.dumps({"0001": book(server.url("/images/I/1.jpg"))}))
+    res = run(root)
+    assert [(f.id, f.again) for f in res.failed] == [("0001", True)] and "503" in res.failed[0].error
 
 
 def test_second_run_skips_everything_already_there(ocr, root):

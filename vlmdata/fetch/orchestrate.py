@@ -201,9 +201,14 @@ class Fetcher:
         out.source = describe(src) + (f" via mirror {self.opt.mirror}" if self.opt.mirror else "")
         if res.dead:
             out.warnings.append(f"{len(res.dead)} dead URL(s) (404/410 or absent from the mirror); see {res.report_path}")
-        if res.failed:
-            out.warnings.append(f"{len(res.failed)} image(s) could not be saved (bad content or retries spent); "
-                                f"see {res.report_path}; run `vlmdata fetch {spec.key} --refetch` to try them again")
+        retry = sum(f.again for f in res.failed)
+        if retry:
+            out.warnings.append(f"{retry} image(s) could not be downloaded (retries spent); see {res.report_path}; "
+                                f"run `vlmdata fetch {spec.key} --refetch` to try them again")
+        if len(res.failed) > retry:
+            out.warnings.append(f"{len(res.failed) - retry} image(s) are served as no usable image (truncated, "
+                                f"undecodable, too large, or a record id that is no file name); see "
+                                f"{res.report_path}: fetching them again gets the same bytes")
         self.journal.record(JournalEntry(key=spec.key, size=None, sha256=None, source=out.source or "", to=spec.place.to,
                                          files=out.files, extra={"saved": res.saved, "skipped": res.skipped,
                                                                  "converted": res.converted, "dead": len(res.dead),

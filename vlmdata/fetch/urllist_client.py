@@ -70,6 +70,7 @@ class FailedUrl:
     id: str
     url: str
     error: str
+    again: bool = True  # a later try may get it (network, server); False: the bytes served are no usable image
 
 
 @dataclass
@@ -292,8 +293,9 @@ class _Run:
                 r.skipped += 1
             elif kind == "dead":
                 r.dead.setdefault(url, DeadUrl(url, detail)).ids.append(rid)
-            elif kind == "failed":
-                r.failed.append(FailedUrl(rid, url, error))
+            elif kind == "failed":  # detail "": the bytes were no usable image; a bad id or a too-large body: neither
+                stuck = detail == "" or error == "record id is not a safe file name" or error.startswith("larger than")
+                r.failed.append(FailedUrl(rid, url, error, not stuck))
             else:
                 r.saved += 1
                 if kind == "converted":
