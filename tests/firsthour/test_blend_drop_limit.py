@@ -38,11 +38,13 @@ def test_known_dead_images_pass_under_the_limit_and_report_says_when_blend_would
     assert 0.01 < lost / n < 0.2
     stop = rep.json()["blend_would_stop"]
     assert stop["max_drop"] == 1.0 and stop["over"][0]["dropped"] == lost
+    assert "vlmdata report" not in stop["hint"] and "the examples above are some" in stop["hint"]  # (it is the report)
     limit = int(100 * lost / n) + 1
     r = full.run("blend", "llava-665k")
     assert r.code == 1
     assert f"llava-mix665k: {lost} of {n} dropped ({100 * lost / n:.1f}%)" in r.err
     assert "dead URLs" in r.err and f"--max-drop {limit}" in r.err and "vlmdata fetch" not in r.err
+    assert "`vlmdata report llava-665k` lists them" in r.err  # the blend points at the report
     r = full.run("blend", "llava-665k", "--max-drop", str(limit), "--json")
     assert r.code == 0, r.err
     assert r.json()["totals"]["rows"] == n - lost and r.json()["options"]["max_drop"] == limit

@@ -54,7 +54,7 @@ def losses(an: "Analysis") -> list[Loss]:
     return [Loss(s.name, s.sampled, sum(s.dropped.values()), dict(s.dropped)) for s in an.sources]
 
 
-def check(an: "Analysis", max_drop: float) -> Verdict | None:
+def check(an: "Analysis", max_drop: float, *, in_report: bool = False) -> Verdict | None:
     """None when every entry keeps enough; else what is wrong and what to do. (Empty inputs lose
     nothing: their blend is an empty dataset, which the trainer refuses.)"""
     kept = sum(s.kept for s in an.sources)
@@ -70,7 +70,7 @@ def check(an: "Analysis", max_drop: float) -> Verdict | None:
     image_drops = sum(n for x in over for r, n in x.reasons.items() if r in IMAGE_REASONS)
     hints = []
     if image_drops:
-        folders, todo = _what_to_fetch(an)
+        folders, todo = _what_to_fetch(an, in_report)
         missing = sum(st.missing + st.corrupt for st in an.folders.values())
         shown = ", ".join(f"{f} ({n:,})" for f, n in folders[:8]) + (" ..." if len(folders) > 8 else "")
         lines.append(f"  {missing:,} image(s) missing or corrupt under {an.resolved.image_root.path}: {shown}")
@@ -78,7 +78,8 @@ def check(an: "Analysis", max_drop: float) -> Verdict | None:
     other = sum(x.dropped for x in over) - image_drops
     if other:
         hints.append(f"{other:,} record(s) cannot be used as they are (not for want of an image): "
-                     f"`vlmdata report {name}` shows them with their line")
+                     + ("the examples above show some with their line" if in_report else
+                        f"`vlmdata report {name}` shows them with their line"))
     hints.append(f"to write the blend anyway: --max-drop {_ceil_percent(over)}")
     return Verdict(over, max_drop, kept, "\n".join(lines), "\n     ".join(hints))
 
@@ -96,7 +97,7 @@ def _ceil_percent(over: list[Loss]) -> str:
     return f"{min(100, int(worst) + 1)}"
 
 
-def _what_to_fetch(an: "Analysis") -> tuple[list[tuple[str, int]], list[str]]:
+def _what_to_fetch(an: "Analysis", in_report: bool = False) -> tuple[list[tuple[str, int]], list[str]]:
     """The folders with missing images (most first), and what brings them: a fetch of the datasets
     whose folders are not in the store, a layout build when the store has images the view the
     blend reads lacks (fetched after the view was built)."""
@@ -132,10 +133,12 @@ def _what_to_fetch(an: "Analysis") -> tuple[list[tuple[str, int]], list[str]]:
                    f"vlmdata layout build --layout {r.layout.name}{where}")
     if lost:
         out.append("some images are in no fetched file (dead URLs, or a dataset fetched in part): "
-                   f"`vlmdata report {recipe_ref(r.recipe)}` lists them; `vlmdata status` shows what is partial")
+                   + ("the examples above are some" if in_report else f"`vlmdata report {recipe_ref(r.recipe)}` lists them")
+                   + "; `vlmdata status` shows what is partial or damaged")
     if unknown:
         out.append(f"some images are not under the image root {r.image_root.path}: "
-                   f"`vlmdata report {recipe_ref(r.recipe)}` lists them; pass the right --image-root")
+                   + ("the examples above are some" if in_report else f"`vlmdata report {recipe_ref(r.recipe)}` lists them")
+                   + "; pass the right --image-root")
     return folders, out
 
 

@@ -671,7 +671,7 @@ def report_json(an: Analysis) -> dict[str, Any]:
             "images_corrupt": sum(st.corrupt for st in an.folders.values()),
         },
         "missing_examples": an.missing_examples,
-        "blend_would_stop": (lambda x: x.to_json() if x else None)(drop_limit.check(an, an.options.max_drop)),
+        "blend_would_stop": (lambda x: x.to_json() if x else None)(drop_limit.check(an, an.options.max_drop, in_report=True)),
         "corrupt_examples": sorted(p for p, x in an.image_info.items() if isinstance(x, str))[:EXAMPLES],
     }
 
