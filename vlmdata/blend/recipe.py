@@ -81,7 +81,7 @@ def find_image_root(layout: Layout, root: Root, given: Path | None) -> ImageRoot
         return ImageRoot(given, "--image-root")
     view = root.layout_dir(layout.name) / layout.image_folder
     if view.is_dir():
-        return ImageRoot(_norm(view), f"the {layout.name} layout view (vlmdata layout build --layout {layout.name})")
+        return ImageRoot(_norm(view), f"the {layout.name} layout view, which `vlmdata layout build --layout {layout.name}` makes")
     dirs = [e for e in layout.entries if e.kind == "dir"]
     if all(e.store == e.path for e in dirs):
         return ImageRoot(_norm(root.store_path(layout.image_folder)),

@@ -65,7 +65,7 @@ def _print(report, root: str, *, explicit: bool, quiet: bool) -> None:
     for d in report.checked:
         if quiet and d.ok:
             continue
-        what = f"{d.files} file(s)" + (f", {d.images:,} images decoded" if report.deep else "")
+        what = f"{d.files} file(s)" + (f", {d.images:,} images checked by decoding" if report.deep else "")
         if d.subset is not None:
             of = f"{d.subset['of']:,}" if d.subset["of"] is not None else "an unknown number of"
             what += f", subset: {d.subset['images']:,} of {of} images (placed with --only-referenced-by)"
