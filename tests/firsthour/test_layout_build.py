@@ -72,3 +72,16 @@ def test_a_refetch_renews_the_views_built_on_the_store(full):
     assert [v["name"] for v in renewed] == ["llava"] and renewed[0]["links"] >= 2
     r = full.run("fetch", "coco", "--refetch")
     assert r.code == 0 and "layout llava:" in r.err and "renewed to what was placed" in r.err
+
+
+def test_layout_check_ends_with_what_to_run(full, tmp_path):
+    """A folder missing the GQA images: the fetch and the build that make it whole, with their names."""
+    here = tmp_path / "playground" / "data"
+    assert full.run("layout", "build", "--layout", "llava", "--out", str(here)).code == 0
+    shutil.rmtree(here / "gqa")
+    r = full.run("layout", "check", "--layout", "llava", str(here))
+    assert r.code == 1
+    assert f"-> fetch what is missing, then build the view here: vlmdata fetch gqa; vlmdata layout build " \
+           f"--layout llava --out {here}" in r.out
+    assert full.run("layout", "build", "--layout", "llava", "--out", str(here)).code == 0  # (gqa is in the store)
+    assert full.run("layout", "check", "--layout", "llava", str(here)).code == 0

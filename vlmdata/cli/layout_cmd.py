@@ -52,6 +52,12 @@ def check_cmd(
             echo(f"[{mark}] {e.path:<45} {detail}")
         n = len(result.problems)
         echo(f"\n{lay.name}: {'all good' if result.ok else f'{n} problem(s)'} in {folder}")
+        if not result.ok:
+            datasets = sorted({e.dataset for e in result.problems if e.dataset and e.status != "count_mismatch"})
+            echo(f"  -> fetch what is missing, then build the view here: vlmdata fetch {' '.join(datasets)}; "
+                 f"vlmdata layout build --layout {lay.name} --out {folder}" if datasets else
+                 "  -> the counts differ from the reference: a dataset fetched in part (`vlmdata status`) or "
+                 "files added by hand; --no-counts checks the paths only")
     if not result.ok:
         raise SystemExit(1)
 
