@@ -382,7 +382,10 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, *, 
         try:
             raw = yaml_strict.load(p.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"not valid YAML: {e}", where=where) from None
+            mark = getattr(e, "problem_mark", None)
+            at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+            what = " ".join(str(x) for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x) or str(e)
+            raise ConfigError(f"not valid YAML at {at}{what}" if at else f"not valid YAML: {what}", where=where) from None
     if not isinstance(raw, dict):
         raise ConfigError("the config must be a mapping of key: value", where=where)
     raw = dict(raw)
@@ -601,6 +604,11 @@ def _check_stage2_model(cfg: TrainConfig, where: str) -> None:
     hub_like = re.fullmatch(r"[\w.-]+/[\w.-]+", name) is not None and not Path(name.split("/")[0]).is_dir()
     if not p.exists() and hub_like:
         return  # a Hub id (a published stage-2 model): its config is checked when it is read
+    if (p / "mm_projector.bin").is_file() and not any((p / w).is_file() for w in (
+            "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")):
+        raise ConfigError(f"stage 3 needs the stage-2 model, but {p} is a stage-1 run (its projector only)",
+                          where=where, hint="point `model_name_or_path` at the stage-2 run's output_dir, or chain "
+                                            "them: vlmtrain run STAGE1.yaml STAGE2.yaml STAGE3.yaml")
     if not (p / "config.json").is_file():
         raise ConfigError(f"stage 3 needs the stage-2 model, but {p} has no config.json", where=where,
                           hint="run stage 2 first (its output_dir is the stage-3 `model_name_or_path`), "

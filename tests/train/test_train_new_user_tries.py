@@ -131,3 +131,22 @@ def test_the_advice_to_train_a_finished_run_further_works_as_written(instruct_bl
     again = run_vlmtrain(*told.split()[1:])
     assert again.code == 0, again.err
     assert max(read_metrics(tmp_path / "done")) == 3
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stage: 2\nlearning_rate: [1e-3\n")
+    r = run_vlmtrain("run", bad, "--dry-run")
+    assert r.code == 2 and f"{bad}: not valid YAML at line 3, column 1" in r.err and "unicode string" not in r.err
+
+
+def test_stage3_pointed_at_a_stage1_run_says_so(instruct_blend, tmp_path):
+    s1 = tmp_path / "s1"
+    s1.mkdir()
+    (s1 / "config.json").write_text(json.dumps({"model_type": "llava"}))
+    (s1 / "mm_projector.bin").write_bytes(b"x")
+    cfg = tiny_config(instruct_blend, tmp_path / "s3", stage=3, random_init=False, model_name_or_path=str(s1),
+                      tokenizer_train_vocab_size=None, moe_enable=True)
+    r = run_vlmtrain("run", write_config(tmp_path / "s3.yaml", cfg))
+    assert r.code == 2, r.err
+    assert f"{s1} is a stage-1 run (its projector only)" in r.err and not (tmp_path / "s3").exists()
