@@ -150,3 +150,13 @@ def test_stage3_pointed_at_a_stage1_run_says_so(instruct_blend, tmp_path):
     r = run_vlmtrain("run", write_config(tmp_path / "s3.yaml", cfg))
     assert r.code == 2, r.err
     assert f"{s1} is a stage-1 run (its projector only)" in r.err and not (tmp_path / "s3").exists()
+
+
+def test_a_tokenizer_folder_without_a_tokenizer_is_said_and_no_empty_output_dir_stays(instruct_blend, tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    cfg = tiny_config(instruct_blend, tmp_path / "out", tokenizer_train_vocab_size=None, tokenizer_name_or_path=str(model))
+    r = run_vlmtrain("run", write_config(tmp_path / "c.yaml", cfg))
+    assert r.code == 2 and f"{model} holds no tokenizer" in r.err
+    assert not (tmp_path / "out").exists()

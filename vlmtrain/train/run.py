@@ -229,6 +229,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
                           hint="pass --resume to continue that run, or choose another output_dir")
     # read now, so a file that is no stage-1 projector stops the run before anything is written
     adapter = read_pretrain_adapter(cfg.pretrain_mm_mlp_adapter) if cfg.pretrain_mm_mlp_adapter else None
+    made = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -239,12 +240,17 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
         torch.backends.cudnn.allow_tf32 = True
 
     set_seed(cfg.seed)  # random-init weights are a function of the seed: a resumed run rebuilds the same ones
-    tokenizer = load_tokenizer(cfg)
-    image_token_id = tokenizer.convert_tokens_to_ids(cfg.image_token)
-    # DeepSpeed keeps fp32 master weights itself: the model goes in as bf16. Without it the trainable
-    # parts stay fp32 under bf16 autocast and only frozen parts are cast (no master copy needed).
-    dtype = torch.bfloat16 if (cfg.bf16 and cfg.deepspeed) else torch.float32
-    built = build_model(cfg, vocab_size=len(tokenizer), image_token_id=image_token_id, dtype=dtype)
+    try:
+        tokenizer = load_tokenizer(cfg)
+        image_token_id = tokenizer.convert_tokens_to_ids(cfg.image_token)
+        # DeepSpeed keeps fp32 master weights itself: the model goes in as bf16. Without it the trainable
+        # parts stay fp32 under bf16 autocast and only frozen parts are cast (no master copy needed).
+        dtype = torch.bfloat16 if (cfg.bf16 and cfg.deepspeed) else torch.float32
+        built = build_model(cfg, vocab_size=len(tokenizer), image_token_id=image_token_id, dtype=dtype)
+    except ConfigError:
+        if made and out.is_dir() and not any(out.iterdir()):  # (no empty output_dir left by a run that never began)
+            out.rmdir()
+        raise
     model = built.model
     if adapter is not None:
         keys = load_pretrain_adapter(model, adapter)

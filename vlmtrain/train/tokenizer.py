@@ -94,6 +94,7 @@ def load_tokenizer(cfg: TrainConfig):
         from vlmtrain.model.hub_reach import require_hub_for
 
         require_hub_for(name, "the tokenizer", "tokenizer_config.json")
+        _require_tokenizer_files(name)
         try:
             tok = AutoTokenizer.from_pretrained(name, padding_side="right", trust_remote_code=cfg.trust_remote_code)
         except (OSError, ValueError) as e:
@@ -101,7 +102,8 @@ def load_tokenizer(cfg: TrainConfig):
                 raise ConfigError(f"the tokenizer {name!r} is remote code (its tokenizer_config.json names its own "
                                   "Python class)", hint="`trust_remote_code` is off by default; set "
                                   "`trust_remote_code: true` to run the publisher's tokenizer code") from None
-            raise ConfigError(f"cannot load the tokenizer {name!r}: {str(e).splitlines()[0]}",
+            said = " ".join(str(e).split())  # (transformers' message goes on over several lines)
+            raise ConfigError(f"cannot load the tokenizer {name!r}: {said[:400]}",
                               hint="check the path / Hub id and the network, or set `tokenizer_train_vocab_size` "
                                    "to train one on the dataset's text") from None
     tok.padding_side = "right"
@@ -110,6 +112,23 @@ def load_tokenizer(cfg: TrainConfig):
         tok.add_special_tokens({"additional_special_tokens": [cfg.image_token]})
     set_pad_token(tok, template)
     return tok
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json", "vocab.txt",
+                   "qwen.tiktoken")
+
+
+def _require_tokenizer_files(name: str) -> None:
+    """A local folder with none of a tokenizer's files: said so (transformers' answer blames a
+    missing sentencepiece)."""
+    import os
+    from pathlib import Path
+
+    folder = Path(os.path.expanduser(name))
+    if folder.is_dir() and not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        raise ConfigError(f"{folder} holds no tokenizer (none of {', '.join(TOKENIZER_FILES)})",
+                          hint="set `tokenizer_name_or_path` to the folder or Hub id of the model's tokenizer, or "
+                               "`tokenizer_train_vocab_size` to train one on the dataset's text")
 
 
 def set_pad_token(tok, template) -> None:
