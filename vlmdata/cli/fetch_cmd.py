@@ -124,8 +124,8 @@ def fetch_cmd(
             # (typer would turn this into a bare exit code 130 without a word)
             raise Interrupted("interrupted: finished files are placed, partial downloads are kept as .part",
                               hint="run the same command again to resume where it stopped") from None
-        if not shard:
-            _renew_views(settings, cat, root, report, built=lay)
+        if not shard:  # (the view --layout builds below, when nothing failed, is left to that build)
+            _renew_views(settings, cat, root, report, built=lay if not report.failed else None)
         if lay is not None and not report.failed:
             _build_view(settings, lay, root, report, specs, opts, shared=bool(shard))
     _summarise(settings, report)

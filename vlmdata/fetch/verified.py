@@ -245,7 +245,7 @@ class VerifiedDownloader:
         tried = 0
         unreachable = 0  # sources whose server could not be reached at all
         steady = False  # a source gave the same wrong bytes on every try
-        wasted = 0  # bytes received for downloads that did not match
+        wasted, last_mismatch = 0, ""  # bytes received for downloads that did not match; what the last one was
         for cand in candidates(name, sources, self.root, download_path=dest, mirror=self.mirror):
             if isinstance(cand, Unavailable):
                 (manual if cand.manual else problems).append(f"{cand.label}: {cand.reason}")
@@ -263,7 +263,7 @@ class VerifiedDownloader:
                     break
                 except Mismatch as e:
                     got_shas.append(e.sha256)
-                    wasted += e.transferred
+                    wasted, last_mismatch = wasted + e.transferred, f"{cand.label}: {e}"
                     if attempt > 1 and len(set(got_shas)) == 1:
                         steady = True
                         problems.append(f"{cand.label}: {e} (the same bytes on all {attempt} downloads)")
@@ -275,7 +275,7 @@ class VerifiedDownloader:
                 self.pin(key, expect, got)
                 if wasted:
                     got.transferred += wasted
-                    got.notes.append(f"{key}: {problems[-1]}; it was downloaded again ({wasted:,} bytes more) "
+                    got.notes.append(f"{key}: {last_mismatch}; it was downloaded again ({wasted:,} bytes more) "
                                      "and this download matched")
                 return got
         if not tried and unavailable:
