@@ -396,9 +396,11 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, *, 
         if isinstance(raw.get(key), str):
             raw[key] = _read_model_config(raw[key], base, where, key)
 
+    given: dict[str, str] = {}  # top key -> the --set that gave it (a wrong type is blamed on that --set)
     for text in overrides or []:
         keys, value = parse_override(text)
         top = ALIASES.get(keys[0], keys[0])
+        given[top] = text
         if len(keys) > 1 and top in ("text_config", "vision_config") and isinstance(raw.get(top), str):
             raw[top] = _read_model_config(raw[top], base, where, top)
         if len(keys) == 1 and top in ("text_config", "vision_config") and isinstance(value, str):
@@ -408,7 +410,13 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, *, 
         _apply_override(raw, keys, value, f"--set {text}")
 
     raw, notes = llava_keys(raw)
-    cfg = _build_dataclass(TrainConfig, raw, where)
+    try:
+        cfg = _build_dataclass(TrainConfig, raw, where)
+    except ConfigError as e:
+        named = re.match(r"`([^`.]+)", e.what)
+        if named is None or named.group(1) not in given:
+            raise
+        raise ConfigError(e.what, where=f"--set {given[named.group(1)]}", hint=e.hint) from None
     cfg._source = str(path) if path else None
     cfg._notes = notes
     for key in ("deepspeed", "hostfile"):

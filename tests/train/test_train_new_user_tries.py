@@ -160,3 +160,8 @@ def test_a_tokenizer_folder_without_a_tokenizer_is_said_and_no_empty_output_dir_
     r = run_vlmtrain("run", write_config(tmp_path / "c.yaml", cfg))
     assert r.code == 2 and f"{model} holds no tokenizer" in r.err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_wrong_type_given_by_set_is_blamed_on_that_set():
+    r = run_vlmtrain("run", REPO / "configs" / "tiny-cpu.yaml", "--dry-run", "--set", "learning_rate=abc")
+    assert r.code == 2 and "--set learning_rate=abc: `learning_rate` must be float" in r.err, r.err
