@@ -4,6 +4,7 @@ its CPU time and its largest RSS."""
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -153,6 +154,10 @@ class Run:
     settle_mib: float | None = None  # memory the guest reported to its host while settle() waited
     reported_mib: float | None = None  # memory the guest reported to its host during the run (None: no counter)
     free_mib: int | None = None  # MemFree when the run started (a page cache grown by earlier work shows here)
+    # This process's own peak RSS when the command started. Linux starts a spawned command's peak at
+    # its parent's (exec keeps the high-water mark of the memory it replaces), so a max_rss_mb at or
+    # below this floor is the harness's peak, not the command's.
+    rss_floor_mb: float = 0.0
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -191,6 +196,7 @@ def timed(tool: str, argv: list[str], *, prepare: Callable[[], None] | None = No
     waited = settle()
     reported, free = _reported_kib(), meminfo_kib("MemFree")
     load = os.getloadavg()[0]
+    floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     ctx = Busy() if busy else None
     if ctx:
         ctx.__enter__()
@@ -208,7 +214,7 @@ def timed(tool: str, argv: list[str], *, prepare: Callable[[], None] | None = No
     run = Run(tool, round(dt, 3), p.returncode, round(load, 2), round(usage.ru_maxrss / 1024, 1),
               round(usage.ru_utime, 2), round(usage.ru_stime, 2), settle_s=waited,
               settle_mib=_mib_between(before, reported), reported_mib=_mib_between(reported, after),
-              free_mib=None if free is None else free // 1024)
+              free_mib=None if free is None else free // 1024, rss_floor_mb=round(floor, 1))
     if p.returncode != 0:
         tail = stderr.decode(errors="replace")[-1500:]
         print(f"  {tool}: exit {p.returncode}\n{tail}", flush=True)
