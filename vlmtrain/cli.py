@@ -248,11 +248,12 @@ def generate(
 @app.command("export-moe-llava")
 def export_moe_llava(
     run_dir: Path = typer.Argument(..., help="A finished stage-3 run's output_dir."),
-    out: Path = typer.Argument(..., help="Folder to write pytorch_model.bin + config.json into."),
+    out: Path = typer.Argument(..., help="Folder to write pytorch_model.bin, config.json and the tokenizer into "
+                                         "(a new folder, or an earlier export, which is replaced whole)."),
 ) -> None:
     """Write a stage-3 model in MoE-LLaVA's checkpoint layout (its eval and serve code read it).
 
-    MoE layers become model.layers.N.mlp.deepspeed_moe.gate.wg / ...experts.deepspeed_experts.E.*, the tower model.image_tower.image_tower.*, the projector model.mm_projector.image_spatial_proj.*.
+    MoE layers become model.layers.N.mlp.deepspeed_moe.gate.wg / ...experts.deepspeed_experts.E.*, the tower model.image_tower.image_tower.*, the projector model.mm_projector.image_spatial_proj.*. The tokenizer's files go beside them (MoE-LLaVA's loader reads the tokenizer from the model's folder). Any other non-empty OUT is refused, and so is an OUT that holds the run.
 
     Examples:
       vlmtrain export-moe-llava runs/moe-llava-phi2-stage3 \\
@@ -261,17 +262,18 @@ def export_moe_llava(
     _require_training_stack()
     from vlmtrain.config import ConfigError
     from vlmtrain.generate import _run_config, load_run
-    from vlmtrain.model.moe.checkpoint_keys import write_moellava_checkpoint
+    from vlmtrain.model.moe.checkpoint_keys import check_export_target, write_moellava_checkpoint
     from vlmtrain.progress import quiet_library_bars
 
     quiet_library_bars()
     stage = _run_config(run_dir).stage  # before the weights are read
     if stage != 3:
         raise ConfigError(f"{run_dir} is a stage-{stage} run; MoE-LLaVA's layout is for stage-3 (MoE) models")
+    check_export_target(run_dir, out)
     loaded = load_run(run_dir)
     try:
         path = write_moellava_checkpoint(loaded.model, out, vision_tower=loaded.cfg.vision_tower,
-                                         image_aspect_ratio=loaded.cfg.image_aspect_ratio)
+                                         image_aspect_ratio=loaded.cfg.image_aspect_ratio, tokenizer=loaded.tokenizer)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     typer.echo(str(path))

@@ -121,6 +121,19 @@ def test_save_load_generate_and_moellava_keys(stage2, vlmtrain, tmp_path):
     assert "model.layers.2.mlp.deepspeed_moe.experts.deepspeed_experts.3.fc2.bias" in state
     assert "model.layers.1.mlp.fc1.weight" in state and "model.mm_projector.image_spatial_proj.2.weight" in state
     assert not any(k.startswith("model.language_model") or ".router." in k for k in state)
+    # MoE-LLaVA's loader reads the tokenizer from the model's folder: it is written beside the weights.
+    from transformers import AutoTokenizer
+
+    theirs = AutoTokenizer.from_pretrained(str(tmp_path / "s3" / "moe-llava"))
+    assert theirs.get_vocab() == run.tokenizer.get_vocab()
+    # The command writes the same; run again, it replaces its earlier export whole.
+    for _ in range(2):
+        r = vlmtrain("export-moe-llava", tmp_path / "s3", tmp_path / "export")
+        assert r.code == 0, r.err
+    assert (tmp_path / "export" / "config.json").read_bytes() == (tmp_path / "s3" / "moe-llava" / "config.json").read_bytes()
+    assert AutoTokenizer.from_pretrained(str(tmp_path / "export")).get_vocab() == run.tokenizer.get_vocab()
+    assert torch.load(tmp_path / "export" / "pytorch_model.bin", weights_only=True).keys() == state.keys()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary folder left
     ds_layer = pytest.importorskip("deepspeed.moe.layer")
     ours = moe_blocks(run.model)[0][1]
     ds = ds_layer.MoE(64, expert=copy.deepcopy(ours.experts[0]), num_experts=4, ep_size=1, k=2,

@@ -122,3 +122,27 @@ def test_export_moe_llava_of_a_stage2_run_says_so_before_reading_weights(tmp_pat
     r = run_vlmtrain("export-moe-llava", run, tmp_path / "out")
     assert r.code == 2 and "is a stage-2 run; MoE-LLaVA's layout is for stage-3" in r.err
     assert not (tmp_path / "out").exists()
+
+
+def test_export_moe_llava_refuses_a_target_that_would_lose_something(tmp_path):
+    """Found by trying: OUT was written into whatever it named, the run's own folder included (its
+    config.json replaced by MoE-LLaVA's). Now OUT is replaced whole, so one that holds the run, a file
+    or someone else's folder is refused before any weights are read."""
+    from vlmtrain.config import load_config
+
+    run = tmp_path / "runs" / "stage3"
+    run.mkdir(parents=True)
+    cfg = load_config(REPO / "configs" / "tiny-moe-cpu-stage3.yaml")
+    (run / "vlmtrain_config.json").write_text(json.dumps(cfg.to_dict(), default=str))  # no weights at all
+    (run / "config.json").write_text('{"ours": true}')
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "todo.txt").write_text("keep me")
+    (tmp_path / "a-file").write_text("keep me too")
+    for out, words in [(run, "holds the run"), (tmp_path / "runs", "holds the run"),
+                       (other, "not empty and holds no earlier MoE-LLaVA export"), (tmp_path / "a-file", "is a file")]:
+        r = run_vlmtrain("export-moe-llava", run, out)
+        assert r.code == 2 and words in r.err and "nothing was written" in r.err, (out, r.err)
+    assert (run / "config.json").read_text() == '{"ours": true}'
+    assert (other / "todo.txt").read_text() == "keep me" and (tmp_path / "a-file").read_text() == "keep me too"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "notes", "runs"]  # no temporary folder left

@@ -327,7 +327,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
             from vlmtrain.model.moe.checkpoint_keys import write_moellava_checkpoint
 
             write_moellava_checkpoint(trainer.accelerator.unwrap_model(trainer.model), out / "moe-llava",
-                                      vision_tower=cfg.vision_tower, image_aspect_ratio=cfg.image_aspect_ratio)
+                                      vision_tower=cfg.vision_tower, image_aspect_ratio=cfg.image_aspect_ratio,
+                                      tokenizer=tokenizer)
         from vlmtrain.train.chain import mark_done
 
         mark_done(cfg, trainer.state.global_step)

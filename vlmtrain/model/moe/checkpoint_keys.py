@@ -105,18 +105,57 @@ def moellava_config(model, vision_tower: str | None, image_aspect_ratio: str) ->
     return out
 
 
+def is_moellava_export(folder: Path) -> bool:
+    """Whether ``folder`` holds an earlier export: config.json naming a MoELLaVA architecture, and the weights."""
+    try:
+        arch = json.loads((folder / "config.json").read_text()).get("architectures") or [""]
+    except (OSError, ValueError, AttributeError):
+        return False
+    return str(arch[0]).startswith("MoELLaVA") and (folder / "pytorch_model.bin").is_file()
+
+
+def check_export_target(run_dir: Path, out: Path) -> None:
+    """A ConfigError, before any weights are read, when writing ``out`` would lose something: ``out``
+    is a file, is the run or holds it (replacing it whole would delete the run), or is a non-empty
+    folder other than an earlier export."""
+    from vlmtrain.config import ConfigError
+
+    run, target = Path(run_dir).resolve(), Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file, not a folder; nothing was written",
+                          hint="give a folder path for the export (it is created)")
+    if target == run or target in run.parents:
+        raise ConfigError(f"{out} holds the run {run_dir}: the export replaces its folder whole; nothing was written",
+                          hint=f"give a new folder, e.g. {Path(run_dir) / 'moe-llava'} or one beside the run")
+    if out.is_dir() and any(out.iterdir()) and not is_moellava_export(out):
+        raise ConfigError(f"{out} is a folder that is not empty and holds no earlier MoE-LLaVA export; nothing was written",
+                          hint="give a new folder (it is created), or an earlier `vlmtrain export-moe-llava` "
+                               "output to replace it")
+
+
 def write_moellava_checkpoint(model, out_dir: str | Path, *, vision_tower: str | None,
-                              image_aspect_ratio: str = "pad") -> Path:
-    """``out_dir/pytorch_model.bin`` + ``config.json`` in MoE-LLaVA's names. Returns the weights file."""
-    from vlmdata.atomic import write_bytes
-    import io
+                              image_aspect_ratio: str = "pad", tokenizer=None) -> Path:
+    """``out_dir/pytorch_model.bin`` + ``config.json`` in MoE-LLaVA's names, and the tokenizer's files
+    (MoE-LLaVA's loader reads the tokenizer from the model's folder). Returns the weights file.
+
+    Written into a folder beside ``out_dir`` and renamed into place, replacing an earlier one whole:
+    weights from one run next to the config or tokenizer of another cannot happen, even when killed."""
+    import shutil
+
+    from vlmdata.atomic import atomic_open, replace_dir, temp_dir_beside, write_text
 
     config = moellava_config(model, vision_tower, image_aspect_ratio)
     state = moellava_state_dict(model.state_dict(), model.config.text_config.model_type)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    write_bytes(out / "pytorch_model.bin", buf.getvalue())
-    write_bytes(out / "config.json", (json.dumps(config, indent=2, default=str) + "\n").encode())
+    tmp = temp_dir_beside(out)
+    try:
+        with atomic_open(tmp / "pytorch_model.bin") as fh:  # (fsynced: the folder is renamed into place next)
+            torch.save(state, fh)
+        write_text(tmp / "config.json", json.dumps(config, indent=2, default=str) + "\n")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out / "pytorch_model.bin"
