@@ -165,3 +165,19 @@ def test_a_tokenizer_folder_without_a_tokenizer_is_said_and_no_empty_output_dir_
 def test_a_wrong_type_given_by_set_is_blamed_on_that_set():
     r = run_vlmtrain("run", REPO / "configs" / "tiny-cpu.yaml", "--dry-run", "--set", "learning_rate=abc")
     assert r.code == 2 and "--set learning_rate=abc: `learning_rate` must be float" in r.err, r.err
+
+
+def test_training_a_finished_run_further_moves_the_weights_on_its_first_new_step(instruct_blend, make_config, tmp_path):
+    """Found by trying: the first step after raising max_steps on a finished cosine run ran at the old
+    schedule's last learning rate, 0 (the optimizer's saved lr), and changed nothing; the log said
+    otherwise. It now runs at the new schedule's rate for that step."""
+    from safetensors.torch import load_file
+
+    cfg = make_config(instruct_blend, "further", max_steps=2, save_steps=1, save_total_limit=10)
+    assert run_vlmtrain("run", cfg).code == 0
+    r = run_vlmtrain("run", cfg, "--set", "max_steps=4", "--resume")
+    assert r.code == 0, r.err
+    out = tmp_path / "further"
+    w = {k: load_file(out / f"checkpoint-{k}" / "model.safetensors") for k in (1, 2, 3)}
+    moved = {k: sorted(name for name in w[k] if not w[k][name].equal(w[k - 1][name])) for k in (2, 3)}
+    assert moved[3] == moved[2] and moved[2], moved  # every trained tensor moved, as in the step before

@@ -226,6 +226,11 @@ class VlmTrainer(Trainer):
         model.config.save_pretrained(output_dir)
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None:
+            lr_from_this_schedule(self.optimizer, self.lr_scheduler)
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         ckpt = Path(resume_from_checkpoint)
         target = self.accelerator.unwrap_model(model or self.model)
@@ -253,6 +258,21 @@ class VlmTrainer(Trainer):
             target.load_state_dict(renamed, strict=False)
             return
         return super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+
+def lr_from_this_schedule(optimizer, scheduler) -> None:
+    """After a resume, give each parameter group the rate this run's schedule has at the step reached.
+
+    The optimizer's saved state carries the rate the checkpoint's schedule had reached, and the next
+    step runs at it before the scheduler steps again. Resuming with the same schedule this sets the
+    same numbers; with a longer one (max_steps raised to train a finished run further) the first new
+    step ran at the old schedule's end, 0 for cosine and linear, and moved nothing."""
+    if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        return
+    lrs = [base * fn(scheduler.last_epoch) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    for group, lr in zip(optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler._last_lr = lrs
 
 
 class MoeWindow:
