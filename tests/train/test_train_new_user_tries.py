@@ -169,8 +169,8 @@ def test_a_wrong_type_given_by_set_is_blamed_on_that_set():
 
 def test_training_a_finished_run_further_moves_the_weights_on_its_first_new_step(instruct_blend, make_config, tmp_path):
     """Found by trying: the first step after raising max_steps on a finished cosine run ran at the old
-    schedule's last learning rate, 0 (the optimizer's saved lr), and changed nothing; the log said
-    otherwise. It now runs at the new schedule's rate for that step."""
+    schedule's last learning rate, 0 (the optimizer's saved lr), and changed nothing. It now runs at
+    the new schedule's rate for that step."""
     from safetensors.torch import load_file
 
     cfg = make_config(instruct_blend, "further", max_steps=2, save_steps=1, save_total_limit=10)
