@@ -1,7 +1,8 @@
 """What a run prints while it works: readable log lines, and progress bars only on a terminal.
 
 - One line per logging step (``step 3/24  loss 5.959  grad 0.585  lr 9.83e-03  1,243 tok/s ...``)
-  instead of the dict Trainer prints, and one summary line at the end.
+  instead of the dict Trainer prints, and one summary line at the end. Stage 3's per-layer MoE
+  scalars are summed up in three numbers there; metrics.jsonl keeps every one.
 - A progress bar redraws itself with carriage returns; in a file or a CI log every redraw is a
   line of noise. Off a terminal, bars (ours, transformers', datasets', the Hub's) are replaced by a
   line at each tenth of the work, or switched off for short ones.
@@ -141,8 +142,31 @@ def format_step(logs: dict[str, Any], step: int, max_steps: int) -> str:
     logs.pop("model_tflops_per_s", None)  # in metrics.jsonl; MFU says it better here
     if isinstance(logs.get("epoch"), (int, float)):
         parts.append(f"epoch {logs.pop('epoch'):.2f}")
+    parts += _moe_summary(logs)
     parts += [f"{k} {_num(v) if isinstance(v, float) else v}" for k, v in logs.items()]
     return "  ".join(parts)
+
+
+def _moe_summary(logs: dict[str, Any]) -> list[str]:
+    """Stage 3's per-layer MoE scalars (6 per MoE layer: 96 for MoE-LLaVA's phi-2, a line of thousands
+    of characters) as three numbers: the aux loss, the share of routes dropped, and the busiest expert's
+    share of its layer's routes beside an even split. Popped from ``logs``; metrics.jsonl keeps them all."""
+    loads: dict[tuple[str, int], float] = {}
+    for key in [k for k in logs if k.startswith("moe/L")]:
+        value = logs.pop(key)
+        layer, _, name = key[len("moe/L"):].partition("/")
+        if name.startswith("load_e") and isinstance(value, (int, float)):
+            loads[(layer, int(name[len("load_e"):]))] = float(value)
+    parts = []
+    if isinstance(logs.get("moe/aux_loss"), (int, float)):
+        parts.append(f"moe aux {_num(logs.pop('moe/aux_loss'))}")
+    if isinstance(logs.get("moe/dropped"), (int, float)):
+        parts.append(f"dropped {100 * logs.pop('moe/dropped'):.1f}%")
+    if loads:
+        (layer, expert), share = max(loads.items(), key=lambda kv: kv[1])
+        experts = 1 + max(e for _, e in loads)
+        parts.append(f"busiest L{layer}/e{expert} {100 * share:.0f}% (even {100 / experts:.0f}%)")
+    return parts
 
 
 class StepLog(TrainerCallback):

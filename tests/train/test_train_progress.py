@@ -26,6 +26,14 @@ def test_format_step():
     assert line == "step 3/24  loss 5.9591  grad 0.585  lr 9.83e-03  1,243 tok/s  25.2 samples/s  MFU 41.2%  epoch 1.00"
     assert format_step({"train_runtime": 4.887, "train_samples_per_second": 19.65, "train_steps_per_second": 4.9,
                         "train_loss": 5.908, "epoch": 8.0}, 24, 24) == "finished at step 24 (4.9 s in this run), mean loss 5.908"
+    # stage 3: six scalars per MoE layer in metrics.jsonl; the line says three things
+    moe = {"loss": 2.0, "moe/aux_loss": 0.0213, "moe/dropped": 0.0125}
+    for layer in range(0, 32, 2):
+        moe |= {f"moe/L{layer}/aux": 0.001, f"moe/L{layer}/dropped": 0.01,
+                **{f"moe/L{layer}/load_e{j}": 0.25 for j in range(4)}}
+    moe["moe/L6/load_e2"], moe["moe/L6/load_e0"] = 0.41, 0.09
+    assert format_step(moe, 5, 10) == "step 5/10  loss 2.0000  moe aux 0.0213  dropped 1.2%  busiest L6/e2 41% (even 25%)"
+    assert len(moe) == 3 + 16 * 6  # (the caller's dict is left whole: metrics.jsonl writes it)
 
 
 def test_long_passes_log_tenths_off_a_terminal(caplog):
