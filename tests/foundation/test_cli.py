@@ -50,6 +50,17 @@ def test_root_that_is_a_file_exits_2(cli, tmp_path):
         assert "is a file" in r.err
 
 
+def test_an_empty_root_is_refused_not_taken_for_the_current_folder(cli, tmp_path, monkeypatch):
+    """`--root "$DATA"` with DATA unset: click made "" the current folder, and a fetch filled it."""
+    monkeypatch.chdir(tmp_path)
+    for args in (["status", "--root", ""], ["--root", "", "status"], ["plan", "coco", "--root", " "],
+                 ["layout", "build", "--layout", "llava", "--root", ""]):  # (the last one: through typer)
+        r = cli(*args)
+        assert r.code == 2, (args, r.err)
+        assert "--root is empty (a shell variable that is not set?)" in r.err, (args, r.err)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_root_that_cannot_be_created_exits_2(cli, tmp_path):
     f = tmp_path / "afile"
     f.write_text("x")

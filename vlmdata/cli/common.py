@@ -47,8 +47,10 @@ def json_error(err: dict[str, Any]) -> None:
 
 # name -> (declaration, annotation), in the order of the settings they resolve to
 COMMON: dict[str, tuple[Param, str]] = {
+    # (a str, made a Path in _resolve: click turns "" into Path('.'), and `--root "$UNSET"` must not
+    # become the current folder)
     "root": (Option(None, "--root", envvar="VLMDATA_ROOT", help="Data root (the store). Default ./data.",
-                    show_default=False), "Optional[Path]"),
+                    show_default=False, metavar="<path>"), "Optional[str]"),
     "manifests": (Option(None, "--manifests", envvar="VLMDATA_MANIFESTS",
                          help="Extra folder of datasets/layouts/blends TOMLs (adds to or overrides shipped ones)."),
                   "Optional[str]"),
@@ -76,7 +78,7 @@ def print_version(value: bool) -> None:
 
 
 def global_callback(
-    root: Optional[Path] = COMMON["root"][0],
+    root: Optional[str] = COMMON["root"][0],
     manifests: Optional[str] = COMMON["manifests"][0],
     mirror: Optional[str] = COMMON["mirror"][0],
     hf_endpoint: Optional[str] = COMMON["hf_endpoint"][0],
@@ -96,7 +98,7 @@ def _resolve(base: Settings | None, root, manifests, mirror, hf_endpoint, json_o
 
     base = base if base is not None else Settings()
     return Settings(
-        root=Path(root) if root is not None else base.root,
+        root=_root(root) if root is not None else base.root,
         manifests=_manifest_dirs(manifests) if manifests else list(base.manifests),
         mirror=mirror if mirror is not None else base.mirror,
         hf_endpoint=hf_endpoint if hf_endpoint is not None else base.hf_endpoint,
@@ -104,6 +106,15 @@ def _resolve(base: Settings | None, root, manifests, mirror, hf_endpoint, json_o
         verbose=max(verbose, base.verbose),
         quiet=quiet or base.quiet,
     )
+
+
+def _root(value: str) -> Path:
+    if not value.strip():
+        from vlmdata.errors import UserError
+
+        raise UserError("--root is empty (a shell variable that is not set?); nothing was read or written",
+                        hint="give the data root's folder, e.g. --root ./data, or leave --root out for ./data")
+    return Path(value)
 
 
 def _manifest_dirs(value: str) -> list[str]:
