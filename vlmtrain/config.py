@@ -497,6 +497,8 @@ def validate(cfg: TrainConfig, where: str = "config") -> None:
         fail("`mm_use_im_start_end` / `mm_use_im_patch_token` are LLaVA-v0 options that v1.5 turns off; vlmtrain does not build them")
     if cfg.bf16 and cfg.fp16:
         fail("`bf16` and `fp16` are both on; choose one")
+    if not str(cfg.output_dir).strip():  # (`--set output_dir=$OUT` with OUT unset: the current folder)
+        fail("`output_dir` is empty (a shell variable that is not set?)", "give the folder the run writes, e.g. runs/my-run")
     if not (cfg.model_name_or_path or cfg.text_config):
         fail("no LLM: set `model_name_or_path` (local path or Hub id) or `text_config` with `random_init: true`")
     if cfg.random_init and not cfg.text_config and not cfg.model_name_or_path:

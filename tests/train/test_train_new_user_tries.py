@@ -181,3 +181,10 @@ def test_training_a_finished_run_further_moves_the_weights_on_its_first_new_step
     w = {k: load_file(out / f"checkpoint-{k}" / "model.safetensors") for k in (1, 2, 3)}
     moved = {k: sorted(name for name in w[k] if not w[k][name].equal(w[k - 1][name])) for k in (2, 3)}
     assert moved[3] == moved[2] and moved[2], moved  # every trained tensor moved, as in the step before
+
+
+def test_an_empty_output_dir_is_refused_not_taken_for_the_current_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = run_vlmtrain("run", REPO / "configs" / "tiny-cpu.yaml", "--dry-run", "--set", "output_dir=")
+    assert r.code == 2 and "`output_dir` is empty (a shell variable that is not set?)" in r.err, r.err
+    assert list(tmp_path.iterdir()) == []
