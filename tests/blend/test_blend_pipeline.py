@@ -1,4 +1,7 @@
-"""blend: determinism, sampling, image checks, strictness, parallel reading, atomic output."""
+"""blend: determinism, sampling, image checks, strictness, parallel reading, atomic output.
+
+One file of ~480 lines: these tests share the module's input writers and recipe helpers, and each
+section is short; by theme they would be six files importing the same fixtures."""
 from __future__ import annotations
 
 import json

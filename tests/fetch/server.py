@@ -14,6 +14,9 @@ Faults (``server.fault(path, Fault(...))``), applied to the next ``times`` match
 - ``throttle``: send at most ``rate`` bytes/s on this connection.
 Counters: ``bytes_sent[path]`` (body bytes), ``requests`` (method, path, Range header) and
 ``max_in_flight`` (the most response bodies sent at once).
+
+Why one file of ~440 lines: one handler class answers the mirror, the hub and the CDN, and every
+fault applies to all three through the same send path.
 """
 from __future__ import annotations
 

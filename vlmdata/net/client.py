@@ -22,6 +22,9 @@ Whatever fails below a status line (the name does not resolve, the connection is
 a timeout, a malformed answer, a certificate) is raised as ``RequestError`` from the original, so
 vlmdata.net.retry can tell what another try may fix. The connect timeout bounds the connecting; the
 read timeout bounds each wait for bytes after it (the socket's own timeout, which a splice obeys too).
+
+Why one file of ~400 lines: the pool, the redirect loop, the proxy tunnel and the credentials all act on
+one request's connection and its headers; split, each part would take the others' state as arguments.
 """
 from __future__ import annotations
 
