@@ -6,7 +6,7 @@ wait inside it is bounded (sleeps are short and capped), so no test can hang on 
 
 Faults (``server.fault(path, Fault(...))``), applied to the next ``times`` matching requests:
 - ``status``: answer ``status`` (500, 503, 429 with ``retry_after``...) with no body;
-- ``drop``: send the headers and ``after`` body bytes, then cut the connection;
+- ``drop``: send the headers and ``after`` body bytes (or ``share`` of the body), then cut the connection;
 - ``wrong``: serve the right length with some bytes changed;
 - ``norange``: ignore ``Range`` (always 200 with the whole file);
 - ``slow``: wait ``delay`` seconds before answering;
@@ -44,6 +44,7 @@ class Fault:
     status: int = 500
     retry_after: str | None = None
     after: int = 0  # drop: body bytes sent before the cut
+    share: float = 0.0  # drop: when set, the share of each response's body sent before the cut (not ``after``)
     delay: float = 0.0  # slow, stall: seconds
     rate: int = 0  # throttle: bytes per second per connection
     methods: tuple[str, ...] = ("GET",)
@@ -187,6 +188,7 @@ class _Handler(BaseHTTPRequestHandler):
         t0 = time.monotonic()
         pos = start
         drop = kinds.get("drop")
+        cut_at = None if drop is None else int((end - start) * drop.share) if drop.share else drop.after
         wrong = "wrong" in kinds
         rate = kinds["throttle"].rate if "throttle" in kinds else owner.throttle.get(path, owner.default_throttle)
         stall = kinds.get("stall")
@@ -201,8 +203,8 @@ class _Handler(BaseHTTPRequestHandler):
                 block, stall = block[cut:], None
             if wrong:
                 block = bytes(b ^ 0x5A for b in block[:16]) + block[16:]
-            if drop is not None and sent + len(block) > drop.after:
-                block = block[: max(0, drop.after - sent)]
+            if cut_at is not None and sent + len(block) > cut_at:
+                block = block[: max(0, cut_at - sent)]
                 self._write(path, block)
                 self.close_connection = True
                 try:

@@ -321,6 +321,28 @@ def test_no_validator_resumes_when_the_size_matches_and_says_so(files_server, bl
     assert len(got.notes) == 1 and "no ETag or Last-Modified" in got.notes[0] and "size" in got.notes[0]
 
 
+def test_a_download_that_starts_over_and_is_cut_each_time_gives_up(files_server, blob, tmp_path):
+    """Found by trying: a server without validators that cuts every response after a third of its
+    body. Each try's size probe (bytes=0-0) got nothing, so the try fell back to the whole file from
+    byte 0 and received a third of it; bytes received restarted the count of tries, for ever (294 MB
+    for a 3 MB file in 120 s). Only bytes kept beyond any earlier try's count as progress now."""
+    files_server.validators = False
+    files_server.fault("f.bin", Fault("drop", times=-1, share=1 / 3))
+    with pytest.raises(SourceFailed, match="gave up after 5 tries"):
+        engine(connections=4, min_split=4 << 20).download(f"{files_server.url}/f.bin", tmp_path / "f.bin",
+                                                          weak_resume=False)
+    assert files_server.count("f.bin") == 10  # (a probe and a GET per try)
+
+
+def test_a_download_that_keeps_more_on_each_try_is_not_given_up(files_server, blob, tmp_path):
+    """The other side of the rule: cut eight times (more than the 5 tries), but each try resumes and
+    keeps 256 KiB more, so it finishes."""
+    files_server.fault("f.bin", Fault("drop", times=8, after=256 << 10))
+    dest = tmp_path / "f.bin"
+    engine().download(f"{files_server.url}/f.bin", dest)
+    assert dest.read_bytes() == blob and files_server.count("f.bin") == 9
+
+
 def test_no_validator_and_another_size_starts_over(files_server, blob, tmp_path):
     files_server.validators = False
     files_server.fault("f.bin", Fault("drop", times=1, after=1 << 20))

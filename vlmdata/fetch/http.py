@@ -164,10 +164,18 @@ class HttpEngine:
     # ------------------------------------------------------------------ tries
     def _attempts(self, url: str, dest: Path, part: Path, spath: Path, headers: dict[str, str],
                   size_hint: int | None, md5: bool, progress: ProgressFn) -> Fetched:
-        """One download, tried again (resuming) after each transient failure; bytes received restart the count."""
+        """One download, tried again (resuming) after each transient failure; bytes kept restart the count."""
         transferred = [0]
         start_bytes = partial_progress(dest)
         notes: list[str] = []
+        kept = [start_bytes]
+
+        def most_kept() -> int:
+            # A try got somewhere when it left more of the file on disk than any try before it. Bytes
+            # received do not say so: a download that starts over each time (no validator to resume
+            # on) and is cut at the same point received bytes on every try, and was retried forever.
+            kept[0] = max(kept[0], partial_progress(dest))
+            return kept[0]
 
         def counted(n: int) -> None:
             transferred[0] += n
@@ -185,7 +193,7 @@ class HttpEngine:
             return Fetched(dest, d, transferred[0], start_bytes, conns, notes)
 
         try:
-            return retry(attempt, self.retry, wait=self.wait, progress=lambda: transferred[0])
+            return retry(attempt, self.retry, wait=self.wait, progress=most_kept)
         except GaveUp as e:
             if e.unreachable:
                 raise SourceFailed(f"{shown(url)}: {e.last}", unreachable=True) from None
