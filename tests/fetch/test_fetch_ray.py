@@ -193,3 +193,19 @@ def test_ray_not_installed_says_how_to_install_it(demo, origin, tmp_path, monkey
 def test_a_bad_address_is_refused_with_the_right_forms(demo, origin, tmp_path):
     r = run_vlmdata(*_args(demo, origin, tmp_path / "root", "--ray", "coco"))
     assert r.code == 2 and "not a Ray cluster address" in r.err and "vlmdata fetch --ray auto coco" in r.err
+
+
+def test_a_head_address_where_nothing_listens_fails_at_once(demo, origin, tmp_path):
+    """Found by trying: ray.init given a HOST:PORT with nothing behind it waited for minutes and
+    ignored Ctrl-C and SIGTERM; a probe of the port says so first."""
+    pytest.importorskip("ray")
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    r = run_vlmdata(*_args(demo, origin, tmp_path / "root", "--ray", f"127.0.0.1:{port}"))
+    assert r.code == 1, r.err
+    assert f"cannot reach the Ray cluster at 127.0.0.1:{port}: the connection was refused" in r.err
+    assert "ray start --head" in r.err and time.monotonic() - t0 < 30

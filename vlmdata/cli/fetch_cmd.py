@@ -38,7 +38,7 @@ def fetch_cmd(
     dry_run: bool = Option(False, "--dry-run", "-n", help="Only say what would be fetched (the same as `vlmdata plan`)."),
     ray: Optional[str] = Option(None, "--ray", metavar="ADDRESS",
                                 help="Run the fetch's tasks on the nodes of a Ray cluster: auto (the cluster this "
-                                     "machine joined), HOST:PORT or ray://HOST:PORT. --root must be on a "
+                                     "machine joined), HOST:PORT, ray://HOST:PORT, or local (a one-machine Ray). --root must be on a "
                                      "filesystem every node mounts at the same path. Needs vlmdata[ray]."),
     shard: Optional[str] = Option(None, "--shard", metavar="I/N",
                                   help="Only share I of N (0 <= I < N) of the fetch's tasks: N processes given "

@@ -199,8 +199,31 @@ class RayExecutor:
             return TaskResult(task.key, task.kind, task.spec.key, out, "?")
 
 
+PROBE_SECONDS = 5.0
+
+
+def _probe(address: str) -> None:
+    """An OperationError at once when nothing answers at a HOST:PORT address. ray.init given a head
+    that does not listen retries for many minutes and ignores SIGINT and SIGTERM meanwhile (found by
+    a new-user try: still waiting after 521 s, stopped only by SIGKILL)."""
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=PROBE_SECONDS).close()
+    except OSError as e:
+        why = "the connection was refused (nothing listens there)" if isinstance(e, ConnectionRefusedError) \
+            else f"no answer in {PROBE_SECONDS:.0f} s" if isinstance(e, TimeoutError) else (e.strerror or str(e))
+        raise OperationError(f"cannot reach the Ray cluster at {address}: {why}",
+                             hint="start it first (`ray start --head` on one machine, `ray start --address=HEAD:6379` "
+                                  "on the others; docs/distributed.md), or check the address") from None
+
+
 def connect(ray: Any, address: str) -> None:
     """Join the cluster as its driver (``local``: start a one-machine Ray here)."""
+    _probe(address)
     kw: dict[str, Any] = {"include_dashboard": False} if address == "local" else {"address": address}
     try:
         ray.init(logging_level="ERROR", log_to_driver=False, **kw)
