@@ -66,6 +66,37 @@ class Interrupted(VlmdataError):
 
 JsonError = Callable[[dict[str, Any]], None]
 
+_TERMINATED = [False]  # a SIGTERM arrived (stop_on_sigterm): the exit code is 143, not Ctrl-C's 130
+
+
+def stop_on_sigterm() -> None:
+    """From now on SIGTERM (a batch scheduler's stop or time limit, `kill`) stops the command as Ctrl-C
+    does: the main thread gets a KeyboardInterrupt, so the same clean-up runs (downloads kept as .part,
+    claims on a shared root given back, the message, the --json document), and run_app exits 143.
+    Python's default ended the process where it stood, leaving claims that held other machines back."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        _TERMINATED[0] = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+    # Forked workers (extraction, blend scans) keep the default: a pool that ends its workers with
+    # SIGTERM must see them end, not turn it into an exception a worker loop catches and survives.
+    os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+
+
+def _stop_code() -> int:
+    return 128 + 15 if _TERMINATED[0] else 130
+
+
+def _stop_words(text: str) -> str:
+    """``interrupted: what was kept`` (Ctrl-C's words) as ``stopped by SIGTERM; what was kept``."""
+    if not _TERMINATED[0]:
+        return text
+    rest = text.removeprefix("interrupted").lstrip(":; ")
+    return "stopped by SIGTERM" + (f"; {rest}" if rest else "")
+
 
 # What the system says when a folder is not the user's to write, or a disk is full: no bug, and a
 # traceback would hide the one line that matters (the path). Exit code and advice per errno.
@@ -124,16 +155,19 @@ def run_app(invoke: Callable[[], Any], *, interrupted: str,
         rc = invoke()
         if rc == 130 and explain_interrupt:
             # typer turns a Ctrl-C that no command handled into a silent exit code 130
-            _say(interrupted)
-            fail(130, "interrupted", hint=interrupted)
+            _say(_stop_words(interrupted))
+            fail(_stop_code(), _stop_words("interrupted"), hint=interrupted)
         if isinstance(rc, int) and rc:
             sys.exit(rc)
+    except Interrupted as e:
+        _say(_stop_words(e.render()))
+        fail(_stop_code(), _stop_words(e.what), where=e.where, hint=e.hint)
     except VlmdataError as e:
-        _say(e.render() if isinstance(e, Interrupted) else f"error: {e.render()}")
+        _say(f"error: {e.render()}")
         fail(e.exit_code, e.what, where=e.where, hint=e.hint)
     except KeyboardInterrupt:
-        _say(interrupted)
-        fail(130, "interrupted", hint=interrupted)
+        _say(_stop_words(interrupted))
+        fail(_stop_code(), _stop_words("interrupted"), hint=interrupted)
     except BrokenPipeError:
         if not _reader_gone():
             raise

@@ -96,6 +96,26 @@ def test_ctrl_c_stops_cleanly_and_resumes(big, manifests, files_server, root, cl
     assert (root / "t/big.bin").read_bytes() == big
 
 
+def test_sigterm_stops_as_ctrl_c_does_and_gives_its_claims_back(big, manifests, files_server, root, cli):
+    """Found by trying: SLURM's scancel and time limits send SIGTERM, which ended the process where it
+    stood: no message, no --json document, and its claim left on a root other machines share."""
+    files_server.default_throttle = 1 << 20
+    part = part_path(Root(root).download_path("t", "big.bin"))
+    proc = start_fetch(*args(manifests, root, "--connections", "1", "--json"))
+    try:
+        wait_for(lambda: part.exists() and part.stat().st_size >= 1 << 20, what="1 MiB in the .part")
+    finally:
+        out, err = kill(proc, signal.SIGTERM)
+    assert proc.returncode == 143, err
+    assert "stopped by SIGTERM; finished files are placed, partial downloads are kept as .part" in err
+    assert "Traceback" not in err and json.loads(out)["exit_code"] == 143
+    assert part.exists() and list((root / ".vlmdata" / "claims").glob("*.claim")) == []
+    files_server.default_throttle = 0
+    r = cli(*args(manifests, root))
+    assert r.code == 0, r.err
+    assert (root / "t/big.bin").read_bytes() == big
+
+
 def test_two_fetches_on_one_root_share_it_and_the_second_takes_over_from_a_killed_first(big, manifests, files_server,
                                                                                            root, cli):
     """Fetches share a root (each file is claimed): the second waits for the file the first is on;

@@ -207,6 +207,9 @@ def console() -> NoReturn:
     (logging's flush, finalizers such as temporary folders' removal, pools' joins, Ray's
     shutdown) and stdout/stderr are flushed. Tests call ``main()`` in their own process instead.
     """
+    from vlmdata.errors import stop_on_sigterm
+
+    stop_on_sigterm()  # (here, not in main(): the tests run main() in their own process)
     try:
         main()
         code: object = 0
