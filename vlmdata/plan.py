@@ -78,8 +78,9 @@ def first_source(spec: FileSpec, mirror_base: str | None, hf_endpoint: str | Non
 
 
 def plan_files(root: Root, specs: list[FileSpec], *, mirror_base: str | None = None,
-               hf_endpoint: str | None = None, wanted_tag: str | None = None) -> Plan:
-    """``wanted_tag``: the digest of --only-referenced-by's names; archives are then placed in part."""
+               hf_endpoint: str | None = None, wanted_tag: str | None = None, refetch: bool = False) -> Plan:
+    """``wanted_tag``: the digest of --only-referenced-by's names; archives are then placed in part.
+    ``refetch``: what is placed is fetched again, so it counts as missing (with its bytes)."""
     entries = Journal(root.state_dir).entries()
     plan = Plan(free_bytes=root.free_bytes())
     for spec in specs:
@@ -89,7 +90,7 @@ def plan_files(root: Root, specs: list[FileSpec], *, mirror_base: str | None = N
 
             size = repo_disk_bytes(root, spec, entries)
             size = spec.download_bytes if size is None else size
-        placed = satisfied(root, entries, spec, wanted_tag)
+        placed = not refetch and satisfied(root, entries, spec, wanted_tag)
         partial = 0 if placed else partial_bytes(root, spec)
         subset = wanted_tag is not None and spec.place.kind == "extract"
         if placed:

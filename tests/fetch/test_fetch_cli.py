@@ -295,3 +295,17 @@ def test_signed_link_query_never_shows(cli, manifests, files_server, root):
     assert "SECRETSIG" not in r.out + r.err
     assert "SECRETSIG" not in (root / ".vlmdata/journal.json").read_text()
     assert "SECRETSIG" not in (root / "vlmdata.lock").read_text()
+
+
+def test_a_refetch_announces_the_bytes_it_downloads_again(cli, manifests, files_server, root):
+    """Found by trying: `fetch --refetch` said "(0 B to download)" and then downloaded everything."""
+    data = os.urandom(40_000)
+    (files_server.folder / "f.bin").write_bytes(data)
+    manifests.dataset("t", file_toml("f.bin", size=len(data), sources=[http(f"{files_server.url}/f.bin")],
+                                     place='{ kind = "file", to = "t/f.bin" }'))
+    args = ["fetch", "t", "--manifests", str(manifests.folder), "--root", str(root)]
+    assert cli(*args).code == 0
+    r = cli(*args, "--refetch")
+    assert r.code == 0 and "fetching 1 of 1 file(s)" in r.err and "(40.0 kB to download)" in r.err, r.err
+    plan = cli(*args, "--refetch", "--dry-run", "--json").json()
+    assert plan["items"][0]["state"] == "missing" and plan["items"][0]["download_bytes"] == len(data)

@@ -71,7 +71,7 @@ def fetch_cmd(
     """
     mode = _mode(ray, shard)
     if dry_run:
-        show_plan(settings, names, layout, only_referenced_by, recipe)
+        show_plan(settings, names, layout, only_referenced_by, recipe, refetch=refetch)
         return
     cat = settings.catalog
     sel = select(cat, names, layout, recipe)
@@ -100,7 +100,8 @@ def fetch_cmd(
         if not todo:
             settings.info(f"everything is already here ({len(specs)} file(s) in {root.path}); nothing to download")
         else:
-            plan = plan_files(root, todo, mirror_base=settings.mirror, hf_endpoint=settings.hf_endpoint, wanted_tag=tag)
+            plan = plan_files(root, todo, mirror_base=settings.mirror, hf_endpoint=settings.hf_endpoint, wanted_tag=tag,
+                              refetch=refetch)
             if not force:
                 plan.require_fits(root.path, "free some space, choose another --root, fetch fewer datasets at a time, "
                                              "or pass --force")

@@ -58,14 +58,16 @@ def wanted_names(settings: Settings, paths: Optional[List[Path]]) -> tuple[set[s
 
 
 def show_plan(settings: Settings, names: Optional[List[str]], layout: Optional[str],
-              only_referenced_by: Optional[List[Path]] = None, recipe: Optional[str] = None) -> None:
+              only_referenced_by: Optional[List[Path]] = None, recipe: Optional[str] = None, *,
+              refetch: bool = False) -> None:
     from vlmdata.plan import plan_files
 
     specs = select(settings.catalog, names, layout, recipe).specs
     root = settings.data_root
     root.check_readable()
     _, tag = wanted_names(settings, only_referenced_by)
-    plan = plan_files(root, specs, mirror_base=settings.mirror, hf_endpoint=settings.hf_endpoint, wanted_tag=tag)
+    plan = plan_files(root, specs, mirror_base=settings.mirror, hf_endpoint=settings.hf_endpoint, wanted_tag=tag,
+                      refetch=refetch)
     if settings.json:
         settings.emit_json(plan.to_json())
     else:
