@@ -58,6 +58,10 @@ def test_an_empty_root_is_refused_not_taken_for_the_current_folder(cli, tmp_path
         r = cli(*args)
         assert r.code == 2, (args, r.err)
         assert "--root is empty (a shell variable that is not set?)" in r.err, (args, r.err)
+    # the same for the other folders and addresses: an empty --mirror fetched from the origins
+    for flag in ("--mirror", "--manifests", "--hf-endpoint"):
+        r = cli("plan", "coco", flag, "")
+        assert r.code == 2 and f"{flag} is empty (a shell variable that is not set?)" in r.err, (flag, r.err)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -97,6 +97,9 @@ def _resolve(base: Settings | None, root, manifests, mirror, hf_endpoint, json_o
     from vlmdata.cli.settings import Settings  # (here: --help resolves no settings)
 
     base = base if base is not None else Settings()
+    for flag, value in (("--manifests", manifests), ("--mirror", mirror), ("--hf-endpoint", hf_endpoint)):
+        if value is not None and not value.strip():
+            _empty(flag)
     return Settings(
         root=_root(root) if root is not None else base.root,
         manifests=_manifest_dirs(manifests) if manifests else list(base.manifests),
@@ -110,11 +113,17 @@ def _resolve(base: Settings | None, root, manifests, mirror, hf_endpoint, json_o
 
 def _root(value: str) -> Path:
     if not value.strip():
-        from vlmdata.errors import UserError
-
-        raise UserError("--root is empty (a shell variable that is not set?); nothing was read or written",
-                        hint="give the data root's folder, e.g. --root ./data, or leave --root out for ./data")
+        _empty("--root", "give the data root's folder, e.g. --root ./data, or leave --root out for ./data")
     return Path(value)
+
+
+def _empty(flag: str, hint: str | None = None) -> None:
+    """An option given as "" (`--mirror "$MIRROR"` with MIRROR unset): refused, not read as absent:
+    an empty --mirror fetched from the origins, an empty --root wrote into the current folder."""
+    from vlmdata.errors import UserError
+
+    raise UserError(f"{flag} is empty (a shell variable that is not set?); nothing was read or written",
+                    hint=hint or f"give {flag} a value, or leave it out")
 
 
 def _manifest_dirs(value: str) -> list[str]:
