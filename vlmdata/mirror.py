@@ -6,8 +6,11 @@ machine that cannot: every file sits where the ``--mirror`` rule looks for its f
 (``scheme://host/path`` -> ``DIR/host/path``; a hub file at ``DIR/huggingface.co/[datasets/]REPO/
 resolve/REVISION/PATH``, a signed link without its query string, each image of a URL list at its
 URL's path). Files are hard-linked where DIR is on the root's filesystem, copied (atomically)
-otherwise; a file already there with the right size is left alone, so running it again after
-more fetches adds only what is new.
+otherwise; running it again after more fetches adds only what is new. A file already there is
+kept when it is the root's own file (a hard link) or holds the right bytes: read and compared with
+its sha256 where one is known (the manifest's or the root's pin), else with the root's copy; one
+with other bytes (a damaged copy of the same size) is replaced. That read is the price of a rerun
+over copies; it is rare, and a mirror is worth its bytes.
 
 ``DIR/vlmdata.lock`` holds the root's lock-file pins (written even when there are none, so the far
 side's steps are always the same): copied into the far root, it makes every fetch there check the
@@ -29,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vlmdata import atomic
+from vlmdata.digest_cache import sha256_of
 from vlmdata.errors import UserError
 from vlmdata.fetch.urllist import iter_entries
 from vlmdata.fetch.urllist_client import target_name
@@ -41,14 +45,16 @@ from vlmdata.state.root import LOCK_FILE
 
 SUMMARY = "vlmdata-mirror.json"
 LINKFILES = "linkfiles"
+CHUNK = 1 << 20  # bytes read at a time to compare a mirror's file with the root's
 
 
 @dataclass
 class Mirrored:
-    key: str  # dataset:file (a URL list: dataset:file plus the image count)
+    key: str  # dataset:file
     path: str  # in the mirror, relative to DIR (a URL list: the hosts its images are under)
-    size: int  # bytes (a URL list: images)
-    how: str  # hardlink | copy | there (already in the mirror) | "N images" (a URL list)
+    size: int  # bytes (a URL list: of its mirrored images together)
+    how: str  # hardlink | copy | there (already in the mirror) | replaced (it was, wrong) | "N images" (a URL list)
+    images: int | None = None  # a URL list: how many of its images are in the mirror
 
 
 @dataclass
@@ -65,10 +71,14 @@ class MirrorResult:
     left_out: list[Left] = field(default_factory=list)
     pins: int = 0  # hashes in DIR/vlmdata.lock (the root's pins)
     linkfiles: list[str] = field(default_factory=list)
+    checked: int = 0  # files of any kind already in the mirror (not the root's own) read and found right
+    replaced: int = 0  # files of any kind already in the mirror with other bytes or size, replaced
 
     def to_json(self) -> dict:
-        return {"folder": str(self.folder), "files": [asdict(m) for m in self.files], "images": self.images,
-                "left_out": [asdict(x) for x in self.left_out], "pins": self.pins, "linkfiles": self.linkfiles}
+        files = [{k: v for k, v in asdict(m).items() if v is not None} for m in self.files]
+        return {"folder": str(self.folder), "files": files, "images": self.images,
+                "left_out": [asdict(x) for x in self.left_out], "pins": self.pins, "linkfiles": self.linkfiles,
+                "checked": self.checked, "replaced": self.replaced}
 
 
 def mirror_url(src: Source, root: Root, name: str) -> str | None:
@@ -97,10 +107,41 @@ def _bytes_of(spec: FileSpec, root: Root) -> Path | None:
     return None
 
 
-def _put(src: Path, dest: Path) -> str:
-    """``src`` at ``dest``: a hard link where possible, else an atomic copy; "there" if it already is."""
-    if dest.is_file() and dest.stat().st_size == src.stat().st_size:
+def _put(src: Path, dest: Path, sha256: str | None, result: MirrorResult) -> str:
+    """``src`` at ``dest``: a hard link where possible, else an atomic copy; "there" if ``dest``
+    already holds its bytes, "replaced" if it held others."""
+    there = dest.is_file()
+    if there and _holds(dest, src, sha256, result):
         return "there"
+    how = _link_or_copy(src, dest)
+    if there:
+        result.replaced += 1
+        return "replaced"
+    return how
+
+
+def _holds(dest: Path, src: Path, sha256: str | None, result: MirrorResult) -> bool:
+    """Whether the file at ``dest`` holds the bytes of ``src`` (whose sha256, when known, is ``sha256``)."""
+    if dest.stat().st_size != src.stat().st_size:
+        return False
+    if os.path.samefile(dest, src):
+        return True  # the root's own file (a hard link): the bytes fetch verified, nothing to read
+    right = sha256_of(dest)[0] == sha256 if sha256 else _same_bytes(dest, src)
+    result.checked += right
+    return right
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(CHUNK), fb.read(CHUNK)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+def _link_or_copy(src: Path, dest: Path) -> str:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f"{atomic.TMP_PREFIX}{dest.name}.{os.getpid()}")
     tmp.unlink(missing_ok=True)
@@ -131,9 +172,11 @@ def build_mirror(root: Root, catalog: Catalog, out: Path, specs: list[FileSpec])
     out = Path(out).absolute()
     if out == root.path or root.path in out.parents:
         raise UserError(f"the mirror {out} is inside the root {root.path}", hint="build it in a folder of its own")
+    _check_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     result = MirrorResult(out)
     journal = Journal(root.state_dir).entries()
+    pins = LockFile(root.lock_path).entries()
     for spec in specs:
         if not is_placed(root, journal, spec):
             result.left_out.append(Left(spec.key, "not fetched into this root"))
@@ -142,15 +185,28 @@ def build_mirror(root: Root, catalog: Catalog, out: Path, specs: list[FileSpec])
         elif spec.place.kind == "images":
             _url_list(spec, root, out, result)
         else:
-            _file(spec, root, out, result)
-    pins = LockFile(root.lock_path).entries()
+            pin = pins.get(spec.key)
+            _file(spec, root, out, result, spec.sha256 or (pin.sha256 if pin else None))
     atomic.write_json(out / LOCK_FILE, {"version": 1, "files": {k: asdict(v) for k, v in sorted(pins.items())}})
     result.pins = len(pins)
     atomic.write_json(out / SUMMARY, result.to_json())
     return result
 
 
-def _file(spec: FileSpec, root: Root, out: Path, result: MirrorResult) -> None:
+def _check_folder(out: Path) -> None:
+    """Refuse a mirror folder that is, or would be under, a file, before anything is written."""
+    for p in (out, *out.parents):
+        if p.exists() or p.is_symlink():
+            if p.is_dir():
+                return
+            what = f"the mirror folder {p}" if p == out else f"{p}"
+            after = "" if p == out else f", so the mirror folder {out} cannot be made"
+            raise UserError(f"{what} is a file, not a folder{after}; nothing was written",
+                            hint="give the mirror a folder: an existing one, or a new path (it is created)")
+
+
+def _file(spec: FileSpec, root: Root, out: Path, result: MirrorResult, sha256: str | None) -> None:
+    """The file's bytes at its first source's place; ``sha256``: theirs, where known."""
     url = next((u for s in spec.sources if (u := mirror_url(s, root, spec.name))), None)
     if url is None:
         result.left_out.append(Left(spec.key, "no source a mirror can serve (http, hf, or a links file in the root)"))
@@ -161,12 +217,12 @@ def _file(spec: FileSpec, root: Root, out: Path, result: MirrorResult) -> None:
                                               f"and keep it: vlmdata fetch {spec.key} --refetch --keep-archives"))
         return
     dest = Path(rewrite(url, str(out)))
-    how = _put(data, dest)
+    how = _put(data, dest, sha256, result)
     result.files.append(Mirrored(spec.key, _rel(str(dest), out), dest.stat().st_size, how))
     for src in spec.sources:
         if src.kind == "linkfile" and src.path and root.store_path(src.path).is_file():
             if src.path not in result.linkfiles:
-                _put(root.store_path(src.path), out / LINKFILES / src.path)
+                _put(root.store_path(src.path), out / LINKFILES / src.path, None, result)
                 result.linkfiles.append(src.path)
             break
 
@@ -179,16 +235,16 @@ def _url_list(spec: FileSpec, root: Root, out: Path, result: MirrorResult) -> No
         result.left_out.append(Left(spec.key, "its URL list is not in the root"))
         return
     if src.url:
-        _put(listed, Path(rewrite(src.url, str(out))))
+        _put(listed, Path(rewrite(src.url, str(out))), None, result)
     folder = root.store_path(spec.place.to)
-    n, hosts = 0, set()
+    n, size, hosts = 0, 0, set()
     for rid, url in iter_entries(listed, src):
         name = target_name(rid, url, spec.place.ext)
         image = folder / name if name else None
         if image is not None and image.is_file() and image.stat().st_size > 0:
             dest = Path(rewrite(url, str(out)))
-            _put(image, dest)
+            _put(image, dest, None, result)  # (no hash is published per image: compared with the root's)
             hosts.add(_rel(str(dest), out).split("/", 1)[0])
-            n += 1
+            n, size = n + 1, size + dest.stat().st_size
     result.images += n
-    result.files.append(Mirrored(spec.key, ", ".join(sorted(hosts)) or "-", n, f"{n} images"))
+    result.files.append(Mirrored(spec.key, ", ".join(sorted(hosts)) or "-", size, f"{n} images", images=n))

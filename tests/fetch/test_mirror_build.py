@@ -129,3 +129,7 @@ def test_the_carried_lock_file_makes_the_far_fetch_check_the_near_hashes(cli, ma
     r = cli("fetch", "unpinned", "--root", str(far), "--mirror", str(out), *m)
     assert r.code == 1 and "do not match" in r.err
     assert not (far / "unpinned/f.bin").exists()
+    # building the mirror again finds the damaged copy by the pinned hash and puts the root's bytes back
+    again = cli("mirror", "build", str(out), "--root", str(near), *m, "--json")
+    assert again.code == 0 and again.json()["replaced"] == 1 and again.json()["files"][0]["how"] == "replaced"
+    assert copy.read_bytes() == good
