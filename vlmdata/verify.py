@@ -186,7 +186,8 @@ class _Verifier:
         if all(c is not None for c in expected) and items[0][0].place.kind == "extract" and not subset:
             total = sum(expected)  # type: ignore[arg-type]
             if len(files) != total:
-                res.notes.append(f"{to}: {len(files):,} files, the manifest says {total:,} (a third-party count)")
+                res.notes.append(f"{to}: {len(files):,} files, the manifest's place.count says {total:,} (a note, not "
+                                 f"a failure: published counts are often a few off)")
         before = len(res.problems)
         if self.deep:
             self._images(files, res)
