@@ -133,3 +133,15 @@ def test_the_carried_lock_file_makes_the_far_fetch_check_the_near_hashes(cli, ma
     again = cli("mirror", "build", str(out), "--root", str(near), *m, "--json")
     assert again.code == 0 and again.json()["replaced"] == 1 and again.json()["files"][0]["how"] == "replaced"
     assert copy.read_bytes() == good
+
+
+def test_a_file_the_mirror_folder_lacks_is_told_to_the_mirror_not_the_network(cli, manifests, tmp_path):
+    """Found by trying: 'check the network ... run the same command again' for a file absent from a
+    local mirror folder, where only building the mirror again (or the right --mirror) can help."""
+    manifests.dataset("t", file_toml("f.bin", size=10, sources=[http("http://files.example.org/f.bin")],
+                                     place='{ kind = "file", to = "t/f.bin" }'))
+    (tmp_path / "usb").mkdir()
+    r = cli("fetch", "t", "--manifests", str(manifests.folder), "--root", str(tmp_path / "root"),
+            "--mirror", str(tmp_path / "usb"))
+    assert r.code == 1 and "t:f.bin: the mirror folder does not hold it" in r.err, r.err
+    assert "vlmdata mirror build DIR NAME" in r.err and "check the network" not in r.err

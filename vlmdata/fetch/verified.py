@@ -299,6 +299,12 @@ class VerifiedDownloader:
             raise OperationError(f"{key} cannot be downloaded automatically:\n{lines}")
         if unreachable:
             raise OperationError(f"{key}: no source could be reached:\n{lines}", hint=OFFLINE_HINT)
+        if problems and all(p.endswith("no such file in the mirror") for p in problems):
+            # (a local mirror folder: running again changes nothing; the mirror has to)
+            raise OperationError(f"{key}: the mirror folder does not hold it:\n{lines}",
+                                 hint="check that --mirror names the folder holding vlmdata-mirror.json, or build the "
+                                      "mirror again on the connected machine with this dataset in it: vlmdata mirror "
+                                      "build DIR NAME... (docs/airgapped.md)")
         raise OperationError(f"{key}: no source could deliver it:\n{lines}",
                              hint="check the network or the mirror (--mirror / --hf-endpoint), then run the same command again; "
                                   "finished bytes are kept")
