@@ -233,3 +233,40 @@ def test_an_overriding_dataset_that_breaks_a_shipped_layout_is_named(manifests, 
         load_catalog([manifests])
     assert "not placed by dataset 'coco'" in str(e.value)
     assert f"as {manifests / 'datasets' / 'coco.toml'} defines it, places: charts" in e.value.hint
+
+
+def test_a_misspelt_required_key_is_named_as_unknown(tmp_path):
+    """`too` for `to`: the error names `too` and the key it stands for, not only a missing `to`."""
+    body = 'name = "bad"\ntitle = "t"\nlicense = "l"\n' + GOOD_FILE.replace('to = "bad/a"', 'too = "bad/a"')
+    err = _bad(tmp_path, body)
+    assert "key 'files[0].place.too': unknown key (did you mean 'to'?" in str(err)
+    assert "'to' is required but missing" in str(err) and "rename 'too' to 'to'" in err.hint
+
+
+def test_a_misspelt_optional_key_gets_a_did_you_mean(tmp_path):
+    body = 'name = "bad"\ntitle = "t"\nlicense = "l"\n' + GOOD_FILE.replace('to = "bad/a"', 'to = "bad/a", coutn = 3')
+    err = _bad(tmp_path, body)
+    assert "files[0].place.coutn': unknown key (did you mean 'count'? known here:" in str(err)
+
+
+def test_a_missing_key_beside_real_keys_is_only_missing(tmp_path):
+    """`count` is read after `to`: a table lacking `to` but holding `count` must not call `count` unknown."""
+    body = 'name = "bad"\ntitle = "t"\nlicense = "l"\n' + GOOD_FILE.replace('to = "bad/a"', 'count = 3')
+    err = _bad(tmp_path, body)
+    assert "key 'files[0].place.to': is required but missing" in str(err) and "unknown" not in str(err)
+
+
+def test_no_two_keys_of_the_schema_pass_for_misspellings_of_each_other():
+    """A missing key's look-alike among the keys not read yet is called its misspelling. That is only
+    safe while no two real keys of one table are that alike: a new key that is fails here (then check
+    that the pair never shares a table, and list it)."""
+    import difflib
+    import re
+
+    from vlmdata.manifest import reader, schema
+
+    keys = sorted(set(re.findall(r't\.\w+\("(\w+)"', Path(schema.__file__).read_text())))
+    assert {"to", "count", "name_column", "url_column"} <= set(keys)  # (the pattern still finds them)
+    alike = {(a, b) for a in keys for b in keys
+             if a < b and difflib.SequenceMatcher(None, a, b).ratio() >= reader._TYPO_RATIO}
+    assert alike == {("file", "files"), ("note", "notes")}  # blend entry vs dataset; source vs dataset

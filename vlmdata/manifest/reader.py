@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterable, TypeVar
 
 from vlmdata.errors import UserError
 
@@ -42,9 +42,19 @@ class Table:
         self._seen.add(key)
         if key not in self.data:
             if required:
-                raise self.fail(key, "is required but missing")
+                raise self._missing(key)
             return default
         return self.data[key]
+
+    def _missing(self, key: str) -> UserError:
+        """A required key is absent. A key of the table not read so far and spelt almost like it
+        (`too` for `to`) is most likely its misspelling: that one is named as unknown, as done()
+        would have named it, together with the missing key."""
+        typo = _close(key, [k for k in self.data if k not in self._seen])
+        if typo is None:
+            return self.fail(key, "is required but missing")
+        return self.fail(typo, f"unknown key (did you mean {key!r}? {key!r} is required but missing)",
+                         hint=f"rename {typo!r} to {key!r}; see docs/manifests.md for the format")
 
     def str(self, key: str, default: Any = ..., *, choices: tuple[str, ...] | None = None) -> Any:
         v = self._get(key, default is ..., None if default is ... else default)
@@ -127,10 +137,25 @@ class Table:
     def done(self) -> None:
         unknown = sorted(set(self.data) - self._seen)
         if unknown:
-            raise self.fail(unknown[0], f"unknown key (known here: {', '.join(sorted(self._seen))})")
+            near = _close(unknown[0], self._seen)
+            guess = f"did you mean {near!r}? " if near else ""
+            raise self.fail(unknown[0], f"unknown key ({guess}known here: {', '.join(sorted(self._seen))})")
 
     def parse_each(self, key: str, fn: Callable[["Table"], T], required: bool = True) -> list[T]:
         return [fn(t) for t in self.tables(key, required)]
+
+
+# How alike two key names must be (difflib's ratio) to call one a misspelling of the other. Above
+# every pair of real keys that one table reads (the closest, include/exclude, is 0.71), so a key that
+# is read later in the same table is not mistaken for a typo of a missing one; `too`/`to` is 0.8.
+_TYPO_RATIO = 0.75
+
+
+def _close(key: str, candidates: Iterable[str]) -> str | None:
+    import difflib  # (only on an error)
+
+    found = difflib.get_close_matches(key, list(candidates), n=1, cutoff=_TYPO_RATIO)
+    return found[0] if found else None
 
 
 def check_relpath(t: Table, key: str, value: str) -> str:
