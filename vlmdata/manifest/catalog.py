@@ -16,6 +16,7 @@ import msgspec
 
 from vlmdata.errors import UserError
 from vlmdata.manifest.cache import cached
+from vlmdata.manifest.clashes import check_placements
 from vlmdata.manifest.reader import Table
 from vlmdata.manifest.schema import Blend, Dataset, FileSpec, Layout, parse_blend, parse_dataset, parse_layout
 
@@ -162,6 +163,7 @@ class Catalog(msgspec.Struct):
 
     # -- cross-references
     def validate(self) -> None:
+        check_placements(self.datasets.values())  # (after overrides: the datasets a fetch will use)
         for lay in self.layouts.values():
             for e in lay.entries:
                 if e.dataset is None:
