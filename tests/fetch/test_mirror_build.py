@@ -135,6 +135,29 @@ def test_the_carried_lock_file_makes_the_far_fetch_check_the_near_hashes(cli, ma
     assert copy.read_bytes() == good
 
 
+def test_a_lock_left_behind_does_not_let_a_damaged_mirror_in(cli, manifests, files_server, tmp_path):
+    """Found by trying: without the lock copied into the far root, a damaged mirror copy was fetched,
+    pinned and verified as all good. The mirror's own vlmdata.lock now holds where the root has no pin."""
+    good = b"the bytes the near machine verified " * 100
+    (files_server.folder / "f.bin").write_bytes(good)
+    manifests.dataset("unpinned", file_toml("f.bin", sources=[http(files_server.url + "/f.bin")],
+                                            place='{ kind = "file", to = "unpinned/f.bin" }', size=len(good)))
+    near, out, far = tmp_path / "near", tmp_path / "mirror", tmp_path / "far"
+    m = ["--manifests", str(manifests.folder)]
+    assert cli("fetch", "unpinned", "--root", str(near), *m).code == 0
+    assert cli("mirror", "build", str(out), "--root", str(near), *m).code == 0
+    copy = out / files_server.url.split("://", 1)[1] / "f.bin"
+    copy.unlink()
+    copy.write_bytes(good[::-1])
+    r = cli("fetch", "unpinned", "--root", str(far), "--mirror", str(out), *m)  # no lock carried over
+    assert r.code == 1 and "the mirror's file is not the one the connected machine verified" in r.err, r.err
+    assert f"pinned in {out / 'vlmdata.lock'}" in r.err and not (far / "unpinned/f.bin").exists()
+    copy.unlink()
+    copy.write_bytes(good)  # copied again: fetched, and the root keeps the mirror's pin
+    assert cli("fetch", "unpinned", "--root", str(far), "--mirror", str(out), *m).code == 0
+    assert json.loads((far / "vlmdata.lock").read_text())["files"]["unpinned:f.bin"]["sha256"] == sha256(good)
+
+
 def test_a_file_the_mirror_folder_lacks_is_told_to_the_mirror_not_the_network(cli, manifests, tmp_path):
     """Found by trying: 'check the network ... run the same command again' for a file absent from a
     local mirror folder, where only building the mirror again (or the right --mirror) can help."""

@@ -28,7 +28,7 @@ def build_cmd(
 ) -> None:
     """Lay out the root's downloads as a mirror: each file where `--mirror DIR` looks for it (DIR/host/path).
 
-    Archives must have been fetched with --keep-archives (an unpacked archive cannot be rebuilt); JSONs and the images of URL lists come from where they were placed. Hard links when DIR is on the root's filesystem, copies otherwise. A file already in DIR is kept when its bytes are right (its sha256 where known, else the root's copy; a hard link to the root's file is not read) and replaced when not. DIR/vlmdata.lock holds the root's pinned hashes: copy it into the far root so its fetches check the same hashes. Exit 1 when a file could not be mirrored (the list says why).
+    Archives must have been fetched with --keep-archives (an unpacked archive cannot be rebuilt); JSONs and the images of URL lists come from where they were placed. Hard links when DIR is on the root's filesystem, copies otherwise. A file already in DIR is kept when its bytes are right (its sha256 where known, else the root's copy; a hard link to the root's file is not read) and replaced when not. DIR/vlmdata.lock holds the root's pinned hashes: a fetch with --mirror DIR checks them where its own root has no pin. Exit 1 when a file could not be mirrored (the list says why).
 
     Examples:
       vlmdata fetch coco gqa --keep-archives --root /data/store
@@ -87,8 +87,8 @@ def _print(res: "MirrorResult") -> None:
         for x in res.left_out:
             echo(f"  {x.key}: {x.reason}")
     if res.files:
-        echo(f"on the far machine: copy {res.folder / 'vlmdata.lock'} into its root, then "
-             f"vlmdata fetch ... --mirror {res.folder}")
+        echo(f"on the far machine: vlmdata fetch ... --mirror {res.folder} (it checks the hashes of "
+             f"{res.folder / 'vlmdata.lock'} where the root has none)")
 
 
 # the `mirror` group (vlmdata.cli.app; a group's lines are parsed by typer)

@@ -87,6 +87,7 @@ class Expected:
     sha256: str | None
     md5: str | None
     pinned: bool  # sha256 comes from vlmdata.lock
+    pin_from: str = "vlmdata.lock"  # which lock file: the root's, or a local mirror's (MIRROR/vlmdata.lock)
 
     def check(self, d: Digests, hub_sha: str | None = None, hub_size: int | None = None) -> list[str]:
         """What does not match, one line each (empty: it matches)."""
@@ -96,12 +97,22 @@ class Expected:
             bad.append(f"size: expected {size:,} bytes, got {d.size:,}")
         sha = self.sha256 or hub_sha
         if sha and d.sha256 != sha:
-            what = "sha256 (pinned in vlmdata.lock)" if self.pinned and self.sha256 else (
+            what = f"sha256 (pinned in {self.pin_from})" if self.pinned and self.sha256 else (
                 "sha256" if self.sha256 else "sha256 (the hub's LFS hash)")
             bad.append(f"{what}: expected {sha}, got {d.sha256}")
         if self.md5 and d.md5 != self.md5:
             bad.append(f"md5: expected {self.md5}, got {d.md5}")
         return bad
+
+
+def _mirror_lock(mirror: str | None) -> LockFile | None:
+    """A local mirror folder's vlmdata.lock (what `mirror build` writes): the hashes the connected
+    machine verified. Its pins hold where the root has none, so a mirror whose lock was not copied
+    into the far root still cannot slip in other bytes than the ones it was built from."""
+    if not mirror or mirror.startswith(("http://", "https://")):
+        return None
+    path = Path(mirror) / "vlmdata.lock"
+    return LockFile(path) if path.is_file() else None
 
 
 @dataclass
@@ -132,6 +143,7 @@ class VerifiedDownloader:
         self.verify_tries = verify_tries
         self.claim_timeout = claim_timeout
         self.lock = LockFile(root.lock_path)
+        self.mirror_lock = _mirror_lock(mirror)
 
     @contextmanager
     def claimed(self, key: str) -> Iterator[None]:
@@ -150,12 +162,18 @@ class VerifiedDownloader:
     # ------------------------------------------------------------------ expectations
     def expected(self, key: str, size: int | None, sha256: str | None, md5: str | None) -> Expected:
         pin = self.lock.get(key) if sha256 is None else None
+        where = "vlmdata.lock"
+        if sha256 is None and pin is None and self.mirror_lock is not None:
+            pin = self.mirror_lock.get(key)
+            where = str(self.mirror_lock.path)
         return Expected(size=size if size is not None else (pin.size if pin else None),
-                        sha256=sha256 or (pin.sha256 if pin else None), md5=md5, pinned=pin is not None)
+                        sha256=sha256 or (pin.sha256 if pin else None), md5=md5, pinned=pin is not None,
+                        pin_from=where)
 
     def pin(self, key: str, expect: Expected, got: Verified) -> None:
-        """No sha256 in the manifest and none pinned yet: this verified download sets the pin."""
-        if expect.sha256 is None:
+        """No sha256 in the manifest and none pinned in the root yet: this verified download sets the
+        root's pin (a local mirror's pin, which it matched, is copied in)."""
+        if expect.sha256 is None or (expect.pinned and expect.pin_from != "vlmdata.lock"):
             self.lock.pin(key, LockEntry(sha256=got.digests.sha256, size=got.digests.size, source=got.source,
                                          revision=got.revision))
 
@@ -282,6 +300,11 @@ class VerifiedDownloader:
             raise needs_person(key, unavailable)
         lines = "\n".join(f"  - {p}" for p in problems + manual)
         mism = [p for p in problems if "expected" in p]
+        if mism and expect.pinned and expect.pin_from != "vlmdata.lock":
+            raise NotTheDescribedFile(
+                f"{key}: the mirror's file is not the one the connected machine verified; nothing was placed:\n{lines}",
+                hint=f"the mirror was damaged on its way (the hash is from {expect.pin_from}): copy it again, or "
+                     "build it again on the connected machine (vlmdata mirror build, docs/airgapped.md)")
         if mism and steady:
             pinned = expect.pinned and expect.sha256 is not None
             raise NotTheDescribedFile(
