@@ -154,6 +154,7 @@ def test_a_wrong_size_in_the_manifest_is_told_where_it_is_and_that_retrying_will
     r = cli("fetch", "t", "--manifests", str(manifests.folder), "--root", str(root))
     assert r.code == 1
     assert "size: expected 3,690 bytes, got 3,694 (the same bytes on all 2 downloads)" in r.err
+    assert r.err.count("size: expected 3,690 bytes") == 1  # one line for both downloads, not one each
     assert f"correct its size/sha256/md5 in {manifests.folder / 'datasets' / 't.toml'} (the entry of f.bin)" in r.err
     assert "will not help" in r.err and "run the same command again" not in r.err
     assert not (root / "t/f.bin").exists()

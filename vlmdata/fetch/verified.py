@@ -271,6 +271,7 @@ class VerifiedDownloader:
                 continue
             tried += 1
             got_shas: list[str] = []
+            first_line = len(problems)  # this source's lines start here
             for attempt in range(1, self.verify_tries + 1):
                 self.check_cancel()
                 try:
@@ -284,6 +285,7 @@ class VerifiedDownloader:
                     wasted, last_mismatch = wasted + e.transferred, f"{cand.label}: {e}"
                     if attempt > 1 and len(set(got_shas)) == 1:
                         steady = True
+                        del problems[first_line:]  # one line says it for every download of this source
                         problems.append(f"{cand.label}: {e} (the same bytes on all {attempt} downloads)")
                     elif attempt > 1:
                         problems.append(f"{cand.label}: {e} (other bytes than the download before)")
