@@ -30,6 +30,7 @@ class PlanItem:
     size_exact: bool
     disk_bytes: int | None  # disk this file needs from now on
     partial_bytes: int = 0
+    in_mirror: bool | None = None  # a local --mirror folder: whether it holds this file (None: no such mirror)
 
 
 @dataclass
@@ -102,12 +103,25 @@ def plan_files(root: Root, specs: list[FileSpec], *, mirror_base: str | None = N
             disk = _subset_disk(spec, remaining) if subset else _disk_needed(spec, remaining, size)
             if disk and partial and remaining:  # (blocks an unfinished download already set aside for the rest)
                 disk -= min(remaining, reserved_bytes(root, spec))
+        source = first_source(spec, mirror_base, hf_endpoint)
         plan.items.append(PlanItem(
             key=spec.key, dataset=spec.dataset, file=spec.name,
-            source=first_source(spec, mirror_base, hf_endpoint), to=spec.place.to, state=state,
+            source=source, to=spec.place.to, state=state,
             download_bytes=remaining, size_exact=spec.size_is_exact, disk_bytes=disk, partial_bytes=partial,
+            in_mirror=None if placed else _in_mirror(source, mirror_base),
         ))
     return plan
+
+
+def _in_mirror(source: str, mirror_base: str | None) -> bool | None:
+    """Whether a local mirror folder holds the file a fetch would read there (None: not read from one)."""
+    if not mirror_base or mirror_base.startswith(("http://", "https://")):
+        return None
+    base = Path(mirror_base).resolve()
+    path = Path(source)
+    if not path.is_absolute() or not path.resolve().is_relative_to(base):
+        return None  # (a URL list's images, a manual source: not one file in the mirror)
+    return path.exists()
 
 
 def _subset_disk(spec: FileSpec, remaining: int | None) -> int | None:

@@ -168,3 +168,18 @@ def test_a_file_the_mirror_folder_lacks_is_told_to_the_mirror_not_the_network(cl
             "--mirror", str(tmp_path / "usb"))
     assert r.code == 1 and "t:f.bin: the mirror folder does not hold it" in r.err, r.err
     assert "vlmdata mirror build DIR NAME" in r.err and "check the network" not in r.err
+
+
+def test_plan_says_which_files_a_local_mirror_folder_lacks(cli, manifests, tmp_path):
+    """Found by trying: --mirror one folder too high, and plan said 'missing ... fits: yes' as if all was well."""
+    manifests.dataset("t", file_toml("f.bin", size=10, sources=[http("http://files.example.org/f.bin")],
+                                     place='{ kind = "file", to = "t/f.bin" }'))
+    usb = tmp_path / "usb"
+    (usb / "mirror" / "files.example.org").mkdir(parents=True)
+    (usb / "mirror" / "files.example.org" / "f.bin").write_bytes(b"0123456789")
+    common = ["plan", "t", "--manifests", str(manifests.folder), "--root", str(tmp_path / "root")]
+    r = cli(*common, "--mirror", str(usb))
+    assert r.code == 0 and "(not in the mirror)" in r.err + r.out
+    assert "not in the mirror folder: 1 of the files to fetch (t:f.bin)" in r.err + r.out
+    ok = cli(*common, "--mirror", str(usb / "mirror"), "--json")
+    assert ok.code == 0 and ok.json()["items"][0]["in_mirror"] is True

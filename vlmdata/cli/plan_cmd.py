@@ -79,7 +79,8 @@ def _print(plan: Plan, root: str, *, subset: bool = False) -> None:
     echo(f"{'file':<52} {'state':<8} {'download':>11} {'disk':>11}  source")
     for i in plan.items:
         echo(f"{i.key:<52} {i.state:<8} {human_bytes(i.download_bytes, approx=not i.size_exact):>11} "
-             f"{human_bytes(i.disk_bytes, approx=not i.size_exact):>11}  {i.source}")
+             f"{human_bytes(i.disk_bytes, approx=not i.size_exact):>11}  {i.source}"
+             + ("  (not in the mirror)" if i.in_mirror is False else ""))
     echo("")
     echo(f"to download: {human_bytes(plan.download_bytes)} ({plan.download_bytes:,} bytes)")
     echo(f"disk needed: {human_bytes(plan.disk_bytes)} (archives and their unpacked contents"
@@ -88,6 +89,10 @@ def _print(plan: Plan, root: str, *, subset: bool = False) -> None:
     echo(f"free on {root}: {human_bytes(plan.free_bytes)}")
     if plan.unknown:
         echo(f"size unknown for {len(plan.unknown)} file(s), not counted: {', '.join(plan.unknown)}")
+    absent = [i.key for i in plan.items if i.in_mirror is False]
+    if absent:
+        echo(f"not in the mirror folder: {len(absent)} of the files to fetch ({', '.join(absent[:5])}"
+             f"{', ...' if len(absent) > 5 else ''}): is --mirror the folder that holds vlmdata-mirror.json?")
     if any(i.state == "subset" for i in plan.items):
         echo("subset: placed in part with --only-referenced-by; this fetch asks for the whole archive")
     echo("fits: yes" if plan.fits else "fits: NO")
