@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-FAMILIES = {"phi": "Phi", "stablelm": "StableLM", "llama": "Llama", "mistral": "Mistral", "qwen2": "QWen"}
+FAMILIES = {"phi": "Phi", "stablelm": "Stablelm", "llama": "Llama", "mistral": "Mistral", "qwen2": "QWen"}
 MODEL_TYPES = {"qwen2": "moe_llava_qwen"}
 
 _MOE = [(r"\.mlp\.router\.", ".mlp.deepspeed_moe.gate.wg."),
@@ -92,6 +92,7 @@ def moellava_config(model, vision_tower: str | None, image_aspect_ratio: str) ->
     if family is None:
         raise ValueError(f"no MoE-LLaVA layout for a {tc.model_type!r} LLM (have: {', '.join(FAMILIES)})")
     out = tc.to_dict()
+    out.update(legacy_text_fields(out, tc.model_type))
     layer = cfg.vision_feature_layer
     out.update({
         "architectures": [f"MoELLaVA{family}ForCausalLM"],
@@ -100,8 +101,33 @@ def moellava_config(model, vision_tower: str | None, image_aspect_ratio: str) ->
         "mm_hidden_size": cfg.vision_config.hidden_size, "mm_vision_select_layer": layer,
         "mm_vision_select_feature": "patch" if cfg.vision_feature_select_strategy == "default" else "cls_patch",
         "image_aspect_ratio": image_aspect_ratio, "use_mm_proj": True, "tokenizer_padding_side": "right",
+        # read as attributes (no default) by its builder.py, serve/cli.py and eval scripts; the patch
+        # token one defaults to True there, which would add <im_patch> / <vid_patch> to the vocabulary
+        "mm_video_tower": None, "mm_use_im_start_end": False, "mm_use_im_patch_token": False,
         "moe": dict(cfg.moe),
     })
+    return out
+
+
+def legacy_text_fields(text: dict, model_type: str) -> dict:
+    """The LLM config's fields under the names MoE-LLaVA's config classes read (transformers 4.37 era).
+
+    transformers 5 keeps the rotary settings in one ``rope_parameters`` dict; MoE-LLaVA's ``PhiConfig``
+    reads top-level ``partial_rotary_factor`` (default 0.5, phi-2 has 0.4), ``rope_theta`` and
+    ``rope_scaling``, and its StableLM (``StableLMEpochConfig``) reads ``rope_pct`` and ``norm_eps``.
+    Left out, its loader would silently build phi-2 with the wrong rotary width."""
+    rope = text.get("rope_parameters") or {}
+    out: dict = {}
+    if "rope_theta" in rope:
+        out["rope_theta"] = rope["rope_theta"]
+    if "partial_rotary_factor" in rope:
+        out["partial_rotary_factor"] = rope["partial_rotary_factor"]
+    kind = rope.get("rope_type", "default")
+    # (its rope_scaling check accepts None or exactly {type, factor})
+    out["rope_scaling"] = None if kind == "default" else {"type": kind, "factor": rope.get("factor")}
+    if model_type == "stablelm":
+        out["rope_pct"] = out.get("partial_rotary_factor", text.get("partial_rotary_factor", 0.25))
+        out["norm_eps"] = text.get("layer_norm_eps", 1e-5)
     return out
 
 

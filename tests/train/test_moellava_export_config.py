@@ -1,0 +1,44 @@
+"""The config.json of a MoE-LLaVA export carries the fields MoE-LLaVA's own code reads (its config
+classes are transformers 4.37's; its builder and eval scripts read some fields as plain attributes).
+Built on the meta device from the shipped model shapes: no weights, no download."""
+from __future__ import annotations
+
+import pytest
+
+from train_helpers import REPO, TINY_VISION, tiny_config, write_config
+
+
+def export_config(tmp_path, text_config: str) -> dict:
+    from vlmtrain.config import load_config
+    from vlmtrain.model.build import build_model
+    from vlmtrain.model.moe.checkpoint_keys import moellava_config
+    from vlmtrain.train.stage3 import prepare_moe
+
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(
+        tmp_path, tmp_path / "o", stage=3, text_config=str(REPO / "configs" / "model_configs" / text_config),
+        vision_config=dict(TINY_VISION), moe_mode="sparse")))
+    model = build_model(cfg, meta=True).model
+    prepare_moe(model, cfg, meta=True)
+    return moellava_config(model, "openai/clip-vit-large-patch14-336", "pad")
+
+
+def test_phi2_export_keeps_its_rotary_width_under_moellava_field_names(tmp_path):
+    conf = export_config(tmp_path, "phi-2.json")
+    # MoE-LLaVA's PhiConfig defaults partial_rotary_factor to 0.5: without the field phi-2 (0.4) loads wrong
+    assert conf["partial_rotary_factor"] == pytest.approx(0.4)
+    assert conf["rope_theta"] == pytest.approx(10000.0) and conf["rope_scaling"] is None
+    assert conf["architectures"] == ["MoELLaVAPhiForCausalLM"] and conf["model_type"] == "moe_llava_phi"
+
+
+def test_export_has_the_fields_moellava_reads_as_attributes(tmp_path):
+    conf = export_config(tmp_path, "phi-2.json")
+    # builder.py: `model.config.mm_video_tower`; serve/cli.py and eval: `model.config.mm_use_im_start_end`;
+    # builder.py: getattr(..., "mm_use_im_patch_token", True) would add tokens to the vocabulary
+    assert conf["mm_video_tower"] is None
+    assert conf["mm_use_im_start_end"] is False and conf["mm_use_im_patch_token"] is False
+
+
+def test_stablelm_export_in_stablelm_epoch_field_names(tmp_path):
+    conf = export_config(tmp_path, "stablelm-2-1_6b.json")
+    assert conf["rope_pct"] == pytest.approx(0.25) and conf["norm_eps"] == pytest.approx(1e-5)
+    assert conf["architectures"] == ["MoELLaVAStablelmForCausalLM"] and conf["model_type"] == "moe_llava_stablelm"
