@@ -89,3 +89,14 @@ def test_copies_rounding():
     c = copies(7, 1.3, 5, "y")
     assert c.sum() == 9 and set(c.tolist()) == {1, 2}
     assert (copies(7, 1.3, 5, "y") == c).all() and not (copies(70, 1.3, 6, "y") == copies(70, 1.3, 5, "y")).all()
+
+
+def test_a_weight_of_nan_or_inf_is_a_recipe_error(tree, tmp_path, cli):
+    """TOML allows `nan` and `inf`; either used to end in a ValueError/OverflowError traceback
+    (round(n * weight)) after every input was read."""
+    for bad in ("nan", "inf", "+inf"):
+        recipe = _setup(tree, tmp_path, {"a": bad})
+        res = cli("blend", str(recipe), "--root", str(tree.root.path), "--out", str(tmp_path / "out"))
+        assert res.code == 2, (bad, res.err)
+        assert "Traceback" not in res.err and "entries[0].weight" in res.err and "finite number > 0" in res.err
+        assert not (tmp_path / "out").exists()

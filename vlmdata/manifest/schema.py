@@ -9,6 +9,7 @@ section of docs/manifests.md, so the format is read in one place and checked aga
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -366,8 +367,8 @@ def _blend_entry(t: Table) -> BlendEntry:
         sample=sample,
         weight=t.float("weight", None),
     )
-    if e.weight is not None and e.weight <= 0:
-        raise t.fail("weight", f"must be > 0, got {e.weight}")
+    if e.weight is not None and not 0 < e.weight < math.inf:  # (TOML has nan and inf: no row count comes of them)
+        raise t.fail("weight", f"must be a finite number > 0, got {e.weight}")
     t.done()
     return e
 
