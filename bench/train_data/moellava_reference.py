@@ -28,6 +28,13 @@ def phi_prompt(source) -> str:
     return ret
 
 
+def preprocess_multimodal(sources):
+    """MoE-LLaVA's ``preprocess_multimodal`` with v1.5's options (no ``<im_start>``, no mmtag version):
+    markers are rewritten as themselves, so they stay where the record has them (LLaVA's moves a
+    turn's marker to its start)."""
+    return [[dict(t, value=t["value"].replace("<image>", "<image>")) for t in source] for source in sources]
+
+
 def preprocess_phi(sources, tokenizer, has_image, model_max_length=2048):
     conversations = [phi_prompt(s) for s in sources]
     if has_image:

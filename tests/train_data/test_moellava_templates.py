@@ -13,7 +13,6 @@ import random
 
 import pytest
 
-from bench.train_data import llava_reference as llava_ref
 from bench.train_data import moellava_reference as ref
 from test_masking_parity import PER_IMAGE, collapse, image_tokens, random_sample
 from traindata_helpers import conv, corpus
@@ -46,7 +45,7 @@ def shaped(request, tmp_path_factory):
 def reference(tok, turns, has_image):
     sources = [copy.deepcopy(turns)]
     if has_image:
-        sources = llava_ref.preprocess_multimodal(sources)
+        sources = ref.preprocess_multimodal(sources)
     out = ref.preprocess_phi(sources, tok, has_image=has_image)
     return out["input_ids"][0].tolist(), out["labels"][0].tolist(), out["mismatch"][0]
 
@@ -103,6 +102,19 @@ def test_prompt_layout_and_answer_span(shaped):
     ids, labels, _ = ours(tok, name, turns, 1)
     trained = tok.decode([i for i, l in zip(ids, labels) if l != -100])
     assert trained == " left<|endoftext|> two dog<|endoftext|>"
+
+
+def test_image_marker_stays_where_the_record_has_it(shaped):
+    """MoE-LLaVA's preprocess_multimodal does not move a turn's <image> to its start (LLaVA's does):
+    a question ending in its image trains on that prompt."""
+    name, tok = shaped
+    turns = conv("what color is the car?\n<image>", "left")
+    p = Encoder(tok, name, image_tokens(tok), 4096).prompt(turns, 1)
+    assert p.text == f"{VICUNA_SYSTEM} USER: what color is the car?\n<image> ASSISTANT: left<|endoftext|>"
+    exp_ids, exp_lab, mismatch = reference(tok, turns, True)
+    assert not mismatch and ours(tok, name, turns, 1)[:2] == (exp_ids, exp_lab)
+    assert Encoder(tok, "vicuna_v1", image_tokens(tok), 4096).prompt(turns, 1).text.startswith(
+        f"{VICUNA_SYSTEM} USER: <image>\nwhat color")  # LLaVA's templates still move it
 
 
 def test_leading_gpt_turn_and_separator_inside_a_turn(shaped):

@@ -30,7 +30,7 @@ from .reference_masking import CHECKS as REFERENCE_CHECKS
 from .templates import MaskError, Prompt, build_prompt, get_template
 
 IGNORE_INDEX = -100
-ENCODER_VERSION = 2  # bump when the produced ids/labels change (invalidates cached lengths)
+ENCODER_VERSION = 3  # bump when the produced ids/labels change (invalidates cached lengths)
 
 
 @dataclass

@@ -16,8 +16,8 @@ tokenisation of the whole prompt, instead of the references' re-tokenise-each-ro
 - ``vicuna_v1``: ``SYSTEM USER: q ASSISTANT: a</s>USER: ...``; loss on " a</s>" of every round
   (the space after ``ASSISTANT:`` belongs to the answer's first token, as in LLaVA).
 - ``phi`` / ``qwen`` / ``stablelm`` (MoE-LLaVA): the same layout with ``<|endoftext|>`` closing each
-  answer, no BOS, and pad = MoE-LLaVA's unk (``<|extra_0|>`` for phi and qwen, ``<|reg0|>`` for
-  stablelm); loss on " a<|endoftext|>" of every round, what ``preprocess_phi`` trains.
+  answer, no BOS, image markers left where the record has them (its ``preprocess_multimodal``), and
+  pad = MoE-LLaVA's unk (``<|extra_0|>`` for phi and qwen, ``<|reg0|>`` for stablelm); loss on " a<|endoftext|>" of every round, what ``preprocess_phi`` trains.
 - ``chat_template``: the tokenizer's own ``apply_chat_template``; loss on each assistant turn as
   rendered (its text plus the template's end-of-turn marker), found by rendering prefixes.
 """
@@ -60,11 +60,13 @@ def _role(turn: dict) -> str:
     return r
 
 
-def preprocess_multimodal(turns: Sequence[dict], n_images: int, image_token: str) -> list[dict]:
+def preprocess_multimodal(turns: Sequence[dict], n_images: int, image_token: str, *,
+                          image_to_front: bool = True) -> list[dict]:
     """LLaVA's ``preprocess_multimodal``: a turn's single image marker moves to its start as "<image>\\n".
 
-    Turns with several markers (interleaved multi-image records, which LLaVA-1.5 does not have)
-    keep them where they are. A one-image record with no marker at all gets one at the start of
+    With ``image_to_front=False`` (MoE-LLaVA's, whose ``preprocess_multimodal`` only rewrites markers
+    for options v1.5 turns off) every marker stays where the record has it. Turns with several
+    markers (interleaved multi-image records, which LLaVA-1.5 does not have) keep them where they are. A one-image record with no marker at all gets one at the start of
     its first turn, as ``vlmdata blend`` normalises. The marker count must equal ``n_images``.
     """
     out = [{"from": t.get("from"), "value": str(t.get("value") or "")} for t in turns]
@@ -78,6 +80,8 @@ def preprocess_multimodal(turns: Sequence[dict], n_images: int, image_token: str
         count = 1
     if count != n_images:
         raise MaskError("image marker count differs from the number of images", f"{count} markers, {n_images} images")
+    if not image_to_front:
+        return out
     for t in out:
         if t["value"].count(image_token) == 1:
             t["value"] = (image_token + "\n" + t["value"].replace(image_token, "").strip()).strip()
@@ -167,6 +171,7 @@ class Template:
     tokenizer_kind: str = "sentencepiece"           # what `tokenizer_train_vocab_size` trains: sentencepiece (Llama) | bytelevel (GPT-2 style) | tiktoken (Qwen / Arcade100k regex)
     corpus: str = ""                                # the template's fixed strings, for a tokenizer trained on the fly
     reference_masking: str | None = None            # which reference's length arithmetic to replay for the report (see reference_masking.py)
+    image_to_front: bool = True                     # LLaVA moves a turn's one <image> to its start; MoE-LLaVA leaves it in place
 
 
 def _vicuna_like(sep2: str | None):
@@ -197,11 +202,11 @@ REGISTRY: dict[str, Template] = {t.name: t for t in [
              corpus=f"{VICUNA_SYSTEM} USER: hello ASSISTANT: hi</s>USER: thanks ASSISTANT: bye</s>"),
     Template("chat_template", lambda turns, n, img, tok, system: build_chat_template(turns, tok), _ask_chat, pad="own"),
     Template("phi", _vicuna_like(ENDOFTEXT), _ask_vicuna, unk_token="<|extra_0|>", tokenizer_kind="bytelevel",
-             corpus=_MOE_CORPUS, reference_masking="moellava_phi"),
+             corpus=_MOE_CORPUS, reference_masking="moellava_phi", image_to_front=False),
     Template("qwen", _vicuna_like(ENDOFTEXT), _ask_vicuna, unk_token="<|extra_0|>", eos_token=ENDOFTEXT,
-             tokenizer_kind="tiktoken", corpus=_MOE_CORPUS, reference_masking="moellava_phi"),
+             tokenizer_kind="tiktoken", corpus=_MOE_CORPUS, reference_masking="moellava_phi", image_to_front=False),
     Template("stablelm", _vicuna_like(ENDOFTEXT), _ask_vicuna, unk_token="<|reg0|>", tokenizer_kind="tiktoken",
-             corpus=_MOE_CORPUS, reference_masking="moellava_phi"),
+             corpus=_MOE_CORPUS, reference_masking="moellava_phi", image_to_front=False),
 ]}
 ALIASES = {"v1": "vicuna_v1"}
 TEMPLATES = tuple(REGISTRY)
@@ -216,8 +221,9 @@ def get_template(name: str) -> Template:
 
 def build_prompt(template: str, conversations: Sequence[dict], n_images: int, image_token: str,
                  tokenizer: Any, *, system: str | None = None) -> Prompt:
-    turns = preprocess_multimodal(conversations, n_images, image_token)
-    return get_template(template).build(turns, n_images, image_token, tokenizer, system)
+    t = get_template(template)
+    turns = preprocess_multimodal(conversations, n_images, image_token, image_to_front=t.image_to_front)
+    return t.build(turns, n_images, image_token, tokenizer, system)
 
 
 def generation_prompt(template: str, question: str, n_images: int, image_token: str, tokenizer: Any,
