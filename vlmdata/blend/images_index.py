@@ -16,6 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from vlmdata.orphans import die_with_parent
+
 MISSING, PRESENT, EMPTY_FILE = 0, 1, 2  # check_files' codes: absent (or not a file), a file, a 0-byte file
 _STAT_CHUNK = 4096
 SLOW_STAT = 20e-6  # seconds per stat above which the storage, not the CPU, is the limit
@@ -98,7 +100,8 @@ def _in_processes(root: Path, paths: list[str], start: int, codes: np.ndarray, j
     bounds = list(range(start, len(paths), step)) + [len(paths)]
     _FORKED = (str(root), paths)
     try:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork")) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork"),
+                                 initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             _spread(pool, _stat_slice, bounds, codes, on_done)
     finally:
         _FORKED = None

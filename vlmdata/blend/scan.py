@@ -32,6 +32,7 @@ from vlmdata.errors import OperationError, UserError
 from vlmdata.gcpause import gc_paused
 from vlmdata.heap import keep_freed_memory
 from vlmdata.jsonstream import LineCounter, RecordReader, SegmentMismatch, cut_near
+from vlmdata.orphans import die_with_parent
 
 BATCH_ROWS = 4096
 FILE_ROWS = 8 * BATCH_ROWS  # a range's rows go to files of this many: each becomes a shard of the output
@@ -197,9 +198,10 @@ class _RowFiles:
         self.sink, self.writer, self.index, self.fixes, self.rows = None, None, [], [], 0
 
 
-def _worker_init(counter: Any) -> None:
+def _worker_init(counter: Any, parent: int) -> None:
     global _progress
     _progress = counter
+    die_with_parent(parent)  # (a blend killed with -9 must not leave its readers waiting for good)
     keep_freed_memory()  # (vlmdata.heap: a reader's batches reuse the memory of the ones before)
 
 
@@ -232,7 +234,7 @@ def scan_inputs(tasks: list[Task], *, jobs: int, on_bytes: Callable[[int], None]
     counter = ctx.Value("q", 0)
     try:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
-                                 initargs=(counter,)) as pool:
+                                 initargs=(counter, os.getpid())) as pool:
             planned = [(t, [(r, pool.submit(scan_range, r)) for r in _split(t, jobs, parallel_min_bytes)])
                        for t in tasks]
             if while_waiting:
