@@ -145,6 +145,9 @@ class RecordReader:
         self._batch_text: str | None = None  # the batch as text, made when a line is asked for
         self._batch_starts: list[int] = []  # its records' starts in that text, found as far as asked
         self._batch_next = 0  # where in that text the search for starts goes on
+        # whether the batch just yielded was decoded by the standard library: only its decoder keeps
+        # an escaped lone surrogate ("\\ud800"), a str that cannot be encoded (msgspec refuses it)
+        self.slow = False
 
     # -- the sliding window: bytes as read (the batches are decoded from them as they are; text is
     #    made only for a record the slow way and for the lines of bad records)
@@ -436,6 +439,7 @@ class RecordReader:
                 slow = 0 if records is not None else _SLOW_AFTER_MISS
             slow -= 1
             if records is not None:
+                self.slow = False
                 yield records
                 index += len(records)
                 self._batch_pos, self._batch_text = -1, None
@@ -443,7 +447,9 @@ class RecordReader:
                     self._trim()
                     continue
             else:  # (after the window's last record, as after one decoded here, a separator follows)
-                yield [self.decode(index)]
+                record = self.decode(index)
+                self.slow = True
+                yield [record]
                 index += 1
             c = self.peek()
             if c == "]":
@@ -514,11 +520,13 @@ class RecordReader:
 
     def _decode_line(self, raw: bytes, lineno: int) -> Any:
         """One JSONL line: msgspec from the bytes; what it refuses, the standard library from text."""
+        self.slow = False
         if _fast_loads is not None:
             try:
                 return self._loads(raw, 1)
             except ValueError:
                 pass  # refused (NaN, Infinity, ...) or really bad: the standard library decides
+        self.slow = True
         try:
             line = raw.decode()
         except UnicodeDecodeError as e:

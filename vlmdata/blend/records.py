@@ -82,7 +82,14 @@ def record_id(rec: Any) -> str | None:
         rid = None if rec.id is _UNSET else rec.id
     else:
         rid = rec.get("id", rec.get("idx")) if type(rec) is dict else None
-    return None if rid is None else str(rid)
+    if rid is None:
+        return None
+    rid = str(rid)
+    try:
+        rid.encode()
+    except UnicodeEncodeError:  # (a lone surrogate, validate.check_unicode: written escaped, as JSON would)
+        rid = rid.encode("utf-8", "backslashreplace").decode()
+    return rid
 
 
 class Normaliser:
@@ -93,15 +100,16 @@ class Normaliser:
         self.prefix = image_prefix.rstrip("/") + "/" if image_prefix else ""
 
     def add_all(self, records: list[Any], first: int, out: RowBuffer, *,
-                stop_on_bad: bool = False) -> list[tuple[int, validate.Bad]]:
+                stop_on_bad: bool = False, slow: bool = False) -> list[tuple[int, validate.Bad]]:
         """``add`` each of ``records`` (input indexes from ``first``); the bad ones' positions in
-        the list and reasons (only the first with ``stop_on_bad``: the rest are not added)."""
+        the list and reasons (only the first with ``stop_on_bad``: the rest are not added).
+        ``slow``: the standard library decoded them, so their text is checked to be valid Unicode."""
         if records and all(map(is_, map(type, records), repeat(Record))):  # (a batch is all Records or none)
             return self._add_records(records, first, out, stop_on_bad)
-        return self._add_each(records, first, out, 0, len(records), stop_on_bad)
+        return self._add_each(records, first, out, 0, len(records), stop_on_bad, slow)
 
     def _add_each(self, records: list[Any], first: int, out: RowBuffer, start: int, end: int,
-                  stop_on_bad: bool) -> list[tuple[int, validate.Bad]]:
+                  stop_on_bad: bool, slow: bool = False) -> list[tuple[int, validate.Bad]]:
         """``add`` records ``start:end`` one by one (a Record as the dict it was decoded from)."""
         bad: list[tuple[int, validate.Bad]] = []
         add = self.add
@@ -110,6 +118,8 @@ class Normaliser:
             if type(rec) is Record:
                 rec = msgspec.to_builtins(rec)
             try:
+                if slow:
+                    validate.check_unicode(rec)
                 add(rec, first + k, out)
             except validate.Bad as e:
                 bad.append((k, e))

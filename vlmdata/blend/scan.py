@@ -135,7 +135,7 @@ def scan_range(task: Task) -> RangeResult:
         for records in reader.batches():
             if task.limit is not None and n_read + len(records) > task.limit:
                 records = records[:task.limit - n_read]
-            found = norm.add_all(records, n_read, buf, stop_on_bad=task.stop_on_bad)
+            found = norm.add_all(records, n_read, buf, stop_on_bad=task.stop_on_bad, slow=reader.slow)
             for k, e in found:
                 bad.append(BadRecord(n_read + k, reader.line(k), record_id(records[k]), e.reason, e.detail))
             stop = bool(found) and task.stop_on_bad  # (then the bad record is the list's last one read)

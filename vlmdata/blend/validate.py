@@ -6,6 +6,7 @@ module holds the reasons, the image-path rule, and the `Bad` signal they raise.
 from __future__ import annotations
 
 import posixpath
+from typing import Any
 
 # record-level reasons (found while reading)
 NOT_OBJECT = "record is not a JSON object"
@@ -22,6 +23,7 @@ BAD_IMAGE_PATH = "image path is empty, absolute or leaves the image root"
 TOKEN_MISMATCH = "<image> count differs from the number of images"
 TOKEN_IN_GPT = "<image> in a gpt turn"
 TOKEN_TEXT_ONLY = "<image> in a text-only record"
+NOT_UNICODE = "text is not valid Unicode"
 # image-level reasons (found by the image check)
 MISSING_IMAGE = "missing image"
 CORRUPT_IMAGE = "corrupt image"
@@ -57,3 +59,27 @@ def clean_image_path(path: str) -> str:
             raise Bad(BAD_IMAGE_PATH, f"image path {path!r} leaves the image root")
         return norm
     return path
+
+
+def check_unicode(rec: Any) -> None:
+    """Bad if a string of ``rec`` (a key or a value, at any depth) holds a lone surrogate.
+
+    JSON can spell one (``"\\ud800"`` without its low half: a cut emoji in scraped chat text), and
+    Python's decoder keeps it in a str that no UTF-8 writer takes: the blend's Arrow columns
+    stopped with a UnicodeEncodeError traceback. Only records the standard library decoded are
+    asked (msgspec refuses such text), so this costs nothing on the common path.
+    """
+    stack: list[tuple[str, Any]] = [("record", rec)]
+    while stack:
+        where, v = stack.pop()
+        if type(v) is str:
+            try:
+                v.encode()
+            except UnicodeEncodeError as e:
+                raise Bad(NOT_UNICODE, f"{where}: a lone surrogate (\\u{ord(v[e.start]):04x}) at character {e.start}") from None
+        elif type(v) is dict:
+            for k, x in v.items():
+                stack.append((f"{where} key {k!r:.40}", k))
+                stack.append((f"{where}[{k!r:.40}]", x))
+        elif type(v) is list:
+            stack.extend((f"{where}[{i}]", x) for i, x in enumerate(v))
