@@ -136,3 +136,62 @@ def test_build_cli_reports_the_image_folder(cli, tmp_path, manifests):
     doc = json.loads(r.out)
     assert doc["image_folder"] == str(root / "layouts" / "tinylay" / "data")
     assert doc["hardlinks"] == 4
+
+
+def test_build_over_a_folder_of_ones_own_keeps_the_users_files(tmp_path, manifests, cli):
+    """`layout build --out ./playground/data` into a folder that already holds files where links go:
+    a file with other bytes (an edited JSON, an image of one's own) used to be deleted without a
+    word; now the build stops (exit 2), names it, and leaves everything as it was. A copy with the
+    store's bytes and a symbolic link are replaced (nothing is lost); files elsewhere are kept."""
+    root = Root(tmp_path / "root")
+    _store(root.path)
+    out = tmp_path / "playground"
+    (out / "data" / "pics").mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    (out / "data" / "pics" / "mine.jpg").write_text("mine")
+    (out / "data" / "labels.json").write_text("[1, 2, 3]  my own edit")
+    args = ("layout", "build", "--layout", "tinylay", "--root", str(root.path), "--manifests", str(manifests),
+            "--out", str(out))
+    r = cli(*args)
+    assert r.code == 2 and "Traceback" not in r.err
+    assert f"{out / 'data' / 'labels.json'} is a file of its own" in r.err
+    assert (out / "data" / "labels.json").read_text() == "[1, 2, 3]  my own edit"
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
+        "data", "data/labels.json", "data/pics", "data/pics/mine.jpg", "notes.txt"]
+    # deeper in a folder: the same, and what the build had made is removed again
+    (out / "data" / "labels.json").write_text("[1]")  # the store's bytes: replaced by the link
+    (out / "data" / "pics" / "b.jpg").write_text("my b")
+    r = cli(*args)
+    assert r.code == 2 and f"{out / 'data' / 'pics' / 'b.jpg'} is a file of its own" in r.err
+    assert (out / "data" / "pics" / "b.jpg").read_text() == "my b" and not (out / "data" / "pics" / "a.jpg").exists()
+    (out / "data" / "pics" / "b.jpg").unlink()
+    (out / "data" / "pics" / "a.jpg").symlink_to(tmp_path / "nowhere")  # a link holds nothing: replaced
+    r = cli(*args)
+    assert r.code == 0, r.err
+    assert os.path.samefile(out / "data" / "labels.json", root.path / "tiny" / "labels.json")
+    assert os.path.samefile(out / "data" / "pics" / "a.jpg", root.path / "tiny" / "pics" / "a.jpg")
+    assert (out / "notes.txt").read_text() == "mine" and (out / "data" / "pics" / "mine.jpg").read_text() == "mine"
+
+
+def test_the_roots_own_view_replaces_a_stale_link(tmp_path, manifests):
+    """In ROOT/layouts/NAME (vlmdata's own folder) a file that is not the store's is a link from
+    before a refetch: replaced, as views_using/refresh_views expect."""
+    root = Root(tmp_path / "root")
+    _store(root.path)
+    lay = load_catalog([manifests]).layout("tinylay")
+    build_layout(lay, root)
+    label = root.path / "tiny" / "labels.json"
+    label.unlink()
+    label.write_text("[2]")  # fetched again: a new inode; the view still holds the old one
+    res = build_layout(lay, root)
+    assert res.hardlinks == 1 and os.path.samefile(root.layout_dir("tinylay") / "data" / "labels.json", label)
+
+
+def test_a_store_path_linked_at_several_places_is_missing_once(tmp_path):
+    """sharegpt4v links Vision-Flan's images at three paths: `layout build` listed the folder three
+    times under 'not fetched yet (N)', and counted it so."""
+    root = Root(tmp_path / "root")
+    (root.path / "coco" / "train2017").mkdir(parents=True)
+    (root.path / "coco" / "train2017" / "1.jpg").write_bytes(b"x")
+    res = build_layout(load_catalog().layout("sharegpt4v"), root)
+    assert "vflan/images_191task_1k" in res.missing and len(res.missing) == len(set(res.missing))

@@ -9,10 +9,17 @@ Something of the wrong kind in the way (a file where a folder goes, a folder whe
 is found before anything is made for the layout's own paths; deeper inside a folder it is found
 while linking, and what this build made is then removed again. Either way the view is left as it
 was and the error names the path.
+
+A file already where a link goes is replaced only when nothing is lost: a symbolic link, a file
+with the store file's bytes, or any file in the root's own view (ROOT/layouts/NAME, which only
+vlmdata writes: there it is a link from before a refetch). Elsewhere (``--out``, e.g. LLaVA's
+playground/data) a file with other bytes is the user's own, say an edited mix665k JSON: it is in
+the way, and named. (It used to be deleted without a word.)
 """
 from __future__ import annotations
 
 import errno
+import filecmp
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +39,7 @@ class BuildResult:
     existing: int = 0
     missing: list[str] = field(default_factory=list)  # store paths not fetched yet
     made: list[Path] = field(default_factory=list)  # links and folders this build created, in order
+    owned: bool = False  # the root's own view: a file in it that is not the store's is a stale link
 
 
 class _InTheWay(Exception):
@@ -57,7 +65,9 @@ def _link(src: Path, dst: Path, res: BuildResult) -> None:
         if dst.exists() and os.path.samefile(src, dst):
             res.existing += 1
             return
-        dst.unlink()  # a stale link from an older build: replace it
+        if not (res.owned or dst.is_symlink() or _same_bytes(src, dst)):
+            raise _InTheWay(dst, f"a file of its own (other bytes than {src}) where the link to it goes")
+        dst.unlink()  # a stale link from an older build, or a copy of the same bytes: replace it
     try:
         os.link(src, dst)
         res.hardlinks += 1
@@ -67,6 +77,11 @@ def _link(src: Path, dst: Path, res: BuildResult) -> None:
         os.symlink(src.resolve(), dst)
         res.symlinks += 1
     res.made.append(dst)
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    """Whether two files hold the same bytes (the sizes first: a user's own file rarely matches)."""
+    return a.stat().st_size == b.stat().st_size and filecmp.cmp(a, b, shallow=False)
 
 
 def _link_tree(src: Path, dst: Path, res: BuildResult) -> None:
@@ -106,8 +121,9 @@ def _in_the_way(layout: Layout, root: Root, out: Path) -> list[str]:
 
 
 def build_layout(layout: Layout, root: Root, out: Path | None = None) -> BuildResult:
-    out = Path(out).absolute() if out is not None else root.layout_dir(layout.name)
-    res = BuildResult(out)
+    own = root.layout_dir(layout.name)
+    out = Path(out).absolute() if out is not None else own
+    res = BuildResult(out, owned=out == own.absolute())
     blocked = _in_the_way(layout, root, out)
     if blocked:
         raise UserError(f"cannot build the {layout.name} layout in {out}: " + "; ".join(blocked[:5])
@@ -122,7 +138,8 @@ def build_layout(layout: Layout, root: Root, out: Path | None = None) -> BuildRe
                 continue
             src = root.store_path(e.store)
             if not src.exists():
-                res.missing.append(e.store)
+                if e.store not in res.missing:  # (sharegpt4v links Vision-Flan's images at three paths)
+                    res.missing.append(e.store)
                 continue
             if dst.exists() and os.path.samefile(src, dst):
                 res.existing += 1  # the view is the store itself here
@@ -135,7 +152,8 @@ def build_layout(layout: Layout, root: Root, out: Path | None = None) -> BuildRe
     except _InTheWay as e:
         undo_build(res)
         raise UserError(f"cannot build the {layout.name} layout in {out}: {e.path} is {e.want}",
-                        hint="move it out of the way, then run it again; what this build had made was removed") from None
+                        hint="move it out of the way (a link from an earlier build whose store file was fetched "
+                             "again since can be deleted), then run it again; what this build had made was removed") from None
     except BaseException:
         undo_build(res)
         raise
