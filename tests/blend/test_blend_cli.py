@@ -152,3 +152,21 @@ def test_a_blend_the_disk_refuses_names_its_output_and_leaves_nothing(tree, tmp_
     assert r.returncode == 1, r.stderr
     assert f"error: {out}: file too large" in r.stderr and "ulimit -f" in r.stderr and "Traceback" not in r.stderr
     assert not out.parent.exists() or list(out.parent.iterdir()) == []  # no output, no temporary folder
+
+
+def test_a_file_of_ones_own_in_an_earlier_blend_is_not_deleted(tree, cli):
+    """An earlier blend's folder is replaced whole: a file put in it (notes, a script) went with it
+    without a word. The blend's own files, `datasets`' map caches and vlmtrain's length cache go."""
+    tree.place_recipe("llava-665k")
+    out = tree.root.path / "blends" / "llava-665k"
+    assert cli("--root", tree.root.path, "blend", "llava-665k").code == 0
+    (out / "cache-0123abcd.arrow").write_bytes(b"")
+    (out / ".vlmtrain-cache").mkdir()
+    (out / "notes.md").write_text("which checkpoint used this")
+    r = cli("--root", tree.root.path, "blend", "llava-665k")
+    assert r.code == 2 and "is an earlier blend but also holds other files (notes.md)" in r.err
+    assert (out / "notes.md").read_text() == "which checkpoint used this" and (out / "blend.json").is_file()
+    (out / "notes.md").unlink()
+    r = cli("--root", tree.root.path, "blend", "llava-665k")
+    assert r.code == 0, r.err
+    assert not (out / ".vlmtrain-cache").exists() and not (out / "cache-0123abcd.arrow").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from dataclasses import asdict
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -195,11 +196,28 @@ def check_replaceable(out: Path) -> None:
         raise UserError(f"--out {out} is a file; a blend writes a folder there and would replace it",
                         hint="choose a folder that does not exist yet (or an earlier blend's folder)")
     names = sorted(p.name for p in out.iterdir())
-    if not names or {"blend.json", "state.json"} <= set(names):
+    if not names:
         return
-    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-    raise UserError(f"--out {out} holds other files ({shown}); a blend replaces its whole output folder",
+    if {"blend.json", "state.json"} <= set(names):
+        # an earlier blend, but a file of one's own put in it (notes, a script) would go with it
+        others = [n for n in names if not _BLEND_FILE.fullmatch(n)]
+        if not others:
+            return
+        raise UserError(f"--out {out} is an earlier blend but also holds other files ({_some(others)}); "
+                        f"a blend replaces its whole output folder",
+                        hint="move those files elsewhere (or choose another --out), then run it again")
+    raise UserError(f"--out {out} holds other files ({_some(names)}); a blend replaces its whole output folder",
                     hint="choose a folder that does not exist yet, an empty one, or an earlier blend's folder")
+
+
+# What a blend folder holds: the blend's own files, the cache files `datasets` writes beside a loaded
+# dataset (Dataset.map), and vlmtrain's cache of token lengths (vlmtrain.data.dataset.CACHE_DIR_NAME).
+_BLEND_FILE = re.compile(r"blend\.json|state\.json|dataset_info\.json|dropped\.jsonl|data-\d+-of-\d+\.arrow"
+                         r"|cache-[0-9a-f]+\.arrow|tmp[\w-]*|\.vlmtrain-cache")
+
+
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
 def commit(tmp: Path, out: Path, synced: tuple[str, ...] = ()) -> None:
