@@ -26,7 +26,7 @@ def test_phi2_export_keeps_its_rotary_width_under_moellava_field_names(tmp_path)
     conf = export_config(tmp_path, "phi-2.json")
     # MoE-LLaVA's PhiConfig defaults partial_rotary_factor to 0.5: without the field phi-2 (0.4) loads wrong
     assert conf["partial_rotary_factor"] == pytest.approx(0.4)
-    assert conf["rope_theta"] == pytest.approx(10000.0) and conf["rope_scaling"] is None
+    assert conf["rope_theta"] == pytest.approx(10000.0) and conf.get("rope_scaling") is None
     assert conf["architectures"] == ["MoELLaVAPhiForCausalLM"] and conf["model_type"] == "moe_llava_phi"
 
 

@@ -123,8 +123,8 @@ def legacy_text_fields(text: dict, model_type: str) -> dict:
     if "partial_rotary_factor" in rope:
         out["partial_rotary_factor"] = rope["partial_rotary_factor"]
     kind = rope.get("rope_type", "default")
-    # (its rope_scaling check accepts None or exactly {type, factor})
-    out["rope_scaling"] = None if kind == "default" else {"type": kind, "factor": rope.get("factor")}
+    if kind != "default":  # (its rope_scaling check wants exactly {type, factor}; absent means none)
+        out["rope_scaling"] = {"type": kind, "factor": rope.get("factor")}
     if model_type == "stablelm":
         out["rope_pct"] = out.get("partial_rotary_factor", text.get("partial_rotary_factor", 0.25))
         out["norm_eps"] = text.get("layer_norm_eps", 1e-5)
@@ -179,7 +179,10 @@ def write_moellava_checkpoint(model, out_dir: str | Path, *, vision_tower: str |
             torch.save(state, fh)
         write_text(tmp / "config.json", json.dumps(config, indent=2, default=str) + "\n")
         if tokenizer is not None:
+            from vlmtrain.model.moe.legacy_tokenizer import write_legacy_tokenizer_files
+
             tokenizer.save_pretrained(str(tmp))
+            write_legacy_tokenizer_files(tmp)  # MoE-LLaVA's transformers 4.37 loads it slow, from these
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
