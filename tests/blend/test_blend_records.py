@@ -209,3 +209,15 @@ def test_row_buffer_keeps_row_order_across_pieces_and_appended_rows():
     assert buf.take("s")[0].num_rows == 0
     assert np.asarray(first.column("n_images")).tolist() == [1, 1, 1, 0]
     assert [c.num_rows for c in first.to_batches()] == [3, 1] and [c.num_rows for c in rest.to_batches()] == [1, 2]
+
+
+def test_a_windows_relative_path_is_not_called_absolute():
+    """`coco\\train2017\\a.jpg` (a JSON written on Windows) was reported as an 'absolute image
+    path', which sends the user looking for a leading '/' that is not there."""
+    with pytest.raises(v.Bad) as e:
+        v.clean_image_path("coco\\train2017\\a.jpg")
+    assert e.value.reason == v.BAD_IMAGE_PATH and "absolute" not in e.value.detail and "'\\' separators" in e.value.detail
+    for absolute in ("/abs/a.jpg", "C:\\img\\a.jpg", "C:/img/a.jpg"):
+        with pytest.raises(v.Bad) as e:
+            v.clean_image_path(absolute)
+        assert e.value.detail.startswith("absolute image path")

@@ -52,6 +52,8 @@ def clean_image_path(path: str) -> str:
     if not path:
         raise Bad(BAD_IMAGE_PATH, "empty image path")
     if path[0] == "/" or "\\" in path or (len(path) > 1 and path[1] == ":"):
+        if path[0] != "/" and path[1:2] != ":":  # (not absolute: a Windows-made relative path)
+            raise Bad(BAD_IMAGE_PATH, f"image path {path!r} has '\\' separators (paths are '/'-separated)")
         raise Bad(BAD_IMAGE_PATH, f"absolute image path {path!r}")
     if "//" in path or path[0] == "." or "/." in path:
         norm = posixpath.normpath(path)
