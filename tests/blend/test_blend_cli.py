@@ -170,3 +170,14 @@ def test_a_file_of_ones_own_in_an_earlier_blend_is_not_deleted(tree, cli):
     r = cli("--root", tree.root.path, "blend", "llava-665k")
     assert r.code == 0, r.err
     assert not (out / ".vlmtrain-cache").exists() and not (out / "cache-0123abcd.arrow").exists()
+
+
+def test_info_of_a_recipe_shows_its_image_prefix_and_description(cli):
+    """docs/recipes.md: `vlmdata info NAME` prints what the page says of a recipe; the text left out
+    each entry's image_prefix (where its image paths are looked up) and the description."""
+    r = cli("info", "allava-caption")
+    assert r.code == 0, r.err
+    assert "allava:allava_laion/ALLaVA-Caption-LAION-4V.json  sample=all  images under allava" in r.out
+    assert "hence image_prefix" in r.out and "follows: FreedomIntelligence/ALLaVA" in r.out
+    j = cli("info", "allava-caption", "--json").json()
+    assert j["stage"] == "pretrain" and "hence image_prefix" in j["description"] and j["references"]

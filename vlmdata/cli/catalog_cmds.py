@@ -74,13 +74,18 @@ def info_cmd(name: str = Argument(..., help="Dataset, layout or blend recipe nam
     elif kind == "blend":
         b = found
         if settings.json:
-            settings.emit_json({"blend": b.name, "title": b.title, "layout": b.layout, "seed": b.seed,
+            settings.emit_json({"blend": b.name, "title": b.title, "stage": b.stage, "layout": b.layout,
+                                "seed": b.seed, "description": b.description, "references": list(b.references),
                                 "entries": [msgspec.structs.asdict(e) for e in b.entries]})
             return
         echo(f"{b.name}: {b.title}\n  stage: {b.stage or '-'}  layout: {b.layout}  seed: {b.seed}")
         for e in b.entries:
             src = f"{e.dataset}:{e.file}" if e.dataset else e.path
-            echo(f"  {e.name:<24} {src}  sample={e.sample}" + (f" weight={e.weight}" if e.weight else ""))
+            # (the image prefix is what a missing-image hunt needs: the paths are looked up under it)
+            echo(f"  {e.name:<24} {src}  sample={e.sample}" + (f" weight={e.weight}" if e.weight else "")
+                 + (f"  images under {e.image_prefix}" if e.image_prefix else ""))
+        for line in ([b.description] if b.description else []) + [f"follows: {r}" for r in b.references]:
+            echo(f"  {line}")
     else:
         import difflib
 
