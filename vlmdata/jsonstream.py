@@ -422,6 +422,9 @@ class RecordReader:
 
     def _array(self) -> Iterator[list[Any]]:
         if self.start == 0:
+            wide = _wide_encoding(self.buf[:4])
+            if wide:  # (Windows tools write UTF-16: "expected a JSON array" would send the user to the wrong fix)
+                raise self._fail(f"not valid UTF-8: the file is {wide} text", hint=_reencode_hint(wide))
             if self.peek() != "[":
                 raise self._fail("expected a JSON array ('[' at the start)",
                                  hint="LLaVA-style files are one JSON array of records; use .jsonl for one record per line")
@@ -510,6 +513,10 @@ class RecordReader:
             self.left -= len(raw)
             if lineno == 1 and self.start == 0 and raw.startswith(codecs.BOM_UTF8):
                 raw = raw[3:]
+            if lineno == 1 and self.start == 0 and _wide_encoding(raw[:4]):
+                wide = _wide_encoding(raw[:4])
+                raise UserError(f"not valid UTF-8: the file is {wide} text", where=f"{self.path}: line 1",
+                                hint=_reencode_hint(wide))
             if raw.strip():
                 rec = self._decode_line(raw, lineno)
                 self._line = lineno
@@ -543,6 +550,23 @@ class RecordReader:
 
 
 _DECODER = json.JSONDecoder()
+
+
+def _wide_encoding(head: bytes) -> str | None:
+    """"UTF-16" or "UTF-32" when a file's first bytes are such a byte order mark, or JSON text's
+    first character ('[', '{' or a blank) followed or preceded by zero bytes; else None."""
+    head = bytes(head)
+    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return "UTF-32"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "UTF-16"
+    if len(head) >= 2 and 0 in head[:2] and any(c in head[:2] for c in b"[{ \t\r\n"):
+        return "UTF-32" if len(head) == 4 and head.count(0) == 3 else "UTF-16"
+    return None
+
+
+def _reencode_hint(wide: str) -> str:
+    return f"JSON files are read as UTF-8: convert it (e.g. `iconv -f {wide} -t UTF-8 IN > OUT`) and use the copy"
 _BOUNDARY = re.compile(rb",\s*\{")
 _FIRST_KEY = re.compile(rb'\{\s*"((?:[^"\\]|\\.)*)"')  # an object's first key
 _NEXT_RECORD = re.compile(rb'\s*,\s*(\{)\s*"((?:[^"\\]|\\.)*)"')  # ", {" and the next object's first key

@@ -112,6 +112,23 @@ def test_invalid_utf8_names_its_line(tmp_path):
     assert "not valid UTF-8" in str(e.value) and f"{p}: line 3" in str(e.value)
 
 
+@pytest.mark.parametrize("encoding, name", [("utf-16", "UTF-16"), ("utf-16-le", "UTF-16"), ("utf-16-be", "UTF-16"),
+                                            ("utf-32", "UTF-32")])
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_a_utf16_file_is_named_as_such(tmp_path, encoding, name, suffix):
+    """A JSON saved by a Windows tool is often UTF-16: the array reader said "expected a JSON array
+    ('[' at the start)" and hinted at .jsonl, which sends the user to the wrong fix."""
+    recs = [{"id": "a", "conversations": turns("q", "a")}]
+    p = tmp_path / f"wide{suffix}"
+    text = json.dumps(recs, indent=1) if suffix == ".json" else json.dumps(recs[0]) + "\n"
+    p.write_bytes(text.encode(encoding))
+    with pytest.raises(UserError) as e:
+        list(iter_json_records(p))
+    msg = f"{e.value} {e.value.hint}"
+    assert f"not valid UTF-8: the file is {name} text" in msg and f"iconv -f {name} -t UTF-8" in msg
+    assert "JSON array" not in msg
+
+
 @pytest.mark.parametrize("probe", [64, 300, 1 << 16])
 def test_cuts_before_records_longer_than_the_first_probe(tmp_path, monkeypatch, probe):
     """A possible cut is checked by decoding the record after it from a short read, four times
