@@ -119,6 +119,29 @@ def test_compile_fallback_when_the_backend_cannot_compile(tiny_model, broken_bac
     _loss_grads(model, _batch(tiny_model))  # it trains, eagerly
 
 
+def test_compiled_layer_runs_its_moe_block_eagerly():
+    """docs/throughput.md: MoE routing runs eagerly under compile. Traced, its host reads (capacity,
+    bucket sizes) each broke the graph (a wall of dynamo warnings) and recompiled per token count;
+    now the one break is the call into the block."""
+    from torch import nn
+
+    from vlmtrain.model.moe import MoeSettings, SparseMoeBlock
+
+    class Layer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.Linear(16, 16)
+            self.mlp = SparseMoeBlock(16, nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 16)),
+                                      MoeSettings(num_experts=4, top_k=2))
+
+        def forward(self, x):
+            return self.mlp(self.attn(x)) + x
+
+    torch.manual_seed(0)
+    explained = torch._dynamo.explain(Layer())(torch.randn(2, 5, 16))
+    assert explained.graph_break_count == 1, [str(b.reason)[:60] for b in explained.break_reasons]
+
+
 def test_run_stage1_and_stage2_with_packing_and_compile(caption_blend, instruct_blend, make_config, vlmtrain,
                                                         tmp_path, broken_backend, caplog):
     caplog.set_level("INFO", logger="vlmtrain")

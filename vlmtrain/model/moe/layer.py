@@ -70,6 +70,9 @@ class SparseMoeBlock(nn.Module):
             self.coefficient = nn.Linear(hidden_size, 2)
         self.last: MoeStats | None = None
 
+    # Eager under `compile: layers` / `model`: routing is data-dependent (host reads of the capacity and
+    # bucket sizes), so traced it breaks the graph at each read and recompiles for each token count
+    @torch.compiler.disable
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         s = self.settings
         flat = hidden.reshape(-1, hidden.shape[-1])
