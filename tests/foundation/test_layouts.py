@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from vlmdata.errors import UserError
 from vlmdata.layouts.build import build_layout
 from vlmdata.layouts.check import check_layout
 from vlmdata.manifest import load_catalog
@@ -195,3 +196,19 @@ def test_a_store_path_linked_at_several_places_is_missing_once(tmp_path):
     (root.path / "coco" / "train2017" / "1.jpg").write_bytes(b"x")
     res = build_layout(load_catalog().layout("sharegpt4v"), root)
     assert "vflan/images_191task_1k" in res.missing and len(res.missing) == len(set(res.missing))
+
+
+def test_a_view_folder_linked_to_a_folder_of_ones_own_is_not_vlmdatas(tmp_path, manifests):
+    """ROOT/layouts/NAME made a symbolic link to one's own playground/data: the files there are the
+    user's, so one with other bytes is in the way, not a stale link to replace."""
+    root = Root(tmp_path / "root")
+    _store(root.path)
+    mine = tmp_path / "playground"
+    (mine / "data").mkdir(parents=True)
+    (mine / "data" / "labels.json").write_text("my own labels")
+    (root.path / "layouts").mkdir()
+    root.layout_dir("tinylay").symlink_to(mine)
+    with pytest.raises(UserError) as e:
+        build_layout(load_catalog([manifests]).layout("tinylay"), root)
+    assert "labels.json is a file of its own" in str(e.value)
+    assert (mine / "data" / "labels.json").read_text() == "my own labels"
