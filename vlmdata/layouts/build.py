@@ -81,7 +81,7 @@ def _link(src: Path, dst: Path, res: BuildResult) -> None:
 
 def _same_bytes(a: Path, b: Path) -> bool:
     """Whether two files hold the same bytes (the sizes first: a user's own file rarely matches)."""
-    return b.is_file() and a.stat().st_size == b.stat().st_size and filecmp.cmp(a, b, shallow=False)
+    return a.stat().st_size == b.stat().st_size and filecmp.cmp(a, b, shallow=False)
 
 
 def _link_tree(src: Path, dst: Path, res: BuildResult) -> None:
