@@ -100,3 +100,15 @@ def test_a_weight_of_nan_or_inf_is_a_recipe_error(tree, tmp_path, cli):
         assert res.code == 2, (bad, res.err)
         assert "Traceback" not in res.err and "entries[0].weight" in res.err and "finite number > 0" in res.err
         assert not (tmp_path / "out").exists()
+
+
+def test_stats_lists_a_source_whose_weight_wrote_no_row(tree, tmp_path, cli):
+    """A weight that rounds a source's rows to 0 (d: 7 records x 0.01) left it out of `stats`'
+    per-source table, as if the recipe had no such entry; blend.json's mix has it with rows 0."""
+    recipe = _setup(tree, tmp_path, {"d": "0.01"})
+    res = tree.blend(str(recipe), out=tmp_path / "out")
+    st = cli("stats", str(res.out), "--json")
+    assert st.code == 0, st.err
+    got = {s["source"]: (s["rows"], s["kept"], s["weight"], s["share"]) for s in json.loads(st.out)["sources"]}
+    assert list(got) == ["a", "b", "c", "d"] and got["d"] == (0, 7, 0.01, 0.0)
+    assert "    d " in cli("stats", str(res.out)).out

@@ -28,18 +28,21 @@ def compute(folder: Path) -> dict[str, Any]:
 
     per_source = []
     weights = (out.meta or {}).get("mix", {})
-    for name in dict.fromkeys(sources.tolist()):  # in the order the blend wrote them
+    # every recipe entry, in recipe order (the order the blend wrote them): one that wrote no row (an
+    # empty input, a weight that rounds to 0) is part of the mix too, and was left out of the table
+    for name in dict.fromkeys([*weights, *sources.tolist()]):
         m = sources == name
+        some = bool(m.any())
         per_source.append({
             "source": name,
             "rows": int(m.sum()),
-            "share": round(float(m.mean()), 4),
+            "share": round(float(m.mean()), 4) if some else 0.0,
             "weight": weights.get(name, {}).get("weight"),
             "kept": weights.get(name, {}).get("kept"),
             "text_only": int((n_images[m] == 0).sum()),
             "images": int(n_images[m].sum()),
-            "mean_text_chars": round(float(chars[m].mean()), 1),
-            "mean_turns": round(float(turns[m].mean()), 2),
+            "mean_text_chars": round(float(chars[m].mean()), 1) if some else 0.0,
+            "mean_turns": round(float(turns[m].mean()), 2) if some else 0.0,
         })
     edges = TEXT_BINS + [max(int(chars.max()) + 1 if n else 1, TEXT_BINS[-1] + 1)]
     hist, _ = np.histogram(chars, bins=edges)
