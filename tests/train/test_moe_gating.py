@@ -68,6 +68,17 @@ def test_routing_without_dropping_and_min_capacity(k):
     assert torch.equal(r.aux_loss, l_aux)
 
 
+def test_top1_with_fewer_tokens_than_min_capacity_keeps_every_route():
+    """A forward of fewer tokens than min_capacity (each generated token is one) has room for all of
+    them; DeepSpeed's top-1 asserts instead, which was a traceback mid-run or in `vlmtrain generate`."""
+    logits = torch.randn(3, 4, generator=torch.Generator().manual_seed(5))
+    r = route(logits, 1, 1.0, 4)
+    assert torch.equal(r.experts[0], logits.argmax(dim=1))
+    assert torch.allclose(r.weights[0], torch.softmax(logits, dim=1).max(dim=1).values)
+    block = SparseMoeBlock(8, nn.Linear(8, 8), MoeSettings(num_experts=4, top_k=1, min_capacity=4)).eval()
+    assert block(torch.randn(1, 1, 8)).shape == (1, 1, 8) and block.last.kept == 1
+
+
 def test_aux_loss_has_the_router_gradient():
     logits = torch.randn(16, 4, requires_grad=True)
     route(logits, 2, 1.5).aux_loss.backward()
