@@ -268,7 +268,7 @@ def export_moe_llava(
 ) -> None:
     """Write a stage-3 model in MoE-LLaVA's checkpoint layout (its eval and serve code read it).
 
-    MoE layers become model.layers.N.mlp.deepspeed_moe.gate.wg / ...experts.deepspeed_experts.E.*, the tower model.image_tower.image_tower.*, the projector model.mm_projector.image_spatial_proj.*. The tokenizer's files go beside them (MoE-LLaVA's loader reads the tokenizer from the model's folder). Any other non-empty OUT is refused, and so is an OUT that holds the run.
+    MoE layers become model.layers.N.mlp.deepspeed_moe.gate.wg / ...experts.deepspeed_experts.E.*, the tower model.image_tower.image_tower.*, the projector model.mm_projector.image_spatial_proj.*. The tokenizer's files go beside them (MoE-LLaVA's loader reads the tokenizer from the model's folder). Any other non-empty OUT is refused, and so is an OUT that holds the run. MoE-LLaVA's loader picks the model class from the folder's name ("moe", "llava" and the LLM family, e.g. moe-llava-phi2-...): a note says so when OUT's name would not load there.
 
     Examples:
       vlmtrain export-moe-llava runs/moe-llava-phi2-stage3 \\
@@ -277,7 +277,7 @@ def export_moe_llava(
     _require_training_stack()
     from vlmtrain.config import ConfigError
     from vlmtrain.generate import _run_config, load_run
-    from vlmtrain.model.moe.checkpoint_keys import check_export_target, write_moellava_checkpoint
+    from vlmtrain.model.moe.checkpoint_keys import check_export_target, loader_name_problem, write_moellava_checkpoint
     from vlmtrain.progress import quiet_library_bars
 
     quiet_library_bars()
@@ -292,6 +292,9 @@ def export_moe_llava(
     except ValueError as e:
         raise ConfigError(str(e)) from None
     typer.echo(str(path))
+    problem = loader_name_problem(out, loaded.model.config.text_config.model_type)
+    if problem:
+        typer.echo(f"note: {problem}", err=True)
 
 
 class TinyKind(str, Enum):

@@ -42,3 +42,16 @@ def test_stablelm_export_in_stablelm_epoch_field_names(tmp_path):
     conf = export_config(tmp_path, "stablelm-2-1_6b.json")
     assert conf["rope_pct"] == pytest.approx(0.25) and conf["norm_eps"] == pytest.approx(1e-5)
     assert conf["architectures"] == ["MoELLaVAStablelmForCausalLM"] and conf["model_type"] == "moe_llava_stablelm"
+
+
+@pytest.mark.parametrize("name, kind, ok", [
+    ("moe-llava-phi", "phi", True), ("MoE-LLaVA-Phi2-2.7B-4e", "phi", True), ("moe-llava", "phi", False),
+    ("export", "phi", False), ("moe-llava-phi-lora", "phi", False), ("moe-llava-stablelm", "stablelm", True),
+    ("moe-llava-qwen", "qwen2", True), ("moe-llava-qwen1.5", "qwen2", False), ("moe-llava-qwen-phi", "phi", False),
+    ("moe-llava-llama", "llama", True), ("moe-llava-mistral", "llama", False)])
+def test_folder_names_moellava_loads_as_the_right_family(tmp_path, name, kind, ok):
+    """builder.py picks the class by substrings of the folder's name; serve/cli.py the template too."""
+    from vlmtrain.model.moe.checkpoint_keys import EXPORT_NAMES, loader_name_problem
+
+    assert (loader_name_problem(tmp_path / name, kind) is None) == ok
+    assert all(loader_name_problem(tmp_path / n, k) is None for k, n in EXPORT_NAMES.items())

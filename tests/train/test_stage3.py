@@ -114,8 +114,8 @@ def test_save_load_generate_and_moellava_keys(stage2, vlmtrain, tmp_path):
 
     # MoE-LLaVA's layout: DeepSpeed's own MoE layer loads a layer's weights under those names, strictly,
     # and computes what ours computes.
-    state = torch.load(tmp_path / "s3" / "moe-llava" / "pytorch_model.bin", weights_only=True)
-    conf = json.loads((tmp_path / "s3" / "moe-llava" / "config.json").read_text())
+    state = torch.load(tmp_path / "s3" / "moe-llava-phi" / "pytorch_model.bin", weights_only=True)
+    conf = json.loads((tmp_path / "s3" / "moe-llava-phi" / "config.json").read_text())
     assert conf["model_type"] == "moe_llava_phi" and conf["moe"]["top_k_experts"] == 2
     assert "model.layers.0.mlp.deepspeed_moe.gate.wg.weight" in state
     assert "model.layers.2.mlp.deepspeed_moe.experts.deepspeed_experts.3.fc2.bias" in state
@@ -124,13 +124,14 @@ def test_save_load_generate_and_moellava_keys(stage2, vlmtrain, tmp_path):
     # MoE-LLaVA's loader reads the tokenizer from the model's folder: it is written beside the weights.
     from transformers import AutoTokenizer
 
-    theirs = AutoTokenizer.from_pretrained(str(tmp_path / "s3" / "moe-llava"))
+    theirs = AutoTokenizer.from_pretrained(str(tmp_path / "s3" / "moe-llava-phi"))
     assert theirs.get_vocab() == run.tokenizer.get_vocab()
     # The command writes the same; run again, it replaces its earlier export whole.
     for _ in range(2):
         r = vlmtrain("export-moe-llava", tmp_path / "s3", tmp_path / "export")
         assert r.code == 0, r.err
-    assert (tmp_path / "export" / "config.json").read_bytes() == (tmp_path / "s3" / "moe-llava" / "config.json").read_bytes()
+    assert "note: MoE-LLaVA's load_pretrained_model picks the model class from the folder's name" in r.err
+    assert (tmp_path / "export" / "config.json").read_bytes() == (tmp_path / "s3" / "moe-llava-phi" / "config.json").read_bytes()
     assert AutoTokenizer.from_pretrained(str(tmp_path / "export")).get_vocab() == run.tokenizer.get_vocab()
     assert torch.load(tmp_path / "export" / "pytorch_model.bin", weights_only=True).keys() == state.keys()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary folder left

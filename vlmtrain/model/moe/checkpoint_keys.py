@@ -131,6 +131,50 @@ def legacy_text_fields(text: dict, model_type: str) -> dict:
     return out
 
 
+# The folder name save_moellava_checkpoint writes under output_dir, per LLM family: one MoE-LLaVA's
+# loader reads as that family (see loader_name_problem).
+EXPORT_NAMES = {"phi": "moe-llava-phi", "stablelm": "moe-llava-stablelm", "qwen2": "moe-llava-qwen",
+                "mistral": "moe-llava-mistral", "llama": "moe-llava-llama"}
+
+
+def _loader_family(name: str) -> str:
+    """The LLM family MoE-LLaVA's ``load_pretrained_model`` (builder.py) reads from a lower-case model
+    name: the first of its substring tests that matches, in its order."""
+    if "mpt" in name:
+        return "mpt"
+    if "qwen" in name and "1.5" not in name:
+        return "qwen2"
+    if "openchat" in name or "mistral" in name:
+        return "mistral"
+    if "phi" in name:
+        return "phi"
+    if "qwen" in name:
+        return "qwen1.5"
+    if "minicpm" in name:
+        return "minicpm"
+    if "stablelm" in name:
+        return "stablelm"
+    return "llama"
+
+
+def loader_name_problem(folder: Path, text_model_type: str) -> str | None:
+    """Why MoE-LLaVA would not load ``folder`` as this model, or None. Its loader (and serve/cli.py's
+    template choice) go by the folder's name: "llava" and "moe" in it, no "lora", and the family's
+    word (phi, stablelm, qwen without "1.5", ...) before any other family's."""
+    name = Path(folder).resolve().name.lower()
+    want = EXPORT_NAMES.get(text_model_type, f"moe-llava-{text_model_type}")
+    if "llava" not in name or "moe" not in name:
+        why = "lacks " + " and ".join(repr(w) for w in ("llava", "moe") if w not in name)
+    elif "lora" in name:
+        why = "contains 'lora' (its LoRA branch)"
+    elif _loader_family(name) != _loader_family(want):
+        why = f"reads as a {_loader_family(name)} model, not {text_model_type}"
+    else:
+        return None
+    return (f"MoE-LLaVA's load_pretrained_model picks the model class from the folder's name, and "
+            f"{Path(folder).name!r} {why}: rename it (e.g. {want}-...) before loading it there")
+
+
 def is_moellava_export(folder: Path) -> bool:
     """Whether ``folder`` holds an earlier export: config.json naming a MoELLaVA architecture, and the weights."""
     try:
@@ -152,7 +196,8 @@ def check_export_target(run_dir: Path, out: Path) -> None:
                           hint="give a folder path for the export (it is created)")
     if target == run or target in run.parents:
         raise ConfigError(f"{out} holds the run {run_dir}: the export replaces its folder whole; nothing was written",
-                          hint=f"give a new folder, e.g. {Path(run_dir) / 'moe-llava'} or one beside the run")
+                          hint="give a new folder named as MoE-LLaVA's loader wants, e.g. "
+                               f"{Path(run_dir) / 'moe-llava-phi'} for a phi model, or one beside the run")
     if out.is_dir() and any(out.iterdir()) and not is_moellava_export(out):
         raise ConfigError(f"{out} is a folder that is not empty and holds no earlier MoE-LLaVA export; nothing was written",
                           hint="give a new folder (it is created), or an earlier `vlmtrain export-moe-llava` "
