@@ -9,7 +9,7 @@ DeepSpeed ZeRO-2/3 alike, runs each expert only on the tokens routed to it, and 
 like the dense FFN it replaces. What it computes is DeepSpeed's: the routing is
 :func:`vlmtrain.model.moe.gating.route` (tested equal to DeepSpeed's gate on the same logits and
 noise) and the output is the gate-weighted sum of the kept routes' expert outputs, accumulated in
-fp32 and cast back, as DeepSpeed's combine step does (tests/train/test_moe_layer.py compares the
+fp32 and cast back, as DeepSpeed's combine step does (tests/train/test_moe_gating.py compares the
 whole layer with DeepSpeed's).
 
 Every expert is called in every forward, with zero rows when nothing is routed to it: ZeRO-3
