@@ -11,14 +11,15 @@ from pathlib import Path
 import pytest
 
 # The blend's own scan_inputs, with each range's work replaced by "print my pid, then wait": the
-# blend process kills itself with SIGKILL while its two workers wait.
+# blend process kills itself with SIGKILL once its two workers wait.
 _SCRIPT = """
 import os, signal, sys, threading, time
 from pathlib import Path
 from vlmdata.blend import scan
 
 def waiting(task):
-    print(os.getpid(), flush=True)
+    os.write(1, f"{os.getpid()}\\n".encode())  # (one write: two workers' prints could interleave)
+    (task.path.parent / f"started-{os.getpid()}").touch()
     time.sleep(120)
 
 scan.scan_range = waiting
@@ -27,7 +28,13 @@ tasks = []
 for name in ("a", "b"):
     (tmp / f"{name}.json").write_text("[]")
     tasks.append(scan.Task(name, tmp / f"{name}.json", "", tmp / f"{name}.arrow"))
-threading.Timer(3.0, lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
+def kill_when_both_wait():
+    deadline = time.monotonic() + 30
+    while len(list(tmp.glob("started-*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+threading.Thread(target=kill_when_both_wait, daemon=True).start()
 scan.scan_inputs(tasks, jobs=2)
 """
 
