@@ -50,6 +50,7 @@ def test_conversion_keeps_the_dense_model_output(stage2):
     moe = copy.deepcopy(dense)
     convert_to_moe(moe, MoeSpec(layers=[0, 2], settings=MoeSettings(num_experts=4, top_k=2)))
     assert [i for i, _ in moe_blocks(moe)] == [0, 2] and moe.config.moe["num_experts"] == [4, 4]
+    assert not any(block.training for _, block in moe_blocks(moe))  # converted in eval mode: routes as in eval
     ids = torch.randint(0, 300, (2, 40))
     with torch.no_grad():
         a, b = dense(input_ids=ids).logits, moe(input_ids=ids).logits

@@ -122,6 +122,7 @@ def convert_to_moe(model: nn.Module, spec: MoeSpec, *, check: bool = True) -> li
         if isinstance(dense, SparseMoeBlock):
             raise ValueError(f"layer {i} is already an MoE layer")
         block = SparseMoeBlock(hidden, dense, spec.settings)
+        block.train(dense.training)  # a model converted in eval mode routes with eval_capacity_factor
         ref = next(dense.parameters(), None)
         if ref is not None:
             block.to(device=ref.device)
