@@ -4,7 +4,10 @@ A ProcessPoolExecutor's workers wait on the pool's queue for the next task. When
 made the pool is killed outright (kill -9, the OOM killer), nothing tells them: they slept on,
 orphaned, for good, each holding a forked copy of the blend's memory (found by killing a blend
 with -9 mid-read: its two readers were still there minutes later). On Linux, ``prctl`` can ask
-the kernel to kill a process when its parent goes; elsewhere nothing changes.
+the kernel to kill a process when its parent goes; elsewhere nothing changes. The kernel watches
+the *thread* that forked the worker, not its process: the pools here are made, used and shut
+down within one call, so that thread outlives them (a pool made in a short-lived thread and
+used after it ends would see its workers killed).
 """
 from __future__ import annotations
 

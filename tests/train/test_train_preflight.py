@@ -45,6 +45,17 @@ def test_no_encodable_sample_with_skip_is_refused_and_nothing_is_saved(caption_b
     assert not list(out.glob("checkpoint-*")) and not (out / "mm_projector.bin").exists()
 
 
+def test_packing_stats_refuses_a_blend_with_nothing_to_lay_out(caption_blend, make_config, tmp_path):
+    # It reported "100% padding" for a blend of no rows, and for one whose every sample is left out.
+    r = run_vlmtrain("packing-stats", make_config(_empty_blend(tmp_path / "empty"), "pe"))
+    assert r.code == 2, r.err
+    assert "has no samples to train on" in r.err and "vlmdata blend llava-665k" in r.err and "padding" not in r.out
+    r = run_vlmtrain("packing-stats", make_config(caption_blend, "pn", stage=1, version="plain", model_max_length=10,
+                                                  bad_samples="skip"))
+    assert r.code == 2, r.err
+    assert "no trainable sample" in r.err and "all 16 are left out" in r.err and "padding" not in r.out
+
+
 def test_wrong_image_root_is_refused_before_training(instruct_blend, make_config, tmp_path):
     elsewhere = tmp_path / "moved"
     elsewhere.mkdir()

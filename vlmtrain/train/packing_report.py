@@ -7,7 +7,7 @@ and reuses the run's length cache, then lays out one epoch's batches both ways
 """
 from __future__ import annotations
 
-from vlmtrain.config import TrainConfig, check_inputs
+from vlmtrain.config import ConfigError, TrainConfig, check_inputs
 
 
 def packing_stats(cfg: TrainConfig) -> dict:
@@ -19,6 +19,7 @@ def packing_stats(cfg: TrainConfig) -> dict:
     from vlmtrain.data.packing_stats import padding_report
     from vlmtrain.model.build import apply_freeze, build_model
     from vlmtrain.train.mfu import flop_model
+    from vlmtrain.train.preflight import refuse_empty
     from vlmtrain.train.tokenizer import load_tokenizer
 
     check_inputs(cfg)
@@ -29,8 +30,14 @@ def packing_stats(cfg: TrainConfig) -> dict:
     encoder = Encoder(tok, cfg.template, ImageTokens(cfg.image_token, built.image_token_id, built.tokens_per_image),
                       cfg.model_max_length)
     ds, blend, _ = open_blend(cfg.dataset_dir, cfg.image_root)
+    where = cfg._source or "config"
+    refuse_empty(len(ds), blend, cfg, where)
     lengths, *_ = cached_lengths(cfg.dataset_dir, ds, blend, encoder, num_proc=cfg.data_num_proc)
     lengths = lengths[np.nonzero(lengths)[0]].astype(int).tolist()
+    if not lengths:  # (a zero length is a sample the run leaves out)
+        raise ConfigError(f"no trainable sample in {cfg.dataset_dir}: all {len(ds)} are left out", where=where,
+                          hint="check `version` (the template), `model_max_length` and the tokenizer; "
+                               "`vlmtrain run` lists the reasons per sample")
     world = cfg.num_gpus * cfg.num_nodes * cfg.gradient_accumulation_steps  # LLaVA's megabatch, in batches
     report = padding_report(lengths, cfg.per_device_train_batch_size, cfg.model_max_length, world_size=world,
                             seed=cfg.seed, flat=built.attn == "flash_attention_2",

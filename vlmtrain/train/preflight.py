@@ -77,6 +77,15 @@ def _dropped_summary(blend: dict[str, Any]) -> str:
     return ""
 
 
+def refuse_empty(rows: int, blend: dict[str, Any], cfg: TrainConfig, where: str) -> None:
+    """A blend of no rows is a ConfigError naming what its blend dropped (for a run and for
+    packing-stats, whose report of nothing read "100% padding")."""
+    if rows == 0:
+        dropped = _dropped_summary(blend)
+        raise ConfigError(f"dataset {cfg.dataset_dir} has no samples to train on" + (f": {dropped}" if dropped else ""),
+                          where=where, hint=_blend_hint(blend, cfg.dataset_dir))
+
+
 def check_dataset(cfg: TrainConfig, where: str) -> None:
     """No rows: a ConfigError. A blend that dropped most of its records: a warning. No image found: a ConfigError."""
     from vlmtrain.data.dataset import DataError, open_blend
@@ -85,10 +94,7 @@ def check_dataset(cfg: TrainConfig, where: str) -> None:
         ds, blend, root = open_blend(cfg.dataset_dir, cfg.image_root)
     except DataError as e:
         raise ConfigError(str(e), where=where) from None
-    if len(ds) == 0:
-        dropped = _dropped_summary(blend)
-        raise ConfigError(f"dataset {cfg.dataset_dir} has no samples to train on" + (f": {dropped}" if dropped else ""),
-                          where=where, hint=_blend_hint(blend, cfg.dataset_dir))
+    refuse_empty(len(ds), blend, cfg, where)
     totals = blend.get("totals") or {}
     if totals.get("read") and len(ds) < 0.5 * int(totals["read"]):
         log.warning("dataset %s keeps %d of the %d records its blend read (%s); %s", cfg.dataset_dir, len(ds),
