@@ -212,3 +212,17 @@ def test_a_view_folder_linked_to_a_folder_of_ones_own_is_not_vlmdatas(tmp_path, 
         build_layout(load_catalog([manifests]).layout("tinylay"), root)
     assert "labels.json is a file of its own" in str(e.value)
     assert (mine / "data" / "labels.json").read_text() == "my own labels"
+
+
+def test_llava_eval_has_mmbench_cn_where_each_script_reads_it(tmp_path):
+    """LLaVA's scripts/v1_5/eval/mmbench_cn.sh reads eval/mmbench_cn/mmbench_dev_cn_20231003.tsv
+    (its docs/Evaluation.md says eval/mmbench, which MoE-LLaVA's mmbench_cn.sh reads): the view
+    links the one stored file at both paths."""
+    root = Root(tmp_path / "root")
+    stored = root.path / "llava_eval" / "mmbench" / "mmbench_dev_cn_20231003.tsv"
+    stored.parent.mkdir(parents=True)
+    stored.write_text("index\tquestion\n0\tq\n")
+    build_layout(load_catalog().layout("llava-eval"), root)
+    view = root.layout_dir("llava-eval")
+    for path in ("mmbench_cn/mmbench_dev_cn_20231003.tsv", "mmbench/mmbench_dev_cn_20231003.tsv"):
+        assert os.path.samefile(view / path, stored), path
