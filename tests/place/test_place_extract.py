@@ -356,3 +356,19 @@ def test_large_highly_compressible_member_with_output_held_back(tmp_path, root, 
     z = make_zip(tmp_path / "zeros.zip", {"z.bin": big}, method=zipfile.ZIP_DEFLATED)
     place_download(make_spec(inner=""), z, root, merge=False)
     assert (root.store_path("ds/images") / "z.bin").read_bytes() == big
+
+
+@pytest.mark.parametrize("name", ["share_textvqa", "web-celebrity", "web-landmark", "wikiart"])
+def test_sharegpt4v_web_zip_lands_where_the_json_paths_point(tmp_path, root, name):
+    """ShareGPT4V's web-data zips hold data/<name>/images/<file> (the path inside its data/ folder;
+    third-party scripts move data/<name>/images/* up after unzipping). With the inner folder unknown,
+    only the single top folder data/ was removed: the images landed in <name>/images/<name>/images/,
+    where cap100k's "<name>/images/<file>" does not reach."""
+    from vlmdata.manifest import load_catalog
+
+    spec = load_catalog().dataset("sharegpt4v_web").file(f"{name}.zip")
+    members = jpgs(f"data/{name}/images/", 3)
+    z = make_zip(tmp_path / f"{name}.zip", members, dirs=["data", f"data/{name}", f"data/{name}/images"])
+    res = place_download(spec, z, root, merge=False)
+    assert listing(root.store_path(f"{name}/images")) == sorted(n.rsplit("/", 1)[1] for n in members)
+    assert res.warnings == []
