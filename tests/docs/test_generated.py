@@ -66,3 +66,16 @@ def test_a_page_edited_by_hand_or_a_command_gone_is_reported(tmp_path, monkeypat
     assert pages_mod.stale() == ["docs/datasets.md", f"{cli.REFERENCE}/vlmdata-gone.md"]
     (tmp_path / cli.TOP_HELP).write_text("stale help\n", encoding="utf-8")
     assert pages_mod.stale() == ["docs/datasets.md", cli.TOP_HELP, f"{cli.REFERENCE}/vlmdata-gone.md"]
+
+
+def test_side_by_side_names_every_place_a_store_path_is_linked_at():
+    """sharegpt4v links Vision-Flan's images at three paths and llava-eval MMBench-CN's TSV at two
+    (eval/mmbench and eval/mmbench_cn, for MoE-LLaVA's and LLaVA's scripts): the table kept only the
+    last one of each."""
+    page = generate()["docs/layouts.md"]
+    row = next(r for r in page.splitlines() if r.startswith("| `llava_eval` | `llava_eval/mmbench/mmbench_dev_cn_"))
+    assert "`mmbench/mmbench_dev_cn_20231003.tsv`" in row and "`mmbench_cn/mmbench_dev_cn_20231003.tsv`" in row
+    row = next(r for r in page.splitlines() if r.startswith("| `vflan` | `vflan/images_191task_1k` |"))
+    for path in ("allava/allava_vflan/images/images_191task_1k", "allava_vflan/images/images_191task_1k",
+                 "vflan/images_191task_1k"):
+        assert f"`{path}`" in row.split("|")[-2], path

@@ -51,15 +51,16 @@ def tree(layout: Layout) -> str:
 
 def side_by_side(catalog: Catalog) -> str:
     layouts = sorted(catalog.layouts.values(), key=lambda x: x.name)
-    rows: dict[tuple[str, str], dict[str, str]] = {}
+    rows: dict[tuple[str, str], dict[str, list[str]]] = {}
     for lay in layouts:
         for e in lay.entries:
             if e.kind == "mkdir":
                 continue
-            rows.setdefault((e.dataset or "", e.store), {})[lay.name] = e.path
+            rows.setdefault((e.dataset or "", e.store), {}).setdefault(lay.name, []).append(e.path)
     body = []
-    for (dataset, store), where in sorted(rows.items()):
-        body.append([code(dataset), code(store)] + [code(where[lay.name]) if lay.name in where else "" for lay in layouts])
+    for (dataset, store), where in sorted(rows.items()):  # a store path linked at several places: each one
+        body.append([code(dataset), code(store)]
+                    + ["<br>".join(code(p) for p in where.get(lay.name, [])) for lay in layouts])
     return table(["dataset", "in the store"] + [f"[{lay.name}](#{lay.name})" for lay in layouts], body)
 
 
