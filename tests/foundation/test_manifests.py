@@ -47,6 +47,14 @@ def test_shipped_hf_sources_pin_a_commit_or_say_why_not():
                     assert s.note, f"{f.key}: hf revision {s.revision!r} is not a commit and the source has no note"
 
 
+
+def test_moe_llava_script_paths_cited_are_the_repos_own():
+    """PKU-YuanGroup/MoE-LLaVA keeps its scripts in scripts/v1/ (eval: scripts/v1/eval/{llava,moe_llava};
+    no scripts/v1_5 at 6cb5f66): moe_llava_eval's description cited scripts/v1_5/eval/moe_llava."""
+    text = "\n".join(p.read_text() for p in sorted(shipped_manifest_dir().rglob("*.toml")))
+    assert "v1_5/eval/moe_llava" not in text
+    assert "scripts/v1/eval/{llava,moe_llava}/*.sh" in load_catalog().dataset("moe_llava_eval").description
+
 def _bad(tmp_path: Path, body: str) -> UserError:
     _write(tmp_path / "m" / "datasets" / "bad.toml", body)
     with pytest.raises(UserError) as e:
