@@ -42,6 +42,16 @@ def test_convllava_dry_run_reports_the_published_tower():
     assert 669_161_664 - 472_934_400 == 197_767_336 - 1_537_000 - 3_072
 
 
+def test_convllava_configs_take_its_scripts_template_order_and_save_steps():
+    """alibaba/conv-llava scripts/stage_{1,2,3}.sh: `--version v1` in every stage (stage 1 too, not LLaVA's
+    plain), `--group_by_modality_length True` in every stage, `--save_steps` 24000 / 24000 / 50000."""
+    from vlmtrain.config import load_config
+
+    for n, save_steps in ((1, 24000), (2, 24000), (3, 50000)):
+        cfg = load_config(REPO / "configs" / f"convllava-stage{n}.yaml")
+        assert (cfg.template, cfg.group_by_modality_length, cfg.save_steps) == ("vicuna_v1", True, save_steps), n
+
+
 def test_internvl_dry_run_reports_internvit_6b():
     info = _params("internvl-chat-vit6b-448-vicuna13b-finetune.yaml")
     assert info["params"]["vision"]["total"] == 5_905_251_200 and info["tokens_per_image"] == 1024
