@@ -82,6 +82,31 @@ def test_llava_with_internvit_selects_block_minus_4_and_trains(vit_folder, tmp_p
     assert all(changed.values())
 
 
+def test_bf16_tower_resizes_the_position_grid_in_float32(vit_folder, tmp_path):
+    """InternVL's modeling_intern_vit.py _get_pos_embed resizes the grid in float32, then casts to the weights'
+    dtype; resized in bf16 (transformers' own) the position embeddings differ when the input grid is not the
+    checkpoint's (224 px fed 336 px). Checked on a stage-1 build in bf16, a 6x6 input grid from the 4x4 one."""
+    import torch.nn.functional as F
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from vlmtrain.model.build import build_model
+
+    AutoModelForCausalLM.from_config(AutoConfig.for_model(**TINY_LLAMA)).save_pretrained(tmp_path / "llm")
+    cfg = load_config(None, raw={"stage": 1, "model_name_or_path": str(tmp_path / "llm"), "vision_tower": str(vit_folder),
+                                 "vision_config": {"input_image_size": 48}, "mm_vision_select_layer": -4})
+    built = build_model(cfg, vocab_size=121, image_token_id=120, dtype=torch.bfloat16)
+    emb = built.model.model.vision_tower.embeddings
+    pos = emb.position_embeddings
+    assert pos.dtype == torch.bfloat16 and built.tokens_per_image == 36
+    g = INTERNVIT_TINY["image_size"] // INTERNVIT_TINY["patch_size"]
+    grid = F.interpolate(pos[:, 1:].float().reshape(1, g, g, -1).permute(0, 3, 1, 2), size=(6, 6), mode="bicubic",
+                         align_corners=False)
+    want = torch.cat([pos[:, :1], grid.flatten(2).transpose(1, 2).to(torch.bfloat16)], dim=1)
+    with torch.no_grad():
+        got = emb.interpolate_pos_encoding(torch.zeros(1, 37, pos.shape[-1], dtype=torch.bfloat16), 48, 48)
+    assert torch.equal(got, want)
+
+
 def test_image_processor_is_internvl_llavas():
     vc = internvit.native_config_from_published(dict(INTERNVIT_TINY, image_size=448, patch_size=14))
     proc = towers.image_processor("unused", vc)

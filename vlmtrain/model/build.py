@@ -294,6 +294,7 @@ def build_model(cfg: TrainConfig, *, vocab_size: int | None = None, image_token_
         where = torch.device("meta") if meta else (torch.device(device) if device else contextlib.nullcontext())
         with where:
             model = model_class(cfg.mm_projector_type)._from_config(lc, attn_implementation=attn, dtype=dtype)
+        towers.finish(model.model.vision_tower, vc)
         return BuiltModel(model, image_token_id, lc.image_seq_length, attn, vc)
 
     whole = _whole_llava_config(cfg)
@@ -329,6 +330,7 @@ def build_model(cfg: TrainConfig, *, vocab_size: int | None = None, image_token_
     if image_token_id is not None:
         model.config.image_token_id = image_token_id
     vc = model.config.vision_config
+    towers.finish(model.model.vision_tower, vc)
     return BuiltModel(model, model.config.image_token_id, tokens_per_image(vc, cfg.mm_vision_select_feature), attn, vc)
 
 

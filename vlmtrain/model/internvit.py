@@ -28,10 +28,12 @@ read from the folder: :func:`image_processor` does the same.
 
 ``input_image_size`` (vlmtrain's field): the resolution images are fed at, when it differs from the
 checkpoint's position grid (InternViT-6B-224px fed 336 px in the 224to336 recipes: 576 tokens, the
-position embeddings interpolated every forward, as the original does).
+position embeddings interpolated every forward, as the original does: in float32, then cast to the
+weights' dtype, :func:`resize_positions_in_float32`).
 """
 from __future__ import annotations
 
+import functools
 import logging
 import re
 
@@ -173,6 +175,37 @@ def load_tower(name: str, vc, *, dtype: torch.dtype, attn_implementation: str):
     state = published_to_native(read_state_dict(name))
     return from_state_dict(InternVLVisionModel, vc, state, source=name, dtype=dtype,
                            attn_implementation=attn_implementation)
+
+
+@functools.lru_cache(maxsize=None)
+def _float32_position_resize():
+    """``InternVLVisionEmbeddings`` whose position grid is resized in float32 and cast back, as InternViT's
+    own ``_get_pos_embed`` does; transformers resizes in the weights' dtype, which in bf16 gives other
+    position embeddings whenever the input grid differs from the checkpoint's (224 px fed 336 px)."""
+    from torch.nn import functional as F
+    from transformers.models.internvl.modeling_internvl import InternVLVisionEmbeddings
+
+    class Float32PositionResize(InternVLVisionEmbeddings):
+        def interpolate_pos_encoding(self, embeddings: torch.Tensor, height: int, width: int) -> torch.Tensor:
+            pos = self.position_embeddings
+            n = pos.shape[1] - 1
+            if embeddings.shape[1] - 1 == n and height == width:
+                return pos
+            side, dim = int(round(n ** 0.5)), pos.shape[-1]
+            grid = pos[:, 1:].float().reshape(1, side, side, dim).permute(0, 3, 1, 2)
+            grid = F.interpolate(grid, size=(height // self.patch_size[0], width // self.patch_size[1]),
+                                 mode="bicubic", align_corners=False)
+            return torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, -1, dim).to(pos.dtype)], dim=1)
+
+    return Float32PositionResize
+
+
+def resize_positions_in_float32(tower) -> None:
+    """Make ``tower`` (an ``InternVLVisionModel``) resize its position embeddings as the original does."""
+    from transformers.models.internvl.modeling_internvl import InternVLVisionEmbeddings
+
+    if type(tower.embeddings) is InternVLVisionEmbeddings:
+        tower.embeddings.__class__ = _float32_position_resize()
 
 
 def image_processor(vc, backend: str = "pil"):

@@ -84,6 +84,13 @@ def load(name: str, vc: PretrainedConfig, *, dtype, attn_implementation: str):
     return None
 
 
+def finish(tower, vc: PretrainedConfig) -> None:
+    """What a built tower needs on top of transformers' class, however it was built (loaded, random, a
+    whole Llava checkpoint): InternViT resizes its position grid in float32, as the original."""
+    if kind(vc) == "internvit":
+        internvit.resize_positions_in_float32(tower)
+
+
 def image_processor(vision_tower: str | None, vc: PretrainedConfig, backend: str = "pil"):
     """The processor ConvLLaVA / InternVL-LLaVA use with their towers (None: CLIP / SigLIP, handled by run.py),
     on the image backend the config names (vlmtrain.data.image_processor)."""
