@@ -513,8 +513,7 @@ class RecordReader:
             self.left -= len(raw)
             if lineno == 1 and self.start == 0 and raw.startswith(codecs.BOM_UTF8):
                 raw = raw[3:]
-            if lineno == 1 and self.start == 0 and _wide_encoding(raw[:4]):
-                wide = _wide_encoding(raw[:4])
+            if lineno == 1 and self.start == 0 and (wide := _wide_encoding(raw[:4])):
                 raise UserError(f"not valid UTF-8: the file is {wide} text", where=f"{self.path}: line 1",
                                 hint=_reencode_hint(wide))
             if raw.strip():
@@ -551,6 +550,10 @@ class RecordReader:
 
 _DECODER = json.JSONDecoder()
 
+_BOUNDARY = re.compile(rb",\s*\{")
+_FIRST_KEY = re.compile(rb'\{\s*"((?:[^"\\]|\\.)*)"')  # an object's first key
+_NEXT_RECORD = re.compile(rb'\s*,\s*(\{)\s*"((?:[^"\\]|\\.)*)"')  # ", {" and the next object's first key
+
 
 def _wide_encoding(head: bytes) -> str | None:
     """"UTF-16" or "UTF-32" when a file's first bytes are such a byte order mark, or JSON text's
@@ -567,9 +570,6 @@ def _wide_encoding(head: bytes) -> str | None:
 
 def _reencode_hint(wide: str) -> str:
     return f"JSON files are read as UTF-8: convert it (e.g. `iconv -f {wide} -t UTF-8 IN > OUT`) and use the copy"
-_BOUNDARY = re.compile(rb",\s*\{")
-_FIRST_KEY = re.compile(rb'\{\s*"((?:[^"\\]|\\.)*)"')  # an object's first key
-_NEXT_RECORD = re.compile(rb'\s*,\s*(\{)\s*"((?:[^"\\]|\\.)*)"')  # ", {" and the next object's first key
 
 
 class LineCounter:

@@ -123,8 +123,8 @@ def _in_the_way(layout: Layout, root: Root, out: Path) -> list[str]:
 def build_layout(layout: Layout, root: Root, out: Path | None = None) -> BuildResult:
     own = root.layout_dir(layout.name)
     out = Path(out).absolute() if out is not None else own
-    # (resolved: ROOT/layouts/NAME made a symlink to one's playground/data is not vlmdata's own)
-    res = BuildResult(out, owned=out.resolve() == root.path.resolve() / "layouts" / layout.name)
+    # (its folder resolved, not itself: ROOT/layouts/NAME made a symlink to one's playground/data is not vlmdata's own)
+    res = BuildResult(out, owned=out.resolve() == own.parent.resolve() / own.name)
     blocked = _in_the_way(layout, root, out)
     if blocked:
         raise UserError(f"cannot build the {layout.name} layout in {out}: " + "; ".join(blocked[:5])

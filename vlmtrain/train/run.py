@@ -324,11 +324,11 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
     if trainer.args.should_save:
         tokenizer.save_pretrained(str(out))
         if cfg.stage == 3 and cfg.save_moellava_checkpoint:
-            from vlmtrain.model.moe.checkpoint_keys import EXPORT_NAMES, write_moellava_checkpoint
+            from vlmtrain.model.moe.checkpoint_keys import export_name, write_moellava_checkpoint
 
             unwrapped = trainer.accelerator.unwrap_model(trainer.model)
             kind = unwrapped.config.text_config.model_type  # (its loader reads the family from the folder name)
-            write_moellava_checkpoint(unwrapped, out / EXPORT_NAMES.get(kind, f"moe-llava-{kind}"),
+            write_moellava_checkpoint(unwrapped, out / export_name(kind),
                                       vision_tower=cfg.vision_tower, image_aspect_ratio=cfg.image_aspect_ratio,
                                       tokenizer=tokenizer)
         from vlmtrain.train.chain import mark_done

@@ -137,6 +137,11 @@ EXPORT_NAMES = {"phi": "moe-llava-phi", "stablelm": "moe-llava-stablelm", "qwen2
                 "mistral": "moe-llava-mistral", "llama": "moe-llava-llama"}
 
 
+def export_name(text_model_type: str) -> str:
+    """The export folder's name for an LLM of ``text_model_type`` (EXPORT_NAMES, or moe-llava-TYPE)."""
+    return EXPORT_NAMES.get(text_model_type, f"moe-llava-{text_model_type}")
+
+
 def _loader_family(name: str) -> str:
     """The LLM family MoE-LLaVA's ``load_pretrained_model`` (builder.py) reads from a lower-case model
     name: the first of its substring tests that matches, in its order."""
@@ -162,7 +167,7 @@ def loader_name_problem(folder: Path, text_model_type: str) -> str | None:
     template choice) go by the folder's name: "llava" and "moe" in it, no "lora", and the family's
     word (phi, stablelm, qwen without "1.5", ...) before any other family's."""
     name = Path(folder).resolve().name.lower()
-    want = EXPORT_NAMES.get(text_model_type, f"moe-llava-{text_model_type}")
+    want = export_name(text_model_type)
     if "llava" not in name or "moe" not in name:
         why = "lacks " + " and ".join(repr(w) for w in ("llava", "moe") if w not in name)
     elif "lora" in name:
