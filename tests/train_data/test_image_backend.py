@@ -73,6 +73,18 @@ def test_pixels_equal_llava_expand2square_and_pil_clip(aspect, clip_tower, jpegs
         assert np.array_equal(got, want), (aspect, size, float(np.abs(got - want).max()))
 
 
+def test_a_whole_checkpoint_without_vision_tower_gets_openai_clip_336_pixels(clip_tower, jpegs):
+    """A run from a whole Llava checkpoint naming no `vision_tower` (configs/sharegpt4v-*-finetune.yaml) builds
+    CLIP's processor from the tower's config: the pixels of openai/clip-vit-large-patch14-336's own processor."""
+    from vlmtrain.data.images import ImageLoader
+    from vlmtrain.train.run import build_image_processor
+
+    own = ImageLoader(build_image_processor(_cfg(vision_tower=str(clip_tower)), _clip_vc()), "pad")
+    derived = ImageLoader(build_image_processor(_cfg(), _clip_vc()), "pad")
+    for i in range(len(LLAVA_LIKE_SIZES)):
+        assert np.array_equal(own.load(jpegs, [f"{i}.jpg"])[0].numpy(), derived.load(jpegs, [f"{i}.jpg"])[0].numpy())
+
+
 _CHILD = r"""
 import json, sys
 import numpy as np

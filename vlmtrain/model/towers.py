@@ -108,7 +108,10 @@ def unfreeze_from(tower, vc: PretrainedConfig, index: int) -> None:
     if k == "convnext":
         convnext_tower.unfreeze_from(tower, index)
         return
-    layers = tower.encoder.layer if k == "internvit" else tower.vision_model.encoder.layers
+    if k == "internvit":
+        layers = tower.encoder.layer
+    else:  # transformers 5's CLIP / SigLIP vision models hold the encoder themselves; 4.x wrapped it in vision_model
+        layers = getattr(tower, "vision_model", tower).encoder.layers
     if not 0 <= index < len(layers):
         raise ConfigError(f"`tune_vit_from_layer: {index}`: the tower has blocks 0..{len(layers) - 1}")
     for layer in layers[index:]:

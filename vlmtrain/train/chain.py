@@ -2,9 +2,10 @@
 
 Each stage starts from the previous stage's output: stage 2 loads stage 1's ``mm_projector.bin``
 (``pretrain_mm_mlp_adapter``), stage 3 starts from stage 2's whole model and tokenizer
-(``model_name_or_path``). Those keys are set here, whatever the YAML says (a different value is
-reported). Every config is loaded and checked before the first stage starts, so a typo in stage 3
-does not surface after hours of stage 1.
+(``model_name_or_path``), and so does a stage 2 that follows a stage 2 (ShareGPT4V's pretrain, which
+trains the LLM and part of the tower, then its finetune: the tuned tower travels in the model). Those
+keys are set here, whatever the YAML says (a different value is reported). Every config is loaded and
+checked before the first stage starts, so a typo in stage 3 does not surface after hours of stage 1.
 
 Resumable as a whole: a finished stage leaves ``vlmtrain_done.json`` (written by vlmtrain.train.run)
 and is skipped when the chain runs again with ``--resume``; the interrupted stage resumes from its
@@ -55,21 +56,36 @@ def plan_chain(paths: list[Path], overrides: list[str]) -> list[Stage]:
                               hint="list the configs in training order: stage 1, then 2, then 3")
         if p.stage == 1 and c.stage == 2:
             _link(c, "pretrain_mm_mlp_adapter", str(Path(p.output_dir) / "mm_projector.bin"), cur.links)
-        elif p.stage == 2 and c.stage == 3:
-            _link(c, "model_name_or_path", p.output_dir, cur.links)
-            if c.tokenizer_name_or_path not in (None, p.output_dir) or c.tokenizer_train_vocab_size:
-                log.info("%s: the tokenizer comes from stage 2's output", cur.path)
-            c.tokenizer_train_vocab_size = None
-            _link(c, "tokenizer_name_or_path", p.output_dir, cur.links)
-            c.random_init = False
-            # Shapes for --dry-run before stage 2 has written its model: stage 2's own.
-            for key in ("text_config", "vision_config"):
-                if getattr(c, key) is None and isinstance(getattr(p, key), dict):
-                    setattr(c, key, dict(getattr(p, key)))
+        elif p.stage == 2 and c.stage in (2, 3):
+            if c.stage == 2 and c.pretrain_mm_mlp_adapter:
+                raise ConfigError(f"this stage starts from the whole model of {prev.path}, projector included; "
+                                  "`pretrain_mm_mlp_adapter` would replace the projector that stage trained",
+                                  where=str(cur.path), hint="remove `pretrain_mm_mlp_adapter` from it")
+            _continue_from(prev, cur)
         else:
             raise ConfigError(f"cannot chain stage {p.stage} ({prev.path}) into stage {c.stage} ({cur.path})",
-                              hint="a chain runs 1 -> 2 -> 3 (or a contiguous part of it)")
+                              hint="a chain runs 1 -> 2 -> 3 (or a contiguous part of it); a stage 2 may also "
+                                   "follow a stage 2 (ShareGPT4V's pretrain -> finetune)")
     return stages
+
+
+def _continue_from(prev: Stage, cur: Stage) -> None:
+    """``cur`` starts from ``prev``'s whole model and tokenizer (its tower and projector as ``prev`` left them)."""
+    p, c = prev.cfg, cur.cfg
+    if p.lora_enable:
+        raise ConfigError(f"{prev.path} trains LoRA adapters, so its output is an adapter, not the whole model "
+                          f"{cur.path} starts from", where=str(prev.path),
+                          hint="train that stage without `lora_enable`: a later stage starts from a whole model")
+    _link(c, "model_name_or_path", p.output_dir, cur.links)
+    if c.tokenizer_name_or_path not in (None, p.output_dir) or c.tokenizer_train_vocab_size:
+        log.info("%s: the tokenizer comes from the previous stage's output", cur.path)
+    c.tokenizer_train_vocab_size = None
+    _link(c, "tokenizer_name_or_path", p.output_dir, cur.links)
+    c.random_init = False
+    # Shapes for --dry-run before the previous stage has written its model: that stage's own.
+    for key in ("text_config", "vision_config"):
+        if getattr(c, key) is None and isinstance(getattr(p, key), dict):
+            setattr(c, key, dict(getattr(p, key)))
 
 
 def is_done(cfg: TrainConfig) -> bool:
