@@ -73,7 +73,7 @@ class TrainConfig:
     tokenizer_name_or_path: Optional[str] = None    # default: model_name_or_path
     tokenizer_train_vocab_size: Optional[int] = None  # train a SentencePiece tokenizer on the dataset's text (offline runs)
     tokenizer_legacy: bool = False                  # for the tokenizer trained on the fly
-    tokenizer_train_kind: str = "auto"              # auto (the LLM's family: llama sentencepiece, phi bytelevel, qwen2/stablelm tiktoken) | sentencepiece | bytelevel | tiktoken
+    tokenizer_train_kind: str = "auto"              # auto (the LLM's family: llama/mistral sentencepiece, phi bytelevel, qwen2/stablelm tiktoken) | sentencepiece | bytelevel | tiktoken
     trust_remote_code: bool = False
     attn_implementation: str = "auto"               # auto (flash_attention_2 when installed on a GPU, else sdpa) | sdpa | eager | flash_attention_2
 
@@ -106,7 +106,7 @@ class TrainConfig:
     # --- data --------------------------------------------------------------------------------
     dataset_dir: Optional[str] = None               # a `vlmdata blend` output folder
     image_root: Optional[str] = None                # overrides blend.json's image root
-    version: str = "vicuna_v1"                      # template: plain | vicuna_v1 (alias v1) | chat_template | phi | qwen | stablelm
+    version: str = "vicuna_v1"                      # template: plain | vicuna_v1 (alias v1) | chat_template | phi | qwen | stablelm | openchat | mistral
     image_aspect_ratio: str = "pad"                 # pad | square
     image_backend: str = "pil"                      # pil (LLaVA's pixels) | torchvision (faster; opt-in)
     group_by_modality_length: bool = False

@@ -1,4 +1,5 @@
 """MoE-LLaVA's templates (phi, qwen, stablelm): ids and labels equal its ``preprocess_phi``, token for token.
+(openchat and mistral, on Llama tokenizers: test_moellava_openchat.py, with the helpers here.)
 
 The expected ids and labels come from bench/train_data/moellava_reference.py, an independent
 re-implementation of the reference algorithm. The tokenizers are trained on the fly in the shape of
@@ -42,11 +43,12 @@ def shaped(request, tmp_path_factory):
     return name, _TOK[name]
 
 
-def reference(tok, turns, has_image):
+def reference(tok, turns, has_image, arith=ref.PHI, model_max_length=2048):
+    """The reference's ids, labels and mismatch flag; ``arith``: preprocess_phi's (default) or another."""
     sources = [copy.deepcopy(turns)]
     if has_image:
         sources = ref.preprocess_multimodal(sources)
-    out = ref.preprocess_phi(sources, tok, has_image=has_image)
+    out = ref.preprocess(sources, tok, has_image, arith, model_max_length)
     return out["input_ids"][0].tolist(), out["labels"][0].tolist(), out["mismatch"][0]
 
 
@@ -55,6 +57,34 @@ def ours(tok, template, turns, n_images, max_len=100_000):
     enc = Encoder(tok, template, it, max_len).encode_many([(turns, n_images)], check_reference=True)[0]
     ids, labels = collapse(enc.input_ids.tolist(), enc.labels.tolist(), it.token_id)
     return ids, labels, enc.reference_masked
+
+
+def compare_random_samples(tok, template, rounds, arith=ref.PHI, *, skip_roles=(0,)) -> list[tuple[list, bool]]:
+    """40 random samples of ``rounds`` rounds (every other one with an image) against the reference: the
+    same ids, the report flags exactly the samples the reference zeroes (those still train their real
+    answers here), the same labels on the others. Samples with "ASSISTANT:" in a turn of ``skip_roles``
+    (0: questions, 1: answers) are left out: the reference's own split bug, tested on its own.
+    Returns the reference's labels and mismatch flag of each sample compared."""
+    rng = random.Random(rounds)
+    seen = []
+    for n in range(40):
+        with_image = n % 2 == 0
+        turns = random_sample(rng, with_image)
+        while len(turns) < 2 * rounds:
+            turns += random_sample(rng, False)
+        turns = turns[: 2 * rounds]
+        if any("ASSISTANT:" in t["value"] for r in skip_roles for t in turns[r::2]):
+            continue
+        exp_ids, exp_lab, mismatch = reference(tok, turns, with_image, arith)
+        got_ids, got_lab, flagged = ours(tok, template, turns, int(with_image))
+        assert flagged == mismatch, turns  # the report counts exactly the samples the reference zeroes
+        assert got_ids == exp_ids, turns
+        if mismatch:  # the reference trains nothing; we train the real answers
+            assert set(exp_lab) == {-100} and any(lab != -100 for lab in got_lab)
+        else:
+            assert got_lab == exp_lab, turns
+        seen.append((exp_lab, mismatch))
+    return seen
 
 
 def test_tokenizer_shape_and_pad_rule(shaped):
@@ -69,27 +99,8 @@ def test_tokenizer_shape_and_pad_rule(shaped):
 @pytest.mark.parametrize("rounds", [1, 2, 5])
 def test_masks_equal_preprocess_phi(shaped, rounds):
     name, tok = shaped
-    rng = random.Random(rounds)
-    checked = trained = 0
-    for n in range(40):
-        with_image = n % 2 == 0
-        turns = random_sample(rng, with_image)
-        while len(turns) < 2 * rounds:
-            turns += random_sample(rng, False)
-        turns = turns[: 2 * rounds]
-        if any("ASSISTANT:" in t["value"] for t in turns[0::2]):
-            continue  # the reference's own split bug, tested on its own below
-        exp_ids, exp_lab, mismatch = reference(tok, turns, with_image)
-        got_ids, got_lab, flagged = ours(tok, name, turns, int(with_image))
-        assert flagged == mismatch, turns  # the report counts exactly the samples the reference zeroes
-        assert got_ids == exp_ids, turns
-        if mismatch:  # the reference trains nothing; we train the real answers
-            assert set(exp_lab) == {-100} and any(l != -100 for l in got_lab)
-            continue
-        assert got_lab == exp_lab, turns
-        checked += 1
-        trained += sum(l != -100 for l in exp_lab)
-    assert checked >= 30 and trained > 100 * rounds
+    trained = [labels for labels, mismatch in compare_random_samples(tok, name, rounds) if not mismatch]
+    assert len(trained) >= 30 and sum(lab != -100 for labels in trained for lab in labels) > 100 * rounds
 
 
 def test_prompt_layout_and_answer_span(shaped):

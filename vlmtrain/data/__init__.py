@@ -59,7 +59,7 @@ class ImageTokens:
 class DataArgs:
     dataset_dir: str                  # a vlmdata blend output: datasets.load_from_disk(dir) + dir/blend.json
     image_root: str | None = None     # overrides blend.json's image root
-    template: str = "vicuna_v1"       # a name in vlmtrain.data.templates.TEMPLATES: plain (stage 1), vicuna_v1, phi, qwen, stablelm, chat_template
+    template: str = "vicuna_v1"       # a name in vlmtrain.data.templates.TEMPLATES: plain (stage 1), vicuna_v1, phi, qwen, stablelm, openchat, mistral, chat_template
     model_max_length: int = 2048      # counts image tokens
     image_aspect_ratio: str = "pad"   # "pad" (expand2square on the processor mean colour) | "square" (processor's resize/crop)
     bad_samples: str = "fail"         # "fail" | "skip": bad image or unencodable sample

@@ -7,9 +7,10 @@ trains on the fly, and the fixed strings that tokenizer's corpus must contain. C
 the tokenizer loader and the data pipeline all read it; adding a template is one entry here.
 
 The prompt strings are exactly the reference repos' (LLaVA's ``conversation.py``,
-``preprocess_plain``, ``preprocess_v1``; MoE-LLaVA's ``conv_phi`` / ``conv_stablelm`` and
-``preprocess_phi``); which tokens are trained is decided later (encode.py) from the spans, on the
-tokenisation of the whole prompt, instead of the references' re-tokenise-each-round arithmetic.
+``preprocess_plain``, ``preprocess_v1``; MoE-LLaVA's ``conv_phi`` / ``conv_stablelm`` /
+``conv_openchat`` / ``conv_mistral``, ``preprocess_phi`` and ``preprocess_openchat``); which tokens
+are trained is decided later (encode.py) from the spans, on the tokenisation of the whole prompt,
+instead of the references' re-tokenise-each-round arithmetic.
 
 - ``plain`` (stage 1): exactly two turns; the human turn becomes just the image marker(s);
   text = images + caption + "\\n"; loss on caption + "\\n".
@@ -18,6 +19,10 @@ tokenisation of the whole prompt, instead of the references' re-tokenise-each-ro
 - ``phi`` / ``qwen`` / ``stablelm`` (MoE-LLaVA): the same layout with ``<|endoftext|>`` closing each
   answer, no BOS, image markers left where the record has them (its ``preprocess_multimodal``), and
   pad = MoE-LLaVA's unk (``<|extra_0|>`` for phi and qwen, ``<|reg0|>`` for stablelm); loss on " a<|endoftext|>" of every round, what ``preprocess_phi`` trains.
+- ``openchat`` / ``mistral`` (MoE-LLaVA's ``conv_openchat`` / ``conv_mistral``, trained by its
+  ``preprocess_openchat``): the same layout on a Llama tokenizer with BOS, answers closed by
+  ``<|end_of_turn|>`` (openchat-3.5's eos, a special token) or ``</s>``, pad = the tokenizer's own unk;
+  loss on " a<|end_of_turn|>" (" a</s>") of every round.
 - ``chat_template``: the tokenizer's own ``apply_chat_template``; loss on each assistant turn as
   rendered (its text plus the template's end-of-turn marker), found by rendering prefixes.
 """
@@ -33,6 +38,7 @@ VICUNA_SYSTEM = (
 HUMAN_ROLES = {"human", "user"}
 GPT_ROLES = {"gpt", "assistant"}
 ENDOFTEXT = "<|endoftext|>"
+END_OF_TURN = "<|end_of_turn|>"  # openchat-3.5's eos: an added special token (id 32000) of its Llama tokenizer
 
 
 class MaskError(Exception):
@@ -167,7 +173,7 @@ class Template:
     ask: Callable[..., str]                         # (question, image_token, tokenizer, system) -> generation prompt
     pad: str = "unk"                                # "unk": pad = unk (LLaVA, MoE-LLaVA); "own": the tokenizer's pad, else unk, else eos
     unk_token: str | None = None                    # MoE-LLaVA sets this unk token before pad = unk
-    eos_token: str | None = None                    # ... and this eos (its qwen branch)
+    eos_token: str | None = None                    # ... and this eos (its qwen branch; openchat's own eos, see REGISTRY)
     tokenizer_kind: str = "sentencepiece"           # what `tokenizer_train_vocab_size` trains: sentencepiece (Llama) | bytelevel (GPT-2 style) | tiktoken (Qwen / Arcade100k regex)
     corpus: str = ""                                # the template's fixed strings, for a tokenizer trained on the fly
     reference_masking: str | None = None            # which reference's length arithmetic to replay for the report (see reference_masking.py)
@@ -194,12 +200,17 @@ def _ask_chat(question: str, image_token: str, tokenizer: Any, system: str | Non
     return tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True)
 
 
-_MOE_CORPUS = f"{VICUNA_SYSTEM} USER: hello ASSISTANT: hi{ENDOFTEXT}USER: thanks ASSISTANT: bye{ENDOFTEXT}"
+def _two_rounds(sep2: str) -> str:
+    """Two rounds in the vicuna layout: the fixed strings a tokenizer trained on the fly must know."""
+    return f"{VICUNA_SYSTEM} USER: hello ASSISTANT: hi{sep2}USER: thanks ASSISTANT: bye{sep2}"
+
+
+_MOE_CORPUS = _two_rounds(ENDOFTEXT)
 REGISTRY: dict[str, Template] = {t.name: t for t in [
     Template("plain", lambda turns, n, img, tok, system: build_plain(turns, n, img), _ask_plain,
              corpus="a photo of a cat\n"),
     Template("vicuna_v1", _vicuna_like(None), _ask_vicuna,
-             corpus=f"{VICUNA_SYSTEM} USER: hello ASSISTANT: hi</s>USER: thanks ASSISTANT: bye</s>"),
+             corpus=_two_rounds("</s>")),
     Template("chat_template", lambda turns, n, img, tok, system: build_chat_template(turns, tok), _ask_chat, pad="own"),
     Template("phi", _vicuna_like(ENDOFTEXT), _ask_vicuna, unk_token="<|extra_0|>", tokenizer_kind="bytelevel",
              corpus=_MOE_CORPUS, reference_masking="moellava_phi", image_to_front=False),
@@ -207,6 +218,13 @@ REGISTRY: dict[str, Template] = {t.name: t for t in [
              tokenizer_kind="tiktoken", corpus=_MOE_CORPUS, reference_masking="moellava_phi", image_to_front=False),
     Template("stablelm", _vicuna_like(ENDOFTEXT), _ask_vicuna, unk_token="<|reg0|>", tokenizer_kind="tiktoken",
              corpus=_MOE_CORPUS, reference_masking="moellava_phi", image_to_front=False),
+    # openchat-3.5's tokenizer has <|end_of_turn|> as its eos already (MoE-LLaVA sets no eos for it); naming
+    # it here makes a tokenizer trained on the fly the same shape (one special token, the eos), so
+    # `vlmtrain generate` stops there. Its unk stays the tokenizer's own <unk>, as MoE-LLaVA leaves it.
+    Template("openchat", _vicuna_like(END_OF_TURN), _ask_vicuna, eos_token=END_OF_TURN,
+             corpus=_two_rounds(END_OF_TURN), reference_masking="moellava_openchat", image_to_front=False),
+    Template("mistral", _vicuna_like("</s>"), _ask_vicuna, corpus=_two_rounds("</s>"),
+             reference_masking="moellava_mistral", image_to_front=False),
 ]}
 ALIASES = {"v1": "vicuna_v1"}
 TEMPLATES = tuple(REGISTRY)

@@ -135,7 +135,9 @@ def set_pad_token(tok, template) -> None:
     """The reference repos' pad rule. LLaVA (plain, v1): pad = unk. MoE-LLaVA (phi, qwen, stablelm):
     unk is first set to its own token (``<|extra_0|>`` / ``<|reg0|>``, added when the vocabulary lacks
     it), eos to ``<|endoftext|>`` for qwen, then pad = unk. With pad = eos instead, every answer's
-    closing ``<|endoftext|>`` would count as padding in MoE-LLaVA's length check."""
+    closing ``<|endoftext|>`` would count as padding in MoE-LLaVA's length check. MoE-LLaVA's openchat
+    and mistral: pad = the tokenizer's own unk; for openchat the eos is ``<|end_of_turn|>`` (already so in
+    openchat-3.5's tokenizer; added as a special token to one that lacks it, e.g. one trained on the fly)."""
     if template.eos_token and tok.eos_token != template.eos_token:
         tok.add_special_tokens({"eos_token": template.eos_token})
     if template.unk_token and tok.unk_token != template.unk_token:
