@@ -268,11 +268,13 @@ def export_moe_llava(
 ) -> None:
     """Write a stage-3 model in MoE-LLaVA's checkpoint layout (its eval and serve code read it).
 
-    MoE layers become model.layers.N.mlp.deepspeed_moe.gate.wg / ...experts.deepspeed_experts.E.*, the tower model.image_tower.image_tower.*, the projector model.mm_projector.image_spatial_proj.*. The tokenizer's files go beside them (MoE-LLaVA's loader reads the tokenizer from the model's folder). Any other non-empty OUT is refused, and so is an OUT that holds the run. MoE-LLaVA's loader picks the model class from the folder's name ("moe", "llava" and the LLM family, e.g. moe-llava-phi2-...): a note says so when OUT's name would not load there.
+    MoE layers become model.layers.N.mlp.deepspeed_moe.gate.wg / ...experts.deepspeed_experts.E.*, the tower model.image_tower.image_tower.*, the projector model.mm_projector.image_spatial_proj.*. The tokenizer's files go beside them (MoE-LLaVA's loader reads the tokenizer from the model's folder). Any other non-empty OUT is refused, and so is an OUT that holds the run. MoE-LLaVA's loader picks the model class from the folder's name ("moe", "llava" and the LLM family, e.g. moe-llava-phi2-...): a note says so when OUT's name would not load there. Its serve/cli.py picks the conversation template from the name too: name an openchat run's export moe-llava-openchat-... (moe-llava-mistral gets its llava_v0 template unless --conv-mode says openchat).
 
     Examples:
       vlmtrain export-moe-llava runs/moe-llava-phi2-stage3 \\
           checkpoints/moe-llava-phi2
+      vlmtrain export-moe-llava runs/moe-llava-openchat-stage3 \\
+          checkpoints/moe-llava-openchat
     """
     _require_training_stack()
     from vlmtrain.config import ConfigError

@@ -67,6 +67,32 @@ def test_moe_llava_qwen_dry_run_reports_qwen_1_8b():
     assert info["params"]["llm"]["total"] == 1_836_828_672 + 2 * 2048
 
 
+def test_moe_llava_openchat_dry_run_reports_mistral_7b():
+    """Mistral-7B's 7,241,732,096 parameters with openchat's 32,002-row vocabulary (two added tokens, in the
+    embeddings and the untied head); the dry run adds the <image> row to both."""
+    info = _params("moe-llava-openchat-stage1.yaml")
+    assert info["params"]["llm"]["total"] == 7_241_732_096 + 2 * 2 * 4096 + 2 * 4096
+
+
+def test_moe_llava_openchat_configs_take_its_scripts_values():
+    """PKU-YuanGroup/MoE-LLaVA scripts/v1/openchat/{pretrain,finetune,finetune_moe}.sh (6cb5f66)."""
+    from vlmtrain.config import load_config
+
+    s1, s2, s3 = (load_config(REPO / "configs" / f"moe-llava-openchat-stage{n}.yaml") for n in (1, 2, 3))
+    assert (s1.template, s1.learning_rate, s1.per_device_train_batch_size, s1.gradient_accumulation_steps,
+            s1.save_steps, s1.dataloader_num_workers) == ("plain", 1e-3, 32, 1, 24000, 8)
+    assert (s2.template, s2.learning_rate, s2.per_device_train_batch_size, s2.gradient_accumulation_steps,
+            s2.save_steps, s2.dataloader_num_workers) == ("openchat", 2e-5, 8, 2, 50000, 4)
+    assert (s3.template, s3.learning_rate, s3.per_device_train_batch_size, s3.gradient_accumulation_steps,
+            s3.save_steps, s3.dataloader_num_workers) == ("openchat", 2e-5, 4, 4, 24000, 4)
+    assert s3.train_modules == ["up_proj", "down_proj", "gate_proj", "wg"]
+    assert (s3.num_experts, s3.top_k_experts, s3.capacity_factor, s3.moe_mode, s3.use_residual,
+            s3.router_aux_loss_coef) == (4, 2, 1.5, "sparse", False, 0.01)
+    for c in (s1, s2, s3):
+        assert c.model_max_length == 2048 and c.deepspeed.endswith("zero2.json") and c.num_train_epochs == 1
+    assert s2.group_by_modality_length and s3.group_by_modality_length and s2.image_aspect_ratio == "pad"
+
+
 def test_configs_readme_lists_no_stand_ins():
     text = (REPO / "configs/README.md").read_text() + (REPO / "configs/model_configs/README.md").read_text()
     for word in ("stand-in", "stands in for", "approximation", "APPROXIMATION", "does not fit"):

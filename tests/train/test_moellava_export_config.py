@@ -44,11 +44,23 @@ def test_stablelm_export_in_stablelm_epoch_field_names(tmp_path):
     assert conf["architectures"] == ["MoELLaVAStablelmForCausalLM"] and conf["model_type"] == "moe_llava_stablelm"
 
 
+def test_openchat_export_in_moellava_mistral_names(tmp_path):
+    """openchat-3.5-1210 is a Mistral: MoE-LLaVA's MoELLaVAMistralConfig (transformers 4.37's MistralConfig)
+    reads rope_theta and sliding_window at the top level."""
+    conf = export_config(tmp_path, "openchat-3.5-1210.json")
+    assert conf["architectures"] == ["MoELLaVAMistralForCausalLM"] and conf["model_type"] == "moe_llava_mistral"
+    assert conf["rope_theta"] == pytest.approx(10000.0) and conf["sliding_window"] == 4096
+    assert (conf["num_key_value_heads"], conf["eos_token_id"]) == (8, 32000)
+    assert conf["vocab_size"] == 32002 + 1  # openchat's two added tokens, then <image>
+    assert conf["moe"]["train_modules"] == ["gate_proj", "up_proj", "down_proj", "wg"]  # the mistral default
+
+
 @pytest.mark.parametrize("name, kind, ok", [
     ("moe-llava-phi", "phi", True), ("MoE-LLaVA-Phi2-2.7B-4e", "phi", True), ("moe-llava", "phi", False),
     ("export", "phi", False), ("moe-llava-phi-lora", "phi", False), ("moe-llava-stablelm", "stablelm", True),
     ("moe-llava-qwen", "qwen2", True), ("moe-llava-qwen1.5", "qwen2", False), ("moe-llava-qwen-phi", "phi", False),
-    ("moe-llava-llama", "llama", True), ("moe-llava-mistral", "llama", False)])
+    ("moe-llava-llama", "llama", True), ("moe-llava-mistral", "llama", False), ("moe-llava-mistral", "mistral", True),
+    ("MoE-LLaVA-OpenChat-7B-4e", "mistral", True), ("moe-llava-openchat-phi", "mistral", True)])
 def test_folder_names_moellava_loads_as_the_right_family(tmp_path, name, kind, ok):
     """builder.py picks the class by substrings of the folder's name; serve/cli.py the template too."""
     from vlmtrain.model.moe.checkpoint_keys import EXPORT_NAMES, loader_name_problem

@@ -13,6 +13,8 @@ from train_helpers import REPO, TINY_VISION, read_metrics, tiny_config, write_co
 
 TINY_PHI = {"model_type": "phi", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4,
             "num_attention_heads": 4, "max_position_embeddings": 1024}
+TINY_MISTRAL = {"model_type": "mistral", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 1024}
 
 
 @pytest.fixture(scope="module")
@@ -354,3 +356,35 @@ def test_qwen_stage3_in_moellava_key_names(tmp_path):
                                 native_prefix="model.language_model.")
     torch.testing.assert_close(back["model.language_model.layers.1.self_attn.k_proj.weight"],
                                ours["model.language_model.layers.1.self_attn.k_proj.weight"])
+
+
+def test_openchat_mistral_stage2_to_stage3_exports_moellava_mistral(instruct_blend, vlmtrain, tmp_path):
+    """MoE-LLaVA's openchat scripts on a tiny random Mistral: stage 2 on the openchat template with a Llama
+    tokenizer trained on the fly (<|end_of_turn|> one special token, the eos), stage 3 with the script's
+    train_modules, the export in MoE-LLaVA's Mistral class and key names."""
+    from vlmtrain.generate import answer, load_run
+
+    s2 = tiny_config(instruct_blend, tmp_path / "s2", text_config=dict(TINY_MISTRAL), version="openchat", max_steps=2)
+    r = vlmtrain("run", write_config(tmp_path / "s2.yaml", s2))
+    assert r.code == 0, r.err
+    modules = ["up_proj", "down_proj", "gate_proj", "wg"]
+    cfg = stage3_config(tmp_path / "s3.yaml", instruct_blend, tmp_path / "s2", tmp_path / "s3", version="openchat",
+                        train_modules=modules, max_steps=2, save_moellava_checkpoint=True)
+    r = vlmtrain("run", cfg)
+    assert r.code == 0, r.err
+    out = tmp_path / "s3" / "moe-llava-mistral"
+    conf = json.loads((out / "config.json").read_text())
+    assert conf["architectures"] == ["MoELLaVAMistralForCausalLM"] and conf["model_type"] == "moe_llava_mistral"
+    assert conf["moe"]["moe_layers_idx"] == [0, 2] and conf["moe"]["num_experts"] == [4, 4]
+    assert conf["moe"]["top_k_experts"] == 2 and conf["moe"]["train_modules"] == modules
+    assert (conf["hidden_size"], conf["num_key_value_heads"], conf["rope_theta"]) == (64, 2, 10000.0)
+    state = torch.load(out / "pytorch_model.bin", weights_only=True)
+    assert {"model.layers.0.mlp.deepspeed_moe.gate.wg.weight", "model.layers.1.mlp.gate_proj.weight",
+            "model.layers.2.mlp.deepspeed_moe.experts.deepspeed_experts.3.down_proj.weight",
+            "model.layers.0.self_attn.k_proj.weight", "model.mm_projector.image_spatial_proj.2.weight"} <= set(state)
+    run = load_run(tmp_path / "s3")
+    tok = run.tokenizer
+    assert tok.eos_token == "<|end_of_turn|>" and tok.pad_token == tok.unk_token == "<unk>"
+    assert tok("hi<|end_of_turn|>").input_ids[-1] == tok.eos_token_id  # generation stops there
+    a = answer(run, "what color?", max_new_tokens=4)
+    assert a["prompt"].endswith("USER: what color? ASSISTANT:") and a["new_tokens"] >= 1

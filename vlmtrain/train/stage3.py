@@ -74,7 +74,7 @@ def prepare_moe(model: nn.Module, cfg: TrainConfig, *, meta: bool = False) -> Mo
     if matched == 0:
         raise ConfigError(f"`train_modules` {spec.train_modules} matches no parameter of the {tc.model_type!r} LLM",
                           where=where, hint="name parameter substrings such as fc1 fc2 wg (phi), "
-                                            "gate_proj up_proj down_proj wg (stablelm, llama)")
+                                            "gate_proj up_proj down_proj wg (stablelm, llama, mistral)")
     return spec
 
 
