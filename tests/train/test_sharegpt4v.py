@@ -59,7 +59,9 @@ def test_the_shipped_chain_plans_offline_with_the_upper_half_of_clip_l_training(
                                                           "sharegpt4v-7b-finetune.yaml")), "--dry-run", "--json")
     assert r.code == 0, r.err
     _, pre, ft = json.loads(r.out)
-    assert pre["params"]["vision"]["trainable"] == 12 * CLIP_L_BLOCK  # blocks 12-23 of 24
+    # blocks 12-22 of 24: ShareGPT4V unlocks 12-23, but block 23 comes after the selected layer (-2) and gets no
+    # gradient there either; vlmtrain leaves it frozen (towers.unfreeze_from)
+    assert pre["params"]["vision"]["trainable"] == 11 * CLIP_L_BLOCK
     for part in ("llm", "projector"):
         assert pre["params"][part]["trainable"] == pre["params"][part]["total"]
     assert ft["params"]["vision"]["trainable"] == 0 and ft["global_batch"] == 128 and pre["global_batch"] == 256
@@ -67,7 +69,9 @@ def test_the_shipped_chain_plans_offline_with_the_upper_half_of_clip_l_training(
 
 def test_pretrain_trains_what_unlock_vit_unlocks(tmp_path):
     """share4v/train/train.py: `model.requires_grad_(True)`, then of the tower only the parameters under
-    `vision_model.encoder.layers.<i>` with i >= tune_vit_from_layer; embeddings, pre- and post-layernorm stay frozen."""
+    `vision_model.encoder.layers.<i>` with i >= tune_vit_from_layer; embeddings, pre- and post-layernorm stay frozen.
+    Of those blocks, the ones after the selected hidden state (select layer -2: the last block) get no gradient in
+    either codebase; vlmtrain does not mark them trainable, so DDP without unused-parameter search works."""
     from vlmtrain.model.build import apply_freeze, build_model
 
     cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(
@@ -76,9 +80,9 @@ def test_pretrain_trains_what_unlock_vit_unlocks(tmp_path):
     apply_freeze(model, cfg.frozen(), cfg.tune_vit_from_layer)
     tower = {n for n, _ in model.model.vision_tower.named_parameters()}
     trains = {n for n, p in model.model.vision_tower.named_parameters() if p.requires_grad}
-    unlocked = {n for n in tower if _block(n) is not None and _block(n) >= FROM}
-    assert trains == unlocked and len(unlocked) == (TOWER["num_hidden_layers"] - FROM) * len(
-        [n for n in tower if _block(n) == 0])
+    last = TOWER["num_hidden_layers"] - 1  # feeds nothing: hidden state -2 is the output of the block before it
+    unlocked = {n for n in tower if _block(n) is not None and FROM <= _block(n) < last}
+    assert trains == unlocked and len(unlocked) == (last - FROM) * len([n for n in tower if _block(n) == 0])
     assert any("embeddings" in n for n in tower - trains) and any("post_layernorm" in n for n in tower - trains)
     rest = [p for n, p in model.named_parameters() if ".vision_tower." not in f".{n}"]
     assert rest and all(p.requires_grad for p in rest)  # the LLM (embeddings and head too) and the projector
@@ -152,9 +156,41 @@ def test_recipe_chain_tunes_the_upper_tower_and_the_finetune_starts_from_it(capt
     tuned = _tower(load_file(tmp_path / "pre" / "model.safetensors"), "vision_tower.")
     assert tuned.keys() == original.keys()
     changed = {k for k in original if not torch.equal(original[k], tuned[k])}
-    # Block 2 trains; block 3 (after the selected layer -2) gets no gradient, as in ShareGPT4V; the rest is frozen.
+    # Block 2 trains; block 3 (after the selected layer -2) is frozen (ShareGPT4V's gets no gradient); the rest too.
     assert changed and all(_block(k) == FROM for k in changed)
     assert any(k.endswith("mlp.fc1.weight") for k in changed)
 
     after = _tower(load_file(tmp_path / "ft" / "model.safetensors"), "vision_tower.")
     assert all(torch.equal(after[k], tuned[k]) for k in tuned)  # the finetune ran on the tuned tower, frozen
+
+
+def test_a_block_after_the_selected_layer_is_refused_as_the_first_trained_one(tmp_path):
+    from vlmtrain.model.build import apply_freeze, build_model
+
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(
+        tmp_path, tmp_path / "o", vision_config=TOWER, tune_vit_from_layer=TOWER["num_hidden_layers"] - 1)))
+    with pytest.raises(ConfigError, match="is the output of block 2, so blocks 3.. get no gradient"):
+        apply_freeze(build_model(cfg).model, cfg.frozen(), cfg.tune_vit_from_layer)
+
+
+def test_pretrain_mode_trains_under_ddp_without_deepspeed(caption_blend, tmp_path):
+    """Two CPU processes under torchrun (gloo), no DeepSpeed, gradient checkpointing on: the Trainer then turns
+    DDP's unused-parameter search off, and any trainable parameter without a gradient (the block after the
+    selected layer, had it been unlocked as ShareGPT4V unlocks it) fails the first backward."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = write_config(tmp_path / "pre.yaml", tiny_config(
+        caption_blend, tmp_path / "pre", version="plain", vision_config=TOWER, tune_vit_from_layer=FROM,
+        num_gpus=2, launcher="torchrun", master_port=port, gradient_checkpointing=True, max_steps=2,
+        per_device_train_batch_size=2))
+    env = dict(__import__("os").environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
+               PYTHONPATH=str(REPO))
+    p = subprocess.run([sys.executable, "-m", "vlmtrain.cli", "run", str(cfg)], env=env, cwd=REPO,
+                       capture_output=True, text=True, timeout=420)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert (tmp_path / "pre" / "model.safetensors").is_file()

@@ -382,7 +382,8 @@ def apply_freeze(model: nn.Module, frozen: dict[str, bool], vision_from: int | N
             m.requires_grad_(not frozen[name] and not (name == "vision" and vision_from is not None))
     if vision_from is not None and not frozen["vision"]:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        towers.unfreeze_from(base.model.vision_tower, base.config.vision_config, vision_from)
+        towers.unfreeze_from(base.model.vision_tower, base.config.vision_config, vision_from,
+                             base.config.vision_feature_layer)
 
 
 def param_counts(model: nn.Module) -> dict[str, dict[str, int]]:

@@ -12,10 +12,14 @@ sizes the MFU count needs. build.py and run.py ask here instead of testing model
 """
 from __future__ import annotations
 
+import logging
+
 from transformers import PretrainedConfig
 
 from vlmtrain.config import ConfigError
 from vlmtrain.model import convnext_tower, internvit
+
+log = logging.getLogger("vlmtrain")
 
 KINDS = {"clip_vision_model": "clip", "siglip_vision_model": "siglip",
          internvit.NATIVE_MODEL_TYPE: "internvit", convnext_tower.MODEL_TYPE: "convnext"}
@@ -102,11 +106,15 @@ def image_processor(vision_tower: str | None, vc: PretrainedConfig, backend: str
     return None
 
 
-def unfreeze_from(tower, vc: PretrainedConfig, index: int) -> None:
-    """Train the tower from block (ViT) / stage (ConvNeXt) ``index`` on, as ConvLLaVA's ``unlock_vit``."""
+def unfreeze_from(tower, vc: PretrainedConfig, index: int, feature_layer: int | list[int] = -1) -> None:
+    """Train the tower from block (ViT) / stage (ConvNeXt) ``index`` on, as ConvLLaVA's and ShareGPT4V's
+    ``unlock_vit``, up to the last block whose output reaches the selected hidden state (``feature_layer``,
+    ``mm_vision_select_layer``). The blocks after it get no gradient: the references mark them trainable all
+    the same, which changes nothing under DeepSpeed but makes DDP without unused-parameter search (the
+    Trainer's choice under gradient checkpointing) fail at the first backward; here they stay frozen."""
     k = kind(vc)
     if k == "convnext":
-        convnext_tower.unfreeze_from(tower, index)
+        convnext_tower.unfreeze_from(tower, index)  # only its last stage is selectable: every stage feeds it
         return
     if k == "internvit":
         layers = tower.encoder.layer
@@ -114,8 +122,23 @@ def unfreeze_from(tower, vc: PretrainedConfig, index: int) -> None:
         layers = getattr(tower, "vision_model", tower).encoder.layers
     if not 0 <= index < len(layers):
         raise ConfigError(f"`tune_vit_from_layer: {index}`: the tower has blocks 0..{len(layers) - 1}")
-    for layer in layers[index:]:
+    used = blocks_feeding(len(layers), feature_layer)
+    if index >= used:
+        raise ConfigError(f"`tune_vit_from_layer: {index}`: the selected hidden state (`mm_vision_select_layer: "
+                          f"{feature_layer}`) is the output of block {used - 1}, so blocks {index}.. get no gradient",
+                          hint=f"give a block below {used} to train part of the tower")
+    for layer in layers[index:used]:
         layer.requires_grad_(True)
+    if used < len(layers):
+        log.info("vision tower: blocks %d..%d train; %d..%d come after the selected hidden state and stay frozen",
+                 index, used - 1, used, len(layers) - 1)
+
+
+def blocks_feeding(n_blocks: int, feature_layer: int | list[int]) -> int:
+    """How many blocks (from the first) a selected hidden state depends on: hidden states are the embeddings'
+    output, then one per block, so ``-1`` is block ``n-1``'s output and ``-2`` block ``n-2``'s."""
+    deepest = max(feature_layer) if isinstance(feature_layer, (list, tuple)) else feature_layer
+    return deepest if deepest >= 0 else n_blocks + 1 + deepest
 
 
 def flop_shape(vc: PretrainedConfig) -> tuple[int, int, int, float]:

@@ -1,7 +1,8 @@
 """Several stages in one command: ``vlmtrain run STAGE1.yaml STAGE2.yaml STAGE3.yaml``.
 
 Each stage starts from the previous stage's output: stage 2 loads stage 1's ``mm_projector.bin``
-(``pretrain_mm_mlp_adapter``), stage 3 starts from stage 2's whole model and tokenizer
+(``pretrain_mm_mlp_adapter``), or its whole model when stage 1 also trained part of the tower and so
+saved the whole model (ConvLLaVA's stage 1, ``tune_vit_from_layer``); stage 3 starts from stage 2's whole model and tokenizer
 (``model_name_or_path``), and so does a stage 2 that follows a stage 2 (ShareGPT4V's pretrain, which
 trains the LLM and part of the tower, then its finetune: the tuned tower travels in the model). Those
 keys are set here, whatever the YAML says (a different value is reported). Every config is loaded and
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vlmtrain.config import ConfigError, TrainConfig, load_config
+from vlmtrain.train.rundir import saves_projector_only
 
 log = logging.getLogger("vlmtrain")
 DONE = "vlmtrain_done.json"
@@ -54,13 +56,9 @@ def plan_chain(paths: list[Path], overrides: list[str]) -> list[Stage]:
         if c.stage < p.stage:
             raise ConfigError(f"stage {c.stage} ({cur.path}) comes after stage {p.stage} ({prev.path})",
                               hint="list the configs in training order: stage 1, then 2, then 3")
-        if p.stage == 1 and c.stage == 2:
+        if p.stage == 1 and c.stage == 2 and saves_projector_only(p):
             _link(c, "pretrain_mm_mlp_adapter", str(Path(p.output_dir) / "mm_projector.bin"), cur.links)
-        elif p.stage == 2 and c.stage in (2, 3):
-            if c.stage == 2 and c.pretrain_mm_mlp_adapter:
-                raise ConfigError(f"this stage starts from the whole model of {prev.path}, projector included; "
-                                  "`pretrain_mm_mlp_adapter` would replace the projector that stage trained",
-                                  where=str(cur.path), hint="remove `pretrain_mm_mlp_adapter` from it")
+        elif (p.stage == 1 and c.stage == 2) or (p.stage == 2 and c.stage in (2, 3)):
             _continue_from(prev, cur)
         else:
             raise ConfigError(f"cannot chain stage {p.stage} ({prev.path}) into stage {c.stage} ({cur.path})",
@@ -72,6 +70,10 @@ def plan_chain(paths: list[Path], overrides: list[str]) -> list[Stage]:
 def _continue_from(prev: Stage, cur: Stage) -> None:
     """``cur`` starts from ``prev``'s whole model and tokenizer (its tower and projector as ``prev`` left them)."""
     p, c = prev.cfg, cur.cfg
+    if c.stage == 2 and c.pretrain_mm_mlp_adapter:
+        raise ConfigError(f"this stage starts from the whole model of {prev.path}, projector included; "
+                          "`pretrain_mm_mlp_adapter` would replace the projector that stage trained",
+                          where=str(cur.path), hint="remove `pretrain_mm_mlp_adapter` from it")
     if p.lora_enable:
         raise ConfigError(f"{prev.path} trains LoRA adapters, so its output is an adapter, not the whole model "
                           f"{cur.path} starts from", where=str(prev.path),

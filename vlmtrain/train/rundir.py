@@ -41,6 +41,13 @@ QUIET_KEYS = ("output_dir", "max_steps", "num_train_epochs", "save_steps", "save
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
+def saves_projector_only(cfg: TrainConfig) -> bool:
+    """Whether the run's final output is ``mm_projector.bin`` alone (LLaVA's stage 1) rather than the whole
+    model. A stage 1 that also trains part of the tower (ConvLLaVA's, ``tune_vit_from_layer``) saves the
+    whole model, so the stage after it must start from that model, not from a projector file."""
+    return cfg.stage == 1 and cfg.frozen()["vision"]
+
+
 # -- checkpoints ----------------------------------------------------------------------------------
 def checkpoints(output_dir: str | Path) -> list[Path]:
     """``checkpoint-N`` folders, oldest first."""

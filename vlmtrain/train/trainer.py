@@ -32,6 +32,7 @@ from transformers import Trainer, TrainerCallback
 
 from vlmtrain.model.projector import from_reference, projector_module, save_mm_projector, write_mm_projector
 from vlmtrain.train.mfu import FlopModel, device_name, mfu, peak_flops
+from vlmtrain.train.rundir import saves_projector_only
 from vlmtrain.train.signals import StopOnSignal
 
 log = logging.getLogger("vlmtrain")
@@ -205,12 +206,8 @@ class VlmTrainer(Trainer):
                 fh.write(json.dumps(row) + "\n")
 
     # -- saving -------------------------------------------------------------------------------
-    def _projector_only(self) -> bool:
-        # ConvLLaVA's stage 1 also trains a tower stage (tune_vit_from_layer): that run saves the whole model.
-        return self.vlm_cfg.stage == 1 and self.vlm_cfg.frozen()["vision"]
-
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        if not self._projector_only():
+        if not saves_projector_only(self.vlm_cfg):
             return super()._save(output_dir, state_dict)
         output_dir = output_dir or self.args.output_dir
         if not self.args.should_save:
@@ -234,7 +231,7 @@ class VlmTrainer(Trainer):
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         ckpt = Path(resume_from_checkpoint)
         target = self.accelerator.unwrap_model(model or self.model)
-        if self._projector_only() and (ckpt / MM_PROJECTOR).is_file():
+        if saves_projector_only(self.vlm_cfg) and (ckpt / MM_PROJECTOR).is_file():
             weights = torch.load(ckpt / MM_PROJECTOR, map_location="cpu", weights_only=True)
             module = projector_module(target)
             module.load_state_dict(from_reference(weights, module))
