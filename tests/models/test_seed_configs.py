@@ -74,18 +74,31 @@ def test_moe_llava_openchat_dry_run_reports_mistral_7b():
     assert info["params"]["llm"]["total"] == 7_241_732_096 + 2 * 2 * 4096 + 2 * 4096
 
 
-def test_moe_llava_openchat_configs_take_its_scripts_values():
-    """PKU-YuanGroup/MoE-LLaVA scripts/v1/openchat/{pretrain,finetune,finetune_moe}.sh (6cb5f66)."""
+# PKU-YuanGroup/MoE-LLaVA scripts/v1/<family>/finetune{,_moe}.sh (6cb5f66): --version, stage 3's --train_modules
+# and per-GPU batch x accumulation; every other value below is the same in the four families' scripts.
+MOE_LLAVA_SCRIPTS = {
+    "phi2": ("phi", ["fc1", "fc2", "wg"], (8, 2)),
+    "qwen": ("qwen", ["mlp.w1", "mlp.w2", "mlp.c_proj", "wg"], (8, 2)),
+    "stablelm": ("stablelm", ["gate_proj", "up_proj", "down_proj", "wg"], (8, 2)),
+    "openchat": ("openchat", ["up_proj", "down_proj", "gate_proj", "wg"], (4, 4)),
+}
+
+
+@pytest.mark.parametrize("family", sorted(MOE_LLAVA_SCRIPTS))
+def test_moe_llava_configs_take_their_scripts_values(family):
+    """scripts/v1/<family>/{pretrain,finetune,finetune_moe}.sh: lr, batch, template, save_steps and dataloader
+    workers (8 in pretrain, 4 after; save_steps 24000 / 50000 / 24000), the MoE settings."""
     from vlmtrain.config import load_config
 
-    s1, s2, s3 = (load_config(REPO / "configs" / f"moe-llava-openchat-stage{n}.yaml") for n in (1, 2, 3))
+    template, modules, (batch3, accum3) = MOE_LLAVA_SCRIPTS[family]
+    s1, s2, s3 = (load_config(REPO / "configs" / f"moe-llava-{family}-stage{n}.yaml") for n in (1, 2, 3))
     assert (s1.template, s1.learning_rate, s1.per_device_train_batch_size, s1.gradient_accumulation_steps,
             s1.save_steps, s1.dataloader_num_workers) == ("plain", 1e-3, 32, 1, 24000, 8)
     assert (s2.template, s2.learning_rate, s2.per_device_train_batch_size, s2.gradient_accumulation_steps,
-            s2.save_steps, s2.dataloader_num_workers) == ("openchat", 2e-5, 8, 2, 50000, 4)
+            s2.save_steps, s2.dataloader_num_workers) == (template, 2e-5, 8, 2, 50000, 4)
     assert (s3.template, s3.learning_rate, s3.per_device_train_batch_size, s3.gradient_accumulation_steps,
-            s3.save_steps, s3.dataloader_num_workers) == ("openchat", 2e-5, 4, 4, 24000, 4)
-    assert s3.train_modules == ["up_proj", "down_proj", "gate_proj", "wg"]
+            s3.save_steps, s3.dataloader_num_workers) == (template, 2e-5, batch3, accum3, 24000, 4)
+    assert s3.train_modules == modules
     assert (s3.num_experts, s3.top_k_experts, s3.capacity_factor, s3.moe_mode, s3.use_residual,
             s3.router_aux_loss_coef) == (4, 2, 1.5, "sparse", False, 0.01)
     for c in (s1, s2, s3):
