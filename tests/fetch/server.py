@@ -15,7 +15,7 @@ Faults (``server.fault(path, Fault(...))``), applied to the next ``times`` match
 Counters: ``bytes_sent[path]`` (body bytes), ``requests`` (method, path, Range header) and
 ``max_in_flight`` (the most response bodies sent at once).
 
-Why one file of ~440 lines: one handler class answers the mirror, the hub and the CDN, and every
+Why one file of ~480 lines: one handler class answers the mirror, the hub and the CDN, and every
 fault applies to all three through the same send path.
 """
 from __future__ import annotations
@@ -25,6 +25,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -251,9 +252,10 @@ class _Server(ThreadingHTTPServer):
 
 
 class LoopbackServer:
-    """Serves ``folder`` (paths map to files under it) and in-memory ``blobs`` on 127.0.0.1."""
+    """Serves ``folder`` (paths map to files under it) and in-memory ``blobs`` on 127.0.0.1; over
+    HTTPS with ``tls`` (a server-side context holding the certificate)."""
 
-    def __init__(self, folder: Path | None = None) -> None:
+    def __init__(self, folder: Path | None = None, tls: ssl.SSLContext | None = None) -> None:
         self.folder = Path(folder) if folder else None
         self.blobs: dict[str, Blob] = {}
         self.routes: list[Callable[[_Handler, str, str], bool]] = []
@@ -271,11 +273,14 @@ class LoopbackServer:
         self.auth_seen: list[tuple[str, str | None]] = []
         self._srv = _Server(("127.0.0.1", 0), _Handler)
         self._srv.owner = self
+        self.scheme = "https" if tls is not None else "http"
+        if tls is not None:  # (a client that refuses the certificate fails the accept: socketserver drops it)
+            self._srv.socket = tls.wrap_socket(self._srv.socket, server_side=True)
         self._thread = threading.Thread(target=self._srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._srv.server_address[1]}"
+        return f"{self.scheme}://127.0.0.1:{self._srv.server_address[1]}"
 
     def start(self) -> "LoopbackServer":
         self._thread.start()
@@ -344,15 +349,29 @@ class HubServer:
     ``api/{models,datasets}/<repo>/revision/<rev>`` answers the repo's info with its file list
     (``siblings``: rfilename, size, and for LFS files ``lfs: {sha256, size, pointerSize}``), as
     ``repo_info(files_metadata=True)`` asks for it.
+
+    With ``tls`` both origins speak HTTPS; ``cdn_base`` sends LFS files elsewhere (a plain-http CDN);
+    ``redirect_gets``: a GET of a file kept in git is redirected to the CDN as well.
+    ``gated``: repos whose files need a token in ``granted`` (401 without a token, 403 with another).
+
+    History: ``add`` changes the newest commit (``COMMIT`` until ``push``); ``push(changes)`` makes a
+    new commit that ``main`` then points to (a path mapped to None is deleted). Older commits keep
+    answering with their own files, as the Hub keeps every revision.
     """
 
     COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
-    def __init__(self, token: str | None = None) -> None:
-        self.hub = LoopbackServer()
-        self.cdn = LoopbackServer()
+    def __init__(self, token: str | None = None, tls: ssl.SSLContext | None = None) -> None:
+        self.hub = LoopbackServer(tls=tls)
+        self.cdn = LoopbackServer(tls=tls)
         self.token = token
-        self.files: dict[tuple[str, str], tuple[bytes, bool, str | None]] = {}
+        self.files: dict[tuple[str, str], tuple[bytes, bool, str | None]] = {}  # the files at ``head``
+        self.head = self.COMMIT
+        self.cdn_base: str | None = None  # where LFS files are redirected to (None: the ``cdn`` server)
+        self.gated: set[str] = set()  # repos ("owner/name", "datasets/owner/name") whose files need accepted terms
+        self.granted: set[str] = set()  # tokens of users who accepted them
+        self.redirect_gets = False  # GETs of files kept in git answer 302 to the CDN too (a mirror serving its store)
+        self.history: dict[str, dict[tuple[str, str], tuple[bytes, bool, str | None]]] = {self.COMMIT: self.files}
         self.hub.routes.append(self._route)
 
     def add(self, repo_id: str, path: str, data: bytes, *, lfs: bool = True, repo_type: str = "dataset",
@@ -361,6 +380,23 @@ class HubServer:
         self.files[key] = (data, lfs, advertised_sha256)
         sha = advertised_sha256 or hashlib.sha256(data).hexdigest()
         self.cdn.blobs[f"cdn/{sha}"] = Blob(data=data)
+
+    def push(self, repo_id: str, changes: dict[str, bytes | None], *, repo_type: str = "dataset") -> str:
+        """A new commit on ``main``: each path of ``changes`` added or replaced (LFS for ``.safetensors``
+        and ``.bin``, as a repo's .gitattributes would say), or deleted (None). Returns its sha."""
+        self.files = dict(self.files)
+        for path, data in changes.items():
+            if data is None:
+                del self.files[(f"{repo_type}s/{repo_id}" if repo_type != "model" else repo_id, path)]
+            else:
+                self.add(repo_id, path, data, lfs=path.endswith((".safetensors", ".bin")), repo_type=repo_type)
+        self.head = hashlib.sha1(f"{self.head}{len(self.history)}".encode()).hexdigest()
+        self.history[self.head] = self.files
+        return self.head
+
+    def _at(self, rev: str) -> dict[tuple[str, str], tuple[bytes, bool, str | None]] | None:
+        """The files at ``rev`` (``main`` or a commit); None: no such revision."""
+        return self.history.get(self.head if rev == "main" else rev)
 
     def start(self) -> "HubServer":
         self.hub.start()
@@ -381,11 +417,11 @@ class HubServer:
             h.send_plain(401, b"", {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Invalid credentials"})
         elif not any(r == repo for r, _ in self.files):
             h.send_plain(404, b"", {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"})
-        elif rev not in ("main", self.COMMIT):
+        elif self._at(rev) is None:
             h.send_plain(404, b"", {"X-Error-Code": "RevisionNotFound", "X-Error-Message": "Invalid rev id"})
         else:
             siblings = []
-            for (r, fpath), (data, lfs, advertised) in sorted(self.files.items()):
+            for (r, fpath), (data, lfs, advertised) in sorted(self._at(rev).items()):  # type: ignore[union-attr]
                 if r != repo:
                     continue
                 sib = {"rfilename": fpath, "size": len(data),
@@ -394,10 +430,21 @@ class HubServer:
                     sib["lfs"] = {"sha256": advertised or hashlib.sha256(data).hexdigest(), "size": len(data),
                                   "pointerSize": 134}
                 siblings.append(sib)
-            body = json.dumps({"id": repo_id, "sha": self.COMMIT, "private": bool(self.token),
+            body = json.dumps({"id": repo_id, "sha": self.head if rev == "main" else rev, "private": bool(self.token),
                                "siblings": siblings}).encode()
             h.send_plain(200, body, {"Content-Type": "application/json"})
         return True
+
+    def _granted(self, h: _Handler, repo: str) -> bool:
+        """A gated repo's file, as the Hub answers it: 401 without a token, 403 with one whose user has not
+        accepted the terms (both X-Error-Code GatedRepo); its listing stays public."""
+        auth = h.headers.get("Authorization") or ""
+        if auth.removeprefix("Bearer ") in self.granted:
+            return True
+        status, why = (403, "you are not in the authorized list") if auth else (401, "you must be authenticated")
+        h.send_plain(status, b"", {"X-Error-Code": "GatedRepo",
+                                   "X-Error-Message": f"Access to model {repo} is restricted: {why}"})
+        return False
 
     def _route(self, h: _Handler, method: str, path: str) -> bool:
         if self._api(h, path):
@@ -412,20 +459,28 @@ class HubServer:
         if not any(r == repo for r, _ in self.files):
             h.send_plain(404, b"", {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"})
             return True
-        if rev not in ("main", self.COMMIT):
+        if repo in self.gated and not self._granted(h, repo):
+            return True
+        files = self._at(rev)
+        if files is None:
             h.send_plain(404, b"", {"X-Error-Code": "RevisionNotFound", "X-Error-Message": "Invalid rev id"})
             return True
-        entry = self.files.get((repo, fpath))
+        commit = self.head if rev == "main" else rev
+        entry = files.get((repo, fpath))
         if entry is None:
             h.send_plain(404, b"", {"X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found"})
             return True
         data, lfs, advertised = entry
         if lfs:
             sha = advertised or hashlib.sha256(data).hexdigest()
-            h.send_plain(302, b"", {"Location": f"{self.cdn.url}/cdn/{sha}", "X-Repo-Commit": self.COMMIT,
+            h.send_plain(302, b"", {"Location": f"{self.cdn_base or self.cdn.url}/cdn/{sha}", "X-Repo-Commit": commit,
                                     "X-Linked-Etag": f'"{sha}"', "X-Linked-Size": str(len(data)), "ETag": f'"{sha}"'})
             return True
-        h.serve(method, path, Blob(data=data), {"X-Repo-Commit": self.COMMIT})
+        if method == "GET" and self.redirect_gets:
+            where = f"{self.cdn_base or self.cdn.url}/cdn/{hashlib.sha256(data).hexdigest()}"
+            h.send_plain(302, b"", {"Location": where})
+            return True
+        h.serve(method, path, Blob(data=data), {"X-Repo-Commit": commit})
         return True
 
 

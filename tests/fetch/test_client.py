@@ -5,15 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import shutil
 import socket
-import ssl
-import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from fetch_helpers import _srv, Fault, LoopbackServer
+from fetch_helpers import _srv, Fault, LoopbackServer, self_signed
 
 from vlmdata.net import client as client_mod
 from vlmdata.net.client import Client, RequestError
@@ -202,12 +199,7 @@ BIG = os.urandom(3 << 20) + b"tail"
 @pytest.fixture
 def tls_server(tmp_path):
     """An HTTPS server on 127.0.0.1 with a self-signed certificate (made by the openssl tool)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("no openssl tool to make a certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)
+    cert, ctx = self_signed(tmp_path)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -224,8 +216,6 @@ def tls_server(tmp_path):
             self.wfile.write(body)
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert, key)
     httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
     httpd.daemon_threads = True
     t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
