@@ -3,7 +3,10 @@
 For each selected file: where it would come from, how many bytes are left to download, how much
 disk it needs once placed, and whether it is already there. Disk needed is conservative: every
 remaining download plus every unpacked size, as if all archives existed at once before their
-deletion (they can, with --jobs > 1).
+deletion (they can, with --jobs > 1). No request is sent: a size the manifest leaves unknown is
+taken from the root's vlmdata.lock (what the first verified download measured, on any machine)
+or, for a Hub repo, from its file list as last fetched; a Hub source on a branch shows the commit
+that lock pins, which is what a fetch asks for.
 """
 from __future__ import annotations
 
@@ -12,9 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from vlmdata.errors import OperationError
+import msgspec.structs
+
 from vlmdata.manifest import FileSpec, Source
 from vlmdata.sources import kind_of
-from vlmdata.state import Journal, Root, is_placed, partial_bytes, reserved_bytes, satisfied, subset_tag
+from vlmdata.sources.hf import pinned_revision
+from vlmdata.state import (Journal, LockEntry, LockFile, Root, is_placed, partial_bytes, reserved_bytes, satisfied,
+                           subset_tag)
 from vlmdata.units import human_bytes
 
 
@@ -72,10 +79,14 @@ class Plan:
         }
 
 
-def first_source(spec: FileSpec, mirror_base: str | None, hf_endpoint: str | None) -> str:
-    """Where a fetch with these options would go first for ``spec``."""
+def first_source(spec: FileSpec, mirror_base: str | None, hf_endpoint: str | None,
+                 pin: LockEntry | None = None) -> str:
+    """Where a fetch with these options would go first for ``spec`` (``pin``: its vlmdata.lock entry)."""
     src: Source = spec.sources[0] if spec.sources else spec.parts[0].sources[0]
-    return kind_of(src).plan_label(src, mirror_base, hf_endpoint)
+    commit = pinned_revision(src, pin)
+    if commit is not None:
+        src = msgspec.structs.replace(src, revision=commit)
+    return kind_of(src).plan_label(src, mirror_base, hf_endpoint) + (" (pinned in vlmdata.lock)" if commit else "")
 
 
 def plan_files(root: Root, specs: list[FileSpec], *, mirror_base: str | None = None,
@@ -83,14 +94,20 @@ def plan_files(root: Root, specs: list[FileSpec], *, mirror_base: str | None = N
     """``wanted_tag``: the digest of --only-referenced-by's names; archives are then placed in part.
     ``refetch``: what is placed is fetched again, so it counts as missing (with its bytes)."""
     entries = Journal(root.state_dir).entries()
+    pins = LockFile(root.lock_path).entries()
     plan = Plan(free_bytes=root.free_bytes())
     for spec in specs:
-        size = spec.download_bytes
+        size, exact = spec.download_bytes, spec.size_is_exact
+        pin = pins.get(spec.key)
+        listed = None
         if spec.place.kind == "repo":  # once listed, a repo's bytes are known exactly (vlmdata.fetch.repo)
             from vlmdata.fetch.repo import repo_disk_bytes
 
-            size = repo_disk_bytes(root, spec, entries)
-            size = spec.download_bytes if size is None else size
+            listed = repo_disk_bytes(root, spec, entries)
+        if listed is not None:
+            size, exact = listed, True
+        elif not exact and pin is not None:  # (a repo's pin holds its total: its files, as listed when pinned)
+            size, exact = pin.size, True
         placed = not refetch and satisfied(root, entries, spec, wanted_tag)
         partial = 0 if placed else partial_bytes(root, spec)
         subset = wanted_tag is not None and spec.place.kind == "extract"
@@ -103,11 +120,11 @@ def plan_files(root: Root, specs: list[FileSpec], *, mirror_base: str | None = N
             disk = _subset_disk(spec, remaining) if subset else _disk_needed(spec, remaining, size)
             if disk and partial and remaining:  # (blocks an unfinished download already set aside for the rest)
                 disk -= min(remaining, reserved_bytes(root, spec))
-        source = first_source(spec, mirror_base, hf_endpoint)
+        source = first_source(spec, mirror_base, hf_endpoint, pin)
         plan.items.append(PlanItem(
             key=spec.key, dataset=spec.dataset, file=spec.name,
             source=source, to=spec.place.to, state=state,
-            download_bytes=remaining, size_exact=spec.size_is_exact, disk_bytes=disk, partial_bytes=partial,
+            download_bytes=remaining, size_exact=exact, disk_bytes=disk, partial_bytes=partial,
             in_mirror=None if placed else _in_mirror(source, mirror_base),
         ))
     return plan

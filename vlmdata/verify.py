@@ -142,12 +142,16 @@ class _Verifier:
 
         from vlmdata.manifest import Placement
 
+        before = list(res.repair)
         for key, entry in sorted(self.entries.items()):
             if key.startswith(spec.key + "/"):
                 res.files += 1
                 sub = replace(spec, name=key.split(":", 1)[1], size=entry.size, size_approx=None, sha256=None, md5=None,
                               sources=(), parts=(), place=Placement("file", to=entry.to))
                 self._file(sub, entry, res)
+        if res.repair != before:  # (fetch selects the repo, not its files: `fetch REPO --refetch` mends the bad ones)
+            res.repair = before
+            res.to_repair(spec.key)
 
     def _sized(self, spec: FileSpec, entry: JournalEntry, path: Path, res: DatasetResult, what: str) -> None:
         size = entry.size if entry.size is not None else spec.size

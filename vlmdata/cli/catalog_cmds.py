@@ -50,7 +50,7 @@ def _total(d: Dataset) -> int | None:
 def info_cmd(name: str = Argument(..., help="Dataset, layout or blend recipe name."), settings: Settings = None) -> None:
     """Everything known about one dataset, layout or blend recipe.
 
-    For a dataset: files, sources, sizes, checksums, known problems, and where it lands in each layout.
+    For a dataset: files, sources, sizes, checksums, known problems, and where it lands in each layout; what the manifest leaves unknown is filled in from --root's vlmdata.lock once a fetch has pinned it (no request is sent).
 
     Examples:
       vlmdata info coco
@@ -96,7 +96,11 @@ def info_cmd(name: str = Argument(..., help="Dataset, layout or blend recipe nam
 
 
 def _dataset_info(settings: Settings, d: Dataset) -> None:
+    from vlmdata.state import LockFile
+
     cat = settings.catalog
+    lock = LockFile(settings.data_root.lock_path)
+    pins = lock.entries()  # (what the manifest leaves unknown, as a first fetch measured it)
     where = {f.key: [f"{lay.name}:{e.path}" for lay in cat.layouts.values() for e in lay.entries
                      if e.dataset == d.name and (e.store == f.place.to or e.store.startswith(f.place.to + "/")
                                                  or f.place.to.startswith(e.store + "/"))]
@@ -107,7 +111,8 @@ def _dataset_info(settings: Settings, d: Dataset) -> None:
             "notes": list(d.notes), "references": list(d.references),
             "files": [{"name": f.name, "size": f.size, "size_approx": f.size_approx, "sha256": f.sha256,
                        "md5": f.md5, "optional": f.optional, "sources": [describe(s) for s in f.sources],
-                       "parts": [p.name for p in f.parts], "place": msgspec.structs.asdict(f.place), "layouts": where[f.key]}
+                       "parts": [p.name for p in f.parts], "place": msgspec.structs.asdict(f.place), "layouts": where[f.key],
+                       "pinned": _pin_json(pins.get(f.key))}
                       for f in d.files],
         })
         return
@@ -116,10 +121,21 @@ def _dataset_info(settings: Settings, d: Dataset) -> None:
     if d.homepage:
         echo(f"  homepage: {d.homepage}")
     for f in d.files:
+        pin = pins.get(f.key)
         size = human_bytes(f.size) + f" ({f.size:,} bytes)" if f.size is not None else human_bytes(f.size_approx, approx=True)
+        if f.size is None and pin is not None:
+            size = f"{human_bytes(pin.size)} ({pin.size:,} bytes, as pinned in vlmdata.lock)"
         echo(f"\n  {f.name}{'  [optional]' if f.optional else ''}")
         echo(f"    size:    {size}")
-        echo(f"    sha256:  {f.sha256 or 'unknown (pinned in vlmdata.lock by the first verified download)'}")
+        if f.place.kind == "repo":  # (its pin is the commit and a digest of the file list, not one file's hash)
+            echo("    sha256:  each file's: the hub's LFS hash, or pinned in vlmdata.lock (files kept in git)")
+            if pin is not None:
+                echo(f"    pinned:  commit {pin.revision}, file list digest {pin.sha256} ({lock.path})")
+        elif f.sha256 is None and pin is not None:
+            echo(f"    sha256:  {pin.sha256} (pinned in {lock.path}"
+                 + (f" at commit {pin.revision})" if pin.revision else ")"))
+        else:
+            echo(f"    sha256:  {f.sha256 or 'unknown (pinned in vlmdata.lock by the first verified download)'}")
         if f.md5:
             echo(f"    md5:     {f.md5}")
         for i, s in enumerate(f.sources or [src for p in f.parts for src in p.sources]):
@@ -134,6 +150,11 @@ def _dataset_info(settings: Settings, d: Dataset) -> None:
         echo("\n  Known problems / notes:")
         for n in d.notes:
             echo(f"    - {n}")
+
+
+def _pin_json(pin) -> dict | None:  # (a LockEntry, or None)
+    return None if pin is None else {"sha256": pin.sha256, "size": pin.size, "revision": pin.revision,
+                                     "source": pin.source}
 
 
 COMMANDS = {"list": list_cmd, "info": info_cmd}  # (vlmdata.cli.app)

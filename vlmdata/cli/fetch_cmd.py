@@ -34,6 +34,10 @@ def fetch_cmd(
     only_referenced_by: Optional[List[Path]] = Option(None, "--only-referenced-by", help=ONLY_REFERENCED_HELP),
     force: bool = Option(False, "--force", help="Fetch even when the disk preflight says it will not fit."),
     refetch: bool = Option(False, "--refetch", help="Ignore what the journal says is placed: fetch and place again."),
+    update: bool = Option(False, "--update",
+                          help="Hub files and repos that only vlmdata.lock pins: fetch the revision the manifest "
+                               "names now (a branch's newest commit) instead of the pinned commit, and replace the "
+                               "pins. A repo downloads only the files that changed."),
     timeout: float = Option(DEFAULTS.timeout, "--timeout", min=0.1, help="Seconds without data before a connection is retried."),
     dry_run: bool = Option(False, "--dry-run", "-n", help="Only say what would be fetched (the same as `vlmdata plan`)."),
     ray: Optional[str] = Option(None, "--ray", metavar="ADDRESS",
@@ -60,6 +64,7 @@ def fetch_cmd(
       vlmdata fetch --layout llava-eval     # all the layout needs
       vlmdata fetch vicuna-13b-v1.5 \\
           clip-vit-large-patch14-336        # Hub model repos, pinned
+      vlmdata fetch phi-2 --update          # to main's newest commit, re-pinned
       vlmdata fetch coco:val2017.zip --connections 8
       vlmdata fetch sam --only-referenced-by \\
           sharegpt4v_instruct_gpt4-vision_cap100k.json
@@ -85,7 +90,8 @@ def fetch_cmd(
     root = settings.data_root
     opts = FetchOptions(jobs=jobs, connections=connections, url_jobs=url_jobs, keep_archives=keep_archives,
                         wanted=wanted, wanted_tag=tag, mirror=settings.mirror, hf_endpoint=settings.hf_endpoint,
-                        refetch=refetch, timeout=timeout, url_chunk=url_chunk, claim_timeout=claim_timeout)
+                        refetch=refetch, update=update, timeout=timeout, url_chunk=url_chunk,
+                        claim_timeout=claim_timeout)
     if lay is None and _all_present(root, specs, opts, settings):
         return  # a second run over finished datasets: no lock, no network stack, no request
     from vlmdata.fetch.orchestrate import Fetcher
@@ -101,7 +107,7 @@ def fetch_cmd(
             settings.info(f"everything is already here ({len(specs)} file(s) in {root.path}); nothing to download")
         else:
             plan = plan_files(root, todo, mirror_base=settings.mirror, hf_endpoint=settings.hf_endpoint, wanted_tag=tag,
-                              refetch=refetch)
+                              refetch=refetch or update)
             if not force:
                 plan.require_fits(root.path, "free some space, choose another --root, fetch fewer datasets at a time, "
                                              "or pass --force")
@@ -216,7 +222,7 @@ def _all_present(root: Root, specs: list[FileSpec], opts: FetchOptions, settings
     Then report so, exactly as a full run would, and return True."""
     from vlmdata.state.journal import Journal, satisfied
 
-    if opts.refetch or not root.state_dir.is_dir():
+    if opts.refetch or opts.update or not root.state_dir.is_dir():
         return False
     root.ensure_writable()  # fetch is a command that writes: a root it may not write says so, even now
     entries = Journal(root.state_dir).entries()

@@ -223,6 +223,11 @@ class HttpEngine:
             if again is not None:
                 raise again from None
             raise SourceFailed(f"{shown(url)}: {scrub(str(e))}") from None
+        if url.startswith("https://") and not resp.url.startswith("https://"):
+            # (plain http after https would hand the bytes, and the pin of a file without a known hash,
+            # to anyone on the path: the certificate check has no switch, and a redirect is not one either)
+            resp.close()
+            raise SourceFailed(f"{shown(url)}: redirected to {shown(resp.url)}, which is not HTTPS: refused")
         if resp.status_code in (200, 206, 416):
             return resp
         resp.close()

@@ -57,7 +57,7 @@ class Fetcher:
         self.hub = HubAccess(self.opt.hf_endpoint, token_from_env())
         self.downloader = VerifiedDownloader(root, self.engine, self.progress, self.cancel, hub=self.hub,
                                              mirror=self.opt.mirror, verify_tries=self.opt.verify_tries,
-                                             claim_timeout=self.opt.claim_timeout)
+                                             claim_timeout=self.opt.claim_timeout, update=self.opt.update)
 
     # ------------------------------------------------------------------ the run
     def todo(self, specs: list[FileSpec], entries: dict[str, JournalEntry] | None = None) -> list[FileSpec]:
@@ -65,8 +65,10 @@ class Fetcher:
         return [s for s in specs if not self._already_placed(s, entries)]
 
     def _already_placed(self, spec: FileSpec, entries: dict[str, JournalEntry]) -> bool:
-        # a subset placement is only good enough for the same subset (state.satisfied)
-        return not self.opt.refetch and satisfied(self.root, entries, spec, self.opt.wanted_tag)
+        # a subset placement is only good enough for the same subset (state.satisfied); --update looks
+        # again at every file whose Hub source follows a branch
+        return not self.opt.refetch and not self.downloader.spec_moves(spec) \
+            and satisfied(self.root, entries, spec, self.opt.wanted_tag)
 
     def run(self, specs: list[FileSpec], todo: list[FileSpec] | None = None) -> FetchReport:
         """Fetch ``specs``; ``todo`` is what ``self.todo(specs)`` returned, if the caller already asked."""
@@ -219,7 +221,8 @@ class Fetcher:
         """Placement "repo": every selected file of a Hub repo (vlmdata.fetch.repo)."""
         from vlmdata.fetch.repo import fetch_repo
 
-        res = fetch_repo(spec, self.downloader, self.journal, endpoint=self.opt.hf_endpoint, jobs=self.opt.jobs)
+        res = fetch_repo(spec, self.downloader, self.journal, endpoint=self.opt.hf_endpoint, jobs=self.opt.jobs,
+                         refetch=self.opt.refetch)
         out.bytes, out.resumed_from, out.connections = res.transferred, res.resumed_from, res.connections
         out.size, out.files, out.source = res.listing.size, len(res.listing.files), res.source
         out.sha256 = res.listing.digest()

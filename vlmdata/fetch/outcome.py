@@ -28,6 +28,7 @@ class FetchOptions(msgspec.Struct):
     mirror: str | None = None
     hf_endpoint: str | None = None
     refetch: bool = False  # ignore the journal: fetch and place again
+    update: bool = False  # Hub files only vlmdata.lock pins: the manifest's revision (a branch's head), pins replaced
     timeout: float = 60.0
     min_split: int = 4 << 20
     retry: RetryPolicy = msgspec.field(default_factory=RetryPolicy)

@@ -6,10 +6,16 @@
    not match (manifest sha256 / md5, the hub's LFS sha256, else the ``vlmdata.lock`` pin) is
    deleted and downloaded once more, then the next source is tried; nothing mismatching is returned.
 3. A file published in parts: each part the same way, then joined and checked as a whole.
-4. The first verified download of a file without a published sha256 is pinned in vlmdata.lock.
+4. The first verified download of a file without a published sha256 is pinned in vlmdata.lock. A
+   Hub source on a branch is then asked for the pinned commit (the branch may have moved on);
+   ``fetch --update`` asks for the branch instead and replaces the pin.
 
 Each part is downloaded under its own claim (vlmdata.state.claims), so a file in parts can be
 fetched part by part on several machines and joined by whichever process gets to it.
+
+Why one file of ~410 lines: one class, whose expectations (manifest, lock pin, Hub hash, --update)
+decide both what a download must match and which verdict a failed file gets (a damaged mirror, a
+changed source, a refusing Hub, no network); split, each half would take the other's state.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ from vlmdata.fetch.progress import FileBar, Progress
 from vlmdata.manifest import FileSpec, Part, Source
 from vlmdata.net.errors import Cancelled, SourceFailed
 from vlmdata.net.retry import OFFLINE_HINT
+from vlmdata.net.urls import shown
 from vlmdata.sources import Candidate, HubAccess, Location, Unavailable, candidates
 from vlmdata.sources.hf import redact
 from vlmdata.state import LockEntry, LockFile, Root
@@ -74,6 +81,11 @@ class Mismatch(Exception):
 MANIFEST_WORDS = "its dataset's manifest"  # (the fetch, which knows the catalog, names the file instead)
 
 
+class AccessDenied(OperationError):
+    """Every source that was tried is a Hub that refused this user (401/403: no token, a token without
+    access, a gated repo whose terms were not accepted): a person has to act, no retry helps."""
+
+
 class NotTheDescribedFile(OperationError):
     """A source gave the same bytes on every try, and they are not what the manifest or the lock
     describes: the file changed at its source or the description is wrong, and no retry helps."""
@@ -88,6 +100,9 @@ class Expected:
     md5: str | None
     pinned: bool  # sha256 comes from vlmdata.lock
     pin_from: str = "vlmdata.lock"  # which lock file: the root's, or a local mirror's (MIRROR/vlmdata.lock)
+    pin: LockEntry | None = None  # that pin (its Hub commit is the one asked for: vlmdata.sources.hf.HubFile.pinned)
+    moving: bool = False  # --update on a Hub file only the lock pins: its pin is ignored, then replaced
+    listed: bool = False  # sha256 is the LFS hash of a Hub repo's file list (vlmdata.fetch.repo), not the manifest's
 
     def check(self, d: Digests, hub_sha: str | None = None, hub_size: int | None = None) -> list[str]:
         """What does not match, one line each (empty: it matches)."""
@@ -98,6 +113,7 @@ class Expected:
         sha = self.sha256 or hub_sha
         if sha and d.sha256 != sha:
             what = f"sha256 (pinned in {self.pin_from})" if self.pinned and self.sha256 else (
+                "sha256 (the hub's file list)" if self.listed else
                 "sha256" if self.sha256 else "sha256 (the hub's LFS hash)")
             bad.append(f"{what}: expected {sha}, got {d.sha256}")
         if self.md5 and d.md5 != self.md5:
@@ -133,7 +149,8 @@ class VerifiedDownloader:
     """Downloads files of a root from their sources and checks them; one per fetch run, thread-safe."""
 
     def __init__(self, root: Root, engine: HttpEngine, progress: Progress, cancel: threading.Event, *,
-                 hub: HubAccess, mirror: str | None, verify_tries: int, claim_timeout: float | None = None) -> None:
+                 hub: HubAccess, mirror: str | None, verify_tries: int, claim_timeout: float | None = None,
+                 update: bool = False) -> None:
         self.root = root
         self.engine = engine
         self.progress = progress
@@ -142,6 +159,7 @@ class VerifiedDownloader:
         self.mirror = mirror
         self.verify_tries = verify_tries
         self.claim_timeout = claim_timeout
+        self.update = update  # --update: Hub files only the lock pins come at the manifest's revision
         self.lock = LockFile(root.lock_path)
         self.mirror_lock = _mirror_lock(mirror)
 
@@ -160,32 +178,54 @@ class VerifiedDownloader:
             claim.release()
 
     # ------------------------------------------------------------------ expectations
-    def expected(self, key: str, size: int | None, sha256: str | None, md5: str | None) -> Expected:
-        pin = self.lock.get(key) if sha256 is None else None
+    def moves(self, sources: tuple[Source, ...], sha256: str | None) -> bool:
+        """--update on a Hub file or repo that only vlmdata.lock pins (no sha256 in the manifest): the
+        revision the manifest names now (a branch's newest commit) is asked for, not the pinned commit."""
+        return self.update and sha256 is None and any(s.kind in ("hf", "hfrepo") for s in sources)
+
+    def spec_moves(self, spec: FileSpec) -> bool:
+        """``moves`` for a file, or for any of its parts (whose pins the joined file's then follows)."""
+        if spec.parts:
+            return any(self.moves(p.sources, p.sha256) for p in spec.parts)
+        return self.moves(spec.sources, spec.sha256)
+
+    def expected(self, key: str, size: int | None, sha256: str | None, md5: str | None,
+                 sources: tuple[Source, ...] = (), moving: bool | None = None) -> Expected:
+        moving = self.moves(sources, sha256) if moving is None else moving
+        pin = self.lock.get(key) if sha256 is None and not moving else None
         where = "vlmdata.lock"
-        if sha256 is None and pin is None and self.mirror_lock is not None:
+        if sha256 is None and pin is None and self.mirror_lock is not None and not moving:
             pin = self.mirror_lock.get(key)
             where = str(self.mirror_lock.path)
         return Expected(size=size if size is not None else (pin.size if pin else None),
                         sha256=sha256 or (pin.sha256 if pin else None), md5=md5, pinned=pin is not None,
-                        pin_from=where)
+                        pin_from=where, pin=pin, moving=moving)
 
     def pin(self, key: str, expect: Expected, got: Verified) -> None:
         """No sha256 in the manifest and none pinned in the root yet: this verified download sets the
-        root's pin (a local mirror's pin, which it matched, is copied in)."""
-        if expect.sha256 is None or (expect.pinned and expect.pin_from != "vlmdata.lock"):
+        root's pin (a local mirror's pin, which it matched, is copied in); with --update it replaces
+        the root's pin."""
+        if expect.pinned and expect.pin_from != "vlmdata.lock" and expect.pin is not None:
+            # (as the connected machine made it: its source and Hub commit, which later fetches ask for)
+            self.lock.pin(key, expect.pin)
+        elif expect.sha256 is None:
             self.lock.pin(key, LockEntry(sha256=got.digests.sha256, size=got.digests.size, source=got.source,
-                                         revision=got.revision))
+                                         revision=got.revision), replace=expect.moving)
 
     def check_cancel(self) -> None:
         if self.cancel.is_set():
             raise Cancelled()
 
     # ------------------------------------------------------------------ one file
-    def file(self, spec: FileSpec) -> Verified:
-        """``spec`` downloaded (or found in the downloads folder), checked and pinned."""
+    def file(self, spec: FileSpec, listed: bool = False) -> Verified:
+        """``spec`` downloaded (or found in the downloads folder), checked and pinned. ``listed``: its
+        sha256 is what a Hub repo's file list says (a file of an ``hfrepo``), not the manifest's."""
         dest = self.root.download_path(spec.dataset, spec.name)
-        expect = self.expected(spec.key, spec.size, spec.sha256, spec.md5)
+        expect = self.expected(spec.key, spec.size, spec.sha256, spec.md5,
+                               moving=spec.sha256 is None and self.spec_moves(spec))
+        expect.listed = listed and spec.sha256 is not None
+        if expect.moving:  # (a download kept from before is of the old commit, and no pin would tell)
+            dest.unlink(missing_ok=True)
         if not spec.parts:
             return self._from_sources(spec.key, spec.name, spec.sources, dest, expect)
         if dest.exists():
@@ -202,7 +242,7 @@ class VerifiedDownloader:
             if done is not None and done():
                 return None
             return self._from_sources(key, p.name, p.sources, self.root.download_path(spec.dataset, p.name),
-                                      self.expected(key, p.size, p.sha256, None))
+                                      self.expected(key, p.size, p.sha256, None, p.sources))
 
     def _join(self, spec: FileSpec, pieces: list[Verified], dest: Path, expect: Expected) -> Verified:
         tmp = dest.with_name(dest.name + ".joining")
@@ -262,9 +302,13 @@ class VerifiedDownloader:
         unavailable: list[Unavailable] = []
         tried = 0
         unreachable = 0  # sources whose server could not be reached at all
+        denied = 0  # sources whose hub refused this user (401/403)
         steady = False  # a source gave the same wrong bytes on every try
         wasted, last_mismatch = 0, ""  # bytes received for downloads that did not match; what the last one was
+        pin = expect.pin
         for cand in candidates(name, sources, self.root, download_path=dest, mirror=self.mirror):
+            if pin is not None:  # (the bytes pinned stay at their commit when a branch moves on)
+                cand = cand.pinned(pin)
             if isinstance(cand, Unavailable):
                 (manual if cand.manual else problems).append(f"{cand.label}: {cand.reason}")
                 unavailable.append(cand)
@@ -279,6 +323,7 @@ class VerifiedDownloader:
                 except SourceFailed as e:
                     problems.append(redact(str(e), self.hub.token))
                     unreachable += e.unreachable
+                    denied += e.denied
                     break
                 except Mismatch as e:
                     got_shas.append(e.sha256)
@@ -307,6 +352,12 @@ class VerifiedDownloader:
                 f"{key}: the mirror's file is not the one the connected machine verified; nothing was placed:\n{lines}",
                 hint=f"the mirror was damaged on its way (the hash is from {expect.pin_from}): copy it again, or "
                      "build it again on the connected machine (vlmdata mirror build, docs/airgapped.md)")
+        if mism and steady and expect.listed:
+            raise NotTheDescribedFile(
+                f"{key}: the downloaded bytes are not the file the hub's file list describes; nothing was placed:\n{lines}",
+                hint="the hub lists this LFS hash at the commit, and the place it sent the download to serves other "
+                     "bytes every time: a damaged copy there (a CDN, or the mirror of --hf-endpoint). Try another "
+                     "--hf-endpoint, or the same command later")
         if mism and steady:
             pinned = expect.pinned and expect.sha256 is not None
             raise NotTheDescribedFile(
@@ -322,6 +373,10 @@ class VerifiedDownloader:
                                       "on purpose, remove its entry from vlmdata.lock (for a pinned hash)")
         if manual and not problems:
             raise OperationError(f"{key} cannot be downloaded automatically:\n{lines}")
+        if denied and denied == tried:
+            raise AccessDenied(f"{key}: the hub refused access:\n{lines}",
+                               hint="do what the message above says (the token, the repo's terms), then run the "
+                                    "same command again; retrying as things are will not help")
         if unreachable:
             raise OperationError(f"{key}: no source could be reached:\n{lines}", hint=OFFLINE_HINT)
         if problems and all(p.endswith("no such file in the mirror") for p in problems):
@@ -350,7 +405,10 @@ class VerifiedDownloader:
         if bad:
             dest.unlink(missing_ok=True)
             discard_partial(dest)
-            raise Mismatch("; ".join(bad), f.digests.sha256, f.transferred)
+            came = shown(loc.url) if loc.url else str(loc.path or "")
+            # (a hub file's bytes come from where the hub sent the download: a CDN, a mirror's store)
+            where = f" (the bytes came from {came})" if came and came != cand.label else ""
+            raise Mismatch("; ".join(bad) + where, f.digests.sha256, f.transferred)
         return Verified(dest, f.digests, loc.label, loc.revision, f.transferred, f.resumed_from, f.connections,
                         list(f.notes))
 

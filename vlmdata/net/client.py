@@ -15,8 +15,9 @@ this module keeps, the way requests does it:
   same host; credentials in the URL, else ``~/.netrc`` (``$NETRC``), for each origin;
 - ``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``ALL_PROXY`` and ``NO_PROXY`` (http:// proxies; https
   through a CONNECT tunnel);
-- TLS verified against ``REQUESTS_CA_BUNDLE``, else ``CURL_CA_BUNDLE``, else certifi's bundle (a file
-  or a folder), one context per process (loading a bundle costs ~250M instructions).
+- TLS verified against ``REQUESTS_CA_BUNDLE``, else ``CURL_CA_BUNDLE``, else ``SSL_CERT_FILE`` /
+  ``SSL_CERT_DIR``, else certifi's bundle (a file or a folder), one context per bundle (loading a
+  bundle costs ~250M instructions).
 
 Whatever fails below a status line (the name does not resolve, the connection is refused or cut,
 a timeout, a malformed answer, a certificate) is raised as ``RequestError`` from the original, so
@@ -284,10 +285,17 @@ _TLS: dict[str | None, "ssl.SSLContext"] = {}
 _TLS_LOCK = threading.Lock()
 
 
+def ca_bundle() -> str | None:
+    """The CA bundle the environment names, by requests' rule first: REQUESTS_CA_BUNDLE, else
+    CURL_CA_BUNDLE, else the SSL_CERT_FILE / SSL_CERT_DIR that httpx (huggingface_hub's client) and
+    OpenSSL read (a file, or a folder of hashed certificates); None: none named."""
+    return (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            or os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR") or None)
+
+
 def tls_context() -> "ssl.SSLContext":
-    """Certificates verified against the bundle requests would use: REQUESTS_CA_BUNDLE, else
-    CURL_CA_BUNDLE, else certifi's (a file, or a folder of hashed certificates). One per process."""
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    """Certificates verified against ``ca_bundle()``, else certifi's. One per bundle."""
+    bundle = ca_bundle()
     if not bundle:
         try:
             import certifi

@@ -9,7 +9,9 @@ class Cancelled(Exception):
 class SourceFailed(Exception):
     """This location cannot deliver the file (404, 403, retries spent, ...): try the next source."""
 
-    def __init__(self, message: str, *, status: int | None = None, unreachable: bool = False) -> None:
+    def __init__(self, message: str, *, status: int | None = None, unreachable: bool = False,
+                 denied: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.unreachable = unreachable  # the server could not be reached at all (offline, firewalled)
+        self.denied = denied  # the Hub refused this user (401/403: a token, or a gated repo's terms): no retry helps

@@ -10,7 +10,7 @@ from vlmdata.net.errors import SourceFailed
 
 if TYPE_CHECKING:
     from vlmdata.sources.hf import HubAccess
-    from vlmdata.state import Root
+    from vlmdata.state import LockEntry, Root
 
 
 @dataclass
@@ -36,6 +36,11 @@ class Candidate:
     def locate(self, hub: "HubAccess") -> Location:
         """The location to read; SourceFailed when this source cannot deliver after all."""
         raise NotImplementedError
+
+    def pinned(self, pin: "LockEntry") -> "Candidate":
+        """This candidate at the Hub commit of the file's vlmdata.lock ``pin``. Only a Hub file whose
+        revision is a branch changes (vlmdata.sources.hf.HubFile)."""
+        return self
 
 
 @dataclass

@@ -20,17 +20,90 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+import msgspec.structs
+
 from vlmdata.manifest import Source
 from vlmdata.net.errors import SourceFailed
 from vlmdata.net.retry import GaveUp, RetryPolicy, Transient, is_transient_status, is_unreachable, retry, unreachable_reason
+from vlmdata.net.urls import shown
 from vlmdata.sources.base import Candidate, Location, SourceKind
 from vlmdata.sources.http import url_candidate
 
 if TYPE_CHECKING:
-    from vlmdata.state import Root
+    from vlmdata.state import LockEntry, Root
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 DEFAULT_ENDPOINT = "https://huggingface.co"
+
+
+def follows_branch(src: Source) -> bool:
+    """A Hub source whose revision is a branch or tag (``main``), not a full commit: what it names moves
+    when the publisher pushes, so vlmdata.lock pins the commit of the first fetch."""
+    return src.kind in ("hf", "hfrepo") and not _COMMIT.match(src.revision or "main")
+
+
+def pinned_revision(src: Source, pin: "LockEntry | None") -> str | None:
+    """The commit vlmdata.lock pinned for ``src`` when its revision is a branch: what fetch asks the hub
+    for, so the bytes pinned stay the bytes fetched when the branch moves on (None: the manifest's
+    revision holds). A file's pin holds for the source that made it (its label, less the endpoint it
+    came through); a repo's for its repo."""
+    if pin is None or not pin.revision or not follows_branch(src):
+        return None
+    if src.kind == "hf" and pin.source.split(" via ", 1)[0] != KIND.describe(src):
+        return None
+    return pin.revision
+
+
+def repo_page(src: Source) -> str:
+    """The repo's page on huggingface.co, where a gated repo's terms are accepted (a mirror has none)."""
+    return f"{DEFAULT_ENDPOINT}/{'datasets/' if src.repo_type == 'dataset' else ''}{src.repo_id}"
+
+
+def hub_hint(e: BaseException, status: int | None, src: Source, token: str | None) -> str:
+    """What a person does about a hub that refused ``src`` (401/403, a gated or missing repo) or whose
+    certificate is not trusted; "" otherwise."""
+    name = type(e).__name__
+    if "CERTIFICATE_VERIFY_FAILED" in str(e):
+        return (" (the endpoint's certificate is not trusted: for a proxy or mirror with a CA of its own, set "
+                "REQUESTS_CA_BUNDLE to that CA's bundle; verification is never turned off)")
+    if "Gated" in name:
+        if not token:
+            return f" (a gated repo: accept its terms on {repo_page(src)}, then set HF_TOKEN to a token of that account)"
+        return (f" (a gated repo, and the account of HF_TOKEN has no access yet: accept its terms on "
+                f"{repo_page(src)} with that account, or wait for the owner's approval)")
+    if "RepositoryNotFound" in name or status == 401:
+        return " (the repo does not exist, or it is private/gated: set HF_TOKEN to a token with access)"
+    if status == 403:
+        return f" (access refused: accept the repo's terms on {repo_page(src)} and set HF_TOKEN to a token with access)"
+    return ""
+
+
+_TRUSTED: list[str | None] = [None]  # the bundle huggingface_hub's session was last made under, here
+
+
+def share_ca_bundle() -> None:
+    """Make huggingface_hub's lookups trust the CA bundle our downloads trust (vlmdata.net.client.ca_bundle:
+    REQUESTS_CA_BUNDLE first, as docs/airgapped.md says for a company's TLS-inspecting proxy or mirror).
+    Recent huggingface_hub releases talk httpx, which reads SSL_CERT_FILE / SSL_CERT_DIR only: a
+    bundle given the requests way verified the downloads and failed every Hub lookup, or an image's
+    SSL_CERT_FILE won over it. So this process's SSL_CERT_FILE (or _DIR) is set to that one bundle;
+    huggingface_hub's session, kept for the process, is made again when the bundle changed."""
+    from vlmdata.net.client import ca_bundle
+
+    bundle = ca_bundle()
+    if bundle is not None:
+        name, other = ("SSL_CERT_DIR", "SSL_CERT_FILE") if os.path.isdir(bundle) else ("SSL_CERT_FILE", "SSL_CERT_DIR")
+        os.environ[name] = bundle
+        os.environ.pop(other, None)  # (httpx reads SSL_CERT_FILE first)
+    if bundle == _TRUSTED[0]:
+        return
+    _TRUSTED[0] = bundle
+    import huggingface_hub
+
+    close = getattr(huggingface_hub, "close_session", None)  # (older releases: requests, no session kept)
+    if close is not None:
+        close()
 
 
 @dataclass(frozen=True)
@@ -75,6 +148,7 @@ def resolve(source: Source, endpoint: str | None, token: str | None = None,
     if constants.is_offline_mode():
         raise SourceFailed(f"{label}: HF_HUB_OFFLINE is set, so the hub is not contacted "
                            "(unset HF_HUB_OFFLINE to download from the hub)")
+    share_ca_bundle()
     url = hf_hub_url(source.repo_id or "", source.path or "", repo_type=source.repo_type,
                      revision=source.revision, endpoint=endpoint)
 
@@ -98,16 +172,16 @@ def resolve(source: Source, endpoint: str | None, token: str | None = None,
     except Exception as e:  # noqa: BLE001 - every hub error becomes "try the next source"
         status = getattr(getattr(e, "response", None), "status_code", None)
         name = type(e).__name__
-        hint = ""
-        if "RepositoryNotFound" in name or status == 401:
-            hint = " (the repo does not exist, or it is private/gated: set HF_TOKEN to a token with access)"
-        elif "Gated" in name or status == 403:
-            hint = " (gated repo: accept its terms on the hub and set HF_TOKEN)"
-        elif "EntryNotFound" in name or status == 404:
+        hint = hub_hint(e, status, source, token)
+        if not hint and ("EntryNotFound" in name or status == 404):
             hint = " (no such file at this revision)"
-        raise SourceFailed(redact(f"{label}: {name}: {_first_line(e)}{hint}", token), status=status) from None
+        raise SourceFailed(redact(f"{label}: {name}: {_first_line(e)}{hint}", token), status=status,
+                           denied=status in (401, 403)) from None
     sha = meta.etag if meta.etag and _SHA256.match(meta.etag) else None
     location = meta.location or url
+    if urlsplit(endpoint).scheme == "https" and urlsplit(location).scheme != "https":
+        # (a downgrade would let anyone on the path swap the bytes of a file that has no LFS hash)
+        raise SourceFailed(f"{label}: the hub sent the download to {shown(location)}, which is not HTTPS: refused")
     headers: dict[str, str] = {}
     if token and _origin(location) == _origin(endpoint):
         auth = build_hf_headers(token=token).get("authorization")
@@ -128,6 +202,13 @@ class HubFile(Candidate):
 
     def locate(self, hub: HubAccess) -> Location:
         return resolve(self.source, hub.endpoint, hub.token)
+
+    def pinned(self, pin: "LockEntry") -> Candidate:
+        commit = pinned_revision(self.source, pin)
+        if commit is None:
+            return self
+        src = msgspec.structs.replace(self.source, revision=commit)
+        return HubFile(src, KIND.describe(src))
 
 
 class HfKind(SourceKind):

@@ -52,19 +52,34 @@ class LockFile:
     def get(self, key: str) -> LockEntry | None:
         return self.entries().get(key)
 
-    def pin(self, key: str, entry: LockEntry) -> None:
-        """Record a first verified download; an existing different pin is never overwritten."""
+    def pin(self, key: str, entry: LockEntry, *, replace: bool = False) -> None:
+        """Record a first verified download; an existing different pin is never overwritten, unless
+        ``replace`` (the user asked for the newest commit of a Hub branch: `fetch --update`)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
             entries = self.entries()
             old = entries.get(key)
-            if old is not None and old.sha256 != entry.sha256:
+            if old is not None and old.sha256 != entry.sha256 and not replace:
                 raise UserError(
                     f"{key}: sha256 {entry.sha256} differs from the pinned {old.sha256}",
                     where=str(self.path),
                     hint="the publisher may have re-uploaded the file; if you trust the new one, remove its entry from the lock file",
                 )
-            if old is not None:
+            if old is not None and (not replace or (old.sha256, old.revision) == (entry.sha256, entry.revision)):
                 return
             entries[key] = entry
-            atomic.write_json(self.path, {"version": 1, "files": {k: asdict(v) for k, v in sorted(entries.items())}})
+            self._write(entries)
+
+    def forget(self, keys: list[str]) -> None:
+        """Drop the pins of ``keys``: files a Hub repo no longer has at the commit it is pinned to now, or
+        files kept in git whose pin was made at another commit than the repo's (vlmdata.fetch.repo)."""
+        if not self.path.exists():
+            return
+        with self._lock:
+            entries = self.entries()
+            dropped = [k for k in keys if entries.pop(k, None) is not None]
+            if dropped:
+                self._write(entries)
+
+    def _write(self, entries: dict[str, LockEntry]) -> None:
+        atomic.write_json(self.path, {"version": 1, "files": {k: asdict(v) for k, v in sorted(entries.items())}})
