@@ -268,7 +268,7 @@ def export_moe_llava(
 ) -> None:
     """Write a stage-3 model in MoE-LLaVA's checkpoint layout (its eval and serve code read it).
 
-    MoE layers become model.layers.N.mlp.deepspeed_moe.gate.wg / ...experts.deepspeed_experts.E.*, the tower model.image_tower.image_tower.*, the projector model.mm_projector.image_spatial_proj.*. The tokenizer's files go beside them (MoE-LLaVA's loader reads the tokenizer from the model's folder). Any other non-empty OUT is refused, and so is an OUT that holds the run. MoE-LLaVA's loader picks the model class from the folder's name ("moe", "llava" and the LLM family, e.g. moe-llava-phi2-...): a note says so when OUT's name would not load there. Its serve/cli.py picks the conversation template from the name too: name an openchat run's export moe-llava-openchat-... (moe-llava-mistral gets its llava_v0 template unless --conv-mode says openchat).
+    MoE layers become model.layers.N.mlp.deepspeed_moe.gate.wg / ...experts.deepspeed_experts.E.*, the tower model.image_tower.image_tower.*, the projector model.mm_projector.image_spatial_proj.*. The tokenizer's files go beside them (MoE-LLaVA's loader reads the tokenizer from the model's folder, slow: for a Llama / Mistral tokenizer from its tokenizer.model, which the run kept from the tokenizer's source; a note says so when there was none). Any other non-empty OUT is refused, and so is an OUT that holds the run. MoE-LLaVA's loader picks the model class from the folder's name ("moe", "llava" and the LLM family, e.g. moe-llava-phi2-...), and its serve/cli.py the conversation template: a note says so when OUT's name would not load there, or would chat in another template than the run's (an openchat run: moe-llava-openchat-...; a mistral one: no name picks it, pass --conv-mode mistral there).
 
     Examples:
       vlmtrain export-moe-llava runs/moe-llava-phi2-stage3 \\
@@ -279,7 +279,7 @@ def export_moe_llava(
     _require_training_stack()
     from vlmtrain.config import ConfigError
     from vlmtrain.generate import _run_config, load_run
-    from vlmtrain.model.moe.checkpoint_keys import check_export_target, loader_name_problem, write_moellava_checkpoint
+    from vlmtrain.model.moe.checkpoint_keys import check_export_target, export_notes, write_moellava_checkpoint
     from vlmtrain.progress import quiet_library_bars
 
     quiet_library_bars()
@@ -294,9 +294,8 @@ def export_moe_llava(
     except ValueError as e:
         raise ConfigError(str(e)) from None
     typer.echo(str(path))
-    problem = loader_name_problem(out, loaded.model.config.text_config.model_type)
-    if problem:
-        typer.echo(f"note: {problem}", err=True)
+    for note in export_notes(out, loaded.model.config.text_config.model_type, loaded.cfg.template):
+        typer.echo(f"note: {note}", err=True)
 
 
 class TinyKind(str, Enum):

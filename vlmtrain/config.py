@@ -101,7 +101,7 @@ class TrainConfig:
     moe_second_expert_sampling: bool = True         # DeepSpeed's top2_2nd_expert_sampling (Gumbel noise), seeded
     moe_random_token_selection: bool = True         # DeepSpeed's use_rts (top-1)
     moe_drop_tokens: bool = True                    # drop routes past the capacity (DeepSpeed's default)
-    save_moellava_checkpoint: bool = False          # also write output_dir/moe-llava-<family>/ in MoE-LLaVA's key names
+    save_moellava_checkpoint: bool = False          # also write output_dir/moe-llava-<family or template>/ in MoE-LLaVA's key names
 
     # --- data --------------------------------------------------------------------------------
     dataset_dir: Optional[str] = None               # a `vlmdata blend` output folder

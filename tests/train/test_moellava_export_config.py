@@ -60,10 +60,39 @@ def test_openchat_export_in_moellava_mistral_names(tmp_path):
     ("export", "phi", False), ("moe-llava-phi-lora", "phi", False), ("moe-llava-stablelm", "stablelm", True),
     ("moe-llava-qwen", "qwen2", True), ("moe-llava-qwen1.5", "qwen2", False), ("moe-llava-qwen-phi", "phi", False),
     ("moe-llava-llama", "llama", True), ("moe-llava-mistral", "llama", False), ("moe-llava-mistral", "mistral", True),
+    ("moe-llava-openchat", "mistral", True), ("moe-llava-openchat", "llama", False),
     ("MoE-LLaVA-OpenChat-7B-4e", "mistral", True), ("moe-llava-openchat-phi", "mistral", True)])
 def test_folder_names_moellava_loads_as_the_right_family(tmp_path, name, kind, ok):
-    """builder.py picks the class by substrings of the folder's name; serve/cli.py the template too."""
-    from vlmtrain.model.moe.checkpoint_keys import EXPORT_NAMES, loader_name_problem
+    """builder.py picks the class by substrings of the folder's name."""
+    from vlmtrain.model.moe.checkpoint_keys import EXPORT_NAMES, export_name, loader_name_problem
 
-    assert (loader_name_problem(tmp_path / name, kind) is None) == ok
-    assert all(loader_name_problem(tmp_path / n, k) is None for k, n in EXPORT_NAMES.items())
+    assert (loader_name_problem(tmp_path / name, kind, "vicuna_v1") is None) == ok
+    assert all(loader_name_problem(tmp_path / export_name(k, "vicuna_v1"), k, "vicuna_v1") is None
+               for k in EXPORT_NAMES)
+
+
+@pytest.mark.parametrize("kind, template, name, conv_note", [
+    ("phi", "phi", "moe-llava-phi", None), ("qwen2", "qwen", "moe-llava-qwen", None),
+    ("stablelm", "stablelm", "moe-llava-stablelm", None), ("mistral", "openchat", "moe-llava-openchat", None),
+    # no name makes serve/cli.py pick conv_mistral; 'mistral' keeps the loader's Mistral class
+    ("mistral", "mistral", "moe-llava-mistral", "--conv-mode mistral"),
+    # an 'openchat' name would load a Llama as MoE-LLaVA's Mistral class
+    ("llama", "openchat", "moe-llava-llama", "--conv-mode openchat"), ("llama", "plain", "moe-llava-llama", None)])
+def test_export_name_loads_the_family_and_serves_the_template_where_a_name_can(tmp_path, kind, template, name,
+                                                                                conv_note):
+    """serve/cli.py picks the conversation template by substrings of the folder's name too ('openchat' ->
+    conv_openchat, nothing -> llava_v0); the export's own name is one the loader reads as its family."""
+    from vlmtrain.model.moe.checkpoint_keys import export_name, loader_name_problem, serve_template_problem
+
+    assert export_name(kind, template) == name
+    assert loader_name_problem(tmp_path / name, kind, template) is None
+    note = serve_template_problem(tmp_path / name, template)
+    assert (note is None) == (conv_note is None)
+    if conv_note:
+        assert conv_note in note and "'llava_v0'" in note
+
+
+def test_loader_name_problem_suggests_the_templates_name(tmp_path):
+    from vlmtrain.model.moe.checkpoint_keys import loader_name_problem
+
+    assert "moe-llava-openchat-..." in loader_name_problem(tmp_path / "export", "mistral", "openchat")

@@ -358,10 +358,11 @@ def test_qwen_stage3_in_moellava_key_names(tmp_path):
                                ours["model.language_model.layers.1.self_attn.k_proj.weight"])
 
 
-def test_openchat_mistral_stage2_to_stage3_exports_moellava_mistral(instruct_blend, vlmtrain, tmp_path):
+def test_openchat_mistral_stage2_to_stage3_exports_moellava_openchat(instruct_blend, vlmtrain, tmp_path):
     """MoE-LLaVA's openchat scripts on a tiny random Mistral: stage 2 on the openchat template with a Llama
     tokenizer trained on the fly (<|end_of_turn|> one special token, the eos), stage 3 with the script's
-    train_modules, the export in MoE-LLaVA's Mistral class and key names."""
+    train_modules, the export in MoE-LLaVA's Mistral class and key names, named so that serve/cli.py chats
+    in the openchat template, with the tokenizer.model MoE-LLaVA's slow tokenizer is built from."""
     from vlmtrain.generate import answer, load_run
 
     s2 = tiny_config(instruct_blend, tmp_path / "s2", text_config=dict(TINY_MISTRAL), version="openchat", max_steps=2)
@@ -372,7 +373,8 @@ def test_openchat_mistral_stage2_to_stage3_exports_moellava_mistral(instruct_ble
                         train_modules=modules, max_steps=2, save_moellava_checkpoint=True)
     r = vlmtrain("run", cfg)
     assert r.code == 0, r.err
-    out = tmp_path / "s3" / "moe-llava-mistral"
+    assert "note:" not in r.err  # the name loads and serves as trained, the tokenizer loads slow
+    out = tmp_path / "s3" / "moe-llava-openchat"
     conf = json.loads((out / "config.json").read_text())
     assert conf["architectures"] == ["MoELLaVAMistralForCausalLM"] and conf["model_type"] == "moe_llava_mistral"
     assert conf["moe"]["moe_layers_idx"] == [0, 2] and conf["moe"]["num_experts"] == [4, 4]
@@ -388,3 +390,65 @@ def test_openchat_mistral_stage2_to_stage3_exports_moellava_mistral(instruct_ble
     assert tok("hi<|end_of_turn|>").input_ids[-1] == tok.eos_token_id  # generation stops there
     a = answer(run, "what color?", max_new_tokens=4)
     assert a["prompt"].endswith("USER: what color? ASSISTANT:") and a["new_tokens"] >= 1
+    # the SentencePiece model trained on the fly, carried stage 2 -> stage 3 -> export
+    trained = (tmp_path / "s2" / "tokenizer" / "tokenizer.model").read_bytes()
+    assert all((d / "tokenizer.model").read_bytes() == trained for d in (tmp_path / "s2", tmp_path / "s3", out))
+    assert json.loads((out / "tokenizer_config.json").read_text())["tokenizer_class"] == "LlamaTokenizer"
+    assert_slow_tokenizer_ids(out, tok)
+
+
+def assert_slow_tokenizer_ids(folder, tok):
+    """MoE-LLaVA's slow tokenizer built from ``folder`` gives ``tok``'s ids on openchat prompts."""
+    from tests.slow_llama_tokenizer import slow_llama_ids, transformers_437_ids
+    from vlmtrain.data.templates import VICUNA_SYSTEM, generation_prompt
+
+    texts = [f"{VICUNA_SYSTEM} USER: <image>\nwhat color is the square? ASSISTANT: red<|end_of_turn|>"
+             "USER: and the circle? ASSISTANT: blue<|end_of_turn|>",
+             generation_prompt("openchat", "what shape is it?", 1, "<image>", tok)]
+    fast = [tok(t).input_ids for t in texts]
+    assert [slow_llama_ids(folder, t) for t in texts] == fast
+    assert transformers_437_ids(folder, texts) in (None, fast)
+
+
+def test_openchat_tokenizer_folder_keeps_its_sentencepiece_model_through_the_chain(instruct_blend, vlmtrain,
+                                                                                    tmp_path):
+    """Stage 2 from a tokenizer folder shaped as openchat-3.5's (tokenizer.model beside tokenizer.json;
+    transformers 5 saves the latter only): its tokenizer.model goes to stage 2's output, stage 3's and
+    the export, which MoE-LLaVA's slow tokenizer loads with the ids of the run's. An export named
+    otherwise says which chat template serve/cli.py would pick; a stage 3 from a stage 2 without the
+    file says its export will not load."""
+    from tests.slow_llama_tokenizer import openchat_like_folder
+    from vlmtrain.config import load_config
+    from vlmtrain.data.templates import get_template
+    from vlmtrain.generate import load_run
+    from vlmtrain.train.tokenizer import load_tokenizer
+
+    texts = ["what color is the square? the circle is red, the triangle green and blue. what shape is it?"] * 20
+    source = openchat_like_folder(tmp_path / "openchat", texts + [get_template("openchat").corpus] * 8)
+    s2 = write_config(tmp_path / "s2.yaml", tiny_config(
+        instruct_blend, tmp_path / "s2", text_config=dict(TINY_MISTRAL), version="openchat", max_steps=2,
+        tokenizer_train_vocab_size=None, tokenizer_name_or_path=str(source)))
+    s3 = stage3_config(tmp_path / "s3.yaml", instruct_blend, tmp_path / "s2", tmp_path / "s3", version="openchat",
+                       train_modules=["up_proj", "down_proj", "gate_proj", "wg"], max_steps=1,
+                       save_moellava_checkpoint=True)
+    r = vlmtrain("run", s2, s3)
+    assert r.code == 0, r.err
+    out = tmp_path / "s3" / "moe-llava-openchat"
+    model = (source / "tokenizer.model").read_bytes()
+    assert all((d / "tokenizer.model").read_bytes() == model for d in (tmp_path / "s2", tmp_path / "s3", out))
+    stage2_tok, stage3_tok = load_tokenizer(load_config(s2)), load_run(tmp_path / "s3").tokenizer
+    assert_slow_tokenizer_ids(out, stage2_tok)
+    assert_slow_tokenizer_ids(out, stage3_tok)  # (stage 3 read stage 2's output as stage 2 tokenised)
+
+    r = vlmtrain("export-moe-llava", tmp_path / "s3", tmp_path / "moe-llava-mistral-7b")
+    assert r.code == 0, r.err
+    assert "'llava_v0' conversation template" in r.err and "--conv-mode openchat" in r.err
+    assert "tokenizer.model" not in r.err
+
+    (tmp_path / "s2" / "tokenizer.model").unlink()  # a stage 2 whose tokenizer came from tokenizer.json alone
+    s3b = stage3_config(tmp_path / "s3b.yaml", instruct_blend, tmp_path / "s2", tmp_path / "s3b", version="openchat",
+                        train_modules=["up_proj", "wg"], max_steps=1, save_moellava_checkpoint=True)
+    r = vlmtrain("run", s3b)
+    assert r.code == 0, r.err
+    assert not (tmp_path / "s3b" / "moe-llava-openchat" / "tokenizer.model").exists()
+    assert "has no tokenizer.model" in r.err and "will not load this folder" in r.err

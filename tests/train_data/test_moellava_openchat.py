@@ -128,3 +128,28 @@ def test_truncated_text_only_sample_is_not_flagged(shaped):
     got_ids, _, flagged = ours(tok, name, turns, 0, max_len=cut)
     _, _, mismatch = reference(tok, turns, False, ARITH[name], model_max_length=cut)
     assert got_ids == exp_ids[:cut] and not flagged and not mismatch
+
+
+def test_saved_tokenizer_gives_moellavas_slow_tokenizer_the_same_ids(shaped, tmp_path):
+    """A run's output and its MoE-LLaVA export keep the tokenizer.model the tokenizer was trained into:
+    MoE-LLaVA's loader builds its slow LlamaTokenizer (transformers 4.37, use_fast=False) from it, the
+    added tokens and tokenizer_config.json, and on this template's prompts (the image token, each round's
+    end, the generation prompt) that gives the ids vlmtrain trained with, legacy or not."""
+    from tests.slow_llama_tokenizer import slow_llama_ids, transformers_437_ids
+    from vlmtrain.data.slow_tokenizer_files import save_tokenizer
+    from vlmtrain.data.templates import generation_prompt
+    from vlmtrain.model.moe.legacy_tokenizer import write_legacy_tokenizer_files
+
+    name, _, tok = shaped
+    out = tmp_path / "export"
+    save_tokenizer(tok, out)
+    write_legacy_tokenizer_files(out)
+    assert {"tokenizer.model", "added_tokens.json"} <= {p.name for p in out.iterdir()}  # (5 saves neither)
+    encoder = Encoder(tok, name, image_tokens(tok), 4096)
+    texts = [encoder.prompt(conv("<image>\nwhat color is the car?", "left", "and the dog?", "two dog"), 1).text,
+             encoder.prompt(conv("is it 12 or 3.5?", "neither"), 0).text,
+             generation_prompt(name, "what is in the picture?", 1, "<image>", tok)]
+    assert "<image>" in texts[0] and texts[0].count(SEP2[name]) == 2 and texts[2].endswith("ASSISTANT:")
+    fast = [tok(t).input_ids for t in texts]
+    assert [slow_llama_ids(out, t) for t in texts] == fast
+    assert transformers_437_ids(out, texts) in (None, fast)  # (a real 4.37 where one is installed)

@@ -322,16 +322,26 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
 
         save_mm_projector(trainer.accelerator.unwrap_model(trainer.model), out / MM_PROJECTOR)
     if trainer.args.should_save:
-        tokenizer.save_pretrained(str(out))
-        if cfg.stage == 3 and cfg.save_moellava_checkpoint:
-            from vlmtrain.model.moe.checkpoint_keys import export_name, write_moellava_checkpoint
+        from vlmtrain.data.slow_tokenizer_files import save_tokenizer
 
-            unwrapped = trainer.accelerator.unwrap_model(trainer.model)
-            kind = unwrapped.config.text_config.model_type  # (its loader reads the family from the folder name)
-            write_moellava_checkpoint(unwrapped, out / export_name(kind),
-                                      vision_tower=cfg.vision_tower, image_aspect_ratio=cfg.image_aspect_ratio,
-                                      tokenizer=tokenizer)
+        # (with its SentencePiece model: the next stage and the export take it from here)
+        save_tokenizer(tokenizer, out)
+        if cfg.stage == 3 and cfg.save_moellava_checkpoint:
+            _save_moellava_export(trainer.accelerator.unwrap_model(trainer.model), tokenizer, cfg, out)
         from vlmtrain.train.chain import mark_done
 
         mark_done(cfg, trainer.state.global_step)
     return RunResult(out, None, trainer.state.global_step)
+
+
+def _save_moellava_export(model, tokenizer, cfg: TrainConfig, out: Path) -> None:
+    """OUT/moe-llava-<family or template> in MoE-LLaVA's layout (save_moellava_checkpoint), and a note for
+    what would keep MoE-LLaVA from loading or serving it as trained."""
+    from vlmtrain.model.moe.checkpoint_keys import export_name, export_notes, write_moellava_checkpoint
+
+    kind = model.config.text_config.model_type  # (its loader reads the family from the folder name)
+    folder = out / export_name(kind, cfg.template)
+    write_moellava_checkpoint(model, folder, vision_tower=cfg.vision_tower, image_aspect_ratio=cfg.image_aspect_ratio,
+                              tokenizer=tokenizer)
+    for note in export_notes(folder, kind, cfg.template):
+        print(f"note: {note}", file=sys.stderr)

@@ -135,11 +135,41 @@ def legacy_text_fields(text: dict, model_type: str) -> dict:
 # loader reads as that family (see loader_name_problem).
 EXPORT_NAMES = {"phi": "moe-llava-phi", "stablelm": "moe-llava-stablelm", "qwen2": "moe-llava-qwen",
                 "mistral": "moe-llava-mistral", "llama": "moe-llava-llama"}
+# ... except where a template's word in the name also makes serve/cli.py pick that template and the
+# loader still reads the family: 'openchat' (cli.py's conv_openchat; builder.py's Mistral class)
+TEMPLATE_EXPORT_NAMES = {("mistral", "openchat"): "moe-llava-openchat"}
+# vlmtrain's templates by the name of the same conversation in MoE-LLaVA's conv_templates
+CONV_MODES = {"phi": "phi", "qwen": "qwen", "stablelm": "stablelm", "openchat": "openchat", "mistral": "mistral",
+              "vicuna_v1": "v1"}
 
 
-def export_name(text_model_type: str) -> str:
-    """The export folder's name for an LLM of ``text_model_type`` (EXPORT_NAMES, or moe-llava-TYPE)."""
-    return EXPORT_NAMES.get(text_model_type, f"moe-llava-{text_model_type}")
+def export_name(text_model_type: str, template: str) -> str:
+    """The export folder's name for an LLM of ``text_model_type`` trained on ``template``: MoE-LLaVA's
+    loader reads it as that family, and its serve/cli.py picks the template from it where any name can
+    make it (TEMPLATE_EXPORT_NAMES, else EXPORT_NAMES, else moe-llava-TYPE)."""
+    return (TEMPLATE_EXPORT_NAMES.get((text_model_type, template))
+            or EXPORT_NAMES.get(text_model_type, f"moe-llava-{text_model_type}"))
+
+
+def _serve_conv_mode(name: str) -> str:
+    """The conversation template MoE-LLaVA's serve/cli.py picks for a lower-case model name when no
+    ``--conv-mode`` is given: the first of its substring tests that matches, in its order."""
+    for word, mode in (("qwen", "qwen"), ("openchat", "openchat"), ("phi", "phi"), ("stablelm", "stablelm"),
+                       ("llama-2", "llava_llama_2"), ("v1", "llava_v1"), ("mpt", "mpt")):
+        if word in name:
+            return mode
+    return "llava_v0"
+
+
+def serve_template_problem(folder: Path, template: str) -> str | None:
+    """Why MoE-LLaVA's serve/cli.py would chat with ``folder`` in another template than ``template``
+    (it picks one from the folder's name), or None; also None for a template MoE-LLaVA does not have."""
+    want = CONV_MODES.get(template)
+    got = _serve_conv_mode(Path(folder).resolve().name.lower())
+    if want is None or got == want:
+        return None
+    return (f"MoE-LLaVA's serve/cli.py picks its {got!r} conversation template for the name "
+            f"{Path(folder).name!r}, not the {template!r} this model was trained on: pass --conv-mode {want} there")
 
 
 def _loader_family(name: str) -> str:
@@ -162,12 +192,12 @@ def _loader_family(name: str) -> str:
     return "llama"
 
 
-def loader_name_problem(folder: Path, text_model_type: str) -> str | None:
-    """Why MoE-LLaVA would not load ``folder`` as this model, or None. Its loader (and serve/cli.py's
-    template choice) go by the folder's name: "llava" and "moe" in it, no "lora", and the family's
-    word (phi, stablelm, qwen without "1.5", ...) before any other family's."""
+def loader_name_problem(folder: Path, text_model_type: str, template: str) -> str | None:
+    """Why MoE-LLaVA would not load ``folder`` as this model, or None. Its loader goes by the folder's
+    name: "llava" and "moe" in it, no "lora", and the family's word (phi, stablelm, qwen without "1.5",
+    openchat or mistral, ...) before any other family's."""
     name = Path(folder).resolve().name.lower()
-    want = export_name(text_model_type)
+    want = export_name(text_model_type, template)
     if "llava" not in name or "moe" not in name:
         why = "lacks " + " and ".join(repr(w) for w in ("llava", "moe") if w not in name)
     elif "lora" in name:
@@ -178,6 +208,16 @@ def loader_name_problem(folder: Path, text_model_type: str) -> str | None:
         return None
     return (f"MoE-LLaVA's load_pretrained_model picks the model class from the folder's name, and "
             f"{Path(folder).name!r} {why}: rename it (e.g. {want}-...) before loading it there")
+
+
+def export_notes(folder: Path, text_model_type: str, template: str) -> list[str]:
+    """What would keep MoE-LLaVA from loading or serving the export in ``folder`` as it was trained: the
+    folder's name (model class, chat template) and the tokenizer's files. Empty when nothing would."""
+    from vlmtrain.model.moe.legacy_tokenizer import slow_tokenizer_problem
+
+    found = (loader_name_problem(folder, text_model_type, template), serve_template_problem(folder, template),
+             slow_tokenizer_problem(folder))
+    return [note for note in found if note]
 
 
 def is_moellava_export(folder: Path) -> bool:
@@ -229,9 +269,10 @@ def write_moellava_checkpoint(model, out_dir: str | Path, *, vision_tower: str |
             torch.save(state, fh)
         write_text(tmp / "config.json", json.dumps(config, indent=2, default=str) + "\n")
         if tokenizer is not None:
+            from vlmtrain.data.slow_tokenizer_files import save_tokenizer
             from vlmtrain.model.moe.legacy_tokenizer import write_legacy_tokenizer_files
 
-            tokenizer.save_pretrained(str(tmp))
+            save_tokenizer(tokenizer, tmp)  # (with the SentencePiece model the tokenizer came from)
             write_legacy_tokenizer_files(tmp)  # MoE-LLaVA's transformers 4.37 loads it slow, from these
         replace_dir(tmp, out)
     except BaseException:
