@@ -279,14 +279,15 @@ def export_moe_llava(
     _require_training_stack()
     from vlmtrain.config import ConfigError
     from vlmtrain.generate import _run_config, load_run
-    from vlmtrain.model.moe.checkpoint_keys import check_export_target, export_notes, write_moellava_checkpoint
+    from vlmtrain.model.moe.checkpoint_keys import (check_export_target, export_name_of_run, export_notes,
+                                                    write_moellava_checkpoint)
     from vlmtrain.progress import quiet_library_bars
 
     quiet_library_bars()
     stage = _run_config(run_dir).stage  # before the weights are read
     if stage != 3:
         raise ConfigError(f"{run_dir} is a stage-{stage} run; MoE-LLaVA's layout is for stage-3 (MoE) models")
-    check_export_target(run_dir, out)
+    check_export_target(run_dir, out, export_name_of_run(run_dir, _run_config(run_dir).template))
     loaded = load_run(run_dir)
     try:
         path = write_moellava_checkpoint(loaded.model, out, vision_tower=loaded.cfg.vision_tower,

@@ -134,7 +134,7 @@ def test_export_moe_llava_refuses_a_target_that_would_lose_something(tmp_path):
     run.mkdir(parents=True)
     cfg = load_config(REPO / "configs" / "tiny-moe-cpu-stage3.yaml")
     (run / "vlmtrain_config.json").write_text(json.dumps(cfg.to_dict(), default=str))  # no weights at all
-    (run / "config.json").write_text('{"ours": true}')
+    (run / "config.json").write_text('{"ours": true, "text_config": {"model_type": "mistral"}}')
     other = tmp_path / "notes"
     other.mkdir()
     (other / "todo.txt").write_text("keep me")
@@ -143,6 +143,8 @@ def test_export_moe_llava_refuses_a_target_that_would_lose_something(tmp_path):
                        (other, "not empty and holds no earlier MoE-LLaVA export"), (tmp_path / "a-file", "is a file")]:
         r = run_vlmtrain("export-moe-llava", run, out)
         assert r.code == 2 and words in r.err and "nothing was written" in r.err, (out, r.err)
-    assert (run / "config.json").read_text() == '{"ours": true}'
+        if words == "holds the run":  # the hint names the folder this run's family and template load as
+            assert str(tmp_path / "runs" / "moe-llava-mistral") in r.err.replace("\n", ""), r.err
+    assert (run / "config.json").read_text() == '{"ours": true, "text_config": {"model_type": "mistral"}}'
     assert (other / "todo.txt").read_text() == "keep me" and (tmp_path / "a-file").read_text() == "keep me too"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "notes", "runs"]  # no temporary folder left

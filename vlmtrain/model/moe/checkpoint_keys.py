@@ -151,6 +151,15 @@ def export_name(text_model_type: str, template: str) -> str:
             or EXPORT_NAMES.get(text_model_type, f"moe-llava-{text_model_type}"))
 
 
+def export_name_of_run(run_dir: Path, template: str) -> str:
+    """export_name for a finished run, from its config.json's LLM type (read before any weights)."""
+    try:
+        text = json.loads((Path(run_dir) / "config.json").read_text()).get("text_config") or {}
+    except (OSError, ValueError):
+        text = {}
+    return export_name(str(text.get("model_type", "<family>")), template)
+
+
 def _serve_conv_mode(name: str) -> str:
     """The conversation template MoE-LLaVA's serve/cli.py picks for a lower-case model name when no
     ``--conv-mode`` is given: the first of its substring tests that matches, in its order."""
@@ -229,10 +238,10 @@ def is_moellava_export(folder: Path) -> bool:
     return str(arch[0]).startswith("MoELLaVA") and (folder / "pytorch_model.bin").is_file()
 
 
-def check_export_target(run_dir: Path, out: Path) -> None:
+def check_export_target(run_dir: Path, out: Path, name: str = "moe-llava-<family>") -> None:
     """A ConfigError, before any weights are read, when writing ``out`` would lose something: ``out``
     is a file, is the run or holds it (replacing it whole would delete the run), or is a non-empty
-    folder other than an earlier export."""
+    folder other than an earlier export. ``name``: the folder name the hint suggests (export_name)."""
     from vlmtrain.config import ConfigError
 
     run, target = Path(run_dir).resolve(), Path(out).resolve()
@@ -242,7 +251,7 @@ def check_export_target(run_dir: Path, out: Path) -> None:
     if target == run or target in run.parents:
         raise ConfigError(f"{out} holds the run {run_dir}: the export replaces its folder whole; nothing was written",
                           hint="give a new folder named as MoE-LLaVA's loader wants, e.g. "
-                               f"{Path(run_dir) / 'moe-llava-phi'} for a phi model, or one beside the run")
+                               f"{Path(run_dir).parent / name}, beside the run")
     if out.is_dir() and any(out.iterdir()) and not is_moellava_export(out):
         raise ConfigError(f"{out} is a folder that is not empty and holds no earlier MoE-LLaVA export; nothing was written",
                           hint="give a new folder (it is created), or an earlier `vlmtrain export-moe-llava` "
