@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlmdata.errors import OperationError
 import msgspec.structs
 
+from vlmdata.errors import OperationError
 from vlmdata.manifest import FileSpec, Source
 from vlmdata.sources import kind_of
 from vlmdata.sources.hf import pinned_revision

@@ -79,6 +79,20 @@ def hub_hint(e: BaseException, status: int | None, src: Source, token: str | Non
     return ""
 
 
+def hub_failure(where: str, e: BaseException, src: Source, token: str | None, *, missing: tuple[str, str],
+                missing_status: int | None = None) -> SourceFailed:
+    """The SourceFailed for a hub call on ``src`` that raised ``e``: its first line, token redacted, with what
+    a person does about it (hub_hint), else ``missing[1]`` when the error names ``missing[0]`` (or has
+    ``missing_status``); ``denied`` for a 401/403, which no other source of the same hub will answer."""
+    status = getattr(getattr(e, "response", None), "status_code", None)
+    name = type(e).__name__
+    hint = hub_hint(e, status, src, token)
+    if not hint and (missing[0] in name or (missing_status is not None and status == missing_status)):
+        hint = missing[1]
+    return SourceFailed(redact(f"{where}: {name}: {_first_line(e)}{hint}", token), status=status,
+                        denied=status in (401, 403))
+
+
 _TRUSTED: list[str | None] = [None]  # the bundle huggingface_hub's session was last made under, here
 
 
@@ -170,13 +184,8 @@ def resolve(source: Source, endpoint: str | None, token: str | None = None,
         raise SourceFailed(redact(str(e.last) if e.unreachable else f"{e.last} (gave up after {e.tries} tries)", token),
                            unreachable=e.unreachable) from None
     except Exception as e:  # noqa: BLE001 - every hub error becomes "try the next source"
-        status = getattr(getattr(e, "response", None), "status_code", None)
-        name = type(e).__name__
-        hint = hub_hint(e, status, source, token)
-        if not hint and ("EntryNotFound" in name or status == 404):
-            hint = " (no such file at this revision)"
-        raise SourceFailed(redact(f"{label}: {name}: {_first_line(e)}{hint}", token), status=status,
-                           denied=status in (401, 403)) from None
+        raise hub_failure(label, e, source, token, missing=("EntryNotFound", " (no such file at this revision)"),
+                          missing_status=404) from None
     sha = meta.etag if meta.etag and _SHA256.match(meta.etag) else None
     location = meta.location or url
     if urlsplit(endpoint).scheme == "https" and urlsplit(location).scheme != "https":

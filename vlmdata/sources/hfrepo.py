@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from vlmdata.manifest import Source
 from vlmdata.net.errors import SourceFailed
 from vlmdata.sources.base import Candidate, SourceKind, Unavailable
-from vlmdata.sources.hf import DEFAULT_ENDPOINT, hub_hint, redact, share_ca_bundle, token_from_env
+from vlmdata.sources.hf import DEFAULT_ENDPOINT, hub_failure, share_ca_bundle, token_from_env
 
 if TYPE_CHECKING:
     from vlmdata.state import Root
@@ -98,13 +98,7 @@ def list_repo(src: Source, revision: str, endpoint: str | None, token: str | Non
         info = HfApi(endpoint=endpoint, token=token or False).repo_info(
             src.repo_id or "", repo_type=src.repo_type, revision=revision, files_metadata=True)
     except Exception as e:  # noqa: BLE001 - every hub error becomes "try the next source"
-        status = getattr(getattr(e, "response", None), "status_code", None)
-        hint = hub_hint(e, status, src, token)
-        if not hint and "RevisionNotFound" in type(e).__name__:
-            hint = " (no such revision)"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise SourceFailed(redact(f"{where}: {type(e).__name__}: {first}{hint}", token), status=status,
-                           denied=status in (401, 403)) from None
+        raise hub_failure(where, e, src, token, missing=("RevisionNotFound", " (no such revision)")) from None
     files = []
     keep = set(prefer_safetensors([s.rfilename for s in info.siblings or [] if selected(s.rfilename, src)]))
     for s in info.siblings or []:
