@@ -194,3 +194,12 @@ def test_pretrain_mode_trains_under_ddp_without_deepspeed(caption_blend, tmp_pat
                        capture_output=True, text=True, timeout=420)
     assert p.returncode == 0, p.stderr[-3000:]
     assert (tmp_path / "pre" / "model.safetensors").is_file()
+
+
+def test_blocks_feeding_a_selected_hidden_state():
+    """Hidden state i is the embeddings' (0) or block i-1's output; of several selected layers the deepest decides,
+    whatever their signs."""
+    from vlmtrain.model.towers import blocks_feeding
+
+    assert [blocks_feeding(24, f) for f in (-1, -2, 0, 5)] == [24, 23, 0, 5]
+    assert blocks_feeding(24, [-1, 3]) == 24 and blocks_feeding(24, [3, -5]) == 20

@@ -137,8 +137,8 @@ def unfreeze_from(tower, vc: PretrainedConfig, index: int, feature_layer: int | 
 def blocks_feeding(n_blocks: int, feature_layer: int | list[int]) -> int:
     """How many blocks (from the first) a selected hidden state depends on: hidden states are the embeddings'
     output, then one per block, so ``-1`` is block ``n-1``'s output and ``-2`` block ``n-2``'s."""
-    deepest = max(feature_layer) if isinstance(feature_layer, (list, tuple)) else feature_layer
-    return deepest if deepest >= 0 else n_blocks + 1 + deepest
+    layers = feature_layer if isinstance(feature_layer, (list, tuple)) else [feature_layer]
+    return max(i if i >= 0 else n_blocks + 1 + i for i in layers)  # (several layers: the deepest one)
 
 
 def flop_shape(vc: PretrainedConfig) -> tuple[int, int, int, float]:

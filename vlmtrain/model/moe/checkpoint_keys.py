@@ -238,7 +238,7 @@ def is_moellava_export(folder: Path) -> bool:
     return str(arch[0]).startswith("MoELLaVA") and (folder / "pytorch_model.bin").is_file()
 
 
-def check_export_target(run_dir: Path, out: Path, name: str = "moe-llava-<family>") -> None:
+def check_export_target(run_dir: Path, out: Path, name: str) -> None:
     """A ConfigError, before any weights are read, when writing ``out`` would lose something: ``out``
     is a file, is the run or holds it (replacing it whole would delete the run), or is a non-empty
     folder other than an earlier export. ``name``: the folder name the hint suggests (export_name)."""
