@@ -2,9 +2,10 @@
 
 Each stage starts from the previous stage's output: stage 2 loads stage 1's ``mm_projector.bin``
 (``pretrain_mm_mlp_adapter``), or its whole model when stage 1 also trained part of the tower and so
-saved the whole model (ConvLLaVA's stage 1, ``tune_vit_from_layer``); stage 3 starts from stage 2's whole model and tokenizer
-(``model_name_or_path``), and so does a stage 2 that follows a stage 2 (ShareGPT4V's pretrain, which
-trains the LLM and part of the tower, then its finetune: the tuned tower travels in the model). Those
+saved the whole model (ConvLLaVA's stage 1, ``tune_vit_from_layer``); stage 3 starts from stage 2's
+whole model and tokenizer (``model_name_or_path``), and so does a stage 2 that follows a stage 2
+(ShareGPT4V's pretrain, which trains the LLM and part of the tower, then its finetune: the tuned
+tower travels in the model). Those
 keys are set here, whatever the YAML says (a different value is reported). Every config is loaded and
 checked before the first stage starts, so a typo in stage 3 does not surface after hours of stage 1.
 
