@@ -5,15 +5,15 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
 import signal
-import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.tls_cert import self_signed  # noqa: F401 - the fetch tests take it from here
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -65,20 +65,6 @@ def file_toml(name: str, *, sources: list[str], place: str, size: int | str | No
 
 def http(url: str) -> str:
     return f'{{ kind = "http", url = "{url}" }}'
-
-
-def self_signed(folder: Path) -> tuple[Path, ssl.SSLContext]:
-    """A certificate for 127.0.0.1 made by the openssl tool (the test is skipped without it): its PEM
-    file, for a client's CA bundle, and a server-side context that presents it."""
-    if shutil.which("openssl") is None:
-        pytest.skip("no openssl tool to make a certificate")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert, key)
-    return cert, ctx
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

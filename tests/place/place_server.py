@@ -2,10 +2,13 @@
 
 Each route is a list of responses served in turn (the last one repeats), so "500 then 200" is
 ``[(500, b""), (200, data)]``; a body given as a list of byte strings goes out with chunked
-transfer encoding, one chunk each (no Content-Length). Every request is counted per path.
+transfer encoding, one chunk each (no Content-Length); a third item, a dict, adds headers (a
+redirect's Location). Every request is counted per path. With ``tls`` (a server-side SSL context) it
+serves HTTPS.
 """
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections import Counter
@@ -14,7 +17,7 @@ from typing import Iterator
 
 
 class LoopbackServer:
-    def __init__(self, latency: float = 0.0) -> None:
+    def __init__(self, latency: float = 0.0, tls: ssl.SSLContext | None = None) -> None:
         self.routes: dict[str, list[tuple[int, bytes | list[bytes]]]] = {}
         self.hits: Counter[str] = Counter()
         self.latency = latency
@@ -31,8 +34,10 @@ class LoopbackServer:
                     responses = outer.routes.get(self.path)
                 if outer.latency:
                     time.sleep(outer.latency)
-                status, body = (404, b"not found") if not responses else responses[min(n, len(responses) - 1)]
+                status, body, *extra = (404, b"not found") if not responses else responses[min(n, len(responses) - 1)]
                 self.send_response(status)
+                for name, value in (extra[0] if extra else {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/octet-stream")
                 if isinstance(body, list):
                     self.send_header("Transfer-Encoding", "chunked")
@@ -50,12 +55,15 @@ class LoopbackServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
+        self.scheme = "https" if tls else "http"
+        if tls:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def base(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{self.scheme}://{host}:{port}"
 
     def url(self, path: str) -> str:
         return self.base + path

@@ -312,3 +312,31 @@ def test_the_event_loop_is_uvloops_where_installed_else_asyncios(monkeypatch):
     monkeypatch.setitem(sys.modules, "uvloop", None)  # (an import of it now fails)
     _run_loop(which())
     assert seen[-1].startswith("asyncio")
+
+
+def test_a_redirect_from_https_to_plain_http_is_refused(root, tmp_path, monkeypatch):
+    # an image has no hash to check it by: once the address is plain http, anyone on the path could swap it
+    from tests.tls_cert import self_signed
+    from place_server import LoopbackServer
+
+    cert, tls = self_signed(tmp_path)
+    secure, plain = LoopbackServer(tls=tls).start(), LoopbackServer().start()
+    try:
+        jpeg = image_bytes("jpeg")
+        plain.routes["/1.jpg"] = [(200, jpeg)]
+        secure.routes["/1.jpg"] = [(302, b"", {"Location": plain.url("/1.jpg")})]
+        secure.routes["/2.jpg"] = [(302, b"", {"Location": secure.url("/moved/2.jpg")})]  # https to https: kept
+        secure.routes["/moved/2.jpg"] = [(200, jpeg)]
+        lst = root.store_path("ocr_vqa/dataset.json")
+        lst.parent.mkdir(parents=True)
+        lst.write_text(json.dumps({"0001": book(secure.url("/1.jpg")), "0002": book(secure.url("/2.jpg"))}))
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+        res = run(root)
+        folder = root.store_path("ocr_vqa/images")
+        assert sorted(p.name for p in folder.iterdir()) == ["0002.jpg"]
+        assert [f.id for f in res.failed] == ["0001"]
+        assert "not HTTPS: refused" in res.failed[0].error and plain.url("/1.jpg") in res.failed[0].error
+        assert secure.hits["/1.jpg"] == 1  # said once, not retried
+    finally:
+        secure.stop()
+        plain.stop()

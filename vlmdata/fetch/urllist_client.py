@@ -15,12 +15,13 @@ folder where writes are slow (a network file system: a moving average over about
 writes above SLOW_WRITE seconds) goes back to the threads for every image, so the loop never
 waits on the disk for long.
 
-Per record: a file already in ``folder`` (non-empty) is skipped; 404/410 are dead (with the ids
-that point at them); other 4xx fail; timeouts, dropped connections, 5xx and 429 are tried again
-with vlmdata.net.retry's policy, honouring Retry-After; a host that cannot be reached at all gets
-one short retry, and UNREACHABLE_RUN such records in a row stop the run (``offline``). Each image
-is proven whole before it is written (vlmdata.place.images: empty and truncated ones fail),
-converted to JPEG when asked, and given its name only once written whole.
+Per record: a file already in ``folder`` (non-empty) is skipped; 404/410 are dead (with the ids that
+point at them); other 4xx fail, and so does an https address redirected to plain http; timeouts,
+dropped connections, 5xx and 429 are tried again with vlmdata.net.retry's policy, honouring
+Retry-After; a host that cannot be reached at all gets one short retry, and UNREACHABLE_RUN such
+records in a row stop the run (``offline``). Each image is proven whole before it is written
+(vlmdata.place.images: empty and truncated ones fail), converted to JPEG when asked, and given its
+name only once written whole.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ from vlmdata.net.retry import (GaveUp, RetryPolicy, Transient, aretry, is_transi
                                retry_after_seconds, unreachable_reason)
 from vlmdata.net.env_access import EnvAccess
 from vlmdata.net.client import USER_AGENT, tls_context
-from vlmdata.net.urls import is_local, rewrite
+from vlmdata.net.urls import is_local, rewrite, shown
 from vlmdata.place.images import ImageProblem, quick_save, save_image
 
 DEAD_STATUS = frozenset({404, 410})
@@ -321,6 +322,9 @@ class _Run:
         try:
             target = self.URL(url)
             async with self.session.get(target, max_redirects=5, **self.env.kwargs(target)) as resp:
+                if target.scheme == "https" and resp.url.scheme != "https":
+                    # (an image has no hash to check: after a downgrade anyone on the path could swap it)
+                    return "failed", None, f"redirected to {shown(str(resp.url))}, which is not HTTPS: refused"
                 status = resp.status
                 if status == 200:
                     return await _body(resp, MAX_IMAGE_BYTES)
