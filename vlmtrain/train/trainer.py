@@ -14,6 +14,8 @@ gradient accumulation, bf16, LoRA models, and exact resume (optimizer, scheduler
   summary row), written to tensorboard and to ``metrics.jsonl``;
 - stage 1 saves the projector alone as ``mm_projector.bin`` in the reference repo's key names, and
   resumes from it;
+- a stage 2 / 3 checkpoint carries the slow-tokenizer files the final output has (tokenizer.model etc.,
+  vlmtrain.data.slow_tokenizer_files), so it loads on its own in MoE-LLaVA / LLaVA like the final output;
 - a SIGTERM (preemption, ``scancel``) or Ctrl-C finishes the current step, saves a checkpoint and stops
   (vlmtrain.train.signals);
 - ``sample_log``: each rank's sample ids per step (vlmtrain.train.sample_log).
@@ -30,6 +32,7 @@ import torch
 from torch.utils.data import Sampler
 from transformers import Trainer, TrainerCallback
 
+from vlmtrain.data.slow_tokenizer_files import keep_sentencepiece_model
 from vlmtrain.model.projector import from_reference, projector_module, save_mm_projector, write_mm_projector
 from vlmtrain.train.mfu import FlopModel, device_name, mfu, peak_flops
 from vlmtrain.train.rundir import saves_projector_only
@@ -208,7 +211,9 @@ class VlmTrainer(Trainer):
     # -- saving -------------------------------------------------------------------------------
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         if not saves_projector_only(self.vlm_cfg):
-            return super()._save(output_dir, state_dict)
+            super()._save(output_dir, state_dict)
+            self._keep_slow_tokenizer_files(output_dir or self.args.output_dir)
+            return
         output_dir = output_dir or self.args.output_dir
         if not self.args.should_save:
             return
@@ -222,6 +227,17 @@ class VlmTrainer(Trainer):
             save_mm_projector(model, Path(output_dir) / MM_PROJECTOR)
         model.config.save_pretrained(output_dir)
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    def _keep_slow_tokenizer_files(self, output_dir: str) -> None:
+        """The slow-tokenizer files (tokenizer.model, added_tokens.json, the slow config fields) beside the
+        tokenizer Trainer._save just wrote (processing_class), as run.py's final save_tokenizer adds them:
+        without them a ``checkpoint-N`` (periodic or the SIGTERM / Ctrl-C stop's, both saved through here)
+        has tokenizer.json only, which MoE-LLaVA's / LLaVA's slow loaders (4.37, use_fast=False) cannot
+        build from. Written here, inside the checkpoint save, rather than in a callback's on_save: before
+        trainer_state.json marks the checkpoint complete (vlmtrain.train.rundir), and while a second Ctrl-C
+        still waits for the save (vlmtrain.train.signals)."""
+        if self.args.should_save and self.processing_class is not None:
+            keep_sentencepiece_model(self.processing_class, Path(output_dir))
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)
