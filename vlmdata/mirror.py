@@ -187,7 +187,7 @@ def build_mirror(root: Root, catalog: Catalog, out: Path, specs: list[FileSpec])
         else:
             pin = pins.get(spec.key)
             _file(spec, root, out, result, spec.sha256 or (pin.sha256 if pin else None))
-    atomic.write_json(out / LOCK_FILE, {"version": 1, "files": {k: asdict(v) for k, v in sorted(pins.items())}})
+    atomic.write_json(out / LOCK_FILE, {"version": 1, "files": {k: v.to_json() for k, v in sorted(pins.items())}})
     result.pins = len(pins)
     atomic.write_json(out / SUMMARY, result.to_json())
     return result

@@ -15,7 +15,7 @@ Faults (``server.fault(path, Fault(...))``), applied to the next ``times`` match
 Counters: ``bytes_sent[path]`` (body bytes), ``requests`` (method, path, Range header) and
 ``max_in_flight`` (the most response bodies sent at once).
 
-Why one file of ~480 lines: one handler class answers the mirror, the hub and the CDN, and every
+Why one file of ~500 lines: one handler class answers the mirror, the hub and the CDN, and every
 fault applies to all three through the same send path.
 """
 from __future__ import annotations
@@ -57,12 +57,15 @@ class Blob:
 
     data: bytes | None = None
     path: Path | None = None
+    tag: str | None = None  # the ETag to send (None: one made from the bytes or the file's stat)
 
     @property
     def size(self) -> int:
         return len(self.data) if self.data is not None else self.path.stat().st_size  # type: ignore[union-attr]
 
     def etag(self) -> str:
+        if self.tag is not None:
+            return f'"{self.tag}"'
         if self.data is not None:
             return '"' + hashlib.sha256(self.data).hexdigest()[:32] + '"'
         st = self.path.stat()  # type: ignore[union-attr]
@@ -339,6 +342,11 @@ class LoopbackServer:
             return sum(1 for m, p, _ in self.requests if p.endswith(suffix) and (method is None or m == method))
 
 
+def git_blob_id(data: bytes) -> str:
+    """The id git gives ``data`` as a blob: what the Hub sends as a file kept in git's ETag and blobId."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
 class HubServer:
     """An HF-style endpoint (``HF_ENDPOINT``) plus a second origin standing in for the LFS CDN.
 
@@ -353,6 +361,9 @@ class HubServer:
     With ``tls`` both origins speak HTTPS; ``cdn_base`` sends LFS files elsewhere (a plain-http CDN);
     ``redirect_gets``: a GET of a file kept in git is redirected to the CDN as well.
     ``gated``: repos whose files need a token in ``granted`` (401 without a token, 403 with another).
+    A file kept in git answers with its git blob id as ETag, as the Hub does (``blob_etags = False``: an
+    ETag that is no content hash, as some mirrors send; ``"plain-sha1"``: 40 hex digits that are not the
+    bytes' git blob id).
 
     History: ``add`` changes the newest commit (``COMMIT`` until ``push``); ``push(changes)`` makes a
     new commit that ``main`` then points to (a path mapped to None is deleted). Older commits keep
@@ -371,6 +382,7 @@ class HubServer:
         self.gated: set[str] = set()  # repos ("owner/name", "datasets/owner/name") whose files need accepted terms
         self.granted: set[str] = set()  # tokens of users who accepted them
         self.redirect_gets = False  # GETs of files kept in git answer 302 to the CDN too (a mirror serving its store)
+        self.blob_etags: bool | str = True  # a file kept in git: its git blob id as ETag, as on the Hub
         self.history: dict[str, dict[tuple[str, str], tuple[bytes, bool, str | None]]] = {self.COMMIT: self.files}
         self.hub.routes.append(self._route)
 
@@ -425,7 +437,7 @@ class HubServer:
                 if r != repo:
                     continue
                 sib = {"rfilename": fpath, "size": len(data),
-                       "blobId": hashlib.sha1(data).hexdigest()}
+                       "blobId": git_blob_id(data)}
                 if lfs:
                     sib["lfs"] = {"sha256": advertised or hashlib.sha256(data).hexdigest(), "size": len(data),
                                   "pointerSize": 134}
@@ -480,11 +492,13 @@ class HubServer:
             where = f"{self.cdn_base or self.cdn.url}/cdn/{hashlib.sha256(data).hexdigest()}"
             h.send_plain(302, b"", {"Location": where})
             return True
-        h.serve(method, path, Blob(data=data), {"X-Repo-Commit": commit})
+        tag = {True: git_blob_id(data), "plain-sha1": hashlib.sha1(data).hexdigest()}.get(self.blob_etags)
+        h.serve(method, path, Blob(data=data, tag=tag),
+                {"X-Repo-Commit": commit})
         return True
 
 
-__all__ = ["Blob", "Fault", "HubServer", "LoopbackServer"]
+__all__ = ["Blob", "Fault", "HubServer", "LoopbackServer", "git_blob_id"]
 
 
 if __name__ == "__main__":  # serve a folder by hand: python tests/fetch/server.py DIR

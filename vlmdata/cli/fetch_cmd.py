@@ -249,7 +249,9 @@ def _summarise(settings: Settings, report: FetchReport) -> None:
             echo(f"            warning: {w}", err=True)
     present = sum(o.state == "present" for o in report.outcomes)
     fetched = sum(o.state == "fetched" for o in report.outcomes)
-    echo(f"{fetched} fetched, {present} already present, {len(report.failed)} failed; "
+    repinned = sum(o.state == "repinned" for o in report.outcomes)
+    echo(f"{fetched} fetched, " + (f"{repinned} re-pinned without a download (unchanged), " if repinned else "")
+         + f"{present} already present, {len(report.failed)} failed; "
          f"{human_bytes(report.network_bytes)} downloaded in {report.seconds:.1f} s", err=True)
     for v in report.renewed:
         echo(f"layout {v['name']}: {v['links']} link(s) in {v['folder']} renewed to what was placed", err=True)

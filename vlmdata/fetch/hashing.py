@@ -85,6 +85,17 @@ def hash_file(path: Path, *, md5: bool = False, limit: int | None = None, into: 
     return h.digests()
 
 
+def git_blob_id(path: Path) -> str:
+    """The id git gives ``path``'s bytes as a blob (sha1 of ``blob <size>\\0`` and the bytes): what the hub's
+    ETag says for a file kept in git, so a download can be checked to be the blob the hub named."""
+    h = hashlib.sha1()
+    with open(path, "rb") as fh:
+        h.update(b"blob %d\0" % os.fstat(fh.fileno()).st_size)
+        while data := fh.read(BLOCK):
+            h.update(data)
+    return h.hexdigest()
+
+
 class StreamHasher:
     """Hash a byte stream in a background thread.
 

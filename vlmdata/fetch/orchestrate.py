@@ -127,12 +127,13 @@ class Fetcher:
                 self._repo(spec, out)
             elif self.opt.wanted is not None and spec.place.kind == "extract" and not spec.parts and _is_tar(spec):
                 self._subset(spec, out, merge)
-            else:
+            elif not self._repinned(spec, out):
                 got = self.downloader.file(spec)
                 out.bytes, out.resumed_from, out.connections = got.transferred, got.resumed_from, got.connections
                 out.size, out.sha256, out.source = got.digests.size, got.digests.sha256, got.source
                 self._place(spec, got, out, merge)
-            out.state = "fetched"
+            if out.state != "repinned":
+                out.state = "fetched"
         except Cancelled:
             out.state, out.error = "cancelled", "interrupted; the .part file is kept and the next run resumes it"
         except VlmdataError as e:  # a failed check, a refused archive, ...: the message is for the user
@@ -155,6 +156,22 @@ class Fetcher:
         elif out.state == "failed":
             self.progress.message(f"FAILED {spec.key}")
         return out
+
+    def _repinned(self, spec: FileSpec, out: FileOutcome) -> bool:
+        """--update on a placed Hub file whose bytes at the branch's newest commit are provably the pinned
+        ones: the lock and the journal name that commit, nothing is downloaded (vlmdata.fetch.repin)."""
+        if not self.opt.update or self.opt.refetch:
+            return False
+        from vlmdata.fetch.repin import repin
+
+        kept = repin(spec, self.downloader, self.journal, self.opt.wanted_tag)
+        if kept is None:
+            return False
+        out.state, out.size, out.sha256, out.source = "repinned", kept.size, kept.sha256, kept.source
+        moved = f"from commit {kept.previous} to {kept.revision}" if kept.previous != kept.revision else \
+            f"still at commit {kept.revision}"
+        self.progress.message(f"{spec.key}: --update: {moved}, the same bytes: re-pinned, not downloaded")
+        return True
 
     def _shares_target(self, spec: FileSpec) -> bool:
         """Another file of the catalog places into the same folder: fill it, do not replace it."""

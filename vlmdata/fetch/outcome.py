@@ -39,7 +39,7 @@ class FetchOptions(msgspec.Struct):
 
 class FileOutcome(msgspec.Struct):
     key: str
-    state: str  # present | fetched | failed | cancelled
+    state: str  # present | fetched | repinned (--update: a new commit, the same bytes) | failed | cancelled
     to: str
     bytes: int = 0  # received over the network by this run
     size: int | None = None

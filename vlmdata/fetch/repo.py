@@ -10,16 +10,20 @@
    checked, files without one pinned in vlmdata.lock), placed at ``<to>/<path>`` and journaled on
    its own (key ``<dataset>:<file>/<path>``), so an interrupted fetch resumes file by file. A file
    placed before is kept only when it is this listing's file (its size, and its LFS sha256 or, for
-   a file kept in git itself, the commit it came from); files an earlier commit had and this one
+   a file kept in git itself, the commit it came from or its git blob id, so ``--update`` downloads only
+   what changed and re-pins the rest); files an earlier commit had and this one
    has not are removed, so the folder never mixes two commits.
 3. When every file is placed, the repo itself is journaled and its listing pinned.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec.structs
 
 from vlmdata import atomic
 from vlmdata.errors import OperationError
@@ -38,6 +42,7 @@ class RepoResult:
     source: str
     fetched: int = 0  # files downloaded by this run
     present: int = 0  # files placed before
+    repinned: int = 0  # of those, files kept in git that --update found unchanged at the new commit
     transferred: int = 0
     resumed_from: int = 0
     connections: int = 0
@@ -100,10 +105,30 @@ def _list(spec: FileSpec, down: VerifiedDownloader, endpoint: str | None) -> tup
 
 def _current(entry: JournalEntry, f: RepoFile, commit: str) -> bool:
     """Whether the placed copy journaled as ``entry`` is the listing's file ``f``: the same size, and the
-    same LFS sha256, or for a file kept in git itself (no LFS hash) placed from this very commit."""
+    same LFS sha256, or for a file kept in git itself (no LFS hash) placed from this very commit or from
+    the same git blob (the id a download was checked to hash to: the same bytes at another commit)."""
     if entry.size != f.size:
         return False
-    return entry.sha256 == f.sha256 if f.sha256 else (entry.extra or {}).get("revision") == commit
+    if f.sha256:
+        return entry.sha256 == f.sha256
+    extra = entry.extra or {}
+    return extra.get("revision") == commit or (f.blob is not None and extra.get("blob") == f.blob)
+
+
+def _repin_kept(spec: FileSpec, kept: list[JournalEntry], commit: str, down: VerifiedDownloader,
+                journal: Journal) -> None:
+    """Files kept in git that ``--update`` found unchanged (the same git blob) at ``commit``: their journal
+    entries and lock pins name that commit now, as a download from it would have; nothing is downloaded."""
+    pins = down.lock.entries()
+    for e in kept:
+        journal.record(msgspec.structs.replace(e, extra={**(e.extra or {}), "revision": commit}))
+        pin = pins.get(e.key)
+        if pin is not None and pin.sha256 == e.sha256:
+            down.lock.pin(e.key, dataclasses.replace(pin, revision=commit, blob=(e.extra or {}).get("blob")),
+                          replace=True)
+    if kept:
+        down.progress.message(f"{spec.key}: {len(kept)} file(s) kept in git are unchanged at commit {commit} "
+                              "(the same git blob): re-pinned, not downloaded")
 
 
 def _intact(path: Path, f: RepoFile, pin: LockEntry | None, commit: str) -> bool:
@@ -148,14 +173,18 @@ def fetch_repo(spec: FileSpec, down: VerifiedDownloader, journal: Journal, *, en
     pins = down.lock.entries()
     if refetch:
         down.progress.message(f"{spec.key}: --refetch: reading the placed files back to check their hashes")
-    todo = []
+    todo, kept = [], []
     for f in listing.files:
         sub = file_spec(spec, src, listing.commit, f.path, f.size, f.sha256)
         if is_placed(root, entries, sub) and _current(entries[sub.key], f, listing.commit) and (
                 not refetch or _intact(root.store_path(entries[sub.key].to), f, pins.get(sub.key), listing.commit)):
             res.present += 1
+            if f.sha256 is None and (entries[sub.key].extra or {}).get("revision") != listing.commit:
+                kept.append(entries[sub.key])
         else:
             todo.append(sub)
+    _repin_kept(spec, kept, listing.commit, down, journal)
+    res.repinned = len(kept)
     listed = {f"{spec.key}/{f.path}" for f in listing.files}
     gone = [k for k, e in entries.items() if (e.extra or {}).get("repo") == spec.key and k not in listed]
     if todo or gone:  # (until all is placed again the repo is not: a run stopped halfway journals no mix as whole)
@@ -175,8 +204,9 @@ def fetch_repo(spec: FileSpec, down: VerifiedDownloader, journal: Journal, *, en
             refused.append(e)
             return
         placed = place_download(sub, got.path, root, merge=True)
+        extra = {"revision": got.revision, "repo": spec.key, **({"blob": got.blob} if got.blob else {})}
         journal.record(JournalEntry(key=sub.key, size=got.digests.size, sha256=got.digests.sha256, source=got.source,
-                                    to=placed.to, files=1, extra={"revision": got.revision, "repo": spec.key}))
+                                    to=placed.to, files=1, extra=extra))
         res.fetched += 1
         res.transferred += got.transferred
         res.resumed_from += got.resumed_from

@@ -13,7 +13,7 @@
 Each part is downloaded under its own claim (vlmdata.state.claims), so a file in parts can be
 fetched part by part on several machines and joined by whichever process gets to it.
 
-Why one file of ~410 lines: one class, whose expectations (manifest, lock pin, Hub hash, --update)
+Why one file of ~420 lines: one class, whose expectations (manifest, lock pin, Hub hash, --update)
 decide both what a download must match and which verdict a failed file gets (a damaged mirror, a
 changed source, a refusing Hub, no network); split, each half would take the other's state.
 """
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from vlmdata.errors import OperationError
-from vlmdata.fetch.hashing import Digests, StreamHasher, hash_file
+from vlmdata.fetch.hashing import Digests, StreamHasher, git_blob_id, hash_file
 from vlmdata.fetch.http import Fetched, HttpEngine, copy_local
 from vlmdata.fetch.progress import FileBar, Progress
 from vlmdata.manifest import FileSpec, Part, Source
@@ -143,6 +143,7 @@ class Verified:
     resumed_from: int  # bytes an earlier run had already downloaded
     connections: int
     notes: list[str] = field(default_factory=list)  # for the user: e.g. a resume only the size vouched for
+    blob: str | None = None  # a hub file kept in git: the git blob id the hub named, which these bytes hash to
 
 
 class VerifiedDownloader:
@@ -210,7 +211,7 @@ class VerifiedDownloader:
             self.lock.pin(key, expect.pin)
         elif expect.sha256 is None:
             self.lock.pin(key, LockEntry(sha256=got.digests.sha256, size=got.digests.size, source=got.source,
-                                         revision=got.revision), replace=expect.moving)
+                                         revision=got.revision, blob=got.blob), replace=expect.moving)
 
     def check_cancel(self) -> None:
         if self.cancel.is_set():
@@ -409,8 +410,9 @@ class VerifiedDownloader:
             # (a hub file's bytes come from where the hub sent the download: a CDN, a mirror's store)
             where = f" (the bytes came from {came})" if came and came != cand.label else ""
             raise Mismatch("; ".join(bad) + where, f.digests.sha256, f.transferred)
+        blob = loc.blob if loc.blob is not None and git_blob_id(dest) == loc.blob else None
         return Verified(dest, f.digests, loc.label, loc.revision, f.transferred, f.resumed_from, f.connections,
-                        list(f.notes))
+                        list(f.notes), blob)
 
     def _deliver(self, loc: Location, dest: Path, *, md5: bool, size: int | None, bar: FileBar,
                  weak_resume: bool) -> Fetched:

@@ -24,6 +24,7 @@ class Location:
     sha256: str | None = None  # what the hub says the bytes hash to (LFS files)
     size: int | None = None  # what the hub says the size is
     revision: str | None = None  # the commit a hub revision resolved to
+    blob: str | None = None  # a hub file kept in git (no LFS sha256): its git blob id, as the hub's ETag says it
 
 
 @dataclass

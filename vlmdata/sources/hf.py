@@ -187,6 +187,8 @@ def resolve(source: Source, endpoint: str | None, token: str | None = None,
         raise hub_failure(label, e, source, token, missing=("EntryNotFound", " (no such file at this revision)"),
                           missing_status=404) from None
     sha = meta.etag if meta.etag and _SHA256.match(meta.etag) else None
+    # (a file kept in git: the hub's ETag is its git blob id, 40 hex digits; checked against the bytes before trusted)
+    blob = meta.etag if sha is None and meta.etag and _COMMIT.match(meta.etag) else None
     location = meta.location or url
     if urlsplit(endpoint).scheme == "https" and urlsplit(location).scheme != "https":
         # (a downgrade would let anyone on the path swap the bytes of a file that has no LFS hash)
@@ -196,7 +198,8 @@ def resolve(source: Source, endpoint: str | None, token: str | None = None,
         auth = build_hf_headers(token=token).get("authorization")
         if auth:
             headers["Authorization"] = auth
-    return Location(label, url=location, headers=headers, size=meta.size, sha256=sha, revision=meta.commit_hash)
+    return Location(label, url=location, headers=headers, size=meta.size, sha256=sha, revision=meta.commit_hash,
+                    blob=blob)
 
 
 def hub_url(source: Source) -> str:

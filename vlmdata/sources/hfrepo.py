@@ -31,6 +31,7 @@ class RepoFile:
     path: str  # inside the repo
     size: int
     sha256: str | None  # the LFS sha256; None for files kept in git itself (pinned in vlmdata.lock instead)
+    blob: str | None = None  # a file kept in git: its git blob id (the same id at two commits: the same bytes)
 
 
 @dataclass(frozen=True)
@@ -48,11 +49,12 @@ class Listing:
         return hashlib.sha256(text.encode()).hexdigest()
 
     def to_json(self) -> dict:
-        return {"commit": self.commit, "files": [[f.path, f.size, f.sha256] for f in self.files]}
+        return {"commit": self.commit, "files": [[f.path, f.size, f.sha256, f.blob] for f in self.files]}
 
     @staticmethod
     def from_json(d: dict) -> "Listing":
-        return Listing(d["commit"], tuple(RepoFile(p, s, h) for p, s, h in d["files"]))
+        # (a listing saved before blob ids were kept has three fields a file)
+        return Listing(d["commit"], tuple(RepoFile(*f[:4]) for f in d["files"]))
 
 
 def selected(path: str, src: Source) -> bool:
@@ -109,7 +111,8 @@ def list_repo(src: Source, revision: str, endpoint: str | None, token: str | Non
         size = getattr(lfs, "size", None) if lfs is not None else s.size
         if size is None:
             raise SourceFailed(f"{where}: the hub gave no size for {s.rfilename} (an endpoint without file metadata?)")
-        files.append(RepoFile(s.rfilename, int(size), sha))
+        blob = getattr(s, "blob_id", None) if sha is None else None
+        files.append(RepoFile(s.rfilename, int(size), sha, blob if isinstance(blob, str) else None))
     if not files:
         raise SourceFailed(f"{where}: no file of the repo matches include={list(src.include)} exclude={list(src.exclude)}")
     return Listing(info.sha or revision, tuple(sorted(files, key=lambda f: f.path)))

@@ -22,6 +22,15 @@ class LockEntry:
     source: str
     revision: str | None = None  # the Hub commit a `hf` source resolved to
     recorded_at: float = field(default_factory=time.time)
+    blob: str | None = None  # a Hub file kept in git: its git blob id, checked against the bytes (`fetch --update`)
+
+    def to_json(self) -> dict:
+        """The entry as the lock holds it: ``blob`` only where there is one, so a lock without any stays
+        readable by releases that predate it."""
+        out = asdict(self)
+        if out["blob"] is None:
+            del out["blob"]
+        return out
 
 
 class LockFile:
@@ -65,7 +74,9 @@ class LockFile:
                     where=str(self.path),
                     hint="the publisher may have re-uploaded the file; if you trust the new one, remove its entry from the lock file",
                 )
-            if old is not None and (not replace or (old.sha256, old.revision) == (entry.sha256, entry.revision)):
+            same = old is not None and (old.sha256, old.revision, old.blob) == (entry.sha256, entry.revision,
+                                                                                 entry.blob)
+            if old is not None and (not replace or same):
                 return
             entries[key] = entry
             self._write(entries)
@@ -82,4 +93,4 @@ class LockFile:
                 self._write(entries)
 
     def _write(self, entries: dict[str, LockEntry]) -> None:
-        atomic.write_json(self.path, {"version": 1, "files": {k: asdict(v) for k, v in sorted(entries.items())}})
+        atomic.write_json(self.path, {"version": 1, "files": {k: v.to_json() for k, v in sorted(entries.items())}})

@@ -1,0 +1,76 @@
+"""`fetch --update` without a download: a Hub file whose bytes did not change is only re-pinned.
+
+`--update` moves a Hub file that only vlmdata.lock pins to the newest commit of its branch. When
+the hub's own hash of the file at that commit is the one the lock pinned (the LFS sha256, or for a
+file kept in git its git blob id, which the lock holds only when a download was checked to hash to
+it), and the journal says those very bytes are placed, the bytes on disk are already the new
+commit's: the lock and the journal then name the new commit, and nothing is downloaded or placed.
+Anything less than that proof (no hash from the hub, a pin without a blob id, a placed copy of
+other bytes, a hub that does not answer) leaves the file to the ordinary download, and so does
+``--mirror``, whose copy the download tries before the hub.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec.structs
+
+from vlmdata.fetch.verified import VerifiedDownloader
+from vlmdata.manifest import FileSpec, Source
+from vlmdata.net.errors import SourceFailed
+from vlmdata.sources.base import Location
+from vlmdata.sources.hf import KIND, HubFile
+from vlmdata.state import Journal, LockEntry, satisfied
+
+
+@dataclass(frozen=True)
+class Repinned:
+    """A file moved to a new commit without a download: its pin's hash, and the commit now pinned."""
+
+    sha256: str
+    size: int
+    source: str  # the hub source's label, as a download from it would have journaled
+    revision: str | None
+    previous: str | None  # the commit pinned before
+
+
+def repin(spec: FileSpec, down: VerifiedDownloader, journal: Journal, wanted_tag: str | None) -> Repinned | None:
+    """Re-pin ``spec`` (a placed Hub file `--update` moves) to its branch's newest commit when the hub
+    proves its bytes there are the pinned ones; None: it must be downloaded (or the hub said nothing)."""
+    if spec.parts or spec.sha256 is not None or down.mirror or not down.spec_moves(spec):
+        return None  # (under --mirror the download tries the mirror first: the hub is not asked ahead of it)
+    pin = down.lock.get(spec.key)
+    entry = journal.entries().get(spec.key)
+    src = _pinned_source(spec, pin)
+    if src is None or pin is None or entry is None or entry.sha256 != pin.sha256 \
+            or not satisfied(down.root, {spec.key: entry}, spec, wanted_tag):
+        return None
+    try:
+        loc = HubFile(src, KIND.describe(src)).locate(down.hub)
+    except SourceFailed:
+        return None  # (the download that follows asks again, and says what went wrong)
+    if loc.revision is None or not same_bytes(loc, pin):
+        return None
+    down.lock.pin(spec.key, LockEntry(sha256=pin.sha256, size=pin.size, source=loc.label, revision=loc.revision,
+                                      blob=pin.blob), replace=True)
+    journal.record(msgspec.structs.replace(entry, source=loc.label,
+                                           extra={**(entry.extra or {}), "revision": loc.revision}))
+    return Repinned(pin.sha256, pin.size, loc.label, loc.revision, pin.revision)
+
+
+def same_bytes(loc: Location, pin: LockEntry) -> bool:
+    """Whether the hub's own hash of the file at ``loc`` proves it is the pinned file: its LFS sha256, else
+    its git blob id where the pin holds one; a size that differs disproves either."""
+    if loc.size is not None and loc.size != pin.size:
+        return False
+    if loc.sha256 is not None:
+        return loc.sha256 == pin.sha256
+    return loc.blob is not None and loc.blob == pin.blob
+
+
+def _pinned_source(spec: FileSpec, pin: LockEntry | None) -> Source | None:
+    """The manifest's ``hf`` source the pin was made from (its label, less the endpoint it came through)."""
+    if pin is None:
+        return None
+    made_by = pin.source.split(" via ", 1)[0]
+    return next((s for s in spec.sources if s.kind == "hf" and KIND.describe(s) == made_by), None)
