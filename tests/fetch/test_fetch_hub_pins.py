@@ -1,7 +1,8 @@
 """A user of Hub sources across machines and time, against the loopback hub: the lock copied to a
 second machine keeps the pinned commit while `main` moves on, `--update` moves to it on purpose,
 a damaged copy at the pinned commit is refused, a gated repo says what to do (and the token is
-never written anywhere), a hub mirror over HTTPS with a CDN on another host, a kill mid-file."""
+never written anywhere, nor a password in the endpoint), a hub mirror over HTTPS with a CDN on another
+host, a kill mid-file."""
 from __future__ import annotations
 
 import json
@@ -335,3 +336,33 @@ def test_a_pin_taken_from_a_mirror_folder_keeps_its_hub_commit(cli, manifests, r
     r = fetch(cli, manifests, far, hub, "j", "--refetch")  # later, from the hub itself
     assert r.code == 0, r.err
     assert (far / "j/data.json").read_bytes() == old
+
+
+def test_a_password_in_the_hub_endpoint_is_written_nowhere(cli, manifests, root):
+    # a hub mirror behind basic auth: user:password in HF_ENDPOINT's URL; the lock and journal name the endpoint
+    hub = HubServer().start()
+    try:
+        publish(hub)
+        hub.add(DS_ID, "data.json", b'[{"id": 1}]', lfs=False)
+        manifests.dataset("tiny", repo_toml())
+        manifests.dataset("j", json_toml())
+        secret = "pw-" + "Q" * 20
+        endpoint = hub.hub.url.replace("://", f"://someone:{secret}@", 1)
+        r = cli("fetch", "tiny", "j", "-v", "--json", "--manifests", str(manifests.folder), "--root", str(root),
+                "--hf-endpoint", endpoint, env={"HF_TOKEN": ""})
+        assert r.code == 0, r.err
+        assert all(v["source"].endswith(" via " + hub.hub.url.replace("://", "://…@")) for v in lock_of(root).values())
+        assert secret not in r.out + r.err
+        for p in root.rglob("*"):
+            assert not p.is_file() or secret.encode() not in p.read_bytes(), p
+    finally:
+        hub.stop()
+
+
+def test_messages_cut_credentials_out_of_addresses():
+    from vlmdata.net.urls import scrub, shown
+
+    assert shown("https://someone:pw@hub.example/x.bin?sig=1") == "https://…@hub.example/x.bin?…"
+    assert shown("http://127.0.0.1:8080/a") == "http://127.0.0.1:8080/a"
+    assert scrub("GET http://u:pw@host:1/a?x=y failed (ask someone@example.com)") == \
+        "GET http://…@host:1/a?… failed (ask someone@example.com)"

@@ -30,6 +30,7 @@ from vlmdata.fetch.verified import MANIFEST_WORDS, NotTheDescribedFile, Verified
 from vlmdata.manifest import Catalog, FileSpec, Source
 from vlmdata.net.errors import Cancelled
 from vlmdata.net.client import Client
+from vlmdata.net.urls import shown
 from vlmdata.place import place_download
 from vlmdata.sources import HubAccess, describe, kind_of
 from vlmdata.sources.hf import redact, token_from_env
@@ -217,7 +218,7 @@ class Fetcher:
     def record_url_list(self, spec: FileSpec, src: Source, res: UrlListResult, out: FileOutcome) -> None:
         """A finished URL list (one run, or its chunks merged): its outcome and its journal entry."""
         out.files = res.saved + res.skipped
-        out.source = describe(src) + (f" via mirror {self.opt.mirror}" if self.opt.mirror else "")
+        out.source = describe(src) + (f" via mirror {shown(self.opt.mirror)}" if self.opt.mirror else "")
         if res.dead:
             out.warnings.append(f"{len(res.dead)} dead URL(s) (404/410 or absent from the mirror); see {res.report_path}")
         retry = sum(f.again for f in res.failed)

@@ -18,17 +18,19 @@ from vlmdata.errors import UserError
 
 
 def shown(url: str) -> str:
-    """A URL for messages and the journal: signed query strings (credentials for a while) cut off."""
+    """A URL for messages, the journal and the lock: signed query strings (credentials for a while) and a
+    ``user:password@`` written into it (an HF_ENDPOINT or a mirror behind basic auth) cut off."""
     base, sep, _ = url.partition("?")
-    return base + ("?…" if sep else "")
+    return _USERINFO.sub(r"\1…@", base, count=1) + ("?…" if sep else "")
 
 
 _QUERY = re.compile(r"\?[^\s'\")]+")
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@?#]+@")
 
 
 def scrub(text: str) -> str:
-    """Cut query strings out of a message (urllib3's errors quote the URL they failed on)."""
-    return _QUERY.sub("?…", text)
+    """Cut query strings and credentials out of a message (urllib3's errors quote the URL they failed on)."""
+    return _USERINFO.sub(r"\1…@", _QUERY.sub("?…", text))
 
 
 def is_local(base: str) -> bool:

@@ -158,7 +158,7 @@ def resolve(source: Source, endpoint: str | None, token: str | None = None,
     token = token if token is not None else token_from_env()
     label = f"hf://{source.repo_type}s/{source.repo_id}@{source.revision}/{source.path}"
     if endpoint != DEFAULT_ENDPOINT:
-        label += f" via {endpoint}"
+        label += f" via {shown(endpoint)}"  # (without a user:password written into it)
     if constants.is_offline_mode():
         raise SourceFailed(f"{label}: HF_HUB_OFFLINE is set, so the hub is not contacted "
                            "(unset HF_HUB_OFFLINE to download from the hub)")
@@ -230,7 +230,7 @@ class HfKind(SourceKind):
         return f"hf://{src.repo_type}s/{src.repo_id}@{src.revision}/{src.path}"
 
     def plan_label(self, src: Source, mirror: str | None, hf_endpoint: str | None) -> str:
-        return f"{self.describe(src)} via {hf_endpoint}" if hf_endpoint else self.describe(src)
+        return f"{self.describe(src)} via {shown(hf_endpoint)}" if hf_endpoint else self.describe(src)
 
     def candidate(self, src: Source, name: str, root: "Root", *, download_path: Path,
                   mirror: str | None) -> Candidate:

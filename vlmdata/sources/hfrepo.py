@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from vlmdata.manifest import Source
 from vlmdata.net.errors import SourceFailed
+from vlmdata.net.urls import shown
 from vlmdata.sources.base import Candidate, SourceKind, Unavailable
 from vlmdata.sources.hf import DEFAULT_ENDPOINT, hub_failure, share_ca_bundle, token_from_env
 
@@ -82,7 +83,7 @@ def label(src: Source, revision: str | None = None, endpoint: str | None = None)
     what = f"hf://{src.repo_type}s/{src.repo_id}@{rev}"
     if src.include:
         what += f" [{', '.join(src.include)}]"
-    return what + (f" via {endpoint}" if endpoint and endpoint.rstrip("/") != DEFAULT_ENDPOINT else "")
+    return what + (f" via {shown(endpoint)}" if endpoint and endpoint.rstrip("/") != DEFAULT_ENDPOINT else "")
 
 
 def list_repo(src: Source, revision: str, endpoint: str | None, token: str | None = None) -> Listing:
