@@ -53,6 +53,17 @@ def test_demo_over_http_mirror_then_layout_check_then_nothing_to_do(cli, demo, s
     assert "everything is already here" in again.err
 
 
+def test_a_password_in_the_mirror_url_is_written_nowhere(cli, demo, server, root):
+    # a mirror behind basic auth: the requests carry user:password, what is shown and kept does not
+    secret = "pw-" + "Z" * 20
+    mirror = server.url.replace("://", f"://someone:{secret}@", 1)
+    r = fetch(cli, demo, root, "llava_instruct", "ocr_vqa", "-v", "--json", mirror=mirror)
+    assert r.code == 0, r.err
+    assert "…@" in r.out + r.err and secret not in r.out + r.err
+    for p in root.rglob("*"):
+        assert not p.is_file() or secret.encode() not in p.read_bytes(), p
+
+
 def test_local_folder_mirror_and_json_summary(cli, demo, root):
     r = cli("fetch", "coco", "vg", "--json", "--manifests", str(demo.manifests), "--root", str(root),
             "--mirror", str(demo.mirror))

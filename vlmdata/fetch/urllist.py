@@ -29,7 +29,7 @@ from vlmdata.manifest import FileSpec, Source
 from vlmdata.net.client import Client, RequestError
 from vlmdata.net.retry import (OFFLINE_HINT, GaveUp, RetryPolicy, Transient, is_transient_status, retry,
                                retry_after_seconds, transient_request)
-from vlmdata.net.urls import is_local, rewrite
+from vlmdata.net.urls import is_local, rewrite, shown
 from vlmdata.state import Root
 
 __all__ = ["DeadUrl", "FailedUrl", "UrlListResult", "check_online", "fetch_url_list", "finish", "iter_entries",
@@ -191,7 +191,7 @@ def write_report(path: Path, res: ImagesResult, *, spec: FileSpec, source: Sourc
         "file": spec.name,
         "to": spec.place.to,
         "list": source.path or source.url,
-        "mirror": mirror,
+        "mirror": shown(mirror) if mirror else None,  # (without a user:password the mirror URL has)
         "started": started,
         "seconds": round(time.time() - started, 3),
         "total": res.total,

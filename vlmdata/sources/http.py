@@ -18,7 +18,7 @@ def url_candidate(url: str, source: Source, mirror: str | None, via: str = "") -
         loc = rewrite(url, mirror)
         if is_local(mirror):
             return MirrorFile(source, f"{loc} (local mirror{via})", path=Path(loc))
-        label = f"{loc} (mirror{via})"
+        label = f"{shown(loc)} (mirror{via})"  # (the request keeps a user:password the mirror URL has; the label not)
         return Ready(source, label, Location(label, url=loc))
     label = shown(url) + via
     return Ready(source, label, Location(label, url=url))
@@ -31,7 +31,7 @@ class HttpKind(SourceKind):
         return str(src.url)
 
     def plan_label(self, src: Source, mirror: str | None, hf_endpoint: str | None) -> str:
-        return rewrite(src.url or "", mirror) if mirror else self.describe(src)
+        return shown(rewrite(src.url or "", mirror)) if mirror else self.describe(src)
 
     def candidate(self, src: Source, name: str, root: "Root", *, download_path: Path,
                   mirror: str | None) -> Candidate:
