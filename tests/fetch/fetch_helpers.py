@@ -99,6 +99,16 @@ def wait_for(cond, timeout: float = 20.0, what: str = "condition") -> None:
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def sent_settled(server, timeout: float = 20.0) -> int:
+    """``server.sent()`` once no response body is still being sent. The server counts a block after
+    the socket has taken it, so a client (an in-process fetch above all) can have received every byte
+    and returned while the thread that sent the last block has not counted it yet: on a loaded machine
+    that thread may wait for the CPU or the GIL for tens of milliseconds. A body is counted as in flight
+    before its first byte, so once none is, everything a finished run received is counted."""
+    wait_for(lambda: server.in_flight == 0, timeout, "the server to finish sending")
+    return server.sent()
+
+
 def kill(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> tuple[str, str]:
     try:
         proc.send_signal(sig)

@@ -10,7 +10,7 @@ import os
 import shutil
 
 import pytest
-from fetch_helpers import root_state, split_dataset, start_fetch, store_tree
+from fetch_helpers import root_state, sent_settled, split_dataset, start_fetch, store_tree
 
 from vlmdata.fetch.outcome import FetchOptions
 from vlmdata.fetch.shard import Shard
@@ -42,7 +42,7 @@ def test_three_concurrent_shards_equal_one_run_and_fetch_each_file_once(job, ser
     one, many = tmp_path / "one", tmp_path / "many"
     r = cli(*job(one))
     assert r.code == 0, r.err
-    once = server.sent()
+    once = sent_settled(server)
     server.reset()
     procs = [start_fetch(*job(many, "--shard", f"{i}/3", "--url-chunk", "2", "--json")) for i in range(3)]
     reports = []
@@ -52,7 +52,7 @@ def test_three_concurrent_shards_equal_one_run_and_fetch_each_file_once(job, ser
         reports.append(json.loads(out))
     assert store_tree(many) == store_tree(one)  # file for file, byte for byte
     assert root_state(many) == root_state(one)  # the same journal, pins and URL-list report
-    assert server.sent() == once  # together they downloaded every byte once
+    assert sent_settled(server) == once  # together they downloaded every byte once
     assert all(any(f["state"] == "fetched" for f in rep["files"]) for rep in reports)  # each did a share
     assert not list((many / ".vlmdata/claims").glob("*.claim"))  # every claim given back
     assert not list((many / ".vlmdata/sessions").glob("*.claim"))
