@@ -155,6 +155,12 @@ def test_update_of_a_repo_re_pins_its_unchanged_git_files_without_downloading_th
     assert (stamp(tok) == before) == blobs and tok.read_bytes() == files["tokenizer.json"]
     assert lock_of(root)[f"{REPO_KEY}/tokenizer.json"]["revision"] == head
     assert Journal(root / ".vlmdata").get(f"{REPO_KEY}/tokenizer.json").extra["revision"] == head
+    # named at the new commit as the file downloaded from it is (its address, the endpoint), in the lock and journal
+    pins, journal = lock_of(root), Journal(root / ".vlmdata")
+    config_source = pins[f"{REPO_KEY}/config.json"]["source"]
+    assert head in config_source
+    assert pins[f"{REPO_KEY}/tokenizer.json"]["source"] == config_source.replace("config.json", "tokenizer.json")
+    assert journal.get(f"{REPO_KEY}/tokenizer.json").source == config_source.replace("config.json", "tokenizer.json")
     assert ("kept in git are unchanged at commit" in r.err) == blobs
     # --refetch reads the re-pinned file back against its pin at this commit instead of downloading it
     hub.hub.reset()

@@ -11,6 +11,7 @@ other bytes, a hub that does not answer) leaves the file to the ordinary downloa
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import msgspec.structs
@@ -20,7 +21,7 @@ from vlmdata.manifest import FileSpec, Source
 from vlmdata.net.errors import SourceFailed
 from vlmdata.sources.base import Location
 from vlmdata.sources.hf import KIND, HubFile
-from vlmdata.state import Journal, LockEntry, satisfied
+from vlmdata.state import Journal, JournalEntry, LockEntry, satisfied
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,17 @@ def repin(spec: FileSpec, down: VerifiedDownloader, journal: Journal, wanted_tag
         return None  # (the download that follows asks again, and says what went wrong)
     if loc.revision is None or not same_bytes(loc, pin):
         return None
-    down.lock.pin(spec.key, LockEntry(sha256=pin.sha256, size=pin.size, source=loc.label, revision=loc.revision,
-                                      blob=pin.blob), replace=True)
-    journal.record(msgspec.structs.replace(entry, source=loc.label,
-                                           extra={**(entry.extra or {}), "revision": loc.revision}))
+    move_pin(down, journal, entry, pin, source=loc.label, revision=loc.revision, blob=pin.blob)
     return Repinned(pin.sha256, pin.size, loc.label, loc.revision, pin.revision)
+
+
+def move_pin(down: VerifiedDownloader, journal: Journal, entry: JournalEntry, pin: LockEntry | None, *,
+             source: str, revision: str, blob: str | None) -> None:
+    """The placed bytes journaled as ``entry`` are the file at ``revision`` too: the lock (where ``pin`` is of
+    these bytes) and the journal name that commit and its label ``source``, as a download from it would have."""
+    if pin is not None and pin.sha256 == entry.sha256:
+        down.lock.pin(entry.key, dataclasses.replace(pin, source=source, revision=revision, blob=blob), replace=True)
+    journal.record(msgspec.structs.replace(entry, source=source, extra={**(entry.extra or {}), "revision": revision}))
 
 
 def same_bytes(loc: Location, pin: LockEntry) -> bool:

@@ -17,21 +17,19 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import msgspec.structs
-
 from vlmdata import atomic
 from vlmdata.errors import OperationError
+from vlmdata.fetch.repin import move_pin
 from vlmdata.fetch.verified import AccessDenied, VerifiedDownloader
 from vlmdata.manifest import FileSpec, Placement, Source
 from vlmdata.net.errors import Cancelled, SourceFailed
 from vlmdata.place import place_download
-from vlmdata.sources.hf import pinned_revision
+from vlmdata.sources.hf import hub_label, pinned_revision
 from vlmdata.sources.hfrepo import Listing, RepoFile, label, list_repo
 from vlmdata.state import Journal, JournalEntry, LockEntry, Root, is_placed
 
@@ -115,17 +113,14 @@ def _current(entry: JournalEntry, f: RepoFile, commit: str) -> bool:
     return extra.get("revision") == commit or (f.blob is not None and extra.get("blob") == f.blob)
 
 
-def _repin_kept(spec: FileSpec, kept: list[JournalEntry], commit: str, down: VerifiedDownloader,
-                journal: Journal) -> None:
-    """Files kept in git that ``--update`` found unchanged (the same git blob) at ``commit``: their journal
-    entries and lock pins name that commit now, as a download from it would have; nothing is downloaded."""
+def _repin_kept(spec: FileSpec, kept: list[tuple[JournalEntry, Source]], commit: str, down: VerifiedDownloader,
+                journal: Journal, endpoint: str | None) -> None:
+    """Files kept in git that ``--update`` found unchanged (the same git blob) at ``commit`` (each with its
+    ``hf`` source there): their journal entries and lock pins name that commit now; nothing is downloaded."""
     pins = down.lock.entries()
-    for e in kept:
-        journal.record(msgspec.structs.replace(e, extra={**(e.extra or {}), "revision": commit}))
-        pin = pins.get(e.key)
-        if pin is not None and pin.sha256 == e.sha256:
-            down.lock.pin(e.key, dataclasses.replace(pin, revision=commit, blob=(e.extra or {}).get("blob")),
-                          replace=True)
+    for e, at_commit in kept:
+        move_pin(down, journal, e, pins.get(e.key), source=hub_label(at_commit, endpoint), revision=commit,
+                 blob=(e.extra or {}).get("blob"))
     if kept:
         down.progress.message(f"{spec.key}: {len(kept)} file(s) kept in git are unchanged at commit {commit} "
                               "(the same git blob): re-pinned, not downloaded")
@@ -180,10 +175,10 @@ def fetch_repo(spec: FileSpec, down: VerifiedDownloader, journal: Journal, *, en
                 not refetch or _intact(root.store_path(entries[sub.key].to), f, pins.get(sub.key), listing.commit)):
             res.present += 1
             if f.sha256 is None and (entries[sub.key].extra or {}).get("revision") != listing.commit:
-                kept.append(entries[sub.key])
+                kept.append((entries[sub.key], sub.sources[0]))
         else:
             todo.append(sub)
-    _repin_kept(spec, kept, listing.commit, down, journal)
+    _repin_kept(spec, kept, listing.commit, down, journal, endpoint)
     res.repinned = len(kept)
     listed = {f"{spec.key}/{f.path}" for f in listing.files}
     gone = [k for k, e in entries.items() if (e.extra or {}).get("repo") == spec.key and k not in listed]

@@ -156,9 +156,7 @@ def resolve(source: Source, endpoint: str | None, token: str | None = None,
 
     endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
     token = token if token is not None else token_from_env()
-    label = f"hf://{source.repo_type}s/{source.repo_id}@{source.revision}/{source.path}"
-    if endpoint != DEFAULT_ENDPOINT:
-        label += f" via {shown(endpoint)}"  # (without a user:password written into it)
+    label = hub_label(source, endpoint)
     if constants.is_offline_mode():
         raise SourceFailed(f"{label}: HF_HUB_OFFLINE is set, so the hub is not contacted "
                            "(unset HF_HUB_OFFLINE to download from the hub)")
@@ -200,6 +198,14 @@ def resolve(source: Source, endpoint: str | None, token: str | None = None,
             headers["Authorization"] = auth
     return Location(label, url=location, headers=headers, size=meta.size, sha256=sha, revision=meta.commit_hash,
                     blob=blob)
+
+
+def hub_label(source: Source, endpoint: str | None) -> str:
+    """A hub file as messages, the journal and the lock name it: its address at ``source.revision``, and the
+    endpoint it came through when that is not the Hub's own (without a user:password written into it)."""
+    endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+    what = KIND.describe(source)
+    return what if endpoint == DEFAULT_ENDPOINT else f"{what} via {shown(endpoint)}"
 
 
 def hub_url(source: Source) -> str:
