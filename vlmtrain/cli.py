@@ -284,10 +284,10 @@ def export_moe_llava(
     from vlmtrain.progress import quiet_library_bars
 
     quiet_library_bars()
-    stage = _run_config(run_dir).stage  # before the weights are read
-    if stage != 3:
-        raise ConfigError(f"{run_dir} is a stage-{stage} run; MoE-LLaVA's layout is for stage-3 (MoE) models")
-    check_export_target(run_dir, out, export_name_of_run(run_dir, _run_config(run_dir).template))
+    run_cfg = _run_config(run_dir)  # before the weights are read
+    if run_cfg.stage != 3:
+        raise ConfigError(f"{run_dir} is a stage-{run_cfg.stage} run; MoE-LLaVA's layout is for stage-3 (MoE) models")
+    check_export_target(run_dir, out, export_name_of_run(run_dir, run_cfg.template))
     loaded = load_run(run_dir)
     try:
         path = write_moellava_checkpoint(loaded.model, out, vision_tower=loaded.cfg.vision_tower,

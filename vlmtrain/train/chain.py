@@ -5,9 +5,9 @@ Each stage starts from the previous stage's output: stage 2 loads stage 1's ``mm
 saved the whole model (ConvLLaVA's stage 1, ``tune_vit_from_layer``); stage 3 starts from stage 2's
 whole model and tokenizer (``model_name_or_path``), and so does a stage 2 that follows a stage 2
 (ShareGPT4V's pretrain, which trains the LLM and part of the tower, then its finetune: the tuned
-tower travels in the model). Those
-keys are set here, whatever the YAML says (a different value is reported). Every config is loaded and
-checked before the first stage starts, so a typo in stage 3 does not surface after hours of stage 1.
+tower travels in the model). Those keys are set here, whatever the YAML says (a different value is
+reported). Every config is loaded and checked before the first stage starts, so a typo in stage 3
+does not surface after hours of stage 1.
 
 Resumable as a whole: a finished stage leaves ``vlmtrain_done.json`` (written by vlmtrain.train.run)
 and is skipped when the chain runs again with ``--resume``; the interrupted stage resumes from its
