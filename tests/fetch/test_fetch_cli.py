@@ -62,6 +62,14 @@ def test_a_password_in_the_mirror_url_is_written_nowhere(cli, demo, server, root
     assert "…@" in r.out + r.err and secret not in r.out + r.err
     for p in root.rglob("*"):
         assert not p.is_file() or secret.encode() not in p.read_bytes(), p
+    # nothing listening there: "cannot reach" names the host and port, not who logs in
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    r = fetch(cli, demo, root / "other", "llava_instruct", mirror=f"http://someone:{secret}@127.0.0.1:{closed}")
+    assert r.code != 0 and f"cannot reach 127.0.0.1:{closed}" in r.err and secret not in r.out + r.err
 
 
 def test_local_folder_mirror_and_json_summary(cli, demo, root):

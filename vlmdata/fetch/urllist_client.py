@@ -41,7 +41,7 @@ from vlmdata.net.retry import (GaveUp, RetryPolicy, Transient, aretry, is_transi
                                retry_after_seconds, unreachable_reason)
 from vlmdata.net.env_access import EnvAccess
 from vlmdata.net.client import USER_AGENT, tls_context
-from vlmdata.net.urls import is_local, rewrite, shown
+from vlmdata.net.urls import host_of, is_local, rewrite, shown
 from vlmdata.place.images import ImageProblem, quick_save, save_image
 
 DEAD_STATUS = frozenset({404, 410})
@@ -338,7 +338,7 @@ class _Run:
             return "failed", None, f"{type(e).__name__}: {e}"  # retrying does not fix these
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
             if is_unreachable(e):  # no DNS, refused, network down: one short retry (vlmdata.net.retry)
-                raise Transient(f"cannot reach {urlsplit(url).netloc}: {unreachable_reason(e)}", unreachable=True) from None
+                raise Transient(f"cannot reach {host_of(url)}: {unreachable_reason(e)}", unreachable=True) from None
             raise Transient(type(e).__name__) from None
 
 

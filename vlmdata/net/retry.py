@@ -90,12 +90,10 @@ def unreachable_reason(exc: BaseException) -> str:
 def transient_request(exc: BaseException, url: str) -> "Transient | None":
     """The Transient a request to ``url`` that got no answer is (a server that cannot be reached at
     all: unreachable, one short retry), or None when another try would fail the same way."""
-    from urllib.parse import urlsplit
-
-    from vlmdata.net.urls import scrub
+    from vlmdata.net.urls import host_of, scrub
 
     if is_unreachable(exc):
-        return Transient(f"cannot reach {urlsplit(url).netloc}: {unreachable_reason(exc)}", unreachable=True)
+        return Transient(f"cannot reach {host_of(url)}: {unreachable_reason(exc)}", unreachable=True)
     if is_transient_error(exc):
         return Transient(scrub(str(exc)))
     return None

@@ -24,6 +24,11 @@ def shown(url: str) -> str:
     return _USERINFO.sub(r"\1…@", base, count=1) + ("?…" if sep else "")
 
 
+def host_of(url: str) -> str:
+    """``url``'s host and port, for messages: its netloc less a ``user:password@``."""
+    return urlsplit(url).netloc.rpartition("@")[2]
+
+
 _QUERY = re.compile(r"\?[^\s'\")]+")
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@?#]+@")
 

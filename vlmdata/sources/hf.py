@@ -25,7 +25,7 @@ import msgspec.structs
 from vlmdata.manifest import Source
 from vlmdata.net.errors import SourceFailed
 from vlmdata.net.retry import GaveUp, RetryPolicy, Transient, is_transient_status, is_unreachable, retry, unreachable_reason
-from vlmdata.net.urls import shown
+from vlmdata.net.urls import host_of, shown
 from vlmdata.sources.base import Candidate, Location, SourceKind
 from vlmdata.sources.http import url_candidate
 
@@ -170,7 +170,7 @@ def resolve(source: Source, endpoint: str | None, token: str | None = None,
         except Exception as e:  # noqa: BLE001 - sorted below: retry, or "try the next source"
             status = getattr(getattr(e, "response", None), "status_code", None)
             if is_unreachable(e):
-                raise Transient(f"{label}: cannot reach {urlsplit(endpoint).netloc}: {unreachable_reason(e)}",
+                raise Transient(f"{label}: cannot reach {host_of(endpoint)}: {unreachable_reason(e)}",
                                 unreachable=True) from None
             if (status is not None and is_transient_status(status)) or "Timeout" in type(e).__name__:
                 raise Transient(redact(f"{label}: {type(e).__name__}: {_first_line(e)}", token)) from None
