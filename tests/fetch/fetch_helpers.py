@@ -99,14 +99,16 @@ def wait_for(cond, timeout: float = 20.0, what: str = "condition") -> None:
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def sent_settled(server, timeout: float = 20.0) -> int:
-    """``server.sent()`` once no response body is still being sent. The server counts a block after
+def sent_settled(server, suffix: str = "", *, timeout: float = 20.0) -> int:
+    """``server.sent(suffix)`` once no response body is still being sent. The server counts a block after
     the socket has taken it, so a client (an in-process fetch above all) can have received every byte
     and returned while the thread that sent the last block has not counted it yet: on a loaded machine
     that thread may wait for the CPU or the GIL for tens of milliseconds. A body is counted as in flight
-    before its first byte, so once none is, everything a finished run received is counted."""
+    before its first byte, so once none is, everything a finished run received is counted (an early
+    read can only count less: an `== 0` or an upper bound would pass on it as falsely as an `==` fails).
+    For the count after the client finished, not for one taken while a transfer is meant to be running."""
     wait_for(lambda: server.in_flight == 0, timeout, "the server to finish sending")
-    return server.sent()
+    return server.sent(suffix)
 
 
 def kill(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> tuple[str, str]:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fetch_helpers import Fault
+from fetch_helpers import Fault, sent_settled
 
 from vlmdata.fetch.http import HttpEngine
 from vlmdata.net import splice
@@ -52,7 +52,7 @@ def test_plain_download_is_hashed_and_exact(files_server, blob, tmp_path):
     assert dest.read_bytes() == blob
     assert got.digests.sha256 == hashlib.sha256(blob).hexdigest() and got.digests.size == len(blob)
     assert not part_path(dest).exists() and not state_path(part_path(dest)).exists()
-    assert files_server.sent("f.bin") == len(blob)
+    assert sent_settled(files_server, "f.bin") == len(blob)
 
 
 def test_md5_too_when_asked(files_server, blob, tmp_path):
@@ -67,7 +67,7 @@ def test_dropped_connection_resumes_with_range(files_server, blob, tmp_path):
     assert dest.read_bytes() == blob
     ranges = [r for m, p, r in files_server.requests if p == "f.bin"]
     assert ranges == [None, f"bytes={1 << 20}-", f"bytes={2 << 20}-"]
-    assert files_server.sent("f.bin") == len(blob)  # no byte sent twice
+    assert sent_settled(files_server, "f.bin") == len(blob)  # no byte sent twice
     assert got.transferred == len(blob)
 
 
@@ -127,7 +127,7 @@ def test_no_range_support_restarts_cleanly(files_server, blob, tmp_path):
     dest = tmp_path / "f.bin"
     engine().download(f"{files_server.url}/f.bin", dest)
     assert dest.read_bytes() == blob
-    assert files_server.sent("f.bin") == (1 << 20) + len(blob)  # the restart fetched everything again
+    assert sent_settled(files_server, "f.bin") == (1 << 20) + len(blob)  # the restart fetched everything again
 
 
 def test_changed_file_is_not_stitched(files_server, blob, tmp_path):
@@ -159,7 +159,7 @@ def test_cancel_keeps_part_and_resume_finishes(files_server, blob, tmp_path):
     assert dest.read_bytes() == blob
     assert got.resumed_from == kept and got.transferred == len(blob) - kept
     # (the server may still flush a last slice of the cancelled connection after the reset)
-    assert files_server.sent("f.bin") <= len(blob) - kept + (64 << 10)
+    assert sent_settled(files_server, "f.bin") <= len(blob) - kept + (64 << 10)
 
 
 def test_segmented_download_equals_file(files_server, tmp_path):
@@ -210,7 +210,7 @@ def test_segmented_resume_after_cancel(files_server, tmp_path):
     got = engine(connections=4, min_split=1 << 20).download(f"{files_server.url}/big.bin", dest)
     assert dest.read_bytes() == data
     # (+ the probe's byte 0, and whatever the cancelled connections still flushed after the reset)
-    assert files_server.sent("big.bin") <= len(data) - done + (256 << 10)
+    assert sent_settled(files_server, "big.bin") <= len(data) - done + (256 << 10)
     assert got.transferred <= len(data) - done + 1
     assert got.resumed_from == done
 
@@ -246,7 +246,7 @@ def test_segmented_falls_back_without_ranges(files_server, tmp_path):
     got = engine(connections=4, min_split=1 << 20).download(f"{files_server.url}/big.bin", tmp_path / "b.bin")
     assert (tmp_path / "b.bin").read_bytes() == data
     assert got.connections == 1
-    assert files_server.sent("big.bin") == len(data)  # the probe's full answer was streamed, not thrown away
+    assert sent_settled(files_server, "big.bin") == len(data)  # the probe's full answer was streamed, not thrown away
 
 
 def test_single_part_continues_with_several_connections(files_server, tmp_path):
@@ -316,7 +316,7 @@ def test_no_validator_resumes_when_the_size_matches_and_says_so(files_server, bl
     files_server.reset()
     got = engine().download(f"{files_server.url}/f.bin", dest)
     assert dest.read_bytes() == blob
-    assert got.resumed_from == 1 << 20 and files_server.sent("f.bin") == len(blob) - (1 << 20)
+    assert got.resumed_from == 1 << 20 and sent_settled(files_server, "f.bin") == len(blob) - (1 << 20)
     assert files_server.requests == [("GET", "f.bin", f"bytes={1 << 20}-")]
     assert len(got.notes) == 1 and "no ETag or Last-Modified" in got.notes[0] and "size" in got.notes[0]
 
@@ -376,7 +376,7 @@ def test_no_validator_segmented_resume(files_server, tmp_path):
     assert dest.read_bytes() == data
     assert got.resumed_from == kept and any("no ETag or Last-Modified" in n for n in got.notes)
     assert all("If-Range" not in str(r) for r in files_server.requests)
-    assert files_server.sent("big.bin") <= len(data) - kept + (1 << 20)
+    assert sent_settled(files_server, "big.bin") <= len(data) - kept + (1 << 20)
 
 
 def test_segmented_pieces_go_out_in_file_order(files_server, tmp_path):

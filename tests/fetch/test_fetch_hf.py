@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from fetch_helpers import HubServer, file_toml, http, sha256
+from fetch_helpers import HubServer, file_toml, http, sent_settled, sha256
 
 from vlmdata.state import Journal
 
@@ -44,7 +44,7 @@ def test_lfs_file_through_the_cdn_redirect(cli, manifests, root, hub):
     assert r.code == 0, r.err
     assert (root / "t/chunk.bin").read_bytes() == data
     # the bytes came from the CDN origin, which never saw the token; the hub did
-    assert hub.cdn.sent() == len(data)
+    assert sent_settled(hub.cdn) == len(data)
     assert all(auth is None for _, auth in hub.cdn.auth_seen)
     assert any(auth == f"Bearer {hub.token}" for _, auth in hub.hub.auth_seen)
     # no second copy in the hub cache: only our downloads folder and the placed file

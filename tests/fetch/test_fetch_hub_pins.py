@@ -12,8 +12,8 @@ import signal
 from pathlib import Path
 
 import pytest
-from fetch_helpers import (Blob, Fault, HubServer, LoopbackServer, file_toml, kill, self_signed, sha256, start_fetch,
-                           subprocess_env, wait_for)
+from fetch_helpers import (Blob, Fault, HubServer, LoopbackServer, file_toml, kill, self_signed, sent_settled, sha256,
+                           start_fetch, subprocess_env, wait_for)
 
 from vlmdata.state import Journal, Root
 from vlmdata.state.partial import part_path
@@ -144,7 +144,7 @@ def test_update_moves_a_repo_to_the_branch_head_fetching_only_what_changed(cli, 
     assert f"from commit {HubServer.COMMIT} to {head}" in r.err and "removed 1 file(s)" in r.err
     want = {k: v for k, v in {**files, **changes}.items() if v is not None}
     assert tree(root / "models/tiny-model") == want  # the new commit's files, and no other
-    assert hub.cdn.sent() == len(new_extra)  # of the LFS files, only the changed one came again
+    assert sent_settled(hub.cdn) == len(new_extra)  # of the LFS files, only the changed one came again
     pins = lock_of(root)
     assert pins[REPO_KEY]["revision"] == head
     assert pins[f"{REPO_KEY}/config.json"]["sha256"] == sha256(changes["config.json"])  # replaced
@@ -209,7 +209,7 @@ def test_refetch_of_a_repo_mends_what_verify_finds_and_keeps_the_rest(cli, manif
     r = fetch(cli, manifests, root, hub, REPO_KEY, "--refetch")
     assert r.code == 0, r.err
     assert tree(root / "models/tiny-model") == files
-    assert hub.cdn.sent() == len(files["model.safetensors"])  # read back, not downloaded again: the others
+    assert sent_settled(hub.cdn) == len(files["model.safetensors"])  # read back, not downloaded again: the others
 
 
 @pytest.mark.parametrize("token", ["", "hf_" + "G" * 34], ids=["no-token", "token-without-access"])
@@ -301,7 +301,7 @@ def test_a_killed_fetch_of_a_repo_resumes_its_large_file_and_checks_it(manifests
     r = fetch(cli, manifests, root, hub, "tiny", "--connections", "1")
     assert r.code == 0, r.err
     assert (root / "models/tiny-model/model.safetensors").read_bytes() == big
-    assert hub.cdn.sent(cdn_path) == len(big) - kept  # resumed, not restarted
+    assert sent_settled(hub.cdn, cdn_path) == len(big) - kept  # resumed, not restarted
     assert hub.cdn.requests[0][2] == f"bytes={kept}-"
     # bytes damaged on disk while nothing ran: the resumed file fails its hash and is downloaded again
     Journal(root / ".vlmdata").forget(REPO_KEY)

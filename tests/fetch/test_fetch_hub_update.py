@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from fetch_helpers import HubServer, file_toml, sha256
+from fetch_helpers import HubServer, file_toml, sent_settled, sha256
 from test_fetch_hub_pins import DS_ID, REPO_ID, REPO_KEY, repo_toml  # (the same hub repo and its manifest)
 
 from vlmdata.state import Journal
@@ -72,7 +72,7 @@ def test_update_to_a_commit_where_the_file_is_unchanged_only_re_pins_it(cli, man
     assert r.code == 0, r.err
     assert gets(hub) == []  # the hub was asked about the file (HEAD), its bytes never sent
     assert hub.hub.count(f"{RESOLVE}main/data.json", "HEAD") >= 1
-    assert hub.cdn.requests == [] and hub.cdn.sent() == 0
+    assert hub.cdn.requests == [] and sent_settled(hub.cdn) == 0
     out = r.json()
     assert out["bytes"] == 0 and [f["state"] for f in out["files"]] == ["repinned"]
     assert f"from commit {HubServer.COMMIT} to {head}" in r.err and "re-pinned, not downloaded" in r.err
@@ -107,7 +107,7 @@ def test_update_downloads_a_file_that_changed_at_the_new_commit(cli, manifests, 
     r = fetch(cli, manifests, root, hub, "j", "--update", "--json")
     assert r.code == 0, r.err
     assert [f["state"] for f in r.json()["files"]] == ["fetched"] and r.json()["bytes"] == len(new)
-    assert len(gets(hub)) >= 1 and (hub.cdn.sent() if lfs else hub.hub.sent("data.json")) == len(new)
+    assert len(gets(hub)) >= 1 and (sent_settled(hub.cdn) if lfs else sent_settled(hub.hub, "data.json")) == len(new)
     assert placed.read_bytes() == new
     pin = lock_of(root)[KEY]
     assert (pin["revision"], pin["sha256"], pin["size"]) == (head, sha256(new), len(new))
@@ -128,7 +128,7 @@ def test_update_downloads_again_when_the_hub_gives_no_content_hash(cli, manifest
     r = fetch(cli, manifests, root, hub, "j", "--update", "--json")
     assert r.code == 0, r.err
     assert [f["state"] for f in r.json()["files"]] == ["fetched"]
-    assert hub.hub.count(f"{RESOLVE}main/data.json", "GET") == 1 and hub.hub.sent("data.json") == len(data)
+    assert hub.hub.count(f"{RESOLVE}main/data.json", "GET") == 1 and sent_settled(hub.hub, "data.json") == len(data)
     assert lock_of(root)[KEY]["revision"] == head and (root / "j/data.json").read_bytes() == data
 
 
@@ -150,7 +150,7 @@ def test_update_of_a_repo_re_pins_its_unchanged_git_files_without_downloading_th
     hub.cdn.reset()
     r = fetch(cli, manifests, root, hub, "tiny", "--update")
     assert r.code == 0, r.err
-    assert hub.hub.count("config.json", "GET") == 1 and hub.cdn.sent() == 0  # the changed file; no LFS bytes
+    assert hub.hub.count("config.json", "GET") == 1 and sent_settled(hub.cdn) == 0  # the changed file; no LFS bytes
     assert hub.hub.count("tokenizer.json", "GET") == (0 if blobs else 1)
     assert (stamp(tok) == before) == blobs and tok.read_bytes() == files["tokenizer.json"]
     assert lock_of(root)[f"{REPO_KEY}/tokenizer.json"]["revision"] == head

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fetch_helpers import file_toml, http, kill, sha256, start_fetch, wait_for
+from fetch_helpers import file_toml, http, kill, sent_settled, sha256, start_fetch, wait_for
 
 from vlmdata.state.partial import part_path, state_path
 from vlmdata.state import Root
@@ -45,7 +45,7 @@ def test_sigkill_then_rerun_fetches_only_the_rest(big, manifests, files_server, 
     r = cli(*args(manifests, root, "--connections", "1"))
     assert r.code == 0, r.err
     assert (root / "t/big.bin").read_bytes() == big
-    assert files_server.sent("big.bin") == SIZE - kept  # the finished bytes were not fetched again
+    assert sent_settled(files_server, "big.bin") == SIZE - kept  # the finished bytes were not fetched again
     assert files_server.requests[0][2] == f"bytes={kept}-"
 
 
@@ -74,7 +74,7 @@ def test_sigkill_segmented_then_rerun(big, manifests, files_server, root, cli):
     r = cli(*args(manifests, root, "--connections", "4", "--json"))
     assert r.code == 0, r.err
     assert (root / "t/big.bin").read_bytes() == big
-    sent = files_server.sent("big.bin")
+    sent = sent_settled(files_server, "big.bin")
     assert sent <= SIZE - done + (512 << 10), (sent, done)  # (+ a last slice the killed connections left in flight)
     assert r.json()["files"][0]["resumed_from"] >= done
 

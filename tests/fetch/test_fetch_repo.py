@@ -7,7 +7,7 @@ import json
 import os
 
 import pytest
-from fetch_helpers import Fault, HubServer, sha256
+from fetch_helpers import Fault, HubServer, sent_settled, sha256
 
 from vlmdata.state import Journal
 
@@ -54,7 +54,7 @@ def test_a_model_repo_is_fetched_file_by_file_and_pinned(cli, manifests, root, h
     got = {p.relative_to(placed).as_posix(): p.read_bytes() for p in placed.rglob("*") if p.is_file()}
     assert got == {k: v for k, v in files.items() if k != "README.md"}
     # LFS files came through the CDN redirect, with the hub's sha256 checked; nothing went to the HF cache
-    assert hub.cdn.sent() == len(files["model.safetensors"]) + len(files["sub/extra.safetensors"])
+    assert sent_settled(hub.cdn) == len(files["model.safetensors"]) + len(files["sub/extra.safetensors"])
     lock = json.loads((root / "vlmdata.lock").read_text())["files"]
     pin = lock[f"tiny:{REPO_ID}"]
     assert pin["revision"] == HubServer.COMMIT and pin["size"] == sum(len(v) for k, v in files.items() if k != "README.md")
@@ -138,8 +138,8 @@ def test_an_interrupted_repo_resumes_with_the_missing_file_only(cli, manifests, 
     r = run(cli, manifests, root, hub, "tiny")
     assert r.code == 0, r.err
     assert (root / "models/tiny-model/model.safetensors").read_bytes() == files["model.safetensors"]
-    assert hub.cdn.sent(big) == len(files["model.safetensors"])  # no byte twice
-    assert hub.cdn.sent() == hub.cdn.sent(big)  # the other files were not fetched again
+    assert sent_settled(hub.cdn, big) == len(files["model.safetensors"])  # no byte twice
+    assert sent_settled(hub.cdn) == sent_settled(hub.cdn, big)  # the other files were not fetched again
     assert any(rng for _, p, rng in hub.cdn.requests if p == big)  # a Range request resumed it
 
 

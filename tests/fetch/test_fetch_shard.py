@@ -77,11 +77,11 @@ def test_a_part_is_left_to_the_process_that_holds_its_whole_file(server, manifes
         held = runner.run(task)
     finally:
         other.release()
-    assert held.outcome.state == "present" and server.sent() == 0
+    assert held.outcome.state == "present" and sent_settled(server) == 0
     assert not root.download_path("split", task.part).exists()
     free = runner.run(task)  # nobody on the whole file: the part is this task's
     assert free.outcome.state == "fetched", free.outcome.error
-    assert server.sent() == spec.parts[0].size and root.download_path("split", task.part).exists()
+    assert sent_settled(server) == spec.parts[0].size and root.download_path("split", task.part).exists()
 
 
 def test_a_shard_split_is_deterministic_disjoint_and_even(demo):
