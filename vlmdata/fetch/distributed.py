@@ -22,6 +22,7 @@ from vlmdata.fetch.threads import run_in_threads
 from vlmdata.fetch.worker import TaskResult, TaskRunner
 from vlmdata.manifest import Catalog, FileSpec
 from vlmdata.net.client import Client
+from vlmdata.net.errors import Cancelled
 from vlmdata.sources import kind_of
 from vlmdata.state import Root
 
@@ -104,6 +105,10 @@ class DistributedFetch:
         except VlmdataError as e:
             self.outcomes[spec.key] = FileOutcome(spec.key, "failed", spec.place.to, error=e.what, hint=e.hint)
             return
+        except Cancelled:  # (interrupted while waiting for a claim: the list's download, its report)
+            self.outcomes[spec.key] = FileOutcome(spec.key, "cancelled", spec.place.to,
+                                                  error="interrupted; the next run does what is left")
+            return
         except OSError as e:  # (the root's filesystem: its records, its claims)
             self.outcomes[spec.key] = FileOutcome(spec.key, "failed", spec.place.to, error=f"{spec.key}: {e}")
             return
@@ -138,7 +143,9 @@ class DistributedFetch:
         opt, root = self.runner.opt, self.runner.root
         session = Client(pool_size=2)
         try:
-            path = list_file(spec, src, root, session, opt.mirror, opt.retry, opt.timeout)
+            # (under the list's claim: one process downloads it, the others wait and read what it stored)
+            path = list_file(spec, src, root, session, opt.mirror, opt.retry, opt.timeout,
+                             claimed=self.runner.fetcher.downloader.claimed)
         finally:
             session.close()
         for t in chunk_tasks(spec, iter_entries(path, src), self.runner.opt.url_chunk):

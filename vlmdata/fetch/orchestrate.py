@@ -209,7 +209,7 @@ class Fetcher:
         try:
             res = fetch_url_list(spec, src, self.root, session=session, jobs=self.opt.url_jobs, mirror=self.opt.mirror,
                                  progress=bar.update, policy=self.opt.retry, timeout=self.opt.timeout,
-                                 cancel=self.cancel)
+                                 cancel=self.cancel, claimed=self.downloader.claimed)
         finally:
             bar.close()
             session.close()

@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from http.client import HTTPException
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, ContextManager, Iterator
 from urllib.parse import urlsplit
 
 from vlmdata import atomic
@@ -33,7 +33,7 @@ from vlmdata.net.urls import is_local, rewrite, shown
 from vlmdata.state import Root
 
 __all__ = ["DeadUrl", "FailedUrl", "UrlListResult", "check_online", "fetch_url_list", "finish", "iter_entries",
-           "list_file", "report_path", "write_report"]
+           "list_claim_key", "list_file", "list_path", "report_path", "write_report"]
 
 
 @dataclass
@@ -55,22 +55,48 @@ def report_path(root: Root, dataset: str) -> Path:
 
 
 def list_file(spec: FileSpec, source: Source, root: Root, session: Client, mirror: str | None,
-              policy: RetryPolicy, timeout: float) -> Path:
-    """The list on disk: ``source.path`` under the root, else ``source.url`` downloaded first."""
+              policy: RetryPolicy, timeout: float,
+              claimed: Callable[[str], ContextManager[object]] | None = None) -> Path:
+    """The list on disk: ``source.path`` under the root, else ``source.url`` downloaded first.
+
+    A list downloaded earlier (it appears whole, by a rename) is used as it is. ``claimed``: a fetch
+    that other processes share the root with (``--shard``, ``--ray``) downloads the list under its
+    claim (``list_claim_key``), so one of them downloads it and the others wait for that one and read
+    the stored list; a one-machine fetch takes the same claim, as it may share the root with them.
+    """
     if source.path:
         p = root.store_path(source.path)
         if p.is_file():
             return p
     if source.url:
-        dest = root.download_path(spec.dataset, Path(urlsplit(source.url).path).name or "urllist")
+        dest = list_path(spec, source, root)
         if dest.is_file():
             return dest
-        data = _get_list(source.url, session, mirror, policy, timeout)
-        atomic.write_bytes(dest, data)
+        if claimed is None:
+            atomic.write_bytes(dest, _get_list(source.url, session, mirror, policy, timeout))
+            return dest
+        with claimed(list_claim_key(spec, source)):
+            if not dest.is_file():  # (not stored by the process whose claim this one waited for)
+                atomic.write_bytes(dest, _get_list(source.url, session, mirror, policy, timeout))
         return dest
     raise OperationError(
         f"{spec.key}: the URL list {source.path} is not under the root {root.path}",
         hint=(source.note or "download it first") + f"; it must be at {root.store_path(source.path or '')}")
+
+
+def list_path(spec: FileSpec, source: Source, root: Root) -> Path:
+    """Where a list named by ``source.url`` is stored: the root's downloads folder of its dataset."""
+    return root.download_path(spec.dataset, _list_name(source))
+
+
+def list_claim_key(spec: FileSpec, source: Source) -> str:
+    """The claim its download is made under (``ocr_vqa:dataset.json#list``): one per stored list, apart
+    from the file's own claim and its chunks' (``ocr_vqa:images#000003``)."""
+    return f"{spec.dataset}:{_list_name(source)}#list"
+
+
+def _list_name(source: Source) -> str:
+    return Path(urlsplit(source.url or "").path).name or "urllist"
 
 
 def _get_list(url: str, session: Client, mirror: str | None, policy: RetryPolicy, timeout: float) -> bytes:
@@ -143,19 +169,21 @@ def iter_entries(path: Path, source: Source) -> Iterator[tuple[str, str]]:
 def fetch_url_list(spec: FileSpec, source: Source, root: Root, *, session: Client, jobs: int,
                    mirror: str | None, progress: Callable[[int], None] | None = None,
                    policy: RetryPolicy | None = None, timeout: float = 60.0,
-                   cancel: threading.Event | None = None) -> UrlListResult:
+                   cancel: threading.Event | None = None,
+                   claimed: Callable[[str], ContextManager[object]] | None = None) -> UrlListResult:
     """Download every image of the list into ``root/spec.place.to`` as ``<id>.<place.ext>``.
 
     ``progress`` is called with 1 for each record handled (saved, skipped, dead or failed), so it
     can drive a bar counted in images. ``policy`` says how often a transient failure (timeout,
     5xx, 429) is tried again, ``timeout`` how many seconds without data end a try; ``session``
-    downloads the list itself when it is not on disk; ``cancel`` stops taking new records. Returns
+    downloads the list itself when it is not on disk (under ``claimed``: see list_file); ``cancel``
+    stops taking new records. Returns
     counts and the dead/failed records; the same goes into the report JSON at
     ROOT/.vlmdata/reports/<dataset>-urllist.json.
     """
     policy = policy or RetryPolicy()
     started = time.time()
-    entries = iter_entries(list_file(spec, source, root, session, mirror, policy, timeout), source)
+    entries = iter_entries(list_file(spec, source, root, session, mirror, policy, timeout, claimed), source)
     res = fetch_images(entries, root.store_path(spec.place.to), ext=spec.place.ext, jobs=jobs, mirror=mirror,
                        policy=policy, timeout=timeout, progress=progress, cancel=cancel)
     check_online(spec.key, res)
