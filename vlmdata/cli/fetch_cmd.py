@@ -15,7 +15,9 @@ from vlmdata.net.urls import check_base
 from vlmdata.units import human_bytes
 
 if TYPE_CHECKING:
+    from vlmdata.fetch.orchestrate import Fetcher
     from vlmdata.manifest import FileSpec
+    from vlmdata.plan import Plan
     from vlmdata.state import Root
 
 DEFAULTS = FetchOptions()  # (the options' defaults: one place, the class)
@@ -111,11 +113,9 @@ def fetch_cmd(
             if not force:
                 plan.require_fits(root.path, "free some space, choose another --root, fetch fewer datasets at a time, "
                                              "or pass --force")
-            settings.info(f"fetching {len(todo)} of {len(specs)} file(s) into {root.path} "
-                          f"({human_bytes(plan.download_bytes)} to download"
-                          + (f", {len(plan.unknown)} of unknown size" if plan.unknown else "") + ")"
-                          + (f" on the Ray cluster at {ray}" if ray else f", shard {mode}" if shard else ""))
-            progress.total_bytes = plan.download_bytes or None
+            where = f" on the Ray cluster at {ray}" if ray else f", shard {mode}" if shard else ""
+            line, progress.total_bytes = _announce(root, specs, todo, plan, fetcher, where)
+            settings.info(line)
         try:
             if ray and todo:
                 from vlmdata.fetch.ray_runner import run_on_ray
@@ -135,9 +135,38 @@ def fetch_cmd(
             _renew_views(settings, cat, root, report, built=lay if not report.failed else None)
         if lay is not None and not report.failed:
             _build_view(settings, lay, root, report, specs, opts, shared=bool(shard))
-    _summarise(settings, report)
+    _summarise(settings, report, update)
     if report.failed:
         raise _failure(report.failed, len(specs))
+
+
+def _announce(root: Root, specs: list[FileSpec], todo: list[FileSpec], plan: Plan, fetcher: Fetcher,
+              where: str) -> tuple[str, int | None]:
+    """The line said before the run, and the bytes it expects to download (None: not known before).
+
+    With --update a placed Hub file (or repo) is first only asked about at its branch's newest commit:
+    it is re-pinned without a download when the hub proves its bytes unchanged, else downloaded, so
+    what it costs is known only once the hub answers; such files are counted apart from the files
+    to download, and so is a file to download whose size only its pin at the old commit gives."""
+    checked = {s.key for s in fetcher.rechecked(todo)}
+    moving = {s.key for s in todo if fetcher.downloader.spec_moves(s) and not s.size_is_exact}
+    if not checked and not moving:  # (the line of every fetch without --update)
+        return (f"fetching {len(todo)} of {len(specs)} file(s) into {root.path} "
+                f"({human_bytes(plan.download_bytes)} to download"
+                + (f", {len(plan.unknown)} of unknown size" if plan.unknown else "") + ")" + where,
+                plan.download_bytes or None)
+    items = [i for i in plan.items if i.key not in checked]
+    known = sum(i.download_bytes or 0 for i in items if i.key not in moving)
+    unknown = sum(i.key in moving or i.download_bytes is None for i in items)
+    how = "re-pinned without a download if unchanged, downloaded if changed (the bytes are known once the Hub answers)"
+    if not items:
+        return (f"checking {len(checked)} of {len(specs)} file(s) in {root.path} for updates (pinned Hub files)"
+                f"{where}: {how}", None)
+    line = (f"fetching {len(items)} of {len(specs)} file(s) into {root.path} ({human_bytes(known)} to download"
+            + (f", {unknown} of unknown size" if unknown else "") + ")" + where)
+    if checked:
+        line += f"; checking {len(checked)} pinned Hub file(s) for updates: {how}"
+    return line, (known or None) if not checked else None
 
 
 def _mode(ray: str | None, shard: str | None):
@@ -175,10 +204,10 @@ def _build_view(settings: Settings, lay, root: Root, report: FetchReport, specs:
         if shared and "another vlmdata command" in e.what:
             settings.info(f"the {lay.name} view is left to the shard that finishes last, or to `{what}`")
             return
-        _summarise(settings, report)  # what was fetched is placed; only the view failed
+        _summarise(settings, report, opts.update)  # what was fetched is placed; only the view failed
         raise
     except VlmdataError:
-        _summarise(settings, report)
+        _summarise(settings, report, opts.update)
         raise
     report.layout = {"name": lay.name, "folder": str(res.folder), "hardlinks": res.hardlinks,
                      "symlinks": res.symlinks, "existing": res.existing, "missing": res.missing,
@@ -233,7 +262,8 @@ def _all_present(root: Root, specs: list[FileSpec], opts: FetchOptions, settings
     return True
 
 
-def _summarise(settings: Settings, report: FetchReport) -> None:
+def _summarise(settings: Settings, report: FetchReport, update: bool = False) -> None:
+    """The outcome of every file, then the counts (``update``: the re-pinned ones said even when none)."""
     if settings.json:
         settings.emit_json(report.to_json())
         return
@@ -250,7 +280,8 @@ def _summarise(settings: Settings, report: FetchReport) -> None:
     present = sum(o.state == "present" for o in report.outcomes)
     fetched = sum(o.state == "fetched" for o in report.outcomes)
     repinned = sum(o.state == "repinned" for o in report.outcomes)
-    echo(f"{fetched} fetched, " + (f"{repinned} re-pinned without a download (unchanged), " if repinned else "")
+    said = f"{repinned} re-pinned without a download (unchanged), " if repinned or update else ""
+    echo(f"{fetched} fetched, " + said
          + f"{present} already present, {len(report.failed)} failed; "
          f"{human_bytes(report.network_bytes)} downloaded in {report.seconds:.1f} s", err=True)
     for v in report.renewed:

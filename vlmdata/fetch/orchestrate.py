@@ -71,6 +71,20 @@ class Fetcher:
         return not self.opt.refetch and not self.downloader.spec_moves(spec) \
             and satisfied(self.root, entries, spec, self.opt.wanted_tag)
 
+    def rechecked(self, todo: list[FileSpec]) -> list[FileSpec]:
+        """--update: the files of ``todo`` already placed that are first only asked about at their branch's
+        newest commit: a Hub file is re-pinned when the hub proves its bytes unchanged (vlmdata.fetch.repin),
+        a repo downloads only its changed files. What they will download is known only once the hub answers."""
+        if not self.opt.update or self.opt.refetch or not todo:
+            return []
+        from vlmdata.fetch.repin import candidate
+
+        entries, pins = self.journal.entries(), self.downloader.lock.entries()
+        tag = self.opt.wanted_tag
+        return [s for s in todo if self.downloader.spec_moves(s) and (
+            satisfied(self.root, entries, s, tag) if s.place.kind == "repo"
+            else candidate(s, self.downloader, pins.get(s.key), entries.get(s.key), tag))]
+
     def run(self, specs: list[FileSpec], todo: list[FileSpec] | None = None) -> FetchReport:
         """Fetch ``specs``; ``todo`` is what ``self.todo(specs)`` returned, if the caller already asked."""
         t0 = time.monotonic()

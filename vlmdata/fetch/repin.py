@@ -38,13 +38,10 @@ class Repinned:
 def repin(spec: FileSpec, down: VerifiedDownloader, journal: Journal, wanted_tag: str | None) -> Repinned | None:
     """Re-pin ``spec`` (a placed Hub file `--update` moves) to its branch's newest commit when the hub
     proves its bytes there are the pinned ones; None: it must be downloaded (or the hub said nothing)."""
-    if spec.parts or spec.sha256 is not None or down.mirror or not down.spec_moves(spec):
-        return None  # (under --mirror the download tries the mirror first: the hub is not asked ahead of it)
     pin = down.lock.get(spec.key)
     entry = journal.entries().get(spec.key)
     src = _pinned_source(spec, pin)
-    if src is None or pin is None or entry is None or entry.sha256 != pin.sha256 \
-            or not satisfied(down.root, {spec.key: entry}, spec, wanted_tag):
+    if src is None or pin is None or entry is None or not candidate(spec, down, pin, entry, wanted_tag):
         return None
     try:
         loc = HubFile(src, KIND.describe(src)).locate(down.hub)
@@ -54,6 +51,17 @@ def repin(spec: FileSpec, down: VerifiedDownloader, journal: Journal, wanted_tag
         return None
     move_pin(down, journal, entry, pin, source=loc.label, revision=loc.revision, blob=pin.blob)
     return Repinned(pin.sha256, pin.size, loc.label, loc.revision, pin.revision)
+
+
+def candidate(spec: FileSpec, down: VerifiedDownloader, pin: LockEntry | None, entry: JournalEntry | None,
+              wanted_tag: str | None) -> bool:
+    """What the root alone tells (no request) of whether ``spec`` may be re-pinned: a Hub file `--update`
+    moves, placed as the bytes its lock pin ``pin`` names (``entry``: its journal entry), from the manifest's
+    ``hf`` source that pin was made from. Only then is the hub asked; any other file is downloaded."""
+    if spec.parts or spec.sha256 is not None or down.mirror or not down.spec_moves(spec):
+        return False  # (under --mirror the download tries the mirror first: the hub is not asked ahead of it)
+    return pin is not None and entry is not None and entry.sha256 == pin.sha256 \
+        and _pinned_source(spec, pin) is not None and satisfied(down.root, {spec.key: entry}, spec, wanted_tag)
 
 
 def move_pin(down: VerifiedDownloader, journal: Journal, entry: JournalEntry, pin: LockEntry | None, *,
