@@ -27,6 +27,13 @@ def _tempfile() -> ModuleType:
     return tempfile
 
 
+# Bytes per write (or splice) of a download into its file. The kernel backs a write of n bytes with
+# page-cache folios of up to n; on the project's 2-core VM, whose fresh page cache is faulted in from
+# its host, 1 MiB writes took 1.2-2.0 s of system time per GiB where 64-512 KiB ones took 0.7-0.8 s,
+# alternated run by run (bench/RESULTS.md); a piece this size costs a system call per 256 KiB.
+WRITE_PIECE = 256 << 10
+
+
 def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     """``os.write`` until all of ``data`` is written (a write may take only part of it); the
     usual single write makes no memoryview (zip extraction calls this per member)."""

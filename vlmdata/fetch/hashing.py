@@ -10,24 +10,26 @@ copied in user space besides the one copy out of the socket, and no buffer is al
 time of a 1 GiB download). ``feed(bytes)`` is for callers that already hold bytes. A download
 spliced into its file (vlmdata.net.splice) never passes through a buffer of ours: its caller
 says how far the file has grown (``file_grew``) and the hasher reads the new bytes from the page
-cache through a memory map, as it reads a resumed download's first part.
+cache, as it reads a resumed download's first part.
 
 ``hash_file`` hashes what is on disk (the start of a resumed ``.part``, a kept archive, the
-finished prefix of a segmented download) through a read-only memory map of the page cache: one
-pass over the bytes, no copy.
+finished prefix of a segmented download). Bytes already in a file are read into one small buffer
+of the hasher's, reused, and hashed there while it sits in the core's cache: on the 2-core VM
+this was 0.71 s per GiB of CPU against 1.22-1.34 s for hashing the same page cache through a
+memory map (every 4 KiB page a TLB miss, walked through the host's tables too, and a map, a
+fault per 64 KiB and an unmap for each slice of a growing file), though the read costs a copy.
 """
 from __future__ import annotations
 
 import hashlib
-import mmap
 import os
 import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-BLOCK = 4 << 20  # bytes hashed per call when hashing a file
-WINDOW = 64 << 20  # bytes of a file mapped at a time
+BLOCK = 4 << 20  # bytes hashed per call when hashing a file (git_blob_id)
+READ = 256 << 10  # bytes read from a file per call: small enough to stay in the core's L2 until hashed
 SLOT = 1 << 20  # bytes per receive buffer
 SLOTS = 8  # receive buffers in flight between the receiving thread and the hasher
 
@@ -46,6 +48,7 @@ class Hashes:
         self.sha = hashlib.sha256()
         self.md5 = hashlib.md5() if md5 else None
         self.size = 0
+        self._buf: memoryview | None = None  # (update_from's, made on its first use)
 
     def update(self, data: bytes | memoryview) -> None:
         self.sha.update(data)
@@ -55,19 +58,15 @@ class Hashes:
 
     def update_from(self, fd: int, start: int, end: int) -> None:
         """Hash bytes ``[start, end)`` of the open file ``fd``, which must hold them (and not shrink meanwhile)."""
-        pos = start
+        if self._buf is None:
+            self._buf = memoryview(bytearray(READ))
+        buf, pos = self._buf, start
         while pos < end:
-            # a window of the file at a time (offsets are multiples of the allocation granularity)
-            base = pos - pos % mmap.ALLOCATIONGRANULARITY
-            stop = min(end, base + WINDOW)
-            with mmap.mmap(fd, stop - base, access=mmap.ACCESS_READ, offset=base) as m:
-                view = memoryview(m)
-                try:
-                    for a in range(pos - base, stop - base, BLOCK):
-                        self.update(view[a:min(a + BLOCK, stop - base)])
-                finally:
-                    view.release()
-            pos = stop
+            n = os.preadv(fd, [buf[:min(READ, end - pos)]], pos)
+            if n <= 0:
+                raise OSError(f"the file ended at byte {pos:,}, before {end:,}: it was cut short while being hashed")
+            self.update(buf[:n])
+            pos += n
 
     def digests(self) -> Digests:
         return Digests(self.size, self.sha.hexdigest(), self.md5.hexdigest() if self.md5 is not None else None)

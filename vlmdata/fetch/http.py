@@ -25,7 +25,7 @@ writing overlap.
 
 Several connections on one file (``connections > 1``) work like aria2c, with the pieces handed
 out in file order (vlmdata.fetch.segments) so the hashing thread, which follows the
-contiguous prefix through a memory map of the page cache, is never far behind; their progress
+contiguous prefix from the page cache, is never far behind; their progress
 goes to the sidecar every ``SAVE_EVERY`` seconds. Only the sha256 (and md5 when the manifest
 gives one) is computed here; whether it is the *right* hash is decided by the caller, which never
 places a file that does not match.
@@ -498,7 +498,7 @@ class HttpEngine:
 
     def _follow_hash(self, part: Path, size: int, sched: "Scheduler", md5: bool, stop: threading.Event,
                      out: list[Digests]) -> None:
-        """Hash the finished prefix as it grows, from the page cache (a memory map), until all ``size`` bytes are in."""
+        """Hash the finished prefix as it grows, from the page cache, until all ``size`` bytes are in."""
         h = Hashes(md5)
         fd = os.open(part, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import queue
 import threading
 
-from vlmdata.atomic import write_all
+from vlmdata.atomic import WRITE_PIECE, write_all
 from vlmdata.fetch.hashing import StreamHasher
 
 # (slot, start, end, full): bytes start:end of the slot; full: the slot ends there, hash it
@@ -69,7 +69,8 @@ class WriteBehind:
             slot, start, end, full = item
             if self._error is None:
                 try:
-                    write_all(self.fd, view(slot)[start:end])
+                    for a in range(start, end, WRITE_PIECE):  # (atomic.WRITE_PIECE says why in pieces)
+                        write_all(self.fd, view(slot)[a:min(end, a + WRITE_PIECE)])
                 except BaseException as e:  # raised in the receiving thread
                     self._error = e
             if full:  # (after an error too: the hasher gives the slot back, the receiver never waits forever)

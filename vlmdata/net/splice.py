@@ -4,7 +4,7 @@ Why: received with ``recv`` and written with ``write``, every byte is copied out
 and back in; on the project's 2-core machine that was ~1 s of system time per GiB in the
 receiving thread and ~0.5 s in the writing one, beside the 0.75 s of sha256. Spliced, the
 socket's pages go to a pipe without a copy and from the pipe into the page cache with one; the
-hasher then reads them from the page cache through a memory map (vlmdata.fetch.hashing). A
+hasher then reads them from the page cache into a small buffer (vlmdata.fetch.hashing). A
 stand-alone prototype moved and hashed 1 GiB over loopback in 0.96-1.03 s of wall time and
 ~1.5 CPU-s, against the recv/write/hash threads' 1.6 s and 2.6-2.8 CPU-s (bench/RESULTS.md).
 
@@ -25,12 +25,13 @@ import select
 import time
 from typing import TYPE_CHECKING, Callable
 
+from vlmdata.atomic import WRITE_PIECE  # (bytes per move into the file: atomic says why)
 from vlmdata.net.errors import Cancelled
 
 if TYPE_CHECKING:
     import socket
 
-PIPE_SIZE = 1 << 20  # bytes per move (the default pipe holds 64 KiB; an unprivileged process may ask for 1 MiB)
+PIPE_SIZE = 1 << 20  # bytes per move out of the socket (the default pipe holds 64 KiB; an unprivileged process may ask for 1 MiB)
 CHECK_EVERY = 0.2  # seconds between looks at the stop signal while the socket is quiet
 
 
@@ -99,7 +100,7 @@ class SocketToFile:
     def _put(self, fd: int, pos: int, n: int) -> int:
         if not self._copy:
             try:
-                return os.splice(self.r, fd, n, offset_dst=pos, flags=os.SPLICE_F_MOVE)
+                return os.splice(self.r, fd, min(n, WRITE_PIECE), offset_dst=pos, flags=os.SPLICE_F_MOVE)
             except OSError as e:
                 if e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
                     raise
