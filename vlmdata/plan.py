@@ -6,7 +6,10 @@ remaining download plus every unpacked size, as if all archives existed at once 
 deletion (they can, with --jobs > 1). No request is sent: a size the manifest leaves unknown is
 taken from the root's vlmdata.lock (what the first verified download measured, on any machine)
 or, for a Hub repo, from its file list as last fetched; a Hub source on a branch shows the commit
-that lock pins, which is what a fetch asks for.
+that lock pins, which is what a fetch asks for. With ``update`` (`fetch --update`) such a file or repo
+is asked for at the branch's newest commit instead: one placed as pinned is "check" (the hub is asked
+first: re-pinned if unchanged, downloaded if changed, which only its answer tells), any other is
+fetched at a size its old pin cannot promise (unknown), as the run's line before it says.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import msgspec.structs
 from vlmdata.errors import OperationError
 from vlmdata.manifest import FileSpec, Source
 from vlmdata.sources import kind_of
-from vlmdata.sources.hf import pinned_revision
+from vlmdata.sources.hf import pinned_revision, spec_moves_on_update
 from vlmdata.state import (Journal, LockEntry, LockFile, Root, is_placed, partial_bytes, reserved_bytes, satisfied,
                            subset_tag)
 from vlmdata.units import human_bytes
@@ -33,6 +36,7 @@ class PlanItem:
     source: str
     to: str
     state: str  # present | partial | missing | subset (placed in part; the whole archive is asked for)
+    # | check (--update: placed, asked about at the branch's newest commit; its download known only then)
     download_bytes: int | None  # still to download (None = unknown)
     size_exact: bool
     disk_bytes: int | None  # disk this file needs from now on
@@ -55,7 +59,12 @@ class Plan:
 
     @property
     def unknown(self) -> list[str]:
-        return [i.key for i in self.items if i.state != "present" and i.download_bytes is None]
+        return [i.key for i in self.items if i.state not in ("present", "check") and i.download_bytes is None]
+
+    @property
+    def checked(self) -> list[str]:
+        """--update: the placed files and repos only asked about first (vlmdata.fetch.repin.rechecked)."""
+        return [i.key for i in self.items if i.state == "check"]
 
     @property
     def fits(self) -> bool:
@@ -69,7 +78,7 @@ class Plan:
                 hint=hint)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "items": [asdict(i) for i in self.items],
             "download_bytes": self.download_bytes,
             "disk_bytes": self.disk_bytes,
@@ -77,6 +86,9 @@ class Plan:
             "fits": self.fits,
             "unknown_sizes": self.unknown,
         }
+        if self.checked:  # (--update only)
+            out["to_check"] = self.checked
+        return out
 
 
 def first_source(spec: FileSpec, mirror_base: str | None, hf_endpoint: str | None,
@@ -90,15 +102,25 @@ def first_source(spec: FileSpec, mirror_base: str | None, hf_endpoint: str | Non
 
 
 def plan_files(root: Root, specs: list[FileSpec], *, mirror_base: str | None = None,
-               hf_endpoint: str | None = None, wanted_tag: str | None = None, refetch: bool = False) -> Plan:
+               hf_endpoint: str | None = None, wanted_tag: str | None = None, refetch: bool = False,
+               update: bool = False) -> Plan:
     """``wanted_tag``: the digest of --only-referenced-by's names; archives are then placed in part.
-    ``refetch``: what is placed is fetched again, so it counts as missing (with its bytes)."""
+    ``refetch``: what is placed is fetched again, so it counts as missing (with its bytes).
+    ``update``: `fetch --update`: Hub files and repos only the lock pins are asked for at the manifest's
+    revision; those placed as pinned are "check", the others are fetched at a size not known yet. Their
+    disk still counts their pinned size (as if they all changed), as the run's disk check does."""
     entries = Journal(root.state_dir).entries()
     pins = LockFile(root.lock_path).entries()
     plan = Plan(free_bytes=root.free_bytes())
+    checked: set[str] = set()
+    if update and not refetch:
+        from vlmdata.fetch.repin import rechecked
+
+        checked = {s.key for s in rechecked(specs, root, entries, pins, mirror=mirror_base, wanted_tag=wanted_tag)}
     for spec in specs:
         size, exact = spec.download_bytes, spec.size_is_exact
         pin = pins.get(spec.key)
+        moving = update and spec_moves_on_update(spec)  # (asked for at the manifest's revision, not the pin's)
         listed = None
         if spec.place.kind == "repo":  # once listed, a repo's bytes are known exactly (vlmdata.fetch.repo)
             from vlmdata.fetch.repo import repo_disk_bytes
@@ -108,7 +130,7 @@ def plan_files(root: Root, specs: list[FileSpec], *, mirror_base: str | None = N
             size, exact = listed, True
         elif not exact and pin is not None:  # (a repo's pin holds its total: its files, as listed when pinned)
             size, exact = pin.size, True
-        placed = not refetch and satisfied(root, entries, spec, wanted_tag)
+        placed = not refetch and not moving and satisfied(root, entries, spec, wanted_tag)
         partial = 0 if placed else partial_bytes(root, spec)
         subset = wanted_tag is not None and spec.place.kind == "extract"
         if placed:
@@ -120,7 +142,11 @@ def plan_files(root: Root, specs: list[FileSpec], *, mirror_base: str | None = N
             disk = _subset_disk(spec, remaining) if subset else _disk_needed(spec, remaining, size)
             if disk and partial and remaining:  # (blocks an unfinished download already set aside for the rest)
                 disk -= min(remaining, reserved_bytes(root, spec))
-        source = first_source(spec, mirror_base, hf_endpoint, pin)
+        if spec.key in checked:
+            state, remaining, exact = "check", None, False
+        elif moving and not spec.size_is_exact:  # (its pin's size is the old commit's)
+            remaining, exact = None, False
+        source = first_source(spec, mirror_base, hf_endpoint, None if moving else pin)
         plan.items.append(PlanItem(
             key=spec.key, dataset=spec.dataset, file=spec.name,
             source=source, to=spec.place.to, state=state,

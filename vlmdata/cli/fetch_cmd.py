@@ -6,16 +6,15 @@ from typing import TYPE_CHECKING, List, Optional
 
 from vlmdata.cli.echo import echo
 from vlmdata.cli.params import Argument, Option
-from vlmdata.cli.plan_cmd import ONLY_REFERENCED_HELP, show_plan, wanted_names
+from vlmdata.cli.plan_cmd import ONLY_REFERENCED_HELP, UPDATE_CHECK, show_plan, wanted_names
 from vlmdata.cli.selection import RECIPE_HELP, select
 from vlmdata.cli.settings import Settings
 from vlmdata.errors import Interrupted, OperationError, UserError, VlmdataError
-from vlmdata.fetch.outcome import FetchOptions, FetchReport, present_outcome
+from vlmdata.fetch.outcome import FetchOptions, FetchReport, present_outcome, repo_files_said
 from vlmdata.net.urls import check_base
 from vlmdata.units import human_bytes
 
 if TYPE_CHECKING:
-    from vlmdata.fetch.orchestrate import Fetcher
     from vlmdata.manifest import FileSpec
     from vlmdata.plan import Plan
     from vlmdata.state import Root
@@ -78,7 +77,7 @@ def fetch_cmd(
     """
     mode = _mode(ray, shard)
     if dry_run:
-        show_plan(settings, names, layout, only_referenced_by, recipe, refetch=refetch)
+        show_plan(settings, names, layout, only_referenced_by, recipe, refetch=refetch, update=update)
         return
     cat = settings.catalog
     sel = select(cat, names, layout, recipe)
@@ -109,12 +108,12 @@ def fetch_cmd(
             settings.info(f"everything is already here ({len(specs)} file(s) in {root.path}); nothing to download")
         else:
             plan = plan_files(root, todo, mirror_base=settings.mirror, hf_endpoint=settings.hf_endpoint, wanted_tag=tag,
-                              refetch=refetch or update)
+                              refetch=refetch, update=update)
             if not force:
                 plan.require_fits(root.path, "free some space, choose another --root, fetch fewer datasets at a time, "
                                              "or pass --force")
             where = f" on the Ray cluster at {ray}" if ray else f", shard {mode}" if shard else ""
-            line, progress.total_bytes = _announce(root, specs, todo, plan, fetcher, where)
+            line, progress.total_bytes = _announce(root, specs, plan, where)
             settings.info(line)
         try:
             if ray and todo:
@@ -140,32 +139,26 @@ def fetch_cmd(
         raise _failure(report.failed, len(specs))
 
 
-def _announce(root: Root, specs: list[FileSpec], todo: list[FileSpec], plan: Plan, fetcher: Fetcher,
-              where: str) -> tuple[str, int | None]:
-    """The line said before the run, and the bytes it expects to download (None: not known before).
+def _announce(root: Root, specs: list[FileSpec], plan: Plan, where: str) -> tuple[str, int | None]:
+    """The line said before the run (``plan``: of the files to do), and the bytes it expects to download
+    (None: not known before).
 
     With --update a placed Hub file (or repo) is first only asked about at its branch's newest commit:
     it is re-pinned without a download when the hub proves its bytes unchanged, else downloaded, so
-    what it costs is known only once the hub answers; such files are counted apart from the files
-    to download, and so is a file to download whose size only its pin at the old commit gives."""
-    checked = {s.key for s in fetcher.rechecked(todo)}
-    moving = {s.key for s in todo if fetcher.downloader.spec_moves(s) and not s.size_is_exact}
-    if not checked and not moving:  # (the line of every fetch without --update)
-        return (f"fetching {len(todo)} of {len(specs)} file(s) into {root.path} "
-                f"({human_bytes(plan.download_bytes)} to download"
-                + (f", {len(plan.unknown)} of unknown size" if plan.unknown else "") + ")" + where,
-                plan.download_bytes or None)
-    items = [i for i in plan.items if i.key not in checked]
-    known = sum(i.download_bytes or 0 for i in items if i.key not in moving)
-    unknown = sum(i.key in moving or i.download_bytes is None for i in items)
-    how = "re-pinned without a download if unchanged, downloaded if changed (the bytes are known once the Hub answers)"
+    what it costs is known only once the hub answers; such files (the plan's "check") are counted apart
+    from the files to download, and so is a file to download whose size only its pin at the old commit
+    gives (the plan's unknown sizes). `fetch --update --dry-run` prints the same plan."""
+    checked = len(plan.checked)
+    items = [i for i in plan.items if i.state != "check"]
     if not items:
-        return (f"checking {len(checked)} of {len(specs)} file(s) in {root.path} for updates (pinned Hub files)"
-                f"{where}: {how}", None)
+        return (f"checking {checked} of {len(specs)} file(s) in {root.path} for updates (pinned Hub files)"
+                f"{where}: {UPDATE_CHECK}", None)
+    known = sum(i.download_bytes or 0 for i in items)
+    unknown = sum(i.download_bytes is None for i in items)
     line = (f"fetching {len(items)} of {len(specs)} file(s) into {root.path} ({human_bytes(known)} to download"
             + (f", {unknown} of unknown size" if unknown else "") + ")" + where)
     if checked:
-        line += f"; checking {len(checked)} pinned Hub file(s) for updates: {how}"
+        line += f"; checking {checked} pinned Hub file(s) for updates: {UPDATE_CHECK}"
     return line, (known or None) if not checked else None
 
 
@@ -275,6 +268,8 @@ def _summarise(settings: Settings, report: FetchReport, update: bool = False) ->
             continue
         size = human_bytes(o.size) if o.size is not None else (f"{o.files:,} files" if o.files is not None else "")
         echo(f"  {o.state:<9} {o.key:<48} {size:>10}  {o.seconds:6.1f} s  {o.source or ''}", err=True)
+        if o.repo_files is not None:  # (--update on a Hub repo: its size is not what came)
+            echo(f"            {repo_files_said(o)}", err=True)
         for w in o.warnings:
             echo(f"            warning: {w}", err=True)
     present = sum(o.state == "present" for o in report.outcomes)

@@ -16,6 +16,9 @@ if TYPE_CHECKING:  # (vlmdata.plan imports every source kind: a fetch with nothi
 
 ONLY_REFERENCED_HELP = ("Keep only the archive members these LLaVA-style JSONs reference "
                         "(tars are streamed, never stored). Repeatable.")
+# fetch --update, of the placed Hub files and repos it first only asks about (the line before the run, the dry run)
+UPDATE_CHECK = ("re-pinned without a download if unchanged, downloaded if changed (the bytes are known once the "
+                "Hub answers)")
 
 
 def plan_cmd(
@@ -59,7 +62,9 @@ def wanted_names(settings: Settings, paths: Optional[List[Path]]) -> tuple[set[s
 
 def show_plan(settings: Settings, names: Optional[List[str]], layout: Optional[str],
               only_referenced_by: Optional[List[Path]] = None, recipe: Optional[str] = None, *,
-              refetch: bool = False) -> None:
+              refetch: bool = False, update: bool = False) -> None:
+    """The plan, printed (``refetch``, ``update``: those of `fetch --dry-run`). No request is sent: under
+    --update, placed Hub files and repos are said to be checked, which the hub alone can answer."""
     from vlmdata.plan import plan_files
 
     specs = select(settings.catalog, names, layout, recipe).specs
@@ -67,7 +72,7 @@ def show_plan(settings: Settings, names: Optional[List[str]], layout: Optional[s
     root.check_readable()
     _, tag = wanted_names(settings, only_referenced_by)
     plan = plan_files(root, specs, mirror_base=settings.mirror, hf_endpoint=settings.hf_endpoint, wanted_tag=tag,
-                      refetch=refetch)
+                      refetch=refetch, update=update)
     if settings.json:
         settings.emit_json(plan.to_json())
     else:
@@ -83,6 +88,9 @@ def _print(plan: Plan, root: str, *, subset: bool = False) -> None:
              + ("  (not in the mirror)" if i.in_mirror is False else ""))
     echo("")
     echo(f"to download: {human_bytes(plan.download_bytes)} ({plan.download_bytes:,} bytes)")
+    if plan.checked:
+        echo(f"to check for updates: {len(plan.checked)} pinned Hub file(s), asked about at the branch's newest "
+             f"commit: {UPDATE_CHECK}; disk needed counts a file (not a repo) at its pinned size, as if it changed")
     echo(f"disk needed: {human_bytes(plan.disk_bytes)} (archives and their unpacked contents"
          + ("; --only-referenced-by: tars are streamed, the referenced images they hold are not counted)"
             if subset else ")"))

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from vlmdata.errors import OperationError, VlmdataError, describe_os_error
 from vlmdata.fetch.http import HttpEngine
-from vlmdata.fetch.outcome import FetchOptions, FetchReport, FileOutcome, present_outcome
+from vlmdata.fetch.outcome import FetchOptions, FetchReport, FileOutcome, present_outcome, repo_files_said
 from vlmdata.fetch.progress import Progress
 from vlmdata.fetch.threads import run_in_threads
 from vlmdata.fetch.verified import MANIFEST_WORDS, NotTheDescribedFile, Verified, VerifiedDownloader
@@ -70,20 +70,6 @@ class Fetcher:
         # again at every file whose Hub source follows a branch
         return not self.opt.refetch and not self.downloader.spec_moves(spec) \
             and satisfied(self.root, entries, spec, self.opt.wanted_tag)
-
-    def rechecked(self, todo: list[FileSpec]) -> list[FileSpec]:
-        """--update: the files of ``todo`` already placed that are first only asked about at their branch's
-        newest commit: a Hub file is re-pinned when the hub proves its bytes unchanged (vlmdata.fetch.repin),
-        a repo downloads only its changed files. What they will download is known only once the hub answers."""
-        if not self.opt.update or self.opt.refetch or not todo:
-            return []
-        from vlmdata.fetch.repin import candidate
-
-        entries, pins = self.journal.entries(), self.downloader.lock.entries()
-        tag = self.opt.wanted_tag
-        return [s for s in todo if self.downloader.spec_moves(s) and (
-            satisfied(self.root, entries, s, tag) if s.place.kind == "repo"
-            else candidate(s, self.downloader, pins.get(s.key), entries.get(s.key), tag))]
 
     def run(self, specs: list[FileSpec], todo: list[FileSpec] | None = None) -> FetchReport:
         """Fetch ``specs``; ``todo`` is what ``self.todo(specs)`` returned, if the caller already asked."""
@@ -166,8 +152,8 @@ class Fetcher:
                 out.error = f"{spec.key}: {type(e).__name__}: {redact(str(e), self.hub.token)}"
         out.seconds = time.monotonic() - t0
         if out.state == "fetched":
-            self.progress.message(f"done {spec.key}: {human_bytes(out.size) if out.size is not None else ''} "
-                                  f"from {out.source} in {out.seconds:.1f} s".replace("  ", " "))
+            what = repo_files_said(out) or (human_bytes(out.size) if out.size is not None else "")
+            self.progress.message(f"done {spec.key}: {what} from {out.source} in {out.seconds:.1f} s".replace("  ", " "))
         elif out.state == "failed":
             self.progress.message(f"FAILED {spec.key}")
         return out
@@ -258,6 +244,12 @@ class Fetcher:
         out.bytes, out.resumed_from, out.connections = res.transferred, res.resumed_from, res.connections
         out.size, out.files, out.source = res.listing.size, len(res.listing.files), res.source
         out.sha256 = res.listing.digest()
+        if self.downloader.spec_moves(spec):  # --update: which of its files came, which were kept as they are
+            out.repo_files = {"downloaded": res.fetched, "repinned": res.present, "removed": res.removed}
+            if not res.fetched and not res.removed:
+                out.state = "repinned"
+                self.progress.message(f"{spec.key}: --update: none of its {len(res.listing.files)} file(s) changed at "
+                                      f"commit {res.listing.commit}: re-pinned, nothing downloaded")
 
     def _subset(self, spec: FileSpec, out: FileOutcome, merge: bool) -> None:
         """--only-referenced-by on a tar: the wanted members from the stream (vlmdata.fetch.subset)."""

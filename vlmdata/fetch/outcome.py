@@ -12,6 +12,7 @@ import msgspec
 import msgspec.structs
 
 from vlmdata.net.retry import RetryPolicy
+from vlmdata.units import human_bytes
 
 if TYPE_CHECKING:
     from vlmdata.manifest import FileSpec
@@ -52,6 +53,9 @@ class FileOutcome(msgspec.Struct):
     warnings: list[str] = msgspec.field(default_factory=list)
     error: str | None = None
     hint: str | None = None  # what to do about the error
+    # --update on a Hub repo: its files downloaded, re-pinned (placed before, the same at the new commit), removed
+    # (gone from it); state "repinned" when none came or went. None otherwise, and then left out of --json
+    repo_files: dict[str, int] | None = None
 
 
 class FetchReport(msgspec.Struct):
@@ -71,12 +75,30 @@ class FetchReport(msgspec.Struct):
 
     def to_json(self) -> dict[str, Any]:
         out = {"ok": not self.failed, "seconds": round(self.seconds, 3), "bytes": self.network_bytes,
-               "files": [msgspec.structs.asdict(o) for o in self.outcomes], "layout": self.layout}
+               "files": [_as_json(o) for o in self.outcomes], "layout": self.layout}
         if self.renewed:
             out["renewed_views"] = self.renewed
         if self.nodes is not None:
             out["nodes"] = self.nodes
         return out
+
+
+def _as_json(o: FileOutcome) -> dict[str, Any]:
+    d = msgspec.structs.asdict(o)
+    if d["repo_files"] is None:  # (a fetch without --update reports as it always has)
+        del d["repo_files"]
+    return d
+
+
+def repo_files_said(o: FileOutcome) -> str | None:
+    """--update on a Hub repo, in words: how many of its files were downloaded (and their bytes), re-pinned
+    without a download, removed; None for any other outcome."""
+    n = o.repo_files
+    if n is None:
+        return None
+    said = (f"{n['downloaded']} of {n['downloaded'] + n['repinned']} file(s) downloaded ({human_bytes(o.bytes)}), "
+            f"{n['repinned']} re-pinned without a download (unchanged)")
+    return said + (f", {n['removed']} removed (gone from the new commit)" if n["removed"] else "")
 
 
 def wanted_digest(names: set[str]) -> str:

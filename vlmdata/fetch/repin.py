@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import msgspec.structs
 
-from vlmdata.fetch.verified import VerifiedDownloader
 from vlmdata.manifest import FileSpec, Source
 from vlmdata.net.errors import SourceFailed
 from vlmdata.sources.base import Location
-from vlmdata.sources.hf import KIND, HubFile
-from vlmdata.state import Journal, JournalEntry, LockEntry, satisfied
+from vlmdata.sources.hf import KIND, HubFile, spec_moves_on_update
+from vlmdata.state import Journal, JournalEntry, LockEntry, Root, satisfied
+
+if TYPE_CHECKING:  # (rechecked serves `fetch --dry-run` too, which downloads nothing: no HTTP stack for it)
+    from vlmdata.fetch.verified import VerifiedDownloader
 
 
 @dataclass(frozen=True)
@@ -58,10 +61,27 @@ def candidate(spec: FileSpec, down: VerifiedDownloader, pin: LockEntry | None, e
     """What the root alone tells (no request) of whether ``spec`` may be re-pinned: a Hub file `--update`
     moves, placed as the bytes its lock pin ``pin`` names (``entry``: its journal entry), from the manifest's
     ``hf`` source that pin was made from. Only then is the hub asked; any other file is downloaded."""
-    if spec.parts or spec.sha256 is not None or down.mirror or not down.spec_moves(spec):
+    return down.update and _placed_as_pinned(spec, down.root, down.mirror, pin, entry, wanted_tag)
+
+
+def rechecked(specs: list[FileSpec], root: Root, entries: dict[str, JournalEntry], pins: dict[str, LockEntry], *,
+              mirror: str | None, wanted_tag: str | None) -> list[FileSpec]:
+    """`fetch --update` (not --refetch): the files of ``specs`` already placed that are first only asked about
+    at their branch's newest commit (what the root alone tells, no request): a Hub file ``candidate`` for a
+    re-pin, and a Hub repo placed before, which downloads only its changed files. What they will download is
+    known only once the hub answers. The run's line before it and its dry run (vlmdata.plan) both count these."""
+    return [s for s in specs if spec_moves_on_update(s) and (
+        satisfied(root, entries, s, wanted_tag) if s.place.kind == "repo"
+        else _placed_as_pinned(s, root, mirror, pins.get(s.key), entries.get(s.key), wanted_tag))]
+
+
+def _placed_as_pinned(spec: FileSpec, root: Root, mirror: str | None, pin: LockEntry | None,
+                      entry: JournalEntry | None, wanted_tag: str | None) -> bool:
+    """``candidate``, less the --update that asks: a Hub file only the lock pins, placed as its pin's bytes."""
+    if spec.parts or spec.sha256 is not None or mirror:
         return False  # (under --mirror the download tries the mirror first: the hub is not asked ahead of it)
     return pin is not None and entry is not None and entry.sha256 == pin.sha256 \
-        and _pinned_source(spec, pin) is not None and satisfied(down.root, {spec.key: entry}, spec, wanted_tag)
+        and _pinned_source(spec, pin) is not None and satisfied(root, {spec.key: entry}, spec, wanted_tag)
 
 
 def move_pin(down: VerifiedDownloader, journal: Journal, entry: JournalEntry, pin: LockEntry | None, *,

@@ -41,6 +41,7 @@ class RepoResult:
     fetched: int = 0  # files downloaded by this run
     present: int = 0  # files placed before
     repinned: int = 0  # of those, files kept in git that --update found unchanged at the new commit
+    removed: int = 0  # files placed before that the listing's commit no longer has
     transferred: int = 0
     resumed_from: int = 0
     connections: int = 0
@@ -185,6 +186,7 @@ def fetch_repo(spec: FileSpec, down: VerifiedDownloader, journal: Journal, *, en
     if todo or gone:  # (until all is placed again the repo is not: a run stopped halfway journals no mix as whole)
         journal.forget(spec.key)
     _drop_stale(spec, listing, todo, gone, down, journal, entries, pins)
+    res.removed = len(gone)
     if gone:
         down.progress.message(f"{spec.key}: removed {len(gone)} file(s) that commit {listing.commit} no longer has")
     refused: list[AccessDenied] = []  # (a hub that refuses one file of a repo refuses them all: say it once)

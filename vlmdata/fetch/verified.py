@@ -35,7 +35,7 @@ from vlmdata.net.errors import Cancelled, SourceFailed
 from vlmdata.net.retry import OFFLINE_HINT
 from vlmdata.net.urls import shown
 from vlmdata.sources import Candidate, HubAccess, Location, Unavailable, candidates
-from vlmdata.sources.hf import redact
+from vlmdata.sources.hf import moves_on_update, redact, spec_moves_on_update
 from vlmdata.state import LockEntry, LockFile, Root
 from vlmdata.state.partial import discard_partial
 
@@ -182,13 +182,11 @@ class VerifiedDownloader:
     def moves(self, sources: tuple[Source, ...], sha256: str | None) -> bool:
         """--update on a Hub file or repo that only vlmdata.lock pins (no sha256 in the manifest): the
         revision the manifest names now (a branch's newest commit) is asked for, not the pinned commit."""
-        return self.update and sha256 is None and any(s.kind in ("hf", "hfrepo") for s in sources)
+        return self.update and moves_on_update(sources, sha256)
 
     def spec_moves(self, spec: FileSpec) -> bool:
         """``moves`` for a file, or for any of its parts (whose pins the joined file's then follows)."""
-        if spec.parts:
-            return any(self.moves(p.sources, p.sha256) for p in spec.parts)
-        return self.moves(spec.sources, spec.sha256)
+        return self.update and spec_moves_on_update(spec)
 
     def expected(self, key: str, size: int | None, sha256: str | None, md5: str | None,
                  sources: tuple[Source, ...] = (), moving: bool | None = None) -> Expected:

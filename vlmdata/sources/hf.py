@@ -30,6 +30,7 @@ from vlmdata.sources.base import Candidate, Location, SourceKind
 from vlmdata.sources.http import url_candidate
 
 if TYPE_CHECKING:
+    from vlmdata.manifest import FileSpec
     from vlmdata.state import LockEntry, Root
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -41,6 +42,19 @@ def follows_branch(src: Source) -> bool:
     """A Hub source whose revision is a branch or tag (``main``), not a full commit: what it names moves
     when the publisher pushes, so vlmdata.lock pins the commit of the first fetch."""
     return src.kind in ("hf", "hfrepo") and not _COMMIT.match(src.revision or "main")
+
+
+def moves_on_update(sources: tuple[Source, ...], sha256: str | None) -> bool:
+    """A Hub file or repo that only vlmdata.lock pins (no sha256 in the manifest): what `fetch --update`
+    asks for at the revision the manifest names now (a branch's newest commit), not at the pinned commit."""
+    return sha256 is None and any(s.kind in ("hf", "hfrepo") for s in sources)
+
+
+def spec_moves_on_update(spec: "FileSpec") -> bool:
+    """``moves_on_update`` for a file, or for any of its parts (whose pins the joined file's then follows)."""
+    if spec.parts:
+        return any(moves_on_update(p.sources, p.sha256) for p in spec.parts)
+    return moves_on_update(spec.sources, spec.sha256)
 
 
 def pinned_revision(src: Source, pin: "LockEntry | None") -> str | None:
