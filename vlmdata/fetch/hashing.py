@@ -58,11 +58,12 @@ class Hashes:
 
     def update_from(self, fd: int, start: int, end: int) -> None:
         """Hash bytes ``[start, end)`` of the open file ``fd``, which must hold them (and not shrink meanwhile)."""
-        if self._buf is None:
-            self._buf = memoryview(bytearray(READ))
+        want = min(READ, end - start)
+        if self._buf is None or len(self._buf) < want:  # (a small file gets a buffer its size, not 256 KiB)
+            self._buf = memoryview(bytearray(want))
         buf, pos = self._buf, start
         while pos < end:
-            n = os.preadv(fd, [buf[:min(READ, end - pos)]], pos)
+            n = os.preadv(fd, [buf[:min(len(buf), end - pos)]], pos)
             if n <= 0:
                 raise OSError(f"the file ended at byte {pos:,}, before {end:,}: it was cut short while being hashed")
             self.update(buf[:n])
