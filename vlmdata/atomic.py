@@ -189,18 +189,20 @@ def replace_dir(tmp: Path, final: Path) -> None:
             old.unlink(missing_ok=True)
 
 
-def cleanup_temporaries(folder: Path, *, older_than: float = 0.0) -> int:
+def cleanup_temporaries(folder: Path, *, older_than: float = 0.0, of: str | None = None) -> int:
     """Remove ``.tmp-*`` leftovers directly inside ``folder``; returns how many were removed.
 
     ``older_than`` (seconds) spares younger ones: in a folder that other processes (on other
-    machines, maybe) are writing into right now, a temporary file that young may be theirs."""
+    machines, maybe) are writing into right now, a temporary file that young may be theirs.
+    ``of``: only the temporaries of the file of that name (``atomic_open``'s ``.tmp-<name>.*``)."""
     folder = Path(folder)
     if not folder.is_dir():
         return 0
     n = 0
     cutoff = time.time() - older_than
+    prefix = TMP_PREFIX if of is None else f"{TMP_PREFIX}{of}."
     for p in folder.iterdir():
-        if p.name.startswith(TMP_PREFIX):
+        if p.name.startswith(prefix):
             try:
                 if older_than and p.lstat().st_mtime > cutoff:
                     continue

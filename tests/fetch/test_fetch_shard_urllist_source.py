@@ -204,7 +204,12 @@ def test_the_list_claim_of_a_killed_shard_is_taken_over(urls, files_server, tmp_
         urls.gate.open()
         dead.stop()
     assert [n for n in _claims_left(many) if n.endswith("%23list.claim")]
-    assert not Root(many).download_path("t", "dataset.json").exists()
+    stored = Root(many).download_path("t", "dataset.json")
+    assert not stored.exists()
+    # as a shard killed while writing the list leaves it (atomic_open's temporary, half written)
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    (stored.parent / ".tmp-dataset.json.k1ll3d").write_bytes(urls.listing[:10])
+    (stored.parent / ".tmp-other.bin.x").write_bytes(b"not the list's")  # another file's: left alone
     again = Run(*urls(many, "--shard", "0/1", "--url-chunk", "2"))
     try:
         rc, _, err = again.finish()  # (its holder is gone: taken over at once, on this machine)
@@ -212,6 +217,8 @@ def test_the_list_claim_of_a_killed_shard_is_taken_over(urls, files_server, tmp_
         again.stop()
     assert rc == 0, err
     assert urls.gate.gets() == 2  # the killed one's try, and the one that completed
+    assert sorted(p.name for p in stored.parent.iterdir()) == [".tmp-other.bin.x", "dataset.json"]
+    (stored.parent / ".tmp-other.bin.x").unlink()
     assert store_tree(many) == store_tree(one)
     assert root_state(many) == root_state(one)
     assert not _claims_left(many)

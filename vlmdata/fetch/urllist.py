@@ -77,6 +77,8 @@ def list_file(spec: FileSpec, source: Source, root: Root, session: Client, mirro
             return dest
         with claimed(list_claim_key(spec, source)):
             if not dest.is_file():  # (not stored by the process whose claim this one waited for)
+                # (a holder killed while writing it left its temporary; the claim says no one writes it now)
+                atomic.cleanup_temporaries(dest.parent, of=dest.name)
                 atomic.write_bytes(dest, _get_list(source.url, session, mirror, policy, timeout))
         return dest
     raise OperationError(
