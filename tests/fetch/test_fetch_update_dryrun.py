@@ -16,7 +16,7 @@ import re
 import pytest
 from fetch_helpers import HubServer, sent_settled
 from test_fetch_repo import REPO_ID, model_files, repo_toml
-from test_fetch_update_report import DS_ID, NAMES, announced, fetch, published
+from test_fetch_update_report import DS_ID, NAMES, announced, args, fetch, published
 
 from vlmdata.state import Journal
 from vlmdata.units import human_bytes
@@ -105,6 +105,23 @@ def test_the_dry_run_of_an_update_counts_what_the_run_says_before_it(cli, manife
         "for updates: re-pinned without a download if unchanged, downloaded if changed (the bytes are known once "
         "the Hub answers)")
     assert "2 fetched, 2 re-pinned without a download (unchanged), 0 already present, 0 failed; 45.0 kB" in real.err
+
+
+def test_plan_with_update_or_refetch_prints_what_the_fetch_dry_run_does(cli, manifests, root, hub):
+    published(cli, manifests, root, hub)
+    hub.push(DS_ID, {"b.bin": os.urandom(25_000)})
+    hub.hub.reset()
+    hub.cdn.reset()
+    for flags in (["--update"], ["--refetch"], ["--update", "--refetch"], []):
+        dry = fetch(cli, manifests, root, hub, *flags, "--dry-run", "--json")
+        plan = cli("plan", *args(manifests, root, hub, *flags)[1:], "--json", env={"HF_TOKEN": hub.token or ""})
+        assert dry.code == plan.code == 0, (flags, dry.err, plan.err)
+        same = [{k: v for k, v in d.json().items() if k != "free_bytes"} for d in (plan, dry)]  # (the disk moves on)
+        assert same[0] == same[1], flags
+    assert plan.json()["items"][0]["state"] == "present"  # (no flag: the pinned files are there)
+    assert {i["state"] for i in fetch(cli, manifests, root, hub, "--update", "--dry-run", "--json").json()["items"]} \
+        == {"check"}
+    assert asked(hub) == []  # neither sends a request
 
 
 def test_a_refetch_dry_run_with_update_checks_nothing(cli, manifests, root, hub):

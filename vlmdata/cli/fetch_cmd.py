@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, List, Optional
 
 from vlmdata.cli.echo import echo
 from vlmdata.cli.params import Argument, Option
-from vlmdata.cli.plan_cmd import ONLY_REFERENCED_HELP, UPDATE_CHECK, show_plan, wanted_names
+from vlmdata.cli.plan_cmd import (ONLY_REFERENCED_HELP, REFETCH_HELP, UPDATE_CHECK, UPDATE_HELP, show_plan,
+                                  wanted_names)
 from vlmdata.cli.selection import RECIPE_HELP, select
 from vlmdata.cli.settings import Settings
 from vlmdata.errors import Interrupted, OperationError, UserError, VlmdataError
@@ -34,11 +35,8 @@ def fetch_cmd(
     keep_archives: bool = Option(False, "--keep-archives", help="Keep archives in ROOT/.vlmdata/downloads after unpacking."),
     only_referenced_by: Optional[List[Path]] = Option(None, "--only-referenced-by", help=ONLY_REFERENCED_HELP),
     force: bool = Option(False, "--force", help="Fetch even when the disk preflight says it will not fit."),
-    refetch: bool = Option(False, "--refetch", help="Ignore what the journal says is placed: fetch and place again."),
-    update: bool = Option(False, "--update",
-                          help="Hub files and repos that only vlmdata.lock pins: fetch the revision the manifest "
-                               "names now (a branch's newest commit) instead of the pinned commit, and replace the "
-                               "pins. A repo downloads only the files that changed."),
+    refetch: bool = Option(False, "--refetch", help=REFETCH_HELP),
+    update: bool = Option(False, "--update", help=UPDATE_HELP),
     timeout: float = Option(DEFAULTS.timeout, "--timeout", min=0.1, help="Seconds without data before a connection is retried."),
     dry_run: bool = Option(False, "--dry-run", "-n", help="Only say what would be fetched (the same as `vlmdata plan`)."),
     ray: Optional[str] = Option(None, "--ray", metavar="ADDRESS",

@@ -16,6 +16,10 @@ if TYPE_CHECKING:  # (vlmdata.plan imports every source kind: a fetch with nothi
 
 ONLY_REFERENCED_HELP = ("Keep only the archive members these LLaVA-style JSONs reference "
                         "(tars are streamed, never stored). Repeatable.")
+REFETCH_HELP = "Ignore what the journal says is placed: fetch and place again."
+UPDATE_HELP = ("Hub files and repos that only vlmdata.lock pins: fetch the revision the manifest names now (a branch's "
+               "newest commit) instead of the pinned commit, and replace the pins. A repo downloads only the files "
+               "that changed.")
 # fetch --update, of the placed Hub files and repos it first only asks about (the line before the run, the dry run)
 UPDATE_CHECK = ("re-pinned without a download if unchanged, downloaded if changed (the bytes are known once the "
                 "Hub answers)")
@@ -27,6 +31,9 @@ def plan_cmd(
                                                           "alone: everything it needs."),
     recipe: Optional[str] = Option(None, "--recipe", help="Everything this blend recipe needs (the bill of `fetch --recipe`)."),
     only_referenced_by: Optional[List[Path]] = Option(None, "--only-referenced-by", help=ONLY_REFERENCED_HELP),
+    refetch: bool = Option(False, "--refetch", help="Plan `fetch --refetch`. " + REFETCH_HELP),
+    update: bool = Option(False, "--update", help="Plan `fetch --update` (no request is sent: placed pinned Hub "
+                                                  "files show as 'check'). " + UPDATE_HELP),
     settings: Settings = None,
 ) -> None:
     """What `fetch` would do: each file's source, bytes to download, disk needed, free disk, what is present.
@@ -40,8 +47,9 @@ def plan_cmd(
       vlmdata plan sam --only-referenced-by cap100k.json
       vlmdata plan ocr_vqa textvqa vg --layout llava \\
           --mirror http://cache.local/
+      vlmdata plan phi-2 --update
     """
-    show_plan(settings, names, layout, only_referenced_by, recipe)
+    show_plan(settings, names, layout, only_referenced_by, recipe, refetch=refetch, update=update)
 
 
 def wanted_names(settings: Settings, paths: Optional[List[Path]]) -> tuple[set[str] | None, str | None]:
