@@ -161,7 +161,12 @@ def test_update_of_a_repo_re_pins_its_unchanged_git_files_without_downloading_th
     assert head in config_source
     assert pins[f"{REPO_KEY}/tokenizer.json"]["source"] == config_source.replace("config.json", "tokenizer.json")
     assert journal.get(f"{REPO_KEY}/tokenizer.json").source == config_source.replace("config.json", "tokenizer.json")
-    assert ("kept in git are unchanged at commit" in r.err) == blobs
+    assert f"{1 + blobs} file(s) unchanged at commit {head}" in r.err  # the LFS file, and tokenizer.json by its blob
+    # the LFS file (the listing's sha256 checks it: no lock pin of its own) says it is unchanged, with blob ids or
+    # without, and its journal entry names the new commit as a download from it would
+    lfs = Journal(root / ".vlmdata").get(f"{REPO_KEY}/model.safetensors")
+    assert lfs.extra["revision"] == head and lfs.source == config_source.replace("config.json", "model.safetensors")
+    assert f"{REPO_KEY}/model.safetensors" not in lock_of(root)
     # --refetch reads the re-pinned file back against its pin at this commit instead of downloading it
     hub.hub.reset()
     r = fetch(cli, manifests, root, hub, REPO_KEY, "--refetch")

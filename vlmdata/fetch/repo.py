@@ -40,7 +40,7 @@ class RepoResult:
     source: str
     fetched: int = 0  # files downloaded by this run
     present: int = 0  # files placed before
-    repinned: int = 0  # of those, files kept in git that --update found unchanged at the new commit
+    repinned: int = 0  # of those, files --update found unchanged at the new commit (re-pinned there)
     removed: int = 0  # files placed before that the listing's commit no longer has
     transferred: int = 0
     resumed_from: int = 0
@@ -116,15 +116,16 @@ def _current(entry: JournalEntry, f: RepoFile, commit: str) -> bool:
 
 def _repin_kept(spec: FileSpec, kept: list[tuple[JournalEntry, Source]], commit: str, down: VerifiedDownloader,
                 journal: Journal, endpoint: str | None) -> None:
-    """Files kept in git that ``--update`` found unchanged (the same git blob) at ``commit`` (each with its
-    ``hf`` source there): their journal entries and lock pins name that commit now; nothing is downloaded."""
+    """Files ``--update`` found unchanged at ``commit`` (the same LFS sha256, or for one kept in git the same
+    git blob; each with its ``hf`` source there): their journal entries and lock pins name that commit now,
+    as a download from it would have; nothing is downloaded."""
     pins = down.lock.entries()
     for e, at_commit in kept:
         move_pin(down, journal, e, pins.get(e.key), source=hub_label(at_commit, endpoint), revision=commit,
                  blob=(e.extra or {}).get("blob"))
     if kept:
-        down.progress.message(f"{spec.key}: {len(kept)} file(s) kept in git are unchanged at commit {commit} "
-                              "(the same git blob): re-pinned, not downloaded")
+        down.progress.message(f"{spec.key}: {len(kept)} file(s) unchanged at commit {commit} (the same LFS sha256 "
+                              "or git blob): re-pinned, not downloaded")
 
 
 def _intact(path: Path, f: RepoFile, pin: LockEntry | None, commit: str) -> bool:
@@ -175,7 +176,7 @@ def fetch_repo(spec: FileSpec, down: VerifiedDownloader, journal: Journal, *, en
         if is_placed(root, entries, sub) and _current(entries[sub.key], f, listing.commit) and (
                 not refetch or _intact(root.store_path(entries[sub.key].to), f, pins.get(sub.key), listing.commit)):
             res.present += 1
-            if f.sha256 is None and (entries[sub.key].extra or {}).get("revision") != listing.commit:
+            if (entries[sub.key].extra or {}).get("revision") != listing.commit:
                 kept.append((entries[sub.key], sub.sources[0]))
         else:
             todo.append(sub)
