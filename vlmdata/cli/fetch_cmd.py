@@ -146,18 +146,16 @@ def _announce(root: Root, specs: list[FileSpec], plan: Plan, where: str) -> tupl
     what it costs is known only once the hub answers; such files (the plan's "check") are counted apart
     from the files to download, and so is a file to download whose size only its pin at the old commit
     gives (the plan's unknown sizes). `fetch --update --dry-run` prints the same plan."""
-    checked = len(plan.checked)
-    items = [i for i in plan.items if i.state != "check"]
-    if not items:
+    checked, unknown = len(plan.checked), len(plan.unknown)
+    if checked == len(plan.items):
         return (f"checking {checked} of {len(specs)} file(s) in {root.path} for updates (pinned Hub files)"
                 f"{where}: {UPDATE_CHECK}", None)
-    known = sum(i.download_bytes or 0 for i in items)
-    unknown = sum(i.download_bytes is None for i in items)
-    line = (f"fetching {len(items)} of {len(specs)} file(s) into {root.path} ({human_bytes(known)} to download"
-            + (f", {unknown} of unknown size" if unknown else "") + ")" + where)
+    line = (f"fetching {len(plan.items) - checked} of {len(specs)} file(s) into {root.path} "
+            f"({human_bytes(plan.download_bytes)} to download" + (f", {unknown} of unknown size" if unknown else "")
+            + ")" + where)
     if checked:
         line += f"; checking {checked} pinned Hub file(s) for updates: {UPDATE_CHECK}"
-    return line, (known or None) if not checked else None
+    return line, (plan.download_bytes or None) if not checked else None
 
 
 def _mode(ray: str | None, shard: str | None):

@@ -43,9 +43,11 @@ def repin(spec: FileSpec, down: VerifiedDownloader, journal: Journal, wanted_tag
     proves its bytes there are the pinned ones; None: it must be downloaded (or the hub said nothing)."""
     pin = down.lock.get(spec.key)
     entry = journal.entries().get(spec.key)
-    src = _pinned_source(spec, pin)
-    if src is None or pin is None or entry is None or not candidate(spec, down, pin, entry, wanted_tag):
+    if not candidate(spec, down, pin, entry, wanted_tag):
         return None
+    assert pin is not None and entry is not None  # (a candidate has both)
+    src = _pinned_source(spec, pin)
+    assert src is not None  # (and the hf source its pin was made from)
     try:
         loc = HubFile(src, KIND.describe(src)).locate(down.hub)
     except SourceFailed:

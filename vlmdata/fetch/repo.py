@@ -40,7 +40,6 @@ class RepoResult:
     source: str
     fetched: int = 0  # files downloaded by this run
     present: int = 0  # files placed before
-    repinned: int = 0  # of those, files --update found unchanged at the new commit (re-pinned there)
     removed: int = 0  # files placed before that the listing's commit no longer has
     transferred: int = 0
     resumed_from: int = 0
@@ -181,7 +180,6 @@ def fetch_repo(spec: FileSpec, down: VerifiedDownloader, journal: Journal, *, en
         else:
             todo.append(sub)
     _repin_kept(spec, kept, listing.commit, down, journal, endpoint)
-    res.repinned = len(kept)
     listed = {f"{spec.key}/{f.path}" for f in listing.files}
     gone = [k for k, e in entries.items() if (e.extra or {}).get("repo") == spec.key and k not in listed]
     if todo or gone:  # (until all is placed again the repo is not: a run stopped halfway journals no mix as whole)
