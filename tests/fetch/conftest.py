@@ -52,3 +52,10 @@ def manifests(tmp_path):
     return Manifests(tmp_path / "manifests")
 
 
+@pytest.fixture
+def hub_online(monkeypatch):
+    """The Hub tests' own loopback hub may be asked: the test suite sets HF_HUB_OFFLINE for everything
+    else. A module takes it with ``pytestmark = pytest.mark.usefixtures("hub_online")``."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)

@@ -90,6 +90,12 @@ def _ctrl_c_as_a_terminal_sends_it() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def stamp(path: Path) -> tuple[int, int, int]:
+    """What changes when a file is written or replaced (its inode, mtime and ctime): a file left alone keeps it."""
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns, st.st_ctime_ns
+
+
 def wait_for(cond, timeout: float = 20.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

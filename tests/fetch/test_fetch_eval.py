@@ -16,12 +16,7 @@ from PIL import Image
 from vlmdata.manifest import load_catalog
 from vlmdata.net.urls import rewrite
 
-
-@pytest.fixture(autouse=True)
-def online(monkeypatch):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+pytestmark = pytest.mark.usefixtures("hub_online")  # (the loopback hub is asked)
 
 
 def _jpg() -> bytes:

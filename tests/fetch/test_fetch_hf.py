@@ -10,14 +10,9 @@ from fetch_helpers import HubServer, file_toml, http, sent_settled, sha256
 
 from vlmdata.state import Journal
 
+pytestmark = pytest.mark.usefixtures("hub_online")  # (the loopback hub is asked)
+
 REPO_ID = "demo-org/demo-set"
-
-
-@pytest.fixture(autouse=True)
-def online(monkeypatch):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the test suite sets it for everything else
 
 
 def hf(path: str, revision: str = "main", repo_type: str = "dataset") -> str:

@@ -18,16 +18,11 @@ from fetch_helpers import (Blob, Fault, HubServer, LoopbackServer, file_toml, ki
 from vlmdata.state import Journal, Root
 from vlmdata.state.partial import part_path
 
+pytestmark = pytest.mark.usefixtures("hub_online")  # (the loopback hub is asked)
+
 REPO_ID = "tiny-org/tiny-model"
 REPO_KEY = f"tiny:{REPO_ID}"
 DS_ID = "demo-org/demo-json"
-
-
-@pytest.fixture(autouse=True)
-def online(monkeypatch):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the test suite sets it for everything else
 
 
 def repo_toml(revision: str = "main") -> str:

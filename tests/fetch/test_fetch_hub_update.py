@@ -9,20 +9,15 @@ import os
 from pathlib import Path
 
 import pytest
-from fetch_helpers import HubServer, file_toml, sent_settled, sha256
+from fetch_helpers import HubServer, file_toml, sent_settled, sha256, stamp
 from test_fetch_hub_pins import DS_ID, REPO_ID, REPO_KEY, repo_toml  # (the same hub repo and its manifest)
 
 from vlmdata.state import Journal
 
+pytestmark = pytest.mark.usefixtures("hub_online")  # (the loopback hub is asked)
+
 KEY = "j:data.json"
 RESOLVE = f"datasets/{DS_ID}/resolve/"
-
-
-@pytest.fixture(autouse=True)
-def online(monkeypatch):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the test suite sets it for everything else
 
 
 def json_toml() -> str:
@@ -38,11 +33,6 @@ def fetch(cli, manifests, root, hub, *extra):
 
 def lock_of(root: Path) -> dict:
     return json.loads((root / "vlmdata.lock").read_text())["files"]
-
-
-def stamp(path: Path) -> tuple[int, int, int]:
-    st = path.stat()
-    return st.st_ino, st.st_mtime_ns, st.st_ctime_ns
 
 
 def gets(hub: HubServer) -> list[str]:

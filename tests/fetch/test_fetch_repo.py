@@ -11,14 +11,9 @@ from fetch_helpers import Fault, HubServer, sent_settled, sha256
 
 from vlmdata.state import Journal
 
+pytestmark = pytest.mark.usefixtures("hub_online")  # (the loopback hub is asked)
+
 REPO_ID = "tiny-org/tiny-model"
-
-
-@pytest.fixture(autouse=True)
-def online(monkeypatch):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the test suite sets it for everything else
 
 
 def repo_toml(include: str = '["*.json", "*.safetensors"]', revision: str = "main", extra: str = "") -> str:

@@ -21,16 +21,11 @@ from test_fetch_update_report import DS_ID, NAMES, announced, args, fetch, publi
 from vlmdata.state import Journal
 from vlmdata.units import human_bytes
 
+pytestmark = pytest.mark.usefixtures("hub_online")  # (the loopback hub is asked)
+
 REPO_KEY = f"tiny:{REPO_ID}"
 CHECK_LINE = ("to check for updates: {n} pinned Hub file(s), asked about at the branch's newest commit: re-pinned "
               "without a download if unchanged, downloaded if changed (the bytes are known once the Hub answers)")
-
-
-@pytest.fixture(autouse=True)
-def online(monkeypatch):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the test suite sets it for everything else
 
 
 def asked(hub: HubServer) -> list[str]:

@@ -16,22 +16,17 @@ import shutil
 from pathlib import Path
 
 import pytest
-from fetch_helpers import HubServer, file_toml, sent_settled, sha256, start_fetch, subprocess_env
+from fetch_helpers import HubServer, file_toml, sent_settled, sha256, stamp, start_fetch, subprocess_env
 from test_fetch_ray import cluster  # noqa: F401 - the fixture: a local Ray cluster, started on demand
 
 from vlmdata.state import Journal, LockFile
 from vlmdata.units import human_bytes
 
+pytestmark = pytest.mark.usefixtures("hub_online")  # (the loopback hub is asked)
+
 DS_ID = "demo-org/update-report"
 NAMES = ["a.json", "b.bin", "c.bin", "d.json"]  # (.bin: LFS files; .json: files kept in git)
 RESOLVE = f"datasets/{DS_ID}/resolve/"
-
-
-@pytest.fixture(autouse=True)
-def online(monkeypatch):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the test suite sets it for everything else
 
 
 def hub_toml(name: str) -> str:
@@ -58,11 +53,6 @@ def published(cli, manifests, root, hub, names=NAMES) -> dict[str, bytes]:
     r = fetch(cli, manifests, root, hub)
     assert r.code == 0, r.err
     return files
-
-
-def stamp(path: Path) -> tuple[int, int, int]:
-    st = path.stat()
-    return st.st_ino, st.st_mtime_ns, st.st_ctime_ns
 
 
 def pins_and_journal(root: Path) -> dict:
@@ -123,7 +113,7 @@ def test_a_file_to_download_and_files_to_check_are_counted_apart(cli, manifests,
 def online_nodes():
     """Processes started from here on (a Ray cluster's nodes, their workers) ask the hub: the test suite's
     HF_HUB_OFFLINE and TRANSFORMERS_OFFLINE (either turns huggingface_hub offline) are not theirs. (This
-    process read them at import; the autouse fixture above patches that.)"""
+    process read them at import; hub_online patches that.)"""
     old = {k: os.environ.pop(k, None) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     yield
     os.environ.update({k: v for k, v in old.items() if v is not None})
