@@ -29,8 +29,10 @@ def fetch_cmd(
                                                                 "alone: fetch everything it needs first."),
     recipe: Optional[str] = Option(None, "--recipe", help=RECIPE_HELP),
     jobs: int = Option(DEFAULTS.jobs, "--jobs", "-j", min=1, max=64, help="Files downloaded at once."),
-    connections: int = Option(DEFAULTS.connections, "--connections", "-x", min=1, max=32,
-                              help="Connections per file when the server accepts byte ranges (like aria2c -x)."),
+    connections: Optional[int] = Option(None, "--connections", "-x", min=1, max=32, show_default=False,
+                                        help=f"Connections per file when the server accepts byte ranges (like aria2c -x), "
+                                             f"all from the start. [default: 1, raised to {DEFAULTS.connections} when one "
+                                             f"alone would need more than a second for the rest]"),
     url_jobs: int = Option(DEFAULTS.url_jobs, "--url-jobs", min=1, max=1024, help="Requests in flight for per-image URL lists (OCR-VQA)."),
     keep_archives: bool = Option(False, "--keep-archives", help="Keep archives in ROOT/.vlmdata/downloads after unpacking."),
     only_referenced_by: Optional[List[Path]] = Option(None, "--only-referenced-by", help=ONLY_REFERENCED_HELP),
@@ -87,7 +89,7 @@ def fetch_cmd(
                         hint="give a Hub mirror's address, e.g. --hf-endpoint https://hf-mirror.com")
     wanted, tag = wanted_names(settings, only_referenced_by)
     root = settings.data_root
-    opts = FetchOptions(jobs=jobs, connections=connections, url_jobs=url_jobs, keep_archives=keep_archives,
+    opts = FetchOptions(jobs=jobs, connections=connections or DEFAULTS.connections, ramp=connections is None, url_jobs=url_jobs, keep_archives=keep_archives,
                         wanted=wanted, wanted_tag=tag, mirror=settings.mirror, hf_endpoint=settings.hf_endpoint,
                         refetch=refetch, update=update, timeout=timeout, url_chunk=url_chunk,
                         claim_timeout=claim_timeout)

@@ -24,9 +24,10 @@ connection the hasher's, written by a thread of its own (write_behind.py) so rec
 writing overlap.
 
 Several connections on one file (``connections > 1``) work like aria2c, with the pieces handed
-out in file order (vlmdata.fetch.segments) so the hashing thread, which follows the
-contiguous prefix from the page cache, is never far behind; their progress
-goes to the sidecar every ``SAVE_EVERY`` seconds. Only the sha256 (and md5 when the manifest
+out in file order (vlmdata.fetch.segments) so the hashing thread, which follows the contiguous
+prefix from the page cache, is never far behind; their progress goes to the sidecar every
+``SAVE_EVERY`` seconds. With ``ramp`` (fetch's default) the first connection asks for the whole
+file and runs alone until it shows it would be slow (RAMP_AFTER), and only then do the others open. Only the sha256 (and md5 when the manifest
 gives one) is computed here; whether it is the *right* hash is decided by the caller, which never
 places a file that does not match.
 
@@ -35,7 +36,7 @@ survives a killed process, and the sha256 of every byte is checked before anythi
 the worst a power cut can do is make a resumed download fail that check and start over. Forcing
 each byte to disk as it arrives would make a fetch as slow as the disk's synchronous writes.
 
-Why one file of ~600 lines: one class, the engine; its single- and several-connection paths share
+Why one file of ~680 lines: one class, the engine; its single- and several-connection paths share
 the .part sidecar, the validators, the status handling and the retry loop (the byte-range
 bookkeeping is in segments.py, the sidecar in vlmdata.state.partial, the writing thread in
 write_behind.py, the kernel's moving of a body in vlmdata.net.splice).
@@ -65,11 +66,18 @@ from vlmdata.net.urls import scrub, shown
 from vlmdata.state.partial import PartState, discard_partial, part_path, partial_progress, state_path
 
 READ = 1 << 20  # buffer per connection (one read returns what has arrived, up to this)
-# Spliced bytes between two words to the hasher: each word wakes its thread and has it map and
-# unmap that stretch of the file; per 1 MiB move that was ~1,100 of each per GiB, every unmap a TLB
-# flush on the other core (an inter-processor interrupt: a VM exit on a virtual machine).
+# Spliced bytes between two words to the hasher: each word wakes its thread (a futex call each
+# side); per 1 MiB move that was ~1,100 wake-ups per GiB, when it mapped and unmapped each stretch.
 HASH_EVERY = 8 << 20
 SAVE_EVERY = 0.5  # seconds between saves of a segmented download's progress (what a kill can lose)
+# The ramp (HttpEngine(ramp=True), fetch's default): the first connection runs alone for at least
+# RAMP_AFTER seconds, and the others open only once it would need more than RAMP_GAIN seconds for
+# what is left at its rate. A link that one connection fills (a mirror on the LAN, loopback) gains
+# nothing from more: on the 2-core machine, 1 GiB from nginx took 1.18-1.28 s over 4 connections
+# against 0.92-1.21 s over one, the extra ones costing CPU; a far or throttled server is seen
+# within RAMP_AFTER, at the price of the other connections opening that much later.
+RAMP_AFTER = 0.2
+RAMP_GAIN = 1.0
 
 ProgressFn = Callable[[int], None]
 
@@ -120,11 +128,12 @@ class HttpEngine:
     """Downloads one URL to a local path. One engine per fetch run; thread-safe."""
 
     def __init__(self, session: Client | None = None, *, retry: RetryPolicy | None = None,
-                 connections: int = 1, timeout: float = 60.0, connect_timeout: float = 15.0,
+                 connections: int = 1, ramp: bool = False, timeout: float = 60.0, connect_timeout: float = 15.0,
                  min_split: int = 4 << 20, cancel: threading.Event | None = None) -> None:
         self.session = session or Client()
         self.retry = retry or RetryPolicy()
         self.connections = max(1, connections)
+        self.ramp = ramp  # up to ``connections``, the second one on only when they pay (RAMP_AFTER)
         self.timeout = (connect_timeout, timeout)
         self.min_split = min_split
         self.cancel = cancel or threading.Event()
@@ -367,20 +376,21 @@ class HttpEngine:
         return got
 
     # ------------------------------------------------------------------ several connections
-    def _probe(self, url: str, state: PartState | None, headers: dict[str, str], first: int
+    def _probe(self, url: str, state: PartState | None, headers: dict[str, str], first: int | None
                ) -> tuple[PartState, Response | None, Response | None]:
-        """Ask for the first ``first`` bytes: learn the size, the validator, and whether ranges work.
+        """Ask for the first ``first`` bytes (None: all of them): learn the size, the validator, and
+        whether ranges work.
 
         Returns (state, whole, head). A server that ignores Range answers 200 with the whole file:
         ``whole`` is that response, open, to be streamed as a single-connection download instead
         of asked for again. For a fresh download the 206 answer is ``head``, also open: it is the
         first piece, so no request (and, far away, no round trip) is spent on the probe alone.
         """
-        resp = self.get(self.session, url, self._range_headers(headers, 0, first - 1, state))
+        resp = self.get(self.session, url, self._range_headers(headers, 0, None if first is None else first - 1, state))
         cr = _content_range(resp)
         if resp.status_code == 206 and cr is not None and cr[2] is not None:
             fresh = self._new_state(url, resp, cr[2])
-            if state is None and first > 1 and cr[0] == 0:
+            if state is None and first != 1 and cr[0] == 0:
                 return fresh, None, resp
             resp.close()
             if state is not None and (state.size != fresh.size or
@@ -400,7 +410,12 @@ class HttpEngine:
                    size_hint: int | None) -> tuple[Digests, PartState, int]:
         old = state
         piece_min = max(1 << 20, self.min_split // 4)
-        first = max(piece_min, (size_hint or 0) // (4 * self.connections)) if old is None else 1
+        if old is not None:
+            first: int | None = 1
+        elif self.ramp:  # the whole file, which the first connection may well stream alone
+            first = None
+        else:
+            first = max(piece_min, (size_hint or 0) // (4 * self.connections))
         state, whole, head = self._probe(url, state, headers, first)
         size = state.size
         if head is not None and (size is None or size < 2 * self.min_split):
@@ -431,8 +446,14 @@ class HttpEngine:
         errors: list[BaseException] = []
         stop = threading.Event()
         all_done = threading.Event()
-        left = [n_workers]
+        started = 1 if self.ramp else n_workers  # connections open so far (the ramp adds the rest)
+        left = [started]
         left_lock = threading.Lock()
+        moved = [0]
+
+        def counted(n: int) -> None:
+            moved[0] += n  # (read by the ramp while the first connection is the only writer)
+            progress(n)
         fd = os.open(part, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
         try:
             reserve(fd, [(a, b) for a, b in missing_intervals(state.done, size)])
@@ -449,7 +470,7 @@ class HttpEngine:
 
         def worker(first: list[tuple[Piece, Response]]) -> None:
             try:
-                self._worker(url, headers, state, fd, sched, progress, stop, errors, first)
+                self._worker(url, headers, state, fd, sched, counted, stop, errors, first)
             finally:
                 with left_lock:
                     left[0] -= 1
@@ -459,16 +480,24 @@ class HttpEngine:
         try:
             workers = [threading.Thread(target=worker, args=(given if i == 0 else [],), name=f"vlmdata-seg{i}",
                                         daemon=True) for i in range(n_workers)]
-            for w in workers:
+            for w in workers[:started]:
                 w.start()
-            last_save = time.monotonic()
-            while not all_done.wait(SAVE_EVERY / 2):
+            began = last_save = time.monotonic()
+            while not all_done.wait(SAVE_EVERY / 2 if started == n_workers else RAMP_AFTER / 2):
                 if self.cancel.is_set():
                     stop.set()
+                if started < n_workers and not stop.is_set() and \
+                        more_connections_pay(moved[0], sched.missing - moved[0], time.monotonic() - began):
+                    sched.hand_back_tails()
+                    with left_lock:
+                        left[0] += n_workers - started
+                    for w in workers[started:]:
+                        w.start()
+                    started = n_workers
                 if time.monotonic() - last_save >= SAVE_EVERY:
                     self._save_progress(state, sched, spath)
                     last_save = time.monotonic()
-            for w in workers:
+            for w in workers[:started]:
                 w.join()
             self._save_progress(state, sched, spath)
             if errors:
@@ -490,7 +519,7 @@ class HttpEngine:
         d = digest_box[0]
         if d.size != size:
             raise Transient(f"only {d.size} of {size} bytes hashed")
-        return d, state, n_workers
+        return d, state, started
 
     def _save_progress(self, state: PartState, sched: "Scheduler", spath: Path) -> None:
         state.done = sched.done_ranges()
@@ -598,6 +627,15 @@ class HttpEngine:
                 raise _retryable(e) from None
         if not given:  # (the probe's answer started before this clock)
             sched.observe(latency, got, time.monotonic() - t0 - latency)
+
+
+def more_connections_pay(moved: int, left: int, seconds: float) -> bool:
+    """Whether to open the other connections of a ramped download, whose first one has moved
+    ``moved`` bytes in ``seconds`` with ``left`` to go: not before RAMP_AFTER, then when that one
+    alone would need more than RAMP_GAIN seconds (or has not sent a byte yet)."""
+    if seconds < RAMP_AFTER:
+        return False
+    return moved <= 0 or left * seconds > RAMP_GAIN * moved
 
 
 def copy_local(src: Path, dest: Path, *, md5: bool = False, progress: ProgressFn | None = None,

@@ -11,7 +11,9 @@ small share of its transfer time: its size follows the measured first-byte laten
 measured rate per connection, never below ``min_split``, and pieces get smaller towards the end
 so the connections finish together. When nothing is left to hand out, an idle connection takes
 the second half of the largest piece still in flight (the piece's owner stops at the new end) if
-that half is worth a request of its own, so every connection stays busy to the last byte.
+that half is worth a request of its own, so every connection stays busy to the last byte. A download whose first connection ran alone
+for a while (HttpEngine's ramp) has that connection's range cut back to one piece
+(``hand_back_tails``) when the others open, and the rest goes out in file order as above.
 
 What is done is always ``[piece.start, piece.pos)`` of every piece plus what an earlier run
 finished; it goes into the .part's sidecar so a killed download resumes.
@@ -138,6 +140,23 @@ class Scheduler:
     def bounds(self, piece: Piece) -> tuple[int, int]:
         with self._cond:
             return piece.pos, piece.end
+
+    def hand_back_tails(self) -> None:
+        """Cut each piece in flight to one piece's length and hand the rest out again in file order.
+
+        For connections that open after the first one has run alone (HttpEngine's ramp): that one
+        asked for the whole file, and stealing halves of it would put the new connections far ahead
+        of the hash, which then reads most of the file after the last byte is in."""
+        with self._cond:
+            for p in self.pieces:
+                end = max(p.pos, (p.pos + self.piece) // ALIGN * ALIGN)
+                if p.end - end < self.min_split:
+                    continue  # (a short tail is not worth a request of its own)
+                self._gaps.append([end, p.end])
+                self._unassigned += p.end - end
+                p.end = end
+            self._gaps = merge_intervals(self._gaps)
+            self._cond.notify_all()
 
     def advance(self, piece: Piece, n: int) -> None:
         with self._cond:
