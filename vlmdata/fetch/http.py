@@ -27,8 +27,8 @@ Several connections on one file (``connections > 1``) work like aria2c, with the
 out in file order (vlmdata.fetch.segments) so the hashing thread, which follows the contiguous
 prefix from the page cache, is never far behind; their progress goes to the sidecar every
 ``SAVE_EVERY`` seconds. With ``ramp`` (fetch's default) the first connection asks for the whole
-file and runs alone until it shows it would be slow (RAMP_AFTER), and only then do the others open. Only the sha256 (and md5 when the manifest
-gives one) is computed here; whether it is the *right* hash is decided by the caller, which never
+file and runs alone until it shows it would be slow (RAMP_AFTER), and only then do the others open.
+Only the sha256 (and md5 when the manifest gives one) is computed here; whether it is the *right* hash is decided by the caller, which never
 places a file that does not match.
 
 Downloads are not fsynced (neither is what placement unpacks; only folders are): the page cache
@@ -74,7 +74,7 @@ SAVE_EVERY = 0.5  # seconds between saves of a segmented download's progress (wh
 # RAMP_AFTER seconds, and the others open only once it would need more than RAMP_GAIN seconds for
 # what is left at its rate. A link that one connection fills (a mirror on the LAN, loopback) gains
 # nothing from more: on the 2-core machine, 1 GiB from nginx took 1.18-1.28 s over 4 connections
-# against 0.92-1.21 s over one, the extra ones costing CPU; a far or throttled server is seen
+# against 0.92-1.21 s over one (bench/RESULTS.md); a far or throttled server is seen
 # within RAMP_AFTER, at the price of the other connections opening that much later.
 RAMP_AFTER = 0.2
 RAMP_GAIN = 1.0
