@@ -28,8 +28,8 @@ out in file order (vlmdata.fetch.segments) so the hashing thread, which follows 
 prefix from the page cache, is never far behind; their progress goes to the sidecar every
 ``SAVE_EVERY`` seconds. With ``ramp`` (fetch's default) the first connection asks for the whole
 file and runs alone until it shows it would be slow (RAMP_AFTER), and only then do the others open.
-Only the sha256 (and md5 when the manifest gives one) is computed here; whether it is the *right* hash is decided by the caller, which never
-places a file that does not match.
+Only the sha256 (and md5 when the manifest gives one) is computed here; whether it is the *right*
+hash is decided by the caller, which never places a file that does not match.
 
 Downloads are not fsynced (neither is what placement unpacks; only folders are): the page cache
 survives a killed process, and the sha256 of every byte is checked before anything is placed, so
