@@ -89,7 +89,8 @@ def fetch_cmd(
                         hint="give a Hub mirror's address, e.g. --hf-endpoint https://hf-mirror.com")
     wanted, tag = wanted_names(settings, only_referenced_by)
     root = settings.data_root
-    opts = FetchOptions(jobs=jobs, connections=connections or DEFAULTS.connections, ramp=connections is None, url_jobs=url_jobs, keep_archives=keep_archives,
+    opts = FetchOptions(jobs=jobs, connections=connections or DEFAULTS.connections, ramp=connections is None,
+                        url_jobs=url_jobs, keep_archives=keep_archives,
                         wanted=wanted, wanted_tag=tag, mirror=settings.mirror, hf_endpoint=settings.hf_endpoint,
                         refetch=refetch, update=update, timeout=timeout, url_chunk=url_chunk,
                         claim_timeout=claim_timeout)

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 class FetchOptions(msgspec.Struct):
     jobs: int = 4  # files at once
     connections: int = 4  # connections per file (when the server accepts ranges)
-    ramp: bool = True  # the second and later ones only when one alone would be slow (HttpEngine's ramp); --connections turns it off
+    # the second and later connections only when one alone would be slow (HttpEngine's ramp); --connections: off
+    ramp: bool = True
     url_jobs: int = 128  # requests in flight for per-image URL lists
     keep_archives: bool = False
     wanted: set[str] | None = None  # --only-referenced-by: basenames to keep from archives
