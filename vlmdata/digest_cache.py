@@ -50,6 +50,6 @@ def sha256_of(path: Path) -> tuple[str, int]:
 
 
 def _hash(path: Path) -> str:
-    from vlmdata.fetch.hashing import hash_file  # (through a memory map of the page cache: no copy)
+    from vlmdata.fetch.hashing import hash_file  # (read into one small reused buffer, hashed while in the cache)
 
     return hash_file(path).sha256
