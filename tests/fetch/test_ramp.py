@@ -10,8 +10,9 @@ import threading
 import time
 
 import pytest
-from fetch_helpers import file_toml, http, sent_settled, sha256
+from fetch_helpers import Fault, file_toml, http, sent_settled, sha256
 
+from vlmdata.fetch import http as http_engine
 from vlmdata.fetch.http import RAMP_AFTER, RAMP_GAIN, HttpEngine, more_connections_pay
 from vlmdata.fetch.segments import ALIGN, Scheduler
 from vlmdata.net.errors import Cancelled
@@ -61,7 +62,8 @@ def test_a_short_tail_stays_with_its_piece():
     assert first.end == 8 * MIB and sched.take() is None
 
 
-def test_a_file_one_connection_carries_takes_one_request(files_server, tmp_path):
+def test_a_file_one_connection_carries_takes_one_request(files_server, tmp_path, monkeypatch):
+    monkeypatch.setattr(http_engine, "RAMP_AFTER", 2.0)  # (a stall of a loaded machine's first 0.2 s is not a slow link)
     data = os.urandom(6 * MIB)
     (files_server.folder / "big.bin").write_bytes(data)
     got = ramped().download(f"{files_server.url}/big.bin", tmp_path / "big.bin", size_hint=len(data))
@@ -111,6 +113,19 @@ def test_a_stopped_ramped_download_resumes_where_it_was(files_server, tmp_path):
     assert sent_settled(files_server, "big.bin") <= len(data) - done + (256 << 10)
 
 
+def test_a_cut_first_connection_resumes_where_it_was_cut(files_server, tmp_path, monkeypatch):
+    # The whole-file answer dropped twice: each try asks for the rest, no byte is sent twice.
+    monkeypatch.setattr(http_engine, "RAMP_AFTER", 60.0)  # (alone throughout, however slow the machine)
+    data = os.urandom(6 * MIB)
+    (files_server.folder / "big.bin").write_bytes(data)
+    files_server.fault("big.bin", Fault("drop", times=2, after=MIB))
+    got = ramped().download(f"{files_server.url}/big.bin", tmp_path / "big.bin", size_hint=len(data))
+    assert (tmp_path / "big.bin").read_bytes() == data and got.digests.sha256 == hashlib.sha256(data).hexdigest()
+    starts = [int(r[6:].split("-")[0]) for r in _ranges(files_server, "big.bin")]
+    assert starts[:3] == [0, MIB, 2 * MIB], starts
+    assert sent_settled(files_server, "big.bin") == len(data)
+
+
 def _done_in(side) -> int:
     try:
         return sum(b - a for a, b in json.loads(side.read_text())["done"])
@@ -119,7 +134,8 @@ def _done_in(side) -> int:
 
 
 @pytest.mark.parametrize("given, connections", [([], 1), (["--connections", "4"], 4)])
-def test_fetch_ramps_unless_told_how_many(given, connections, cli, manifests, files_server, root):
+def test_fetch_ramps_unless_told_how_many(given, connections, cli, manifests, files_server, root, monkeypatch):
+    monkeypatch.setattr(http_engine, "RAMP_AFTER", 2.0)  # (as above: the file takes well under that)
     data = os.urandom(10 * MIB)  # (over 2 x the 4 MiB split: four connections would cut it)
     (files_server.folder / "x.bin").write_bytes(data)
     manifests.dataset("d", file_toml("x.bin", size=len(data), sha=sha256(data), sources=[http(f"{files_server.url}/x.bin")],
