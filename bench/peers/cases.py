@@ -204,6 +204,7 @@ def urllist(b: Any, *, out: Path, i2d: Path, **_: Any) -> None:
                                         "prepare": lambda: (_rm(root), root.mkdir(parents=True)), "check": check_i2d},
         })
         stats1 = _stats(base)
+        bare = _bare_client(base)
         served = stats1["requests"] - stats0["requests"]
         cpu = stats1["cpu_s"] - stats0["cpu_s"]
         ceiling = served / cpu if cpu > 0 else float("inf")
@@ -213,6 +214,12 @@ def urllist(b: Any, *, out: Path, i2d: Path, **_: Any) -> None:
         b.notes.append(f"URL list: no client can finish under {floor:.2f} s ({inputs.LIST_IMAGES:,} requests x "
                        f"{LATENCY * 1000:.0f} ms / {JOBS} in flight); 3x img2dataset's median ({peer:.2f} s) asks for "
                        f"{peer / 3:.2f} s, {peer / 3 - floor:+.2f} s from that floor")
+        b.notes.append(f"URL list: a bare client (bench/peers/bare_client.py: {JOBS} keep-alive connections on one loop, "
+                       f"bodies read and dropped, nothing written, no start-up) took {min(bare):.2f}-{max(bare):.2f} s "
+                       f"against the same server ({len(bare)} runs after the others; "
+                       f"{min(bare) * JOBS / inputs.LIST_IMAGES * 1000:.1f} ms a request on each connection where "
+                       f"{LATENCY * 1000:.0f} are asked for): the floor in practice, "
+                       f"{peer / 3 - min(bare):+.2f} s from 3x img2dataset's median")
         b.notes.append(f"latency server: {served:,} requests for {cpu:.1f} CPU-seconds, a ceiling of "
                        f"{ceiling:,.0f} requests/s on one core; the fastest client reached {fastest:,.0f}/s "
                        f"({100 * fastest / ceiling:.0f}% of it)")
@@ -223,6 +230,13 @@ def urllist(b: Any, *, out: Path, i2d: Path, **_: Any) -> None:
     finally:
         srv.terminate()
         srv.wait()
+
+
+def _bare_client(base: str, runs: int = 3) -> list[float]:
+    """Seconds a client with nothing but the requests takes for the list (bench/peers/bare_client.py)."""
+    argv = [sys.executable, "-m", "bench.peers.bare_client", "--base", base, "--images", str(inputs.LIST_IMAGES),
+            "--jobs", str(JOBS)]
+    return [float(subprocess.run(argv, cwd=REPO, check=True, capture_output=True, text=True).stdout) for _ in range(runs)]
 
 
 def _stats(base: str) -> dict:
