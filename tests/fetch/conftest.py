@@ -52,6 +52,22 @@ def manifests(tmp_path):
     return Manifests(tmp_path / "manifests")
 
 
+@pytest.fixture(params=["splice", "recv"])
+def body_path(request, monkeypatch):
+    """A test on both ways a body reaches its file: spliced by the kernel (plain HTTP on Linux,
+    vlmdata.net.splice) and received into the hasher's buffers (TLS, chunked, other systems). A
+    module takes it with ``pytestmark = pytest.mark.usefixtures("body_path")``."""
+    from vlmdata.net import splice
+
+    if request.param == "recv":
+        monkeypatch.setenv("VLMDATA_NO_SPLICE", "1")
+    else:
+        monkeypatch.delenv("VLMDATA_NO_SPLICE", raising=False)
+        if not splice.available():
+            pytest.skip("no splice on this system")
+    return request.param
+
+
 @pytest.fixture
 def hub_online(monkeypatch):
     """The Hub tests' own loopback hub may be asked: the test suite sets HF_HUB_OFFLINE for everything

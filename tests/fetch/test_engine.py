@@ -12,7 +12,6 @@ import pytest
 from fetch_helpers import Fault, sent_settled
 
 from vlmdata.fetch.http import HttpEngine
-from vlmdata.net import splice
 from vlmdata.net.errors import Cancelled, SourceFailed
 from vlmdata.state.partial import part_path, state_path
 from vlmdata.net.retry import RetryPolicy
@@ -20,17 +19,7 @@ from vlmdata.net.retry import RetryPolicy
 FAST = RetryPolicy(attempts=5, base=0.02, cap=0.2)
 
 
-@pytest.fixture(autouse=True, params=["splice", "recv"])
-def body_path(request, monkeypatch):
-    """Each test on both ways a body reaches its file: spliced by the kernel (plain HTTP on Linux,
-    vlmdata.net.splice) and received into the hasher's buffers (TLS, chunked, other systems)."""
-    if request.param == "recv":
-        monkeypatch.setenv("VLMDATA_NO_SPLICE", "1")
-    else:
-        monkeypatch.delenv("VLMDATA_NO_SPLICE", raising=False)
-        if not splice.available():
-            pytest.skip("no splice on this system")
-    return request.param
+pytestmark = pytest.mark.usefixtures("body_path")  # (each test spliced and received)
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from vlmdata.net.retry import RetryPolicy
 from vlmdata.state.partial import part_path, state_path
 
 MIB = 1 << 20
+DOWNLOADS = pytest.mark.usefixtures("body_path")  # (each download spliced and received)
 
 
 def ramped(**kw) -> HttpEngine:
@@ -62,6 +63,7 @@ def test_a_short_tail_stays_with_its_piece():
     assert first.end == 8 * MIB and sched.take() is None
 
 
+@DOWNLOADS
 def test_a_file_one_connection_carries_takes_one_request(files_server, tmp_path, monkeypatch):
     monkeypatch.setattr(http_engine, "RAMP_AFTER", 2.0)  # (a stall of a loaded machine's first 0.2 s is not a slow link)
     data = os.urandom(6 * MIB)
@@ -72,6 +74,7 @@ def test_a_file_one_connection_carries_takes_one_request(files_server, tmp_path,
     assert _ranges(files_server, "big.bin") == ["bytes=0-"]  # the whole file in the first answer, no probe
 
 
+@DOWNLOADS
 def test_a_slow_first_connection_brings_the_others_in_file_order(files_server, tmp_path):
     # 2 MiB/s per connection: after RAMP_AFTER the first one alone would need ~4 s for the rest
     data = os.urandom(8 * MIB)
@@ -87,6 +90,7 @@ def test_a_slow_first_connection_brings_the_others_in_file_order(files_server, t
     assert min(starts) < len(data) // 4, ranges
 
 
+@DOWNLOADS
 def test_a_stopped_ramped_download_resumes_where_it_was(files_server, tmp_path):
     data = os.urandom(8 * MIB)
     (files_server.folder / "big.bin").write_bytes(data)
@@ -113,6 +117,7 @@ def test_a_stopped_ramped_download_resumes_where_it_was(files_server, tmp_path):
     assert sent_settled(files_server, "big.bin") <= len(data) - done + (256 << 10)
 
 
+@DOWNLOADS
 def test_a_cut_first_connection_resumes_where_it_was_cut(files_server, tmp_path, monkeypatch):
     # The whole-file answer dropped twice: each try asks for the rest, no byte is sent twice.
     monkeypatch.setattr(http_engine, "RAMP_AFTER", 60.0)  # (alone throughout, however slow the machine)
@@ -133,6 +138,7 @@ def _done_in(side) -> int:
         return 0
 
 
+@DOWNLOADS
 @pytest.mark.parametrize("given, connections", [([], 1), (["--connections", "4"], 4)])
 def test_fetch_ramps_unless_told_how_many(given, connections, cli, manifests, files_server, root, monkeypatch):
     monkeypatch.setattr(http_engine, "RAMP_AFTER", 2.0)  # (as above: the file takes well under that)
