@@ -386,7 +386,8 @@ class HttpEngine:
         of asked for again. For a fresh download the 206 answer is ``head``, also open: it is the
         first piece, so no request (and, far away, no round trip) is spent on the probe alone.
         """
-        resp = self.get(self.session, url, self._range_headers(headers, 0, None if first is None else first - 1, state))
+        last = None if first is None else first - 1
+        resp = self.get(self.session, url, self._range_headers(headers, 0, last, state))
         cr = _content_range(resp)
         if resp.status_code == 206 and cr is not None and cr[2] is not None:
             fresh = self._new_state(url, resp, cr[2])

@@ -54,7 +54,8 @@ class Fetcher:
         self.journal = Journal(root.state_dir)
         self.session = Client(pool_size=max(16, self.opt.jobs * 2))
         self.engine = HttpEngine(self.session, retry=self.opt.retry, connections=self.opt.connections,
-                                 ramp=self.opt.ramp, timeout=self.opt.timeout, min_split=self.opt.min_split, cancel=self.cancel)
+                                 ramp=self.opt.ramp, timeout=self.opt.timeout, min_split=self.opt.min_split,
+                                 cancel=self.cancel)
         self.hub = HubAccess(self.opt.hf_endpoint, token_from_env())
         self.downloader = VerifiedDownloader(root, self.engine, self.progress, self.cancel, hub=self.hub,
                                              mirror=self.opt.mirror, verify_tries=self.opt.verify_tries,

@@ -11,9 +11,10 @@ small share of its transfer time: its size follows the measured first-byte laten
 measured rate per connection, never below ``min_split``, and pieces get smaller towards the end
 so the connections finish together. When nothing is left to hand out, an idle connection takes
 the second half of the largest piece still in flight (the piece's owner stops at the new end) if
-that half is worth a request of its own, so every connection stays busy to the last byte. A download whose first connection ran alone
-for a while (HttpEngine's ramp) has that connection's range cut back to one piece
-(``hand_back_tails``) when the others open, and the rest goes out in file order as above.
+that half is worth a request of its own, so every connection stays busy to the last byte. A
+download whose first connection ran alone for a while (HttpEngine's ramp) has that connection's
+range cut back to one piece (``hand_back_tails``) when the others open, and the rest goes out in
+file order as above.
 
 What is done is always ``[piece.start, piece.pos)`` of every piece plus what an earlier run
 finished; it goes into the .part's sidecar so a killed download resumes.
