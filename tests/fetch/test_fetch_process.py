@@ -49,7 +49,9 @@ def test_sigkill_then_rerun_fetches_only_the_rest(big, manifests, files_server, 
     assert files_server.requests[0][2] == f"bytes={kept}-"
 
 
-def test_sigkill_segmented_then_rerun(big, manifests, files_server, root, cli):
+@pytest.mark.parametrize("given", [["--connections", "4"], []], ids=["x4", "default"])
+def test_sigkill_segmented_then_rerun(given, big, manifests, files_server, root, cli):
+    # (the default ramps: at 1 MiB/s its first connection soon brings the other three)
     files_server.default_throttle = 1 << 20  # per connection
     part = part_path(Root(root).download_path("t", "big.bin"))
     side = state_path(part)
@@ -60,7 +62,7 @@ def test_sigkill_segmented_then_rerun(big, manifests, files_server, root, cli):
         except (OSError, ValueError, KeyError, TypeError):
             return 0
 
-    proc = start_fetch(*args(manifests, root, "--connections", "4"))
+    proc = start_fetch(*args(manifests, root, *given))
     try:
         wait_for(lambda: done_bytes() >= 4 << 20, what="4 MiB recorded in the sidecar")
     finally:
@@ -71,7 +73,7 @@ def test_sigkill_segmented_then_rerun(big, manifests, files_server, root, cli):
     assert plan["state"] == "partial" and plan["partial_bytes"] == done and plan["download_bytes"] == SIZE - done
     files_server.default_throttle = 0
     files_server.reset()
-    r = cli(*args(manifests, root, "--connections", "4", "--json"))
+    r = cli(*args(manifests, root, *given, "--json"))
     assert r.code == 0, r.err
     assert (root / "t/big.bin").read_bytes() == big
     sent = sent_settled(files_server, "big.bin")
