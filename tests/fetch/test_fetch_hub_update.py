@@ -152,6 +152,8 @@ def test_update_of_a_repo_re_pins_its_unchanged_git_files_without_downloading_th
     assert pins[f"{REPO_KEY}/tokenizer.json"]["source"] == config_source.replace("config.json", "tokenizer.json")
     assert journal.get(f"{REPO_KEY}/tokenizer.json").source == config_source.replace("config.json", "tokenizer.json")
     assert f"{1 + blobs} file(s) unchanged at commit {head}" in r.err  # the LFS file, and tokenizer.json by its blob
+    # the summary counts the repo as fetched and says which of its files only moved to the new commit
+    assert f"1 fetched ({1 + blobs} unchanged file(s) in them only re-pinned), 0 re-pinned without a download" in r.err
     # the LFS file (the listing's sha256 checks it: no lock pin of its own) says it is unchanged, with blob ids or
     # without, and its journal entry names the new commit as a download from it would
     lfs = Journal(root / ".vlmdata").get(f"{REPO_KEY}/model.safetensors")

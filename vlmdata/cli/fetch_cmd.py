@@ -274,8 +274,11 @@ def _summarise(settings: Settings, report: FetchReport, update: bool = False) ->
     present = sum(o.state == "present" for o in report.outcomes)
     fetched = sum(o.state == "fetched" for o in report.outcomes)
     repinned = sum(o.state == "repinned" for o in report.outcomes)
+    # (a Hub repo fetched by --update counts as one item; the files of it that only moved to the new commit
+    # are said here too, so "0 re-pinned" does not read as none of them was)
+    inside = sum(o.repo_files["repinned"] for o in report.outcomes if o.state == "fetched" and o.repo_files)
     said = f"{repinned} re-pinned without a download (unchanged), " if repinned or update else ""
-    echo(f"{fetched} fetched, " + said
+    echo(f"{fetched} fetched" + (f" ({inside} unchanged file(s) in them only re-pinned)" if inside else "") + ", " + said
          + f"{present} already present, {len(report.failed)} failed; "
          f"{human_bytes(report.network_bytes)} downloaded in {report.seconds:.1f} s", err=True)
     for v in report.renewed:
