@@ -276,7 +276,7 @@ def _summarise(settings: Settings, report: FetchReport, update: bool = False) ->
     repinned = sum(o.state == "repinned" for o in report.outcomes)
     # (a Hub repo fetched by --update counts as one item; the files of it that only moved to the new commit
     # are said here too, so "0 re-pinned" does not read as none of them was)
-    inside = sum(o.repo_files["repinned"] for o in report.outcomes if o.state == "fetched" and o.repo_files)
+    inside = sum(o.repo_files.get("repinned", 0) for o in report.outcomes if o.state == "fetched" and o.repo_files)
     said = f"{repinned} re-pinned without a download (unchanged), " if repinned or update else ""
     echo(f"{fetched} fetched" + (f" ({inside} unchanged file(s) in them only re-pinned)" if inside else "") + ", " + said
          + f"{present} already present, {len(report.failed)} failed; "

@@ -484,7 +484,7 @@ class HttpEngine:
             for w in workers[:started]:
                 w.start()
             began = last_save = time.monotonic()
-            while not all_done.wait(min(SAVE_EVERY, RAMP_AFTER if started < n_workers else SAVE_EVERY) / 2):
+            while not all_done.wait((SAVE_EVERY if started == n_workers else min(SAVE_EVERY, RAMP_AFTER)) / 2):
                 if self.cancel.is_set():
                     stop.set()
                 if started < n_workers and not stop.is_set() and \
