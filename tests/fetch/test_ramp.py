@@ -76,6 +76,16 @@ def test_a_file_one_connection_carries_takes_one_request(files_server, tmp_path,
 
 
 @DOWNLOADS
+def test_a_small_file_of_unknown_size_takes_one_request(files_server, tmp_path):
+    # (no size from the manifest: the whole-file probe finds a file too small to split, and streams it)
+    data = os.urandom(MIB + 17)
+    (files_server.folder / "small.bin").write_bytes(data)
+    got = ramped().download(f"{files_server.url}/small.bin", tmp_path / "small.bin")
+    assert (tmp_path / "small.bin").read_bytes() == data and got.digests.sha256 == hashlib.sha256(data).hexdigest()
+    assert got.connections == 1 and _ranges(files_server, "small.bin") == ["bytes=0-"]
+
+
+@DOWNLOADS
 def test_a_slow_first_connection_brings_the_others_in_file_order(files_server, tmp_path):
     # 2 MiB/s per connection: after RAMP_AFTER the first one alone would need ~4 s for the rest
     data = os.urandom(8 * MIB)

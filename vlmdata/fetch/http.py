@@ -420,8 +420,11 @@ class HttpEngine:
         state, whole, head = self._probe(url, state, headers, first)
         size = state.size
         if head is not None and (size is None or size < 2 * self.min_split):
-            head.close()  # a small file after all: one connection, from the start
-            head = None
+            if first is None:  # a small file after all, whose whole body is on its way: one connection, this one
+                whole, head = head, None
+            else:  # (only its first piece was asked for: one connection, from the start)
+                head.close()
+                head = None
         if whole is not None or size is None or (state.done is None and size < 2 * self.min_split):
             if whole is not None and old is not None:
                 whole.close()
