@@ -86,6 +86,17 @@ def test_a_small_file_of_unknown_size_takes_one_request(files_server, tmp_path):
 
 
 @DOWNLOADS
+def test_a_server_without_ranges_is_streamed_from_its_first_answer(files_server, tmp_path):
+    data = os.urandom(9 * MIB)
+    (files_server.folder / "big.bin").write_bytes(data)
+    files_server.ranges = False  # (a 200 with the whole file, whatever the Range asked)
+    files_server.default_throttle = 4 * MIB  # (slow enough that the ramp would open more, were there ranges)
+    got = ramped().download(f"{files_server.url}/big.bin", tmp_path / "big.bin", size_hint=len(data))
+    assert (tmp_path / "big.bin").read_bytes() == data and got.connections == 1
+    assert files_server.count("big.bin") == 1 and sent_settled(files_server, "big.bin") == len(data)
+
+
+@DOWNLOADS
 def test_a_slow_first_connection_brings_the_others_in_file_order(files_server, tmp_path):
     # 2 MiB/s per connection: after RAMP_AFTER the first one alone would need ~4 s for the rest
     data = os.urandom(8 * MIB)
