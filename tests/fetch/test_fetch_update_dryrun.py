@@ -207,7 +207,8 @@ def test_an_update_of_a_repo_with_one_changed_file_downloads_that_file_only(cli,
         f"  fetched   {REPO_KEY:<48} {human_bytes(size):>10}",
         f"            1 of 4 file(s) downloaded ({human_bytes(len(config))}), 3 re-pinned without a download "
         "(unchanged)",
-        f"1 fetched, 0 re-pinned without a download (unchanged), 0 already present, 0 failed; "
+        f"1 fetched (3 unchanged file(s) in them only re-pinned), 0 re-pinned without a download (unchanged), "
+        f"0 already present, 0 failed; "
         f"{human_bytes(len(config))} downloaded"]
     assert f"done {REPO_KEY}: 1 of 4 file(s) downloaded ({human_bytes(len(config))})" in r.err
 
