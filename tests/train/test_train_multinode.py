@@ -33,8 +33,12 @@ def _port() -> int:
 
 
 def _env(**extra: str) -> dict[str, str]:
+    # (PYTHONFAULTHANDLER: a rank that aborts, as one did at its exit once in a few full suites with
+    # 'terminate called without an active exception', prints its threads' Python stacks into the
+    # stderr this test shows)
     return dict(os.environ, PYTHONPATH=f"{REPO / 'tests/train/multinode'}{os.pathsep}{REPO}", CUDA_VISIBLE_DEVICES="",
-                MASTER_ADDR="127.0.0.1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", **extra)
+                MASTER_ADDR="127.0.0.1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", PYTHONFAULTHANDLER="1",
+                **extra)
 
 
 def _config(path: Path, blend: Path, out: Path, **over) -> Path:
