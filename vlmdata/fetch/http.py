@@ -453,11 +453,6 @@ class HttpEngine:
         started = 1 if self.ramp else n_workers  # connections open so far (the ramp adds the rest)
         left = [started]
         left_lock = threading.Lock()
-        moved = [0]
-
-        def counted(n: int) -> None:
-            moved[0] += n  # (read by the ramp while the first connection is the only writer)
-            progress(n)
         fd = os.open(part, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
         try:
             reserve(fd, [(a, b) for a, b in missing_intervals(state.done, size)])
@@ -474,7 +469,7 @@ class HttpEngine:
 
         def worker(first: list[tuple[Piece, Response]]) -> None:
             try:
-                self._worker(url, headers, state, fd, sched, counted, stop, errors, first)
+                self._worker(url, headers, state, fd, sched, progress, stop, errors, first)
             finally:
                 with left_lock:
                     left[0] -= 1
@@ -490,8 +485,9 @@ class HttpEngine:
             while not all_done.wait((SAVE_EVERY if started == n_workers else min(SAVE_EVERY, RAMP_AFTER)) / 2):
                 if self.cancel.is_set():
                     stop.set()
+                left_now = size - sum(b - a for a, b in sched.done_ranges()) if started < n_workers else 0
                 if started < n_workers and not stop.is_set() and \
-                        more_connections_pay(moved[0], sched.missing - moved[0], time.monotonic() - began):
+                        more_connections_pay(sched.missing - left_now, left_now, time.monotonic() - began):
                     sched.hand_back_tails()
                     with left_lock:
                         left[0] += n_workers - started
