@@ -323,9 +323,11 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
         save_mm_projector(trainer.accelerator.unwrap_model(trainer.model), out / MM_PROJECTOR)
     if trainer.args.should_save:
         from vlmtrain.data.slow_tokenizer_files import save_tokenizer
+        from vlmtrain.train.rundir import saves_projector_only
 
-        # (with its SentencePiece model: the next stage and the export take it from here)
-        save_tokenizer(tokenizer, out)
+        if saves_projector_only(cfg):  # a whole-model save_model wrote the tokenizer already (VlmTrainer._save)
+            # (with its SentencePiece model: the next stage and the export take it from here)
+            save_tokenizer(tokenizer, out)
         if cfg.stage == 3 and cfg.save_moellava_checkpoint:
             _save_moellava_export(trainer.accelerator.unwrap_model(trainer.model), tokenizer, cfg, out)
         from vlmtrain.train.chain import mark_done
