@@ -124,18 +124,28 @@ def _check_later_stages(stages, resume: bool) -> None:
             preflight(stage.cfg, linked=True)
 
 
+_LEFT_GROUP = False  # this process is a launched rank that was in a process group and has left it
+
+
 def _leave_process_group() -> None:
-    """End a launched rank's process group before exit, as torch asks: left to the interpreter's
-    teardown, a rank that finished its run could abort there ('terminate called without an active
-    exception', exit 134), seen once in ~5 two-process DeepSpeed runs on a loaded CPU machine.
+    """End a launched rank's process group once its run is done, as torch asks (a rank that failed or was
+    stopped keeps it: torch warns that a group ended while another rank is in a collective can hang).
     Only at the command's end (the stages of a chain share one group), and only in a launched rank
-    (WORLD_SIZE > 1), whose process ends next: a single process keeps its group, which accelerate's
-    cached state still names, for whatever it runs after."""
+    (WORLD_SIZE > 1), whose process ends next (_exit_launched_rank): a single process keeps its group,
+    which accelerate's cached state still names, for whatever it runs after in the same interpreter."""
+    global _LEFT_GROUP
+    if _launched_rank() and _in_process_group():
+        sys.modules["torch"].distributed.destroy_process_group()
+        _LEFT_GROUP = True
+
+
+def _launched_rank() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+
+
+def _in_process_group() -> bool:
     torch = sys.modules.get("torch")
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
-        return
-    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    return torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def _first_rank() -> bool:
@@ -378,7 +388,40 @@ def main() -> None:
         level = "INFO"
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     # `run` answers a Ctrl-C itself (checkpoint, then the command that continues); this is for everything else.
-    run_app(lambda: app(standalone_mode=False), interrupted="interrupted (Ctrl-C)", user_error=_is_data_error)
+    try:
+        run_app(lambda: app(standalone_mode=False), interrupted="interrupted (Ctrl-C)", user_error=_is_data_error)
+    except SystemExit as e:
+        _exit_launched_rank(e.code)
+        raise
+    _exit_launched_rank(0)
+
+
+def _exit_launched_rank(code: int | str | None) -> None:
+    """A launched rank (WORLD_SIZE > 1) that joined a process group ends here, with ``code``, not through the
+    interpreter's teardown, where a rank that had finished its run aborted once ('terminate called without
+    an active exception', exit 134: a two-process ZeRO-3 resume, once in five full test suites). Our reading,
+    not proven: objects that library module globals still hold (process groups, their gloo work) are
+    destroyed there while the interpreter is half gone, as torch's issues on that message describe. What the
+    teardown does for a program is done first: other non-daemon threads finish, atexit handlers run (logging,
+    multiprocessing's workers), stdout and stderr are flushed; a finished run has left its group already
+    (_leave_process_group). Any other process returns and exits as usual."""
+    if not (_launched_rank() and (_LEFT_GROUP or _in_process_group())):
+        return
+    import atexit
+    import threading
+
+    if isinstance(code, str):  # sys.exit("message"): said on stderr, exit 1, as Python does
+        print(code, file=sys.stderr)
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe has nothing more to say
+            pass
+    os._exit(code if isinstance(code, int) else (0 if code is None else 1))
 
 
 def _is_data_error(e: BaseException) -> bool:
