@@ -155,7 +155,7 @@ def _first_rank() -> bool:
 
 def _run_stage(stage, configs: List[Path], overrides: List[str], resume: bool, *, chained: bool) -> None:
     from vlmtrain.cli_hints import interrupted_message, resume_command, start_command
-    from vlmtrain.train.chain import is_done
+    from vlmtrain.train.chain import finished_step, is_done
     from vlmtrain.train.launch import needs_launch, relaunch
     from vlmtrain.train.preflight import preflight
     from vlmtrain.train.rundir import last_complete_checkpoint
@@ -166,6 +166,11 @@ def _run_stage(stage, configs: List[Path], overrides: List[str], resume: bool, *
         return
     if chained:
         typer.echo(f"=== stage {cfg.stage}: {stage.path} -> {cfg.output_dir}", err=True)
+    if resume and not chained and (step := finished_step(cfg)) is not None:
+        # (the Trainer would train a step past max_steps from the last checkpoint, and save the model again)
+        typer.echo(f"{cfg.output_dir} holds this run, finished at step {step}: nothing to train. To train it "
+                   "further, raise max_steps (or num_train_epochs) with --set and --resume.", err=True)
+        return
     stage_resume = resume and last_complete_checkpoint(cfg.output_dir) is not None
     if needs_launch(cfg):
         preflight(cfg)

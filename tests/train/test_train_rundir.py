@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from train_helpers import REPO, run_vlmtrain
+from train_helpers import REPO, read_metrics, run_vlmtrain
 
 
 def test_config_path_mistakes_get_a_did_you_mean(tmp_path, monkeypatch):
@@ -148,3 +148,35 @@ def test_export_moe_llava_refuses_a_target_that_would_lose_something(tmp_path):
     assert (run / "config.json").read_text() == '{"ours": true, "text_config": {"model_type": "mistral"}}'
     assert (other / "todo.txt").read_text() == "keep me" and (tmp_path / "a-file").read_text() == "keep me too"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "notes", "runs"]  # no temporary folder left
+
+
+def test_resume_of_a_finished_run_trains_nothing_and_keeps_its_model(instruct_blend, make_config, tmp_path):
+    """The Trainer resumed from the last checkpoint of a run that ended inside an epoch trained one step past
+    max_steps and saved the model again; now a finished run is left as it is, unless max_steps is raised."""
+    cfg = make_config(instruct_blend, "fin", max_steps=4, save_steps=2)  # 24 samples / 4: 6 steps an epoch
+    assert run_vlmtrain("run", cfg).code == 0
+    out = tmp_path / "fin"
+    model, metrics = (out / "model.safetensors").read_bytes(), (out / "metrics.jsonl").read_text()
+    mtime = (out / "model.safetensors").stat().st_mtime_ns
+    r = run_vlmtrain("run", cfg, "--resume")
+    assert r.code == 0, r.err
+    assert "holds this run, finished at step 4: nothing to train" in r.err and "step 5" not in r.err
+    assert (out / "model.safetensors").stat().st_mtime_ns == mtime and (out / "model.safetensors").read_bytes() == model
+    assert (out / "metrics.jsonl").read_text() == metrics
+    r = run_vlmtrain("run", cfg, "--resume", "--set", "max_steps=6")  # what the hint says: train it further
+    assert r.code == 0, r.err
+    assert sorted(read_metrics(out)) == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_from_a_checkpoint_of_the_last_step_writes_the_final_model_without_training(instruct_blend,
+                                                                                           make_config, tmp_path):
+    cfg = make_config(instruct_blend, "last", max_steps=4, save_steps=2)
+    out = tmp_path / "last"
+    r = run_vlmtrain("run", cfg, env={"VLMTRAIN_SIGNAL_AT_STEP": "4:TERM"})
+    assert r.code == 143 and "stopped by SIGTERM after step 4" in r.err, r.err
+    assert not (out / "model.safetensors").exists() and (out / "checkpoint-4").is_dir()
+    r = run_vlmtrain("run", cfg, "--resume")
+    assert r.code == 0, r.err
+    assert sorted(read_metrics(out)) == [1, 2, 3, 4]  # no step 5
+    assert (out / "model.safetensors").is_file()
+    assert json.loads((out / "vlmtrain_done.json").read_text())["global_step"] == 4

@@ -93,16 +93,29 @@ def _continue_from(prev: Stage, cur: Stage) -> None:
 
 def is_done(cfg: TrainConfig) -> bool:
     """The stage finished with this same config (a different one is an error, not a skip)."""
-    marker = Path(cfg.output_dir) / DONE
-    if not marker.is_file():
-        return False
-    recorded = json.loads(marker.read_text()).get("config", {})
-    now = json.loads(json.dumps(cfg.to_dict(), default=str))
-    changed = sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
+    changed = _changes_since_done(cfg)
     if changed:
         raise ConfigError(f"{cfg.output_dir} holds a finished stage trained with other settings ({', '.join(changed[:6])})",
                           where=cfg._source, hint="choose another output_dir, or delete that folder to train it again")
-    return True
+    return changed is not None
+
+
+def finished_step(cfg: TrainConfig) -> int | None:
+    """The last step of a run that finished in output_dir with this same config; None when it did not
+    (or with other settings: a raised max_steps trains it further with --resume)."""
+    if _changes_since_done(cfg) != []:
+        return None
+    return int(json.loads((Path(cfg.output_dir) / DONE).read_text()).get("global_step", 0))
+
+
+def _changes_since_done(cfg: TrainConfig) -> list[str] | None:
+    """The config keys that differ from the finished run's record; None when no run finished there."""
+    marker = Path(cfg.output_dir) / DONE
+    if not marker.is_file():
+        return None
+    recorded = json.loads(marker.read_text()).get("config", {})
+    now = json.loads(json.dumps(cfg.to_dict(), default=str))
+    return sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
 
 
 def mark_done(cfg: TrainConfig, global_step: int) -> None:

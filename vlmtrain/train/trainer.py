@@ -108,6 +108,14 @@ class VlmTrainer(Trainer):
                 self.args.world_size * self.args.gradient_accumulation_steps, self.args.seed, group_by_modality=True)
         return SeededRandomSampler(len(self.train_data.lengths), self.args.seed)
 
+    def _run_epoch(self, *args, **kwargs):
+        # A run resumed from a checkpoint of its last step (stopped right after it) has nothing left to
+        # train; the Trainer's loop checks max_steps only after a step, so it would train one more.
+        if 0 < self.state.max_steps <= self.state.global_step:
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
+
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         """The Trainer's fetch of the next batches, timed: how long the loop waited for data.
 
