@@ -425,6 +425,9 @@ class RecordReader:
             wide = _wide_encoding(self.buf[:4])
             if wide:  # (Windows tools write UTF-16: "expected a JSON array" would send the user to the wrong fix)
                 raise self._fail(f"not valid UTF-8: the file is {wide} text", hint=_reencode_hint(wide))
+            if self.peek() == "":  # (not "expected a JSON array": the file holds nothing to fix)
+                raise self._fail(_nothing_in(self.total), hint="download or export it again (a file vlmdata fetched: "
+                                                               "`vlmdata verify`, then `vlmdata fetch NAME --refetch`)")
             if self.peek() != "[":
                 raise self._fail("expected a JSON array ('[' at the start)",
                                  hint="LLaVA-style files are one JSON array of records; use .jsonl for one record per line")
@@ -553,6 +556,13 @@ _DECODER = json.JSONDecoder()
 _BOUNDARY = re.compile(rb",\s*\{")
 _FIRST_KEY = re.compile(rb'\{\s*"((?:[^"\\]|\\.)*)"')  # an object's first key
 _NEXT_RECORD = re.compile(rb'\s*,\s*(\{)\s*"((?:[^"\\]|\\.)*)"')  # ", {" and the next object's first key
+
+
+def _nothing_in(size: int) -> str:
+    """What an array file without a character of JSON is, for its error."""
+    if size == 0:
+        return "the file is empty (0 bytes): an interrupted download or an empty export?"
+    return f"the file holds no JSON ({size:,} bytes of blanks): an interrupted download or an empty export?"
 
 
 def _wide_encoding(head: bytes) -> str | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from blend_helpers import Shape, rows, touch_images, turns, write_json
 
 MIX = "llava_instruct:llava_v1_5_mix665k.json"
@@ -181,3 +183,22 @@ def test_info_of_a_recipe_shows_its_image_prefix_and_description(cli):
     assert "hence image_prefix" in r.out and "follows: FreedomIntelligence/ALLaVA" in r.out
     j = cli("info", "allava-caption", "--json").json()
     assert j["stage"] == "pretrain" and "hence image_prefix" in j["description"] and j["references"]
+
+
+@pytest.mark.parametrize("name, text, said", [
+    ("m.jsonl", "", "holds no records"),
+    ("m.jsonl", "\n\n", "holds no records"),
+    ("m.json", "[]\n", "holds no records"),
+    ("m.json", "", "the file is empty (0 bytes)"),
+])
+def test_a_source_file_without_records_exits_2_and_writes_nothing(tree, cli, tmp_path, name, text, said):
+    src = tmp_path / name
+    src.write_text(text)
+    (tmp_path / "imgs").mkdir()
+    p = tmp_path / "m2.toml"
+    p.write_text(f'name = "m2"\ntitle = "t"\nlayout = "llava"\n[[entries]]\nname = "m2"\npath = "{src}"\n')
+    out = tmp_path / "outs" / "o"
+    r = cli("--root", tree.root.path, "blend", p, "--image-root", tmp_path / "imgs", "--out", out)
+    assert r.code == 2 and said in r.err and str(src) in r.err and "0 records" not in r.out
+    assert ("drop the entry from the recipe" in r.err) if said == "holds no records" else ("export it again" in r.err)
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []

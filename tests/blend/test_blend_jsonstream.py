@@ -69,6 +69,19 @@ def test_bom_and_empty_array(tmp_path):
     assert list(iter_json_records(tmp_path / "e.json")) == []
 
 
+@pytest.mark.parametrize("data, msg", [
+    (b"", "the file is empty (0 bytes): an interrupted download or an empty export?"),
+    (b" \n\n", "the file holds no JSON (3 bytes of blanks)"),
+])
+def test_an_empty_file_is_said_to_be_empty_not_a_missing_array(tmp_path, data, msg):
+    p = tmp_path / "e.json"
+    p.write_bytes(data)
+    with pytest.raises(UserError) as e:
+        list(iter_json_records(p))
+    assert msg in e.value.what and "expected a JSON array" not in str(e.value)
+    assert e.value.where.startswith(str(p)) and "again" in e.value.hint
+
+
 @pytest.mark.parametrize("text, msg, line", [
     ('[\n{"a": 1},\n{"a": }\n]', "invalid JSON in record 1: Expecting value (column 7)", 3),
     ('[\n{"a": 1},\n {"a": "b\x01"}\n]', "invalid JSON in record 1: Invalid control character (column 10)", 3),

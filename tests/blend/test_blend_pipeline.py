@@ -282,11 +282,25 @@ def _kill_once_it_wrote_rows(proc: subprocess.Popen, tmp: Path, deadline: float)
     proc.wait()
 
 
-def test_empty_result_is_still_a_dataset(tree):
-    write_json(tree.root.store_path("LLaVA-Instruct-150K/llava_v1_5_mix665k.json"), [])
+def test_an_input_without_records_is_refused_and_nothing_is_written(tree):
+    """An empty array is what a failed export leaves: a blend of it used to pass as an empty dataset (exit 0)."""
+    path = write_json(tree.root.store_path("LLaVA-Instruct-150K/llava_v1_5_mix665k.json"), [])
+    tree.view("llava").mkdir(parents=True)
+    with pytest.raises(UserError) as e:
+        tree.blend("llava-665k")
+    msg = str(e.value)
+    assert str(path) in msg and "holds no records" in msg
+    assert "vlmdata fetch llava_instruct:llava_v1_5_mix665k.json --refetch" in msg and "drop the entry" in msg
+    assert not (tree.root.path / "blends").exists() or list((tree.root.path / "blends").iterdir()) == []
+
+
+def test_records_dropped_to_nothing_are_still_a_dataset(tree):
+    """Unlike an empty input, records that all fail a check were read: the blend is written (--max-drop 100)."""
+    write_json(tree.root.store_path("LLaVA-Instruct-150K/llava_v1_5_mix665k.json"),
+               [{"id": "a", "image": "coco/gone.jpg", "conversations": turns("<image>\nq", "a")}])
     tree.view("llava").mkdir(parents=True)
     res = tree.blend("llava-665k")
-    assert res.rows == 0 and rows(res.out) == []
+    assert res.rows == 0 and rows(res.out) == [] and res.meta["counts"]["llava-mix665k"]["read"] == 1
 
 
 def test_path_entries_and_jsonl(tree, tmp_path):

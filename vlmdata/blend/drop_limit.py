@@ -55,8 +55,8 @@ def losses(an: "Analysis") -> list[Loss]:
 
 
 def check(an: "Analysis", max_drop: float, *, in_report: bool = False) -> Verdict | None:
-    """None when every entry keeps enough; else what is wrong and what to do. (Empty inputs lose
-    nothing: their blend is an empty dataset, which the trainer refuses.)"""
+    """None when every entry keeps enough; else what is wrong and what to do. (An input file with
+    no records never gets here: the pipeline refuses it after reading.)"""
     kept = sum(s.kept for s in an.sources)
     over = [x for x in losses(an) if x.dropped and x.percent > max_drop]
     if not over:

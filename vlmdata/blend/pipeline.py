@@ -176,6 +176,7 @@ def analyse(resolved: Resolved, opts: Options, work: Path, *, keep_text: bool,
                             while_waiting=(lambda: _meanwhile(inputs, hashes, _schema(opts))) if for_output else None,
                             sync_rows=for_output)
     t1 = time.perf_counter()
+    _refuse_empty(inputs, scans, resolved.recipe.origin)
     if opts.strict:
         _fail_on_first_bad(scans)
     sources = [_sample(i, s, resolved.recipe.seed) for i, s in zip(inputs, scans)]
@@ -229,6 +230,19 @@ def _hash_all(inputs: list[Input]) -> dict[str, dict[str, Any]]:
     from vlmdata.digest_cache import sha256_of
 
     return {i.name: dict(zip(("sha256", "size"), sha256_of(i.path))) for i in inputs}
+
+
+def _refuse_empty(inputs: list[Input], scans: list[InputScan], recipe: Path) -> None:
+    """An input file with no record at all is an error, not an empty part of the blend: it is what
+    an interrupted download or a failed export leaves, and a blend of it passed as a small dataset
+    (exit 0). (No recipe setting reads nothing of a file that has records: `sample` is at least 1.)"""
+    for i, s in zip(inputs, scans):
+        if s.n_read:
+            continue
+        redo = (f"check it with `vlmdata verify {i.entry.dataset}` and fetch it again "
+                f"(`vlmdata fetch {i.label} --refetch`)" if i.entry.dataset else "export or copy it again")
+        raise UserError(f"recipe entry {i.name!r}: the file holds no records", where=str(i.path),
+                        hint=f"{redo}, or drop the entry from the recipe ({recipe}); nothing was written")
 
 
 def _fail_on_first_bad(scans: list[InputScan]) -> None:
