@@ -1,4 +1,7 @@
-"""The `vlmtrain` command: `run` a stage from a YAML config, `plot` a run's curves."""
+"""The `vlmtrain` command: `run` a stage from a YAML config, `plot` a run's curves.
+
+Long, and why: every command is here with its whole help text (the reference docs are generated
+from it) and the checks on its arguments; the work itself is in the modules each one imports."""
 from __future__ import annotations
 
 import importlib.util
@@ -303,15 +306,45 @@ def export_moe_llava(
     if run_cfg.stage != 3:
         raise ConfigError(f"{run_dir} is a stage-{run_cfg.stage} run; MoE-LLaVA's layout is for stage-3 (MoE) models")
     check_export_target(run_dir, out, export_name_of_run(run_dir, run_cfg.template))
+    _check_export_writable(out)  # before the weights are read: a read-only OUT is said at once
     loaded = load_run(run_dir)
     try:
         path = write_moellava_checkpoint(loaded.model, out, vision_tower=loaded.cfg.vision_tower,
                                          image_aspect_ratio=loaded.cfg.image_aspect_ratio, tokenizer=loaded.tokenizer)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    except OSError as e:  # a disk that filled up while writing; any other error is a bug
+        raise _export_write_error(out, e) or e
     typer.echo(str(path))
     for note in export_notes(out, loaded.model.config.text_config.model_type, loaded.cfg.template):
         typer.echo(f"note: {note}", err=True)
+
+
+def _check_export_writable(out: Path) -> None:
+    """Make and remove the temporary folder the export is written into beside OUT, as the export will."""
+    from vlmdata.atomic import temp_dir_beside
+
+    try:
+        temp_dir_beside(out).rmdir()
+    except OSError as e:  # any error here is about the place (e.g. a file where a folder should be)
+        raise _export_write_error(out, e) or UserError(
+            f"{out}: cannot write the export there ({e.strerror or e}: {e.filename}); nothing was written",
+            hint="give another OUT: a new folder, in a folder this user may write to") from None
+
+
+def _export_write_error(out: Path, e: OSError) -> Exception | None:
+    """A permission, read-only or full-disk error as a message naming OUT, with the exit code run_app's
+    os_errors gives it (2, or 1 for a full disk); None for any other OSError."""
+    from vlmdata.errors import OperationError, describe_os_error, os_error_advice
+
+    known = describe_os_error(e)
+    if known is None:
+        return None
+    code, hint = known[0], known[2]
+    what = f"{out}: cannot write the export there ({os_error_advice(e.errno)[0]}); nothing was written"
+    if code == 2:  # read-only, permission: the place is wrong
+        return UserError(what, hint="give another OUT: a folder on a writable file system that this user may write to")
+    return OperationError(what, hint=hint.replace("--root / --out", "OUT"))
 
 
 class TinyKind(str, Enum):
