@@ -58,3 +58,15 @@ def test_global_conventions():
     r = run_vlmdata("--version")
     assert r.code == 0 and r.out.strip() == f"vlmdata {vlmdata.__version__}"
     assert "--quiet" in _help() and "--dry-run" in _help("fetch") and "--only-referenced-by" in _help("plan")
+
+
+def test_the_typical_session_fetches_what_its_blend_reads():
+    """The session's blend reads llava_instruct's JSON: a fetch line without it ended in 'not fetched yet'."""
+    from vlmdata.manifest import load_catalog
+
+    lines = [line.split() for line in _help().split("Typical session:", 1)[1].split("Options:", 1)[0].splitlines()
+             if line.strip()]
+    fetch = next(w for w in lines if w[:2] == ["vlmdata", "fetch"])
+    blend = next(w for w in lines if w[:2] == ["vlmdata", "blend"])
+    needed = {e.dataset for e in load_catalog().blend(blend[2]).entries}
+    assert needed and needed <= set(fetch[2:fetch.index("--layout")])

@@ -45,8 +45,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 HELP = ("Download, verify, lay out and blend LLaVA-family training data.\n\n"
         "Typical session:\n\n"
-        "  vlmdata plan coco gqa ocr_vqa textvqa vg\n\n"
-        "  vlmdata fetch coco gqa ocr_vqa textvqa vg --layout llava\n\n"
+        "  vlmdata plan coco gqa ocr_vqa textvqa vg llava_instruct\n\n"
+        "  vlmdata fetch coco gqa ocr_vqa textvqa vg llava_instruct --layout llava\n\n"
         "  vlmdata layout check --layout llava data/layouts/llava\n\n"
         "  vlmdata blend llava-665k")
 
