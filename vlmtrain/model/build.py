@@ -19,7 +19,7 @@ The image placeholder is a real token id: ``<image>`` is added to the tokenizer 
 the data pipeline expands it into ``per_image`` copies, which transformers' Llava fills by
 ``masked_scatter``.
 
-Why one file of ~400 lines: the three ways in share the config readers, the model class and the
+Why one file of ~500 lines: the three ways in share the config readers, the model class and the
 part/freeze helpers, and each is a few lines of the same sequence; split, a reader would hop between
 files to follow one build.
 """
@@ -66,6 +66,15 @@ class VlmLlavaForConditionalGeneration(LlavaForConditionalGeneration):
             from vlmtrain.model.moe import MoeSpec, convert_to_moe
 
             convert_to_moe(self, MoeSpec.from_config(config.moe), check=False)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """transformers' ``from_pretrained``; saved weights with an ``lm_head.bias`` (an older stage 1-2 output,
+        trained with phi-2's output bias) are a ConfigError rather than a bias dropped silently."""
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        _check_no_lm_head_bias(info, args[0] if args else kwargs.get("pretrained_model_name_or_path"))
+        return (model, info) if want_info else model
 
     def forward(self, input_ids=None, pixel_values=None, attention_mask=None, labels=None,
                 num_items_in_batch=None, **kwargs):
@@ -317,7 +326,7 @@ def build_model(cfg: TrainConfig, *, vocab_size: int | None = None, image_token_
         with torch.device("meta"):  # the skeleton allocates nothing; the loaded parts go in
             model = cls._from_config(lc, attn_implementation=attn, dtype=dtype)
         model.model.language_model = llm.get_decoder()
-        model.lm_head = llm.get_output_embeddings()
+        model.lm_head = _bias_free_head(llm.get_output_embeddings(), llm.config.model_type)
         model.model.vision_tower = tower
         projector = _stock_projector(lc) if cfg.mm_projector_type == "mlp2x_gelu" else make_projector(lc)
         model.model.multi_modal_projector = projector.to(dtype)
@@ -332,6 +341,74 @@ def build_model(cfg: TrainConfig, *, vocab_size: int | None = None, image_token_
     vc = model.config.vision_config
     towers.finish(model.model.vision_tower, vc)
     return BuiltModel(model, model.config.image_token_id, tokens_per_image(vc, cfg.mm_vision_select_feature), attn, vc)
+
+
+def _bias_free_head(head: nn.Module, model_type: str) -> nn.Module:
+    """The LLM's output head without its bias, as MoE-LLaVA builds it (``nn.Linear(hidden, vocab, bias=False)``
+    in its LlavaPhiForCausalLM / MoELLaVAPhiForCausalLM, so phi-2's ``lm_head.bias`` is dropped at load).
+
+    transformers' Llava head has no bias either: with one, stage 2 would train and save a bias that every
+    later ``from_pretrained`` (stage 3, ``vlmtrain generate``) drops. The weight is the same Parameter, so
+    an LLM whose head is tied to its input embeddings stays tied."""
+    if not isinstance(head, nn.Linear) or head.bias is None:
+        return head
+    with torch.device("meta"):  # (allocates nothing: the weight is put in next)
+        free = nn.Linear(head.in_features, head.out_features, bias=False)
+    free.weight = head.weight
+    log.info("lm_head: the %s LLM's output bias is dropped, as MoE-LLaVA's model classes do (its lm_head is "
+             "Linear(bias=False))", model_type)
+    return free
+
+
+def _check_no_lm_head_bias(info: dict, source) -> None:
+    """A ConfigError when a saved model's weights hold an ``lm_head.bias`` the loaded model has no place for.
+
+    Such weights are a stage 1-2 output of a vlmtrain before :func:`_bias_free_head`: that model was
+    trained with phi-2's output bias, and dropping it changes every logit (by a per-token constant, so
+    the softmax and the greedy choices change), so loading it silently would not be the trained model."""
+    stray = [k for k in info.get("unexpected_keys", []) if k == "lm_head.bias" or k.endswith(".lm_head.bias")]
+    if stray:
+        raise ConfigError(
+            f"{source}: the saved weights include {stray[0]}, which this model has no place for (its lm_head has "
+            "no bias, as MoE-LLaVA's): it was saved by an older vlmtrain, whose stage 1-2 kept the LLM's output "
+            "bias, and without it the model computes other logits than the ones it was trained with",
+            hint="train stage 2 again with this vlmtrain, or accept the change as MoE-LLaVA makes it (it drops the "
+                 "bias at load) by removing the key from the saved weights: python -c \"from vlmtrain.model.build "
+                 f"import drop_lm_head_bias; drop_lm_head_bias('{source}')\"")
+
+
+def drop_lm_head_bias(folder: str | Path) -> list[str]:
+    """Remove ``lm_head.bias`` from a saved model's safetensors files (an older stage 1-2 output, see
+    :func:`_check_no_lm_head_bias`), each file replaced atomically; the keys removed (none: nothing written)."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    from vlmdata.atomic import atomic_open, write_text
+
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        idx = json.loads(index.read_text())
+        files = sorted(set(idx["weight_map"].values()))
+    else:
+        idx, files = None, ["model.safetensors"]
+    removed: list[str] = []
+    for name in files:
+        with safe_open(str(folder / name), framework="pt") as fh:
+            keys = [k for k in fh.keys() if k == "lm_head.bias" or k.endswith(".lm_head.bias")]
+            if not keys:
+                continue
+            meta = fh.metadata()
+            state = {k: fh.get_tensor(k) for k in fh.keys() if k not in keys}
+        with atomic_open(folder / name) as out:
+            out.write(save(state, metadata=meta))
+        removed += keys
+    if idx is not None and removed:
+        idx["weight_map"] = {k: v for k, v in idx["weight_map"].items() if k not in removed}
+        write_text(index, json.dumps(idx, indent=2) + "\n")
+    return removed
 
 
 def _load_llm(cfg: TrainConfig, dtype: torch.dtype, attn: str) -> nn.Module:
