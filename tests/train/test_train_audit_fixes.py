@@ -42,3 +42,75 @@ def test_export_moe_llava_under_a_file_says_so(tmp_path):
     r = run_vlmtrain("export-moe-llava", run, tmp_path / "a-file" / "exp")
     assert r.code == 2 and f"cannot write the export there (File exists: {tmp_path / 'a-file'})" in r.err, r.err
     assert (tmp_path / "a-file").read_text() == "x"
+
+
+def _vlmdata(*args):
+    from tests.cli_runner import run_main
+    from vlmdata.cli.app import main
+
+    return run_main(main, "vlmdata", *map(str, args))
+
+
+def _suggested(err: str, command: str) -> list[str]:
+    import re
+    import shlex
+
+    found = re.search(rf"`vlmdata {command} ([^`]+)`", err.replace("\n", " "))
+    assert found, err
+    return shlex.split(found.group(1))
+
+
+def test_an_empty_blend_from_a_recipe_file_suggests_commands_that_work(tmp_path, make_config):
+    """Found by trying: a blend made from ./mine.toml whose every record was dropped suggested
+    `vlmdata report mine`, which fails (unknown blend recipe 'mine'). The suggested report and blend
+    now take the recipe file; once the image is there, the suggested blend has a sample to train on."""
+    from PIL import Image
+
+    images = tmp_path / "img"
+    images.mkdir()
+    records = tmp_path / "mine.json"
+    records.write_text(json.dumps([{"id": 1, "image": "a.jpg", "conversations": [
+        {"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "A dark box."}]}]))
+    recipe = tmp_path / "mine.toml"
+    recipe.write_text(f'name = "mine"\ntitle = "t"\nlayout = "llava"\n[[entries]]\nname = "mine"\npath = "{records}"\n')
+    data = tmp_path / "data"
+    r = _vlmdata("--root", tmp_path / "root", "blend", recipe, "--image-root", images, "--out", data, "--max-drop", 100)
+    assert r.code == 0, r.err
+    r = run_vlmtrain("run", make_config(data, "e"))
+    assert r.code == 2 and "has no samples to train on" in r.err, r.err
+    assert "vlmdata report mine`" not in r.err and f"see {data / 'dropped.jsonl'}" in r.err.replace("\n", "")
+    report = _suggested(r.err, "report")
+    assert _vlmdata("--root", tmp_path / "root", "report", *report).code == 0
+    Image.new("RGB", (20, 10), (9, 9, 9)).save(images / "a.jpg")  # "fetch that"
+    assert _vlmdata("--root", tmp_path / "root", "blend", *_suggested(r.err, "blend")).code == 0
+    assert json.loads((data / "blend.json").read_text())["totals"]["rows"] == 1
+
+
+def test_an_empty_blend_that_read_nothing_does_not_speak_of_dropped_records(tmp_path):
+    import pytest
+
+    from vlmtrain.config import ConfigError, TrainConfig
+    from vlmtrain.train.preflight import refuse_empty
+
+    blend = {"recipe": {"name": "llava-665k"}, "totals": {"rows": 0, "read": 0, "dropped": 0}}
+    with pytest.raises(ConfigError) as e:
+        refuse_empty(0, blend, TrainConfig(dataset_dir=str(tmp_path)), "cfg")
+    assert "the blend read no records" in str(e.value) and "dropped" not in str(e.value)
+    assert f"vlmdata blend llava-665k --out {tmp_path}" in str(e.value)
+
+
+def test_an_empty_blend_whose_recipe_file_is_gone_says_where_its_text_is(tmp_path):
+    from vlmtrain.train.preflight import _blend_hint
+
+    hint = _blend_hint({"recipe": {"name": "mine", "origin": str(tmp_path / "gone.toml")}}, str(tmp_path))
+    assert f"the recipe file {tmp_path / 'gone.toml'}" in hint and "recipe.toml" in hint
+    assert "vlmdata report mine" not in hint
+
+
+def test_the_trainer_finds_the_shipped_recipes_where_vlmdata_does():
+    from vlmdata.manifest.catalog import shipped_manifest_dir
+    from vlmtrain.train.preflight import _recipe_arg, _shipped_recipe_files
+
+    shipped = (shipped_manifest_dir() / "blends" / "llava-665k.toml").resolve()
+    assert shipped.is_file() and shipped in _shipped_recipe_files("llava-665k")
+    assert _recipe_arg({"name": "llava-665k", "origin": str(shipped)}) == "llava-665k"

@@ -9,6 +9,7 @@ another machine) drops every sample with ``bad_samples: skip``; a LLaVA JSON giv
 from __future__ import annotations
 
 import logging
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +59,52 @@ def not_a_folder(path: Path, cfg: TrainConfig, where: str) -> ConfigError:
 
 # -- something to train on -----------------------------------------------------------------------
 def _blend_hint(blend: dict[str, Any], dataset_dir: str) -> str:
-    recipe = (blend.get("recipe") or {}).get("name") if isinstance(blend.get("recipe"), dict) else None
-    if recipe:
-        return (f"`vlmdata report {recipe}` lists what its records need; fetch that, then `vlmdata blend {recipe}` "
-                f"again (see {Path(dataset_dir) / 'dropped.jsonl'} for why records were dropped)")
-    return "point `dataset_dir` at a blend that has samples (`vlmdata blend RECIPE`)"
+    """The `vlmdata report` / `vlmdata blend` commands that remake this blend into ``dataset_dir``,
+    as blend.json says it was made (the recipe's name or TOML path, an --image-root given)."""
+    recipe = blend.get("recipe") if isinstance(blend.get("recipe"), dict) else {}
+    arg = _recipe_arg(recipe)
+    if arg is None and recipe.get("origin"):
+        return (f"the recipe file {recipe['origin']} this blend was made from is not there (blend.json keeps its "
+                f"text under recipe.toml): write that to a .toml file, then `vlmdata report FILE.toml` lists what "
+                f"its records need; fetch that, then `vlmdata blend FILE.toml --out {shlex.quote(str(dataset_dir))}`")
+    if arg is None:
+        return "point `dataset_dir` at a blend that has samples (`vlmdata blend RECIPE`)"
+    given = blend.get("image_root_origin") == "--image-root" and blend.get("image_root")
+    image = f" --image-root {shlex.quote(str(given))}" if given else ""
+    return (f"`vlmdata report {arg}{image}` lists what its records need; fetch that, then "
+            f"`vlmdata blend {arg}{image} --out {shlex.quote(str(dataset_dir))}` again{_dropped_note(dataset_dir)}")
+
+
+def _dropped_note(dataset_dir: str) -> str:
+    """Where the dropped records are listed, when the blend dropped any (an empty list says nothing)."""
+    dropped = Path(dataset_dir) / "dropped.jsonl"
+    has = dropped.is_file() and dropped.stat().st_size > 0
+    return f" (see {dropped} for why records were dropped)" if has else ""
+
+
+def _recipe_arg(recipe: dict[str, Any]) -> str | None:
+    """How `vlmdata blend` takes the recipe blend.json names: a shipped recipe by its name, one from
+    a TOML file by that file's path (its name is unknown to `vlmdata`); None when that file is gone.
+    A blend.json that records no origin (older, or written by hand) is taken at its name."""
+    name, origin = recipe.get("name"), recipe.get("origin")
+    if not origin:
+        return str(name) if name else None
+    path = Path(origin)
+    if name and path.resolve() in _shipped_recipe_files(str(name)):
+        return str(name)
+    return shlex.quote(str(path)) if path.is_file() else None
+
+
+def _shipped_recipe_files(name: str) -> list[Path]:
+    """Where vlmdata's shipped recipe ``name`` is: vlmdata.manifest.catalog.shipped_manifest_dir's two
+    places (a checkout, an installed package), said again here because the trainer imports only
+    vlmdata's contract and errors (tests/structure; a test checks the two agree)."""
+    import sys
+
+    from vlmdata import contract
+
+    dirs = [Path(contract.__file__).resolve().parents[1] / "manifests", Path(sys.prefix) / "share" / "vlmdata" / "manifests"]
+    return [(d / "blends" / f"{name}.toml").resolve() for d in dirs]
 
 
 def _dropped_summary(blend: dict[str, Any]) -> str:
@@ -81,7 +123,8 @@ def refuse_empty(rows: int, blend: dict[str, Any], cfg: TrainConfig, where: str)
     """A blend of no rows is a ConfigError naming what its blend dropped (for a run and for
     packing-stats, whose report of nothing read "100% padding")."""
     if rows == 0:
-        dropped = _dropped_summary(blend)
+        read = (blend.get("totals") or {}).get("read")
+        dropped = _dropped_summary(blend) or ("the blend read no records from its inputs" if read == 0 else "")
         raise ConfigError(f"dataset {cfg.dataset_dir} has no samples to train on" + (f": {dropped}" if dropped else ""),
                           where=where, hint=_blend_hint(blend, cfg.dataset_dir))
 
