@@ -13,8 +13,8 @@ This module renames vlmtrain's keys (transformers' Llava layout, our ``router`` 
 ``residual_mlp``) to those, and back. phi and stablelm keep transformers' own LLM key names, as
 MoE-LLaVA's copies of their modeling code do. Qwen-1 is remote code with its own names
 (``transformer.h.N.attn.c_attn`` fused, ``mlp.w1`` / ``w2`` / ``c_proj``, everything under ``transformer.``):
-its LLM keys go through vlmtrain.model.qwen's converter; its config.json keeps the native qwen2 field
-names (MoE-LLaVA's Qwen loader wants the published Qwen config's fields: take them from Qwen-1_8B).
+its LLM keys go through vlmtrain.model.qwen's converter and its config.json is written in Qwen-1's own
+field names (:func:`qwen1_text_fields`), so MoE-LLaVA's ``QWenConfig`` builds modules of the exported shapes.
 """
 from __future__ import annotations
 
@@ -91,8 +91,11 @@ def moellava_config(model, vision_tower: str | None, image_aspect_ratio: str) ->
     family = FAMILIES.get(tc.model_type)
     if family is None:
         raise ValueError(f"no MoE-LLaVA layout for a {tc.model_type!r} LLM (have: {', '.join(FAMILIES)})")
-    out = tc.to_dict()
-    out.update(legacy_text_fields(out, tc.model_type))
+    if tc.model_type == "qwen2":
+        out = qwen1_text_fields(tc)
+    else:
+        out = tc.to_dict()
+        out.update(legacy_text_fields(out, tc.model_type))
     layer = cfg.vision_feature_layer
     out.update({
         "architectures": [f"MoELLaVA{family}ForCausalLM"],
@@ -128,6 +131,58 @@ def legacy_text_fields(text: dict, model_type: str) -> dict:
     if model_type == "stablelm":
         out["rope_pct"] = out.get("partial_rotary_factor", text.get("partial_rotary_factor", 0.25))
         out["norm_eps"] = text.get("layer_norm_eps", 1e-5)
+    return out
+
+
+def qwen1_text_fields(tc) -> dict:
+    """A native qwen2 config (vlmtrain's form of Qwen-1, vlmtrain.model.qwen) in the fields of Qwen-1's
+    ``QWenConfig`` (MoE-LLaVA's moellava/model/language_model/qwen/configuration_qwen.py), what its
+    ``MoELLaVAQWenForCausalLM`` is built from.
+
+    - ``intermediate_size`` is twice qwen2's: ``QWenMLP`` builds w1 / w2 as ``Linear(hidden, intermediate_size
+      // 2)`` and c_proj as ``Linear(intermediate_size // 2, hidden)``; qwen2's field counts one branch.
+    - attention: ``kv_channels`` (the head width; QWenConfig's default 128 is Qwen-7B's, not a small model's),
+      ``rotary_pct`` 1.0, ``rotary_emb_base`` (qwen2's rope theta), ``layer_norm_epsilon`` (its RMSNorm eps),
+      ``no_bias`` (no bias on c_proj or the MLP; c_attn always has one, as qwen2's q/k/v do).
+    - ``seq_length``, which QWenModel reads as an attribute (no default), is the model's
+      ``max_position_embeddings`` (both 8192 in Qwen-1_8B's config.json).
+    - ``use_dynamic_ntk`` / ``use_logn_attn`` are false, where Qwen-1_8B's config.json has them true: vlmtrain's
+      qwen2 has neither, and both act only on sequences longer than ``seq_length`` (vlmtrain.model.qwen), so
+      this is the model that was trained and evaluated here at every length, and MoE-LLaVA's at up to 8192
+      tokens.
+
+    qwen2's own names (``rms_norm_eps``, ``rope_parameters``, ``num_key_value_heads``, ...) are left out; the
+    generic PretrainedConfig fields (token ids, dtype, ``tie_word_embeddings``, ``use_cache``) are kept. A
+    qwen2 that Qwen-1's code cannot express (grouped-query attention, a head width other than hidden /
+    heads, rope scaling, a sliding window, an activation other than SiLU) is a ValueError."""
+    from transformers import PretrainedConfig
+
+    d = tc.to_dict()
+    heads, hidden = tc.num_attention_heads, tc.hidden_size
+    head_dim = getattr(tc, "head_dim", None) or hidden // heads
+    rope = d.get("rope_parameters") or {}
+    why = [w for bad, w in (
+        ((getattr(tc, "num_key_value_heads", None) or heads) != heads,
+         f"{tc.num_key_value_heads} key/value heads for {heads} query heads (Qwen-1 has no grouped-query attention)"),
+        (head_dim * heads != hidden, f"head_dim {head_dim} x {heads} heads != hidden_size {hidden}"),
+        (rope.get("rope_type", "default") != "default", f"rope scaling {rope.get('rope_type')!r}"),
+        (bool(getattr(tc, "use_sliding_window", False)), "a sliding window"),
+        (getattr(tc, "hidden_act", "silu") != "silu", f"hidden_act {getattr(tc, 'hidden_act', None)!r}"))
+        if bad]
+    if why:
+        raise ValueError(f"this qwen2 LLM has no Qwen-1 (MoE-LLaVA QWen) layout: {'; '.join(why)}")
+    generic = set(PretrainedConfig().to_dict()) | {"bos_token_id", "eos_token_id", "pad_token_id",
+                                                    "tie_word_embeddings", "use_cache"}
+    out = {k: v for k, v in d.items() if k in generic}
+    out.update({
+        "vocab_size": tc.vocab_size, "hidden_size": hidden, "num_hidden_layers": tc.num_hidden_layers,
+        "num_attention_heads": heads, "kv_channels": head_dim, "intermediate_size": 2 * tc.intermediate_size,
+        "layer_norm_epsilon": tc.rms_norm_eps, "rotary_emb_base": float(rope.get("rope_theta", 10000.0)),
+        "rotary_pct": 1.0, "max_position_embeddings": tc.max_position_embeddings,
+        "seq_length": tc.max_position_embeddings, "use_dynamic_ntk": False, "use_logn_attn": False,
+        "no_bias": True, "scale_attn_weights": True, "initializer_range": tc.initializer_range,
+        "emb_dropout_prob": 0.0, "attn_dropout_prob": float(getattr(tc, "attention_dropout", 0.0)),
+    })
     return out
 
 
