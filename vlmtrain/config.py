@@ -96,6 +96,7 @@ class TrainConfig:
     moe_layers_idx: Optional[list] = None           # MoE-LLaVA's explicit layer list (overrides moe_mode)
     use_residual: bool = False                      # Residual-MoE
     router_aux_loss_coef: float = 0.01
+    router_aux_loss_gradient: bool = True           # false: the aux loss is in the loss's value only, no gradient (as MoE-LLaVA's runs)
     train_modules: Optional[list] = None            # parameter-name substrings that train (fc1 fc2 wg for phi)
     ep_size: int = 1                                # expert parallelism: only 1 (every rank holds every expert)
     moe_second_expert_sampling: bool = True         # DeepSpeed's top2_2nd_expert_sampling (Gumbel noise), seeded
@@ -526,7 +527,7 @@ def validate(cfg: TrainConfig, where: str = "config") -> None:
 
 
 MOE_KEYS = ("num_experts", "top_k_experts", "capacity_factor", "eval_capacity_factor", "min_capacity", "moe_mode",
-            "moe_layers_idx", "use_residual", "router_aux_loss_coef", "train_modules", "ep_size",
+            "moe_layers_idx", "use_residual", "router_aux_loss_coef", "router_aux_loss_gradient", "train_modules", "ep_size",
             "moe_second_expert_sampling", "moe_random_token_selection", "moe_drop_tokens")
 
 

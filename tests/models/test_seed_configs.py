@@ -99,8 +99,9 @@ def test_moe_llava_configs_take_their_scripts_values(family):
     assert (s3.template, s3.learning_rate, s3.per_device_train_batch_size, s3.gradient_accumulation_steps,
             s3.save_steps, s3.dataloader_num_workers) == (template, 2e-5, batch3, accum3, 24000, 4)
     assert s3.train_modules == modules
+    # (router_aux_loss_gradient false: the aux loss reaches no gradient in MoE-LLaVA's checkpointed runs)
     assert (s3.num_experts, s3.top_k_experts, s3.capacity_factor, s3.moe_mode, s3.use_residual,
-            s3.router_aux_loss_coef) == (4, 2, 1.5, "sparse", False, 0.01)
+            s3.router_aux_loss_coef, s3.router_aux_loss_gradient) == (4, 2, 1.5, "sparse", False, 0.01, False)
     for c in (s1, s2, s3):
         assert c.model_max_length == 2048 and c.deepspeed.endswith("zero2.json") and c.num_train_epochs == 1
     assert s2.group_by_modality_length and s3.group_by_modality_length and s2.image_aspect_ratio == "pad"

@@ -182,6 +182,28 @@ def test_gradient_checkpointing_gives_the_same_losses(stage2, vlmtrain, tmp_path
         assert a[s]["grad_norm"] == pytest.approx(b[s]["grad_norm"], rel=1e-4)
 
 
+def test_router_aux_loss_gradient_off_keeps_the_value_and_drops_the_gradient(stage2, vlmtrain, tmp_path):
+    """MoE-LLaVA's runs (reentrant checkpointing) add the aux loss to the loss's value only: with
+    `router_aux_loss_gradient: false` the gradients are those of a run without the aux loss, with true
+    (the default) the aux loss's gradient reaches the routers."""
+    from safetensors.torch import load_file
+
+    blend, s2 = stage2
+    runs = {"off": dict(router_aux_loss_gradient=False), "none": dict(router_aux_loss_coef=0.0), "on": {}}
+    for name, over in runs.items():
+        over = {"router_aux_loss_coef": 10.0, "max_steps": 1, **over}
+        r = vlmtrain("run", stage3_config(tmp_path / f"{name}.yaml", blend, s2, tmp_path / name, **over))
+        assert r.code == 0, r.err
+    m = {name: read_metrics(tmp_path / name)[1] for name in runs}
+    assert m["off"]["grad_norm"] == m["none"]["grad_norm"] != m["on"]["grad_norm"]
+    assert m["off"]["loss"] == pytest.approx(m["none"]["loss"] + 10.0 * m["off"]["moe/aux_loss"], rel=1e-5)
+    assert m["off"]["loss"] == pytest.approx(m["on"]["loss"], rel=1e-6)  # the same value either way
+    w = {name: load_file(tmp_path / name / "model.safetensors") for name in runs}
+    routers = [k for k in w["on"] if ".mlp.router." in k]
+    assert routers and all(torch.equal(w["off"][k], w["none"][k]) for k in routers)
+    assert not all(torch.equal(w["on"][k], w["none"][k]) for k in routers)
+
+
 @pytest.fixture(scope="module")
 def wide_stage2(tmp_path_factory):
     """A stage-2 phi wide enough that attention is a small part of a position's cost, as in real LLMs, so

@@ -87,6 +87,19 @@ def test_every_shipped_config_validates(path):
         assert cfg.frozen() == {"vision": cfg.tune_vit_from_layer is None, "projector": False, "llm": True}
 
 
+RECIPES = [p for p in SHIPPED_CONFIGS if not p.name.startswith("tiny")]
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
+def test_recipes_do_not_clip_gradients_as_their_original_runs(path):
+    """LLaVA's, ShareGPT4V's, MoE-LLaVA's, ConvLLaVA's and InternVL-LLaVA's zero2/zero3.json name no
+    gradient_clipping, and the DeepSpeed of their time defaulted it to 0 (0.19 defaults to 1.0); the
+    Trainer's clip does nothing under DeepSpeed. Ours: max_grad_norm 0, which "auto" hands to DeepSpeed."""
+    cfg = load_config(path)
+    assert cfg.max_grad_norm == 0.0 and cfg.deepspeed
+    assert json.loads(open(cfg.deepspeed).read())["gradient_clipping"] == "auto"
+
+
 def test_llava_recipes_carry_the_seed_hyperparameters():
     pre = load_config("configs/llava-1.5-7b-pretrain.yaml")
     ft = load_config("configs/llava-1.5-7b-finetune.yaml")

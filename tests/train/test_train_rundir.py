@@ -163,6 +163,12 @@ def test_resume_of_a_finished_run_trains_nothing_and_keeps_its_model(instruct_bl
     assert "holds this run, finished at step 4: nothing to train" in r.err and "step 5" not in r.err
     assert (out / "model.safetensors").stat().st_mtime_ns == mtime and (out / "model.safetensors").read_bytes() == model
     assert (out / "metrics.jsonl").read_text() == metrics
+    done = out / "vlmtrain_done.json"  # recorded by a vlmtrain without a key added since, at its default
+    record = json.loads(done.read_text())
+    del record["config"]["router_aux_loss_gradient"]
+    done.write_text(json.dumps(record))
+    r = run_vlmtrain("run", cfg, "--resume")
+    assert r.code == 0 and "finished at step 4: nothing to train" in r.err, r.err
     r = run_vlmtrain("run", cfg, "--resume", "--set", "max_steps=6")  # what the hint says: train it further
     assert r.code == 0, r.err
     assert sorted(read_metrics(out)) == [1, 2, 3, 4, 5, 6]

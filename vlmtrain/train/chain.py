@@ -15,6 +15,7 @@ last checkpoint; later stages start fresh. ``--set`` overrides apply to every st
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -115,7 +116,10 @@ def _changes_since_done(cfg: TrainConfig) -> list[str] | None:
         return None
     recorded = json.loads(marker.read_text()).get("config", {})
     now = json.loads(json.dumps(cfg.to_dict(), default=str))
-    return sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
+    # a key added to vlmtrain after the run was recorded counts as changed only when set to another value
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    before = {k: recorded[k] if k in recorded else json.loads(json.dumps(defaults.get(k), default=str)) for k in now}
+    return sorted(k for k in set(recorded) | set(now) if before.get(k, recorded.get(k)) != now.get(k))
 
 
 def mark_done(cfg: TrainConfig, global_step: int) -> None:

@@ -166,6 +166,9 @@ class VlmTrainer(Trainer):
         MoE-LLaVA adds the aux loss to each micro-batch's loss, which is then divided by the
         accumulation steps. The LM loss here is already normalised over the whole accumulated batch
         (num_items_in_batch) and the Trainer will not divide it again, so the aux term is divided here.
+        With ``router_aux_loss_gradient: false`` the term is in the loss's value only: in MoE-LLaVA's runs
+        the layers' aux losses come out of reentrant gradient checkpointing inside a list, computed
+        without grad, so they never reach the routers' gradients (the MoE-LLaVA recipe configs say so).
         """
         from vlmtrain.model.moe import moe_blocks
 
@@ -176,6 +179,8 @@ class VlmTrainer(Trainer):
         self._moe.add(blocks)
         scaled_for_ga = self.model_accepts_loss_kwargs and num_items_in_batch is not None
         steps = self.current_gradient_accumulation_steps if scaled_for_ga else 1
+        if not self.vlm_cfg.router_aux_loss_gradient:
+            aux = aux.detach()
         return self.vlm_cfg.router_aux_loss_coef * aux / steps
 
     # -- logging ------------------------------------------------------------------------------
