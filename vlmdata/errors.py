@@ -18,7 +18,9 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from typing import Any, Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 
 class VlmdataError(Exception):
@@ -99,19 +101,20 @@ def _stop_words(text: str) -> str:
 
 
 # What the system says when a folder is not the user's to write, or a disk is full: no bug, and a
-# traceback would hide the one line that matters (the path). Exit code and advice per errno.
+# traceback would hide the one line that matters (the path). Exit code and advice per errno; the
+# advice names the path ({path}) and, where the caller knows it, the option that chose it
+# ({another}: "another --png"): a hint naming options the command does not have misleads.
 _OS_ERRORS = {
-    errno.EACCES: (2, "permission denied", "this user may not use that path: fix its permissions, or choose "
-                                           "another place (--root, --out, --manifests)"),
-    errno.EPERM: (2, "operation not permitted", "this user may not use that path: fix its permissions, or choose "
-                                                "another place (--root, --out, --manifests)"),
-    errno.EROFS: (2, "read-only file system", "choose a place on a writable file system (--root, --out)"),
-    errno.ENOSPC: (1, "no space left on the device", "free some space or choose another --root / --out"),
-    errno.EDQUOT: (1, "disk quota exceeded", "free some space or choose another --root / --out"),
+    errno.EACCES: (2, "permission denied", "this user may not use {path}: fix its permissions, or give {another}"),
+    errno.EPERM: (2, "operation not permitted", "this user may not use {path}: fix its permissions, or give {another}"),
+    errno.EROFS: (2, "read-only file system", "{path} is on a file system mounted read-only: give {another} on a "
+                                              "writable one, or remount it read-write"),
+    errno.ENOSPC: (1, "no space left on the device", "free some space, or give {another} on a disk with room"),
+    errno.EDQUOT: (1, "disk quota exceeded", "free some space, or give {another} on a disk with room"),
     errno.EFBIG: (1, "file too large for this file system or for the process's size limit (ulimit -f)",
-                  "raise `ulimit -f`, or choose another --root / --out on a file system that holds larger files"),
+                  "raise `ulimit -f`, or give {another} on a file system that holds larger files"),
     errno.EIO: (1, "input/output error (the disk or its connection failed)",
-                "check the disk (dmesg, mount), or choose another --root / --out"),
+                "check the disk (dmesg, mount), or give {another} on another disk"),
 }
 
 
@@ -119,20 +122,56 @@ _OS_ERRORS = {
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
 
 
-def os_error_advice(code: int | None) -> tuple[str, str] | None:
-    """(what, hint) for an errno a user can act on (a full disk, a path not theirs), else None."""
+def os_error_advice(code: int | None, *, path: str | None = None, option: str | None = None) -> tuple[str, str] | None:
+    """(what, hint) for an errno a user can act on (a full disk, a path not theirs), else None.
+    ``path``: the path at fault, named in the hint; ``option``: the option or argument that chose it
+    (``--png``, ``OUT``), which the hint then tells the user to change."""
     known = _OS_ERRORS.get(code or 0)
-    return None if known is None else (known[1], known[2])
-
-
-def describe_os_error(e: OSError) -> tuple[int, str, str] | None:
-    """(exit code, message, hint) for an OSError a user can act on, else None."""
-    known = _OS_ERRORS.get(e.errno or 0)
     if known is None:
         return None
-    code, what, hint = known
-    where = e.filename if e.filename is not None else None
-    return code, (f"{where}: {what}" if where else what), hint
+    another = f"another {option}" if option else "another path"
+    return known[1], known[2].format(path=path or "that path", another=another)
+
+
+def describe_os_error(e: OSError, *, option: str | None = None) -> tuple[int, str, str] | None:
+    """(exit code, message, hint) for an OSError a user can act on, else None (``option``: os_error_advice's)."""
+    where = str(e.filename) if e.filename is not None else None
+    advice = os_error_advice(e.errno, path=where, option=option)
+    if advice is None:
+        return None
+    what, hint = advice
+    return _OS_ERRORS[e.errno or 0][0], (f"{where}: {what}" if where else what), hint
+
+
+@contextmanager
+def writing(path: Path | str, option: str) -> Iterator[None]:
+    """A write to ``path``, which the user chose with ``option``: a permission, read-only or full-disk
+    error there (or at a folder above it, made on the way) says to change that option. Errors at
+    other paths (an input being read) pass on unchanged."""
+    try:
+        yield
+    except OSError as e:
+        blamed = _blamed(e.filename, path)
+        known = describe_os_error(OSError(e.errno, e.strerror, blamed), option=option) if blamed else None
+        if known is None:
+            raise
+        code, what, hint = known
+        raise (UserError if code == 2 else OperationError)(what, hint=hint) from None
+
+
+def _blamed(filename: Any, path: Path | str) -> str | None:
+    """The path an error at ``filename`` is said at: ``filename`` when it is ``path`` or a folder above
+    it, ``path`` for its temporary sibling (atomic.py's ``.tmp-<name>.*``: a name the user never
+    gave), else None (not this write's)."""
+    if filename is None:
+        return None
+    target, at = os.path.abspath(path), os.path.abspath(os.fsdecode(filename))
+    if target == at or target.startswith(at.rstrip(os.sep) + os.sep):
+        return os.fsdecode(filename)
+    head, name = os.path.split(target)
+    if os.path.dirname(at) == head and os.path.basename(at).startswith(f".tmp-{name}."):
+        return str(path)
+    return None
 
 
 def run_app(invoke: Callable[[], Any], *, interrupted: str,

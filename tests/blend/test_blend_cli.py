@@ -202,3 +202,55 @@ def test_a_source_file_without_records_exits_2_and_writes_nothing(tree, cli, tmp
     assert r.code == 2 and said in r.err and str(src) in r.err and "0 records" not in r.out
     assert ("drop the entry from the recipe" in r.err) if said == "holds no records" else ("export it again" in r.err)
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
+def test_export_into_the_blend_folder_suggests_a_file_beside_it(tree, cli, tmp_path):
+    tree.place_recipe("llava-665k")
+    assert cli("--root", tree.root.path, "blend", "llava-665k").code == 0
+    blend = tree.root.path / "blends" / "llava-665k"
+    r = cli("export", blend, blend)
+    assert r.code == 2 and f"e.g. {tree.root.path / 'blends' / 'llava-665k.json'}" in r.err
+    (tmp_path / "exports").mkdir()
+    r = cli("export", blend, tmp_path / "exports")
+    assert r.code == 2 and f"e.g. {tmp_path / 'exports' / 'llava-665k.json'}" in r.err
+
+
+def _read_only(monkeypatch, module, name):
+    """``module.name`` fails as a write onto a read-only mount does (the path is its second argument)."""
+    import errno
+    import os
+
+    def refuse(_, path, *a, **kw):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(module, name, refuse)
+
+
+def test_a_refused_output_names_its_own_option(tree, cli, tmp_path, monkeypatch):
+    from vlmdata.blend import export, stats
+
+    tree.place_recipe("llava-665k")
+    assert cli("--root", tree.root.path, "blend", "llava-665k").code == 0
+    blend = tree.root.path / "blends" / "llava-665k"
+    _read_only(monkeypatch, stats, "write_png")
+    r = cli("stats", blend, "--png", tmp_path / "s.png")
+    assert r.code == 2 and f"{tmp_path / 's.png'}: read-only file system" in r.err and "another --png" in r.err
+    assert "--root" not in r.err and "--out" not in r.err
+    _read_only(monkeypatch, export, "export")
+    r = cli("export", blend, tmp_path / "x.json")
+    assert r.code == 2 and "another OUT" in r.err and "--root" not in r.err and "--out" not in r.err
+
+
+def test_outputs_on_a_real_read_only_mount(tree, cli, tmp_path):
+    from tests.ro_mount import read_only_mount
+
+    tree.place_recipe("llava-665k")
+    assert cli("--root", tree.root.path, "blend", "llava-665k").code == 0
+    blend = tree.root.path / "blends" / "llava-665k"
+    with read_only_mount(tmp_path / "ro") as ro:
+        for args, option in ((("stats", blend, "--png", ro / "s.png"), "--png"), (("export", blend, ro / "x.json"), "OUT"),
+                             (("--root", tree.root.path, "blend", "llava-665k", "--out", ro / "b"), "--out")):
+            r = cli(*args)
+            assert r.code == 2 and "read-only file system" in r.err and f"give another {option} " in r.err, r.err
+            assert ".tmp-" not in r.err and "Traceback" not in r.err
+        assert list(ro.iterdir()) == []

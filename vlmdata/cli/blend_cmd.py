@@ -9,7 +9,7 @@ from vlmdata.cli.echo import echo
 from vlmdata.cli.params import Argument, Option
 from vlmdata.blend.drop_limit import DEFAULT_MAX_DROP
 from vlmdata.cli.settings import Settings
-from vlmdata.errors import Interrupted, UserError
+from vlmdata.errors import Interrupted, UserError, writing
 
 _MISSING_HELP = "Records whose images are missing or corrupt: drop them (reported), fail (exit 1), or keep them."
 
@@ -69,15 +69,17 @@ def blend_cmd(
                         embed_images=embed_images, jobs=jobs, max_drop=max_drop)
         target = out if out is not None else settings.data_root.path / "blends" / resolved.recipe.name
         settings.info(f"blending {resolved.recipe.name} ({len(resolved.inputs)} input(s)) -> {target}")
-        try:
-            res = run_blend(resolved, opts, target)
-        except KeyboardInterrupt:
-            raise Interrupted("interrupted: nothing was written" + (f"; {target} is as it was" if target.exists() else ""),
-                              hint="run the same command again to blend from the start") from None
-        except OSError as e:  # (a full disk: the writes of Arrow and of the temporary folder name no file)
-            if e.filename is None:
-                e.filename = str(target)
-            raise
+        with writing(target, "--out"):
+            try:
+                res = run_blend(resolved, opts, target)
+            except KeyboardInterrupt:
+                raise Interrupted("interrupted: nothing was written" + (f"; {target} is as it was" if target.exists()
+                                                                        else ""),
+                                  hint="run the same command again to blend from the start") from None
+            except OSError as e:  # (a full disk: the writes of Arrow and of the temporary folder name no file)
+                if e.filename is None:
+                    e.filename = str(target)
+                raise
         settings.debug("timings: " + ", ".join(f"{k} {t:.2f} s" for k, t in res.timings.items()))
         if settings.json:
             settings.emit_json({"out": str(res.out), **res.meta, "timings": res.timings})
@@ -139,15 +141,26 @@ def export_cmd(
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     BlendOutput(folder)  # a wrong folder is an error before any progress bar
     if out.is_dir():
-        raise UserError(f"{out} is a folder; export writes one JSON file", hint=f"give a file name, e.g. {out / 'export.json'}")
+        raise UserError(f"{out} is a folder; export writes one JSON file", hint=f"give a file name, e.g. {_export_name(folder, out)}")
     from tqdm import tqdm
 
-    with tqdm(disable=not settings.progress, unit="row", desc="export", leave=False, mininterval=0.5) as bar:
+    with tqdm(disable=not settings.progress, unit="row", desc="export", leave=False, mininterval=0.5) as bar, \
+            writing(out, "OUT"):
         n = export(folder, out, fmt, on_rows=bar.update, original_ids=not blend_ids)
     if settings.json:
         settings.emit_json({"out": str(out), "records": n, "format": fmt})
     else:
         settings.result(f"wrote {n:,} records to {out}")
+
+
+def _export_name(folder: Path, out: Path) -> Path:
+    """A file name for an export whose OUT is the folder ``out``: beside it when ``out`` is a dataset
+    (the blend itself: a file written into it would sit among its shards), else in it."""
+    from vlmdata.contract import BLEND_JSON
+
+    if out.resolve() == folder.resolve() or (out / BLEND_JSON).exists():
+        return out.parent / f"{out.resolve().name}.json"
+    return out / f"{folder.resolve().name}.json"
 
 
 def stats_cmd(
@@ -174,7 +187,8 @@ def stats_cmd(
         png = png.with_suffix(".png")  # what matplotlib would write anyway: say the real name
     st = stats.compute(folder)
     if png is not None:
-        stats.write_png(st, png)
+        with writing(png, "--png"):
+            stats.write_png(st, png)
         st["png"] = str(png)
     if settings.json:
         settings.emit_json(st)

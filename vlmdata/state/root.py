@@ -23,14 +23,26 @@ LOCK_FILE = "vlmdata.lock"
 
 
 def _not_writable_hint(path: Path) -> str:
+    # A read-only mount first: its owner cannot write there either ("it belongs to root: run as
+    # that user" sent root itself in circles), and no chmod helps.
+    if _read_only_mount(path):
+        return f"{path} is on a file system mounted read-only: remount it read-write, or choose another --root"
     try:
         import pwd
 
-        owner = pwd.getpwuid(path.stat().st_uid).pw_name
+        st = path.stat()
+        owner = None if st.st_uid == os.geteuid() else pwd.getpwuid(st.st_uid).pw_name
     except (ImportError, KeyError, OSError):
         owner = None
     who = f"it belongs to {owner}: run as that user, ask them for write access, " if owner else "fix its permissions, "
     return who + "or choose another --root"
+
+
+def _read_only_mount(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # (no statvfs: not a POSIX system)
+        return False
 
 
 def read_denied(path: Path, what: str, e: OSError) -> UserError:
