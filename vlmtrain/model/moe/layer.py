@@ -9,8 +9,11 @@ DeepSpeed ZeRO-2/3 alike, runs each expert only on the tokens routed to it, and 
 like the dense FFN it replaces. What it computes is DeepSpeed's: the routing is
 :func:`vlmtrain.model.moe.gating.route` (tested equal to DeepSpeed's gate on the same logits and
 noise) and the output is the gate-weighted sum of the kept routes' expert outputs, accumulated in
-fp32 and cast back, as DeepSpeed's combine step does (tests/train/test_moe_gating.py compares the
-whole layer with DeepSpeed's).
+fp32 and cast back, as the installed DeepSpeed's combine step does (its ``_sparse_decode``;
+tests/train/test_moe_gating.py compares the whole layer with DeepSpeed's). DeepSpeed 0.9.5, which
+MoE-LLaVA pins, combines in the activation dtype instead: its MOELayer casts the combine weights to
+the input's dtype and the weighted sum comes out in it (bf16 in MoE-LLaVA's training), so in bf16 the
+two differ by that rounding.
 
 Every expert is called in every forward, with zero rows when nothing is routed to it: ZeRO-3
 gathers a module's weights when it is called, and all ranks must make the same calls.
