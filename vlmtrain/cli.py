@@ -383,8 +383,11 @@ def packing_stats(
 ) -> None:
     """How much of the run's batches would be padding, padded and with `packing: true` (no model is built).
 
+    Reads what the run would read to measure each sample's true length: the dataset and the tokenizer (a Hub id such as lmsys/vicuna-7b-v1.5 is downloaded, or read from the Hugging Face cache; `tokenizer_train_vocab_size` trains one on the dataset). The model's shapes come from its config, on the meta device: no weights are read, so a finetune's `pretrain_mm_mlp_adapter` (stage 1's projector) need not exist yet.
+
     Examples:
-      vlmtrain packing-stats configs/llava-1.5-7b-finetune.yaml
+      vlmtrain packing-stats configs/tiny-cpu.yaml          # after `make demo`; offline
+      vlmtrain packing-stats configs/llava-1.5-7b-finetune.yaml --json
     """
     import json as _json
 

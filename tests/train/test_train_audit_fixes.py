@@ -114,3 +114,29 @@ def test_the_trainer_finds_the_shipped_recipes_where_vlmdata_does():
     shipped = (shipped_manifest_dir() / "blends" / "llava-665k.toml").resolve()
     assert shipped.is_file() and shipped in _shipped_recipe_files("llava-665k")
     assert _recipe_arg({"name": "llava-665k", "origin": str(shipped)}) == "llava-665k"
+
+
+def test_packing_stats_does_not_need_the_stage1_projector(instruct_blend, make_config, tmp_path):
+    """Found by trying: its help's one example (a finetune config) failed with `pretrain_mm_mlp_adapter
+    ... is not a file`, though packing-stats reads no weights. `vlmtrain run` still checks it."""
+    cfg = make_config(instruct_blend, "ps", pretrain_mm_mlp_adapter=str(tmp_path / "stage1" / "mm_projector.bin"))
+    r = run_vlmtrain("packing-stats", cfg, "--json")
+    assert r.code == 0, r.err
+    assert r.json()["config"] == str(cfg)
+    r = run_vlmtrain("run", cfg, "--set", "max_steps=1")
+    assert r.code == 2 and "pretrain_mm_mlp_adapter" in r.err and "is not a file" in r.err
+
+
+def test_every_commands_help_examples_are_indented():
+    """packing-stats' one-paragraph help lost its examples' indentation (typer dedents a paragraph
+    after its first line): every command's example lines are indented under "Examples:"."""
+    import typer
+
+    from vlmtrain.cli import app
+
+    for name in typer.main.get_command(app).commands:
+        r = run_vlmtrain(name, "--help", env={"COLUMNS": "200"})
+        lines = r.out.splitlines()
+        at = next(i for i, ln in enumerate(lines) if ln.strip() == "Examples:")
+        examples = [ln for ln in lines[at + 1:] if ln.strip().startswith("vlmtrain ")]
+        assert examples and all(ln.startswith(" " * (lines[at].index("E") + 2)) for ln in examples), (name, r.out)

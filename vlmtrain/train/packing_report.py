@@ -7,6 +7,8 @@ and reuses the run's length cache, then lays out one epoch's batches both ways
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from vlmtrain.config import ConfigError, TrainConfig, check_inputs
 
 
@@ -22,7 +24,9 @@ def packing_stats(cfg: TrainConfig) -> dict:
     from vlmtrain.train.preflight import refuse_empty
     from vlmtrain.train.tokenizer import load_tokenizer
 
-    check_inputs(cfg)
+    # No weight is read: stage 1's projector (a finetune's pretrain_mm_mlp_adapter) need not exist yet. Stage 3's
+    # stage-2 model is still checked: its tokenizer and config are what this measures with.
+    check_inputs(replace(cfg, pretrain_mm_mlp_adapter=None))
     tok = load_tokenizer(cfg)
     image_token_id = tok.convert_tokens_to_ids(cfg.image_token)
     built = build_model(cfg, meta=True, vocab_size=len(tok), image_token_id=image_token_id)
