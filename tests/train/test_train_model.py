@@ -169,3 +169,33 @@ def test_stage1_from_separate_pretrained_parts(tmp_path):
     assert m.get_input_embeddings().weight.shape[0] == 202 and m.config.image_token_id == 201
     assert not any(p.device.type == "meta" for p in m.parameters())
     assert torch.isfinite(_forward(built).loss)
+
+
+def test_padding_enters_the_llm_as_zero_vectors_and_changes_no_real_token():
+    """LLaVA / MoE-LLaVA pad the embedded sequence with zeros: an MoE router sees them so; real tokens' hidden
+    states are the stock forward's (attention skips padded keys), and the image positions are still found."""
+    built = build_model(_cfg(), vocab_size=201, image_token_id=200)
+    m = built.model.eval()
+    ids = torch.randint(3, 150, (2, 40))
+    ids[:, 2:18] = 200
+    mask = torch.ones_like(ids)
+    mask[1, 30:] = 0
+    ids[1, 30:] = 0  # the pad id: its embedding row is not zero
+    labels = ids.clone()
+    labels[:, :20] = -100
+    labels[1, 30:] = -100
+    seen = {}
+    first = m.model.language_model.layers[0]
+    handle = first.register_forward_pre_hook(
+        lambda mod, args, kw: seen.update(h=kw.get("hidden_states", args[0] if args else None)), with_kwargs=True)
+    pix = torch.randn(2, 3, 32, 32)
+    try:
+        with torch.no_grad():
+            m(input_ids=ids, attention_mask=mask, pixel_values=pix, labels=labels)
+            zeroed = seen["h"].clone()
+            m.model(input_ids=ids, attention_mask=mask, pixel_values=pix)  # the stock path: pad embeddings
+            stock = seen["h"].clone()
+    finally:
+        handle.remove()
+    assert torch.count_nonzero(stock[1, 30:]) > 0 and torch.count_nonzero(zeroed[1, 30:]) == 0
+    torch.testing.assert_close(zeroed[mask.bool()], stock[mask.bool()], rtol=0, atol=0)  # images placed alike

@@ -88,6 +88,14 @@ class VlmLlavaForConditionalGeneration(LlavaForConditionalGeneration):
         # A loss forward keeps no KV cache; with one, transformers would not read restarting position_ids
         # as packed samples (vlmtrain.data.packing) and attention would cross between them.
         kwargs.setdefault("use_cache", False)
+        if attention_mask is not None and input_ids is not None and "inputs_embeds" not in kwargs:
+            # Padding enters the LLM as zero vectors, as LLaVA's and MoE-LLaVA's prepare_inputs_labels_for_
+            # multimodal pad: the real tokens' outputs do not change (attention skips padded keys), but an
+            # MoE layer's router sees padding too, and it takes expert capacity as it did there. (The image
+            # positions are then found by their embedding, transformers' way without input_ids.)
+            embeds = self.get_input_embeddings()(input_ids)
+            kwargs["inputs_embeds"] = embeds * attention_mask.unsqueeze(-1).to(embeds.dtype)
+            input_ids = None
         out = self.model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, **kwargs)
         loss = supervised_lm_loss(self.lm_head, out.last_hidden_state, labels, num_items_in_batch,
                                   fused=getattr(self, "fused_lm_loss", None))  # kernels: liger (model/kernels.py)
