@@ -99,7 +99,8 @@ def run(
     if dry_run:
         from vlmtrain.train.run import dry_run as do_dry_run
 
-        infos = [do_dry_run(stage.cfg, as_json=json_out, emit=not (json_out and len(stages) > 1)) for stage in stages]
+        infos = [do_dry_run(stage.cfg, as_json=json_out, emit=not (json_out and len(stages) > 1),
+                            inherited_vocab=stage.inherited_vocab) for stage in stages]
         if json_out and len(stages) > 1:  # one JSON document: a list of the stages' summaries
             import json as _json
 
@@ -337,14 +338,14 @@ def _export_write_error(out: Path, e: OSError) -> Exception | None:
     os_errors gives it (2, or 1 for a full disk); None for any other OSError."""
     from vlmdata.errors import OperationError, describe_os_error, os_error_advice
 
-    known = describe_os_error(e)
+    known = describe_os_error(e, option="OUT")
     if known is None:
         return None
     code, hint = known[0], known[2]
     what = f"{out}: cannot write the export there ({os_error_advice(e.errno)[0]}); nothing was written"
     if code == 2:  # read-only, permission: the place is wrong
         return UserError(what, hint="give another OUT: a folder on a writable file system that this user may write to")
-    return OperationError(what, hint=hint.replace("--root / --out", "OUT"))
+    return OperationError(what, hint=hint)
 
 
 class TinyKind(str, Enum):

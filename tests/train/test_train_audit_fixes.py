@@ -140,3 +140,35 @@ def test_every_commands_help_examples_are_indented():
         at = next(i for i, ln in enumerate(lines) if ln.strip() == "Examples:")
         examples = [ln for ln in lines[at + 1:] if ln.strip().startswith("vlmtrain ")]
         assert examples and all(ln.startswith(" " * (lines[at].index("E") + 2)) for ln in examples), (name, r.out)
+
+
+def _tiny_moe_chain(tmp_path: Path, dataset: Path) -> list[Path]:
+    """The shipped tiny MoE chain's stages 2 and 3, on ``dataset``, writing under ``tmp_path``, a step each."""
+    import yaml
+
+    paths = []
+    for n in (2, 3):
+        cfg = yaml.safe_load((REPO / "configs" / f"tiny-moe-cpu-stage{n}.yaml").read_text())
+        cfg.pop("pretrain_mm_mlp_adapter", None)  # (stage 2 starts the chain here: a random projector)
+        cfg.update(dataset_dir=str(dataset), output_dir=str(tmp_path / f"s{n}"), max_steps=1, report_to=[])
+        paths.append(tmp_path / f"s{n}.yaml")
+        paths[-1].write_text(yaml.safe_dump(cfg))
+    return paths
+
+
+def test_a_chained_dry_run_counts_stage3_at_the_vocabulary_stage2_trains(instruct_blend, tmp_path):
+    """Found by trying: the tiny chain's --dry-run said stage 3's LLM had 6.79M parameters, the run 296,448:
+    stage 3 has no tokenizer_train_vocab_size of its own, so phi's 51,200 entries were counted. The dry
+    run's estimate now misses stage 3 only as it misses stage 2: by the trained tokenizer's exact size."""
+    from vlmtrain.generate import load_run
+    from vlmtrain.model.build import param_counts
+
+    s2, s3 = _tiny_moe_chain(tmp_path, instruct_blend)
+    dry = run_vlmtrain("run", s2, s3, "--dry-run", "--json")
+    assert dry.code == 0, dry.err
+    d2, d3 = dry.json()
+    assert d3["vocab_size"] == d2["vocab_size"] == 1001
+    r = run_vlmtrain("run", s2, s3)
+    assert r.code == 0, r.err[-2000:]
+    real = {n: param_counts(load_run(tmp_path / f"s{n}").model)["llm"]["total"] for n in (2, 3)}
+    assert d3["params"]["llm"]["total"] - real[3] == d2["params"]["llm"]["total"] - real[2], (d2, d3, real)

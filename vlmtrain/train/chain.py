@@ -33,6 +33,9 @@ class Stage:
     path: Path
     cfg: TrainConfig
     links: list[str]          # `key=value` overrides the chain added (passed on to a relaunch)
+    # The size of the tokenizer an earlier stage trains (its tokenizer_train_vocab_size), which this stage
+    # starts from: --dry-run counts the embedding at that size, the tokenizer being on no disk yet.
+    inherited_vocab: int | None = None
 
 
 def _link(cfg: TrainConfig, key: str, value: str, links: list[str]) -> None:
@@ -81,6 +84,7 @@ def _continue_from(prev: Stage, cur: Stage) -> None:
                           f"{cur.path} starts from", where=str(prev.path),
                           hint="train that stage without `lora_enable`: a later stage starts from a whole model")
     _link(c, "model_name_or_path", p.output_dir, cur.links)
+    cur.inherited_vocab = p.tokenizer_train_vocab_size or prev.inherited_vocab
     if c.tokenizer_name_or_path not in (None, p.output_dir) or c.tokenizer_train_vocab_size:
         log.info("%s: the tokenizer comes from the previous stage's output", cur.path)
     c.tokenizer_train_vocab_size = None

@@ -54,14 +54,16 @@ def _say_resumed(out: Path, last: Path, cfg: TrainConfig) -> None:
              f"; {removed} log row(s) of the steps after it removed" if removed else "")
 
 
-def dry_run(cfg: TrainConfig, *, as_json: bool = False, emit: bool = True) -> dict[str, Any]:
-    """Model shapes on the meta device, parameter counts per part; nothing allocated or downloaded."""
+def dry_run(cfg: TrainConfig, *, as_json: bool = False, emit: bool = True,
+            inherited_vocab: int | None = None) -> dict[str, Any]:
+    """Model shapes on the meta device, parameter counts per part; nothing allocated or downloaded.
+    ``inherited_vocab``: a chained stage's, the size of the tokenizer an earlier stage trains (chain.Stage)."""
     from vlmtrain.model.build import build_model, describe, param_counts, apply_freeze
 
-    # a tokenizer the run trains has about tokenizer_train_vocab_size entries, not the LLM config's
-    # vocabulary: the embedding and LM head are counted at that size (a few special tokens aside)
-    built = build_model(cfg, meta=True, dtype=torch.bfloat16 if cfg.bf16 else torch.float32,
-                        vocab_size=cfg.tokenizer_train_vocab_size or None)
+    # a tokenizer the run (or the earlier stage it starts from) trains has about that many entries, not
+    # the LLM config's vocabulary: the embedding and LM head are counted at that size (special tokens aside)
+    trained = cfg.tokenizer_train_vocab_size or inherited_vocab or None
+    built = build_model(cfg, meta=True, dtype=torch.bfloat16 if cfg.bf16 else torch.float32, vocab_size=trained)
     apply_freeze(built.model, cfg.frozen(), cfg.tune_vit_from_layer)
     moe = None
     if cfg.stage == 3:
@@ -100,8 +102,9 @@ def dry_run(cfg: TrainConfig, *, as_json: bool = False, emit: bool = True) -> di
         return info
     print(f"{cfg._source or 'config'}: stage {cfg.stage}, projector {cfg.mm_projector_type}, "
           f"{built.tokens_per_image} tokens per image, attention {built.attn}")
-    if cfg.tokenizer_train_vocab_size:
-        print(f"vocabulary: ~{info['vocab_size']:,} (the tokenizer this run trains; the exact size, with its "
+    if trained:
+        whose = "this run trains" if cfg.tokenizer_train_vocab_size else "an earlier stage of the chain trains"
+        print(f"vocabulary: ~{info['vocab_size']:,} (the tokenizer {whose}; the exact size, with its "
               "special tokens, is known once it is trained)")
     print(f"{'part':10s} {'params':>10s} {'trainable':>10s}")
     for name, total, trainable in describe(counts):
