@@ -48,6 +48,7 @@ def test_a_disk_limit_stops_the_download_at_once_and_the_rerun_resumes(connectio
     assert r.returncode == 1, r.stderr
     assert f"{part}: file too large for this file system or for the process's size limit" in r.stderr, r.stderr
     assert "gave up" not in r.stderr and "network" not in r.stderr  # not taken for a network failure
+    assert "give another --root" in r.stderr, r.stderr  # the option that chose the place
     assert files_server.count("x.bin") == 1  # not tried again: another try cannot fix a disk
     assert not (root / "d" / "x.bin").exists()
     if connections == "1":  # what arrived before the limit is kept, and said so

@@ -135,7 +135,7 @@ def disk_error(e: BaseException, part: Path, have: int | None = None) -> DiskErr
     """The DiskError that ``e`` is when the disk under ``part`` (a download's .part file) failed, else None."""
     if not isinstance(e, OSError) or e.errno not in DISK_ERRNOS:
         return None
-    what, hint = os_error_advice(e.errno) or ("the disk failed", "check the disk")  # (it knows every DISK_ERRNOS)
+    what, hint = os_error_advice(e.errno, path=str(part.parent), option="--root") or ("the disk failed", "check the disk")  # (it knows every DISK_ERRNOS)
     if e.strerror and e.strerror != os.strerror(e.errno):  # (reserve's own words: how much is missing)
         what += f" ({e.strerror})"
     kept = f"; the {have:,} bytes already downloaded are kept" if have else ""

@@ -146,7 +146,7 @@ class Fetcher:
                     out.hint = out.hint.replace(MANIFEST_WORDS, f"{ds.origin} (the entry of {spec.name})")
         except Exception as e:  # noqa: BLE001 - one file's failure must not stop the others
             # placing it: a full disk or a folder not ours is said as such, with what to do
-            known = describe_os_error(e) if isinstance(e, OSError) else None
+            known = describe_os_error(e, option="--root") if isinstance(e, OSError) else None
             if known is not None:
                 out.error, out.hint = f"{spec.key}: {known[1]} (placing it into {spec.place.to})", known[2]
             else:
