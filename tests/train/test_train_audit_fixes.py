@@ -172,3 +172,19 @@ def test_a_chained_dry_run_counts_stage3_at_the_vocabulary_stage2_trains(instruc
     assert r.code == 0, r.err[-2000:]
     real = {n: param_counts(load_run(tmp_path / f"s{n}").model)["llm"]["total"] for n in (2, 3)}
     assert d3["params"]["llm"]["total"] - real[3] == d2["params"]["llm"]["total"] - real[2], (d2, d3, real)
+
+
+def test_the_readme_names_the_vlmtrain_commands_that_have_json():
+    """The README said every command has `--json` output; plot, make-tiny-data and export-moe-llava have none."""
+    import re
+
+    import typer
+
+    from vlmtrain.cli import app
+
+    text = " ".join((REPO / "README.md").read_text().split())
+    said = text[text.index("Every command has `--help`"):].split(". Shared options")[0]
+    named = set(re.findall(r"`vlmtrain ([a-z-]+)[^`]*`", said.split(" (")[0]))  # (then those without)
+    has = {n for n, c in typer.main.get_command(app).commands.items()
+           if any("--json" in getattr(p, "opts", []) for p in c.params)}
+    assert named == has, said
