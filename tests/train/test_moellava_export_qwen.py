@@ -111,3 +111,16 @@ def test_a_qwen2_with_grouped_query_attention_has_no_qwen1_layout(tmp_path):
            "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 1024}
     with pytest.raises(ValueError, match="grouped-query"):
         moellava_config(qwen_model(tmp_path, gqa), "tower", "pad")
+
+
+def test_stage3_asked_to_export_a_qwen2_without_a_qwen1_layout_stops_before_training(tmp_path):
+    """save_moellava_checkpoint on an LLM MoE-LLaVA cannot load is said when stage 3 prepares its model, not
+    after it has trained (the export is written at the end)."""
+    from vlmtrain.config import ConfigError
+
+    gqa = {"model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 1024}
+    with pytest.raises(ConfigError, match="save_moellava_checkpoint.*grouped-query") as e:
+        qwen_model(tmp_path, gqa, save_moellava_checkpoint=True)
+    assert "save_moellava_checkpoint: false" in e.value.hint
+    assert qwen_model(tmp_path, gqa) is not None  # without the export: prepared as before

@@ -55,6 +55,13 @@ def prepare_moe(model: nn.Module, cfg: TrainConfig, *, meta: bool = False) -> Mo
     freeze what ``train_modules`` does not name. Call after the stage's freeze spec is applied."""
     where = cfg._source or "config"
     tc = model.config.text_config
+    if cfg.save_moellava_checkpoint:
+        from vlmtrain.model.moe.checkpoint_keys import export_problem
+
+        problem = export_problem(tc)
+        if problem is not None:  # said now, not after the stage has trained
+            raise ConfigError(f"`save_moellava_checkpoint`: {problem}", where=where,
+                              hint="set `save_moellava_checkpoint: false` (the run's own output is kept either way)")
     n_layers = tc.num_hidden_layers
     spec = spec_from_config(cfg, n_layers, tc.model_type)
     existing = moe_blocks(model)

@@ -84,6 +84,19 @@ def moellava_state_dict(state: dict, text_model_type: str) -> dict:
     return out
 
 
+def export_problem(tc) -> str | None:
+    """Why an LLM with text config ``tc`` has no MoE-LLaVA layout (None: it has one), for a stage 3 with
+    save_moellava_checkpoint to say before it trains rather than when it saves."""
+    if tc.model_type not in FAMILIES:
+        return f"no MoE-LLaVA layout for a {tc.model_type!r} LLM (have: {', '.join(FAMILIES)})"
+    if tc.model_type == "qwen2":
+        try:
+            qwen1_text_fields(tc)
+        except ValueError as e:
+            return str(e)
+    return None
+
+
 def moellava_config(model, vision_tower: str | None, image_aspect_ratio: str) -> dict:
     """config.json in MoE-LLaVA's form: the LLM's fields at top level plus its multimodal and ``moe`` keys."""
     cfg = model.config
