@@ -93,3 +93,18 @@ def test_older_output_with_the_bias_is_refused_until_the_key_is_removed(tmp_path
     ids = torch.randint(0, 202, (1, 9))
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval()(input_ids=ids).logits, model(input_ids=ids).logits, rtol=0, atol=0)
+
+
+def test_resume_from_an_older_checkpoint_with_the_bias_says_why_it_cannot(instruct_blend, make_config, tmp_path):
+    from train_helpers import run_vlmtrain
+
+    cfg = make_config(instruct_blend, "old", max_steps=4, save_steps=2)
+    r = run_vlmtrain("run", cfg, env={"VLMTRAIN_SIGNAL_AT_STEP": "2:TERM"})
+    assert r.code == 143, r.err
+    weights = tmp_path / "old" / "checkpoint-2" / "model.safetensors"
+    state = load_file(weights)
+    head = next(k for k in state if k.endswith("lm_head.weight"))
+    state[head.replace("weight", "bias")] = torch.zeros(state[head].shape[0])  # as an older vlmtrain saved it
+    save_file(state, weights, metadata={"format": "pt"})
+    r = run_vlmtrain("run", cfg, "--resume")
+    assert r.code == 2 and "has an lm_head.bias: an older vlmtrain's" in r.err and "new output_dir" in r.err, r.err

@@ -278,6 +278,11 @@ class VlmTrainer(Trainer):
             if missing or unexpected:
                 from vlmtrain.config import ConfigError
 
+                if not missing and all(k.endswith("lm_head.bias") for k in unexpected):
+                    raise ConfigError(f"{ckpt}: the checkpoint has an lm_head.bias: an older vlmtrain's, whose stages "
+                                      "1-2 kept the LLM's output bias; this one drops it, as MoE-LLaVA does, so the "
+                                      "run cannot continue from it", hint="start the run again in a new output_dir "
+                                      "(or finish it with the vlmtrain that started it)")
                 raise ConfigError(f"{ckpt}: checkpoint does not match the model (missing {missing[:5]}, "
                                   f"unexpected {unexpected[:5]})",
                                   hint="was the config changed since the run started? resume with the same one")
