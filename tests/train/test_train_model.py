@@ -199,3 +199,25 @@ def test_padding_enters_the_llm_as_zero_vectors_and_changes_no_real_token():
         handle.remove()
     assert torch.count_nonzero(stock[1, 30:]) > 0 and torch.count_nonzero(zeroed[1, 30:]) == 0
     torch.testing.assert_close(zeroed[mask.bool()], stock[mask.bool()], rtol=0, atol=0)  # images placed alike
+
+
+def test_a_text_only_batch_runs_the_tower_on_a_stand_in_and_gives_the_projector_zero_gradients():
+    """LLaVA gives text-only samples a black image: the projector's gradient is zero, not absent (the
+    optimizer steps it as LLaVA's does), and every rank runs the same modules (ZeRO-3, test_train_multinode)."""
+    from vlmtrain.data.collate import Collator
+
+    built = build_model(_cfg(), vocab_size=201, image_token_id=200)
+    m = built.model
+    items = [{"input_ids": torch.randint(3, 150, (12,)), "labels": torch.randint(3, 150, (12,)), "id": str(k),
+              "pixel_values": torch.zeros((0, 3, 32, 32))} for k in range(2)]
+    batch = Collator(pad_token_id=0)(items)
+    assert "pixel_values" not in batch and batch["image_stand_in"].shape == (1, 3, 32, 32)
+    for k in ("ids", "skipped"):
+        batch.pop(k)
+    stand_in = batch.pop("image_stand_in")
+    plain = m(**batch).loss
+    loss = m(**batch, image_stand_in=stand_in).loss
+    assert torch.equal(loss, plain)
+    loss.backward()
+    grads = [p.grad for p in m.model.multi_modal_projector.parameters()]
+    assert grads and all(g is not None and torch.count_nonzero(g) == 0 for g in grads)

@@ -77,7 +77,7 @@ class VlmLlavaForConditionalGeneration(LlavaForConditionalGeneration):
         return (model, info) if want_info else model
 
     def forward(self, input_ids=None, pixel_values=None, attention_mask=None, labels=None,
-                num_items_in_batch=None, **kwargs):
+                num_items_in_batch=None, image_stand_in=None, **kwargs):
         if labels is None:
             return super().forward(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
                                    **kwargs)
@@ -88,18 +88,49 @@ class VlmLlavaForConditionalGeneration(LlavaForConditionalGeneration):
         # A loss forward keeps no KV cache; with one, transformers would not read restarting position_ids
         # as packed samples (vlmtrain.data.packing) and attention would cross between them.
         kwargs.setdefault("use_cache", False)
-        if attention_mask is not None and input_ids is not None and "inputs_embeds" not in kwargs:
-            # Padding enters the LLM as zero vectors, as LLaVA's and MoE-LLaVA's prepare_inputs_labels_for_
-            # multimodal pad: the real tokens' outputs do not change (attention skips padded keys), but an
-            # MoE layer's router sees padding too, and it takes expert capacity as it did there. (The image
-            # positions are then found by their embedding, transformers' way without input_ids.)
-            embeds = self.get_input_embeddings()(input_ids)
-            kwargs["inputs_embeds"] = embeds * attention_mask.unsqueeze(-1).to(embeds.dtype)
-            input_ids = None
-        out = self.model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, **kwargs)
+        given = kwargs.pop("inputs_embeds", None)  # (PEFT's wrapper passes inputs_embeds=None)
+        if given is not None:  # a caller's own embeddings: transformers' way
+            out = self.model(pixel_values=pixel_values, attention_mask=attention_mask, inputs_embeds=given, **kwargs)
+        else:
+            embeds = self._inputs_embeds(input_ids, attention_mask, pixel_values, image_stand_in)
+            out = self.model.language_model(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
         loss = supervised_lm_loss(self.lm_head, out.last_hidden_state, labels, num_items_in_batch,
                                   fused=getattr(self, "fused_lm_loss", None))  # kernels: liger (model/kernels.py)
         return LlavaCausalLMOutputWithPast(loss=loss, logits=None)
+
+    def _inputs_embeds(self, input_ids, attention_mask, pixel_values, image_stand_in) -> torch.Tensor:
+        """The LLM's input for a loss forward: token embeddings, the image features at the image tokens.
+
+        Padding is zero vectors, as LLaVA's and MoE-LLaVA's prepare_inputs_labels_for_multimodal pad: the
+        real tokens' outputs do not change (attention skips padded keys), but an MoE layer's router sees
+        padding too, and it takes expert capacity as it did there. A text-only batch runs the tower and
+        projector on ``image_stand_in`` (collate.Collator.add_pixels) and adds them times zero. The modules
+        run in the same order in every batch (embeddings, tower, projector, LLM), which ZeRO-3's parameter
+        gathers need across ranks; hence this, not transformers' LlavaModel.forward (which would look up the
+        image token's embedding again, in image batches only, to find the image positions)."""
+        embeds = self.get_input_embeddings()(input_ids)
+        if attention_mask is not None:  # (packed batches have none: no padding)
+            embeds = embeds * attention_mask.unsqueeze(-1).to(embeds.dtype)
+        images = pixel_values if pixel_values is not None else image_stand_in
+        if images is None:
+            return embeds
+        feats = self._image_features(images).to(embeds.device, embeds.dtype)
+        if pixel_values is None:
+            return embeds + 0.0 * feats.sum()
+        at = input_ids == self.config.image_token_id
+        if int(at.sum()) * embeds.shape[-1] != feats.numel():
+            raise ValueError(f"{int(at.sum())} image tokens in the batch for {feats.numel() // embeds.shape[-1]} "
+                             "image features")
+        return embeds.masked_scatter(at.unsqueeze(-1), feats)
+
+    def _image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The projected features of ``pixel_values``, as the forward computes them for its images."""
+        c = self.config
+        out = self.model.get_image_features(pixel_values=pixel_values, vision_feature_layer=c.vision_feature_layer,
+                                            vision_feature_select_strategy=c.vision_feature_select_strategy,
+                                            return_dict=True)
+        feats = out.pooler_output
+        return torch.cat(list(feats), dim=0) if isinstance(feats, (list, tuple)) else feats
 
 
 def make_projector(config: LlavaConfig) -> nn.Module:
