@@ -38,3 +38,42 @@ def test_zero2_single_process_cpu(instruct_blend, make_config, tmp_path):
     ckpt = tmp_path / "zero2" / "checkpoint-3"  # the last one (save_total_limit: 1)
     assert any(d.name.startswith("global_step") for d in ckpt.iterdir())  # DeepSpeed's own optimizer shards
     assert (tmp_path / "zero2" / "model.safetensors").is_file()
+
+
+def test_mm_projector_lr_applies_under_deepspeed(instruct_blend, make_config, tmp_path):
+    """LLaVA's mm_projector_lr (its LoRA recipe: 2e-5 for the projector, 2e-4 for the rest) under ZeRO-2: the
+    projector moves at its rate, the LLM at learning_rate. It used to be dropped without a word under DeepSpeed."""
+    import torch
+    from safetensors.torch import load_file
+
+    runs = {"proj": 1e-2, "same": 1e-12}
+    for name, proj_lr in runs.items():
+        cfg = make_config(instruct_blend, name, deepspeed=str(REPO / "configs/deepspeed/zero2.json"), max_steps=2,
+                          learning_rate=1e-12, mm_projector_lr=proj_lr)
+        env = dict(os.environ, RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="")
+        p = subprocess.run([sys.executable, "-c", PRELUDE, "run", str(cfg)], env=env, capture_output=True, text=True,
+                           timeout=240, cwd=REPO)
+        assert p.returncode == 0, p.stderr[-3000:]
+    a, b = (load_file(tmp_path / name / "model.safetensors") for name in runs)  # same seed: same start
+    moved = {k: (a[k].float() - b[k].float()).abs().max().item() for k in a}
+    projector = [v for k, v in moved.items() if "multi_modal_projector" in k]
+    llm = [v for k, v in moved.items() if "language_model" in k]
+    assert projector and min(projector) > 1e-4, moved
+    assert llm and max(llm) < 1e-8, moved
+
+
+def test_mm_projector_lr_applies_without_deepspeed(instruct_blend, make_config, tmp_path):
+    from safetensors.torch import load_file
+
+    from train_helpers import run_vlmtrain
+
+    runs = {"proj": 1e-2, "same": 1e-12}
+    for name, proj_lr in runs.items():
+        r = run_vlmtrain("run", make_config(instruct_blend, name, max_steps=2, learning_rate=1e-12,
+                                            mm_projector_lr=proj_lr))
+        assert r.code == 0, r.err
+    a, b = (load_file(tmp_path / name / "model.safetensors") for name in runs)
+    moved = {k: (a[k].float() - b[k].float()).abs().max().item() for k in a}
+    assert min(v for k, v in moved.items() if "multi_modal_projector" in k) > 1e-4, moved
+    assert max(v for k, v in moved.items() if "language_model" in k) < 1e-8, moved

@@ -177,27 +177,6 @@ def _training_args(cfg: TrainConfig):
     )
 
 
-def _optimizer_groups(model, cfg: TrainConfig):
-    """LLaVA's mm_projector_lr: the projector in its own parameter groups."""
-    from transformers.trainer_pt_utils import get_parameter_names
-    from transformers.pytorch_utils import ALL_LAYERNORM_LAYERS
-
-    decay = set(get_parameter_names(model, ALL_LAYERNORM_LAYERS))
-    decay = {n for n in decay if "bias" not in n}
-    groups: dict[tuple[bool, bool], list] = {}
-    for n, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        groups.setdefault(("multi_modal_projector" in n, n in decay), []).append(p)
-    out = []
-    for (is_proj, has_decay), params in groups.items():
-        g = {"params": params, "weight_decay": cfg.weight_decay if has_decay else 0.0}
-        if is_proj:
-            g["lr"] = cfg.mm_projector_lr
-        out.append(g)
-    return out
-
-
 def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
     from transformers import set_seed
 
@@ -294,15 +273,10 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
     write_text(out / rundir.CONFIG_RECORD, json.dumps(cfg.to_dict(), indent=2, default=str))  # --resume compares it
 
     args = _training_args(cfg)
-    optimizers = (None, None)
-    if cfg.mm_projector_lr is not None and not cfg.deepspeed:
-        opt = torch.optim.AdamW(_optimizer_groups(model, cfg), lr=cfg.learning_rate,
-                                betas=(cfg.adam_beta1, cfg.adam_beta2))
-        optimizers = (opt, None)
     align_special_tokens_quietly(model, tokenizer)
     sigterm = StopOnSignal()
     trainer = VlmTrainer(model=model, args=args, train_dataset=data.dataset, data_collator=data.collator,
-                         processing_class=tokenizer, callbacks=[sigterm], optimizers=optimizers,
+                         processing_class=tokenizer, callbacks=[sigterm],
                          vlm_cfg=cfg, train_data=data, flop_model=flop_model(model))
     use_readable_logs(trainer)
     if resume and last is not None:

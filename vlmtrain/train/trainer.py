@@ -18,7 +18,12 @@ gradient accumulation, bf16, LoRA models, and exact resume (optimizer, scheduler
   vlmtrain.data.slow_tokenizer_files), so it loads on its own in MoE-LLaVA / LLaVA like the final output;
 - a SIGTERM (preemption, ``scancel``) or Ctrl-C finishes the current step, saves a checkpoint and stops
   (vlmtrain.train.signals);
-- ``sample_log``: each rank's sample ids per step (vlmtrain.train.sample_log).
+- ``sample_log``: each rank's sample ids per step (vlmtrain.train.sample_log);
+- LLaVA's ``mm_projector_lr`` (the projector's own parameter groups, DeepSpeed or not), stage 3's
+  aux loss, and a resume from the last step's checkpoint that trains no step past max_steps.
+
+Why one file of ~420 lines: each of these is a short override of one Trainer method, and they share
+the Trainer's state; split, each part would be a mixin a reader has to find.
 """
 from __future__ import annotations
 
@@ -107,6 +112,27 @@ class VlmTrainer(Trainer):
                 self.train_data.lengths, self.args.per_device_train_batch_size,
                 self.args.world_size * self.args.gradient_accumulation_steps, self.args.seed, group_by_modality=True)
         return SeededRandomSampler(len(self.train_data.lengths), self.args.seed)
+
+    # -- optimizer ----------------------------------------------------------------------------
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer, with LLaVA's ``mm_projector_lr``: the projector in parameter groups of
+        their own at that rate (llava_trainer.create_optimizer), with DeepSpeed too (which takes the
+        optimizer made here when its config names none, as ours do). Weight decay as the Trainer decides
+        it (not on biases or norms)."""
+        if self.optimizer is not None or self.vlm_cfg.mm_projector_lr is None:
+            return super().create_optimizer(model)
+        opt_model = self.model if model is None else model
+        decay = set(self.get_decay_parameter_names(opt_model))
+        groups: dict[tuple[bool, bool], list] = {}
+        for name, p in opt_model.named_parameters():
+            if p.requires_grad:
+                groups.setdefault(("multi_modal_projector" in name, name in decay), []).append(p)
+        param_groups = [{"params": params, "weight_decay": self.args.weight_decay if has_decay else 0.0,
+                         **({"lr": self.vlm_cfg.mm_projector_lr} if projector else {})}
+                        for (projector, has_decay), params in groups.items()]
+        optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        self.optimizer = optimizer_cls(param_groups, **kwargs)
+        return self.optimizer
 
     def _run_epoch(self, *args, **kwargs):
         # A run resumed from a checkpoint of its last step (stopped right after it) has nothing left to
