@@ -139,3 +139,30 @@ def test_zero3_ranks_with_an_image_and_without_one_in_the_same_step(instruct_ble
         steps.setdefault(r["step"], {})[r["rank"]] = [i in text_only for i in r["ids"]]
     assert sorted(steps) == list(range(1, 9))
     assert any(s[0] != s[1] for s in steps.values()), steps  # the case under test happened
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_zero3_rank_whose_samples_were_all_skipped_runs_the_model_too(tmp_path):
+    """bad_samples: skip leaves a micro-batch empty when its one sample's image is broken: that rank still runs
+    every module (one unlabelled token, the black stand-in image) for a zero loss, or its ZeRO-3 gathers would
+    not pair with the other rank's and the run would abort or hang."""
+    from vlmtrain.tinydata import write_tiny_blend
+
+    blend = write_tiny_blend(tmp_path / "blend", n=24, kind="instruct", seed=1)
+    broken = sorted((blend / "images").iterdir())[::3]
+    for f in broken:
+        f.write_bytes(b"not a jpeg")
+    hosts = tmp_path / "hostfile"
+    hosts.write_text("node-a slots=1\nnode-b slots=1\n")
+    out = tmp_path / "run"
+    cfg = _config(tmp_path / "z3.yaml", blend, out, max_steps=8, per_device_train_batch_size=1, bad_samples="skip",
+                  num_nodes=2, num_gpus=1, launcher="deepspeed", hostfile=str(hosts),
+                  deepspeed=str(REPO / "configs/deepspeed/zero3.json"))
+    runs = _two_nodes(cfg)
+    assert all(p.returncode == 0 for p in runs), [p.stderr[-3000:] for p in runs]
+    steps = {}
+    for r in read_sample_logs(out):
+        steps.setdefault(r["step"], {})[r["rank"]] = r["ids"]
+    assert sorted(steps) == list(range(1, 9))
+    assert any(bool(s.get(0)) != bool(s.get(1)) for s in steps.values()), steps  # one rank's batch was emptied

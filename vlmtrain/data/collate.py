@@ -35,7 +35,7 @@ class Collator:
         return kept, skipped
 
     @staticmethod
-    def add_pixels(batch: dict[str, Any], kept: Sequence[dict[str, Any]]) -> None:
+    def add_pixels(batch: dict[str, Any], kept: Sequence[dict[str, Any]], items: Sequence[dict[str, Any]] = ()) -> None:
         """The items' images in item order, as one tensor (or a list when the processor gives several sizes).
 
         A batch of text only gets ``image_stand_in``, one black image of the processor's size: the model
@@ -43,15 +43,18 @@ class Collator:
         text-only sample a black image. Every rank then runs the same modules on every micro-batch (under
         ZeRO-3 a rank that skipped the tower would miss the tower's parameter gathers, and the ranks' collectives
         would no longer pair: gloo said 'collective mismatch', NCCL hangs), and the projector's gradient is a
-        zero, not absent, for the optimizer, as in LLaVA."""
+        zero, not absent, for the optimizer, as in LLaVA. ``items``: the batch's skipped items too, whose
+        empty image tensors give the size when every item was skipped (the trainer still runs the model)."""
         pix = [it["pixel_values"] for it in kept if it["pixel_values"].shape[0] > 0]
         if pix:
             if all(p.shape[1:] == pix[0].shape[1:] for p in pix):
                 batch["pixel_values"] = torch.cat(pix, dim=0)
             else:  # processors that give several sizes: the model has to take a list
                 batch["pixel_values"] = [row for p in pix for row in p]
-        elif kept and kept[0]["pixel_values"].dim() == 4:  # (a text-only item holds a [0, C, H, W] tensor)
-            batch["image_stand_in"] = torch.zeros((1, *kept[0]["pixel_values"].shape[1:]))
+        else:  # (a text-only or skipped item holds a [0, C, H, W] tensor)
+            sized = [p for p in (it.get("pixel_values") for it in [*kept, *items]) if torch.is_tensor(p) and p.dim() == 4]
+            if sized:
+                batch["image_stand_in"] = torch.zeros((1, *sized[0].shape[1:]))
 
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         kept, skipped = self.split(items)
@@ -65,7 +68,7 @@ class Collator:
             labels[b, :n] = it["labels"]
             attention_mask[b, :n] = 1
         batch: dict[str, Any] = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
-        self.add_pixels(batch, kept)
+        self.add_pixels(batch, kept, items)
         batch["ids"] = [it["id"] for it in kept]
         batch["skipped"] = skipped
         return batch

@@ -312,7 +312,7 @@ class ConversationDataset(torch.utils.data.Dataset):
             raise BadSampleError(
                 f"record {rid!r} (row {row}): image {path}: {reason}. Fix or remove the image, or set "
                 f"bad_samples: skip to drop such samples (they are counted and logged).")
-        return {"skipped": True, "id": rid, "reason": reason, "path": path}
+        return {"skipped": True, "id": rid, "reason": reason, "path": path, "pixel_values": self._no_images()}
 
     def __getitem__(self, i: int) -> dict:
         row = int(self.rows[i])
@@ -324,7 +324,7 @@ class ConversationDataset(torch.utils.data.Dataset):
         except MaskError as e:  # measured as fine before: only a changed tokenizer/template gets here
             if self.bad_samples == "fail":
                 raise BadSampleError(f"record {rid!r} (row {row}): {e}") from None
-            return {"skipped": True, "id": rid, "reason": str(e), "path": None}
+            return {"skipped": True, "id": rid, "reason": str(e), "path": None, "pixel_values": self._no_images()}
         if paths:
             if self.image_root is None and not self._has_blobs:
                 raise DataError("the dataset has images but no image root: blend.json has no image_root; set image_root")

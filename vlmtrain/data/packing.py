@@ -121,7 +121,7 @@ class PackingCollator(Collator):
             position_ids[r, at:] = torch.arange(width - at)  # the row's padding: a segment of its own
         order = [i for row in rows for i in row]
         batch: dict[str, Any] = {"input_ids": input_ids, "labels": labels, "position_ids": position_ids}
-        self.add_pixels(batch, [kept[i] for i in order])
+        self.add_pixels(batch, [kept[i] for i in order], items)
         batch["ids"] = [kept[i]["id"] for i in order]
         batch["skipped"] = skipped
         batch["sample_lengths"] = [lengths[i] for i in order]

@@ -165,7 +165,7 @@ class VlmTrainer(Trainer):
             if self._samples is not None and model.training:
                 self._samples.write(self.state.global_step + 1, meta.get("ids") or [])
         if inputs["input_ids"].numel() == 0:  # every sample of the batch was skipped (bad_samples: skip)
-            loss = sum(p.sum() * 0.0 for p in model.parameters() if p.requires_grad)
+            loss = self._zero_loss(model, inputs)
             return (loss, None) if return_outputs else loss
         # A packed batch (vlmtrain.data.packing) has no attention_mask; it says its samples' lengths.
         lens = meta.get("sample_lengths") or inputs["attention_mask"].sum(dim=1).tolist()
@@ -184,6 +184,18 @@ class VlmTrainer(Trainer):
         loss, outputs = out if return_outputs else (out, None)
         loss = loss + self._moe_loss(model, num_items_in_batch)
         return (loss, outputs) if return_outputs else loss
+
+    def _zero_loss(self, model, inputs) -> torch.Tensor:
+        """A zero loss for a micro-batch whose samples were all skipped, from a forward of one unlabelled token
+        (and the batch's black stand-in image): every module runs as in any batch, so under ZeRO-3 this rank's
+        parameter gathers pair with the other ranks', and each trainable parameter gets a zero gradient."""
+        device = inputs["input_ids"].device
+        one = {"input_ids": torch.zeros((1, 1), dtype=torch.long, device=device),
+               "labels": torch.full((1, 1), -100, dtype=torch.long, device=device),
+               "attention_mask": torch.ones((1, 1), dtype=torch.long, device=device)}
+        if "image_stand_in" in inputs:
+            one["image_stand_in"] = inputs["image_stand_in"]
+        return model(**one).loss * 0.0
 
     # -- MoE (stage 3) ------------------------------------------------------------------------
     def _moe_loss(self, model, num_items_in_batch) -> torch.Tensor:
