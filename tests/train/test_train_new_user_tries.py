@@ -50,6 +50,7 @@ def test_a_model_path_that_is_neither_a_folder_nor_reachable_fails_at_once(tmp_p
     assert r.code == 2, r.err
     assert f"'{tmp_path.name}/stage2' is not a local folder, and the Hub (127.0.0.1) cannot be reached" in r.err
     assert "run that stage first" in r.err
+    assert "`vlmdata list` names them" in r.err and "ROOT/models/NAME" in r.err  # the offline way to a base model
     assert time.monotonic() - t0 < 30  # (huggingface_hub's retries took ~50 s)
 
 

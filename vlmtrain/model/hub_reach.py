@@ -52,4 +52,6 @@ def require_hub_for(name: str, what: str, filename: str = "config.json") -> None
             f"Hub id: {e.strerror or e}",
             hint="a run's output folder: run that stage first, or chain the stages in one command; a Hub id: "
                  "connect to the network, set HF_ENDPOINT to a mirror, or HF_HUB_OFFLINE=1 with it in the "
-                 "Hugging Face cache") from None
+                 "Hugging Face cache; or a model vlmdata fetches (`vlmdata list` names them, e.g. "
+                 "vicuna-7b-v1.5), fetched where there is a network or from a --mirror, and its folder "
+                 "ROOT/models/NAME given instead") from None
