@@ -96,3 +96,22 @@ def test_loader_name_problem_suggests_the_templates_name(tmp_path):
     from vlmtrain.model.moe.checkpoint_keys import loader_name_problem
 
     assert "moe-llava-openchat-..." in loader_name_problem(tmp_path / "export", "mistral", "openchat")
+
+
+@pytest.mark.parametrize("kind, keys", [("linear", {"weight", "bias"}),
+                                        ("mlp2x_gelu", {"0.weight", "0.bias", "2.weight", "2.bias"})])
+def test_exported_projector_keys_are_what_moellava_builds(kind, keys):
+    """MoE-LLaVA's build_image_projector makes a linear projector a bare nn.Linear (image_spatial_proj.weight)
+    and mlpNx_gelu a Sequential (image_spatial_proj.0.weight ...)."""
+    from vlmtrain.config import load_config
+    from vlmtrain.model.build import build_model
+    from vlmtrain.model.moe.checkpoint_keys import moellava_state_dict
+
+    cfg = load_config(None, raw={"stage": 2, "random_init": True, "text_config": {
+        "model_type": "phi", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "max_position_embeddings": 256}, "vision_config": dict(TINY_VISION),
+        "mm_projector_type": kind, "tokenizer_train_vocab_size": 100})
+    model = build_model(cfg, vocab_size=201, image_token_id=200).model
+    exported = moellava_state_dict(model.state_dict(), "phi")
+    prefix = "model.mm_projector.image_spatial_proj."
+    assert {k[len(prefix):] for k in exported if k.startswith(prefix)} == keys

@@ -71,7 +71,7 @@ def test_freeze_spec_per_stage():
 @pytest.mark.parametrize("kind, keys", [
     ("mlp2x_gelu", ["model.mm_projector.0.bias", "model.mm_projector.0.weight",
                     "model.mm_projector.2.bias", "model.mm_projector.2.weight"]),
-    ("linear", ["model.mm_projector.0.bias", "model.mm_projector.0.weight"]),
+    ("linear", ["model.mm_projector.bias", "model.mm_projector.weight"]),  # LLaVA's nn.Linear: no index
 ])
 def test_mm_projector_bin_uses_reference_names_and_round_trips(tmp_path, kind, keys):
     a = build_model(_cfg(mm_projector_type=kind), vocab_size=201, image_token_id=200).model
@@ -221,3 +221,13 @@ def test_a_text_only_batch_runs_the_tower_on_a_stand_in_and_gives_the_projector_
     loss.backward()
     grads = [p.grad for p in m.model.multi_modal_projector.parameters()]
     assert grads and all(g is not None and torch.count_nonzero(g) == 0 for g in grads)
+
+
+def test_a_linear_projector_file_written_with_an_index_still_loads(tmp_path):
+    """vlmtrain before 2026-12-03 wrote a linear projector as model.mm_projector.0.*; LLaVA's is .weight/.bias."""
+    a = build_model(_cfg(mm_projector_type="linear"), vocab_size=201, image_token_id=200).model
+    state = save_mm_projector(a, tmp_path / "new.bin")
+    torch.save({k.replace("mm_projector.", "mm_projector.0."): v for k, v in state.items()}, tmp_path / "old.bin")
+    b = build_model(_cfg(mm_projector_type="linear"), vocab_size=201, image_token_id=200).model
+    load_mm_projector(b, tmp_path / "old.bin")
+    assert torch.equal(projector_module(b).weight, projector_module(a).weight)

@@ -2,14 +2,15 @@
 
 Types (as LLaVA's ``multimodal_projector/builder.py``):
 
-- ``linear``       ``Linear(mm_hidden, hidden)``                       keys ``0.*``
+- ``linear``       ``Linear(mm_hidden, hidden)``                       keys ``weight``, ``bias``
 - ``mlpNx_gelu``   ``Linear(mm_hidden, hidden)`` + ``[GELU, Linear(hidden, hidden)] * (N-1)``
                    keys ``0.*, 2.*, 4.*, ...``
 - ``identity``     no parameters (mm_hidden must equal hidden)
 
 ``mlp2x_gelu`` is exactly transformers' ``LlavaMultiModalProjector`` (``linear_1``, GELU, ``linear_2``),
-so those models stay stock ``LlavaForConditionalGeneration`` checkpoints; the other types use
-:class:`SequentialProjector`, whose keys are LLaVA's indices.
+so those models stay stock ``LlavaForConditionalGeneration`` checkpoints; ``linear`` is a bare Linear
+(:class:`LinearProjector`), as LLaVA's and MoE-LLaVA's builders make it (``nn.Linear``: its keys have no
+index); the other types use :class:`SequentialProjector`, whose keys are LLaVA's indices.
 
 The reference saves the projector alone as ``{"model.mm_projector.0.weight": ..., ...}`` and loads it
 by keeping what follows ``"mm_projector."`` (``get_w`` in ``llava_arch.py``). :func:`to_reference`
@@ -31,9 +32,13 @@ class SequentialProjector(nn.Sequential):
     """LLaVA's projector layout, for types transformers' Llava has no module for."""
 
 
+class LinearProjector(nn.Linear):
+    """LLaVA's ``linear`` projector: one Linear, keys ``weight`` / ``bias`` (``model.mm_projector.weight``)."""
+
+
 def build_sequential(projector_type: str, mm_hidden: int, hidden: int) -> nn.Module:
     if projector_type == "linear":
-        return SequentialProjector(nn.Linear(mm_hidden, hidden))
+        return LinearProjector(mm_hidden, hidden)
     if projector_type == "identity":
         if mm_hidden != hidden:
             raise ValueError(f"identity projector needs the vision width ({mm_hidden}) to equal the LLM width ({hidden})")
@@ -77,6 +82,8 @@ def from_reference(weights: dict[str, torch.Tensor], module: nn.Module) -> dict[
     """Keys after ``mm_projector.`` (LLaVA's ``get_w``), renamed for ``module`` (stock or Sequential)."""
     keyword = "mm_projector."
     stripped = {k.split(keyword, 1)[1]: v for k, v in weights.items() if keyword in k}
+    if isinstance(module, LinearProjector):  # (vlmtrain before 2026-12-03 wrote a linear one as 0.*)
+        return {re.sub(r"^0\.", "", k): v for k, v in stripped.items()}
     if isinstance(module, SequentialProjector):
         return stripped
     return {_index_to_stock(k): v for k, v in stripped.items()}
