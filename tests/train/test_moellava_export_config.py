@@ -115,3 +115,16 @@ def test_exported_projector_keys_are_what_moellava_builds(kind, keys):
     exported = moellava_state_dict(model.state_dict(), "phi")
     prefix = "model.mm_projector.image_spatial_proj."
     assert {k[len(prefix):] for k in exported if k.startswith(prefix)} == keys
+
+
+@pytest.mark.parametrize("tower, said", [("openai/clip-vit-large-patch14-336", None),
+                                         ("/data/models/clip-vit-large-patch14-336", "builds its tower only from"),
+                                         (None, "is null")])
+def test_a_tower_name_moellava_cannot_build_from_is_said(tmp_path, tower, said):
+    import json
+
+    from vlmtrain.model.moe.checkpoint_keys import tower_name_problem
+
+    (tmp_path / "config.json").write_text(json.dumps({"mm_image_tower": tower}))
+    problem = tower_name_problem(tmp_path)
+    assert (problem is None) if said is None else (said in problem)

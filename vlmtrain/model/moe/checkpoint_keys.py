@@ -293,8 +293,30 @@ def export_notes(folder: Path, text_model_type: str, template: str) -> list[str]
     from vlmtrain.model.moe.legacy_tokenizer import slow_tokenizer_problem
 
     found = (loader_name_problem(folder, text_model_type, template), serve_template_problem(folder, template),
-             slow_tokenizer_problem(folder))
+             slow_tokenizer_problem(folder), tower_name_problem(folder))
     return [note for note in found if note]
+
+
+# MoE-LLaVA's multimodal_encoder/builder.py builds an image tower only from a name with one of these starts,
+# and loads the tower's weights from that name (delay_load), not from the checkpoint's tower keys
+TOWER_NAME_STARTS = ("openai", "laion", "google")
+
+
+def tower_name_problem(folder: Path) -> str | None:
+    """What MoE-LLaVA would make of the export's ``mm_image_tower``, when that is not a Hub id it builds."""
+    try:
+        tower = json.loads((Path(folder) / "config.json").read_text()).get("mm_image_tower")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if tower is None:
+        return ("config.json's mm_image_tower is null (the run's vision_tower was not named: random_init?): "
+                "MoE-LLaVA builds no image tower or projector from it")
+    if not str(tower).startswith(TOWER_NAME_STARTS):
+        return (f"config.json's mm_image_tower is {tower!r}: MoE-LLaVA builds its tower only from a name starting "
+                f"with {', '.join(TOWER_NAME_STARTS)} and loads the tower's weights from that name, not from this "
+                "folder; set it to the Hub id (e.g. openai/clip-vit-large-patch14-336), with that model in the "
+                "Hugging Face cache where MoE-LLaVA runs")
+    return None
 
 
 def is_moellava_export(folder: Path) -> bool:
@@ -328,8 +350,8 @@ def check_export_target(run_dir: Path, out: Path, name: str) -> None:
 
 def write_moellava_checkpoint(model, out_dir: str | Path, *, vision_tower: str | None,
                               image_aspect_ratio: str = "pad", tokenizer=None) -> Path:
-    """``out_dir/pytorch_model.bin`` + ``config.json`` in MoE-LLaVA's names, and the tokenizer's files
-    (MoE-LLaVA's loader reads the tokenizer from the model's folder). Returns the weights file.
+    """``out_dir/pytorch_model.bin`` + ``config.json`` in MoE-LLaVA's names, ``generation_config.json``, and the
+    tokenizer's files (MoE-LLaVA's loader reads the tokenizer from the model's folder). Returns the weights file.
 
     Written into a folder beside ``out_dir`` and renamed into place, replacing an earlier one whole:
     weights from one run next to the config or tokenizer of another cannot happen, even when killed."""
@@ -345,6 +367,8 @@ def write_moellava_checkpoint(model, out_dir: str | Path, *, vision_tower: str |
         with atomic_open(tmp / "pytorch_model.bin") as fh:  # (fsynced: the folder is renamed into place next)
             torch.save(state, fh)
         write_text(tmp / "config.json", json.dumps(config, indent=2, default=str) + "\n")
+        # MoE-LLaVA's builder reads it for Qwen (GenerationConfig.from_pretrained: a missing file fails the load)
+        write_text(tmp / "generation_config.json", model.generation_config.to_json_string(use_diff=True))
         if tokenizer is not None:
             from vlmtrain.data.slow_tokenizer_files import save_tokenizer
             from vlmtrain.model.moe.legacy_tokenizer import write_legacy_tokenizer_files
