@@ -230,10 +230,13 @@ def generate(
     run_dir: Path = typer.Argument(..., help="A finished run's output_dir (stage 1, 2 or 3; LoRA is merged)."),
     prompt: str = typer.Option(..., "--prompt", "-p", help="The question (an <image> marker is added when --image is given)."),
     image: Optional[Path] = typer.Option(None, "--image", "-i", help="An image file to ask about."),
-    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1, help="Most tokens to generate."),
+    max_new_tokens: int = typer.Option(512, "--max-new-tokens", min=1, help="Most tokens to generate (512: LLaVA's "
+                                       "run_llava and serve cli)."),
     min_new_tokens: int = typer.Option(0, "--min-new-tokens", min=0, help="Fewest tokens before the end token may "
                                        "end the answer (a barely trained model may end it at once)."),
     seed: int = typer.Option(0, "--seed", help="Seeds the MoE gate's second-expert draw (stage 3)."),
+    device: str = typer.Option("auto", "--device", help="auto (a GPU when there is one, in half precision, else "
+                               "the CPU), cpu, cuda or cuda:N."),
     json_out: bool = typer.Option(False, "--json", help="Print {answer, prompt, new_tokens, stopped, stage} as JSON."),
 ) -> None:
     """Answer a question about an image with a trained run, greedily, in the run's template.
@@ -264,7 +267,7 @@ def generate(
     if min_new_tokens > max_new_tokens:
         raise typer.BadParameter(f"{min_new_tokens} is more than --max-new-tokens {max_new_tokens}",
                                  param_hint="--min-new-tokens")
-    run = load_run(run_dir)
+    run = load_run(run_dir, device=device)
     if run.cfg.random_init and run.cfg.frozen()["llm"] and not run.cfg.lora_enable:
         typer.echo(f"note: {run_dir} trained only the projector of a random LLM (random_init, stage "
                    f"{run.cfg.stage}): expect noise, not an answer", err=True)
@@ -273,6 +276,8 @@ def generate(
         typer.echo(_json.dumps(out, indent=2))
     elif out["answer"]:
         typer.echo(out["answer"])
+        if out["stopped"] == "max_new_tokens":
+            typer.echo(f"(cut at --max-new-tokens {max_new_tokens}: raise it for the rest)", err=True)
     elif out["stopped"] == "eos" and out["new_tokens"] <= 1:
         typer.echo("(empty: the model ended its answer at once; --min-new-tokens N makes it write N tokens first)")
     else:

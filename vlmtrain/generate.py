@@ -46,6 +46,22 @@ def _run_config(run_dir: Path) -> TrainConfig:
     return load_config(None, raw=raw)
 
 
+DEFAULT_MAX_NEW_TOKENS = 512  # LLaVA's run_llava.py and serve/cli.py (MoE-LLaVA's cli too)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto``: the first GPU when there is one, else the CPU; a GPU that is not there is a ConfigError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device {device!r} is not a device name", hint="auto, cpu, cuda or cuda:N") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: torch sees no CUDA GPU here", hint="--device cpu (or auto)")
+    return chosen
+
+
 def load_run(run_dir: str | Path, *, device: str = "cpu") -> LoadedRun:
     from transformers import set_seed
 
@@ -85,13 +101,18 @@ def load_run(run_dir: str | Path, *, device: str = "cpu") -> LoadedRun:
     else:
         raise ConfigError(f"{run_dir} has no model weights (model.safetensors): did the run finish?",
                           hint="a run stopped early keeps its weights in checkpoint-*; finish it with --resume")
-    model.to(device).eval()
+    where = resolve_device(device)
+    # on a GPU in half precision, as LLaVA's load_pretrained_model (fp16) and our training (bf16) run it
+    half = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if where.type == "cuda" else None
+    model.to(where) if half is None else model.to(device=where, dtype=half)
+    model.eval()
     vc = model.config.vision_config
     return LoadedRun(cfg, model, tokenizer, build_image_processor(cfg, vc),
                      tokens_per_image(vc, cfg.mm_vision_select_feature))
 
 
-def answer(run: LoadedRun, question: str, image: str | Path | None = None, *, max_new_tokens: int = 64,
+def answer(run: LoadedRun, question: str, image: str | Path | None = None, *,
+           max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
            min_new_tokens: int = 0, seed: int = 0) -> dict:
     """Greedy answer to ``question`` (about ``image``, if given) with the run's template."""
     from vlmtrain.data import Encoder, ImageTokens
@@ -115,14 +136,16 @@ def answer(run: LoadedRun, question: str, image: str | Path | None = None, *, ma
         loader = ImageLoader(run.image_processor, cfg.image_aspect_ratio)
         inputs["pixel_values"] = loader.process([open_rgb(Path(image))]).to(device, run.model.dtype)
     stop = [t for t in (tok.eos_token_id,) if t is not None]
+    # stage-1 captions end with a newline, not an eos: stop there, as LLaVA's plain template (sep "\n") does
+    strings = {"stop_strings": ["\n"], "tokenizer": tok} if cfg.template == "plain" else {}
     torch.manual_seed(seed)
     with torch.no_grad():
         out = run.model.generate(**inputs, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None,
-                                 do_sample=False, eos_token_id=stop or None, pad_token_id=tok.pad_token_id)
+                                 do_sample=False, eos_token_id=stop or None, pad_token_id=tok.pad_token_id, **strings)
     new = out[0, ids.shape[1]:].tolist()
-    ended = bool(new) and new[-1] in stop
     reply = tok.decode(new, skip_special_tokens=True)
-    if cfg.template == "plain":  # stage-1 captions end with a newline, not an eos
+    ended = bool(new) and (new[-1] in stop or (bool(strings) and "\n" in reply))
+    if cfg.template == "plain":
         reply = reply.split("\n")[0]
     return {"answer": reply.strip(), "prompt": text, "new_tokens": len(new),
             "stopped": "eos" if ended else "max_new_tokens", "stage": cfg.stage}

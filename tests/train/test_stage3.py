@@ -114,6 +114,13 @@ def test_save_load_generate_and_moellava_keys(stage2, vlmtrain, tmp_path):
     cli = vlmtrain("generate", tmp_path / "s3", "--image", tmp_path / "g.jpg", "--prompt", "what color?",
                    "--max-new-tokens", "6", "--json")
     assert cli.code == 0 and cli.json()["answer"] == a["answer"]
+    placed = answer(run, "what color is it <image> here?", tmp_path / "g.jpg", max_new_tokens=2)
+    assert "what color is it <image> here?" in placed["prompt"]  # MoE-LLaVA's templates leave the marker in place
+    cli = vlmtrain("generate", tmp_path / "s3", "-p", "hi", "--max-new-tokens", "2", "--min-new-tokens", "2")
+    assert cli.code == 0 and "(cut at --max-new-tokens 2: raise it for the rest)" in cli.err, cli.err
+    if not torch.cuda.is_available():
+        cli = vlmtrain("generate", tmp_path / "s3", "-p", "hi", "--device", "cuda")
+        assert cli.code == 2 and "torch sees no CUDA GPU here" in cli.err, cli.err
 
     # MoE-LLaVA's layout: DeepSpeed's own MoE layer loads a layer's weights under those names, strictly,
     # and computes what ours computes.

@@ -246,8 +246,10 @@ def build_prompt(template: str, conversations: Sequence[dict], n_images: int, im
 
 def generation_prompt(template: str, question: str, n_images: int, image_token: str, tokenizer: Any,
                       *, system: str | None = None) -> str:
-    """The prompt that asks the model for an answer: the question as a human turn (with the image
-    markers moved to its start, as in training) and the assistant's turn opened."""
+    """The prompt that asks the model for an answer: the question as a human turn (its image marker
+    moved to its start where the template's training moved it: LLaVA's, not MoE-LLaVA's) and the
+    assistant's turn opened."""
+    t = get_template(template)
     turns = preprocess_multimodal([{"from": "human", "value": question}, {"from": "gpt", "value": "x"}],
-                                  n_images, image_token)
-    return get_template(template).ask(turns[0]["value"], image_token, tokenizer, system)
+                                  n_images, image_token, image_to_front=t.image_to_front)
+    return t.ask(turns[0]["value"], image_token, tokenizer, system)
