@@ -166,3 +166,78 @@ def test_zero3_rank_whose_samples_were_all_skipped_runs_the_model_too(tmp_path):
         steps.setdefault(r["step"], {})[r["rank"]] = r["ids"]
     assert sorted(steps) == list(range(1, 9))
     assert any(bool(s.get(0)) != bool(s.get(1)) for s in steps.values()), steps  # one rank's batch was emptied
+
+
+def _blend_with_long_answers(out: Path, n: int, words: int) -> Path:
+    """Every other record's answer is ``words`` words long: more supervised tokens than one LM-head chunk."""
+    import random
+
+    import datasets
+
+    from vlmdata import contract
+    from vlmtrain.tinydata import WORDS, _draw
+
+    (out / "images").mkdir(parents=True)
+    rng = random.Random(3)
+    rows: dict[str, list] = {k: [] for k in contract.REQUIRED_NAMES}
+    for i in range(n):
+        _draw(out / "images" / f"{i:05d}.jpg", "red", "circle", 40, rng)
+        answer = " ".join(rng.choice(WORDS) for _ in range(words if i % 2 == 0 else 10)) + "."
+        conv = [{"from": "human", "value": "<image>\nwhat color is it?"}, {"from": "gpt", "value": answer}]
+        for key, value in ((contract.ID, f"s{i}"), (contract.SOURCE, "long"), (contract.IMAGES, [f"{i:05d}.jpg"]),
+                           (contract.CONVERSATIONS, conv), (contract.N_IMAGES, 1),
+                           (contract.TEXT_CHARS, sum(len(t["value"]) for t in conv))):
+            rows[key].append(value)
+    datasets.Dataset.from_dict(rows, features=contract.features()).save_to_disk(str(out))
+    contract.write_blend_meta(out, contract.blend_meta(image_root="images", recipe="long", counts={"long": n},
+                                                       dropped={}, note="long answers"))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_zero3_ranks_whose_answers_need_different_numbers_of_head_chunks(tmp_path):
+    """The LM head runs on supervised positions in chunks of 8,192 rows, and ZeRO-3 gathers its weight at
+    each call: every rank now calls it as often as the rank with the most chunks (empty calls included).
+    A rank with a long answer next to one with a short answer aborted ('collective mismatch')."""
+    blend = _blend_with_long_answers(tmp_path / "blend", n=8, words=8400)
+    hosts = tmp_path / "hostfile"
+    hosts.write_text("node-a slots=1\nnode-b slots=1\n")
+    out = tmp_path / "run"
+    cfg = _config(tmp_path / "z3.yaml", blend, out, max_steps=4, per_device_train_batch_size=1, model_max_length=9000,
+                  text_config=dict(tiny_config(blend, out)["text_config"], max_position_embeddings=9216),
+                  num_nodes=2, num_gpus=1, launcher="deepspeed", hostfile=str(hosts),
+                  deepspeed=str(REPO / "configs/deepspeed/zero3.json"))
+    runs = _two_nodes(cfg)
+    assert all(p.returncode == 0 for p in runs), [p.stderr[-3000:] for p in runs]
+    long = {f"s{i}" for i in range(0, 8, 2)}
+    steps: dict[int, dict] = {}
+    for r in read_sample_logs(out):
+        steps.setdefault(r["step"], {})[r["rank"]] = bool(set(r["ids"]) & long)
+    assert any(s[0] != s[1] for s in steps.values()), steps  # a long answer beside a short one happened
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_stage3_rank_whose_first_batch_was_skipped_joins_the_first_log(tmp_path):
+    """Stage 3 logs its routing stats with an all-reduce at every log; a rank whose first micro-batches were all
+    skipped (bad_samples: skip) had no stats window yet, skipped that all-reduce, and both ranks hung."""
+    from vlmtrain.tinydata import write_tiny_blend
+    from vlmtrain.train.trainer import SeededRandomSampler
+
+    seed = 7
+    blend = write_tiny_blend(tmp_path / "blend", n=24, kind="caption", seed=2)  # (every record has an image)
+    first_of_rank1 = list(SeededRandomSampler(24, seed))[1]  # one sample per rank: the order's second is rank 1's
+    (blend / "images" / f"{first_of_rank1:05d}.jpg").write_bytes(b"not a jpeg")
+    hosts = tmp_path / "hostfile"
+    hosts.write_text("node-a slots=1\nnode-b slots=1\n")
+    out = tmp_path / "run"
+    cfg = _config(tmp_path / "z3.yaml", blend, out, stage=3, version="plain", moe_mode="sparse", train_modules=["mlp"],
+                  num_experts=4, top_k_experts=2, bad_samples="skip", seed=seed, max_steps=3,
+                  per_device_train_batch_size=1, num_nodes=2, num_gpus=1, launcher="deepspeed", hostfile=str(hosts),
+                  deepspeed=str(REPO / "configs/deepspeed/zero3.json"))
+    runs = _two_nodes(cfg)
+    assert all(p.returncode == 0 for p in runs), [p.stderr[-3000:] for p in runs]
+    first = {r["rank"]: r["ids"] for r in read_sample_logs(out) if r["step"] == 1}
+    assert first[1] == [] and first[0], first  # the case under test happened
+    assert "moe/aux_loss" in read_metrics(out)[1]

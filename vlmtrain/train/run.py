@@ -310,6 +310,9 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
         from vlmtrain.train.chain import mark_done
 
         mark_done(cfg, trainer.state.global_step)
+    # Every rank waits for the first one's writes: a chain's next stage on another node reads them
+    # (the deepspeed launcher without ssh waits for its own node's ranks only)
+    trainer.accelerator.wait_for_everyone()
     return RunResult(out, None, trainer.state.global_step)
 
 

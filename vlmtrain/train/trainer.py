@@ -95,7 +95,15 @@ class VlmTrainer(Trainer):
         self._window_start: float | None = None
         self._data_wait_total = 0.0
         self._peak = peak_flops(device_name())
+        # Stage 3's routing stats, made now rather than at the first MoE loss: every rank must join their
+        # all-reduce at each log, also one whose first micro-batches were all skipped (_zero_loss)
         self._moe: MoeWindow | None = None
+        if vlm_cfg.stage == 3:
+            from vlmtrain.model.moe import moe_blocks
+
+            blocks = moe_blocks(self.model)
+            if blocks:
+                self._moe = MoeWindow([i for i, _ in blocks], blocks[0][1].settings.num_experts)
         self._samples = None
         if vlm_cfg.sample_log:
             from vlmtrain.train.sample_log import SampleLog, global_rank
@@ -211,8 +219,6 @@ class VlmTrainer(Trainer):
         from vlmtrain.model.moe import moe_blocks
 
         blocks = moe_blocks(self.accelerator.unwrap_model(model))
-        if self._moe is None:
-            self._moe = MoeWindow([i for i, _ in blocks], blocks[0][1].settings.num_experts if blocks else 0)
         aux = torch.stack([b.last.aux_loss for _, b in blocks]).sum()
         self._moe.add(blocks)
         scaled_for_ga = self.model_accepts_loss_kwargs and num_items_in_batch is not None
