@@ -179,7 +179,9 @@ def _run_stage(stage, configs: List[Path], overrides: List[str], resume: bool, *
     if needs_launch(cfg):
         preflight(cfg)
         args = ["run", str(stage.path)] + [a for s in [*overrides, *stage.links] for a in ("--set", s)]
-        code = relaunch(cfg, args + (["--resume"] if stage_resume else []))
+        # a single stage keeps the user's --resume: each node would decide it from its own disk otherwise,
+        # and the ranks check that they agree (rundir.agree_on_checkpoint)
+        code = relaunch(cfg, args + (["--resume"] if (stage_resume if chained else resume) else []))
         if code:
             raise typer.Exit(code)
         return

@@ -241,3 +241,33 @@ def test_stage3_rank_whose_first_batch_was_skipped_joins_the_first_log(tmp_path)
     first = {r["rank"]: r["ids"] for r in read_sample_logs(out) if r["step"] == 1}
     assert first[1] == [] and first[0], first  # the case under test happened
     assert "moe/aux_loss" in read_metrics(out)[1]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_nodes_that_see_different_checkpoints_refuse_together(instruct_blend, tmp_path):
+    """output_dir on each node's own disk (here: node 1 gets another folder): node 1 holds only its ZeRO shards of
+    checkpoint-2, no trainer_state.json (rank 0's), so it saw no complete checkpoint and started from step 0 beside
+    a node that resumed. Now every rank says what it sees and both stop with the same error."""
+    hosts = tmp_path / "hostfile"
+    hosts.write_text("node-a slots=1\nnode-b slots=1\n")
+    cfg = _config(tmp_path / "z3.yaml", instruct_blend, tmp_path / "out0", max_steps=4, per_device_train_batch_size=2,
+                  num_nodes=2, num_gpus=1, launcher="deepspeed", hostfile=str(hosts),
+                  deepspeed=str(REPO / "configs/deepspeed/zero3.json"))
+
+    def per_node(*args: str, env=None):
+        port = _port()
+        procs = [subprocess.Popen([sys.executable, "-m", "vlmtrain.cli", "run", str(cfg), "--set", f"master_port={port}",
+                                   "--set", f"output_dir={tmp_path / f'out{rank}'}", *args],
+                                  env=_env(NODE_RANK=str(rank), **(env or {})), cwd=REPO,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+        return [p.communicate(timeout=420) + (p.returncode,) for p in procs]
+
+    cut = per_node(env={"VLMTRAIN_SIGTERM_AT_STEP": "2"})
+    assert all(rc != 0 for _, _, rc in cut)
+    assert (tmp_path / "out0" / "checkpoint-2" / "trainer_state.json").is_file()
+    assert not (tmp_path / "out1" / "checkpoint-2" / "trainer_state.json").exists()
+    runs = per_node("--resume")
+    for _, err, rc in runs:
+        assert rc != 0 and "the ranks do not see the same run" in err, err[-3000:]
+        assert "rank 1: --resume, sees no complete checkpoint" in err and "one folder every node shares" in err

@@ -177,6 +177,15 @@ def _training_args(cfg: TrainConfig):
     )
 
 
+def _refuse_resume_mismatch(resume: bool, last: Path | None, out: Path, where: str) -> None:
+    if resume and last is None:
+        raise ConfigError(f"--resume: no checkpoint-* folder in {out}", where=where,
+                          hint="start without --resume, or point output_dir at the interrupted run")
+    if not resume and last is not None:
+        raise ConfigError(f"{out} already has {Path(last).name}", where=where,
+                          hint="pass --resume to continue that run, or choose another output_dir")
+
+
 def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
     from transformers import set_seed
 
@@ -203,12 +212,9 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
     where = cfg._source or "config"
     last = rundir.last_complete_checkpoint(out)
     rundir.prepare(cfg, last, resume=resume, where=where)
-    if resume and last is None:
-        raise ConfigError(f"--resume: no checkpoint-* folder in {out}", where=where,
-                          hint="start without --resume, or point output_dir at the interrupted run")
-    if not resume and last is not None:
-        raise ConfigError(f"{out} already has {Path(last).name}", where=where,
-                          hint="pass --resume to continue that run, or choose another output_dir")
+    launched = int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+    if not launched:  # (launched ranks first agree on what they see: below, once they can talk)
+        _refuse_resume_mismatch(resume, last, out, where)
     # read now, so a file that is no stage-1 projector stops the run before anything is written
     adapter = read_pretrain_adapter(cfg.pretrain_mm_mlp_adapter) if cfg.pretrain_mm_mlp_adapter else None
     made = not out.exists()
@@ -273,6 +279,9 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
     write_text(out / rundir.CONFIG_RECORD, json.dumps(cfg.to_dict(), indent=2, default=str))  # --resume compares it
 
     args = _training_args(cfg)
+    if launched:
+        rundir.agree_on_checkpoint(args, resume, last, out, where)
+        _refuse_resume_mismatch(resume, last, out, where)
     align_special_tokens_quietly(model, tokenizer)
     sigterm = StopOnSignal()
     trainer = VlmTrainer(model=model, args=args, train_dataset=data.dataset, data_collator=data.collator,

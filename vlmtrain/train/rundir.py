@@ -167,3 +167,27 @@ def _step_of(line: str) -> int | None:
     except ValueError:  # a half line: the run was killed while writing it
         return None
     return row.get("step") if isinstance(row, dict) and isinstance(row.get("step"), int) else None
+
+
+def agree_on_checkpoint(args, resume: bool, last: Path | None, out: Path, where: str) -> None:
+    """Launched ranks (several nodes) start the same way: each says whether it resumes and from which
+    checkpoint it sees, and a ConfigError on every rank when they differ. Each node reads output_dir from
+    its own mount; on disks of their own, node 1 sees no complete checkpoint (trainer_state.json is rank
+    0's) and would start from step 0 beside a node that resumes, which breaks in the first collective
+    (or trains on from two states)."""
+    import torch.distributed as dist
+
+    _ = args.device  # (sets the process group up, as the Trainer would)
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    mine = (bool(resume), None if last is None else Path(last).name)
+    every: list = [None] * dist.get_world_size()
+    dist.all_gather_object(every, mine)
+    if len(set(every)) == 1:
+        return
+    said = "; ".join(f"rank {r}: {'--resume' if res else 'a fresh start'}, sees {ck or 'no complete checkpoint'}"
+                     for r, (res, ck) in enumerate(every))
+    raise ConfigError(f"the ranks do not see the same run in {out} ({said})", where=where,
+                      hint="output_dir must be one folder every node shares (a network file system): a checkpoint "
+                           "holds every rank's part, and trainer_state.json, which marks it complete, is written "
+                           "by rank 0 only")
