@@ -57,3 +57,18 @@ def test_chain_trains_stage_2_from_stage_1s_tuned_tower(caption_blend, instruct_
     assert tower and sorted(tower) == sorted(k for k in second if ".vision_tower." in f".{k}")
     # stage 2 keeps the tower frozen: it ends with exactly the tower stage 1 tuned
     assert all(torch.equal(first[k], second[k]) for k in tower)
+
+
+def test_a_relaunched_chained_stage_reads_what_the_chain_set(instruct_blend, tmp_path):
+    """Under torchrun / deepspeed a stage re-reads its config with the chain's links as --set: it must come out
+    as the chain planned it. A stage 2 after a stage 2, both random_init with a tokenizer trained on the fly
+    (tiny configs), came out random_init with a tokenizer trained anew there."""
+    from vlmtrain.config import load_config
+    from vlmtrain.train.chain import plan_chain
+
+    paths = [write_config(tmp_path / f"s{n}.yaml", tiny_config(instruct_blend, tmp_path / f"out{n}")) for n in (1, 2)]
+    first, second = plan_chain(paths, [])
+    assert second.cfg.random_init is False and second.cfg.tokenizer_train_vocab_size is None
+    again = load_config(second.path, second.links)
+    for key in ("random_init", "tokenizer_train_vocab_size", "model_name_or_path", "tokenizer_name_or_path"):
+        assert getattr(again, key) == getattr(second.cfg, key), key

@@ -87,9 +87,12 @@ def _continue_from(prev: Stage, cur: Stage) -> None:
     cur.inherited_vocab = p.tokenizer_train_vocab_size or prev.inherited_vocab
     if c.tokenizer_name_or_path not in (None, p.output_dir) or c.tokenizer_train_vocab_size:
         log.info("%s: the tokenizer comes from the previous stage's output", cur.path)
-    c.tokenizer_train_vocab_size = None
     _link(c, "tokenizer_name_or_path", p.output_dir, cur.links)
+    # (as links too: a stage re-launched under torchrun / deepspeed reads its config again, with the links
+    # as --set; without these two it trained from random weights and a new tokenizer there)
+    c.tokenizer_train_vocab_size = None
     c.random_init = False
+    cur.links += ["tokenizer_train_vocab_size=null", "random_init=false"]
     # Shapes for --dry-run before the previous stage has written its model: that stage's own.
     for key in ("text_config", "vision_config"):
         if getattr(c, key) is None and isinstance(getattr(p, key), dict):
