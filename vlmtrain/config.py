@@ -516,10 +516,18 @@ def validate(cfg: TrainConfig, where: str = "config") -> None:
             fail(f"`{key}` must be positive, got {getattr(cfg, key)}")
     if not 0 <= cfg.warmup_ratio < 1:
         fail(f"`warmup_ratio` must be in [0, 1), got {cfg.warmup_ratio}")
+    if cfg.lr_scheduler_type == "constant" and cfg.warmup_ratio > 0:
+        fail(f"`lr_scheduler_type: constant` has no warmup, so `warmup_ratio` {cfg.warmup_ratio} would be ignored",
+             "use `lr_scheduler_type: constant_with_warmup`, or `warmup_ratio: 0`")
+    if cfg.save_moellava_checkpoint and cfg.stage != 3:
+        fail(f"`save_moellava_checkpoint` writes a stage-3 (MoE) model in MoE-LLaVA's layout; this is stage {cfg.stage}",
+             "drop it here (set it in the stage-3 config)")
     if cfg.tokenizer_train_vocab_size is not None and cfg.tokenizer_train_vocab_size < 64:
         fail("`tokenizer_train_vocab_size` must be at least 64")
     if cfg.deepspeed and not Path(cfg.deepspeed).is_file():
         fail(f"`deepspeed` names {cfg.deepspeed}, which is not a file", "see configs/deepspeed/zero2.json and zero3.json")
+    if cfg.deepspeed:
+        _check_deepspeed_json(cfg, fail)
     if cfg.hostfile and not Path(cfg.hostfile).is_file():
         fail(f"`hostfile` names {cfg.hostfile}, which is not a file")
     if cfg.launcher == "torchrun" and cfg.hostfile:
@@ -529,6 +537,28 @@ def validate(cfg: TrainConfig, where: str = "config") -> None:
 MOE_KEYS = ("num_experts", "top_k_experts", "capacity_factor", "eval_capacity_factor", "min_capacity", "moe_mode",
             "moe_layers_idx", "use_residual", "router_aux_loss_coef", "router_aux_loss_gradient", "train_modules", "ep_size",
             "moe_second_expert_sampling", "moe_random_token_selection", "moe_drop_tokens")
+
+
+def _check_deepspeed_json(cfg: TrainConfig, fail) -> None:
+    """What a DeepSpeed JSON of the user's own would take over without a word: its optimizer section
+    replaces the Trainer's (so mm_projector_lr's groups), its scheduler section lr_scheduler_type and
+    warmup_ratio."""
+    import json
+
+    try:
+        ds = json.loads(Path(cfg.deepspeed).read_text())
+    except (OSError, ValueError) as e:
+        fail(f"`deepspeed`: {cfg.deepspeed} is not a readable JSON file: {e}")
+    if not isinstance(ds, dict):
+        fail(f"`deepspeed`: {cfg.deepspeed} must hold a JSON object")
+    if "optimizer" in ds and cfg.mm_projector_lr is not None:
+        fail(f"`mm_projector_lr` has no effect with {cfg.deepspeed}: its `optimizer` section replaces the "
+             "optimizer whose parameter groups carry the projector's rate",
+             "remove the JSON's `optimizer` section (the Trainer's AdamW takes adam_beta1/2 and weight_decay), "
+             "or drop `mm_projector_lr`")
+    if "scheduler" in ds:
+        cfg._notes.append(f"{cfg.deepspeed}'s `scheduler` section replaces `lr_scheduler_type` "
+                          f"({cfg.lr_scheduler_type}) and `warmup_ratio` ({cfg.warmup_ratio})")
 
 
 def _validate_moe(cfg: TrainConfig, fail) -> None:

@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from train_helpers import SHIPPED_CONFIGS, tiny_config, write_config
+from train_helpers import REPO, SHIPPED_CONFIGS, tiny_config, write_config
 from vlmtrain.config import ConfigError, load_config
 
 
@@ -161,3 +161,36 @@ def test_run_without_the_training_extra_says_how_to_install_it(tmp_path, vlmtrai
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "peft" else real(name, *a))
     r = vlmtrain("run", _cfg(tmp_path))
     assert r.code == 2 and "not installed: peft" in r.err and "vlmdata[train]" in r.err and "Traceback" not in r.err
+
+
+def test_settings_a_run_would_ignore_are_refused_or_said(tmp_path):
+    """Found by a config audit: keys that were accepted and then had no effect."""
+    from vlmtrain.config import ConfigError
+
+    with pytest.raises(ConfigError, match="has no warmup"):
+        load_config(_cfg(tmp_path, lr_scheduler_type="constant", warmup_ratio=0.03))
+    assert load_config(_cfg(tmp_path, lr_scheduler_type="constant", warmup_ratio=0.0)).lr_scheduler_type == "constant"
+    with pytest.raises(ConfigError, match="`save_moellava_checkpoint` writes a stage-3"):
+        load_config(_cfg(tmp_path, save_moellava_checkpoint=True))
+    own = json.loads((REPO / "configs/deepspeed/zero2.json").read_text())
+    (tmp_path / "ds_opt.json").write_text(json.dumps({**own, "optimizer": {"type": "AdamW", "params": {"lr": "auto"}}}))
+    with pytest.raises(ConfigError, match="`mm_projector_lr` has no effect"):
+        load_config(_cfg(tmp_path, deepspeed=str(tmp_path / "ds_opt.json"), mm_projector_lr=2e-5))
+    (tmp_path / "ds_sched.json").write_text(json.dumps({**own, "scheduler": {"type": "WarmupDecayLR"}}))
+    notes = load_config(_cfg(tmp_path, deepspeed=str(tmp_path / "ds_sched.json")))._notes
+    assert any("`scheduler` section replaces `lr_scheduler_type`" in n for n in notes), notes
+
+
+def test_a_deepspeed_json_without_gradient_clipping_gets_max_grad_norm(tmp_path):
+    """LLaVA's own zero2.json names no gradient_clipping: the Trainer fills only an "auto" one, and DeepSpeed 0.19
+    would clip at its default 1.0 whatever max_grad_norm says (0.16 and older: never)."""
+    from vlmtrain.train.run import _deepspeed_config
+
+    own = json.loads((REPO / "configs/deepspeed/zero2.json").read_text())
+    del own["gradient_clipping"]
+    (tmp_path / "llava_zero2.json").write_text(json.dumps(own))
+    for norm in (0.0, 0.5):
+        cfg = load_config(_cfg(tmp_path, deepspeed=str(tmp_path / "llava_zero2.json"), max_grad_norm=norm))
+        assert _deepspeed_config(cfg)["gradient_clipping"] == norm
+    shipped = load_config(_cfg(tmp_path, deepspeed=str(REPO / "configs/deepspeed/zero2.json")))
+    assert _deepspeed_config(shipped)["gradient_clipping"] == "auto"  # (filled by the Trainer from max_grad_norm)

@@ -162,7 +162,7 @@ def _training_args(cfg: TrainConfig):
         bf16=cfg.bf16,
         fp16=cfg.fp16,
         tf32=cfg.tf32 if on_cuda else None,
-        deepspeed=cfg.deepspeed,
+        deepspeed=_deepspeed_config(cfg),
         save_strategy=cfg.save_strategy,
         save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
@@ -175,6 +175,17 @@ def _training_args(cfg: TrainConfig):
         disable_tqdm=not sys.stderr.isatty(),
         **extra,
     )
+
+
+def _deepspeed_config(cfg: TrainConfig) -> dict | None:
+    """The DeepSpeed JSON as the Trainer gets it, with ``gradient_clipping`` from ``max_grad_norm`` where the
+    file names none (LLaVA's own zero2/zero3.json): the Trainer fills only an "auto" one, and DeepSpeed's
+    default (0 up to 0.16, 1.0 in 0.19) would clip whatever max_grad_norm says."""
+    if not cfg.deepspeed:
+        return None
+    ds = json.loads(Path(cfg.deepspeed).read_text())
+    ds.setdefault("gradient_clipping", cfg.max_grad_norm)
+    return ds
 
 
 def _refuse_resume_mismatch(resume: bool, last: Path | None, out: Path, where: str) -> None:
