@@ -492,8 +492,16 @@ def validate(cfg: TrainConfig, where: str = "config") -> None:
         if cfg.tune_mm_mlp_adapter:
             fail(f"`tune_mm_mlp_adapter: true` is the stage-1 flag (projector only), but `stage` is {cfg.stage}",
                  "set `stage: 1`, or drop `tune_mm_mlp_adapter`")
-        if explicit["llm"] is True and not cfg.lora_enable:
+        if explicit["llm"] is True and not cfg.lora_enable and cfg.stage == 2:
             fail("stage 2 trains the LLM, but `freeze.llm` is true", "set `stage: 1` to train the projector only, or `lora_enable: true`")
+    if cfg.stage == 3 and explicit["llm"] is not None:
+        fail("in stage 3, `train_modules` chooses what of the LLM trains (as MoE-LLaVA's --train_modules); "
+             "`freeze.llm` would be overridden", "drop `freeze.llm` and name the parts in `train_modules`")
+    if cfg.lora_enable:
+        _check_lora_freeze(cfg, explicit, fail)
+    elif any(getattr(cfg, k) != getattr(TrainConfig, k) for k in ("lora_r", "lora_alpha", "lora_dropout", "lora_bias")) \
+            or cfg.lora_target_modules is not None:
+        cfg._notes.append("`lora_*` keys are set but `lora_enable` is not: no LoRA adapters are trained")
     if cfg.mm_use_im_start_end or cfg.mm_use_im_patch_token:
         fail("`mm_use_im_start_end` / `mm_use_im_patch_token` are LLaVA-v0 options that v1.5 turns off; vlmtrain does not build them")
     if cfg.bf16 and cfg.fp16:
@@ -537,6 +545,18 @@ def validate(cfg: TrainConfig, where: str = "config") -> None:
 MOE_KEYS = ("num_experts", "top_k_experts", "capacity_factor", "eval_capacity_factor", "min_capacity", "moe_mode",
             "moe_layers_idx", "use_residual", "router_aux_loss_coef", "router_aux_loss_gradient", "train_modules", "ep_size",
             "moe_second_expert_sampling", "moe_random_token_selection", "moe_drop_tokens")
+
+
+def _check_lora_freeze(cfg: TrainConfig, explicit: dict, fail) -> None:
+    """With LoRA, PEFT freezes every weight that is no adapter and vlmtrain keeps the projector trainable
+    (modules_to_save): a freeze setting that asks otherwise would not be applied."""
+    asked = [f"freeze.vision: {explicit['vision']}"] if explicit["vision"] is False else []
+    asked += [f"tune_vit_from_layer: {cfg.tune_vit_from_layer}"] if cfg.tune_vit_from_layer is not None else []
+    asked += [f"freeze.projector: {explicit['projector']}"] if explicit["projector"] is True else []
+    asked += [f"freeze.llm: {explicit['llm']}"] if explicit["llm"] is False else []
+    if asked:
+        fail(f"with `lora_enable`, the LLM trains through its adapters, the projector trains and the rest stays "
+             f"frozen; {', '.join(asked)} would not be applied", "drop those keys, or train without LoRA")
 
 
 def _check_deepspeed_json(cfg: TrainConfig, fail) -> None:

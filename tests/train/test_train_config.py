@@ -194,3 +194,17 @@ def test_a_deepspeed_json_without_gradient_clipping_gets_max_grad_norm(tmp_path)
         assert _deepspeed_config(cfg)["gradient_clipping"] == norm
     shipped = load_config(_cfg(tmp_path, deepspeed=str(REPO / "configs/deepspeed/zero2.json")))
     assert _deepspeed_config(shipped)["gradient_clipping"] == "auto"  # (filled by the Trainer from max_grad_norm)
+
+
+def test_freeze_settings_lora_or_stage3_would_override_are_refused(tmp_path):
+    from vlmtrain.config import ConfigError
+
+    for over in ({"freeze": {"vision": False}}, {"tune_vit_from_layer": 0}, {"freeze": {"projector": True}},
+                 {"freeze": {"llm": False}}):
+        with pytest.raises(ConfigError, match="would not be applied"):
+            load_config(_cfg(tmp_path, lora_enable=True, **over))
+    assert load_config(_cfg(tmp_path, lora_enable=True)).frozen() == {"vision": True, "projector": False, "llm": True}
+    with pytest.raises(ConfigError, match="`train_modules` chooses what of the LLM trains"):
+        load_config(_cfg(tmp_path, stage=3, freeze={"llm": False}, train_modules=["mlp"]))
+    notes = load_config(_cfg(tmp_path, lora_r=128))._notes
+    assert any("`lora_enable` is not" in n for n in notes), notes
