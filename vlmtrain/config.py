@@ -576,9 +576,30 @@ def _check_deepspeed_json(cfg: TrainConfig, fail) -> None:
              "optimizer whose parameter groups carry the projector's rate",
              "remove the JSON's `optimizer` section (the Trainer's AdamW takes adam_beta1/2 and weight_decay), "
              "or drop `mm_projector_lr`")
+    _check_fixed_deepspeed_values(cfg, ds, fail)
     if "scheduler" in ds:
         cfg._notes.append(f"{cfg.deepspeed}'s `scheduler` section replaces `lr_scheduler_type` "
                           f"({cfg.lr_scheduler_type}) and `warmup_ratio` ({cfg.warmup_ratio})")
+
+
+def _check_fixed_deepspeed_values(cfg: TrainConfig, ds: dict, fail) -> None:
+    """A value the JSON fixes (not "auto") against the config key it must equal: transformers raises on a
+    mismatch only when training starts, after the model is loaded."""
+    world = cfg.num_gpus * cfg.num_nodes
+    pairs = [("train_micro_batch_size_per_gpu", ds.get("train_micro_batch_size_per_gpu"), "per_device_train_batch_size",
+              cfg.per_device_train_batch_size),
+             ("gradient_accumulation_steps", ds.get("gradient_accumulation_steps"), "gradient_accumulation_steps",
+              cfg.gradient_accumulation_steps),
+             ("train_batch_size", ds.get("train_batch_size"), "per_device_train_batch_size x gradient_accumulation_steps"
+              " x GPUs", cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * world),
+             ("gradient_clipping", ds.get("gradient_clipping"), "max_grad_norm", cfg.max_grad_norm),
+             ("bf16.enabled", (ds.get("bf16") or {}).get("enabled"), "bf16", cfg.bf16),
+             ("fp16.enabled", (ds.get("fp16") or {}).get("enabled"), "fp16", cfg.fp16)]
+    wrong = [f"{ds_key} {value!r} vs `{key}` {ours!r}" for ds_key, value, key, ours in pairs
+             if value is not None and value != "auto" and value != ours]
+    if wrong:
+        fail(f"{cfg.deepspeed} fixes values the config sets otherwise: {'; '.join(wrong)}",
+             'set them to "auto" in the JSON (filled from the config), or make the config say the same')
 
 
 def _validate_moe(cfg: TrainConfig, fail) -> None:

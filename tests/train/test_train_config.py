@@ -208,3 +208,16 @@ def test_freeze_settings_lora_or_stage3_would_override_are_refused(tmp_path):
         load_config(_cfg(tmp_path, stage=3, freeze={"llm": False}, train_modules=["mlp"]))
     notes = load_config(_cfg(tmp_path, lora_r=128))._notes
     assert any("`lora_enable` is not" in n for n in notes), notes
+
+
+def test_a_deepspeed_json_that_fixes_other_values_is_said_before_a_model_is_built(tmp_path):
+    from vlmtrain.config import ConfigError
+
+    own = json.loads((REPO / "configs/deepspeed/zero2.json").read_text())
+    (tmp_path / "fixed.json").write_text(json.dumps({**own, "train_micro_batch_size_per_gpu": 16,
+                                                     "gradient_clipping": 0.5}))
+    with pytest.raises(ConfigError, match="train_micro_batch_size_per_gpu 16 vs `per_device_train_batch_size` 4; "
+                                          "gradient_clipping 0.5 vs `max_grad_norm` 1.0"):
+        load_config(_cfg(tmp_path, deepspeed=str(tmp_path / "fixed.json")))
+    assert load_config(_cfg(tmp_path, deepspeed=str(tmp_path / "fixed.json"), per_device_train_batch_size=16,
+                            max_grad_norm=0.5)).deepspeed
