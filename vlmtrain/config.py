@@ -524,6 +524,11 @@ def validate(cfg: TrainConfig, where: str = "config") -> None:
             fail(f"`{key}` must be positive, got {getattr(cfg, key)}")
     if not 0 <= cfg.warmup_ratio < 1:
         fail(f"`warmup_ratio` must be in [0, 1), got {cfg.warmup_ratio}")
+    if cfg.tokenizer_train_vocab_size and cfg.tokenizer_name_or_path:
+        cfg._notes.append(f"`tokenizer_name_or_path` ({cfg.tokenizer_name_or_path}) is not used: "
+                          "`tokenizer_train_vocab_size` trains a tokenizer on the dataset's text")
+    if cfg.mm_projector_lr is not None and cfg.frozen()["projector"]:
+        cfg._notes.append("`mm_projector_lr` has nothing to set: the projector is frozen in this run")
     if cfg.lr_scheduler_type == "constant" and cfg.warmup_ratio > 0:
         fail(f"`lr_scheduler_type: constant` has no warmup, so `warmup_ratio` {cfg.warmup_ratio} would be ignored",
              "use `lr_scheduler_type: constant_with_warmup`, or `warmup_ratio: 0`")

@@ -221,3 +221,11 @@ def test_a_deepspeed_json_that_fixes_other_values_is_said_before_a_model_is_buil
         load_config(_cfg(tmp_path, deepspeed=str(tmp_path / "fixed.json")))
     assert load_config(_cfg(tmp_path, deepspeed=str(tmp_path / "fixed.json"), per_device_train_batch_size=16,
                             max_grad_norm=0.5)).deepspeed
+
+
+def test_keys_a_run_does_not_use_are_said_in_notes(tmp_path):
+    notes = load_config(_cfg(tmp_path, tokenizer_name_or_path="some/tokenizer"))._notes
+    assert any("`tokenizer_name_or_path` (some/tokenizer) is not used" in n for n in notes), notes
+    notes = load_config(_cfg(tmp_path, mm_projector_lr=1e-4, freeze={"projector": True}))._notes
+    assert any("`mm_projector_lr` has nothing to set" in n for n in notes), notes
+    assert not load_config(_cfg(tmp_path))._notes
