@@ -229,3 +229,12 @@ def test_keys_a_run_does_not_use_are_said_in_notes(tmp_path):
     notes = load_config(_cfg(tmp_path, mm_projector_lr=1e-4, freeze={"projector": True}))._notes
     assert any("`mm_projector_lr` has nothing to set" in n for n in notes), notes
     assert not load_config(_cfg(tmp_path))._notes
+
+
+def test_dry_run_of_a_lora_run_counts_its_adapters(vlmtrain, monkeypatch):
+    """--dry-run built the model without LoRA: a LoRA run showed its LLM with nothing trainable."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    r = vlmtrain("run", "configs/llava-1.5-7b-finetune.yaml", "--dry-run", "--json", "--set", "lora_enable=true")
+    assert r.code == 0, r.err
+    p = json.loads(r.out)["params"]
+    assert 0 < p["llm"]["trainable"] < p["llm"]["total"] / 10 and p["vision"]["trainable"] == 0

@@ -70,7 +70,13 @@ def dry_run(cfg: TrainConfig, *, as_json: bool = False, emit: bool = True,
         from vlmtrain.train.stage3 import prepare_moe
 
         moe = prepare_moe(built.model, cfg, meta=True)
-    counts = param_counts(built.model)
+    counted = built.model
+    if cfg.lora_enable:  # the adapters are what trains of the LLM (the projector's trainable copy is counted too)
+        from vlmtrain.model.build import add_lora
+
+        with torch.device("meta"):
+            counted = add_lora(built.model, cfg)
+    counts = param_counts(counted)
     world = cfg.num_gpus * cfg.num_nodes
     info = {
         "config": cfg._source, "stage": cfg.stage, "frozen": cfg.frozen(), "lora": cfg.lora_enable,
