@@ -137,14 +137,12 @@ def _leave_process_group() -> None:
     Only at the command's end (the stages of a chain share one group), and only in a launched rank
     (WORLD_SIZE > 1), whose process ends next (_exit_launched_rank): a single process keeps its group,
     which accelerate's cached state still names, for whatever it runs after in the same interpreter."""
+    from vlmtrain.train.launch import launched_rank
+
     global _LEFT_GROUP
-    if _launched_rank() and _in_process_group():
+    if launched_rank() and _in_process_group():
         sys.modules["torch"].distributed.destroy_process_group()
         _LEFT_GROUP = True
-
-
-def _launched_rank() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
 
 
 def _in_process_group() -> bool:
@@ -454,7 +452,11 @@ def _exit_launched_rank(code: int | str | None) -> None:
     teardown does for a program is done first: other non-daemon threads finish, atexit handlers run (logging,
     multiprocessing's workers), stdout and stderr are flushed; a finished run has left its group already
     (_leave_process_group). Any other process returns and exits as usual."""
-    if not (_launched_rank() and (_LEFT_GROUP or _in_process_group())):
+    if not (_LEFT_GROUP or _in_process_group()):
+        return
+    from vlmtrain.train.launch import launched_rank
+
+    if not launched_rank():
         return
     import atexit
     import threading

@@ -104,8 +104,7 @@ def load_run(run_dir: str | Path, *, device: str = "cpu") -> LoadedRun:
     where = resolve_device(device)
     # on a GPU in half precision, as LLaVA's load_pretrained_model (fp16) and our training (bf16) run it
     half = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if where.type == "cuda" else None
-    model.to(where) if half is None else model.to(device=where, dtype=half)
-    model.eval()
+    model.to(device=where, dtype=half).eval()  # (dtype None: as loaded)
     vc = model.config.vision_config
     return LoadedRun(cfg, model, tokenizer, build_image_processor(cfg, vc),
                      tokens_per_image(vc, cfg.mm_vision_select_feature))

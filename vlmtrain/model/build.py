@@ -399,13 +399,18 @@ def _bias_free_head(head: nn.Module, model_type: str) -> nn.Module:
     return free
 
 
+def is_lm_head_bias(key: str) -> bool:
+    """A state-dict key of the output head's bias (an older stage 1-2 output's, see _bias_free_head)."""
+    return key == "lm_head.bias" or key.endswith(".lm_head.bias")
+
+
 def _check_no_lm_head_bias(info: dict, source) -> None:
     """A ConfigError when a saved model's weights hold an ``lm_head.bias`` the loaded model has no place for.
 
     Such weights are a stage 1-2 output of a vlmtrain before :func:`_bias_free_head`: that model was
     trained with phi-2's output bias, and dropping it changes every logit (by a per-token constant, so
     the softmax and the greedy choices change), so loading it silently would not be the trained model."""
-    stray = [k for k in info.get("unexpected_keys", []) if k == "lm_head.bias" or k.endswith(".lm_head.bias")]
+    stray = [k for k in info.get("unexpected_keys", []) if is_lm_head_bias(k)]
     if stray:
         raise ConfigError(
             f"{source}: the saved weights include {stray[0]}, which this model has no place for (its lm_head has "
@@ -436,7 +441,7 @@ def drop_lm_head_bias(folder: str | Path) -> list[str]:
     removed: list[str] = []
     for name in files:
         with safe_open(str(folder / name), framework="pt") as fh:
-            keys = [k for k in fh.keys() if k == "lm_head.bias" or k.endswith(".lm_head.bias")]
+            keys = [k for k in fh.keys() if is_lm_head_bias(k)]
             if not keys:
                 continue
             meta = fh.metadata()

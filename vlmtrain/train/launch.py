@@ -67,6 +67,11 @@ def launch_command(cfg: TrainConfig, run_args: list[str], env: dict[str, str] | 
     return cmd
 
 
+def launched_rank() -> bool:
+    """Whether this process is one of several ranks a launcher started (torchrun / deepspeed set WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+
+
 def relaunch(cfg: TrainConfig, run_args: list[str]) -> int:
     cmd = launch_command(cfg, run_args)
     if shutil.which(cmd[0]) is None:

@@ -214,6 +214,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
     from vlmtrain.progress import align_special_tokens_quietly, quiet_library_bars, use_readable_logs
     from vlmtrain.train import rundir, throughput
     from vlmtrain.train.mfu import flop_model
+    from vlmtrain.train.launch import launched_rank
     from vlmtrain.train.preflight import preflight, require_trainable
     from vlmtrain.train.signals import StopOnSignal
     from vlmtrain.train.trainer import MM_PROJECTOR, VlmTrainer
@@ -229,7 +230,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
     where = cfg._source or "config"
     last = rundir.last_complete_checkpoint(out)
     rundir.prepare(cfg, last, resume=resume, where=where)
-    launched = int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+    launched = launched_rank()
     if not launched:  # (launched ranks first agree on what they see: below, once they can talk)
         _refuse_resume_mismatch(resume, last, out, where)
     # read now, so a file that is no stage-1 projector stops the run before anything is written

@@ -321,8 +321,9 @@ class VlmTrainer(Trainer):
             unexpected = [k for k in renamed if k not in own]
             if missing or unexpected:
                 from vlmtrain.config import ConfigError
+                from vlmtrain.model.build import is_lm_head_bias
 
-                if not missing and all(k.endswith("lm_head.bias") for k in unexpected):
+                if not missing and all(is_lm_head_bias(k) for k in unexpected):
                     raise ConfigError(f"{ckpt}: the checkpoint has an lm_head.bias: an older vlmtrain's, whose stages "
                                       "1-2 kept the LLM's output bias; this one drops it, as MoE-LLaVA does, so the "
                                       "run cannot continue from it", hint="start the run again in a new output_dir "
