@@ -555,10 +555,10 @@ MOE_KEYS = ("num_experts", "top_k_experts", "capacity_factor", "eval_capacity_fa
 def _check_lora_freeze(cfg: TrainConfig, explicit: dict, fail) -> None:
     """With LoRA, PEFT freezes every weight that is no adapter and vlmtrain keeps the projector trainable
     (modules_to_save): a freeze setting that asks otherwise would not be applied."""
-    asked = [f"freeze.vision: {explicit['vision']}"] if explicit["vision"] is False else []
+    asked = ["freeze.vision: false"] if explicit["vision"] is False else []  # (as the YAML says it)
     asked += [f"tune_vit_from_layer: {cfg.tune_vit_from_layer}"] if cfg.tune_vit_from_layer is not None else []
-    asked += [f"freeze.projector: {explicit['projector']}"] if explicit["projector"] is True else []
-    asked += [f"freeze.llm: {explicit['llm']}"] if explicit["llm"] is False else []
+    asked += ["freeze.projector: true"] if explicit["projector"] is True else []
+    asked += ["freeze.llm: false"] if explicit["llm"] is False else []
     if asked:
         fail(f"with `lora_enable`, the LLM trains through its adapters, the projector trains and the rest stays "
              f"frozen; {', '.join(asked)} would not be applied", "drop those keys, or train without LoRA")
