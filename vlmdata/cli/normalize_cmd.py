@@ -1,6 +1,7 @@
 """`vlmdata normalize DATASET DIR`: every image in a hand-downloaded folder becomes a real .jpg."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -42,7 +43,7 @@ def normalize_cmd(
 
         bar = tqdm(unit="file", desc="normalizing", file=sys.stderr)
     try:
-        rep = normalize_folder(folder, ext=exts[0], jobs=jobs, progress=bar.update if bar else None)
+        rep = normalize_folder(folder, ext=exts[0], jobs=jobs, progress=bar.update if bar is not None else None)
     finally:
         if bar is not None:
             bar.close()
