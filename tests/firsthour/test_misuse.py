@@ -15,3 +15,47 @@ def test_normalize_in_a_terminal_draws_its_bar(fetched, tmp_path):
     code, text = run_in_terminal(*fetched.args("normalize", "ocr_vqa", folder))
     assert "Traceback" not in text, text
     assert code == 0 and "already ok" in text, text
+
+
+def _refs(path, *images):
+    import json
+
+    path.write_text(json.dumps([{"id": str(i), "image": im, "conversations": []} for i, im in enumerate(images)]))
+    return path
+
+
+def test_only_referenced_by_a_json_without_images_is_refused(empty, tmp_path):
+    """A JSON whose records name no image (a text-only file, `[]`, the wrong file) kept nothing of
+    every archive after downloading all of them (51 SA-1B tars of ~10 GB), and exited 0."""
+    none = _refs(tmp_path / "text-only.json")
+    for cmd in ("plan", "fetch"):
+        r = empty.run(cmd, "coco", "--only-referenced-by", none)
+        assert r.code == 2, (cmd, r.out, r.err)
+        assert "text-only.json" in r.err and "no image" in r.err
+    assert not (empty.root / "coco").exists()
+    r = empty.run("fetch", "coco", "--only-referenced-by", none, "--json")
+    assert r.code == 2 and r.json()["exit_code"] == 2
+
+
+def test_only_referenced_by_where_no_file_is_an_archive_is_refused(empty, tmp_path):
+    """The filter applies to unpacked archives only: a URL list (OCR-VQA) or a JSON was fetched whole
+    without a word, as if the option had been left out."""
+    refs = _refs(tmp_path / "refs.json", "ocr_vqa/images/1893258886.jpg")
+    r = empty.run("fetch", "ocr_vqa", "--only-referenced-by", refs)
+    assert r.code == 2 and "ocr_vqa:images-from-urls" in r.err, r.err
+    assert not (empty.root / "ocr_vqa").exists()
+    # beside an archive it applies to, the files it does not filter are said
+    r = empty.run("plan", "coco", "llava_instruct", "--only-referenced-by", refs)
+    assert r.code == 0, r.err
+    assert "llava_instruct:llava_v1_5_mix665k.json" in r.err and "whole" in r.err
+
+
+def test_only_referenced_by_that_keeps_nothing_says_so(empty, tmp_path):
+    """Names that are in none of the archives (a JSON for another dataset): every archive was
+    downloaded, nothing placed, and the summary read like any other fetch."""
+    refs = _refs(tmp_path / "refs.json", "sam/images/sa_1.jpg")
+    r = empty.run("fetch", "coco", "--only-referenced-by", refs)
+    assert r.code == 0, r.err
+    assert "none of the 1 image name(s)" in r.err and "refs.json" in r.err
+    r = empty.run("fetch", "coco", "--only-referenced-by", refs, "--json", "--refetch")
+    assert r.code == 0 and any("none of the 1 image name(s)" in w for w in r.json()["warnings"])

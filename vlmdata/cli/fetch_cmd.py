@@ -87,7 +87,7 @@ def fetch_cmd(
     if settings.hf_endpoint and not settings.hf_endpoint.startswith(("http://", "https://")):
         raise UserError(f"--hf-endpoint {settings.hf_endpoint!r} is not an http(s) URL",
                         hint="give a Hub mirror's address, e.g. --hf-endpoint https://hf-mirror.com")
-    wanted, tag = wanted_names(settings, only_referenced_by)
+    wanted, tag = wanted_names(settings, only_referenced_by, specs)
     root = settings.data_root
     opts = FetchOptions(jobs=jobs, connections=connections or DEFAULTS.connections, ramp=connections is None,
                         url_jobs=url_jobs, keep_archives=keep_archives,
@@ -135,7 +135,7 @@ def fetch_cmd(
             _renew_views(settings, cat, root, report, built=lay if not report.failed else None)
         if lay is not None and not report.failed:
             _build_view(settings, lay, root, report, specs, opts, shared=bool(shard))
-    _summarise(settings, report, update)
+    _summarise(settings, report, update, warnings=_kept_nothing(report, specs, wanted, only_referenced_by))
     if report.failed:
         raise _failure(report.failed, len(specs))
 
@@ -254,10 +254,30 @@ def _all_present(root: Root, specs: list[FileSpec], opts: FetchOptions, settings
     return True
 
 
-def _summarise(settings: Settings, report: FetchReport, update: bool = False) -> None:
-    """The outcome of every file, then the counts (``update``: the re-pinned ones said even when none)."""
+def _kept_nothing(report: FetchReport, specs: list[FileSpec], wanted: set[str] | None,
+                  paths: Optional[List[Path]]) -> list[str]:
+    """--only-referenced-by whose names are in none of the archives this run unpacked (a JSON for
+    another dataset): each was downloaded whole for nothing, which the counts alone do not show.
+    (One archive without any of them is normal: 51 SA-1B tars each hold a few of a JSON's images.)"""
+    if wanted is None or not paths:
+        return []
+    unpacked = {s.key for s in specs if s.place.kind == "extract"}
+    done = [o for o in report.outcomes if o.state == "fetched" and o.key in unpacked]
+    if not done or any(o.files for o in done):
+        return []
+    return [f"none of the {len(wanted):,} image name(s) referenced by {', '.join(str(p) for p in paths)} is in "
+            f"the {len(done)} archive(s) fetched: nothing was placed from them. Is it the JSON of these images? "
+            f"(names are matched by their base name, e.g. sa_1.jpg)"]
+
+
+def _summarise(settings: Settings, report: FetchReport, update: bool = False, warnings: list[str] | None = None) -> None:
+    """The outcome of every file, then the counts (``update``: the re-pinned ones said even when none),
+    then ``warnings`` about the run as a whole."""
     if settings.json:
-        settings.emit_json(report.to_json())
+        doc = report.to_json()
+        if warnings:
+            doc["warnings"] = warnings
+        settings.emit_json(doc)
         return
     if settings.quiet:
         return  # failures are in the error that follows
@@ -289,6 +309,8 @@ def _summarise(settings: Settings, report: FetchReport, update: bool = False) ->
              f"{lay['existing']} already there); pass --image_folder {lay['image_folder']}", err=True)
         if lay["missing"]:
             echo(f"  not fetched yet: {', '.join(lay['missing'])}", err=True)
+    for w in warnings or []:
+        echo(f"warning: {w}", err=True)
 
 
 def _failure(failed: list, total: int) -> OperationError:

@@ -12,6 +12,7 @@ from vlmdata.errors import UserError
 from vlmdata.units import human_bytes
 
 if TYPE_CHECKING:  # (vlmdata.plan imports every source kind: a fetch with nothing to do never plans)
+    from vlmdata.manifest import FileSpec
     from vlmdata.plan import Plan
 
 ONLY_REFERENCED_HELP = ("Keep only the archive members these LLaVA-style JSONs reference "
@@ -52,8 +53,13 @@ def plan_cmd(
     show_plan(settings, names, layout, only_referenced_by, recipe, refetch=refetch, update=update)
 
 
-def wanted_names(settings: Settings, paths: Optional[List[Path]]) -> tuple[set[str] | None, str | None]:
-    """--only-referenced-by: the image base names the JSONs reference, and their digest."""
+def wanted_names(settings: Settings, paths: Optional[List[Path]],
+                 specs: list[FileSpec]) -> tuple[set[str] | None, str | None]:
+    """--only-referenced-by: the image base names the JSONs reference, and their digest.
+
+    Refused when it could keep nothing or change nothing: a JSON that references no image (every
+    archive would be downloaded for none of its members), or a selection without an archive to
+    filter (URL lists, JSONs and Hub repos are fetched whole). Files it leaves whole are said."""
     if not paths:
         return None, None
     from vlmdata.fetch.outcome import wanted_digest
@@ -63,9 +69,28 @@ def wanted_names(settings: Settings, paths: Optional[List[Path]]) -> tuple[set[s
         if not p.is_file():
             raise UserError(f"--only-referenced-by {p}: no such file",
                             hint="give the LLaVA-style JSON whose images you want")
-    wanted = referenced_names(list(paths))
+    wanted: set[str] = set()
+    for p in paths:
+        names = referenced_names([p])
+        if not names:
+            raise UserError(f"--only-referenced-by {p}: its records reference no image (no 'image' or 'images' "
+                            f"path), so nothing of the archives would be kept; nothing was downloaded",
+                            hint="give the LLaVA-style JSON whose images you want, or leave the option out "
+                                 "to fetch the whole archives")
+        wanted |= names
+    whole = [s.key for s in specs if s.place.kind != "extract"]
+    if whole and len(whole) == len(specs):
+        raise UserError(f"--only-referenced-by keeps only the members of archives, and none of the selected "
+                        f"files is one ({_listed(whole)}): it would change nothing; nothing was downloaded",
+                        hint="leave the option out to fetch them whole, or name the archives to filter (e.g. sam)")
     settings.info(f"keeping only the {len(wanted):,} image names referenced by {len(paths)} JSON file(s)")
+    if whole:
+        settings.info(f"--only-referenced-by filters archives only; fetched whole: {_listed(whole)}")
     return wanted, wanted_digest(wanted)
+
+
+def _listed(keys: list[str], show: int = 5) -> str:
+    return ", ".join(keys[:show]) + (f" and {len(keys) - show} more" if len(keys) > show else "")
 
 
 def show_plan(settings: Settings, names: Optional[List[str]], layout: Optional[str],
@@ -78,7 +103,7 @@ def show_plan(settings: Settings, names: Optional[List[str]], layout: Optional[s
     specs = select(settings.catalog, names, layout, recipe).specs
     root = settings.data_root
     root.check_readable()
-    _, tag = wanted_names(settings, only_referenced_by)
+    _, tag = wanted_names(settings, only_referenced_by, specs)
     plan = plan_files(root, specs, mirror_base=settings.mirror, hf_endpoint=settings.hf_endpoint, wanted_tag=tag,
                       refetch=refetch, update=update)
     if settings.json:
