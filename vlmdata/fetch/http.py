@@ -254,7 +254,9 @@ class HttpEngine:
 
     @staticmethod
     def _new_state(url: str, resp: Response, size: int | None) -> PartState:
-        return PartState(url=url, size=size, etag=resp.headers.get("ETag"), last_modified=resp.headers.get("Last-Modified"))
+        # (the URL as shown: a signed link's query string is a credential, and the sidecar stays on disk)
+        return PartState(url=shown(url), size=size, etag=resp.headers.get("ETag"),
+                         last_modified=resp.headers.get("Last-Modified"))
 
     @staticmethod
     def _weak_resume(url: str, state: PartState, have: int, notes: list[str]) -> None:

@@ -23,7 +23,7 @@ STATE_SUFFIX = ".state"  # NAME.part.state
 class PartState:
     """The sidecar of a .part file."""
 
-    url: str = ""
+    url: str = ""  # where the bytes come from, for a person reading it: without query string or user:password
     size: int | None = None
     etag: str | None = None
     last_modified: str | None = None

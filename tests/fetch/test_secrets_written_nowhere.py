@@ -1,0 +1,39 @@
+"""Credentials in URLs (a signed link's query string, a user:password@ in a mirror URL) reach no file and
+no message: the paths the end-to-end tests of test_fetch_cli.py do not take (a download cut before its
+end)."""
+from __future__ import annotations
+
+import os
+
+from fetch_helpers import Blob, Fault, LoopbackServer
+
+from vlmdata.fetch.http import HttpEngine
+from vlmdata.net.errors import SourceFailed
+from vlmdata.net.retry import RetryPolicy
+
+SECRET = "SECRETSIG" + "Q" * 12
+ONCE = RetryPolicy(attempts=1, base=0.01)
+
+
+def _files_holding(folder, secret: str) -> list[str]:
+    return [str(p) for p in folder.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+def test_a_cut_download_keeps_no_signed_query_in_its_part_state(tmp_path, files_server):
+    """Found in the security audit: the .part.state sidecar kept the whole URL, X-Amz-Signature and all
+    (a Hub file's CDN location, an SA-1B link), for as long as the download stayed unfinished."""
+    files_server.blobs["cdn/f.bin"] = Blob(data=os.urandom(1 << 20))
+    files_server.fault("cdn/f.bin", Fault("drop", times=-1, after=100_000))
+    url = f"{files_server.url.replace('://', f'://who:{SECRET}@', 1)}/cdn/f.bin?X-Amz-Signature={SECRET}&token={SECRET}"
+    for conns in (1, 4):  # one connection, and segments (whose state also records the ranges done)
+        dest = tmp_path / f"dl{conns}" / "f.bin"
+        engine = HttpEngine(retry=ONCE, connections=conns, min_split=1 << 16)
+        try:
+            engine.download(url, dest)
+        except SourceFailed as e:
+            assert SECRET not in str(e)
+        else:
+            raise AssertionError("the cut download succeeded")
+        state = dest.with_name("f.bin.part.state")
+        assert state.is_file() and "/cdn/f.bin" in state.read_text()  # (kept for the resume, with where it came from)
+        assert _files_holding(tmp_path, SECRET) == []
