@@ -1,13 +1,16 @@
 """Credentials in URLs (a signed link's query string, a user:password@ in a mirror URL) reach no file and
 no message: the paths the end-to-end tests of test_fetch_cli.py do not take (a download cut before its
-end)."""
+end, a URL list that cannot be downloaded)."""
 from __future__ import annotations
 
 import os
 
 from fetch_helpers import Blob, Fault, LoopbackServer
 
+from vlmdata.errors import OperationError
 from vlmdata.fetch.http import HttpEngine
+from vlmdata.fetch.urllist import _get_list
+from vlmdata.net.client import Client
 from vlmdata.net.errors import SourceFailed
 from vlmdata.net.retry import RetryPolicy
 
@@ -37,3 +40,27 @@ def test_a_cut_download_keeps_no_signed_query_in_its_part_state(tmp_path, files_
         state = dest.with_name("f.bin.part.state")
         assert state.is_file() and "/cdn/f.bin" in state.read_text()  # (kept for the resume, with where it came from)
         assert _files_holding(tmp_path, SECRET) == []
+
+
+def test_a_url_list_that_cannot_be_downloaded_is_named_without_credentials(files_server):
+    """Found in the security audit: its error named the URL as requested, a mirror's user:password and a
+    signed query included, and a redirect loop's last (signed) location."""
+    host = files_server.url.split("://", 1)[1]
+
+    def loop(h, method, path):
+        if path != "loop":
+            return False
+        h.send_plain(302, b"", {"Location": f"{files_server.url}/loop?X-Amz-Signature={SECRET}"})
+        return True
+
+    files_server.routes.append(loop)
+    cases = [(f"{files_server.url}/list.json?sig={SECRET}", None),  # 404
+             ("https://example.org/list.json", f"http://who:{SECRET}@{host}/m"),  # 404 on the mirror
+             (f"{files_server.url}/loop", None)]  # more than 30 redirects
+    for url, mirror in cases:
+        try:
+            _get_list(url, Client(), mirror, ONCE, 5.0)
+        except OperationError as e:
+            assert "cannot download the URL list" in str(e) and SECRET not in str(e), str(e)
+        else:
+            raise AssertionError(f"{url} was downloaded")

@@ -29,7 +29,7 @@ from vlmdata.manifest import FileSpec, Source
 from vlmdata.net.client import Client, RequestError
 from vlmdata.net.retry import (OFFLINE_HINT, GaveUp, RetryPolicy, Transient, is_transient_status, retry,
                                retry_after_seconds, transient_request)
-from vlmdata.net.urls import is_local, rewrite, shown
+from vlmdata.net.urls import is_local, rewrite, scrub, shown
 from vlmdata.state import Root
 
 __all__ = ["DeadUrl", "FailedUrl", "UrlListResult", "check_online", "fetch_url_list", "finish", "iter_entries",
@@ -103,6 +103,7 @@ def _list_name(source: Source) -> str:
 
 def _get_list(url: str, session: Client, mirror: str | None, policy: RetryPolicy, timeout: float) -> bytes:
     where = rewrite(url, mirror) if mirror else url
+    said = shown(where)  # (the request keeps a signed query and a mirror's user:password; messages do not)
     if mirror and is_local(mirror):
         try:
             return Path(where).read_bytes()
@@ -116,23 +117,23 @@ def _get_list(url: str, session: Client, mirror: str | None, policy: RetryPolicy
             again = transient_request(e, where)
             if again is not None:
                 raise again from None
-            raise OperationError(f"cannot download the URL list {where}: {e}") from None
+            raise OperationError(f"cannot download the URL list {said}: {scrub(str(e))}") from None
         if r.status_code == 200:
             try:
                 return r.read_all()
             except (OSError, HTTPException) as e:
-                raise Transient(f"the list was cut short: {type(e).__name__}: {e}") from None
+                raise Transient(f"the list was cut short: {type(e).__name__}: {scrub(str(e))}") from None
         r.close()
         if is_transient_status(r.status_code):
             raise Transient(f"HTTP {r.status_code}", retry_after_seconds(r.headers.get("Retry-After")))
-        raise OperationError(f"cannot download the URL list {where}: HTTP {r.status_code}")
+        raise OperationError(f"cannot download the URL list {said}: HTTP {r.status_code}")
 
     try:
         return retry(attempt, policy)
     except GaveUp as e:
         if e.unreachable:
-            raise OperationError(f"cannot download the URL list {where}: {e.last}", hint=OFFLINE_HINT) from None
-        raise OperationError(f"cannot download the URL list {where}: {e}") from None
+            raise OperationError(f"cannot download the URL list {said}: {e.last}", hint=OFFLINE_HINT) from None
+        raise OperationError(f"cannot download the URL list {said}: {e}") from None
 
 
 def iter_entries(path: Path, source: Source) -> Iterator[tuple[str, str]]:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Callable
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from vlmdata import __version__
+from vlmdata.net.urls import shown
 
 if TYPE_CHECKING:
     import http.client
@@ -148,7 +149,7 @@ class Client:
                 url = new
         except (OSError, http.client.HTTPException, ValueError) as e:
             raise RequestError(f"{type(e).__name__}: {e}", transient=_transient(e)) from e
-        raise RequestError(f"more than {MAX_REDIRECTS} redirects (the last to {url})", transient=False)
+        raise RequestError(f"more than {MAX_REDIRECTS} redirects (the last to {shown(url)})", transient=False)
 
     def close(self) -> None:
         with self._lock:
@@ -175,7 +176,8 @@ class Client:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in DEFAULT_PORTS or not parts.hostname:
-            raise RequestError(f"cannot request {url!r}: only http:// and https:// URLs with a host", transient=False)
+            raise RequestError(f"cannot request {shown(url)!r}: only http:// and https:// URLs with a host",
+                               transient=False)
         host, port = parts.hostname, parts.port or DEFAULT_PORTS[scheme]
         proxy = env.proxy_for(scheme, host, port)
         # (a space or a non-ASCII character quoted as requests does; escapes already there are kept)
