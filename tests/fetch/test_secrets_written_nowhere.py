@@ -1,6 +1,6 @@
 """Credentials in URLs (a signed link's query string, a user:password@ in a mirror URL) reach no file and
 no message: the paths the end-to-end tests of test_fetch_cli.py do not take (a download cut before its
-end, a URL list that cannot be downloaded)."""
+end, a URL list that cannot be downloaded, an image whose server redirects badly)."""
 from __future__ import annotations
 
 import os
@@ -10,6 +10,7 @@ from fetch_helpers import Blob, Fault, LoopbackServer
 from vlmdata.errors import OperationError
 from vlmdata.fetch.http import HttpEngine
 from vlmdata.fetch.urllist import _get_list
+from vlmdata.fetch.urllist_client import fetch_images
 from vlmdata.net.client import Client
 from vlmdata.net.errors import SourceFailed
 from vlmdata.net.retry import RetryPolicy
@@ -64,3 +65,23 @@ def test_a_url_list_that_cannot_be_downloaded_is_named_without_credentials(files
             assert "cannot download the URL list" in str(e) and SECRET not in str(e), str(e)
         else:
             raise AssertionError(f"{url} was downloaded")
+
+
+def test_an_image_whose_redirect_is_bad_is_reported_without_its_secrets(tmp_path, files_server):
+    """Found in the security audit: aiohttp's error for a redirect to a malformed location quotes it whole
+    (a token in its query), and that text went into the report of the list."""
+    def bad(h, method, path):
+        if path != "bad":
+            return False
+        h.send_plain(302, b"", {"Location": f"http://[::1/x.jpg?token={SECRET}"})
+        return True
+
+    files_server.routes.append(bad)
+    host = files_server.url.split("://", 1)[1]
+    res = fetch_images([("a", f"{files_server.url}/bad"), ("b", f"http://who:{SECRET}@{host}/gone.jpg?sig={SECRET}")],
+                       tmp_path / "imgs", ext="jpg", jobs=2, mirror=None, policy=ONCE, timeout=5.0)
+    assert [f.id for f in res.failed] == ["a"] and "Redirect" in res.failed[0].error
+    assert [d.ids for d in res.dead.values()] == [["b"]]
+    said = repr(res.failed) + repr(list(res.dead.values()))
+    assert SECRET not in said, said
+    assert f"{host}/gone.jpg" in said  # (still says which image is gone)

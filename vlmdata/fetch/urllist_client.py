@@ -41,7 +41,7 @@ from vlmdata.net.retry import (GaveUp, RetryPolicy, Transient, aretry, is_transi
                                retry_after_seconds, unreachable_reason)
 from vlmdata.net.env_access import EnvAccess
 from vlmdata.net.client import USER_AGENT, tls_context
-from vlmdata.net.urls import host_of, is_local, rewrite, shown
+from vlmdata.net.urls import host_of, is_local, rewrite, scrub, shown
 from vlmdata.place.images import ImageProblem, quick_save, save_image
 
 DEAD_STATUS = frozenset({404, 410})
@@ -293,10 +293,11 @@ class _Run:
             if kind == "skipped":
                 r.skipped += 1
             elif kind == "dead":
+                url = shown(url)  # (as the report keeps it: a signed query or a user:password are credentials)
                 r.dead.setdefault(url, DeadUrl(url, detail)).ids.append(rid)
             elif kind == "failed":  # detail "": the bytes were no usable image; a bad id or a too-large body: neither
                 stuck = detail == "" or error == "record id is not a safe file name" or error.startswith("larger than")
-                r.failed.append(FailedUrl(rid, url, error, not stuck))
+                r.failed.append(FailedUrl(rid, shown(url), error, not stuck))
             else:
                 r.saved += 1
                 if kind == "converted":
@@ -335,7 +336,8 @@ class _Run:
                 raise Transient(f"HTTP {status}", retry_after_seconds(resp.headers.get("Retry-After")))
         except (aiohttp.TooManyRedirects, aiohttp.InvalidURL, ValueError, aiohttp.ClientSSLError,
                 aiohttp.ClientConnectorCertificateError) as e:
-            return "failed", None, f"{type(e).__name__}: {e}"  # retrying does not fix these
+            # (retrying does not fix these; aiohttp quotes the URL, or the location it was sent to, whole)
+            return "failed", None, scrub(f"{type(e).__name__}: {e}")
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
             if is_unreachable(e):  # no DNS, refused, network down: one short retry (vlmdata.net.retry)
                 raise Transient(f"cannot reach {host_of(url)}: {unreachable_reason(e)}", unreachable=True) from None
