@@ -59,3 +59,17 @@ def test_only_referenced_by_that_keeps_nothing_says_so(empty, tmp_path):
     assert "none of the 1 image name(s)" in r.err and "refs.json" in r.err
     r = empty.run("fetch", "coco", "--only-referenced-by", refs, "--json", "--refetch")
     assert r.code == 0 and any("none of the 1 image name(s)" in w for w in r.json()["warnings"])
+
+
+def test_layout_beside_a_dataset_it_does_not_use_is_said(empty):
+    """`fetch sam --layout llava` fetched sam and built a llava view that links none of it, without a
+    word: the user believes sam is in the view the training script reads."""
+    for cmd in (("plan",), ("fetch", "--dry-run")):
+        r = empty.run(*cmd, "sam", "coco", "--layout", "llava")
+        assert r.code == 0, r.err
+        assert "sam is not in the llava layout" in r.err, r.err
+        assert "coco is not" not in r.err
+    r = empty.run("plan", "coco", "--layout", "llava")
+    assert r.code == 0 and "not in the llava layout" not in r.err
+    r = empty.run("plan", "sam", "--layout", "llava", "--json")
+    assert r.code == 0 and "sam is not in the llava layout" in r.json()["notes"][0]

@@ -82,6 +82,8 @@ def fetch_cmd(
     cat = settings.catalog
     sel = select(cat, names, layout, recipe)
     specs, lay = sel.specs, sel.layout
+    for note in sel.notes:
+        settings.info(f"note: {note}")
     if settings.mirror:
         check_base(settings.mirror)
     if settings.hf_endpoint and not settings.hf_endpoint.startswith(("http://", "https://")):
@@ -135,7 +137,8 @@ def fetch_cmd(
             _renew_views(settings, cat, root, report, built=lay if not report.failed else None)
         if lay is not None and not report.failed:
             _build_view(settings, lay, root, report, specs, opts, shared=bool(shard))
-    _summarise(settings, report, update, warnings=_kept_nothing(report, specs, wanted, only_referenced_by))
+    _summarise(settings, report, update, warnings=_kept_nothing(report, specs, wanted, only_referenced_by),
+               notes=sel.notes)
     if report.failed:
         raise _failure(report.failed, len(specs))
 
@@ -270,13 +273,17 @@ def _kept_nothing(report: FetchReport, specs: list[FileSpec], wanted: set[str] |
             f"(names are matched by their base name, e.g. sa_1.jpg)"]
 
 
-def _summarise(settings: Settings, report: FetchReport, update: bool = False, warnings: list[str] | None = None) -> None:
+def _summarise(settings: Settings, report: FetchReport, update: bool = False, warnings: list[str] | None = None,
+               notes: list[str] | None = None) -> None:
     """The outcome of every file, then the counts (``update``: the re-pinned ones said even when none),
-    then ``warnings`` about the run as a whole."""
+    then ``warnings`` about the run as a whole; ``notes`` (the selection's, said before the run) go
+    into the --json document only."""
     if settings.json:
         doc = report.to_json()
         if warnings:
             doc["warnings"] = warnings
+        if notes:
+            doc["notes"] = notes
         settings.emit_json(doc)
         return
     if settings.quiet:

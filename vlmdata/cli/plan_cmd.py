@@ -100,14 +100,17 @@ def show_plan(settings: Settings, names: Optional[List[str]], layout: Optional[s
     --update, placed Hub files and repos are said to be checked, which the hub alone can answer."""
     from vlmdata.plan import plan_files
 
-    specs = select(settings.catalog, names, layout, recipe).specs
+    sel = select(settings.catalog, names, layout, recipe)
+    specs = sel.specs
+    for note in sel.notes:
+        settings.info(f"note: {note}")
     root = settings.data_root
     root.check_readable()
     _, tag = wanted_names(settings, only_referenced_by, specs)
     plan = plan_files(root, specs, mirror_base=settings.mirror, hf_endpoint=settings.hf_endpoint, wanted_tag=tag,
                       refetch=refetch, update=update)
     if settings.json:
-        settings.emit_json(plan.to_json())
+        settings.emit_json({**plan.to_json(), **({"notes": sel.notes} if sel.notes else {})})
     else:
         _print(plan, str(root.path), subset=tag is not None)
     plan.require_fits(root.path, "free some space, choose another --root, or fetch fewer datasets at a time")

@@ -19,7 +19,7 @@ from vlmdata.manifest.catalog import Catalog
 from vlmdata.manifest.schema import Blend, FileSpec, Layout, LayoutEntry
 
 
-def _overlaps(a: str, b: str) -> bool:
+def overlaps(a: str, b: str) -> bool:
     """``a`` and ``b`` are the same path, or one lies inside the other."""
     return a == b or a.startswith(b + "/") or b.startswith(a + "/")
 
@@ -28,7 +28,7 @@ def entry_files(catalog: Catalog, entry: LayoutEntry) -> list[FileSpec]:
     """The files of ``entry``'s dataset that place something onto ``entry`` (see the module doc)."""
     if entry.dataset is None or entry.dataset not in catalog.datasets:
         return []
-    files = [f for f in catalog.datasets[entry.dataset].files if _overlaps(f.place.to, entry.store)]
+    files = [f for f in catalog.datasets[entry.dataset].files if overlaps(f.place.to, entry.store)]
     default = [f for f in files if not f.optional]
     return default or files
 
@@ -58,7 +58,7 @@ def layout_files(catalog: Catalog, layout: Layout, *, optional: bool = False) ->
 def _under_prefix(layout: Layout, prefix: str) -> list[LayoutEntry]:
     """The layout's entries that hold images at ``prefix`` (relative to its image folder)."""
     at = posixpath.normpath(posixpath.join(layout.image_folder, prefix))
-    return [e for e in layout.entries if e.kind == "dir" and _overlaps(e.path, at)]
+    return [e for e in layout.entries if e.kind == "dir" and overlaps(e.path, at)]
 
 
 def recipe_files(catalog: Catalog, blend: Blend) -> list[FileSpec]:
