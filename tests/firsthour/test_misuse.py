@@ -73,3 +73,19 @@ def test_layout_beside_a_dataset_it_does_not_use_is_said(empty):
     assert r.code == 0 and "not in the llava layout" not in r.err
     r = empty.run("plan", "sam", "--layout", "llava", "--json")
     assert r.code == 0 and "sam is not in the llava layout" in r.json()["notes"][0]
+
+
+def test_normalize_of_a_folder_without_images_is_an_error(demo, tmp_path):
+    """An empty folder (the download not done yet, a typo'd path that was just made) or one with no
+    image in it printed `0 converted ... 0 already ok` and exited 0, as if the images were fine."""
+    from tests.conftest import run_vlmdata
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "README.txt").write_text("not an image")
+    for extra in ((), ("--json",)):
+        r = run_vlmdata("normalize", "ocr_vqa", folder, "--manifests", demo.manifests, *extra)
+        assert r.code == 2, (r.out, r.err)
+        assert "no image" in r.err and str(folder) in r.err
+    assert r.json()["exit_code"] == 2
+    assert (folder / "README.txt").read_text() == "not an image"

@@ -47,6 +47,10 @@ def normalize_cmd(
     finally:
         if bar is not None:
             bar.close()
+    if not (rep.ok or rep.converted or rep.renamed or rep.problems):
+        other = f" ({rep.not_images} other file(s), left alone)" if rep.not_images else ""
+        raise UserError(f"{folder} holds no image{other}: nothing to normalize",
+                        hint="give the folder the images were downloaded into, e.g. ./playground/data/ocr_vqa/images")
     if settings.json:
         settings.emit_json(rep.to_json())
     elif not settings.quiet or rep.problems:
