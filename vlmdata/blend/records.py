@@ -12,8 +12,9 @@ Rules, as the LLaVA loaders apply them (llava/train/train.py):
 - conversations: a leading non-human turn is removed (LLaVA does the same), then turns must
   alternate human/gpt, end with gpt, and have non-blank string values; only from/value are kept.
 - ``<image>`` tokens: their count must equal the number of images, and none may be in a gpt turn;
-  a single image with no token gets ``"<image>\\n"`` prepended to the first human turn, as LLaVA's
-  preprocess_multimodal does.
+  a single image with no token gets ``"<image>\\n"`` prepended to the first human turn (LLaVA's
+  preprocess_multimodal adds none: its model then never sees the image; docs/blend.md, "Where blend
+  differs from the training repos").
 
 The good rows go to a ``RowBuffer`` (rows.py): a decoded batch whose records are all good as
 columns at once, a record checked on its own as one row.
