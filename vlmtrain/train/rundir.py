@@ -11,7 +11,7 @@
   (learning rate, steps, ...) are allowed and listed, since the run is then no longer the one an
   uninterrupted run would have given.
 - A checkpoint cut short (SIGKILL or power loss while writing it) has no ``trainer_state.json``,
-  which Trainer writes last: it is skipped, and the one before is resumed from.
+  which Trainer writes last, or half of one: it is skipped, and the one before is resumed from.
 """
 from __future__ import annotations
 
@@ -59,7 +59,13 @@ def checkpoints(output_dir: str | Path) -> list[Path]:
 
 
 def is_complete(ckpt: Path) -> bool:
-    return (ckpt / "trainer_state.json").is_file()
+    """trainer_state.json is written last, but in place (open "w", then the JSON): a run killed in that
+    write leaves it empty or cut (a cut JSON object never parses), so it must also parse."""
+    try:
+        state = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict)
 
 
 def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
@@ -68,7 +74,8 @@ def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
     complete = [c for c in all_ if is_complete(c)]
     partial = [c.name for c in (all_[all_.index(complete[-1]) + 1:] if complete else all_)]
     if partial:
-        log.warning("%s: %s %s not complete (no trainer_state.json; a run stopped while writing it) and %s skipped",
+        log.warning("%s: %s %s not complete (no whole trainer_state.json; a run stopped while writing it) and %s "
+                    "skipped",
                     output_dir, ", ".join(partial), "is" if len(partial) == 1 else "are",
                     "is" if len(partial) == 1 else "are")
     return complete[-1] if complete else None
