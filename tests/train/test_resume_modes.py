@@ -100,3 +100,22 @@ def test_a_checkpoint_whose_trainer_state_was_cut_short_is_skipped(instruct_blen
     r = run_vlmtrain("run", cfg, "--resume")
     assert r.code == 0, r.err[-3000:]
     assert "Traceback" not in r.err and sorted(read_metrics(tmp_path / "half")) == [1, 2, 3, 4, 5]
+
+
+# -- bad_samples: skip --------------------------------------------------------------------------
+def test_skipped_samples_before_the_checkpoint_stay_in_the_data_report(tmp_path):
+    """A sample skipped (its image broken) before the checkpoint is in the resumed run's data_report.json, once;
+    it was dropped: the resumed process's report began empty and data_report.json was rewritten from it."""
+    from vlmtrain.tinydata import write_tiny_blend
+
+    blend = write_tiny_blend(tmp_path / "blend", n=24, kind="instruct", seed=1)
+    for f in sorted((blend / "images").iterdir())[::5]:
+        f.write_bytes(b"not a jpeg")
+    full, cut, _ = full_and_resumed(tmp_path, _stage2(blend, tmp_path, max_steps=6, bad_samples="skip"), stop=3)
+    assert_same_run(full, cut)
+    a, b = (json.loads((d / "data_report.json").read_text()) for d in (full, cut))
+    first = json.loads((full / "samples" / "rank-0.jsonl").read_text().splitlines()[0])
+    assert len(first["ids"]) < 4  # the first step's batch lost a sample: the skip happened before the checkpoint
+    assert a["skipped"] >= 2 and len(set(a["skipped_ids"])) == a["skipped"]
+    for key in ("skipped", "skipped_ids", "skipped_visits", "bad_images"):
+        assert b[key] == a[key], key

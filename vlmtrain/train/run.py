@@ -308,13 +308,14 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
     use_readable_logs(trainer)
     if resume and last is not None:
         _say_resumed(out, Path(last), cfg)
+        rundir.restore_report_state(data.report, last, trainer.args.process_index)
     try:
         trainer.train(resume_from_checkpoint=str(last) if resume else None)
     finally:
         sigterm.restore()
     report = data.report.to_dict() if hasattr(data.report, "to_dict") else {}
     if trainer.args.should_save:
-        (out / "data_report.json").write_text(json.dumps(report, indent=2, default=str))
+        write_text(out / "data_report.json", json.dumps(report, indent=2, default=str))
     if sigterm.stopped_at is not None:
         return RunResult(out, sigterm.stopped_at, trainer.state.global_step, sigterm.signal_name, sigterm.exit_code)
 

@@ -168,6 +168,35 @@ def forget_after(out: Path, step: int, rank: int) -> int:
     return removed
 
 
+REPORT_STATE = "data_report_rank-{rank}.json"  # in a checkpoint: this rank's train-time data report so far
+_REPORT_FIELDS = ("skipped", "skipped_visits", "bad_images", "bad_image_visits")
+
+
+def save_report_state(report: Any, checkpoint: str | Path, rank: int) -> None:
+    """The samples skipped and images found bad up to this checkpoint (``bad_samples: skip``): the resumed
+    process starts with an empty report, and data_report.json would otherwise list only what it saw."""
+    from vlmdata.atomic import write_text
+
+    state = {k: getattr(report, k) for k in _REPORT_FIELDS if hasattr(report, k)}
+    write_text(Path(checkpoint) / REPORT_STATE.format(rank=rank), json.dumps(state, default=str))
+
+
+def restore_report_state(report: Any, checkpoint: str | Path, rank: int) -> None:
+    """Put the checkpoint's skipped samples and bad images back in ``report``, each record once."""
+    path = Path(checkpoint) / REPORT_STATE.format(rank=rank)
+    if not path.is_file():  # a checkpoint of an older vlmtrain, or of a run with other ranks
+        return
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    key = {"skipped": lambda e: e["id"], "bad_images": lambda e: (e["id"], e["path"])}
+    for name, ident in key.items():
+        if isinstance(saved.get(name), list) and hasattr(report, name):
+            known = {ident(e) for e in saved[name]}
+            setattr(report, name, saved[name] + [e for e in getattr(report, name) if ident(e) not in known])
+    for name in ("skipped_visits", "bad_image_visits"):
+        if isinstance(saved.get(name), int) and hasattr(report, name):
+            setattr(report, name, getattr(report, name) + saved[name])
+
+
 def _step_of(line: str) -> int | None:
     try:
         row = json.loads(line)

@@ -296,6 +296,15 @@ class VlmTrainer(Trainer):
         if self.args.should_save and self.processing_class is not None:
             keep_sentencepiece_model(self.processing_class, Path(output_dir))
 
+    def _save_rng_state(self, output_dir: str | None) -> None:
+        # Beside each rank's RNG state, before trainer_state.json marks the checkpoint complete: what this
+        # rank's data report holds so far (samples skipped before the checkpoint), which a resume restores.
+        super()._save_rng_state(output_dir)
+        if output_dir is not None and hasattr(self.train_data, "report"):
+            from vlmtrain.train.rundir import save_report_state
+
+            save_report_state(self.train_data.report, output_dir, self.args.process_index)
+
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is not None:
