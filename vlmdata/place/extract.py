@@ -210,11 +210,13 @@ def extract_zip(path: Path, out: Path, *, label: str, place: Placement, wanted: 
         if key in items:
             dups.append(key)
         items[key] = e
-    link_items = _zip_links(path, label, links, prefix, mapper, warnings)
+    link_items = _zip_links(path, label, links, prefix, mapper, warnings, dups)
+    folders = _zip_folders(label, items, link_items)
     warnings += mapper.warnings(label) + _dup_warning(label, dups)
     if macos:
         warnings.append(f"{label}: skipped {macos} macOS resource-fork member(s) (__MACOSX/)")
-    _make_dirs(out, list(items) + [d for d, _ in link_items])
+    for d in sorted(folders):
+        os.makedirs(out / d, exist_ok=True)
     fast = [zip_workers.Member(e.name, k, e.offset, e.csize, e.usize, e.crc, e.method) for k, e in items.items()
             if e.method in (zip_workers.STORED, zip_workers.DEFLATED)]
     fast.sort(key=lambda m: m.offset)
@@ -222,7 +224,7 @@ def extract_zip(path: Path, out: Path, *, label: str, place: Placement, wanted: 
     slow = {k: e for k, e in items.items() if e.method not in (zip_workers.STORED, zip_workers.DEFLATED)}
     if slow:
         _extract_slow(path, open_zip, out, label, slow, guard)
-    for dest, value in link_items:
+    for dest, (value, _member) in link_items.items():
         os.symlink(value, out / dest)
     return len(items) + len(link_items), warnings
 
@@ -244,10 +246,11 @@ def _zip_entries(path: Path, label: str, open_zip: Callable[[Path], zipfile.ZipF
 
 
 def _zip_links(path: Path, label: str, links: list[tuple[ZipEntry, list[str]]], prefix: list[str], mapper: Mapper,
-               warnings: list[str]) -> list[tuple[str, str]]:
+               warnings: list[str], dups: list[str]) -> dict[str, tuple[str, str]]:
+    """Link path -> (relative link value, member name); the last of several links at one path wins, as for files."""
     if not links:
-        return []
-    out = []
+        return {}
+    out: dict[str, tuple[str, str]] = {}
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
         src = memoryview(mapped)
         try:
@@ -260,10 +263,34 @@ def _zip_links(path: Path, label: str, links: list[tuple[ZipEntry, list[str]]], 
                 dest = mapper.map(parts)
                 if dest is None or not mapper.keep(parts):
                     continue
-                out.append(_link_value(label, e.name, dest, tparts, prefix, mapper.flatten, warnings))
+                lv = _link_value(label, e.name, dest, tparts, prefix, mapper.flatten, warnings)
+                if lv is not None:
+                    if lv[0] in out:
+                        dups.append(lv[0])
+                    out[lv[0]] = (lv[1], e.name)
         finally:
             src.release()
-    return [x for x in out if x is not None]
+    return out
+
+
+def _zip_folders(label: str, files: dict[str, ZipEntry], links: dict[str, tuple[str, str]]) -> set[str]:
+    """The folders the members go into (made with their parents). A path that is both a file (or link) and such a folder, or both
+    a file and a link, is refused: unpacked, one would fail on the other (or a write go through a link)."""
+    parents = {k.rpartition("/")[0] for k in files} | {k.rpartition("/")[0] for k in links}
+    parents.discard("")
+    folders: set[str] = set()
+    for d in parents:
+        while d and d not in folders:
+            folders.add(d)
+            d = d.rpartition("/")[0]
+    for key in folders:
+        member = files[key].name if key in files else links[key][1] if key in links else None
+        if member is not None:
+            raise refuse(label, member, f"'{key}' is a file or link here and the folder of other members")
+    for key, (_value, member) in links.items():
+        if key in files:
+            raise refuse(label, member, f"a symlink and a file are both placed at '{key}'")
+    return parents
 
 
 def _link_value(label: str, member: str, dest: list[str], tparts: list[str], prefix: list[str], flatten: bool,
@@ -283,13 +310,6 @@ def _dup_warning(label: str, dups: list[str]) -> list[str]:
     if not dups:
         return []
     return [f"{label}: {len(dups)} name(s) appear more than once (e.g. {', '.join(dups[:3])}); the last copy was kept"]
-
-
-def _make_dirs(out: Path, rels: Iterable[str]) -> None:
-    dirs = {r.rpartition("/")[0] for r in rels}
-    dirs.discard("")
-    for d in sorted(dirs):
-        os.makedirs(out / d, exist_ok=True)
 
 
 def _extract_slow(path: Path, open_zip: Callable[[Path], zipfile.ZipFile] | None, out: Path, label: str,
@@ -331,7 +351,7 @@ def extract_tar(stream: BinaryIO, work: Path, *, label: str, place: Placement, w
     mapper = Mapper([], flatten, place.include, wanted)
     seen_parts: list[list[str]] = []
     written: set[str] = set()
-    symlinks: list[tuple[str, list[str], list[str]]] = []
+    symlinks: dict[str, tuple[list[str], list[str]]] = {}  # made last (nothing is written through one): key -> parts
     warnings: list[str] = []
     made_dirs: set[str] = set()
     dups: list[str] = []
@@ -358,11 +378,18 @@ def extract_tar(stream: BinaryIO, work: Path, *, label: str, place: Placement, w
                 continue
             dest = [parts[-1]] if flatten else parts
             key = "/".join(dest)
-            _ensure_parent(raw, key, made_dirs)
-            if ti.issym():
-                symlinks.append((key, parts, tparts))
-                continue
+            _ensure_parent(raw, key, made_dirs, label, ti.name, () if flatten else symlinks)
+            if not flatten and (key in made_dirs or key in (written if ti.issym() else symlinks)):
+                # (unpacked, one would fail on the other, or a later member be written through the link)
+                before = "folder" if key in made_dirs else "file" if ti.issym() else "symlink"
+                raise refuse(label, ti.name, f"'{key}' is placed twice, as a {before} and as a "
+                                             f"{'symlink' if ti.issym() else 'file'}")
             target = raw / key
+            if ti.issym():
+                if key in symlinks:
+                    dups.append(key)
+                symlinks[key] = (parts, tparts)
+                continue
             if target.exists() or target.is_symlink():
                 if key in written:
                     dups.append(key)
@@ -394,7 +421,7 @@ def extract_tar(stream: BinaryIO, work: Path, *, label: str, place: Placement, w
     for key in written:
         if mapper.map(key.split("/")) is not None:
             kept += 1
-    for key, parts, tparts in symlinks:
+    for parts, tparts in symlinks.values():
         dest = mapper.map(parts)
         if dest is None:
             continue
@@ -409,14 +436,30 @@ def extract_tar(stream: BinaryIO, work: Path, *, label: str, place: Placement, w
     return TarOutcome(out, kept, warnings)
 
 
-def _ensure_parent(base: Path, key: str, made: set[str]) -> None:
+def _ensure_parent(base: Path, key: str, made: set[str], label: str, member: str,
+                   links: dict[str, object] | tuple = ()) -> None:
+    """``key``'s folder under ``base``, made; refused when its path runs through a file or one of ``links``
+    (the archive's symlinks, made only at the end)."""
     d = posixpath.dirname(key)
-    if d and d not in made:
+    if not d:
+        return
+    if d not in made:
         p = base / d
-        if p.is_symlink() or (p.exists() and not p.is_dir()):
-            raise refuse(str(base), key, "a member path runs through a link or file")
-        p.mkdir(parents=True, exist_ok=True)
-        made.add(d)
+        try:
+            if p.is_symlink() or (p.exists() and not p.is_dir()):
+                raise FileExistsError(d)
+            p.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise refuse(label, member, "a member path runs through a file of the archive") from None
+        up = d
+        while up and up not in made:  # (its parents too: a later member of one of their names is refused)
+            made.add(up)
+            up = posixpath.dirname(up)
+    if links:
+        while d:
+            if d in links:
+                raise refuse(label, member, f"a member path runs through the archive's symlink '{d}'")
+            d = posixpath.dirname(d)
 
 
 def _copy_member(tf: tarfile.TarFile, ti: tarfile.TarInfo, target: Path, label: str, guard: BombGuard) -> None:

@@ -1,7 +1,7 @@
 """Member checks for archive extraction: nothing may land outside the target folder.
 
 Every member name is checked before anything is written: no absolute paths, no drive letters or
-backslashes, no ``..`` component, no NUL. Links must resolve inside the archive's own tree; device
+backslashes, no ``..`` component, no NUL, no component longer than a file system stores. Links must resolve inside the archive's own tree; device
 files and fifos are refused outright. Bombs are caught twice: by the sizes and member count the
 archive declares (cheap, before extraction) and by the bytes actually written (during extraction,
 because zip and tar headers can lie).
@@ -23,6 +23,7 @@ MIN_BYTES_LIMIT = 16 << 20  # small archives may always unpack to this much
 COUNT_FACTOR = 3
 COUNT_SLACK = 1000
 MAX_MEMBERS = 5_000_000  # when the count is unknown (the largest real archive holds ~560k files)
+NAME_MAX = 255  # bytes of one path component (ext4, xfs, btrfs, NFS): longer ones fail to be created
 
 
 def refuse(archive: str, member: str | None, why: str, hint: str | None = None) -> UserError:
@@ -44,6 +45,10 @@ def safe_parts(archive: str, name: str) -> list[str]:
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise refuse(archive, name, "'..' in member path (zip-slip)")
+    for p in parts:  # (a character is at most 4 bytes in UTF-8: only a long name needs encoding to tell)
+        if len(p) > NAME_MAX // 4 and len(p.encode("utf-8", "surrogateescape")) > NAME_MAX:
+            raise refuse(archive, name, f"a name in the member path is longer than {NAME_MAX} bytes, "
+                                        "which no common file system stores")
     return parts
 
 
