@@ -89,3 +89,18 @@ def test_normalize_of_a_folder_without_images_is_an_error(demo, tmp_path):
         assert "no image" in r.err and str(folder) in r.err
     assert r.json()["exit_code"] == 2
     assert (folder / "README.txt").read_text() == "not an image"
+
+
+def test_options_a_fetch_of_placed_files_cannot_honour_are_said(full):
+    """--keep-archives over archives already unpacked (and deleted) kept nothing, and --update over
+    files that are no Hub file on a branch updated nothing; both ran as a plain no-op fetch, exit 0,
+    though `mirror build` then finds no archive."""
+    r = full.run("fetch", "coco", "--keep-archives")
+    assert r.code == 0, r.err
+    assert "--keep-archives" in r.err and "coco:train2017.zip" in r.err and "--refetch --keep-archives" in r.err
+    assert not (full.root / ".vlmdata" / "downloads" / "coco" / "train2017.zip").exists()
+    r = full.run("fetch", "coco", "gqa", "--update", "--json")
+    assert r.code == 0, r.err
+    assert any("--update" in n and "coco:train2017.zip" in n for n in r.json()["notes"]), r.out
+    r = full.run("fetch", "coco")  # the control: no option, no note
+    assert "--keep-archives" not in r.err and "--update" not in r.err

@@ -91,12 +91,15 @@ def fetch_cmd(
                         hint="give a Hub mirror's address, e.g. --hf-endpoint https://hf-mirror.com")
     wanted, tag = wanted_names(settings, only_referenced_by, specs)
     root = settings.data_root
+    notes = sel.notes + _inert(root, specs, keep_archives=keep_archives and not refetch, update=update)
+    for note in notes[len(sel.notes):]:
+        settings.info(f"note: {note}")
     opts = FetchOptions(jobs=jobs, connections=connections or DEFAULTS.connections, ramp=connections is None,
                         url_jobs=url_jobs, keep_archives=keep_archives,
                         wanted=wanted, wanted_tag=tag, mirror=settings.mirror, hf_endpoint=settings.hf_endpoint,
                         refetch=refetch, update=update, timeout=timeout, url_chunk=url_chunk,
                         claim_timeout=claim_timeout)
-    if lay is None and _all_present(root, specs, opts, settings):
+    if lay is None and _all_present(root, specs, opts, settings, notes):
         return  # a second run over finished datasets: no lock, no network stack, no request
     from vlmdata.fetch.orchestrate import Fetcher
     from vlmdata.fetch.progress import Progress
@@ -138,7 +141,7 @@ def fetch_cmd(
         if lay is not None and not report.failed:
             _build_view(settings, lay, root, report, specs, opts, shared=bool(shard))
     _summarise(settings, report, update, warnings=_kept_nothing(report, specs, wanted, only_referenced_by),
-               notes=sel.notes)
+               notes=notes)
     if report.failed:
         raise _failure(report.failed, len(specs))
 
@@ -241,7 +244,7 @@ def _all_placed(root: Root, specs: list[FileSpec], opts: FetchOptions) -> bool:
     return all(satisfied(root, entries, s, opts.wanted_tag) for s in specs)
 
 
-def _all_present(root: Root, specs: list[FileSpec], opts: FetchOptions, settings: Settings) -> bool:
+def _all_present(root: Root, specs: list[FileSpec], opts: FetchOptions, settings: Settings, notes: list[str]) -> bool:
     """Everything already placed (the journal, read without the root lock: it is written atomically)?
     Then report so, exactly as a full run would, and return True."""
     from vlmdata.state.journal import Journal, satisfied
@@ -253,8 +256,37 @@ def _all_present(root: Root, specs: list[FileSpec], opts: FetchOptions, settings
     if not all(satisfied(root, entries, s, opts.wanted_tag) for s in specs):
         return False
     settings.info(f"everything is already here ({len(specs)} file(s) in {root.path}); nothing to download")
-    _summarise(settings, FetchReport(outcomes=[present_outcome(s, entries[s.key]) for s in specs]))
+    _summarise(settings, FetchReport(outcomes=[present_outcome(s, entries[s.key]) for s in specs]), notes=notes)
     return True
+
+
+def _inert(root: Root, specs: list[FileSpec], *, keep_archives: bool, update: bool) -> list[str]:
+    """Notes for options this fetch cannot honour, which otherwise read as done: --keep-archives for
+    archives placed before (unpacked, their download deleted: only a refetch brings it back, as
+    `mirror build` then asks), --update where no selected file is a Hub file on a branch."""
+    notes = []
+    if keep_archives and root.state_dir.is_dir():
+        from vlmdata.state.journal import Journal, is_placed
+
+        entries = Journal(root.state_dir).entries()
+        gone = [s.key for s in specs if s.place.kind == "extract" and is_placed(root, entries, s)
+                and not root.download_path(s.dataset, s.name).is_file()]
+        if gone:
+            notes.append(f"--keep-archives keeps the archives this run downloads; {_keys(gone)} "
+                         f"{'is' if len(gone) == 1 else 'are'} placed already and the download deleted: "
+                         f"`vlmdata fetch {' '.join(gone[:3])}{' ...' if len(gone) > 3 else ''} --refetch "
+                         f"--keep-archives` downloads and keeps {'it' if len(gone) == 1 else 'them'}")
+    if update:
+        from vlmdata.sources.hf import spec_moves_on_update
+
+        if not any(spec_moves_on_update(s) for s in specs):
+            notes.append(f"--update re-pins Hub files and repos that follow a branch; none of the selected files "
+                         f"is one ({_keys([s.key for s in specs])}): it changes nothing here")
+    return notes
+
+
+def _keys(keys: list[str], show: int = 5) -> str:
+    return ", ".join(keys[:show]) + (f" and {len(keys) - show} more" if len(keys) > show else "")
 
 
 def _kept_nothing(report: FetchReport, specs: list[FileSpec], wanted: set[str] | None,
