@@ -118,6 +118,12 @@ def _get_list(url: str, session: Client, mirror: str | None, policy: RetryPolicy
             if again is not None:
                 raise again from None
             raise OperationError(f"cannot download the URL list {said}: {scrub(str(e))}") from None
+        if where.startswith("https://") and not r.url.startswith("https://"):
+            # (no hash vouches for a list, and it names every image's host: plain http would let anyone on
+            # the path hand out a list of their own; the engine and the image client refuse the same)
+            r.close()
+            raise OperationError(f"cannot download the URL list {said}: redirected to {shown(r.url)}, "
+                                 "which is not HTTPS: refused")
         if r.status_code == 200:
             try:
                 return r.read_all()
