@@ -1,0 +1,102 @@
+"""Prepare the folder MoE-LLaVA's own code runs from (see the package's docstring).
+
+What goes where, and why not simply ``pip install moellava``: it is not on the package index, and its
+pins (torch 2.0.1, CUDA builds) would replace our torch. So its Python lives in ``DIR/moellava``, the
+libraries it imports at the versions it pins in ``DIR/site`` (``pip --target``, without touching our
+environment), and a child Python gets ``paths(DIR)`` in front of its path.
+
+- transformers 4.37.0 (its pin) in ``site``; 4.34.0 in ``site434``, put in front for its Mistral / openchat
+  classes: their MoE forward calls ``_prepare_decoder_attention_mask``, which 4.36 removed (its docs/TRAIN.md
+  asks for 4.34 for OpenChat).
+- DeepSpeed 0.9.5 (its pin) as the sdist's source tree: ``pip install`` of it runs its setup.py, which
+  imports DeepSpeed and fails with pydantic 2; MoE-LLaVA only imports its Python modules.
+- numpy < 2: DeepSpeed 0.9.5 imports ``numpy.BUFSIZE``; pydantic 1 for DeepSpeed's configs.
+- ``shim/timm``: MoE-LLaVA's projector builder imports ``timm``'s ViT Block for its pool / qformer
+  projectors, which exports never use; timm 0.6.13 would pull torchvision.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+MOELLAVA_COMMIT = "6cb5f66"  # the commit docs/moe-llava.md and the reference notes cite
+SITE = ["transformers==4.37.0", "tokenizers==0.15.1", "huggingface-hub==0.24.7", "safetensors==0.4.2",
+        "accelerate==0.21.0", "einops==0.6.1", "tiktoken==0.5.2", "sentencepiece==0.1.99", "numpy==1.26.4",
+        "pydantic==1.10.27", "hjson==3.1.0", "py-cpuinfo==9.0.0"]  # the rest (regex, requests, ...) from ours
+SITE_434 = ["transformers==4.34.0", "tokenizers==0.14.1"]
+DEEPSPEED = "deepspeed==0.9.5"
+
+
+def paths(root: Path, *, transformers_434: bool = False) -> list[Path]:
+    """The folders a child Python needs in front of its path, first wins."""
+    deepspeed = next((root / "deepspeed-src").glob("deepspeed-*"))
+    return ([root / "site434"] if transformers_434 else []) + [root / "site", deepspeed, root / "src", root / "shim"]
+
+
+def _pip(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *args], check=True)
+
+
+def install_site(root: Path) -> None:
+    _pip("--target", str(root / "site"), *SITE)
+    _pip("--target", str(root / "site434"), *SITE_434)
+
+
+def install_deepspeed(root: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+                        "-d", tmp, DEEPSPEED], check=True)
+        (sdist,) = Path(tmp).glob("deepspeed-*.tar.gz")
+        with tarfile.open(sdist) as tar:
+            tar.extractall(root / "deepspeed-src", filter="data")
+
+
+def place_moellava(root: Path, source: Path) -> None:
+    """MoE-LLaVA's ``moellava`` package into ``root/src``: from a checkout, or from a bare git folder at
+    MOELLAVA_COMMIT."""
+    dest = root / "src"
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    if (source / "moellava").is_dir():
+        shutil.copytree(source / "moellava", dest / "moellava")
+        return
+    archive = subprocess.run(["git", "--git-dir", str(source), "archive", MOELLAVA_COMMIT, "moellava"],
+                             check=True, capture_output=True).stdout
+    with tempfile.NamedTemporaryFile(suffix=".tar") as fh:
+        fh.write(archive)
+        fh.flush()
+        with tarfile.open(fh.name) as tar:
+            tar.extractall(dest, filter="data")
+
+
+def write_shim(root: Path) -> None:
+    vit = root / "shim" / "timm" / "models"
+    vit.mkdir(parents=True, exist_ok=True)
+    (root / "shim" / "timm" / "__init__.py").write_text("")
+    (vit / "__init__.py").write_text("")
+    (vit / "vision_transformer.py").write_text("Block = None  # MoE-LLaVA's pool / qformer projectors only\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("dir", type=Path, help="the folder to prepare")
+    ap.add_argument("--moellava", type=Path, required=True,
+                    help="a MoE-LLaVA checkout, or its bare git folder (github.com/PKU-YuanGroup/MoE-LLaVA)")
+    args = ap.parse_args(argv)
+    root = args.dir.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    place_moellava(root, args.moellava.resolve())
+    write_shim(root)
+    install_deepspeed(root)
+    install_site(root)
+    print(f"ready: VLMTRAIN_TEST_MOELLAVA_ENV={root} pytest tests/train/test_moellava_reference_code.py")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,109 @@
+"""Our half of the comparison: a work folder MoE-LLaVA's code can load from (``prepare``), its child run
+(``run_theirs``), and what ``vlmtrain generate`` computes on the same question and image (``ours``)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tools.moellava_reference.build_env import paths
+
+IMAGE_INDEX = -200  # MoE-LLaVA's IMAGE_TOKEN_INDEX: the image's place in its input ids
+TOWER = "openai-tiny-clip"  # its builder builds a CLIP tower only for names starting with "openai" / "laion"
+
+
+def prepare(run_dir: Path, work: Path, family: str, *, question: str = "what color?", seed: int = 0,
+            max_new_tokens: int = 6) -> dict[str, Any]:
+    """Copy the run's MoE-LLaVA export into ``work`` and put its tower beside it, as the Hub folder
+    MoE-LLaVA's CLIPVisionTower loads (its loader takes the tower from ``mm_image_tower``, not from the
+    export: a tiny random tower is on no Hub)."""
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from vlmtrain.generate import load_run
+
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    export = work / f"moe-llava-{family}-tiny"  # the name picks its class and template
+    shutil.copytree(run_dir / f"moe-llava-{family}", export)
+    run = load_run(run_dir)
+    tower = run.model.model.vision_tower
+    (work / TOWER).mkdir()
+    tower.config.save_pretrained(work / TOWER)
+    run.image_processor.save_pretrained(work / TOWER)
+    # transformers 4.x reads a CLIPVisionModel's weights under vision_model.
+    state = {k if k.startswith("vision_model.") else "vision_model." + k: v.contiguous()
+             for k, v in tower.state_dict().items()}
+    save_file(state, str(work / TOWER / "model.safetensors"), metadata={"format": "pt"})
+    conf = json.loads((export / "config.json").read_text())
+    conf["mm_image_tower"] = TOWER  # what the docs tell a user to do for a tower that is not a Hub id
+    (export / "config.json").write_text(json.dumps(conf, indent=2))
+    Image.new("RGB", (40, 28), (20, 200, 30)).save(work / "image.jpg")
+    tok = run.tokenizer
+    spec: dict[str, Any] = {"family": family, "model": export.name, "question": question, "image": "image.jpg",
+                            "seed": seed, "max_new_tokens": max_new_tokens, "port": _free_port(),
+                            "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id, "input_ids": None}
+    if family in ("stablelm", "qwen"):
+        # its StableLM / Qwen tokenizers read arcade100k.tiktoken / qwen.tiktoken, which a tokenizer trained
+        # on the fly has no counterpart of: those two get our ids, the image's place marked its way
+        ids, image_id = prompt_ids(run, question, per_image=1)
+        spec["input_ids"] = [IMAGE_INDEX if t == image_id else t for t in ids[0].tolist()]
+    (work / "spec.json").write_text(json.dumps(spec))
+    return spec
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_theirs(env: Path, work: Path, family: str, *, timeout: float = 300) -> dict[str, Any]:
+    """MoE-LLaVA's code on ``work`` in a child Python; its transformers 4.34 for the Mistral family."""
+    path = os.pathsep.join(str(p) for p in paths(env, transformers_434=family == "openchat"))
+    child = subprocess.run([sys.executable, str(Path(__file__).with_name("their_side.py")), str(work)],
+                           env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, timeout=timeout)
+    if child.returncode != 0:
+        raise RuntimeError(f"MoE-LLaVA's side failed ({child.returncode}):\n{child.stderr[-4000:]}")
+    return torch.load(work / "theirs.pt", weights_only=False)
+
+
+def prompt_ids(run: Any, question: str, *, per_image: int) -> tuple[torch.Tensor, int]:
+    """The prompt's ids as ``vlmtrain generate`` builds them, the image as ``per_image`` image tokens."""
+    from vlmtrain.data import Encoder, ImageTokens
+    from vlmtrain.data.templates import generation_prompt
+
+    cfg, tok = run.cfg, run.tokenizer
+    text = generation_prompt(cfg.template, cfg.image_token + "\n" + question, 1, cfg.image_token, tok)
+    image_id = tok.convert_tokens_to_ids(cfg.image_token)
+    enc = Encoder(tok, cfg.template, ImageTokens(cfg.image_token, image_id, per_image), cfg.model_max_length)
+    return torch.from_numpy(enc.encode_prompt(text, special=True)).unsqueeze(0), image_id
+
+
+def ours(run_dir: Path, work: Path) -> dict[str, Any]:
+    """What vlmtrain computes on the spec's question and image: prompt, ids, pixels, logits, answer."""
+    from vlmtrain.data.images import ImageLoader, open_rgb
+    from vlmtrain.data.templates import generation_prompt
+    from vlmtrain.generate import answer, load_run
+
+    spec = json.loads((work / "spec.json").read_text())
+    run = load_run(run_dir)
+    cfg = run.cfg
+    ids, image_id = prompt_ids(run, spec["question"], per_image=run.per_image)
+    pixels = ImageLoader(run.image_processor, cfg.image_aspect_ratio).process([open_rgb(work / spec["image"])])
+    torch.manual_seed(spec["seed"])
+    with torch.no_grad():
+        logits = run.model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels).logits[0]
+    reply = answer(run, spec["question"], work / spec["image"], max_new_tokens=spec["max_new_tokens"],
+                   seed=spec["seed"])
+    prompt = generation_prompt(cfg.template, cfg.image_token + "\n" + spec["question"], 1, cfg.image_token,
+                               run.tokenizer)
+    return {"prompt": prompt, "input_ids": ids[0], "image_id": image_id, "per_image": run.per_image,
+            "pixel_values": pixels, "logits": logits, "answer": reply["answer"], "tokenizer": run.tokenizer}

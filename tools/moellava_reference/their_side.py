@@ -1,0 +1,79 @@
+"""Runs in a child Python with MoE-LLaVA's folder on its path (build_env.paths): MoE-LLaVA's own code
+loads an export as its ``load_pretrained_model`` does and answers ``serve/cli.py``'s way.
+
+Usage: ``python their_side.py WORK``, WORK holding ``spec.json`` (our_side.prepare); writes
+``WORK/theirs.pt``. Three steps differ from its loader, each because it assumes a CUDA machine: float32
+instead of float16, no ``deepspeed.init_inference`` (which, with ``replace_with_kernel_inject=False``, only
+sets up the expert-parallel groups: done here with a one-process gloo group, as its MoE layer's own
+``set_deepspeed_parallelism`` does), and the model stays on the CPU. Nothing of vlmtrain is imported.
+"""
+import importlib
+import json
+import os
+import sys
+
+import torch
+from PIL import Image
+
+# load_pretrained_model's class per family (moellava/model/builder.py) and serve/cli.py's conv_mode
+CLASSES = {"phi": ("llava_phi_moe", "EvalMoELLaVAPhiForCausalLM"),
+           "stablelm": ("llava_stablelm_moe", "EvalMoELLaVAStablelmForCausalLM"),
+           "qwen": ("llava_qwen_moe", "EvalMoELLaVAQWenForCausalLM"),
+           "openchat": ("llava_mistral_moe", "EvalMoELLaVAMistralForCausalLM")}
+
+
+def main(work: str) -> None:
+    with open(os.path.join(work, "spec.json")) as fh:
+        spec = json.load(fh)
+    os.chdir(work)  # the export's mm_image_tower names a tower folder relative to it
+    import deepspeed
+    from transformers import AutoTokenizer
+
+    import moellava.model.builder  # noqa: F401  (registers every class, as serve/cli.py's import does)
+    from moellava.constants import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
+    from moellava.conversation import conv_templates
+    from moellava.mm_utils import process_images, tokenizer_image_token
+
+    module, name = CLASSES[spec["family"]]
+    cls = getattr(importlib.import_module("moellava.model.language_model." + module), name)
+    model = cls.from_pretrained(spec["model"], low_cpu_mem_usage=True, torch_dtype=torch.float32)
+    tokenizer = None
+    if spec.get("input_ids") is None:  # a family whose tokenizer its own code can load from the export
+        tokenizer = AutoTokenizer.from_pretrained(spec["model"], use_fast=False, padding_side="right")
+        model.resize_token_embeddings(len(tokenizer))  # as its builder does: a size mismatch shows here
+    tower = model.get_image_tower()
+    if not tower.is_loaded:
+        tower.load_model()
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(spec["port"]), RANK="0", WORLD_SIZE="1",
+                      LOCAL_RANK="0")
+    deepspeed.init_distributed(dist_backend="gloo")
+    for m in model.modules():
+        if hasattr(m, "set_deepspeed_parallelism"):
+            m.set_deepspeed_parallelism()
+    model.eval()
+
+    conv = conv_templates[spec["family"]].copy()
+    conv.append_message(conv.roles[0], DEFAULT_IMAGE_TOKEN + "\n" + spec["question"])
+    conv.append_message(conv.roles[1], None)
+    prompt = conv.get_prompt()
+    if tokenizer is not None:
+        ids = tokenizer_image_token(prompt, tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt").unsqueeze(0)
+    else:
+        ids = torch.tensor([spec["input_ids"]])
+    pixels = process_images([Image.open(spec["image"]).convert("RGB")], tower.image_processor, model.config)
+    torch.manual_seed(spec["seed"])
+    with torch.inference_mode():
+        logits = model(input_ids=ids, images=pixels, return_dict=True).logits  # (its default gives a tuple)
+    torch.manual_seed(spec["seed"])
+    with torch.inference_mode():
+        out = model.generate(ids, images=pixels, do_sample=False, max_new_tokens=spec["max_new_tokens"],
+                             use_cache=True, eos_token_id=spec["eos_token_id"], pad_token_id=spec["pad_token_id"])
+    torch.save({"prompt": prompt, "input_ids": ids[0], "pixel_values": pixels, "logits": logits[0].float(),
+                "new_ids": out[0, ids.shape[1]:], "vocab_len": len(tokenizer) if tokenizer is not None else None,
+                "versions": {"transformers": __import__("transformers").__version__,
+                             "deepspeed": deepspeed.__version__}},
+               os.path.join(work, "theirs.pt"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
