@@ -33,8 +33,22 @@ log = logging.getLogger("vlmtrain.data")
 CACHE_DIR_NAME = ".vlmtrain-cache"
 
 
+def _own_message(cls: type, message: object) -> object:
+    """The message an exception of ``cls`` was raised with, where torch's DataLoader re-raised it from a
+    worker process: it builds ``cls("Caught <name> in DataLoader worker process N.\\nOriginal Traceback
+    ... <module>.<name>: <message>")``, so the user read the worker's traceback before the one line that
+    names the record and what to do. Any other message is returned as it is."""
+    if not (isinstance(message, str) and message.startswith(f"Caught {cls.__name__} ") and "\nOriginal Traceback" in message):
+        return message
+    head, sep, tail = message.rstrip("\n").rpartition(f"\n{cls.__module__}.{cls.__qualname__}: ")
+    return tail if sep else message
+
+
 class DataError(ValueError):
     """A problem with the dataset or data settings that the user has to fix (bad path, bad sample with bad_samples=fail)."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(_own_message(type(self), a) for a in args[:1]), *args[1:])
 
 
 @dataclass
@@ -273,6 +287,9 @@ def cached_lengths(dataset_dir: Path, ds: Any, blend: dict, encoder: Encoder, *,
 # -- the torch dataset ------------------------------------------------------------------------
 class BadSampleError(RuntimeError):
     """A sample that cannot be used at train time, with bad_samples=fail."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(_own_message(type(self), a) for a in args[:1]), *args[1:])
 
 
 class ConversationDataset(torch.utils.data.Dataset):
