@@ -143,7 +143,11 @@ class HubAccess:
 
 
 def token_from_env() -> str | None:
-    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
+    """HF_TOKEN (else HUGGING_FACE_HUB_TOKEN) without the line ends and spaces a secret file or an --env-file
+    leaves around it, as huggingface_hub cleans it when it reads the variable itself: passed on as it was,
+    it made an illegal header, whose error quoted the token."""
+    raw = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or ""
+    return raw.replace("\r", "").replace("\n", "").strip() or None
 
 
 def redact(text: str, token: str | None) -> str:
