@@ -104,3 +104,21 @@ def test_options_a_fetch_of_placed_files_cannot_honour_are_said(full):
     assert any("--update" in n and "coco:train2017.zip" in n for n in r.json()["notes"]), r.out
     r = full.run("fetch", "coco")  # the control: no option, no note
     assert "--keep-archives" not in r.err and "--update" not in r.err
+
+
+def test_info_of_a_name_that_is_two_things_says_so_and_reaches_both():
+    """sharegpt4v is a dataset and a layout, vflan a dataset and a recipe: `info` showed the dataset
+    alone, and the layout / recipe of that name could not be shown at all."""
+    from tests.conftest import run_vlmdata
+
+    r = run_vlmdata("info", "sharegpt4v")
+    assert r.code == 0 and r.out.startswith("sharegpt4v: ShareGPT4V annotation JSONs")
+    assert "also a layout" in r.err and "--kind layout" in r.err
+    r = run_vlmdata("info", "sharegpt4v", "--kind", "layout")
+    assert r.code == 0 and "--image_folder" in r.out, r.err
+    r = run_vlmdata("info", "vflan", "--kind", "recipe", "--json")
+    assert r.code == 0 and r.json()["blend"] == "vflan"
+    assert run_vlmdata("info", "vflan", "--json").json()["also"] == ["recipe"]
+    r = run_vlmdata("info", "coco", "--kind", "layout")
+    assert r.code == 2 and "no layout named 'coco'" in r.err and "it is a dataset" in r.err
+    assert "also a" not in run_vlmdata("info", "coco").err

@@ -1,9 +1,11 @@
 """`vlmdata list` and `vlmdata info`: what the catalog knows."""
 from __future__ import annotations
 
+from typing import Any, Literal, Optional
+
 import msgspec.structs
 from vlmdata.cli.echo import echo
-from vlmdata.cli.params import Argument
+from vlmdata.cli.params import Argument, Option
 from vlmdata.cli.settings import Settings
 from vlmdata.errors import UserError
 from vlmdata.manifest import Dataset
@@ -47,7 +49,14 @@ def _total(d: Dataset) -> int | None:
     return None if any(s is None for s in sizes) else sum(sizes)  # type: ignore[arg-type]
 
 
-def info_cmd(name: str = Argument(..., help="Dataset, layout or blend recipe name."), settings: Settings = None) -> None:
+_KIND_OF = {"dataset": "dataset", "layout": "layout", "blend": "recipe"}  # (Catalog.find's words -> --kind's)
+
+
+def info_cmd(name: str = Argument(..., help="Dataset, layout or blend recipe name."),
+             kind: Optional[Literal["dataset", "layout", "recipe"]] = Option(
+                 None, "--kind", help="Which one, for a name that is two things (sharegpt4v: a dataset and a "
+                                      "layout; vflan: a dataset and a recipe). [default: dataset, then layout, then recipe]"),
+             settings: Settings = None) -> None:
     """Everything known about one dataset, layout or blend recipe.
 
     For a dataset: files, sources, sizes, checksums, known problems, and where it lands in each layout; what the manifest leaves unknown is filled in from --root's vlmdata.lock once a fetch has pinned it (no request is sent).
@@ -56,27 +65,34 @@ def info_cmd(name: str = Argument(..., help="Dataset, layout or blend recipe nam
       vlmdata info coco
       vlmdata info llava            # a layout
       vlmdata info llava-665k --json
+      vlmdata info sharegpt4v --kind layout
     """
     cat = settings.catalog
-    kind, found = cat.find(name) or (None, None)
+    kind, found = _lookup(cat, name, kind)
+    # (a name that is also another kind: said, or the other one passes unseen behind the one shown)
+    tables = {"dataset": cat.datasets, "layout": cat.layouts, "recipe": cat.blends}
+    also = [k for k, table in tables.items() if k != kind and found.name in table]
+    for k in also:
+        settings.info(f"note: {found.name} is also a {k}: `vlmdata info {found.name} --kind {k}`")
+    extra: dict[str, Any] = {"also": also} if also else {}
     if kind == "dataset":
-        _dataset_info(settings, found)
+        _dataset_info(settings, found, extra)
     elif kind == "layout":
         lay = found
         if settings.json:
             settings.emit_json({"layout": lay.name, "title": lay.title, "image_folder": lay.image_folder,
-                                "entries": [msgspec.structs.asdict(e) for e in lay.entries]})
+                                "entries": [msgspec.structs.asdict(e) for e in lay.entries], **extra})
             return
         echo(f"{lay.name}: {lay.title}\n  --image_folder {lay.image_folder}")
         for e in lay.entries:
             cnt = f"{e.count} files" if e.count is not None else ""
             echo(f"  {e.path:<45} <- {e.dataset or '(created empty)'}:{e.store}  {cnt}{' (optional)' if e.optional else ''}")
-    elif kind == "blend":
+    else:
         b = found
         if settings.json:
             settings.emit_json({"blend": b.name, "title": b.title, "stage": b.stage, "layout": b.layout,
                                 "seed": b.seed, "description": b.description, "references": list(b.references),
-                                "entries": [msgspec.structs.asdict(e) for e in b.entries]})
+                                "entries": [msgspec.structs.asdict(e) for e in b.entries], **extra})
             return
         echo(f"{b.name}: {b.title}\n  stage: {b.stage or '-'}  layout: {b.layout}  seed: {b.seed}")
         for e in b.entries:
@@ -86,16 +102,33 @@ def info_cmd(name: str = Argument(..., help="Dataset, layout or blend recipe nam
                  + (f"  images under {e.image_prefix}" if e.image_prefix else ""))
         for line in ([b.description] if b.description else []) + [f"follows: {r}" for r in b.references]:
             echo(f"  {line}")
-    else:
-        import difflib
-
-        close = difflib.get_close_matches(name, [*cat.datasets, *cat.layouts, *cat.blends], n=3)
-        raise UserError(f"unknown dataset, layout or blend recipe {name!r}",
-                        hint=(f"did you mean {', '.join(close)}? (`vlmdata list` shows everything)" if close
-                              else "`vlmdata list` shows every name"))
 
 
-def _dataset_info(settings: Settings, d: Dataset) -> None:
+def _lookup(cat, name: str, kind: str | None) -> tuple[str, Any]:
+    """(--kind's word, the entry) for ``name``: of that kind when ``kind`` is given, else the first
+    kind that has it (a dataset before a layout before a recipe)."""
+    if kind is None:
+        kind_found, found = cat.find(name) or (None, None)
+        if found is None:
+            import difflib
+
+            close = difflib.get_close_matches(name, [*cat.datasets, *cat.layouts, *cat.blends], n=3)
+            raise UserError(f"unknown dataset, layout or blend recipe {name!r}",
+                            hint=(f"did you mean {', '.join(close)}? (`vlmdata list` shows everything)" if close
+                                  else "`vlmdata list` shows every name"))
+        return _KIND_OF[kind_found], found
+    get = {"dataset": cat.dataset, "layout": cat.layout, "recipe": cat.blend}[kind]
+    try:
+        return kind, get(name)
+    except UserError as e:
+        other = cat.find(name)
+        if other is None:
+            raise
+        raise UserError(f"no {kind} named {name!r}: it is a {_KIND_OF[other[0]]}",
+                        hint=f"`vlmdata info {other[1].name}` shows it") from e
+
+
+def _dataset_info(settings: Settings, d: Dataset, extra: dict[str, Any]) -> None:
     from vlmdata.state import LockFile
 
     cat = settings.catalog
@@ -114,6 +147,7 @@ def _dataset_info(settings: Settings, d: Dataset) -> None:
                        "parts": [p.name for p in f.parts], "place": msgspec.structs.asdict(f.place), "layouts": where[f.key],
                        "pinned": _pin_json(pins.get(f.key))}
                       for f in d.files],
+            **extra,
         })
         return
     echo(f"{d.name}: {d.title}")
