@@ -233,3 +233,25 @@ def test_missing_keep_keeps_and_counts_them(tmp_path):
     fates, _, _ = _fates(res)
     assert v.MISSING_IMAGE not in fates.values() and v.CORRUPT_IMAGE not in fates.values()
     assert res.meta["counts"]["mix"]["kept_with_missing_or_corrupt_images"] == 4
+
+
+def test_a_bad_turn_is_named_by_its_place_in_the_record_as_written(tmp_path):
+    """After a leading non-human turn is removed, the turn a drop's detail names is still counted from the
+    record's first turn (it named the turn after the one at fault: 'turn 0: 'from' is 'assistant'' for an
+    OpenAI-style record whose turn 0 is 'user')."""
+    from vlmdata.blend.records import Normaliser, RowBuffer
+
+    def detail(conversations):
+        try:
+            Normaliser("s").add({"id": "x", "conversations": conversations}, 0, RowBuffer())
+        except v.Bad as e:
+            return e.detail
+        raise AssertionError("kept")
+
+    openai = [{"from": "user", "value": "q"}, {"from": "assistant", "value": "a"}]
+    assert detail(openai).startswith("turn 1: 'from' is 'assistant'")
+    lead = [{"from": "gpt", "value": "Hi"}]
+    assert detail(lead + turns("", "a")) == "turn 1 (human) has an empty value"
+    assert detail(lead + turns("q", "a", "q2", "a2 <image>")) == "turn 4 (gpt) contains <image>"
+    assert detail(lead + [{"from": "human", "value": 3}, {"from": "gpt", "value": "a"}]).startswith("turn 1: 'value' is int")
+    assert detail(turns("q", "")) == "turn 1 (gpt) has an empty value"  # (no leading turn: as before)

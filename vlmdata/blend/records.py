@@ -209,20 +209,21 @@ class Normaliser:
         human_values: list[str] = []
         for k, turn in enumerate(conv):
             expected = "gpt" if k % 2 else "human"
+            at = k + int(leading)  # (the turn's place in the record as written, for the user to find it)
             if type(turn) is not dict:
-                raise validate.Bad(validate.BAD_TURN, f"turn {k} is a JSON {type(turn).__name__}, not an object")
+                raise validate.Bad(validate.BAD_TURN, f"turn {at} is a JSON {type(turn).__name__}, not an object")
             role, value = turn.get("from"), turn.get("value")
             if role != expected:
                 if role not in ("human", "gpt"):
                     raise validate.Bad(validate.UNKNOWN_ROLE if type(role) is str else validate.BAD_TURN,
-                                f"turn {k}: 'from' is {role!r} (expected 'human' or 'gpt')")
-                raise validate.Bad(validate.NOT_ALTERNATING, f"turn {k} is from {role!r}, expected {expected!r}")
+                                f"turn {at}: 'from' is {role!r} (expected 'human' or 'gpt')")
+                raise validate.Bad(validate.NOT_ALTERNATING, f"turn {at} is from {role!r}, expected {expected!r}")
             if type(value) is not str:
-                raise validate.Bad(validate.BAD_TURN, f"turn {k}: 'value' is {type(value).__name__}, not a string")
+                raise validate.Bad(validate.BAD_TURN, f"turn {at}: 'value' is {type(value).__name__}, not a string")
             if not value or value.isspace():
-                raise validate.Bad(validate.EMPTY_VALUE, f"turn {k} ({role}) has an empty value")
+                raise validate.Bad(validate.EMPTY_VALUE, f"turn {at} ({role}) has an empty value")
             if expected == "gpt" and IMAGE_TOKEN in value:
-                raise validate.Bad(validate.TOKEN_IN_GPT, f"turn {k} (gpt) contains {IMAGE_TOKEN}")
+                raise validate.Bad(validate.TOKEN_IN_GPT, f"turn {at} (gpt) contains {IMAGE_TOKEN}")
             values.append(value)
             if expected == "human":
                 human_values.append(value)
