@@ -122,3 +122,25 @@ def test_info_of_a_name_that_is_two_things_says_so_and_reaches_both():
     r = run_vlmdata("info", "coco", "--kind", "layout")
     assert r.code == 2 and "no layout named 'coco'" in r.err and "it is a dataset" in r.err
     assert "also a" not in run_vlmdata("info", "coco").err
+
+
+def test_export_over_an_input_of_the_blend_is_refused(full):
+    """`export BLEND ROOT/LLaVA-Instruct-150K/llava_v1_5_mix665k.json` replaced the store's own file
+    (the one the journal and every view hold) with the checked records, exit 0: verify then failed,
+    the next blend read the filtered file. The same file through a view's hard link is refused too."""
+    r = full.run("blend", "llava-665k", "--max-drop", "100")
+    assert r.code == 0, r.err
+    blend = full.root / "blends" / "llava-665k"
+    store = full.root / "LLaVA-Instruct-150K" / "llava_v1_5_mix665k.json"
+    view = full.root / "layouts" / "llava" / "llava_v1_5_mix665k.json"
+    shutil.rmtree(view.parent)  # (the fixture's copy of the root holds copies: the view is links again)
+    assert full.run("layout", "build", "--layout", "llava").code == 0
+    assert view.stat().st_ino == store.stat().st_ino
+    before = store.read_bytes()
+    for out in (store, view):
+        r = full.run("export", blend, out)
+        assert r.code == 2, (out, r.out, r.err)
+        assert "input of this blend" in r.err and ".checked.json" in r.err
+    assert store.read_bytes() == before and view.read_bytes() == before
+    r = full.run("export", blend, full.root / "mix.checked.json")  # the control
+    assert r.code == 0, r.err

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -139,9 +140,10 @@ def export_cmd(
 
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    BlendOutput(folder)  # a wrong folder is an error before any progress bar
+    blend = BlendOutput(folder)  # a wrong folder is an error before any progress bar
     if out.is_dir():
         raise UserError(f"{out} is a folder; export writes one JSON file", hint=f"give a file name, e.g. {_export_name(folder, out)}")
+    _not_an_input(blend.meta, out)
     from tqdm import tqdm
 
     with tqdm(disable=not settings.progress, unit="row", desc="export", leave=False, mininterval=0.5) as bar, \
@@ -151,6 +153,19 @@ def export_cmd(
         settings.emit_json({"out": str(out), "records": n, "format": fmt})
     else:
         settings.result(f"wrote {n:,} records to {out}")
+
+
+def _not_an_input(meta: dict | None, out: Path) -> None:
+    """An OUT that is one of the blend's input JSONs (its store path, or a view's hard link to it) is
+    refused: the export would replace the file the journal, the views and the blend's hashes describe."""
+    if not out.is_file():
+        return
+    for i in (meta or {}).get("inputs", []):
+        src = Path(i.get("path") or "")
+        if src.is_file() and os.path.samefile(src, out):
+            raise UserError(f"{out} is an input of this blend ({i.get('source') or i.get('name')}, {src}): the export "
+                            f"would replace the file it was made from; nothing was written",
+                            hint=f"write it beside, e.g. {out.with_name(out.stem + '.checked.json')}")
 
 
 def _export_name(folder: Path, out: Path) -> Path:
