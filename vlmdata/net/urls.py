@@ -3,7 +3,7 @@
 ``shown`` / ``scrub``: a URL or an error message with its query string cut off (signed links carry
 credentials there), for messages and the journal.
 
-``rewrite``: the ``--mirror`` rule, ``scheme://host/path`` -> ``BASE/host/path``. BASE is an
+``rewrite``: the ``--mirror`` rule, ``scheme://[user:password@]host/path`` -> ``BASE/host/path``. BASE is an
 http(s) URL (a caching proxy or a copy served over HTTP) or a local folder (``file://`` or a
 plain path: a cluster's pre-downloaded copy on a shared filesystem). Query strings are dropped:
 a mirror is a static tree, and signed-URL parameters (SA-1B) mean nothing there.
@@ -60,7 +60,7 @@ def rewrite(url: str, base: str) -> str:
     parts = urlsplit(url)
     if not parts.scheme or not parts.netloc:
         raise UserError(f"cannot mirror {url!r}: not an absolute URL")
-    rel = f"{parts.netloc}{parts.path}"
+    rel = f"{host_of(url)}{parts.path}"  # (a user:password is the origin's: not a folder name, not sent to a mirror)
     if is_local(base):
         return str(local_base(base) / unquote(rel))
     return base.rstrip("/") + "/" + quote(rel, safe="/:@!$&'()*+,;=-._~")
