@@ -16,7 +16,7 @@ over copies; it is rare, and a mirror is worth its bytes.
 side's steps are always the same): copied into the far root, it makes every fetch there check the
 bytes against the hashes this root verified. The links tables of ``linkfile`` sources
 (SA-1B's signed links) are copied under ``DIR/linkfiles/`` since the far root needs them to name
-its files. ``DIR/vlmdata-mirror.json`` lists what is in the mirror and what is not, and why.
+its files, each link without its query string (the signature) and user:password. ``DIR/vlmdata-mirror.json`` lists what is in the mirror and what is not, and why.
 
 Bytes come from the root, never from the network: a placed plain file (a JSON), an archive kept in
 ``ROOT/.vlmdata/downloads`` (fetch with ``--keep-archives``; unpacked archives cannot be rebuilt),
@@ -25,11 +25,14 @@ once joined.
 """
 from __future__ import annotations
 
+import csv
 import errno
+import io
 import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from vlmdata import atomic
 from vlmdata.digest_cache import sha256_of
@@ -222,9 +225,27 @@ def _file(spec: FileSpec, root: Root, out: Path, result: MirrorResult, sha256: s
     for src in spec.sources:
         if src.kind == "linkfile" and src.path and root.store_path(src.path).is_file():
             if src.path not in result.linkfiles:
-                _put(root.store_path(src.path), out / LINKFILES / src.path, None, result)
+                _put_unsigned(root.store_path(src.path), out / LINKFILES / src.path, src.url_column or "")
                 result.linkfiles.append(src.path)
             break
+
+
+def _put_unsigned(table: Path, dest: Path, url_column: str) -> None:
+    """A links table at ``dest`` with each link in ``url_column`` cut to ``scheme://host/path``: the far root
+    needs it to name its files and the mirror rule drops the query anyway, while the signature in the query
+    (and a user:password) is the licensee's credential, and a mirror is carried about and served to others."""
+    with open(table, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh, delimiter="\t"))
+    col = rows[0].index(url_column) if rows and url_column in rows[0] else None
+    for row in rows[1:] if col is not None else ():
+        if col < len(row) and row[col].strip():
+            p = urlsplit(row[col].strip())
+            row[col] = urlunsplit((p.scheme, p.netloc.rpartition("@")[2], p.path, "", ""))
+    buf = io.StringIO()
+    csv.writer(buf, delimiter="\t", lineterminator="\n").writerows(rows)  # (read back as lookup_link reads it)
+    text = buf.getvalue()
+    if not dest.is_file() or dest.read_text("utf-8") != text:
+        atomic.write_text(dest, text)
 
 
 def _url_list(spec: FileSpec, root: Root, out: Path, result: MirrorResult) -> None:
