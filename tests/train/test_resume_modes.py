@@ -119,3 +119,56 @@ def test_skipped_samples_before_the_checkpoint_stay_in_the_data_report(tmp_path)
     assert a["skipped"] >= 2 and len(set(a["skipped_ids"])) == a["skipped"]
     for key in ("skipped", "skipped_ids", "skipped_visits", "bad_images"):
         assert b[key] == a[key], key
+
+
+# -- a logging window that spans the checkpoint --------------------------------------------------
+def test_a_logging_window_across_the_checkpoint_logs_what_the_uninterrupted_run_does(instruct_blend, tmp_path):
+    """logging_steps: 2, stopped after step 3: the row of step 4 is the mean of steps 3 and 4 (loss, padding
+    share), as without the stop; it was step 4's alone (the Trainer starts its loss sum anew at a resume)."""
+    make = _stage2(instruct_blend, tmp_path, max_steps=6, logging_steps=2)
+    full, cut, _ = full_and_resumed(tmp_path, make, stop=3)
+    assert sorted(read_metrics(full)) == [2, 4, 6]
+    assert_same_run(full, cut)
+
+
+# -- stage 3 ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def phi_stage2(tmp_path_factory):
+    """A finished tiny phi stage 2: stage 3's start (as in test_stage3.py)."""
+    from test_stage3 import TINY_PHI
+    from vlmtrain.tinydata import write_tiny_blend
+
+    tmp = tmp_path_factory.mktemp("s2")
+    blend = write_tiny_blend(tmp / "blend", n=24, kind="instruct", seed=1)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = tiny_config(blend, tmp / "out", text_config=dict(TINY_PHI), version="phi", max_steps=2)
+        r = run_vlmtrain("run", write_config(tmp / "s2.yaml", cfg))
+    finally:
+        torch.set_num_threads(n)
+    assert r.code == 0, r.err[-3000:]
+    return blend, tmp / "out"
+
+
+@pytest.mark.parametrize("over", [
+    # top-2 with the Gumbel draw for the second expert; the routing-stats window spans the checkpoint
+    dict(top_k_experts=2, logging_steps=2, group_by_modality_length=True),
+    # top-1 at a capacity that drops routes: which tokens keep their slot is the random token selection's draw
+    dict(top_k_experts=1, capacity_factor=0.5, gradient_accumulation_steps=2, per_device_train_batch_size=2),
+], ids=["top2-gumbel-logging2", "top1-rts-accumulation2"])
+def test_stage3_resumes_exactly(phi_stage2, tmp_path, over):
+    from test_stage3 import stage3_config
+
+    blend, s2 = phi_stage2
+
+    def make(name: str) -> Path:
+        return stage3_config(tmp_path / f"{name}.yaml", blend, s2, tmp_path / name, max_steps=6, sample_log=True,
+                             **over)
+
+    full, cut, _ = full_and_resumed(tmp_path, make, stop=3)
+    rows = read_metrics(full)
+    assert all(r["moe/aux_loss"] > 0 for r in rows.values())
+    if over["top_k_experts"] == 1:
+        assert any(r["moe/dropped"] > 0 for r in rows.values())  # the draw decided something
+    assert_same_run(full, cut)

@@ -12,6 +12,9 @@
   uninterrupted run would have given.
 - A checkpoint cut short (SIGKILL or power loss while writing it) has no ``trainer_state.json``,
   which Trainer writes last, or half of one: it is skipped, and the one before is resumed from.
+- What a checkpoint adds to the Trainer's for an exact resume, per rank: the data report so far
+  (``data_report_rank-R.json``: samples skipped before it) and the logging window it cuts
+  (``log_window_rank-R.pt``), written by VlmTrainer, read back here.
 """
 from __future__ import annotations
 
@@ -195,6 +198,28 @@ def restore_report_state(report: Any, checkpoint: str | Path, rank: int) -> None
     for name in ("skipped_visits", "bad_image_visits"):
         if isinstance(saved.get(name), int) and hasattr(report, name):
             setattr(report, name, getattr(report, name) + saved[name])
+
+
+LOG_WINDOW = "log_window_rank-{rank}.pt"  # in a checkpoint: this rank's logging window so far (VlmTrainer)
+
+
+def save_log_window(window: dict, checkpoint: str | Path, rank: int) -> None:
+    import io
+
+    import torch
+
+    from vlmdata.atomic import write_bytes
+
+    buf = io.BytesIO()
+    torch.save({k: (v.detach().cpu() if hasattr(v, "detach") else v) for k, v in window.items()}, buf)
+    write_bytes(Path(checkpoint) / LOG_WINDOW.format(rank=rank), buf.getvalue())
+
+
+def load_log_window(checkpoint: str | Path, rank: int) -> dict | None:
+    import torch
+
+    path = Path(checkpoint) / LOG_WINDOW.format(rank=rank)
+    return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
 
 
 def _step_of(line: str) -> int | None:

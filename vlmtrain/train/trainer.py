@@ -20,9 +20,11 @@ gradient accumulation, bf16, LoRA models, and exact resume (optimizer, scheduler
   (vlmtrain.train.signals);
 - ``sample_log``: each rank's sample ids per step (vlmtrain.train.sample_log);
 - LLaVA's ``mm_projector_lr`` (the projector's own parameter groups, DeepSpeed or not), stage 3's
-  aux loss, and a resume from the last step's checkpoint that trains no step past max_steps.
+  aux loss, and a resume from the last step's checkpoint that trains no step past max_steps;
+- what the Trainer's checkpoint leaves out of an exact resume: each rank's logging window (the loss sum,
+  throughput counts and routing stats since the last log row) and its data report (samples skipped).
 
-Why one file of ~420 lines: each of these is a short override of one Trainer method, and they share
+Why one file of ~480 lines: each of these is a short override of one Trainer method, and they share
 the Trainer's state; split, each part would be a mixin a reader has to find.
 """
 from __future__ import annotations
@@ -104,6 +106,7 @@ class VlmTrainer(Trainer):
             blocks = moe_blocks(self.model)
             if blocks:
                 self._moe = MoeWindow([i for i, _ in blocks], blocks[0][1].settings.num_experts)
+        self._window_restored = False
         self._samples = None
         if vlm_cfg.sample_log:
             from vlmtrain.train.sample_log import SampleLog, global_rank
@@ -143,6 +146,10 @@ class VlmTrainer(Trainer):
         return self.optimizer
 
     def _run_epoch(self, *args, **kwargs):
+        ckpt = kwargs.get("resume_from_checkpoint")
+        if ckpt is not None and not self._window_restored:  # (the Trainer has just zeroed its loss sum)
+            self._window_restored = True
+            self._load_log_window(ckpt)
         # A run resumed from a checkpoint of its last step (stopped right after it) has nothing left to
         # train; the Trainer's loop checks max_steps only after a step, so it would train one more.
         if 0 < self.state.max_steps <= self.state.global_step:
@@ -297,13 +304,36 @@ class VlmTrainer(Trainer):
             keep_sentencepiece_model(self.processing_class, Path(output_dir))
 
     def _save_rng_state(self, output_dir: str | None) -> None:
-        # Beside each rank's RNG state, before trainer_state.json marks the checkpoint complete: what this
-        # rank's data report holds so far (samples skipped before the checkpoint), which a resume restores.
+        # Beside each rank's RNG state, before trainer_state.json marks the checkpoint complete, what a resume
+        # restores of this rank: its data report so far (samples skipped before the checkpoint) and the
+        # logging window the checkpoint cuts (vlmtrain.train.rundir).
         super()._save_rng_state(output_dir)
-        if output_dir is not None and hasattr(self.train_data, "report"):
-            from vlmtrain.train.rundir import save_report_state
+        if output_dir is None:
+            return
+        from vlmtrain.train.rundir import save_log_window, save_report_state
 
+        if hasattr(self.train_data, "report"):
             save_report_state(self.train_data.report, output_dir, self.args.process_index)
+        save_log_window(self._log_window(), output_dir, self.args.process_index)
+
+    def _log_window(self) -> dict:
+        """What the next log row sums since the last one: the Trainer's loss sum and the step it last logged,
+        the throughput counts, stage 3's routing stats. With logging_steps > 1 a checkpoint can fall inside
+        a window; the resumed run's first row then covers the whole window, as the uninterrupted run's does."""
+        return {"tr_loss": getattr(self, "_tr_loss", None), "last_logged": getattr(self, "_globalstep_last_logged", None),
+                "window": dict(self._window), "moe": self._moe.state() if self._moe is not None else None}
+
+    def _load_log_window(self, checkpoint: str) -> None:
+        from vlmtrain.train.rundir import load_log_window
+
+        saved = load_log_window(checkpoint, self.args.process_index)
+        if saved is None or saved["last_logged"] is None or not hasattr(self, "_tr_loss"):
+            return  # a checkpoint of an older vlmtrain: the first row covers the steps since the resume
+        self._tr_loss = saved["tr_loss"].to(self._tr_loss.device)
+        self._globalstep_last_logged = int(saved["last_logged"])
+        self._window.update({k: v for k, v in saved["window"].items() if k in self._window and k != "data_wait"})
+        if self._moe is not None and saved["moe"] is not None:
+            self._moe.load_state(saved["moe"], self.args.device)
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)
@@ -379,6 +409,14 @@ class MoeWindow:
         self.routes = [0] * len(self.layers)
         self.kept = [0] * len(self.layers)
         self.forwards = 0
+
+    def state(self) -> dict:
+        return {"aux": self.aux, "counts": self.counts, "routes": list(self.routes), "kept": list(self.kept),
+                "forwards": self.forwards}
+
+    def load_state(self, state: dict, device) -> None:
+        self.aux, self.counts = ((t.to(device) if torch.is_tensor(t) else t) for t in (state["aux"], state["counts"]))
+        self.routes, self.kept, self.forwards = list(state["routes"]), list(state["kept"]), int(state["forwards"])
 
     def add(self, blocks) -> None:
         stats = [b.last for _, b in blocks]
