@@ -144,3 +144,11 @@ def test_export_over_an_input_of_the_blend_is_refused(full):
     assert store.read_bytes() == before and view.read_bytes() == before
     r = full.run("export", blend, full.root / "mix.checked.json")  # the control
     assert r.code == 0, r.err
+
+
+def test_verify_of_a_file_name_says_to_give_its_dataset(fetched):
+    """`verify coco:train2017.zip` (the NAME:FILE that fetch and plan take) answered 'unknown dataset'
+    with every dataset of the catalog, coco among them."""
+    r = fetched.run("verify", "coco:train2017.zip")
+    assert r.code == 2
+    assert "verify checks whole datasets" in r.err and "`vlmdata verify coco`" in r.err, r.err

@@ -34,6 +34,10 @@ def verify_cmd(
         raise UserError(f"the root {root.path} does not exist, so nothing was fetched into it",
                         hint="pass the --root (or VLMDATA_ROOT) you fetched into")
     for n in names or []:
+        ds, colon, _ = n.partition(":")
+        if colon and ds in settings.catalog.datasets:  # (fetch and plan take NAME:FILE; verify checks datasets)
+            raise UserError(f"{n!r}: verify checks whole datasets, not single files",
+                            hint=f"`vlmdata verify {ds}` checks every file of {ds} that was fetched")
         settings.catalog.dataset(n)  # a wrong name is an error before any progress bar
     bar = None
     progress = None
