@@ -6,6 +6,8 @@ import shutil
 
 from firsthour_helpers import run_in_terminal
 
+from tests.conftest import run_vlmdata
+
 
 def test_normalize_in_a_terminal_draws_its_bar(fetched, tmp_path):
     """normalize's progress bar (drawn only on a terminal) used `sys` without importing it: every
@@ -152,3 +154,28 @@ def test_verify_of_a_file_name_says_to_give_its_dataset(fetched):
     r = fetched.run("verify", "coco:train2017.zip")
     assert r.code == 2
     assert "verify checks whole datasets" in r.err and "`vlmdata verify coco`" in r.err, r.err
+
+
+def test_a_tilde_in_any_path_is_the_home_folder(full, tmp_path, monkeypatch):
+    """`~` in --root and --mirror was the home folder, but in the path of blend --out, layout build
+    --out, export OUT, mirror build FOLDER, layout check, normalize, --only-referenced-by... it was a
+    folder named `~` made in the current one (a quoted path, `--out=~/x`, a path from a config)."""
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    env = {"HOME": str(home)}
+    assert full.run("blend", "llava-665k", "--max-drop", "100", "--out", "~/blend", env=env).code == 0
+    assert full.run("export", "~/blend", "~/x.json", env=env).code == 0
+    assert full.run("layout", "build", "--layout", "llava", "--out", "~/view", env=env).code == 0
+    assert full.run("layout", "check", "--layout", "llava", "~/view", env=env).code == 0
+    r = full.run("mirror", "build", "~/mirror", "llava_instruct", env=env)
+    assert r.code == 0, r.err
+    assert not (cwd / "~").exists(), sorted(p.name for p in (cwd / "~").iterdir())
+    assert (home / "blend" / "blend.json").is_file() and (home / "x.json").is_file()
+    assert (home / "view" / "coco").is_dir() and (home / "mirror" / "vlmdata.lock").is_file()
+    shutil.copytree(full.demo.manifests, home / "m")  # --manifests / VLMDATA_MANIFESTS too
+    r = run_vlmdata("info", "coco", "--manifests", "~/m", env=env)
+    assert r.code == 0 and "(demo)" in r.out, r.err
+    r = run_vlmdata("info", "coco", env={**env, "VLMDATA_MANIFESTS": "~/m"})
+    assert r.code == 0 and "(demo)" in r.out, r.err

@@ -132,12 +132,24 @@ def _manifest_dirs(value: str) -> list[str]:
     return extra_dirs_from_env(value)
 
 
+def expand_home(value: Any) -> Any:
+    """A Path argument (or a list of them) with a leading ``~`` made the home folder, as --root and
+    --mirror always were: the shell leaves a quoted ``"~/x"`` and ``--out=~/x`` alone, and a folder
+    named ``~`` was made in the current one (blend --out, export, layout build --out, ...)."""
+    if isinstance(value, Path):
+        return value.expanduser()
+    if isinstance(value, list):
+        return [expand_home(v) for v in value]
+    return value
+
+
 def run_parsed(p: Parsed) -> Any:
     """Run a line vlmdata.cli.fastparse read, as typer would have run it."""
     global _GLOBAL
     before, after = {**_UNSET, **p.before}, {**_UNSET, **p.after}
     _GLOBAL = _resolve(None, *before.values())
-    return p.fn(**p.kwargs, settings=_resolve(_GLOBAL, *after.values()))
+    kwargs = {k: expand_home(v) for k, v in p.kwargs.items()}
+    return p.fn(**kwargs, settings=_resolve(_GLOBAL, *after.values()))
 
 
 def typer_command(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -169,7 +181,7 @@ def typer_command(fn: Callable[..., Any]) -> Callable[..., Any]:
                 if source is not None and source.name != "COMMANDLINE":
                     typed[k] = _UNSET[k]
         settings = _resolve(_GLOBAL, *typed.values())
-        return fn(*args, settings=settings, **kwargs)
+        return fn(*map(expand_home, args), settings=settings, **{k: expand_home(v) for k, v in kwargs.items()})
 
     wrapper.__signature__ = sig.replace(parameters=own + common + [context])  # type: ignore[attr-defined]
     return wrapper

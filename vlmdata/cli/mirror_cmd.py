@@ -64,7 +64,7 @@ def _folder(value: str) -> Path:
     if not value.strip():
         raise UserError("the mirror folder is empty (a shell variable that is not set?); nothing was written",
                         hint="give the folder to fill, e.g. vlmdata mirror build /media/usb/mirror")
-    return Path(value)
+    return Path(value).expanduser()  # (as every path argument: vlmdata.cli.common.expand_home)
 
 
 def _print(res: "MirrorResult") -> None:

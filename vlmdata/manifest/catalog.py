@@ -277,4 +277,4 @@ def load_catalog(extra: Iterable[Path | str] = ()) -> Catalog:
 
 def extra_dirs_from_env(value: str | None) -> list[str]:
     """VLMDATA_MANIFESTS holds one or more folders separated by os.pathsep."""
-    return [v for v in (value or "").split(os.pathsep) if v]
+    return [os.path.expanduser(v) for v in (value or "").split(os.pathsep) if v]  # (~ as --root takes it)
