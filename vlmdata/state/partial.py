@@ -43,9 +43,20 @@ class PartState:
             return None
 
     def save(self, path: Path) -> None:
+        """Written to ``NAME.part.state.tmp``, then renamed (the download's claim makes this the one writer).
+        The temporary is made afresh (O_EXCL): in a downloads folder others may write, a link planted under
+        its name must not make this write through it."""
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({"url": self.url, "size": self.size, "etag": self.etag,
-                                   "last_modified": self.last_modified, "done": self.done}))
+        data = json.dumps({"url": self.url, "size": self.size, "etag": self.etag,
+                           "last_modified": self.last_modified, "done": self.done}).encode()
+        tmp.unlink(missing_ok=True)  # (a killed run's, or a planted link)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        try:
+            view = memoryview(data)
+            while view:  # (not vlmdata.atomic.write_all: importing it costs `status` its shutil import)
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
 
 
