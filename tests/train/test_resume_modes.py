@@ -172,3 +172,59 @@ def test_stage3_resumes_exactly(phi_stage2, tmp_path, over):
     if over["top_k_experts"] == 1:
         assert any(r["moe/dropped"] > 0 for r in rows.values())  # the draw decided something
     assert_same_run(full, cut)
+
+
+# -- stage 2 modes that resume exactly already (checked here so they stay so) ---------------------
+@pytest.mark.parametrize("over, stop", [
+    # rows packed by first-fit decreasing: a function of the batch, which the sampler gives again
+    (dict(max_steps=6, packing=True), 3),
+    # LLaVA's grouping over two epochs, resumed in the second (the sampler's order is seeded by the epoch)
+    (dict(max_steps=-1, num_train_epochs=2, group_by_modality_length=True), 8),
+    # the checkpoint of step 2 is an accumulation boundary (a checkpoint is only ever saved at one)
+    (dict(max_steps=4, gradient_accumulation_steps=2, per_device_train_batch_size=2, group_by_modality_length=True), 2),
+    # LoRA: adapters, their Adam state, lora_dropout's RNG, and the projector trained beside them
+    (dict(max_steps=6, lora_enable=True, lora_r=8, lora_alpha=16), 3),
+], ids=["packing", "two-epochs-grouped", "accumulation2", "lora"])
+def test_stage2_mode_resumes_exactly(instruct_blend, tmp_path, over, stop):
+    full, cut, _ = full_and_resumed(tmp_path, _stage2(instruct_blend, tmp_path, **over), stop=stop)
+    assert_same_run(full, cut)
+    if over.get("lora_enable"):
+        assert (cut / "adapter_model.safetensors").is_file() and (cut / "mm_projector.bin").is_file()
+        assert not (cut / "model.safetensors").exists()
+
+
+# -- the chain ----------------------------------------------------------------------------------
+def test_chain_stopped_in_stage2_resumes_it_and_stage3_starts_from_its_end(tmp_path):
+    """1 -> 2 -> 3, stopped in stage 2: --resume skips stage 1 (its projector not rewritten), resumes stage 2
+    from its checkpoint, and stage 3 starts from stage 2's final weights: every stage as in the chain run
+    without a stop."""
+    import yaml
+
+    from train_helpers import REPO
+    from vlmtrain.tinydata import write_tiny_blend
+
+    cap = write_tiny_blend(tmp_path / "cap", n=12, kind="caption", seed=2)
+    ins = write_tiny_blend(tmp_path / "ins", n=16, kind="instruct", seed=1)
+
+    def chain(tag: str) -> list[Path]:
+        paths = []
+        for i, data, steps in ((1, cap, 2), (2, ins, 4), (3, ins, 3)):  # the stop at step 3 falls in stage 2
+            c = yaml.safe_load((REPO / "configs" / f"tiny-moe-cpu-stage{i}.yaml").read_text())
+            c.update(dataset_dir=str(data), output_dir=str(tmp_path / tag / f"s{i}"), max_steps=steps, report_to=[])
+            paths.append(write_config(tmp_path / f"{tag}-s{i}.yaml", c))
+        return paths
+
+    assert run_vlmtrain("run", *chain("full")).code == 0
+    cut = chain("cut")
+    r = run_vlmtrain("run", *cut, env={"VLMTRAIN_SIGTERM_AT_STEP": "3"})
+    assert r.code == 143 and f"checkpoint saved in {tmp_path / 'cut' / 's2' / 'checkpoint-3'}" in r.err, r.err[-2000:]
+    assert not (tmp_path / "cut" / "s3").exists()
+    projector = tmp_path / "cut" / "s1" / "mm_projector.bin"
+    written = projector.stat().st_mtime_ns
+    r = run_vlmtrain("run", *cut, "--resume")
+    assert r.code == 0, r.err[-3000:]
+    assert f"stage 1 ({cut[0]}) already finished" in r.err and projector.stat().st_mtime_ns == written
+    for stage in ("s1", "s2", "s3"):
+        assert_same_run(tmp_path / "full" / stage, tmp_path / "cut" / stage)
+    s3 = json.loads((tmp_path / "cut" / "s3" / "vlmtrain_config.json").read_text())
+    assert s3["model_name_or_path"] == str(tmp_path / "cut" / "s2")
