@@ -6,7 +6,7 @@ import shutil
 
 from firsthour_helpers import run_in_terminal
 
-from tests.conftest import run_vlmdata
+from tests.conftest import REPO, run_vlmdata
 
 
 def test_normalize_in_a_terminal_draws_its_bar(fetched, tmp_path):
@@ -179,3 +179,6 @@ def test_a_tilde_in_any_path_is_the_home_folder(full, tmp_path, monkeypatch):
     assert r.code == 0 and "(demo)" in r.out, r.err
     r = run_vlmdata("info", "coco", env={**env, "VLMDATA_MANIFESTS": "~/m"})
     assert r.code == 0 and "(demo)" in r.out, r.err
+    shutil.copy(REPO / "manifests" / "blends" / "llava-665k.toml", home / "mix.toml")  # a recipe given as a path
+    r = run_vlmdata("info", "~/mix.toml", "--kind", "recipe", env=env)
+    assert r.code == 0 and r.out.startswith("llava-665k:"), r.err

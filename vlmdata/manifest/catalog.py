@@ -103,7 +103,7 @@ class Catalog(msgspec.Struct):
 
     def blend(self, name_or_path: str) -> Blend:
         """A recipe by name, or a recipe TOML given as a path (``./my-mix.toml``)."""
-        p = Path(name_or_path)
+        p = Path(name_or_path).expanduser()  # (~ as in every path: vlmdata.cli.common.expand_home)
         if name_or_path.endswith(".toml") or p.is_file():
             if not p.is_file():
                 raise UserError(f"recipe file {name_or_path} does not exist", hint="give a recipe name from `vlmdata list` or a path to a .toml")
