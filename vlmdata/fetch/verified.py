@@ -246,8 +246,9 @@ class VerifiedDownloader:
     def _join(self, spec: FileSpec, pieces: list[Verified], dest: Path, expect: Expected) -> Verified:
         tmp = dest.with_name(dest.name + ".joining")
         hasher = StreamHasher(md5=expect.md5 is not None)
+        tmp.unlink(missing_ok=True)  # (a killed join's, or a link planted under the name: never written through)
         try:
-            with open(tmp, "wb") as out:
+            with open(tmp, "xb") as out:
                 for p in pieces:
                     with open(p.path, "rb") as fh:
                         while data := fh.read(4 << 20):

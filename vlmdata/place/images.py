@@ -154,7 +154,9 @@ def _whole_jpeg(data: bytes) -> bool:
     return True
 
 
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+# (O_NOFOLLOW: the temporary's name is predictable, and a link planted under it in a folder others may
+# write must not be written through; the write then fails instead)
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
 
 
 def save_image(data: bytes, final: Path | str, *, to_jpeg: bool) -> Normalized:
