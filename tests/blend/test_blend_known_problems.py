@@ -16,7 +16,8 @@ from typing import Any
 
 from blend_helpers import rows, turns, write_json
 from vlmdata.blend import validate as v
-from vlmdata.blend.pipeline import Options, run_blend
+from vlmdata.blend.pipeline import Options, run_blend, run_report
+from vlmdata.blend.report import render_blend, render_report
 from vlmdata.blend.recipe import resolve
 from vlmdata.manifest import load_catalog
 from vlmdata.state import Root
@@ -255,3 +256,44 @@ def test_a_bad_turn_is_named_by_its_place_in_the_record_as_written(tmp_path):
     assert detail(lead + turns("q", "a", "q2", "a2 <image>")) == "turn 4 (gpt) contains <image>"
     assert detail(lead + [{"from": "human", "value": 3}, {"from": "gpt", "value": "a"}]).startswith("turn 1: 'value' is int")
     assert detail(turns("q", "")) == "turn 1 (gpt) has an empty value"  # (no leading turn: as before)
+
+
+def test_a_missing_jpg_whose_gif_or_png_is_there_says_so(tmp_path):
+    """OCR-VQA's loadDataset.py saved 901 covers as <id>.gif / <id>.png where every record names <id>.jpg
+    (datasets.md §3, TinyLLaVA #91): such a record is dropped as a missing image like a dead URL's, and
+    its detail says the image is there under another extension and what converts it; a record whose
+    image is nowhere keeps the bare path."""
+    res = _blend(tmp_path)
+    _, dropped, _ = _fates(res)
+    detail = {d["id"]: d["detail"] for d in dropped}
+    assert detail["0001047973"] == "ocr_vqa/images/0001047973.jpg"
+    assert detail["0001714600"].startswith("ocr_vqa/images/0001714600.jpg (")
+    assert "0001714600.gif is there" in detail["0001714600"] and "vlmdata normalize" in detail["0001714600"]
+    assert detail["Choi_Min-sik"] == "web-celebrity/images/Choi_Min-sik.jpg"
+    assert res.meta["totals"]["images_missing_under_other_extension"] == 1
+    assert "1 missing image(s) are there under another extension" in render_blend(res.meta, str(res.out))
+    # the report, and the reason a blend stops, say it too
+    catalog = load_catalog()
+    resolved = resolve(catalog.blend(str(tmp_path / "known.toml")), catalog, Root(tmp_path / "root"),
+                       image_root=tmp_path / "images")
+    rep = run_report(resolved, Options(progress=False, jobs=1))
+    assert rep["missing_under_other_extension"] == {
+        "count": 1, "examples": [{"path": "ocr_vqa/images/0001714600.jpg", "there": "0001714600.gif"}]}
+    text = render_report(rep)
+    assert "ocr_vqa/images/0001714600.jpg: 0001714600.gif is there" in text and "vlmdata normalize" in text
+    assert "0001714600.gif is there): `vlmdata normalize" in rep["blend_would_stop"]["hint"]
+
+
+def test_nothing_is_said_when_no_missing_image_has_another_extension(tmp_path):
+    import pyarrow as pa
+
+    from vlmdata.blend.images_index import other_extensions, split_paths
+
+    (tmp_path / "f").mkdir()
+    for name in ("1.gif", "2.jpg", "3.png.jpg", "noext"):
+        (tmp_path / "f" / name).write_bytes(b"x")
+    def found(paths):
+        return other_extensions(tmp_path, *split_paths(pa.array(paths, pa.string())))
+
+    assert found(["f/1.jpg", "f/2.jpg.png", "f/3.png", "f/4.jpg", "g/1.jpg", "noext.jpg"]) == {"f/1.jpg": "1.gif"}
+    assert found([]) == {} and found(["g/1.jpg"]) == {}

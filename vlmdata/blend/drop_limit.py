@@ -75,6 +75,11 @@ def check(an: "Analysis", max_drop: float, *, in_report: bool = False) -> Verdic
         shown = ", ".join(f"{f} ({n:,})" for f, n in folders[:8]) + (" ..." if len(folders) > 8 else "")
         lines.append(f"  {missing:,} image(s) missing or corrupt under {an.resolved.image_root.path}: {shown}")
         hints += todo
+        if an.elsewhere:  # (OCR-VQA's loadDataset.py: .gif / .png where the records name .jpg)
+            path = min(an.elsewhere)
+            hints.append(f"{len(an.elsewhere):,} of the missing images are there under another extension (e.g. "
+                         f"{path}: {an.elsewhere[path]} is there): `vlmdata normalize DATASET FOLDER` converts them "
+                         f"to the .jpg the records name (docs/place.md)")
     other = sum(x.dropped for x in over) - image_drops
     if other:
         hints.append(f"{other:,} record(s) cannot be used as they are (not for want of an image): "

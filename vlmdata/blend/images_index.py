@@ -120,6 +120,38 @@ def _spread(pool: Executor, fn: Callable[[tuple[int, int]], np.ndarray], bounds:
 EMPTY = "empty file (0 bytes)"
 
 
+def other_extensions(root: Path, folders: pa.Array, names: pa.Array) -> dict[str, str]:
+    """The missing images (``folders`` / ``names``: split_paths of their paths) whose folder holds a file
+    of the same stem under another extension, with that file's name: OCR-VQA's loadDataset.py saved
+    covers as <id>.gif / <id>.png where every record names <id>.jpg (901 of them), which is an image to
+    convert, not a dead URL. One listing per folder that misses an image and is there (a recipe whose
+    images were never fetched costs one stat per folder, not a pass over its paths in Python)."""
+    if not len(folders):
+        return {}
+    enc = folders.dictionary_encode()
+    here = [os.path.isdir(root / f if f else root) for f in enc.dictionary.to_pylist()]
+    if not any(here):
+        return {}
+    keep = pa.array(np.asarray(here, dtype=bool)[enc.indices.to_numpy()])
+    wanted: dict[str, dict[str, str]] = {}  # folder -> stem -> missing name
+    for folder, name in zip(folders.filter(keep).to_pylist(), names.filter(keep).to_pylist()):
+        stem, dot, _ = name.rpartition(".")
+        if dot and stem:
+            wanted.setdefault(folder, {})[stem] = name
+    out: dict[str, str] = {}
+    for folder, stems in wanted.items():
+        try:
+            with os.scandir(root / folder if folder else root) as entries:
+                for e in entries:
+                    stem, dot, _ = e.name.rpartition(".")
+                    name = stems.get(stem) if dot else None
+                    if name is not None and e.name != name and e.is_file():
+                        out.setdefault(f"{folder}/{name}" if folder else name, e.name)
+        except OSError:  # (gone since, or not readable: nothing of it to say)
+            continue
+    return out
+
+
 def split_paths(paths: pa.Array) -> tuple[pa.Array, pa.Array]:
     """(folder, file name) of each relative path; the folder is "" for a file at the root."""
     parts = pc.split_pattern(pc.binary_join_element_wise(".", paths, "/"), "/", max_splits=1, reverse=True)

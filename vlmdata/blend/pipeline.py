@@ -46,7 +46,8 @@ from vlmdata.blend.ids import IdCodes, assign_ids, encode_soon
 from vlmdata.blend.weights import copies
 from vlmdata.blend.writer import DatasetWriter, abandon, begin, commit, write_json
 from vlmdata.contract import BLEND_JSON, BLEND_SCHEMA, IMAGE_TYPE, RECORD_EXTRA, SCHEMA_VERSION, arrow_schema
-from vlmdata.blend.images_index import EMPTY, EMPTY_FILE, MISSING, check_files, inspect_images, split_paths
+from vlmdata.blend.images_index import (EMPTY, EMPTY_FILE, MISSING, check_files, inspect_images, other_extensions,
+                                       split_paths)
 from vlmdata.blend.recipe import Input, Resolved, sample_limit, sample_mask
 from vlmdata.blend.scan import PARALLEL_MIN_BYTES, BadRecord, InputScan, Task, cleanup, scan_inputs
 from vlmdata.errors import OperationError, UserError
@@ -128,6 +129,7 @@ class Analysis:
     image_info: dict[str, tuple[int, int] | str]  # path -> size, or why it is corrupt (deep / sizes)
     missing_examples: list[str]
     missing: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))  # every missing image path
+    elsewhere: dict[str, str] = field(default_factory=dict)  # missing path -> its stem's file under another extension
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step
     id_codes: Future[IdCodes] | None = None  # every row's id, hashed (ids.encode_soon)
 
@@ -302,13 +304,16 @@ def _check_images(resolved: Resolved, opts: Options, sources: list[Source]) -> A
                                   on_done=bar.update)
     else:  # the quick check: a 0-byte file is there by name but is no image
         info = {paths[i]: EMPTY for i in np.flatnonzero(codes == EMPTY_FILE).tolist()}
-    missing_arr = all_paths.filter(pa.array(~present))
+    gone = pa.array(~present)
+    missing_arr = all_paths.filter(gone)
     # an image that does not decode (--deep), or whose header cannot be read (--image-sizes): unusable
     corrupt_arr = pa.array(sorted(p for p, r in info.items() if isinstance(r, str)), pa.string())
-    folders = _folder_stats(all_paths, ~present, _member(all_paths, corrupt_arr))
+    folder_col, name_col = split_paths(all_paths)
+    folders = _folder_stats(folder_col, ~present, _member(all_paths, corrupt_arr))
 
     bad_paths = pa.concat_arrays([missing_arr, corrupt_arr])
     missing_set: set[str] | None = None
+    elsewhere = other_extensions(root, folder_col.filter(gone), name_col.filter(gone)) if len(missing_arr) else {}
     for src, (flat, parents), uniq in zip(sources, flats, uniques):
         m, c = _member(uniq, missing_arr), _member(uniq, corrupt_arr)
         src.images = ImageStats(len(uniq), int(len(uniq) - m.sum() - c.sum()), int(m.sum()), int(c.sum()))
@@ -317,7 +322,7 @@ def _check_images(resolved: Resolved, opts: Options, sources: list[Source]) -> A
             if len(rows):
                 if missing_set is None:
                     missing_set = set(missing_arr.to_pylist())
-                _bad_image_rows(src, rows, missing_set, set(corrupt_arr.to_pylist()), opts.missing)
+                _bad_image_rows(src, rows, missing_set, set(corrupt_arr.to_pylist()), opts.missing, elsewhere)
         fixes = np.concatenate([p.fixes for p in src.scan.row_files])[src.keep] if src.scan.row_files else np.zeros(0, np.int8)
         src.fixes = {name: int(((fixes >> i) & 1).sum()) for i, name in enumerate(validate.FIXES)}
     examples = missing_arr.slice(0, EXAMPLES).to_pylist()  # the first ones, in record order
@@ -328,12 +333,12 @@ def _check_images(resolved: Resolved, opts: Options, sources: list[Source]) -> A
             f"under {root}; e.g. {', '.join(examples[:5] or corrupt_arr.slice(0, 5).to_pylist())}",
             hint="fetch what is missing (`vlmdata report RECIPE` lists it per folder), pass the right --image-root, "
                  "or use --missing drop / keep")
-    return Analysis(resolved, opts, sources, dict(sorted(folders.items())), info, examples, missing_arr)
+    return Analysis(resolved, opts, sources, dict(sorted(folders.items())), info, examples, missing_arr, elsewhere)
 
 
-def _folder_stats(paths: pa.Array, missing: np.ndarray, corrupt: np.ndarray) -> dict[str, ImageStats]:
-    """Needed / present / missing / corrupt images per folder, from the distinct paths."""
-    enc = split_paths(paths)[0].dictionary_encode()
+def _folder_stats(folders: pa.Array, missing: np.ndarray, corrupt: np.ndarray) -> dict[str, ImageStats]:
+    """Needed / present / missing / corrupt images per folder, from the folders of the distinct paths."""
+    enc = folders.dictionary_encode()
     codes = enc.indices.to_numpy()
     n = len(enc.dictionary)
     needed = np.bincount(codes, minlength=n)
@@ -349,7 +354,8 @@ def _member(values: pa.Array, value_set: pa.Array) -> np.ndarray:
     return pc.is_in(values, value_set=value_set).to_numpy(zero_copy_only=False)
 
 
-def _bad_image_rows(src: Source, rows: np.ndarray, missing: set[str], corrupt: set[str], policy: str) -> None:
+def _bad_image_rows(src: Source, rows: np.ndarray, missing: set[str], corrupt: set[str], policy: str,
+                    elsewhere: dict[str, str]) -> None:
     src.bad_image_rows = len(rows)
     if policy != "drop":
         return
@@ -359,8 +365,18 @@ def _bad_image_rows(src: Source, rows: np.ndarray, missing: set[str], corrupt: s
         gone = [p for p in imgs if p in missing]
         reason, first = (validate.MISSING_IMAGE, gone[0]) if gone else (validate.CORRUPT_IMAGE, next(p for p in imgs if p in corrupt))
         src.dropped[reason] += 1
-        src.image_drops.append({"index": idx, "id": rid, "reason": reason, "detail": first})
+        src.image_drops.append({"index": idx, "id": rid, "reason": reason, "detail": _where_else(first, elsewhere)})
     src.keep[rows] = False
+
+
+def _where_else(path: str, elsewhere: dict[str, str]) -> str:
+    """A missing image's path, and the file of its stem that is there under another extension, if any."""
+    other = elsewhere.get(path)
+    if other is None:
+        return path
+    fix = (f": `vlmdata normalize` makes it the {path.rpartition('/')[2]} the record names (docs/place.md)"
+           if path.lower().endswith(".jpg") else "")
+    return f"{path} ({other} is there, under another extension{fix})"
 
 
 # ---------------------------------------------------------------- blend (step 5)
@@ -627,7 +643,8 @@ def _metadata(an: Analysis, hashes: dict[str, dict[str, Any]], files: list[str],
                    "dropped": sum(sum(s.dropped.values()) for s in an.sources),
                    "images": sum(st.needed for st in an.folders.values()),
                    "images_missing": sum(st.missing for st in an.folders.values()),
-                   "images_corrupt": sum(st.corrupt for st in an.folders.values())},
+                   "images_corrupt": sum(st.corrupt for st in an.folders.values()),
+                   "images_missing_under_other_extension": len(an.elsewhere)},
         "dropped_file": "dropped.jsonl" if dropped else None,
     }
 
@@ -685,6 +702,8 @@ def report_json(an: Analysis) -> dict[str, Any]:
             "images_corrupt": sum(st.corrupt for st in an.folders.values()),
         },
         "missing_examples": an.missing_examples,
+        "missing_under_other_extension": {"count": len(an.elsewhere), "examples": [
+            {"path": k, "there": an.elsewhere[k]} for k in sorted(an.elsewhere)[:EXAMPLES]]},
         "blend_would_stop": (lambda x: x.to_json() if x else None)(drop_limit.check(an, an.options.max_drop, in_report=True)),
         "corrupt_examples": sorted(p for p, x in an.image_info.items() if isinstance(x, str))[:EXAMPLES],
     }

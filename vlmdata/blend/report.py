@@ -27,11 +27,27 @@ def _source_table(counts: dict[str, dict[str, Any]], keep_label: str) -> list[st
     return lines
 
 
+def other_extension_lines(found: dict[str, Any]) -> list[str]:
+    """Missing images whose file is there under another extension (OCR-VQA's loadDataset.py kept .gif and
+    .png where the records name .jpg): not dead URLs, and `vlmdata normalize` makes the names."""
+    n = found.get("count", 0)
+    if not n:
+        return []
+    lines = ["", f"  {n:,} missing image(s) are there under another extension, e.g.:"]
+    lines += [f"    {e['path']}: {e['there']} is there" for e in found.get("examples", [])[:5]]
+    return lines + ["    -> `vlmdata normalize DATASET FOLDER` converts them to the .jpg the records name (docs/place.md)"]
+
+
 def render_blend(meta: dict[str, Any], out: str) -> str:
     t = meta["totals"]
     lines = [f"{meta['recipe']['name']}: {t['rows']:,} records ({t['text_only']:,} text-only) -> {out}",
              f"  image root: {meta['image_root']}  ({meta['image_root_origin']})", ""]
     lines += _source_table(meta["counts"], "kept")
+    under = t.get("images_missing_under_other_extension", 0)
+    if under:
+        lines.append(f"\n  {under:,} missing image(s) are there under another extension (.gif / .png for a .jpg): "
+                     f"`vlmdata normalize DATASET FOLDER` converts them (docs/place.md)"
+                     + (f"; their records are in {out}/{meta['dropped_file']}" if meta.get("dropped_file") else ""))
     if meta.get("dropped_file"):
         lines.append(f"\n  every dropped record (id, file, index, line, reason): {out}/{meta['dropped_file']}")
     lines.append(f"\n  load it: datasets.load_from_disk({out!r}); images relative to {meta['image_root']}")
@@ -56,6 +72,7 @@ def render_report(rep: dict[str, Any]) -> str:
         lines.append(f"  ... {len(folders) - FOLDER_LINES} more folders (all of them with --json)")
     if rep["missing_examples"]:
         lines += ["", "  missing, e.g.:"] + [f"    {p}" for p in rep["missing_examples"][:10]]
+    lines += other_extension_lines(rep.get("missing_under_other_extension") or {})
     if rep["corrupt_examples"]:
         lines += ["", "  corrupt, e.g.:"] + [f"    {p}" for p in rep["corrupt_examples"][:10]]
     shown = [(s["name"], d) for s in rep["sources"] for d in s["dropped_examples"] if d["reason"] not in
