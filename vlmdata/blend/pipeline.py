@@ -15,7 +15,7 @@
 
 `report` runs 1-3 without the conversation text and without writing a dataset.
 
-Why one file of ~680 lines: the steps hand each other Arrow tables and numpy masks over the same
+Why one file of ~700 lines: the steps hand each other Arrow tables and numpy masks over the same
 rows (keep, ids, fixes, image drops); split across modules they would pass a dozen arrays through
 every signature. Scanning, sampling, the image index, the ids (ids.py) and the writer are their own modules.
 """
