@@ -228,3 +228,27 @@ def test_chain_stopped_in_stage2_resumes_it_and_stage3_starts_from_its_end(tmp_p
         assert_same_run(tmp_path / "full" / stage, tmp_path / "cut" / stage)
     s3 = json.loads((tmp_path / "cut" / "s3" / "vlmtrain_config.json").read_text())
     assert s3["model_name_or_path"] == str(tmp_path / "cut" / "s2")
+
+
+# -- --resume over changed data ------------------------------------------------------------------
+def test_resume_over_data_changed_in_place_says_so(tmp_path, caplog):
+    """The same dataset_dir, blended again with other records: the checkpoint's step count now skips other
+    samples of the epoch (some trained twice, some never). The config did not change, so nothing was said."""
+    import logging
+
+    from vlmtrain.tinydata import write_tiny_blend
+
+    blend = write_tiny_blend(tmp_path / "blend", n=24, kind="instruct", seed=1)
+    make = _stage2(blend, tmp_path, max_steps=6, save_steps=4, save_total_limit=5)
+    cfg = make("d")
+    assert run_vlmtrain("run", cfg, env={"VLMTRAIN_SIGTERM_AT_STEP": "3"}).code == 143
+    write_tiny_blend(blend, n=20, kind="instruct", seed=5)
+    with caplog.at_level(logging.WARNING, logger="vlmtrain"):
+        r = run_vlmtrain("run", cfg, "--resume")
+    assert r.code == 0, r.err[-3000:]
+    said = [rec.getMessage() for rec in caplog.records if "checkpoint-3 was trained on" in rec.getMessage()]
+    assert len(said) == 1 and "24 samples" in said[0] and "now 20" in said[0], said
+    caplog.clear()
+    # checkpoint-4 was saved on the new data: nothing to say
+    assert run_vlmtrain("run", cfg, "--set", "max_steps=7", "--resume").code == 0
+    assert not [rec for rec in caplog.records if "was trained on" in rec.getMessage()]

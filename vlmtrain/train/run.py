@@ -308,7 +308,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
     use_readable_logs(trainer)
     if resume and last is not None:
         _say_resumed(out, Path(last), cfg)
-        rundir.restore_report_state(data.report, last, trainer.args.process_index)
+        rundir.restore_report_state(data, last, trainer.args.process_index)
     try:
         trainer.train(resume_from_checkpoint=str(last) if resume else None)
     finally:

@@ -175,21 +175,32 @@ REPORT_STATE = "data_report_rank-{rank}.json"  # in a checkpoint: this rank's tr
 _REPORT_FIELDS = ("skipped", "skipped_visits", "bad_images", "bad_image_visits")
 
 
-def save_report_state(report: Any, checkpoint: str | Path, rank: int) -> None:
+def save_report_state(data: Any, checkpoint: str | Path, rank: int) -> None:
     """The samples skipped and images found bad up to this checkpoint (``bad_samples: skip``): the resumed
-    process starts with an empty report, and data_report.json would otherwise list only what it saw."""
+    process starts with an empty report, and data_report.json would otherwise list only what it saw. With
+    them, which data the checkpoint's step counts in: a digest of the samples' lengths, which with the seed
+    make the sampler's order."""
     from vlmdata.atomic import write_text
 
-    state = {k: getattr(report, k) for k in _REPORT_FIELDS if hasattr(report, k)}
+    state = {k: getattr(data.report, k) for k in _REPORT_FIELDS if hasattr(data.report, k)}
+    state["data"] = _data_identity(data.lengths)
     write_text(Path(checkpoint) / REPORT_STATE.format(rank=rank), json.dumps(state, default=str))
 
 
-def restore_report_state(report: Any, checkpoint: str | Path, rank: int) -> None:
-    """Put the checkpoint's skipped samples and bad images back in ``report``, each record once."""
+def _data_identity(lengths: list[int]) -> dict:
+    import hashlib
+
+    return {"samples": len(lengths), "lengths_sha256": hashlib.sha256(json.dumps(list(lengths)).encode()).hexdigest()}
+
+
+def restore_report_state(data: Any, checkpoint: str | Path, rank: int) -> None:
+    """Put the checkpoint's skipped samples and bad images back in the report, each record once; say so when
+    the data is not the checkpoint's (dataset_dir blended again, another tokenizer, template or length)."""
     path = Path(checkpoint) / REPORT_STATE.format(rank=rank)
     if not path.is_file():  # a checkpoint of an older vlmtrain, or of a run with other ranks
         return
     saved = json.loads(path.read_text(encoding="utf-8"))
+    report = data.report
     key = {"skipped": lambda e: e["id"], "bad_images": lambda e: (e["id"], e["path"])}
     for name, ident in key.items():
         if isinstance(saved.get(name), list) and hasattr(report, name):
@@ -198,6 +209,13 @@ def restore_report_state(report: Any, checkpoint: str | Path, rank: int) -> None
     for name in ("skipped_visits", "bad_image_visits"):
         if isinstance(saved.get(name), int) and hasattr(report, name):
             setattr(report, name, getattr(report, name) + saved[name])
+    was, now = saved.get("data"), _data_identity(data.lengths)
+    if rank == 0 and isinstance(was, dict) and was != now:
+        log.warning("--resume: %s was trained on %d samples, now %d%s (dataset_dir blended again, or another "
+                    "tokenizer, template or model_max_length): the epoch goes on from the checkpoint's step in the "
+                    "new data's order, so some of its samples are trained twice and others not at all",
+                    Path(checkpoint).name, was.get("samples", 0), now["samples"],
+                    " of other token lengths" if was.get("samples") == now["samples"] else "")
 
 
 LOG_WINDOW = "log_window_rank-{rank}.pt"  # in a checkpoint: this rank's logging window so far (VlmTrainer)

@@ -313,7 +313,7 @@ class VlmTrainer(Trainer):
         from vlmtrain.train.rundir import save_log_window, save_report_state
 
         if hasattr(self.train_data, "report"):
-            save_report_state(self.train_data.report, output_dir, self.args.process_index)
+            save_report_state(self.train_data, output_dir, self.args.process_index)
         save_log_window(self._log_window(), output_dir, self.args.process_index)
 
     def _log_window(self) -> dict:
