@@ -16,6 +16,14 @@ import torch
 from tools.moellava_reference.build_env import paths
 
 IMAGE_INDEX = -200  # MoE-LLaVA's IMAGE_TOKEN_INDEX: the image's place in its input ids
+# conversations as the instruction JSONs hold them, the image first (its preprocess_multimodal leaves a
+# leading <image>\n in place): one round, and two
+CONVERSATIONS = [[{"from": "human", "value": "<image>\nWhat is in the picture?"},
+                  {"from": "gpt", "value": "A green field under a clear sky."}],
+                 [{"from": "human", "value": "<image>\nWhat is in the picture?"},
+                  {"from": "gpt", "value": "A green field under a clear sky."},
+                  {"from": "human", "value": "What color is the field?"},
+                  {"from": "gpt", "value": "Green."}]]
 TOWER = "openai-tiny-clip"  # its builder builds a CLIP tower only for names starting with "openai" / "laion"
 
 
@@ -49,12 +57,16 @@ def prepare(run_dir: Path, work: Path, family: str, *, question: str = "what col
     tok = run.tokenizer
     spec: dict[str, Any] = {"family": family, "model": export.name, "question": question, "image": "image.jpg",
                             "seed": seed, "max_new_tokens": max_new_tokens, "port": _free_port(),
-                            "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id, "input_ids": None}
+                            "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id, "input_ids": None,
+                            "conversations": CONVERSATIONS}
     if family in ("stablelm", "qwen"):
         # its StableLM / Qwen tokenizers read arcade100k.tiktoken / qwen.tiktoken, which a tokenizer trained
         # on the fly has no counterpart of: those two get our ids, the image's place marked its way
         ids, image_id = prompt_ids(run, question, per_image=1)
         spec["input_ids"] = [IMAGE_INDEX if t == image_id else t for t in ids[0].tolist()]
+        encoded = [encoder(run, per_image=1).encode(c, 1) for c in CONVERSATIONS]
+        spec["train_ids"] = [[IMAGE_INDEX if t == image_id else t for t in e.input_ids.tolist()] for e in encoded]
+        spec["train_labels"] = [e.labels.tolist() for e in encoded]
     (work / "spec.json").write_text(json.dumps(spec))
     return spec
 
@@ -75,16 +87,23 @@ def run_theirs(env: Path, work: Path, family: str, *, timeout: float = 300) -> d
     return torch.load(work / "theirs.pt", weights_only=False)
 
 
+def encoder(run: Any, *, per_image: int) -> Any:
+    """The run's training encoder, the image as ``per_image`` image tokens."""
+    from vlmtrain.data import Encoder, ImageTokens
+
+    cfg, tok = run.cfg, run.tokenizer
+    image_id = tok.convert_tokens_to_ids(cfg.image_token)
+    return Encoder(tok, cfg.template, ImageTokens(cfg.image_token, image_id, per_image), cfg.model_max_length)
+
+
 def prompt_ids(run: Any, question: str, *, per_image: int) -> tuple[torch.Tensor, int]:
     """The prompt's ids as ``vlmtrain generate`` builds them, the image as ``per_image`` image tokens."""
-    from vlmtrain.data import Encoder, ImageTokens
     from vlmtrain.data.templates import generation_prompt
 
     cfg, tok = run.cfg, run.tokenizer
     text = generation_prompt(cfg.template, cfg.image_token + "\n" + question, 1, cfg.image_token, tok)
-    image_id = tok.convert_tokens_to_ids(cfg.image_token)
-    enc = Encoder(tok, cfg.template, ImageTokens(cfg.image_token, image_id, per_image), cfg.model_max_length)
-    return torch.from_numpy(enc.encode_prompt(text, special=True)).unsqueeze(0), image_id
+    enc = encoder(run, per_image=per_image)
+    return torch.from_numpy(enc.encode_prompt(text, special=True)).unsqueeze(0), enc.image_tokens.token_id
 
 
 def ours(run_dir: Path, work: Path) -> dict[str, Any]:
@@ -107,3 +126,34 @@ def ours(run_dir: Path, work: Path) -> dict[str, Any]:
                                run.tokenizer)
     return {"prompt": prompt, "input_ids": ids[0], "image_id": image_id, "per_image": run.per_image,
             "pixel_values": pixels, "logits": logits, "answer": reply["answer"], "tokenizer": run.tokenizer}
+
+
+def training_step(run_dir: Path, work: Path) -> list[dict[str, Any]]:
+    """One forward and backward of our stage-3 training on each of the spec's conversations: ids and labels
+    from the run's encoder (with its replay of the reference's masking arithmetic), the loss as the trainer
+    adds it (LM loss + router_aux_loss_coef x the layers' aux losses), the gradients in MoE-LLaVA's names."""
+    from vlmtrain.data.images import ImageLoader, open_rgb
+    from vlmtrain.generate import load_run
+    from vlmtrain.model.moe import moe_blocks
+    from vlmtrain.model.moe.checkpoint_keys import moellava_state_dict
+
+    spec = json.loads((work / "spec.json").read_text())
+    run = load_run(run_dir)
+    model, cfg = run.model, run.cfg
+    pixels = ImageLoader(run.image_processor, cfg.image_aspect_ratio).process([open_rgb(work / spec["image"])])
+    encoded = encoder(run, per_image=run.per_image).encode_many([(c, 1) for c in spec["conversations"]],
+                                                                 check_reference=True)
+    steps = []
+    for enc in encoded:
+        ids, labels = torch.from_numpy(enc.input_ids)[None], torch.from_numpy(enc.labels)[None]
+        model.train()
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(spec["seed"])
+        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels, labels=labels)
+        moe = cfg.router_aux_loss_coef * torch.stack([b.last.aux_loss for _, b in moe_blocks(model)]).sum()
+        (out.loss + moe).backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        steps.append({"ids": ids[0], "labels": labels[0], "reference_masked": enc.reference_masked,
+                      "loss": (out.loss + moe).detach(), "moe_loss": moe.detach(),
+                      "grads": moellava_state_dict(grads, model.config.text_config.model_type)})
+    return steps
