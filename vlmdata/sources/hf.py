@@ -25,7 +25,7 @@ import msgspec.structs
 from vlmdata.manifest import Source
 from vlmdata.net.errors import SourceFailed
 from vlmdata.net.retry import GaveUp, RetryPolicy, Transient, is_transient_status, is_unreachable, retry, unreachable_reason
-from vlmdata.net.urls import host_of, shown
+from vlmdata.net.urls import host_of, scrub, shown
 from vlmdata.sources.base import Candidate, Location, SourceKind
 from vlmdata.sources.http import url_candidate
 
@@ -151,9 +151,11 @@ def token_from_env() -> str | None:
 
 
 def redact(text: str, token: str | None) -> str:
+    """``text`` (a hub error, whose message quotes the URL it failed on) without the token, anything shaped like a
+    Hub token, or a URL's query string and user:password (an HF_ENDPOINT behind basic auth)."""
     if token:
         text = text.replace(token, "***")
-    return re.sub(r"hf_[A-Za-z0-9]{20,}", "hf_***", text)
+    return scrub(re.sub(r"hf_[A-Za-z0-9]{20,}", "hf_***", text))
 
 
 def _origin(url: str) -> tuple[str, str]:
