@@ -252,3 +252,18 @@ def test_resume_over_data_changed_in_place_says_so(tmp_path, caplog):
     # checkpoint-4 was saved on the new data: nothing to say
     assert run_vlmtrain("run", cfg, "--set", "max_steps=7", "--resume").code == 0
     assert not [rec for rec in caplog.records if "was trained on" in rec.getMessage()]
+
+
+def test_resume_with_max_steps_below_the_checkpoint_says_what_the_final_model_is(instruct_blend, tmp_path, caplog):
+    """max_steps lowered under the step of the checkpoint resumed from: nothing can be trained and the final
+    model is that checkpoint's, not max_steps'; it printed 'step 6 of 4' and wrote the step-6 model silently."""
+    import logging
+
+    cfg = _stage2(instruct_blend, tmp_path, max_steps=6, save_steps=2, save_total_limit=5)("low")
+    assert run_vlmtrain("run", cfg).code == 0
+    with caplog.at_level(logging.INFO, logger="vlmtrain"):
+        r = run_vlmtrain("run", cfg, "--set", "max_steps=4", "--resume")
+    assert r.code == 0, r.err[-3000:]
+    said = " ".join(rec.getMessage() for rec in caplog.records)
+    assert "checkpoint-6 is past max_steps 4: nothing is trained and the final model is step 6's" in said, said
+    assert "checkpoint-4" in said  # the one that ends at max_steps

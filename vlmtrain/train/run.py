@@ -52,6 +52,11 @@ def _say_resumed(out: Path, last: Path, cfg: TrainConfig) -> None:
     removed = rundir.forget_after(out, step, global_rank())
     log.info("resuming from %s (step %d%s)%s", last.name, step, f" of {cfg.max_steps}" if cfg.max_steps > 0 else "",
              f"; {removed} log row(s) of the steps after it removed" if removed else "")
+    if 0 < cfg.max_steps < step:  # (a lowered max_steps: the Trainer cannot go back to it)
+        earlier = [c.name for c in rundir.checkpoints(out) if int(c.name.rsplit("-", 1)[1]) <= cfg.max_steps]
+        log.warning("%s is past max_steps %d: nothing is trained and the final model is step %d's%s", last.name,
+                    cfg.max_steps, step, f" (to end at an earlier step, move the checkpoints after {earlier[-1]} "
+                                         "out of output_dir and resume again)" if earlier else "")
 
 
 def dry_run(cfg: TrainConfig, *, as_json: bool = False, emit: bool = True,
