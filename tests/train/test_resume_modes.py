@@ -267,3 +267,42 @@ def test_resume_with_max_steps_below_the_checkpoint_says_what_the_final_model_is
     said = " ".join(rec.getMessage() for rec in caplog.records)
     assert "checkpoint-6 is past max_steps 4: nothing is trained and the final model is step 6's" in said, said
     assert "checkpoint-4" in said  # the one that ends at max_steps
+
+
+def test_killed_after_a_periodic_checkpoint_resumes_exactly(instruct_blend, tmp_path):
+    """SIGKILL after step 5 (no stop checkpoint): the resume takes the periodic checkpoint-2, whose step cuts a
+    logging window (logging_steps 3), drops the log rows after it and trains steps 3-6 again as the
+    uninterrupted run did."""
+    make = _stage2(instruct_blend, tmp_path, max_steps=6, save_steps=2, save_total_limit=5, logging_steps=3)
+    assert run_vlmtrain("run", make("full")).code == 0
+    cfg = make("cut")
+    assert run_vlmtrain("run", cfg).code == 0
+    out = tmp_path / "cut"
+    import shutil
+
+    for p in [out / "checkpoint-4", out / "checkpoint-6", out / "vlmtrain_done.json", out / "model.safetensors"]:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    with open(out / "metrics.jsonl", "a") as fh:
+        fh.write('{"step": 6, "lo')  # killed mid-line
+    r = run_vlmtrain("run", cfg, "--resume")
+    assert r.code == 0, r.err[-3000:]
+    assert_same_run(tmp_path / "full", out)
+
+
+def test_resume_with_only_a_cut_checkpoint_says_so_once(instruct_blend, tmp_path):
+    """The first checkpoint cut short and none before it: --resume said 'no checkpoint-* folder' beside a
+    checkpoint-2 folder, after the warning about it printed twice (the CLI and the run each looked)."""
+    import subprocess
+    import sys
+
+    from train_helpers import REPO
+
+    cfg = _stage2(instruct_blend, tmp_path, max_steps=4)("only")
+    (tmp_path / "only" / "checkpoint-2").mkdir(parents=True)
+    (tmp_path / "only" / "checkpoint-2" / "trainer_state.json").write_text('{"global_st')
+    p = subprocess.run([sys.executable, "-m", "vlmtrain.cli", "run", str(cfg), "--resume"], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr[-3000:]
+    assert p.stderr.count("checkpoint-2 is not complete") == 1, p.stderr
+    assert f"--resume: no complete checkpoint in {tmp_path / 'only'} (checkpoint-2: cut short" in p.stderr
+    assert "start without --resume: the run starts over" in p.stderr

@@ -201,6 +201,13 @@ def _deepspeed_config(cfg: TrainConfig) -> dict | None:
 
 def _refuse_resume_mismatch(resume: bool, last: Path | None, out: Path, where: str) -> None:
     if resume and last is None:
+        from vlmtrain.train.rundir import checkpoints
+
+        cut = [c.name for c in checkpoints(out)]
+        if cut:  # only folders a run stopped while writing (named in the warning above)
+            raise ConfigError(f"--resume: no complete checkpoint in {out} ({', '.join(cut)}: cut short while being "
+                              "written)", where=where, hint="start without --resume: the run starts over, "
+                                                            "writing those folders anew")
         raise ConfigError(f"--resume: no checkpoint-* folder in {out}", where=where,
                           hint="start without --resume, or point output_dir at the interrupted run")
     if not resume and last is not None:

@@ -71,12 +71,16 @@ def is_complete(ckpt: Path) -> bool:
     return isinstance(state, dict)
 
 
+_WARNED: set[tuple[str, tuple[str, ...]]] = set()
+
+
 def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
     """The newest checkpoint that was written to the end; cut-short ones are named in a warning."""
     all_ = checkpoints(output_dir)
     complete = [c for c in all_ if is_complete(c)]
     partial = [c.name for c in (all_[all_.index(complete[-1]) + 1:] if complete else all_)]
-    if partial:
+    if partial and (str(output_dir), tuple(partial)) not in _WARNED:  # (the CLI and the run both ask)
+        _WARNED.add((str(output_dir), tuple(partial)))
         log.warning("%s: %s %s not complete (no whole trainer_state.json; a run stopped while writing it) and %s "
                     "skipped",
                     output_dir, ", ".join(partial), "is" if len(partial) == 1 else "are",
