@@ -85,3 +85,14 @@ def test_an_image_whose_redirect_is_bad_is_reported_without_its_secrets(tmp_path
     said = repr(res.failed) + repr(list(res.dead.values()))
     assert SECRET not in said, said
     assert f"{host}/gone.jpg" in said  # (still says which image is gone)
+
+
+def test_a_password_with_an_at_sign_is_hidden_whole():
+    """Found in the security audit: a password holding a raw '@' (which urllib and the client accept: the
+    host is what follows the last '@') was shown cut at its first '@', the rest of it left in the message."""
+    from vlmdata.net.urls import scrub, shown
+
+    url = f"https://who:p@{SECRET}@host.example.org:8443/x.tar?sig={SECRET}"
+    assert shown(url) == "https://…@host.example.org:8443/x.tar?…"
+    assert scrub(f"failed for url '{url}' (write to me@example.org)") == \
+        "failed for url 'https://…@host.example.org:8443/x.tar?…' (write to me@example.org)"

@@ -30,7 +30,8 @@ def host_of(url: str) -> str:
 
 
 _QUERY = re.compile(r"\?[^\s'\")]+")
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@?#]+@")
+# (up to the last '@' before the path: a password may hold a raw '@', and the host is what follows the last one)
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s?#'\")]+@")
 
 
 def scrub(text: str) -> str:
