@@ -152,11 +152,11 @@ def phi_stage2(tmp_path_factory):
 
 
 @pytest.mark.parametrize("over", [
-    # top-2 with the Gumbel draw for the second expert; the routing-stats window spans the checkpoint
-    dict(top_k_experts=2, logging_steps=2, group_by_modality_length=True),
+    # top-2 with the Gumbel draw for the second expert, packed rows; the routing-stats window spans the checkpoint
+    dict(top_k_experts=2, logging_steps=2, group_by_modality_length=True, packing=True),
     # top-1 at a capacity that drops routes: which tokens keep their slot is the random token selection's draw
     dict(top_k_experts=1, capacity_factor=0.5, gradient_accumulation_steps=2, per_device_train_batch_size=2),
-], ids=["top2-gumbel-logging2", "top1-rts-accumulation2"])
+], ids=["top2-gumbel-packing-logging2", "top1-rts-accumulation2"])
 def test_stage3_resumes_exactly(phi_stage2, tmp_path, over):
     from test_stage3 import stage3_config
 
@@ -180,11 +180,13 @@ def test_stage3_resumes_exactly(phi_stage2, tmp_path, over):
     (dict(max_steps=6, packing=True), 3),
     # LLaVA's grouping over two epochs, resumed in the second (the sampler's order is seeded by the epoch)
     (dict(max_steps=-1, num_train_epochs=2, group_by_modality_length=True), 8),
+    # the seeded random order over two epochs, resumed in the second
+    (dict(max_steps=-1, num_train_epochs=2), 9),
     # the checkpoint of step 2 is an accumulation boundary (a checkpoint is only ever saved at one)
     (dict(max_steps=4, gradient_accumulation_steps=2, per_device_train_batch_size=2, group_by_modality_length=True), 2),
     # LoRA: adapters, their Adam state, lora_dropout's RNG, and the projector trained beside them
     (dict(max_steps=6, lora_enable=True, lora_r=8, lora_alpha=16), 3),
-], ids=["packing", "two-epochs-grouped", "accumulation2", "lora"])
+], ids=["packing", "two-epochs-grouped", "two-epochs-random", "accumulation2", "lora"])
 def test_stage2_mode_resumes_exactly(instruct_blend, tmp_path, over, stop):
     full, cut, _ = full_and_resumed(tmp_path, _stage2(instruct_blend, tmp_path, **over), stop=stop)
     assert_same_run(full, cut)
