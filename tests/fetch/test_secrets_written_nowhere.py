@@ -96,3 +96,26 @@ def test_a_password_with_an_at_sign_is_hidden_whole():
     assert shown(url) == "https://…@host.example.org:8443/x.tar?…"
     assert scrub(f"failed for url '{url}' (write to me@example.org)") == \
         "failed for url 'https://…@host.example.org:8443/x.tar?…' (write to me@example.org)"
+
+
+def test_a_url_list_named_by_a_signed_url_leaves_no_signature_under_the_root(cli, manifests, files_server, root):
+    """Found in the security audit: the urllist source described itself with its URL as written (the journal's
+    `source`, the report's `list`), a presigned bucket URL's signature included."""
+    import io
+    import json
+
+    from fetch_helpers import file_toml
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 200, 10)).save(buf, "JPEG")
+    (files_server.folder / "a.jpg").write_bytes(buf.getvalue())
+    (files_server.folder / "list.json").write_text(json.dumps({"a": {"imageURL": f"{files_server.url}/a.jpg"}}))
+    src = (f'{{ kind = "urllist", url = "{files_server.url}/list.json?X-Amz-Signature={SECRET}", '
+           'list_format = "json-dict", url_key = "imageURL" }')
+    manifests.dataset("t", file_toml("images", sources=[src], place='{ kind = "images", to = "t/images", ext = "jpg" }'))
+    r = cli("fetch", "t", "--json", "--manifests", str(manifests.folder), "--root", str(root))
+    assert r.code == 0, r.err
+    assert (root / "t/images/a.jpg").is_file()
+    assert SECRET not in r.out + r.err
+    assert _files_holding(root, SECRET) == []

@@ -227,7 +227,7 @@ def write_report(path: Path, res: ImagesResult, *, spec: FileSpec, source: Sourc
         "dataset": spec.dataset,
         "file": spec.name,
         "to": spec.place.to,
-        "list": source.path or source.url,
+        "list": source.path or shown(source.url or ""),
         "mirror": shown(mirror) if mirror else None,  # (without a user:password the mirror URL has)
         "started": started,
         "seconds": round(time.time() - started, 3),

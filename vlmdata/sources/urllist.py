@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vlmdata.manifest import Source
+from vlmdata.net.urls import shown
 from vlmdata.sources.base import Candidate, SourceKind, Unavailable
 
 if TYPE_CHECKING:
@@ -16,7 +17,8 @@ class UrllistKind(SourceKind):
     lists_images = True
 
     def describe(self, src: Source) -> str:
-        return f"urllist {src.path or src.url} ({src.list_format}, key {src.url_key})"
+        # (as the journal and the report keep it: a presigned list URL's signature is a credential)
+        return f"urllist {src.path or shown(src.url or '')} ({src.list_format}, key {src.url_key})"
 
     def candidate(self, src: Source, name: str, root: "Root", *, download_path: Path,
                   mirror: str | None) -> Candidate:
