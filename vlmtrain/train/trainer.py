@@ -95,6 +95,7 @@ class VlmTrainer(Trainer):
         self.flop_model = flop_model
         self._window = dict.fromkeys(WINDOW_KEYS, 0.0)
         self._window_start: float | None = None
+        self._window_before = 0.0  # seconds of the window a resume restored, spent before the checkpoint
         self._data_wait_total = 0.0
         self._peak = peak_flops(device_name())
         # Stage 3's routing stats, made now rather than at the first MoE loss: every rank must join their
@@ -164,7 +165,7 @@ class VlmTrainer(Trainer):
         The Trainer syncs with the GPU every step (the loss's NaN check), so while the loop waits
         here the GPU has no work queued: this is the GPU's wait for data too."""
         if self._window_start is None:
-            self._window_start = time.perf_counter()
+            self._window_start = time.perf_counter() - self._window_before
         clock = _TimedIterator(epoch_iterator)
         out = super().get_batch_samples(clock, num_batches, device)
         self._window["data_wait"] += clock.waited
@@ -320,8 +321,10 @@ class VlmTrainer(Trainer):
         """What the next log row sums since the last one: the Trainer's loss sum and the step it last logged,
         the throughput counts, stage 3's routing stats. With logging_steps > 1 a checkpoint can fall inside
         a window; the resumed run's first row then covers the whole window, as the uninterrupted run's does."""
+        since = time.perf_counter() - self._window_start if self._window_start is not None else 0.0
         return {"tr_loss": getattr(self, "_tr_loss", None), "last_logged": getattr(self, "_globalstep_last_logged", None),
-                "window": dict(self._window), "moe": self._moe.state() if self._moe is not None else None}
+                "window": dict(self._window), "seconds": since,
+                "moe": self._moe.state() if self._moe is not None else None}
 
     def _load_log_window(self, checkpoint: str) -> None:
         from vlmtrain.train.rundir import load_log_window
@@ -331,7 +334,9 @@ class VlmTrainer(Trainer):
             return  # a checkpoint of an older vlmtrain: the first row covers the steps since the resume
         self._tr_loss = saved["tr_loss"].to(self._tr_loss.device)
         self._globalstep_last_logged = int(saved["last_logged"])
-        self._window.update({k: v for k, v in saved["window"].items() if k in self._window and k != "data_wait"})
+        # the counts with the seconds they took, so the first row's rates (tokens/s, data_wait_frac) are the window's
+        self._window.update({k: v for k, v in saved["window"].items() if k in self._window})
+        self._window_before = float(saved.get("seconds") or 0.0)
         if self._moe is not None and saved["moe"] is not None:
             self._moe.load_state(saved["moe"], self.args.device)
 
