@@ -81,6 +81,12 @@ def decode(data: bytes, *, fast: bool = False) -> Image.Image:
             # Pillow's decompression-bomb check stays on, as an error we report rather than a warning.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
+            # (checked here too: the warnings filter above is process-wide, and another thread leaving its own
+            # catch_warnings block can put back the filters without it while this one is between the two lines)
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit is not None and im.width * im.height > limit:
+                raise ImageProblem("undecodable", f"{im.width}x{im.height} pixels, past the limit of {limit} "
+                                                  "(a decompression bomb?)")
             if fast and im.format == "JPEG":
                 im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
             im.load()
