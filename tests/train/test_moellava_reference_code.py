@@ -4,8 +4,8 @@ question and image: the same prompt, input ids, pixels, logits and greedy answer
 stage-3 scripts train.
 
 Opt-in: it needs MoE-LLaVA's code and the versions it pins, prepared once with network to the package
-index by ``python -m tools.moellava_reference.build_env DIR --moellava SRC``; then
-``VLMTRAIN_TEST_MOELLAVA_ENV=DIR``. Skipped otherwise (CI has neither)."""
+index by ``python -m tools.reference_code.build_env DIR --moellava SRC``; then
+``VLMTRAIN_TEST_REFERENCE_ENV=DIR``. Skipped otherwise (CI has neither)."""
 from __future__ import annotations
 
 import os
@@ -16,9 +16,9 @@ import torch
 
 from train_helpers import run_vlmtrain, tiny_config, write_config
 
-ENV = os.environ.get("VLMTRAIN_TEST_MOELLAVA_ENV")
-pytestmark = pytest.mark.skipif(not ENV, reason="VLMTRAIN_TEST_MOELLAVA_ENV names no MoE-LLaVA environment "
-                                                "(python -m tools.moellava_reference.build_env)")
+ENV = os.environ.get("VLMTRAIN_TEST_REFERENCE_ENV")
+pytestmark = pytest.mark.skipif(not ENV, reason="VLMTRAIN_TEST_REFERENCE_ENV names no MoE-LLaVA environment "
+                                                "(python -m tools.reference_code.build_env)")
 
 SHAPE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
          "num_key_value_heads": 4, "max_position_embeddings": 1024}
@@ -53,7 +53,7 @@ def train_stage3(tmp: Path, family: str) -> Path:
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_moellava_code_loads_our_export_and_answers_as_we_do(family, tmp_path):
-    from tools.moellava_reference.our_side import IMAGE_INDEX, ours, prepare, run_theirs
+    from tools.reference_code.our_side import IMAGE_INDEX, ours, prepare, run_theirs
 
     run_dir = train_stage3(tmp_path, family)
     work = tmp_path / "work"
@@ -80,7 +80,7 @@ def test_a_training_step_matches_moellava_code(family, tmp_path):
     train mode (DeepSpeed 0.9.5's gate at the training capacity factor, its second expert drawn with noise)
     gives our loss, aux term and gradients, parameter by parameter under its names. Where its length
     arithmetic masks a whole sample (its "tokenization mismatch"), our replay of it says so."""
-    from tools.moellava_reference.our_side import IMAGE_INDEX, prepare, run_theirs, training_step
+    from tools.reference_code.our_side import IMAGE_INDEX, prepare, run_theirs, training_step
 
     run_dir = train_stage3(tmp_path, family)
     work = tmp_path / "work"

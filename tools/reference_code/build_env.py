@@ -1,13 +1,16 @@
-"""Prepare the folder MoE-LLaVA's own code runs from (see the package's docstring).
+"""Prepare the folder MoE-LLaVA's and LLaVA's own code run from (see the package's docstring).
 
-What goes where, and why not simply ``pip install moellava``: it is not on the package index, and its
-pins (torch 2.0.1, CUDA builds) would replace our torch. So its Python lives in ``DIR/moellava``, the
-libraries it imports at the versions it pins in ``DIR/site`` (``pip --target``, without touching our
-environment), and a child Python gets ``paths(DIR)`` in front of its path.
+What goes where, and why not simply ``pip install``: neither is on the package index, and their pins
+(torch 2.0.1 / 2.1.2, CUDA builds) would replace our torch. So their Python lives in ``DIR/src``
+(``moellava``, ``llava``), the libraries they import at the versions they pin in ``DIR/site``
+(``pip --target``, without touching our environment), and a child Python gets ``paths(DIR)`` in front of
+its path.
 
 - transformers 4.37.0 (its pin) in ``site``; 4.34.0 in ``site434``, put in front for its Mistral / openchat
   classes: their MoE forward calls ``_prepare_decoder_attention_mask``, which 4.36 removed (its docs/TRAIN.md
   asks for 4.34 for OpenChat).
+- transformers 4.37.2 in ``site4372`` (LLaVA's pin today) and 4.31.0 with tokenizers 0.13.3 in ``site431``
+  (its pin when LLaVA-1.5 was trained, whose tokenizers < 0.14 turn its train.py's non-legacy correction off).
 - DeepSpeed 0.9.5 (its pin) as the sdist's source tree: ``pip install`` of it runs its setup.py, which
   imports DeepSpeed and fails with pydantic 2; MoE-LLaVA only imports its Python modules.
 - numpy < 2: DeepSpeed 0.9.5 imports ``numpy.BUFSIZE``; pydantic 1 for DeepSpeed's configs.
@@ -25,17 +28,20 @@ import tempfile
 from pathlib import Path
 
 MOELLAVA_COMMIT = "6cb5f66"  # the commit docs/moe-llava.md and the reference notes cite
+LLAVA_COMMIT = "c121f04"  # haotian-liu/LLaVA, docs/original-repos.md
 SITE = ["transformers==4.37.0", "tokenizers==0.15.1", "huggingface-hub==0.24.7", "safetensors==0.4.2",
         "accelerate==0.21.0", "einops==0.6.1", "tiktoken==0.5.2", "sentencepiece==0.1.99", "numpy==1.26.4",
         "pydantic==1.10.27", "hjson==3.1.0", "py-cpuinfo==9.0.0"]  # the rest (regex, requests, ...) from ours
-SITE_434 = ["transformers==4.34.0", "tokenizers==0.14.1"]
+OVERLAYS = {"site434": ["transformers==4.34.0", "tokenizers==0.14.1"],
+            "site4372": ["transformers==4.37.2", "tokenizers==0.15.1"],
+            "site431": ["transformers==4.31.0", "tokenizers==0.13.3"]}
 DEEPSPEED = "deepspeed==0.9.5"
 
 
-def paths(root: Path, *, transformers_434: bool = False) -> list[Path]:
-    """The folders a child Python needs in front of its path, first wins."""
+def paths(root: Path, *, overlay: str | None = None) -> list[Path]:
+    """The folders a child Python needs in front of its path, first wins; ``overlay`` one of OVERLAYS."""
     deepspeed = next((root / "deepspeed-src").glob("deepspeed-*"))
-    return ([root / "site434"] if transformers_434 else []) + [root / "site", deepspeed, root / "src", root / "shim"]
+    return ([root / overlay] if overlay else []) + [root / "site", deepspeed, root / "src", root / "shim"]
 
 
 def _pip(*args: str) -> None:
@@ -44,7 +50,8 @@ def _pip(*args: str) -> None:
 
 def install_site(root: Path) -> None:
     _pip("--target", str(root / "site"), *SITE)
-    _pip("--target", str(root / "site434"), *SITE_434)
+    for folder, pins in OVERLAYS.items():
+        _pip("--target", str(root / folder), *pins)
 
 
 def install_deepspeed(root: Path) -> None:
@@ -56,16 +63,16 @@ def install_deepspeed(root: Path) -> None:
             tar.extractall(root / "deepspeed-src", filter="data")
 
 
-def place_moellava(root: Path, source: Path) -> None:
-    """MoE-LLaVA's ``moellava`` package into ``root/src``: from a checkout, or from a bare git folder at
-    MOELLAVA_COMMIT."""
+def place_package(root: Path, source: Path, package: str, commit: str) -> None:
+    """A repo's Python package (``moellava``, ``llava``) into ``root/src``: from a checkout, or from a bare
+    git folder at ``commit``."""
     dest = root / "src"
-    shutil.rmtree(dest, ignore_errors=True)
-    dest.mkdir(parents=True)
-    if (source / "moellava").is_dir():
-        shutil.copytree(source / "moellava", dest / "moellava")
+    shutil.rmtree(dest / package, ignore_errors=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    if (source / package).is_dir():
+        shutil.copytree(source / package, dest / package)
         return
-    archive = subprocess.run(["git", "--git-dir", str(source), "archive", MOELLAVA_COMMIT, "moellava"],
+    archive = subprocess.run(["git", "--git-dir", str(source), "archive", commit, package],
                              check=True, capture_output=True).stdout
     with tempfile.NamedTemporaryFile(suffix=".tar") as fh:
         fh.write(archive)
@@ -87,14 +94,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("dir", type=Path, help="the folder to prepare")
     ap.add_argument("--moellava", type=Path, required=True,
                     help="a MoE-LLaVA checkout, or its bare git folder (github.com/PKU-YuanGroup/MoE-LLaVA)")
+    ap.add_argument("--llava", type=Path, required=True,
+                    help="a LLaVA checkout, or its bare git folder (github.com/haotian-liu/LLaVA)")
     args = ap.parse_args(argv)
     root = args.dir.resolve()
     root.mkdir(parents=True, exist_ok=True)
-    place_moellava(root, args.moellava.resolve())
+    place_package(root, args.moellava.resolve(), "moellava", MOELLAVA_COMMIT)
+    place_package(root, args.llava.resolve(), "llava", LLAVA_COMMIT)
     write_shim(root)
     install_deepspeed(root)
     install_site(root)
-    print(f"ready: VLMTRAIN_TEST_MOELLAVA_ENV={root} pytest tests/train/test_moellava_reference_code.py")
+    print(f"ready: VLMTRAIN_TEST_REFERENCE_ENV={root} pytest tests/train/test_moellava_reference_code.py "
+          "tests/train_data/test_llava_reference_code.py")
     return 0
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from tools.moellava_reference.build_env import paths
+from tools.reference_code.build_env import paths
 
 IMAGE_INDEX = -200  # MoE-LLaVA's IMAGE_TOKEN_INDEX: the image's place in its input ids
 # conversations as the instruction JSONs hold them, the image first (its preprocess_multimodal leaves a
@@ -79,8 +79,8 @@ def _free_port() -> int:
 
 def run_theirs(env: Path, work: Path, family: str, *, timeout: float = 300) -> dict[str, Any]:
     """MoE-LLaVA's code on ``work`` in a child Python; its transformers 4.34 for the Mistral family."""
-    path = os.pathsep.join(str(p) for p in paths(env, transformers_434=family == "openchat"))
-    child = subprocess.run([sys.executable, str(Path(__file__).with_name("their_side.py")), str(work)],
+    path = os.pathsep.join(str(p) for p in paths(env, overlay="site434" if family == "openchat" else None))
+    child = subprocess.run([sys.executable, str(Path(__file__).with_name("moellava_side.py")), str(work)],
                            env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, timeout=timeout)
     if child.returncode != 0:
         raise RuntimeError(f"MoE-LLaVA's side failed ({child.returncode}):\n{child.stderr[-4000:]}")

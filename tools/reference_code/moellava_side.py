@@ -5,7 +5,7 @@ Then one training step as its ``train.py`` takes it: the spec's conversation thr
 ``preprocess_multimodal`` and ``preprocess`` (the template's masking), its model in train mode with those
 labels (the LM loss plus router_aux_loss_coef x its layers' aux losses), and the gradients of a backward.
 
-Usage: ``python their_side.py WORK``, WORK holding ``spec.json`` (our_side.prepare); writes
+Usage: ``python moellava_side.py WORK``, WORK holding ``spec.json`` (our_side.prepare); writes
 ``WORK/theirs.pt``. Three steps differ from its loader, each because it assumes a CUDA machine: float32
 instead of float16, no ``deepspeed.init_inference`` (which, with ``replace_with_kernel_inject=False``, only
 sets up the expert-parallel groups: done here with a one-process gloo group, as its MoE layer's own

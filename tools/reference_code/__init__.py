@@ -1,0 +1,14 @@
+"""MoE-LLaVA's and LLaVA's own code, run beside ours: the yardstick for what vlmtrain trains and exports.
+
+``python -m tools.reference_code.build_env DIR --moellava SRC --llava SRC`` prepares DIR (network to the
+package index needed, ~1 minute): both repos' packages at the commits our docs cite, from checkouts or bare
+git folders; the versions they pin, installed with ``pip --target`` beside (not into) our environment;
+DeepSpeed 0.9.5's source; and a one-line stand-in for timm. Our torch is used: their Python runs on it.
+
+``VLMTRAIN_TEST_REFERENCE_ENV=DIR pytest tests/train/test_moellava_reference_code.py`` then trains a tiny
+stage 2 -> stage 3 of each family, exports it, and has MoE-LLaVA's classes load the export and answer
+(``moellava_side.py``, run in a child Python on DIR's path), beside ``vlmtrain generate``'s forward
+(``our_side.py``): the same prompt, input ids, pixels, logits and greedy answer, and one training step's
+labels, loss and gradients. ``tests/train_data/test_llava_reference_code.py`` has LLaVA's train.py
+tokenise and mask conversations (``llava_side.py``) beside our encoder.
+"""
