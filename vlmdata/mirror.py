@@ -16,7 +16,8 @@ over copies; it is rare, and a mirror is worth its bytes.
 side's steps are always the same): copied into the far root, it makes every fetch there check the
 bytes against the hashes this root verified. The links tables of ``linkfile`` sources
 (SA-1B's signed links) are copied under ``DIR/linkfiles/`` since the far root needs them to name
-its files, each link without its query string (the signature) and user:password. ``DIR/vlmdata-mirror.json`` lists what is in the mirror and what is not, and why.
+its files, each link without its query string (the signature) and user:password.
+``DIR/vlmdata-mirror.json`` lists what is in the mirror and what is not, and why.
 
 Bytes come from the root, never from the network: a placed plain file (a JSON), an archive kept in
 ``ROOT/.vlmdata/downloads`` (fetch with ``--keep-archives``; unpacked archives cannot be rebuilt),

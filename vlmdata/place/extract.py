@@ -274,8 +274,9 @@ def _zip_links(path: Path, label: str, links: list[tuple[ZipEntry, list[str]]], 
 
 
 def _zip_folders(label: str, files: dict[str, ZipEntry], links: dict[str, tuple[str, str]]) -> set[str]:
-    """The folders the members go into (made with their parents). A path that is both a file (or link) and such a folder, or both
-    a file and a link, is refused: unpacked, one would fail on the other (or a write go through a link)."""
+    """The folders the members go into (made with their parents). A path that is both a file (or link) and
+    such a folder, or both a file and a link, is refused: unpacked, one would fail on the other (or a write
+    go through a link)."""
     parents = {k.rpartition("/")[0] for k in files} | {k.rpartition("/")[0] for k in links}
     parents.discard("")
     folders: set[str] = set()

@@ -1,10 +1,10 @@
 """Member checks for archive extraction: nothing may land outside the target folder.
 
 Every member name is checked before anything is written: no absolute paths, no drive letters or
-backslashes, no ``..`` component, no NUL, no component longer than a file system stores. Links must resolve inside the archive's own tree; device
-files and fifos are refused outright. Bombs are caught twice: by the sizes and member count the
-archive declares (cheap, before extraction) and by the bytes actually written (during extraction,
-because zip and tar headers can lie).
+backslashes, no ``..`` component, no NUL, no component longer than a file system stores. Links must
+resolve inside the archive's own tree; device files and fifos are refused outright. Bombs are caught
+twice: by the sizes and member count the archive declares (cheap, before extraction) and by the
+bytes actually written (during extraction, because zip and tar headers can lie).
 """
 from __future__ import annotations
 
