@@ -302,7 +302,7 @@ def export_moe_llava(
     """
     _require_training_stack()
     from vlmtrain.config import ConfigError
-    from vlmtrain.generate import _run_config, load_run
+    from vlmtrain.generate import _run_config
     from vlmtrain.model.moe.checkpoint_keys import (check_export_target, export_name_of_run, export_notes,
                                                     write_moellava_checkpoint)
     from vlmtrain.progress import quiet_library_bars
@@ -312,17 +312,58 @@ def export_moe_llava(
     if run_cfg.stage != 3:
         raise ConfigError(f"{run_dir} is a stage-{run_cfg.stage} run; MoE-LLaVA's layout is for stage-3 (MoE) models")
     check_export_target(run_dir, out, export_name_of_run(run_dir, run_cfg.template))
-    _check_export_writable(out)  # before the weights are read: a read-only OUT is said at once
-    loaded = load_run(run_dir)
+    _export(run_dir, out, lambda run: write_moellava_checkpoint(
+        run.model, out, vision_tower=run.cfg.vision_tower, image_aspect_ratio=run.cfg.image_aspect_ratio,
+        tokenizer=run.tokenizer), lambda run: export_notes(out, run.model.config.text_config.model_type, run.cfg.template))
+
+
+@app.command("export-llava")
+def export_llava(
+    run_dir: Path = typer.Argument(..., help="A finished stage-1 or stage-2 run's output_dir (LoRA runs merged)."),
+    out: Path = typer.Argument(..., help="Folder to write pytorch_model.bin, config.json and the tokenizer into "
+                                         "(a new folder, or an earlier export, which is replaced whole)."),
+) -> None:
+    """Write a stage-1/2 model in LLaVA's checkpoint layout, for its eval scripts and serve code.
+
+    The LLM goes to model.* / lm_head.*, the projector to model.mm_projector.*, the tower to model.vision_tower.vision_tower.*, with a config.json of LLaVA's mm_* fields and the tokenizer's files (LLaVA's loader reads them from the model's folder, slow). Llama (Vicuna) and Mistral LLMs with a CLIP tower, as LLaVA has classes for. LLaVA's loader picks the class from the folder's name ("llava" in it, "mistral" for a Mistral) and loads the tower from mm_vision_tower (a Hub id or an absolute path): a note says so when either would not load. Then, e.g., its scripts/v1_5/eval/*.sh on vlmdata's llava-eval layout, with --model-path OUT --conv-mode vicuna_v1.
+
+    Examples:
+      vlmtrain export-llava runs/llava-1.5-7b-finetune checkpoints/llava-v1.5-7b-mine
+    """
+    _require_training_stack()
+    from vlmtrain.config import ConfigError
+    from vlmtrain.generate import _run_config
+    from vlmtrain.model.llava_export import check_export_target, export_notes, write_llava_checkpoint
+    from vlmtrain.progress import quiet_library_bars
+
+    quiet_library_bars()
+    run_cfg = _run_config(run_dir)  # before the weights are read
+    if run_cfg.stage == 3:
+        raise ConfigError(f"{run_dir} is a stage-3 (MoE) run; LLaVA has no MoE layers",
+                          hint=f"`vlmtrain export-moe-llava {run_dir} OUT` writes MoE-LLaVA's layout")
+    check_export_target(run_dir, out)
+    _export(run_dir, out, lambda run: write_llava_checkpoint(
+        run.model, out, vision_tower=run.cfg.vision_tower, image_aspect_ratio=run.cfg.image_aspect_ratio,
+        model_max_length=run.cfg.model_max_length, tokenizer=run.tokenizer),
+        lambda run: export_notes(out, run.model.config.text_config.model_type, run.cfg.vision_tower))
+
+
+def _export(run_dir: Path, out: Path, write, notes) -> None:
+    """Load the run, ``write(run)`` the export into OUT, print its path and ``notes(run)``; a read-only OUT is
+    said before the weights are read, a bad model (ValueError) or a full disk as what they are."""
+    from vlmtrain.config import ConfigError
+    from vlmtrain.generate import load_run
+
+    _check_export_writable(out)
+    run = load_run(run_dir)
     try:
-        path = write_moellava_checkpoint(loaded.model, out, vision_tower=loaded.cfg.vision_tower,
-                                         image_aspect_ratio=loaded.cfg.image_aspect_ratio, tokenizer=loaded.tokenizer)
+        path = write(run)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     except OSError as e:  # a disk that filled up while writing; any other error is a bug
         raise _export_write_error(out, e) or e
     typer.echo(str(path))
-    for note in export_notes(out, loaded.model.config.text_config.model_type, loaded.cfg.template):
+    for note in notes(run):
         typer.echo(f"note: {note}", err=True)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from vlmtrain.data.templates import VICUNA_SYSTEM as VICUNA
-from vlmtrain.model.moe.legacy_tokenizer import write_legacy_tokenizer_files
+from vlmtrain.model.legacy_tokenizer import write_legacy_tokenizer_files
 
 TEXTS = ["the square is blue. <image>\nWhat  is\tit?<|endoftext|>", "USER: hello ASSISTANT: hi<|extra_0|>"]
 
@@ -118,7 +118,7 @@ def test_run_output_keeps_the_sentencepiece_model_of_the_tokenizers_folder(tmp_p
 def test_export_of_a_tokenizer_json_only_source_says_moellava_will_not_load_it(tmp_path):
     from vlmtrain.data.slow_tokenizer_files import save_tokenizer
     from vlmtrain.model.moe.checkpoint_keys import export_notes
-    from vlmtrain.model.moe.legacy_tokenizer import slow_tokenizer_problem
+    from vlmtrain.model.legacy_tokenizer import slow_tokenizer_problem
 
     _, tok = openchat_folder_tokenizer(tmp_path, with_model=False)
     out = tmp_path / "moe-llava-openchat"

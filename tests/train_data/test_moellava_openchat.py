@@ -138,7 +138,7 @@ def test_saved_tokenizer_gives_moellavas_slow_tokenizer_the_same_ids(shaped, tmp
     from tests.slow_llama_tokenizer import slow_llama_ids, transformers_437_ids
     from vlmtrain.data.slow_tokenizer_files import save_tokenizer
     from vlmtrain.data.templates import generation_prompt
-    from vlmtrain.model.moe.legacy_tokenizer import write_legacy_tokenizer_files
+    from vlmtrain.model.legacy_tokenizer import write_legacy_tokenizer_files
 
     name, _, tok = shaped
     out = tmp_path / "export"

@@ -58,7 +58,7 @@ def main(work: str) -> None:
             m.set_deepspeed_parallelism()
     model.eval()
 
-    conv = conv_templates[spec["family"]].copy()
+    conv = conv_templates[spec["conv_mode"]].copy()
     conv.append_message(conv.roles[0], DEFAULT_IMAGE_TOKEN + "\n" + spec["question"])
     conv.append_message(conv.roles[1], None)
     prompt = conv.get_prompt()
@@ -92,7 +92,7 @@ def training_step(spec: dict, model, tokenizer, pixels) -> dict:
     from moellava import conversation as conversation_lib
     from moellava.train import train as their_train
 
-    conversation_lib.default_conversation = conversation_lib.conv_templates[spec["family"]]  # as train() sets it
+    conversation_lib.default_conversation = conversation_lib.conv_templates[spec["conv_mode"]]  # as train() sets it
     steps = []
     for n, conversation in enumerate(spec["conversations"]):
         if tokenizer is not None:

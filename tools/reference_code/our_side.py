@@ -24,14 +24,16 @@ CONVERSATIONS = [[{"from": "human", "value": "<image>\nWhat is in the picture?"}
                   {"from": "gpt", "value": "A green field under a clear sky."},
                   {"from": "human", "value": "What color is the field?"},
                   {"from": "gpt", "value": "Green."}]]
+CONV_MODES = {"vicuna_v1": "vicuna_v1"}  # our template -> LLaVA's conv_templates key, where the names differ
 TOWER = "openai-tiny-clip"  # its builder builds a CLIP tower only for names starting with "openai" / "laion"
 
 
 def prepare(run_dir: Path, work: Path, family: str, *, question: str = "what color?", seed: int = 0,
-            max_new_tokens: int = 6) -> dict[str, Any]:
-    """Copy the run's MoE-LLaVA export into ``work`` and put its tower beside it, as the Hub folder
-    MoE-LLaVA's CLIPVisionTower loads (its loader takes the tower from ``mm_image_tower``, not from the
-    export: a tiny random tower is on no Hub)."""
+            max_new_tokens: int = 6, export: Path | None = None) -> dict[str, Any]:
+    """Copy the run's export into ``work`` (MoE-LLaVA's from the run's folder; ``export``: another, e.g.
+    LLaVA's) and put its tower beside it, as the Hub folder their CLIPVisionTower loads (their loaders take the
+    tower from ``mm_image_tower`` / ``mm_vision_tower``, not from the export: a tiny random tower is on no
+    Hub). ``family``: the MoE-LLaVA family, or "llava"."""
     from PIL import Image
     from safetensors.torch import save_file
 
@@ -39,8 +41,9 @@ def prepare(run_dir: Path, work: Path, family: str, *, question: str = "what col
 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    export = work / f"moe-llava-{family}-tiny"  # the name picks its class and template
-    shutil.copytree(run_dir / f"moe-llava-{family}", export)
+    source = export or run_dir / f"moe-llava-{family}"
+    export = work / f"{source.name}-tiny"  # the name picks its class and template
+    shutil.copytree(source, export)
     run = load_run(run_dir)
     tower = run.model.model.vision_tower
     (work / TOWER).mkdir()
@@ -51,11 +54,12 @@ def prepare(run_dir: Path, work: Path, family: str, *, question: str = "what col
              for k, v in tower.state_dict().items()}
     save_file(state, str(work / TOWER / "model.safetensors"), metadata={"format": "pt"})
     conf = json.loads((export / "config.json").read_text())
-    conf["mm_image_tower"] = TOWER  # what the docs tell a user to do for a tower that is not a Hub id
+    # what the docs tell a user to do for a tower that is not a Hub id
+    conf["mm_vision_tower" if family == "llava" else "mm_image_tower"] = TOWER
     (export / "config.json").write_text(json.dumps(conf, indent=2))
     Image.new("RGB", (40, 28), (20, 200, 30)).save(work / "image.jpg")
     tok = run.tokenizer
-    spec: dict[str, Any] = {"family": family, "model": export.name, "question": question, "image": "image.jpg",
+    spec: dict[str, Any] = {"family": family, "conv_mode": CONV_MODES.get(run.cfg.template, family), "model": export.name, "question": question, "image": "image.jpg",
                             "seed": seed, "max_new_tokens": max_new_tokens, "port": _free_port(),
                             "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id, "input_ids": None,
                             "conversations": CONVERSATIONS}
@@ -78,9 +82,12 @@ def _free_port() -> int:
 
 
 def run_theirs(env: Path, work: Path, family: str, *, timeout: float = 300) -> dict[str, Any]:
-    """MoE-LLaVA's code on ``work`` in a child Python; its transformers 4.34 for the Mistral family."""
-    path = os.pathsep.join(str(p) for p in paths(env, overlay="site434" if family == "openchat" else None))
-    child = subprocess.run([sys.executable, str(Path(__file__).with_name("moellava_side.py")), str(work)],
+    """MoE-LLaVA's code on ``work`` in a child Python, its transformers 4.34 for the Mistral family; for
+    ``family`` "llava", LLaVA's code under its transformers 4.37.2."""
+    overlay = {"openchat": "site434", "llava": "site4372"}.get(family)
+    path = os.pathsep.join(str(p) for p in paths(env, overlay=overlay))
+    args = ["llava_side.py", "--model"] if family == "llava" else ["moellava_side.py"]
+    child = subprocess.run([sys.executable, str(Path(__file__).with_name(args[0])), *args[1:], str(work)],
                            env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, timeout=timeout)
     if child.returncode != 0:
         raise RuntimeError(f"MoE-LLaVA's side failed ({child.returncode}):\n{child.stderr[-4000:]}")
@@ -129,11 +136,13 @@ def ours(run_dir: Path, work: Path) -> dict[str, Any]:
 
 
 def training_step(run_dir: Path, work: Path) -> list[dict[str, Any]]:
-    """One forward and backward of our stage-3 training on each of the spec's conversations: ids and labels
-    from the run's encoder (with its replay of the reference's masking arithmetic), the loss as the trainer
-    adds it (LM loss + router_aux_loss_coef x the layers' aux losses), the gradients in MoE-LLaVA's names."""
+    """One forward and backward of our training on each of the spec's conversations: ids and labels from the
+    run's encoder (with its replay of the reference's masking arithmetic), the loss as the trainer adds it
+    (stage 3: LM loss + router_aux_loss_coef x the layers' aux losses), the gradients in the reference's
+    names (MoE-LLaVA's for stage 3, LLaVA's otherwise)."""
     from vlmtrain.data.images import ImageLoader, open_rgb
     from vlmtrain.generate import load_run
+    from vlmtrain.model.llava_export import llava_state_dict
     from vlmtrain.model.moe import moe_blocks
     from vlmtrain.model.moe.checkpoint_keys import moellava_state_dict
 
@@ -150,10 +159,11 @@ def training_step(run_dir: Path, work: Path) -> list[dict[str, Any]]:
         model.zero_grad(set_to_none=True)
         torch.manual_seed(spec["seed"])
         out = model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels, labels=labels)
-        moe = cfg.router_aux_loss_coef * torch.stack([b.last.aux_loss for _, b in moe_blocks(model)]).sum()
+        blocks = moe_blocks(model)
+        moe = cfg.router_aux_loss_coef * torch.stack([b.last.aux_loss for _, b in blocks]).sum() if blocks else 0.0
         (out.loss + moe).backward()
         grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        named = (moellava_state_dict(grads, model.config.text_config.model_type) if blocks else llava_state_dict(grads))
         steps.append({"ids": ids[0], "labels": labels[0], "reference_masked": enc.reference_masked,
-                      "loss": (out.loss + moe).detach(), "moe_loss": moe.detach(),
-                      "grads": moellava_state_dict(grads, model.config.text_config.model_type)})
+                      "loss": (out.loss + moe).detach(), "moe_loss": moe.detach() if blocks else None, "grads": named})
     return steps

@@ -14,7 +14,7 @@ added tokens (pad, ``<image>``, ``<|end_of_turn|>``) go to ``added_tokens.json``
 file a slow tokenizer takes them from. transformers 5 reads these fields too, with the values its
 tokenizer.json already has (without ``legacy`` it would rebuild a legacy tokenizer saved as a
 LlamaTokenizer as a non-legacy one). The class name 4.37 needs is the export's business
-(vlmtrain.model.moe.legacy_tokenizer): here a folder keeps the class transformers 5 saved, which decides
+(vlmtrain.model.legacy_tokenizer): here a folder keeps the class transformers 5 saved, which decides
 how 5 rebuilds the tokenizer.
 """
 from __future__ import annotations

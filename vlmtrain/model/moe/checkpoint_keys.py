@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from vlmtrain.model.export_folder import renamed
+
 FAMILIES = {"phi": "Phi", "stablelm": "Stablelm", "llama": "Llama", "mistral": "Mistral", "qwen2": "QWen"}
 MODEL_TYPES = {"qwen2": "moe_llava_qwen"}
 
@@ -38,12 +40,7 @@ _PARTS = [("model.language_model.", "model."),
 
 
 def to_moellava_key(key: str) -> str:
-    if key.startswith("model.vision_tower.vision_model."):  # a tower saved with the wrapper prefix
-        key = "model.vision_tower." + key[len("model.vision_tower.vision_model."):]
-    for ours, theirs in _PARTS:
-        if key.startswith(ours):
-            key = theirs + key[len(ours):]
-            break
+    key = renamed(key, _PARTS)
     for pattern, repl in _MOE:
         key = re.sub(pattern, repl, key)
     return key
@@ -290,7 +287,7 @@ def loader_name_problem(folder: Path, text_model_type: str, template: str) -> st
 def export_notes(folder: Path, text_model_type: str, template: str) -> list[str]:
     """What would keep MoE-LLaVA from loading or serving the export in ``folder`` as it was trained: the
     folder's name (model class, chat template) and the tokenizer's files. Empty when nothing would."""
-    from vlmtrain.model.moe.legacy_tokenizer import slow_tokenizer_problem
+    from vlmtrain.model.legacy_tokenizer import slow_tokenizer_problem
 
     found = (loader_name_problem(folder, text_model_type, template), serve_template_problem(folder, template),
              slow_tokenizer_problem(folder), tower_name_problem(folder))
@@ -321,62 +318,24 @@ def tower_name_problem(folder: Path) -> str | None:
 
 def is_moellava_export(folder: Path) -> bool:
     """Whether ``folder`` holds an earlier export: config.json naming a MoELLaVA architecture, and the weights."""
-    try:
-        arch = json.loads((folder / "config.json").read_text()).get("architectures") or [""]
-    except (OSError, ValueError, AttributeError):
-        return False
-    return str(arch[0]).startswith("MoELLaVA") and (folder / "pytorch_model.bin").is_file()
+    from vlmtrain.model.export_folder import architecture_of
+
+    return architecture_of(folder).startswith("MoELLaVA") and (Path(folder) / "pytorch_model.bin").is_file()
 
 
 def check_export_target(run_dir: Path, out: Path, name: str) -> None:
-    """A ConfigError, before any weights are read, when writing ``out`` would lose something: ``out``
-    is a file, is the run or holds it (replacing it whole would delete the run), or is a non-empty
-    folder other than an earlier export. ``name``: the folder name the hint suggests (export_name)."""
-    from vlmtrain.config import ConfigError
+    """export_folder.check_export_target for a MoE-LLaVA export."""
+    from vlmtrain.model.export_folder import check_export_target as check
 
-    run, target = Path(run_dir).resolve(), Path(out).resolve()
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out} is a file, not a folder; nothing was written",
-                          hint="give a folder path for the export (it is created)")
-    if target == run or target in run.parents:
-        raise ConfigError(f"{out} holds the run {run_dir}: the export replaces its folder whole; nothing was written",
-                          hint="give a new folder named as MoE-LLaVA's loader wants, e.g. "
-                               f"{Path(run_dir).parent / name}, beside the run")
-    if out.is_dir() and any(out.iterdir()) and not is_moellava_export(out):
-        raise ConfigError(f"{out} is a folder that is not empty and holds no earlier MoE-LLaVA export; nothing was written",
-                          hint="give a new folder (it is created), or an earlier `vlmtrain export-moe-llava` "
-                               "output to replace it")
+    check(run_dir, out, name, is_export=is_moellava_export, loader="MoE-LLaVA", command="export-moe-llava")
 
 
 def write_moellava_checkpoint(model, out_dir: str | Path, *, vision_tower: str | None,
                               image_aspect_ratio: str = "pad", tokenizer=None) -> Path:
     """``out_dir/pytorch_model.bin`` + ``config.json`` in MoE-LLaVA's names, ``generation_config.json``, and the
-    tokenizer's files (MoE-LLaVA's loader reads the tokenizer from the model's folder). Returns the weights file.
-
-    Written into a folder beside ``out_dir`` and renamed into place, replacing an earlier one whole:
-    weights from one run next to the config or tokenizer of another cannot happen, even when killed."""
-    import shutil
-
-    from vlmdata.atomic import atomic_open, replace_dir, temp_dir_beside, write_text
+    tokenizer's files (vlmtrain.model.export_folder.write_export). Returns the weights file."""
+    from vlmtrain.model.export_folder import write_export
 
     config = moellava_config(model, vision_tower, image_aspect_ratio)
     state = moellava_state_dict(model.state_dict(), model.config.text_config.model_type)
-    out = Path(out_dir)
-    tmp = temp_dir_beside(out)
-    try:
-        with atomic_open(tmp / "pytorch_model.bin") as fh:  # (fsynced: the folder is renamed into place next)
-            torch.save(state, fh)
-        write_text(tmp / "config.json", json.dumps(config, indent=2, default=str) + "\n")
-        # MoE-LLaVA's builder reads it for Qwen (GenerationConfig.from_pretrained: a missing file fails the load)
-        write_text(tmp / "generation_config.json", model.generation_config.to_json_string(use_diff=True))
-        if tokenizer is not None:
-            from vlmtrain.data.slow_tokenizer_files import save_tokenizer
-            from vlmtrain.model.moe.legacy_tokenizer import write_legacy_tokenizer_files
-
-            save_tokenizer(tokenizer, tmp)  # (with the SentencePiece model the tokenizer came from)
-            write_legacy_tokenizer_files(tmp)  # MoE-LLaVA's transformers 4.37 loads it slow, from these
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out / "pytorch_model.bin"
+    return write_export(out_dir, state, config, model, tokenizer)

@@ -1,7 +1,6 @@
-"""Tokenizer files an export needs for MoE-LLaVA's loader, which runs transformers 4.37.
+"""Tokenizer files an export needs for MoE-LLaVA's and LLaVA's loaders, which run transformers 4.37.
 
-MoE-LLaVA's ``load_pretrained_model`` loads the tokenizer from the model's folder with
-``use_fast=False``: for phi-2 that is the slow ``CodeGenTokenizer``, built from ``vocab.json`` and
+Their ``load_pretrained_model`` loads the tokenizer from the model's folder with ``use_fast=False``: for phi-2 that is the slow ``CodeGenTokenizer``, built from ``vocab.json`` and
 ``merges.txt`` (and the added tokens from ``added_tokens.json``). transformers 5 saves only
 ``tokenizer.json``, and names a tokenizer trained on the fly ``TokenizersBackend``, a class 4.37 does
 not have. This module writes the older files from ``tokenizer.json`` (same vocabulary, same merges,
@@ -49,9 +48,9 @@ def write_legacy_tokenizer_files(folder: Path) -> list[str]:
     return written
 
 
-def slow_tokenizer_problem(folder: Path) -> str | None:
-    """Why MoE-LLaVA's loader (transformers 4.37, ``use_fast=False``) cannot build a slow tokenizer from the
-    SentencePiece tokenizer in ``folder``, or None (also for tokenizers of other kinds)."""
+def slow_tokenizer_problem(folder: Path, loader: str = "MoE-LLaVA") -> str | None:
+    """Why ``loader``'s load_pretrained_model (transformers 4.37, ``use_fast=False``) cannot build a slow
+    tokenizer from the SentencePiece tokenizer in ``folder``, or None (also for tokenizers of other kinds)."""
     folder = Path(folder)
     tj = read_tokenizer_json(folder)
     if tj is None or prefix_scheme(tj) is None:
@@ -62,7 +61,7 @@ def slow_tokenizer_problem(folder: Path) -> str | None:
     why = ("holds a tokenizer.model without tokenizer.json's vocabulary" if model.is_file() else
            "has no tokenizer.model (transformers 5 saves tokenizer.json only, and the run's tokenizer came "
            "from a folder or Hub repo without one, or with another vocabulary)")
-    return (f"the tokenizer in {folder.name} {why}: MoE-LLaVA's loader builds its slow LlamaTokenizer from that "
+    return (f"the tokenizer in {folder.name} {why}: {loader}'s loader builds its slow LlamaTokenizer from that "
             "file and will not load this folder; put the SentencePiece model this tokenizer.json was made from "
             "there as tokenizer.model")
 
