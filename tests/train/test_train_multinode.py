@@ -11,6 +11,7 @@ DeepSpeed's CPU shared-memory op is not compiled (multinode/sitecustomize.py, on
 process the launchers start)."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -166,6 +167,12 @@ def test_zero3_rank_whose_samples_were_all_skipped_runs_the_model_too(tmp_path):
         steps.setdefault(r["step"], {})[r["rank"]] = r["ids"]
     assert sorted(steps) == list(range(1, 9))
     assert any(bool(s.get(0)) != bool(s.get(1)) for s in steps.values()), steps  # one rank's batch was emptied
+    # data_report.json counts the samples skipped on both ranks (each rank sees only its own batches)
+    emptied = {rank: sum(not s.get(rank) for s in steps.values()) for rank in (0, 1)}
+    assert emptied[1] > 0, emptied  # (else this run would not show it)
+    report = json.loads((out / "data_report.json").read_text())
+    assert report["skipped_visits"] == emptied[0] + emptied[1], (report, emptied)
+    assert len(set(report["skipped_ids"])) == len(report["skipped_ids"]) == report["skipped"] > 0
 
 
 def _blend_with_long_answers(out: Path, n: int, words: int) -> Path:

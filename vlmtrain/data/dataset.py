@@ -81,6 +81,22 @@ class DataReport:
         if not any(b["id"] == rid and b["path"] == path for b in self.bad_images):
             self.bad_images.append({"id": rid, "path": path, "reason": reason})
 
+    TRAIN_TIME = ("skipped", "skipped_visits", "bad_images", "bad_image_visits")  # what each rank sees alone
+
+    def train_time(self) -> dict:
+        """This process's train-time problems: what another rank's report, or a checkpoint, takes from it."""
+        return {k: getattr(self, k) for k in self.TRAIN_TIME}
+
+    def absorb(self, other: dict) -> None:
+        """Add another report's train_time() (another rank's, or a checkpoint's before a resume): each record
+        once, the visits summed."""
+        key = {"skipped": lambda e: e["id"], "bad_images": lambda e: (e["id"], e["path"])}
+        for name, ident in key.items():
+            known = {ident(e) for e in getattr(self, name)}
+            getattr(self, name).extend(e for e in other.get(name) or [] if ident(e) not in known)
+        self.skipped_visits += int(other.get("skipped_visits") or 0)
+        self.bad_image_visits += int(other.get("bad_image_visits") or 0)
+
     def to_dict(self) -> dict:
         return {
             "rows": self.rows, "encoded": self.encoded, "text_only": self.text_only, "truncated": self.truncated,

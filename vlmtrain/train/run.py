@@ -43,6 +43,20 @@ def build_image_processor(cfg: TrainConfig, vc):
 # Dry run
 # ---------------------------------------------------------------------------------------------
 
+def _gather_reports(report) -> None:
+    """Every rank's train-time problems (samples skipped, images found bad) into rank 0's report, which
+    data_report.json is written from: each rank sees only its own batches. A collective: every rank calls it."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, report.train_time())
+    if dist.get_rank() == 0:
+        for part in parts[1:]:
+            report.absorb(part)
+
+
 def _say_resumed(out: Path, last: Path, cfg: TrainConfig) -> None:
     """Which checkpoint the run continues from; the logs' rows of later steps go (they are trained again)."""
     from vlmtrain.train import rundir
@@ -325,9 +339,9 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
         trainer.train(resume_from_checkpoint=str(last) if resume else None)
     finally:
         sigterm.restore()
-    report = data.report.to_dict() if hasattr(data.report, "to_dict") else {}
+    _gather_reports(data.report)
     if trainer.args.should_save:
-        write_text(out / "data_report.json", json.dumps(report, indent=2, default=str))
+        write_text(out / "data_report.json", json.dumps(data.report.to_dict(), indent=2, default=str))
     if sigterm.stopped_at is not None:
         return RunResult(out, sigterm.stopped_at, trainer.state.global_step, sigterm.signal_name, sigterm.exit_code)
 

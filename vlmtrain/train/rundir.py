@@ -176,7 +176,6 @@ def forget_after(out: Path, step: int, rank: int) -> int:
 
 
 REPORT_STATE = "data_report_rank-{rank}.json"  # in a checkpoint: this rank's train-time data report so far
-_REPORT_FIELDS = ("skipped", "skipped_visits", "bad_images", "bad_image_visits")
 
 
 def save_report_state(data: Any, checkpoint: str | Path, rank: int) -> None:
@@ -186,8 +185,7 @@ def save_report_state(data: Any, checkpoint: str | Path, rank: int) -> None:
     make the sampler's order."""
     from vlmdata.atomic import write_text
 
-    state = {k: getattr(data.report, k) for k in _REPORT_FIELDS if hasattr(data.report, k)}
-    state["data"] = _data_identity(data.lengths)
+    state = {**data.report.train_time(), "data": _data_identity(data.lengths)}
     write_text(Path(checkpoint) / REPORT_STATE.format(rank=rank), json.dumps(state, default=str))
 
 
@@ -204,15 +202,7 @@ def restore_report_state(data: Any, checkpoint: str | Path, rank: int) -> None:
     if not path.is_file():  # a checkpoint of an older vlmtrain, or of a run with other ranks
         return
     saved = json.loads(path.read_text(encoding="utf-8"))
-    report = data.report
-    key = {"skipped": lambda e: e["id"], "bad_images": lambda e: (e["id"], e["path"])}
-    for name, ident in key.items():
-        if isinstance(saved.get(name), list) and hasattr(report, name):
-            known = {ident(e) for e in saved[name]}
-            setattr(report, name, saved[name] + [e for e in getattr(report, name) if ident(e) not in known])
-    for name in ("skipped_visits", "bad_image_visits"):
-        if isinstance(saved.get(name), int) and hasattr(report, name):
-            setattr(report, name, getattr(report, name) + saved[name])
+    data.report.absorb(saved)
     was, now = saved.get("data"), _data_identity(data.lengths)
     if rank == 0 and isinstance(was, dict) and was != now:
         log.warning("--resume: %s was trained on %d samples, now %d%s (dataset_dir blended again, or another "
