@@ -48,3 +48,27 @@ def test_a_data_error_in_a_worker_is_its_own_message(tmp_path, make_tokenizer, p
 def test_a_message_that_only_looks_like_a_worker_one_is_kept():
     msg = "Caught BadSampleError in a test.\nOriginal text, no traceback"
     assert str(BadSampleError(msg)) == msg
+
+
+@pytest.mark.parametrize("bad_samples, said", [("fail", True), ("skip", False)])
+def test_a_blend_that_kept_missing_images_is_said_before_training(tmp_path, make_tokenizer, processor, caplog,
+                                                                  bad_samples, said):
+    """`vlmdata blend --missing keep` keeps rows whose image is gone, and counts them in blend.json: with
+    bad_samples fail the run would stop at the first one, hours in; that is said when the data is opened."""
+    import json
+    import logging
+
+    tok = make_tokenizer(False)
+    write_image(tmp_path / "img/coco/0.jpg")
+    recs = [{"id": "a", "images": ["coco/0.jpg"], "conversations": conv("<image>\nq", "a")},
+            {"id": "b", "images": ["ocr_vqa/images/1.jpg"], "conversations": conv("<image>\nq", "a")}]
+    ds_dir = write_blend(tmp_path / "b", recs, tmp_path / "img")
+    blend = json.loads((ds_dir / "blend.json").read_text())
+    blend["counts"] = {"ocr_vqa": {"kept": 1, "kept_with_missing_or_corrupt_images": 1}, "coco": {"kept": 1}}
+    (ds_dir / "blend.json").write_text(json.dumps(blend))
+    with caplog.at_level(logging.WARNING):
+        build_train_data(DataArgs(str(ds_dir), bad_samples=bad_samples), tok, processor, ImageTokens("<image>", len(tok), 4))
+    warned = [r.getMessage() for r in caplog.records if "--missing keep" in r.getMessage()]
+    assert bool(warned) == said, warned
+    if said:
+        assert "keeps 1 row(s) whose image was missing or corrupt" in warned[0] and "bad_samples: skip" in warned[0]

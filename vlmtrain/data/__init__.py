@@ -94,6 +94,18 @@ class TrainData:
     encoder: Encoder | None = field(default=None, repr=False)
 
 
+def _say_kept_bad_images(blend: dict, args: DataArgs) -> None:
+    """A blend made with ``--missing keep`` holds rows whose image was missing or corrupt (blend.json counts
+    them per source): with bad_samples "fail" the run stops at the first one it meets, however far in."""
+    counts = blend.get("counts") if isinstance(blend.get("counts"), dict) else {}
+    n = sum(int(c.get("kept_with_missing_or_corrupt_images") or 0) for c in counts.values() if isinstance(c, dict))
+    if n and args.bad_samples == "fail":
+        log.warning("%s keeps %d row(s) whose image was missing or corrupt when it was blended (--missing keep): "
+                    "with bad_samples: fail the run stops at the first of them it meets; set bad_samples: skip to "
+                    "train past them (the data report lists them), or blend again with --missing drop",
+                    args.dataset_dir, n)
+
+
 def build_train_data(args: DataArgs, tokenizer: Any, image_processor: Any, image_tokens: ImageTokens) -> TrainData:
     """Open the blend, measure (or load cached) true lengths, and return dataset + collator + lengths + report.
 
@@ -115,6 +127,7 @@ def build_train_data(args: DataArgs, tokenizer: Any, image_processor: Any, image
         raise DataError(f"{len(failures)} sample(s) of {args.dataset_dir} cannot be encoded with template "
                         f"{args.template!r} and model_max_length {args.model_max_length}: {shown}{more}. "
                         f"Set bad_samples: skip to leave them out (they are listed in the data report).")
+    _say_kept_bad_images(blend, args)
     rows = np.nonzero(lengths)[0]
     kept = lengths[rows]
     report.encoded = int(len(rows))
