@@ -17,7 +17,7 @@ import torch
 from train_helpers import run_vlmtrain, tiny_config, write_config
 
 ENV = os.environ.get("VLMTRAIN_TEST_REFERENCE_ENV")
-pytestmark = pytest.mark.skipif(not ENV, reason="VLMTRAIN_TEST_REFERENCE_ENV names no MoE-LLaVA environment "
+pytestmark = pytest.mark.skipif(not ENV, reason="VLMTRAIN_TEST_REFERENCE_ENV names no reference environment "
                                                 "(python -m tools.reference_code.build_env)")
 
 SHAPE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
