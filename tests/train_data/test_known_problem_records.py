@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from bench.train_data import llava_reference as ref
-from traindata_helpers import conv
+from traindata_helpers import collapse, conv
 from vlmdata.blend.pipeline import Options, run_blend
 from vlmdata.blend.recipe import resolve
 from vlmdata.manifest import load_catalog
@@ -89,18 +89,7 @@ def _data(tmp_path, tok, processor, template, records, name):
 
 
 def _collapse(item, token_id):
-    ids, labels, out_ids, out_lab, i = item["input_ids"].tolist(), item["labels"].tolist(), [], [], 0
-    while i < len(ids):
-        if ids[i] == token_id:
-            assert ids[i:i + PER_IMAGE] == [token_id] * PER_IMAGE and set(labels[i:i + PER_IMAGE]) == {-100}
-            out_ids.append(ref.IMAGE_TOKEN_INDEX)
-            out_lab.append(-100)
-            i += PER_IMAGE
-        else:
-            out_ids.append(ids[i])
-            out_lab.append(labels[i])
-            i += 1
-    return out_ids, out_lab
+    return collapse(item["input_ids"].tolist(), item["labels"].tolist(), token_id, PER_IMAGE)
 
 
 def _llava_v1(tok, record):

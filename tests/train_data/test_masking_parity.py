@@ -15,6 +15,7 @@ import random
 import pytest
 
 from bench.train_data import llava_reference as ref
+import traindata_helpers
 from traindata_helpers import WORDS, conv, sentence
 from vlmtrain.data import Encoder, ImageTokens, MaskError
 
@@ -27,20 +28,7 @@ def image_tokens(tok) -> ImageTokens:
 
 def collapse(ids, labels, token_id):
     """Our expanded image runs -> one IMAGE_TOKEN_INDEX each (their labels must all be -100)."""
-    out_ids, out_lab, i = [], [], 0
-    ids, labels = list(ids), list(labels)
-    while i < len(ids):
-        if ids[i] == token_id:
-            run = ids[i:i + PER_IMAGE]
-            assert run == [token_id] * PER_IMAGE and labels[i:i + PER_IMAGE] == [-100] * PER_IMAGE
-            out_ids.append(ref.IMAGE_TOKEN_INDEX)
-            out_lab.append(-100)
-            i += PER_IMAGE
-        else:
-            out_ids.append(ids[i])
-            out_lab.append(labels[i])
-            i += 1
-    return out_ids, out_lab
+    return traindata_helpers.collapse(ids, labels, token_id, PER_IMAGE)
 
 
 def random_text(rng: random.Random) -> str:

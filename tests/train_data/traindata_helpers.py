@@ -75,3 +75,21 @@ def conv(*pairs: str) -> list[dict]:
     for i, v in enumerate(pairs):
         turns.append({"from": "human" if i % 2 == 0 else "gpt", "value": v})
     return turns
+
+
+def collapse(ids, labels, token_id: int, per_image: int) -> tuple[list[int], list[int]]:
+    """Our expanded image runs (``per_image`` copies of ``token_id``) -> one LLaVA IMAGE_TOKEN_INDEX (-200)
+    each, as the reference's ids hold an image; the run's labels must all be -100."""
+    out_ids, out_lab, i = [], [], 0
+    ids, labels = list(ids), list(labels)
+    while i < len(ids):
+        if ids[i] == token_id:
+            assert ids[i:i + per_image] == [token_id] * per_image and labels[i:i + per_image] == [-100] * per_image
+            out_ids.append(-200)
+            out_lab.append(-100)
+            i += per_image
+        else:
+            out_ids.append(ids[i])
+            out_lab.append(labels[i])
+            i += 1
+    return out_ids, out_lab
