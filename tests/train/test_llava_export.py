@@ -80,29 +80,13 @@ def test_export_refuses_what_llava_has_no_class_for(instruct_blend, vlmtrain, tm
 @pytest.mark.skipif(not ENV, reason="VLMTRAIN_TEST_REFERENCE_ENV names no reference environment "
                                     "(python -m tools.reference_code.build_env)")
 def test_llava_code_loads_the_export_and_answers_and_trains_as_we_do(stage2, vlmtrain, tmp_path):
-    from tools.reference_code.our_side import IMAGE_INDEX, ours, prepare, run_theirs, training_step
+    from tools.reference_code.our_side import assert_same_answer, assert_same_step, ours, prepare, run_theirs, training_step
 
     _, s2 = stage2
     assert vlmtrain("export-llava", s2, tmp_path / "llava-v1.5").code == 0
     work = tmp_path / "work"
     prepare(s2, work, "llava", export=tmp_path / "llava-v1.5")
     theirs = run_theirs(Path(ENV), work, "llava")
-    we = ours(s2, work)
-    assert theirs["prompt"] == we["prompt"]
-    ids = theirs["input_ids"].tolist()
-    at = ids.index(IMAGE_INDEX)
-    assert ids[:at] + [we["image_id"]] * we["per_image"] + ids[at + 1:] == we["input_ids"].tolist()
-    assert theirs["vocab_len"] == len(we["tokenizer"])
-    torch.testing.assert_close(we["pixel_values"], theirs["pixel_values"], rtol=0, atol=0)
-    torch.testing.assert_close(we["logits"], theirs["logits"], rtol=1e-5, atol=1e-5)
-    assert we["tokenizer"].decode(theirs["new_ids"].tolist(), skip_special_tokens=True).strip() == we["answer"]
+    assert_same_answer(theirs, ours(s2, work))
     for t, step in zip(theirs["steps"], training_step(s2, work), strict=True):
-        t_ids, labels = t["ids"].tolist(), t["labels"].tolist()
-        at = t_ids.index(IMAGE_INDEX)
-        n = len(step["ids"]) - len(t_ids) + 1
-        assert t_ids[:at] + step["ids"][at:at + n].tolist() + t_ids[at + 1:] == step["ids"].tolist()
-        assert labels[:at] + [-100] * n + labels[at + 1:] == step["labels"].tolist()
-        torch.testing.assert_close(step["loss"], t["loss"], rtol=1e-5, atol=1e-6)
-        assert set(t["grads"]) <= set(step["grads"]) and len(t["grads"]) > 20
-        for k in t["grads"]:
-            torch.testing.assert_close(step["grads"][k], t["grads"][k], rtol=1e-4, atol=1e-6, msg=k)
+        assert assert_same_step(t, step) and len(t["grads"]) > 20

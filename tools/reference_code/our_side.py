@@ -167,3 +167,43 @@ def training_step(run_dir: Path, work: Path) -> list[dict[str, Any]]:
         steps.append({"ids": ids[0], "labels": labels[0], "reference_masked": enc.reference_masked,
                       "loss": (out.loss + moe).detach(), "moe_loss": moe.detach() if blocks else None, "grads": named})
     return steps
+
+
+def with_image(ids: list[int], fill: list[int]) -> list[int]:
+    """The reference's ids (one IMAGE_INDEX per image) with the image replaced by ``fill``."""
+    at = ids.index(IMAGE_INDEX)
+    return ids[:at] + fill + ids[at + 1:]
+
+
+def assert_same_answer(theirs: dict[str, Any], we: dict[str, Any]) -> None:
+    """Its prompt, ids (its one -200 for our image tokens), tokenizer size, pixels, logits and greedy answer
+    are ours."""
+    assert theirs["prompt"] == we["prompt"]
+    assert with_image(theirs["input_ids"].tolist(), [we["image_id"]] * we["per_image"]) == we["input_ids"].tolist()
+    if theirs["vocab_len"] is not None:  # its slow tokenizer, built from the export's files alone
+        assert theirs["vocab_len"] == len(we["tokenizer"])
+    torch.testing.assert_close(we["pixel_values"], theirs["pixel_values"], rtol=0, atol=0)
+    torch.testing.assert_close(we["logits"], theirs["logits"], rtol=1e-5, atol=1e-5)
+    assert we["tokenizer"].decode(theirs["new_ids"].tolist(), skip_special_tokens=True).strip() == we["answer"]
+
+
+def assert_same_step(t: dict[str, Any], we: dict[str, Any]) -> bool:
+    """One training step's ids, aux term (stage 3), labels, loss and every gradient the reference computes are
+    ours. False, after the ids and aux term, for a sample its length arithmetic masks whole (its "tokenization
+    mismatch": a NaN loss there; ours trains it, and our replay of that arithmetic must say so)."""
+    ids, labels = t["ids"].tolist(), t["labels"].tolist()
+    n = len(we["ids"]) - len(ids) + 1  # the image's tokens in ours
+    at = ids.index(IMAGE_INDEX)
+    assert with_image(ids, we["ids"][at:at + n].tolist()) == we["ids"].tolist()
+    if we["moe_loss"] is not None:
+        torch.testing.assert_close(we["moe_loss"], t["moe_loss"], rtol=1e-5, atol=1e-6)
+    masked_whole = all(x == -100 for x in labels)
+    assert we["reference_masked"] == masked_whole
+    if masked_whole:
+        return False
+    assert labels[:at] + [-100] * n + labels[at + 1:] == we["labels"].tolist()  # (its label there is -100 too)
+    torch.testing.assert_close(we["loss"], t["loss"], rtol=1e-5, atol=1e-6)
+    assert set(t["grads"]) <= set(we["grads"]), set(t["grads"]) - set(we["grads"])
+    for k in t["grads"]:
+        torch.testing.assert_close(we["grads"][k], t["grads"][k], rtol=1e-4, atol=1e-6, msg=k)
+    return True
