@@ -281,6 +281,15 @@ class LoopbackServer:
             self._srv.socket = tls.wrap_socket(self._srv.socket, server_side=True)
         self._thread = threading.Thread(target=self._srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
+    def redirect(self, path: str, location: str) -> None:
+        """Answer ``path`` with a 302 to ``location`` (another server, a downgrade, a loop, a bad one)."""
+        def route(h, method, asked):
+            if asked != path:
+                return False
+            h.send_plain(302, b"", {"Location": location})
+            return True
+        self.routes.append(route)
+
     @property
     def url(self) -> str:
         return f"{self.scheme}://127.0.0.1:{self._srv.server_address[1]}"

@@ -31,13 +31,7 @@ def test_a_list_redirected_from_https_to_http_is_refused(tls_and_plain):
     sent (anyone on the path could hand out a list of their own)."""
     tls, plain = tls_and_plain
 
-    def downgrade(h, method, path):
-        if path != "moved.json":
-            return False
-        h.send_plain(302, b"", {"Location": f"{plain.url}/list.json"})
-        return True
-
-    tls.routes.append(downgrade)
+    tls.redirect("moved.json", f"{plain.url}/list.json")
     assert _get_list(f"{tls.url}/list.json", Client(), None, RetryPolicy(attempts=1), 5.0) == LIST  # (TLS works)
     with pytest.raises(OperationError, match="not HTTPS: refused") as ei:
         _get_list(f"{tls.url}/moved.json", Client(), None, RetryPolicy(attempts=1), 5.0)

@@ -48,13 +48,7 @@ def test_a_url_list_that_cannot_be_downloaded_is_named_without_credentials(files
     signed query included, and a redirect loop's last (signed) location."""
     host = files_server.url.split("://", 1)[1]
 
-    def loop(h, method, path):
-        if path != "loop":
-            return False
-        h.send_plain(302, b"", {"Location": f"{files_server.url}/loop?X-Amz-Signature={SECRET}"})
-        return True
-
-    files_server.routes.append(loop)
+    files_server.redirect("loop", f"{files_server.url}/loop?X-Amz-Signature={SECRET}")
     cases = [(f"{files_server.url}/list.json?sig={SECRET}", None),  # 404
              ("https://example.org/list.json", f"http://who:{SECRET}@{host}/m"),  # 404 on the mirror
              (f"{files_server.url}/loop", None)]  # more than 30 redirects
@@ -70,13 +64,7 @@ def test_a_url_list_that_cannot_be_downloaded_is_named_without_credentials(files
 def test_an_image_whose_redirect_is_bad_is_reported_without_its_secrets(tmp_path, files_server):
     """Found in the security audit: aiohttp's error for a redirect to a malformed location quotes it whole
     (a token in its query), and that text went into the report of the list."""
-    def bad(h, method, path):
-        if path != "bad":
-            return False
-        h.send_plain(302, b"", {"Location": f"http://[::1/x.jpg?token={SECRET}"})
-        return True
-
-    files_server.routes.append(bad)
+    files_server.redirect("bad", f"http://[::1/x.jpg?token={SECRET}")
     host = files_server.url.split("://", 1)[1]
     res = fetch_images([("a", f"{files_server.url}/bad"), ("b", f"http://who:{SECRET}@{host}/gone.jpg?sig={SECRET}")],
                        tmp_path / "imgs", ext="jpg", jobs=2, mirror=None, policy=ONCE, timeout=5.0)

@@ -43,25 +43,14 @@ ZIP_CLASHES = {
 }
 
 
-@pytest.mark.parametrize("case", list(TAR_CLASHES))
-def test_tar_members_that_clash_are_refused(tmp_path, root, case):
-    members, member = TAR_CLASHES[case]
-    t = tar_with(tmp_path / "clash.tar", members)
+@pytest.mark.parametrize("kind, case", [("tar", c) for c in TAR_CLASHES] + [("zip", c) for c in ZIP_CLASHES])
+def test_archive_members_that_clash_are_refused(tmp_path, root, kind, case):
+    members, member = (TAR_CLASHES if kind == "tar" else ZIP_CLASHES)[case]
+    archive = (tar_with if kind == "tar" else zip_with)(tmp_path / f"clash.{kind}", members)
     with pytest.raises(UserError, match="refusing to extract") as ei:
-        place_download(make_spec(inner="", name="clash.tar"), t, root, merge=False)
+        place_download(make_spec(inner="", name=f"clash.{kind}"), archive, root, merge=False)
     msg = str(ei.value)
-    assert "clash.tar" in msg and repr(member) in msg and ".tmp-" not in msg, msg
-    assert_nothing_placed(root, tmp_path)
-
-
-@pytest.mark.parametrize("case", list(ZIP_CLASHES))
-def test_zip_members_that_clash_are_refused(tmp_path, root, case):
-    members, member = ZIP_CLASHES[case]
-    z = zip_with(tmp_path / "clash.zip", members)
-    with pytest.raises(UserError, match="refusing to extract") as ei:
-        place_download(make_spec(inner="", name="clash.zip"), z, root, merge=False)
-    msg = str(ei.value)
-    assert "clash.zip" in msg and repr(member) in msg and ".tmp-" not in msg, msg
+    assert f"clash.{kind}" in msg and repr(member) in msg and ".tmp-" not in msg, msg
     assert_nothing_placed(root, tmp_path)
 
 
