@@ -43,36 +43,6 @@ def build_image_processor(cfg: TrainConfig, vc):
 # Dry run
 # ---------------------------------------------------------------------------------------------
 
-def _gather_reports(report) -> None:
-    """Every rank's train-time problems (samples skipped, images found bad) into rank 0's report, which
-    data_report.json is written from: each rank sees only its own batches. A collective: every rank calls it."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return
-    parts: list = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, report.train_time())
-    if dist.get_rank() == 0:
-        for part in parts[1:]:
-            report.absorb(part)
-
-
-def _say_resumed(out: Path, last: Path, cfg: TrainConfig) -> None:
-    """Which checkpoint the run continues from; the logs' rows of later steps go (they are trained again)."""
-    from vlmtrain.train import rundir
-    from vlmtrain.train.sample_log import global_rank
-
-    step = int(last.name.rsplit("-", 1)[1])
-    removed = rundir.forget_after(out, step, global_rank())
-    log.info("resuming from %s (step %d%s)%s", last.name, step, f" of {cfg.max_steps}" if cfg.max_steps > 0 else "",
-             f"; {removed} log row(s) of the steps after it removed" if removed else "")
-    if 0 < cfg.max_steps < step:  # (a lowered max_steps: the Trainer cannot go back to it)
-        earlier = [c.name for c in rundir.checkpoints(out) if int(c.name.rsplit("-", 1)[1]) <= cfg.max_steps]
-        log.warning("%s is past max_steps %d: nothing is trained and the final model is step %d's%s", last.name,
-                    cfg.max_steps, step, f" (to end at an earlier step, move the checkpoints after {earlier[-1]} "
-                                         "out of output_dir and resume again)" if earlier else "")
-
-
 def dry_run(cfg: TrainConfig, *, as_json: bool = False, emit: bool = True,
             inherited_vocab: int | None = None) -> dict[str, Any]:
     """Model shapes on the meta device, parameter counts per part; nothing allocated or downloaded.
@@ -227,6 +197,36 @@ def _refuse_resume_mismatch(resume: bool, last: Path | None, out: Path, where: s
     if not resume and last is not None:
         raise ConfigError(f"{out} already has {Path(last).name}", where=where,
                           hint="pass --resume to continue that run, or choose another output_dir")
+
+
+def _gather_reports(report) -> None:
+    """Every rank's train-time problems (samples skipped, images found bad) into rank 0's report, which
+    data_report.json is written from: each rank sees only its own batches. A collective: every rank calls it."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, report.train_time())
+    if dist.get_rank() == 0:
+        for part in parts[1:]:
+            report.absorb(part)
+
+
+def _say_resumed(out: Path, last: Path, cfg: TrainConfig) -> None:
+    """Which checkpoint the run continues from; the logs' rows of later steps go (they are trained again)."""
+    from vlmtrain.train import rundir
+    from vlmtrain.train.sample_log import global_rank
+
+    step = int(last.name.rsplit("-", 1)[1])
+    removed = rundir.forget_after(out, step, global_rank())
+    log.info("resuming from %s (step %d%s)%s", last.name, step, f" of {cfg.max_steps}" if cfg.max_steps > 0 else "",
+             f"; {removed} log row(s) of the steps after it removed" if removed else "")
+    if 0 < cfg.max_steps < step:  # (a lowered max_steps: the Trainer cannot go back to it)
+        earlier = [c.name for c in rundir.checkpoints(out) if int(c.name.rsplit("-", 1)[1]) <= cfg.max_steps]
+        log.warning("%s is past max_steps %d: nothing is trained and the final model is step %d's%s", last.name,
+                    cfg.max_steps, step, f" (to end at an earlier step, move the checkpoints after {earlier[-1]} "
+                                         "out of output_dir and resume again)" if earlier else "")
 
 
 def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
