@@ -114,3 +114,29 @@ def test_a_bad_shard_is_refused_before_anything_is_done(job, tmp_path, cli, bad)
 def test_ray_and_shard_together_are_refused(job, tmp_path, cli):
     r = cli(*job(tmp_path / "r", "--shard", "0/2", "--ray", "auto"))
     assert r.code == 2 and "give one of them" in r.err
+
+
+@pytest.mark.parametrize("raised, said, hint", [
+    (RuntimeError("bad header for https://ann:s3cret@mirror.example/split/whole.bin?X-Amz-Signature=abc123 "
+                  "token hf_abcdefghijklmnopqrstuvwxyz0123"), "RuntimeError", None),
+    (OSError(28, "No space left on device", "/data/root/downloads/split"), "no space", "--root"),
+])
+def test_a_task_failing_unexpectedly_is_said_without_credentials_and_with_what_to_do(
+        server, manifests, tmp_path, monkeypatch, raised, said, hint):
+    # A shard's part and URL-list chunk tasks have their own catch-all; it said the exception as it came
+    # (urllib3's errors quote the URL they failed on: a mirror's user:password, a signed query string),
+    # where a whole file's failure is redacted and a full disk said with what to do.
+    split_dataset(manifests, server)
+    spec = load_catalog([manifests.folder]).dataset("split").file("whole.bin")
+    task = next(t for t in file_tasks([spec], lambda s: False) if t.kind == "part")
+    runner = TaskRunner(Root(tmp_path / "root"), FetchOptions(mirror=server.url, jobs=1))
+
+    def fails(*args, **kwargs):
+        raise raised
+    monkeypatch.setattr(runner.fetcher.downloader, "part", fails)
+    out = runner.run(task).outcome
+    assert out.state == "failed" and out.error.startswith(task.key)
+    assert said.lower() in out.error.lower()
+    for secret in ("s3cret", "abc123", "hf_abcdefghijklmnop"):
+        assert secret not in out.error
+    assert (hint is None) == (out.hint is None) and (hint is None or hint in out.hint)

@@ -119,6 +119,15 @@ class Fetcher:
             return FileOutcome(spec.key, "failed", spec.place.to,
                                error=f"{spec.key}: cannot claim it in {self.root.claims_dir}: {e.strerror or e}")
 
+    def unexpected(self, key: str, spec: FileSpec, e: Exception) -> tuple[str, str | None]:
+        """(error, hint) for a failure no check of ours raised, of the file or task ``key``: a full disk or
+        a folder not ours said as such with what to do, anything else by its type and message, without the
+        token, signed query strings or a URL's user:password (urllib3's errors quote the URL)."""
+        known = describe_os_error(e, option="--root") if isinstance(e, OSError) else None
+        if known is not None:
+            return f"{key}: {known[1]} (placing it into {spec.place.to})", known[2]
+        return f"{key}: {type(e).__name__}: {redact(str(e), self.hub.token)}", None
+
     def _fetch_claimed(self, spec: FileSpec, merge: bool) -> FileOutcome:
         t0 = time.monotonic()
         out = FileOutcome(spec.key, "failed", spec.place.to)
@@ -145,12 +154,7 @@ class Fetcher:
                 if ds is not None:
                     out.hint = out.hint.replace(MANIFEST_WORDS, f"{ds.origin} (the entry of {spec.name})")
         except Exception as e:  # noqa: BLE001 - one file's failure must not stop the others
-            # placing it: a full disk or a folder not ours is said as such, with what to do
-            known = describe_os_error(e, option="--root") if isinstance(e, OSError) else None
-            if known is not None:
-                out.error, out.hint = f"{spec.key}: {known[1]} (placing it into {spec.place.to})", known[2]
-            else:
-                out.error = f"{spec.key}: {type(e).__name__}: {redact(str(e), self.hub.token)}"
+            out.error, out.hint = self.unexpected(spec.key, spec, e)
         out.seconds = time.monotonic() - t0
         if out.state == "fetched":
             what = repo_files_said(out) or (human_bytes(out.size) if out.size is not None else "")

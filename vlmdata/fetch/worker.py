@@ -67,7 +67,7 @@ class TaskRunner:
         except VlmdataError as e:
             out.error, out.hint = (f"{e.where}: {e.what}" if e.where else e.what), e.hint
         except Exception as e:  # noqa: BLE001 - one task's failure must not stop the others
-            out.error = f"{task.key}: {type(e).__name__}: {e}"
+            out.error, out.hint = self.fetcher.unexpected(task.key, task.spec, e)
         out.seconds = time.monotonic() - t0
         if out.state == "failed":
             self.fetcher.progress.message(f"FAILED {task.key}: {out.error}")
