@@ -85,3 +85,22 @@ def test_layout_check_ends_with_what_to_run(full, tmp_path):
            f"--layout llava --out {here}" in r.out
     assert full.run("layout", "build", "--layout", "llava", "--out", str(here)).code == 0  # (gqa is in the store)
     assert full.run("layout", "check", "--layout", "llava", str(here)).code == 0
+
+
+def test_a_view_inside_the_store_is_refused_before_anything_is_made(full):
+    # `--out` inside a folder the view links made it link itself, ever deeper, until the OS refused a name
+    # (a traceback); inside another store folder or the state folder its links mixed with what vlmdata placed.
+    before = _tree(full.root)
+    inside = [full.root / "coco" / "train2017" / "view", full.root / "coco", full.root / ".vlmdata" / "view"]
+    for out in inside:
+        r = full.run("layout", "build", "--layout", "llava", "--out", str(out))
+        assert r.code == 2 and "Traceback" not in r.err, r.err
+        assert f"cannot build the llava layout in {out}: {out} is " in r.err and "leave out --out" in r.err
+    assert "inside " + str(full.root / "coco") + ", a folder of the store" in full.run(
+        "layout", "build", "--layout", "llava", "--out", str(inside[0])).err
+    assert _tree(full.root) == before
+    # the store itself, where it has the layout's shape, and a folder of one's own are still views
+    r = full.run("layout", "build", "--layout", "llava", "--out", str(full.root))
+    assert r.code == 0 and "already there" in r.out, r.err
+    r = full.run("layout", "build", "--layout", "llava", "--out", str(full.root.parent / "playground" / "data"))
+    assert r.code == 0 and (full.root.parent / "playground" / "data" / "coco" / "train2017").is_dir()

@@ -64,7 +64,7 @@ def check_cmd(
 
 def build_cmd(
     layout: str = Option(..., "--layout", "-l", help="Layout name (see `vlmdata list`)."),
-    out: Optional[Path] = Option(None, "--out", help="Where to build it (default ROOT/layouts/NAME)."),
+    out: Optional[Path] = Option(None, "--out", help="Where to build it (default ROOT/layouts/NAME); not inside the store, e.g. LLaVA's ./playground/data."),
     settings: Settings = None,
 ) -> None:
     """Build a layout's folder tree from what has been fetched, as links, never a second copy.

@@ -15,6 +15,11 @@ with the store file's bytes, or any file in the root's own view (ROOT/layouts/NA
 vlmdata writes: there it is a link from before a refetch). Elsewhere (``--out``, e.g. LLaVA's
 playground/data) a file with other bytes is the user's own, say an edited mix665k JSON: it is in
 the way, and named. (It used to be deleted without a word.)
+
+A view goes under ROOT/layouts/NAME or outside the store: ``--out`` inside a store folder (or the
+state folder) is refused before anything is made, as links there mix with what was placed, and a
+view inside a folder it links would link itself. ``--out ROOT`` is a view where the store already has
+the layout's shape (its paths are the store's own; only what differs is linked).
 """
 from __future__ import annotations
 
@@ -97,6 +102,28 @@ def _link_tree(src: Path, dst: Path, res: BuildResult) -> None:
                     _link(Path(e.path), d / e.name, res)
 
 
+def _in_the_store(layout: Layout, root: Root, out: Path) -> list[str]:
+    """The layout's paths that ``out`` would put inside the store or the root's state folder: links there
+    mix with what vlmdata placed (a view inside a folder it links even links itself, ever deeper). A path
+    that is its store path itself is fine (``--out ROOT`` where the store has the layout's shape)."""
+    base = Path(os.path.realpath(out))  # (what exists of it, resolved: a symlink into the store counts)
+    home, state = Path(os.path.realpath(root.path)), Path(os.path.realpath(root.state_dir))
+    zones = {state: "the root's state folder"} | {home / e.store.split("/")[0]: "a folder of the store"
+                                                   for e in layout.entries if e.store}
+    zone = next((z for z in zones if base.is_relative_to(z)), None)
+    if zone is not None:
+        return [f"{out} is " + (zones[zone] if base == zone else f"inside {zone}, {zones[zone]}")]
+    found = []
+    for e in layout.entries:
+        dst = base / e.path
+        if e.store and dst == Path(os.path.realpath(root.store_path(e.store))):
+            continue
+        zone = next((z for z in zones if dst.is_relative_to(z)), None)
+        if zone is not None:
+            found.append(f"{out / e.path} would be inside {zone}, {zones[zone]}")
+    return found
+
+
 def _in_the_way(layout: Layout, root: Root, out: Path) -> list[str]:
     """What stands where the layout's own paths (and their parent folders) go."""
     found: list[str] = []
@@ -125,6 +152,12 @@ def build_layout(layout: Layout, root: Root, out: Path | None = None) -> BuildRe
     out = Path(out).absolute() if out is not None else own
     # (its folder resolved, not itself: ROOT/layouts/NAME made a symlink to one's playground/data is not vlmdata's own)
     res = BuildResult(out, owned=out.resolve() == own.parent.resolve() / own.name)
+    inside = _in_the_store(layout, root, out)
+    if inside:
+        raise UserError(f"cannot build the {layout.name} layout in {out}: " + "; ".join(inside[:3])
+                        + (f" (and {len(inside) - 3} more)" if len(inside) > 3 else ""),
+                        hint=f"leave out --out (the view then goes to {own}) or give a folder outside the store, "
+                             "e.g. LLaVA's ./playground/data; nothing was changed")
     blocked = _in_the_way(layout, root, out)
     if blocked:
         raise UserError(f"cannot build the {layout.name} layout in {out}: " + "; ".join(blocked[:5])
