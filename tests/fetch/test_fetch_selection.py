@@ -60,6 +60,18 @@ def test_layout_build_fails_while_required_paths_are_missing(cli, demo, root):
     assert r.code == 1 and "gqa/images" in json.loads(r.out)["required_missing"]
 
 
+def test_fetch_of_part_of_a_layout_warns_that_its_view_is_incomplete(cli, demo, root):
+    # It fetched what was named (exit 0), but the view it built lacks what the layout requires: said as a
+    # warning with what to run, in the words `layout build` fails with (it used to list the paths only).
+    r = cli("fetch", "coco", "--layout", "llava", *_args(demo, root, str(demo.mirror)))
+    assert r.code == 0, r.err
+    assert "warning: the llava view is incomplete: " in r.err and "vlmdata fetch llava_instruct gqa" in r.err
+    r = cli("fetch", "coco", "--layout", "llava", "--json", *_args(demo, root, str(demo.mirror)))
+    view = json.loads(r.out)["layout"]
+    assert r.code == 0 and "gqa/images" in view["required_missing"] and "coco/train2017" not in view["required_missing"]
+    assert view["incomplete"].startswith("the llava view is incomplete")
+
+
 def test_fetch_with_nothing_named_is_a_user_error(cli, demo, root):
     r = cli("fetch", *_args(demo, root))
     assert r.code == 2 and "--recipe" in r.err and "--layout" in r.err

@@ -190,6 +190,7 @@ def _build_view(settings: Settings, lay, root: Root, report: FetchReport, specs:
     """The layout's view, once everything it needs is placed; it needs the root alone (no fetch running).
     A shard builds it only when it finds every file placed and no other shard still running."""
     from vlmdata.layouts.build import build_layout
+    from vlmdata.manifest.needs import missing_entries
 
     what = f"vlmdata layout build --layout {lay.name}"
     if shared and not _all_placed(root, specs, opts):
@@ -207,9 +208,15 @@ def _build_view(settings: Settings, lay, root: Root, report: FetchReport, specs:
     except VlmdataError:
         _summarise(settings, report, opts.update)
         raise
+    gone = missing_entries(lay, lambda e: root.store_path(e.store).exists())
     report.layout = {"name": lay.name, "folder": str(res.folder), "hardlinks": res.hardlinks,
                      "symlinks": res.symlinks, "existing": res.existing, "missing": res.missing,
-                     "image_folder": str(res.folder / lay.image_folder)}
+                     "image_folder": str(res.folder / lay.image_folder),
+                     "required_missing": [e.path for e in gone]}
+    if gone:  # (what was asked is fetched, so exit 0; `layout build` fails with the same words)
+        from vlmdata.cli.layout_cmd import incomplete_view
+
+        report.layout["incomplete"] = "; ".join(incomplete_view(lay.name, gone))
 
 
 def _renew_views(settings: Settings, cat, root: Root, report: FetchReport, built) -> None:
@@ -348,6 +355,8 @@ def _summarise(settings: Settings, report: FetchReport, update: bool = False, wa
              f"{lay['existing']} already there); pass --image_folder {lay['image_folder']}", err=True)
         if lay["missing"]:
             echo(f"  not fetched yet: {', '.join(lay['missing'])}", err=True)
+        if lay.get("incomplete"):
+            echo(f"warning: {lay['incomplete']}", err=True)
     for w in warnings or []:
         echo(f"warning: {w}", err=True)
 

@@ -112,11 +112,17 @@ def build_cmd(
 
 def _require_complete(name: str, gone: list) -> None:
     if gone:
-        raise OperationError(
-            f"the {name} view is incomplete: {len(gone)} required path(s) not fetched yet: "
-            + ", ".join(e.path for e in gone[:8]) + (f" and {len(gone) - 8} more" if len(gone) > 8 else ""),
-            hint=f"fetch them: `vlmdata fetch --layout {name}` (all it needs), or "
-                 f"`vlmdata fetch {' '.join(datasets_of(gone))} --layout {name}`")
+        what, hint = incomplete_view(name, gone)
+        raise OperationError(what, hint=hint)
+
+
+def incomplete_view(name: str, gone: list) -> tuple[str, str]:
+    """What is missing from the ``name`` view (``gone``: its required entries not in the store), and what to
+    run; `layout build` fails with it, `fetch NAMES --layout` warns with it (it fetched what was asked)."""
+    what = (f"the {name} view is incomplete: {len(gone)} required path(s) not fetched yet: "
+            + ", ".join(e.path for e in gone[:8]) + (f" and {len(gone) - 8} more" if len(gone) > 8 else ""))
+    return what, (f"fetch them: `vlmdata fetch --layout {name}` (all it needs), or "
+                  f"`vlmdata fetch {' '.join(datasets_of(gone))} --layout {name}`")
 
 
 # the `layout` group (vlmdata.cli.app; a group's lines are parsed by typer)
