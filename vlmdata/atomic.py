@@ -7,6 +7,7 @@ uses around ``os.write`` (which may write only part of what it is given).
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -97,6 +98,33 @@ def atomic_open(path: Path, mode: str = "wb") -> Iterator[Any]:
         except FileNotFoundError:
             pass
         raise
+
+
+# a hard link is refused across filesystems, on filesystems without them, past a file's link limit, or to
+# a file one does not own where links are protected: the bytes are copied then
+_NO_LINK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES}
+
+
+def link_or_copy(src: Path, dest: Path) -> str:
+    """``dest`` becomes ``src``'s bytes at once: a hard link where one can be made, else a copy written as
+    ``atomic_open`` writes (fsynced before the rename). "hardlink" or "copy". The link goes through a
+    temporary name no other thread or process uses, then a rename over ``dest``."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f"{TMP_PREFIX}{dest.name}.{os.getpid()}.{os.urandom(6).hex()}")
+    try:
+        os.link(src, tmp)
+    except OSError as e:
+        if e.errno not in _NO_LINK:
+            raise
+        with open(src, "rb") as fh, atomic_open(dest, "wb") as out:
+            shutil.copyfileobj(fh, out, 1 << 20)
+        return "copy"
+    try:
+        os.replace(tmp, dest)
+    finally:  # (a rename between two links of one file does nothing and succeeds: tmp is then still there)
+        tmp.unlink(missing_ok=True)
+    return "hardlink"
 
 
 def write_bytes(path: Path, data: bytes) -> None:

@@ -27,10 +27,8 @@ once joined.
 from __future__ import annotations
 
 import csv
-import errno
 import io
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -117,7 +115,7 @@ def _put(src: Path, dest: Path, sha256: str | None, result: MirrorResult) -> str
     there = dest.is_file()
     if there and _holds(dest, src, sha256, result):
         return "there"
-    how = _link_or_copy(src, dest)
+    how = atomic.link_or_copy(src, dest)
     if there:
         result.replaced += 1
         return "replaced"
@@ -143,22 +141,6 @@ def _same_bytes(a: Path, b: Path) -> bool:
                 return False
             if not x:
                 return True
-
-
-def _link_or_copy(src: Path, dest: Path) -> str:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f"{atomic.TMP_PREFIX}{dest.name}.{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-        how = "hardlink"
-    except OSError as e:
-        if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
-            raise
-        shutil.copyfile(src, tmp)
-        how = "copy"
-    os.replace(tmp, dest)
-    return how
 
 
 def _rel(path: str, out: Path) -> str:

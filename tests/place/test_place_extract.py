@@ -294,6 +294,39 @@ def test_kind_file_is_moved_atomically(tmp_path, root):
     assert root.store_path(spec.place.to).read_text() == "[1]" and src.exists()
 
 
+def test_a_kept_file_is_linked_or_copied_under_a_name_no_one_else_uses(tmp_path, monkeypatch):
+    # (kept archives placed as files, and `mirror`): the link went through `.tmp-<name>.<pid>`, which two
+    # threads of one process placing the same name shared (one's rename then found nothing), and the copy
+    # fallback was renamed into place without an fsync.
+    import errno
+    import threading
+
+    from vlmdata import atomic
+
+    src, dest = tmp_path / "src.json", tmp_path / "store" / "a.json"
+    src.write_bytes(b"[1, 2]")
+    errors = []
+
+    def place() -> None:
+        try:
+            for _ in range(200):
+                assert atomic.link_or_copy(src, dest) == "hardlink"
+        except BaseException as e:  # noqa: BLE001 - collected for the assertion below
+            errors.append(e)
+    threads = [threading.Thread(target=place) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and dest.read_bytes() == b"[1, 2]" and os.path.samefile(src, dest)
+    synced = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    monkeypatch.setattr(os, "link", lambda a, b: (_ for _ in ()).throw(OSError(errno.EXDEV, "cross-device")))
+    dest.unlink()
+    assert atomic.link_or_copy(src, dest) == "copy" and dest.read_bytes() == b"[1, 2]" and synced
+    assert not os.path.samefile(src, dest) and sorted(p.name for p in dest.parent.iterdir()) == ["a.json"]
+
+
 def test_in_archive_symlink_is_kept_as_a_relative_link(tmp_path, root):
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tf:

@@ -129,13 +129,7 @@ def _place_file(src: Path, final: Path, *, keep: bool) -> None:
     if final.is_dir() and not final.is_symlink():
         raise UserError(f"cannot place {src.name}: {final} is a folder", hint="move it away, then fetch again")
     if keep:
-        tmp = final.with_name(f"{atomic.TMP_PREFIX}{final.name}.{os.getpid()}")
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, final)
+        atomic.link_or_copy(src, final)
     else:
         try:
             os.replace(src, final)
