@@ -19,12 +19,7 @@ from train_helpers import read_metrics, run_vlmtrain, tiny_config, write_config
 TIMING = ("samples_per_s", "tokens_per_s", "model_tflops_per_s", "data_wait_s", "data_wait_frac", "mfu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # (tests/train/conftest.py)
 
 
 def _rows(run_dir: Path) -> dict[int, dict]:

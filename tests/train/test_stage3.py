@@ -159,6 +159,7 @@ def test_save_load_generate_and_moellava_keys(stage2, vlmtrain, tmp_path):
     torch.testing.assert_close(ours(x), want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.usefixtures("one_thread")  # compared bitwise
 def test_resume_after_sigterm_reproduces_stage3(stage2, vlmtrain, tmp_path):
     blend, s2 = stage2
     over = dict(max_steps=6, group_by_modality_length=True)

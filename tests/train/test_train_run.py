@@ -2,6 +2,7 @@
 SIGTERM checkpoints, LoRA, plot, launcher commands."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from train_helpers import read_metrics
@@ -62,6 +63,7 @@ def test_stage1_to_stage2_handoff(caption_blend, instruct_blend, make_config, vl
     assert read_metrics(tmp_path / "s2")[2]["loss"] > 0
 
 
+@pytest.mark.usefixtures("one_thread")  # compared bitwise
 def test_resume_after_sigterm_reproduces_the_uninterrupted_run(instruct_blend, make_config, vlmtrain, tmp_path):
     over = dict(max_steps=7, group_by_modality_length=True, learning_rate=2e-3)
     full = vlmtrain("run", make_config(instruct_blend, "full", **over))
@@ -162,6 +164,7 @@ def test_shipped_tiny_cpu_config_trains(instruct_blend, vlmtrain, tmp_path):
     assert sorted(rows) == [1, 2, 3, 4] and (tmp_path / "tiny" / "model.safetensors").is_file()
 
 
+@pytest.mark.usefixtures("one_thread")  # compared bitwise
 def test_stage1_resume_restores_the_projector_exactly(caption_blend, make_config, vlmtrain, tmp_path):
     over = dict(stage=1, version="plain", max_steps=5, learning_rate=1e-2)
     assert vlmtrain("run", make_config(caption_blend, "a", **over)).code == 0
