@@ -120,8 +120,13 @@ def format_step(logs: dict[str, Any], step: int, max_steps: int) -> str:
     logs.pop("total_flos", None)
     if "train_runtime" in logs:  # Trainer's end-of-training summary
         parts = [f"finished at step {step} ({logs.pop('train_runtime'):.1f} s in this run)"]
-        if "train_loss" in logs:
-            parts.append(f"mean loss {_num(logs.pop('train_loss'))}")
+        first = int(logs.pop("train_loss_first_step", 1))
+        if first > step:  # (resumed from the last checkpoint: the Trainer's mean of no step reads 0)
+            logs.pop("train_loss", None)
+            parts.append("nothing left to train")
+        elif "train_loss" in logs:
+            over = f" over steps {first}-{step}" if first > 1 else ""
+            parts.append(f"mean loss {_num(logs.pop('train_loss'))}{over}")
         # Trainer's train_samples_per_second counts steps x batch size, more than there were when the dataset is
         # smaller than a batch; the per-step lines above carry the true samples/s.
         for k in ("train_samples_per_second", "train_steps_per_second", "epoch"):

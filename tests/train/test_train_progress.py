@@ -26,6 +26,11 @@ def test_format_step():
     assert line == "step 3/24  loss 5.9591  grad 0.585  lr 9.83e-03  1,243 tok/s  25.2 samples/s  MFU 41.2%  epoch 1.00"
     assert format_step({"train_runtime": 4.887, "train_samples_per_second": 19.65, "train_steps_per_second": 4.9,
                         "train_loss": 5.908, "epoch": 8.0}, 24, 24) == "finished at step 24 (4.9 s in this run), mean loss 5.908"
+    # after a resume the Trainer's mean is over this process's steps only; from the last checkpoint, over none
+    assert format_step({"train_runtime": 2.0, "train_loss": 4.5, "train_loss_first_step": 11}, 24, 24) == \
+        "finished at step 24 (2.0 s in this run), mean loss 4.5 over steps 11-24"
+    assert format_step({"train_runtime": 0.1, "train_loss": 0.0, "train_loss_first_step": 25}, 24, 24) == \
+        "finished at step 24 (0.1 s in this run), nothing left to train"
     # stage 3: six scalars per MoE layer in metrics.jsonl; the line says three things
     moe = {"loss": 2.0, "moe/aux_loss": 0.0213, "moe/dropped": 0.0125}
     for layer in range(0, 32, 2):

@@ -77,6 +77,7 @@ def test_resume_after_sigterm_reproduces_the_uninterrupted_run(instruct_blend, m
     assert again.code == 2 and "--resume" in again.err  # no silent restart over a checkpoint
     resumed = vlmtrain("run", cut_cfg, "--resume")
     assert resumed.code == 0, resumed.err
+    assert "mean loss " in resumed.err and " over steps 4-7" in resumed.err  # (the Trainer's mean: this run's steps)
     a, b = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "cut")
     assert sorted(a) == sorted(b) == list(range(1, 8))
     for step in a:

@@ -259,6 +259,8 @@ class VlmTrainer(Trainer):
             self._window_start = time.perf_counter()
         if "train_runtime" in logs:  # the run's summary row
             runtime = float(logs["train_runtime"])
+            # (its train_loss is the mean over this process's steps only: after a resume, say which ones)
+            logs["train_loss_first_step"] = getattr(self, "_initial_global_step", 0) + 1
             logs["data_wait_s"] = round(self._data_wait_total, 3)
             logs["data_wait_frac"] = round(self._data_wait_total / max(runtime, 1e-9), 4)
             log.info("data wait: the training loop waited %.2f s for batches of %.1f s (%.1f%%)",
