@@ -70,6 +70,9 @@ def test_fetch_of_part_of_a_layout_warns_that_its_view_is_incomplete(cli, demo, 
     view = json.loads(r.out)["layout"]
     assert r.code == 0 and "gqa/images" in view["required_missing"] and "coco/train2017" not in view["required_missing"]
     assert view["incomplete"].startswith("the llava view is incomplete")
+    # a recipe uses part of its layout: what it needs is fetched, and its view is not called incomplete
+    r = cli("fetch", "--recipe", "llava-558k", *_args(demo, root, str(demo.mirror)))
+    assert r.code == 0 and "layout llava: " in r.err and "incomplete" not in r.err, r.err
 
 
 def test_fetch_with_nothing_named_is_a_user_error(cli, demo, root):

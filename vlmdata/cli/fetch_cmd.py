@@ -139,7 +139,7 @@ def fetch_cmd(
         if not shard:  # (the view --layout builds below, when nothing failed, is left to that build)
             _renew_views(settings, cat, root, report, built=lay if not report.failed else None)
         if lay is not None and not report.failed:
-            _build_view(settings, lay, root, report, specs, opts, shared=bool(shard))
+            _build_view(settings, lay, root, report, specs, opts, shared=bool(shard), recipe=recipe is not None)
     _summarise(settings, report, update, warnings=_kept_nothing(report, specs, wanted, only_referenced_by),
                notes=notes)
     if report.failed:
@@ -186,9 +186,11 @@ def _mode(ray: str | None, shard: str | None):
 
 
 def _build_view(settings: Settings, lay, root: Root, report: FetchReport, specs: list[FileSpec], opts: FetchOptions,
-                *, shared: bool) -> None:
+                *, shared: bool, recipe: bool = False) -> None:
     """The layout's view, once everything it needs is placed; it needs the root alone (no fetch running).
-    A shard builds it only when it finds every file placed and no other shard still running."""
+    A shard builds it only when it finds every file placed and no other shard still running. The view
+    left without what the layout requires is said (not for ``recipe``: a recipe uses part of its layout,
+    e.g. llava-558k's two of llava's eight folders, and what it needs is fetched)."""
     from vlmdata.layouts.build import build_layout
     from vlmdata.manifest.needs import missing_entries
 
@@ -213,7 +215,7 @@ def _build_view(settings: Settings, lay, root: Root, report: FetchReport, specs:
                      "symlinks": res.symlinks, "existing": res.existing, "missing": res.missing,
                      "image_folder": str(res.folder / lay.image_folder),
                      "required_missing": [e.path for e in gone]}
-    if gone:  # (what was asked is fetched, so exit 0; `layout build` fails with the same words)
+    if gone and not recipe:  # (what was asked is fetched, so exit 0; `layout build` fails with the same words)
         from vlmdata.cli.layout_cmd import incomplete_view
 
         report.layout["incomplete"] = "; ".join(incomplete_view(lay.name, gone))
