@@ -11,4 +11,9 @@ stage 2 -> stage 3 of each family, exports it, and has MoE-LLaVA's classes load 
 (``our_side.py``): the same prompt, input ids, pixels, logits and greedy answer, and one training step's
 labels, loss and gradients. ``tests/train_data/test_llava_reference_code.py`` has LLaVA's train.py
 tokenise and mask conversations (``llava_side.py``) beside our encoder.
+
+With ``--convllava SRC``, ConvLLaVA's ``llava`` goes to its own folder under its transformers 4.39.3, and
+``tests/train/test_convllava_reference_code.py`` runs its ConvNeXt tower, tower save, image path and a
+stage-2 training step (``convllava_side.py``) on the weights of a tiny vlmtrain ConvLLaVA chain handed over
+as its stage 1 leaves them (``convllava_ours.py``).
 """

@@ -1,4 +1,4 @@
-"""Prepare the folder MoE-LLaVA's and LLaVA's own code run from (see the package's docstring).
+"""Prepare the folder MoE-LLaVA's, LLaVA's and ConvLLaVA's own code run from (see the package's docstring).
 
 What goes where, and why not simply ``pip install``: neither is on the package index, and their pins
 (torch 2.0.1 / 2.1.2, CUDA builds) would replace our torch. So their Python lives in ``DIR/src``
@@ -16,6 +16,11 @@ its path.
 - numpy < 2: DeepSpeed 0.9.5 imports ``numpy.BUFSIZE``; pydantic 1 for DeepSpeed's configs.
 - ``shim/timm``: MoE-LLaVA's projector builder imports ``timm``'s ViT Block for its pool / qformer
   projectors, which exports never use; timm 0.6.13 would pull torchvision.
+- ConvLLaVA (``--convllava``): its package is called ``llava`` too, so it lives in ``src-convllava`` and
+  never shares a path with LLaVA's (``convllava_paths``); transformers 4.39.3 and tokenizers 0.15.1 (its
+  pyproject pins) in ``site4393``. ``shim-convllava/timm``: its tower builder imports every encoder, and
+  the UniRepLKNet one imports ten names from ``timm.models.layers`` and decorates its factories with
+  ``register_model`` at import time; the ConvNeXt tower uses none of them.
 """
 from __future__ import annotations
 
@@ -29,12 +34,14 @@ from pathlib import Path
 
 MOELLAVA_COMMIT = "6cb5f66"  # the commit docs/moe-llava.md and the reference notes cite
 LLAVA_COMMIT = "c121f04"  # haotian-liu/LLaVA, docs/original-repos.md
+CONVLLAVA_COMMIT = "3e7ae57"  # alibaba/conv-llava, docs/original-repos.md
 SITE = ["transformers==4.37.0", "tokenizers==0.15.1", "huggingface-hub==0.24.7", "safetensors==0.4.2",
         "accelerate==0.21.0", "einops==0.6.1", "tiktoken==0.5.2", "sentencepiece==0.1.99", "numpy==1.26.4",
         "pydantic==1.10.27", "hjson==3.1.0", "py-cpuinfo==9.0.0"]  # the rest (regex, requests, ...) from ours
 OVERLAYS = {"site434": ["transformers==4.34.0", "tokenizers==0.14.1"],
             "site4372": ["transformers==4.37.2", "tokenizers==0.15.1"],
-            "site431": ["transformers==4.31.0", "tokenizers==0.13.3"]}
+            "site431": ["transformers==4.31.0", "tokenizers==0.13.3"],
+            "site4393": ["transformers==4.39.3", "tokenizers==0.15.1"]}
 DEEPSPEED = "deepspeed==0.9.5"
 
 
@@ -42,6 +49,14 @@ def paths(root: Path, *, overlay: str | None = None) -> list[Path]:
     """The folders a child Python needs in front of its path, first wins; ``overlay`` one of OVERLAYS."""
     deepspeed = next((root / "deepspeed-src").glob("deepspeed-*"))
     return ([root / overlay] if overlay else []) + [root / "site", deepspeed, root / "src", root / "shim"]
+
+
+def convllava_paths(root: Path) -> list[Path]:
+    """ConvLLaVA's child path: its pins, then the libraries shared with the others; no ``src`` (LLaVA's
+    ``llava``). DeepSpeed 0.9.5 too, though ConvLLaVA's forward never calls it: transformers' generation
+    module imports whichever DeepSpeed is importable, and ours needs the pydantic 2 that ``site`` shadows."""
+    deepspeed = next((root / "deepspeed-src").glob("deepspeed-*"))
+    return [root / "site4393", root / "site", deepspeed, root / "src-convllava", root / "shim-convllava"]
 
 
 def _pip(*args: str) -> None:
@@ -63,10 +78,10 @@ def install_deepspeed(root: Path) -> None:
             tar.extractall(root / "deepspeed-src", filter="data")
 
 
-def place_package(root: Path, source: Path, package: str, commit: str) -> None:
-    """A repo's Python package (``moellava``, ``llava``) into ``root/src``: from a checkout, or from a bare
-    git folder at ``commit``."""
-    dest = root / "src"
+def place_package(root: Path, source: Path, package: str, commit: str, *, folder: str = "src") -> None:
+    """A repo's Python package (``moellava``, ``llava``) into ``root/folder``: from a checkout, or from a
+    bare git folder at ``commit``."""
+    dest = root / folder
     shutil.rmtree(dest / package, ignore_errors=True)
     dest.mkdir(parents=True, exist_ok=True)
     if (source / package).is_dir():
@@ -89,6 +104,21 @@ def write_shim(root: Path) -> None:
     (vit / "vision_transformer.py").write_text("Block = None  # MoE-LLaVA's pool / qformer projectors only\n")
 
 
+# what ConvLLaVA's unireplknet_encoder.py imports from timm (0.6.13) at the top, never called for a ConvNeXt
+UNIREPLKNET_NAMES = ("trunc_normal_", "SelectAdaptivePool2d", "DropPath", "ConvMlp", "Mlp", "LayerNorm2d",
+                     "LayerNorm", "create_conv2d", "get_act_layer", "make_divisible", "to_ntuple", "to_2tuple")
+
+
+def write_convllava_shim(root: Path) -> None:
+    models = root / "shim-convllava" / "timm" / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    (root / "shim-convllava" / "timm" / "__init__.py").write_text("")
+    (models / "__init__.py").write_text("")
+    (models / "layers.py").write_text("".join(f"{n} = None\n" for n in UNIREPLKNET_NAMES))
+    # its factories are decorated at import time: the decorator must hand each back
+    (models / "registry.py").write_text("def register_model(fn):\n    return fn\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dir", type=Path, help="the folder to prepare")
@@ -96,16 +126,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="a MoE-LLaVA checkout, or its bare git folder (github.com/PKU-YuanGroup/MoE-LLaVA)")
     ap.add_argument("--llava", type=Path, required=True,
                     help="a LLaVA checkout, or its bare git folder (github.com/haotian-liu/LLaVA)")
+    ap.add_argument("--convllava", type=Path,
+                    help="a ConvLLaVA checkout, or its bare git folder (github.com/alibaba/conv-llava); optional")
     args = ap.parse_args(argv)
     root = args.dir.resolve()
     root.mkdir(parents=True, exist_ok=True)
     place_package(root, args.moellava.resolve(), "moellava", MOELLAVA_COMMIT)
     place_package(root, args.llava.resolve(), "llava", LLAVA_COMMIT)
+    if args.convllava:
+        place_package(root, args.convllava.resolve(), "llava", CONVLLAVA_COMMIT, folder="src-convllava")
+        write_convllava_shim(root)
     write_shim(root)
     install_deepspeed(root)
     install_site(root)
     print(f"ready: VLMTRAIN_TEST_REFERENCE_ENV={root} pytest tests/train/test_moellava_reference_code.py "
-          "tests/train_data/test_llava_reference_code.py")
+          "tests/train_data/test_llava_reference_code.py tests/train/test_convllava_reference_code.py")
     return 0
 
 

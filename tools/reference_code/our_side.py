@@ -165,7 +165,8 @@ def training_step(run_dir: Path, work: Path) -> list[dict[str, Any]]:
         grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
         named = (moellava_state_dict(grads, model.config.text_config.model_type) if blocks else llava_state_dict(grads))
         steps.append({"ids": ids[0], "labels": labels[0], "reference_masked": enc.reference_masked,
-                      "loss": (out.loss + moe).detach(), "moe_loss": moe.detach() if blocks else None, "grads": named})
+                      "loss": (out.loss + moe).detach(), "moe_loss": moe.detach() if blocks else None, "grads": named,
+                      "pixel_values": pixels})
     return steps
 
 

@@ -1,0 +1,137 @@
+"""Our half of the ConvLLaVA comparison: its child runs (``run_convllava``), and a vlmtrain ConvLLaVA run
+handed to its code as its own stage 1 would have left it (``hand_over``), so its stage 2 starts from our
+weights.
+
+What a ConvLLaVA stage 1 leaves (``safe_save_model_for_hf_trainer`` in its train.py, under DeepSpeed): the
+LLM and projector in LLaVA's names without the tower, with a config.json of the LLM's fields and its
+``mm_*`` keys, and the tower apart in ``OUT/vision_tower/`` (transformers 4.39's ConvNext config.json,
+``pytorch_model.bin`` in ``ConvNextModel``'s names without the pooled norm, and the image processor). Its
+stage 2 is pointed at both (``--model_name_or_path OUT --vision_tower OUT/vision_tower``). ``hand_over``
+writes that pair from a vlmtrain run: a test's bridge, not an exporter (vlmtrain has no ConvLLaVA export).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tools.reference_code.build_env import convllava_paths
+
+TOWER_PREFIX = "model.vision_tower.vision_tower."  # ConvLLaVA's ConvNextModel inside its tower wrapper
+# what a 4.39 ConvNextConfig recomputes from depths, or does not read
+_TOWER_CONFIG_DROP = ("model_type", "stage_names", "out_features", "out_indices", "_out_features", "_out_indices",
+                      "architectures", "transformers_version", "dtype", "torch_dtype")
+
+
+def run_convllava(env: Path, work: Path, mode: str, *, timeout: float = 300) -> dict[str, Any]:
+    """``convllava_side.py MODE WORK`` in a child Python on ConvLLaVA's path; what it wrote."""
+    path = os.pathsep.join(str(p) for p in convllava_paths(env))
+    child = subprocess.run([sys.executable, str(Path(__file__).with_name("convllava_side.py")), mode, str(work)],
+                           env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, timeout=timeout)
+    if child.returncode != 0:
+        raise RuntimeError(f"ConvLLaVA's side failed ({child.returncode}):\n{child.stderr[-4000:]}")
+    if mode == "tokenize":
+        return json.loads((work / "theirs_ids.json").read_text())
+    return torch.load(work / ("theirs_tower.pt" if mode == "tower" else "theirs.pt"), weights_only=False)
+
+
+def convllava_names(llava_named: dict[str, Any]) -> dict[str, Any]:
+    """A state dict (or gradients) in LLaVA's names (vlmtrain.model.llava_export.llava_state_dict) in
+    ConvLLaVA's: its ConvNeXt sits directly in the tower wrapper, LLaVA's CLIP one level deeper."""
+    clip = TOWER_PREFIX + "vision_model."
+    return {(TOWER_PREFIX + k[len(clip):] if k.startswith(clip) else k): v for k, v in llava_named.items()}
+
+
+def drop_null_prefix_space(folder: Path) -> None:
+    """Drop the ``"add_prefix_space": null`` transformers 5 writes into tokenizer_config.json, as the folder
+    ConvLLaVA's stage 1 saves (vicuna's tokenizer under 4.39) has none. With it, 4.39's slow LlamaTokenizer
+    reads None as "no prefix space" and tokenises the first word without its leading "▁"; 4.37 ignores the
+    key. vlmtrain's exports keep it: test_convllava_reference_code's xfail test shows that apart."""
+    path = folder / "tokenizer_config.json"
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    if "add_prefix_space" in cfg and cfg["add_prefix_space"] is None:
+        del cfg["add_prefix_space"]
+        path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def noise_image(path: Path, size: tuple[int, int], seed: int) -> None:
+    """A lossless non-square image of noise: every resampling weight shows in the pixels."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+def write_tower(model: Any, folder: Path, processor_json: Path) -> None:
+    """The run's tower as ConvLLaVA saves one: ConvNext config.json, ``pytorch_model.bin``, the processor."""
+    folder.mkdir(parents=True)
+    conf = {k: v for k, v in model.config.vision_config.to_dict().items() if k not in _TOWER_CONFIG_DROP}
+    (folder / "config.json").write_text(json.dumps(dict(conf, model_type="convnext",
+                                                        architectures=["ConvNextModel"]), indent=2))
+    tower = model.model.vision_tower.state_dict()
+    torch.save({k: v.detach().clone().contiguous() for k, v in tower.items()}, folder / "pytorch_model.bin")
+    shutil.copy(processor_json, folder / "preprocessor_config.json")
+
+
+def hand_over(run_dir: Path, work: Path, processor_json: Path, *, conversations: list, tune_vit_from_layer: int,
+              seed: int = 0) -> dict[str, Any]:
+    """``work/stage1`` (LLM + projector) and ``work/stage1/vision_tower`` from the run's weights, an image and
+    ``spec.json`` for ``convllava_side.py model``; ``processor_json``: the tower folder's processor config."""
+    from vlmtrain.generate import load_run
+    from vlmtrain.model.export_folder import write_export
+    from vlmtrain.model.llava_export import llava_config, llava_state_dict
+
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    run = load_run(run_dir)
+    model, cfg = run.model, run.cfg
+    llm, tower = work / "stage1", work / "stage1" / "vision_tower"
+    state = {k: v for k, v in convllava_names(llava_state_dict(model.state_dict())).items() if not k.startswith("model.vision_tower.")}
+    config = llava_config(model, str(tower), cfg.image_aspect_ratio, cfg.model_max_length)
+    write_export(llm, state, config, model, run.tokenizer)
+    drop_null_prefix_space(llm)
+    write_tower(model, tower, processor_json)
+    noise_image(work / "image.png", (90, 60), seed)
+    spec = {"llm": str(llm), "tower": str(tower), "resolution": model.config.vision_config.image_size,
+            "tune_vit_from_layer": tune_vit_from_layer, "model_max_length": cfg.model_max_length,
+            "image": "image.png", "conversations": conversations, "seed": seed}
+    (work / "spec.json").write_text(json.dumps(spec))
+    return spec
+
+
+def our_logits(run_dir: Path, work: Path) -> list[torch.Tensor]:
+    """The logits of our training forward on each spec conversation (the step itself computes its loss
+    without them): the run's encoder and image loader, the model in train mode, no labels."""
+    from vlmtrain.data.images import ImageLoader, open_rgb
+    from vlmtrain.generate import load_run
+
+    from tools.reference_code.our_side import encoder
+
+    spec = json.loads((work / "spec.json").read_text())
+    run = load_run(run_dir)
+    pixels = ImageLoader(run.image_processor, run.cfg.image_aspect_ratio).process([open_rgb(work / spec["image"])])
+    out = []
+    run.model.train()
+    for enc in encoder(run, per_image=run.per_image).encode_many([(c, 1) for c in spec["conversations"]]):
+        ids = torch.from_numpy(enc.input_ids)[None]
+        with torch.no_grad():
+            out.append(run.model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels).logits[0])
+    return out
+
+
+def our_trainable(run_dir: Path) -> set[str]:
+    """What the run's stage trains (its config's freeze, as the trainer applies it), in ConvLLaVA's names."""
+    from vlmtrain.generate import load_run
+    from vlmtrain.model.build import apply_freeze
+    from vlmtrain.model.llava_export import llava_state_dict
+
+    run = load_run(run_dir)
+    apply_freeze(run.model, run.cfg.frozen(), run.cfg.tune_vit_from_layer)
+    return set(convllava_names(llava_state_dict({n: p for n, p in run.model.named_parameters() if p.requires_grad})))
