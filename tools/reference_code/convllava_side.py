@@ -19,7 +19,8 @@ folder, ``unlock_vit``), float32 on the CPU instead of bf16 on a GPU; each spec 
 WORK/theirs.pt gets ids, labels, pixels, logits, loss and every gradient.
 
 ``python convllava_side.py tokenize WORK``: the slow tokenizer its train.py loads from the spec's folder
-(``use_fast=False``), on the spec's texts; WORK/theirs_ids.json. Nothing of vlmtrain is imported.
+(``use_fast=False``), on the spec's texts, and its ``preprocess_multimodal`` + ``preprocess`` (``--version
+v1``) on the spec's conversations (each with an image); WORK/theirs_ids.json. Nothing of vlmtrain is imported.
 """
 import argparse
 import json
@@ -163,9 +164,21 @@ def tokenize_main(work):
         spec = json.load(fh)
     import transformers
 
-    tokenizer = transformers.AutoTokenizer.from_pretrained(spec["folder"], use_fast=False)
+    from llava import conversation as conversation_lib
+    from llava.data.data import preprocess, preprocess_multimodal
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(spec["folder"], use_fast=False, padding_side="right",
+                                                           model_max_length=spec.get("model_max_length", 2048))
+    tokenizer.pad_token = tokenizer.unk_token  # train()
+    conversation_lib.default_conversation = conversation_lib.conv_templates["v1"]
+    args = types.SimpleNamespace(is_multimodal=True, mm_use_im_start_end=False)
+    encoded = []
+    for conversation in spec.get("conversations", []):
+        data = preprocess(preprocess_multimodal([conversation], args), tokenizer, has_image=True)
+        encoded.append({"input_ids": data["input_ids"][0].tolist(), "labels": data["labels"][0].tolist()})
     with open(os.path.join(work, "theirs_ids.json"), "w") as fh:
-        json.dump([tokenizer(t).input_ids for t in spec["texts"]], fh)
+        json.dump({"texts": [tokenizer(t).input_ids for t in spec.get("texts", [])], "encoded": encoded,
+                   "legacy": tokenizer.legacy}, fh)
 
 
 if __name__ == "__main__":
