@@ -41,6 +41,7 @@ TOWERS = {"InternViT-6B-448px-tiny": ({**SHAPE, "image_size": 448, "patch_size":
                                       {"input_image_size": 336}, [224, 336])}
 IMAGES = [(600, 500), (300, 520), (200, 200), (97, 131)]  # landscape, portrait, upscaled square, odd sizes
 SELECT_LAYER = -4  # the InternVL-LLaVA scripts' mm_vision_select_layer
+DROPOUT = 0.5  # InternViT's config `dropout`, for the train-mode check (its published configs have 0.0)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def theirs(tmp_path_factory) -> tuple[Path, dict]:
     for i, (w, h) in enumerate(IMAGES):  # noise: a resize or crop off by a pixel changes the numbers
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(work / f"{i}.png")
         images.append(str(work / f"{i}.png"))
-    spec = {"towers": [{"folder": str(work / name), "config": conf, "seed": i, "sizes": sizes}
+    spec = {"towers": [{"folder": str(work / name), "config": conf, "seed": i, "sizes": sizes, "dropout": DROPOUT}
                        for i, (name, (conf, _, sizes)) in enumerate(TOWERS.items())],
             "images": images, "select_layer": SELECT_LAYER, "select_feature": "patch"}
     (work / "spec.json").write_text(json.dumps(spec))
@@ -171,6 +172,29 @@ def test_pixels_are_internvl_llavas(theirs, name, aspect):
     ours = loader.process([Image.open(work / f"{i}.png").convert("RGB") for i in range(len(IMAGES))])
     assert ours.shape == t["processed"][aspect].shape == (len(IMAGES), 3, side, side)
     assert torch.equal(ours, t["processed"][aspect]), (ours - t["processed"][aspect]).abs().max()
+
+
+@pytest.mark.parametrize("name", list(TOWERS))
+def test_train_mode_drops_where_internvl_drops(theirs, name):
+    """InternViT's ``dropout`` applies after the attention's output projection only (its proj_drop), nowhere in
+    the embeddings or after the MLP. Our tower built from the same config, in train mode, drops in the same
+    places: its embeddings are InternVL's exactly, and its only nn.Dropout modules are the projections'."""
+    from vlmtrain.model import internvit
+
+    work, out = theirs
+    folder = work / name
+    t = out["towers"][str(folder)]["dropout"]
+    vc = internvit.native_config_from_published({**json.loads((folder / "config.json").read_text()), "dropout": t["p"]})
+    tower = internvit.load_tower(str(folder), vc, dtype=torch.float32, attn_implementation="sdpa").train()
+    towers.finish(tower, vc)
+    n = TOWERS[name][0]["num_hidden_layers"]
+    assert t["sites"] == sorted(f"encoder.layers.{i}.attn.proj_drop" for i in range(n))  # InternVL's own
+    ours = sorted(k for k, m in tower.named_modules() if isinstance(m, torch.nn.Dropout) and m.p > 0)
+    assert ours == sorted(f"encoder.layer.{i}.attention.projection_dropout" for i in range(n))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        embeddings = tower.embeddings(out["towers"][str(folder)]["pixels"][TOWERS[name][2][0]])
+    assert torch.equal(embeddings, t["embeddings"])
 
 
 @pytest.mark.parametrize("size", TOWERS["InternViT-6B-448px-tiny"][2])

@@ -1,6 +1,6 @@
 """Runs in a child Python on InternVL's path (internvl_env.internvl_paths): InternVL-LLaVA's own InternViT-6B.
 
-``python internvl_side.py SPEC OUT``. SPEC (JSON): ``towers``: [{``folder``, ``config``, ``seed``, ``sizes``}],
+``python internvl_side.py SPEC OUT``. SPEC (JSON): ``towers``: [{``folder``, ``config``, ``seed``, ``sizes``, ``dropout``?}],
 ``images``: [paths], ``select_layer``, ``select_feature``. Per tower, its ``InternVisionModel`` is built on
 ``InternVisionConfig(**config)`` with random weights (norms, layer scales and biases drawn too, so a swapped
 or dropped one shows) and saved to ``folder`` with ``save_pretrained`` (config.json + .bin shards: the
@@ -12,7 +12,9 @@ InternVL-LLaVA does (processor built in code, crop 448 or 336 by the folder's na
   and the position table its embeddings add at that size;
 - ``processed[aspect]``: its processor's pixels for ``images``, ``square`` and ``pad`` as its train.py
   (``LazySupervisedDataset.__getitem__``, train.py:688-704) makes them;
-- ``features``: its tower's forward (``feature_select``, float32) on the ``pad`` pixels: what its projector gets.
+- ``features``: its tower's forward (``feature_select``, float32) on the ``pad`` pixels: what its projector gets;
+- ``dropout`` (a tower given ``dropout``: p): where its tower built with that ``dropout`` drops in train mode, and
+  its embeddings' output there.
 
 Nothing of vlmtrain is imported.
 """
@@ -94,6 +96,21 @@ def position_table(model, side: int):
         return torch.cat([pos[:, :1, :], emb._get_pos_embed(pos[:, 1:, :], grid, grid)], dim=1).to(pos.dtype)
 
 
+def with_dropout(model, config: dict, p: float, pixels) -> dict:
+    """Its tower built with ``dropout`` ``p`` and these weights, in train mode: where it drops (nn.Dropout with
+    p > 0, by name) and its embeddings' output (hidden state 0). Only the embeddings run: its encoder in train
+    mode wraps each block in torch.utils.checkpoint."""
+    from multimodal_encoder.intern_vit_6b.configuration_intern_vit import InternVisionConfig
+    from multimodal_encoder.intern_vit_6b.modeling_intern_vit import InternVisionModel
+
+    dropped = InternVisionModel(InternVisionConfig(**dict(config, dropout=p)))
+    dropped.load_state_dict(model.state_dict())
+    dropped.train()
+    sites = sorted(n for n, m in dropped.named_modules() if isinstance(m, torch.nn.Dropout) and m.p > 0)
+    with torch.no_grad():
+        return {"p": p, "sites": sites, "embeddings": dropped.embeddings(pixels)}
+
+
 def one_tower(spec: dict, t: dict, clip_encoder) -> dict:
     from multimodal_encoder.intern_vit_6b.configuration_intern_vit import InternVisionConfig
     from multimodal_encoder.intern_vit_6b.modeling_intern_vit import InternVisionModel
@@ -111,6 +128,8 @@ def one_tower(spec: dict, t: dict, clip_encoder) -> dict:
            "processed": processed(tower.image_processor, spec["images"]),
            "crop": tower.image_processor.crop_size, "size": tower.image_processor.size}
     out["features"] = tower(out["processed"]["pad"])
+    if t.get("dropout"):
+        out["dropout"] = with_dropout(model, t["config"], t["dropout"], pixels[t["sizes"][0]])
     tower.to(torch.bfloat16)  # its train.py: vision_tower.to(dtype=compute_dtype)
     out["hidden_bf16"] = {s: hidden_states(model, p) for s, p in pixels.items()}
     out["pos_bf16"] = {s: position_table(model, s) for s in t["sizes"]}

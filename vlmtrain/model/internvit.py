@@ -73,7 +73,9 @@ def native_config_from_published(d: dict, input_image_size: int | None = None):
         image_size=image_size, patch_size=d.get("patch_size", 14), num_channels=d.get("num_channels", 3),
         layer_scale_init_value=d.get("initializer_factor", 0.1), use_mean_pooling=True,
         use_absolute_position_embeddings=True, use_mask_token=False,
-        hidden_dropout_prob=d.get("dropout", 0.0), projection_dropout=d.get("dropout", 0.0),
+        # InternViT's `dropout` is its attention's proj_drop only; transformers' hidden_dropout_prob would add
+        # dropout on the embeddings and after every MLP, which InternViT does not have.
+        hidden_dropout_prob=0.0, projection_dropout=d.get("dropout", 0.0),
         attention_dropout=d.get("attention_dropout", 0.0), initializer_range=d.get("initializer_range", 0.02))
     if input_image_size:
         vc.input_image_size = int(input_image_size)
