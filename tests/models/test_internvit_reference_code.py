@@ -60,7 +60,7 @@ def theirs(tmp_path_factory) -> tuple[Path, dict]:
         images.append(str(work / f"{i}.png"))
     spec = {"towers": [{"folder": str(work / name), "config": conf, "seed": i, "sizes": sizes, "dropout": DROPOUT}
                        for i, (name, (conf, _, sizes)) in enumerate(TOWERS.items())],
-            "images": images, "select_layer": SELECT_LAYER, "select_feature": "patch"}
+            "images": images, "select_layer": SELECT_LAYER}
     (work / "spec.json").write_text(json.dumps(spec))
     path = os.pathsep.join(str(p) for p in internvl_paths(Path(ENV)))
     child = subprocess.run([sys.executable, str(Path("tools/reference_code/internvl_side.py").resolve()),
@@ -128,10 +128,11 @@ def test_bf16_positions_and_embeddings_are_internvls_bit_for_bit(theirs, name, s
 
 
 @pytest.mark.parametrize("name", list(TOWERS))
-def test_projector_gets_internvl_llavas_features(theirs, tmp_path, name):
-    """What InternVL-LLaVA's CLIPVisionTower hands its projector (hidden state -4, CLS dropped for 'patch') on
-    its processor's pixels, through a stage-1 build of ours from the same folder: our Llava's image features
-    are our projector applied to exactly those."""
+@pytest.mark.parametrize("feature", ["patch", "cls_patch"])
+def test_projector_gets_internvl_llavas_features(theirs, tmp_path, name, feature):
+    """What InternVL-LLaVA's CLIPVisionTower hands its projector (hidden state -4; CLS dropped for ``patch``, kept
+    for ``cls_patch``) on its processor's pixels, through a stage-1 build of ours from the same folder, selecting
+    as the built model's config says: our Llava's image features are our projector applied to exactly those."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from vlmtrain.model.build import build_model
@@ -140,16 +141,16 @@ def test_projector_gets_internvl_llavas_features(theirs, tmp_path, name):
     t = out["towers"][str(work / name)]
     AutoModelForCausalLM.from_config(AutoConfig.for_model(**TINY_LLAMA)).save_pretrained(tmp_path / "llm")
     raw = {"stage": 1, "model_name_or_path": str(tmp_path / "llm"), "vision_tower": str(work / name),
-           "mm_vision_select_layer": SELECT_LAYER, "mm_vision_select_feature": "patch"}
+           "mm_vision_select_layer": SELECT_LAYER, "mm_vision_select_feature": feature}
     if TOWERS[name][1]:
         raw["vision_config"] = TOWERS[name][1]
     built = build_model(load_config(None, raw=raw), vocab_size=121, image_token_id=120)
-    want = t["features"]
+    want = t["features"][feature]
     assert built.tokens_per_image == want.shape[1]
-    model = built.model.model
+    model, conf = built.model.model, built.model.config
     with torch.no_grad():
-        feats = model.get_image_features(t["processed"]["pad"], vision_feature_layer=SELECT_LAYER,
-                                         vision_feature_select_strategy="default").pooler_output
+        feats = model.get_image_features(t["processed"]["pad"], vision_feature_layer=conf.vision_feature_layer,
+                                         vision_feature_select_strategy=conf.vision_feature_select_strategy).pooler_output
         projected = model.multi_modal_projector(want)
     torch.testing.assert_close(torch.stack(list(feats)), projected, atol=1e-5, rtol=1e-5)
 

@@ -1,7 +1,7 @@
 """Runs in a child Python on InternVL's path (internvl_env.internvl_paths): InternVL-LLaVA's own InternViT-6B.
 
 ``python internvl_side.py SPEC OUT``. SPEC (JSON): ``towers``: [{``folder``, ``config``, ``seed``, ``sizes``, ``dropout``?}],
-``images``: [paths], ``select_layer``, ``select_feature``. Per tower, its ``InternVisionModel`` is built on
+``images``: [paths], ``select_layer``. Per tower, its ``InternVisionModel`` is built on
 ``InternVisionConfig(**config)`` with random weights (norms, layer scales and biases drawn too, so a swapped
 or dropped one shows) and saved to ``folder`` with ``save_pretrained`` (config.json + .bin shards: the
 published layout and key names). Then its ``CLIPVisionTower`` (clip_encoder.py) loads that folder as
@@ -12,7 +12,8 @@ InternVL-LLaVA does (processor built in code, crop 448 or 336 by the folder's na
   and the position table its embeddings add at that size;
 - ``processed[aspect]``: its processor's pixels for ``images``, ``square`` and ``pad`` as its train.py
   (``LazySupervisedDataset.__getitem__``, train.py:688-704) makes them;
-- ``features``: its tower's forward (``feature_select``, float32) on the ``pad`` pixels: what its projector gets;
+- ``features[select_feature]``: its tower's forward (``feature_select``, float32) on the ``pad`` pixels, for
+  ``patch`` and ``cls_patch``: what its projector gets;
 - ``dropout`` (a tower given ``dropout``: p): where its tower built with that ``dropout`` drops in train mode, and
   its embeddings' output there.
 
@@ -119,7 +120,7 @@ def one_tower(spec: dict, t: dict, clip_encoder) -> dict:
     built = InternVisionModel(InternVisionConfig(**t["config"]))
     randomise(built, t["seed"])
     built.save_pretrained(t["folder"], safe_serialization=False, max_shard_size="100KB")
-    args = types.SimpleNamespace(mm_vision_select_layer=spec["select_layer"], mm_vision_select_feature=spec["select_feature"])
+    args = types.SimpleNamespace(mm_vision_select_layer=spec["select_layer"], mm_vision_select_feature="patch")
     tower = clip_encoder.CLIPVisionTower(t["folder"], args)  # loads the folder: InternVisionModel.from_pretrained
     model = tower.vision_tower
     g = torch.Generator().manual_seed(t["seed"] + 1)
@@ -127,7 +128,10 @@ def one_tower(spec: dict, t: dict, clip_encoder) -> dict:
     out = {"pixels": pixels, "hidden": {s: hidden_states(model, p) for s, p in pixels.items()},
            "processed": processed(tower.image_processor, spec["images"]),
            "crop": tower.image_processor.crop_size, "size": tower.image_processor.size}
-    out["features"] = tower(out["processed"]["pad"])
+    out["features"] = {}
+    for feature in ("patch", "cls_patch"):  # its two mm_vision_select_feature values
+        tower.select_feature = feature
+        out["features"][feature] = tower(out["processed"]["pad"])
     if t.get("dropout"):
         out["dropout"] = with_dropout(model, t["config"], t["dropout"], pixels[t["sizes"][0]])
     tower.to(torch.bfloat16)  # its train.py: vision_tower.to(dtype=compute_dtype)
