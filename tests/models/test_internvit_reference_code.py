@@ -72,12 +72,12 @@ def theirs(tmp_path_factory) -> tuple[Path, dict]:
     return work, out
 
 
-def _ours(folder: Path, size: int, dtype: torch.dtype = torch.float32):
+def _ours(folder: Path, size: int, dtype: torch.dtype = torch.float32, attn: str = "sdpa"):
     """The tower as a run builds it, fed ``size`` px: its config from the folder (+ ``input_image_size`` where
     ``size`` is not the checkpoint's), loaded, finished."""
     fields = {"input_image_size": size} if size != TOWERS[folder.name][0]["image_size"] else None
     vc = towers.config_from_checkpoint(str(folder), fields)
-    tower = towers.load(str(folder), vc, dtype=dtype, attn_implementation="sdpa").eval()
+    tower = towers.load(str(folder), vc, dtype=dtype, attn_implementation=attn).eval()
     towers.finish(tower, vc)
     return tower, vc
 
@@ -86,13 +86,15 @@ def _cases():
     return [(name, size) for name, (_, _, sizes) in TOWERS.items() for size in sizes]
 
 
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("name,size", _cases())
-def test_every_hidden_state_matches_internvl_code(theirs, name, size):
+def test_every_hidden_state_matches_internvl_code(theirs, name, size, attn):
     """Embeddings and every block's output, float32, at the checkpoint's grid and a larger one (positions
-    resized bicubically): the key map, the q/k/v split, QK-norm, layer scale and the resize are InternVL's."""
+    resized bicubically): the key map, the q/k/v split, QK-norm, layer scale and the resize are InternVL's, on
+    SDPA (what a run picks without flash_attn) and eager (``attn_implementation: eager``)."""
     work, out = theirs
     t = out["towers"][str(work / name)]
-    tower, vc = _ours(work / name, size)
+    tower, vc = _ours(work / name, size, attn=attn)
     with torch.no_grad():
         ours = tower(t["pixels"][size], output_hidden_states=True).hidden_states
     assert len(ours) == len(t["hidden"][size]) == TOWERS[name][0]["num_hidden_layers"] + 1
