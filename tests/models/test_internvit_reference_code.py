@@ -160,18 +160,24 @@ def test_projector_gets_internvl_llavas_features(theirs, tmp_path, name, feature
 @pytest.mark.parametrize("name", list(TOWERS))
 @pytest.mark.parametrize("aspect", ["square", "pad"])
 def test_pixels_are_internvl_llavas(theirs, name, aspect):
-    """Its processor (built in code, crop by folder name) and its train.py's pad / square, against ours as the
-    training data reads images (towers.image_processor on the default PIL backend, data.images.ImageLoader)."""
+    """Its processor (built in code, crop by folder name) and its train.py's pad / square, against ours as a run
+    builds it (run.build_image_processor: towers.image_processor on the default PIL backend) and the training
+    data reads images with it (data.images.ImageLoader at the config's image_aspect_ratio)."""
     from PIL import Image
 
     from vlmtrain.data.images import ImageLoader
+    from vlmtrain.train.run import build_image_processor
 
     work, out = theirs
     t = out["towers"][str(work / name)]
-    vc = towers.config_from_checkpoint(str(work / name), TOWERS[name][1] or None)
+    raw = {"stage": 1, "model_name_or_path": "unused", "vision_tower": str(work / name), "image_aspect_ratio": aspect}
+    if TOWERS[name][1]:
+        raw["vision_config"] = TOWERS[name][1]
+    cfg = load_config(None, raw=raw)
     side = TOWERS[name][1].get("input_image_size", TOWERS[name][0]["image_size"])
     assert t["crop"] == {"height": side, "width": side} and t["size"] == {"shortest_edge": side}
-    loader = ImageLoader(towers.image_processor(str(work / name), vc, "pil"), aspect)
+    vc = towers.config_from_checkpoint(cfg.vision_tower, cfg.vision_config)  # as build_model's _native_config
+    loader = ImageLoader(build_image_processor(cfg, vc), cfg.image_aspect_ratio)
     ours = loader.process([Image.open(work / f"{i}.png").convert("RGB") for i in range(len(IMAGES))])
     assert ours.shape == t["processed"][aspect].shape == (len(IMAGES), 3, side, side)
     assert torch.equal(ours, t["processed"][aspect]), (ours - t["processed"][aspect]).abs().max()
