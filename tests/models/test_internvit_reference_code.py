@@ -63,7 +63,7 @@ def theirs(tmp_path_factory) -> tuple[Path, dict]:
             "images": images, "select_layer": SELECT_LAYER}
     (work / "spec.json").write_text(json.dumps(spec))
     path = os.pathsep.join(str(p) for p in internvl_paths(Path(ENV)))
-    child = subprocess.run([sys.executable, str(Path("tools/reference_code/internvl_side.py").resolve()),
+    child = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "tools/reference_code/internvl_side.py"),
                             str(work / "spec.json"), str(work / "theirs.pt")], capture_output=True, text=True,
                            env={**os.environ, "PYTHONPATH": path}, timeout=600)
     assert child.returncode == 0, child.stderr[-4000:]
