@@ -48,18 +48,6 @@ def convllava_names(llava_named: dict[str, Any]) -> dict[str, Any]:
     return {(TOWER_PREFIX + k[len(clip):] if k.startswith(clip) else k): v for k, v in llava_named.items()}
 
 
-def drop_null_prefix_space(folder: Path) -> None:
-    """Drop the ``"add_prefix_space": null`` transformers 5 writes into tokenizer_config.json, as the folder
-    ConvLLaVA's stage 1 saves (vicuna's tokenizer under 4.39) has none. With it, 4.39's slow LlamaTokenizer
-    reads None as "no prefix space" and tokenises the first word without its leading "▁"; 4.37 ignores the
-    key. vlmtrain's exports keep it: test_convllava_reference_code's xfail test shows that apart."""
-    path = folder / "tokenizer_config.json"
-    cfg = json.loads(path.read_text(encoding="utf-8"))
-    if "add_prefix_space" in cfg and cfg["add_prefix_space"] is None:
-        del cfg["add_prefix_space"]
-        path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
 def noise_image(path: Path, size: tuple[int, int], seed: int) -> None:
     """A lossless non-square image of noise: every resampling weight shows in the pixels."""
     import numpy as np
@@ -96,7 +84,6 @@ def hand_over(run_dir: Path, work: Path, processor_json: Path, *, conversations:
     state = {k: v for k, v in convllava_names(llava_state_dict(model.state_dict())).items() if not k.startswith("model.vision_tower.")}
     config = llava_config(model, str(tower), cfg.image_aspect_ratio, cfg.model_max_length)
     write_export(llm, state, config, model, run.tokenizer)
-    drop_null_prefix_space(llm)
     write_tower(model, tower, processor_json)
     noise_image(work / "image.png", (90, 60), seed)
     spec = {"llm": str(llm), "tower": str(tower), "resolution": model.config.vision_config.image_size,

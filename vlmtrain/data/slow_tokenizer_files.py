@@ -111,6 +111,11 @@ def _write_slow_config(folder: Path, tj: dict) -> bool:
     if scheme in ("always", "first"):  # ("never": 4.37's LlamaTokenizer cannot say it; left as saved)
         cfg["legacy"] = scheme == "always"
     cfg["add_bos_token"], cfg["add_eos_token"] = _added_around(tj)
+    if "add_prefix_space" in cfg and cfg["add_prefix_space"] is None:
+        # transformers 5 saves null for "the default"; a slow LlamaTokenizer of 4.38+ (ConvLLaVA pins 4.39.3)
+        # stores it and puts no "▁" before a text, so every prompt's first word got other ids (and its
+        # preprocess_v1 masked every multi-round sample). Left out, every version takes its default: True.
+        del cfg["add_prefix_space"]
     if cfg.get("extra_special_tokens") and not cfg.get("additional_special_tokens"):
         # without it 4.37 takes <image> for a plain added token: not skipped when decoding, and a non-legacy
         # tokenizer keeps a lone "▁" before it at the start of a text
