@@ -133,3 +133,44 @@ def test_published_shape_parameter_count():
             internvit.native_config_from_published(dict(d, image_size=224))).parameters())
     assert n224 == 5_902_793_600 and round(n224 / 1e6) == 5903
     assert n448 == n224 + (1024 - 256) * 3200 == 5_905_251_200
+
+
+def test_dry_run_takes_the_run_fields_over_a_tower_folder(vit_folder, tmp_path):
+    # `input_image_size` (vlmtrain's field, not the tower config's) beside a tower folder: a run applied it,
+    # the dry run refused it as an unknown key of InternVLVisionConfig (found by the InternVL reference check)
+    import json
+
+    import yaml
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from tests.cli_runner import run_main
+    from vlmtrain.cli import main
+
+    def run_vlmtrain(*args):
+        return run_main(main, "vlmtrain", *args)
+
+    def write_config(path, cfg):
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        return str(path)
+
+    AutoModelForCausalLM.from_config(AutoConfig.for_model(**TINY_LLAMA)).save_pretrained(tmp_path / "llm")
+    raw = {"stage": 1, "model_name_or_path": str(tmp_path / "llm"), "vision_tower": str(vit_folder),
+           "vision_config": {"input_image_size": 48}, "mm_vision_select_layer": -4, "dataset_dir": str(tmp_path),
+           "output_dir": str(tmp_path / "out"), "version": "plain"}
+    r = run_vlmtrain("run", "--dry-run", "--json", write_config(tmp_path / "c.yaml", raw))
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["tokens_per_image"] == 36  # a 6x6 grid at 48 px, not the checkpoint's 4x4
+    raw["vision_config"] = {"input_image_sise": 48}
+    r = run_vlmtrain("run", "--dry-run", write_config(tmp_path / "c.yaml", raw))
+    assert r.code == 2 and "input_image_sise" in r.err  # a misspelt key is still one
+
+
+def test_dropout_only_after_the_attention_projection_as_internvit():
+    # InternViT's `dropout` is its attention's proj_drop alone; given to transformers' hidden_dropout_prob too it
+    # also dropped the embeddings and every MLP output (ce9602f; checked against InternVL's code by the opt-in
+    # tests/models/test_internvit_reference_code.py, this guards it in CI)
+    from transformers import InternVLVisionModel
+
+    vc = internvit.native_config_from_published(dict(INTERNVIT_TINY, dropout=0.5))
+    dropping = {n for n, m in InternVLVisionModel(vc).named_modules() if isinstance(m, torch.nn.Dropout) and m.p > 0}
+    assert dropping == {f"encoder.layer.{i}.attention.projection_dropout" for i in range(4)}

@@ -233,8 +233,12 @@ def vision_config(cfg: TrainConfig) -> PretrainedConfig:
         vc = _vision_half(_pretrained_config(cfg.vision_tower, cfg, "vision"))
         from vlmtrain.config_check import check_overrides
 
-        check_overrides(vc, cfg.vision_config, "vision_config")
-        for k, v in (cfg.vision_config or {}).items():
+        # (the run's own fields, e.g. InternViT's input_image_size, were applied by _pretrained_config: the
+        # tower config has no such key, and a run builds from them the same way)
+        run = towers.RUN_FIELDS.get(towers.kind(vc), ())
+        fields = {k: v for k, v in (cfg.vision_config or {}).items() if k not in run}
+        check_overrides(vc, fields, "vision_config")
+        for k, v in fields.items():
             setattr(vc, k, v)
         return vc
     whole = _whole_llava_config(cfg)
