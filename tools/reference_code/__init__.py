@@ -1,4 +1,4 @@
-"""MoE-LLaVA's and LLaVA's own code, run beside ours: the yardstick for what vlmtrain trains and exports.
+"""MoE-LLaVA's, LLaVA's, ConvLLaVA's and InternVL's own code, run beside ours: the yardstick for what vlmtrain trains and exports.
 
 ``python -m tools.reference_code.build_env DIR --moellava SRC --llava SRC`` prepares DIR (network to the
 package index needed, ~1 minute): both repos' packages at the commits our docs cite, from checkouts or bare
@@ -16,4 +16,9 @@ With ``--convllava SRC``, ConvLLaVA's ``llava`` goes to its own folder under its
 ``tests/train/test_convllava_reference_code.py`` runs its ConvNeXt tower, tower save, image path and a
 stage-2 training step (``convllava_side.py``) on the weights of a tiny vlmtrain ConvLLaVA chain handed over
 as its stage 1 leaves them (``convllava_ours.py``).
+
+``python -m tools.reference_code.internvl_env DIR --internvl SRC`` then adds InternVL-LLaVA's InternViT-6B
+folder (its own ``src-internvl``, on DIR's transformers 4.37.2), and ``tests/models/test_internvit_reference_code.py``
+has its ``InternVisionModel`` and ``CLIPVisionTower`` build, save and run tiny towers (``internvl_side.py``)
+beside vlmtrain's loader: hidden states, the projector's input and the processor's pixels.
 """
