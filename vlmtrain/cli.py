@@ -323,17 +323,20 @@ def export_llava(
     out: Path = typer.Argument(..., help="Folder to write pytorch_model.bin, config.json and the tokenizer into "
                                          "(a new folder, or an earlier export, which is replaced whole)."),
 ) -> None:
-    """Write a stage-1/2 model in LLaVA's checkpoint layout, for its eval scripts and serve code.
+    """Write a stage-1/2 model in LLaVA's checkpoint layout, for its eval scripts and serve code (or ConvLLaVA's).
 
     The LLM goes to model.* / lm_head.*, the projector to model.mm_projector.*, the tower to model.vision_tower.vision_tower.*, with a config.json of LLaVA's mm_* fields and the tokenizer's files (LLaVA's loader reads them from the model's folder, slow). Llama (Vicuna) and Mistral LLMs with a CLIP tower, as LLaVA has classes for. LLaVA's loader picks the class from the folder's name ("llava" in it, "mistral" for a Mistral) and loads the tower from mm_vision_tower (a Hub id or an absolute path): a note says so when either would not load. Then, e.g., its scripts/v1_5/eval/*.sh on vlmdata's llava-eval layout, with --model-path OUT --conv-mode vicuna_v1.
 
+    A Llama run with the ConvNeXt tower (configs/convllava-stage*.yaml) is written for ConvLLaVA's code (alibaba/conv-llava: its load_pretrained_model, as its VLMEvalKit and lmms-eval scripts use it) instead, as its train.py saves a model: the tower in OUT/vision_tower/ (ConvNext config.json with every stage, pytorch_model.bin, the run's image processor), named in config.json's mm_vision_tower by its absolute path (move the export: set it anew), with mm_vision_resolution; a note says so.
+
     Examples:
       vlmtrain export-llava runs/llava-1.5-7b-finetune checkpoints/llava-v1.5-7b-mine
+      vlmtrain export-llava runs/convllava-stage3 checkpoints/convllava-7b-mine
     """
     _require_training_stack()
     from vlmtrain.config import ConfigError
     from vlmtrain.generate import _run_config
-    from vlmtrain.model.llava_export import check_export_target, export_notes, write_llava_checkpoint
+    from vlmtrain.model.llava_export import check_export_target, run_export_notes, write_llava_checkpoint
     from vlmtrain.progress import quiet_library_bars
 
     quiet_library_bars()
@@ -344,8 +347,8 @@ def export_llava(
     check_export_target(run_dir, out)
     _export(run_dir, out, lambda run: write_llava_checkpoint(
         run.model, out, vision_tower=run.cfg.vision_tower, image_aspect_ratio=run.cfg.image_aspect_ratio,
-        model_max_length=run.cfg.model_max_length, tokenizer=run.tokenizer),
-        lambda run: export_notes(out, run.model.config.text_config.model_type, run.cfg.vision_tower))
+        model_max_length=run.cfg.model_max_length, tokenizer=run.tokenizer, image_processor=run.image_processor),
+        lambda run: run_export_notes(out, run.model, run.cfg.vision_tower))
 
 
 def _export(run_dir: Path, out: Path, write, notes) -> None:

@@ -157,17 +157,16 @@ def stage2_run(tmp_path_factory) -> Path:
 
 
 def test_their_stage2_step_on_our_weights_is_ours(stage2_run, tmp_path):
-    """Our stage-2 weights handed to ConvLLaVA's code as its stage 1 leaves them; its train.py's stage 2
-    (tower from stage 2 on + projector + LLM) takes one step on each conversation: its ids (tokenizers 0.15.1,
-    its preprocess v1), labels, pixels, logits, loss and every gradient are ours, and it trains what we train."""
+    """Our stage-2 weights handed to ConvLLaVA's code as its stage 1 leaves them (the folder `vlmtrain
+    export-llava` writes); its train.py's stage 2 (tower from stage 2 on + projector + LLM) takes one step on
+    each conversation: its ids (tokenizers 0.15.1, its preprocess v1), labels, pixels, logits, loss and every
+    gradient are ours, and it trains what we train."""
     from tools.reference_code.convllava_ours import (convllava_names, hand_over, our_logits, our_trainable,
                                                      run_convllava)
     from tools.reference_code.our_side import CONVERSATIONS, assert_same_step, training_step
 
     work = tmp_path / "work"
-    processor = tmp_path / "preprocessor_config.json"
-    processor.write_text(json.dumps(PROCESSOR))
-    hand_over(stage2_run, work, processor, conversations=CONVERSATIONS, tune_vit_from_layer=2)
+    hand_over(stage2_run, work, conversations=CONVERSATIONS, tune_vit_from_layer=2)  # `vlmtrain export-llava`'s folder
     theirs = run_convllava(Path(ENV), work, "model")
     ours = training_step(stage2_run, work)
     for t, we, logits in zip(theirs["steps"], ours, our_logits(stage2_run, work), strict=True):

@@ -1,13 +1,14 @@
-"""Our half of the ConvLLaVA comparison: its child runs (``run_convllava``), and a vlmtrain ConvLLaVA run
+"""Our half of the ConvLLaVA comparison: its child runs (``run_convllava``), a vlmtrain ConvLLaVA run
 handed to its code as its own stage 1 would have left it (``hand_over``), so its stage 2 starts from our
-weights.
+weights, and an export's spec for its ``load_pretrained_model`` (``answer_spec``).
 
 What a ConvLLaVA stage 1 leaves (``safe_save_model_for_hf_trainer`` in its train.py, under DeepSpeed): the
 LLM and projector in LLaVA's names without the tower, with a config.json of the LLM's fields and its
 ``mm_*`` keys, and the tower apart in ``OUT/vision_tower/`` (transformers 4.39's ConvNext config.json,
 ``pytorch_model.bin`` in ``ConvNextModel``'s names without the pooled norm, and the image processor). Its
 stage 2 is pointed at both (``--model_name_or_path OUT --vision_tower OUT/vision_tower``). ``hand_over``
-writes that pair from a vlmtrain run: a test's bridge, not an exporter (vlmtrain has no ConvLLaVA export).
+writes that pair with vlmtrain's own exporter (``vlmtrain export-llava`` on a ConvNeXt run,
+vlmtrain.model.convllava_export), so the check tests the product.
 """
 from __future__ import annotations
 
@@ -24,9 +25,6 @@ import torch
 from tools.reference_code.build_env import convllava_paths
 
 TOWER_PREFIX = "model.vision_tower.vision_tower."  # ConvLLaVA's ConvNextModel inside its tower wrapper
-# what a 4.39 ConvNextConfig recomputes from depths, or does not read
-_TOWER_CONFIG_DROP = ("model_type", "stage_names", "out_features", "out_indices", "_out_features", "_out_indices",
-                      "architectures", "transformers_version", "dtype", "torch_dtype")
 
 
 def run_convllava(env: Path, work: Path, mode: str, *, timeout: float = 300) -> dict[str, Any]:
@@ -38,7 +36,8 @@ def run_convllava(env: Path, work: Path, mode: str, *, timeout: float = 300) -> 
         raise RuntimeError(f"ConvLLaVA's side failed ({child.returncode}):\n{child.stderr[-4000:]}")
     if mode == "tokenize":
         return json.loads((work / "theirs_ids.json").read_text())
-    return torch.load(work / ("theirs_tower.pt" if mode == "tower" else "theirs.pt"), weights_only=False)
+    return torch.load(work / {"tower": "theirs_tower.pt", "answer": "theirs_answer.pt"}.get(mode, "theirs.pt"),
+                      weights_only=False)
 
 
 def convllava_names(llava_named: dict[str, Any]) -> dict[str, Any]:
@@ -57,38 +56,38 @@ def noise_image(path: Path, size: tuple[int, int], seed: int) -> None:
     Image.fromarray(pixels).save(path)
 
 
-def write_tower(model: Any, folder: Path, processor_json: Path) -> None:
-    """The run's tower as ConvLLaVA saves one: ConvNext config.json, ``pytorch_model.bin``, the processor."""
-    folder.mkdir(parents=True)
-    conf = {k: v for k, v in model.config.vision_config.to_dict().items() if k not in _TOWER_CONFIG_DROP}
-    (folder / "config.json").write_text(json.dumps(dict(conf, model_type="convnext",
-                                                        architectures=["ConvNextModel"]), indent=2))
-    tower = model.model.vision_tower.state_dict()
-    torch.save({k: v.detach().clone().contiguous() for k, v in tower.items()}, folder / "pytorch_model.bin")
-    shutil.copy(processor_json, folder / "preprocessor_config.json")
-
-
-def hand_over(run_dir: Path, work: Path, processor_json: Path, *, conversations: list, tune_vit_from_layer: int,
+def hand_over(run_dir: Path, work: Path, *, conversations: list, tune_vit_from_layer: int,
               seed: int = 0) -> dict[str, Any]:
-    """``work/stage1`` (LLM + projector) and ``work/stage1/vision_tower`` from the run's weights, an image and
-    ``spec.json`` for ``convllava_side.py model``; ``processor_json``: the tower folder's processor config."""
+    """``work/stage1`` (LLM + projector) and ``work/stage1/vision_tower`` as vlmtrain's export writes them from
+    the run, an image and ``spec.json`` for ``convllava_side.py model``."""
     from vlmtrain.generate import load_run
-    from vlmtrain.model.export_folder import write_export
-    from vlmtrain.model.llava_export import llava_config, llava_state_dict
+    from vlmtrain.model.convllava_export import TOWER_FOLDER
+    from vlmtrain.model.llava_export import write_llava_checkpoint
 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     run = load_run(run_dir)
     model, cfg = run.model, run.cfg
-    llm, tower = work / "stage1", work / "stage1" / "vision_tower"
-    state = {k: v for k, v in convllava_names(llava_state_dict(model.state_dict())).items() if not k.startswith("model.vision_tower.")}
-    config = llava_config(model, str(tower), cfg.image_aspect_ratio, cfg.model_max_length)
-    write_export(llm, state, config, model, run.tokenizer)
-    write_tower(model, tower, processor_json)
+    llm = work / "stage1"
+    write_llava_checkpoint(model, llm, vision_tower=cfg.vision_tower, image_aspect_ratio=cfg.image_aspect_ratio,
+                           model_max_length=cfg.model_max_length, tokenizer=run.tokenizer,
+                           image_processor=run.image_processor)
     noise_image(work / "image.png", (90, 60), seed)
-    spec = {"llm": str(llm), "tower": str(tower), "resolution": model.config.vision_config.image_size,
+    spec = {"llm": str(llm), "tower": str(llm / TOWER_FOLDER), "resolution": model.config.vision_config.image_size,
             "tune_vit_from_layer": tune_vit_from_layer, "model_max_length": cfg.model_max_length,
             "image": "image.png", "conversations": conversations, "seed": seed}
+    (work / "spec.json").write_text(json.dumps(spec))
+    return spec
+
+
+def answer_spec(export: Path, work: Path, *, question: str, conv_mode: str = "vicuna_v1", seed: int = 0,
+                max_new_tokens: int = 6) -> dict[str, Any]:
+    """``work/spec.json`` for ``convllava_side.py answer`` (and our_side.ours): the export its
+    load_pretrained_model loads, a non-square noise image (``pad`` shows), the question, greedy decoding."""
+    work.mkdir(parents=True, exist_ok=True)
+    noise_image(work / "image.png", (90, 60), seed)
+    spec = {"model": str(export), "conv_mode": conv_mode, "question": question, "image": "image.png",
+            "seed": seed, "max_new_tokens": max_new_tokens}
     (work / "spec.json").write_text(json.dumps(spec))
     return spec
 

@@ -18,6 +18,13 @@ folder, ``unlock_vit``), float32 on the CPU instead of bf16 on a GPU; each spec 
 ``LazySupervisedDataset`` (``--version v1``, pad) and collator, one forward with labels and a backward.
 WORK/theirs.pt gets ids, labels, pixels, logits, loss and every gradient.
 
+``python convllava_side.py answer WORK``: its eval's loader, ``load_pretrained_model(MODEL, None, name)``
+(llava/model/builder.py, as VLMEvalKit / lmms-eval call it), on the spec's export, on the CPU and in float32
+(its builder's float16, a GPU's, read as float32; every other step its own), then its run_llava-style answer:
+the spec's conversation template, ``tokenizer_image_token``, ``process_images`` (the config's aspect ratio),
+one forward's logits and a greedy ``generate``. WORK/theirs_answer.pt gets what our_side.assert_same_answer
+compares.
+
 ``python convllava_side.py tokenize WORK``: the slow tokenizer its train.py loads from the spec's folder
 (``use_fast=False``), on the spec's texts, and its ``preprocess_multimodal`` + ``preprocess`` (``--version
 v1``) on the spec's conversations (each with an image); WORK/theirs_ids.json. Nothing of vlmtrain is imported.
@@ -159,6 +166,45 @@ def model_main(work):
                 "transformers": transformers.__version__}, os.path.join(work, "theirs.pt"))
 
 
+def answer_main(work):
+    with open(os.path.join(work, "spec.json")) as fh:
+        spec = json.load(fh)
+    from PIL import Image
+
+    import llava.model.builder as builder
+    from llava import conversation as conversation_lib
+    from llava.constants import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
+    from llava.mm_utils import process_images, tokenizer_image_token
+
+    class Float32Torch:
+        """torch for its builder, whose model and tower dtype is float16 whatever the device."""
+        float16 = torch.float32
+
+        def __getattr__(self, name):
+            return getattr(torch, name)
+
+    builder.torch = Float32Torch()
+    name = os.path.basename(spec["model"].rstrip("/"))
+    tokenizer, model, processor, _ = builder.load_pretrained_model(spec["model"], None, name, device="cpu")
+    model.eval()
+    conv = conversation_lib.conv_templates[spec["conv_mode"]].copy()
+    conv.append_message(conv.roles[0], DEFAULT_IMAGE_TOKEN + "\n" + spec["question"])
+    conv.append_message(conv.roles[1], None)
+    prompt = conv.get_prompt()
+    ids = tokenizer_image_token(prompt, tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt").unsqueeze(0)
+    image = Image.open(os.path.join(work, spec["image"])).convert("RGB")
+    pixels = process_images([image], processor, model.config)
+    with torch.no_grad():
+        logits = model(input_ids=ids, images=pixels, image_sizes=[image.size], return_dict=True).logits
+        new = model.generate(ids, images=pixels, image_sizes=[image.size], do_sample=False,
+                             max_new_tokens=spec["max_new_tokens"], use_cache=True)
+    tower = model.get_vision_tower()
+    torch.save({"prompt": prompt, "input_ids": ids[0], "pixel_values": pixels, "logits": logits[0],
+                "new_ids": new[0], "vocab_len": len(tokenizer), "dtypes": sorted({str(p.dtype) for p in model.parameters()}),
+                "tower_depths": list(tower.config.depths), "crop_size": dict(processor.crop_size)},
+               os.path.join(work, "theirs_answer.pt"))
+
+
 def tokenize_main(work):
     with open(os.path.join(work, "spec.json")) as fh:
         spec = json.load(fh)
@@ -182,4 +228,5 @@ def tokenize_main(work):
 
 
 if __name__ == "__main__":
-    {"tower": tower_main, "model": model_main, "tokenize": tokenize_main}[sys.argv[1]](sys.argv[2])
+    {"tower": tower_main, "model": model_main, "answer": answer_main,
+     "tokenize": tokenize_main}[sys.argv[1]](sys.argv[2])

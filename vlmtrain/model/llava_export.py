@@ -8,11 +8,14 @@ LLaVA (haotian-liu/LLaVA) saves its ``LlavaLlamaForCausalLM`` / ``LlavaMistralFo
 "mistral", else Llama) and loads the tower's weights from ``mm_vision_tower`` (a Hub id starting with
 ``openai`` / ``laion``, or an existing absolute path), not from the checkpoint's tower keys. Its eval scripts
 (scripts/v1_5/eval/*.sh, which vlmdata's ``llava-eval`` layout serves) take ``--conv-mode vicuna_v1``.
+A model with vlmtrain's ConvNeXt tower goes to ConvLLaVA's variant of this layout instead
+(vlmtrain.model.convllava_export), which ConvLLaVA's code loads.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from vlmtrain.model.convllava_export import is_convnext
 from vlmtrain.model.export_folder import renamed
 from vlmtrain.model.moe.checkpoint_keys import legacy_text_fields
 
@@ -34,11 +37,15 @@ def export_problem(model) -> str | None:
     if hasattr(model.config, "moe"):
         return "a stage-3 (MoE) model: LLaVA has no MoE layers; `vlmtrain export-moe-llava` writes MoE-LLaVA's layout"
     kind = model.config.text_config.model_type
+    if is_convnext(model):
+        return None if kind == "llama" else (f"ConvLLaVA's code has a Llama class only; this ConvNeXt run's LLM is "
+                                             f"{kind!r}; `vlmtrain generate` runs this model")
     if kind not in CLASSES:
         return (f"LLaVA's code has no class for a {kind!r} LLM (it has {', '.join(CLASSES)}); "
                 "`vlmtrain generate` runs this model")
     if model.config.vision_config.model_type != "clip_vision_model":
-        return f"LLaVA builds CLIP towers only; this run's tower is {model.config.vision_config.model_type!r}"
+        return (f"LLaVA builds CLIP towers only (and ConvLLaVA ConvNeXt ones); this run's tower is "
+                f"{model.config.vision_config.model_type!r}")
     return None
 
 
@@ -115,14 +122,32 @@ def export_notes(folder: Path, text_model_type: str, vision_tower: str | None) -
     return [note for note in found if note]
 
 
+def run_export_notes(folder: Path, model, vision_tower: str | None) -> list[str]:
+    """The notes for ``model``'s export in ``folder``: ConvLLaVA's for a ConvNeXt tower, else LLaVA's."""
+    if is_convnext(model):
+        from vlmtrain.model.convllava_export import TOWER_FOLDER, export_notes as convllava_notes
+
+        return convllava_notes(folder, str(Path(folder).resolve() / TOWER_FOLDER))
+    return export_notes(folder, model.config.text_config.model_type, vision_tower)
+
+
 def write_llava_checkpoint(model, out_dir: str | Path, *, vision_tower: str | None, image_aspect_ratio: str,
-                           model_max_length: int, tokenizer=None) -> Path:
+                           model_max_length: int, tokenizer=None, image_processor=None) -> Path:
     """``out_dir/pytorch_model.bin`` + ``config.json`` in LLaVA's names, ``generation_config.json`` and the
-    tokenizer's files (vlmtrain.model.export_folder.write_export). Returns the weights file."""
+    tokenizer's files (vlmtrain.model.export_folder.write_export). Returns the weights file. A ConvNeXt
+    model: ConvLLaVA's layout, its tower and ``image_processor`` in ``out_dir/vision_tower``."""
     from vlmtrain.model.export_folder import write_export
 
     problem = export_problem(model)
     if problem:
         raise ValueError(problem)
+    if is_convnext(model):
+        from vlmtrain.model.convllava_export import write_convllava_checkpoint
+
+        if image_processor is None:
+            raise ValueError("a ConvNeXt tower's export writes its image processor: pass the run's")
+        return write_convllava_checkpoint(model, out_dir, image_processor=image_processor,
+                                          image_aspect_ratio=image_aspect_ratio, model_max_length=model_max_length,
+                                          tokenizer=tokenizer)
     config = llava_config(model, vision_tower, image_aspect_ratio, model_max_length)
     return write_export(out_dir, llava_state_dict(model.state_dict()), config, model, tokenizer)
