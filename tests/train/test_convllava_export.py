@@ -53,7 +53,8 @@ def test_export_in_convllavas_layout(convllava_run, vlmtrain, tmp_path):
     conf = json.loads((out / "config.json").read_text())
     assert conf["architectures"] == ["LlavaLlamaForCausalLM"] and conf["model_type"] == "llava_llama"
     assert conf["mm_vision_tower"] == str((out / "vision_tower").resolve())
-    assert (conf["mm_vision_resolution"], conf["mm_vision_select_layer"], conf["mm_hidden_size"]) == (RESOLUTION, -1, 40)
+    assert (conf["mm_vision_resolution"], conf["mm_vision_select_layer"], conf["mm_hidden_size"]) == \
+        (RESOLUTION, -1, 40)
     assert (conf["mm_projector_type"], conf["image_aspect_ratio"], conf["mm_use_im_patch_token"]) == \
         ("mlp2x_gelu", "pad", False)
     assert "vision_add_five_stage" not in conf  # the saved tower has its fifth stage: ConvLLaVA would add a sixth
@@ -81,7 +82,8 @@ def test_export_in_convllavas_layout(convllava_run, vlmtrain, tmp_path):
     pixels = torch.randn(1, 3, RESOLUTION, RESOLUTION)
     with torch.no_grad():
         last = theirs(pixels, output_hidden_states=True).hidden_states[-1]
-        torch.testing.assert_close(last.flatten(2).transpose(1, 2), ours(pixels).last_hidden_state, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(last.flatten(2).transpose(1, 2), ours(pixels).last_hidden_state,
+                                   rtol=1e-5, atol=1e-6)
 
 
 def test_export_notes_a_path_convllava_reads_as_another_tower(convllava_run, vlmtrain, tmp_path):
@@ -96,7 +98,8 @@ def test_export_refuses_a_convnext_run_on_a_mistral_llm(tmp_path, vlmtrain):
     from vlmtrain.tinydata import write_tiny_blend
 
     blend = write_tiny_blend(tmp_path / "blend", n=4, kind="instruct", seed=1)
-    cfg = tiny_config(blend, tmp_path / "m", **dict(COMMON, max_steps=1), text_config=dict(TINY_TEXT, model_type="mistral"))
+    cfg = tiny_config(blend, tmp_path / "m", **dict(COMMON, max_steps=1),
+                      text_config=dict(TINY_TEXT, model_type="mistral"))
     r = run_vlmtrain("run", write_config(tmp_path / "m.yaml", cfg))
     assert r.code == 0, r.err
     r = vlmtrain("export-llava", tmp_path / "m", tmp_path / "convllava-mistral")

@@ -200,7 +200,8 @@ def answer_main(work):
                              max_new_tokens=spec["max_new_tokens"], use_cache=True)
     tower = model.get_vision_tower()
     torch.save({"prompt": prompt, "input_ids": ids[0], "pixel_values": pixels, "logits": logits[0],
-                "new_ids": new[0], "vocab_len": len(tokenizer), "dtypes": sorted({str(p.dtype) for p in model.parameters()}),
+                "new_ids": new[0], "vocab_len": len(tokenizer),
+                "dtypes": sorted({str(p.dtype) for p in model.parameters()}),
                 "tower_depths": list(tower.config.depths), "crop_size": dict(processor.crop_size)},
                os.path.join(work, "theirs_answer.pt"))
 
