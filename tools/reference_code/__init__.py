@@ -15,10 +15,16 @@ tokenise and mask conversations (``llava_side.py``) beside our encoder.
 With ``--convllava SRC``, ConvLLaVA's ``llava`` goes to its own folder under its transformers 4.39.3, and
 ``tests/train/test_convllava_reference_code.py`` runs its ConvNeXt tower, tower save, image path and a
 stage-2 training step (``convllava_side.py``) on the weights of a tiny vlmtrain ConvLLaVA chain handed over
-as its stage 1 leaves them (``convllava_ours.py``).
+as its stage 1 leaves them (``convllava_ours.py``, through vlmtrain's own ``export-llava``);
+``tests/train/test_convllava_export.py`` has its ``load_pretrained_model`` load such an export and answer.
 
 ``python -m tools.reference_code.internvl_env DIR --internvl SRC`` then adds InternVL-LLaVA's InternViT-6B
 folder (its own ``src-internvl``, on DIR's transformers 4.37.2), and ``tests/models/test_internvit_reference_code.py``
 has its ``InternVisionModel`` and ``CLIPVisionTower`` build, save and run tiny towers (``internvl_side.py``)
 beside vlmtrain's loader: hidden states, the projector's input and the processor's pixels.
+
+``python -m tools.reference_code.sharegpt4v_env DIR --sharegpt4v SRC`` adds ShareGPT4V's ``share4v`` (its own
+``src-sharegpt4v``, on DIR's transformers 4.31.0), and ``tests/train/test_sharegpt4v_reference_code.py`` has its
+train.py tokenise, set up its pretrain and finetune and step once on a tiny vlmtrain chain's weights, and its
+builder load and answer with ``vlmtrain export-llava``'s output (``sharegpt4v_side.py``, ``sharegpt4v_ours.py``).
 """
