@@ -27,6 +27,11 @@ pytestmark = pytest.mark.skipif(not ENV or not (Path(ENV) / "src-sharegpt4v").is
 TOWER = dict(TINY_VISION, num_hidden_layers=4)  # ShareGPT4V's 12-of-24 blocks: 2-of-4
 FROM = 2
 LAST = f"model.vision_tower.vision_tower.vision_model.encoder.layers.{TOWER['num_hidden_layers'] - 1}."
+# openai/clip-vit-large-patch14-336's preprocessor_config.json as the Hub has it (the old feature-extractor form,
+# sizes as plain ints), at the tiny tower's 32 px instead of 336
+CLIP_PROCESSOR = {"crop_size": TOWER["image_size"], "do_center_crop": True, "do_normalize": True, "do_resize": True,
+                  "feature_extractor_type": "CLIPFeatureExtractor", "image_mean": [0.48145466, 0.4578275, 0.40821073],
+                  "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3, "size": TOWER["image_size"]}
 CAPTIONS = [[{"from": "human", "value": "<image>\nWrite a short caption."},
              {"from": "gpt", "value": "A green field under a clear sky."}],
             [{"from": "human", "value": "Describe it.\n<image>"},
@@ -47,11 +52,11 @@ def shipped(stage: str) -> dict:
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["not-legacy", "legacy"])
-def chain(request, caption_blend, instruct_blend, tmp_path_factory) -> tuple[Path, Path, bool]:
+def chain(request, caption_blend, instruct_blend, tmp_path_factory) -> tuple[Path, Path, bool, Path]:
     """The recipe as one tiny chain (tests/train/test_sharegpt4v.py's): LLaVA-1.5's stage 1 -> pretrain (plain,
     square, LLM + projector + tower blocks 2.. training) -> finetune (v1, pad, tower frozen), from a Llama and a
-    CLIP folder, the tokenizer trained on the fly (``legacy`` or not)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+    CLIP folder, the tokenizer trained on the fly (``legacy`` or not). Last: the CLIP folder's processor json."""
+    from transformers import AutoConfig, AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel
 
     tmp = tmp_path_factory.mktemp("sharegpt4v")
     torch.manual_seed(0)
@@ -62,9 +67,7 @@ def chain(request, caption_blend, instruct_blend, tmp_path_factory) -> tuple[Pat
         tmp / "llm")
     CLIPVisionModel(CLIPVisionConfig(**{k: v for k, v in TOWER.items() if k != "model_type"})).save_pretrained(
         tmp / "clip")
-    side = TOWER["image_size"]  # CLIP's processor (resize the short side, centre crop) at the tower's size
-    CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side}).save_pretrained(
-        tmp / "clip")
+    (tmp / "clip" / "preprocessor_config.json").write_text(json.dumps(CLIP_PROCESSOR))
     common = dict(random_init=False, model_name_or_path=str(tmp / "llm"), vision_tower=str(tmp / "clip"),
                   text_config=None, vision_config=None, max_steps=2, learning_rate=1e-2,
                   tokenizer_legacy=request.param)
@@ -73,7 +76,7 @@ def chain(request, caption_blend, instruct_blend, tmp_path_factory) -> tuple[Pat
     ft = tiny_config(instruct_blend, tmp / "ft", **shipped("finetune"), **dict(common, vision_tower=None))
     r = run_vlmtrain("run", *(write_config(tmp / f"{n}.yaml", c) for n, c in (("s1", s1), ("pre", pre), ("ft", ft))))
     assert r.code == 0, r.err
-    return tmp / "pre", tmp / "ft", request.param
+    return tmp / "pre", tmp / "ft", request.param, tmp / "clip" / "preprocessor_config.json"
 
 
 def _same_steps(theirs: dict, ours: list[dict], logits: list[torch.Tensor], legacy: bool,
@@ -108,9 +111,9 @@ def test_its_pretrain_step_on_our_weights_is_ours(chain, tmp_path):
     from tools.reference_code.our_side import training_step
     from tools.reference_code.sharegpt4v_ours import hand_over, our_logits, our_trainable, run_sharegpt4v
 
-    pre, _, legacy = chain
+    pre, _, legacy, processor = chain
     work = tmp_path / "work"
-    spec = hand_over(pre, work, "pretrain", conversations=CAPTIONS)
+    spec = hand_over(pre, work, "pretrain", processor, conversations=CAPTIONS)
     assert (spec["version"], spec["image_aspect_ratio"], spec["tune_vit_from_layer"]) == ("plain", "square", FROM)
     theirs = run_sharegpt4v(Path(ENV), work, "train")
     assert theirs["transformers"] == "4.31.0" and theirs["legacy"] is legacy
@@ -131,9 +134,9 @@ def test_its_finetune_step_on_our_weights_is_ours(chain, tmp_path):
     from tools.reference_code.our_side import CONVERSATIONS, training_step
     from tools.reference_code.sharegpt4v_ours import hand_over, our_logits, our_trainable, run_sharegpt4v
 
-    _, ft, legacy = chain
+    _, ft, legacy, processor = chain
     work = tmp_path / "work"
-    spec = hand_over(ft, work, "finetune", conversations=CONVERSATIONS)
+    spec = hand_over(ft, work, "finetune", processor, conversations=CONVERSATIONS)
     assert (spec["version"], spec["image_aspect_ratio"]) == ("v1", "pad")
     theirs = run_sharegpt4v(Path(ENV), work, "train")
     full = _same_steps(theirs, training_step(ft, work), our_logits(ft, work), legacy, CONVERSATIONS)
@@ -145,7 +148,7 @@ def test_its_finetune_step_on_our_weights_is_ours(chain, tmp_path):
 @pytest.mark.parametrize("legacy", [False, True], ids=["not-legacy", "legacy"])
 def test_its_preprocess_masks_as_ours(legacy, tmp_path):
     """Its preprocess for the scripts' ``--version plain`` and ``v1`` (LLaVA's without the later non-legacy
-    correction, under tokenizers 0.13.3): our ids always; our labels, but for a non-legacy tokenizer's samples of
+    correction, under tokenizers 0.13.3), with an image and text-only: our ids always; our labels, but for a non-legacy tokenizer's samples of
     more than one round, which it masks whole (no loss) and we train."""
     from tests.train_data.traindata_helpers import corpus
     from tools.reference_code.our_side import CONVERSATIONS, with_image
@@ -156,18 +159,21 @@ def test_its_preprocess_masks_as_ours(legacy, tmp_path):
 
     tok = train_llama_sentencepiece(corpus(), 700, legacy=legacy, workdir=tmp_path / "train")
     save_tokenizer(tok, tmp_path / "tokenizer")
-    samples = [("plain", "plain", c) for c in CAPTIONS] + [("v1", "vicuna_v1", c) for c in CONVERSATIONS]
+    text_only = [[{"from": t["from"], "value": t["value"].replace("<image>\n", "")} for t in c] for c in CONVERSATIONS]
+    samples = ([("plain", "plain", c, 1) for c in CAPTIONS] + [("v1", "vicuna_v1", c, 1) for c in CONVERSATIONS]
+               + [("v1", "vicuna_v1", c, 0) for c in text_only])
     (tmp_path / "spec.json").write_text(json.dumps({
         "folder": str(tmp_path / "tokenizer"), "model_max_length": 2048,
-        "samples": [{"version": v, "conversations": c} for v, _, c in samples]}))
+        "samples": [{"version": v, "conversations": c, "has_image": bool(n)} for v, _, c, n in samples]}))
     theirs = run_sharegpt4v(Path(ENV), tmp_path, "tokenize")
     assert theirs["legacy"] is legacy and theirs["transformers"] == "4.31.0"
     tok.pad_token = tok.unk_token
     image_id = len(tok)  # an id past the vocabulary, as their -200
-    for (_, template, conversation), t in zip(samples, theirs["encoded"], strict=True):
+    for (_, template, conversation, images), t in zip(samples, theirs["encoded"], strict=True):
         (enc,) = Encoder(tok, template, ImageTokens("<image>", image_id, 1), 2048).encode_many(
-            [(conversation, 1)], check_reference=True)
-        assert with_image(t["input_ids"], [image_id]) == enc.input_ids.tolist(), conversation
+            [(conversation, images)], check_reference=True)
+        ids = with_image(t["input_ids"], [image_id]) if images else t["input_ids"]
+        assert ids == enc.input_ids.tolist(), conversation
         if not legacy and len(conversation) > 2:
             assert all(x == -100 for x in t["labels"]) and (enc.labels != -100).any()
             assert not enc.reference_masked  # our replay is LLaVA's under tokenizers >= 0.14 (docs/train-data.md)
@@ -180,15 +186,19 @@ def test_its_builder_loads_our_export_and_answers_as_we_do(chain, tmp_path):
     name picks its Share4VLlamaForCausalLM), loaded by share4v/model/builder.py's load_pretrained_model: its
     prompt (``vicuna_v1``), ids, tokenizer size, pixels (pad), logits and greedy answer are ``vlmtrain
     generate``'s. Under another name it does not load."""
+    import shutil
+
+    from tools.reference_code.our_side import TOWER as TOWER_FOLDER
     from tools.reference_code.our_side import assert_same_answer, ours, prepare
     from tools.reference_code.sharegpt4v_ours import run_sharegpt4v
 
-    _, ft, _ = chain
+    _, ft, _, processor = chain
     export = tmp_path / "sharegpt4v-7b"
     r = run_vlmtrain("export-llava", str(ft), str(export))
     assert r.code == 0, r.err
     work = tmp_path / "work"
     prepare(ft, work, "llava", export=export)
+    shutil.copy(processor, work / TOWER_FOLDER)  # the processor its pretrain saves beside the tuned tower
     theirs = run_sharegpt4v(Path(ENV), work, "answer")
     assert theirs["class"] == "Share4VLlamaForCausalLM" and theirs["name"] == "sharegpt4v-7b-tiny"
     assert_same_answer(theirs, ours(ft, work))

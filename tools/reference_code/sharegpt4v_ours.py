@@ -52,14 +52,15 @@ def noise_image(path: Path, size: tuple[int, int], seed: int) -> None:
     Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
 
 
-def write_tower(run: Any, folder: Path) -> None:
+def write_tower(run: Any, folder: Path, processor: Path) -> None:
     """The run's tower as a CLIP folder (what openai/clip-vit-large-patch14-336 is, and what its train.py saves
-    as ``OUT/vision_tower``): CLIPVisionConfig, weights under ``vision_model.`` (transformers 4's level), the
-    run's image processor."""
+    as ``OUT/vision_tower``): CLIPVisionConfig, weights under ``vision_model.`` (transformers 4's level), and
+    ``processor`` (a preprocessor_config.json): the original CLIP folder's, which its pretrain loads and saves
+    on unchanged, not the run's, so that the pixels compare our processor with the one its code builds."""
     folder.mkdir(parents=True)
     tower = run.model.model.vision_tower
     tower.config.save_pretrained(folder)
-    run.image_processor.save_pretrained(folder)
+    shutil.copy(processor, folder / "preprocessor_config.json")
     state = {k if k.startswith("vision_model.") else "vision_model." + k: v.detach().clone().contiguous()
              for k, v in tower.state_dict().items()}
     torch.save(state, folder / "pytorch_model.bin")
@@ -71,9 +72,11 @@ def _plain_llama_config(config: dict) -> dict:
     return dict(out, architectures=["LlamaForCausalLM"], model_type="llama")
 
 
-def hand_over(run_dir: Path, work: Path, stage: str, *, conversations: list, seed: int = 0) -> dict[str, Any]:
+def hand_over(run_dir: Path, work: Path, stage: str, processor: Path, *, conversations: list,
+              seed: int = 0) -> dict[str, Any]:
     """``work/`` as the spec's ``stage`` ("pretrain" / "finetune") of its scripts finds its inputs, from the
-    run's weights; an image and ``spec.json`` for ``sharegpt4v_side.py train`` (and our_side.training_step)."""
+    run's weights and the original CLIP folder's ``processor`` json; an image and ``spec.json`` for
+    ``sharegpt4v_side.py train`` (and our_side.training_step)."""
     from vlmtrain.generate import load_run
     from vlmtrain.model.export_folder import write_export
     from vlmtrain.model.llava_export import llava_config, llava_state_dict
@@ -97,7 +100,7 @@ def hand_over(run_dir: Path, work: Path, stage: str, *, conversations: list, see
         spec["projector"] = str(work / "mm_projector.bin")
         config = _plain_llama_config(config)
     write_export(llm, state, config, model, run.tokenizer)
-    write_tower(run, tower)
+    write_tower(run, tower, processor)
     noise_image(work / "image.png", (90, 60), seed)
     (work / "spec.json").write_text(json.dumps(spec))
     return spec

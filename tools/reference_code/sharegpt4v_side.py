@@ -2,7 +2,8 @@
 
 ``python sharegpt4v_side.py tokenize WORK``: the slow tokenizer its train() loads from the spec's folder
 (``use_fast=False``, pad = unk), and its ``preprocess_multimodal`` + ``preprocess`` under each sample's
-``--version`` (``plain``: the pretrain script's, ``v1``: the finetune's); WORK/theirs_ids.json.
+``--version`` (``plain``: the pretrain script's, ``v1``: the finetune's), with an image or without (the text-only
+conversations of its mix665k); WORK/theirs_ids.json.
 
 ``python sharegpt4v_side.py train WORK``: its ``Share4VLlamaForCausalLM`` built as its train() builds one
 for the spec's stage, step for step (float32 on the CPU instead of bf16 under DeepSpeed): ``from_pretrained``
@@ -69,8 +70,10 @@ def tokenize_main(work):
         tokenizer = load_tokenizer(spec["folder"], spec["model_max_length"], sample["version"])
         args = train.DataArguments(is_multimodal=True)
         args.mm_use_im_start_end = False  # as train() copies it from the model arguments
-        sources = train.preprocess_multimodal(copy.deepcopy([sample["conversations"]]), args)
-        data = train.preprocess(sources, tokenizer, has_image=True)
+        sources = copy.deepcopy([sample["conversations"]])
+        if sample["has_image"]:  # as its dataset calls it
+            sources = train.preprocess_multimodal(sources, args)
+        data = train.preprocess(sources, tokenizer, has_image=sample["has_image"])
         encoded.append({"input_ids": data["input_ids"][0].tolist(), "labels": data["labels"][0].tolist()})
     import transformers
     with open(os.path.join(work, "theirs_ids.json"), "w") as fh:
