@@ -131,6 +131,7 @@ class TrainConfig:
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     max_grad_norm: float = 1.0
+    loss_mean: str = "tokens"                       # tokens (the global batch's supervised tokens weigh the same) | micro_batch (the original repos')
     bf16: bool = False
     fp16: bool = False
     tf32: Optional[bool] = None
@@ -203,6 +204,7 @@ _CHOICES = {
     "image_backend": ("pil", "torchvision"),
     "save_strategy": ("steps", "epoch", "no"),
     "bad_samples": ("fail", "skip"),
+    "loss_mean": ("tokens", "micro_batch"),
     "compile": ("none", "layers", "model"),
     "kernels": ("none", "liger"),
     "image_decode": ("exact", "draft"),

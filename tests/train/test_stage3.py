@@ -485,3 +485,21 @@ def test_openchat_tokenizer_folder_keeps_its_sentencepiece_model_through_the_cha
     assert r.code == 0, r.err
     assert not (tmp_path / "s3b" / "moe-llava-openchat" / "tokenizer.model").exists()
     assert "has no tokenizer.model" in r.err and "will not load this folder" in r.err
+
+@pytest.mark.usefixtures("one_thread")
+def test_loss_mean_micro_batch_keeps_the_aux_term_as_moellava_adds_it(stage2, vlmtrain, tmp_path):
+    """``loss_mean: micro_batch`` (MoE-LLaVA's LM-loss weighting): the same routes and aux losses as the default,
+    the aux term still once per micro-batch over the accumulation steps; only the LM loss's weighting moves."""
+    blend, s2 = stage2
+    rows = {}
+    for mode in ("tokens", "micro_batch"):
+        cfg = stage3_config(tmp_path / f"{mode}.yaml", blend, s2, tmp_path / mode, max_steps=2, loss_mean=mode,
+                            per_device_train_batch_size=1, gradient_accumulation_steps=2, learning_rate=1e-12)
+        r = vlmtrain("run", cfg)
+        assert r.code == 0, r.err
+        rows[mode] = read_metrics(tmp_path / mode)
+    for step in (1, 2):
+        a, b = rows["tokens"][step], rows["micro_batch"][step]
+        assert a["moe/aux_loss"] == pytest.approx(b["moe/aux_loss"], rel=1e-6)
+        assert a["moe/L0/load_e1"] == b["moe/L0/load_e1"]
+    assert any(abs(rows["tokens"][s]["loss"] - rows["micro_batch"][s]["loss"]) > 1e-4 for s in (1, 2))

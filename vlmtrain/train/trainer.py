@@ -92,6 +92,11 @@ class VlmTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.vlm_cfg = vlm_cfg
         self.train_data = train_data
+        if vlm_cfg.loss_mean == "micro_batch":
+            # The original repos' weighting (transformers < 4.46): each micro-batch's token mean, divided by the
+            # accumulation steps and averaged over the ranks. Without num_items_in_batch the model takes its
+            # micro-batch mean, the Trainer divides by the steps, and nothing scales by the world size.
+            self.model_accepts_loss_kwargs = False
         self.flop_model = flop_model
         self._window = dict.fromkeys(WINDOW_KEYS, 0.0)
         self._window_start: float | None = None
