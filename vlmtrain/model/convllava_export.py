@@ -63,12 +63,10 @@ def tower_config(vision_config: Any) -> dict:
 def write_tower_folder(model: Any, image_processor: Any, folder: Path) -> None:
     """``folder``: the tower's config.json, ``pytorch_model.bin`` (ConvNextModel's names, no pooled norm: the
     tower has none) and ``preprocessor_config.json`` (the run's processor, already at the run's resolution)."""
-    from vlmdata.atomic import write_text
+    from vlmdata.atomic import atomic_open, write_text
 
     folder.mkdir(parents=True)
     write_text(folder / "config.json", json.dumps(tower_config(model.config.vision_config), indent=2) + "\n")
-    from vlmdata.atomic import atomic_open
-
     state = {k: v.detach().cpu().contiguous() for k, v in model.model.vision_tower.state_dict().items()}
     with atomic_open(folder / "pytorch_model.bin") as fh:  # (fsynced: the export is renamed into place next)
         torch.save(state, fh)
