@@ -10,7 +10,9 @@ stage 2 -> stage 3 of each family, exports it, and has MoE-LLaVA's classes load 
 (``moellava_side.py``, run in a child Python on DIR's path), beside ``vlmtrain generate``'s forward
 (``our_side.py``): the same prompt, input ids, pixels, logits and greedy answer, and one training step's
 labels, loss and gradients. ``tests/train_data/test_llava_reference_code.py`` has LLaVA's train.py
-tokenise and mask conversations (``llava_side.py``) beside our encoder.
+tokenise and mask conversations (``llava_side.py``) beside our encoder; ``tests/train/test_llava_stage1_reference_code.py``
+has its pretrain set-up load a vlmtrain stage-1 ``mm_projector.bin``, step, save its own, and a vlmtrain stage 2
+start from that (``llava_stage1_side.py``, ``llava_stage1_ours.py``).
 
 With ``--convllava SRC``, ConvLLaVA's ``llava`` goes to its own folder under its transformers 4.39.3, and
 ``tests/train/test_convllava_reference_code.py`` runs its ConvNeXt tower, tower save, image path and a

@@ -135,11 +135,12 @@ def ours(run_dir: Path, work: Path) -> dict[str, Any]:
             "pixel_values": pixels, "logits": logits, "answer": reply["answer"], "tokenizer": run.tokenizer}
 
 
-def training_step(run_dir: Path, work: Path) -> list[dict[str, Any]]:
+def training_step(run_dir: Path, work: Path, *, trained_only: bool = False) -> list[dict[str, Any]]:
     """One forward and backward of our training on each of the spec's conversations: ids and labels from the
     run's encoder (with its replay of the reference's masking arithmetic), the loss as the trainer adds it
     (stage 3: LM loss + router_aux_loss_coef x the layers' aux losses), the gradients in the reference's
-    names (MoE-LLaVA's for stage 3, LLaVA's otherwise)."""
+    names (MoE-LLaVA's for stage 3, LLaVA's otherwise). ``trained_only``: the run's freeze applied first, as
+    its trainer applies it, so that only what the stage trains gets a gradient (stage 1: the projector)."""
     from vlmtrain.data.images import ImageLoader, open_rgb
     from vlmtrain.generate import load_run
     from vlmtrain.model.llava_export import llava_state_dict
@@ -149,6 +150,10 @@ def training_step(run_dir: Path, work: Path) -> list[dict[str, Any]]:
     spec = json.loads((work / "spec.json").read_text())
     run = load_run(run_dir)
     model, cfg = run.model, run.cfg
+    if trained_only:
+        from vlmtrain.model.build import apply_freeze
+
+        apply_freeze(model, cfg.frozen(), cfg.tune_vit_from_layer)
     pixels = ImageLoader(run.image_processor, cfg.image_aspect_ratio).process([open_rgb(work / spec["image"])])
     encoded = encoder(run, per_image=run.per_image).encode_many([(c, 1) for c in spec["conversations"]],
                                                                  check_reference=True)
