@@ -34,3 +34,10 @@ def test_micro_batch_weighs_each_micro_batch_alike_and_tokens_each_token(instruc
 def test_loss_mean_takes_one_of_two_values(instruct_blend, make_config):
     r = run_vlmtrain("run", make_config(instruct_blend, "bad", loss_mean="sample"), "--dry-run")
     assert r.code == 2 and "loss_mean" in r.err and "micro_batch" in r.err
+
+
+def test_the_dry_run_says_how_the_loss_is_weighted(instruct_blend, make_config):
+    r = run_vlmtrain("run", make_config(instruct_blend, "mb", loss_mean="micro_batch"), "--dry-run")
+    assert r.code == 0 and "loss: each micro-batch's mean, averaged (loss_mean: micro_batch" in r.out, r.err
+    r = run_vlmtrain("run", make_config(instruct_blend, "tk"), "--dry-run", "--json")
+    assert r.code == 0 and '"loss_mean": "tokens"' in r.out

@@ -74,7 +74,7 @@ def dry_run(cfg: TrainConfig, *, as_json: bool = False, emit: bool = True,
         "vision_feature_select_strategy": built.model.config.vision_feature_select_strategy,
         "attn_implementation": built.attn, "params": counts,
         "global_batch": cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * world,
-        "world_size": world, "deepspeed": cfg.deepspeed,
+        "world_size": world, "deepspeed": cfg.deepspeed, "loss_mean": cfg.loss_mean,
         "image_aspect_ratio": cfg.image_aspect_ratio, "image_backend": cfg.image_backend,
         "vocab_size": built.model.config.text_config.vocab_size,
     }
@@ -105,7 +105,9 @@ def dry_run(cfg: TrainConfig, *, as_json: bool = False, emit: bool = True,
     for name, total, trainable in describe(counts):
         print(f"{name:10s} {total:>10s} {trainable:>10s}")
     print(f"global batch {info['global_batch']} = {cfg.per_device_train_batch_size} per device x "
-          f"{cfg.gradient_accumulation_steps} accumulation x {world} GPU(s); deepspeed: {cfg.deepspeed or 'no'}")
+          f"{cfg.gradient_accumulation_steps} accumulation x {world} GPU(s); deepspeed: {cfg.deepspeed or 'no'}; "
+          "loss: " + ("each micro-batch's mean, averaged (loss_mean: micro_batch, the original repos')"
+                      if cfg.loss_mean == "micro_batch" else "mean over the global batch's supervised tokens"))
     if moe is not None:
         m = info["moe"]
         print(f"MoE: {m['num_experts']} experts, top-{m['top_k']}, in {len(m['layers'])} of "
