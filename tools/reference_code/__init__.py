@@ -9,7 +9,10 @@ DeepSpeed 0.9.5's source; and a one-line stand-in for timm. Our torch is used: t
 stage 2 -> stage 3 of each family, exports it, and has MoE-LLaVA's classes load the export and answer
 (``moellava_side.py``, run in a child Python on DIR's path), beside ``vlmtrain generate``'s forward
 (``our_side.py``): the same prompt, input ids, pixels, logits and greedy answer, and one training step's
-labels, loss and gradients. ``tests/train_data/test_llava_reference_code.py`` has LLaVA's train.py
+labels, loss and gradients; ``tests/train/test_moellava_init_reference_code.py`` has its train.py's
+``initialize_moe_modules`` convert a tiny vlmtrain stage 2 handed over as its stage 2 saves
+(``moellava_init_side.py``) beside vlmtrain's stage 3 start (``moellava_init_ours.py``).
+``tests/train_data/test_llava_reference_code.py`` has LLaVA's train.py
 tokenise and mask conversations (``llava_side.py``) beside our encoder; ``tests/train/test_llava_stage1_reference_code.py``
 has its pretrain set-up load a vlmtrain stage-1 ``mm_projector.bin``, step, save its own, and a vlmtrain stage 2
 start from that (``llava_stage1_side.py``, ``llava_stage1_ours.py``).
