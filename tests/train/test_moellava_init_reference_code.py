@@ -50,7 +50,7 @@ def stage2_and_stage3_config(tmp: Path, family: str, layers: list[int] | None) -
     return write_config(tmp / "s3.yaml", s3)
 
 
-@pytest.mark.parametrize("family,layers", [(f, None) for f in FAMILIES])
+@pytest.mark.parametrize("family,layers", [(f, None) for f in FAMILIES] + [("phi", [1, 3])])
 def test_stage3_start_matches_moellava_code(family, layers, tmp_path):
     from tools.reference_code.moellava_init_ours import forward_with_routers, hand_over, our_report, our_start, run_init_theirs
 

@@ -46,7 +46,10 @@ def spec_from_config(cfg: TrainConfig, num_layers: int, text_model_type: str) ->
         if train_modules is None:
             raise ConfigError(f"no default `train_modules` for a {text_model_type!r} LLM", where=where,
                               hint="list the FFN weight names that train, e.g. train_modules: [gate_proj, up_proj, down_proj, wg]")
-    return MoeSpec(layers=layers, settings=settings, moe_mode="custom" if isinstance(mode, list) else mode,
+    # config.moe's moe_mode is MoE-LLaVA's: its initialize_moe_modules records the --moe_mode flag before an
+    # explicit --moe_layers_idx turns it to "custom", so a layer list keeps the flag's value there
+    recorded = cfg.moe_mode if isinstance(cfg.moe_mode, str) else "custom"
+    return MoeSpec(layers=layers, settings=settings, moe_mode=recorded,
                    router_aux_loss_coef=cfg.router_aux_loss_coef, train_modules=list(train_modules))
 
 
