@@ -35,9 +35,9 @@ MOE = {"num_experts": 4, "top_k_experts": 2, "capacity_factor": 1.5, "moe_mode":
 _EXPERT = re.compile(r"\.deepspeed_moe\.experts\.deepspeed_experts\.\d+\.")
 
 
-def stage2_and_stage3_config(tmp: Path, family: str, layers: list[int] | None) -> Path:
-    """A tiny stage 2, trained; the stage-3 config that starts from it with finetune_moe.sh's values
-    (``layers``: its --moe_layers_idx, which no shipped script passes)."""
+def stage2_and_stage3_config(tmp: Path, family: str, extra: dict) -> Path:
+    """A tiny stage 2, trained; the stage-3 config that starts from it with finetune_moe.sh's values, and
+    ``extra`` (flags of its that no shipped script sets: --moe_layers_idx, --use_residual True)."""
     from vlmtrain.tinydata import write_tiny_blend
 
     text, version, modules = FAMILIES[family]
@@ -45,30 +45,32 @@ def stage2_and_stage3_config(tmp: Path, family: str, layers: list[int] | None) -
     s2 = tiny_config(blend, tmp / "s2", text_config={**SHAPE, **text}, version=version, max_steps=3)
     assert run_vlmtrain("run", write_config(tmp / "s2.yaml", s2)).code == 0
     s3 = {"stage": 3, "model_name_or_path": str(tmp / "s2"), "version": version, "dataset_dir": str(blend),
-          **MOE, "train_modules": modules, "moe_layers_idx": layers, "model_max_length": 512, "output_dir": str(tmp / "s3"),
+          **MOE, "train_modules": modules, **extra, "model_max_length": 512, "output_dir": str(tmp / "s3"),
           "per_device_train_batch_size": 4, "max_steps": 2, "learning_rate": 3e-3, "seed": 7, "report_to": []}
     return write_config(tmp / "s3.yaml", s3)
 
 
-@pytest.mark.parametrize("family,layers", [(f, None) for f in FAMILIES] + [("phi", [1, 3])])
-def test_stage3_start_matches_moellava_code(family, layers, tmp_path):
+@pytest.mark.parametrize("family,extra", [(f, {}) for f in FAMILIES] + [("phi", {"moe_layers_idx": [1, 3]}),
+                                                                        ("phi", {"use_residual": True})])
+def test_stage3_start_matches_moellava_code(family, extra, tmp_path):
     from tools.reference_code.moellava_init_ours import forward_with_routers, hand_over, our_report, our_start, run_init_theirs
 
-    config = stage2_and_stage3_config(tmp_path, family, layers)
+    config = stage2_and_stage3_config(tmp_path, family, extra)
     work = tmp_path / "work"
-    hand_over(tmp_path / "s2", work, family, {**MOE, "train_modules": FAMILIES[family][2],
-                                              "moe_layers_idx": layers})
+    hand_over(tmp_path / "s2", work, family, {**MOE, "train_modules": FAMILIES[family][2], **extra})
     theirs = run_init_theirs(Path(ENV), work, family)
     cfg, model = our_start(config)
     we = our_report(model)
 
-    assert theirs["moe_layers"] == we["moe_layers"] == (layers or [0, 2])
+    assert theirs["moe_layers"] == we["moe_layers"] == extra.get("moe_layers_idx", [0, 2])
     experts = [k for k in theirs["state"] if _EXPERT.search(k)]
     assert len(experts) == 4 * 2 * len([k for k in theirs["dense"] if re.search(r"\.0\.mlp\.", k)])
-    for k in experts:  # each expert is the dense FFN, in its model and in ours
-        torch.testing.assert_close(theirs["state"][k], theirs["dense"][_EXPERT.sub(".", k)], rtol=0, atol=0, msg=k)
+    residual = [k for k in theirs["state"] if ".mlp.mlp." in k]  # use_residual's dense FFN beside the experts
+    assert bool(residual) == extra.get("use_residual", False)
+    for k in experts + residual:  # each expert is the dense FFN, in its model and in ours
+        torch.testing.assert_close(theirs["state"][k], theirs["dense"][_EXPERT.sub(".", k).replace(".mlp.mlp.", ".mlp.")], rtol=0, atol=0, msg=k)
         torch.testing.assert_close(we["state"][k], theirs["state"][k], rtol=0, atol=0, msg=k)
-    assert we["routers"] == theirs["routers"] and len(we["routers"]) == 2
+    assert we["routers"] == theirs["routers"] and len(we["routers"]) == 2 * (1 + extra.get("use_residual", False) * 2)
     for k, v in theirs["state"].items():  # nothing else of the stage 2 changed on the way
         if k not in theirs["routers"]:
             torch.testing.assert_close(we["state"][k], v, rtol=0, atol=0, msg=k)

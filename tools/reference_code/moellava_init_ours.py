@@ -106,14 +106,16 @@ def our_report(model: Any) -> dict[str, Any]:
     # (renamed together: Qwen-1 fuses q, k and v into one c_attn)
     trainable = moellava_state_dict({n: p for n, p in model.named_parameters() if p.requires_grad}, model_type)
     return {"state": state, "moe_layers": [i for i, _ in moe_blocks(model)], "trainable": set(trainable),
-            "routers": {k: tuple(v.shape) for k, v in state.items() if ".deepspeed_moe.gate.wg." in k},
+            "routers": {k: tuple(v.shape) for k, v in state.items()
+                        if ".deepspeed_moe.gate.wg." in k or ".mlp.coefficient." in k},
             "moe_config": dict(model.config.moe)}
 
 
 def forward_with_routers(model: Any, cfg: Any, work: Path,
                          routers: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Our first forward in eval mode on the spec's prompt and image, the routers' weights set to ``routers``
-    (MoE-LLaVA's names; ours are drawn from our seed, theirs from its): logits, each MoE layer's aux loss."""
+    """Our first forward in eval mode on the spec's prompt and image, the routers' (and use_residual's
+    coefficients') weights set to ``routers`` (MoE-LLaVA's names; ours are drawn from our seed, theirs from
+    its): logits, each MoE layer's aux loss."""
     from vlmtrain.model.moe import moe_blocks
 
     from vlmtrain.data.images import ImageLoader, open_rgb
@@ -123,7 +125,7 @@ def forward_with_routers(model: Any, cfg: Any, work: Path,
     model_type = model.config.text_config.model_type
     copied = 0
     for n, p in model.named_parameters():
-        key = their_name(n, p.detach(), model_type) if ".router." in n else None
+        key = their_name(n, p.detach(), model_type) if ".router." in n or ".coefficient." in n else None
         if key in routers:
             with torch.no_grad():
                 p.copy_(routers[key])

@@ -59,7 +59,7 @@ def main(work: str) -> None:
     args = their_train.ModelArguments(  # finetune_moe.sh's flags; the rest its defaults
         model_name_or_path=spec["model"], version=spec["conv_mode"], moe_enable=True,
         num_experts=[init["num_experts"]], top_k_experts=init["top_k_experts"],
-        capacity_factor=init["capacity_factor"], moe_mode=init["moe_mode"], use_residual=False,
+        capacity_factor=init["capacity_factor"], moe_mode=init["moe_mode"], use_residual=init.get("use_residual", False),
         router_aux_loss_coef=init["router_aux_loss_coef"], train_modules=list(init["train_modules"]),
         moe_layers_idx=init.get("moe_layers_idx"), image_tower=init["tower"],
         image_projector_type=init["projector_type"], mm_vision_select_layer=init["select_layer"],
@@ -76,7 +76,8 @@ def main(work: str) -> None:
                         if isinstance(m, MoE) and _LAYER.search("." + n))
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     result = {"dense": dense, "state": state, "moe_layers": moe_layers,
-              "routers": {k: tuple(v.shape) for k, v in state.items() if ".deepspeed_moe.gate.wg." in k},
+              "routers": {k: tuple(v.shape) for k, v in state.items()  # (with use_residual: its mixing coefficient too)
+                          if ".deepspeed_moe.gate.wg." in k or ".mlp.coefficient." in k},
               "trainable": sorted(n for n, p in model.named_parameters() if p.requires_grad),
               "moe_config": dict(model.config.moe),
               "versions": {"transformers": __import__("transformers").__version__, "deepspeed": deepspeed.__version__}}
