@@ -503,3 +503,16 @@ def test_loss_mean_micro_batch_keeps_the_aux_term_as_moellava_adds_it(stage2, vl
         assert a["moe/aux_loss"] == pytest.approx(b["moe/aux_loss"], rel=1e-6)
         assert a["moe/L0/load_e1"] == b["moe/L0/load_e1"]
     assert any(abs(rows["tokens"][s]["loss"] - rows["micro_batch"][s]["loss"]) > 1e-4 for s in (1, 2))
+
+
+@pytest.mark.parametrize("over, recorded", [({"moe_mode": "sparse", "moe_layers_idx": [1, 3]}, "sparse"),
+                                            ({"moe_mode": "sparse"}, "sparse"), ({"moe_mode": [0, 2]}, "custom")])
+def test_config_moe_mode_is_recorded_as_moellava_records_it(over, recorded, tmp_path):
+    """MoE-LLaVA's initialize_moe_modules writes the --moe_mode flag into config.moe before --moe_layers_idx turns
+    its argument to 'custom' (78cfc54; opt-in check tests/train/test_moellava_init_reference_code.py)."""
+    from vlmtrain.config import load_config
+    from vlmtrain.train.stage3 import spec_from_config
+
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(tmp_path, tmp_path / "o", stage=3, **over)))
+    spec = spec_from_config(cfg, 4, "phi")
+    assert spec.moe_mode == recorded and spec.layers == over.get("moe_layers_idx", [0, 2])
