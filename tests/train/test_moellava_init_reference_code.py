@@ -16,21 +16,12 @@ import torch
 
 from train_helpers import run_vlmtrain, tiny_config, write_config
 
+from tools.reference_code.our_side import MOELLAVA_FAMILIES as FAMILIES, TINY_SHAPE as SHAPE
+
 ENV = os.environ.get("VLMTRAIN_TEST_REFERENCE_ENV")
 pytestmark = pytest.mark.skipif(not ENV, reason="VLMTRAIN_TEST_REFERENCE_ENV names no reference environment "
                                                 "(python -m tools.reference_code.build_env)")
 
-SHAPE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
-         "num_key_value_heads": 4, "max_position_embeddings": 1024}
-# family: (tiny text config, template, finetune_moe.sh's --train_modules)
-FAMILIES = {
-    "phi": ({"model_type": "phi"}, "phi", ["fc1", "fc2", "wg"]),
-    "stablelm": ({"model_type": "stablelm", "partial_rotary_factor": 0.25}, "stablelm",
-                 ["gate_proj", "up_proj", "down_proj", "wg"]),
-    "qwen": ({"model_type": "qwen2"}, "qwen", ["mlp.w1", "mlp.w2", "mlp.c_proj", "wg"]),
-    "openchat": ({"model_type": "mistral", "num_key_value_heads": 2}, "openchat",
-                 ["up_proj", "down_proj", "gate_proj", "wg"]),
-}
 MOE = {"num_experts": 4, "top_k_experts": 2, "capacity_factor": 1.5, "moe_mode": "sparse", "router_aux_loss_coef": 0.01}
 _EXPERT = re.compile(r"\.deepspeed_moe\.experts\.deepspeed_experts\.\d+\.")
 

@@ -16,21 +16,11 @@ import torch
 
 from train_helpers import run_vlmtrain, tiny_config, write_config
 
+from tools.reference_code.our_side import MOELLAVA_FAMILIES as FAMILIES, TINY_SHAPE as SHAPE
+
 ENV = os.environ.get("VLMTRAIN_TEST_REFERENCE_ENV")
 pytestmark = pytest.mark.skipif(not ENV, reason="VLMTRAIN_TEST_REFERENCE_ENV names no reference environment "
                                                 "(python -m tools.reference_code.build_env)")
-
-SHAPE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
-         "num_key_value_heads": 4, "max_position_embeddings": 1024}
-# family: (tiny text config, template, MoE-LLaVA's train_modules for it)
-FAMILIES = {
-    "phi": ({"model_type": "phi"}, "phi", ["fc1", "fc2", "wg"]),
-    "stablelm": ({"model_type": "stablelm", "partial_rotary_factor": 0.25}, "stablelm",
-                 ["gate_proj", "up_proj", "down_proj", "wg"]),
-    "qwen": ({"model_type": "qwen2"}, "qwen", ["mlp.w1", "mlp.w2", "mlp.c_proj", "wg"]),
-    "openchat": ({"model_type": "mistral", "num_key_value_heads": 2}, "openchat",
-                 ["up_proj", "down_proj", "gate_proj", "wg"]),
-}
 
 
 def train_stage3(tmp: Path, family: str) -> Path:

@@ -108,8 +108,8 @@ def test_its_pretrain_step_on_our_weights_is_ours(chain, tmp_path):
     ``--tune_entire_model true --tune_vit_from_layer 2``) and steps once per caption: our ids, labels, pixels,
     logits, loss and every gradient. It marks trainable what we train plus the last block, which comes after
     the selected layer -2 and gets no gradient there (tests/train/test_sharegpt4v.py says why ours is frozen)."""
-    from tools.reference_code.our_side import training_step
-    from tools.reference_code.sharegpt4v_ours import hand_over, our_logits, our_trainable, run_sharegpt4v
+    from tools.reference_code.our_side import our_logits, our_trainable, training_step
+    from tools.reference_code.sharegpt4v_ours import hand_over, run_sharegpt4v
 
     pre, _, legacy, processor = chain
     work = tmp_path / "work"
@@ -131,8 +131,8 @@ def test_its_finetune_step_on_our_weights_is_ours(chain, tmp_path):
     """Our finetune run's weights handed over as its pretrain leaves them (LLM + projector without the tower,
     ``OUT/vision_tower``); its train.py's finetune (``--version v1``, pad, the tower frozen) steps once per
     conversation: ours, one round and two, but for a non-legacy tokenizer's two rounds under its pins."""
-    from tools.reference_code.our_side import CONVERSATIONS, training_step
-    from tools.reference_code.sharegpt4v_ours import hand_over, our_logits, our_trainable, run_sharegpt4v
+    from tools.reference_code.our_side import CONVERSATIONS, our_logits, our_trainable, training_step
+    from tools.reference_code.sharegpt4v_ours import hand_over, run_sharegpt4v
 
     _, ft, legacy, processor = chain
     work = tmp_path / "work"

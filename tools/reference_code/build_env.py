@@ -119,6 +119,48 @@ def write_convllava_shim(root: Path) -> None:
     (models / "registry.py").write_text("def register_model(fn):\n    return fn\n")
 
 
+class EnvError(Exception):
+    """DIR is not a build_env folder, or SRC holds no code of the repo asked for."""
+
+
+def require_prepared(root: Path, overlay: str) -> None:
+    """An add-on (internvl_env, sharegpt4v_env) needs the folder build_env made: ``overlay`` and DeepSpeed."""
+    if not (root / overlay).is_dir() or not (root / "deepspeed-src").is_dir():
+        raise EnvError(f"{root} was not prepared by build_env (no {overlay} / deepspeed-src): run "
+                       f"`python -m tools.reference_code.build_env {root} --moellava SRC --llava SRC` first")
+
+
+def replace_folder(root: Path, name: str, fill) -> None:
+    """Build ``root/name`` beside it (``fill(tmp)``) and swap it in, so an interrupted run leaves the old
+    folder or none."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    try:
+        fill(tmp)
+        old = root / f".{name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if (root / name).exists():
+            (root / name).rename(old)
+        tmp.rename(root / name)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def add_on_main(argv: list[str] | None, doc: str, flag: str, source_help: str, place, test: str) -> int:
+    """The command line of an add-on: ``DIR --FLAG SRC``; ``place(DIR, SRC)``; exit 2 with the error's words."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("dir", type=Path, help="a folder build_env prepared")
+    ap.add_argument(f"--{flag}", type=Path, required=True, help=source_help)
+    args = ap.parse_args(argv)
+    try:
+        place(args.dir.resolve(), getattr(args, flag).resolve())
+    except EnvError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"ready: VLMTRAIN_TEST_REFERENCE_ENV={args.dir.resolve()} pytest {test}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dir", type=Path, help="the folder to prepare")

@@ -13,27 +13,21 @@ vlmtrain.model.convllava_export), so the check tests the product.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from tools.reference_code.build_env import convllava_paths
+from tools.reference_code.our_side import noise_image, run_side
 
 TOWER_PREFIX = "model.vision_tower.vision_tower."  # ConvLLaVA's ConvNextModel inside its tower wrapper
 
 
 def run_convllava(env: Path, work: Path, mode: str, *, timeout: float = 300) -> dict[str, Any]:
     """``convllava_side.py MODE WORK`` in a child Python on ConvLLaVA's path; what it wrote."""
-    path = os.pathsep.join(str(p) for p in convllava_paths(env))
-    child = subprocess.run([sys.executable, str(Path(__file__).with_name("convllava_side.py")), mode, str(work)],
-                           env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, timeout=timeout)
-    if child.returncode != 0:
-        raise RuntimeError(f"ConvLLaVA's side failed ({child.returncode}):\n{child.stderr[-4000:]}")
+    run_side("convllava_side.py", [mode, str(work)], convllava_paths(env), "ConvLLaVA's", timeout=timeout)
     if mode == "tokenize":
         return json.loads((work / "theirs_ids.json").read_text())
     return torch.load(work / {"tower": "theirs_tower.pt", "answer": "theirs_answer.pt"}.get(mode, "theirs.pt"),
@@ -45,15 +39,6 @@ def convllava_names(llava_named: dict[str, Any]) -> dict[str, Any]:
     ConvLLaVA's: its ConvNeXt sits directly in the tower wrapper, LLaVA's CLIP one level deeper."""
     clip = TOWER_PREFIX + "vision_model."
     return {(TOWER_PREFIX + k[len(clip):] if k.startswith(clip) else k): v for k, v in llava_named.items()}
-
-
-def noise_image(path: Path, size: tuple[int, int], seed: int) -> None:
-    """A lossless non-square image of noise: every resampling weight shows in the pixels."""
-    import numpy as np
-    from PIL import Image
-
-    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path)
 
 
 def hand_over(run_dir: Path, work: Path, *, conversations: list, tune_vit_from_layer: int,
@@ -90,34 +75,3 @@ def answer_spec(export: Path, work: Path, *, question: str, conv_mode: str = "vi
             "seed": seed, "max_new_tokens": max_new_tokens}
     (work / "spec.json").write_text(json.dumps(spec))
     return spec
-
-
-def our_logits(run_dir: Path, work: Path) -> list[torch.Tensor]:
-    """The logits of our training forward on each spec conversation (the step itself computes its loss
-    without them): the run's encoder and image loader, the model in train mode, no labels."""
-    from vlmtrain.data.images import ImageLoader, open_rgb
-    from vlmtrain.generate import load_run
-
-    from tools.reference_code.our_side import encoder
-
-    spec = json.loads((work / "spec.json").read_text())
-    run = load_run(run_dir)
-    pixels = ImageLoader(run.image_processor, run.cfg.image_aspect_ratio).process([open_rgb(work / spec["image"])])
-    out = []
-    run.model.train()
-    for enc in encoder(run, per_image=run.per_image).encode_many([(c, 1) for c in spec["conversations"]]):
-        ids = torch.from_numpy(enc.input_ids)[None]
-        with torch.no_grad():
-            out.append(run.model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels).logits[0])
-    return out
-
-
-def our_trainable(run_dir: Path) -> set[str]:
-    """What the run's stage trains (its config's freeze, as the trainer applies it), in ConvLLaVA's names."""
-    from vlmtrain.generate import load_run
-    from vlmtrain.model.build import apply_freeze
-    from vlmtrain.model.llava_export import llava_state_dict
-
-    run = load_run(run_dir)
-    apply_freeze(run.model, run.cfg.frozen(), run.cfg.tune_vit_from_layer)
-    return set(convllava_names(llava_state_dict({n: p for n, p in run.model.named_parameters() if p.requires_grad})))

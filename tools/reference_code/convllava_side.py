@@ -37,6 +37,8 @@ import types
 
 import torch
 
+from side_common import one_step_each
+
 
 def their_train():
     """ConvLLaVA's train.py module, imported without its trainer (a forward and a save use none): it names
@@ -150,18 +152,10 @@ def model_main(work):
     dataset = LazySupervisedDataset(os.path.join(work, "records.json"), tokenizer, data_args)
     dataset.image_folder = work  # its build_* functions set it; its __init__ does not
     collate = DataCollatorForSupervisedDataset(tokenizer=tokenizer)
-    steps = []
-    for i in range(len(records)):
-        batch = collate([dataset[i]])
-        model.train()
-        model.zero_grad(set_to_none=True)
-        out = model(**batch, return_dict=True)
-        if bool((batch["labels"] != -100).any()):
-            out.loss.backward()
-        grads = {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None}
-        steps.append({"ids": batch["input_ids"][0], "labels": batch["labels"][0], "pixel_values": batch["images"],
-                      "logits": out.logits[0].detach(), "loss": out.loss.detach(), "grads": grads,
-                      "trainable": sorted(n for n, p in model.named_parameters() if p.requires_grad)})
+    steps = one_step_each(dataset, collate, model, len(records))
+    trained = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+    for step in steps:
+        step["trainable"] = trained
     torch.save({"steps": steps, "legacy": getattr(tokenizer, "legacy", None),
                 "transformers": transformers.__version__}, os.path.join(work, "theirs.pt"))
 

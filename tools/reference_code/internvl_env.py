@@ -18,15 +18,13 @@ the child Python's path; ``tools/reference_code/internvl_side.py`` runs in it.
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
-from tools.reference_code.build_env import paths
+from tools.reference_code.build_env import EnvError, add_on_main, paths, replace_folder, require_prepared
 
 INTERNVL_COMMIT = "2410d1d"  # OpenGVLab/InternVL, the snapshot docs/original-repos.md cites
 MODEL_DIR = "internvl_chat_llava/llava/model"
@@ -43,10 +41,6 @@ class DropPath:
     def __init__(self, *args, **kwargs):
         raise NotImplementedError("timm stand-in: InternViT with drop_path_rate > 0 needs the real timm 0.9.12")
 '''
-
-
-class EnvError(Exception):
-    """DIR is not a build_env folder, or SRC holds no InternVL code."""
 
 
 def internvl_paths(root: Path) -> list[Path]:
@@ -75,21 +69,6 @@ def _extract(source: Path, into: Path) -> None:
             tar.extractall(into, filter="data")
 
 
-def _replace(root: Path, name: str, fill) -> None:
-    """Build ``root/name`` beside it and swap it in, so an interrupted run leaves the old folder or none."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
-    try:
-        fill(tmp)
-        old = root / f".{name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if (root / name).exists():
-            (root / name).rename(old)
-        tmp.rename(root / name)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _write_shim(into: Path) -> None:
     (into / "timm" / "models").mkdir(parents=True)
     (into / "timm" / "__init__.py").write_text("")
@@ -98,26 +77,15 @@ def _write_shim(into: Path) -> None:
 
 
 def place(root: Path, source: Path) -> None:
-    if not (root / "site4372").is_dir() or not (root / "deepspeed-src").is_dir():
-        raise EnvError(f"{root} was not prepared by build_env (no site4372 / deepspeed-src): run "
-                       f"`python -m tools.reference_code.build_env {root} --moellava SRC --llava SRC` first")
-    _replace(root, SRC, lambda tmp: _extract(source, tmp))
-    _replace(root, SHIM, _write_shim)
+    require_prepared(root, "site4372")
+    replace_folder(root, SRC, lambda tmp: _extract(source, tmp))
+    replace_folder(root, SHIM, _write_shim)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("dir", type=Path, help="a folder build_env prepared")
-    ap.add_argument("--internvl", type=Path, required=True,
-                    help="an InternVL checkout, or its bare git folder (github.com/OpenGVLab/InternVL)")
-    args = ap.parse_args(argv)
-    try:
-        place(args.dir.resolve(), args.internvl.resolve())
-    except EnvError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"ready: VLMTRAIN_TEST_REFERENCE_ENV={args.dir.resolve()} pytest tests/models/test_internvit_reference_code.py")
-    return 0
+    return add_on_main(argv, __doc__, "internvl",
+                       "an InternVL checkout, or its bare git folder (github.com/OpenGVLab/InternVL)", place,
+                       "tests/models/test_internvit_reference_code.py")
 
 
 if __name__ == "__main__":

@@ -5,15 +5,13 @@ LLaVA's save wrote (``stage2_start``, ``stage2_forward``)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from tools.reference_code.build_env import paths
+from tools.reference_code.our_side import run_side
 
 
 def hand_over_stage1(run_dir: Path, work: Path, processor: Path, *, captions: list,
@@ -33,11 +31,7 @@ def hand_over_stage1(run_dir: Path, work: Path, processor: Path, *, captions: li
 
 def run_llava_stage1(env: Path, work: Path, *, timeout: float = 300) -> dict[str, Any]:
     """llava_stage1_side.py on ``work`` in a child Python on LLaVA's path, its transformers 4.37.2."""
-    path = os.pathsep.join(str(p) for p in paths(env, overlay="site4372"))
-    child = subprocess.run([sys.executable, str(Path(__file__).with_name("llava_stage1_side.py")), str(work)],
-                           env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, timeout=timeout)
-    if child.returncode != 0:
-        raise RuntimeError(f"LLaVA's side failed ({child.returncode}):\n{child.stderr[-4000:]}")
+    run_side("llava_stage1_side.py", [str(work)], paths(env, overlay="site4372"), "LLaVA's", timeout=timeout)
     return torch.load(work / "theirs.pt", weights_only=False)
 
 

@@ -5,16 +5,13 @@ MoE-LLaVA's names (``our_report``), with a forward under its routers' weights (`
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from tools.reference_code.build_env import paths
-from tools.reference_code.our_side import IMAGE_INDEX, TOWER, prepare, prompt_ids
+from tools.reference_code.our_side import IMAGE_INDEX, TOWER, prepare, prompt_ids, run_side
 
 QUESTION = "what color?"
 
@@ -61,11 +58,7 @@ def hand_over(run_dir: Path, work: Path, family: str, init: dict[str, Any]) -> d
 def run_init_theirs(env: Path, work: Path, family: str, *, timeout: float = 300) -> dict[str, Any]:
     """moellava_init_side.py on ``work`` in a child Python on MoE-LLaVA's path (transformers 4.34 for Mistral)."""
     overlay = "site434" if family == "openchat" else None
-    path = os.pathsep.join(str(p) for p in paths(env, overlay=overlay))
-    child = subprocess.run([sys.executable, str(Path(__file__).with_name("moellava_init_side.py")), str(work)],
-                           env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, timeout=timeout)
-    if child.returncode != 0:
-        raise RuntimeError(f"MoE-LLaVA's side failed ({child.returncode}):\n{child.stderr[-4000:]}")
+    run_side("moellava_init_side.py", [str(work)], paths(env, overlay=overlay), "MoE-LLaVA's", timeout=timeout)
     return torch.load(work / "theirs_init.pt", weights_only=False)
 
 

@@ -23,6 +23,8 @@ import types
 import torch
 from PIL import Image
 
+from side_common import deepspeed_one_process
+
 # train.py's stage-3 class per family (moe_enable: MoELLaVA*, not the Eval* classes its builder loads)
 CLASSES = {"phi": ("llava_phi_moe", "MoELLaVAPhiForCausalLM"),
            "stablelm": ("llava_stablelm_moe", "MoELLaVAStablelmForCausalLM"),
@@ -82,12 +84,7 @@ def main(work: str) -> None:
               "moe_config": dict(model.config.moe),
               "versions": {"transformers": __import__("transformers").__version__, "deepspeed": deepspeed.__version__}}
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(spec["port"]), RANK="0", WORLD_SIZE="1",
-                      LOCAL_RANK="0")
-    deepspeed.init_distributed(dist_backend="gloo")
-    for m in model.modules():
-        if hasattr(m, "set_deepspeed_parallelism"):
-            m.set_deepspeed_parallelism()
+    deepspeed_one_process(model, spec["port"])
     model.eval()
     tower = model.get_image_tower()
     pixels = process_images([Image.open(spec["image"]).convert("RGB")], tower.image_processor, model.config)

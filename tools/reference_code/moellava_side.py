@@ -21,6 +21,8 @@ import types
 import torch
 from PIL import Image
 
+from side_common import deepspeed_one_process
+
 # load_pretrained_model's class per family (moellava/model/builder.py) and serve/cli.py's conv_mode
 CLASSES = {"phi": ("llava_phi_moe", "EvalMoELLaVAPhiForCausalLM"),
            "stablelm": ("llava_stablelm_moe", "EvalMoELLaVAStablelmForCausalLM"),
@@ -50,12 +52,7 @@ def main(work: str) -> None:
     tower = model.get_image_tower()
     if not tower.is_loaded:
         tower.load_model()
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(spec["port"]), RANK="0", WORLD_SIZE="1",
-                      LOCAL_RANK="0")
-    deepspeed.init_distributed(dist_backend="gloo")
-    for m in model.modules():
-        if hasattr(m, "set_deepspeed_parallelism"):
-            m.set_deepspeed_parallelism()
+    deepspeed_one_process(model, spec["port"])
     model.eval()
 
     conv = conv_templates[spec["conv_mode"]].copy()

@@ -26,6 +26,18 @@ CONVERSATIONS = [[{"from": "human", "value": "<image>\nWhat is in the picture?"}
                   {"from": "gpt", "value": "Green."}]]
 CONV_MODES = {"vicuna_v1": "vicuna_v1"}  # our template -> LLaVA's conv_templates key, where the names differ
 TOWER = "openai-tiny-clip"  # its builder builds a CLIP tower only for names starting with "openai" / "laion"
+TINY_SHAPE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
+              "num_key_value_heads": 4, "max_position_embeddings": 1024}
+# the MoE-LLaVA families the checks train tiny: (text config over TINY_SHAPE, template, its finetune_moe.sh's
+# --train_modules)
+MOELLAVA_FAMILIES = {
+    "phi": ({"model_type": "phi"}, "phi", ["fc1", "fc2", "wg"]),
+    "stablelm": ({"model_type": "stablelm", "partial_rotary_factor": 0.25}, "stablelm",
+                 ["gate_proj", "up_proj", "down_proj", "wg"]),
+    "qwen": ({"model_type": "qwen2"}, "qwen", ["mlp.w1", "mlp.w2", "mlp.c_proj", "wg"]),
+    "openchat": ({"model_type": "mistral", "num_key_value_heads": 2}, "openchat",
+                 ["up_proj", "down_proj", "gate_proj", "wg"]),
+}
 
 
 def prepare(run_dir: Path, work: Path, family: str, *, question: str = "what color?", seed: int = 0,
@@ -85,13 +97,27 @@ def run_theirs(env: Path, work: Path, family: str, *, timeout: float = 300) -> d
     """MoE-LLaVA's code on ``work`` in a child Python, its transformers 4.34 for the Mistral family; for
     ``family`` "llava", LLaVA's code under its transformers 4.37.2."""
     overlay = {"openchat": "site434", "llava": "site4372"}.get(family)
-    path = os.pathsep.join(str(p) for p in paths(env, overlay=overlay))
-    args = ["llava_side.py", "--model"] if family == "llava" else ["moellava_side.py"]
-    child = subprocess.run([sys.executable, str(Path(__file__).with_name(args[0])), *args[1:], str(work)],
-                           env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, timeout=timeout)
-    if child.returncode != 0:
-        raise RuntimeError(f"MoE-LLaVA's side failed ({child.returncode}):\n{child.stderr[-4000:]}")
+    script, *args = ["llava_side.py", "--model"] if family == "llava" else ["moellava_side.py"]
+    run_side(script, [*args, str(work)], paths(env, overlay=overlay), "MoE-LLaVA's", timeout=timeout)
     return torch.load(work / "theirs.pt", weights_only=False)
+
+
+def run_side(script: str, args: list[str], path: list[Path], who: str, *, timeout: float = 300) -> None:
+    """``script`` (a file of this folder) with ``args`` in a child Python whose path is ``path`` (the reference
+    repo and the versions it pins); RuntimeError with the end of its stderr when it fails."""
+    child = subprocess.run([sys.executable, str(Path(__file__).with_name(script)), *args],
+                           env={**os.environ, "PYTHONPATH": os.pathsep.join(str(p) for p in path)},
+                           capture_output=True, text=True, timeout=timeout)
+    if child.returncode != 0:
+        raise RuntimeError(f"{who} side failed ({child.returncode}):\n{child.stderr[-4000:]}")
+
+
+def noise_image(path: Path, size: tuple[int, int], seed: int) -> None:
+    """A lossless non-square image of noise: padding, resizing and cropping all show in the pixels."""
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
 
 
 def encoder(run: Any, *, per_image: int) -> Any:
@@ -213,3 +239,33 @@ def assert_same_step(t: dict[str, Any], we: dict[str, Any]) -> bool:
     for k in t["grads"]:
         torch.testing.assert_close(we["grads"][k], t["grads"][k], rtol=1e-4, atol=1e-6, msg=k)
     return True
+
+
+def our_logits(run_dir: Path, work: Path) -> list[torch.Tensor]:
+    """The logits of our training forward on each spec conversation (a step computes its loss without
+    them): the run's encoder and image loader, the model in train mode."""
+    from vlmtrain.data.images import ImageLoader, open_rgb
+    from vlmtrain.generate import load_run
+
+    spec = json.loads((work / "spec.json").read_text())
+    run = load_run(run_dir)
+    pixels = ImageLoader(run.image_processor, run.cfg.image_aspect_ratio).process([open_rgb(work / spec["image"])])
+    run.model.train()
+    out = []
+    for enc in encoder(run, per_image=run.per_image).encode_many([(c, 1) for c in spec["conversations"]]):
+        ids = torch.from_numpy(enc.input_ids)[None]
+        with torch.no_grad():
+            out.append(run.model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels).logits[0])
+    return out
+
+
+def our_trainable(run_dir: Path) -> set[str]:
+    """What the run's stage trains (its config's freeze, as our trainer applies it), in LLaVA's names
+    (ConvLLaVA's: convllava_ours.convllava_names of them)."""
+    from vlmtrain.generate import load_run
+    from vlmtrain.model.build import apply_freeze
+    from vlmtrain.model.llava_export import llava_state_dict
+
+    run = load_run(run_dir)
+    apply_freeze(run.model, run.cfg.frozen(), run.cfg.tune_vit_from_layer)
+    return set(llava_state_dict({n: p for n, p in run.model.named_parameters() if p.requires_grad}))

@@ -13,12 +13,9 @@ imports whichever DeepSpeed is importable, and ours needs the pydantic 2 that ``
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
-from tools.reference_code.build_env import paths
-from tools.reference_code.internvl_env import EnvError, _replace
+from tools.reference_code.build_env import EnvError, add_on_main, paths, replace_folder, require_prepared
 
 SHAREGPT4V_COMMIT = "b6f70e9"  # ShareGPT4Omni/ShareGPT4V, the snapshot docs/original-repos.md cites
 SRC = "src-sharegpt4v"
@@ -42,25 +39,14 @@ def _fill(source: Path, into: Path) -> None:
 
 
 def place(root: Path, source: Path) -> None:
-    if not (root / "site431").is_dir() or not (root / "deepspeed-src").is_dir():
-        raise EnvError(f"{root} was not prepared by build_env (no site431 / deepspeed-src): run "
-                       f"`python -m tools.reference_code.build_env {root} --moellava SRC --llava SRC` first")
-    _replace(root, SRC, lambda tmp: _fill(source, tmp))
+    require_prepared(root, "site431")
+    replace_folder(root, SRC, lambda tmp: _fill(source, tmp))
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("dir", type=Path, help="a folder build_env prepared")
-    ap.add_argument("--sharegpt4v", type=Path, required=True,
-                    help="a ShareGPT4V checkout, or its bare git folder (github.com/ShareGPT4Omni/ShareGPT4V)")
-    args = ap.parse_args(argv)
-    try:
-        place(args.dir.resolve(), args.sharegpt4v.resolve())
-    except EnvError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"ready: VLMTRAIN_TEST_REFERENCE_ENV={args.dir.resolve()} pytest tests/train/test_sharegpt4v_reference_code.py")
-    return 0
+    return add_on_main(argv, __doc__, "sharegpt4v",
+                       "a ShareGPT4V checkout, or its bare git folder (github.com/ShareGPT4Omni/ShareGPT4V)", place,
+                       "tests/train/test_sharegpt4v_reference_code.py")
 
 
 if __name__ == "__main__":

@@ -11,21 +11,19 @@ What each of its stages loads (scripts/sharegpt4v/slurm_{pretrain,finetune}_7b.s
   tuned CLIP: config, ``pytorch_model.bin`` in CLIPVisionModel's names, the processor).
 
 ``hand_over`` writes those from a vlmtrain run (a test's bridge, not an exporter) with the image and spec.json
-``sharegpt4v_side.py train`` reads; ``our_logits`` and ``our_trainable`` are ours beside its results.
+``sharegpt4v_side.py train`` reads; our_side's ``our_logits`` and ``our_trainable`` are ours beside its results.
 """
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from tools.reference_code.sharegpt4v_env import sharegpt4v_paths
+from tools.reference_code.our_side import noise_image, run_side
 
 TOWER_KEY = "model.vision_tower."
 PROJECTOR_KEY = "model.mm_projector."
@@ -34,22 +32,10 @@ _MM_KEYS = ("mm_", "use_mm_proj", "image_aspect_ratio", "tokenizer_", "tune_mm_m
 
 def run_sharegpt4v(env: Path, work: Path, mode: str, *, timeout: float = 300) -> dict[str, Any]:
     """``sharegpt4v_side.py MODE WORK`` in a child Python on ShareGPT4V's path; what it wrote."""
-    path = os.pathsep.join(str(p) for p in sharegpt4v_paths(env))
-    child = subprocess.run([sys.executable, str(Path(__file__).with_name("sharegpt4v_side.py")), mode, str(work)],
-                           env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, timeout=timeout)
-    if child.returncode != 0:
-        raise RuntimeError(f"ShareGPT4V's side failed ({child.returncode}):\n{child.stderr[-4000:]}")
+    run_side("sharegpt4v_side.py", [mode, str(work)], sharegpt4v_paths(env), "ShareGPT4V's", timeout=timeout)
     if mode == "tokenize":
         return json.loads((work / "theirs_ids.json").read_text())
     return torch.load(work / "theirs.pt", weights_only=False)
-
-
-def noise_image(path: Path, size: tuple[int, int], seed: int) -> None:
-    """A lossless non-square image of noise: padding, resizing and cropping all show in the pixels."""
-    import numpy as np
-    from PIL import Image
-
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
 
 
 def write_tower(run: Any, folder: Path, processor: Path) -> None:
@@ -104,34 +90,3 @@ def hand_over(run_dir: Path, work: Path, stage: str, processor: Path, *, convers
     noise_image(work / "image.png", (90, 60), seed)
     (work / "spec.json").write_text(json.dumps(spec))
     return spec
-
-
-def our_logits(run_dir: Path, work: Path) -> list[torch.Tensor]:
-    """The logits of our training forward on each spec conversation (our step computes its loss without
-    them): the run's encoder and image loader, the model in train mode."""
-    from vlmtrain.data.images import ImageLoader, open_rgb
-    from vlmtrain.generate import load_run
-
-    from tools.reference_code.our_side import encoder
-
-    spec = json.loads((work / "spec.json").read_text())
-    run = load_run(run_dir)
-    pixels = ImageLoader(run.image_processor, run.cfg.image_aspect_ratio).process([open_rgb(work / spec["image"])])
-    run.model.train()
-    out = []
-    for enc in encoder(run, per_image=run.per_image).encode_many([(c, 1) for c in spec["conversations"]]):
-        ids = torch.from_numpy(enc.input_ids)[None]
-        with torch.no_grad():
-            out.append(run.model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels).logits[0])
-    return out
-
-
-def our_trainable(run_dir: Path) -> set[str]:
-    """What the run's stage trains (its config's freeze, as our trainer applies it), in LLaVA's names."""
-    from vlmtrain.generate import load_run
-    from vlmtrain.model.build import apply_freeze
-    from vlmtrain.model.llava_export import llava_state_dict
-
-    run = load_run(run_dir)
-    apply_freeze(run.model, run.cfg.frozen(), run.cfg.tune_vit_from_layer)
-    return set(llava_state_dict({n: p for n, p in run.model.named_parameters() if p.requires_grad}))

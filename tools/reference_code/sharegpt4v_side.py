@@ -29,6 +29,8 @@ import types
 
 import torch
 
+from side_common import one_step_each
+
 
 def their_train():
     """Its train.py module, imported without its trainer: it imports Share4VTrainer (transformers' Trainer,
@@ -121,17 +123,7 @@ def train_main(work):
         json.dump(records, fh)
     dataset = train.LazySupervisedDataset(os.path.join(work, "records.json"), tokenizer, data_args)
     collate = train.DataCollatorForSupervisedDataset(tokenizer=tokenizer)
-    steps = []
-    for i in range(len(records)):
-        batch = collate([dataset[i]])
-        model.train()
-        model.zero_grad(set_to_none=True)
-        out = model(**batch, return_dict=True)
-        if bool((batch["labels"] != -100).any()):
-            out.loss.backward()
-        grads = {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None}
-        steps.append({"ids": batch["input_ids"][0], "labels": batch["labels"][0], "pixel_values": batch["images"],
-                      "logits": out.logits[0].detach(), "loss": out.loss.detach(), "grads": grads})
+    steps = one_step_each(dataset, collate, model, len(records))
     torch.save({"steps": steps, "trainable": sorted(n for n, p in model.named_parameters() if p.requires_grad),
                 "legacy": getattr(tokenizer, "legacy", None), "transformers": transformers.__version__},
                os.path.join(work, "theirs.pt"))
