@@ -16,7 +16,6 @@ names it in ``mm_vision_tower`` by its absolute path and leaves ``vision_add_fiv
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -97,19 +96,10 @@ def export_notes(folder: Path, tower_path: str) -> list[str]:
 def write_convllava_checkpoint(model: Any, out_dir: str | Path, *, image_processor: Any, image_aspect_ratio: str,
                                model_max_length: int, tokenizer: Any = None) -> Path:
     """``out_dir``: the LLM and projector in LLaVA's names (export_folder.write_export) and ``vision_tower/``,
-    written in a folder beside it and renamed into place whole. Returns the weights file."""
-    from vlmdata.atomic import replace_dir, temp_dir_beside
+    renamed into place whole. Returns the weights file."""
     from vlmtrain.model.export_folder import write_export
 
     out = Path(out_dir)
-    tower_path = str(out.resolve() / TOWER_FOLDER)
-    config = convllava_config(model, tower_path, image_aspect_ratio, model_max_length)
-    staging = temp_dir_beside(out)
-    try:
-        inner = staging / out.name  # write_export renames its own folder into place here
-        write_export(inner, convllava_state_dict(model.state_dict()), config, model, tokenizer)
-        write_tower_folder(model, image_processor, inner / TOWER_FOLDER)
-        replace_dir(inner, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out / "pytorch_model.bin"
+    config = convllava_config(model, str(out.resolve() / TOWER_FOLDER), image_aspect_ratio, model_max_length)
+    return write_export(out, convllava_state_dict(model.state_dict()), config, model, tokenizer,
+                        extra=lambda folder: write_tower_folder(model, image_processor, folder / TOWER_FOLDER))

@@ -55,9 +55,10 @@ def architecture_of(folder: Path) -> str:
 
 
 def write_export(out_dir: str | Path, state: dict[str, torch.Tensor], config: dict, model: Any,
-                 tokenizer: Any = None) -> Path:
+                 tokenizer: Any = None, extra: Callable[[Path], None] | None = None) -> Path:
     """``out_dir/pytorch_model.bin`` (``state``), ``config.json`` (``config``), ``generation_config.json``
-    (MoE-LLaVA's builder reads it for Qwen: a missing file fails its load) and the tokenizer's files.
+    (MoE-LLaVA's builder reads it for Qwen: a missing file fails its load) and the tokenizer's files;
+    ``extra(folder)`` writes what else belongs in it (ConvLLaVA's ``vision_tower/``) before the one rename.
     Returns the weights file."""
     from vlmdata.atomic import atomic_open, replace_dir, temp_dir_beside, write_text
 
@@ -74,6 +75,8 @@ def write_export(out_dir: str | Path, state: dict[str, torch.Tensor], config: di
 
             save_tokenizer(tokenizer, tmp)  # (with the SentencePiece model the tokenizer came from)
             write_legacy_tokenizer_files(tmp)  # transformers 4.37 loads it slow, from these
+        if extra is not None:
+            extra(tmp)
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
