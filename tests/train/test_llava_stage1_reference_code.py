@@ -8,7 +8,6 @@ Opt-in: ``python -m tools.reference_code.build_env DIR --moellava SRC --llava SR
 index), then ``VLMTRAIN_TEST_REFERENCE_ENV=DIR``. Skipped otherwise."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -21,11 +20,6 @@ ENV = os.environ.get("VLMTRAIN_TEST_REFERENCE_ENV")
 pytestmark = pytest.mark.skipif(not ENV, reason="VLMTRAIN_TEST_REFERENCE_ENV names no reference environment "
                                                 "(python -m tools.reference_code.build_env)")
 
-# openai/clip-vit-large-patch14-336's preprocessor_config.json as the Hub has it, at the tiny tower's 32 px
-CLIP_PROCESSOR = {"crop_size": TINY_VISION["image_size"], "do_center_crop": True, "do_normalize": True,
-                  "do_resize": True, "feature_extractor_type": "CLIPFeatureExtractor",
-                  "image_mean": [0.48145466, 0.4578275, 0.40821073],
-                  "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3, "size": TINY_VISION["image_size"]}
 # blip_laion_cc_sbu_558k's shapes: an instruction before or after the image (its preprocess_plain keeps the
 # image alone of the human turn), then the caption
 CAPTIONS = [[{"from": "human", "value": "<image>\nWrite a terse but informative summary of the picture."},
@@ -52,19 +46,13 @@ def handed(request, caption_blend, instruct_blend, tmp_path_factory) -> tuple[Pa
     Llama and a CLIP folder, with its mlp2x_gelu projector or LLaVA-1's linear one, handed to LLaVA's code, which
     steps, saves, and starts its finetune from its save. Returns the run, the work folder, the spec, what LLaVA's
     side computed and the projector's names in its files."""
-    from transformers import AutoConfig, AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel
-
     from tools.reference_code.llava_stage1_ours import hand_over_stage1, run_llava_stage1
-    from tools.reference_code.our_side import CONVERSATIONS
+    from tools.reference_code.our_side import CONVERSATIONS, write_pretrained_parts
 
     tmp = tmp_path_factory.mktemp("llava-s1")
     torch.manual_seed(0)
     vocab = tiny_config(caption_blend, tmp)["tokenizer_train_vocab_size"]
-    AutoModelForCausalLM.from_config(AutoConfig.for_model(**dict(TINY_TEXT, vocab_size=vocab))).save_pretrained(
-        tmp / "llm")
-    CLIPVisionModel(CLIPVisionConfig(**{k: v for k, v in TINY_VISION.items() if k != "model_type"})).save_pretrained(
-        tmp / "clip")
-    (tmp / "clip" / "preprocessor_config.json").write_text(json.dumps(CLIP_PROCESSOR))
+    write_pretrained_parts(tmp, dict(TINY_TEXT, vocab_size=vocab), TINY_VISION)
     s1 = tiny_config(caption_blend, tmp / "s1", **shipped("llava-1.5-7b-pretrain"), random_init=False,
                      model_name_or_path=str(tmp / "llm"), vision_tower=str(tmp / "clip"), text_config=None,
                      vision_config=None, max_steps=2, learning_rate=1e-2)

@@ -27,11 +27,6 @@ pytestmark = pytest.mark.skipif(not ENV or not (Path(ENV) / "src-sharegpt4v").is
 TOWER = dict(TINY_VISION, num_hidden_layers=4)  # ShareGPT4V's 12-of-24 blocks: 2-of-4
 FROM = 2
 LAST = f"model.vision_tower.vision_tower.vision_model.encoder.layers.{TOWER['num_hidden_layers'] - 1}."
-# openai/clip-vit-large-patch14-336's preprocessor_config.json as the Hub has it (the old feature-extractor form,
-# sizes as plain ints), at the tiny tower's 32 px instead of 336
-CLIP_PROCESSOR = {"crop_size": TOWER["image_size"], "do_center_crop": True, "do_normalize": True, "do_resize": True,
-                  "feature_extractor_type": "CLIPFeatureExtractor", "image_mean": [0.48145466, 0.4578275, 0.40821073],
-                  "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3, "size": TOWER["image_size"]}
 CAPTIONS = [[{"from": "human", "value": "<image>\nWrite a short caption."},
              {"from": "gpt", "value": "A green field under a clear sky."}],
             [{"from": "human", "value": "Describe it.\n<image>"},
@@ -56,18 +51,14 @@ def chain(request, caption_blend, instruct_blend, tmp_path_factory) -> tuple[Pat
     """The recipe as one tiny chain (tests/train/test_sharegpt4v.py's): LLaVA-1.5's stage 1 -> pretrain (plain,
     square, LLM + projector + tower blocks 2.. training) -> finetune (v1, pad, tower frozen), from a Llama and a
     CLIP folder, the tokenizer trained on the fly (``legacy`` or not). Last: the CLIP folder's processor json."""
-    from transformers import AutoConfig, AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel
+    from tools.reference_code.our_side import write_pretrained_parts
 
     tmp = tmp_path_factory.mktemp("sharegpt4v")
     torch.manual_seed(0)
     # as many rows as the tokenizer trained on the fly has tokens, as Vicuna's 32000: the run adds <image> as a
     # row of its own. (With spare rows, its builder cuts them: resize_token_embeddings(len(tokenizer)).)
     vocab = tiny_config(caption_blend, tmp)["tokenizer_train_vocab_size"]
-    AutoModelForCausalLM.from_config(AutoConfig.for_model(**dict(TINY_TEXT, vocab_size=vocab))).save_pretrained(
-        tmp / "llm")
-    CLIPVisionModel(CLIPVisionConfig(**{k: v for k, v in TOWER.items() if k != "model_type"})).save_pretrained(
-        tmp / "clip")
-    (tmp / "clip" / "preprocessor_config.json").write_text(json.dumps(CLIP_PROCESSOR))
+    write_pretrained_parts(tmp, dict(TINY_TEXT, vocab_size=vocab), TOWER)
     common = dict(random_init=False, model_name_or_path=str(tmp / "llm"), vision_tower=str(tmp / "clip"),
                   text_config=None, vision_config=None, max_steps=2, learning_rate=1e-2,
                   tokenizer_legacy=request.param)

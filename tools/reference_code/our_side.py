@@ -269,3 +269,23 @@ def our_trainable(run_dir: Path) -> set[str]:
     run = load_run(run_dir)
     apply_freeze(run.model, run.cfg.frozen(), run.cfg.tune_vit_from_layer)
     return set(llava_state_dict({n: p for n, p in run.model.named_parameters() if p.requires_grad}))
+
+
+def clip_processor_json(side: int) -> dict:
+    """openai/clip-vit-large-patch14-336's preprocessor_config.json as the Hub has it (the old feature-extractor
+    form, sizes as plain ints), at ``side`` px instead of 336: what a reference repo's processor is built from."""
+    return {"crop_size": side, "do_center_crop": True, "do_normalize": True, "do_resize": True,
+            "feature_extractor_type": "CLIPFeatureExtractor", "image_mean": [0.48145466, 0.4578275, 0.40821073],
+            "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3, "size": side}
+
+
+def write_pretrained_parts(folder: Path, text: dict, vision: dict) -> tuple[Path, Path]:
+    """A random LLM (``text``, a config mapping) in ``folder/llm`` and a random CLIP tower (``vision``) with
+    the Hub's processor json in ``folder/clip``: the two checkpoints a stage 1 starts from, as on the Hub."""
+    from transformers import AutoConfig, AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel
+
+    AutoModelForCausalLM.from_config(AutoConfig.for_model(**text)).save_pretrained(folder / "llm")
+    CLIPVisionModel(CLIPVisionConfig(**{k: v for k, v in vision.items() if k != "model_type"})).save_pretrained(
+        folder / "clip")
+    (folder / "clip" / "preprocessor_config.json").write_text(json.dumps(clip_processor_json(vision["image_size"])))
+    return folder / "llm", folder / "clip"
