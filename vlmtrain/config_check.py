@@ -46,7 +46,15 @@ def unknown_fields(cls: type, fields: dict[str, Any]) -> list[str]:
         built = cls(**candidates)
     except Exception:  # the values themselves are wrong; the config's own error comes later
         return []
-    return [k for k in candidates if k in vars(built)]
+    folded = _folded_keys(built)
+    return [k for k in candidates if k in vars(built) and k not in folded]
+
+
+def _folded_keys(built: Any) -> set[str]:
+    """Keys a config moved into one of its nested settings (transformers 5 folds ``rope_theta`` and
+    ``partial_rotary_factor`` into ``rope_parameters``): used, even where a version also keeps the flat
+    copy as a plain attribute (5.17 does for StableLM's ``partial_rotary_factor``; 5.25 does not)."""
+    return {key for value in vars(built).values() if isinstance(value, dict) for key in value if isinstance(key, str)}
 
 
 def suggestion(key: str, known: set[str]) -> str:

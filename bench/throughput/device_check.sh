@@ -30,7 +30,7 @@ SET=${SET:-next}
 if [ "$SET" = first ]; then
   timeout 70 python3 -m bench.throughput.check_liger 2>&1 | grep '^{' | tee "$OUT/liger_check.jsonl"
 else  # the same weights also through one fp32 step: is liger's difference bf16 rounding?
-  timeout 110 python3 -m bench.throughput.check_liger --fp32-ref 2>&1 | grep '^{' | tee "$OUT/liger_check.jsonl"
+  timeout 110 python3 -m bench.throughput.check_liger --fp32-ref 2>&1 | tee "$OUT/liger_log.txt" | grep '^{' | tee "$OUT/liger_check.jsonl"
 fi
 
 row() {  # row LABEL SECONDS ARGS...: one bench/train_throughput.py process, appended to rows.jsonl

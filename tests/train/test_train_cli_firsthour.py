@@ -210,3 +210,20 @@ def test_make_tiny_data_replaces_its_own_output_and_can_be_moved(tmp_path):
     d.rename(moved)
     ds, _, root = open_blend(moved, None)
     assert len(ds) == 4 and root == moved / "images" and all((root / p).is_file() for row in ds["images"] for p in row)
+
+
+def test_a_key_folded_into_a_nested_setting_is_known_even_when_also_kept_flat():
+    """transformers 5.17 moves StableLM's `partial_rotary_factor` into rope_parameters and keeps a flat copy
+    too (5.25 keeps none): our check called the shipped StableLM shape's key unknown there."""
+    from vlmtrain.config_check import unknown_fields
+
+    class FoldsAndKeeps:  # a config written as a plain class, as 5.17's StableLmConfig behaves
+        def __init__(self, hidden_size: int = 8, **kwargs):
+            self.hidden_size = hidden_size
+            self.rope_parameters = {"rope_type": "default", **{k: v for k, v in kwargs.items() if k.startswith("rope_")
+                                                                or k == "partial_rotary_factor"}}
+            for k, v in kwargs.items():
+                setattr(self, k, v)
+
+    fields = {"hidden_size": 16, "partial_rotary_factor": 0.25, "rope_theta": 1e4, "hidden_sise": 3}
+    assert unknown_fields(FoldsAndKeeps, fields) == ["hidden_sise"]
