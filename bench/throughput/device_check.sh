@@ -9,6 +9,9 @@
 # --seq-len 1024, and the ragged lengths are in [628, 1024] (576 image tokens), so no two samples fit a
 # row there: those rows equal the padded ones. SET=next (the default) is what that run left open: packing
 # into rows of 2048, per-layer compile without liger on full-length rows, liger against an fp32 step.
+# SET=run: SET=next's 1.6B rows (they stopped on a config check under transformers 5.17) and `vlmtrain run`
+# itself on the 1.6B shape (bench/throughput/trainer_gpu.py: a synthetic 665k-shaped blend, the whole
+# command; its datasets/dill/multiprocess wheels travel in $WHEELS too).
 # liger-kernel is not on the lent machine: its wheel travels in $WHEELS. Run from the folder that holds
 # vlmtrain/, vlmdata/, bench/ and configs/ (PYTHONPATH is set to it).
 set -uo pipefail
@@ -27,7 +30,9 @@ python3 -c "import torch, transformers, triton; print('torch', torch.__version__
 python3 -c "import liger_kernel.transformers.monkey_patch as m, importlib.metadata as md; print('liger-kernel', md.version('liger_kernel'), 'ok')" 2>&1 | tail -1 | tee -a "$OUT/gpu.txt"
 
 SET=${SET:-next}
-if [ "$SET" = first ]; then
+if [ "$SET" = run ]; then
+  :  # check_liger ran in SET=next's call
+elif [ "$SET" = first ]; then
   timeout 70 python3 -m bench.throughput.check_liger 2>&1 | grep '^{' | tee "$OUT/liger_check.jsonl"
 else  # the same weights also through one fp32 step: is liger's difference bf16 rounding?
   timeout 110 python3 -m bench.throughput.check_liger --fp32-ref 2>&1 | tee "$OUT/liger_log.txt" | grep '^{' | tee "$OUT/liger_check.jsonl"
@@ -50,6 +55,26 @@ row() {  # row LABEL SECONDS ARGS...: one bench/train_throughput.py process, app
 B16="--precision bf16 --batch-size 16 --seq-len 1024"
 B4="--llm vicuna-7b --precision bf16 --batch-size 4 --seq-len 1024"
 P2K="--packing --pack-length 2048"
+trow() {  # trow LABEL SECONDS ARGS...: one `vlmtrain run` (bench/throughput/trainer_gpu.py), appended to runs.jsonl
+  local label=$1 need=$2; shift 2
+  local t; t=$(left)
+  if [ "$t" -lt "$need" ]; then echo "skipped (${t}s left): $label" | tee -a "$OUT/skipped.txt"; return; fi
+  local line
+  line=$(timeout "$t" python3 -m bench.throughput.trainer_gpu --label "$label" --timeout "$t" "$@" 2>>"$OUT/run_err.txt" | grep '^{' | tail -1)
+  if [ -z "$line" ]; then echo "FAILED: $label: $(tail -3 "$OUT/run_err.txt" | tr '\n' ' ' | cut -c1-400)" | tee -a "$OUT/skipped.txt"; return; fi
+  echo "$line" | tee -a "$OUT/runs.jsonl" | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print(r.get('label'), 'ERROR' if 'error' in r or not r else f\"{r['tokens_per_s']:9.0f} tok/s MFU {100*(r['mfu'] or 0):5.1f}% data wait {100*r['data_wait_frac']:4.1f}% pad {100*r['padding_frac']:4.1f}% whole command {r['wall_s']} s\")"
+}
+if [ "$SET" = run ]; then  # after SET=next's 1.6B rows stopped on the config check (transformers 5.17): those, and `vlmtrain run`
+  row "1.6B b16 ragged packed 2048 layers"               55 $B16 --ragged $P2K --compile-layers --profile "$OUT/profile_1.6b_packed.txt"
+  trow "vlmtrain run 1.6B b16 packed layers"            120 --set packing=true --set compile=layers
+  row "1.6B b16 L1024 ragged padded"                     30 $B16 --ragged
+  row "1.6B b16 ragged packed 2048"                      30 $B16 --ragged $P2K
+  row "1.6B b16 L1024 full layers"                       55 $B16 --compile-layers
+  trow "vlmtrain run 1.6B b16 padded"                    90
+  row "1.6B b16 ragged packed 2048 layers liger"         60 $B16 --ragged $P2K --compile-layers --liger
+  echo "done in $(( SECONDS - START )) s"
+  exit 0
+fi
 if [ "$SET" = next ]; then
   row "1.6B b16 L1024 ragged padded"                     30 $B16 --ragged
   row "1.6B b16 ragged packed 2048"                      30 $B16 --ragged $P2K
