@@ -145,6 +145,7 @@ class TrainConfig:
     compile_backend: str = "inductor"               # torch.compile's backend (aot_eager: no code generation)
     kernels: str = "none"                           # none | liger (liger-kernel's fused kernels; needs a GPU and the [gpu] extra)
     image_decode: str = "exact"                     # exact (LLaVA's pixels) | draft (JPEG draft decoding of large images; opt-in)
+    profile_steps: list = field(default_factory=list)  # [FIRST, LAST]: torch.profiler table of those steps in output_dir
 
     # --- checkpoints and logging -------------------------------------------------------------
     save_strategy: str = "steps"                    # steps | epoch | no (LLaVA's scripts pass "steps")
@@ -508,6 +509,10 @@ def validate(cfg: TrainConfig, where: str = "config") -> None:
         fail("`mm_use_im_start_end` / `mm_use_im_patch_token` are LLaVA-v0 options that v1.5 turns off; vlmtrain does not build them")
     if cfg.bf16 and cfg.fp16:
         fail("`bf16` and `fp16` are both on; choose one")
+    steps = cfg.profile_steps
+    if steps and not (len(steps) == 2 and all(type(x) is int for x in steps) and 1 <= steps[0] <= steps[1]):
+        fail(f"`profile_steps` is {steps!r}; give the first and last optimizer step to profile",
+             "e.g. `profile_steps: [10, 12]` (steps count from 1), or leave it out")
     if not str(cfg.output_dir).strip():  # (`--set output_dir=$OUT` with OUT unset: the current folder)
         fail("`output_dir` is empty (a shell variable that is not set?)", "give the folder the run writes, e.g. runs/my-run")
     if not (cfg.model_name_or_path or cfg.text_config):

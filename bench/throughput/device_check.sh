@@ -12,6 +12,11 @@
 # SET=run: SET=next's 1.6B rows (they stopped on a config check under transformers 5.17) and `vlmtrain run`
 # itself on the 1.6B shape (bench/throughput/trainer_gpu.py: a synthetic 665k-shaped blend, the whole
 # command; its datasets/dill/multiprocess wheels travel in $WHEELS too).
+# SET=profile: what SET=run left open: the LM head's GEMM kernels by row count, a profile of `vlmtrain run`,
+# the benchmark loop under amp on the same shapes, `vlmtrain run` through DeepSpeed ZeRO-2 (bf16 weights, fp32
+# master copy in the optimizer: the deepspeed, hjson and pydantic wheels in $WHEELS) and with compile alone.
+# Its eight files: gpu.txt, lm_head.jsonl, rows.jsonl, err.txt, runs.jsonl, run_err.txt,
+# profile_vlmtrain_run.txt, skipped.txt (tee the output nowhere else under $OUT).
 # liger-kernel is not on the lent machine: its wheel travels in $WHEELS. Run from the folder that holds
 # vlmtrain/, vlmdata/, bench/ and configs/ (PYTHONPATH is set to it).
 set -uo pipefail
@@ -30,7 +35,7 @@ python3 -c "import torch, transformers, triton; print('torch', torch.__version__
 python3 -c "import liger_kernel.transformers.monkey_patch as m, importlib.metadata as md; print('liger-kernel', md.version('liger_kernel'), 'ok')" 2>&1 | tail -1 | tee -a "$OUT/gpu.txt"
 
 SET=${SET:-next}
-if [ "$SET" = run ]; then
+if [ "$SET" = run ] || [ "$SET" = profile ]; then
   :  # check_liger ran in SET=next's call
 elif [ "$SET" = first ]; then
   timeout 70 python3 -m bench.throughput.check_liger 2>&1 | grep '^{' | tee "$OUT/liger_check.jsonl"
@@ -64,6 +69,17 @@ trow() {  # trow LABEL SECONDS ARGS...: one `vlmtrain run` (bench/throughput/tra
   if [ -z "$line" ]; then echo "FAILED: $label: $(tail -3 "$OUT/run_err.txt" | tr '\n' ' ' | cut -c1-400)" | tee -a "$OUT/skipped.txt"; return; fi
   echo "$line" | tee -a "$OUT/runs.jsonl" | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print(r.get('label'), 'ERROR' if 'error' in r or not r else f\"{r['tokens_per_s']:9.0f} tok/s MFU {100*(r['mfu'] or 0):5.1f}% data wait {100*r['data_wait_frac']:4.1f}% pad {100*r['padding_frac']:4.1f}% whole command {r['wall_s']} s\")"
 }
+if [ "$SET" = profile ]; then  # what SET=run left open (bench/RESULTS.md, 2026-12-04): why `vlmtrain run` is at 26%
+  timeout 60 python3 -m bench.throughput.lm_head_gemm 2>"$OUT/err.txt" | tee "$OUT/lm_head.jsonl" | cut -c1-300
+  trow "vlmtrain run 1.6B b16 packed layers, profiled"  130 --set packing=true --set compile=layers --steps 22 \
+       --profile 20,21 --profile-out "$OUT/profile_vlmtrain_run.txt"
+  row "1.6B b16 L1024 ragged padded amp"                  30 $B16 --ragged --precision amp
+  RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 LOCAL_WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29511 \
+  trow "vlmtrain run 1.6B b16 padded, DeepSpeed ZeRO-2"  150 --set deepspeed="$PWD/configs/deepspeed/zero2.json"
+  trow "vlmtrain run 1.6B b16 padded layers"            100 --set compile=layers
+  echo "done in $(( SECONDS - START )) s"
+  exit 0
+fi
 if [ "$SET" = run ]; then  # after SET=next's 1.6B rows stopped on the config check (transformers 5.17): those, and `vlmtrain run`
   row "1.6B b16 ragged packed 2048 layers"               55 $B16 --ragged $P2K --compile-layers --profile "$OUT/profile_1.6b_packed.txt"
   trow "vlmtrain run 1.6B b16 packed layers"            120 --set packing=true --set compile=layers

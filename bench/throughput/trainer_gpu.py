@@ -3,15 +3,18 @@
 bench/train_throughput.py times vlmtrain's model in its own loop on synthetic tensors (bf16 weights and
 AdamW states). This runs the whole command instead: ``python -m vlmtrain.cli run CONFIG`` on a blend
 written here, whose samples look like the 665k mix's (one JPEG of ``--image-px`` per sample on 90% of
-them, multi-turn text of ~40-600 tokens), so the JPEG decode, pad and resize, the tokenizer, the
+them, multi-turn text of 20-280 pseudo-words: ~575 tokens on average with the 4,000-piece tokenizer the
+run trains, about twice the 665k mix's ~295), so the JPEG decode, pad and resize, the tokenizer, the
 collator (packed or padded), the Trainer, fp32 master weights under bf16 autocast and the metrics are
 all in the figure. Steady state = the logged steps after ``--skip`` warm-up steps (compile, allocator).
 
     python -m bench.throughput.trainer_gpu --label "1.6B packed layers" --set packing=true --set compile=layers
     python -m bench.throughput.trainer_gpu --tiny --steps 4          # CPU smoke test: tiny shapes, seconds
+    python -m bench.throughput.trainer_gpu --profile 12,13 --profile-out prof.txt   # and where its steps go
 
 Prints one JSON line: the means over the steady steps of tokens_per_s, mfu, data_wait_frac,
-padding_frac, the whole command's seconds, and the config it ran.
+padding_frac, the whole command's seconds, and the config it ran; with ``--profile`` the profiled steps
+(slower: the profiler records every kernel) are left out of those means.
 """
 from __future__ import annotations
 
@@ -68,7 +71,7 @@ def write_blend(out: Path, n: int, px: int, seed: int = 0) -> Path:
         if rng.random() < 0.9:
             images = [f"{i:06d}.jpg"]
             write_image(out / "images" / images[0], px, rng)
-        budget, conv = rng.randint(20, 280), []  # ~2 tokens a pseudo-word: ~40-600 text tokens
+        budget, conv = rng.randint(20, 280), []  # pseudo-words, ~4 tokens each
         while budget > 0:
             q, a = rng.randint(6, 20), min(budget, rng.randint(10, 120))
             conv += [{"from": "human", "value": " ".join(rng.choices(words, k=q)) + "?"},
@@ -108,8 +111,8 @@ def run_config(args, data: Path, out: Path) -> dict:
     }
 
 
-def steady(rows: list[dict], skip: int) -> dict:
-    steps = [r for r in rows if "tokens_per_s" in r and r.get("step", 0) > skip]
+def steady(rows: list[dict], skip: int, profiled: set[int] = frozenset()) -> dict:
+    steps = [r for r in rows if "tokens_per_s" in r and r.get("step", 0) > skip and r["step"] not in profiled]
     out = {"steady_steps": len(steps)}
     for k in STEADY_KEYS:
         vals = [r[k] for r in steps if r.get(k) is not None]
@@ -129,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip", type=int, default=5, help="warm-up steps left out of the steady figures")
     ap.add_argument("--workers", type=int, default=8, help="dataloader_num_workers")
     ap.add_argument("--set", action="append", default=[], help="one more `vlmtrain run --set KEY=VALUE`")
+    ap.add_argument("--profile", help="A,B: `profile_steps: [A, B]` (left out of the steady figures)")
+    ap.add_argument("--profile-out", type=Path, help="copy the run's profile table here")
     ap.add_argument("--label", default="")
     ap.add_argument("--timeout", type=int, default=600)
     args = ap.parse_args(argv)
@@ -139,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.work / f"run-{os.getpid()}"
     cfg_path = args.work / f"config-{os.getpid()}.json"  # JSON is YAML: vlmtrain run reads it as a config
     cfg_path.write_text(json.dumps(run_config(args, data, out), indent=1))
-    cmd = [sys.executable, "-m", "vlmtrain.cli", "run", str(cfg_path)] + [a for s in args.set for a in ("--set", s)]
+    sets = args.set + ([f"profile_steps=[{args.profile}]"] if args.profile else [])
+    cmd = [sys.executable, "-m", "vlmtrain.cli", "run", str(cfg_path)] + [a for s in sets for a in ("--set", s)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
@@ -149,9 +155,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"label": args.label, "error": f"exit {proc.returncode}", "wall_s": round(wall, 1)}))
         return 1
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    first, last = map(int, args.profile.split(",")) if args.profile else (0, -1)
+    profiled = set(range(first, last + 1))
+    if args.profile_out and (out / "profile-rank0.txt").is_file():
+        args.profile_out.write_text((out / "profile-rank0.txt").read_text())
     result = {"label": args.label, "command": "vlmtrain run", "llm": "tiny" if args.tiny else args.llm,
-              "batch_size": args.batch_size, "sets": args.set, "steps": args.steps, "skip": args.skip,
-              "wall_s": round(wall, 1), **steady(rows, args.skip),
+              "batch_size": args.batch_size, "sets": args.set, "profile": args.profile, "steps": args.steps, "skip": args.skip,
+              "wall_s": round(wall, 1), **steady(rows, args.skip, profiled),
               "final": next((r for r in reversed(rows) if "train_runtime" in r), None)}
     print(json.dumps(result))
     return 0

@@ -1,6 +1,6 @@
 """The throughput switches besides packing (test_packing.py): `compile` (layers / model, with its fallback),
 `kernels: liger` (refused on a CPU before a model is built; its wiring checked with a stand-in module),
-`image_decode: draft`; each through `vlmtrain run` where it applies."""
+`image_decode: draft`, and `profile_steps`; each through `vlmtrain run` where it applies."""
 from __future__ import annotations
 
 import copy
@@ -170,6 +170,9 @@ def test_run_stage1_and_stage2_with_packing_and_compile(caption_blend, instruct_
     ({"kernels": "liger"}, "needs a CUDA GPU"),
     ({"kernels": "triton"}, "`kernels` is 'triton'"),
     ({"image_decode": "fast"}, "`image_decode` is 'fast'"),
+    ({"profile_steps": [3, 2]}, "`profile_steps` is [3, 2]"),
+    ({"profile_steps": [0, 2]}, "`profile_steps` is [0, 2]"),
+    ({"profile_steps": [2]}, "`profile_steps` is [2]"),
 ])
 def test_bad_switches_exit_2_before_a_model_is_built(instruct_blend, make_config, vlmtrain, monkeypatch, over, words):
     import vlmtrain.model.build as build
@@ -314,3 +317,14 @@ def test_run_with_draft_decoding(instruct_blend, make_config, vlmtrain, tmp_path
     r = vlmtrain("run", make_config(instruct_blend, "draft", max_steps=2, image_decode="draft"))
     assert r.code == 0, r.err
     assert read_metrics(tmp_path / "draft")[2]["loss"] > 0
+
+
+@pytest.mark.parametrize("steps,max_steps,covered", [([2, 3], 4, "2-3"), ([3, 9], 4, "3-4")])
+def test_profile_steps_writes_a_table_of_those_steps(instruct_blend, make_config, vlmtrain, tmp_path, steps, max_steps,
+                                                     covered):
+    r = vlmtrain("run", make_config(instruct_blend, "prof", max_steps=max_steps, profile_steps=steps))
+    assert r.code == 0, r.err
+    table = (tmp_path / "prof" / "profile-rank0.txt").read_text()
+    assert table.startswith(f"# torch.profiler over optimizer steps {covered} (CPU;")
+    assert "aten::mm" in table or "aten::addmm" in table  # the model's matrix products are in the table
+    assert len(read_metrics(tmp_path / "prof")) == max_steps

@@ -330,8 +330,14 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
         _refuse_resume_mismatch(resume, last, out, where)
     align_special_tokens_quietly(model, tokenizer)
     sigterm = StopOnSignal()
+    callbacks = [sigterm]
+    if cfg.profile_steps:
+        from vlmtrain.train.profile import StepProfiler
+        from vlmtrain.train.sample_log import global_rank
+
+        callbacks.append(StepProfiler(*cfg.profile_steps, out, global_rank()))
     trainer = VlmTrainer(model=model, args=args, train_dataset=data.dataset, data_collator=data.collator,
-                         processing_class=tokenizer, callbacks=[sigterm],
+                         processing_class=tokenizer, callbacks=callbacks,
                          vlm_cfg=cfg, train_data=data, flop_model=flop_model(model))
     use_readable_logs(trainer)
     if resume and last is not None:
