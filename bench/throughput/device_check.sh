@@ -17,8 +17,9 @@
 # master copy in the optimizer: the deepspeed, hjson and pydantic wheels in $WHEELS) and with compile alone.
 # Its eight files: gpu.txt, lm_head.jsonl, rows.jsonl, err.txt, runs.jsonl, run_err.txt,
 # profile_vlmtrain_run.txt, skipped.txt (tee the output nowhere else under $OUT).
-# liger-kernel is not on the lent machine: its wheel travels in $WHEELS (bench/throughput/wheels.sh fetches them all). Run from the folder that holds
-# vlmtrain/, vlmdata/, bench/ and configs/ (PYTHONPATH is set to it).
+# liger-kernel is not on the lent machine: its wheel travels in $WHEELS (bench/throughput/wheels.sh fetches
+# every wheel these sets install). Run from the folder that holds vlmtrain/, vlmdata/, bench/ and configs/
+# (PYTHONPATH is set to it).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 BUDGET=${BUDGET:-335}
