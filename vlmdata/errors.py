@@ -231,7 +231,7 @@ def run_app(invoke: Callable[[], Any], *, interrupted: str,
             sys.exit(e.exit_code)
         if typer is not None and isinstance(e, typer.Abort):
             fail(130, "aborted")
-        if typer is not None and isinstance(e, typer.TyperException) and getattr(e, "show", None) is not None:
+        if typer is not None and _usage_error(e):
             e.show()  # usage errors: missing argument, unknown option
             ctx = getattr(e, "ctx", None)
             fail(2, e.format_message(), where=ctx.command_path if ctx is not None else None,
@@ -240,6 +240,13 @@ def run_app(invoke: Callable[[], Any], *, interrupted: str,
             raise
         _say(f"error: {e}")
         fail(2, str(e))
+
+
+def _usage_error(e: BaseException) -> bool:
+    """A command-line usage error (missing argument, unknown option) that can show itself. By class name:
+    typer 0.28 names its base TyperException, the typers that vendor click or depend on it ClickException."""
+    named = any(c.__name__ in ("TyperException", "ClickException") for c in type(e).__mro__)
+    return named and callable(getattr(e, "show", None)) and callable(getattr(e, "format_message", None))
 
 
 def _reader_gone() -> bool:

@@ -96,3 +96,28 @@ def test_status_on_a_fresh_root(cli, tmp_path):
     assert "coco" in r.out and "absent" in r.out
     rows = cli("status", "--root", str(tmp_path / "fresh"), "--json").json()
     assert {row["state"] for row in rows} == {"absent"}
+
+
+def test_a_usage_error_of_a_typer_without_typer_exception_exits_2(capsys):
+    """typer 0.26-0.27 raise their vendored click's ClickException for usage errors and have no
+    TyperException: the handler used to die on `typer.TyperException` (AttributeError) there."""
+    import pytest
+
+    import typer  # (run_app looks typer up in sys.modules)
+    from vlmdata.errors import run_app
+
+    assert typer is not None
+
+    class ClickException(Exception):  # as click names it, not a subclass of anything typer has
+        def format_message(self) -> str:
+            return "No such option: --nope"
+
+        def show(self) -> None:
+            print("Error: No such option: --nope")
+
+    def invoke():
+        raise ClickException()
+
+    with pytest.raises(SystemExit) as e:
+        run_app(invoke, interrupted="x")
+    assert e.value.code == 2 and "No such option: --nope" in capsys.readouterr().out
