@@ -496,3 +496,28 @@ def test_row_files_go_to_disk_as_they_are_read_for_a_blend_not_for_a_report(tree
     assert {s.name for s in synced if s.name.startswith("data-")} == {f"data-{i:05d}.arrow" for i in range(4)}
     assert len(rows(res.out)) == 30
     writer_mod._fsync_if_there(tmp_path / "moved-meanwhile.arrow")  # a file gone by then: skipped, no error
+
+
+def test_writeback_hint_is_skipped_where_pyarrow_cannot_give_the_descriptor(tmp_path, monkeypatch):
+    """pyarrow 22 and older raise AttributeError inside OSFile.fileno(): the hint is skipped, the write goes on."""
+    import pyarrow as pa
+
+    from vlmdata.blend import writer
+
+    seen: list[int] = []
+    monkeypatch.setattr(writer, "start_writeback", seen.append)
+
+    class OldOSFile:
+        def fileno(self) -> int:
+            raise AttributeError("'pyarrow.lib.OSFile' object has no attribute 'handle'")
+
+    writer.start_writeback_of(OldOSFile())
+    assert seen == []
+    with pa.OSFile(str(tmp_path / "x.arrow"), "wb") as f:
+        try:
+            works = f.fileno() >= 0
+        except AttributeError:  # (this pyarrow is one of them)
+            works = False
+        writer.start_writeback_of(f)
+        f.write(b"x")
+    assert len(seen) == (1 if works else 0) and (tmp_path / "x.arrow").read_bytes() == b"x"

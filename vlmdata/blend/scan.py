@@ -27,7 +27,7 @@ import pyarrow as pa
 from vlmdata.blend import validate
 from vlmdata.contract import BLEND_SCHEMA
 from vlmdata.blend.records import Normaliser, Record, RowBuffer, record_id
-from vlmdata.blend.writer import start_writeback, sync_soon
+from vlmdata.blend.writer import start_writeback_of, sync_soon
 from vlmdata.errors import OperationError, UserError
 from vlmdata.gcpause import gc_paused
 from vlmdata.heap import keep_freed_memory
@@ -192,7 +192,7 @@ class _RowFiles:
         if self.writer is None:
             return
         self.writer.close()
-        start_writeback(self.sink.fileno())
+        start_writeback_of(self.sink)
         self.sink.close()
         self.files.append(RowFile(self._path(), np.concatenate(self.index), np.concatenate(self.fixes)))
         self.sink, self.writer, self.index, self.fixes, self.rows = None, None, [], [], 0

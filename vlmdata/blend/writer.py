@@ -48,6 +48,16 @@ def _libc_sync_file_range() -> Callable[[int], None]:
 start_writeback = _libc_sync_file_range()
 
 
+def start_writeback_of(sink: Any) -> None:
+    """``start_writeback`` on a pyarrow file. pyarrow 22 and older break ``OSFile.fileno()`` (an
+    AttributeError inside it); the hint is skipped there, and the fsync before the swap does the work."""
+    try:
+        fd = sink.fileno()
+    except AttributeError:
+        return
+    start_writeback(fd)
+
+
 class DatasetWriter:
     """Arrow IPC stream shards (``data-0000i-of-0000n.arrow``) + state.json + dataset_info.json,
     the files ``Dataset.save_to_disk`` writes, so ``datasets.load_from_disk`` memory-maps them.
@@ -82,7 +92,7 @@ class DatasetWriter:
 
     def write(self, batch: pa.RecordBatch) -> None:
         self._writer.write_batch(pa.RecordBatch.from_arrays(batch.columns, schema=self.schema))
-        start_writeback(self._sink.fileno())
+        start_writeback_of(self._sink)
         self.rows += batch.num_rows
 
     def end_shard(self) -> None:
