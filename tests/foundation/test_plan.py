@@ -76,3 +76,31 @@ def test_plan_refuses_when_the_disk_cannot_hold_it(cli, tmp_path, manifests, wri
     r = cli("plan", "huge", "--root", str(tmp_path), "--manifests", str(manifests))
     assert r.code == 1
     assert "not enough disk" in r.err and "fits: NO" in r.out
+
+
+def test_a_download_another_process_finishes_mid_look_is_counted_not_a_crash(tmp_path, monkeypatch):
+    """Three `fetch --shard` processes on one root: one plans while another renames a finished .part
+    into place. The plan looked (.part exists), then stat'ed the vanished .part: FileNotFoundError."""
+    import os
+    from pathlib import Path
+
+    from vlmdata.state import partial
+
+    dl = tmp_path / "whole.bin"
+    part = partial.part_path(dl)
+    real_stat, looks = Path.stat, []
+
+    def stat(self, *a, **k):  # the other process renames the .part between the first look and the second
+        if self == part:
+            looks.append(1)
+            if len(looks) == 2 and os.path.exists(part):
+                os.rename(part, dl)
+        return real_stat(self, *a, **k)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    part.write_bytes(b"x" * 10)
+    assert partial.partial_progress(dl) == 0 and dl.stat().st_size == 10  # no partial bytes left: it finished
+    dl.unlink()
+    part.write_bytes(b"y" * 7)
+    looks.clear()
+    assert partial._bytes_of(dl) == 7  # counted as the finished file it became

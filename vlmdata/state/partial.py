@@ -85,7 +85,10 @@ def partial_progress(dest: Path) -> int:
     st = PartState.load(state_path(part))
     if st is not None and st.done is not None:
         return sum(b - a for a, b in st.done)
-    return part.stat().st_size
+    try:
+        return part.stat().st_size
+    except FileNotFoundError:  # another process (a concurrent --shard) finished it since: renamed to ``dest``
+        return 0
 
 
 def _downloads(root: "Root", spec: "FileSpec") -> list[Path]:
@@ -108,7 +111,17 @@ def reserved_bytes(root: "Root", spec: "FileSpec") -> int:
 
 def partial_bytes(root: "Root", spec: "FileSpec") -> int:
     """Bytes of ``spec`` (all its parts) in the downloads folder: finished downloads and .part files."""
-    total = 0
-    for dl in _downloads(root, spec):
-        total += dl.stat().st_size if dl.is_file() else partial_progress(dl)  # (a repo's folder: its files count)
-    return total
+    return sum(_bytes_of(dl) for dl in _downloads(root, spec))
+
+
+def _bytes_of(dl: Path) -> int:
+    """A download's bytes: the finished file's, else its .part's. Another process fetching the same
+    root (`--shard`) may finish it between the two looks, renaming the .part to ``dl``: look again."""
+    if not dl.is_file():
+        got = partial_progress(dl)
+        if got or not dl.is_file():
+            return got
+    try:
+        return dl.stat().st_size
+    except FileNotFoundError:  # (finished and moved on again: placed, its download dropped)
+        return 0
