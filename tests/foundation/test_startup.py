@@ -17,7 +17,7 @@ from vlmdata.manifest import cache, catalog, load_catalog
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("requests", "urllib3", "http.client", "PIL", "pyarrow", "datasets", "huggingface_hub", "numpy", "pydantic", "aiohttp",
-         "tomllib", "filelock", "vlmdata.fetch.orchestrate", "vlmdata.fetch.http", "vlmdata.place")
+         "tomllib", "tomli", "filelock", "vlmdata.fetch.orchestrate", "vlmdata.fetch.http", "vlmdata.place")
 
 
 def _modules_after(args: list[str], env: dict[str, str]) -> set[str]:

@@ -33,7 +33,12 @@ def shipped_manifest_dir() -> Path:
 
 
 def read_toml(path: Path) -> Table:
-    import tomllib  # only when a manifest is parsed (not when the catalog comes from the cache)
+    # only when a manifest is parsed (not when the catalog comes from the cache); Python 3.10 has no
+    # tomllib: tomli is the same parser (a dependency there only)
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        import tomli as tomllib
 
     try:
         with open(path, "rb") as fh:
