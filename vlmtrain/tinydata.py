@@ -99,7 +99,7 @@ def _write(out: Path, n: int, kind: str, seed: int, image_size: int) -> None:
     img_dir = out / "images"
     img_dir.mkdir()
     rng = random.Random(seed)
-    rows: dict[str, list] = {k: [] for k in contract.REQUIRED_NAMES}
+    records = []
     for i in range(n):
         color, shape = rng.choice(sorted(COLORS)), rng.choice(SHAPES)
         with_image = kind == "caption" or rng.random() < 0.75
@@ -119,12 +119,23 @@ def _write(out: Path, n: int, kind: str, seed: int, image_size: int) -> None:
                     q = "<image>\n" + q if rng.random() < 0.8 else q + "\n<image>"
                 a = f"the {shape} is {color}." if t == 0 else _filler(rng, 2, 12) + "."
                 conv += [{"from": "human", "value": q}, {"from": "gpt", "value": a}]
-        rows[contract.ID].append(f"tiny-{i:05d}")
-        rows[contract.SOURCE].append(f"tiny-{kind}")
+        records.append((f"tiny-{i:05d}", images, conv))
+    save_records(out, records, source=f"tiny-{kind}", note=NOTE)
+
+
+def save_records(out: Path, records: list[tuple[str, list[str], list[dict]]], *, source: str, note: str) -> None:
+    """``(id, images, conversations)`` records as a blend in ``out`` (the dataset and blend.json; the
+    images, relative to ``out/images``, are the caller's). One source, named ``source``, nothing dropped."""
+    import datasets
+
+    rows: dict[str, list] = {k: [] for k in contract.REQUIRED_NAMES}
+    for rid, images, conv in records:
+        rows[contract.ID].append(rid)
+        rows[contract.SOURCE].append(source)
         rows[contract.IMAGES].append(images)
         rows[contract.CONVERSATIONS].append(conv)
         rows[contract.N_IMAGES].append(len(images))
         rows[contract.TEXT_CHARS].append(sum(len(t["value"]) for t in conv))
     datasets.Dataset.from_dict(rows, features=contract.features()).save_to_disk(str(out))
     contract.write_blend_meta(out, contract.blend_meta(
-        image_root="images", recipe=f"tiny-{kind}", counts={f"tiny-{kind}": n}, dropped={}, note=NOTE))
+        image_root="images", recipe=source, counts={source: len(records)}, dropped={}, note=note))

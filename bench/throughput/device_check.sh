@@ -44,18 +44,24 @@ else  # the same weights also through one fp32 step: is liger's difference bf16 
   timeout 110 python3 -m bench.throughput.check_liger --fp32-ref 2>&1 | tee "$OUT/liger_log.txt" | grep '^{' | tee "$OUT/liger_check.jsonl"
 fi
 
+fits() {  # fits LABEL SECONDS: does what is left of BUDGET hold a row that needs SECONDS? (else say it was skipped)
+  local t; t=$(left)
+  if [ "$t" -lt "$2" ]; then echo "skipped (${t}s left): $1" | tee -a "$OUT/skipped.txt"; return 1; fi
+}
+failed() {  # failed LABEL ERRFILE: one line naming the row and its error's last lines
+  echo "FAILED: $1: $(tail -3 "$2" | tr '\n' ' ' | cut -c1-400)" | tee -a "$OUT/skipped.txt"
+}
 row() {  # row LABEL SECONDS ARGS...: one bench/train_throughput.py process, appended to rows.jsonl
   local label=$1 need=$2; shift 2
-  local t; t=$(left)
-  if [ "$t" -lt "$need" ]; then echo "skipped (${t}s left): $label" | tee -a "$OUT/skipped.txt"; return; fi
-  local line
+  fits "$label" "$need" || return
+  local t line; t=$(left)
   line=$(timeout $(( t < 150 ? t : 150 )) python3 bench/train_throughput.py --json-line --steps 8 --warmup 3 "$@" \
          2>"$OUT/err.txt" | grep '^{' | tail -1)
   if [ -n "$line" ]; then
     python3 -c "import json,sys; r=json.loads(sys.argv[1]); r['label']=sys.argv[2]; print(json.dumps(r))" "$line" "$label" \
       | tee -a "$OUT/rows.jsonl" | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print(f\"{r['label']:44s} {r['step_s']*1000:7.1f} ms {r['tokens_per_s']:9.0f} tok/s MFU {100*(r['mfu'] or 0):5.1f}% pad {100*r['padding_frac']:4.1f}% {(r['max_mem_gib'] or 0):.1f} GiB\")"
   else
-    echo "FAILED: $label: $(tail -3 "$OUT/err.txt" | tr '\n' ' ' | cut -c1-400)" | tee -a "$OUT/skipped.txt"
+    failed "$label" "$OUT/err.txt"
   fi
 }
 B16="--precision bf16 --batch-size 16 --seq-len 1024"
@@ -63,11 +69,10 @@ B4="--llm vicuna-7b --precision bf16 --batch-size 4 --seq-len 1024"
 P2K="--packing --pack-length 2048"
 trow() {  # trow LABEL SECONDS ARGS...: one `vlmtrain run` (bench/throughput/trainer_gpu.py), appended to runs.jsonl
   local label=$1 need=$2; shift 2
-  local t; t=$(left)
-  if [ "$t" -lt "$need" ]; then echo "skipped (${t}s left): $label" | tee -a "$OUT/skipped.txt"; return; fi
-  local line
+  fits "$label" "$need" || return
+  local t line; t=$(left)
   line=$(timeout "$t" python3 -m bench.throughput.trainer_gpu --label "$label" --timeout "$t" "$@" 2>>"$OUT/run_err.txt" | grep '^{' | tail -1)
-  if [ -z "$line" ]; then echo "FAILED: $label: $(tail -3 "$OUT/run_err.txt" | tr '\n' ' ' | cut -c1-400)" | tee -a "$OUT/skipped.txt"; return; fi
+  if [ -z "$line" ]; then failed "$label" "$OUT/run_err.txt"; return; fi
   echo "$line" | tee -a "$OUT/runs.jsonl" | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print(r.get('label'), 'ERROR' if 'error' in r or not r else f\"{r['tokens_per_s']:9.0f} tok/s MFU {100*(r['mfu'] or 0):5.1f}% data wait {100*r['data_wait_frac']:4.1f}% pad {100*r['padding_frac']:4.1f}% whole command {r['wall_s']} s\")"
 }
 if [ "$SET" = profile ]; then  # what SET=run left open (bench/RESULTS.md, 2026-12-04): why `vlmtrain run` is at 26%

@@ -31,11 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-SHAPES = {  # the model files bench/train_throughput.py uses (configs/model_configs/)
-    "stablelm-1.6b": "model_configs/stablelm-2-1_6b.json",
-    "vicuna-7b": "model_configs/vicuna-7b-v1.5.json",
-}
-VISION = "model_configs/clip-vit-large-patch14-336.json"
+from bench.train_throughput import LLMS, TINY_TEXT, TINY_VISION, VISION  # the benchmark loop's shapes
+
 STEADY_KEYS = ("tokens_per_s", "samples_per_s", "model_tflops_per_s", "mfu", "data_wait_frac", "padding_frac")
 
 
@@ -58,14 +55,12 @@ def write_image(path: Path, px: int, rng: random.Random) -> None:
 
 def write_blend(out: Path, n: int, px: int, seed: int = 0) -> Path:
     """``n`` records in the blend contract (vlmdata.contract), images under ``out/images``."""
-    import datasets
-
-    from vlmdata import contract
+    from vlmtrain.tinydata import save_records
 
     rng = random.Random(seed)
     words = pseudo_words(rng)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    rows: dict[str, list] = {k: [] for k in contract.REQUIRED_NAMES}
+    records = []
     for i in range(n):
         images = []
         if rng.random() < 0.9:
@@ -79,28 +74,17 @@ def write_blend(out: Path, n: int, px: int, seed: int = 0) -> Path:
             budget -= q + a
         if images:
             conv[0]["value"] = "<image>\n" + conv[0]["value"]
-        rows[contract.ID].append(f"bench-{i:06d}")
-        rows[contract.SOURCE].append("bench")
-        rows[contract.IMAGES].append(images)
-        rows[contract.CONVERSATIONS].append(conv)
-        rows[contract.N_IMAGES].append(len(images))
-        rows[contract.TEXT_CHARS].append(sum(len(t["value"]) for t in conv))
-    datasets.Dataset.from_dict(rows, features=contract.features()).save_to_disk(str(out))
-    contract.write_blend_meta(out, contract.blend_meta(image_root="images", recipe="bench", counts={"bench": n},
-                                                       dropped={}, note="bench/throughput/trainer_gpu.py"))
+        records.append((f"bench-{i:06d}", images, conv))
+    save_records(out, records, source="bench", note="bench/throughput/trainer_gpu.py")
     return out
 
 
 def run_config(args, data: Path, out: Path) -> dict:
-    tiny = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 2048}
-    tiny_vision = {"model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 64,
-                   "num_hidden_layers": 2, "num_attention_heads": 2, "patch_size": 8, "image_size": 32}
     configs = REPO / "configs"
     return {
         "stage": 2, "random_init": True,
-        "text_config": tiny if args.tiny else str(configs / SHAPES[args.llm]),
-        "vision_config": tiny_vision if args.tiny else str(configs / VISION),
+        "text_config": TINY_TEXT if args.tiny else str(configs / LLMS[args.llm]),
+        "vision_config": TINY_VISION if args.tiny else str(configs / VISION["clip-l-336"]),
         "mm_projector_type": "mlp2x_gelu", "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch",
         "tokenizer_train_vocab_size": 4000, "version": "vicuna_v1", "dataset_dir": str(data),
         "image_aspect_ratio": "pad", "group_by_modality_length": True, "model_max_length": 2048,
@@ -122,7 +106,7 @@ def steady(rows: list[dict], skip: int, profiled: set[int] = frozenset()) -> dic
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--llm", choices=sorted(SHAPES), default="stablelm-1.6b")
+    ap.add_argument("--llm", choices=sorted(LLMS), default="stablelm-1.6b")
     ap.add_argument("--tiny", action="store_true", help="tiny random shapes, fp32 (CPU smoke test)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/vlmtrain_gpu_bench"))
     ap.add_argument("--samples", type=int, default=0, help="records in the blend (default: enough for --steps)")
