@@ -513,6 +513,8 @@ def validate(cfg: TrainConfig, where: str = "config") -> None:
     if steps and not (len(steps) == 2 and all(type(x) is int for x in steps) and 1 <= steps[0] <= steps[1]):
         fail(f"`profile_steps` is {steps!r}; give the first and last optimizer step to profile",
              "e.g. `profile_steps: [10, 12]` (steps count from 1), or leave it out")
+    if steps and 0 < cfg.max_steps < steps[0]:
+        cfg._notes.append(f"`profile_steps` {steps} starts after `max_steps` {cfg.max_steps}: nothing is profiled")
     if not str(cfg.output_dir).strip():  # (`--set output_dir=$OUT` with OUT unset: the current folder)
         fail("`output_dir` is empty (a shell variable that is not set?)", "give the folder the run writes, e.g. runs/my-run")
     if not (cfg.model_name_or_path or cfg.text_config):

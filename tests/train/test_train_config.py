@@ -228,6 +228,9 @@ def test_keys_a_run_does_not_use_are_said_in_notes(tmp_path):
     assert any("`tokenizer_name_or_path` (some/tokenizer) is not used" in n for n in notes), notes
     notes = load_config(_cfg(tmp_path, mm_projector_lr=1e-4, freeze={"projector": True}))._notes
     assert any("`mm_projector_lr` has nothing to set" in n for n in notes), notes
+    notes = load_config(_cfg(tmp_path, max_steps=10, profile_steps=[50, 60]))._notes
+    assert any("`profile_steps` [50, 60] starts after `max_steps` 10: nothing is profiled" in n for n in notes), notes
+    assert not load_config(_cfg(tmp_path, max_steps=10, profile_steps=[9, 12]))._notes
     assert not load_config(_cfg(tmp_path))._notes
 
 
