@@ -145,6 +145,8 @@ def format_step(logs: dict[str, Any], step: int, max_steps: int) -> str:
     if isinstance(logs.get("mfu"), (int, float)):
         parts.append(f"MFU {100 * logs.pop('mfu'):.1f}%")
     logs.pop("model_tflops_per_s", None)  # in metrics.jsonl; MFU says it better here
+    if logs.get("nonfinite_steps") == 0:  # (said only when there were some)
+        logs.pop("nonfinite_steps")
     if isinstance(logs.get("epoch"), (int, float)):
         parts.append(f"epoch {logs.pop('epoch'):.2f}")
     parts += _moe_summary(logs)

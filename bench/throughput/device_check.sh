@@ -17,6 +17,10 @@
 # master copy in the optimizer: the deepspeed, hjson and pydantic wheels in $WHEELS) and with compile alone.
 # Its eight files: gpu.txt, lm_head.jsonl, rows.jsonl, err.txt, runs.jsonl, run_err.txt,
 # profile_vlmtrain_run.txt, skipped.txt (tee the output nowhere else under $OUT).
+# SET=sync: SET=profile's `vlmtrain run` rows again after the host syncs in its steps were taken out (the
+# Trainer's NaN filter, the trainer's own counts of the batch on the device), the profiled one first: its
+# profile now says how much of the wall time the GPU ran kernels; and how much a log row every step costs
+# (logging_steps: 1, as LLaVA's scripts log, reads the loss and gradient norm back each step).
 # liger-kernel is not on the lent machine: its wheel travels in $WHEELS (bench/throughput/wheels.sh fetches
 # every wheel these sets install). Run from the folder that holds vlmtrain/, vlmdata/, bench/ and configs/
 # (PYTHONPATH is set to it).
@@ -36,7 +40,7 @@ python3 -c "import torch, transformers, triton; print('torch', torch.__version__
 python3 -c "import liger_kernel.transformers.monkey_patch as m, importlib.metadata as md; print('liger-kernel', md.version('liger_kernel'), 'ok')" 2>&1 | tail -1 | tee -a "$OUT/gpu.txt"
 
 SET=${SET:-next}
-if [ "$SET" = run ] || [ "$SET" = profile ]; then
+if [ "$SET" = run ] || [ "$SET" = profile ] || [ "$SET" = sync ]; then
   :  # check_liger ran in SET=next's call
 elif [ "$SET" = first ]; then
   timeout 70 python3 -m bench.throughput.check_liger 2>&1 | grep '^{' | tee "$OUT/liger_check.jsonl"
@@ -75,6 +79,15 @@ trow() {  # trow LABEL SECONDS ARGS...: one `vlmtrain run` (bench/throughput/tra
   if [ -z "$line" ]; then failed "$label" "$OUT/run_err.txt"; return; fi
   echo "$line" | tee -a "$OUT/runs.jsonl" | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print(r.get('label'), 'ERROR' if 'error' in r or not r else f\"{r['tokens_per_s']:9.0f} tok/s MFU {100*(r['mfu'] or 0):5.1f}% data wait {100*r['data_wait_frac']:4.1f}% pad {100*r['padding_frac']:4.1f}% whole command {r['wall_s']} s\")"
 }
+if [ "$SET" = sync ]; then  # SET=profile's runs, without the host syncs in a step
+  trow "vlmtrain run 1.6B b16 packed layers, profiled"  130 --set packing=true --set compile=layers --steps 22 \
+       --profile 20,21 --profile-out "$OUT/profile_vlmtrain_run.txt"
+  trow "vlmtrain run 1.6B b16 padded layers"            100 --set compile=layers
+  trow "vlmtrain run 1.6B b16 padded layers, log every 10 steps" 110 --set compile=layers --set logging_steps=10 \
+       --steps 40 --skip 10 --samples 700
+  echo "done in $(( SECONDS - START )) s"
+  exit 0
+fi
 if [ "$SET" = profile ]; then  # what SET=run left open (bench/RESULTS.md, 2026-12-04): why `vlmtrain run` is at 26%
   timeout 60 python3 -m bench.throughput.lm_head_gemm 2>"$OUT/err.txt" | tee "$OUT/lm_head.jsonl" | cut -c1-300
   trow "vlmtrain run 1.6B b16 packed layers, profiled"  130 --set packing=true --set compile=layers --steps 22 \

@@ -62,6 +62,7 @@ def test_collator_layout_positions_labels_and_images():
     assert "attention_mask" not in batch and set(batch) == {"input_ids", "labels", "position_ids", "pixel_values"}
     # rows (first-fit decreasing, capacity 10): [s0 (7), s3 (3)], [s2 (6), s1 (4)]
     assert meta["ids"] == ["s0", "s3", "s2", "s1"] and meta["sample_lengths"] == [7, 3, 6, 4]
+    assert meta["supervised"] == int((batch["labels"][:, 1:] != -100).sum()) > 0
     assert meta["skipped"] == [{"id": "bad", "reason": "r", "path": "p"}]
     assert batch["input_ids"].shape == (2, 10)
     assert batch["position_ids"].tolist() == [list(range(7)) + list(range(3)), list(range(6)) + list(range(4))]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import sys
 import types
 
@@ -325,6 +326,16 @@ def test_profile_steps_writes_a_table_of_those_steps(instruct_blend, make_config
     r = vlmtrain("run", make_config(instruct_blend, "prof", max_steps=max_steps, profile_steps=steps))
     assert r.code == 0, r.err
     table = (tmp_path / "prof" / "profile-rank0.txt").read_text()
-    assert table.startswith(f"# torch.profiler over optimizer steps {covered} (CPU;")
+    head = re.match(rf"# torch\.profiler over optimizer steps {covered}: ([0-9.]+) ms of wall time a step", table)
+    assert head and float(head[1]) > 0, table[:200]
+    assert "# rows by self_cpu_time_total, top 60" in table
     assert "aten::mm" in table or "aten::addmm" in table  # the model's matrix products are in the table
     assert len(read_metrics(tmp_path / "prof")) == max_steps
+
+
+def test_profile_gpu_busy_time_is_the_union_of_kernel_intervals():
+    from vlmtrain.train.profile import busy_seconds
+
+    # two streams overlapping (0-10 and 5-12), one kernel inside another (20-30 holds 22-25), a gap before 40
+    assert busy_seconds([(20, 30), (0, 10), (5, 12), (22, 25), (40, 41)]) == pytest.approx(23e-6)
+    assert busy_seconds([]) == 0.0

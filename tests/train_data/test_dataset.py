@@ -54,7 +54,10 @@ def test_collator_mixed_batch(blend, make_tokenizer, processor):
     items = [data.dataset[i] for i in range(4)]
     batch = data.collator(items)
     meta = pop_batch_meta(batch)
-    assert meta == {"ids": ["img-1", "txt-1", "img-2", "two-img"], "skipped": []}
+    assert meta["ids"] == ["img-1", "txt-1", "img-2", "two-img"] and meta["skipped"] == []
+    # counted on the CPU for the trainer: each sample's length, and the targets of the shifted loss
+    assert meta["sample_lengths"] == [len(it["input_ids"]) for it in items]
+    assert meta["supervised"] == sum(int((it["labels"][1:] != -100).sum()) for it in items)
     T = max(len(it["input_ids"]) for it in items)
     assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape == (4, T)
     assert batch["pixel_values"].shape == (4, 3, 16, 16)  # 1 + 0 + 1 + 2 images, in order

@@ -11,14 +11,23 @@ from .encode import IGNORE_INDEX
 log = logging.getLogger("vlmtrain.data")
 
 # Keys a batch carries besides the model inputs; pop them (``pop_batch_meta``) before ``model(**batch)``.
-# ``sample_lengths``: each sample's true length, set by the packing collator (vlmtrain.data.packing).
-BATCH_META_KEYS = ("ids", "skipped", "sample_lengths")
+# ``sample_lengths``: each sample's true length; ``supervised``: the label positions the loss counts. Both
+# are counted here, on the CPU, so the trainer's throughput bookkeeping never waits for the GPU (counting
+# them from the batch once it is on the device is a host sync before every forward).
+BATCH_META_KEYS = ("ids", "skipped", "sample_lengths", "supervised")
 
 
 def pop_batch_meta(batch: dict) -> dict:
-    """Remove and return the non-model keys: ``ids`` (kept samples), ``skipped`` ([{id, reason, path}])
-    and, for a packed batch, ``sample_lengths``."""
+    """Remove and return the non-model keys: ``ids`` (kept samples), ``skipped`` ([{id, reason, path}]),
+    ``sample_lengths`` (in the batch's order) and ``supervised`` (labels after the first position that
+    are not -100: the targets of the shifted loss)."""
     return {k: batch.pop(k) for k in BATCH_META_KEYS if k in batch}
+
+
+def add_counts(batch: dict[str, Any], lengths: Sequence[int]) -> None:
+    """The batch's ``sample_lengths`` and ``supervised`` count, from its CPU tensors."""
+    batch["sample_lengths"] = list(lengths)
+    batch["supervised"] = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
 
 class Collator:
@@ -71,4 +80,5 @@ class Collator:
         self.add_pixels(batch, kept, items)
         batch["ids"] = [it["id"] for it in kept]
         batch["skipped"] = skipped
+        add_counts(batch, [len(it["input_ids"]) for it in kept])
         return batch

@@ -35,7 +35,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .collate import Collator
+from .collate import Collator, add_counts
 from .encode import IGNORE_INDEX
 
 
@@ -88,7 +88,8 @@ def best_rows(lengths: Sequence[int], max_length: int, attention_weight: float =
 class PackingCollator(Collator):
     """Items -> a packed batch: ``input_ids``, ``labels``, ``position_ids`` [R, W] (no attention_mask),
     ``pixel_values`` in packed order, and the bookkeeping keys ``ids``, ``skipped`` and
-    ``sample_lengths`` (each sample's true length, in packed order; pop them with ``pop_batch_meta``)."""
+    ``sample_lengths`` (each sample's true length, in packed order) and ``supervised`` (pop them with
+    ``pop_batch_meta``)."""
 
     def __init__(self, pad_token_id: int, max_length: int, *, flat: bool = False,
                  attention_weight: float = 0.0) -> None:
@@ -124,7 +125,7 @@ class PackingCollator(Collator):
         self.add_pixels(batch, [kept[i] for i in order], items)
         batch["ids"] = [kept[i]["id"] for i in order]
         batch["skipped"] = skipped
-        batch["sample_lengths"] = [lengths[i] for i in order]
+        add_counts(batch, [lengths[i] for i in order])
         return batch
 
 

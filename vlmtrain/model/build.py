@@ -83,22 +83,28 @@ class VlmLlavaForConditionalGeneration(LlavaForConditionalGeneration):
                                    **kwargs)
         from transformers.models.llava.modeling_llava import LlavaCausalLMOutputWithPast
 
-        from vlmtrain.model.loss import supervised_lm_loss
+        from vlmtrain.model.loss import supervised_lm_loss, supervised_positions
 
         # A loss forward keeps no KV cache; with one, transformers would not read restarting position_ids
         # as packed samples (vlmtrain.data.packing) and attention would cross between them.
         kwargs.setdefault("use_cache", False)
+        # What the host must read back (the loss's positions, the image-token count), read at the start,
+        # while little is queued on the GPU: read later, each read would drain the tower's or the LLM's
+        # kernels and leave the GPU idle while the host queued the next ones.
+        positions = supervised_positions(labels)
         given = kwargs.pop("inputs_embeds", None)  # (PEFT's wrapper passes inputs_embeds=None)
         if given is not None:  # a caller's own embeddings: transformers' way
             out = self.model(pixel_values=pixel_values, attention_mask=attention_mask, inputs_embeds=given, **kwargs)
         else:
-            embeds = self._inputs_embeds(input_ids, attention_mask, pixel_values, image_stand_in)
+            image_tokens = 0 if pixel_values is None else int((input_ids == self.config.image_token_id).sum())
+            embeds = self._inputs_embeds(input_ids, attention_mask, pixel_values, image_stand_in, image_tokens)
             out = self.model.language_model(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
         loss = supervised_lm_loss(self.lm_head, out.last_hidden_state, labels, num_items_in_batch,
-                                  fused=getattr(self, "fused_lm_loss", None))  # kernels: liger (model/kernels.py)
+                                  fused=getattr(self, "fused_lm_loss", None),  # kernels: liger (model/kernels.py)
+                                  positions=positions)
         return LlavaCausalLMOutputWithPast(loss=loss, logits=None)
 
-    def _inputs_embeds(self, input_ids, attention_mask, pixel_values, image_stand_in) -> torch.Tensor:
+    def _inputs_embeds(self, input_ids, attention_mask, pixel_values, image_stand_in, image_tokens: int) -> torch.Tensor:
         """The LLM's input for a loss forward: token embeddings, the image features at the image tokens.
 
         Padding is zero vectors, as LLaVA's and MoE-LLaVA's prepare_inputs_labels_for_multimodal pad: the
@@ -107,7 +113,8 @@ class VlmLlavaForConditionalGeneration(LlavaForConditionalGeneration):
         projector on ``image_stand_in`` (collate.Collator.add_pixels) and adds them times zero. The modules
         run in the same order in every batch (embeddings, tower, projector, LLM), which ZeRO-3's parameter
         gathers need across ranks; hence this, not transformers' LlavaModel.forward (which would look up the
-        image token's embedding again, in image batches only, to find the image positions)."""
+        image token's embedding again, in image batches only, to find the image positions).
+        ``image_tokens``: the batch's count of image tokens, read by the caller before the tower runs."""
         embeds = self.get_input_embeddings()(input_ids)
         if attention_mask is not None:  # (packed batches have none: no padding)
             embeds = embeds * attention_mask.unsqueeze(-1).to(embeds.dtype)
@@ -117,10 +124,10 @@ class VlmLlavaForConditionalGeneration(LlavaForConditionalGeneration):
         feats = self._image_features(images).to(embeds.device, embeds.dtype)
         if pixel_values is None:
             return embeds + 0.0 * feats.sum()
-        at = input_ids == self.config.image_token_id
-        if int(at.sum()) * embeds.shape[-1] != feats.numel():
-            raise ValueError(f"{int(at.sum())} image tokens in the batch for {feats.numel() // embeds.shape[-1]} "
+        if image_tokens * embeds.shape[-1] != feats.numel():
+            raise ValueError(f"{image_tokens} image tokens in the batch for {feats.numel() // embeds.shape[-1]} "
                              "image features")
+        at = input_ids == self.config.image_token_id
         return embeds.masked_scatter(at.unsqueeze(-1), feats)
 
     def _image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:

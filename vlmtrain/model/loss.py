@@ -24,12 +24,24 @@ import torch.nn.functional as F
 IGNORE_INDEX = -100
 
 
+def supervised_positions(labels: torch.Tensor) -> torch.Tensor:
+    """[N, 2] (row, position) of the hidden states whose next token has a label, in row-major order.
+
+    Finding them reads a count back to the host (the GPU's queue drains), so the model does it before
+    its forward, where little is queued, rather than after the LLM, where the host would wait for all of it
+    and the GPU then for the host's next launches."""
+    return (labels[:, 1:] != IGNORE_INDEX).nonzero()
+
+
 def supervised_lm_loss(lm_head, hidden: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None,
-                       chunk_tokens: int = 8192, fused: Callable | None = None) -> torch.Tensor:
-    target = labels[:, 1:].to(hidden.device)
-    keep = target != IGNORE_INDEX
-    h = hidden[:, :-1][keep]
-    t = target[keep]
+                       chunk_tokens: int = 8192, fused: Callable | None = None,
+                       positions: torch.Tensor | None = None) -> torch.Tensor:
+    """``positions``: :func:`supervised_positions` of ``labels``, when the caller found them already."""
+    if positions is None:
+        positions = supervised_positions(labels)
+    rows, cols = positions[:, 0].to(hidden.device), positions[:, 1].to(hidden.device)
+    h = hidden[rows, cols]
+    t = labels.to(hidden.device)[rows, cols + 1]
     zero3 = _partitioned(lm_head.weight)
     if fused is not None and t.numel() and not zero3:  # (under ZeRO-3 the head's weight is not whole here)
         total = fused(h, lm_head.weight, t, lm_head.bias)

@@ -164,6 +164,9 @@ def _training_args(cfg: TrainConfig):
         save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
         logging_steps=cfg.logging_steps,
+        # The Trainer's NaN filter reads every step's loss back (a host sync) and hides a diverged run:
+        # vlmtrain.train.nonfinite counts those steps on the device instead.
+        logging_nan_inf_filter=False,
         seed=cfg.seed,
         report_to=cfg.report_to or "none",
         dataloader_num_workers=cfg.dataloader_num_workers,

@@ -11,7 +11,9 @@ gradient accumulation, bf16, LoRA models, and exact resume (optimizer, scheduler
 - throughput in the logs: samples/s, tokens/s (true tokens, image tokens included), model TFLOP/s
   and MFU (vlmtrain.train.mfu), the share of the batch positions that are padding, and the time the
   loop waited for the next batch (``data_wait_s``, ``data_wait_frac``; the run's total in the final
-  summary row), written to tensorboard and to ``metrics.jsonl``;
+  summary row), written to tensorboard and to ``metrics.jsonl``, all counted without a host sync in
+  the step; NaN or inf micro-batch losses are counted on the device (``nonfinite_steps``,
+  vlmtrain.train.nonfinite) in place of the Trainer's NaN filter, which synced every step;
 - stage 1 saves the projector alone as ``mm_projector.bin`` in the reference repo's key names, and
   resumes from it;
 - a stage 2 / 3 checkpoint carries the slow-tokenizer files the final output has (tokenizer.model etc.,
@@ -24,7 +26,7 @@ gradient accumulation, bf16, LoRA models, and exact resume (optimizer, scheduler
 - what the Trainer's checkpoint leaves out of an exact resume: each rank's logging window (the loss sum,
   throughput counts and routing stats since the last log row) and its data report (samples skipped).
 
-Why one file of ~480 lines: each of these is a short override of one Trainer method, and they share
+Why one file of ~510 lines: each of these is a short override of one Trainer method, and they share
 the Trainer's state; split, each part would be a mixin a reader has to find.
 """
 from __future__ import annotations
@@ -42,6 +44,7 @@ from transformers import Trainer, TrainerCallback
 from vlmtrain.data.slow_tokenizer_files import keep_sentencepiece_model
 from vlmtrain.model.projector import from_reference, projector_module, save_mm_projector, write_mm_projector
 from vlmtrain.train.mfu import FlopModel, device_name, mfu, peak_flops
+from vlmtrain.train.nonfinite import NonFiniteLosses
 from vlmtrain.train.rundir import saves_projector_only
 from vlmtrain.train.signals import StopOnSignal
 
@@ -113,6 +116,7 @@ class VlmTrainer(Trainer):
             if blocks:
                 self._moe = MoeWindow([i for i, _ in blocks], blocks[0][1].settings.num_experts)
         self._window_restored = False
+        self._nonfinite = NonFiniteLosses()  # (the Trainer's own NaN filter is off: vlmtrain.train.nonfinite)
         self._samples = None
         if vlm_cfg.sample_log:
             from vlmtrain.train.sample_log import SampleLog, global_rank
@@ -167,8 +171,9 @@ class VlmTrainer(Trainer):
         """The Trainer's fetch of the next batches, timed: how long the loop waited for data.
 
         Only the ``next()`` calls are timed (DataLoader workers, collation, the copy to the device).
-        The Trainer syncs with the GPU every step (the loss's NaN check), so while the loop waits
-        here the GPU has no work queued: this is the GPU's wait for data too."""
+        The loop does not wait for the GPU within a step (no NaN filter, counts taken on the CPU), so
+        the GPU may still be running queued kernels while it waits here: this bounds the GPU's wait
+        for data from above."""
         if self._window_start is None:
             self._window_start = time.perf_counter() - self._window_before
         clock = _TimedIterator(epoch_iterator)
@@ -176,6 +181,9 @@ class VlmTrainer(Trainer):
         self._window["data_wait"] += clock.waited
         self._data_wait_total += clock.waited
         return out
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        return self._nonfinite.add(super().training_step(model, inputs, num_items_in_batch))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         from vlmtrain.data import pop_batch_meta
@@ -188,8 +196,9 @@ class VlmTrainer(Trainer):
         if inputs["input_ids"].numel() == 0:  # every sample of the batch was skipped (bad_samples: skip)
             loss = self._zero_loss(model, inputs)
             return (loss, None) if return_outputs else loss
-        # A packed batch (vlmtrain.data.packing) has no attention_mask; it says its samples' lengths.
-        lens = meta.get("sample_lengths") or inputs["attention_mask"].sum(dim=1).tolist()
+        # The collators count lengths and supervised labels on the CPU: counted here, from the batch on the
+        # device, they would make the host wait for the GPU before every forward.
+        lens = meta["sample_lengths"]
         pix = inputs.get("pixel_values")
         n_images = 0 if pix is None else (pix.shape[0] if torch.is_tensor(pix) else len(pix))
         if self._window_start is None:
@@ -197,8 +206,7 @@ class VlmTrainer(Trainer):
         self._window["tokens"] += sum(lens)
         self._window["positions"] += inputs["input_ids"].numel()
         self._window["samples"] += len(lens)
-        supervised = int((inputs["labels"][:, 1:] != -100).sum())
-        self._window["flops"] += self.flop_model.step_flops(lens, n_images, supervised)
+        self._window["flops"] += self.flop_model.step_flops(lens, n_images, meta["supervised"])
         out = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
         if self.vlm_cfg.stage != 3:
             return out
@@ -242,6 +250,8 @@ class VlmTrainer(Trainer):
 
     # -- logging ------------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:
+            self._nonfinite.log_row(logs, self.args.device, self.state.global_step)
         if "loss" in logs and self._window_start is not None:
             counts = torch.tensor([self._window[k] for k in WINDOW_KEYS], dtype=torch.float64)
             if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -263,6 +273,7 @@ class VlmTrainer(Trainer):
             self._window = dict.fromkeys(WINDOW_KEYS, 0.0)
             self._window_start = time.perf_counter()
         if "train_runtime" in logs:  # the run's summary row
+            self._nonfinite.summary_row(logs, self.args.device)
             runtime = float(logs["train_runtime"])
             # (its train_loss is the mean over this process's steps only: after a resume, say which ones)
             logs["train_loss_first_step"] = getattr(self, "_initial_global_step", 0) + 1
