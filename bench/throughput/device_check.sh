@@ -21,6 +21,8 @@
 # Trainer's NaN filter, the trainer's own counts of the batch on the device), the profiled one first: its
 # profile now says how much of the wall time the GPU ran kernels; and how much a log row every step costs
 # (logging_steps: 1, as LLaVA's scripts log, reads the loss and gradient norm back each step).
+# SET=forward: what SET=sync left unmeasured: the model's read-backs moved to the start of its forward (943eb66),
+# profiled as before, and `kernels: liger` through `vlmtrain run` (the benchmark loop's rows only so far).
 # liger-kernel is not on the lent machine: its wheel travels in $WHEELS (bench/throughput/wheels.sh fetches
 # every wheel these sets install). Run from the folder that holds vlmtrain/, vlmdata/, bench/ and configs/
 # (PYTHONPATH is set to it).
@@ -40,7 +42,7 @@ python3 -c "import torch, transformers, triton; print('torch', torch.__version__
 python3 -c "import liger_kernel.transformers.monkey_patch as m, importlib.metadata as md; print('liger-kernel', md.version('liger_kernel'), 'ok')" 2>&1 | tail -1 | tee -a "$OUT/gpu.txt"
 
 SET=${SET:-next}
-if [ "$SET" = run ] || [ "$SET" = profile ] || [ "$SET" = sync ]; then
+if [ "$SET" = run ] || [ "$SET" = profile ] || [ "$SET" = sync ] || [ "$SET" = forward ]; then
   :  # check_liger ran in SET=next's call
 elif [ "$SET" = first ]; then
   timeout 70 python3 -m bench.throughput.check_liger 2>&1 | grep '^{' | tee "$OUT/liger_check.jsonl"
@@ -79,6 +81,14 @@ trow() {  # trow LABEL SECONDS ARGS...: one `vlmtrain run` (bench/throughput/tra
   if [ -z "$line" ]; then failed "$label" "$OUT/run_err.txt"; return; fi
   echo "$line" | tee -a "$OUT/runs.jsonl" | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print(r.get('label'), 'ERROR' if 'error' in r or not r else f\"{r['tokens_per_s']:9.0f} tok/s MFU {100*(r['mfu'] or 0):5.1f}% data wait {100*r['data_wait_frac']:4.1f}% pad {100*r['padding_frac']:4.1f}% whole command {r['wall_s']} s\")"
 }
+if [ "$SET" = forward ]; then  # SET=sync's rows on the code after it, and liger through the whole command
+  trow "vlmtrain run 1.6B b16 packed layers, profiled"  130 --set packing=true --set compile=layers --steps 22 \
+       --profile 20,21 --profile-out "$OUT/profile_vlmtrain_run.txt"
+  trow "vlmtrain run 1.6B b16 padded layers"            100 --set compile=layers
+  trow "vlmtrain run 1.6B b16 packed layers liger"      110 --set packing=true --set compile=layers --set kernels=liger
+  echo "done in $(( SECONDS - START )) s"
+  exit 0
+fi
 if [ "$SET" = sync ]; then  # SET=profile's runs, without the host syncs in a step
   trow "vlmtrain run 1.6B b16 packed layers, profiled"  130 --set packing=true --set compile=layers --steps 22 \
        --profile 20,21 --profile-out "$OUT/profile_vlmtrain_run.txt"
