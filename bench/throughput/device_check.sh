@@ -81,18 +81,21 @@ trow() {  # trow LABEL SECONDS ARGS...: one `vlmtrain run` (bench/throughput/tra
   if [ -z "$line" ]; then failed "$label" "$OUT/run_err.txt"; return; fi
   echo "$line" | tee -a "$OUT/runs.jsonl" | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print(r.get('label'), 'ERROR' if 'error' in r or not r else f\"{r['tokens_per_s']:9.0f} tok/s MFU {100*(r['mfu'] or 0):5.1f}% data wait {100*r['data_wait_frac']:4.1f}% pad {100*r['padding_frac']:4.1f}% whole command {r['wall_s']} s\")"
 }
-if [ "$SET" = forward ]; then  # SET=sync's rows on the code after it, and liger through the whole command
+trow_profiled() {  # the profiled `vlmtrain run` of SET=profile, sync and forward (writes $OUT/profile_vlmtrain_run.txt)
   trow "vlmtrain run 1.6B b16 packed layers, profiled"  130 --set packing=true --set compile=layers --steps 22 \
        --profile 20,21 --profile-out "$OUT/profile_vlmtrain_run.txt"
-  trow "vlmtrain run 1.6B b16 padded layers"            100 --set compile=layers
+}
+trow_padded_layers() { trow "vlmtrain run 1.6B b16 padded layers" 100 --set compile=layers; }
+if [ "$SET" = forward ]; then  # SET=sync's rows on the code after it, and liger through the whole command
+  trow_profiled
+  trow_padded_layers
   trow "vlmtrain run 1.6B b16 packed layers liger"      110 --set packing=true --set compile=layers --set kernels=liger
   echo "done in $(( SECONDS - START )) s"
   exit 0
 fi
 if [ "$SET" = sync ]; then  # SET=profile's runs, without the host syncs in a step
-  trow "vlmtrain run 1.6B b16 packed layers, profiled"  130 --set packing=true --set compile=layers --steps 22 \
-       --profile 20,21 --profile-out "$OUT/profile_vlmtrain_run.txt"
-  trow "vlmtrain run 1.6B b16 padded layers"            100 --set compile=layers
+  trow_profiled
+  trow_padded_layers
   trow "vlmtrain run 1.6B b16 padded layers, log every 10 steps" 110 --set compile=layers --set logging_steps=10 \
        --steps 40 --skip 10 --samples 700
   echo "done in $(( SECONDS - START )) s"
@@ -100,12 +103,11 @@ if [ "$SET" = sync ]; then  # SET=profile's runs, without the host syncs in a st
 fi
 if [ "$SET" = profile ]; then  # what SET=run left open (bench/RESULTS.md, 2026-12-04): why `vlmtrain run` is at 26%
   timeout 60 python3 -m bench.throughput.lm_head_gemm 2>"$OUT/err.txt" | tee "$OUT/lm_head.jsonl" | cut -c1-300
-  trow "vlmtrain run 1.6B b16 packed layers, profiled"  130 --set packing=true --set compile=layers --steps 22 \
-       --profile 20,21 --profile-out "$OUT/profile_vlmtrain_run.txt"
+  trow_profiled
   row "1.6B b16 L1024 ragged padded amp"                  30 $B16 --ragged --precision amp
   RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 LOCAL_WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29511 \
   trow "vlmtrain run 1.6B b16 padded, DeepSpeed ZeRO-2"  150 --set deepspeed="$PWD/configs/deepspeed/zero2.json"
-  trow "vlmtrain run 1.6B b16 padded layers"            100 --set compile=layers
+  trow_padded_layers
   echo "done in $(( SECONDS - START )) s"
   exit 0
 fi
