@@ -5,8 +5,8 @@
 Installs what it needs (Debian's nginx-light, aria2, unzip, curl; img2dataset in its own venv
 under bench/out/), makes the inputs once (bench/out/peers/), serves the files from nginx on
 127.0.0.1 and the URL list's images from a latency server (bench/peers/latency_server.py, whose
-own ceiling is measured and reported, as is what a bare client with nothing else to do takes
-against it: bench/peers/bare_client.py), and times each `vlmdata` command and each peer command as
+own ceiling and punctuality are measured and reported, as is what a bare client with nothing else
+to do takes against it: bench/peers/bare_client.py), and times each `vlmdata` command and each peer command as
 a process: the tools take turns run by run, outputs are removed (folders of many files set
 aside until the end: timing.rm says why), `sync` runs before each run and the VM's hand-back of
 freed memory to its host is let finish (timing.settle; neither timed), and the

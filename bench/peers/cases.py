@@ -222,7 +222,9 @@ def urllist(b: Any, *, out: Path, i2d: Path, **_: Any) -> None:
                        f"{peer / 3 - min(bare):+.2f} s from 3x img2dataset's median")
         b.notes.append(f"latency server: {served:,} requests for {cpu:.1f} CPU-seconds, a ceiling of "
                        f"{ceiling:,.0f} requests/s on one core; the fastest client reached {fastest:,.0f}/s "
-                       f"({100 * fastest / ceiling:.0f}% of it)")
+                       f"({100 * fastest / ceiling:.0f}% of it); its answers left {stats1['late_ms_mean']:.2f} ms "
+                       f"after they were due on average, {stats1['late_ms_p99']:.1f} ms at the 99th percentile "
+                       f"(both tools' runs)")
         b.row(f"{inputs.LIST_IMAGES:,} images from a URL list, 20 ms per request, 64 in flight",
               runs["vlmdata fetch --url-jobs 64"], "img2dataset, 64 threads", runs["img2dataset, 64 threads"],
               ">= 3x images/s", rate=inputs.LIST_IMAGES, limit=3.0)

@@ -2,9 +2,11 @@
 share against the bench's own latency server, and says so when the server does not answer them all."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,11 @@ def test_every_image_asked_for_and_no_faster_than_the_latency_allows(latency_ser
     assert r.returncode == 0, r.stderr
     # each connection asks for its 10 images one after another, each answered LATENCY s after it arrived
     assert float(r.stdout) >= images / jobs * LATENCY
+    # the server's own account: every request answered (this one too), lateness a histogram's figures
+    with urllib.request.urlopen(f"{latency_server}/stats", timeout=10) as resp:
+        stats = json.loads(resp.read())
+    assert stats["requests"] == stats["answered"] == images + 1
+    assert 0 <= stats["late_ms_mean"] <= stats["late_ms_p99"]
 
 
 def test_a_server_that_is_gone_fails_the_run(tmp_path):
