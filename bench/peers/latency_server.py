@@ -96,8 +96,8 @@ class Server:
             left = max(self.due[0][0], self.last + BATCH) - time.monotonic()
             if left > 0:
                 time.sleep(left)
-            self.last = time.monotonic()
-            now, batch = time.monotonic(), []
+            now = self.last = time.monotonic()
+            batch = []
             while self.due and self.due[0][0] <= now:
                 batch.append(self.due.popleft())
             self.loop.call_soon_threadsafe(self._answer, batch)
