@@ -161,6 +161,7 @@ class TrainConfig:
     hostfile: Optional[str] = None                  # multi-node (deepspeed launcher)
     launcher: str = "auto"                          # auto | deepspeed | torchrun
     master_port: int = 29500
+    ddp_timeout: int = 1800                         # seconds a rank waits for the others (start, collectives) before it fails
 
     # Filled in by load_config, not keys of the YAML.
     _source: Optional[str] = field(default=None, repr=False)
@@ -525,7 +526,7 @@ def validate(cfg: TrainConfig, where: str = "config") -> None:
         fail("no tokenizer: set `tokenizer_name_or_path`, `model_name_or_path`, or `tokenizer_train_vocab_size` "
              "(trains one on the dataset's text)")
     for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "model_max_length", "num_gpus",
-                "num_nodes", "save_steps", "logging_steps", "lora_r"):
+                "num_nodes", "save_steps", "logging_steps", "lora_r", "ddp_timeout"):
         if getattr(cfg, key) < 1:
             fail(f"`{key}` must be at least 1, got {getattr(cfg, key)}")
     for key in ("learning_rate", "num_train_epochs"):

@@ -43,29 +43,69 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _config(path: Path, blend: Path, out: Path, **over) -> Path:
+    # (ddp_timeout: a rank left waiting in a collective fails in 3 minutes, with its stack, rather than in 30)
     settings = dict(max_steps=STEPS, save_steps=100, per_device_train_batch_size=BATCH, sample_log=True,
-                    learning_rate=3e-3)
+                    learning_rate=3e-3, ddp_timeout=180)
     cfg = tiny_config(blend, out, **{**settings, **over})
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
-def _two_nodes(cfg: Path, *args: str, env: dict[str, str] | None = None) -> list[subprocess.CompletedProcess]:
-    """`vlmtrain run CFG` as node 0 and node 1, at once; both must end."""
-    procs = [subprocess.Popen([sys.executable, "-m", "vlmtrain.cli", "run", str(cfg), "--set", f"master_port={port}",
-                               *args], env=_env(NODE_RANK=str(rank), **(env or {})), cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for rank, port in zip((0, 1), [_port()] * 2)]
-    done = []
+def _start_nodes(cfg: Path, *args: str, env: dict[str, str] | None = None,
+                 per_rank: tuple[tuple[str, ...], ...] = ((), ())) -> list[subprocess.Popen]:
+    """`vlmtrain run CFG` as node 0 and node 1, each in its own process group (``per_rank``: more arguments
+    for each)."""
+    port = _port()
+    return [subprocess.Popen([sys.executable, "-m", "vlmtrain.cli", "run", str(cfg), "--set", f"master_port={port}",
+                              *args, *extra], env=_env(NODE_RANK=str(rank), **(env or {})), cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+            for rank, extra in enumerate(per_rank)]
+
+
+def _two_nodes(cfg: Path, *args: str, env: dict[str, str] | None = None,
+               per_rank: tuple[tuple[str, ...], ...] = ((), ())) -> list[subprocess.CompletedProcess]:
+    """Both nodes started; both must end."""
+    procs = _start_nodes(cfg, *args, env=env, per_rank=per_rank)
+    try:
+        outs = [p.communicate(timeout=420) for p in procs]
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the two nodes did not end in 420 s; where each process waited:\n{_stop_hung(procs)}")
+    return [subprocess.CompletedProcess(p.args, p.returncode, *out) for p, out in zip(procs, outs)]
+
+
+def _stop_hung(procs: list[subprocess.Popen]) -> str:
+    """Both nodes' whole process trees (launcher, launch, rank) print their threads' stacks (SIGUSR1:
+    multinode/sitecustomize.py), one process at a time so that the stacks do not interleave in the stderr
+    they share, then are killed; the nodes' stderr tails, which hold the stacks."""
+    import signal
+    import time
+
+    for p in procs:
+        for pid in _group(p.pid):
+            try:
+                os.kill(pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                continue
+            time.sleep(0.5)
     for p in procs:
         try:
-            out, err = p.communicate(timeout=420)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-        done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
-    return done
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return "\n".join(f"--- node {rank} ---\n{p.communicate()[1][-8000:]}" for rank, p in enumerate(procs))
+
+
+def _group(pgid: int) -> list[int]:
+    """The processes of a process group (Linux: /proc/PID/stat's fifth field)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # (ended meanwhile)
+            continue
+        if int(fields[2]) == pgid:
+            pids.append(int(stat.parent.name))
+    return pids
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +201,7 @@ def test_zero3_rank_whose_samples_were_all_skipped_runs_the_model_too(tmp_path):
                   num_nodes=2, num_gpus=1, launcher="deepspeed", hostfile=str(hosts),
                   deepspeed=str(REPO / "configs/deepspeed/zero3.json"))
     runs = _two_nodes(cfg)
+    open("/tmp/hang/last.txt", "w").write("\n=====\n".join(f"rc={p.returncode}\n{p.stderr}" for p in runs))  # DEBUG
     assert all(p.returncode == 0 for p in runs), [p.stderr[-3000:] for p in runs]
     steps = {}
     for r in read_sample_logs(out):
@@ -263,12 +304,8 @@ def test_nodes_that_see_different_checkpoints_refuse_together(instruct_blend, tm
                   deepspeed=str(REPO / "configs/deepspeed/zero3.json"))
 
     def per_node(*args: str, env=None):
-        port = _port()
-        procs = [subprocess.Popen([sys.executable, "-m", "vlmtrain.cli", "run", str(cfg), "--set", f"master_port={port}",
-                                   "--set", f"output_dir={tmp_path / f'out{rank}'}", *args],
-                                  env=_env(NODE_RANK=str(rank), **(env or {})), cwd=REPO,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
-        return [p.communicate(timeout=420) + (p.returncode,) for p in procs]
+        outs = tuple(("--set", f"output_dir={tmp_path / f'out{rank}'}") for rank in (0, 1))
+        return [(p.stdout, p.stderr, p.returncode) for p in _two_nodes(cfg, *args, env=env, per_rank=outs)]
 
     cut = per_node(env={"VLMTRAIN_SIGTERM_AT_STEP": "2"})
     assert all(rc != 0 for _, _, rc in cut)
@@ -278,3 +315,38 @@ def test_nodes_that_see_different_checkpoints_refuse_together(instruct_blend, tm
     for _, err, rc in runs:
         assert rc != 0 and "the ranks do not see the same run" in err, err[-3000:]
         assert "rank 1: --resume, sees no complete checkpoint" in err and "one folder every node shares" in err
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_node_that_stops_answering_makes_the_other_fail_within_ddp_timeout(instruct_blend, tmp_path):
+    """Node 1 frozen (SIGSTOP, as a machine that stalls) in the middle of the run: node 0's rank waits in a
+    collective for ``ddp_timeout`` seconds and fails with an error instead of waiting for ever."""
+    import signal
+    import time
+
+    hosts = tmp_path / "hostfile"
+    hosts.write_text("node-a slots=1\nnode-b slots=1\n")
+    out = tmp_path / "run"
+    cfg = _config(tmp_path / "z3.yaml", instruct_blend, out, max_steps=10_000, per_device_train_batch_size=1,
+                  num_nodes=2, num_gpus=1, launcher="deepspeed", hostfile=str(hosts), ddp_timeout=15,
+                  deepspeed=str(REPO / "configs/deepspeed/zero3.json"))
+    procs = _start_nodes(cfg)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "metrics.jsonl").is_file() or not read_metrics(out):  # both nodes are training
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                pytest.fail(f"the nodes did not start training:\n{_stop_hung(procs)}")
+            time.sleep(0.2)
+        os.killpg(procs[1].pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        _, err = procs[0].communicate(timeout=240)
+        waited = time.monotonic() - stopped
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()
+    assert procs[0].returncode != 0, err[-3000:]
+    assert 15 <= waited < 200, (waited, err[-3000:])
+    assert "Timed out" in err or "timed out" in err, err[-3000:]

@@ -72,6 +72,20 @@ def launched_rank() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
 
 
+def join_process_group(cfg: TrainConfig) -> None:
+    """A launched rank without a GPU joins its process group now, with ``ddp_timeout``. The Trainer passes the
+    timeout when it sets up GPUs but not on the CPU (transformers 5.x, TrainingArguments' CPU branch), where
+    a rank would wait torch's 30 minutes for a rank that died or stalled; once a group exists, the Trainer
+    and DeepSpeed use it."""
+    import torch
+
+    if not launched_rank() or torch.cuda.is_available() or torch.distributed.is_initialized():
+        return
+    from datetime import timedelta
+
+    torch.distributed.init_process_group(backend="gloo", timeout=timedelta(seconds=cfg.ddp_timeout))
+
+
 def relaunch(cfg: TrainConfig, run_args: list[str]) -> int:
     cmd = launch_command(cfg, run_args)
     if shutil.which(cmd[0]) is None:

@@ -172,6 +172,8 @@ def _training_args(cfg: TrainConfig):
         dataloader_num_workers=cfg.dataloader_num_workers,
         remove_unused_columns=False,
         use_cpu=not on_cuda,
+        # (a rank that waits longer for the others in a collective fails, with its stack, instead of hanging)
+        ddp_timeout=cfg.ddp_timeout,
         disable_tqdm=not sys.stderr.isatty(),
         **extra,
     )
@@ -245,7 +247,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
     from vlmtrain.progress import align_special_tokens_quietly, quiet_library_bars, use_readable_logs
     from vlmtrain.train import rundir, throughput
     from vlmtrain.train.mfu import flop_model
-    from vlmtrain.train.launch import launched_rank
+    from vlmtrain.train.launch import join_process_group, launched_rank
     from vlmtrain.train.preflight import preflight, require_trainable
     from vlmtrain.train.signals import StopOnSignal
     from vlmtrain.train.trainer import MM_PROJECTOR, VlmTrainer
@@ -327,6 +329,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
         log.info("params %-9s %10s trainable %10s", name, total, trainable)
     write_text(out / rundir.CONFIG_RECORD, json.dumps(cfg.to_dict(), indent=2, default=str))  # --resume compares it
 
+    join_process_group(cfg)  # (launched ranks: before the Trainer's own set-up, which leaves ddp_timeout out on a CPU)
     args = _training_args(cfg)
     if launched:
         rundir.agree_on_checkpoint(args, resume, last, out, where)

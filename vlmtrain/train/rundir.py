@@ -40,7 +40,7 @@ SHAPE_KEYS = ("stage", "freeze", "tune_mm_mlp_adapter", "model_name_or_path", "t
 # Keys that only say where or how often things go: no note when they change.
 QUIET_KEYS = ("output_dir", "max_steps", "num_train_epochs", "save_steps", "save_total_limit", "save_strategy",
               "logging_steps", "report_to", "dataloader_num_workers", "data_num_proc", "num_gpus", "num_nodes",
-              "hostfile", "launcher", "master_port", "deepspeed")
+              "hostfile", "launcher", "master_port", "ddp_timeout", "deepspeed")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 

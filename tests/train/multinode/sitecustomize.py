@@ -1,9 +1,15 @@
 """Imported at start-up by every Python process of the multi-node tests (this folder is put first on
 PYTHONPATH, so the launchers' children get it too): DeepSpeed's CPU shared-memory comm op is not
 JIT-compiled on the first distributed start (35-45 s with g++ on a 2-core box; environment.md §2).
-The op only speeds up collectives between ranks of one node; gloo does the same work without it."""
+The op only speeds up collectives between ranks of one node; gloo does the same work without it.
+
+SIGUSR1 makes any of these processes print every thread's Python stack to its stderr: a test whose
+two nodes did not end in time sends it to both process groups before killing them, so a hang shows
+where each rank waits."""
+import faulthandler
 import importlib.abc
 import importlib.util
+import signal
 import sys
 
 
@@ -24,3 +30,5 @@ class _SkipShmOp(importlib.abc.MetaPathFinder):
 
 
 sys.meta_path.insert(0, _SkipShmOp())
+
+faulthandler.register(signal.SIGUSR1, all_threads=True)
