@@ -190,11 +190,13 @@ def _run_stage(stage, configs: List[Path], overrides: List[str], resume: bool, *
     except KeyboardInterrupt:  # a second Ctrl-C, or one before the first step
         typer.echo(interrupted_message(cfg, configs, overrides, chained=chained), err=True)
         raise typer.Exit(130) from None
-    except Exception as e:  # a full disk: said as such, with the checkpoint and the command that continue
+    except Exception as e:  # a full disk, a rank left waiting: said as such, with the command that continues
         from vlmtrain.train.diskfull import disk_failure
+        from vlmtrain.train.rank_wait import rank_timeout
 
-        err = disk_failure(e, cfg.output_dir, resume_command(configs, overrides),
-                           start_command(configs, overrides, chained=chained))
+        err = (disk_failure(e, cfg.output_dir, resume_command(configs, overrides),
+                            start_command(configs, overrides, chained=chained))
+               or rank_timeout(e, cfg.ddp_timeout, cfg.output_dir, resume_command(configs, overrides)))
         if err is None:
             raise
         raise err from None

@@ -26,7 +26,8 @@ _SAID = ((re.compile(r"No space left on device|os error 28\b"), errno.ENOSPC),
          (re.compile(r"unexpected pos \d+ vs \d+"), None))
 
 
-def _chain(e: BaseException) -> list[BaseException]:
+def exception_chain(e: BaseException) -> list[BaseException]:
+    """``e`` and the exceptions it was raised from or while handling, innermost last."""
     seen: list[BaseException] = []
     while e is not None and e not in seen:
         seen.append(e)
@@ -36,7 +37,7 @@ def _chain(e: BaseException) -> list[BaseException]:
 
 def failed_write(e: BaseException) -> tuple[bool, int | None]:
     """(whether ``e`` is a write the disk refused, its errno where known)."""
-    chain = _chain(e)
+    chain = exception_chain(e)
     for x in chain:
         if isinstance(x, OSError) and x.errno in DISK_ERRNOS:
             return True, x.errno

@@ -1,0 +1,47 @@
+"""A rank that waited ``ddp_timeout`` seconds for the others, said as such instead of a traceback from
+deep inside torch.distributed.
+
+Two waits end this way in a Python exception: the start (the rendezvous: "Timed out after N seconds
+waiting for clients. K/W clients joined": a node that never started, or cannot reach
+``MASTER_ADDR:master_port``) and, with gloo (CPU runs), a collective ("Timed out waiting Nms for recv
+operation to complete": another rank died, stalled or is still busy elsewhere). NCCL's watchdog ends
+the process itself on a collective's timeout, before Python could say anything; its own log line
+names the operation.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from vlmdata.errors import OperationError
+from vlmtrain.train.diskfull import exception_chain
+
+_START = re.compile(r"waiting for clients\. (\d+)/(\d+) clients joined")
+_COLLECTIVE = re.compile(r"Timed out waiting (\d+)ms for (recv|send) operation")
+
+
+def rank_timeout(e: BaseException, ddp_timeout: int, output_dir: str | Path, resume: str) -> OperationError | None:
+    """The error to show for ``e`` when this rank gave up waiting for the others, else None.
+    ``resume``: the command that continues from the last checkpoint."""
+    from vlmtrain.train.rundir import last_complete_checkpoint
+
+    rank = os.environ.get("RANK", "?")
+    raise_it = f"raise ddp_timeout (now {ddp_timeout} s; --set ddp_timeout=SECONDS)"
+    for x in exception_chain(e):
+        said = str(x)
+        if m := _START.search(said):
+            return OperationError(
+                f"rank {rank}: only {m[1]} of {m[2]} ranks joined the run within ddp_timeout ({ddp_timeout} s)",
+                hint=f"start the command on every node (num_nodes of them), each with the same MASTER_ADDR "
+                     f"and master_port, the port reachable from every node; where nodes start minutes apart, "
+                     f"{raise_it}")
+        if _COLLECTIVE.search(said):
+            last = last_complete_checkpoint(Path(output_dir))
+            then = f"; then continue from {last.name} with:\n  {resume}" if last is not None else ""
+            return OperationError(
+                f"rank {rank} waited ddp_timeout ({ddp_timeout} s) for another rank that did not join a collective",
+                hint=f"another rank stopped, stalled or is still busy: the first error in the other ranks' logs says "
+                     f"which and why; where a rank is slower for a reason (a slow disk under a checkpoint save), "
+                     f"{raise_it}{then}")
+    return None
