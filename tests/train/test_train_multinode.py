@@ -361,10 +361,10 @@ def test_a_node_that_never_starts_is_said_within_ddp_timeout(instruct_blend, tmp
     hosts = tmp_path / "hostfile"
     hosts.write_text("node-a slots=1\nnode-b slots=1\n")
     cfg = _config(tmp_path / "z3.yaml", instruct_blend, tmp_path / "run", num_nodes=2, num_gpus=1,
-                  launcher="deepspeed", hostfile=str(hosts), ddp_timeout=10,
+                  launcher="deepspeed", hostfile=str(hosts), ddp_timeout=3,
                   deepspeed=str(REPO / "configs/deepspeed/zero3.json"))
     p = subprocess.run([sys.executable, "-m", "vlmtrain.cli", "run", str(cfg), "--set", f"master_port={_port()}"],
                        env=_env(NODE_RANK="0"), cwd=REPO, capture_output=True, text=True, timeout=240)
     assert p.returncode == 1, p.stderr[-3000:]
-    assert "error: rank 0: only 1 of 2 ranks joined the run within ddp_timeout (10 s)" in p.stderr, p.stderr[-3000:]
+    assert "error: rank 0: only 1 of 2 ranks joined the run within ddp_timeout (3 s)" in p.stderr, p.stderr[-3000:]
     assert "each with the same MASTER_ADDR and master_port" in p.stderr
