@@ -74,7 +74,7 @@ def _two_nodes(cfg: Path, *args: str, env: dict[str, str] | None = None,
 
 
 def _stop_hung(procs: list[subprocess.Popen]) -> str:
-    """Both nodes' whole process trees (launcher, launch, rank) print their threads' stacks (SIGUSR1:
+    """The nodes' whole process trees (launcher, launch, rank) print their threads' stacks (SIGUSR1:
     multinode/sitecustomize.py), one process at a time so that the stacks do not interleave in the stderr
     they share, then are killed; the nodes' stderr tails, which hold the stacks."""
     import signal
@@ -201,7 +201,6 @@ def test_zero3_rank_whose_samples_were_all_skipped_runs_the_model_too(tmp_path):
                   num_nodes=2, num_gpus=1, launcher="deepspeed", hostfile=str(hosts),
                   deepspeed=str(REPO / "configs/deepspeed/zero3.json"))
     runs = _two_nodes(cfg)
-    open("/tmp/hang/last.txt", "w").write("\n=====\n".join(f"rc={p.returncode}\n{p.stderr}" for p in runs))  # DEBUG
     assert all(p.returncode == 0 for p in runs), [p.stderr[-3000:] for p in runs]
     steps = {}
     for r in read_sample_logs(out):
@@ -363,8 +362,13 @@ def test_a_node_that_never_starts_is_said_within_ddp_timeout(instruct_blend, tmp
     cfg = _config(tmp_path / "z3.yaml", instruct_blend, tmp_path / "run", num_nodes=2, num_gpus=1,
                   launcher="deepspeed", hostfile=str(hosts), ddp_timeout=3,
                   deepspeed=str(REPO / "configs/deepspeed/zero3.json"))
-    p = subprocess.run([sys.executable, "-m", "vlmtrain.cli", "run", str(cfg), "--set", f"master_port={_port()}"],
-                       env=_env(NODE_RANK="0"), cwd=REPO, capture_output=True, text=True, timeout=240)
-    assert p.returncode == 1, p.stderr[-3000:]
-    assert "error: rank 0: only 1 of 2 ranks joined the run within ddp_timeout (3 s)" in p.stderr, p.stderr[-3000:]
-    assert "each with the same MASTER_ADDR and master_port" in p.stderr
+    p = subprocess.Popen([sys.executable, "-m", "vlmtrain.cli", "run", str(cfg), "--set", f"master_port={_port()}"],
+                         env=_env(NODE_RANK="0"), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        _, err = p.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"node 0 did not end in 240 s; where it waited:\n{_stop_hung([p])}")
+    assert p.returncode == 1, err[-3000:]
+    assert "error: rank 0: only 1 of 2 ranks joined the run within ddp_timeout (3 s)" in err, err[-3000:]
+    assert "each with the same MASTER_ADDR and master_port" in err
