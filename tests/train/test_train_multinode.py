@@ -354,21 +354,26 @@ def test_a_node_that_stops_answering_makes_the_other_fail_within_ddp_timeout(ins
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_a_node_that_never_starts_is_said_within_ddp_timeout(instruct_blend, tmp_path):
-    """Only node 0 started: its rank gives up on the rendezvous after ``ddp_timeout`` and says how many ranks
-    joined and what to check, instead of a traceback from torch's store."""
+@pytest.mark.parametrize("started, said", [
+    ("0", ["error: rank 0: only 1 of 2 ranks joined the run within ddp_timeout (3 s)",
+           "each with the same MASTER_ADDR and master_port"]),
+    ("1", ["error: rank 1 could not reach rank 0 at 127.0.0.1:", "within ddp_timeout (3 s)",
+           "start the command on node 0 too; check that MASTER_ADDR (127.0.0.1) names node 0"])])
+def test_a_node_that_never_starts_is_said_within_ddp_timeout(started, said, instruct_blend, tmp_path):
+    """Only one node started: its rank gives up on the rendezvous after ``ddp_timeout`` and says what it
+    waited for and what to check, instead of a traceback from torch's store."""
     hosts = tmp_path / "hostfile"
     hosts.write_text("node-a slots=1\nnode-b slots=1\n")
     cfg = _config(tmp_path / "z3.yaml", instruct_blend, tmp_path / "run", num_nodes=2, num_gpus=1,
                   launcher="deepspeed", hostfile=str(hosts), ddp_timeout=3,
                   deepspeed=str(REPO / "configs/deepspeed/zero3.json"))
     p = subprocess.Popen([sys.executable, "-m", "vlmtrain.cli", "run", str(cfg), "--set", f"master_port={_port()}"],
-                         env=_env(NODE_RANK="0"), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
+                         env=_env(NODE_RANK=started), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
     try:
         _, err = p.communicate(timeout=240)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"node 0 did not end in 240 s; where it waited:\n{_stop_hung([p])}")
+        pytest.fail(f"node {started} did not end in 240 s; where it waited:\n{_stop_hung([p])}")
     assert p.returncode == 1, err[-3000:]
-    assert "error: rank 0: only 1 of 2 ranks joined the run within ddp_timeout (3 s)" in err, err[-3000:]
-    assert "each with the same MASTER_ADDR and master_port" in err
+    for words in said:
+        assert words in err, (words, err[-3000:])

@@ -4,7 +4,7 @@ JIT-compiled on the first distributed start (35-45 s with g++ on a 2-core box; e
 The op only speeds up collectives between ranks of one node; gloo does the same work without it.
 
 SIGUSR1 makes any of these processes print every thread's Python stack to its stderr: a test whose
-two nodes did not end in time sends it to both process groups before killing them, so a hang shows
+nodes did not end in time sends it to each of their processes before killing them, so a hang shows
 where each rank waits."""
 import faulthandler
 import importlib.abc
