@@ -51,26 +51,39 @@ def _config(path: Path, blend: Path, out: Path, **over) -> Path:
     return path
 
 
-def _start_nodes(cfg: Path, *args: str, env: dict[str, str] | None = None,
-                 per_rank: tuple[tuple[str, ...], ...] = ((), ())) -> list[subprocess.Popen]:
-    """`vlmtrain run CFG` as node 0 and node 1, each in its own process group (``per_rank``: more arguments
-    for each)."""
+def _zero3_on_two_nodes(tmp_path: Path) -> dict:
+    """The config keys of a ZeRO-3 run on two nodes, one process each, started by the deepspeed launcher
+    (with NODE_RANK set on each node, the hostfile only names them: nobody is reached over ssh)."""
+    hosts = tmp_path / "hostfile"
+    hosts.write_text("node-a slots=1\nnode-b slots=1\n")
+    return dict(num_nodes=2, num_gpus=1, launcher="deepspeed", hostfile=str(hosts),
+                deepspeed=str(REPO / "configs/deepspeed/zero3.json"))
+
+
+def _start_nodes(cfg: Path, *args: str, env: dict[str, str] | None = None, ranks: tuple[int, ...] = (0, 1),
+                 per_rank: tuple[tuple[str, ...], ...] | None = None) -> list[subprocess.Popen]:
+    """`vlmtrain run CFG` as each of ``ranks``' nodes, each in its own process group (``per_rank``: more
+    arguments for each)."""
     port = _port()
     return [subprocess.Popen([sys.executable, "-m", "vlmtrain.cli", "run", str(cfg), "--set", f"master_port={port}",
                               *args, *extra], env=_env(NODE_RANK=str(rank), **(env or {})), cwd=REPO,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-            for rank, extra in enumerate(per_rank)]
+            for rank, extra in zip(ranks, per_rank or [()] * len(ranks))]
+
+
+def _wait(procs: list[subprocess.Popen], timeout: int = 420) -> list[subprocess.CompletedProcess]:
+    """Every node must end within ``timeout`` seconds (else: their stacks, then their trees killed)."""
+    try:
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the nodes did not end in {timeout} s; where each process waited:\n{_stop_hung(procs)}")
+    return [subprocess.CompletedProcess(p.args, p.returncode, *out) for p, out in zip(procs, outs)]
 
 
 def _two_nodes(cfg: Path, *args: str, env: dict[str, str] | None = None,
-               per_rank: tuple[tuple[str, ...], ...] = ((), ())) -> list[subprocess.CompletedProcess]:
+               per_rank: tuple[tuple[str, ...], ...] | None = None) -> list[subprocess.CompletedProcess]:
     """Both nodes started; both must end."""
-    procs = _start_nodes(cfg, *args, env=env, per_rank=per_rank)
-    try:
-        outs = [p.communicate(timeout=420) for p in procs]
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"the two nodes did not end in 420 s; where each process waited:\n{_stop_hung(procs)}")
-    return [subprocess.CompletedProcess(p.args, p.returncode, *out) for p, out in zip(procs, outs)]
+    return _wait(_start_nodes(cfg, *args, env=env, per_rank=per_rank))
 
 
 def _stop_hung(procs: list[subprocess.Popen]) -> str:
@@ -165,12 +178,9 @@ def test_zero3_ranks_with_an_image_and_without_one_in_the_same_step(instruct_ble
     would hang). One sample per rank, so some step pairs an image sample with a text-only one."""
     import datasets
 
-    hosts = tmp_path / "hostfile"
-    hosts.write_text("node-a slots=1\nnode-b slots=1\n")
     out = tmp_path / "run"
     cfg = _config(tmp_path / "z3.yaml", instruct_blend, out, max_steps=8, per_device_train_batch_size=1,
-                  num_nodes=2, num_gpus=1, launcher="deepspeed", hostfile=str(hosts),
-                  deepspeed=str(REPO / "configs/deepspeed/zero3.json"))
+                  **_zero3_on_two_nodes(tmp_path))
     runs = _two_nodes(cfg)
     assert all(p.returncode == 0 for p in runs), [p.stderr[-3000:] for p in runs]
     ds = datasets.load_from_disk(str(instruct_blend))
@@ -194,12 +204,9 @@ def test_zero3_rank_whose_samples_were_all_skipped_runs_the_model_too(tmp_path):
     broken = sorted((blend / "images").iterdir())[::3]
     for f in broken:
         f.write_bytes(b"not a jpeg")
-    hosts = tmp_path / "hostfile"
-    hosts.write_text("node-a slots=1\nnode-b slots=1\n")
     out = tmp_path / "run"
     cfg = _config(tmp_path / "z3.yaml", blend, out, max_steps=8, per_device_train_batch_size=1, bad_samples="skip",
-                  num_nodes=2, num_gpus=1, launcher="deepspeed", hostfile=str(hosts),
-                  deepspeed=str(REPO / "configs/deepspeed/zero3.json"))
+                  **_zero3_on_two_nodes(tmp_path))
     runs = _two_nodes(cfg)
     assert all(p.returncode == 0 for p in runs), [p.stderr[-3000:] for p in runs]
     steps = {}
@@ -248,13 +255,10 @@ def test_zero3_ranks_whose_answers_need_different_numbers_of_head_chunks(tmp_pat
     each call: every rank now calls it as often as the rank with the most chunks (empty calls included).
     A rank with a long answer next to one with a short answer aborted ('collective mismatch')."""
     blend = _blend_with_long_answers(tmp_path / "blend", n=8, words=8400)
-    hosts = tmp_path / "hostfile"
-    hosts.write_text("node-a slots=1\nnode-b slots=1\n")
     out = tmp_path / "run"
     cfg = _config(tmp_path / "z3.yaml", blend, out, max_steps=4, per_device_train_batch_size=1, model_max_length=9000,
                   text_config=dict(tiny_config(blend, out)["text_config"], max_position_embeddings=9216),
-                  num_nodes=2, num_gpus=1, launcher="deepspeed", hostfile=str(hosts),
-                  deepspeed=str(REPO / "configs/deepspeed/zero3.json"))
+                  **_zero3_on_two_nodes(tmp_path))
     runs = _two_nodes(cfg)
     assert all(p.returncode == 0 for p in runs), [p.stderr[-3000:] for p in runs]
     long = {f"s{i}" for i in range(0, 8, 2)}
@@ -276,13 +280,10 @@ def test_stage3_rank_whose_first_batch_was_skipped_joins_the_first_log(tmp_path)
     blend = write_tiny_blend(tmp_path / "blend", n=24, kind="caption", seed=2)  # (every record has an image)
     first_of_rank1 = list(SeededRandomSampler(24, seed))[1]  # one sample per rank: the order's second is rank 1's
     (blend / "images" / f"{first_of_rank1:05d}.jpg").write_bytes(b"not a jpeg")
-    hosts = tmp_path / "hostfile"
-    hosts.write_text("node-a slots=1\nnode-b slots=1\n")
     out = tmp_path / "run"
     cfg = _config(tmp_path / "z3.yaml", blend, out, stage=3, version="plain", moe_mode="sparse", train_modules=["mlp"],
                   num_experts=4, top_k_experts=2, bad_samples="skip", seed=seed, max_steps=3,
-                  per_device_train_batch_size=1, num_nodes=2, num_gpus=1, launcher="deepspeed", hostfile=str(hosts),
-                  deepspeed=str(REPO / "configs/deepspeed/zero3.json"))
+                  per_device_train_batch_size=1, **_zero3_on_two_nodes(tmp_path))
     runs = _two_nodes(cfg)
     assert all(p.returncode == 0 for p in runs), [p.stderr[-3000:] for p in runs]
     first = {r["rank"]: r["ids"] for r in read_sample_logs(out) if r["step"] == 1}
@@ -296,11 +297,8 @@ def test_nodes_that_see_different_checkpoints_refuse_together(instruct_blend, tm
     """output_dir on each node's own disk (here: node 1 gets another folder): node 1 holds only its ZeRO shards of
     checkpoint-2, no trainer_state.json (rank 0's), so it saw no complete checkpoint and started from step 0 beside
     a node that resumed. Now every rank says what it sees and both stop with the same error."""
-    hosts = tmp_path / "hostfile"
-    hosts.write_text("node-a slots=1\nnode-b slots=1\n")
     cfg = _config(tmp_path / "z3.yaml", instruct_blend, tmp_path / "out0", max_steps=4, per_device_train_batch_size=2,
-                  num_nodes=2, num_gpus=1, launcher="deepspeed", hostfile=str(hosts),
-                  deepspeed=str(REPO / "configs/deepspeed/zero3.json"))
+                  **_zero3_on_two_nodes(tmp_path))
 
     def per_node(*args: str, env=None):
         outs = tuple(("--set", f"output_dir={tmp_path / f'out{rank}'}") for rank in (0, 1))
@@ -324,12 +322,9 @@ def test_a_node_that_stops_answering_makes_the_other_fail_within_ddp_timeout(ins
     import signal
     import time
 
-    hosts = tmp_path / "hostfile"
-    hosts.write_text("node-a slots=1\nnode-b slots=1\n")
     out = tmp_path / "run"
     cfg = _config(tmp_path / "z3.yaml", instruct_blend, out, max_steps=10_000, per_device_train_batch_size=1,
-                  num_nodes=2, num_gpus=1, launcher="deepspeed", hostfile=str(hosts), ddp_timeout=15,
-                  deepspeed=str(REPO / "configs/deepspeed/zero3.json"))
+                  ddp_timeout=15, **_zero3_on_two_nodes(tmp_path))
     procs = _start_nodes(cfg)
     try:
         deadline = time.monotonic() + 300
@@ -362,18 +357,8 @@ def test_a_node_that_stops_answering_makes_the_other_fail_within_ddp_timeout(ins
 def test_a_node_that_never_starts_is_said_within_ddp_timeout(started, said, instruct_blend, tmp_path):
     """Only one node started: its rank gives up on the rendezvous after ``ddp_timeout`` and says what it
     waited for and what to check, instead of a traceback from torch's store."""
-    hosts = tmp_path / "hostfile"
-    hosts.write_text("node-a slots=1\nnode-b slots=1\n")
-    cfg = _config(tmp_path / "z3.yaml", instruct_blend, tmp_path / "run", num_nodes=2, num_gpus=1,
-                  launcher="deepspeed", hostfile=str(hosts), ddp_timeout=3,
-                  deepspeed=str(REPO / "configs/deepspeed/zero3.json"))
-    p = subprocess.Popen([sys.executable, "-m", "vlmtrain.cli", "run", str(cfg), "--set", f"master_port={_port()}"],
-                         env=_env(NODE_RANK=started), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, start_new_session=True)
-    try:
-        _, err = p.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"node {started} did not end in 240 s; where it waited:\n{_stop_hung([p])}")
-    assert p.returncode == 1, err[-3000:]
+    cfg = _config(tmp_path / "z3.yaml", instruct_blend, tmp_path / "run", ddp_timeout=3, **_zero3_on_two_nodes(tmp_path))
+    [p] = _wait(_start_nodes(cfg, ranks=(int(started),)), timeout=240)
+    assert p.returncode == 1, p.stderr[-3000:]
     for words in said:
-        assert words in err, (words, err[-3000:])
+        assert words in p.stderr, (words, p.stderr[-3000:])
