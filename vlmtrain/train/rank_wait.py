@@ -5,9 +5,12 @@ Two waits end this way in a Python exception: the start (the rendezvous: rank 0'
 out after N seconds waiting for clients. K/W clients joined", another rank's "The client socket has
 timed out ... while trying to connect to (ADDR, PORT)": a node that never started, or cannot reach
 ``MASTER_ADDR:master_port``) and, with gloo (CPU runs), a collective ("Timed out waiting Nms for recv
-operation to complete": another rank died, stalled or is still busy elsewhere). NCCL's watchdog ends
-the process itself on a collective's timeout, before Python could say anything; its own log line
-names the operation.
+operation to complete": another rank died, stalled or is still busy elsewhere). The gloo operation that
+times out first closes every connection of its group with "Application timeout caused pair closure", and
+the operation this rank's Python waits on may be another one in flight beside it (ZeRO-3 gathers several
+parameters at once), which then fails with that text instead: the same wait (met in CI). NCCL's
+watchdog ends the process itself on a collective's timeout, before Python could say anything; its own
+log line names the operation.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from vlmtrain.train.diskfull import exception_chain
 
 _START = re.compile(r"waiting for clients\. (\d+)/(\d+) clients joined")
 _CONNECT = re.compile(r"timed out after \S+ while trying to connect to \((.+?), (\d+)\)")
-_COLLECTIVE = re.compile(r"Timed out waiting (\d+)ms for (recv|send) operation")
+_COLLECTIVE = re.compile(r"Timed out waiting \d+ms for (?:recv|send) operation|Application timeout caused pair closure")
 
 
 def rank_timeout(e: BaseException, ddp_timeout: int, output_dir: str | Path, resume: str) -> OperationError | None:
