@@ -21,8 +21,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m vlmdata.demo
 
+# The suite in TEST_JOBS worker processes (pytest-xdist), each test file whole on one worker (its
+# module fixtures, a Ray cluster or a trained tokenizer, built once). 2: the CI machine's cores, where
+# it takes about half the one-process time; `make test TEST_JOBS=0` runs it in pytest's own process.
+TEST_JOBS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 # The generated pages of docs/ (command reference, datasets, recipes, layouts); tests/docs fails when
 # the committed ones differ from what this writes.
