@@ -67,8 +67,10 @@ class Bench:
         return out
 
     def row(self, job: str, ours: list[Run], peer_name: str, peer: list[Run] | None, goal: str, *,
-            rate: float | None = None, limit: float | None = None) -> None:
-        """A table row: medians of the runs that succeeded; ``rate``: compare work/s instead of time."""
+            rate: float | None = None, limit: float | None = None, floor: float | None = None) -> None:
+        """A table row: medians of the runs that succeeded; ``rate``: compare work/s instead of time;
+        ``floor``: the fewest seconds any client can take (the URL list's latency), which a goal set as a
+        multiple of the peer's speed may ask to beat: such a miss is said as out of reach."""
         mo = statistics.median(r.seconds for r in ours if r.rc == 0) if any(r.rc == 0 for r in ours) else None
         mp = statistics.median(r.seconds for r in peer if r.rc == 0) if peer and any(r.rc == 0 for r in peer) else None
         ratio = None
@@ -79,8 +81,11 @@ class Bench:
             met = ratio >= limit if rate else ratio <= limit
         elif peer is None and mo is not None and limit is not None:
             met = mo < limit
+        asked = (mp / limit if rate else mp * limit) if mp and limit else None  # the time the goal allows us
+        reach = (f"out of reach: the goal asks for {asked:.2f} s, under the {floor:.2f} s floor"
+                 if met is False and floor is not None and asked is not None and asked < floor else None)
         self.rows.append({"job": job, "peer": peer_name, "ours_s": mo, "peer_s": mp, "ratio": ratio, "goal": goal,
-                          "met": met, "rate": rate, "ours_runs": [r.seconds for r in ours],
+                          "met": met, "out_of_reach": reach, "rate": rate, "ours_runs": [r.seconds for r in ours],
                           "peer_runs": [r.seconds for r in peer] if peer else [],
                           "loads": [r.load1 for r in ours] + ([r.load1 for r in peer] if peer else [])})
 

@@ -227,7 +227,7 @@ def urllist(b: Any, *, out: Path, i2d: Path, **_: Any) -> None:
                        f"(both tools' runs)")
         b.row(f"{inputs.LIST_IMAGES:,} images from a URL list, 20 ms per request, 64 in flight",
               runs["vlmdata fetch --url-jobs 64"], "img2dataset, 64 threads", runs["img2dataset, 64 threads"],
-              ">= 3x images/s", rate=inputs.LIST_IMAGES, limit=3.0)
+              ">= 3x images/s", rate=inputs.LIST_IMAGES, limit=3.0, floor=floor)
         _rm(root)
     finally:
         srv.terminate()

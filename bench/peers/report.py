@@ -25,6 +25,8 @@ def table(result: dict) -> str:
             ours, peer = _s(r["ours_s"]), _s(r["peer_s"])
             ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
         met = {True: "yes", False: "**no**", None: "?"}[r["met"]]
+        if r.get("out_of_reach"):  # (results.json of runs before it have no such key)
+            met += f" ({r['out_of_reach']})"
         cells = [r["job"], r["peer"], ours, peer, ratio, r["goal"], met]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")  # (a pipe in a cell)
     return "\n".join(lines)

@@ -67,3 +67,23 @@ def test_a_run_shows_what_the_vm_reported_during_it() -> None:
                            "notes": [], "runs": {"case": [run, quiet]}})
     assert "- case / t: 2.00 (load 0.5; cpu 1.00 + 2.00; reported 512 MiB)" in text
     assert "- case / q: 2.00 (load 0.5; cpu 1.00 + 2.00)" in text
+
+
+def test_a_miss_whose_goal_is_under_the_floor_is_said_out_of_reach() -> None:
+    """The URL list's goal is 3x img2dataset's images/s; when img2dataset is fast, 3x asks for less time
+    than 20,000 requests at 20 ms with 64 in flight take (6.25 s), and the table says so beside the miss."""
+    from bench.peers.__main__ import Bench
+
+    def runs(tool: str, *seconds: float) -> list[timing.Run]:
+        return [timing.Run(tool=tool, seconds=s, rc=0, load1=0.1, max_rss_mb=1.0) for s in seconds]
+
+    b = Bench(repeat=3)
+    kw = dict(rate=20_000, limit=3.0, floor=6.25)
+    b.row("list, fast peer", runs("ours", 6.8, 6.79, 6.83), "peer", runs("peer", 17.3, 17.06, 16.9), ">= 3x", **kw)
+    b.row("list, slow peer", runs("ours", 6.8, 6.79, 6.83), "peer", runs("peer", 19.5, 19.8, 19.9), ">= 3x", **kw)
+    b.row("list, met", runs("ours", 6.8, 6.79, 6.83), "peer", runs("peer", 21.0, 21.5, 22.0), ">= 3x", **kw)
+    b.row("time row", runs("ours", 0.95), "peer", runs("peer", 3.5), "<= 0.25x", limit=0.25)
+    text = report.table({"rows": b.rows}).splitlines()
+    assert text[2].endswith("| **no** (out of reach: the goal asks for 5.69 s, under the 6.25 s floor) |")
+    assert text[3].endswith("| **no** |")  # 3x asks 6.60 s: above the floor, a miss of ours
+    assert text[4].endswith("| yes |") and text[5].endswith("| **no** |")
