@@ -194,9 +194,9 @@ def _run_stage(stage, configs: List[Path], overrides: List[str], resume: bool, *
         from vlmtrain.train.diskfull import disk_failure
         from vlmtrain.train.rank_wait import rank_timeout
 
-        err = (disk_failure(e, cfg.output_dir, resume_command(configs, overrides),
-                            start_command(configs, overrides, chained=chained))
-               or rank_timeout(e, cfg.ddp_timeout, cfg.output_dir, resume_command(configs, overrides)))
+        resume_it = resume_command(configs, overrides)
+        err = (disk_failure(e, cfg.output_dir, resume_it, start_command(configs, overrides, chained=chained))
+               or rank_timeout(e, cfg.ddp_timeout, cfg.output_dir, resume_it))
         if err is None:
             raise
         raise err from None
