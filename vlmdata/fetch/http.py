@@ -121,7 +121,7 @@ def _retryable(e: Exception) -> Transient:
 
 def _content_length(resp: Response) -> int | None:
     v = resp.headers.get("Content-Length")
-    return int(v) if v and v.isdigit() else None
+    return int(v) if v and v.isascii() and v.isdigit() else None  # ("²".isdigit() is true)
 
 
 class HttpEngine:
@@ -153,13 +153,8 @@ class HttpEngine:
         progress = progress or (lambda n: None)
         restarts = 0
         while True:
-            state = PartState.load(spath) if part.exists() else None
-            if part.exists() and (state is None or (state.validator is None and (state.size is None or not weak_resume))):
-                # Nothing ties the bytes on disk to the file on the server (not even its size), or
-                # only the size does and no known hash would catch a stitched file: start over.
-                discard_partial(dest)
             try:
-                fetched = self._attempts(url, dest, part, spath, headers, size_hint, md5, progress)
+                fetched = self._attempts(url, dest, part, spath, headers, size_hint, md5, progress, weak_resume)
             except _Changed:
                 restarts += 1
                 if restarts > 2:
@@ -172,9 +167,10 @@ class HttpEngine:
 
     # ------------------------------------------------------------------ tries
     def _attempts(self, url: str, dest: Path, part: Path, spath: Path, headers: dict[str, str],
-                  size_hint: int | None, md5: bool, progress: ProgressFn) -> Fetched:
+                  size_hint: int | None, md5: bool, progress: ProgressFn, weak_resume: bool) -> Fetched:
         """One download, tried again (resuming) after each transient failure; bytes kept restart the count."""
         transferred = [0]
+        self._judge_part(dest, part, spath, weak_resume)
         start_bytes = partial_progress(dest)
         notes: list[str] = []
         kept = [start_bytes]
@@ -192,7 +188,9 @@ class HttpEngine:
 
         def attempt() -> Fetched:
             self._check_cancel()
-            state = PartState.load(spath) if part.exists() else None  # what the last try left
+            # (judged again before every try: a try cut inside this call must not resume what a new
+            # call would start over)
+            state = self._judge_part(dest, part, spath, weak_resume)
             big = size_hint is None or size_hint >= 2 * self.min_split  # small files: no probe, one connection
             if (self.connections > 1 and big) or (state is not None and state.done is not None):
                 d, state, conns = self._segmented(url, part, spath, state, headers, md5, counted, notes, size_hint)
@@ -213,6 +211,22 @@ class HttpEngine:
                 raise
             raise err from None
 
+    @staticmethod
+    def _judge_part(dest: Path, part: Path, spath: Path, weak_resume: bool) -> PartState | None:
+        """The sidecar of a ``.part`` whose bytes may be continued; None when there is nothing to
+        continue, or what there was is discarded.
+
+        Nothing ties the bytes on disk to the file on the server when there is no sidecar, or when it
+        has no validator and no size; with only the size, a stitched file is caught only by a known
+        sha256, which the caller says it has (``weak_resume``)."""
+        if not part.exists():
+            return None
+        state = PartState.load(spath)
+        if state is None or (state.validator is None and (state.size is None or not weak_resume)):
+            discard_partial(dest)
+            return None
+        return state
+
     def wait(self, seconds: float) -> None:
         """Sleep between tries; Ctrl-C (the cancel event) ends the wait with Cancelled."""
         if self.cancel.wait(seconds):
@@ -232,11 +246,8 @@ class HttpEngine:
             if again is not None:
                 raise again from None
             raise SourceFailed(f"{shown(url)}: {scrub(str(e))}") from None
-        if url.startswith("https://") and not resp.url.startswith("https://"):
-            # (plain http after https would hand the bytes, and the pin of a file without a known hash,
-            # to anyone on the path: the certificate check has no switch, and a redirect is not one either)
-            resp.close()
-            raise SourceFailed(f"{shown(url)}: redirected to {shown(resp.url)}, which is not HTTPS: refused")
+        # (a redirect from https to plain http is refused by the Client, at the hop: it would hand the
+        # bytes, and the pin of a file without a known hash, to anyone on the path)
         if resp.status_code in (200, 206, 416):
             return resp
         resp.close()
@@ -286,7 +297,9 @@ class HttpEngine:
                 raise _Changed()
             if resp.status_code == 206 and offset:
                 cr = _content_range(resp)
-                if cr is None or cr[0] != offset or (state and state.size is not None and cr[2] not in (None, state.size)):
+                # (a total of "*" says nothing: enough beside a validator, not where the size is all there is)
+                sizes = (state.size,) if state.validator is None else (None, state.size)
+                if cr is None or cr[0] != offset or (state.size is not None and cr[2] not in sizes):
                     raise _Changed()
                 if state is not None:
                     self._weak_resume(url, state, offset, notes)
@@ -300,6 +313,8 @@ class HttpEngine:
                 cr = _content_range(resp)
                 size = cr[2] if cr else _content_length(resp)
                 state = self._new_state(url, resp, size)
+                if part.exists():  # (emptied before the new validator is saved: a kill between the two
+                    os.truncate(part, 0)  # must not leave the old bytes under it, for the next If-Range)
                 state.save(spath)
                 flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
             hasher = StreamHasher(md5=md5, prefix=(part, offset))
@@ -439,9 +454,11 @@ class HttpEngine:
             # a fresh start, or a single-connection .part of the same file: keep its bytes as range 0
             have = part.stat().st_size if (old is not None and part.exists()) else 0
             state.done = [[0, min(have, size)]] if have else []
+            # (the ranges are saved before the file is stretched to its size: a kill between the two
+            # must not leave a full-length .part that a sidecar without ranges calls complete)
+            state.save(spath)
             with open(part, "r+b" if have else "wb") as fh:
                 fh.truncate(size)
-            state.save(spath)
         self._weak_resume(url, state, sum(b - a for a, b in state.done), notes)
         sched = Scheduler(size, state.done, self.connections, min_split=piece_min)
         n_workers = sched.workers(self.connections)

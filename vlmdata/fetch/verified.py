@@ -265,11 +265,13 @@ class VerifiedDownloader:
             tmp.unlink(missing_ok=True)
             raise OperationError(f"{spec.key}: the joined parts do not match: {'; '.join(bad)}",
                                  hint="delete the parts in the downloads folder and fetch again")
-        os.replace(tmp, dest)
         if spec.place.format == "split-zip":  # its offsets are per part: the reader needs where each starts
             from vlmdata.place.splitzip import record_disks
 
+            # (before the joined file has its name: a kill between the two leaves the parts to join
+            # again, not a joined file without the sizes its reader needs)
             record_disks(dest, [p.digests.size for p in pieces])
+        os.replace(tmp, dest)
         for p in pieces:
             p.path.unlink(missing_ok=True)
         got = Verified(dest, d, " + ".join(sorted({p.source for p in pieces})), pieces[0].revision,

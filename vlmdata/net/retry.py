@@ -104,7 +104,7 @@ def retry_after_seconds(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # ("²".isdigit() is true, and float() refuses it)
         return float(value)
     from email.utils import parsedate_to_datetime  # rare: most servers send seconds
 
