@@ -246,7 +246,11 @@ def _url_list(spec: FileSpec, root: Root, out: Path, result: MirrorResult) -> No
         name = target_name(rid, url, spec.place.ext)
         image = folder / name if name else None
         if image is not None and image.is_file() and image.stat().st_size > 0:
-            dest = Path(rewrite(url, str(out)))
+            try:
+                dest = Path(rewrite(url, str(out)))
+            except UserError as e:  # (a URL whose place would be outside the mirror: that image is left out)
+                result.left_out.append(Left(f"{spec.key} {rid}", e.what))
+                continue
             _put(image, dest, None, result)  # (no hash is published per image: compared with the root's)
             hosts.add(_rel(str(dest), out).split("/", 1)[0])
             n, size = n + 1, size + dest.stat().st_size

@@ -327,16 +327,21 @@ def test_a_redirect_from_https_to_plain_http_is_refused(root, tmp_path, monkeypa
         secure.routes["/1.jpg"] = [(302, b"", {"Location": plain.url("/1.jpg")})]
         secure.routes["/2.jpg"] = [(302, b"", {"Location": secure.url("/moved/2.jpg")})]  # https to https: kept
         secure.routes["/moved/2.jpg"] = [(200, jpeg)]
+        # https -> http -> https: the last address is secure, the hop before it was not (found in review)
+        secure.routes["/3.jpg"] = [(302, b"", {"Location": plain.url("/hop/3.jpg")})]
+        plain.routes["/hop/3.jpg"] = [(302, b"", {"Location": secure.url("/moved/2.jpg")})]
         lst = root.store_path("ocr_vqa/dataset.json")
         lst.parent.mkdir(parents=True)
-        lst.write_text(json.dumps({"0001": book(secure.url("/1.jpg")), "0002": book(secure.url("/2.jpg"))}))
+        lst.write_text(json.dumps({"0001": book(secure.url("/1.jpg")), "0002": book(secure.url("/2.jpg")),
+                                   "0003": book(secure.url("/3.jpg"))}))
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
         res = run(root)
         folder = root.store_path("ocr_vqa/images")
         assert sorted(p.name for p in folder.iterdir()) == ["0002.jpg"]
-        assert [f.id for f in res.failed] == ["0001"]
+        assert [f.id for f in res.failed] == ["0001", "0003"]
         assert "not HTTPS: refused" in res.failed[0].error and plain.url("/1.jpg") in res.failed[0].error
-        assert secure.hits["/1.jpg"] == 1  # said once, not retried
+        assert "not HTTPS: refused" in res.failed[1].error and plain.url("/hop/3.jpg") in res.failed[1].error
+        assert secure.hits["/1.jpg"] == 1 and secure.hits["/3.jpg"] == 1  # said once, not retried
     finally:
         secure.stop()
         plain.stop()

@@ -118,12 +118,7 @@ def _get_list(url: str, session: Client, mirror: str | None, policy: RetryPolicy
             if again is not None:
                 raise again from None
             raise OperationError(f"cannot download the URL list {said}: {scrub(str(e))}") from None
-        if where.startswith("https://") and not r.url.startswith("https://"):
-            # (no hash vouches for a list, and it names every image's host: plain http would let anyone on
-            # the path hand out a list of their own; the engine and the image client refuse the same)
-            r.close()
-            raise OperationError(f"cannot download the URL list {said}: redirected to {shown(r.url)}, "
-                                 "which is not HTTPS: refused")
+        # (a redirect from https to plain http is refused by the Client: no hash vouches for a list)
         if r.status_code == 200:
             try:
                 return r.read_all()
@@ -160,16 +155,35 @@ def iter_entries(path: Path, source: Source) -> Iterator[tuple[str, str]]:
             raise UserError(f"the URL list cannot be read: {e.strerror}", where=str(path)) from e
         return
     if source.list_format == "tsv":
+        yield from _tsv_entries(path, key)
+        return
+    raise UserError(f"unknown list_format {source.list_format!r}", where=str(path))
+
+
+def _tsv_entries(path: Path, key: str) -> Iterator[tuple[str, str]]:
+    """(id, url) of each row of a TSV list with a URL; a short row's missing id is "" (a record that
+    fails as unsafe, as a bad id does), a row that cannot be read an error naming its line."""
+    rows = None
+    try:
         with open(path, encoding="utf-8", newline="") as fh:
             rows = csv.DictReader(fh, delimiter="\t")
             if not rows.fieldnames or key not in rows.fieldnames:
                 raise UserError(f"the TSV list has no column {key!r}", where=str(path))
             idcol = "id" if "id" in rows.fieldnames else rows.fieldnames[0]
             for r in rows:
-                if r.get(key):
-                    yield r[idcol], r[key]
-        return
-    raise UserError(f"unknown list_format {source.list_format!r}", where=str(path))
+                url = r.get(key)
+                if isinstance(url, str) and url:
+                    rid = r.get(idcol)
+                    yield (rid if isinstance(rid, str) else ""), url
+    except csv.Error as e:
+        raise UserError(f"the TSV list cannot be read: {e}", where=f"{path}:{rows.line_num if rows else 0}",
+                        hint="download it again, or fix that line") from None
+    except UnicodeDecodeError as e:  # (the file is decoded a block at a time: the line is where it had got to)
+        raise UserError(f"the TSV list is not UTF-8 ({e.reason} at byte {e.start} of a block)",
+                        where=f"{path}, after line {rows.line_num if rows else 0}",
+                        hint="download it again, or convert it to UTF-8") from None
+    except OSError as e:
+        raise UserError(f"the TSV list cannot be read: {e.strerror}", where=str(path)) from e
 
 
 # ----------------------------------------------------------------- fetching

@@ -15,13 +15,18 @@ folder where writes are slow (a network file system: a moving average over about
 writes above SLOW_WRITE seconds) goes back to the threads for every image, so the loop never
 waits on the disk for long.
 
-Per record: a file already in ``folder`` (non-empty) is skipped; 404/410 are dead (with the ids that
-point at them); other 4xx fail, and so does an https address redirected to plain http; timeouts,
+Per record: a file already in ``folder`` (non-empty) is skipped; an id that is no safe file name, a
+URL that is not http(s) and one ``--mirror`` cannot place fail at once, for good (the record's failure,
+not the run's); 404/410 are dead (with the ids that point at them); other 4xx fail, and so does an
+https address redirected to plain http at any hop; timeouts,
 dropped connections, 5xx and 429 are tried again with vlmdata.net.retry's policy, honouring
 Retry-After; a host that cannot be reached at all gets one short retry, and UNREACHABLE_RUN such
 records in a row stop the run (``offline``). Each image is proven whole before it is written
 (vlmdata.place.images: empty and truncated ones fail), converted to JPEG when asked, and given its
 name only once written whole.
+
+Why one file of ~400 lines: the loop's requests, the saver threads and the per-record outcomes all
+update one ImagesResult under one lock; split, each part would take the others' state as arguments.
 """
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 from vlmdata import atomic
+from vlmdata.errors import UserError
 from vlmdata.net.retry import (GaveUp, RetryPolicy, Transient, aretry, is_transient_status, is_unreachable,
                                retry_after_seconds, unreachable_reason)
 from vlmdata.net.env_access import EnvAccess
@@ -53,6 +59,13 @@ CONNECT_TIMEOUT = 10.0  # seconds; the read timeout is the caller's (`vlmdata fe
 MAX_IMAGE_BYTES = 64 << 20
 LEFTOVER_AGE = 600.0  # seconds: an image's temporary file older than this is a killed run's leftover
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# Bytes in an image's name: 255 in one name (ext4, xfs, btrfs), less room for the temporary name
+# it may be written under first (place.images: ".tmp-NAME.THREAD").
+NAME_LIMIT = 255 - 32
+# Failures another run cannot fix (FailedUrl.again False), besides bytes that are no usable image:
+BAD_ID = f"record id is not a safe file name (letters, digits, '._-', at most {NAME_LIMIT} bytes with the extension)"
+NOT_HTTP = "not an http(s) URL"
+_FOR_GOOD = (BAD_ID, NOT_HTTP, "larger than", "cannot mirror")
 
 
 @dataclass
@@ -121,7 +134,9 @@ def target_name(rid: str, url: str, ext: str | None) -> str | None:
         return None
     if ext is None:
         ext = os.path.splitext(urlsplit(url).path)[1].lstrip(".").lower() or "jpg"
-    return f"{rid}.{ext}"
+    name = f"{rid}.{ext}"
+    # (a longer name fails every write with ENAMETOOLONG, which would stop the run at this record each time)
+    return name if len(name.encode()) <= NAME_LIMIT else None
 
 
 def fetch_images(entries: Iterable[tuple[str, str]], folder: Path, *, ext: str | None, jobs: int,
@@ -220,10 +235,15 @@ class _Run:
     async def _one(self, rid: str, url: str) -> None:
         name = target_name(rid, url, self.ext)
         if name is None:
-            return self._record(rid, url, ("failed", None, "record id is not a safe file name"))
+            return self._record(rid, url, ("failed", None, BAD_ID))
         if name in self.have:
             return self._record(rid, url, ("skipped", None, ""))
-        where = rewrite(url, self.mirror) if self.mirror else url
+        if not url[:8].lower().startswith(("http://", "https://")):  # (file://, ftp://, //cdn/x, a path)
+            return self._record(rid, url, ("failed", None, NOT_HTTP))
+        try:
+            where = rewrite(url, self.mirror) if self.mirror else url
+        except UserError as e:  # (one record's odd URL is that record's failure, not the run's)
+            return self._record(rid, url, ("failed", None, e.what))
         if self.local:
             return await self._hand_over((rid, url, where, f"{self.folder_str}/{name}"))
         try:
@@ -296,7 +316,7 @@ class _Run:
                 url = shown(url)  # (as the report keeps it: a signed query or a user:password are credentials)
                 r.dead.setdefault(url, DeadUrl(url, detail)).ids.append(rid)
             elif kind == "failed":  # detail "": the bytes were no usable image; a bad id or a too-large body: neither
-                stuck = detail == "" or error == "record id is not a safe file name" or error.startswith("larger than")
+                stuck = detail == "" or error.startswith(_FOR_GOOD)
                 r.failed.append(FailedUrl(rid, shown(url), error, not stuck))
             else:
                 r.saved += 1
@@ -323,9 +343,11 @@ class _Run:
         try:
             target = self.URL(url)
             async with self.session.get(target, max_redirects=5, **self.env.kwargs(target)) as resp:
-                if target.scheme == "https" and resp.url.scheme != "https":
-                    # (an image has no hash to check: after a downgrade anyone on the path could swap it)
-                    return "failed", None, f"redirected to {shown(str(resp.url))}, which is not HTTPS: refused"
+                plain = [h.url for h in (*resp.history, resp) if h.url.scheme != "https"]
+                if target.scheme == "https" and plain:
+                    # (an image has no hash to check: after a downgrade anyone on the path could swap it,
+                    # or send it on to an https host of their own: every hop is looked at, not the last)
+                    return "failed", None, f"redirected to {shown(str(plain[0]))}, which is not HTTPS: refused"
                 status = resp.status
                 if status == 200:
                     return await _body(resp, MAX_IMAGE_BYTES)

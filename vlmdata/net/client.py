@@ -145,6 +145,10 @@ class Client:
                     return resp
                 resp.discard()
                 new = urljoin(url, location)
+                if url.lower().startswith("https://") and not new.lower().startswith("https://"):
+                    # (not followed, so nothing, not even a netrc login, goes out in the clear; a later
+                    # hop back to https would hide the downgrade from a caller that looks at the last URL)
+                    raise RequestError(f"redirected to {shown(new)}, which is not HTTPS: refused", transient=False)
                 keep_auth = keep_auth and _same_origin(url, new)
                 url = new
         except (OSError, http.client.HTTPException, ValueError) as e:

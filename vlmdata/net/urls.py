@@ -11,7 +11,7 @@ a mirror is a static tree, and signed-URL parameters (SA-1B) mean nothing there.
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import quote, unquote, urlsplit
 
 from vlmdata.errors import UserError
@@ -60,8 +60,13 @@ def rewrite(url: str, base: str) -> str:
     """The mirrored location of ``url``: a URL when BASE is http(s), a filesystem path otherwise."""
     parts = urlsplit(url)
     if not parts.scheme or not parts.netloc:
-        raise UserError(f"cannot mirror {url!r}: not an absolute URL")
+        raise UserError(f"cannot mirror {shown(url)}: not an absolute URL")
     rel = f"{host_of(url)}{parts.path}"  # (a user:password is the origin's: not a folder name, not sent to a mirror)
     if is_local(base):
-        return str(local_base(base) / unquote(rel))
+        path = unquote(rel)
+        if ".." in PurePosixPath(path).parts or "\0" in path:
+            # (a folder is read, or written by `mirror build`, at this path: it must stay under BASE/host)
+            raise UserError(f"cannot mirror {shown(url)}: its path has a '..' part (or a NUL byte), which would leave "
+                            "its host's folder")
+        return str(local_base(base) / path)
     return base.rstrip("/") + "/" + quote(rel, safe="/:@!$&'()*+,;=-._~")
