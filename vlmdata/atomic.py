@@ -171,6 +171,10 @@ def owned_temp_dir_beside(path: Path, *, remove: Callable[[Path], None] | None =
         if machine and machine != machine_tag():
             continue
         if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            if rest.startswith("old.") and not (path.exists() or path.is_symlink()):
+                # (killed between replace_dir's two renames: this is the complete old tree, put back)
+                os.replace(p, path)
+                continue
             (remove or (lambda q: shutil.rmtree(q, ignore_errors=True)))(p)
     return _shared(Path(_tempfile().mkdtemp(prefix=f"{prefix}{_owner()}.", dir=path.parent)))
 
@@ -201,7 +205,9 @@ def replace_dir(tmp: Path, final: Path) -> None:
     """Move a finished temporary folder to ``final``, replacing an older one.
 
     The old folder is first renamed aside, then the new one renamed in, then the old one removed:
-    at every instant ``final`` is either the complete old tree or the complete new one.
+    ``final`` is the complete old tree or the complete new one, but for the instant between the
+    two renames; a process killed there leaves the old tree as ``.tmp-<name>.old.<owner>``, which
+    the next ``owned_temp_dir_beside(final)`` puts back.
     """
     final = Path(final)
     old = None

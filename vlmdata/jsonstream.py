@@ -177,6 +177,10 @@ class RecordReader:
             view = memoryview(self.buf)
             try:
                 got = self.fh.readinto(view[have:have + want]) or 0
+            except OSError as e:  # (a read names no file: without this a failing input disk is blamed on --out)
+                if e.filename is None:
+                    e.filename = str(self.path)
+                raise
             finally:
                 view.release()
             if got < want:
@@ -256,7 +260,7 @@ class RecordReader:
             tries += 1
             try:
                 return self._take_span(pos, cut + 1, after.start(1))  # (pos then at the next record's '{')
-            except ValueError:
+            except (ValueError, RecursionError):  # (the slow way says what is wrong, and where)
                 continue
 
         return None
@@ -272,7 +276,7 @@ class RecordReader:
             return None
         try:
             return self._take_span(pos, cut + 1, cut + 1)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
 
     def _take_span(self, a: int, b: int, next_pos: int) -> list[Any]:
@@ -366,11 +370,14 @@ class RecordReader:
                 obj, end = _DECODER.raw_decode(text, at)
                 past = end == len(text) and not piece.final  # a number or literal at the very end could go on
             except json.JSONDecodeError as e:
-                if piece.final:
+                if piece.final or not _cut_short(e, len(text)):
                     self.pos += len(text[at:e.pos].encode())
                     raise self._fail(f"invalid JSON in record {index}: {_words(e.msg)}{self._column()}",
                                      hint="fix the file or re-download it") from e
                 past = True
+            except (ValueError, RecursionError) as e:  # nested too deep, an integer of over 4,300 digits
+                raise self._fail(f"record {index} cannot be read: {_unreadable(e)}{self._column()}",
+                                 hint="fix the record or leave it out of the file") from e
             if past:  # the value runs past the text: a new piece from pos, larger if this one was new
                 want = 4 * want if fresh else want
                 piece = None
@@ -533,7 +540,7 @@ class RecordReader:
         if _fast_loads is not None:
             try:
                 return self._loads(raw, 1)
-            except ValueError:
+            except (ValueError, RecursionError):
                 pass  # refused (NaN, Infinity, ...) or really bad: the standard library decides
         self.slow = True
         try:
@@ -549,6 +556,9 @@ class RecordReader:
             raise UserError(f"invalid JSON: {_words(e.msg)} (column {column})",
                             where=f"{self.path}: line {lineno}",
                             hint="fix the line (one JSON value per line in a .jsonl file) or re-download the file") from e
+        except (ValueError, RecursionError) as e:
+            raise UserError(f"the line cannot be read: {_unreadable(e)}", where=f"{self.path}: line {lineno}",
+                            hint="fix the line or leave it out of the file") from e
 
 
 _DECODER = json.JSONDecoder()
@@ -671,13 +681,31 @@ def _is_record_start(fh: Any, start: int, size: int, window: int) -> bool:
         text = data.decode("utf-8", errors="ignore")
         try:
             obj, end = _DECODER.raw_decode(text, 0)
-        except json.JSONDecodeError:
-            if start + length >= size or length >= 64 * window:
+        except json.JSONDecodeError as e:
+            if start + length >= size or length >= 64 * window or not _cut_short(e, len(text)):
                 return False
             length *= 4  # maybe the record is longer than the window
             continue
+        except (ValueError, RecursionError):  # (not a start to cut at: the whole file's reading says why)
+            return False
         rest = text[end:end + 64].lstrip(_WS)
         return isinstance(obj, dict) and "conversations" in obj and rest[:1] in (",", "]")
+
+
+def _cut_short(e: json.JSONDecodeError, length: int) -> bool:
+    """Could this error be the text's end cutting a value, rather than a fault inside it? A string
+    still open, or a failure in the last few characters (a literal such as ``-Infinity`` or a
+    ``\\uXXXX`` escape cut through). A fault before that is reported at once: growing the piece
+    until the file's end would hold the rest of the file in memory to say the same."""
+    return e.msg.startswith("Unterminated string") or e.pos >= length - 16
+
+
+def _unreadable(e: BaseException) -> str:
+    """What a decoder's error other than a syntax error says: values nested deeper than Python
+    reads them, or an integer longer than it converts."""
+    if isinstance(e, RecursionError):
+        return "values nested deeper than Python can read"
+    return str(e).split(";")[0]
 
 
 def _words(msg: str) -> str:

@@ -9,6 +9,7 @@ import stat as stat_mod
 import sys
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vlmdata.orphans import die_with_parent
+from vlmdata.errors import OperationError
 
 MISSING, PRESENT, EMPTY_FILE = 0, 1, 2  # check_files' codes: absent (or not a file), a file, a 0-byte file
 _STAT_CHUNK = 4096
@@ -103,6 +105,9 @@ def _in_processes(root: Path, paths: list[str], start: int, codes: np.ndarray, j
         with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork"),
                                  initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             _spread(pool, _stat_slice, bounds, codes, on_done)
+    except BrokenProcessPool as e:  # (as the scan says it: a traceback would name no cause a user can act on)
+        raise OperationError("a process checking the images died (out of memory, or killed)",
+                             hint="run again; with --jobs 1 the images are checked in this process") from e
     finally:
         _FORKED = None
 
