@@ -97,7 +97,7 @@ class TrainConfig:
     use_residual: bool = False                      # Residual-MoE
     router_aux_loss_coef: float = 0.01
     router_aux_loss_gradient: bool = True           # false: the aux loss is in the loss's value only, no gradient (as MoE-LLaVA's runs)
-    train_modules: Optional[list] = None            # parameter-name substrings that train (fc1 fc2 wg for phi)
+    train_modules: Optional[list | str] = None      # parameter-name substrings that train (fc1 fc2 wg for phi), or all
     ep_size: int = 1                                # expert parallelism: only 1 (every rank holds every expert)
     moe_second_expert_sampling: bool = True         # DeepSpeed's top2_2nd_expert_sampling (Gumbel noise), seeded
     moe_random_token_selection: bool = True         # DeepSpeed's use_rts (top-1)
@@ -652,8 +652,11 @@ def _validate_moe(cfg: TrainConfig, fail) -> None:
     if cfg.ep_size != 1:
         fail(f"`ep_size` is {cfg.ep_size}; vlmtrain's MoE layer keeps every expert on every rank (ep_size 1, "
              "what MoE-LLaVA's scripts use)")
-    if cfg.train_modules is not None and not all(isinstance(m, str) and m for m in cfg.train_modules):
-        fail(f"`train_modules` must be a list of parameter-name substrings, got {cfg.train_modules}")
+    if cfg.train_modules is not None and cfg.train_modules != "all" and (
+            not isinstance(cfg.train_modules, list) or not cfg.train_modules
+            or not all(isinstance(m, str) and m for m in cfg.train_modules)):
+        fail(f"`train_modules` must be a list of parameter-name substrings, or `all`, got {cfg.train_modules!r}",
+             "`all` trains the whole LLM, as MoE-LLaVA does when its script gives no --train_modules")
     if cfg.lora_enable:
         fail("`lora_enable` with stage 3 is not supported; MoE-tuning trains the experts' FFN weights themselves")
     if cfg.pretrain_mm_mlp_adapter:

@@ -135,3 +135,26 @@ def test_fresh_block_computes_the_dense_ffn():
     x = torch.randn(2, 9, 16)
     torch.testing.assert_close(block(x), dense(x), rtol=1e-5, atol=1e-6)
     assert block.last.kept == block.last.routes == 2 * 18
+
+
+def test_the_router_runs_in_fp32_under_bf16_autocast(monkeypatch):
+    """Found in review: a run without DeepSpeed trains under bf16 autocast, which cast the router's
+    Linear to bf16 whatever its inputs were; its top-k then chose from rounded logits, where
+    DeepSpeed's gate (no autocast) computes them in fp32."""
+    from vlmtrain.model.moe import layer as layer_mod
+
+    torch.manual_seed(0)
+    block = SparseMoeBlock(32, Mlp(32, 64), MoeSettings(num_experts=4, top_k=2)).eval()
+    seen = []
+
+    def spy(logits, *a, **kw):
+        seen.append(logits)
+        return route(logits, *a, **kw)
+
+    monkeypatch.setattr(layer_mod, "route", spy)
+    x = torch.randn(2, 11, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        block(x)
+    want = x.reshape(-1, 32) @ block.router.weight.T
+    assert seen[0].dtype == torch.float32
+    torch.testing.assert_close(seen[0], want, rtol=1e-5, atol=1e-5)  # (bf16 would be off by ~1e-2)

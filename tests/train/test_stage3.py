@@ -357,6 +357,9 @@ def test_train_modules_match_dense_names_and_qwen_aliases(tmp_path):
     assert {"layers.0.mlp.experts.2.up_proj.weight", "layers.0.mlp.experts.2.gate_proj.weight",
             "layers.1.mlp.down_proj.weight"} <= q and not any("o_proj" in n or "q_proj" in n for n in q)
     assert any("o_proj" in n for n in trainable(qwen, ["c_proj"]))  # a bare `c_proj` also matches Qwen's attn.c_proj
+    # `all`: MoE-LLaVA with no --train_modules freezes nothing of the LLM
+    every = trainable(dict(TINY_PHI), "all")
+    assert any("self_attn" in n for n in every) and "embed_tokens.weight" in every and phi < every
 
 
 def test_qwen_stage3_in_moellava_key_names(tmp_path):

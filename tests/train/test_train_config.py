@@ -210,6 +210,16 @@ def test_freeze_settings_lora_or_stage3_would_override_are_refused(tmp_path):
     assert any("`lora_enable` is not" in n for n in notes), notes
 
 
+def test_train_modules_is_a_list_of_names_or_all(tmp_path):
+    from vlmtrain.config import ConfigError
+
+    assert load_config(_cfg(tmp_path, stage=3, train_modules="all")).train_modules == "all"
+    for bad in ([], "fc1", ["fc1", ""], [1]):  # ([] would freeze nothing in MoE-LLaVA: `all` says so)
+        with pytest.raises(ConfigError, match="or `all`") as e:
+            load_config(_cfg(tmp_path, stage=3, train_modules=bad))
+        assert "as MoE-LLaVA does when its script gives no --train_modules" in str(e.value)
+
+
 def test_a_deepspeed_json_that_fixes_other_values_is_said_before_a_model_is_built(tmp_path):
     from vlmtrain.config import ConfigError
 

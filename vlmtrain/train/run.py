@@ -113,7 +113,7 @@ def dry_run(cfg: TrainConfig, *, as_json: bool = False, emit: bool = True,
         print(f"MoE: {m['num_experts']} experts, top-{m['top_k']}, in {len(m['layers'])} of "
               f"{built.model.config.text_config.num_hidden_layers} layers {m['layers']}; capacity factor "
               f"{m['capacity_factor']} (eval {m['eval_capacity_factor']}); aux loss x{m['router_aux_loss_coef']}; "
-              f"trains {' '.join(m['train_modules'])} (+ routers, projector)")
+              f"trains {' '.join(m['train_modules']) or 'the whole LLM'} (+ routers, projector)")
     from vlmtrain.data.image_processor import dry_run_line
 
     print(dry_run_line(cfg.image_backend, cfg.image_aspect_ratio))

@@ -16,7 +16,8 @@ from vlmtrain.model.moe import MoeSettings, MoeSpec, apply_train_modules, conver
 
 log = logging.getLogger("vlmtrain")
 
-# MoE-LLaVA's finetune_moe.sh --train_modules per LLM family (what `train_modules` defaults to).
+# MoE-LLaVA's finetune_moe.sh --train_modules per LLM family (what `train_modules` defaults to; MoE-LLaVA's
+# own default, with no --train_modules, freezes nothing: `train_modules: all` here).
 DEFAULT_TRAIN_MODULES = {
     "phi": ["fc1", "fc2", "wg"],
     "qwen2": ["mlp.w1", "mlp.w2", "mlp.c_proj", "wg"],
@@ -41,7 +42,9 @@ def spec_from_config(cfg: TrainConfig, num_layers: int, text_model_type: str) ->
                            use_residual=cfg.use_residual, second_expert_sampling=cfg.moe_second_expert_sampling,
                            random_token_selection=cfg.moe_random_token_selection, drop_tokens=cfg.moe_drop_tokens)
     train_modules = cfg.train_modules
-    if train_modules is None:
+    if train_modules == "all":  # (MoE-LLaVA without --train_modules: its list is None, and nothing is frozen)
+        train_modules = []
+    elif train_modules is None:
         train_modules = DEFAULT_TRAIN_MODULES.get(text_model_type)
         if train_modules is None:
             raise ConfigError(f"no default `train_modules` for a {text_model_type!r} LLM", where=where,
@@ -81,7 +84,7 @@ def prepare_moe(model: nn.Module, cfg: TrainConfig, *, meta: bool = False) -> Mo
     else:
         convert_to_moe(model, spec, check=not meta)
     matched = apply_train_modules(model, spec.train_modules, tc.model_type)
-    if matched == 0:
+    if matched == 0 and spec.train_modules:
         raise ConfigError(f"`train_modules` {spec.train_modules} matches no parameter of the {tc.model_type!r} LLM",
                           where=where, hint="name parameter substrings such as fc1 fc2 wg (phi), "
                                             "gate_proj up_proj down_proj wg (stablelm, llama, mistral)")

@@ -156,12 +156,13 @@ def native_train_modules(names: list[str], text_model_type: str) -> list[str]:
 
 
 def apply_train_modules(model: nn.Module, train_modules: list[str], text_model_type: str) -> int:
-    """Freeze every LLM parameter whose name matches no substring; routers stay trainable.
+    """Freeze every LLM parameter whose name matches no substring; routers stay trainable. An empty
+    list freezes nothing (MoE-LLaVA's rule: its list is applied only when it has names).
 
     Only the language model is touched: the tower and projector follow the freeze spec. Returns the
     number of LLM parameters that matched a substring (0 means the list names nothing that exists).
     """
-    subs = native_train_modules(train_modules, text_model_type)
+    subs = native_train_modules(train_modules, text_model_type) or [""]  # ("" is in every name)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     matched = 0
     for module in (base.model.language_model, base.lm_head):

@@ -18,7 +18,7 @@ two differ by that rounding.
 Every expert is called in every forward, with zero rows when nothing is routed to it: ZeRO-3
 gathers a module's weights when it is called, and all ranks must make the same calls.
 
-The router (``router``, DeepSpeed's ``gate.wg``) is a bias-free Linear evaluated in fp32. With
+The router (``router``, DeepSpeed's ``gate.wg``) is a bias-free Linear evaluated in fp32, autocast or not. With
 ``use_residual`` (Residual-MoE), the dense FFN stays as ``residual_mlp`` and a ``coefficient``
 Linear(hidden, 2) mixes the two outputs by softmax, as DeepSpeed's ``use_residual`` does.
 
@@ -79,10 +79,13 @@ class SparseMoeBlock(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         s = self.settings
         flat = hidden.reshape(-1, hidden.shape[-1])
-        logits = F.linear(flat.float(), self.router.weight.float())
-        r = route(logits, s.top_k, s.capacity_factor if self.training else s.eval_capacity_factor, s.min_capacity,
-                  drop_tokens=s.drop_tokens, second_expert_sampling=s.second_expert_sampling,
-                  random_token_selection=s.random_token_selection)
+        # (outside autocast: under bf16 autocast, which a run without DeepSpeed trains in, a Linear is
+        # cast to bf16 whatever its inputs are; DeepSpeed's gate, which runs without autocast, is fp32)
+        with torch.autocast(device_type=flat.device.type, enabled=False):
+            logits = F.linear(flat.float(), self.router.weight.float())
+            r = route(logits, s.top_k, s.capacity_factor if self.training else s.eval_capacity_factor,
+                      s.min_capacity, drop_tokens=s.drop_tokens, second_expert_sampling=s.second_expert_sampling,
+                      random_token_selection=s.random_token_selection)
         # Sort the (choice, token) routes by expert: one host sync per layer for the bucket sizes,
         # then one contiguous slice per expert. Bucket 0 holds the dropped routes (expert -1).
         k, n = r.experts.shape
