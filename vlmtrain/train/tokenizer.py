@@ -106,12 +106,62 @@ def load_tokenizer(cfg: TrainConfig):
             raise ConfigError(f"cannot load the tokenizer {name!r}: {said[:400]}",
                               hint="check the path / Hub id and the network, or set `tokenizer_train_vocab_size` "
                                    "to train one on the dataset's text") from None
+        tok = _legacy_as_saved(tok, name, lambda **kw: AutoTokenizer.from_pretrained(
+            name, padding_side="right", trust_remote_code=cfg.trust_remote_code, **kw))
     tok.padding_side = "right"
     tok.model_max_length = cfg.model_max_length
     if cfg.image_token not in tok.get_vocab():
         tok.add_special_tokens({"additional_special_tokens": [cfg.image_token]})
     set_pad_token(tok, template)
     return tok
+
+
+def _legacy_as_saved(tok, name: str, load):
+    """``tok``, loaded again with the ``legacy`` its files say where its config does not say it.
+
+    transformers 5 rebuilds a SentencePiece (Llama-family) tokenizer with ``legacy=False`` when
+    tokenizer_config.json has no ``legacy``, whatever its tokenizer.json does; transformers 4.37, which
+    the original repos run with ``use_fast=False``, builds it legacy. The two differ after every special
+    token (``</s>USER`` gives ``USER`` or ``▁USER``), so a later round's ids would not be the original
+    recipe's. The tokenizer.json's own prefix rule decides (legacy where it prefixes every text, as the
+    ones saved before transformers 5 do); with none, 4.37's default."""
+    import logging
+
+    from vlmtrain.data.slow_tokenizer_files import prefix_scheme
+
+    if not hasattr(tok, "legacy"):
+        return tok
+    config, tj = _saved_json(name, "tokenizer_config.json"), _saved_json(name, "tokenizer.json")
+    if config is None or "legacy" in config:
+        return tok
+    scheme = prefix_scheme(tj) if tj is not None else None
+    want = scheme in (None, "always")
+    if bool(tok.legacy) == want:
+        return tok
+    logging.getLogger("vlmtrain").info(
+        "tokenizer %s: its tokenizer_config.json sets no `legacy`; loaded with legacy=%s, as its %s (transformers "
+        "5 alone would build it legacy=%s)", name, want,
+        "tokenizer.json prefixes every text" if scheme == "always" else "slow tokenizer under transformers 4.37 is",
+        tok.legacy)
+    return load(legacy=want)
+
+
+def _saved_json(name: str, filename: str) -> dict | None:
+    """A tokenizer file of a local folder, or of a Hub id's cached snapshot (from_pretrained has fetched
+    it by now); None where it is not there."""
+    import json
+
+    folder = Path(os.path.expanduser(name))
+    path: str | Path | None = folder / filename if folder.is_dir() else None
+    if path is None:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(name, filename)
+        path = found if isinstance(found, str) else None
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8")) if path is not None else None
+    except (OSError, ValueError):
+        return None
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json", "vocab.txt",
