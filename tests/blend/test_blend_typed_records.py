@@ -26,6 +26,8 @@ def _shapes(i: int) -> list[dict]:
         {"id": 1.0 * i, "image": img, "conversations": turns(q, a)},
         {"id": 2 ** 70 + i, "image": img, "conversations": turns(q, a)},
         {"id": f"t{i}", "conversations": turns(f"Plain {i}", a), "model": ""},
+        # (an int id after "model": both ways write {"id", "model"} in that order; found in review)
+        {"model": "m", "id": 3000 + i, "conversations": turns(f"Plain {i}", a)},
         {"id": f"tk{i}", "image": img, "conversations": turns(q, a), "task_name": "vqa"},
         {"id": f"n{i}", "image": None, "conversations": turns(f"Plain {i}", a)},
         {"id": f"l{i}", "image": [img, f"gqa/{i}.jpg"], "conversations": turns("<image>\n<image>\nq", a)},

@@ -34,7 +34,10 @@ def of_record(rec: dict, image: Any) -> str | None:
             type(image) is str or (image is None and "image" not in rec)):
         return None  # the common record: the columns hold all of it
     out: dict[str, Any] = {}
-    keys = {k: v for k, v in rec.items() if k not in _HELD and not (k == "id" and plain_id)}
+    # (``id`` first, then the file's order: of_struct's order for the records either may take, so a
+    # record's bytes do not depend on which way its batch was read, which --jobs can change)
+    keys = {"id": rid} if "id" in rec and not plain_id else {}
+    keys.update((k, v) for k, v in rec.items() if k not in _HELD and k != "id")
     if "image" in rec and not image:  # null or []: no path, so nothing in `images` says it was there
         keys["image"] = image
     if keys:
