@@ -61,6 +61,16 @@ def test_mm_projector_lr_applies_under_deepspeed(instruct_blend, make_config, tm
     llm = [v for k, v in moved.items() if "language_model" in k]
     assert projector and min(projector) > 1e-4, moved
     assert llm and max(llm) < 1e-8, moved
+    _logs_the_llms_rate(tmp_path / "proj")
+
+
+def _logs_the_llms_rate(run_dir) -> None:
+    """The logged learning_rate is the LLM's (1e-12 here), not the projector's (1e-2): found in review,
+    the Trainer logged the first parameter group's, which is the projector's."""
+    from train_helpers import read_metrics
+
+    rates = [row["learning_rate"] for row in read_metrics(run_dir).values()]
+    assert rates and max(rates) <= 1e-12, rates
 
 
 def test_mm_projector_lr_applies_without_deepspeed(instruct_blend, make_config, tmp_path):
@@ -77,3 +87,4 @@ def test_mm_projector_lr_applies_without_deepspeed(instruct_blend, make_config, 
     moved = {k: (a[k].float() - b[k].float()).abs().max().item() for k in a}
     assert min(v for k, v in moved.items() if "multi_modal_projector" in k) > 1e-4, moved
     assert max(v for k, v in moved.items() if "language_model" in k) < 1e-8, moved
+    _logs_the_llms_rate(tmp_path / "proj")

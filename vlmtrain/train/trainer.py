@@ -151,9 +151,23 @@ class VlmTrainer(Trainer):
         param_groups = [{"params": params, "weight_decay": self.args.weight_decay if has_decay else 0.0,
                          **({"lr": self.vlm_cfg.mm_projector_lr} if projector else {})}
                         for (projector, has_decay), params in groups.items()]
+        # (the projector comes first in the model's order; the logged rate is the LLM's, as in LLaVA's logs)
+        self._logged_group = next((i for i, (projector, _) in enumerate(groups) if not projector), 0)
         optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         self.optimizer = optimizer_cls(param_groups, **kwargs)
         return self.optimizer
+
+    def _get_learning_rate(self) -> float:
+        """The rate logged as ``learning_rate``: with ``mm_projector_lr``, the LLM's group's, not the first
+        group's (the projector's, whose rate the Trainer logged: 10x off in LLaVA's LoRA recipe)."""
+        lr = super()._get_learning_rate()
+        group = getattr(self, "_logged_group", 0)
+        if group:
+            try:
+                return self.lr_scheduler.get_last_lr()[group]
+            except (AssertionError, IndexError, AttributeError):  # (DeepSpeed before its first step: as the Trainer)
+                return lr
+        return lr
 
     def _run_epoch(self, *args, **kwargs):
         ckpt = kwargs.get("resume_from_checkpoint")
