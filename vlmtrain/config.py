@@ -532,6 +532,19 @@ def validate(cfg: TrainConfig, where: str = "config") -> None:
     for key in ("learning_rate", "num_train_epochs"):
         if getattr(cfg, key) <= 0:
             fail(f"`{key}` must be positive, got {getattr(cfg, key)}")
+    # (each said here, before a weight loads: AdamW, the DataLoader and set_seed would refuse them only
+    # after the model is built, as tracebacks; a negative projector rate would train without a word)
+    if cfg.mm_projector_lr is not None and cfg.mm_projector_lr <= 0:
+        fail(f"`mm_projector_lr` must be positive, got {cfg.mm_projector_lr}",
+             "leave it out for the projector to train at `learning_rate`, or freeze it with `freeze.projector: true`")
+    for key in ("adam_beta1", "adam_beta2"):
+        if not 0 <= getattr(cfg, key) < 1:
+            fail(f"`{key}` must be in [0, 1), got {getattr(cfg, key)}")
+    for key in ("weight_decay", "max_grad_norm", "dataloader_num_workers", "seed", "lora_dropout"):
+        if getattr(cfg, key) < 0:
+            fail(f"`{key}` must not be negative, got {getattr(cfg, key)}")
+    if cfg.lora_dropout >= 1:
+        fail(f"`lora_dropout` must be below 1, got {cfg.lora_dropout}")
     if not 0 <= cfg.warmup_ratio < 1:
         fail(f"`warmup_ratio` must be in [0, 1), got {cfg.warmup_ratio}")
     if cfg.tokenizer_train_vocab_size and cfg.tokenizer_name_or_path:

@@ -210,6 +210,19 @@ def test_freeze_settings_lora_or_stage3_would_override_are_refused(tmp_path):
     assert any("`lora_enable` is not" in n for n in notes), notes
 
 
+@pytest.mark.parametrize("key, value", [
+    ("mm_projector_lr", -1e-3), ("mm_projector_lr", 0.0), ("adam_beta1", 1.5), ("adam_beta2", -0.1),
+    ("weight_decay", -0.1), ("max_grad_norm", -1.0), ("dataloader_num_workers", -1), ("seed", -1),
+    ("lora_dropout", 1.0)])
+def test_out_of_range_numbers_are_said_before_a_model_is_built(tmp_path, key, value):
+    """Found in review: these were refused after the model was built (AdamW, the DataLoader, set_seed:
+    tracebacks, exit 1), or, for a negative mm_projector_lr, trained with it without a word."""
+    from vlmtrain.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"`{key}` must"):
+        load_config(_cfg(tmp_path, **{key: value}))
+
+
 def test_train_modules_is_a_list_of_names_or_all(tmp_path):
     from vlmtrain.config import ConfigError
 
