@@ -88,3 +88,17 @@ def test_mm_projector_lr_applies_without_deepspeed(instruct_blend, make_config, 
     assert min(v for k, v in moved.items() if "multi_modal_projector" in k) > 1e-4, moved
     assert max(v for k, v in moved.items() if "language_model" in k) < 1e-8, moved
     _logs_the_llms_rate(tmp_path / "proj")
+
+
+def test_zero2_in_one_process_that_no_launcher_started(instruct_blend, make_config, tmp_path):
+    """`vlmtrain run` with a DeepSpeed config and num_gpus 1 trains in this process, with no launcher's
+    RANK / MASTER_* variables (found in review: DeepSpeed then looked for MPI, mpi4py, and the run failed
+    after the model was built, a traceback)."""
+    cfg = make_config(instruct_blend, "alone", deepspeed=str(REPO / "configs/deepspeed/zero2.json"), max_steps=2)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE",
+                                                             "MASTER_ADDR", "MASTER_PORT")}
+    env.update(PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="")
+    p = subprocess.run([sys.executable, "-c", PRELUDE, "run", str(cfg)], env=env, capture_output=True, text=True,
+                       timeout=240, cwd=REPO)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert sorted(read_metrics(tmp_path / "alone")) == [1, 2]

@@ -362,3 +362,20 @@ def test_a_node_that_never_starts_is_said_within_ddp_timeout(started, said, inst
     assert p.returncode == 1, p.stderr[-3000:]
     for words in said:
         assert words in p.stderr, (words, p.stderr[-3000:])
+
+
+def test_ranks_that_forget_resume_leave_the_runs_record_as_it_was(instruct_blend, tmp_path):
+    """Found in review: launched ranks wrote vlmtrain_config.json before they refused a start without
+    --resume beside a checkpoint, so the next --resume was compared with the refused config, not the
+    one the checkpoint was made by. The refusal now comes first."""
+    out = tmp_path / "run"
+    cfg = _config(tmp_path / "two.yaml", instruct_blend, out, num_nodes=2, num_gpus=1, launcher="torchrun",
+                  per_device_train_batch_size=BATCH // 2)
+    (out / "checkpoint-2").mkdir(parents=True)
+    (out / "checkpoint-2" / "trainer_state.json").write_text("{}")  # (complete, as far as a start can tell)
+    record = out / "vlmtrain_config.json"
+    record.write_text('{"learning_rate": 0.003, "made_by": "the run that saved checkpoint-2"}')
+    runs = _two_nodes(cfg, "--set", "learning_rate=1e-4")
+    for p in runs:
+        assert p.returncode != 0 and "already has checkpoint-2" in p.stderr, p.stderr[-3000:]  # (torchrun: 1)
+    assert record.read_text() == '{"learning_rate": 0.003, "made_by": "the run that saved checkpoint-2"}'

@@ -86,6 +86,22 @@ def join_process_group(cfg: TrainConfig) -> None:
     torch.distributed.init_process_group(backend="gloo", timeout=timedelta(seconds=cfg.ddp_timeout))
 
 
+def world_of_one(cfg: TrainConfig) -> None:
+    """A run with a DeepSpeed config in one process that no launcher started (``num_gpus: 1``): the
+    environment a launcher gives a world of one. Without it DeepSpeed looks for MPI to learn its rank
+    (mpi4py, no dependency of ours) and fails, after the model is built."""
+    if not cfg.deepspeed or under_launcher():
+        return
+    import socket
+
+    with socket.socket() as s:  # (a port free now, for the group of one this process makes)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+        os.environ.setdefault(key, value)
+
+
 def relaunch(cfg: TrainConfig, run_args: list[str]) -> int:
     cmd = launch_command(cfg, run_args)
     if shutil.which(cmd[0]) is None:

@@ -247,7 +247,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
     from vlmtrain.progress import align_special_tokens_quietly, quiet_library_bars, use_readable_logs
     from vlmtrain.train import rundir, throughput
     from vlmtrain.train.mfu import flop_model
-    from vlmtrain.train.launch import join_process_group, launched_rank
+    from vlmtrain.train.launch import join_process_group, launched_rank, world_of_one
     from vlmtrain.train.preflight import preflight, require_trainable
     from vlmtrain.train.signals import StopOnSignal
     from vlmtrain.train.trainer import MM_PROJECTOR, VlmTrainer
@@ -327,13 +327,15 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> RunResult:
     counts = param_counts(model)
     for name, total, trainable in describe(counts):
         log.info("params %-9s %10s trainable %10s", name, total, trainable)
-    write_text(out / rundir.CONFIG_RECORD, json.dumps(cfg.to_dict(), indent=2, default=str))  # --resume compares it
-
+    world_of_one(cfg)  # (a DeepSpeed run in this one process: the launcher's environment for a world of one)
     join_process_group(cfg)  # (launched ranks: before the Trainer's own set-up, which leaves ddp_timeout out on a CPU)
     args = _training_args(cfg)
     if launched:
         rundir.agree_on_checkpoint(args, resume, last, out, where)
         _refuse_resume_mismatch(resume, last, out, where)
+    # (after the launched ranks' refusal: a run refused for a forgotten --resume must leave the record of
+    # the run it would have replaced, which the next --resume is compared with)
+    write_text(out / rundir.CONFIG_RECORD, json.dumps(cfg.to_dict(), indent=2, default=str))  # --resume compares it
     align_special_tokens_quietly(model, tokenizer)
     sigterm = StopOnSignal()
     callbacks = [sigterm]
