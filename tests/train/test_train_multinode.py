@@ -379,3 +379,32 @@ def test_ranks_that_forget_resume_leave_the_runs_record_as_it_was(instruct_blend
     for p in runs:
         assert p.returncode != 0 and "already has checkpoint-2" in p.stderr, p.stderr[-3000:]  # (torchrun: 1)
     assert record.read_text() == '{"learning_rate": 0.003, "made_by": "the run that saved checkpoint-2"}'
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_two_ranks_resumed_in_their_second_epoch_take_its_order(instruct_blend, tmp_path):
+    """Found in review: the Trainer's set_epoch did not reach the sampler of a loader resumed on several
+    ranks (accelerate's SkipBatchSampler around its BatchSamplerShard), so the rest of a resumed second
+    epoch went in the first epoch's order. 24 samples, 4 a step: steps 7-8 are the second epoch's; the
+    run is stopped after step 7 and resumed, and step 8 must be the uninterrupted run's step 8."""
+    steps = dict(max_steps=8, num_train_epochs=2)
+    ref_out = tmp_path / "single"
+    ref = subprocess.run([sys.executable, "-m", "vlmtrain.cli", "run",
+                          str(_config(tmp_path / "single.yaml", instruct_blend, ref_out, **steps))],
+                         env=_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    out = tmp_path / "run"
+    cfg = _config(tmp_path / "two.yaml", instruct_blend, out, num_nodes=2, num_gpus=1, launcher="torchrun",
+                  per_device_train_batch_size=BATCH // 2, **steps)
+    stopped = _two_nodes(cfg, env={"VLMTRAIN_SIGTERM_AT_STEP": "7"})
+    assert all(p.returncode != 0 for p in stopped) and (out / "checkpoint-7").is_dir()
+    runs = _two_nodes(cfg, "--resume")
+    assert all(p.returncode == 0 for p in runs), [p.stderr[-3000:] for p in runs]
+    want = {r["step"]: r["ids"] for r in read_sample_logs(ref_out)}
+    assert want[8] != want[2]  # (else the test could not tell the two epochs' orders apart)
+    got = {}
+    for r in read_sample_logs(out):
+        got.setdefault(r["step"], {})[r["rank"]] = r["ids"]
+    assert got[8][0] + got[8][1] == want[8]
+    assert read_metrics(out)[8]["loss"] == pytest.approx(read_metrics(ref_out)[8]["loss"], rel=1e-5)

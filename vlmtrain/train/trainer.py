@@ -129,10 +129,13 @@ class VlmTrainer(Trainer):
 
         if self.vlm_cfg.group_by_modality_length:
             # LLaVA passes world_size * grad_accum: one megabatch spans every batch of an optimizer step.
-            return make_length_grouped_sampler(
+            sampler = make_length_grouped_sampler(
                 self.train_data.lengths, self.args.per_device_train_batch_size,
                 self.args.world_size * self.args.gradient_accumulation_steps, self.args.seed, group_by_modality=True)
-        return SeededRandomSampler(len(self.train_data.lengths), self.args.seed)
+        else:
+            sampler = SeededRandomSampler(len(self.train_data.lengths), self.args.seed)
+        self._train_sampler = sampler  # (its epoch is set by _run_epoch)
+        return sampler
 
     # -- optimizer ----------------------------------------------------------------------------
     def create_optimizer(self, model=None):
@@ -170,6 +173,12 @@ class VlmTrainer(Trainer):
         return lr
 
     def _run_epoch(self, *args, **kwargs):
+        # The order of an epoch is a function of its number. The Trainer's set_epoch does not reach the
+        # sampler of a resumed loader on several ranks (accelerate's SkipBatchSampler around its
+        # BatchSamplerShard): that rank went on in epoch 0's order (found in review). Set here, always.
+        sampler = getattr(self, "_train_sampler", None)
+        if sampler is not None and "epoch" in kwargs:
+            sampler.set_epoch(kwargs["epoch"])
         ckpt = kwargs.get("resume_from_checkpoint")
         if ckpt is not None and not self._window_restored:  # (the Trainer has just zeroed its loss sum)
             self._window_restored = True
