@@ -31,3 +31,25 @@ def test_a_diverged_run_says_so(instruct_blend, make_config, vlmtrain, tmp_path,
     assert "micro-batch losses were NaN or inf up to step 3" in caplog.text and "Lower learning_rate" in caplog.text
     summary = [json.loads(line) for line in (tmp_path / "nan" / "metrics.jsonl").read_text().splitlines()][-1]
     assert summary["nonfinite_steps"] >= 1 and math.isnan(summary["train_loss"])
+
+
+def test_a_resume_inside_a_logging_window_keeps_its_nonfinite_count(instruct_blend, make_config, vlmtrain, tmp_path,
+                                                                    monkeypatch):
+    """Found in review: the count of NaN / inf losses was not saved with the logging window, so with
+    logging_steps > 1 a run resumed inside a window logged a finite loss where the uninterrupted run
+    logged NaN, and its summary's count left out the steps before the checkpoint."""
+    over = dict(max_steps=4, logging_steps=4, save_steps=100, learning_rate=1e38)
+    assert vlmtrain("run", make_config(instruct_blend, "whole", **over)).code == 0
+    cfg = make_config(instruct_blend, "cut", **over)
+    monkeypatch.setenv("VLMTRAIN_SIGTERM_AT_STEP", "3")
+    vlmtrain("run", cfg)
+    assert (tmp_path / "cut" / "checkpoint-3").is_dir()
+    monkeypatch.delenv("VLMTRAIN_SIGTERM_AT_STEP")
+    r = vlmtrain("run", cfg, "--resume")
+    assert r.code == 0, r.err
+    whole, cut = read_metrics(tmp_path / "whole")[4], read_metrics(tmp_path / "cut")[4]
+    assert whole["nonfinite_steps"] >= 2 and math.isnan(whole["loss"])  # (steps before the cut had some)
+    assert cut["nonfinite_steps"] == whole["nonfinite_steps"] and math.isnan(cut["loss"])
+    summaries = [[json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()][-1]
+                 for name in ("whole", "cut")]
+    assert summaries[1]["nonfinite_steps"] == summaries[0]["nonfinite_steps"]
