@@ -408,3 +408,18 @@ def test_two_ranks_resumed_in_their_second_epoch_take_its_order(instruct_blend, 
         got.setdefault(r["step"], {})[r["rank"]] = r["ids"]
     assert got[8][0] + got[8][1] == want[8]
     assert read_metrics(out)[8]["loss"] == pytest.approx(read_metrics(ref_out)[8]["loss"], rel=1e-5)
+
+
+def test_a_checkpoint_is_marked_complete_after_every_ranks_files(instruct_blend, tmp_path):
+    """Found in review: rank 0 wrote trainer_state.json (what makes a checkpoint complete) and deleted the
+    older checkpoint without waiting for the other ranks' RNG state and logging window; a kill in between
+    left the only checkpoint looking complete without them. Rank 1 is made 2 s slow to write its window."""
+    out = tmp_path / "run"
+    cfg = _config(tmp_path / "two.yaml", instruct_blend, out, num_nodes=2, num_gpus=1, launcher="torchrun",
+                  per_device_train_batch_size=BATCH // 2, max_steps=2, save_steps=1)
+    runs = _two_nodes(cfg, env={"VLMTEST_SLOW_SAVE_RANK": "1"})
+    assert all(p.returncode == 0 for p in runs), [p.stderr[-3000:] for p in runs]
+    ckpt = out / "checkpoint-2"
+    marked = (ckpt / "trainer_state.json").stat().st_mtime_ns
+    for name in ("log_window_rank-1.pt", "rng_state_1.pth", "log_window_rank-0.pt"):
+        assert (ckpt / name).stat().st_mtime_ns <= marked, name

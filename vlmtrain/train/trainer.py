@@ -357,6 +357,11 @@ class VlmTrainer(Trainer):
         if hasattr(self.train_data, "report"):
             save_report_state(self.train_data, output_dir, self.args.process_index)
         save_log_window(self._log_window(), output_dir, self.args.process_index)
+        # Every rank's files are written before rank 0 marks the checkpoint complete (trainer_state.json,
+        # next) and deletes the older one (save_total_limit 1): without this wait a kill between left the
+        # only checkpoint "complete" without a slower rank's RNG state and window (found in review).
+        if self.args.world_size > 1:
+            self.accelerator.wait_for_everyone()
 
     def _log_window(self) -> dict:
         """What the next log row sums since the last one: the Trainer's loss sum and the step it last logged,

@@ -31,4 +31,37 @@ class _SkipShmOp(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, _SkipShmOp())
 
+
+class _SlowRankSave(importlib.abc.MetaPathFinder):
+    """VLMTEST_SLOW_SAVE_RANK=k: rank k writes its logging window 2 s late (a slow disk, a busy node), so
+    a test can see whether rank 0 marks a checkpoint complete before every rank's files are there."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "vlmtrain.train.rundir":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            save = module.save_log_window
+
+            def slow(window, checkpoint, rank):
+                import time
+
+                time.sleep(2.0)
+                save(window, checkpoint, rank)
+
+            module.save_log_window = slow
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+import os  # noqa: E402
+
+if os.environ.get("VLMTEST_SLOW_SAVE_RANK") is not None and os.environ.get("RANK") == os.environ["VLMTEST_SLOW_SAVE_RANK"]:
+    sys.meta_path.insert(0, _SlowRankSave())
+
 faulthandler.register(signal.SIGUSR1, all_threads=True)
