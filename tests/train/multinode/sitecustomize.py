@@ -9,13 +9,20 @@ where each rank waits."""
 import faulthandler
 import importlib.abc
 import importlib.util
+import os
 import signal
 import sys
+import time
 
 
-class _SkipShmOp(importlib.abc.MetaPathFinder):
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Runs ``patch(module)`` right after the module named ``name`` is first imported."""
+
+    def __init__(self, name, patch):
+        self.name, self.patch = name, patch
+
     def find_spec(self, name, path, target=None):
-        if name != "deepspeed.comm.torch":
+        if name != self.name:
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)
@@ -23,45 +30,30 @@ class _SkipShmOp(importlib.abc.MetaPathFinder):
 
         def exec_module(module):
             run(module)
-            module.build_shm_op = lambda: None
+            self.patch(module)
 
         spec.loader.exec_module = exec_module
         return spec
 
 
-sys.meta_path.insert(0, _SkipShmOp())
+def _skip_shm_op(module):
+    module.build_shm_op = lambda: None
 
 
-class _SlowRankSave(importlib.abc.MetaPathFinder):
+def _slow_log_window(module):
     """VLMTEST_SLOW_SAVE_RANK=k: rank k writes its logging window 2 s late (a slow disk, a busy node), so
     a test can see whether rank 0 marks a checkpoint complete before every rank's files are there."""
+    save = module.save_log_window
 
-    def find_spec(self, name, path, target=None):
-        if name != "vlmtrain.train.rundir":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        run = spec.loader.exec_module
+    def slow(window, checkpoint, rank):
+        time.sleep(2.0)
+        save(window, checkpoint, rank)
 
-        def exec_module(module):
-            run(module)
-            save = module.save_log_window
-
-            def slow(window, checkpoint, rank):
-                import time
-
-                time.sleep(2.0)
-                save(window, checkpoint, rank)
-
-            module.save_log_window = slow
-
-        spec.loader.exec_module = exec_module
-        return spec
+    module.save_log_window = slow
 
 
-import os  # noqa: E402
-
+sys.meta_path.insert(0, _PatchOnImport("deepspeed.comm.torch", _skip_shm_op))
 if os.environ.get("VLMTEST_SLOW_SAVE_RANK") is not None and os.environ.get("RANK") == os.environ["VLMTEST_SLOW_SAVE_RANK"]:
-    sys.meta_path.insert(0, _SlowRankSave())
+    sys.meta_path.insert(0, _PatchOnImport("vlmtrain.train.rundir", _slow_log_window))
 
 faulthandler.register(signal.SIGUSR1, all_threads=True)
