@@ -105,7 +105,7 @@ def write_added_tokens(folder: Path, tj: dict) -> bool:
 def _write_slow_config(folder: Path, tj: dict) -> bool:
     """tokenizer_config.json's fields a slow LlamaTokenizer reads, set to what tokenizer.json does."""
     path = folder / "tokenizer_config.json"
-    cfg = _read_json(path) or {}
+    cfg = read_json(path) or {}
     before = dict(cfg)
     scheme = prefix_scheme(tj)
     if scheme in ("always", "first"):  # ("never": 4.37's LlamaTokenizer cannot say it; left as saved)
@@ -164,10 +164,10 @@ def _source_model(tokenizer) -> Path | None:
 
 def read_tokenizer_json(folder: Path) -> dict | None:
     """``folder/tokenizer.json``, or None where there is none (or it is not JSON)."""
-    return _read_json(Path(folder) / "tokenizer.json")
+    return read_json(Path(folder) / "tokenizer.json")
 
 
-def _read_json(path: Path) -> dict | None:
+def read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

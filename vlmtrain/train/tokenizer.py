@@ -149,19 +149,15 @@ def _legacy_as_saved(tok, name: str, load):
 def _saved_json(name: str, filename: str) -> dict | None:
     """A tokenizer file of a local folder, or of a Hub id's cached snapshot (from_pretrained has fetched
     it by now); None where it is not there."""
-    import json
+    from vlmtrain.data.slow_tokenizer_files import read_json
 
     folder = Path(os.path.expanduser(name))
-    path: str | Path | None = folder / filename if folder.is_dir() else None
-    if path is None:
-        from huggingface_hub import try_to_load_from_cache
+    if folder.is_dir():
+        return read_json(folder / filename)
+    from huggingface_hub import try_to_load_from_cache
 
-        found = try_to_load_from_cache(name, filename)
-        path = found if isinstance(found, str) else None
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8")) if path is not None else None
-    except (OSError, ValueError):
-        return None
+    found = try_to_load_from_cache(name, filename)
+    return read_json(Path(found)) if isinstance(found, str) else None
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json", "vocab.txt",
