@@ -23,6 +23,14 @@ class NonFiniteLosses:
         self.count: torch.Tensor | None = None  # this window's, on the device
         self.total = 0  # this process's run so far, over all ranks
 
+    def state(self) -> dict:
+        """What a checkpoint keeps of it (the trainer's logging window): a resumed window counts on."""
+        return {"count": None if self.count is None else self.count.detach().cpu(), "total": self.total}
+
+    def load_state(self, state: dict, device) -> None:
+        self.count = state["count"].to(device) if state["count"] is not None else None
+        self.total = int(state["total"])
+
     def add(self, loss: torch.Tensor) -> torch.Tensor:
         """The step's (detached) loss, or 0 where it is NaN or inf; counted without a host sync."""
         finite = torch.isfinite(loss)

@@ -372,8 +372,7 @@ class VlmTrainer(Trainer):
                 "window": dict(self._window), "seconds": since,
                 "moe": self._moe.state() if self._moe is not None else None,
                 # (NaN / inf losses the window has seen: its resumed row says NaN as the uninterrupted one does)
-                "nonfinite": {"count": None if self._nonfinite.count is None else self._nonfinite.count.detach().cpu(),
-                              "total": self._nonfinite.total}}
+                "nonfinite": self._nonfinite.state()}
 
     def _load_log_window(self, checkpoint: str) -> None:
         from vlmtrain.train.rundir import load_log_window
@@ -388,11 +387,8 @@ class VlmTrainer(Trainer):
         self._window_before = float(saved.get("seconds") or 0.0)
         if self._moe is not None and saved["moe"] is not None:
             self._moe.load_state(saved["moe"], self.args.device)
-        nonfinite = saved.get("nonfinite")
-        if nonfinite is not None:  # (a checkpoint of an older vlmtrain has none)
-            count = nonfinite["count"]
-            self._nonfinite.count = count.to(self.args.device) if count is not None else None
-            self._nonfinite.total = int(nonfinite["total"])
+        if saved.get("nonfinite") is not None:  # (a checkpoint of an older vlmtrain has none)
+            self._nonfinite.load_state(saved["nonfinite"], self.args.device)
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)
