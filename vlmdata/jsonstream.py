@@ -260,7 +260,7 @@ class RecordReader:
             tries += 1
             try:
                 return self._take_span(pos, cut + 1, after.start(1))  # (pos then at the next record's '{')
-            except (ValueError, RecursionError):  # (the slow way says what is wrong, and where)
+            except _UNDECODABLE:  # (the slow way says what is wrong, and where)
                 continue
 
         return None
@@ -276,7 +276,7 @@ class RecordReader:
             return None
         try:
             return self._take_span(pos, cut + 1, cut + 1)
-        except (ValueError, RecursionError):
+        except _UNDECODABLE:
             return None
 
     def _take_span(self, a: int, b: int, next_pos: int) -> list[Any]:
@@ -375,7 +375,7 @@ class RecordReader:
                     raise self._fail(f"invalid JSON in record {index}: {_words(e.msg)}{self._column()}",
                                      hint="fix the file or re-download it") from e
                 past = True
-            except (ValueError, RecursionError) as e:  # nested too deep, an integer of over 4,300 digits
+            except _UNDECODABLE as e:  # nested too deep, an integer of over 4,300 digits
                 raise self._fail(f"record {index} cannot be read: {_unreadable(e)}{self._column()}",
                                  hint="fix the record or leave it out of the file") from e
             if past:  # the value runs past the text: a new piece from pos, larger if this one was new
@@ -540,7 +540,7 @@ class RecordReader:
         if _fast_loads is not None:
             try:
                 return self._loads(raw, 1)
-            except (ValueError, RecursionError):
+            except _UNDECODABLE:
                 pass  # refused (NaN, Infinity, ...) or really bad: the standard library decides
         self.slow = True
         try:
@@ -556,12 +556,15 @@ class RecordReader:
             raise UserError(f"invalid JSON: {_words(e.msg)} (column {column})",
                             where=f"{self.path}: line {lineno}",
                             hint="fix the line (one JSON value per line in a .jsonl file) or re-download the file") from e
-        except (ValueError, RecursionError) as e:
+        except _UNDECODABLE as e:
             raise UserError(f"the line cannot be read: {_unreadable(e)}", where=f"{self.path}: line {lineno}",
                             hint="fix the line or leave it out of the file") from e
 
 
 _DECODER = json.JSONDecoder()
+# What msgspec and json raise for a value, besides a syntax error: ValueError (json's own errors, msgspec's,
+# an integer of over 4,300 digits) and RecursionError (values nested deeper than Python reads).
+_UNDECODABLE = (ValueError, RecursionError)
 
 _BOUNDARY = re.compile(rb",\s*\{")
 _FIRST_KEY = re.compile(rb'\{\s*"((?:[^"\\]|\\.)*)"')  # an object's first key
@@ -686,7 +689,7 @@ def _is_record_start(fh: Any, start: int, size: int, window: int) -> bool:
                 return False
             length *= 4  # maybe the record is longer than the window
             continue
-        except (ValueError, RecursionError):  # (not a start to cut at: the whole file's reading says why)
+        except _UNDECODABLE:  # (not a start to cut at: the whole file's reading says why)
             return False
         rest = text[end:end + 64].lstrip(_WS)
         return isinstance(obj, dict) and "conversations" in obj and rest[:1] in (",", "]")
