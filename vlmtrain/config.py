@@ -669,7 +669,8 @@ def _validate_moe(cfg: TrainConfig, fail) -> None:
             not isinstance(cfg.train_modules, list) or not cfg.train_modules
             or not all(isinstance(m, str) and m for m in cfg.train_modules)):
         fail(f"`train_modules` must be a list of parameter-name substrings, or `all`, got {cfg.train_modules!r}",
-             "`all` trains the whole LLM, as MoE-LLaVA does when its script gives no --train_modules")
+             "write a list, e.g. `train_modules: [fc1, fc2, wg]` (--set 'train_modules=[fc1,fc2,wg]'); `all` trains "
+             "the whole LLM, as MoE-LLaVA does when its script gives no --train_modules")
     if cfg.lora_enable:
         fail("`lora_enable` with stage 3 is not supported; MoE-tuning trains the experts' FFN weights themselves")
     if cfg.pretrain_mm_mlp_adapter:
